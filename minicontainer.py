@@ -8,8 +8,3164 @@ Sections, in the order a container is born: ctypes bindings, configuration, cgro
 filesystem, process setup, lifecycle, image store, command line.
 """
 
+import errno
+import json
+import os
+import signal
+import sys
+
+__version__ = "0.1.0"
+OCI_VERSION = "1.0.2"
+STATE_ROOT = "/run/minicontainer"
+
+
+class Error(Exception):
+    """A failure the user can cause or fix: reported as one line, exit status 1 (or .code)."""
+
+    def __init__(self, msg, code=1):
+        super().__init__(msg)
+        self.code = code
+
+
+# ==== ctypes bindings ====
+# Only what Python's os module lacks (3.8+): unshare, setns, mount, pivot_root, capabilities.
+
+_libc = None
+
+
+def libc():
+    global _libc
+    if _libc is None:
+        import ctypes
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _check(ret, what):
+    if ret < 0:
+        import ctypes
+        err = ctypes.get_errno()
+        raise OSError(err, "%s: %s" % (what, os.strerror(err)))
+    return ret
+
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+
+# The OCI names of namespaces, their clone flags and their /proc/PID/ns names.
+NAMESPACES = {
+    "user": (CLONE_NEWUSER, "user"), "pid": (CLONE_NEWPID, "pid"),
+    "network": (CLONE_NEWNET, "net"), "ipc": (CLONE_NEWIPC, "ipc"),
+    "uts": (CLONE_NEWUTS, "uts"), "mount": (CLONE_NEWNS, "mnt"),
+    "cgroup": (CLONE_NEWCGROUP, "cgroup"), "time": (CLONE_NEWTIME, "time"),
+}
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_SYNCHRONOUS, MS_REMOUNT, MS_MANDLOCK, MS_DIRSYNC = 16, 32, 64, 128
+MS_NOSYMFOLLOW, MS_NOATIME, MS_NODIRATIME, MS_BIND = 256, 1024, 2048, 4096
+MS_REC, MS_SILENT = 16384, 32768
+MS_UNBINDABLE, MS_PRIVATE, MS_SLAVE, MS_SHARED = 1 << 17, 1 << 18, 1 << 19, 1 << 20
+MS_RELATIME, MS_STRICTATIME, MS_LAZYTIME = 1 << 21, 1 << 24, 1 << 25
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_SYSCALLS = {  # the few we call by number: glibc wraps none of these the way we need
+    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126},
+    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91},
+}
+
+
+def syscall_nr(name):
+    machine = os.uname().machine
+    try:
+        return _SYSCALLS[machine][name]
+    except KeyError:
+        raise Error("unsupported architecture %s" % machine) from None
+
+
+def unshare(flags):
+    _check(libc().unshare(flags), "unshare")
+
+
+def setns(fd, nstype=0):
+    _check(libc().setns(fd, nstype), "setns")
+
+
+def mount(source, target, fstype, flags=0, data=None):
+    enc = (lambda s: s.encode() if isinstance(s, str) else s)
+    _check(libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
+           "mount %s on %s" % (source or fstype, target))
+
+
+def umount2(target, flags=0):
+    _check(libc().umount2(target.encode(), flags), "umount %s" % target)
+
+
+def pivot_root(new_root, put_old):
+    _check(libc().syscall(syscall_nr("pivot_root"), new_root.encode(), put_old.encode()),
+           "pivot_root")
+
+
+def prctl(option, arg2=0, arg3=0, arg4=0, arg5=0):
+    import ctypes
+    ul = ctypes.c_ulong
+    return _check(libc().prctl(option, ul(arg2), ul(arg3), ul(arg4), ul(arg5)), "prctl")
+
+
+def capset(effective, permitted, inheritable):
+    import ctypes
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    data = (ctypes.c_uint32 * 6)(effective & 0xffffffff, permitted & 0xffffffff,
+                                 inheritable & 0xffffffff, effective >> 32, permitted >> 32,
+                                 inheritable >> 32)
+    _check(libc().syscall(syscall_nr("capset"), header, data), "capset")
+
+
+CAPABILITIES = [
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+]
+
+
+def cap_last_cap():
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return len(CAPABILITIES) - 1
+
+
+def cap_mask(names, where):
+    mask = 0
+    for name in names:
+        short = name.upper()
+        short = short[4:] if short.startswith("CAP_") else short
+        if short not in CAPABILITIES:
+            raise Error("%s: unknown capability %s" % (where, name))
+        mask |= 1 << CAPABILITIES.index(short)
+    return mask
+
+
+def pidfd_open(pid):
+    """A pidfd, or None where the kernel is older than 5.3; it pins the process identity."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def process_start_time(pid):
+    """Field 22 of /proc/PID/stat: with the pid, it names one process across pid reuse."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+
+def process_state(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3].decode()
+
+
+# ==== configuration: the OCI runtime-spec config.json ====
+
+DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+                "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+                "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
+
+DEFAULT_MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                        "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                        "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                        "/sys/devices/virtual/powercap"]
+DEFAULT_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                          "/proc/sysrq-trigger"]
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def default_spec(rootfs="rootfs", args=("sh",), terminal=False):
+    """What `spec` writes: the setup of libcontainer's classic example, as an OCI config."""
+    caps = list(DEFAULT_CAPS)
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": terminal,
+            "user": {"uid": 0, "gid": 0},
+            "args": list(args),
+            "env": ["PATH=" + DEFAULT_PATH, "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {k: list(caps) for k in
+                             ("bounding", "effective", "inheritable", "permitted", "ambient")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1025, "soft": 1025}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": rootfs, "readonly": False},
+        "hostname": "minicontainer",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620",
+                         "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            "maskedPaths": list(DEFAULT_MASKED_PATHS),
+            "readonlyPaths": list(DEFAULT_READONLY_PATHS),
+        },
+    }
+
+
+# The schema of what this runtime understands. A type is checked with isinstance; a dict is
+# an object whose keys are all known; a one-element list is an array of that element;
+# FREE is an object of strings to anything (annotations, sysctl, unified).
+FREE = "free"
+_ID_MAP = [{"containerID": int, "hostID": int, "size": int}]
+_HOOKS = [{"path": str, "args": [str], "env": [str], "timeout": int}]
+_WEIGHT_DEVICE = [{"major": int, "minor": int, "weight": int, "leafWeight": int}]
+_RATE_DEVICE = [{"major": int, "minor": int, "rate": int}]
+SCHEMA = {
+    "ociVersion": str, "hostname": str, "domainname": str, "annotations": FREE,
+    "root": {"path": str, "readonly": bool},
+    "process": {
+        "terminal": bool, "consoleSize": {"height": int, "width": int}, "cwd": str,
+        "env": [str], "args": [str], "commandLine": str,
+        "user": {"uid": int, "gid": int, "umask": int, "additionalGids": [int],
+                 "username": str},
+        "capabilities": {k: [str] for k in
+                         ("bounding", "effective", "inheritable", "permitted", "ambient")},
+        "rlimits": [{"type": str, "hard": int, "soft": int}],
+        "noNewPrivileges": bool, "oomScoreAdj": int,
+        "apparmorProfile": str, "selinuxLabel": str,
+    },
+    "mounts": [{"destination": str, "source": str, "type": str, "options": [str],
+                "uidMappings": _ID_MAP, "gidMappings": _ID_MAP}],
+    "hooks": {k: _HOOKS for k in ("prestart", "createRuntime", "createContainer",
+                                  "startContainer", "poststart", "poststop")},
+    "linux": {
+        "namespaces": [{"type": str, "path": str}],
+        "uidMappings": _ID_MAP, "gidMappings": _ID_MAP,
+        "devices": [{"path": str, "type": str, "major": int, "minor": int,
+                     "fileMode": int, "uid": int, "gid": int}],
+        "cgroupsPath": str,
+        "resources": {
+            "devices": [{"allow": bool, "type": str, "major": int, "minor": int,
+                         "access": str}],
+            "memory": {"limit": int, "reservation": int, "swap": int, "kernel": int,
+                       "kernelTCP": int, "swappiness": int, "disableOOMKiller": bool,
+                       "useHierarchy": bool, "checkBeforeUpdate": bool},
+            "cpu": {"shares": int, "quota": int, "burst": int, "period": int,
+                    "realtimeRuntime": int, "realtimePeriod": int, "cpus": str,
+                    "mems": str, "idle": int},
+            "pids": {"limit": int},
+            "blockIO": {"weight": int, "leafWeight": int, "weightDevice": _WEIGHT_DEVICE,
+                        "throttleReadBpsDevice": _RATE_DEVICE,
+                        "throttleWriteBpsDevice": _RATE_DEVICE,
+                        "throttleReadIOPSDevice": _RATE_DEVICE,
+                        "throttleWriteIOPSDevice": _RATE_DEVICE},
+            "hugepageLimits": [{"pageSize": str, "limit": int}],
+            "network": {"classID": int, "priorities": [{"name": str, "priority": int}]},
+            "unified": FREE,
+        },
+        "sysctl": FREE,
+        "maskedPaths": [str], "readonlyPaths": [str],
+        "rootfsPropagation": str, "mountLabel": str,
+        "seccomp": FREE,
+    },
+}
+
+
+def validate(value, schema, where="config"):
+    """Check a config against SCHEMA; the error names the first field that is off."""
+    if schema is FREE:
+        if not isinstance(value, dict):
+            raise Error("%s: must be an object" % where)
+    elif isinstance(schema, dict):
+        if not isinstance(value, dict):
+            raise Error("%s: must be an object" % where)
+        for key, sub in value.items():
+            if key not in schema:
+                raise Error("%s: unknown field %r" % (where, key))
+            validate(sub, schema[key], "%s.%s" % (where, key))
+    elif isinstance(schema, list):
+        if not isinstance(value, list):
+            raise Error("%s: must be an array" % where)
+        for i, item in enumerate(value):
+            validate(item, schema[0], "%s[%d]" % (where, i))
+    elif schema is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise Error("%s: must be an integer" % where)
+    elif not isinstance(value, schema):
+        raise Error("%s: must be a %s" % (where, {str: "string", bool: "boolean"}[schema]))
+
+
+def check_config(config, where="config.json"):
+    """Semantic checks beyond types: what must be there, and values that have a fixed set."""
+    validate(config, SCHEMA, where)
+    process = config.get("process")
+    if not isinstance(process, dict) or not process.get("args"):
+        raise Error("%s: process.args must name the program to run" % where)
+    if not config.get("root", {}).get("path"):
+        raise Error("%s: root.path is missing" % where)
+    if not process.get("cwd", "/").startswith("/"):
+        raise Error("%s: process.cwd must be an absolute path" % where)
+    linux = config.get("linux", {})
+    seen = set()
+    for ns in linux.get("namespaces", []):
+        if ns["type"] not in NAMESPACES:
+            raise Error("%s: linux.namespaces: unknown type %r" % (where, ns["type"]))
+        if ns["type"] in seen:
+            raise Error("%s: linux.namespaces: %s given twice" % (where, ns["type"]))
+        seen.add(ns["type"])
+    if ("uidMappings" in linux or "gidMappings" in linux) and "user" not in seen:
+        raise Error("%s: linux.uidMappings needs a user namespace" % where)
+    for kind in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+        cap_mask(process.get("capabilities", {}).get(kind, []),
+                 "%s: process.capabilities.%s" % (where, kind))
+    for rl in process.get("rlimits", []):
+        rlimit_resource(rl["type"], where)
+    for m in config.get("mounts", []):
+        if not m["destination"].startswith("/"):
+            raise Error("%s: mounts: destination %r must be absolute" % (where, m["destination"]))
+    if linux.get("rootfsPropagation", "private") not in PROPAGATION:
+        raise Error("%s: linux.rootfsPropagation: unknown value %r"
+                    % (where, linux["rootfsPropagation"]))
+    return config
+
+
+def rlimit_resource(name, where="config.json"):
+    import resource
+    if not name.startswith("RLIMIT_") or not hasattr(resource, name):
+        raise Error("%s: process.rlimits: unknown type %r" % (where, name))
+    return getattr(resource, name)
+
+
+def load_config(bundle):
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        raise Error("%s: no such file (is %s a bundle?)" % (path, bundle)) from None
+    except ValueError as e:
+        raise Error("%s: invalid JSON: %s" % (path, e)) from None
+    except OSError as e:
+        raise Error("%s: %s" % (path, e.strerror)) from None
+    return check_config(config, path)
+
+
+# ==== cgroups: v1 (a hierarchy per controller), v2 (one hierarchy) and hybrid hosts ====
+
+def cgroup_hierarchies():
+    """Where the cgroup hierarchies are mounted: ({v1 controller: mountpoint}, v2 mountpoint).
+
+    A hybrid host has both; its v1 controllers are used for resources and the v2 hierarchy
+    for membership only (as runc does). $MINICONTAINER_CGROUP2 names a cgroup2 mount to use
+    as if the host were pure v2, which lets a hybrid host exercise the v2 code."""
+    forced = os.environ.get("MINICONTAINER_CGROUP2")
+    if forced:
+        return {}, forced
+    v1, v2 = {}, None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            fstype, mountpoint = fields[sep + 1], fields[4].replace("\\040", " ")
+            if fstype == "cgroup2" and v2 is None:
+                v2 = mountpoint
+            elif fstype == "cgroup":
+                for opt in fields[sep + 3].split(","):
+                    if opt not in ("rw", "ro") and "=" not in opt and opt not in v1:
+                        v1[opt] = mountpoint
+    return v1, v2
+
+
+def _write(path, value):
+    with open(path, "w") as f:
+        f.write(str(value))
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _read_int(path):
+    try:
+        value = _read(path)
+    except OSError:
+        return None
+    return None if value == "max" else int(value)
+
+
+def _keyed(path):
+    """A flat keyed file (memory.stat, cpu.stat, cpuacct.stat) as a dict of ints."""
+    out = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if value.strip().lstrip("-").isdigit():
+                    out[key] = int(value)
+    except OSError:
+        pass
+    return out
+
+
+# The devices every container may use whatever its rules say, as runc allows them.
+DEFAULT_ALLOWED_DEVICES = [
+    ("c", None, None, "m"), ("b", None, None, "m"),
+    ("c", 1, 3, "rwm"), ("c", 1, 8, "rwm"), ("c", 1, 7, "rwm"), ("c", 5, 0, "rwm"),
+    ("c", 1, 5, "rwm"), ("c", 1, 9, "rwm"), ("c", 136, None, "rwm"), ("c", 5, 2, "rwm"),
+    ("c", 10, 200, "rwm"),
+]
+
+
+def device_rules(resources):
+    """The linux.resources.devices rules, then the defaults: (allow, type, major, minor, access)."""
+    rules = []
+    for d in resources.get("devices", []):
+        kind = d.get("type", "a")
+        access = d.get("access", "rwm")
+        if kind not in ("a", "b", "c") or not access or set(access) - set("rwm"):
+            raise Error("linux.resources.devices: bad rule %s" % json.dumps(d))
+        rules.append((d.get("allow", False), kind, d.get("major"), d.get("minor"), access))
+    if rules:
+        rules += [(True,) + dev for dev in DEFAULT_ALLOWED_DEVICES]
+    return rules
+
+
+def device_filter_program(rules):
+    """An eBPF program for cgroup v2 that allows exactly what the rules allow.
+
+    cgroup v2 has no devices controller: the kernel asks a BPF_PROG_TYPE_CGROUP_DEVICE program
+    attached to the cgroup instead. The last matching rule decides, as with v1's lists."""
+    import struct
+
+    def insn(op, dst=0, src=0, off=0, imm=0):
+        return struct.pack("<BBhi", op, dst | (src << 4), off, imm)
+
+    LDXW, AND32, RSH32, MOV32, JNE32, EXIT = 0x61, 0x54, 0x74, 0xb4, 0x56, 0x95
+    head = [insn(LDXW, 2, 1, 0), insn(AND32, 2, imm=0xffff),   # r2 = device type
+            insn(LDXW, 3, 1, 0), insn(RSH32, 3, imm=16),       # r3 = access requested
+            insn(LDXW, 4, 1, 4), insn(LDXW, 5, 1, 8)]          # r4 = major, r5 = minor
+    body = []
+    for allow, kind, major, minor, access in reversed(rules):
+        checks = []
+        if kind != "a":
+            checks.append(insn(JNE32, 2, imm=1 if kind == "b" else 2))
+        bits = (1 if "m" in access else 0) | (2 if "r" in access else 0) | \
+               (4 if "w" in access else 0)
+        if bits != 7:  # the access asked for must lie within the rule's
+            checks += [insn(0xbc, 1, 3), insn(AND32, 1, imm=~bits & 7), insn(JNE32, 1, imm=0)]
+        if major is not None and major >= 0:
+            checks.append(insn(JNE32, 4, imm=major))
+        if minor is not None and minor >= 0:
+            checks.append(insn(JNE32, 5, imm=minor))
+        # Each JNE skips to the end of this rule: the remaining checks plus the two below.
+        block = []
+        for i, c in enumerate(checks):
+            if c[0] == JNE32:
+                skip = sum(1 for _ in checks[i + 1:]) + 2
+                c = c[:2] + struct.pack("<h", skip) + c[4:]
+            block.append(c)
+        body += block + [insn(MOV32, 0, imm=1 if allow else 0), insn(EXIT)]
+    return b"".join(head + body + [insn(MOV32, 0, imm=0), insn(EXIT)])
+
+
+def bpf_attach_device_filter(cgroup_dir, rules):
+    import ctypes
+    nr = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine)
+    if nr is None:
+        raise Error("device filter: unsupported architecture")
+    prog = device_filter_program(rules)
+    insns = ctypes.create_string_buffer(prog, len(prog))
+    license = ctypes.create_string_buffer(b"Apache-2.0")
+    log = ctypes.create_string_buffer(65536)
+    attr = ctypes.create_string_buffer(128)
+    import struct
+    struct.pack_into("<IIQQIIQ", attr, 0, 15, len(prog) // 8,  # BPF_PROG_TYPE_CGROUP_DEVICE
+                     ctypes.addressof(insns), ctypes.addressof(license), 1, len(log),
+                     ctypes.addressof(log))
+    prog_fd = libc().syscall(nr, 5, attr, 128)  # BPF_PROG_LOAD
+    if prog_fd < 0:
+        err = ctypes.get_errno()
+        raise Error("device filter: BPF_PROG_LOAD: %s %s" % (os.strerror(err),
+                                                               log.value.decode()[:200]))
+    cg_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        attr = ctypes.create_string_buffer(128)
+        struct.pack_into("<IIII", attr, 0, cg_fd, prog_fd, 6, 2)  # BPF_CGROUP_DEVICE, MULTI
+        if libc().syscall(nr, 8, attr, 128) < 0:  # BPF_PROG_ATTACH
+            raise Error("device filter: BPF_PROG_ATTACH: %s" % os.strerror(ctypes.get_errno()))
+    finally:
+        os.close(cg_fd)
+        os.close(prog_fd)
+
+
+DEFAULT_CGROUP_PARENT = "minicontainer"
+
+
+class Cgroup:
+    """One container's cgroup: on v1 a directory in each controller's hierarchy, on v2 one
+    directory. `path` is the cgroup's path inside the hierarchies, e.g. /minicontainer/ID."""
+
+    def __init__(self, path, v1=None, v2=None, created=None):
+        self.path = "/" + path.strip("/")
+        if v1 is None and v2 is None:
+            v1, v2 = cgroup_hierarchies()
+        self.v1 = {c: os.path.join(m, self.path.lstrip("/")) for c, m in (v1 or {}).items()}
+        self.v2_root = v2
+        self.v2 = os.path.join(v2, self.path.lstrip("/")) if v2 else None
+        self.created = created or []
+
+    @property
+    def unified(self):
+        """A pure v2 host (or one made to look so): resources live in the v2 directory."""
+        return not self.v1
+
+    def dirs(self):
+        return sorted(set(self.v1.values())) + ([self.v2] if self.v2 else [])
+
+    def to_json(self):
+        return {"path": self.path, "v1": {c: d[:-len(self.path)] for c, d in self.v1.items()},
+                "v2": self.v2_root, "created": self.created}
+
+    @classmethod
+    def from_json(cls, data):
+        return cls(data["path"], data["v1"], data["v2"], data.get("created"))
+
+    def _file(self, controller, name):
+        if self.unified:
+            return os.path.join(self.v2, name)
+        if controller not in self.v1:
+            raise Error("cgroup controller %s is not available" % controller)
+        return os.path.join(self.v1[controller], name)
+
+    def has(self, controller):
+        if not self.unified:
+            return controller in self.v1
+        try:
+            return controller in _read(os.path.join(self.v2_root, "cgroup.controllers")).split()
+        except OSError:
+            return False
+
+    # -- creation and membership
+    def create(self):
+        for base in self.dirs():
+            for attempt in range(5):
+                try:
+                    self._mkdirs(base)
+                    break
+                except FileNotFoundError:  # a parent was removed by a container that ended
+                    if attempt == 4:
+                        raise
+        if "cpuset" in self.v1:
+            self._init_cpuset()
+        if self.unified:
+            self._enable_controllers()
+
+    def _mkdirs(self, leaf):
+        missing = []
+        d = leaf
+        while not os.path.isdir(d):
+            missing.append(d)
+            d = os.path.dirname(d)
+        for d in reversed(missing):
+            try:
+                os.mkdir(d)
+                self.created.append(d)
+            except FileExistsError:
+                pass
+        if not missing:
+            raise Error("cgroup %s already exists" % leaf)
+
+    def _init_cpuset(self):
+        # A v1 cpuset cgroup starts with no cpus and no mems: copy them down from the parent.
+        root = self.v1["cpuset"][:-len(self.path)]
+        d = root
+        for part in self.path.strip("/").split("/"):
+            parent, d = d, os.path.join(d, part)
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                if not _read(os.path.join(d, name)):
+                    _write(os.path.join(d, name), _read(os.path.join(parent, name)))
+
+    def _enable_controllers(self):
+        wanted = _read(os.path.join(self.v2_root, "cgroup.controllers")).split()
+        d = self.v2_root
+        for part in self.path.strip("/").split("/")[:-1] + [None]:
+            for c in wanted:
+                try:
+                    _write(os.path.join(d, "cgroup.subtree_control"), "+" + c)
+                except OSError:
+                    pass  # e.g. cpu while a realtime task runs: use what can be had
+            if part is None:
+                break
+            d = os.path.join(d, part)
+
+    def join(self, pid=0):
+        """Move `pid` (0: the caller) into the cgroup in every hierarchy."""
+        for d in self.dirs():
+            _write(os.path.join(d, "cgroup.procs"), pid)
+
+    def procs(self):
+        d = self.v2 if self.unified else (self.v1.get("pids") or self.v1.get("memory") or
+                                          self.v1.get("freezer") or self.dirs()[0])
+        try:
+            return [int(p) for p in _read(os.path.join(d, "cgroup.procs")).split()]
+        except FileNotFoundError:
+            return []
+
+    # -- limits
+    def apply(self, resources):
+        """Write linux.resources; a limit whose controller is missing is an error."""
+        r = resources or {}
+        mem, cpu = r.get("memory", {}), r.get("cpu", {})
+        unified = self.unified
+        if mem:
+            limit, swap = mem.get("limit"), mem.get("swap")
+            if unified:
+                if limit is not None:
+                    self._set("memory", "memory.max", "max" if limit < 0 else limit)
+                if swap is not None:
+                    self._set("memory", "memory.swap.max", "max" if swap < 0 else
+                              max(swap - (limit or 0), 0), optional=True)
+                if mem.get("reservation") is not None:
+                    self._set("memory", "memory.low", mem["reservation"])
+                if mem.get("swappiness") is not None:
+                    raise Error("linux.resources.memory.swappiness is not supported on cgroup v2")
+            else:
+                if limit is not None:
+                    self._set("memory", "memory.limit_in_bytes", limit)
+                if swap is not None:
+                    self._set("memory", "memory.memsw.limit_in_bytes", swap, optional=True)
+                if mem.get("reservation") is not None:
+                    self._set("memory", "memory.soft_limit_in_bytes", mem["reservation"])
+                if mem.get("swappiness") is not None:
+                    self._set("memory", "memory.swappiness", mem["swappiness"])
+                if mem.get("disableOOMKiller"):
+                    self._set("memory", "memory.oom_control", 1)
+            for unsupported in ("kernel", "kernelTCP"):
+                if mem.get(unsupported):
+                    raise Error("linux.resources.memory.%s is not supported" % unsupported)
+        if cpu:
+            shares, quota, period = cpu.get("shares"), cpu.get("quota"), cpu.get("period")
+            if unified:
+                if shares:
+                    self._set("cpu", "cpu.weight", 1 + ((shares - 2) * 9999) // 262142)
+                if quota is not None or period is not None:
+                    self._set("cpu", "cpu.max", "%s %d" % (
+                        "max" if quota is None or quota < 0 else quota, period or 100000))
+            else:
+                if shares:
+                    self._set("cpu", "cpu.shares", shares)
+                if period:
+                    self._set("cpu", "cpu.cfs_period_us", period)
+                if quota is not None:
+                    self._set("cpu", "cpu.cfs_quota_us", quota)
+                if cpu.get("realtimeRuntime") is not None:
+                    self._set("cpu", "cpu.rt_runtime_us", cpu["realtimeRuntime"])
+                if cpu.get("realtimePeriod") is not None:
+                    self._set("cpu", "cpu.rt_period_us", cpu["realtimePeriod"])
+            if cpu.get("cpus"):
+                self._set("cpuset", "cpuset.cpus", cpu["cpus"])
+            if cpu.get("mems"):
+                self._set("cpuset", "cpuset.mems", cpu["mems"])
+            for unsupported in ("burst", "idle"):
+                if cpu.get(unsupported):
+                    raise Error("linux.resources.cpu.%s is not supported" % unsupported)
+        if r.get("pids", {}).get("limit") is not None:
+            limit = r["pids"]["limit"]
+            self._set("pids", "pids.max", "max" if limit <= 0 else limit)
+        blkio = r.get("blockIO", {})
+        if blkio.get("weight"):
+            if unified:
+                self._set("io", "io.weight", 1 + (blkio["weight"] - 10) * 9999 // 990)
+            else:
+                self._set("blkio", "blkio.weight", blkio["weight"])
+        if set(blkio) - {"weight"}:
+            raise Error("linux.resources.blockIO: only weight is supported")
+        for h in r.get("hugepageLimits", []):
+            self._set("hugetlb", "hugetlb.%s.%s" % (h["pageSize"], "max" if unified else
+                                                    "limit_in_bytes"), h["limit"])
+        if r.get("network"):
+            raise Error("linux.resources.network is not supported")
+        if r.get("unified"):
+            if not unified:
+                raise Error("linux.resources.unified needs a cgroup v2 host")
+            for key, value in r["unified"].items():
+                if "/" in key or key.startswith("."):
+                    raise Error("linux.resources.unified: bad file name %r" % key)
+                self._set(key.split(".")[0], key, value)
+        rules = device_rules(r)
+        if rules:
+            if unified:
+                bpf_attach_device_filter(self.v2, rules)
+            else:
+                for allow, kind, major, minor, access in rules:
+                    rule = "%s %s:%s %s" % (kind, "*" if major is None or major < 0 else major,
+                                            "*" if minor is None or minor < 0 else minor, access)
+                    self._set("devices", "devices.allow" if allow else "devices.deny",
+                              "a" if kind == "a" and allow is False else rule)
+
+    def _set(self, controller, name, value, optional=False):
+        path = self._file(controller, name)
+        if self.unified and not self.has(controller):
+            raise Error("cgroup controller %s is not available" % controller)
+        try:
+            _write(path, value)
+        except FileNotFoundError:
+            if not optional:
+                raise Error("cgroup: %s is not supported by this kernel" % name) from None
+        except OSError as e:
+            raise Error("cgroup: cannot write %s to %s: %s" % (value, name, e.strerror)) from None
+
+    # -- what the container uses
+    def stats(self):
+        s = {"cpu": {}, "memory": {}, "pids": {}, "blkio": {}}
+        if self.unified:
+            cpu = _keyed(os.path.join(self.v2, "cpu.stat"))
+            s["cpu"] = {"usage_ns": cpu.get("usage_usec", 0) * 1000,
+                        "user_ns": cpu.get("user_usec", 0) * 1000,
+                        "system_ns": cpu.get("system_usec", 0) * 1000}
+            s["memory"] = {"usage": _read_int(os.path.join(self.v2, "memory.current")),
+                           "limit": _read_int(os.path.join(self.v2, "memory.max")),
+                           "max_usage": _read_int(os.path.join(self.v2, "memory.peak")),
+                           "stat": _keyed(os.path.join(self.v2, "memory.stat"))}
+            pids = self.v2
+            rbytes = wbytes = 0
+            try:
+                with open(os.path.join(self.v2, "io.stat")) as f:
+                    for line in f:
+                        kv = dict(p.split("=") for p in line.split()[1:] if "=" in p)
+                        rbytes += int(kv.get("rbytes", 0))
+                        wbytes += int(kv.get("wbytes", 0))
+            except OSError:
+                pass
+            s["blkio"] = {"read_bytes": rbytes, "write_bytes": wbytes}
+        else:
+            if "cpuacct" in self.v1:
+                d = self.v1["cpuacct"]
+                ticks = os.sysconf("SC_CLK_TCK")
+                st = _keyed(os.path.join(d, "cpuacct.stat"))
+                s["cpu"] = {"usage_ns": _read_int(os.path.join(d, "cpuacct.usage")),
+                            "user_ns": st.get("user", 0) * 10**9 // ticks,
+                            "system_ns": st.get("system", 0) * 10**9 // ticks}
+            if "memory" in self.v1:
+                d = self.v1["memory"]
+                s["memory"] = {"usage": _read_int(os.path.join(d, "memory.usage_in_bytes")),
+                               "limit": _read_int(os.path.join(d, "memory.limit_in_bytes")),
+                               "max_usage": _read_int(os.path.join(d,
+                                                                   "memory.max_usage_in_bytes")),
+                               "stat": _keyed(os.path.join(d, "memory.stat"))}
+            pids = self.v1.get("pids")
+            if "blkio" in self.v1:
+                rbytes = wbytes = 0
+                try:
+                    with open(os.path.join(self.v1["blkio"],
+                                           "blkio.throttle.io_service_bytes_recursive")) as f:
+                        for line in f:
+                            parts = line.split()
+                            if len(parts) == 3 and parts[1] == "Read":
+                                rbytes += int(parts[2])
+                            elif len(parts) == 3 and parts[1] == "Write":
+                                wbytes += int(parts[2])
+                except OSError:
+                    pass
+                s["blkio"] = {"read_bytes": rbytes, "write_bytes": wbytes}
+        if pids:
+            s["pids"] = {"current": _read_int(os.path.join(pids, "pids.current")),
+                         "limit": _read_int(os.path.join(pids, "pids.max"))}
+        return s
+
+    # -- pause and resume
+    def freeze(self, frozen=True):
+        import time
+        if self.unified:
+            _write(os.path.join(self.v2, "cgroup.freeze"), 1 if frozen else 0)
+        else:
+            _write(self._file("freezer", "freezer.state"), "FROZEN" if frozen else "THAWED")
+        for _ in range(2000):  # freezing is asynchronous: wait until the kernel says it is done
+            if self.frozen() == frozen:
+                return
+            time.sleep(0.001)
+        raise Error("cgroup: the container did not %s" % ("freeze" if frozen else "thaw"))
+
+    def frozen(self):
+        try:
+            if self.unified:
+                return "frozen 1" in _read(os.path.join(self.v2, "cgroup.events"))
+            if "freezer" in self.v1:
+                return _read(os.path.join(self.v1["freezer"], "freezer.state")) == "FROZEN"
+        except OSError:
+            pass
+        return False
+
+    # -- the end
+    def kill_all(self, sig=signal.SIGKILL):
+        for pid in self.procs():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def destroy(self):
+        """Kill what is left and remove the directories this cgroup created (or its leaf)."""
+        import time
+        if self.frozen():
+            self.kill_all()
+            self.freeze(False)
+        for attempt in range(400):
+            self.kill_all()
+            try:
+                self._remove()
+                return
+            except OSError as e:
+                if e.errno != errno.EBUSY or attempt == 399:
+                    raise Error("cgroup %s: cannot remove: %s" % (self.path, e.strerror)) from None
+                time.sleep(0.005)
+
+    def _remove(self):
+        leaves = self.dirs()
+        # Our default parent is removed by whichever container leaves it empty.
+        ours = {os.path.dirname(d) for d in leaves
+                if os.path.basename(os.path.dirname(d)) == DEFAULT_CGROUP_PARENT}
+        for d in sorted(set(self.created) | set(leaves) | ours, key=len, reverse=True):
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if d in leaves or e.errno != errno.EBUSY:
+                    raise
+                # A shared parent that another container still uses: that one removes it.
+        self.created = []
+
+
+# ==== root filesystem: mounts, /dev, pivot_root, masked and read-only paths ====
+
+_MOUNT_FLAGS = {  # option: (flags to set, flags to clear)
+    "ro": (MS_RDONLY, 0), "rw": (0, MS_RDONLY), "nosuid": (MS_NOSUID, 0), "suid": (0, MS_NOSUID),
+    "nodev": (MS_NODEV, 0), "dev": (0, MS_NODEV), "noexec": (MS_NOEXEC, 0),
+    "exec": (0, MS_NOEXEC), "sync": (MS_SYNCHRONOUS, 0), "async": (0, MS_SYNCHRONOUS),
+    "dirsync": (MS_DIRSYNC, 0), "remount": (MS_REMOUNT, 0), "mand": (MS_MANDLOCK, 0),
+    "nomand": (0, MS_MANDLOCK), "atime": (0, MS_NOATIME), "noatime": (MS_NOATIME, 0),
+    "diratime": (0, MS_NODIRATIME), "nodiratime": (MS_NODIRATIME, 0),
+    "relatime": (MS_RELATIME, 0), "norelatime": (0, MS_RELATIME),
+    "strictatime": (MS_STRICTATIME, 0), "nostrictatime": (0, MS_STRICTATIME),
+    "lazytime": (MS_LAZYTIME, 0), "nolazytime": (0, MS_LAZYTIME),
+    "bind": (MS_BIND, 0), "rbind": (MS_BIND | MS_REC, 0), "nosymfollow": (MS_NOSYMFOLLOW, 0),
+}
+PROPAGATION = {
+    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC, "shared": MS_SHARED,
+    "rshared": MS_SHARED | MS_REC, "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
+    "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
+}
+
+
+def parse_mount_options(options):
+    """OCI mount options as (flags, propagation flags, data for the filesystem)."""
+    flags, propagation, data = 0, [], []
+    for opt in options or []:
+        if opt in _MOUNT_FLAGS:
+            on, off = _MOUNT_FLAGS[opt]
+            flags = (flags | on) & ~off
+        elif opt in PROPAGATION:
+            propagation.append(PROPAGATION[opt])
+        elif opt in ("tmpcopyup", "idmap", "ridmap"):
+            raise Error("mount option %s is not supported" % opt)
+        else:
+            data.append(opt)
+    return flags, propagation, ",".join(data)
+
+
+def resolve_in_root(root, path):
+    """The host path of `path` inside `root`, following symlinks as if root were "/".
+
+    A symlink in the rootfs can point anywhere ("/etc", "../../.."); resolved here it stays
+    inside root, as the container would see it, so a mount cannot land on the host."""
+    parts = [p for p in path.split("/") if p]
+    resolved = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            target = os.readlink(candidate)
+        except OSError:  # not a link, or not there yet: take it as it is
+            resolved.append(part)
+            continue
+        links += 1
+        if links > 40:
+            raise Error("%s: too many levels of symbolic links" % path)
+        if target.startswith("/"):
+            resolved = []
+        parts = [p for p in target.split("/") if p] + parts
+    return os.path.join(root, *resolved)
+
+
+def _ensure_target(target, like_file):
+    """Create a mount point: a file for a file source, else a directory."""
+    if like_file:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not os.path.lexists(target):
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+    else:
+        os.makedirs(target, exist_ok=True)
+
+
+def _readonly_remount(target, extra=0, rec=False):
+    # A bind mount takes its flags from the remount only; keep those it already has.
+    st = os.statvfs(target)
+    keep = st.f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME |
+                        MS_RELATIME)
+    mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep | extra |
+          (MS_REC if rec else 0))
+
+
+def mount_entry(m, rootfs, bundle, cgroup):
+    flags, propagation, data = parse_mount_options(m.get("options"))
+    kind = m.get("type") or ("bind" if flags & MS_BIND else "")
+    target = resolve_in_root(rootfs, m["destination"])
+    if kind == "bind" or flags & MS_BIND:
+        source = m.get("source", "")
+        if not source.startswith("/"):
+            source = os.path.join(bundle, source)
+        if not os.path.exists(source):
+            raise Error("mount %s: source %s does not exist" % (m["destination"], source))
+        _ensure_target(target, not os.path.isdir(source))
+        mount(source, target, None, MS_BIND | (flags & MS_REC))
+        if flags & ~(MS_BIND | MS_REC):
+            mount(None, target, None, flags | MS_BIND | MS_REMOUNT)
+    elif kind == "cgroup":
+        mount_cgroupfs(target, flags, cgroup)
+    else:
+        _ensure_target(target, False)
+        mount(m.get("source") or kind, target, kind, flags, data or None)
+    for p in propagation:
+        mount(None, target, None, p)
+
+
+def mount_cgroupfs(target, flags, cgroup):
+    """/sys/fs/cgroup as the container sees it: its own cgroup, read-only unless asked."""
+    _ensure_target(target, False)
+    if cgroup is None:
+        return
+    if cgroup.unified:
+        mount("cgroup2", target, "cgroup2", flags)
+        return
+    # v1 has a hierarchy per controller: bind the container's directory of each (runc does).
+    mount("tmpfs", target, "tmpfs", flags & ~MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+          "mode=755")
+    hierarchies = {}
+    for controller, d in cgroup.v1.items():
+        hierarchies.setdefault(os.path.basename(d[:-len(cgroup.path)].rstrip("/")) or
+                               controller, d)
+    if cgroup.v2:
+        hierarchies["unified"] = cgroup.v2
+    for name, source in hierarchies.items():
+        sub = os.path.join(target, name)
+        os.mkdir(sub)
+        mount(source, sub, None, MS_BIND)
+        if flags & MS_RDONLY:
+            _readonly_remount(sub)
+    if flags & MS_RDONLY:
+        mount(None, target, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+DEFAULT_DEVICES = [  # path, type, major, minor: what every container's /dev holds
+    ("/dev/null", "c", 1, 3), ("/dev/zero", "c", 1, 5), ("/dev/full", "c", 1, 7),
+    ("/dev/random", "c", 1, 8), ("/dev/urandom", "c", 1, 9), ("/dev/tty", "c", 5, 0),
+]
+DEV_SYMLINKS = [("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
+                ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"),
+                ("pts/ptmx", "/dev/ptmx"), ("/proc/kcore", "/dev/core")]
+
+
+def create_devices(rootfs, devices):
+    import stat
+    old = os.umask(0)
+    try:
+        wanted = [{"path": p, "type": t, "major": ma, "minor": mi, "fileMode": 0o666}
+                  for p, t, ma, mi in DEFAULT_DEVICES]
+        given = {d["path"] for d in devices}
+        for dev in [d for d in wanted if d["path"] not in given] + list(devices):
+            kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
+                    "p": stat.S_IFIFO}.get(dev.get("type"))
+            if kind is None:
+                raise Error("linux.devices: %s: unknown type %r" % (dev["path"], dev.get("type")))
+            path = resolve_in_root(rootfs, dev["path"])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if os.path.lexists(path):
+                os.unlink(path)
+            mode = dev.get("fileMode", 0o666) & 0o7777
+            os.mknod(path, kind | mode, os.makedev(dev.get("major", 0), dev.get("minor", 0)))
+            os.chown(path, dev.get("uid", 0), dev.get("gid", 0))
+        for source, link in DEV_SYMLINKS:
+            path = os.path.join(rootfs, link.lstrip("/"))
+            if not os.path.lexists(path):
+                os.symlink(source, path)
+    finally:
+        os.umask(old)
+
+
+def setup_rootfs(config, rootfs, bundle, cgroup):
+    """Build the container's mount tree under rootfs, in the container's mount namespace."""
+    linux = config.get("linux", {})
+    propagation = linux.get("rootfsPropagation") or "rprivate"
+    # Cut every mount off from the host's peer groups first (a slave still hears the host,
+    # if asked), so that nothing mounted from here on reaches the host.
+    mount(None, "/", None, MS_REC | (MS_SLAVE if "slave" in propagation else MS_PRIVATE))
+    # pivot_root needs the new root to be a mount point.
+    mount(rootfs, rootfs, None, MS_BIND | MS_REC)
+    if "shared" in propagation or "unbindable" in propagation:
+        mount(None, rootfs, None, PROPAGATION[propagation])
+    dev_is_tmpfs = False
+    for m in config.get("mounts", []):
+        mount_entry(m, rootfs, bundle, cgroup)
+        if os.path.normpath(m["destination"]) == "/dev" and m.get("type") == "tmpfs":
+            dev_is_tmpfs = True
+    if dev_is_tmpfs:
+        create_devices(rootfs, linux.get("devices", []))
+    elif linux.get("devices"):
+        raise Error("linux.devices needs /dev to be a tmpfs mount")
+
+
+def enter_rootfs(rootfs):
+    """pivot_root into rootfs and detach the old root: no chroot, nothing of the host left."""
+    os.chdir(rootfs)
+    pivot_root(".", ".")
+    # The old root now sits on top of the new one: detach it without telling the host.
+    mount(None, ".", None, MS_SLAVE | MS_REC)
+    umount2(".", MNT_DETACH)
+    os.chdir("/")
+
+
+def finish_rootfs(config):
+    """Once inside: read-only and masked paths, then a read-only root if asked."""
+    linux = config.get("linux", {})
+    for path in linux.get("readonlyPaths", []):
+        try:
+            mount(path, path, None, MS_BIND | MS_REC)
+        except FileNotFoundError:
+            continue
+        _readonly_remount(path, rec=True)
+    for path in linux.get("maskedPaths", []):
+        try:
+            if os.path.isdir(path):
+                mount("tmpfs", path, "tmpfs", MS_RDONLY)
+            else:
+                mount("/dev/null", path, None, MS_BIND)
+        except FileNotFoundError:
+            continue
+    if config.get("root", {}).get("readonly"):
+        _readonly_remount("/")
+
+
+# ==== process setup: hostname, sysctl, network, terminal, rlimits, user, capabilities ====
+
+# sysctls that belong to a namespace the container has; anything else would change the host.
+_NAMESPACED_SYSCTLS = {"kernel.msgmax": "ipc", "kernel.msgmnb": "ipc", "kernel.msgmni": "ipc",
+                       "kernel.sem": "ipc", "kernel.shmall": "ipc", "kernel.shmmax": "ipc",
+                       "kernel.shmmni": "ipc", "kernel.shm_rmid_forced": "ipc",
+                       "kernel.hostname": "uts", "kernel.domainname": "uts"}
+
+
+def check_sysctl(config):
+    namespaces = {ns["type"] for ns in config.get("linux", {}).get("namespaces", [])}
+    for key in config.get("linux", {}).get("sysctl", {}):
+        ns = _NAMESPACED_SYSCTLS.get(key)
+        if ns is None and key.startswith("fs.mqueue."):
+            ns = "ipc"
+        if ns is None and key.startswith("net."):
+            ns = "network"
+        if ns is None or ns not in namespaces:
+            raise Error("linux.sysctl: %s is not namespaced in this container" % key)
+
+
+def apply_sysctl(sysctl):
+    for key, value in sysctl.items():
+        try:
+            _write("/proc/sys/" + key.replace(".", "/"), value)
+        except OSError as e:
+            raise Error("linux.sysctl: %s: %s" % (key, e.strerror)) from None
+
+
+def sethostname(name, domain=False):
+    fn = libc().setdomainname if domain else libc().sethostname
+    raw = name.encode()
+    _check(fn(raw, len(raw)), "setdomainname" if domain else "sethostname")
+
+
+def loopback_up():
+    """ifconfig lo up, by ioctl: a new network namespace starts with lo down."""
+    import fcntl
+    import struct
+    fd = _check(libc().socket(2, 2 | 0o2000000, 0), "socket")  # AF_INET, SOCK_DGRAM|CLOEXEC
+    try:
+        ifreq = bytearray(struct.pack("16sH22x", b"lo", 0))
+        fcntl.ioctl(fd, 0x8913, ifreq)  # SIOCGIFFLAGS
+        flags = struct.unpack_from("H", ifreq, 16)[0] | 1  # IFF_UP
+        fcntl.ioctl(fd, 0x8914, struct.pack("16sH22x", b"lo", flags))  # SIOCSIFFLAGS
+    finally:
+        os.close(fd)
+
+
+def open_pty():
+    """A pty from the container's own devpts, so that the tty is /dev/pts/N inside."""
+    import fcntl
+    import struct
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, 0x40045431, struct.pack("i", 0))  # TIOCSPTLCK: unlock
+    n = struct.unpack("I", fcntl.ioctl(master, 0x80045430, b"\0" * 4))[0]  # TIOCGPTN
+    slave_path = "/dev/pts/%d" % n
+    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+    return master, slave, slave_path
+
+
+def set_winsize(fd, rows, cols):
+    import fcntl
+    import struct
+    fcntl.ioctl(fd, 0x5414, struct.pack("HHHH", rows, cols, 0, 0))  # TIOCSWINSZ
+
+
+def get_winsize(fd):
+    import fcntl
+    import struct
+    try:
+        rows, cols = struct.unpack("HHHH", fcntl.ioctl(fd, 0x5413, b"\0" * 8))[:2]  # TIOCGWINSZ
+    except OSError:
+        return None
+    return rows, cols
+
+
+def setup_console(slave, slave_path, console_size):
+    """Make the pty slave the process's stdio and controlling terminal, and /dev/console."""
+    import fcntl
+    if os.path.exists("/dev/console") or os.path.isdir("/dev"):
+        try:
+            if not os.path.lexists("/dev/console"):
+                os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY, 0o600))
+            mount(slave_path, "/dev/console", None, MS_BIND)
+        except OSError:
+            pass  # /dev is the host's or read-only: the pty still works as stdio
+    if console_size:
+        set_winsize(slave, console_size.get("height", 24), console_size.get("width", 80))
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    os.close(slave)
+    fcntl.ioctl(0, 0x540E, 0)  # TIOCSCTTY: the slave becomes our controlling terminal
+
+
+def apply_rlimits(rlimits):
+    import resource
+    for rl in rlimits:
+        res = rlimit_resource(rl["type"])
+        try:
+            resource.setrlimit(res, (rl["soft"], rl["hard"]))
+        except (ValueError, OSError):
+            raise Error("process.rlimits: cannot set %s to %d/%d (the hard limit here is %s)"
+                        % (rl["type"], rl["soft"], rl["hard"], resource.getrlimit(res)[1])
+                        ) from None
+
+
+def find_executable(args, env):
+    """The path execve will run, or an Error with the exit status docker gives (127/126)."""
+    import stat
+    name = args[0]
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = next((e[5:] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
+        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+    for c in candidates:
+        try:
+            st = os.stat(c)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            return c
+        if "/" in name:
+            raise Error('exec "%s": permission denied' % name, 126)
+    if "/" in name:
+        raise Error('exec "%s": no such file or directory' % name, 127)
+    raise Error('exec "%s": executable file not found in $PATH' % name, 127)
+
+
+def apply_user_and_capabilities(process):
+    """Drop to the configured user with exactly the configured capability sets.
+
+    The order matters: the bounding set while we still hold CAP_SETPCAP, then keep
+    capabilities across setuid, then capset, and ambient last (it needs permitted and
+    inheritable in place)."""
+    caps = process.get("capabilities")
+    user = process.get("user", {})
+    last = cap_last_cap()
+    if caps is not None:
+        bounding = cap_mask(caps.get("bounding", []), "bounding")
+        for cap in range(last + 1):
+            if not bounding & (1 << cap):
+                prctl(PR_CAPBSET_DROP, cap)
+        prctl(PR_SET_KEEPCAPS, 1)
+    os.setgroups(user.get("additionalGids", []))
+    gid, uid = user.get("gid", 0), user.get("uid", 0)
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if caps is not None:
+        try:
+            capset(cap_mask(caps.get("effective", []), "effective"),
+                   cap_mask(caps.get("permitted", []), "permitted"),
+                   cap_mask(caps.get("inheritable", []), "inheritable"))
+        except OSError:
+            raise Error("process.capabilities: cannot set them (a capability the runtime "
+                        "itself lacks, or effective not within permitted?)") from None
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        for cap in range(last + 1):
+            if cap_mask(caps.get("ambient", []), "ambient") & (1 << cap):
+                prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
+        prctl(PR_SET_KEEPCAPS, 0)
+
+
+# ==== lifecycle: create, start, state, signals, delete ====
+
+def default_state_root():
+    if os.geteuid() == 0:
+        return STATE_ROOT
+    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/tmp", "minicontainer")
+
+
+def check_id(cid):
+    import re
+    if not isinstance(cid, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$", cid):
+        raise Error("invalid container id %r: use letters, digits and _.+- (at most 128)" % cid)
+    return cid
+
+
+def timestamp(t=None):
+    import time
+    t = time.time() if t is None else t
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%09dZ" % (t % 1 * 1e9)
+
+
+def write_atomic(path, data, mode=0o644):
+    """Write then rename: a reader sees the old file or the new one, never half of one."""
+    tmp = "%s.tmp%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data.encode() if isinstance(data, str) else data)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def run_hooks(hooks, state, kind):
+    """Run OCI hooks with the container state on stdin; a failing hook fails the step."""
+    import subprocess
+    for hook in hooks:
+        try:
+            proc = subprocess.run(hook.get("args") or [hook["path"]], executable=hook["path"],
+                                  input=json.dumps(state).encode(), env=dict(
+                                      e.split("=", 1) for e in hook.get("env", []) if "=" in e),
+                                  capture_output=True, timeout=hook.get("timeout"))
+        except subprocess.TimeoutExpired:
+            raise Error("%s hook %s timed out" % (kind, hook["path"])) from None
+        except OSError as e:
+            raise Error("%s hook %s: %s" % (kind, hook["path"], e.strerror)) from None
+        if proc.returncode != 0:
+            msg = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise Error("%s hook %s failed (exit %d)%s" % (kind, hook["path"], proc.returncode,
+                                                          ": " + msg[-1] if msg else ""))
+
+
+class _Sync:
+    """The runtime's end of the socket it shares with a container's init during setup."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def send(self, kind, fds=(), **fields):
+        import socket
+        fields["t"] = kind
+        socket.send_fds(self.sock, [json.dumps(fields).encode()], list(fds))
+
+    def recv(self):
+        import socket
+        msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
+        return (json.loads(msg) if msg else None), fds
+
+
+class Container:
+    """A container known to the state directory; the Python API of the runtime.
+
+        c = Container.create("web", config, bundle="/srv/web")
+        c.start(); c.processes(); c.stats(); c.pause(); c.resume()
+        c.signal(signal.SIGTERM); c.destroy()
+    """
+
+    def __init__(self, cid, root=None):
+        self.id = check_id(cid)
+        self.root = root or default_state_root()
+        self.dir = os.path.join(self.root, self.id)
+        self.state = {}
+        self._pidfd = None
+
+    # -- state on disk
+    @classmethod
+    def load(cls, cid, root=None):
+        c = cls(cid, root)
+        try:
+            with open(os.path.join(c.dir, "state.json")) as f:
+                c.state = json.load(f)
+        except FileNotFoundError:
+            if not os.path.isdir(c.dir):
+                raise Error("container %s does not exist" % cid) from None
+        except ValueError:
+            pass  # torn by a crash mid-create: delete still clears it
+        return c
+
+    @classmethod
+    def list(cls, root=None):
+        root = root or default_state_root()
+        try:
+            names = sorted(os.listdir(root))
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            try:
+                out.append(cls.load(name, root))
+            except Error:
+                pass  # removed while we listed
+        return out
+
+    def save(self):
+        write_atomic(os.path.join(self.dir, "state.json"), json.dumps(self.state))
+
+    def lock(self):
+        """An exclusive lock on this container's state, held until the returned fd closes."""
+        import fcntl
+        try:
+            fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise Error("container %s does not exist" % self.id) from None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _Lock(fd)
+
+    @property
+    def pid(self):
+        return self.state.get("pid")
+
+    @property
+    def cgroup(self):
+        cg = self.state.get("cgroup")
+        return Cgroup.from_json(cg) if cg else None
+
+    @property
+    def fifo(self):
+        return os.path.join(self.dir, "exec.fifo")
+
+    def alive(self):
+        pid = self.pid
+        return bool(pid) and process_start_time(pid) == self.state.get("start_time") and \
+            process_state(pid) not in ("Z", "X", None)
+
+    def status(self):
+        if not self.pid:
+            return "creating"
+        if not self.alive():
+            return "stopped"
+        if os.path.exists(self.fifo):
+            return "created"
+        cg = self.cgroup
+        if cg and cg.frozen():
+            return "paused"
+        return "running"
+
+    def oci_state(self):
+        status = self.status()
+        state = {"ociVersion": OCI_VERSION, "id": self.id, "status": status,
+                 "pid": self.pid if status != "stopped" else 0,
+                 "bundle": self.state.get("bundle", ""),
+                 "rootfs": self.state.get("rootfs", ""),
+                 "created": self.state.get("created", ""),
+                 "owner": ""}
+        if self.state.get("annotations"):
+            state["annotations"] = self.state["annotations"]
+        return state
+
+    # -- creation
+    @classmethod
+    def create(cls, cid, config, bundle, root=None, console=None, stdin_null=False,
+               pid_file=None, preserve_fds=0, cgroup_parent=None, debug=False):
+        """Set up a container whose init waits, fully configured, for start().
+
+        console: None (keep our stdio), "self" (make a pty and keep its master in
+        .console_master) or the path of a unix socket to send the master to, as runc does."""
+        import socket
+        c = cls(cid, root)
+        linux = config.get("linux", {})
+        check_sysctl(config)
+        if "mount" not in {ns["type"] for ns in linux.get("namespaces", [])}:
+            raise Error("linux.namespaces: a mount namespace is required")
+        rootfs = config["root"]["path"]
+        rootfs = os.path.realpath(os.path.join(bundle, rootfs))
+        if not os.path.isdir(rootfs):
+            raise Error("rootfs %s does not exist" % rootfs)
+        process = config["process"]
+        if process.get("terminal") and console is None:
+            raise Error("process.terminal is set: give a console (-t or --console-socket)")
+        os.makedirs(c.root, mode=0o711, exist_ok=True)
+        try:
+            os.mkdir(c.dir, 0o711)
+        except FileExistsError:
+            raise Error("container id %s is already in use" % cid) from None
+        lock = c.lock()
+        child = None
+        try:
+            cgroup = Cgroup(cgroup_path(linux.get("cgroupsPath"), cid, cgroup_parent))
+            c.state = {"id": cid, "bundle": os.path.abspath(bundle), "rootfs": rootfs,
+                       "created": timestamp(), "annotations": config.get("annotations", {}),
+                       "cgroup": cgroup.to_json(), "config": config}
+            c.save()  # before anything exists, so that delete can clean up a crashed create
+            cgroup.create()
+            c.state["cgroup"] = cgroup.to_json()
+            c.save()
+            cgroup.apply(linux.get("resources"))
+            os.mkfifo(c.fifo, 0o600)
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            ctx = {"config": config, "rootfs": rootfs, "bundle": c.state["bundle"],
+                   "cgroup": cgroup, "fifo": c.fifo, "sync": theirs, "console": console,
+                   "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug}
+            child = _fork_init(ctx, linux)
+            theirs.close()
+            c.state["pid"] = None
+            c._pidfd = pidfd_open(child)
+            c.sync = _Sync(ours)
+            c.console_master = None
+            while True:
+                msg, fds = c.sync.recv()
+                if msg is None:
+                    raise Error("container init died during setup")
+                if msg["t"] == "error":
+                    raise Error(msg["msg"], msg.get("code", 1))
+                if msg["t"] == "hooks":
+                    hooks = config.get("hooks", {})
+                    state = dict(c.oci_state(), status="creating", pid=child)
+                    run_hooks(hooks.get("prestart", []) + hooks.get("createRuntime", []),
+                              state, "createRuntime")
+                    c.sync.send("ok")
+                elif msg["t"] == "pty":
+                    if console == "self":
+                        c.console_master = fds[0]
+                    else:
+                        send_console(console, fds[0])
+                elif msg["t"] == "ready":
+                    break
+            c.state.update(pid=child, start_time=process_start_time(child))
+            c.save()
+            if pid_file:
+                write_atomic(os.path.abspath(pid_file), "%d" % child)
+        except BaseException:
+            if child:
+                try:
+                    os.kill(child, signal.SIGKILL)
+                    os.waitpid(child, 0)
+                except OSError:
+                    pass
+            c._remove(quiet=True)
+            raise
+        finally:
+            lock.close()
+        return c
+
+    # -- start and wait
+    def start(self):
+        import select
+        with self.lock():
+            status = self.status()
+            if status != "created":
+                raise Error("cannot start a container that is %s" % status)
+            fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                pidfd = self._pidfd if self._pidfd is not None else pidfd_open(self.pid)
+                watch = [fd] + ([pidfd] if pidfd is not None else [])
+                while True:
+                    ready = select.select(watch, [], [], 0.5)[0]
+                    if fd in ready:
+                        data = os.read(fd, 1)
+                        break
+                    if ready or not self.alive():
+                        data = b""
+                        break
+            finally:
+                os.close(fd)
+            os.unlink(self.fifo)
+            if not data:
+                raise Error("container %s: init exited before start" % self.id)
+            hooks = self.state["config"].get("hooks", {})
+            if hooks.get("poststart"):
+                run_hooks(hooks["poststart"], self.oci_state(), "poststart")
+
+    def exec_result(self):
+        """After start(), for the runtime that created the container: None once the
+        container's program runs, or the Error that kept it from running."""
+        msg, _ = self.sync.recv()
+        self.sync.sock.close()
+        if msg and msg["t"] == "error":
+            return Error(msg["msg"], msg.get("code", 1))
+        return None
+
+    # -- management of a running container
+    def processes(self):
+        cg = self.cgroup
+        pids = cg.procs() if cg else []
+        return pids if pids or not self.alive() else [self.pid]
+
+    def stats(self):
+        cg = self.cgroup
+        if cg is None:
+            raise Error("container %s has no cgroup" % self.id)
+        return cg.stats()
+
+    def pause(self):
+        with self.lock():
+            status = self.status()
+            if status != "running":
+                raise Error("cannot pause a container that is %s" % status)
+            self.cgroup.freeze(True)
+
+    def resume(self):
+        with self.lock():
+            status = self.status()
+            if status != "paused":
+                raise Error("cannot resume a container that is %s" % status)
+            self.cgroup.freeze(False)
+
+    def signal(self, sig, all=False):
+        status = self.status()
+        if status in ("stopped", "creating"):
+            raise Error("container %s is not running" % self.id)
+        if all:
+            self.cgroup.kill_all(sig)
+        else:
+            os.kill(self.pid, sig)
+        if status == "paused" and sig == signal.SIGKILL:
+            self.cgroup.freeze(False)  # let the kill be delivered
+
+    def destroy(self, force=True):
+        """Stop the container if asked to, and remove everything it holds."""
+        with self.lock():
+            status = self.status()
+            if status in ("running", "paused") and not force:
+                raise Error("cannot delete a container that is %s (use --force)" % status)
+            self._remove()
+
+    def _remove(self, quiet=False):
+        try:
+            if self.alive():
+                self.signal(signal.SIGKILL)
+                self._wait_gone()
+            cg = self.cgroup
+            if cg:
+                cg.destroy()
+            hooks = self.state.get("config", {}).get("hooks", {})
+            if hooks.get("poststop") and self.state.get("pid"):
+                run_hooks(hooks["poststop"], dict(self.oci_state(), status="stopped"),
+                          "poststop")
+        except Error:
+            if not quiet:
+                raise
+        finally:
+            import shutil
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _wait_gone(self):
+        import time
+        for _ in range(5000):
+            if not self.alive():
+                return
+            try:  # ours to reap when we created it
+                os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.002)
+        raise Error("container %s: init did not die" % self.id)
+
+
+class _Lock:
+    def __init__(self, fd):
+        self.fd = fd
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def cgroup_path(cgroups_path, cid, parent=None):
+    """linux.cgroupsPath, or a path derived from the id under the chosen parent."""
+    if cgroups_path:
+        if cgroups_path.count(":") == 2 and not cgroups_path.startswith("/"):
+            # systemd's slice:prefix:name, as podman writes it: placed as cgroupfs would.
+            sl, prefix, name = cgroups_path.split(":")
+            return "/%s/%s-%s.scope" % (sl or "system.slice", prefix, name)
+        return cgroups_path
+    return "/%s/%s" % ((parent or DEFAULT_CGROUP_PARENT).strip("/"), cid)
+
+
+def send_console(path, master):
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        socket.send_fds(s, [b"/dev/ptmx"], [master])
+    except OSError as e:
+        raise Error("console socket %s: %s" % (path, e.strerror)) from None
+    finally:
+        s.close()
+        os.close(master)
+
+
+def _fork_init(ctx, linux):
+    """Fork the container's init, in a new (or given) pid namespace if asked: it is pid 1."""
+    pidns = next((ns for ns in linux.get("namespaces", []) if ns["type"] == "pid"), None)
+    saved = None
+    if pidns:
+        saved = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        if pidns.get("path"):
+            try:
+                target = os.open(pidns["path"], os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise Error("linux.namespaces: pid %s: %s" % (pidns["path"], e.strerror)) from None
+            try:
+                setns(target, CLONE_NEWPID)
+            finally:
+                os.close(target)
+        else:
+            unshare(CLONE_NEWPID)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _container_init(ctx)  # never returns
+    finally:
+        if saved is not None:
+            # Our own children (hooks, later forks) stay in our pid namespace.
+            setns(saved, CLONE_NEWPID)
+            os.close(saved)
+    return pid
+
+
+def _container_init(ctx):
+    """The container's first process, between fork and exec. It never returns."""
+    sync = _Sync(ctx["sync"])
+    code = 1
+    try:
+        _init_steps(ctx, sync)
+    except Error as e:
+        code = e.code
+        _report(sync, str(e), code)
+    except OSError as e:
+        _report(sync, str(e), code)
+    except BaseException as e:
+        if ctx.get("debug"):
+            import traceback
+            traceback.print_exc()
+        _report(sync, "container init: %s: %s" % (type(e).__name__, e), code)
+    finally:
+        os._exit(code)
+
+
+def _report(sync, msg, code):
+    try:
+        sync.send("error", msg=msg, code=code)
+    except OSError:  # nobody listens any more (create has returned): say it on stderr
+        try:
+            os.write(2, ("minicontainer: %s\n" % msg).encode())
+        except OSError:
+            pass
+
+
+def _init_steps(ctx, sync):
+    config, process = ctx["config"], ctx["config"]["process"]
+    linux = config.get("linux", {})
+    hooks = config.get("hooks", {})
+    os.setsid()
+    prctl(PR_SET_PDEATHSIG, 0)
+    if ctx["cgroup"] is not None:
+        ctx["cgroup"].join(0)
+    fifo = os.open(ctx["fifo"], os.O_PATH | os.O_CLOEXEC)
+    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx["stdin_null"] else None
+    namespaces, flags = set(), 0
+    for ns in linux.get("namespaces", []):
+        namespaces.add(ns["type"])
+        if ns["type"] == "pid":
+            continue
+        if ns.get("path"):
+            try:
+                fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise Error("linux.namespaces: %s %s: %s" % (ns["type"], ns["path"],
+                                                             e.strerror)) from None
+            setns(fd, NAMESPACES[ns["type"]][0])
+            os.close(fd)
+        else:
+            flags |= NAMESPACES[ns["type"]][0]
+    unshare(flags)
+    if hooks.get("prestart") or hooks.get("createRuntime"):
+        sync.send("hooks")
+        if sync.recv()[0] != {"t": "ok"}:
+            raise Error("createRuntime hooks failed")
+    rootfs = ctx["rootfs"]
+    setup_rootfs(config, rootfs, ctx["bundle"], ctx["cgroup"])
+    if hooks.get("createContainer"):
+        run_hooks(hooks["createContainer"], {"ociVersion": OCI_VERSION, "id": "",
+                                             "status": "creating", "pid": os.getpid(),
+                                             "bundle": ctx["bundle"]}, "createContainer")
+    cwd = resolve_in_root(rootfs, process.get("cwd", "/"))
+    if not os.path.isdir(cwd):
+        os.makedirs(cwd, 0o755)
+    enter_rootfs(rootfs)
+    if config.get("hostname") and "uts" in namespaces:
+        sethostname(config["hostname"])
+    if config.get("domainname") and "uts" in namespaces:
+        sethostname(config["domainname"], domain=True)
+    if "network" in namespaces and not any(ns.get("path") for ns in linux["namespaces"]
+                                           if ns["type"] == "network"):
+        loopback_up()
+    apply_sysctl(linux.get("sysctl", {}))
+    finish_rootfs(config)
+    if process.get("terminal"):
+        master, slave, slave_path = open_pty()
+        sync.send("pty", fds=[master])
+        os.close(master)
+        setup_console(slave, slave_path, process.get("consoleSize"))
+    elif devnull is not None:
+        os.dup2(devnull, 0)
+    os.chdir(process.get("cwd", "/"))
+    env = process.get("env", [])
+    path = find_executable(process["args"], env)
+    apply_rlimits(process.get("rlimits", []))
+    if process.get("oomScoreAdj") is not None:
+        _write("/proc/self/oom_score_adj", process["oomScoreAdj"])
+    sync.send("ready")
+    # Wait for start: opening the fifo to write blocks until `start` opens it to read.
+    fd = os.open("/proc/self/fd/%d" % fifo, os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo)
+    if hooks.get("startContainer"):
+        run_hooks(hooks["startContainer"], {"ociVersion": OCI_VERSION, "status": "created",
+                                            "pid": os.getpid()}, "startContainer")
+    seccomp = linux.get("seccomp")
+    if process.get("noNewPrivileges"):
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+    elif seccomp:
+        apply_seccomp(seccomp)  # without no_new_privs, while CAP_SYS_ADMIN is still ours
+    apply_user_and_capabilities(process)
+    os.umask(process.get("user", {}).get("umask", 0o022))
+    os.chdir(process.get("cwd", "/"))
+    _close_fds(3 + ctx["preserve_fds"], keep=[ctx["sync"].fileno()])
+    if seccomp and process.get("noNewPrivileges"):
+        apply_seccomp(seccomp)  # last: the fewer syscalls we make under it the better
+    try:
+        os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
+    except OSError as e:
+        raise Error('exec "%s": %s' % (process["args"][0], e.strerror),
+                    127 if e.errno == errno.ENOENT else 126) from None
+
+
+def _close_fds(first, keep=()):
+    """Mark every fd from `first` on close-on-exec: the program gets only what it should.
+
+    (runc's CVE-2024-21626 was an fd of the host's cgroupfs that leaked into the container.)"""
+    import fcntl
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= first and fd not in keep:
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+            except OSError:
+                pass
+    for fd in range(3, first):
+        os.set_inheritable(fd, True)
+
+
 # ==== image store (tools/pull.py writes it; run/images/rmi read it) ====
 # ==== end image store ====
 
 # ==== seccomp ====
+# Compiles an OCI `linux.seccomp` object to classic BPF here, without libseccomp, and loads
+# it with seccomp(2). Syscall tables are Linux 6.19's (syscall_64.tbl, syscall_32.tbl and
+# the generic table arm64 uses): names in number order, "@N" continues at number N. They are
+# parsed on first use so that importing the module costs nothing.
+
+_SYSCALLS_X86_64 = """
+read write open close stat fstat lstat poll lseek mmap mprotect munmap brk rt_sigaction
+rt_sigprocmask rt_sigreturn ioctl pread64 pwrite64 readv writev access pipe select sched_yield
+mremap msync mincore madvise shmget shmat shmctl dup dup2 pause nanosleep getitimer alarm
+setitimer getpid sendfile socket connect accept sendto recvfrom sendmsg recvmsg shutdown bind
+listen getsockname getpeername socketpair setsockopt getsockopt clone fork vfork execve exit
+wait4 kill uname semget semop semctl shmdt msgget msgsnd msgrcv msgctl fcntl flock fsync
+fdatasync truncate ftruncate getdents getcwd chdir fchdir rename mkdir rmdir creat link unlink
+symlink readlink chmod fchmod chown fchown lchown umask gettimeofday getrlimit getrusage sysinfo
+times ptrace getuid syslog getgid setuid setgid geteuid getegid setpgid getppid getpgrp setsid
+setreuid setregid getgroups setgroups setresuid getresuid setresgid getresgid getpgid setfsuid
+setfsgid getsid capget capset rt_sigpending rt_sigtimedwait rt_sigqueueinfo rt_sigsuspend
+sigaltstack utime mknod uselib personality ustat statfs fstatfs sysfs getpriority setpriority
+sched_setparam sched_getparam sched_setscheduler sched_getscheduler sched_get_priority_max
+sched_get_priority_min sched_rr_get_interval mlock munlock mlockall munlockall vhangup
+modify_ldt pivot_root _sysctl prctl arch_prctl adjtimex setrlimit chroot sync acct settimeofday
+mount umount2 swapon swapoff reboot sethostname setdomainname iopl ioperm create_module
+init_module delete_module get_kernel_syms query_module quotactl nfsservctl getpmsg putpmsg
+afs_syscall tuxcall security gettid readahead setxattr lsetxattr fsetxattr getxattr lgetxattr
+fgetxattr listxattr llistxattr flistxattr removexattr lremovexattr fremovexattr tkill time futex
+sched_setaffinity sched_getaffinity set_thread_area io_setup io_destroy io_getevents io_submit
+io_cancel get_thread_area lookup_dcookie epoll_create epoll_ctl_old epoll_wait_old
+remap_file_pages getdents64 set_tid_address restart_syscall semtimedop fadvise64 timer_create
+timer_settime timer_gettime timer_getoverrun timer_delete clock_settime clock_gettime
+clock_getres clock_nanosleep exit_group epoll_wait epoll_ctl tgkill utimes vserver mbind
+set_mempolicy get_mempolicy mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify
+mq_getsetattr kexec_load waitid add_key request_key keyctl ioprio_set ioprio_get inotify_init
+inotify_add_watch inotify_rm_watch migrate_pages openat mkdirat mknodat fchownat futimesat
+newfstatat unlinkat renameat linkat symlinkat readlinkat fchmodat faccessat pselect6 ppoll
+unshare set_robust_list get_robust_list splice tee sync_file_range vmsplice move_pages utimensat
+epoll_pwait signalfd timerfd_create eventfd fallocate timerfd_settime timerfd_gettime accept4
+signalfd4 eventfd2 epoll_create1 dup3 pipe2 inotify_init1 preadv pwritev rt_tgsigqueueinfo
+perf_event_open recvmmsg fanotify_init fanotify_mark prlimit64 name_to_handle_at
+open_by_handle_at clock_adjtime syncfs sendmmsg setns getcpu process_vm_readv process_vm_writev
+kcmp finit_module sched_setattr sched_getattr renameat2 seccomp getrandom memfd_create
+kexec_file_load bpf execveat userfaultfd membarrier mlock2 copy_file_range preadv2 pwritev2
+pkey_mprotect pkey_alloc pkey_free statx io_pgetevents rseq uretprobe uprobe @424
+pidfd_send_signal io_uring_setup io_uring_enter io_uring_register open_tree move_mount fsopen
+fsconfig fsmount fspick pidfd_open clone3 close_range openat2 pidfd_getfd faccessat2
+process_madvise epoll_pwait2 mount_setattr quotactl_fd landlock_create_ruleset landlock_add_rule
+landlock_restrict_self memfd_secret process_mrelease futex_waitv set_mempolicy_home_node
+cachestat fchmodat2 map_shadow_stack futex_wake futex_wait futex_requeue statmount listmount
+lsm_get_self_attr lsm_set_self_attr lsm_list_modules mseal setxattrat getxattrat listxattrat
+removexattrat open_tree_attr file_getattr file_setattr listns
+"""
+
+_SYSCALLS_I386 = """
+restart_syscall exit fork read write open close waitpid creat link unlink execve chdir time
+mknod chmod lchown break oldstat lseek getpid mount umount setuid getuid stime ptrace alarm
+oldfstat pause utime stty gtty access nice ftime sync kill rename mkdir rmdir dup pipe times
+prof brk setgid getgid signal geteuid getegid acct umount2 lock ioctl fcntl mpx setpgid ulimit
+oldolduname umask chroot ustat dup2 getppid getpgrp setsid sigaction sgetmask ssetmask setreuid
+setregid sigsuspend sigpending sethostname setrlimit getrlimit getrusage gettimeofday
+settimeofday getgroups setgroups select symlink oldlstat readlink uselib swapon reboot readdir
+mmap munmap truncate ftruncate fchmod fchown getpriority setpriority profil statfs fstatfs
+ioperm socketcall syslog setitimer getitimer stat lstat fstat olduname iopl vhangup idle vm86old
+wait4 swapoff sysinfo ipc fsync sigreturn clone setdomainname uname modify_ldt adjtimex mprotect
+sigprocmask create_module init_module delete_module get_kernel_syms quotactl getpgid fchdir
+bdflush sysfs personality afs_syscall setfsuid setfsgid _llseek getdents _newselect flock msync
+readv writev getsid fdatasync _sysctl mlock munlock mlockall munlockall sched_setparam
+sched_getparam sched_setscheduler sched_getscheduler sched_yield sched_get_priority_max
+sched_get_priority_min sched_rr_get_interval nanosleep mremap setresuid getresuid vm86
+query_module poll nfsservctl setresgid getresgid prctl rt_sigreturn rt_sigaction rt_sigprocmask
+rt_sigpending rt_sigtimedwait rt_sigqueueinfo rt_sigsuspend pread64 pwrite64 chown getcwd capget
+capset sigaltstack sendfile getpmsg putpmsg vfork ugetrlimit mmap2 truncate64 ftruncate64 stat64
+lstat64 fstat64 lchown32 getuid32 getgid32 geteuid32 getegid32 setreuid32 setregid32 getgroups32
+setgroups32 fchown32 setresuid32 getresuid32 setresgid32 getresgid32 chown32 setuid32 setgid32
+setfsuid32 setfsgid32 pivot_root mincore madvise getdents64 fcntl64 @224 gettid readahead
+setxattr lsetxattr fsetxattr getxattr lgetxattr fgetxattr listxattr llistxattr flistxattr
+removexattr lremovexattr fremovexattr tkill sendfile64 futex sched_setaffinity sched_getaffinity
+set_thread_area get_thread_area io_setup io_destroy io_getevents io_submit io_cancel fadvise64
+@252 exit_group lookup_dcookie epoll_create epoll_ctl epoll_wait remap_file_pages
+set_tid_address timer_create timer_settime timer_gettime timer_getoverrun timer_delete
+clock_settime clock_gettime clock_getres clock_nanosleep statfs64 fstatfs64 tgkill utimes
+fadvise64_64 vserver mbind get_mempolicy set_mempolicy mq_open mq_unlink mq_timedsend
+mq_timedreceive mq_notify mq_getsetattr kexec_load waitid @286 add_key request_key keyctl
+ioprio_set ioprio_get inotify_init inotify_add_watch inotify_rm_watch migrate_pages openat
+mkdirat mknodat fchownat futimesat fstatat64 unlinkat renameat linkat symlinkat readlinkat
+fchmodat faccessat pselect6 ppoll unshare set_robust_list get_robust_list splice sync_file_range
+tee vmsplice move_pages getcpu epoll_pwait utimensat signalfd timerfd_create eventfd fallocate
+timerfd_settime timerfd_gettime signalfd4 eventfd2 epoll_create1 dup3 pipe2 inotify_init1 preadv
+pwritev rt_tgsigqueueinfo perf_event_open recvmmsg fanotify_init fanotify_mark prlimit64
+name_to_handle_at open_by_handle_at clock_adjtime syncfs sendmmsg setns process_vm_readv
+process_vm_writev kcmp finit_module sched_setattr sched_getattr renameat2 seccomp getrandom
+memfd_create bpf execveat socket socketpair bind connect listen accept4 getsockopt setsockopt
+getsockname getpeername sendto sendmsg recvfrom recvmsg shutdown userfaultfd membarrier mlock2
+copy_file_range preadv2 pwritev2 pkey_mprotect pkey_alloc pkey_free statx arch_prctl
+io_pgetevents rseq @393 semget semctl shmget shmctl shmat shmdt msgget msgsnd msgrcv msgctl
+clock_gettime64 clock_settime64 clock_adjtime64 clock_getres_time64 clock_nanosleep_time64
+timer_gettime64 timer_settime64 timerfd_gettime64 timerfd_settime64 utimensat_time64
+pselect6_time64 ppoll_time64 @416 io_pgetevents_time64 recvmmsg_time64 mq_timedsend_time64
+mq_timedreceive_time64 semtimedop_time64 rt_sigtimedwait_time64 futex_time64
+sched_rr_get_interval_time64 pidfd_send_signal io_uring_setup io_uring_enter io_uring_register
+open_tree move_mount fsopen fsconfig fsmount fspick pidfd_open clone3 close_range openat2
+pidfd_getfd faccessat2 process_madvise epoll_pwait2 mount_setattr quotactl_fd
+landlock_create_ruleset landlock_add_rule landlock_restrict_self memfd_secret process_mrelease
+futex_waitv set_mempolicy_home_node cachestat fchmodat2 @454 futex_wake futex_wait futex_requeue
+statmount listmount lsm_get_self_attr lsm_set_self_attr lsm_list_modules mseal setxattrat
+getxattrat listxattrat removexattrat open_tree_attr file_getattr file_setattr listns
+"""
+
+_SYSCALLS_AARCH64 = """
+io_setup io_destroy io_submit io_cancel io_getevents setxattr lsetxattr fsetxattr getxattr
+lgetxattr fgetxattr listxattr llistxattr flistxattr removexattr lremovexattr fremovexattr getcwd
+lookup_dcookie eventfd2 epoll_create1 epoll_ctl epoll_pwait dup dup3 fcntl inotify_init1
+inotify_add_watch inotify_rm_watch ioctl ioprio_set ioprio_get flock mknodat mkdirat unlinkat
+symlinkat linkat renameat umount2 mount pivot_root nfsservctl statfs fstatfs truncate ftruncate
+fallocate faccessat chdir fchdir chroot fchmod fchmodat fchownat fchown openat close vhangup
+pipe2 quotactl getdents64 lseek read write readv writev pread64 pwrite64 preadv pwritev sendfile
+pselect6 ppoll signalfd4 vmsplice splice tee readlinkat newfstatat fstat sync fsync fdatasync
+sync_file_range timerfd_create timerfd_settime timerfd_gettime utimensat acct capget capset
+personality exit exit_group waitid set_tid_address unshare futex set_robust_list get_robust_list
+nanosleep getitimer setitimer kexec_load init_module delete_module timer_create timer_gettime
+timer_getoverrun timer_settime timer_delete clock_settime clock_gettime clock_getres
+clock_nanosleep syslog ptrace sched_setparam sched_setscheduler sched_getscheduler
+sched_getparam sched_setaffinity sched_getaffinity sched_yield sched_get_priority_max
+sched_get_priority_min sched_rr_get_interval restart_syscall kill tkill tgkill sigaltstack
+rt_sigsuspend rt_sigaction rt_sigprocmask rt_sigpending rt_sigtimedwait rt_sigqueueinfo
+rt_sigreturn setpriority getpriority reboot setregid setgid setreuid setuid setresuid getresuid
+setresgid getresgid setfsuid setfsgid times setpgid getpgid getsid setsid getgroups setgroups
+uname sethostname setdomainname getrlimit setrlimit getrusage umask prctl getcpu gettimeofday
+settimeofday adjtimex getpid getppid getuid geteuid getgid getegid gettid sysinfo mq_open
+mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr msgget msgctl msgrcv msgsnd
+semget semctl semtimedop semop shmget shmctl shmat shmdt socket socketpair bind listen accept
+connect getsockname getpeername sendto recvfrom setsockopt getsockopt shutdown sendmsg recvmsg
+readahead brk munmap mremap add_key request_key keyctl clone execve mmap fadvise64 swapon
+swapoff mprotect msync mlock munlock mlockall munlockall mincore madvise remap_file_pages mbind
+get_mempolicy set_mempolicy migrate_pages move_pages rt_tgsigqueueinfo perf_event_open accept4
+recvmmsg @260 wait4 prlimit64 fanotify_init fanotify_mark name_to_handle_at open_by_handle_at
+clock_adjtime syncfs setns sendmmsg process_vm_readv process_vm_writev kcmp finit_module
+sched_setattr sched_getattr renameat2 seccomp getrandom memfd_create bpf execveat userfaultfd
+membarrier mlock2 copy_file_range preadv2 pwritev2 pkey_mprotect pkey_alloc pkey_free statx
+io_pgetevents rseq kexec_file_load @424 pidfd_send_signal io_uring_setup io_uring_enter
+io_uring_register open_tree move_mount fsopen fsconfig fsmount fspick pidfd_open clone3
+close_range openat2 pidfd_getfd faccessat2 process_madvise epoll_pwait2 mount_setattr
+quotactl_fd landlock_create_ruleset landlock_add_rule landlock_restrict_self memfd_secret
+process_mrelease futex_waitv set_mempolicy_home_node cachestat fchmodat2 map_shadow_stack
+futex_wake futex_wait futex_requeue statmount listmount lsm_get_self_attr lsm_set_self_attr
+lsm_list_modules mseal setxattrat getxattrat listxattrat removexattrat open_tree_attr
+file_getattr file_setattr listns
+"""
+
+# x32 runs x86_64's numbers with bit 30 set, except that these got their own compat entry
+# points at 512..547 (in this order) and these few 64-bit-only calls do not exist at all.
+_X32_RENUMBERED = """
+rt_sigaction rt_sigreturn ioctl readv writev recvfrom sendmsg recvmsg execve ptrace rt_sigpending
+rt_sigtimedwait rt_sigqueueinfo sigaltstack timer_create mq_notify kexec_load waitid
+set_robust_list get_robust_list vmsplice move_pages preadv pwritev rt_tgsigqueueinfo recvmmsg
+sendmmsg process_vm_readv process_vm_writev setsockopt getsockopt io_setup io_submit execveat
+preadv2 pwritev2
+"""
+_X32_ABSENT = """
+uselib _sysctl create_module get_kernel_syms query_module nfsservctl set_thread_area
+get_thread_area epoll_ctl_old epoll_wait_old vserver
+"""
+# Calls that exist only on architectures we never filter (ARM32, s390, ppc, riscv, ...).
+# libseccomp knows them, so profiles written for docker name them; like libseccomp we skip
+# them on our architectures instead of rejecting the profile.
+_SYSCALLS_ELSEWHERE = """
+recv send arm_fadvise64_64 arm_sync_file_range sync_file_range2 breakpoint cacheflush set_tls
+usr26 usr32 swapcontext s390_pci_mmio_read s390_pci_mmio_write s390_runtime_instr
+s390_guarded_storage s390_sthyi riscv_flush_icache riscv_hwprobe spu_run spu_create
+subpage_prot switch_endian multiplexer rtas sys_debug_setcontext pciconfig_iobase
+pciconfig_read pciconfig_write getpagesize sysmips cachectl atomic_cmpxchg_32 atomic_barrier
+get_tls kern_features utrap_install perfctr memory_ordering getxgid getxpid getxuid
+"""
+
+_X32_BIT = 0x40000000
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "i386": 0x40000003, "aarch64": 0xC00000B7}
+# Every SCMP_ARCH_* name libseccomp knows; those naming an ABI the running kernel can't
+# execute here are irrelevant and ignored, ARM32 on aarch64 we have no table for (blocked).
+_SCMP_ARCHES = {
+    "SCMP_ARCH_X86_64": "x86_64", "SCMP_ARCH_X86": "i386", "SCMP_ARCH_X32": "x32",
+    "SCMP_ARCH_AARCH64": "aarch64", "SCMP_ARCH_ARM": "arm", "SCMP_ARCH_MIPS": None,
+    "SCMP_ARCH_MIPS64": None, "SCMP_ARCH_MIPS64N32": None, "SCMP_ARCH_MIPSEL": None,
+    "SCMP_ARCH_MIPSEL64": None, "SCMP_ARCH_MIPSEL64N32": None, "SCMP_ARCH_PPC": None,
+    "SCMP_ARCH_PPC64": None, "SCMP_ARCH_PPC64LE": None, "SCMP_ARCH_S390": None,
+    "SCMP_ARCH_S390X": None, "SCMP_ARCH_PARISC": None, "SCMP_ARCH_PARISC64": None,
+    "SCMP_ARCH_RISCV64": None, "SCMP_ARCH_LOONGARCH64": None, "SCMP_ARCH_M68K": None,
+    "SCMP_ARCH_SH": None, "SCMP_ARCH_SHEB": None,
+}
+_SUB_ABIS = {"x86_64": ("i386", "x32"), "aarch64": ()}
+_ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
+                 "arm64": "aarch64"}
+_NR_SECCOMP = {"x86_64": 317, "aarch64": 277}
+
+_RET_KILL_PROCESS = 0x80000000
+_RET_ERRNO = 0x00050000
+_EPERM, _ENOSYS = 1, 38
+# SECCOMP_RET_* for each OCI action; the errno-carrying ones get errnoRet in the low 16 bits.
+_SECCOMP_ACTIONS = {
+    "SCMP_ACT_KILL": 0x00000000, "SCMP_ACT_KILL_THREAD": 0x00000000,
+    "SCMP_ACT_KILL_PROCESS": _RET_KILL_PROCESS, "SCMP_ACT_TRAP": 0x00030000,
+    "SCMP_ACT_ERRNO": _RET_ERRNO, "SCMP_ACT_TRACE": 0x7FF00000,
+    "SCMP_ACT_LOG": 0x7FFC0000, "SCMP_ACT_ALLOW": 0x7FFF0000,
+}
+_SECCOMP_FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2,
+                  "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4}
+_SECCOMP_OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE",
+                "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ")
+
+# Classic BPF opcodes used below.
+_BPF_LD_ABS, _BPF_AND_K, _BPF_RET_K = 0x20, 0x54, 0x06
+_BPF_JA, _BPF_JEQ, _BPF_JGT, _BPF_JGE = 0x05, 0x15, 0x25, 0x35
+_BPF_MAXINSNS = 4096
+
+_syscall_tables = {}
+
+
+def syscall_table(abi):
+    """{name: number} for "x86_64", "i386", "x32" (numbers carry bit 30) or "aarch64"."""
+    table = _syscall_tables.get(abi)
+    if table is None:
+        if abi == "x32":
+            absent = set(_X32_ABSENT.split())
+            table = {name: nr | _X32_BIT for name, nr in syscall_table("x86_64").items()
+                     if name not in absent}
+            for i, name in enumerate(_X32_RENUMBERED.split()):
+                table[name] = _X32_BIT | (512 + i)
+        else:
+            source = {"x86_64": _SYSCALLS_X86_64, "i386": _SYSCALLS_I386,
+                      "aarch64": _SYSCALLS_AARCH64}[abi]
+            table, nr = {}, 0
+            for word in source.split():
+                if word[0] == "@":
+                    nr = int(word[1:])
+                else:
+                    table[word] = nr
+                    nr += 1
+        _syscall_tables[abi] = table
+    return table
+
+
+def _known_syscall(name):
+    return (any(name in syscall_table(abi) for abi in ("x86_64", "i386", "aarch64"))
+            or name in _SYSCALLS_ELSEWHERE.split())
+
+
+def _native_arch(arch=None):
+    import os
+    machine = os.uname().machine if arch is None else arch
+    if machine not in _ARCH_ALIASES:
+        raise Error(f"seccomp: unsupported architecture {machine!r} (x86_64 and aarch64 are)")
+    return _ARCH_ALIASES[machine]
+
+
+def _seccomp_action(action, errno_ret, where):
+    if action == "SCMP_ACT_NOTIFY":
+        raise Error(f"seccomp: {where}: SCMP_ACT_NOTIFY is not supported (no listener)")
+    if action not in _SECCOMP_ACTIONS:
+        raise Error(f"seccomp: {where}: unknown action {action!r}")
+    ret = _SECCOMP_ACTIONS[action]
+    if action in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"):
+        errno_ret = _EPERM if errno_ret is None else errno_ret
+        # The kernel hands at most MAX_ERRNO back as an error.
+        if not isinstance(errno_ret, int) or not 0 <= errno_ret <= 4095:
+            raise Error(f"seccomp: {where}: errnoRet {errno_ret!r} is not 0..4095")
+        ret |= errno_ret
+    return ret
+
+
+def _u64(value, where):
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
+        raise Error(f"seccomp: {where}: {value!r} is not an unsigned 64-bit value")
+    return value
+
+
+def _seccomp_flags(profile):
+    flags = 0
+    for flag in profile.get("flags") or ():
+        if flag not in _SECCOMP_FLAGS:
+            raise Error(f"seccomp: unknown flag {flag!r}")
+        flags |= _SECCOMP_FLAGS[flag]
+    return flags
+
+
+def _seccomp_rules(profile):
+    """[(names, ret, [conditions...])]: runc's semantics, one entry per alternative."""
+    rules = []
+    for i, call in enumerate(profile.get("syscalls") or ()):
+        where = f"syscalls[{i}]"
+        if not isinstance(call, dict):
+            raise Error(f"seccomp: {where} is not an object")
+        for key in call:
+            if key not in ("names", "name", "action", "errnoRet", "args", "comment"):
+                raise Error(f"seccomp: {where}: unknown field {key!r}")
+        names = list(call.get("names") or ()) + ([call["name"]] if call.get("name") else [])
+        if not names:
+            raise Error(f"seccomp: {where}: no syscall names")
+        for name in names:
+            if not isinstance(name, str) or not _known_syscall(name):
+                raise Error(f"seccomp: {where}: unknown syscall {name!r}")
+        ret = _seccomp_action(call.get("action"), call.get("errnoRet"), where)
+        conds = []
+        for j, arg in enumerate(call.get("args") or ()):
+            awhere = f"{where}.args[{j}]"
+            if not isinstance(arg, dict):
+                raise Error(f"seccomp: {awhere} is not an object")
+            for key in arg:
+                if key not in ("index", "value", "valueTwo", "op"):
+                    raise Error(f"seccomp: {awhere}: unknown field {key!r}")
+            index = arg.get("index")
+            if not isinstance(index, int) or not 0 <= index <= 5:
+                raise Error(f"seccomp: {awhere}: index {index!r} is not 0..5")
+            if arg.get("op") not in _SECCOMP_OPS:
+                raise Error(f"seccomp: {awhere}: unknown op {arg.get('op')!r}")
+            conds.append((index, arg["op"], _u64(arg.get("value", 0), awhere),
+                          _u64(arg.get("valueTwo", 0), awhere)))
+        # runc (and so docker) turn several conditions on one argument into alternatives
+        # (OR) rather than a conjunction; profiles in the wild depend on that.
+        indexes = [c[0] for c in conds]
+        if len(set(indexes)) < len(indexes):
+            rules.extend((names, ret, [c]) for c in conds)
+        else:
+            rules.append((names, ret, conds))
+    return rules
+
+
+class _Asm:
+    """Straight-line BPF with symbolic forward jumps (labels are plain objects)."""
+
+    def __init__(self):
+        self.code = []
+
+    def label(self, label):
+        self.code.append(label)
+
+    def ld(self, offset):
+        self.code.append((_BPF_LD_ABS, 0, 0, offset))
+
+    def jump(self, op, k, jt, jf):
+        self.code.append((op, jt, jf, k))
+
+    def ja(self, label):
+        self.code.append((_BPF_JA, 0, 0, label))
+
+    def ret(self, value):
+        self.code.append((_BPF_RET_K, 0, 0, value))
+
+    def assemble(self):
+        import struct
+        where, n = {}, 0
+        for ins in self.code:
+            if isinstance(ins, tuple):
+                n += 1
+            else:
+                where[id(ins)] = n
+        if n > _BPF_MAXINSNS:
+            raise Error(f"seccomp: profile compiles to {n} BPF instructions, over the "
+                        f"kernel's {_BPF_MAXINSNS}")
+        out, n = [], 0
+        for ins in self.code:
+            if not isinstance(ins, tuple):
+                continue
+            code, jt, jf, k = ins
+            if code == _BPF_JA:
+                k = where[id(k)] - n - 1
+            else:
+                jt, jf = (t if isinstance(t, int) else where[id(t)] - n - 1 for t in (jt, jf))
+                if not (0 <= jt <= 255 and 0 <= jf <= 255):
+                    raise Error("seccomp: a syscall's argument rules are too long for BPF jumps")
+            out.append(struct.pack("<HBBI", code, jt, jf, k))
+            n += 1
+        return b"".join(out)
+
+
+def _emit_condition(asm, cond, fail, wide):
+    """Fall through when the condition holds, jump to `fail` otherwise.
+
+    seccomp_data.args are 64-bit but classic BPF loads 32 bits: compare the high words
+    first and the low words only where the high words are equal (little-endian layout).
+    i386 arguments are 32-bit, so like libseccomp only the low word counts there.
+    """
+    index, op, value, two = cond
+    lo, hi = 16 + 8 * index, 20 + 8 * index
+    ok = object()
+    if op == "SCMP_CMP_MASKED_EQ":
+        if wide:
+            asm.ld(hi)
+            asm.jump(_BPF_AND_K, value >> 32, 0, 0)
+            asm.jump(_BPF_JEQ, two >> 32, 0, fail)
+        asm.ld(lo)
+        asm.jump(_BPF_AND_K, value & 0xFFFFFFFF, 0, 0)
+        asm.jump(_BPF_JEQ, two & 0xFFFFFFFF, 0, fail)
+        return
+    vhi, vlo = value >> 32, value & 0xFFFFFFFF
+    # (jump if the high words decide "holds", jump if they decide "fails", low-word test,
+    #  whether that test means "holds")
+    table = {
+        "SCMP_CMP_EQ": (None, "ne", _BPF_JEQ, True),
+        "SCMP_CMP_NE": ("ne", None, _BPF_JEQ, False),
+        "SCMP_CMP_GT": ("gt", "lt", _BPF_JGT, True),
+        "SCMP_CMP_GE": ("gt", "lt", _BPF_JGE, True),
+        "SCMP_CMP_LT": ("lt", "gt", _BPF_JGE, False),
+        "SCMP_CMP_LE": ("lt", "gt", _BPF_JGT, False),
+    }
+    hi_ok, hi_fail, low_op, low_holds = table[op]
+    if wide:
+        asm.ld(hi)
+        if "gt" in (hi_ok, hi_fail):
+            asm.jump(_BPF_JGT, vhi, ok if hi_ok == "gt" else fail, 0)
+        # Here hi <= vhi for ordered ops, so "not equal" means "less than".
+        asm.jump(_BPF_JEQ, vhi, 0, ok if hi_ok in ("ne", "lt") else fail)
+    asm.ld(lo)
+    if low_holds:
+        asm.jump(low_op, vlo, 0, fail)
+    else:
+        asm.jump(low_op, vlo, fail, 0)
+    asm.label(ok)
+
+
+def _emit_abi(asm, abi, rules, default_ret, enosys):
+    """Dispatch on the syscall number (already in A) for one ABI."""
+    table = syscall_table(abi)
+    per_nr = {}
+    for names, ret, conds in rules:
+        for name in names:
+            if name in table:  # other arches' names are skipped, as libseccomp does
+                per_nr.setdefault(table[name], []).append((ret, conds))
+    if enosys:
+        # Calls newer than our table get ENOSYS, not the default errno, so that libc falls
+        # back to older calls (runc does the same for syscalls its profile predates).
+        asm.jump(_BPF_JGT, max(table.values()), 0, 1)
+        asm.ret(_RET_ERRNO | _ENOSYS)
+    # Per syscall: argument rules first in profile order (first match wins), then the first
+    # unconditional rule, then the default action.
+    targets, blocks = {}, []
+    for nr, entries in per_nr.items():
+        conditional = [(ret, conds) for ret, conds in entries if conds]
+        fallback = next((ret for ret, conds in entries if not conds), default_ret)
+        if conditional:
+            label = object()
+            targets[nr] = ("block", label)
+            blocks.append((label, conditional, fallback))
+        elif fallback != default_ret:
+            targets[nr] = ("ret", fallback)
+    # Number ranges with one outcome, searched as a balanced tree: about log2(ranges) jumps.
+    ranges, start = [], 0
+    for nr in sorted(targets):
+        if nr > start:
+            ranges.append((start, ("ret", default_ret)))
+        ranges.append((nr, targets[nr]))
+        start = nr + 1
+    ranges.append((start, ("ret", default_ret)))
+    merged = []
+    for first, target in ranges:
+        if not merged or merged[-1][1] != target:
+            merged.append((first, target))
+
+    def leaf(target):
+        if target[0] == "ret":
+            asm.ret(target[1])
+        else:
+            asm.ja(target[1])
+
+    def tree(items):
+        if len(items) == 1:
+            return leaf(items[0][1])
+        mid = len(items) // 2
+        asm.jump(_BPF_JGE, items[mid][0], 0, 1)
+        if len(items) - mid == 1:
+            leaf(items[mid][1])
+            return tree(items[:mid])
+        right = object()
+        asm.ja(right)
+        tree(items[:mid])
+        asm.label(right)
+        tree(items[mid:])
+
+    tree(merged)
+    wide = abi != "i386"
+    for label, conditional, fallback in blocks:
+        asm.label(label)
+        for ret, conds in conditional:
+            fail = object()
+            for cond in conds:
+                _emit_condition(asm, cond, fail, wide)
+            asm.ret(ret)
+            asm.label(fail)
+        asm.ret(fallback)
+
+
+def seccomp_program(profile, arch=None):
+    """Compile an OCI `linux.seccomp` object into a classic BPF program (sock_filter[]).
+
+    `arch` is "x86_64" or "aarch64" (default: the running machine). ABIs other than the
+    native one run only if `architectures` lists them (i386, x32 on x86_64); any other
+    audit arch, or x32 numbers when x32 isn't listed, kill the process as libseccomp does.
+    """
+    arch = _native_arch(arch)
+    if not isinstance(profile, dict):
+        raise Error("seccomp: the profile is not a JSON object")
+    for key in profile:
+        if key not in ("defaultAction", "defaultErrnoRet", "architectures", "flags",
+                       "syscalls", "listenerPath", "listenerMetadata"):
+            raise Error(f"seccomp: unknown field {key!r}")
+    if profile.get("listenerPath"):
+        raise Error("seccomp: listenerPath (SCMP_ACT_NOTIFY) is not supported")
+    if "defaultAction" not in profile:
+        raise Error("seccomp: defaultAction is missing")
+    default_ret = _seccomp_action(profile["defaultAction"], profile.get("defaultErrnoRet"),
+                                  "defaultAction")
+    _seccomp_flags(profile)
+    abis = [arch]
+    for name in profile.get("architectures") or ():
+        if name not in _SCMP_ARCHES:
+            raise Error(f"seccomp: unknown architecture {name!r}")
+        if _SCMP_ARCHES[name] in _SUB_ABIS[arch] and _SCMP_ARCHES[name] not in abis:
+            abis.append(_SCMP_ARCHES[name])
+    rules = _seccomp_rules(profile)
+    allowing = default_ret in (_SECCOMP_ACTIONS["SCMP_ACT_ALLOW"],
+                               _SECCOMP_ACTIONS["SCMP_ACT_LOG"]) or default_ret >> 16 == 0x7FF0
+    asm = _Asm()
+    asm.ld(4)  # seccomp_data.arch
+    sections = []
+    for abi in abis:
+        if abi != "x32":
+            label = object()
+            sections.append((abi, label))
+            asm.jump(_BPF_JEQ, _AUDIT_ARCH[abi], 0, 1)
+            asm.ja(label)
+    asm.ret(_RET_KILL_PROCESS)
+    x32 = object() if "x32" in abis else None
+    for abi, label in sections:
+        asm.label(label)
+        asm.ld(0)  # seccomp_data.nr
+        if abi == "x86_64":
+            # x32 calls arrive with the x86_64 audit arch and bit 30 set in the number.
+            asm.jump(_BPF_JGE, _X32_BIT, 0, 1)
+            if x32:
+                asm.ja(x32)
+            else:
+                asm.ret(_RET_KILL_PROCESS)
+        _emit_abi(asm, abi, rules, default_ret, not allowing)
+    if x32:
+        asm.label(x32)
+        _emit_abi(asm, "x32", rules, default_ret, not allowing)
+    return asm.assemble()
+
+
+def apply_seccomp(profile):
+    """Load `profile` (an OCI linux.seccomp object; None: nothing) into this process.
+
+    Needs no_new_privs or CAP_SYS_ADMIN. The filter applies from here on, across exec:
+    call it as late as possible before exec.
+    """
+    if profile is None:
+        return
+    import ctypes
+    import errno
+    import os
+    prog = seccomp_program(profile)
+    flags = _seccomp_flags(profile)
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    fprog = SockFprog(len(prog) // 8, prog)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    libc.prctl.restype = ctypes.c_int
+    nr = _NR_SECCOMP[_native_arch()]
+    set_mode_filter = 1
+    rc = libc.syscall(ctypes.c_long(nr), ctypes.c_long(set_mode_filter), ctypes.c_long(flags),
+                      ctypes.byref(fprog))
+    err = ctypes.get_errno()
+    if rc != 0 and err == errno.ENOSYS and not flags:
+        # Kernels before 3.17 only have the prctl interface (and no flags).
+        pr_set_seccomp, seccomp_mode_filter = 22, 2
+        rc = libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0)
+        err = ctypes.get_errno()
+    if rc > 0:
+        raise Error(f"seccomp: thread {rc} has an incompatible filter (TSYNC)")
+    if rc < 0:
+        hint = " (set no_new_privs or keep CAP_SYS_ADMIN)" if err == errno.EACCES else ""
+        raise Error(f"seccomp: loading the filter failed: {os.strerror(err)}{hint}")
+
+
+# Docker's default allowlist (moby profiles/seccomp/default.json) minus io_uring (docker
+# dropped it too) and ptrace/process_vm_* (here they need CAP_SYS_PTRACE, see below), plus
+# harmless calls newer than that list (cachestat, fchmodat2, futex2, mseal, *xattrat, ...).
+_DEFAULT_ALLOWED = """
+accept accept4 access adjtimex alarm bind brk cachestat capget capset chdir chmod chown chown32
+clock_adjtime clock_adjtime64 clock_getres clock_getres_time64 clock_gettime clock_gettime64
+clock_nanosleep clock_nanosleep_time64 close close_range connect copy_file_range creat dup dup2
+dup3 epoll_create epoll_create1 epoll_ctl epoll_ctl_old epoll_pwait epoll_pwait2 epoll_wait
+epoll_wait_old eventfd eventfd2 execve execveat exit exit_group faccessat faccessat2 fadvise64
+fadvise64_64 fallocate fanotify_mark fchdir fchmod fchmodat fchmodat2 fchown fchown32 fchownat
+fcntl fcntl64 fdatasync fgetxattr file_getattr file_setattr flistxattr flock fork fremovexattr
+fsetxattr fstat fstat64 fstatat64 fstatfs fstatfs64 fsync ftruncate ftruncate64 futex
+futex_requeue futex_time64 futex_wait futex_waitv futex_wake futimesat getcpu getcwd getdents
+getdents64 getegid getegid32 geteuid geteuid32 getgid getgid32 getgroups getgroups32 getitimer
+getpeername getpgid getpgrp getpid getppid getpriority getrandom getresgid getresgid32
+getresuid getresuid32 getrlimit get_robust_list getrusage getsid getsockname getsockopt
+get_thread_area gettid gettimeofday getuid getuid32 getxattr getxattrat inotify_add_watch
+inotify_init inotify_init1 inotify_rm_watch io_cancel ioctl io_destroy io_getevents
+io_pgetevents io_pgetevents_time64 ioprio_get ioprio_set io_setup io_submit ipc kill
+landlock_add_rule landlock_create_ruleset landlock_restrict_self lchown lchown32 lgetxattr link
+linkat listen listxattr listxattrat llistxattr _llseek lremovexattr lseek lsetxattr lstat
+lstat64 madvise map_shadow_stack membarrier memfd_create memfd_secret mincore mkdir mkdirat
+mknod mknodat mlock mlock2 mlockall mmap mmap2 mprotect mq_getsetattr mq_notify mq_open
+mq_timedreceive mq_timedreceive_time64 mq_timedsend mq_timedsend_time64 mq_unlink mremap mseal
+msgctl msgget msgrcv msgsnd msync munlock munlockall munmap name_to_handle_at nanosleep
+newfstatat _newselect open openat openat2 pause pidfd_open pidfd_send_signal pipe pipe2
+pkey_alloc pkey_free pkey_mprotect poll ppoll ppoll_time64 prctl pread64 preadv preadv2
+prlimit64 process_mrelease pselect6 pselect6_time64 pwrite64 pwritev pwritev2 read readahead
+readlink readlinkat readv recvfrom recvmmsg recvmmsg_time64 recvmsg remap_file_pages
+removexattr removexattrat rename renameat renameat2 restart_syscall rmdir rseq rt_sigaction
+rt_sigpending rt_sigprocmask rt_sigqueueinfo rt_sigreturn rt_sigsuspend rt_sigtimedwait
+rt_sigtimedwait_time64 rt_tgsigqueueinfo sched_getaffinity sched_getattr sched_getparam
+sched_get_priority_max sched_get_priority_min sched_getscheduler sched_rr_get_interval
+sched_rr_get_interval_time64 sched_setaffinity sched_setattr sched_setparam sched_setscheduler
+sched_yield seccomp select semctl semget semop semtimedop semtimedop_time64 sendfile
+sendfile64 sendmmsg sendmsg sendto setfsgid setfsgid32 setfsuid setfsuid32 setgid setgid32
+setgroups setgroups32 setitimer setpgid setpriority setregid setregid32 setresgid setresgid32
+setresuid setresuid32 setreuid setreuid32 setrlimit set_robust_list setsid setsockopt
+set_thread_area set_tid_address setuid setuid32 setxattr setxattrat shmat shmctl shmdt shmget
+shutdown sigaltstack signalfd signalfd4 sigprocmask sigreturn socketcall socketpair splice
+stat stat64 statfs statfs64 statx symlink symlinkat sync sync_file_range syncfs sysinfo tee
+tgkill time timer_create timer_delete timer_getoverrun timer_gettime timer_gettime64
+timer_settime timer_settime64 timerfd_create timerfd_gettime timerfd_gettime64 timerfd_settime
+timerfd_settime64 times tkill truncate truncate64 ugetrlimit umask uname unlink unlinkat
+uprobe uretprobe utime utimensat utimensat_time64 utimes vfork vmsplice wait4 waitid waitpid
+write writev arch_prctl modify_ldt
+"""
+# Allowed when the container holds the capability (docker's "includes": {"caps": ...}):
+# the capability already lets the process do what these calls do.
+_DEFAULT_BY_CAP = {
+    "CAP_SYS_ADMIN": "bpf clone clone3 fanotify_init fsconfig fsmount fsopen fspick "
+                     "lookup_dcookie mount mount_setattr move_mount open_tree perf_event_open "
+                     "quotactl quotactl_fd setdomainname sethostname setns syslog umount "
+                     "umount2 unshare",
+    "CAP_SYS_BOOT": "reboot",
+    "CAP_SYS_CHROOT": "chroot",
+    "CAP_SYS_MODULE": "delete_module init_module finit_module",
+    "CAP_SYS_PACCT": "acct",
+    "CAP_SYS_PTRACE": "kcmp pidfd_getfd process_madvise process_vm_readv process_vm_writev "
+                      "ptrace",
+    "CAP_SYS_RAWIO": "iopl ioperm",
+    "CAP_SYS_TIME": "settimeofday stime clock_settime clock_settime64",
+    "CAP_SYS_TTY_CONFIG": "vhangup",
+    "CAP_SYS_NICE": "get_mempolicy mbind set_mempolicy set_mempolicy_home_node",
+    "CAP_SYSLOG": "syslog",
+    "CAP_BPF": "bpf",
+    "CAP_PERFMON": "perf_event_open",
+    "CAP_DAC_READ_SEARCH": "open_by_handle_at",
+}
+# Docker's default capability set: what default_seccomp_profile() assumes without `caps`.
+_DOCKER_DEFAULT_CAPS = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)
+_CLONE_NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEW{NS,CGROUP,UTS,IPC,USER,PID,NET}
+# personality(2) values docker allows: PER_LINUX, PER_LINUX32, UNAME26 variants, and query.
+_SAFE_PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
+_AF_VSOCK = 40
+
+
+def default_seccomp_profile(caps=None):
+    """The default `linux.seccomp`: docker's default profile, as an OCI object.
+
+    An allowlist with EPERM for everything else, like docker's: a denylist would let every
+    syscall added to future kernels through unreviewed, while docker's list has been run
+    by millions of containers, so it is known not to break ordinary programs. Calls newer
+    than our tables get ENOSYS rather than EPERM (see seccomp_program) so that libc falls
+    back to older calls, which keeps the allowlist from breaking future libcs.
+    `caps` (capability names, default docker's default set) adds docker's
+    capability-conditional entries.
+    """
+    caps = set(_DOCKER_DEFAULT_CAPS if caps is None else caps)
+    allowed = _DEFAULT_ALLOWED.split()
+    for cap, names in _DEFAULT_BY_CAP.items():
+        if cap in caps:
+            allowed += [n for n in names.split() if n not in allowed]
+    syscalls = [{"names": allowed, "action": "SCMP_ACT_ALLOW"}]
+    syscalls.append({"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+                     "args": [{"index": 0, "value": _AF_VSOCK, "op": "SCMP_CMP_NE"}]})
+    syscalls += [{"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                  "args": [{"index": 0, "value": v, "op": "SCMP_CMP_EQ"}]}
+                 for v in _SAFE_PERSONALITIES]
+    if "CAP_SYS_ADMIN" not in caps:
+        syscalls.append({"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+                         "args": [{"index": 0, "value": _CLONE_NAMESPACE_FLAGS,
+                                   "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]})
+        # clone3 passes its flags in memory, out of BPF's reach: ENOSYS makes libc use clone.
+        syscalls.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": _ENOSYS})
+    return {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": _EPERM,
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
+            "syscalls": syscalls}
+
+
+def _from_docker_profile(profile, caps):
+    """Resolve docker's profile extensions (archMap, includes/excludes) for this machine."""
+    import os
+    arch = _native_arch()
+    goarch = {"x86_64": "amd64", "aarch64": "arm64"}[arch]
+    kernel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    out = {k: v for k, v in profile.items() if k not in ("archMap", "comment")}
+    if "architectures" not in out and profile.get("archMap"):
+        native = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}[arch]
+        for entry in profile["archMap"]:
+            if entry.get("architecture") == native:
+                out["architectures"] = [native] + list(entry.get("subArchitectures") or ())
+
+    def check(cond):
+        for key in cond or ():
+            if key not in ("caps", "arches", "minKernel"):
+                raise Error(f"seccomp: unknown includes/excludes field {key!r}")
+        return cond or {}
+
+    def included(cond):
+        cond = check(cond)
+        if any(c not in caps for c in cond.get("caps") or ()):
+            return False
+        if cond.get("arches") and goarch not in cond["arches"]:
+            return False
+        need = str(cond.get("minKernel") or "0.0").split(".")[:2]
+        return kernel >= tuple(int(x) for x in need)
+
+    def excluded(cond):
+        cond = check(cond)
+        return (any(c in caps for c in cond.get("caps") or ())
+                or goarch in (cond.get("arches") or ()))
+
+    calls = []
+    for call in profile.get("syscalls") or ():
+        if included(call.get("includes")) and not excluded(call.get("excludes")):
+            calls.append({k: v for k, v in call.items() if k not in ("includes", "excludes")})
+    out["syscalls"] = calls
+    return out
+
+
+def seccomp_profile_for_option(value=None, caps=None):
+    """The linux.seccomp object for `--security-opt seccomp=VALUE` (None: unconfined).
+
+    VALUE is "unconfined", a JSON file in OCI or docker format, or None for the default
+    profile. `caps` are the container's capabilities, for docker-format conditions.
+    """
+    import json
+    if value is None:
+        return default_seccomp_profile(caps)
+    if value == "unconfined":
+        return None
+    try:
+        with open(value, encoding="utf-8") as f:
+            profile = json.load(f)
+    except (OSError, ValueError) as e:
+        raise Error(f"seccomp: cannot read profile {value}: {e}") from None
+    if not isinstance(profile, dict):
+        raise Error(f"seccomp: {value}: not a JSON object")
+    if "archMap" in profile or any(
+            isinstance(c, dict) and ("includes" in c or "excludes" in c)
+            for c in profile.get("syscalls") or ()):
+        profile = _from_docker_profile(profile, set(_DOCKER_DEFAULT_CAPS if caps is None
+                                                     else caps))
+    seccomp_program(profile)  # reject a bad profile now, not inside the container
+    return profile
 # ==== end seccomp ====
+
+
+# ==== command line: runc's commands, and docker's flags for `run` ====
+
+def parse_size(text):
+    units = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = text.strip().lower()
+    num = t.rstrip("bkmgt") if not t.endswith("b") or t[:-1].rstrip("kmgt") == t[:-1] \
+        else t[:-1].rstrip("kmgt")
+    unit = t[len(num):].rstrip("b") if t[len(num):] not in ("b",) else "b"
+    try:
+        return int(float(num) * units[unit])
+    except (ValueError, KeyError):
+        raise Error("invalid size %r (use e.g. 512k, 64m, 1g)" % text) from None
+
+
+def parse_signal(text):
+    t = text.upper()
+    if t.isdigit():
+        return int(t)
+    name = t if t.startswith("SIG") else "SIG" + t
+    sig = getattr(signal, name, None)
+    if not isinstance(sig, signal.Signals):
+        raise Error("unknown signal %r" % text)
+    return int(sig)
+
+
+def lookup_user(rootfs, spec):
+    """docker's -u: UID[:GID] or NAME[:GROUP], names looked up in the rootfs's /etc files."""
+    user, _, group = spec.partition(":")
+
+    def lookup(filename, name, field):
+        try:
+            with open(os.path.join(rootfs, "etc", filename)) as f:
+                for line in f:
+                    parts = line.rstrip("\n").split(":")
+                    if len(parts) > 3 and parts[0] == name:
+                        return int(parts[field]), parts
+        except (OSError, ValueError):
+            pass
+        raise Error("unable to find %s %s in the container's /etc/%s"
+                    % ("user" if filename == "passwd" else "group", name, filename))
+
+    if user.isdigit():
+        uid, gid = int(user), None
+    else:
+        uid, entry = lookup("passwd", user, 2)
+        gid = int(entry[3])
+    if group:
+        gid = int(group) if group.isdigit() else lookup("group", group, 2)[0]
+    if gid is None:
+        gid = 0
+        try:
+            with open(os.path.join(rootfs, "etc", "passwd")) as f:
+                for line in f:
+                    parts = line.split(":")
+                    if len(parts) > 3 and parts[2] == str(uid):
+                        gid = int(parts[3])
+                        break
+        except (OSError, ValueError):
+            pass
+    return {"uid": uid, "gid": gid}
+
+
+def _set_env(env, pairs):
+    for pair in pairs:
+        key = pair.split("=", 1)[0]
+        if "=" not in pair:
+            value = os.environ.get(key)
+            if value is None:
+                continue
+            pair = "%s=%s" % (key, value)
+        env[:] = [e for e in env if e.split("=", 1)[0] != key] + [pair]
+
+
+def run_config(a):
+    """The config for `run`: a bundle's, a rootfs's or an image's, then docker's flags.
+
+    Returns (config, bundle, id or None, image or None)."""
+    image, cid, command = None, None, a.args
+    bundle = os.getcwd()
+    if a.bundle or a.rootfs or a.target is None:
+        cid = a.target
+        if a.bundle:
+            bundle = os.path.abspath(a.bundle)
+            config = load_config(bundle)
+        elif a.rootfs:
+            if not os.path.isdir(a.rootfs):
+                raise Error("rootfs %s does not exist" % a.rootfs)
+            config = default_spec(rootfs=os.path.abspath(a.rootfs))
+        elif os.path.exists("config.json"):
+            config = load_config(bundle)
+        else:
+            raise Error("run: give an image, --rootfs DIR or --bundle DIR")
+    else:
+        try:
+            image = find_image(a.target)
+        except Error:
+            if not os.path.exists("config.json"):
+                raise
+            cid, config = a.target, load_config(bundle)  # runc's `run ID` in a bundle
+        if image is not None:
+            config = default_spec(rootfs=image.rootfs)
+            ic = image.config or {}
+            process = config["process"]
+            _set_env(process["env"], ic.get("Env") or [])
+            process["args"] = (ic.get("Entrypoint") or []) + (ic.get("Cmd") or [])
+            if ic.get("WorkingDir"):
+                process["cwd"] = ic["WorkingDir"]
+            if ic.get("User"):
+                process["user"] = lookup_user(image.rootfs, ic["User"])
+            config["hostname"] = (a.name or "")[:63] or None
+    process, linux = config["process"], config.setdefault("linux", {})
+    rootfs = os.path.join(bundle, config["root"]["path"])
+    if command or a.entrypoint is not None:
+        if a.entrypoint is not None:
+            entry = [a.entrypoint] if a.entrypoint else []
+        else:
+            entry = (image.config or {}).get("Entrypoint") or [] if image else []
+        process["args"] = entry + command
+    if not process.get("args"):
+        raise Error("run: no command given and the image names none")
+    if a.hostname:
+        config["hostname"] = a.hostname
+    _set_env(process.setdefault("env", []), a.env)
+    if a.workdir:
+        if not a.workdir.startswith("/"):
+            raise Error("-w %s: the working directory must be an absolute path" % a.workdir)
+        process["cwd"] = a.workdir
+    if a.user:
+        process["user"] = lookup_user(rootfs, a.user)
+    res = linux.setdefault("resources", {})
+    if a.memory:
+        res.setdefault("memory", {})["limit"] = parse_size(a.memory)
+        res["memory"]["swap"] = parse_size(a.memory_swap) if a.memory_swap else \
+            2 * res["memory"]["limit"]
+    if a.cpus:
+        try:
+            cpus = float(a.cpus)
+        except ValueError:
+            raise Error("--cpus %s: not a number" % a.cpus) from None
+        res.setdefault("cpu", {}).update(quota=int(cpus * 100000), period=100000)
+    if a.cpu_shares:
+        res.setdefault("cpu", {})["shares"] = a.cpu_shares
+    if a.cpuset_cpus:
+        res.setdefault("cpu", {})["cpus"] = a.cpuset_cpus
+    if a.pids_limit:
+        res["pids"] = {"limit": a.pids_limit}
+    if a.read_only:
+        config["root"]["readonly"] = True
+    for vol in a.volume:
+        parts = vol.split(":")
+        if len(parts) not in (2, 3) or not parts[0].startswith("/") or \
+                not parts[1].startswith("/") or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise Error("-v %s: use HOST:CONTAINER[:ro] with absolute paths" % vol)
+        if not os.path.exists(parts[0]):
+            raise Error("-v %s: %s does not exist" % (vol, parts[0]))
+        config["mounts"].append({"destination": parts[1], "type": "bind", "source": parts[0],
+                                 "options": ["rbind", parts[2] if len(parts) == 3 else "rw"]})
+    caps = process.get("capabilities")
+    if caps is not None:
+        for name in a.cap_add + a.cap_drop:
+            cap_mask([name] if name.upper() != "ALL" else [], "--cap-add/--cap-drop")
+        for kind in caps:
+            current = caps[kind]
+            if any(c.upper() == "ALL" for c in a.cap_drop):
+                current = []
+            drop = {("CAP_" + c.upper()).replace("CAP_CAP_", "CAP_") for c in a.cap_drop}
+            current = [c for c in current if c not in drop]
+            for c in a.cap_add:
+                names = ["CAP_" + n for n in CAPABILITIES[:cap_last_cap() + 1]] \
+                    if c.upper() == "ALL" else [("CAP_" + c.upper()).replace("CAP_CAP_", "CAP_")]
+                current += [n for n in names if n not in current]
+            caps[kind] = current
+    for opt in a.security_opt:
+        key, _, value = opt.partition("=")
+        if key == "no-new-privileges":
+            process["noNewPrivileges"] = value in ("", "true")
+        elif key == "seccomp":
+            if value == "unconfined":
+                linux.pop("seccomp", None)
+            else:
+                try:
+                    with open(value) as f:
+                        linux["seccomp"] = json.load(f)
+                except (OSError, ValueError) as e:
+                    raise Error("--security-opt seccomp=%s: %s" % (value, e)) from None
+        else:
+            raise Error("--security-opt %s: unknown option" % opt)
+    if a.tty:
+        process["terminal"] = True
+    check_config(config, "run")
+    return config, bundle
+
+
+def _forward_signals(pid, master):
+    def forward(sig, frame):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def winch(sig, frame):
+        size = get_winsize(0) or get_winsize(1)
+        if size and master is not None:
+            set_winsize(master, *size)
+        forward(sig, frame)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                signal.SIGUSR2):
+        signal.signal(sig, forward)
+    signal.signal(signal.SIGWINCH, winch)
+
+
+def _wait_exit(pid):
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            return 255
+    return 128 - os.waitstatus_to_exitcode(status) if os.WIFSIGNALED(status) else \
+        os.waitstatus_to_exitcode(status)
+
+
+def _proxy_tty(pid, master, interactive):
+    """Copy between our terminal and the container's pty until the container exits."""
+    import select
+    import termios
+    import tty
+    saved = None
+    if interactive and os.isatty(0):
+        saved = termios.tcgetattr(0)
+        tty.setraw(0)
+    size = get_winsize(0) or get_winsize(1)
+    if size:
+        set_winsize(master, *size)
+    pidfd = pidfd_open(pid)
+    watch = [master, 0] if interactive else [master]
+    if pidfd is not None:
+        watch.append(pidfd)
+    try:
+        while True:
+            try:
+                ready = select.select(watch, [], [], None if pidfd is not None else 0.1)[0]
+            except InterruptedError:
+                continue
+            if master in ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                os.write(1, data)
+            if 0 in ready:
+                data = os.read(0, 65536)
+                if data:
+                    os.write(master, data)
+                else:
+                    watch.remove(0)
+                    os.write(master, b"\x04")  # end of input, as ^D would say
+            if pidfd in ready if pidfd is not None else process_state(pid) in (None, "Z"):
+                os.set_blocking(master, False)
+                try:
+                    while True:
+                        data = os.read(master, 65536)
+                        if not data:
+                            break
+                        os.write(1, data)
+                except OSError:
+                    pass
+                break
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        if pidfd is not None:
+            os.close(pidfd)
+    return _wait_exit(pid)
+
+
+def cmd_run(a, g):
+    config, bundle, cid, image = run_config(a)
+    if cid and a.name and cid != a.name:
+        raise Error("run: two ids given (%s and --name %s)" % (cid, a.name))
+    cid = a.name or cid or os.urandom(6).hex()
+    if image is not None and not config.get("hostname"):
+        config["hostname"] = cid[:12]
+    terminal = config["process"].get("terminal")
+    console = a.console_socket or ("self" if terminal else None)
+    c = Container.create(cid, config, bundle, g.root, console=console,
+                         stdin_null=not a.interactive and bool(image or a.rootfs),
+                         pid_file=a.pid_file, cgroup_parent=a.cgroup_parent, debug=g.debug)
+    try:
+        if not a.detach:
+            _forward_signals(c.pid, c.console_master)
+        c.start()
+        err = c.exec_result()
+        if err:
+            raise err
+    except BaseException:
+        c.destroy()
+        raise
+    if a.detach:
+        if c.console_master is not None:
+            os.close(c.console_master)
+        print(cid)
+        return 0
+    try:
+        if c.console_master is not None:
+            code = _proxy_tty(c.pid, c.console_master, a.interactive)
+        else:
+            code = _wait_exit(c.pid)
+    finally:
+        c.destroy()
+    return code
+
+
+def cmd_create(a, g):
+    config = load_config(a.bundle)
+    Container.create(a.id, config, a.bundle, g.root, console=a.console_socket,
+                     pid_file=a.pid_file, preserve_fds=a.preserve_fds, debug=g.debug)
+    return 0
+
+
+def cmd_start(a, g):
+    Container.load(a.id, g.root).start()
+    return 0
+
+
+def cmd_state(a, g):
+    print(json.dumps(Container.load(a.id, g.root).oci_state(), indent=2))
+    return 0
+
+
+def cmd_list(a, g):
+    states = [c.oci_state() for c in Container.list(g.root)]
+    if a.quiet:
+        print("\n".join(s["id"] for s in states))
+    elif a.format == "json":
+        print(json.dumps(states))
+    else:
+        print("%-20s %-8s %-10s %-40s %s" % ("ID", "PID", "STATUS", "BUNDLE", "CREATED"))
+        for s in states:
+            print("%-20s %-8s %-10s %-40s %s" % (s["id"], s["pid"], s["status"], s["bundle"],
+                                                 s["created"]))
+    return 0
+
+
+def cmd_ps(a, g):
+    pids = Container.load(a.id, g.root).processes()
+    if a.format == "json":
+        print(json.dumps(pids))
+        return 0
+    print("%-8s %s" % ("PID", "CMD"))
+    for pid in pids:
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        print("%-8d %s" % (pid, cmd))
+    return 0
+
+
+def cmd_stats(a, g):
+    print(json.dumps(Container.load(a.id, g.root).stats(), indent=2))
+    return 0
+
+
+def cmd_pause(a, g):
+    Container.load(a.id, g.root).pause()
+    return 0
+
+
+def cmd_resume(a, g):
+    Container.load(a.id, g.root).resume()
+    return 0
+
+
+def cmd_kill(a, g):
+    Container.load(a.id, g.root).signal(parse_signal(a.signal), all=a.all)
+    return 0
+
+
+def cmd_delete(a, g):
+    try:
+        c = Container.load(a.id, g.root)
+    except Error:
+        if a.force:
+            return 0
+        raise
+    c.destroy(force=a.force)
+    return 0
+
+
+def cmd_spec(a, g):
+    path = os.path.join(a.bundle or ".", "config.json")
+    if os.path.exists(path):
+        raise Error("%s already exists; remove it first" % path)
+    spec = default_spec(rootfs=a.rootfs or "rootfs")
+    with open(path, "w") as f:
+        json.dump(spec, f, indent=2)
+        f.write("\n")
+    return 0
+
+
+def _parser():
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            raise Error("%s: %s" % (self.prog, message), 2)
+
+    p = Parser(prog="minicontainer", description="A container runtime in one Python file.")
+    p.add_argument("--root", help="state directory (default %s)" % STATE_ROOT)
+    p.add_argument("--log", help="also write errors to this file")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("--debug", action="store_true", help="tracebacks for errors")
+    p.add_argument("--systemd-cgroup", action="store_true",
+                   help="accepted; cgroups are always managed through cgroupfs")
+    p.add_argument("-v", "--version", action="store_true")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def cmd(name, fn, help, ids=True):
+        sp = sub.add_parser(name, help=help)
+        sp.set_defaults(fn=fn)
+        if ids:
+            sp.add_argument("id", metavar="ID")
+        return sp
+
+    r = cmd("run", cmd_run, "run a container from an image, a rootfs or a bundle", ids=False)
+    r.add_argument("--rootfs", help="run this root filesystem directory")
+    r.add_argument("-b", "--bundle", help="run the OCI bundle in this directory")
+    r.add_argument("--name", help="the container's id")
+    r.add_argument("--hostname")
+    r.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VAL")
+    r.add_argument("-w", "--workdir")
+    r.add_argument("-u", "--user", metavar="UID[:GID]")
+    r.add_argument("-m", "--memory", metavar="SIZE")
+    r.add_argument("--memory-swap", metavar="SIZE", help="memory plus swap")
+    r.add_argument("--cpus")
+    r.add_argument("--cpu-shares", type=int)
+    r.add_argument("--cpuset-cpus")
+    r.add_argument("--pids-limit", type=int)
+    r.add_argument("--read-only", action="store_true")
+    r.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CTR[:ro]")
+    r.add_argument("--cap-add", action="append", default=[])
+    r.add_argument("--cap-drop", action="append", default=[])
+    r.add_argument("--security-opt", action="append", default=[])
+    r.add_argument("--entrypoint")
+    r.add_argument("--cgroup-parent")
+    r.add_argument("-t", "--tty", action="store_true")
+    r.add_argument("-i", "--interactive", action="store_true")
+    r.add_argument("-d", "--detach", action="store_true")
+    r.add_argument("--rm", action="store_true",
+                   help="remove the container when it exits (always so in the foreground)")
+    r.add_argument("--pid-file")
+    r.add_argument("--console-socket")
+    r.add_argument("target", nargs="?", metavar="IMAGE|ID")
+    r.add_argument("args", nargs=argparse.REMAINDER)
+
+    c = cmd("create", cmd_create, "create a container from a bundle (OCI)")
+    c.add_argument("-b", "--bundle", default=".")
+    c.add_argument("--pid-file")
+    c.add_argument("--console-socket")
+    c.add_argument("--no-pivot", action="store_true")
+    c.add_argument("--no-new-keyring", action="store_true")
+    c.add_argument("--preserve-fds", type=int, default=0)
+    cmd("start", cmd_start, "start a created container")
+    cmd("state", cmd_state, "print a container's OCI state")
+    ls = cmd("list", cmd_list, "list containers", ids=False)
+    ls.add_argument("-f", "--format", choices=["table", "json"], default="table")
+    ls.add_argument("-q", "--quiet", action="store_true")
+    ps = cmd("ps", cmd_ps, "list a container's processes")
+    ps.add_argument("-f", "--format", choices=["table", "json"], default="table")
+    cmd("stats", cmd_stats, "print a container's cgroup statistics as JSON")
+    cmd("pause", cmd_pause, "freeze every process of a container")
+    cmd("resume", cmd_resume, "thaw a paused container")
+    k = cmd("kill", cmd_kill, "send a signal to a container's init (or --all)")
+    k.add_argument("-a", "--all", action="store_true")
+    k.add_argument("signal", nargs="?", default="SIGTERM")
+    d = cmd("delete", cmd_delete, "remove a container and all it holds")
+    d.add_argument("-f", "--force", action="store_true")
+    s = cmd("spec", cmd_spec, "write a default config.json", ids=False)
+    s.add_argument("-b", "--bundle")
+    s.add_argument("--rootfs")
+    sub.add_parser("images", help="list stored images", add_help=False)
+    sub.add_parser("rmi", help="remove a stored image", add_help=False)
+    return p
+
+
+def _split_run_args(argv):
+    """`run [opts] [ID] -- CMD`: what follows the first bare `--` is the command."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, None
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv[:argv.index("run")] if "run" in argv else "--debug" in argv
+    log = None
+    try:
+        parser = _parser()
+        # images and rmi parse their own arguments in the image store section.
+        for i, word in enumerate(argv):
+            if word in ("images", "rmi"):
+                g = parser.parse_args(argv[:i])
+                return (cmd_images if word == "images" else cmd_rmi)(argv[i + 1:])
+            if not word.startswith("-") or word in ("run", "create"):
+                break
+        after = None
+        if "run" in argv:
+            i = argv.index("run")
+            head, after = _split_run_args(argv[i + 1:])
+            argv = argv[:i + 1] + head
+        g = parser.parse_args(argv)
+        log = (g.log, g.log_format)
+        if g.version:
+            print("minicontainer version %s\nspec: %s" % (__version__, OCI_VERSION))
+            return 0
+        if not g.command:
+            parser.print_help()
+            return 2
+        if g.root is None:
+            g.root = default_state_root()
+        if g.command == "run":
+            # After a bare `--` comes the command; before it, an image's command may begin.
+            if after is not None:
+                g.args = g.args + ["--"] + after if g.args else after
+        if os.geteuid() != 0 and g.command not in ("spec", "state", "list"):
+            raise Error("%s needs root (try sudo)" % g.command)
+        return g.fn(g, g)
+    except Error as e:
+        _log_error(str(e), log)
+        if debug:
+            raise
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+    except OSError as e:
+        if debug:
+            raise
+        _log_error(str(e), log)
+        return 1
+
+
+def _log_error(msg, log):
+    sys.stderr.write("minicontainer: %s\n" % msg)
+    if log and log[0]:
+        try:
+            with open(log[0], "a") as f:
+                if log[1] == "json":
+                    f.write(json.dumps({"level": "error", "msg": msg, "time": timestamp()}) + "\n")
+                else:
+                    f.write("%s error: %s\n" % (timestamp(), msg))
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
