@@ -107,7 +107,8 @@ def setns(fd, nstype=0):
 
 
 def mount(source, target, fstype, flags=0, data=None):
-    enc = (lambda s: s.encode() if isinstance(s, str) else s)
+    def enc(s):
+        return s.encode() if isinstance(s, str) else s
     _check(libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
            "mount %s on %s" % (source or fstype, target))
 
@@ -1838,6 +1839,985 @@ def _close_fds(first, keep=()):
 
 
 # ==== image store (tools/pull.py writes it; run/images/rmi read it) ====
+# The store is an OCI image layout (oci-layout, index.json, blobs/sha256/...) that skopeo and
+# umoci can read, plus rootfs/<manifest-hex>/ with each image unpacked.  index.json holds one
+# manifest descriptor per reference, named by the org.opencontainers.image.ref.name annotation
+# (the full normalized reference).  Everything is written under a temporary name and renamed
+# into place, and index.json is written last, so a killed pull leaves at most unreferenced
+# files that the next rmi collects.  Standard library only; imports are local so that starting
+# a container does not pay for them.
+
+DEFAULT_REGISTRY = "docker.io"
+DOCKER_HUB_API_HOST = "registry-1.docker.io"
+ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+_REF_PATTERNS = {}
+
+
+def _ref_patterns():
+    # The grammar of github.com/distribution/reference, which docker uses.
+    if not _REF_PATTERNS:
+        import re
+        alnum = r"[a-z0-9]+"
+        sep = r"(?:[._]|__|[-]+)"
+        component = rf"{alnum}(?:{sep}{alnum})*"
+        label = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+        host = rf"(?:{label}(?:\.{label})*|\[[a-fA-F0-9:]+\])"
+        _REF_PATTERNS.update(
+            domain=re.compile(rf"{host}(?::[0-9]+)?\Z"),
+            path=re.compile(rf"{component}(?:/{component})*\Z"),
+            tag=re.compile(r"[\w][\w.-]{0,127}\Z"),
+            digest=re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}\Z"),
+            sha256=re.compile(r"sha256:[0-9a-f]{64}\Z"),
+            hex64=re.compile(r"[0-9a-f]{64}\Z"),
+        )
+    return _REF_PATTERNS
+
+
+class ImageRef:
+    """A parsed, normalized image reference (docker.io/library/alpine:latest)."""
+
+    def __init__(self, registry, repository, tag=None, digest=None):
+        self.registry, self.repository, self.tag, self.digest = registry, repository, tag, digest
+
+    @property
+    def name(self):
+        """The full normalized reference, as stored in index.json."""
+        s = f"{self.registry}/{self.repository}"
+        if self.tag:
+            s += ":" + self.tag
+        if self.digest:
+            s += "@" + self.digest
+        return s
+
+    @property
+    def api_host(self):
+        """Where the registry API lives (Docker Hub's differs from its name)."""
+        return DOCKER_HUB_API_HOST if self.registry == DEFAULT_REGISTRY else self.registry
+
+    @property
+    def reference(self):
+        """What to ask the registry's manifests endpoint for: the digest if any, else the tag."""
+        return self.digest or self.tag
+
+    @property
+    def familiar_repository(self):
+        """The short form docker shows: alpine, not docker.io/library/alpine."""
+        repo = self.repository
+        if self.registry != DEFAULT_REGISTRY:
+            return f"{self.registry}/{repo}"
+        if repo.startswith("library/") and repo.count("/") == 1:
+            return repo[len("library/"):]
+        return repo
+
+    def __repr__(self):
+        return f"ImageRef({self.name!r})"
+
+    def __str__(self):
+        return self.name
+
+
+def parse_reference(ref):
+    """Parse and normalize an image reference as docker does; raise Error if it is invalid.
+
+    alpine -> docker.io/library/alpine:latest; a digest without a tag stays without one.
+    """
+    p = _ref_patterns()
+    if not isinstance(ref, str) or not ref:
+        raise Error("invalid reference format: empty image reference")
+    if p["hex64"].match(ref):
+        raise Error(f"invalid repository name ({ref}), cannot specify 64-byte hexadecimal strings")
+    rest, digest = ref, None
+    if "@" in rest:
+        rest, digest = rest.split("@", 1)
+        if not p["digest"].match(digest):
+            raise Error(f"invalid reference format: bad digest in {ref!r}")
+        if not digest.startswith("sha256:"):
+            raise Error(f"unsupported digest algorithm in {ref!r} (only sha256)")
+        if not p["sha256"].match(digest):
+            raise Error(f"invalid reference format: a sha256 digest is 64 lowercase hex "
+                        f"digits: {ref!r}")
+    tag = None
+    colon = rest.rfind(":")
+    if colon > rest.rfind("/"):
+        rest, tag = rest[:colon], rest[colon + 1:]
+        if not p["tag"].match(tag):
+            raise Error(f"invalid reference format: bad tag {tag!r} in {ref!r}")
+    slash = rest.find("/")
+    first = rest[:slash]
+    if slash == -1 or (not any(c in first for c in ".:") and first != "localhost"
+                       and first.lower() == first):
+        registry, repository = DEFAULT_REGISTRY, rest
+    else:
+        registry, repository = first, rest[slash + 1:]
+    if registry == "index.docker.io":
+        registry = DEFAULT_REGISTRY
+    if registry == DEFAULT_REGISTRY and "/" not in repository:
+        repository = "library/" + repository
+    if not p["domain"].match(registry):
+        raise Error(f"invalid reference format: bad registry host {registry!r} in {ref!r}")
+    if repository.lower() != repository:
+        raise Error(f"invalid reference format: repository name must be lowercase: {ref!r}")
+    if not p["path"].match(repository):
+        raise Error(f"invalid reference format: {ref!r}")
+    if len(registry) + 1 + len(repository) > 255:
+        raise Error("invalid reference format: repository name must not be more than 255 "
+                    "characters")
+    if tag is None and digest is None:
+        tag = "latest"
+    return ImageRef(registry, repository, tag, digest)
+
+
+def store_dir():
+    """The image store: $MINICONTAINER_STORE, else images/ beside this file."""
+    import os
+    env = os.environ.get("MINICONTAINER_STORE")
+    if env:
+        return os.path.abspath(env)
+    return os.path.join(os.path.dirname(os.path.realpath(__file__)), "images")
+
+
+def write_file_atomic(path, data, mode=0o644):
+    """Write bytes to path via a temporary file in the same directory and a rename."""
+    import os
+    tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        with open(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class ImageStore:
+    """The on-disk store.  Readers need no lock; pull holds the store lock shared for its whole
+    run and rmi holds it exclusive, so rmi never deletes a blob a running pull relies on;
+    index.json read-modify-write happens under a second, short exclusive lock."""
+
+    def __init__(self, path=None):
+        import os
+        self.path = os.path.abspath(path or store_dir())
+
+    def _p(self, *parts):
+        import os
+        return os.path.join(self.path, *parts)
+
+    @property
+    def tmp_dir(self):
+        return self._p("tmp")
+
+    def blob_path(self, digest):
+        if not _ref_patterns()["sha256"].match(digest or ""):
+            raise Error(f"image store: bad digest {digest!r}")
+        return self._p("blobs", "sha256", digest[7:])
+
+    def rootfs_path(self, manifest_digest):
+        return self._p("rootfs", self.blob_path(manifest_digest).rsplit("/", 1)[1])
+
+    def has_blob(self, digest):
+        import os
+        return os.path.isfile(self.blob_path(digest))
+
+    def read_blob(self, digest):
+        try:
+            with open(self.blob_path(digest), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise Error(f"image store {self.path}: blob {digest} is missing") from None
+
+    def read_json_blob(self, digest):
+        import json
+        try:
+            return json.loads(self.read_blob(digest))
+        except ValueError:
+            raise Error(f"image store {self.path}: blob {digest} is not valid JSON") from None
+
+    def ensure_layout(self):
+        import json
+        import os
+        for d in ("blobs/sha256", "rootfs", "tmp"):
+            os.makedirs(self._p(d), exist_ok=True)
+        if not os.path.exists(self._p("oci-layout")):
+            write_file_atomic(self._p("oci-layout"), b'{"imageLayoutVersion": "1.0.0"}\n')
+        if not os.path.exists(self._p("index.json")):
+            write_file_atomic(self._p("index.json"),
+                              json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                                          "manifests": []}, indent=2).encode() + b"\n")
+
+    def read_index(self):
+        import json
+        try:
+            with open(self._p("index.json"), "rb") as f:
+                index = json.load(f)
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        except ValueError:
+            raise Error(f"image store {self.path}: index.json is not valid JSON") from None
+        index.setdefault("manifests", [])
+        return index
+
+    def lock(self, exclusive, name=".lock", blocking=True):
+        """A context manager holding flock on a lock file of the store; it yields False
+        instead of waiting when blocking is false and the lock is taken."""
+        import contextlib
+        import fcntl
+        import os
+
+        @contextlib.contextmanager
+        def held():
+            os.makedirs(self.path, exist_ok=True)
+            fd = os.open(self._p(name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                try:
+                    fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                                | (0 if blocking else fcntl.LOCK_NB))
+                except BlockingIOError:
+                    yield False
+                    return
+                yield True
+            finally:
+                os.close(fd)
+        return held()
+
+    def update_index(self, change):
+        """Apply change(index_dict) to index.json atomically, serialized with other writers."""
+        import json
+        with self.lock(True, ".index.lock"):
+            index = self.read_index()
+            change(index)
+            write_file_atomic(self._p("index.json"),
+                              json.dumps(index, indent=2).encode() + b"\n")
+
+    def entries(self):
+        """(name, descriptor) for each named image in index.json."""
+        return [((d.get("annotations") or {}).get(ANNOTATION_REF_NAME), d)
+                for d in self.read_index()["manifests"]]
+
+    def tag(self, name, descriptor):
+        """Point name at descriptor (a manifest descriptor), replacing what it named before."""
+        desc = dict(descriptor)
+        desc["annotations"] = {**(desc.get("annotations") or {}), ANNOTATION_REF_NAME: name}
+
+        def change(index):
+            index["manifests"] = [d for d in index["manifests"]
+                                  if (d.get("annotations") or {}).get(ANNOTATION_REF_NAME) != name]
+            index["manifests"].append(desc)
+        self.update_index(change)
+
+    def referenced(self):
+        """Blob digests and manifest digests that index.json reaches."""
+        blobs, manifests = set(), set()
+        for _, desc in self.entries():
+            digest = desc.get("digest", "")
+            manifests.add(digest)
+            blobs.add(digest)
+            try:
+                manifest = self.read_json_blob(digest)
+            except Error:
+                continue
+            blobs.add((manifest.get("config") or {}).get("digest"))
+            blobs.update(layer.get("digest") for layer in manifest.get("layers") or ())
+        return blobs, manifests
+
+    def collect_garbage(self):
+        """Remove blobs, rootfs trees and temporary files that no image uses; returns the
+        removed blob digests.  Call with the store lock held exclusive."""
+        import os
+        blobs, manifests = self.referenced()
+        removed = []
+        blob_dir = self._p("blobs", "sha256")
+        for name in sorted(os.listdir(blob_dir)) if os.path.isdir(blob_dir) else ():
+            if "sha256:" + name not in blobs:
+                os.unlink(os.path.join(blob_dir, name))
+                removed.append("sha256:" + name)
+        rootfs_dir = self._p("rootfs")
+        for name in sorted(os.listdir(rootfs_dir)) if os.path.isdir(rootfs_dir) else ():
+            if "sha256:" + name not in manifests:
+                remove_tree(os.path.join(rootfs_dir, name))
+        for name in os.listdir(self.tmp_dir) if os.path.isdir(self.tmp_dir) else ():
+            remove_tree(os.path.join(self.tmp_dir, name))
+        return removed
+
+
+def _mount_points_under(path):
+    import os
+    prefix = os.path.realpath(path).rstrip("/") + "/"
+    try:
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4].encode().decode("unicode_escape") for line in f]
+    except OSError:
+        return []
+    return [p for p in points if p == prefix[:-1] or p.startswith(prefix)]
+
+
+def remove_tree(path):
+    """Remove a file or a directory tree without following symlinks or entering mounts.
+
+    A rootfs may have a container's mounts in it; deleting through one would delete host
+    files, so that is refused."""
+    import os
+    import shutil
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.unlink(path)
+        return
+    mounts = _mount_points_under(path)
+    if mounts:
+        raise Error(f"refusing to remove {path}: {mounts[0]} is mounted inside it")
+    shutil.rmtree(path)  # uses the fd-based walk, which never follows symlinks
+
+
+class StoredImage:
+    """An image in the store, as run needs it."""
+
+    def __init__(self, name, digest, rootfs, config, manifest, image_config, platform):
+        self.name, self.digest, self.rootfs = name, digest, rootfs
+        self.config = config                # Entrypoint, Cmd, Env, WorkingDir, User, ...
+        self.manifest = manifest
+        self.image_config = image_config    # the whole config blob
+        self.platform = platform
+
+    def __repr__(self):
+        return f"StoredImage({self.name!r}, {self.digest!r})"
+
+
+def _platform_string(obj):
+    obj = obj or {}
+    s = f"{obj.get('os', '?')}/{obj.get('architecture', '?')}"
+    return s + ("/" + obj["variant"] if obj.get("variant") else "")
+
+
+def _lookup(store, ref):
+    """Index entries that ref names: a reference, or a manifest digest or a prefix of one."""
+    import re
+    entries = [(n, d) for n, d in store.entries() if n]
+    try:
+        name = parse_reference(ref).name
+    except Error:
+        name = None
+    found = [(n, d) for n, d in entries if n == name]
+    if not found and re.fullmatch(r"(sha256:)?[0-9a-f]{4,64}", ref):
+        hexpart = ref.split(":")[-1]
+        found = [(n, d) for n, d in entries if d.get("digest", "")[7:].startswith(hexpart)]
+        if len({d["digest"] for _, d in found}) > 1:
+            raise Error(f"image ID {ref} is ambiguous")
+    if not found and name is None:
+        parse_reference(ref)  # raises the reference's own error
+    return found
+
+
+def find_image(ref, store=None):
+    """Return the StoredImage that ref names, or raise Error."""
+    import os
+    store = store if isinstance(store, ImageStore) else ImageStore(store)
+    found = _lookup(store, ref)
+    if not found:
+        raise Error(f"no such image: {ref} (pull it with: tools/pull.py {ref})")
+    name, desc = found[0]
+    digest = desc["digest"]
+    manifest = store.read_json_blob(digest)
+    config_digest = (manifest.get("config") or {}).get("digest")
+    image_config = store.read_json_blob(config_digest)
+    rootfs = store.rootfs_path(digest)
+    if not os.path.isdir(rootfs):
+        raise Error(f"image {name}: its root filesystem is missing from {store.path}; "
+                    "pull it again")
+    return StoredImage(name, digest, rootfs, image_config.get("config") or {}, manifest,
+                       image_config, _platform_string(image_config))
+
+
+def _human_size(n):
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
+        n /= 1000
+
+
+def cmd_images(argv):
+    """minicontainer.py images [-q] [--store DIR]: list the images in the store."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="minicontainer.py images", description="List stored images.")
+    ap.add_argument("-q", "--quiet", action="store_true", help="print image IDs only")
+    ap.add_argument("--digests", action="store_true", help="show full manifest digests")
+    ap.add_argument("--store", help="image store directory (default: %(default)s)", default=None)
+    args = ap.parse_args(argv)
+    store = ImageStore(args.store)
+    rows = []
+    for name, desc in store.entries():
+        if not name:
+            continue
+        digest = desc.get("digest", "")
+        try:
+            manifest = store.read_json_blob(digest)
+            config = store.read_json_blob(manifest["config"]["digest"])
+            size = sum(int(layer.get("size", 0)) for layer in manifest.get("layers") or ())
+            platform, created = _platform_string(config), (config.get("created") or "")[:19]
+        except (Error, KeyError, TypeError):
+            size, platform, created = 0, "?", "(damaged)"
+        ref = parse_reference(name)
+        rows.append((ref.familiar_repository, ref.tag or "<none>",
+                     digest if args.digests else digest[7:19], platform,
+                     created.replace("T", " "), _human_size(size)))
+    if args.quiet:
+        for row in rows:
+            print(row[2])
+        return 0
+    header = ("REPOSITORY", "TAG", "DIGEST" if args.digests else "IMAGE ID", "PLATFORM",
+              "CREATED", "SIZE")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + sorted(rows):
+        print("   ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_rmi(argv):
+    """minicontainer.py rmi [--store DIR] IMAGE...: untag images and delete unused blobs."""
+    import argparse
+    import sys
+    ap = argparse.ArgumentParser(prog="minicontainer.py rmi",
+                                 description="Remove images and the blobs no other image uses.")
+    ap.add_argument("--store", default=None, help="image store directory")
+    ap.add_argument("images", nargs="+", metavar="IMAGE")
+    args = ap.parse_args(argv)
+    store = ImageStore(args.store)
+    status = 0
+    # Exclusive: waits for running pulls, whose blobs are not yet referenced by index.json.
+    with store.lock(True):
+        for ref in args.images:
+            try:
+                found = _lookup(store, ref)
+            except Error as e:
+                print(f"minicontainer: {e}", file=sys.stderr)
+                status = 1
+                continue
+            if not found:
+                print(f"minicontainer: no such image: {ref}", file=sys.stderr)
+                status = 1
+                continue
+            names = {n for n, _ in found}
+            store.update_index(lambda index: index.__setitem__("manifests", [
+                d for d in index["manifests"]
+                if (d.get("annotations") or {}).get(ANNOTATION_REF_NAME) not in names]))
+            for n in sorted(names):
+                print(f"Untagged: {n}")
+        try:
+            for digest in store.collect_garbage():
+                print(f"Deleted: {digest}")
+        except (Error, OSError) as e:
+            print(f"minicontainer: {e}", file=sys.stderr)
+            return 1
+    return status
+
+
+# ---- unpacking layers ----
+# Every path is resolved from a directory fd of the rootfs, one component at a time with
+# O_NOFOLLOW, and every object is created with *at() calls relative to its parent's fd, so no
+# entry can reach outside the rootfs: '..' and absolute names are refused, and a symlink met
+# as a parent component is an error, whoever planted it.  Existing files are unlinked before
+# they are replaced, never opened for writing, so a hardlink can't redirect a write either.
+
+class UnpackError(Error):
+    pass
+
+
+_GZIP, _ZSTD, _BZIP2, _XZ = b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00"
+
+
+class _ZlibReader:
+    """Decompress a (possibly multi-member) gzip stream in big chunks."""
+
+    def __init__(self, raw):
+        import zlib
+        self._zlib, self.raw = zlib, raw
+        self.d = zlib.decompressobj(31)
+        self.buf, self.pos = b"", 0
+
+    def _more(self):
+        d = self.d
+        while True:
+            if d.unconsumed_tail:
+                out = d.decompress(d.unconsumed_tail, 1 << 22)
+            elif d.eof:
+                rest = d.unused_data or self.raw.read(1 << 18)
+                if not rest.strip(b"\0"):
+                    return b""  # end, or zero padding after the last member
+                d = self.d = self._zlib.decompressobj(31)
+                out = d.decompress(rest, 1 << 22)
+            else:
+                chunk = self.raw.read(1 << 18)
+                if not chunk:
+                    raise UnpackError("compressed layer is truncated")
+                out = d.decompress(chunk, 1 << 22)  # bounded: a zip bomb can't fill memory
+            if out:
+                return out
+
+    def read(self, n=-1):
+        if self.pos >= len(self.buf):
+            self.buf, self.pos = self._more(), 0
+        if n is None or n < 0 or (self.pos == 0 and n >= len(self.buf)):
+            data, self.buf, self.pos = self.buf[self.pos:], b"", 0
+            return data
+        data = self.buf[self.pos:self.pos + n]
+        self.pos += len(data)
+        return data
+
+
+class _ProcessReader:
+    """Decompress through an external program (zstd -dc) when no Python module can."""
+
+    def __init__(self, argv, raw):
+        import subprocess
+        import threading
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)
+
+        def feed():
+            try:
+                while chunk := raw.read(1 << 20):
+                    self.proc.stdin.write(chunk)
+            except (BrokenPipeError, ValueError):
+                pass
+            finally:
+                try:
+                    self.proc.stdin.close()
+                except OSError:
+                    pass
+        self.feeder = threading.Thread(target=feed, daemon=True)
+        self.feeder.start()
+
+    def read(self, n=-1):
+        data = self.proc.stdout.read1(n if n and n > 0 else 1 << 20)
+        if not data and self.proc.wait() != 0:
+            raise UnpackError("zstd could not decompress the layer")
+        return data
+
+    def close(self):
+        self.proc.stdout.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.feeder.join()
+
+
+def _zstd_reader(raw):
+    import shutil
+    try:
+        from compression import zstd  # Python 3.14+
+        return zstd.ZstdFile(raw)
+    except ImportError:
+        pass
+    try:
+        import zstandard
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_size=1 << 20)
+    except ImportError:
+        pass
+    if shutil.which("zstd"):
+        return _ProcessReader(["zstd", "-dcq"], raw)
+    raise UnpackError("layer is zstd-compressed, but neither the zstandard module nor the zstd "
+                      "program is available (pip install zstandard, or apt install zstd)")
+
+
+def open_layer(raw):
+    """A reader of the uncompressed tar in the binary file raw (gzip, zstd, bzip2, xz, plain)."""
+    import io
+    if not hasattr(raw, "peek"):
+        raw = io.BufferedReader(raw, 1 << 20)
+    magic = raw.peek(6)[:6]
+    if magic.startswith(_GZIP):
+        return _ZlibReader(raw)
+    if magic.startswith(_ZSTD):
+        return _zstd_reader(raw)
+    if magic.startswith(_BZIP2):
+        import bz2
+        return bz2.BZ2File(raw)
+    if magic.startswith(_XZ):
+        import lzma
+        return lzma.LZMAFile(raw)
+    return raw
+
+
+def _tar_reader(stream):
+    """Wrap a decompressed stream so tarfile can use it in its fast seekable mode: reads are
+    buffered in C, seek only moves forward (by reading), and every byte is hashed once."""
+    import hashlib
+    import io
+
+    class Raw(io.RawIOBase):
+        def __init__(self):
+            self.sha = hashlib.sha256()
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            data = stream.read(len(b))
+            n = len(data)
+            b[:n] = data
+            self.sha.update(data)
+            return n
+
+    class Forward:
+        def __init__(self):
+            self.raw = Raw()
+            self.buf = io.BufferedReader(self.raw, 1 << 20)
+            self.pos = 0
+
+        def read(self, n=-1):
+            data = self.buf.read(n)
+            self.pos += len(data)
+            return data
+
+        def tell(self):
+            return self.pos
+
+        def seek(self, offset, whence=0):
+            if whence == 1:
+                offset += self.pos
+            if whence == 2 or offset < self.pos:
+                raise io.UnsupportedOperation("layer streams only seek forward")
+            while self.pos < offset:
+                if not self.read(min(offset - self.pos, 1 << 20)):
+                    break
+            return self.pos
+
+        def drain(self):
+            while self.read(1 << 20):
+                pass
+            return "sha256:" + self.raw.sha.hexdigest()
+
+    return Forward()
+
+
+class _Unpacker:
+    MAX_CACHED_DIRS = 128
+
+    def __init__(self, root_fd, layer_name, same_owner):
+        import os
+        self.os, self.root_fd, self.layer = os, root_fd, layer_name
+        self.same_owner = same_owner
+        self.dirs = {(): root_fd}   # dir fds by path tuple, each opened with O_NOFOLLOW
+        self.retired = []           # evicted fds, closed once no caller can hold them
+        self.created = set()        # path tuples this layer made (whiteouts spare them)
+        self.dir_times = []         # (path tuple, mtime, mode) applied at the end
+        self.warned = set()
+
+    def fail(self, name, why):
+        raise UnpackError(f"{self.layer}: refusing entry {name!r}: {why}")
+
+    def reap(self):
+        for fd in self.retired:
+            self.os.close(fd)
+        self.retired = []
+
+    def close(self):
+        self.retired += [fd for key, fd in self.dirs.items() if key]
+        self.dirs = {(): self.root_fd}
+        self.reap()
+
+    def split(self, name, what="path"):
+        if name.startswith("/"):
+            self.fail(name, f"absolute {what}")
+        parts = tuple(p for p in name.split("/") if p not in ("", "."))
+        if ".." in parts:
+            self.fail(name, f"'..' in {what}")
+        return parts
+
+    def dir_fd(self, parts, name, create=True):
+        """fd of the directory parts (a path tuple), resolved without following symlinks;
+        missing directories are made (as tar does) unless create is false (then None)."""
+        fd = self.dirs.get(parts)
+        if fd is not None:
+            return fd
+        parent = self.dir_fd(parts[:-1], name, create)
+        if parent is None:
+            return None
+        os = self.os
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(parts[-1], flags, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                return None
+            os.mkdir(parts[-1], 0o755, dir_fd=parent)
+            self.created.add(parts)
+            fd = os.open(parts[-1], flags, dir_fd=parent)
+        except OSError as e:
+            import errno
+            if e.errno == errno.ELOOP:
+                self.fail(name, f"{'/'.join(parts)} is a symlink, which is never followed")
+            if e.errno == errno.ENOTDIR:
+                self.fail(name, f"{'/'.join(parts)} is not a directory")
+            raise
+        if len(self.dirs) >= self.MAX_CACHED_DIRS:
+            self.retired += [f for key, f in self.dirs.items() if key and key != parts[:-1]]
+            self.dirs = {(): self.root_fd, parts[:-1]: parent}
+        self.dirs[parts] = fd
+        return fd
+
+    def forget(self, parts):
+        """Drop cached fds of parts and below: that tree is being removed."""
+        n = len(parts)
+        for key in [k for k in self.dirs if k[:n] == parts]:
+            self.retired.append(self.dirs.pop(key))
+
+    def remove(self, parent_fd, parts):
+        """Remove whatever is at parts (in parent_fd) without following symlinks."""
+        import shutil
+        import stat
+        os = self.os
+        try:
+            st = os.stat(parts[-1], dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self.forget(parts)
+            shutil.rmtree(parts[-1], dir_fd=parent_fd)  # fd-based, never follows symlinks
+        else:
+            os.unlink(parts[-1], dir_fd=parent_fd)
+
+    def whiteout(self, member, parts):
+        base = parts[-1]
+        if base.startswith(".wh..wh.") and base != ".wh..wh..opq":
+            return  # aufs bookkeeping (.wh..wh.plnk etc.), meaningless here
+        target = base[4:]
+        if base != ".wh..wh..opq" and target in ("", ".", ".."):
+            self.fail(member.name, "a whiteout must name a file in its directory")
+        parent = self.dir_fd(parts[:-1], member.name, create=False)
+        if parent is None:
+            return  # nothing below to hide
+        if base == ".wh..wh..opq":
+            self.clear_lower(parent, parts[:-1])
+        elif parts[:-1] + (target,) not in self.created:  # hides lower layers only
+            self.remove(parent, parts[:-1] + (target,))
+
+    def clear_lower(self, fd, parts):
+        """Opaque directory: remove what lower layers put under parts."""
+        os = self.os
+        for entry in os.scandir(fd):
+            sub = parts + (entry.name,)
+            if sub not in self.created:
+                self.remove(fd, sub)
+            elif entry.is_dir(follow_symlinks=False):
+                subfd = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW |
+                                os.O_CLOEXEC, dir_fd=fd)
+                try:
+                    self.clear_lower(subfd, sub)
+                finally:
+                    os.close(subfd)
+
+    def own(self, member, fd=None, name=None, parent=None, mode=True):
+        """Owner, then mode (chown clears setuid/setgid), of an fd or of name in parent."""
+        os = self.os
+        if fd is not None:
+            if self.same_owner:
+                os.fchown(fd, member.uid, member.gid)
+            if mode:
+                os.fchmod(fd, member.mode & 0o7777)
+        else:
+            if self.same_owner:
+                os.chown(name, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+            if mode:
+                os.chmod(name, member.mode & 0o7777, dir_fd=parent)
+
+    def xattrs(self, fd, member):
+        os = self.os
+        for key, value in member.pax_headers.items():
+            if not key.startswith("SCHILY.xattr."):
+                continue
+            try:
+                os.setxattr(fd, key[13:], value.encode("utf-8", "surrogateescape"))
+            except OSError as e:
+                import errno
+                if e.errno not in (errno.ENOTSUP, errno.EPERM, errno.EOPNOTSUPP):
+                    raise
+                self.warn(key, f"cannot set xattr {key[13:]} on {member.name}: {e.strerror}")
+
+    def warn(self, key, message):
+        if key not in self.warned:
+            self.warned.add(key)
+            import sys
+            print(f"warning: {self.layer}: {message}", file=sys.stderr)
+
+    def entry(self, tar, reader, member):
+        import stat
+        os = self.os
+        self.reap()
+        name = member.name
+        parts = self.split(name)
+        if not parts:
+            if not member.isdir():
+                self.fail(name, "the root must be a directory")
+            self.own(member, fd=self.root_fd)
+            self.dir_times.append(((), int(member.mtime * 1_000_000_000), member.mode & 0o7777))
+            return
+        if parts[-1].startswith(".wh."):
+            self.whiteout(member, parts)
+            return
+        parent = self.dir_fd(parts[:-1], name)
+        base = parts[-1]
+        mtime_ns = int(member.mtime * 1_000_000_000) if member.mtime else 0
+        if member.isdir():
+            try:
+                if not stat.S_ISDIR(os.stat(base, dir_fd=parent, follow_symlinks=False).st_mode):
+                    self.remove(parent, parts)
+                    raise FileNotFoundError
+            except FileNotFoundError:
+                os.mkdir(base, 0o700, dir_fd=parent)
+            fd = self.dir_fd(parts, name)
+            self.own(member, fd=fd, mode=False)
+            # Unprivileged, a read-only directory could not be filled: its mode comes last.
+            os.fchmod(fd, member.mode & 0o7777 | (0 if self.same_owner else 0o700))
+            self.xattrs(fd, member)
+            self.dir_times.append((parts, mtime_ns, member.mode & 0o7777))
+        elif member.isreg():
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                fd = os.open(base, flags, 0o600, dir_fd=parent)
+            except FileExistsError:
+                self.remove(parent, parts)
+                fd = os.open(base, flags, 0o600, dir_fd=parent)
+            try:
+                if member.issparse():
+                    src = tar.extractfile(member)
+                else:
+                    reader.seek(member.offset_data)
+                    src = reader
+                left = member.size
+                while left > 0:
+                    chunk = src.read(min(left, 1 << 20))
+                    if not chunk:
+                        raise UnpackError(f"{self.layer}: layer is truncated (in {name!r})")
+                    _write_all(fd, chunk)
+                    left -= len(chunk)
+                self.own(member, fd=fd)
+                self.xattrs(fd, member)
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+        elif member.issym():
+            try:
+                os.symlink(member.linkname, base, dir_fd=parent)
+            except FileExistsError:
+                self.remove(parent, parts)
+                os.symlink(member.linkname, base, dir_fd=parent)
+            self.own(member, name=base, parent=parent, mode=False)
+            os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+        elif member.islnk():
+            target = self.split(member.linkname, "hardlink target")
+            if not target or target == parts:
+                self.fail(name, f"bad hardlink target {member.linkname!r}")
+            tparent = self.dir_fd(target[:-1], name, create=False)
+            if tparent is None:
+                self.fail(name, f"hardlink target {member.linkname!r} does not exist")
+            self.remove(parent, parts)
+            try:
+                # linkat without AT_SYMLINK_FOLLOW: links the entry itself, never through it
+                os.link(target[-1], base, src_dir_fd=tparent, dst_dir_fd=parent,
+                        follow_symlinks=False)
+            except FileNotFoundError:
+                self.fail(name, f"hardlink target {member.linkname!r} does not exist")
+            except PermissionError:
+                self.fail(name, f"cannot hardlink to {member.linkname!r} (a directory?)")
+        elif member.ischr() or member.isblk() or member.isfifo():
+            self.remove(parent, parts)
+            try:
+                if member.isfifo():
+                    os.mkfifo(base, 0o600, dir_fd=parent)
+                else:
+                    kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+                    os.mknod(base, kind | 0o600, os.makedev(member.devmajor, member.devminor),
+                             dir_fd=parent)
+            except PermissionError:
+                self.warn("mknod", f"cannot create device {name} (not root); skipping devices")
+                return
+            self.own(member, name=base, parent=parent)
+            os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+        else:
+            return  # other tar types (volume labels, ...) make no file
+        self.created.add(parts)
+
+    def finish(self):
+        """Directory mtimes (and unprivileged, modes) last: filling them changed them."""
+        os = self.os
+        for parts, mtime_ns, mode in reversed(self.dir_times):
+            self.reap()
+            try:
+                fd = self.dir_fd(parts, "/".join(parts), create=False)
+            except UnpackError:
+                continue  # replaced by a symlink later in the layer
+            if fd is None:
+                continue
+            if not self.same_owner:
+                os.fchmod(fd, mode)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+
+def _write_all(fd, data):
+    import os
+    n = os.write(fd, data)
+    if n < len(data):
+        view = memoryview(data)[n:]
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def unpack_layer(src, dest, layer_name="layer", same_owner=None):
+    """Apply one layer (a path or a binary file object: gzip, zstd, bzip2, xz or plain tar)
+    onto the existing directory dest, whiteouts included, and return the sha256 digest of the
+    uncompressed tar (the layer's diff_id, for the caller to check).  A hostile or broken
+    layer raises UnpackError and leaves dest half-written: the caller discards it."""
+    import os
+    import tarfile
+    import zlib
+    if same_owner is None:
+        same_owner = os.geteuid() == 0
+    own = isinstance(src, (str, bytes, os.PathLike))
+    raw = open(src, "rb") if own else src
+    stream = None
+    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    unpacker = _Unpacker(root_fd, layer_name, same_owner)
+    try:
+        stream = open_layer(raw)
+        reader = _tar_reader(stream)
+        tar = tarfile.open(fileobj=reader, mode="r:")
+        count = 0
+        while True:
+            member = tar.next()
+            if member is None:
+                break
+            unpacker.entry(tar, reader, member)
+            count += 1
+            if count % 1024 == 0:
+                tar.members.clear()  # tarfile keeps every header otherwise
+        unpacker.finish()
+        return reader.drain()
+    except (tarfile.TarError, EOFError) as e:
+        raise UnpackError(f"{layer_name}: not a valid tar archive, or truncated ({e})") from None
+    except zlib.error as e:
+        raise UnpackError(f"{layer_name}: corrupt gzip data ({e})") from None
+    except Exception as e:
+        if type(e).__name__ == "ZstdError":
+            raise UnpackError(f"{layer_name}: corrupt zstd data ({e})") from None
+        raise
+    finally:
+        unpacker.close()
+        os.close(root_fd)
+        if isinstance(stream, _ProcessReader):
+            stream.close()
+        if own:
+            raw.close()
 # ==== end image store ====
 
 # ==== seccomp ====
@@ -2085,8 +3065,14 @@ def _known_syscall(name):
 
 
 def _native_arch(arch=None):
+    import ctypes
     import os
     machine = os.uname().machine if arch is None else arch
+    if arch is None and ctypes.sizeof(ctypes.c_void_p) == 8:
+        # Under a PER_LINUX32 personality (linux32, setarch) a 64-bit process sees i686 or
+        # armv8l, but its syscalls are still the 64-bit ABI's.
+        machine = {"i386": "x86_64", "i486": "x86_64", "i586": "x86_64", "i686": "x86_64",
+                   "armv8l": "aarch64", "armv7l": "aarch64"}.get(machine, machine)
     if machine not in _ARCH_ALIASES:
         raise Error(f"seccomp: unsupported architecture {machine!r} (x86_64 and aarch64 are)")
     return _ARCH_ALIASES[machine]
@@ -2797,7 +3783,7 @@ def run_config(a):
     if a.tty:
         process["terminal"] = True
     check_config(config, "run")
-    return config, bundle
+    return config, bundle, cid, image
 
 
 def _forward_signals(pid, master):
