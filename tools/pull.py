@@ -1,0 +1,649 @@
+#!/usr/bin/env python3
+"""Pull an image through the registry HTTP API v2 into minicontainer's image store.
+
+    python3 tools/pull.py [--platform OS/ARCH[/VARIANT]] [--store DIR] [-q]
+                          [--registry HOST[:PORT]] [--insecure] REF
+
+REF is parsed as docker parses it (alpine = docker.io/library/alpine:latest).  Every blob is
+checked against its digest and every layer against the config's diff_ids before anything
+enters the store; the store side (reference parsing, layout, locking, unpacking) lives in
+minicontainer.py so that the runtime reads exactly what this writes.
+"""
+import argparse
+import base64
+import concurrent.futures
+import hashlib
+import ipaddress
+import json
+import os
+import platform as platform_module
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import minicontainer as mc  # noqa: E402
+import requests  # noqa: E402
+import urllib3  # noqa: E402
+
+Error = mc.Error
+
+MANIFEST_TYPES = (mc.OCI_INDEX, mc.DOCKER_MANIFEST_LIST, mc.OCI_MANIFEST, mc.DOCKER_MANIFEST)
+INDEX_TYPES = (mc.OCI_INDEX, mc.DOCKER_MANIFEST_LIST)
+LAYER_TYPES = {
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.diff.tar",
+}
+MAX_MANIFEST = 4 << 20
+MAX_CONFIG = 32 << 20
+ATTEMPTS = 4           # per request: a dropped connection or a 5xx is retried this often
+PARALLEL_DOWNLOADS = 3  # as docker does
+CHUNK = 1 << 20
+
+
+class PullError(Error):
+    pass
+
+
+# ---- platforms ----
+
+ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm",
+                "armel": "arm", "i386": "386", "i686": "386"}
+
+
+def host_platform():
+    machine = platform_module.machine().lower()
+    if machine.startswith("armv"):
+        return ("linux", "arm", "v" + machine[4])
+    return ("linux", ARCH_ALIASES.get(machine, machine), None)
+
+
+def parse_platform(text):
+    parts = text.lower().split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise PullError(f"invalid platform {text!r}: expected OS/ARCH[/VARIANT], "
+                        "e.g. linux/arm64")
+    os_, arch = parts[0], ARCH_ALIASES.get(parts[1], parts[1])
+    return (os_, arch, parts[2] if len(parts) == 3 else None)
+
+
+def platform_string(p):
+    return "/".join(x for x in p if x)
+
+
+def _variant(arch, variant):
+    # arm64 without a variant is v8, as in docker's platform matching
+    return variant or ("v8" if arch == "arm64" else None)
+
+
+def platform_matches(have, want):
+    return (have[0] == want[0] and have[1] == want[1]
+            and (want[2] is None or _variant(have[1], have[2]) == _variant(want[1], want[2])))
+
+
+def descriptor_platform(desc):
+    p = desc.get("platform") or {}
+    return (p.get("os", ""), p.get("architecture", ""), p.get("variant") or None)
+
+
+def choose_manifest(index, want, name):
+    """The index entry for platform want, or a PullError listing what there is."""
+    candidates = [d for d in index.get("manifests") or ()
+                  if d.get("mediaType", mc.OCI_MANIFEST) in (mc.OCI_MANIFEST, mc.DOCKER_MANIFEST)]
+    matching = [d for d in candidates if platform_matches(descriptor_platform(d), want)]
+    if not matching:
+        have = sorted({platform_string(descriptor_platform(d)) for d in candidates
+                       if descriptor_platform(d)[0] not in ("", "unknown")})
+        raise PullError(f"{name} has no image for {platform_string(want)}; available: "
+                        f"{', '.join(have) or 'none'}")
+    # Without a wanted variant prefer the arch's default one (arm: v7, arm64: v8).
+    default = {"arm": "v7", "arm64": "v8"}.get(want[1])
+    matching.sort(key=lambda d: _variant(want[1], descriptor_platform(d)[2]) != default)
+    return matching[0]
+
+
+# ---- registry access ----
+
+def is_loopback(host):
+    hostname = urllib.parse.urlsplit("//" + host).hostname or ""
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def docker_credentials(*hosts):
+    """(user, password) for the first of hosts in ~/.docker/config.json auths, or None."""
+    config_dir = os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
+    try:
+        with open(os.path.join(config_dir, "config.json")) as f:
+            auths = json.load(f).get("auths") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    for host in hosts:
+        names = {host, "https://" + host, "http://" + host}
+        if host in ("docker.io", "registry-1.docker.io", "index.docker.io"):
+            names |= {"https://index.docker.io/v1/", "index.docker.io", "docker.io"}
+        for key, entry in auths.items():
+            key_host = urllib.parse.urlsplit(key if "//" in key else "//" + key).netloc
+            if (key in names or key_host == host) and isinstance(entry, dict):
+                if entry.get("auth"):
+                    try:
+                        user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                    except (ValueError, UnicodeDecodeError):
+                        continue
+                    return user, password
+                if entry.get("username"):
+                    return entry["username"], entry.get("password", "")
+    return None
+
+
+def parse_challenge(header):
+    """('bearer', {realm, service, scope}) from a WWW-Authenticate header."""
+    scheme, _, rest = header.strip().partition(" ")
+    params, i = {}, 0
+    while i < len(rest):
+        eq = rest.find("=", i)
+        if eq < 0:
+            break
+        key = rest[i:eq].strip().lstrip(",").strip().lower()
+        i = eq + 1
+        if rest[i:i + 1] == '"':
+            end = rest.find('"', i + 1)
+            end = len(rest) if end < 0 else end
+            params[key], i = rest[i + 1:end], end + 1
+        else:
+            end = rest.find(",", i)
+            end = len(rest) if end < 0 else end
+            params[key], i = rest[i:end].strip(), end
+        i = rest.find(",", i) + 1 if rest.find(",", i) >= 0 else len(rest)
+    return scheme.lower(), params
+
+
+class Registry:
+    """One repository on one registry, with docker's auth flows.  Tokens live only in memory
+    and in request headers: they are never printed, logged or put in an error."""
+
+    def __init__(self, host, repository, insecure=False):
+        self.host, self.repository = host, repository
+        self.scheme = "http" if insecure or is_loopback(host) else "https"
+        self.base = f"{self.scheme}://{host}"
+        self.credentials = docker_credentials(host)
+        self.authorization = None
+        self.lock = threading.Lock()
+        self.local = threading.local()
+        self.trust_env = not is_loopback(host)  # no proxy for a registry on loopback
+
+    @property
+    def session(self):
+        s = getattr(self.local, "session", None)
+        if s is None:
+            s = self.local.session = requests.Session()
+            s.trust_env = self.trust_env
+            s.headers["User-Agent"] = "minicontainer-pull/1"
+        return s
+
+    def _same_origin(self, url):
+        u = urllib.parse.urlsplit(url)
+        return f"{u.scheme}://{u.netloc}" == self.base
+
+    def request(self, method, path, headers=None, stream=False):
+        """Send a request, authenticating on 401 and following redirects; the registry's
+        Authorization goes only to the registry itself, never to blob storage elsewhere."""
+        url = path if "://" in path else self.base + path
+        for auth_try in range(2):
+            sent_auth = self.authorization
+            target, resp = url, None
+            for _ in range(6):
+                h = dict(headers or {})
+                if sent_auth and self._same_origin(target):
+                    h["Authorization"] = sent_auth
+                try:
+                    resp = self.session.request(method, target, headers=h, stream=stream,
+                                                allow_redirects=False, timeout=(15, 60))
+                except requests.exceptions.SSLError as e:
+                    raise PullError(f"TLS error talking to {self.host} ({_reason(e)}); for a "
+                                    "plain-http registry use --insecure") from None
+                if resp.status_code in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                    target = urllib.parse.urljoin(target, resp.headers["Location"])
+                    resp.close()
+                    continue
+                break
+            else:
+                raise PullError(f"too many redirects from {self.host}")
+            if resp.status_code != 401 or auth_try:
+                return resp
+            challenge = resp.headers.get("WWW-Authenticate", "")
+            resp.close()
+            self._authenticate(challenge, sent_auth)
+        return resp
+
+    def _authenticate(self, challenge, failed):
+        with self.lock:
+            if self.authorization != failed:
+                return  # another thread already renewed it
+            scheme, params = parse_challenge(challenge)
+            if scheme == "bearer" and params.get("realm"):
+                self.authorization = "Bearer " + self._fetch_token(params)
+            elif scheme == "basic":
+                if not self.credentials:
+                    raise PullError(f"{self.host} requires a login (no credentials for it in "
+                                    "~/.docker/config.json)")
+                if failed and failed.startswith("Basic "):
+                    raise PullError(f"{self.host}: login failed (credentials rejected)")
+                user, password = self.credentials
+                self.authorization = "Basic " + base64.b64encode(
+                    f"{user}:{password}".encode()).decode()
+            else:
+                raise PullError(f"{self.host} asks for authentication this tool can't do "
+                                f"({scheme or 'no WWW-Authenticate header'})")
+
+    def _fetch_token(self, params):
+        realm = params["realm"]
+        realm_host = urllib.parse.urlsplit(realm).netloc
+        if realm.startswith("http://") and self.scheme == "https" and not is_loopback(realm_host):
+            raise PullError(f"{self.host} wants a token from a plain-http realm; refusing")
+        query = {"service": params.get("service", "")}
+        query["scope"] = params.get("scope") or f"repository:{self.repository}:pull"
+        auth = self.credentials
+        try:
+            r = self.session.get(realm, params=query, auth=auth, timeout=(15, 60))
+        except requests.RequestException as e:
+            raise PullError(f"cannot get a token from {realm_host}: {_reason(e)}") from None
+        if r.status_code in (401, 403):
+            raise PullError(f"{self.host}: authentication failed: the token service refused "
+                            f"{'these credentials' if auth else 'anonymous access'} "
+                            f"(HTTP {r.status_code})")
+        if r.status_code != 200:
+            raise PullError(f"token service {realm_host} answered HTTP {r.status_code}")
+        try:
+            body = r.json()
+            token = body.get("token") or body.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not token or not isinstance(token, str):
+            raise PullError(f"token service {realm_host} gave no token")
+        return token
+
+    def get(self, path, headers=None, stream=False, what="request"):
+        """GET with retries of dropped connections and 5xx answers; errors as PullError."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                resp = self.request("GET", path, headers, stream)
+            except requests.RequestException as e:
+                if attempt == ATTEMPTS or isinstance(e, requests.exceptions.InvalidURL):
+                    raise PullError(f"cannot reach registry {self.host}: {_reason(e)}") from None
+                time.sleep(0.2 * attempt)
+                continue
+            if resp.status_code >= 500 and attempt < ATTEMPTS:
+                resp.close()
+                time.sleep(0.2 * attempt)
+                continue
+            return resp
+        raise AssertionError("unreachable")
+
+    def check(self, resp, what):
+        if resp.status_code in (200, 206):
+            return resp
+        detail = ""
+        try:
+            errors = resp.json().get("errors") or []
+            detail = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
+                               for e in errors if isinstance(e, dict))
+        except (ValueError, AttributeError):
+            pass
+        resp.close()
+        status = resp.status_code
+        if status == 404:
+            raise PullError(f"{what}: not found ({detail or 'HTTP 404'})")
+        if status in (401, 403):
+            raise PullError(f"{what}: access denied by {self.host} (HTTP {status}"
+                            f"{': ' + detail if detail else ''})")
+        raise PullError(f"{what}: registry {self.host} answered HTTP {status}"
+                        f"{': ' + detail if detail else ''}")
+
+    def manifest(self, reference, what):
+        """(bytes, media type, digest) of a manifest or index; a digest reference is checked."""
+        resp = self.check(self.get(f"/v2/{self.repository}/manifests/{reference}",
+                                   {"Accept": ", ".join(MANIFEST_TYPES)}, stream=True), what)
+        body = _read_limited(resp, MAX_MANIFEST, what)
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if reference.startswith("sha256:") and digest != reference:
+            raise PullError(f"{what}: manifest digest mismatch (registry sent {digest})")
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise PullError(f"{what}: manifest is not JSON") from None
+        media_type = doc.get("mediaType") or resp.headers.get("Content-Type", "").split(";")[0]
+        if doc.get("schemaVersion") == 1 or "schema1" in media_type or "prettyjws" in media_type:
+            raise PullError(f"{what}: schema 1 manifests are not supported")
+        if media_type not in MANIFEST_TYPES:
+            media_type = mc.OCI_INDEX if "manifests" in doc else mc.OCI_MANIFEST
+        return body, doc, media_type, digest
+
+    def small_blob(self, desc, limit, what):
+        resp = self.check(self.get(f"/v2/{self.repository}/blobs/{desc['digest']}",
+                                   stream=True), what)
+        body = _read_limited(resp, limit, what)
+        if "sha256:" + hashlib.sha256(body).hexdigest() != desc["digest"]:
+            raise PullError(f"{what}: digest mismatch, the registry sent other content")
+        return body
+
+    def download(self, desc, path, progress, stop):
+        """Stream a blob to path, resuming with Range after a dropped connection, and check
+        its size and sha256; return path."""
+        digest, size = desc["digest"], desc.get("size")
+        what = f"blob {digest[:19]}"
+        sha, have, failures = hashlib.sha256(), 0, 0
+        with open(path, "wb") as f:
+            while True:
+                if stop.is_set():
+                    raise PullError("cancelled")
+                headers = {"Range": f"bytes={have}-"} if have else {}
+                try:
+                    resp = self.check(self.get(f"/v2/{self.repository}/blobs/{digest}",
+                                               headers, stream=True), what)
+                    if have and resp.status_code != 206:  # no resume: start again
+                        f.seek(0)
+                        f.truncate()
+                        sha, have = hashlib.sha256(), 0
+                    for chunk in resp.raw.stream(CHUNK, decode_content=False):
+                        if stop.is_set():
+                            raise PullError("cancelled")
+                        have += len(chunk)
+                        if size is not None and have > size:
+                            raise PullError(f"{what}: the registry sent more than its "
+                                            f"{size} bytes")
+                        sha.update(chunk)
+                        f.write(chunk)
+                        progress(have)
+                    resp.close()
+                    if size is None or have == size:
+                        break
+                    raise requests.exceptions.ChunkedEncodingError("connection closed early")
+                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+                    failures += 1
+                    if failures >= ATTEMPTS:
+                        raise PullError(f"{what}: download failed after {failures} attempts "
+                                        f"({_reason(e)})") from None
+                    time.sleep(0.2 * failures)
+        if "sha256:" + sha.hexdigest() != digest:
+            raise PullError(f"{what}: digest mismatch, the downloaded data is not the blob "
+                            "the manifest names")
+        return path
+
+
+def _read_limited(resp, limit, what):
+    data = bytearray()
+    try:
+        for chunk in resp.iter_content(65536):
+            data += chunk
+            if len(data) > limit:
+                raise PullError(f"{what}: larger than {limit} bytes; refusing")
+    except requests.RequestException as e:
+        raise PullError(f"{what}: connection lost ({_reason(e)})") from None
+    finally:
+        resp.close()
+    return bytes(data)
+
+
+def _reason(exc):
+    """A one-line reason for a requests exception (they nest urllib3 errors deeply)."""
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "timed out",
+                   "Connection reset", "Remote end closed", "IncompleteRead",
+                   "Connection broken", "certificate verify failed"):
+        if marker in text:
+            return marker.lower()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+# ---- progress ----
+
+class Progress:
+    """docker pull's display: a line per layer redrawn in place on a terminal, a line per
+    state change otherwise, nothing with -q."""
+
+    def __init__(self, mode, out=sys.stdout):
+        self.mode, self.out = mode, out
+        self.rows, self.order = {}, []
+        self.drawn, self.last = 0, 0.0
+        self.lock = threading.Lock()
+
+    def say(self, text):
+        if self.mode == "quiet":
+            return
+        with self.lock:
+            if self.mode == "tty" and self.drawn:
+                self._redraw(extra=text)
+            else:
+                print(text, file=self.out, flush=True)
+
+    def set(self, key, status, current=None, total=None):
+        if self.mode == "quiet":
+            return
+        with self.lock:
+            if key not in self.rows:
+                self.order.append(key)
+            changed = (self.rows.get(key) or (None,))[0] != status
+            self.rows[key] = (status, current, total)
+            if self.mode == "lines":
+                if changed:
+                    print(f"{key}: {status}", file=self.out, flush=True)
+            elif changed or time.monotonic() - self.last > 0.1:
+                self._redraw()
+
+    def _redraw(self, extra=None):
+        out = self.out
+        if self.drawn:
+            out.write(f"\x1b[{self.drawn}A")
+        if extra is not None:
+            out.write(f"\x1b[2K{extra}\n")
+        for key in self.order:
+            status, cur, total = self.rows[key]
+            line = f"{key}: {status}"
+            if cur is not None and total:
+                width = 50
+                filled = min(width, int(width * cur / total))
+                bar = "=" * max(filled - 1, 0) + (">" if filled < width else "=")
+                line += f" [{bar:<{width}}] {_size(cur)}/{_size(total)}"
+            out.write(f"\x1b[2K{line}\n")
+        out.flush()
+        self.drawn = len(self.order)
+        self.last = time.monotonic()
+
+
+def _size(n):
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.4g}{unit}"
+        n /= 1000
+
+
+# ---- pull ----
+
+def resolve(registry, ref, want):
+    """The platform's manifest: (manifest bytes, manifest dict, media type, digest, platform)."""
+    body, doc, media_type, digest = registry.manifest(ref.reference, ref.name)
+    if media_type in INDEX_TYPES:
+        desc = choose_manifest(doc, want, ref.name)
+        body, doc, media_type, digest = registry.manifest(desc["digest"], ref.name)
+        if media_type in INDEX_TYPES:
+            raise PullError(f"{ref.name}: nested indexes are not supported")
+        if desc.get("mediaType") and desc["mediaType"] != media_type:
+            raise PullError(f"{ref.name}: the index and the manifest disagree on its type")
+    return body, doc, media_type, digest
+
+
+def check_manifest(doc, name):
+    config = doc.get("config")
+    layers = doc.get("layers")
+    if not isinstance(config, dict) or not isinstance(layers, list):
+        raise PullError(f"{name}: manifest has no config or no layers")
+    for desc in [config] + layers:
+        if not isinstance(desc, dict) or not isinstance(desc.get("digest"), str):
+            raise PullError(f"{name}: manifest has a malformed descriptor")
+        if not mc._ref_patterns()["sha256"].match(desc["digest"]):
+            raise PullError(f"{name}: unsupported or malformed digest {desc['digest']!r}")
+        if not isinstance(desc.get("size", 0), int) or desc.get("size", 0) < 0:
+            raise PullError(f"{name}: manifest has a malformed size")
+    for layer in layers:
+        media_type = layer.get("mediaType", "")
+        if "foreign" in media_type:
+            raise PullError(f"{name}: foreign layers (Windows images) are not supported")
+        if media_type not in LAYER_TYPES:
+            raise PullError(f"{name}: unsupported layer type {media_type!r}")
+
+
+def pull(reference, platform=None, store=None, registry_host=None, insecure=False,
+         progress=None):
+    """Pull reference into the store; return the StoredImage."""
+    ref = mc.parse_reference(reference)
+    want = parse_platform(platform) if platform else host_platform()
+    progress = progress or Progress("quiet")
+    store = mc.ImageStore(store)
+    store.ensure_layout()
+    host = registry_host or ref.api_host
+    if "://" in host:
+        scheme, _, host = host.partition("://")
+        insecure = insecure or scheme == "http"
+    registry = Registry(host.rstrip("/"), ref.repository, insecure)
+
+    with store.lock(True, blocking=False) as alone:
+        if alone:  # nobody else is using the store: leftovers of killed pulls can go
+            for name in os.listdir(store.tmp_dir):
+                mc.remove_tree(os.path.join(store.tmp_dir, name))
+    with store.lock(False):  # shared: other pulls may run, rmi waits for us
+        progress.say(f"{ref.tag or ref.digest}: Pulling from {ref.repository}")
+        manifest_bytes, manifest, media_type, digest = resolve(registry, ref, want)
+        check_manifest(manifest, ref.name)
+        config_bytes = registry.small_blob(manifest["config"], MAX_CONFIG, f"{ref.name} config")
+        try:
+            config = json.loads(config_bytes)
+            diff_ids = config["rootfs"]["diff_ids"]
+        except (ValueError, KeyError, TypeError):
+            raise PullError(f"{ref.name}: image config is malformed") from None
+        layers = manifest["layers"]
+        if len(diff_ids) != len(layers):
+            raise PullError(f"{ref.name}: config lists {len(diff_ids)} diff_ids for "
+                            f"{len(layers)} layers")
+        have = (config.get("os", ""), config.get("architecture", ""), config.get("variant"))
+        if platform and not platform_matches(have, want):
+            raise PullError(f"{ref.name} is for {platform_string(have)}, not "
+                            f"{platform_string(want)}")
+
+        work = tempfile.mkdtemp(prefix=f"pull-{os.getpid()}-", dir=store.tmp_dir)
+        stop = threading.Event()
+        pool = concurrent.futures.ThreadPoolExecutor(PARALLEL_DOWNLOADS)
+        try:
+            rootfs_final = store.rootfs_path(digest)
+            unpack = not os.path.isdir(rootfs_final)
+            sources = []   # per layer: a path to read it from once it is there
+            downloaded = []
+            for layer in layers:
+                key = layer["digest"][7:19]
+                if store.has_blob(layer["digest"]):
+                    progress.set(key, "Already exists")
+                    sources.append(store.blob_path(layer["digest"]))
+                    continue
+                progress.set(key, "Pulling fs layer")
+                path = os.path.join(work, layer["digest"][7:])
+                downloaded.append((path, layer["digest"]))
+
+                def report(n, key=key, total=layer.get("size")):
+                    progress.set(key, "Downloading", n, total)
+
+                def fetch(layer=layer, path=path, key=key, report=report):
+                    registry.download(layer, path, report, stop)
+                    progress.set(key, "Download complete")
+                    return path
+                sources.append(pool.submit(fetch))
+            rootfs_tmp = os.path.join(work, "rootfs")
+            if unpack:
+                os.mkdir(rootfs_tmp, 0o755)
+            for i, (layer, source) in enumerate(zip(layers, sources)):
+                path = source.result() if isinstance(source, concurrent.futures.Future) else source
+                if not unpack:
+                    continue
+                key = layer["digest"][7:19]
+                progress.set(key, "Extracting")
+                diff_id = mc.unpack_layer(path, rootfs_tmp, f"{ref.name} layer {i + 1} ({key})")
+                if diff_id != diff_ids[i]:
+                    raise PullError(f"{ref.name} layer {i + 1} ({key}): uncompressed content "
+                                    f"does not match the config's diff_id")
+                progress.set(key, "Pull complete")
+
+            # Commit: blobs first, then the rootfs, then the name in index.json.  A kill in
+            # between leaves only unreferenced files, which rmi collects.
+            for path, blob_digest in downloaded:
+                os.replace(path, store.blob_path(blob_digest))
+            for blob_digest, data in ((manifest["config"]["digest"], config_bytes),
+                                      (digest, manifest_bytes)):
+                if not store.has_blob(blob_digest):
+                    mc.write_file_atomic(store.blob_path(blob_digest), data)
+            if unpack:
+                try:
+                    os.rename(rootfs_tmp, rootfs_final)
+                except OSError:
+                    if not os.path.isdir(rootfs_final):  # else a concurrent pull made it
+                        raise
+            plat = {"os": have[0], "architecture": have[1], "variant": have[2]}
+            descriptor = {"mediaType": media_type, "digest": digest, "size": len(manifest_bytes),
+                          "platform": {k: v for k, v in plat.items() if v}}
+            store.tag(ref.name, descriptor)
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            mc.remove_tree(work)
+        progress.say(f"Digest: {digest}")
+        progress.say(f"Status: Downloaded image for {ref.name}")
+    return mc.find_image(ref.name, store)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="pull.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--platform", help="OS/ARCH[/VARIANT] to pull (default: this machine's)")
+    ap.add_argument("--store", help="image store directory (default: $MINICONTAINER_STORE or "
+                    "images/ beside minicontainer.py)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    ap.add_argument("--registry", metavar="HOST[:PORT]",
+                    help="fetch from this registry or mirror instead of the reference's")
+    ap.add_argument("--insecure", action="store_true",
+                    help="speak plain http (always done for registries on loopback)")
+    ap.add_argument("reference", metavar="REF")
+    args = ap.parse_args(argv)
+    mode = "quiet" if args.quiet else "tty" if sys.stdout.isatty() else "lines"
+    try:
+        image = pull(args.reference, args.platform, args.store, args.registry, args.insecure,
+                     Progress(mode))
+    except Error as e:
+        print(f"pull: {e}", file=sys.stderr)
+        return 1
+    except requests.RequestException as e:
+        print(f"pull: {_reason(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pull: interrupted", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(image.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
