@@ -1477,6 +1477,7 @@ class Container:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             ctx = {"config": config, "rootfs": rootfs, "bundle": c.state["bundle"],
                    "cgroup": cgroup, "fifo": c.fifo, "sync": theirs, "console": console,
+                   "lock": lock,
                    "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug}
             child = _fork_init(ctx, linux)
             theirs.close()
@@ -1708,6 +1709,7 @@ def _container_init(ctx):
     sync = _Sync(ctx["sync"])
     code = 1
     try:
+        ctx["lock"].close()  # a flock belongs to the open file, which fork shared with us
         _init_steps(ctx, sync)
     except Error as e:
         code = e.code
@@ -1850,6 +1852,7 @@ def _close_fds(first, keep=()):
 DEFAULT_REGISTRY = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
+ANNOTATION_PULLED_DIGEST = "io.minicontainer.pulled-digest"  # the registry's manifest digest
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -2234,8 +2237,11 @@ def find_image(ref, store=None):
     if not os.path.isdir(rootfs):
         raise Error(f"image {name}: its root filesystem is missing from {store.path}; "
                     "pull it again")
-    return StoredImage(name, digest, rootfs, image_config.get("config") or {}, manifest,
-                       image_config, _platform_string(image_config))
+    image = StoredImage(name, digest, rootfs, image_config.get("config") or {}, manifest,
+                        image_config, _platform_string(image_config))
+    # the digest the registry knows it by (ours differs for a Docker manifest made OCI)
+    image.pulled_digest = (desc.get("annotations") or {}).get(ANNOTATION_PULLED_DIGEST, digest)
+    return image
 
 
 def _human_size(n):
@@ -2526,12 +2532,12 @@ class _Unpacker:
         self.dirs = {(): self.root_fd}
         self.reap()
 
-    def split(self, name, what="path"):
+    def split(self, name, what="path", entry_name=None):
         if name.startswith("/"):
-            self.fail(name, f"absolute {what}")
+            self.fail(entry_name or name, f"absolute {what} {name!r}")
         parts = tuple(p for p in name.split("/") if p not in ("", "."))
         if ".." in parts:
-            self.fail(name, f"'..' in {what}")
+            self.fail(entry_name or name, f"'..' in {what} {name!r}")
         return parts
 
     def dir_fd(self, parts, name, create=True):
@@ -2555,9 +2561,12 @@ class _Unpacker:
             fd = os.open(parts[-1], flags, dir_fd=parent)
         except OSError as e:
             import errno
-            if e.errno == errno.ELOOP:
-                self.fail(name, f"{'/'.join(parts)} is a symlink, which is never followed")
-            if e.errno == errno.ENOTDIR:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                import stat
+                st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    self.fail(name, f"{'/'.join(parts)} is a symlink, and symlinks are never "
+                              "followed while unpacking")
                 self.fail(name, f"{'/'.join(parts)} is not a directory")
             raise
         if len(self.dirs) >= self.MAX_CACHED_DIRS:
@@ -2715,7 +2724,7 @@ class _Unpacker:
             self.own(member, name=base, parent=parent, mode=False)
             os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
         elif member.islnk():
-            target = self.split(member.linkname, "hardlink target")
+            target = self.split(member.linkname, "hardlink target", name)
             if not target or target == parts:
                 self.fail(name, f"bad hardlink target {member.linkname!r}")
             tparent = self.dir_fd(target[:-1], name, create=False)

@@ -187,8 +187,8 @@ class RegistryClient:
             if r.status_code != 401 or "Bearer" not in r.headers.get("WWW-Authenticate", ""):
                 return r
             kw["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
-            params = dict(p.split("=", 1) for p in
-                          r.headers["WWW-Authenticate"][7:].replace('"', "").split(","))
+            from pull import parse_challenge
+            params = parse_challenge(r.headers["WWW-Authenticate"])[1]
             t = self.session.get(params["realm"], auth=self.credentials, params={
                 "service": params["service"], "scope": params.get("scope", "")})
             t.raise_for_status()
@@ -409,12 +409,14 @@ def token_registry(tmp_path_factory):
 class FaultProxy:
     """Forwards GET/HEAD to a registry.  `rule(method, path, headers)` may return None
     (forward), ("status", code), ("drop", nbytes) to cut the body after nbytes, or
-    ("redirect", url) to answer a successful blob GET with a 307 there."""
+    ("redirect", url) to answer a successful blob GET with a 307 there, or ("stall",
+    nbytes) to send nbytes of the body and then hang until the proxy stops."""
 
     def __init__(self, upstream_host, bind="127.0.0.1"):
         self.upstream = upstream_host
         self.rule = lambda method, path, headers: None
         self.log = []
+        self.stopping = threading.Event()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -465,7 +467,7 @@ class FaultProxy:
             req.send_header("Connection", "close")
             req.close_connection = True
         req.end_headers()
-        limit = action[1] if action and action[0] == "drop" else None
+        limit = action[1] if action and action[0] in ("drop", "stall") else None
         sent = 0
         while req.command != "HEAD":
             chunk = resp.read(65536)
@@ -474,6 +476,8 @@ class FaultProxy:
             if limit is not None and sent + len(chunk) > limit:
                 req.wfile.write(chunk[:limit - sent])
                 req.wfile.flush()
+                if action[0] == "stall":
+                    self.stopping.wait(60)
                 req.close_connection = True
                 req.connection.shutdown(socket.SHUT_RDWR)
                 break
@@ -482,6 +486,7 @@ class FaultProxy:
         conn.close()
 
     def stop(self):
+        self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -530,3 +535,7 @@ def store_snapshot(path):
     """The store's contents, lock files aside (their existence says nothing)."""
     return {k: v for k, v in tree_snapshot(path).items()
             if k not in (".lock", ".index.lock")}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_root: the test needs to run as root")

@@ -309,6 +309,9 @@ class Registry:
         status = resp.status_code
         if status == 404:
             raise PullError(f"{what}: not found ({detail or 'HTTP 404'})")
+        if status == 401 and (self.authorization or "").startswith("Basic "):
+            raise PullError(f"{what}: login to {self.host} failed (the credentials in "
+                            "~/.docker/config.json were rejected)")
         if status in (401, 403):
             raise PullError(f"{what}: access denied by {self.host} (HTTP {status}"
                             f"{': ' + detail if detail else ''})")
@@ -476,8 +479,9 @@ def _size(n):
 # ---- pull ----
 
 def resolve(registry, ref, want):
-    """The platform's manifest: (manifest bytes, manifest dict, media type, digest, platform)."""
+    """The platform's manifest: (bytes, dict, media type, digest, digest of what ref names)."""
     body, doc, media_type, digest = registry.manifest(ref.reference, ref.name)
+    top_digest = digest
     if media_type in INDEX_TYPES:
         desc = choose_manifest(doc, want, ref.name)
         body, doc, media_type, digest = registry.manifest(desc["digest"], ref.name)
@@ -485,7 +489,30 @@ def resolve(registry, ref, want):
             raise PullError(f"{ref.name}: nested indexes are not supported")
         if desc.get("mediaType") and desc["mediaType"] != media_type:
             raise PullError(f"{ref.name}: the index and the manifest disagree on its type")
-    return body, doc, media_type, digest
+    return body, doc, media_type, digest, top_digest
+
+
+DOCKER_TO_OCI = {
+    "application/vnd.docker.image.rootfs.diff.tar.gzip":
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.docker.container.image.v1+json": "application/vnd.oci.image.config.v1+json",
+}
+
+
+def to_oci(manifest):
+    """A Docker schema2 manifest as the equivalent OCI manifest (same config and layer blobs,
+    as skopeo converts it): an OCI layout lists only OCI manifests, or skopeo and umoci
+    can't read it."""
+    def convert(desc):
+        return {**desc, "mediaType": DOCKER_TO_OCI.get(desc.get("mediaType"),
+                                                       desc.get("mediaType"))}
+    oci = {"schemaVersion": 2, "mediaType": mc.OCI_MANIFEST,
+           "config": convert(manifest["config"]),
+           "layers": [convert(layer) for layer in manifest["layers"]]}
+    if manifest.get("annotations"):
+        oci["annotations"] = manifest["annotations"]
+    return json.dumps(oci, indent=2).encode()
 
 
 def check_manifest(doc, name):
@@ -528,9 +555,16 @@ def pull(reference, platform=None, store=None, registry_host=None, insecure=Fals
                 mc.remove_tree(os.path.join(store.tmp_dir, name))
     with store.lock(False):  # shared: other pulls may run, rmi waits for us
         progress.say(f"{ref.tag or ref.digest}: Pulling from {ref.repository}")
-        manifest_bytes, manifest, media_type, digest = resolve(registry, ref, want)
+        manifest_bytes, manifest, media_type, pulled, top = resolve(registry, ref, want)
         check_manifest(manifest, ref.name)
-        config_bytes = registry.small_blob(manifest["config"], MAX_CONFIG, f"{ref.name} config")
+        if media_type == mc.DOCKER_MANIFEST:
+            manifest_bytes = to_oci(manifest)
+        digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+        config_desc = manifest["config"]
+        if store.has_blob(config_desc["digest"]):
+            config_bytes = store.read_blob(config_desc["digest"])
+        else:
+            config_bytes = registry.small_blob(config_desc, MAX_CONFIG, f"{ref.name} config")
         try:
             config = json.loads(config_bytes)
             diff_ids = config["rootfs"]["diff_ids"]
@@ -601,8 +635,10 @@ def pull(reference, platform=None, store=None, registry_host=None, insecure=Fals
                     if not os.path.isdir(rootfs_final):  # else a concurrent pull made it
                         raise
             plat = {"os": have[0], "architecture": have[1], "variant": have[2]}
-            descriptor = {"mediaType": media_type, "digest": digest, "size": len(manifest_bytes),
-                          "platform": {k: v for k, v in plat.items() if v}}
+            descriptor = {"mediaType": mc.OCI_MANIFEST, "digest": digest,
+                          "size": len(manifest_bytes),
+                          "platform": {k: v for k, v in plat.items() if v},
+                          "annotations": {mc.ANNOTATION_PULLED_DIGEST: pulled}}
             store.tag(ref.name, descriptor)
         except BaseException:
             stop.set()
@@ -610,7 +646,7 @@ def pull(reference, platform=None, store=None, registry_host=None, insecure=Fals
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             mc.remove_tree(work)
-        progress.say(f"Digest: {digest}")
+        progress.say(f"Digest: {top}")
         progress.say(f"Status: Downloaded image for {ref.name}")
     return mc.find_image(ref.name, store)
 

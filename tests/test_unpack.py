@@ -1,0 +1,248 @@
+"""unpack_layer: file types and metadata, whiteouts, compression, and hostile layers."""
+import gzip
+import io
+import os
+import re
+import stat
+import subprocess
+import sys
+
+import pytest
+
+import minicontainer as mc
+from conftest import SHARED_DATA
+from fixtures_registry import entry, tar_bytes, tree_snapshot
+
+ALPINE = os.path.join(SHARED_DATA, "alpine-minirootfs-3.20.3-x86_64.tar.gz")
+
+
+def unpack(entries, dest, compression=None):
+    data = tar_bytes(entries)
+    diff_id = mc.unpack_layer(io.BytesIO(gzip.compress(data) if compression else data), dest)
+    import hashlib
+    assert diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+    return diff_id
+
+
+@pytest.fixture
+def rootfs(tmp_path):
+    d = tmp_path / "rootfs"
+    d.mkdir()
+    return str(d)
+
+
+def test_file_types_and_metadata(rootfs):
+    unpack([
+        entry("etc", "dir", mode=0o755),
+        entry("etc/passwd", data=b"root:x:0:0::/root:/bin/sh\n", mode=0o644, mtime=1234567890),
+        entry("bin/su", data=b"\x7fELF", mode=0o4755, uid=0, gid=0),
+        entry("usr/bin/wall", data=b"w", mode=0o2755, uid=0, gid=5),
+        entry("tmp", "dir", mode=0o1777),
+        entry("home/user", "dir", mode=0o750, uid=1000, gid=1000, mtime=1111111111),
+        entry("home/user/.profile", data=b"x", uid=1000, gid=100),
+        entry("bin/sh", "symlink", link="/bin/busybox", uid=1, gid=2),
+        entry("etc/hard", "hardlink", link="etc/passwd"),
+        entry("run/fifo", "fifo", mode=0o600),
+        entry("dev/null", "char", mode=0o666, dev=(1, 3)),
+        entry("dev/loop0", "block", mode=0o660, gid=6, dev=(7, 0)),
+        entry("xattr-file", data=b"x", xattrs={"user.greeting": "hello"}),
+    ], rootfs, compression="gzip")
+    p = lambda name: os.path.join(rootfs, name)  # noqa: E731
+    assert open(p("etc/passwd"), "rb").read().startswith(b"root:x")
+    assert os.stat(p("etc/passwd")).st_mtime == 1234567890
+    assert stat.S_IMODE(os.stat(p("bin/su")).st_mode) == 0o4755
+    assert stat.S_IMODE(os.stat(p("usr/bin/wall")).st_mode) == 0o2755
+    assert os.stat(p("usr/bin/wall")).st_gid == 5
+    assert stat.S_IMODE(os.stat(p("tmp")).st_mode) == 0o1777
+    st = os.stat(p("home/user"))
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1000, 1000, 0o750)
+    assert st.st_mtime == 1111111111  # set after its contents were written
+    assert (os.stat(p("home/user/.profile")).st_uid, os.stat(p("home/user/.profile")).st_gid) \
+        == (1000, 100)
+    assert os.readlink(p("bin/sh")) == "/bin/busybox"
+    assert os.lstat(p("bin/sh")).st_uid == 1
+    assert os.stat(p("etc/hard")).st_ino == os.stat(p("etc/passwd")).st_ino
+    assert stat.S_ISFIFO(os.stat(p("run/fifo")).st_mode)
+    assert os.stat(p("dev/null")).st_rdev == os.makedev(1, 3)
+    assert stat.S_ISCHR(os.stat(p("dev/null")).st_mode)
+    assert stat.S_ISBLK(os.stat(p("dev/loop0")).st_mode)
+    assert os.getxattr(p("xattr-file"), "user.greeting") == b"hello"
+    assert stat.S_ISDIR(os.stat(p("bin")).st_mode)  # implied parents are made
+
+
+def test_file_capability_xattr_survives_chown(rootfs):
+    # security.capability is binary and is cleared by chown: it must be set after ownership
+    cap = b"\x01\x00\x00\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    unpack([entry("ping", data=b"x", mode=0o755, uid=0, gid=0,
+                  xattrs={"security.capability": cap.decode("utf-8", "surrogateescape")})],
+           rootfs)
+    assert os.getxattr(os.path.join(rootfs, "ping"), "security.capability") == cap
+
+
+def test_layers_replace_and_whiteout(rootfs):
+    unpack([entry("a/keep", data=b"1"), entry("a/gone", data=b"2"), entry("a/sub/x", data=b"3"),
+            entry("b/old", data=b"4"), entry("c", "dir"), entry("c/f", data=b"5"),
+            entry("d", data=b"file"), entry("e", "dir"), entry("e/inner", data=b"6")], rootfs)
+    unpack([entry("a/.wh.gone"), entry("a/.wh.sub"),
+            entry("b", "dir"), entry("b/.wh..wh..opq"), entry("b/new", data=b"7"),
+            entry("c/.wh..wh..opq"),  # opaque with nothing of its own: empties c
+            entry("d", "dir"), entry("d/now-a-dir", data=b"8"),  # file replaced by a dir
+            entry("e", "symlink", link="/nowhere"),  # dir replaced by a symlink
+            entry(".wh.never-existed")], rootfs)
+    found = sorted(os.path.relpath(os.path.join(dp, n), rootfs)
+                   for dp, dns, fns in os.walk(rootfs) for n in dns + fns)
+    assert found == ["a", "a/keep", "b", "b/new", "c", "d", "d/now-a-dir", "e"]
+    assert os.readlink(os.path.join(rootfs, "e")) == "/nowhere"
+
+
+def test_opaque_marker_after_own_entries_keeps_them(rootfs):
+    unpack([entry("dir/lower", data=b"x"), entry("dir/sub/lower", data=b"y")], rootfs)
+    unpack([entry("dir", "dir"), entry("dir/upper", data=b"u"), entry("dir/sub", "dir"),
+            entry("dir/sub/upper2", data=b"v"), entry("dir/.wh..wh..opq")], rootfs)
+    found = sorted(os.path.relpath(os.path.join(dp, n), rootfs)
+                   for dp, dns, fns in os.walk(rootfs) for n in dns + fns)
+    assert found == ["dir", "dir/sub", "dir/sub/upper2", "dir/upper"]
+
+
+def test_whiteout_spares_same_layer_file(rootfs):
+    unpack([entry("x", data=b"new"), entry(".wh.x")], rootfs)
+    assert open(os.path.join(rootfs, "x"), "rb").read() == b"new"
+
+
+def test_overwrite_never_writes_through_links(rootfs, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"original")
+    # a symlink to a host file, then a regular file of the same name: the symlink is replaced
+    unpack([entry("s", "symlink", link=str(victim)), entry("s", data=b"mine")], rootfs)
+    assert victim.read_bytes() == b"original"
+    assert open(os.path.join(rootfs, "s"), "rb").read() == b"mine"
+    # a hardlinked pair: rewriting one name must not change the other
+    unpack([entry("f", data=b"one"), entry("g", "hardlink", link="f")], rootfs)
+    unpack([entry("g", data=b"two")], rootfs)
+    assert open(os.path.join(rootfs, "f"), "rb").read() == b"one"
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "zstd-program", "bzip2", "xz", None])
+def test_compressions(rootfs, compression, monkeypatch):
+    data = tar_bytes([entry("hello", data=b"world" * 1000)])
+    if compression == "gzip":
+        blob = gzip.compress(data)
+    elif compression and compression.startswith("zstd"):
+        blob = subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True,
+                              check=True).stdout
+        if compression == "zstd-program":  # no module: the zstd program is the fallback
+            monkeypatch.setitem(sys.modules, "zstandard", None)
+    elif compression == "bzip2":
+        import bz2
+        blob = bz2.compress(data)
+    elif compression == "xz":
+        import lzma
+        blob = lzma.compress(data)
+    else:
+        blob = data
+    import hashlib
+    assert mc.unpack_layer(io.BytesIO(blob), rootfs) == \
+        "sha256:" + hashlib.sha256(data).hexdigest()
+    assert open(os.path.join(rootfs, "hello"), "rb").read() == b"world" * 1000
+
+
+def test_zstd_without_any_decoder_is_a_clear_error(rootfs, monkeypatch):
+    blob = subprocess.run(["zstd", "-q", "-c"], input=tar_bytes([entry("x")]),
+                          capture_output=True, check=True).stdout
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(mc.UnpackError, match="zstd"):
+        mc.unpack_layer(io.BytesIO(blob), rootfs)
+
+
+def test_truncated_and_corrupt_gzip(rootfs):
+    blob = gzip.compress(tar_bytes([entry("big", data=os.urandom(200000))]))
+    with pytest.raises(mc.UnpackError, match="truncated"):
+        mc.unpack_layer(io.BytesIO(blob[:len(blob) // 2]), rootfs)
+    bad = bytearray(blob)
+    bad[len(bad) // 2] ^= 0xFF
+    with pytest.raises(mc.UnpackError):
+        mc.unpack_layer(io.BytesIO(bytes(bad)), rootfs)
+
+
+@pytest.mark.skipif(not os.path.exists(ALPINE), reason="no Alpine minirootfs in ../shared/data")
+def test_alpine_matches_gnu_tar(tmp_path):
+    ours, theirs = tmp_path / "ours", tmp_path / "tar"
+    ours.mkdir()
+    theirs.mkdir()
+    mc.unpack_layer(ALPINE, str(ours))
+    subprocess.run(["tar", "-xzf", ALPINE, "-C", str(theirs), "--numeric-owner",
+                    "--xattrs"], check=True)
+
+    def describe(root):
+        out = {}
+        for dp, dns, fns in os.walk(root):
+            for n in dns + fns:
+                full = os.path.join(dp, n)
+                st = os.lstat(full)
+                out[os.path.relpath(full, root)] = (
+                    st.st_mode, st.st_uid, st.st_gid, st.st_nlink,
+                    int(st.st_mtime) if not stat.S_ISLNK(st.st_mode) else 0,
+                    os.readlink(full) if stat.S_ISLNK(st.st_mode) else
+                    open(full, "rb").read() if stat.S_ISREG(st.st_mode) else None)
+        return out
+    a, b = describe(ours), describe(theirs)
+    assert len(a) > 500
+    assert a == b
+
+
+# ---- hostile layers ----
+
+def hostile_layers(outside):
+    """name -> list of layers (each a list of entries) that try to reach `outside`."""
+    up = "../" * 30
+    rel = up + outside.lstrip("/")
+    return {
+        "dotdot": [[entry(rel + "/pwned", data=b"x")]],
+        "dotdot-inside": [[entry("a/../../pwned", data=b"x")]],
+        "absolute": [[entry(outside + "/pwned", data=b"x")]],
+        "symlink-absolute": [[entry("evil", "symlink", link=outside),
+                              entry("evil/pwned", data=b"x")]],
+        "symlink-relative": [[entry("evil", "symlink", link=rel),
+                              entry("evil/pwned", data=b"x")]],
+        "symlink-earlier-layer-absolute": [[entry("evil", "symlink", link=outside)],
+                                           [entry("evil/pwned", data=b"x")]],
+        "symlink-earlier-layer-relative": [[entry("d", "dir"),
+                                            entry("d/evil", "symlink", link="../" + rel)],
+                                           [entry("d/evil/sub/pwned", data=b"x")]],
+        "symlink-dir-then-mkdir": [[entry("evil", "symlink", link=outside)],
+                                   [entry("evil/newdir", "dir")]],
+        "hardlink-absolute": [[entry("l", "hardlink", link=outside + "/victim")]],
+        "hardlink-dotdot": [[entry("l", "hardlink", link=rel + "/victim")]],
+        "hardlink-through-symlink": [[entry("evil", "symlink", link=outside),
+                                      entry("l", "hardlink", link="evil/victim")]],
+        "whiteout-dotdot": [[entry(rel + "/.wh.victim")]],
+        "whiteout-through-symlink": [[entry("evil", "symlink", link=outside)],
+                                     [entry("evil/.wh.victim")]],
+        "opaque-through-symlink": [[entry("evil", "symlink", link=outside)],
+                                   [entry("evil/.wh..wh..opq")]],
+        "whiteout-of-parent": [[entry("d/.wh...")]],
+    }
+
+
+@pytest.fixture
+def outside(tmp_path):
+    d = tmp_path / "outside"
+    d.mkdir()
+    (d / "victim").write_bytes(b"original")
+    return str(d)
+
+
+@pytest.mark.parametrize("case", sorted(hostile_layers("/x")))
+def test_hostile_layer_is_refused(case, rootfs, outside):
+    before = tree_snapshot(outside)
+    layers = hostile_layers(outside)[case]
+    expected = ("symlinks are never followed" if "symlink" in case else
+                "'\\.\\.'|absolute|whiteout must name")
+    with pytest.raises(mc.UnpackError, match="refusing entry") as err:
+        for i, layer in enumerate(layers):
+            mc.unpack_layer(io.BytesIO(tar_bytes(layer)), rootfs, f"layer {i + 1}")
+    assert re.search(expected, str(err.value))
+    assert tree_snapshot(outside) == before
+    assert os.stat(os.path.join(outside, "victim")).st_nlink == 1
+    assert not os.path.exists(os.path.join(os.path.dirname(rootfs), "pwned"))
