@@ -1,0 +1,158 @@
+"""The store as the runtime sees it: find_image, `images`, `rmi`, locking, progress output."""
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import minicontainer as mc
+from conftest import mc as run_mc
+from fixtures_registry import PULL, Image, entry, run_pull, tar_layer
+
+
+@pytest.fixture
+def two_images(registry, store):
+    """Two pulled images sharing their first layer."""
+    name = "shared/" + os.urandom(4).hex()
+    base = tar_layer([entry("bin/x", data=b"base" * 1000)])
+    one = Image([base, tar_layer([entry("one", data=b"1")])])
+    two = Image([base, tar_layer([entry("two", data=b"2")])], fmt="docker")
+    registry.client.push_image(name, "one", one)
+    registry.client.push_image(name, "two", two)
+    refs = [f"{registry.host}/{name}:one", f"{registry.host}/{name}:two"]
+    for ref in refs:
+        assert run_pull("-q", ref, store=store).returncode == 0
+    return refs, one, two, base
+
+
+def blobs(store):
+    return set(os.listdir(os.path.join(store, "blobs", "sha256")))
+
+
+def test_find_image_and_store_dir(two_images, store, monkeypatch):
+    refs, one, two, base = two_images
+    image = mc.find_image(refs[0], store)
+    assert image.rootfs == os.path.join(store, "rootfs", image.digest[7:])
+    assert open(os.path.join(image.rootfs, "one")).read() == "1"
+    assert image.config["Cmd"] == ["/bin/sh"]
+    assert mc.find_image(image.digest[7:19], store).name == refs[0]  # by ID prefix
+    assert mc.store_dir() == store  # $MINICONTAINER_STORE, set by the fixture
+    assert mc.find_image(refs[1]).name == refs[1]
+    monkeypatch.delenv("MINICONTAINER_STORE")
+    assert mc.store_dir() == os.path.join(os.path.dirname(os.path.realpath(mc.__file__)),
+                                          "images")
+    with pytest.raises(mc.Error, match="no such image: nothere"):
+        mc.find_image("nothere", store)
+
+
+def test_images_lists_the_store(two_images, store):
+    refs, one, two, base = two_images
+    env = dict(os.environ, MINICONTAINER_STORE=store)
+    r = run_mc("images", env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "PLATFORM", "CREATED", "SIZE"]
+    repo = refs[0].rsplit(":", 1)[0]
+    assert [line.split()[:2] for line in lines[1:]] == [[repo, "one"], [repo, "two"]]
+    assert all("linux/amd64" in line for line in lines[1:])
+    ids = run_mc("images", "-q", env=env).stdout.split()
+    assert ids == [mc.find_image(ref, store).digest[7:19] for ref in refs]
+
+
+def test_rmi_removes_only_unshared_blobs(two_images, store):
+    refs, one, two, base = two_images
+    env = dict(os.environ, MINICONTAINER_STORE=store)
+    first, second = (mc.find_image(ref, store) for ref in refs)
+    r = run_mc("rmi", refs[0], env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"Untagged: {refs[0]}" in r.stdout
+    assert base.digest[7:] in blobs(store)  # still used by the second image
+    assert one.layers[1].digest[7:] not in blobs(store)
+    assert first.digest[7:] not in blobs(store)
+    assert not os.path.exists(first.rootfs)
+    assert mc.find_image(refs[1], store).rootfs == second.rootfs
+    assert os.path.isfile(os.path.join(second.rootfs, "two"))
+    skopeo = subprocess.run(["skopeo", "inspect", f"oci:{store}:{refs[1]}"],
+                            capture_output=True, text=True)
+    assert skopeo.returncode == 0, skopeo.stderr
+
+    r = run_mc("rmi", "nope:nope", env=env)
+    assert r.returncode == 1 and r.stderr.strip() == "minicontainer: no such image: nope:nope"
+
+    r = run_mc("rmi", second.digest[7:19], env=env)  # by ID
+    assert r.returncode == 0, r.stderr
+    assert blobs(store) == set()
+    assert os.listdir(os.path.join(store, "rootfs")) == []
+    assert mc.ImageStore(store).entries() == []
+
+
+def test_rmi_waits_for_a_running_pull(two_images, store):
+    refs, *_ = two_images
+    image = mc.find_image(refs[0], store)
+    held, release = threading.Event(), threading.Event()
+
+    def pull_holding_lock():  # what pull does for its whole run
+        with mc.ImageStore(store).lock(False):
+            held.set()
+            release.wait(30)
+    t = threading.Thread(target=pull_holding_lock)
+    t.start()
+    held.wait(10)
+    proc = subprocess.Popen([sys.executable, mc.__file__, "rmi", refs[0]],
+                            env=dict(os.environ, MINICONTAINER_STORE=store),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        assert proc.poll() is None  # blocked on the store lock
+        assert os.path.isdir(image.rootfs)
+    finally:
+        release.set()
+        t.join()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert not os.path.exists(image.rootfs)
+
+
+@pytest.mark.needs_root
+def test_rmi_refuses_to_delete_through_a_mount(two_images, store, tmp_path):
+    refs, *_ = two_images
+    image = mc.find_image(refs[0], store)
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    (host_dir / "precious").write_text("keep me")
+    target = os.path.join(image.rootfs, "mnt")
+    os.makedirs(target, exist_ok=True)
+    subprocess.run(["mount", "--bind", str(host_dir), target], check=True)
+    try:
+        r = run_mc("rmi", refs[0], env=dict(os.environ, MINICONTAINER_STORE=store))
+        assert r.returncode == 1
+        assert "is mounted inside it" in r.stderr
+        assert (host_dir / "precious").read_text() == "keep me"
+    finally:
+        subprocess.run(["umount", target], check=True)
+
+
+def test_progress_output(registry, store):
+    name = "progress/" + os.urandom(4).hex()
+    layer = tar_layer([entry("f", data=os.urandom(300000))])
+    registry.client.push_image(name, "v", Image([layer]))
+    ref = f"{registry.host}/{name}:v"
+    # not a terminal: one line per state change, docker-style
+    r = run_pull(ref, store=store)
+    key = layer.digest[7:19]
+    assert r.stdout.splitlines() == [
+        f"v: Pulling from {name}", f"{key}: Pulling fs layer", f"{key}: Downloading",
+        f"{key}: Download complete", f"{key}: Extracting", f"{key}: Pull complete",
+        f"Digest: {Image([layer]).digest}", f"Status: Downloaded image for {ref}", ref]
+    # a terminal: the layer line is redrawn in place with a bar
+    other = store + "-tty"
+    r = subprocess.run(["script", "-qec", f"{sys.executable} {PULL} --store {other} {ref}",
+                        "/dev/null"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout
+    assert "\x1b[" in r.stdout and "Pull complete" in r.stdout
+    assert f"{key}: Downloading [" in r.stdout
+    # -q: nothing at all
+    r = run_pull("-q", ref, store=store + "-q")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
