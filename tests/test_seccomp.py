@@ -568,3 +568,63 @@ def test_tables_are_parsed_lazily():
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(mc.__file__)))
     subprocess.run([sys.executable, "-c", code], check=True, env=env,
                    cwd=os.path.dirname(os.path.abspath(mc.__file__)))
+
+
+# ---- a real musl userland: Alpine's minirootfs, chrooted ---------------------------------
+
+ALPINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
+                      "shared", "data", f"alpine-minirootfs-3.20.3-{MACHINE}.tar.gz")
+
+
+@pytest.mark.skipif(not os.path.exists(ALPINE), reason="no Alpine minirootfs in shared/data")
+def test_default_profile_runs_alpine_apk_and_musl(tmp_path):
+    subprocess.run(["tar", "-xzf", ALPINE, "-C", str(tmp_path)], check=True)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(w, 1)
+            os.dup2(w, 2)
+            os.chroot(str(tmp_path))
+            os.chdir("/")
+            libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            mc.apply_seccomp(mc.default_seccomp_profile())
+            os.execve("/bin/sh", ["sh", "-c", (
+                "set -e; apk --version; apk info | grep -qx musl; apk verify >/dev/null; "
+                "ls / >/dev/null; (sleep 0.01 & wait); unshare -U true 2>/dev/null && exit 9; "
+                "echo alpine-ok")], {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        finally:
+            os._exit(127)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        out = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert out.startswith("apk-tools") and out.splitlines()[-1] == "alpine-ok", out
+
+
+# ---- containers: `minicontainer.py run` ------------------------------------------------
+
+def run_in_container(rootfs, state, *args, script):
+    from conftest import mc as run_mc
+    return run_mc("run", "--rm", "--rootfs", rootfs, *args, "--", "sh", "-c", script,
+                  state_root=str(state), timeout=60)
+
+
+def test_container_with_a_profile_file(busybox_rootfs, tmp_path):
+    profile = mc.default_seccomp_profile()
+    profile["syscalls"].insert(0, {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                                   "errnoRet": errno.EACCES})
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile))
+    r = run_in_container(busybox_rootfs, tmp_path / "state", "--security-opt",
+                         f"seccomp={path}", script="mkdir /tmp/x; echo rc=$?; "
+                         "unshare -U true; echo rc=$?; echo ok")
+    assert r.stdout.split() == ["rc=1", "rc=1", "ok"], r.stderr
+    assert "Permission denied" in r.stderr and "Operation not permitted" in r.stderr
+
+
+def test_container_unconfined_reaches_the_kernel(busybox_rootfs, tmp_path):
+    r = run_in_container(busybox_rootfs, tmp_path / "state", "--security-opt",
+                         "seccomp=unconfined", script="unshare -U true; echo rc=$?")
+    assert r.stdout == "rc=0\n", r.stderr
