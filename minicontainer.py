@@ -2454,24 +2454,77 @@ def open_layer(raw):
     return raw
 
 
+class _Prefetcher:
+    """Decompress and hash in a thread: zlib, zstd and hashlib release the GIL, so this runs
+    on another core while the caller creates files, as tar -z does with a gzip process."""
+
+    def __init__(self, stream):
+        import hashlib
+        import queue
+        import threading
+        self.queue, self.full = queue.Queue(maxsize=8), queue.Full
+        self.sha = hashlib.sha256()
+        self.stopping = threading.Event()
+        self.buf, self.pos, self.done = b"", 0, False
+        self.thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _run(self, stream):
+        try:
+            while not self.stopping.is_set():
+                data = stream.read(1 << 20)
+                self.sha.update(data)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as e:  # handed to the reader, which raises it
+            self._put(e)
+
+    def _put(self, item):
+        while not self.stopping.is_set():
+            try:
+                return self.queue.put(item, timeout=0.1)
+            except self.full:
+                pass
+
+    def read(self, n):
+        if self.pos >= len(self.buf):
+            if self.done:
+                return b""
+            item = self.queue.get()
+            if isinstance(item, BaseException):
+                self.done = True
+                raise item
+            if not item:
+                self.done = True
+                return b""
+            self.buf, self.pos = item, 0
+        data = self.buf[self.pos:self.pos + n]
+        self.pos += len(data)
+        return data
+
+    def close(self):
+        self.stopping.set()
+        self.thread.join()
+
+
 def _tar_reader(stream):
-    """Wrap a decompressed stream so tarfile can use it in its fast seekable mode: reads are
-    buffered in C, seek only moves forward (by reading), and every byte is hashed once."""
-    import hashlib
+    """A forward-only reader over the decompressed stream: reads are buffered in C, seek
+    only skips ahead, and every byte is hashed once (in the prefetch thread)."""
     import io
 
     class Raw(io.RawIOBase):
         def __init__(self):
-            self.sha = hashlib.sha256()
+            self.prefetch = _Prefetcher(stream)
+            self.sha = self.prefetch.sha
 
         def readable(self):
             return True
 
         def readinto(self, b):
-            data = stream.read(len(b))
+            data = self.prefetch.read(len(b))
             n = len(data)
             b[:n] = data
-            self.sha.update(data)
             return n
 
     class Forward:
@@ -2502,6 +2555,9 @@ def _tar_reader(stream):
             while self.read(1 << 20):
                 pass
             return "sha256:" + self.raw.sha.hexdigest()
+
+        def close(self):
+            self.raw.prefetch.close()
 
     return Forward()
 
@@ -2659,7 +2715,7 @@ class _Unpacker:
             import sys
             print(f"warning: {self.layer}: {message}", file=sys.stderr)
 
-    def entry(self, tar, reader, member):
+    def entry(self, reader, member):
         import stat
         os = self.os
         self.reap()
@@ -2698,14 +2754,10 @@ class _Unpacker:
                 self.remove(parent, parts)
                 fd = os.open(base, flags, 0o600, dir_fd=parent)
             try:
-                if member.issparse():
-                    src = tar.extractfile(member)
-                else:
-                    reader.seek(member.offset_data)
-                    src = reader
+                reader.seek(member.offset_data)
                 left = member.size
                 while left > 0:
-                    chunk = src.read(min(left, 1 << 20))
+                    chunk = reader.read(min(left, 1 << 20))
                     if not chunk:
                         raise UnpackError(f"{self.layer}: layer is truncated (in {name!r})")
                     _write_all(fd, chunk)
@@ -2773,6 +2825,131 @@ class _Unpacker:
             os.utime(fd, ns=(mtime_ns, mtime_ns))
 
 
+class _Member:
+    """A tar header, with the parts of tarfile.TarInfo's interface that unpacking uses."""
+    __slots__ = ("name", "linkname", "type", "mode", "uid", "gid", "size", "mtime",
+                 "devmajor", "devminor", "pax_headers", "offset_data")
+
+    def isreg(self):
+        return self.type in b"07\0"
+
+    def isdir(self):
+        return self.type == b"5"
+
+    def issym(self):
+        return self.type == b"2"
+
+    def islnk(self):
+        return self.type == b"1"
+
+    def ischr(self):
+        return self.type == b"3"
+
+    def isblk(self):
+        return self.type == b"4"
+
+    def isfifo(self):
+        return self.type == b"6"
+
+
+def _tar_members(reader, layer_name):
+    """Parse tar headers (ustar, GNU long names, pax) from reader, yielding _Member objects
+    whose data the caller may read or leave: the next header is found by seeking past it.
+    tarfile does the same but slower, and it takes a damaged header for the archive's end."""
+    def bad(why):
+        return UnpackError(f"{layer_name}: not a valid tar archive: {why}")
+
+    def number(field):
+        if field[:1] in (b"\x80", b"\xff"):  # base-256, for values octal can't hold
+            value = int.from_bytes(field[1:], "big")
+            return value - 256 ** (len(field) - 1) if field[0] == 0xFF else value
+        field = field.rstrip(b" \0")
+        try:
+            return int(field, 8) if field else 0
+        except ValueError:
+            raise bad(f"bad number field {field[:20]!r}") from None
+
+    def text(field):
+        return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+    def data(size):
+        raw = reader.read(size)
+        if len(raw) < size:
+            raise UnpackError(f"{layer_name}: layer is truncated")
+        reader.seek(reader.tell() + (-size % 512))
+        return raw
+
+    def pax(raw):
+        records, i = {}, 0
+        while i < len(raw):
+            space = raw.find(b" ", i)
+            if space < 0:
+                raise bad("malformed pax header")
+            length = int(raw[i:space])
+            key, _, value = raw[space + 1:i + length - 1].partition(b"=")
+            if length <= 0:
+                raise bad("malformed pax header")
+            records[key.decode("utf-8", "surrogateescape")] = \
+                value.decode("utf-8", "surrogateescape")
+            i += length
+        return records
+
+    global_pax, pax_next, long_name, long_link = {}, {}, None, None
+    while True:
+        header = reader.read(512)
+        if len(header) < 512:
+            if not header:
+                return  # no end-of-archive blocks: tolerated, as GNU tar does
+            raise UnpackError(f"{layer_name}: layer is truncated")
+        if header == bytes(512):
+            return  # end of archive; what follows is padding
+        stored = number(header[148:156])
+        unsigned = sum(header) - sum(header[148:156]) + 256
+        if stored != unsigned and stored != unsigned - 256 * sum(b > 127 for b in header):
+            raise bad("header checksum mismatch")  # (the second: old tars summed signed)
+        kind = header[156:157]
+        size = number(header[124:136])
+        if size < 0:
+            raise bad("negative size")
+        if kind in (b"x", b"g"):
+            records = pax(data(size))
+            (global_pax if kind == b"g" else pax_next).update(records)
+            continue
+        if kind in (b"L", b"K"):
+            value = text(data(size))
+            if kind == b"L":
+                long_name = value
+            else:
+                long_link = value
+            continue
+        if kind == b"S" or "GNU.sparse.map" in pax_next or "GNU.sparse.size" in pax_next:
+            raise bad("sparse files are not supported")
+        m = _Member()
+        name = text(header[0:100])
+        if kind == b"\0" and name.endswith("/"):
+            kind = b"5"  # pre-POSIX tars marked directories so
+        m.type = kind
+        if header[257:263] == b"ustar\0" and header[345:346] != b"\0":
+            name = text(header[345:500]) + "/" + name
+        headers = {**global_pax, **pax_next}
+        m.name = headers.get("path", long_name if long_name is not None else name)
+        m.linkname = headers.get("linkpath",
+                                 long_link if long_link is not None else text(header[157:257]))
+        m.mode = number(header[100:108])
+        m.uid = int(headers["uid"]) if "uid" in headers else number(header[108:116])
+        m.gid = int(headers["gid"]) if "gid" in headers else number(header[116:124])
+        m.size = int(headers["size"]) if "size" in headers else size
+        m.mtime = float(headers["mtime"]) if "mtime" in headers else number(header[136:148])
+        m.devmajor, m.devminor = number(header[329:337]), number(header[337:345])
+        m.pax_headers = headers
+        m.offset_data = reader.tell()
+        pax_next, long_name, long_link = {}, None, None
+        if not m.isreg():
+            m.size = 0 if kind in b"123456" else m.size
+        yield m
+        reader.seek(m.offset_data + m.size + (-m.size % 512))
+
+
 def _write_all(fd, data):
     import os
     n = os.write(fd, data)
@@ -2788,32 +2965,21 @@ def unpack_layer(src, dest, layer_name="layer", same_owner=None):
     uncompressed tar (the layer's diff_id, for the caller to check).  A hostile or broken
     layer raises UnpackError and leaves dest half-written: the caller discards it."""
     import os
-    import tarfile
     import zlib
     if same_owner is None:
         same_owner = os.geteuid() == 0
     own = isinstance(src, (str, bytes, os.PathLike))
     raw = open(src, "rb") if own else src
-    stream = None
+    stream = reader = None
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     unpacker = _Unpacker(root_fd, layer_name, same_owner)
     try:
         stream = open_layer(raw)
         reader = _tar_reader(stream)
-        tar = tarfile.open(fileobj=reader, mode="r:")
-        count = 0
-        while True:
-            member = tar.next()
-            if member is None:
-                break
-            unpacker.entry(tar, reader, member)
-            count += 1
-            if count % 1024 == 0:
-                tar.members.clear()  # tarfile keeps every header otherwise
+        for member in _tar_members(reader, layer_name):
+            unpacker.entry(reader, member)
         unpacker.finish()
         return reader.drain()
-    except (tarfile.TarError, EOFError) as e:
-        raise UnpackError(f"{layer_name}: not a valid tar archive, or truncated ({e})") from None
     except zlib.error as e:
         raise UnpackError(f"{layer_name}: corrupt gzip data ({e})") from None
     except Exception as e:
@@ -2821,6 +2987,8 @@ def unpack_layer(src, dest, layer_name="layer", same_owner=None):
             raise UnpackError(f"{layer_name}: corrupt zstd data ({e})") from None
         raise
     finally:
+        if reader is not None:
+            reader.close()
         unpacker.close()
         os.close(root_fd)
         if isinstance(stream, _ProcessReader):

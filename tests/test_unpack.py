@@ -6,6 +6,7 @@ import re
 import stat
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
@@ -246,3 +247,34 @@ def test_hostile_layer_is_refused(case, rootfs, outside):
     assert tree_snapshot(outside) == before
     assert os.stat(os.path.join(outside, "victim")).st_nlink == 1
     assert not os.path.exists(os.path.join(os.path.dirname(rootfs), "pwned"))
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_tar_formats_long_names_and_big_ids(rootfs, fmt):
+    long_dir = "d" * 90 + "/" + "e" * 60
+    name = long_dir + "/" + "f" * 99 if fmt != tarfile.USTAR_FORMAT else long_dir + "/f"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = 3, 0o640, 1600000000
+        info.uid = 3000000 if fmt != tarfile.USTAR_FORMAT else 4000  # GNU: base-256
+        tar.addfile(info, io.BytesIO(b"abc"))
+        if fmt != tarfile.USTAR_FORMAT:
+            link = tarfile.TarInfo("l")
+            link.type, link.linkname = tarfile.SYMTYPE, "t" * 150
+            tar.addfile(link)
+    mc.unpack_layer(io.BytesIO(buf.getvalue()), rootfs)
+    st = os.stat(os.path.join(rootfs, name))
+    assert (st.st_size, stat.S_IMODE(st.st_mode), st.st_mtime) == (3, 0o640, 1600000000)
+    assert st.st_uid == (3000000 if fmt != tarfile.USTAR_FORMAT else 4000)
+    if fmt != tarfile.USTAR_FORMAT:
+        assert os.readlink(os.path.join(rootfs, "l")) == "t" * 150
+
+
+def test_damaged_tar_is_an_error_not_an_early_end(rootfs):
+    data = bytearray(tar_bytes([entry("a", data=b"1" * 600), entry("b", data=b"2")]))
+    bad = bytes(data[:1536]) + b"garbage!" + bytes(data[1544:])  # in the second header
+    with pytest.raises(mc.UnpackError, match="checksum"):
+        mc.unpack_layer(io.BytesIO(bad), rootfs)
+    with pytest.raises(mc.UnpackError, match="truncated"):
+        mc.unpack_layer(io.BytesIO(bytes(data[:800])), rootfs)
