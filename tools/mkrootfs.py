@@ -48,7 +48,7 @@ def make_rootfs(root):
             continue
         os.makedirs(os.path.dirname(link), exist_ok=True)
         depth = applet.count("/")
-        os.symlink("../" * (depth - 1) + "bin/busybox", link)
+        os.symlink("../" * depth + "bin/busybox", link)
     with open(os.path.join(root, "etc/passwd"), "w") as f:
         f.write(PASSWD)
     with open(os.path.join(root, "etc/group"), "w") as f:
