@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Benchmark pull and unpack against skopeo, umoci and GNU tar, on a loopback registry.
+
+    python3 bench/bench_pull.py [--dirs DIR ...] [--out DIR]
+
+Builds a multi-layer image from system directories (one gzip layer per directory, as
+`tar -cz` makes them), pushes it to a docker-registry started on a free loopback port, then
+times, once each:
+  pull     tools/pull.py REF             (download, verify, unpack into the store)
+  fetch    tools/pull.py REF again with the blobs deleted but the rootfs kept, so it only
+           downloads, verifies and stores blobs: the same work as skopeo's
+  skopeo   skopeo copy docker://REF oci:DIR   (download and verify only; no unpack)
+  unpack   minicontainer.unpack_layer over the layers (what pull does after downloading)
+  umoci    umoci unpack of skopeo's layout
+  tar      GNU tar -xzf of the same layers, in order
+and prints MB/s (compressed bytes for transfers, uncompressed for unpacking), files/s and
+the ratios.  Needs root (ownership and device nodes are restored as in real use).
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "tools")]
+
+import minicontainer as mc  # noqa: E402
+from fixtures_registry import Image, RegistryClient, RegistryServer  # noqa: E402
+
+DEFAULT_DIRS = ["/usr/include", "/usr/share/locale", "/usr/share/doc", "/usr/share/man",
+                "/usr/lib/python3.11", "/usr/share/perl"]
+
+
+class FileLayer:
+    """A gzip layer on disk: what fixtures_registry.Layer is, without holding it in memory."""
+
+    def __init__(self, path, entries):
+        self.path, self.entries = path, entries
+        sha, usha, size, usize = hashlib.sha256(), hashlib.sha256(), 0, 0
+        d = zlib.decompressobj(31)
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                sha.update(chunk)
+                size += len(chunk)
+                out = d.decompress(chunk)
+                usha.update(out)
+                usize += len(out)
+        self.digest, self.diff_id = "sha256:" + sha.hexdigest(), "sha256:" + usha.hexdigest()
+        self.size, self.usize, self.compression = size, usize, "gzip"
+
+    @property
+    def blob(self):
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def descriptor(self, fmt):
+        return {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": self.digest, "size": self.size}
+
+
+def build_layers(dirs, out):
+    layers = []
+    for i, d in enumerate(dirs):
+        if not os.path.isdir(d):
+            continue
+        path = os.path.join(out, f"layer{i}.tar.gz")
+        parent, name = os.path.split(d.rstrip("/"))
+        rel = os.path.relpath(os.path.join(parent, name), "/")
+        if not os.path.exists(path):
+            subprocess.run(f"tar -C / --numeric-owner -cf - {rel} | gzip -6 > {path}",
+                           shell=True, check=True)
+        entries = int(subprocess.run(f"tar -tzf {path} | wc -l", shell=True, check=True,
+                                     capture_output=True, text=True).stdout)
+        layers.append(FileLayer(path, entries))
+        print(f"  layer {i}: {d}: {entries} entries, {layers[-1].size / 1e6:.0f} MB gzip, "
+              f"{layers[-1].usize / 1e6:.0f} MB tar", flush=True)
+    return layers
+
+
+def timed(label, fn):
+    subprocess.run(["sync"], check=True)  # earlier steps' writeback must not be billed here
+    time.sleep(2)
+    start = time.perf_counter()
+    fn()
+    elapsed = time.perf_counter() - start
+    print(f"  {label}: {elapsed:.2f} s", flush=True)
+    return elapsed
+
+
+def fresh(path):
+    if os.path.lexists(path):
+        shutil.rmtree(path)
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dirs", nargs="+", default=DEFAULT_DIRS)
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
+    ap.add_argument("--unpack-dir", help="where the unpack comparisons write (default: --out;"
+                    " /dev/shm takes the disk out and compares CPU cost only)")
+    args = ap.parse_args()
+    unpack_dir = args.unpack_dir or args.out
+    os.makedirs(args.out, exist_ok=True)
+    for old in ("store", "skopeo", "unpack-ours", "umoci-bundle", "unpack-tar", "registry"):
+        fresh(os.path.join(args.out, old))
+        fresh(os.path.join(unpack_dir, old))  # before timing: deleting costs the disk too
+    print("building layers", flush=True)
+    layers = build_layers(args.dirs, args.out)
+    gz = sum(layer.size for layer in layers)
+    raw = sum(layer.usize for layer in layers)
+    files = sum(layer.entries for layer in layers)
+    print(f"image: {len(layers)} layers, {files} entries, {gz / 1e6:.0f} MB compressed, "
+          f"{raw / 1e6:.0f} MB uncompressed", flush=True)
+
+    server = RegistryServer(fresh(os.path.join(args.out, "registry")))
+    try:
+        image = Image(layers, "oci", config={"Cmd": ["/bin/sh"]})
+        RegistryClient(server.base).push_image("bench/big", "v1", image)
+        ref = f"{server.host}/bench/big:v1"
+        store = fresh(os.path.join(args.out, "store"))
+        skopeo_dir = fresh(os.path.join(args.out, "skopeo"))
+        results = {}
+        print("timing", flush=True)
+        results["pull"] = timed("tools/pull.py", lambda: subprocess.run(
+            [sys.executable, os.path.join(ROOT, "tools", "pull.py"), "-q", "--store", store,
+             ref], check=True))
+        for name in os.listdir(os.path.join(store, "blobs", "sha256")):
+            os.unlink(os.path.join(store, "blobs", "sha256", name))
+        results["fetch"] = timed("tools/pull.py, rootfs kept", lambda: subprocess.run(
+            [sys.executable, os.path.join(ROOT, "tools", "pull.py"), "-q", "--store", store,
+             ref], check=True))
+        results["skopeo"] = timed("skopeo copy", lambda: subprocess.run(
+            ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
+             f"oci:{skopeo_dir}:bench"], check=True))
+
+        tar_dir = fresh(os.path.join(unpack_dir, "unpack-tar"))
+        os.makedirs(tar_dir)
+        results["tar"] = timed("GNU tar -xzf", lambda: [subprocess.run(
+            ["tar", "-xzf", layer.path, "-C", tar_dir, "--numeric-owner"], check=True)
+            for layer in layers])
+        ours = fresh(os.path.join(unpack_dir, "unpack-ours"))
+        os.makedirs(ours)
+        results["unpack"] = timed("unpack_layer", lambda: [
+            mc.unpack_layer(layer.path, ours) for layer in layers])
+        bundle = fresh(os.path.join(unpack_dir, "umoci-bundle"))
+        results["umoci"] = timed("umoci unpack", lambda: subprocess.run(
+            ["umoci", "unpack", "--image", f"{skopeo_dir}:bench", bundle], check=True,
+            stdout=subprocess.DEVNULL))
+    finally:
+        server.stop()
+        if args.unpack_dir:
+            for name in ("unpack-tar", "unpack-ours", "umoci-bundle"):
+                fresh(os.path.join(unpack_dir, name))
+            if not os.listdir(unpack_dir):
+                os.rmdir(unpack_dir)
+
+    def row(label, seconds, nbytes):
+        return (f"| {label} | {seconds:.2f} s | {nbytes / 1e6 / seconds:.0f} MB/s | "
+                f"{files / seconds:.0f} files/s |")
+    print()
+    print(f"Unpacking into {unpack_dir}.")
+    print(f"Image: {len(layers)} gzip layers, {files} entries, {gz / 1e6:.0f} MB compressed, "
+          f"{raw / 1e6:.0f} MB uncompressed.")
+    print()
+    print("| step | time | throughput | files |")
+    print("|---|---|---|---|")
+    print(row("pull.py (download+verify+unpack)", results["pull"], gz))
+    print(row("pull.py, rootfs kept (download+verify)", results["fetch"], gz))
+    print(row("skopeo copy (download+verify)", results["skopeo"], gz))
+    print(row("unpack_layer (all layers)", results["unpack"], raw))
+    print(row("umoci unpack", results["umoci"], raw))
+    print(row("GNU tar -xzf (all layers)", results["tar"], raw))
+    print()
+    print(f"pull.py download+verify / skopeo copy: "
+          f"{results['fetch'] / results['skopeo']:.2f}x the time")
+    print(f"pull.py with unpack / skopeo copy: {results['pull'] / results['skopeo']:.2f}x")
+    print(f"unpack_layer / GNU tar: {results['unpack'] / results['tar']:.2f}x the time")
+    print(f"unpack_layer / umoci unpack: {results['unpack'] / results['umoci']:.2f}x the time")
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"layers": len(layers), "entries": files, "compressed": gz,
+                   "uncompressed": raw, "seconds": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
