@@ -248,6 +248,7 @@ def default_spec(rootfs="rootfs", args=("sh",), terminal=False):
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
             "maskedPaths": list(DEFAULT_MASKED_PATHS),
             "readonlyPaths": list(DEFAULT_READONLY_PATHS),
+            "seccomp": default_seccomp_profile(caps),
         },
     }
 
@@ -3942,19 +3943,20 @@ def run_config(a):
                     if c.upper() == "ALL" else [("CAP_" + c.upper()).replace("CAP_CAP_", "CAP_")]
                 current += [n for n in names if n not in current]
             caps[kind] = current
+    if (a.cap_add or a.cap_drop) and not a.bundle and "seccomp" in linux:
+        # docker's profile opens syscalls by capability: follow the capabilities asked for.
+        linux["seccomp"] = default_seccomp_profile(process["capabilities"]["bounding"])
     for opt in a.security_opt:
         key, _, value = opt.partition("=")
         if key == "no-new-privileges":
             process["noNewPrivileges"] = value in ("", "true")
         elif key == "seccomp":
-            if value == "unconfined":
+            profile = seccomp_profile_for_option(value, process.get("capabilities", {})
+                                                 .get("bounding"))
+            if profile is None:
                 linux.pop("seccomp", None)
             else:
-                try:
-                    with open(value) as f:
-                        linux["seccomp"] = json.load(f)
-                except (OSError, ValueError) as e:
-                    raise Error("--security-opt seccomp=%s: %s" % (value, e)) from None
+                linux["seccomp"] = profile
         else:
             raise Error("--security-opt %s: unknown option" % opt)
     if a.tty:
