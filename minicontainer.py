@@ -403,17 +403,19 @@ def cgroup_hierarchies():
     if forced:
         return {}, forced
     v1, v2 = {}, None
+    mounts = {}  # mountpoint: (fstype, super options); a later mount hides an earlier one
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
             sep = fields.index("-")
-            fstype, mountpoint = fields[sep + 1], fields[4].replace("\\040", " ")
-            if fstype == "cgroup2" and v2 is None:
-                v2 = mountpoint
-            elif fstype == "cgroup":
-                for opt in fields[sep + 3].split(","):
-                    if opt not in ("rw", "ro") and "=" not in opt and opt not in v1:
-                        v1[opt] = mountpoint
+            mounts[fields[4].replace("\\040", " ")] = (fields[sep + 1], fields[sep + 3])
+    for mountpoint, (fstype, options) in mounts.items():
+        if fstype == "cgroup2" and v2 is None:
+            v2 = mountpoint
+        elif fstype == "cgroup":
+            for opt in options.split(","):
+                if opt not in ("rw", "ro") and "=" not in opt and opt not in v1:
+                    v1[opt] = mountpoint
     return v1, v2
 
 
@@ -867,15 +869,18 @@ class Cgroup:
         # Our default parent is removed by whichever container leaves it empty.
         ours = {os.path.dirname(d) for d in leaves
                 if os.path.basename(os.path.dirname(d)) == DEFAULT_CGROUP_PARENT}
+        failed = None
         for d in sorted(set(self.created) | set(leaves) | ours, key=len, reverse=True):
             try:
                 os.rmdir(d)
             except FileNotFoundError:
                 pass
             except OSError as e:
-                if d in leaves or e.errno != errno.EBUSY:
-                    raise
                 # A shared parent that another container still uses: that one removes it.
+                if d in leaves or e.errno != errno.EBUSY:
+                    failed = failed or e  # remove what we can, then say what we could not
+        if failed:
+            raise failed
         self.created = []
 
 
@@ -2595,6 +2600,8 @@ class _Unpacker:
         parts = tuple(p for p in name.split("/") if p not in ("", "."))
         if ".." in parts:
             self.fail(entry_name or name, f"'..' in {what} {name!r}")
+        if "\0" in name or len(parts) > 256:
+            self.fail(entry_name or name, f"unusable {what} (a NUL byte, or too deep)")
         return parts
 
     def dir_fd(self, parts, name, create=True):
@@ -2983,9 +2990,13 @@ def unpack_layer(src, dest, layer_name="layer", same_owner=None):
         return reader.drain()
     except zlib.error as e:
         raise UnpackError(f"{layer_name}: corrupt gzip data ({e})") from None
+    except UnpackError:
+        raise
     except Exception as e:
         if type(e).__name__ == "ZstdError":
             raise UnpackError(f"{layer_name}: corrupt zstd data ({e})") from None
+        if isinstance(e, (OSError, ValueError, EOFError)):  # ENOSPC, a bad bzip2 stream, ...
+            raise UnpackError(f"{layer_name}: {e}") from None
         raise
     finally:
         if reader is not None:

@@ -223,6 +223,7 @@ def hostile_layers(outside):
         "opaque-through-symlink": [[entry("evil", "symlink", link=outside)],
                                    [entry("evil/.wh..wh..opq")]],
         "whiteout-of-parent": [[entry("d/.wh...")]],
+        "too-deep": [[entry("a/" * 300 + "f", data=b"x")]],
     }
 
 
@@ -239,7 +240,7 @@ def test_hostile_layer_is_refused(case, rootfs, outside):
     before = tree_snapshot(outside)
     layers = hostile_layers(outside)[case]
     expected = ("symlinks are never followed" if "symlink" in case else
-                "'\\.\\.'|absolute|whiteout must name")
+                "'\\.\\.'|absolute|whiteout must name|too deep")
     with pytest.raises(mc.UnpackError, match="refusing entry") as err:
         for i, layer in enumerate(layers):
             mc.unpack_layer(io.BytesIO(tar_bytes(layer)), rootfs, f"layer {i + 1}")

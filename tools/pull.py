@@ -673,6 +673,9 @@ def main(argv=None):
     except requests.RequestException as e:
         print(f"pull: {_reason(e)}", file=sys.stderr)
         return 1
+    except OSError as e:  # the store's disk: full, read-only, not ours...
+        print(f"pull: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("pull: interrupted", file=sys.stderr)
         return 130
