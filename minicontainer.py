@@ -1,5 +1,11 @@
-#!/usr/bin/env python3
-"""minicontainer: a container runtime in one file of Python (standard library + ctypes).
+#!/bin/sh
+"""exec" python3 -I -S -c 'import sys, os; sys.path.insert(0, os.path.dirname(os.path.realpath(sys.argv[1]))); sys.argv.pop(0); import minicontainer; sys.exit(minicontainer.main())' "$0" "$@"
+
+minicontainer: a container runtime in one file of Python (standard library + ctypes).
+
+The line above is for the shell: run as a program (as engines do, with no PATH), the shell
+finds python3 and has it import this file as a module, whose compiled form Python caches,
+instead of compiling all of it again at every start as `python3 minicontainer.py` must.
 
     sudo python3 minicontainer.py run --rootfs DIR -- sh
     sudo python3 minicontainer.py run alpine echo hello

@@ -1,0 +1,28 @@
+# minicontainer: set up, test, lint, benchmark, demo.  Run as root (sudo make ...).
+PYTHON ?= python3
+APT_PACKAGES = busybox-static docker-registry skopeo umoci runc crun podman conmon \
+               zstd iproute2 uidmap linux-libc-dev
+
+.PHONY: setup test lint bench demo clean
+
+setup:
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES)
+	$(PYTHON) -m pip install -q -r requirements-dev.txt
+
+# pytest's exit 5 (no tests collected) is a failure here, as is any other non-zero exit.
+test:
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+lint:
+	$(PYTHON) -m ruff check --select E,F,W --line-length 100 minicontainer.py tools tests bench
+
+bench:
+	$(PYTHON) bench/bench_run.py
+	$(PYTHON) bench/bench_pull.py
+
+demo:
+	$(PYTHON) tools/demo.py
+
+clean:
+	rm -rf bench/out .pytest_cache
