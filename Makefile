@@ -15,7 +15,7 @@ test:
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
 
 lint:
-	$(PYTHON) -m ruff check --select E,F,W --line-length 100 minicontainer.py tools tests bench
+	$(PYTHON) -m ruff check minicontainer.py tools tests bench
 
 bench:
 	$(PYTHON) bench/bench_run.py

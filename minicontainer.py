@@ -1,5 +1,7 @@
 #!/bin/sh
-"""exec" python3 -I -S -c 'import sys, os; sys.path.insert(0, os.path.dirname(os.path.realpath(sys.argv[1]))); sys.argv.pop(0); import minicontainer; sys.exit(minicontainer.main())' "$0" "$@"
+"""exec" python3 -I -S -c 'import sys, os; \
+sys.path.insert(0, os.path.dirname(os.path.realpath(sys.argv[1]))); sys.argv.pop(0); \
+import minicontainer; sys.exit(minicontainer.main())' "$0" "$@"
 
 minicontainer: a container runtime in one file of Python (standard library + ctypes).
 
