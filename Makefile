@@ -1,7 +1,7 @@
 # minicontainer: set up, test, lint, benchmark, demo.  Run as root (sudo make ...).
 PYTHON ?= python3
 APT_PACKAGES = busybox-static docker-registry skopeo umoci runc crun podman conmon \
-               zstd iproute2 uidmap linux-libc-dev
+               zstd iproute2 uidmap linux-libc-dev openssl
 
 .PHONY: setup test lint bench demo clean
 

@@ -3899,7 +3899,7 @@ def run_config(a):
                 process["cwd"] = ic["WorkingDir"]
             if ic.get("User"):
                 process["user"] = lookup_user(image.rootfs, ic["User"])
-            config["hostname"] = (a.name or "")[:63] or None
+            config.pop("hostname", None)  # run names it after the container
     process, linux = config["process"], config.setdefault("linux", {})
     rootfs = os.path.join(bundle, config["root"]["path"])
     if command or a.entrypoint is not None:
@@ -4076,7 +4076,7 @@ def cmd_run(a, g):
         raise Error("run: two ids given (%s and --name %s)" % (cid, a.name))
     cid = a.name or cid or os.urandom(6).hex()
     if image is not None and not config.get("hostname"):
-        config["hostname"] = cid[:12]
+        config["hostname"] = cid[:63]
     terminal = config["process"].get("terminal")
     console = a.console_socket or ("self" if terminal else None)
     c = Container.create(cid, config, bundle, g.root, console=console,
