@@ -1491,7 +1491,8 @@ class Container:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             ctx = {"config": config, "rootfs": rootfs, "bundle": c.state["bundle"],
                    "cgroup": cgroup, "fifo": c.fifo, "sync": theirs, "console": console,
-                   "lock": lock,
+                   "lock": lock, "seccomp": _compile_seccomp(linux),
+                   "hooks": bool(config.get("hooks")),
                    "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug}
             child = _fork_init(ctx, linux)
             theirs.close()
@@ -1571,6 +1572,77 @@ class Container:
         if msg and msg["t"] == "error":
             return Error(msg["msg"], msg.get("code", 1))
         return None
+
+    # -- another process in a running container
+    def exec(self, process, console=None, stdin_null=False, preserve_fds=0, debug=False):
+        """Start `process` (an OCI process object) in the container's namespaces and cgroup.
+
+        Returns its host pid once it runs; console works as for create(), and with "self"
+        the pty's master is left in .console_master."""
+        import socket
+        status = self.status()
+        if status not in ("running", "created"):
+            raise Error("cannot exec in a container that is %s" % status)
+        validate(process, SCHEMA["process"], "process")
+        if not process.get("args"):
+            raise Error("process.args must name the program to run")
+        if process.get("terminal") and console is None:
+            raise Error("process.terminal is set: give a console (-t or --console-socket)")
+        config = self.state["config"]
+        # Every namespace is opened before the first setns: after setns into the container's
+        # mount namespace, /proc/PID would name another process.
+        nsfds = []
+        for ns in sorted(config.get("linux", {}).get("namespaces", []),
+                         key=lambda ns: ns["type"] != "user"):
+            flag, name = NAMESPACES[ns["type"]]
+            try:
+                nsfds.append((os.open("/proc/%d/ns/%s" % (self.pid, name),
+                                      os.O_RDONLY | os.O_CLOEXEC), flag))
+            except OSError as e:
+                raise Error("exec: namespace %s of %s: %s" % (ns["type"], self.id,
+                                                             e.strerror)) from None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # The process is a grandchild (it must be forked after setns to be in the pid
+        # namespace): as a subreaper, we inherit it when its parent exits.
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        ctx = {"process": process, "nsfds": nsfds, "cgroup": self.cgroup, "sync": theirs,
+               "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug,
+               "seccomp": _compile_seccomp(config.get("linux", {}))}
+        mid = os.fork()
+        if mid == 0:
+            _child(ctx, _exec_steps)
+        theirs.close()
+        for fd, _ in nsfds:
+            os.close(fd)
+        sync = _Sync(ours)
+        pid, error, self.console_master = None, None, None
+        try:
+            while True:
+                msg, fds = sync.recv()
+                if msg is None:
+                    break  # both ends closed: the middle process exited, and execve worked
+                if msg["t"] == "pid":
+                    pid = msg["pid"]
+                elif msg["t"] == "pty":
+                    if console == "self":
+                        self.console_master = fds[0]
+                    else:
+                        send_console(console, fds[0])
+                elif msg["t"] == "error":
+                    error = Error(msg["msg"], msg.get("code", 1))
+        finally:
+            ours.close()
+            os.waitpid(mid, 0)
+        if error:
+            if pid:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+            raise error
+        if pid is None:
+            raise Error("exec: the process could not be started")
+        return pid
 
     # -- management of a running container
     def processes(self):
@@ -1689,6 +1761,13 @@ def send_console(path, master):
         os.close(master)
 
 
+def _compile_seccomp(linux):
+    """(profile, program) for _exec_process: compiled before anything is set up, so that a
+    bad profile fails early and the container's process only loads it."""
+    profile = linux.get("seccomp")
+    return (profile, seccomp_program(profile)) if profile else None
+
+
 def _fork_init(ctx, linux):
     """Fork the container's init, in a new (or given) pid namespace if asked: it is pid 1."""
     pidns = next((ns for ns in linux.get("namespaces", []) if ns["type"] == "pid"), None)
@@ -1720,11 +1799,23 @@ def _fork_init(ctx, linux):
 
 def _container_init(ctx):
     """The container's first process, between fork and exec. It never returns."""
+    ctx["lock"].close()  # a flock belongs to the open file, which fork shared with us
+    _child(ctx, _init_steps)
+
+
+def _child(ctx, steps):
+    """Run a forked child's steps; whatever happens, it ends here and says why."""
     sync = _Sync(ctx["sync"])
     code = 1
     try:
-        ctx["lock"].close()  # a flock belongs to the open file, which fork shared with us
-        _init_steps(ctx, sync)
+        # Inside the container, the host's Python library is out of reach: import now
+        # whatever the steps will need.
+        import fcntl, resource, stat, struct  # noqa: E401, F401
+        if ctx.get("debug"):
+            import traceback  # noqa: F401
+        if ctx.get("hooks"):
+            import subprocess  # noqa: F401
+        steps(ctx, sync)
     except Error as e:
         code = e.code
         _report(sync, str(e), code)
@@ -1734,7 +1825,7 @@ def _container_init(ctx):
         if ctx.get("debug"):
             import traceback
             traceback.print_exc()
-        _report(sync, "container init: %s: %s" % (type(e).__name__, e), code)
+        _report(sync, "container process: %s: %s" % (type(e).__name__, e), code)
     finally:
         os._exit(code)
 
@@ -1754,7 +1845,9 @@ def _init_steps(ctx, sync):
     linux = config.get("linux", {})
     hooks = config.get("hooks", {})
     os.setsid()
-    prctl(PR_SET_PDEATHSIG, 0)
+    # Until execve, this process is the host's python: no process of the container may open
+    # it through /proc/PID/exe (the runc CVE-2019-5736 class). execve resets the flag.
+    prctl(PR_SET_DUMPABLE, 0)
     if ctx["cgroup"] is not None:
         ctx["cgroup"].join(0)
     fifo = os.open(ctx["fifo"], os.O_PATH | os.O_CLOEXEC)
@@ -1798,19 +1891,7 @@ def _init_steps(ctx, sync):
         loopback_up()
     apply_sysctl(linux.get("sysctl", {}))
     finish_rootfs(config)
-    if process.get("terminal"):
-        master, slave, slave_path = open_pty()
-        sync.send("pty", fds=[master])
-        os.close(master)
-        setup_console(slave, slave_path, process.get("consoleSize"))
-    elif devnull is not None:
-        os.dup2(devnull, 0)
-    os.chdir(process.get("cwd", "/"))
-    env = process.get("env", [])
-    path = find_executable(process["args"], env)
-    apply_rlimits(process.get("rlimits", []))
-    if process.get("oomScoreAdj") is not None:
-        _write("/proc/self/oom_score_adj", process["oomScoreAdj"])
+    path = _prepare_process(process, sync, devnull)
     sync.send("ready")
     # Wait for start: opening the fifo to write blocks until `start` opens it to read.
     fd = os.open("/proc/self/fd/%d" % fifo, os.O_WRONLY | os.O_CLOEXEC)
@@ -1820,17 +1901,61 @@ def _init_steps(ctx, sync):
     if hooks.get("startContainer"):
         run_hooks(hooks["startContainer"], {"ociVersion": OCI_VERSION, "status": "created",
                                             "pid": os.getpid()}, "startContainer")
-    seccomp = linux.get("seccomp")
+    _exec_process(process, path, ctx["seccomp"], ctx["preserve_fds"], ctx["sync"])
+
+
+def _exec_steps(ctx, sync):
+    """exec's middle process: join the cgroup and namespaces, fork the process, and go."""
+    prctl(PR_SET_DUMPABLE, 0)  # see _init_steps
+    if ctx["cgroup"] is not None:
+        ctx["cgroup"].join(0)
+    for fd, flag in ctx["nsfds"]:
+        setns(fd, flag)
+    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx["stdin_null"] else None
+    pid = os.fork()
+    if pid:
+        sync.send("pid", pid=pid)
+        os._exit(0)
+    os.setsid()
+    process = ctx["process"]
+    path = _prepare_process(process, sync, devnull)
+    _exec_process(process, path, ctx["seccomp"], ctx["preserve_fds"], ctx["sync"])
+
+
+def _prepare_process(process, sync, devnull):
+    """Terminal, cwd, program and rlimits: what may still fail before the process is started
+    (and so fail `create`), done inside the container's root."""
+    if process.get("terminal"):
+        master, slave, slave_path = open_pty()
+        sync.send("pty", fds=[master])
+        os.close(master)
+        setup_console(slave, slave_path, process.get("consoleSize"))
+    elif devnull is not None:
+        os.dup2(devnull, 0)
+    os.chdir(process.get("cwd", "/"))
+    path = find_executable(process["args"], process.get("env", []))
+    apply_rlimits(process.get("rlimits", []))
+    if process.get("oomScoreAdj") is not None:
+        _write("/proc/self/oom_score_adj", process["oomScoreAdj"])
+    return path
+
+
+def _exec_process(process, path, seccomp, preserve_fds, sync_sock):
+    """The last steps of every container process, init or exec'd: privileges, then execve.
+
+    seccomp is (profile, compiled program) or None."""
     if process.get("noNewPrivileges"):
         prctl(PR_SET_NO_NEW_PRIVS, 1)
     elif seccomp:
-        apply_seccomp(seccomp)  # without no_new_privs, while CAP_SYS_ADMIN is still ours
+        apply_seccomp(*seccomp)  # without no_new_privs, while CAP_SYS_ADMIN is still ours
     apply_user_and_capabilities(process)
     os.umask(process.get("user", {}).get("umask", 0o022))
     os.chdir(process.get("cwd", "/"))
-    _close_fds(3 + ctx["preserve_fds"], keep=[ctx["sync"].fileno()])
+    # The sync socket is close-on-exec: its closing tells the runtime that execve worked.
+    _close_fds(3 + preserve_fds, keep=[sync_sock.fileno()])
     if seccomp and process.get("noNewPrivileges"):
-        apply_seccomp(seccomp)  # last: the fewer syscalls we make under it the better
+        apply_seccomp(*seccomp)  # last: the fewer syscalls we make under it the better
+    env = process.get("env", [])
     try:
         os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
     except OSError as e:
@@ -3569,18 +3694,19 @@ def seccomp_program(profile, arch=None):
     return asm.assemble()
 
 
-def apply_seccomp(profile):
+def apply_seccomp(profile, prog=None):
     """Load `profile` (an OCI linux.seccomp object; None: nothing) into this process.
 
     Needs no_new_privs or CAP_SYS_ADMIN. The filter applies from here on, across exec:
-    call it as late as possible before exec.
+    call it as late as possible before exec. `prog` is the profile compiled beforehand.
     """
     if profile is None:
         return
     import ctypes
     import errno
     import os
-    prog = seccomp_program(profile)
+    if prog is None:
+        prog = seccomp_program(profile)
     flags = _seccomp_flags(profile)
 
     class SockFprog(ctypes.Structure):
@@ -4185,6 +4311,150 @@ def cmd_delete(a, g):
     return 0
 
 
+def _read_json_arg(path, what):
+    try:
+        if path == "-":
+            return json.load(sys.stdin)
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise Error("%s %s: %s" % (what, path, e.strerror)) from None
+    except ValueError as e:
+        raise Error("%s %s: invalid JSON: %s" % (what, path, e)) from None
+
+
+def cmd_exec(a, g):
+    c = Container.load(a.id, g.root)
+    if a.process:
+        process = _read_json_arg(a.process, "--process")
+    else:
+        if not a.args:
+            raise Error("exec: give a command, or --process FILE")
+        process = json.loads(json.dumps(c.state.get("config", {}).get("process", {})))
+        process.pop("consoleSize", None)
+        process["args"] = a.args
+        process["terminal"] = a.tty
+        if a.cwd:
+            process["cwd"] = a.cwd
+        if a.user:
+            process["user"] = dict(process.get("user", {}),
+                                   **lookup_user(c.state.get("rootfs", "/"), a.user))
+        _set_env(process.setdefault("env", []), a.env)
+        if a.cap:
+            cap_mask(a.cap, "--cap")
+            caps = process.setdefault("capabilities", {})
+            for kind in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+                caps[kind] = caps.get(kind, []) + [n for n in a.cap if n not in caps.get(kind, [])]
+        if a.no_new_privs:
+            process["noNewPrivileges"] = True
+    console = a.console_socket or ("self" if process.get("terminal") else None)
+    pid = c.exec(process, console=console, preserve_fds=a.preserve_fds, debug=g.debug)
+    if a.pid_file:
+        write_atomic(os.path.abspath(a.pid_file), "%d" % pid)
+    if a.detach:
+        if c.console_master is not None:
+            os.close(c.console_master)
+        return 0
+    _forward_signals(pid, c.console_master)
+    if c.console_master is not None:
+        return _proxy_tty(pid, c.console_master, True)
+    return _wait_exit(pid)
+
+
+def cmd_update(a, g):
+    c = Container.load(a.id, g.root)
+    res = _read_json_arg(a.resources, "--resources") if a.resources else {}
+    validate(res, SCHEMA["linux"]["resources"], "resources")
+    mem, cpu = res.setdefault("memory", {}), res.setdefault("cpu", {})
+    for value, section, key in ((a.memory, mem, "limit"), (a.memory_swap, mem, "swap"),
+                                (a.memory_reservation, mem, "reservation")):
+        if value is not None:
+            section[key] = -1 if value == "-1" else parse_size(value)
+    for value, key in ((a.cpu_shares, "shares"), (a.cpu_quota, "quota"),
+                       (a.cpu_period, "period")):
+        if value is not None:
+            cpu[key] = value
+    if a.cpuset_cpus is not None:
+        cpu["cpus"] = a.cpuset_cpus
+    if a.cpuset_mems is not None:
+        cpu["mems"] = a.cpuset_mems
+    if a.pids_limit is not None:
+        res["pids"] = {"limit": a.pids_limit}
+    if a.blkio_weight is not None:
+        res["blockIO"] = {"weight": a.blkio_weight}
+    res = {k: v for k, v in res.items() if v}
+    with c.lock():
+        if c.status() == "stopped":
+            raise Error("cannot update a container that is stopped")
+        c.cgroup.apply(res)
+        stored = c.state["config"].setdefault("linux", {}).setdefault("resources", {})
+        for key, value in res.items():
+            stored[key] = dict(stored.get(key, {}), **value) if isinstance(value, dict) \
+                else value
+        c.save()
+    return 0
+
+
+def _runc_stats(s):
+    """Our stats in the shape of runc's `events` (what engines parse)."""
+    mem, cpu = s.get("memory", {}), s.get("cpu", {})
+    return {"cpu": {"usage": {"total": cpu.get("usage_ns") or 0,
+                              "kernel": cpu.get("system_ns", 0), "user": cpu.get("user_ns", 0)},
+                    "throttling": {}},
+            "memory": {"usage": {"usage": mem.get("usage") or 0,
+                                 "max": mem.get("max_usage") or 0,
+                                 "limit": mem.get("limit") or 0},
+                       "raw": mem.get("stat", {})},
+            "pids": {"current": s.get("pids", {}).get("current") or 0,
+                     "limit": s.get("pids", {}).get("limit") or 0},
+            "blkio": {}, "hugetlb": {}}
+
+
+def cmd_events(a, g):
+    import time
+    c = Container.load(a.id, g.root)
+    interval = a.interval.rstrip("s") if a.interval else "5"
+    try:
+        interval = float(interval)
+    except ValueError:
+        raise Error("--interval %s: use seconds, e.g. 5s" % a.interval) from None
+    while True:
+        if c.status() == "stopped":
+            raise Error("container %s is not running" % a.id)
+        print(json.dumps({"type": "stats", "id": a.id, "data": _runc_stats(c.stats())}),
+              flush=True)
+        if a.stats:
+            return 0
+        time.sleep(interval)
+
+
+def cmd_features(a, g):
+    v1, v2 = cgroup_hierarchies()
+    print(json.dumps({
+        "ociVersionMin": "1.0.0", "ociVersionMax": OCI_VERSION,
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer",
+                  "poststart", "poststop"],
+        "mountOptions": sorted(set(_MOUNT_FLAGS) | set(PROPAGATION)),
+        "linux": {
+            "namespaces": sorted(NAMESPACES),
+            "capabilities": ["CAP_" + c for c in CAPABILITIES[:cap_last_cap() + 1]],
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
+            "seccomp": {"enabled": True,
+                        "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",
+                                    "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
+                                    "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                        "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT",
+                                      "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ",
+                                      "SCMP_CMP_NE"],
+                        "archs": ["SCMP_ARCH_AARCH64", "SCMP_ARCH_X86", "SCMP_ARCH_X32",
+                                  "SCMP_ARCH_X86_64"]},
+            "apparmor": {"enabled": False}, "selinux": {"enabled": False},
+        },
+        "annotations": {"io.github.minicontainer.version": __version__},
+    }, indent=2))
+    return 0
+
+
 def cmd_spec(a, g):
     path = os.path.join(a.bundle or ".", "config.json")
     if os.path.exists(path):
@@ -4273,6 +4543,34 @@ def _parser():
     k.add_argument("signal", nargs="?", default="SIGTERM")
     d = cmd("delete", cmd_delete, "remove a container and all it holds")
     d.add_argument("-f", "--force", action="store_true")
+    x = cmd("exec", cmd_exec, "run another process in a running container", ids=False)
+    x.add_argument("-p", "--process", help="an OCI process JSON file")
+    x.add_argument("-t", "--tty", action="store_true")
+    x.add_argument("--console-socket")
+    x.add_argument("-d", "--detach", action="store_true")
+    x.add_argument("--pid-file")
+    x.add_argument("-e", "--env", action="append", default=[])
+    x.add_argument("--cwd")
+    x.add_argument("-u", "--user")
+    x.add_argument("-c", "--cap", action="append", default=[])
+    x.add_argument("--no-new-privs", action="store_true")
+    x.add_argument("--preserve-fds", type=int, default=0)
+    for ignored in ("--apparmor", "--process-label"):
+        x.add_argument(ignored, help=argparse.SUPPRESS)
+    x.add_argument("id", metavar="ID")
+    x.add_argument("args", nargs=argparse.REMAINDER)
+    u = cmd("update", cmd_update, "change a running container's resource limits")
+    u.add_argument("-r", "--resources", help="linux.resources JSON file, or - for stdin")
+    for flag in ("--memory", "--memory-swap", "--memory-reservation", "--kernel-memory",
+                 "--kernel-memory-tcp", "--cpuset-cpus", "--cpuset-mems"):
+        u.add_argument(flag)
+    for flag in ("--cpu-shares", "--cpu-quota", "--cpu-period", "--pids-limit",
+                 "--blkio-weight", "--cpu-rt-period", "--cpu-rt-runtime"):
+        u.add_argument(flag, type=int)
+    e = cmd("events", cmd_events, "print a container's statistics as events")
+    e.add_argument("--stats", action="store_true", help="once, then exit")
+    e.add_argument("--interval", default="5s")
+    cmd("features", cmd_features, "print what this runtime supports (OCI features)", ids=False)
     s = cmd("spec", cmd_spec, "write a default config.json", ids=False)
     s.add_argument("-b", "--bundle")
     s.add_argument("--rootfs")
@@ -4289,26 +4587,35 @@ def _split_run_args(argv):
     return argv, None
 
 
+def _command_index(argv):
+    """Where the command word is: after the global options (some of which take a value)."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in ("--root", "--log", "--log-format", "--criu", "--rootless") \
+            else 1
+    return i
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv[:argv.index("run")] if "run" in argv else "--debug" in argv
-    log = None
+    at = _command_index(argv)
+    debug = "--debug" in argv[:at]
+    # Errors go to --log too (engines read it), also those found while parsing the rest.
+    log = [None, "text"]
+    for i, word in enumerate(argv[:at]):
+        if word in ("--log", "--log-format") and i + 1 < at:
+            log[word == "--log-format"] = argv[i + 1]
     try:
         parser = _parser()
-        # images and rmi parse their own arguments in the image store section.
-        for i, word in enumerate(argv):
-            if word in ("images", "rmi"):
-                g = parser.parse_args(argv[:i])
-                return (cmd_images if word == "images" else cmd_rmi)(argv[i + 1:])
-            if not word.startswith("-") or word in ("run", "create"):
-                break
+        command = argv[at] if at < len(argv) else None
+        if command in ("images", "rmi"):  # they parse their own arguments (image store)
+            parser.parse_args(argv[:at])
+            return (cmd_images if command == "images" else cmd_rmi)(argv[at + 1:])
         after = None
-        if "run" in argv:
-            i = argv.index("run")
-            head, after = _split_run_args(argv[i + 1:])
-            argv = argv[:i + 1] + head
+        if command == "run":
+            head, after = _split_run_args(argv[at + 1:])
+            argv = argv[:at + 1] + head
         g = parser.parse_args(argv)
-        log = (g.log, g.log_format)
         if g.version:
             print("minicontainer version %s\nspec: %s" % (__version__, OCI_VERSION))
             return 0
