@@ -4204,6 +4204,11 @@ def cmd_run(a, g):
     if image is not None and not config.get("hostname"):
         config["hostname"] = cid[:63]
     terminal = config["process"].get("terminal")
+    if terminal and not a.console_socket and "consoleSize" not in config["process"]:
+        # The pty gets our terminal's size before the program starts, not after (a race).
+        size = get_winsize(0) or get_winsize(1)
+        if size:
+            config["process"]["consoleSize"] = {"height": size[0], "width": size[1]}
     console = a.console_socket or ("self" if terminal else None)
     c = Container.create(cid, config, bundle, g.root, console=console,
                          stdin_null=not a.interactive and bool(image or a.rootfs),

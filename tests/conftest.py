@@ -1,7 +1,12 @@
 """Shared fixtures: a busybox rootfs, the runtime as a command, and a leak check."""
+import itertools
 import os
+import platform
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -23,6 +28,8 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "needs_root" in item.keywords:
                 item.add_marker(skip)
+    # The session-wide leak check (tests/test_leaks.py) looks at what all the others left.
+    items.sort(key=lambda item: item.fspath.basename == "test_leaks.py")
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +46,133 @@ def mc(*args, input=None, timeout=60, check=False, env=None, state_root=None):
     cmd += list(args)
     return subprocess.run(cmd, input=input, capture_output=True, text=True,
                           timeout=timeout, check=check, env=env)
+
+
+def mc_bg(*args, state_root=None, out=None, timeout=60, env=None):
+    """Run minicontainer.py with stdout/stderr going to files: for commands that leave a
+    container running (create, run -d), which keeps the runtime's stdio open. Returns
+    (returncode, stdout, stderr); `out` is the prefix of the two files."""
+    import tempfile
+    prefix = out or tempfile.mktemp(prefix="mc-out-")
+    cmd = [sys.executable, RUNTIME] + (["--root", state_root] if state_root else []) + list(args)
+    with open(prefix + ".out", "w") as o, open(prefix + ".err", "w") as e:
+        rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=o, stderr=e,
+                            timeout=timeout, env=env).returncode
+    with open(prefix + ".out") as o, open(prefix + ".err") as e:
+        return rc, o.read(), e.read()
+
+
+# ---- per-test isolation for the runtime tests: ids, a state root, and a leak check ----
+
+SESSION = "mct%d" % os.getpid()  # every container id, hence every cgroup, starts with it
+_ids = itertools.count(1)
+
+
+def new_id(tag="c"):
+    return "%s-%s-%d" % (SESSION, tag, next(_ids))
+
+
+@pytest.fixture
+def state_root(tmp_path):
+    """A state directory (--root) of the test's own."""
+    return str(tmp_path / "state")
+
+
+@pytest.fixture
+def rootfs_copy(busybox_rootfs, tmp_path):
+    """A private copy of the busybox rootfs, for tests that write to it."""
+    dest = str(tmp_path / "rootfs")
+    shutil.copytree(busybox_rootfs, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def alpine_rootfs(tmp_path_factory):
+    """Alpine's minirootfs from shared/data (musl, /etc/passwd of a real distribution)."""
+    tarball = os.path.join(SHARED_DATA, "alpine-minirootfs-3.20.3-%s.tar.gz" % platform.machine())
+    if not os.path.exists(tarball):
+        pytest.skip("no %s" % tarball)
+    dest = tmp_path_factory.mktemp("alpine") / "rootfs"
+    dest.mkdir()
+    subprocess.run(["tar", "-xzf", tarball, "-C", str(dest)], check=True)
+    return str(dest)
+
+
+def _cmdlines():
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % name, "rb") as f:
+                    yield int(name), f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                pass
+
+
+def session_cgroups():
+    """cgroup directories this session's containers made (their ids start with SESSION)."""
+    found = []
+    for top, dirs, _ in os.walk("/sys/fs/cgroup"):
+        depth = top.count("/") - 3
+        for d in dirs:
+            if SESSION in d:
+                found.append(os.path.join(top, d))
+        if depth >= 3:
+            dirs[:] = []
+    return found
+
+
+def mountpoints_under(*paths):
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split()[4].replace("\\040", " ")
+            if any(mp == p or mp.startswith(p.rstrip("/") + "/") for p in paths):
+                out.append(mp)
+    return out
+
+
+def find_leaks(state_root, paths, marker):
+    """What the runtime left behind, each as a line; cleans it up as it goes."""
+    import minicontainer
+    problems = []
+    for pid, cmd in _cmdlines():
+        if "minicontainer.py" in cmd and marker in cmd and pid != os.getpid():
+            problems.append("runtime process left: %d %s" % (pid, cmd))
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    if state_root and os.path.isdir(state_root):
+        for name in sorted(os.listdir(state_root)):
+            problems.append("state dir left: %s/%s" % (state_root, name))
+            try:
+                minicontainer.Container.load(name, state_root).destroy()
+            except Exception:
+                shutil.rmtree(os.path.join(state_root, name), ignore_errors=True)
+    for d in sorted(session_cgroups(), key=len, reverse=True):
+        problems.append("cgroup left: %s" % d)
+        try:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                for pid in f.read().split():
+                    os.kill(int(pid), signal.SIGKILL)
+            for _ in range(100):
+                try:
+                    os.rmdir(d)
+                    break
+                except OSError:
+                    time.sleep(0.01)
+        except OSError:
+            pass
+    for mp in sorted(mountpoints_under(*paths), key=len, reverse=True):
+        problems.append("mount left: %s" % mp)
+        subprocess.run(["umount", "-l", mp], capture_output=True)
+    return problems
+
+
+@pytest.fixture
+def no_leaks(tmp_path, state_root, busybox_rootfs):
+    """After the test: no runtime process, state dir, cgroup or mount of this test remains."""
+    yield
+    problems = find_leaks(state_root, [str(tmp_path), busybox_rootfs], str(tmp_path))
+    if problems:
+        pytest.fail("the test left things behind:\n  " + "\n  ".join(problems))
