@@ -1711,12 +1711,13 @@ class Container:
     def _wait_gone(self):
         import time
         for _ in range(5000):
-            if not self.alive():
-                return
+            gone = not self.alive()  # a zombie counts as gone: reap it below if it is ours
             try:  # ours to reap when we created it
                 os.waitpid(self.pid, os.WNOHANG)
             except ChildProcessError:
                 pass
+            if gone:
+                return
             time.sleep(0.002)
         raise Error("container %s: init did not die" % self.id)
 
