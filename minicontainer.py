@@ -517,7 +517,11 @@ def device_filter_program(rules):
                 c = c[:2] + struct.pack("<h", skip) + c[4:]
             block.append(c)
         body += block + [insn(MOV32, 0, imm=1 if allow else 0), insn(EXIT)]
-    return b"".join(head + body + [insn(MOV32, 0, imm=0), insn(EXIT)])
+        if not checks:  # it matches everything: the verifier refuses code after it as unreachable
+            break
+    else:
+        body += [insn(MOV32, 0, imm=0), insn(EXIT)]  # no rule matched: deny
+    return b"".join(head + body)
 
 
 def bpf_attach_device_filter(cgroup_dir, rules):
@@ -537,8 +541,8 @@ def bpf_attach_device_filter(cgroup_dir, rules):
     prog_fd = libc().syscall(nr, 5, attr, 128)  # BPF_PROG_LOAD
     if prog_fd < 0:
         err = ctypes.get_errno()
-        raise Error("device filter: BPF_PROG_LOAD: %s %s" % (os.strerror(err),
-                                                               log.value.decode()[:200]))
+        raise Error("device filter: BPF_PROG_LOAD: %s %s" % (
+            os.strerror(err), " ".join(log.value.decode(errors="replace").split())[:200]))
     cg_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         attr = ctypes.create_string_buffer(128)

@@ -1,0 +1,347 @@
+"""cgroups: v1 files written for real on this (hybrid) host, v2 file formats on a fake tree,
+and the v2 code for real on the host's cgroup2 mount (MINICONTAINER_CGROUP2): membership,
+cgroup.freeze, the eBPF device filter, and the error for a missing controller."""
+import json
+import os
+import time
+
+import pytest
+
+import minicontainer as mcmod
+from conftest import mc, new_id
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
+
+V2 = "/sys/fs/cgroup/unified"
+
+
+def read(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+def wait_for(predicate, timeout=10, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def one_line_error(r):
+    assert r.returncode != 0, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("minicontainer: "), r.stderr
+    return lines[0]
+
+
+def v1_dir(controller, path):
+    return "/sys/fs/cgroup/%s%s" % (controller, path)
+
+
+@pytest.fixture
+def created(busybox_rootfs, state_root, tmp_path):
+    """created(config_edit) -> a container created through the API (not started)."""
+    made = []
+
+    def create(edit=None, args=("sleep", "1000")):
+        config = mcmod.default_spec(rootfs=busybox_rootfs, args=list(args))
+        if edit:
+            edit(config)
+        c = mcmod.Container.create(new_id(), config, str(tmp_path), root=state_root,
+                                   stdin_null=True)
+        made.append(c)
+        return c
+    yield create
+    for c in made:
+        if os.path.isdir(c.dir):
+            c.destroy()
+
+
+# ---- v1, for real ----
+
+def test_v1_limits_are_written_in_v1_formats(created):
+    def edit(config):
+        config["linux"]["resources"].update(
+            memory={"limit": 32 << 20, "swap": 64 << 20, "reservation": 16 << 20,
+                    "swappiness": 10},
+            cpu={"shares": 512, "quota": 50000, "period": 200000, "cpus": "0", "mems": "0"},
+            pids={"limit": 42})
+    c = created(edit)
+    path = "/minicontainer/" + c.id
+    assert c.cgroup.path == path
+    assert read(v1_dir("memory", path) + "/memory.limit_in_bytes") == str(32 << 20)
+    assert read(v1_dir("memory", path) + "/memory.memsw.limit_in_bytes") == str(64 << 20)
+    assert read(v1_dir("memory", path) + "/memory.soft_limit_in_bytes") == str(16 << 20)
+    assert read(v1_dir("memory", path) + "/memory.swappiness") == "10"
+    assert read(v1_dir("cpu", path) + "/cpu.shares") == "512"
+    assert read(v1_dir("cpu", path) + "/cpu.cfs_quota_us") == "50000"
+    assert read(v1_dir("cpu", path) + "/cpu.cfs_period_us") == "200000"
+    assert read(v1_dir("cpuset", path) + "/cpuset.cpus") == "0"
+    assert read(v1_dir("cpuset", path) + "/cpuset.mems") == "0"
+    assert read(v1_dir("pids", path) + "/pids.max") == "42"
+    devices = read(v1_dir("devices", path) + "/devices.list").splitlines()
+    assert "a *:* rwm" not in devices
+    for rule in ("c 1:3 rwm", "c 1:5 rwm", "c 1:9 rwm", "c 136:* rwm", "b *:* m", "c *:* m"):
+        assert rule in devices, devices
+    # the init is a member of every hierarchy (and of the v2 one, for membership only)
+    procs = [v1_dir(ctrl, path) + "/cgroup.procs" for ctrl in
+             ("memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "devices", "blkio")]
+    for f in procs + [V2 + path + "/cgroup.procs"]:
+        assert read(f).split() == [str(c.pid)], f
+    lines = read("/proc/%d/cgroup" % c.pid).splitlines()
+    assert "0::" + path in lines
+    assert all(line.endswith(path) for line in lines if "name=" not in line), lines
+
+
+def test_v1_unlimited_values(created):
+    def edit(config):
+        config["linux"]["resources"].update(memory={"limit": -1}, pids={"limit": 0},
+                                            cpu={"quota": -1})
+    c = created(edit)
+    path = "/minicontainer/" + c.id
+    assert read(v1_dir("pids", path) + "/pids.max") == "max"
+    assert read(v1_dir("cpu", path) + "/cpu.cfs_quota_us") == "-1"
+    assert int(read(v1_dir("memory", path) + "/memory.limit_in_bytes")) > 1 << 60
+
+
+def test_v1_memory_flags_of_run(busybox_rootfs, state_root):
+    r = mc("run", "--name", new_id(), "--rootfs", busybox_rootfs, "-m", "48m", "--memory-swap",
+           "96m", "--", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+           "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", state_root=state_root)
+    assert r.stdout.split() == [str(48 << 20), str(96 << 20)], r.stderr
+    # docker's default: swap as much again as memory
+    r = mc("run", "--name", new_id(), "--rootfs", busybox_rootfs, "-m", "48m", "--",
+           "cat", "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", state_root=state_root)
+    assert r.stdout.split() == [str(96 << 20)], r.stderr
+
+
+def test_cgroup_parent_and_cgroups_path(busybox_rootfs, state_root, tmp_path):
+    parent = new_id("parent")
+    cid = new_id()
+    r = mc("run", "--name", cid, "--cgroup-parent", parent, "--rootfs", busybox_rootfs, "--",
+           "cat", "/proc/self/cgroup", state_root=state_root)
+    assert r.returncode == 0, r.stderr
+    assert "0::/%s/%s" % (parent, cid) in r.stdout.splitlines()
+    assert not os.path.exists(v1_dir("memory", "/" + parent))  # made for it, removed after it
+    # linux.cgroupsPath in a bundle
+    path = "/%s/nested/leaf" % new_id("path")
+    config = mcmod.default_spec(rootfs=busybox_rootfs, args=["cat", "/proc/self/cgroup"])
+    config["linux"]["cgroupsPath"] = path
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    r = mc("run", "-b", str(tmp_path), new_id(), state_root=state_root)
+    assert r.returncode == 0, r.stderr
+    assert any(line.endswith(":memory:" + path) for line in r.stdout.splitlines()), r.stdout
+    assert not os.path.exists(v1_dir("memory", "/" + path.split("/")[1]))
+
+
+def test_v1_missing_controller_and_unsupported_file(busybox_rootfs, tmp_path, state_root):
+    for resources, words in (
+            ({"hugepageLimits": [{"pageSize": "2MB", "limit": 0}]},
+             "cgroup controller hugetlb is not available"),
+            ({"blockIO": {"weight": 500}}, "blkio.weight"),
+            ({"unified": {"memory.high": "max"}}, "needs a cgroup v2 host")):
+        if resources.get("blockIO") and os.path.exists("/sys/fs/cgroup/blkio/blkio.weight"):
+            continue
+        config = mcmod.default_spec(rootfs=busybox_rootfs, args=["true"])
+        config["linux"]["resources"].update(resources)
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        r = mc("run", "-b", str(tmp_path), new_id(), state_root=state_root)
+        assert words in one_line_error(r)
+
+
+# ---- v2 formats, on a fake tree ----
+
+def fake_v2(tmp_path, controllers="cpu cpuset io memory pids hugetlb"):
+    root = tmp_path / "cg2"
+    (root / "t").mkdir(parents=True)
+    (root / "cgroup.controllers").write_text(controllers + "\n")
+    cg = mcmod.Cgroup("/t", v1={}, v2=str(root))
+    assert cg.unified and cg.v2 == str(root / "t")
+    return cg, root / "t"
+
+
+def test_v2_formats(tmp_path):
+    cg, d = fake_v2(tmp_path)
+    cg.apply({"memory": {"limit": 64 << 20, "swap": 128 << 20, "reservation": 1 << 20},
+              "cpu": {"shares": 1024, "quota": 50000, "period": 100000, "cpus": "0-1",
+                      "mems": "0"},
+              "pids": {"limit": 42},
+              "blockIO": {"weight": 500},
+              "hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 20}],
+              "unified": {"memory.high": "max"}})
+    files = {p.name: p.read_text() for p in d.iterdir()}
+    assert files == {
+        "memory.max": str(64 << 20),
+        "memory.swap.max": str(64 << 20),  # v2 counts swap alone, OCI memory+swap
+        "memory.low": str(1 << 20),
+        "cpu.weight": "39",  # 1 + (1024 - 2) * 9999 // 262142, as runc converts shares
+        "cpu.max": "50000 100000",
+        "cpuset.cpus": "0-1",
+        "cpuset.mems": "0",
+        "pids.max": "42",
+        "io.weight": "4950",
+        "hugetlb.2MB.max": str(4 << 20),
+        "memory.high": "max",
+    }
+
+
+@pytest.mark.parametrize("resources, expected", [
+    ({"memory": {"limit": -1, "swap": -1}}, {"memory.max": "max", "memory.swap.max": "max"}),
+    ({"memory": {"limit": 100 << 20, "swap": 50 << 20}},
+     {"memory.max": str(100 << 20), "memory.swap.max": "0"}),
+    ({"cpu": {"quota": -1}}, {"cpu.max": "max 100000"}),
+    ({"cpu": {"period": 50000}}, {"cpu.max": "max 50000"}),
+    ({"cpu": {"shares": 2}}, {"cpu.weight": "1"}),
+    ({"cpu": {"shares": 262144}}, {"cpu.weight": "10000"}),
+    ({"pids": {"limit": 0}}, {"pids.max": "max"}),
+    ({"pids": {"limit": -1}}, {"pids.max": "max"}),
+])
+def test_v2_edge_values(tmp_path, resources, expected):
+    cg, d = fake_v2(tmp_path)
+    cg.apply(resources)
+    assert {p.name: p.read_text() for p in d.iterdir()} == expected
+
+
+@pytest.mark.parametrize("resources, message", [
+    ({"pids": {"limit": 5}}, "cgroup controller pids is not available"),
+    ({"memory": {"limit": 1 << 20}}, "cgroup controller memory is not available"),
+    ({"cpu": {"cpus": "0"}}, "cgroup controller cpuset is not available"),
+    ({"memory": {"swappiness": 5}}, "not supported on cgroup v2"),
+    ({"blockIO": {"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1}]}},
+     "only weight is supported"),
+    ({"unified": {"../escape": "1"}}, "bad file name"),
+])
+def test_v2_errors(tmp_path, resources, message):
+    controllers = "cpu" if "memory" not in resources or "swappiness" not in \
+        resources["memory"] else "memory"
+    cg, d = fake_v2(tmp_path, controllers)
+    with pytest.raises(mcmod.Error, match=message):
+        cg.apply(resources)
+
+
+# ---- v2, for real on the host's cgroup2 mount ----
+
+@pytest.fixture
+def v2_mode(monkeypatch):
+    if not os.path.exists(os.path.join(V2, "cgroup.procs")):
+        pytest.skip("no cgroup2 mount at %s" % V2)
+    monkeypatch.setenv("MINICONTAINER_CGROUP2", V2)
+    return dict(os.environ)
+
+
+def test_v2_membership_and_freeze(v2_mode, created):
+    c = created(args=["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /dev/shm/n; "
+                                  "usleep 20000; done"])
+    d = V2 + "/minicontainer/" + c.id
+    assert c.cgroup.unified and c.cgroup.v2 == d
+    assert read(d + "/cgroup.procs").split() == [str(c.pid)]
+    assert "0::/minicontainer/" + c.id in read("/proc/%d/cgroup" % c.pid).splitlines()
+    assert not os.path.exists(v1_dir("memory", "/minicontainer/" + c.id))  # v1 unused
+    c.start()
+    assert c.exec_result() is None
+
+    def count():
+        try:
+            return int(read("/proc/%d/root/dev/shm/n" % c.pid) or 0)
+        except (OSError, ValueError):
+            return 0
+    wait_for(lambda: count() > 0, what="the counter")
+    c.pause()
+    assert c.status() == "paused"
+    assert read(d + "/cgroup.freeze") == "1" and "frozen 1" in read(d + "/cgroup.events")
+    n = count()
+    time.sleep(0.3)  # nothing may happen meanwhile
+    assert count() == n
+    c.resume()
+    assert c.status() == "running" and read(d + "/cgroup.freeze") == "0"
+    wait_for(lambda: count() > n, what="the counter to go on")
+    stats = c.stats()  # cpu.stat is always there; this mount has no memory or pids controller
+    assert stats["cpu"]["usage_ns"] > 0
+    assert stats["pids"] == {"current": None, "limit": None}
+    c.destroy()
+    assert not os.path.exists(d)
+
+
+def _host_block_device():
+    """A block device that the host itself may open, so that EPERM inside is the cgroup's."""
+    for name in sorted(os.listdir("/sys/dev/block")):
+        major, minor = name.split(":")
+        try:
+            with open("/sys/dev/block/%s/uevent" % name) as f:
+                dev = dict(line.strip().split("=", 1) for line in f if "=" in line)["DEVNAME"]
+            os.close(os.open("/dev/" + dev, os.O_RDONLY))
+        except (OSError, KeyError):
+            continue
+        return major, minor
+    pytest.skip("no block device that the host can open")
+
+
+def test_v2_device_filter_in_a_container(v2_mode, busybox_rootfs, state_root, tmp_path):
+    major, minor = _host_block_device()
+    script = ("cat /dev/null && head -c 3 /dev/zero | wc -c && echo x > /dev/null && "
+              "mknod /dev/blk b %s %s && echo made && head -c 512 /dev/blk | wc -c" %
+              (major, minor))
+    r = mc("run", "--name", new_id(), "--rootfs", busybox_rootfs, "--", "sh", "-c", script,
+           state_root=state_root, env=v2_mode)
+    assert r.stdout.split() == ["3", "made", "0"], r.stderr
+    assert "Operation not permitted" in r.stderr
+    # a rule that allows reading it (reading only: nothing here may write to a host disk)
+    config = mcmod.default_spec(rootfs=busybox_rootfs, args=["sh", "-c", script])
+    config["linux"]["resources"]["devices"].append(
+        {"allow": True, "type": "b", "major": int(major), "minor": int(minor), "access": "r"})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    r = mc("run", "-b", str(tmp_path), new_id(), state_root=state_root, env=v2_mode)
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.split()[:2] == ["3", "made"]
+
+
+def test_v2_device_filter_program_denies_what_its_rules_deny(v2_mode):
+    """The BPF program on its own: a cgroup whose rules deny reading /dev/null (c 1:3)."""
+    cg = mcmod.Cgroup("/" + new_id("bpf"), v1={}, v2=V2)
+    cg.create()
+    try:
+        rules = [(True, "a", None, None, "rwm"), (False, "c", 1, 3, "r")]
+        mcmod.bpf_attach_device_filter(cg.v2, rules)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                cg.join(0)
+                results = []
+                for path, flags in (("/dev/null", os.O_RDONLY), ("/dev/null", os.O_WRONLY),
+                                    ("/dev/zero", os.O_RDONLY)):
+                    try:
+                        os.close(os.open(path, flags))
+                        results.append("ok")
+                    except OSError as e:
+                        results.append(e.strerror)
+                os.write(w, json.dumps(results).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        out = os.read(r, 1000)
+        os.close(r)
+        os.waitpid(pid, 0)
+        assert json.loads(out) == ["Operation not permitted", "ok", "ok"]
+    finally:
+        cg.destroy()
+    assert not os.path.exists(cg.v2)
+
+
+@pytest.mark.parametrize("flags, controller", [(["-m", "16m"], "memory"),
+                                               (["--pids-limit", "5"], "pids"),
+                                               (["--cpus", "0.5"], "cpu")])
+def test_v2_missing_controller_is_an_error(v2_mode, busybox_rootfs, state_root, flags,
+                                           controller):
+    cid = new_id()
+    r = mc("run", "--name", cid, "--rootfs", busybox_rootfs, *flags, "--", "true",
+           state_root=state_root, env=v2_mode)
+    assert one_line_error(r) == "minicontainer: cgroup controller %s is not available" % \
+        controller
+    assert r.returncode == 1
+    assert not os.path.exists(V2 + "/minicontainer/" + cid)
+    assert not os.listdir(state_root)
