@@ -3449,8 +3449,11 @@ def _seccomp_rules(profile):
         if not names:
             raise Error(f"seccomp: {where}: no syscall names")
         for name in names:
-            if not isinstance(name, str) or not _known_syscall(name):
-                raise Error(f"seccomp: {where}: unknown syscall {name!r}")
+            if not isinstance(name, str):
+                raise Error(f"seccomp: {where}: syscall name {name!r} is not a string")
+        # A name no table knows is skipped, as runc does: engines' profiles name syscalls
+        # of newer kernels (and podman's names "syscall", which no kernel has).
+        names = [name for name in names if _known_syscall(name)]
         ret = _seccomp_action(call.get("action"), call.get("errnoRet"), where)
         conds = []
         for j, arg in enumerate(call.get("args") or ()):
