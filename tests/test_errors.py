@@ -1,0 +1,188 @@
+"""Errors a user can cause: each is one line on stderr (no traceback), a non-zero exit, and
+nothing left behind (the no_leaks fixture checks state dirs, cgroups, mounts, processes)."""
+import json
+import os
+import subprocess
+
+import pytest
+
+import minicontainer as mcmod
+from conftest import RUNTIME, mc, new_id
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
+
+
+def one_line_error(r):
+    assert r.returncode != 0, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("minicontainer: "), r.stderr
+    return lines[0]
+
+
+def assert_nothing_left(state_root):
+    assert not os.path.isdir(state_root) or os.listdir(state_root) == []
+
+
+def test_not_root(busybox_rootfs, tmp_path):
+    def drop():
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+    # the test's interpreter may live where nobody cannot read: use the system's
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
+    for args in (["run", "--rootfs", busybox_rootfs, "--", "true"], ["create", "x"],
+                 ["delete", "x"], ["kill", "x"]):
+        r = subprocess.run([python, RUNTIME, "--root", str(tmp_path / "state")] + args,
+                           capture_output=True, text=True, preexec_fn=drop, cwd="/",
+                           timeout=30)
+        assert one_line_error(r) == "minicontainer: %s needs root (try sudo)" % args[0]
+        assert r.returncode == 1
+    # reading state is allowed (in a state root nobody may read: the test's own is not)
+    nostate = "/tmp/%s-nostate" % new_id()
+    r = subprocess.run([python, RUNTIME, "--root", nostate, "list", "-q"],
+                       capture_output=True, text=True, preexec_fn=drop, cwd="/", timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == "", r.stderr
+    assert not os.path.exists(tmp_path / "state") and not os.path.exists(nostate)
+
+
+@pytest.fixture
+def bundle_with(tmp_path, busybox_rootfs):
+    """bundle_with(edit or raw text) -> a bundle directory."""
+    def make(edit=None, text=None):
+        d = tmp_path / new_id("bundle")
+        d.mkdir()
+        if text is None:
+            config = mcmod.default_spec(rootfs=busybox_rootfs, args=["true"])
+            edit(config)
+            text = json.dumps(config)
+        (d / "config.json").write_text(text)
+        return str(d)
+    return make
+
+
+def _set(path, value):
+    def edit(config):
+        *parents, last = path.split(".")
+        d = config
+        for p in parents:
+            d = d.setdefault(p, {})
+        d[last] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, text, words", [
+    (None, "{", "invalid JSON"),
+    (None, "", "invalid JSON"),
+    (None, "[]", "must be an object"),
+    (_set("process.foo", 1), None, ".process: unknown field 'foo'"),
+    (_set("linux.resources.memory.limitt", 1), None, "memory: unknown field 'limitt'"),
+    (_set("bogus", 1), None, "unknown field 'bogus'"),
+    (_set("process.args", "sh"), None, "process.args: must be an array"),
+    (_set("process.args", []), None, "process.args must name the program"),
+    (_set("process.args", ["sh", 3]), None, "process.args[1]: must be a string"),
+    (_set("hostname", 5), None, "hostname: must be a string"),
+    (_set("process.terminal", "yes"), None, "process.terminal: must be a boolean"),
+    (_set("process.user.uid", "0"), None, "process.user.uid: must be an integer"),
+    (_set("process.user.uid", True), None, "process.user.uid: must be an integer"),
+    (_set("process.cwd", "relative"), None, "process.cwd must be an absolute path"),
+    (_set("root.path", ""), None, "root.path is missing"),
+    (_set("root.path", "/nonexistent/rootfs"), None, "rootfs /nonexistent/rootfs does not exist"),
+    (_set("linux.namespaces", [{"type": "pid"}, {"type": "bogus"}]), None,
+     "unknown type 'bogus'"),
+    (_set("linux.namespaces", [{"type": "mount"}, {"type": "mount"}]), None, "given twice"),
+    (_set("linux.namespaces", [{"type": "pid"}]), None, "a mount namespace is required"),
+    (_set("process.rlimits", [{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]), None,
+     "unknown type 'RLIMIT_BOGUS'"),
+    (_set("process.capabilities.bounding", ["CAP_BOGUS"]), None, "CAP_BOGUS"),
+    (_set("linux.sysctl", {"kernel.panic": "1"}), None, "kernel.panic is not namespaced"),
+    (_set("linux.rootfsPropagation", "sideways"), None, "unknown value 'sideways'"),
+    (_set("mounts", [{"destination": "relative", "type": "tmpfs"}]), None, "must be absolute"),
+    (_set("mounts", [{"destination": "/x", "type": "bind", "source": "/nonexistent",
+                      "options": ["bind"]}]), None, "source /nonexistent does not exist"),
+    (_set("linux.resources.devices", [{"allow": True, "type": "z", "access": "r"}]), None,
+     "bad rule"),
+    (_set("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": 1 << 40, "hard": 1 << 40}]),
+     None, "cannot set RLIMIT_NOFILE"),
+])
+def test_bad_configs(bundle_with, state_root, edit, text, words):
+    b = bundle_with(edit, text)
+    for args in (["create", "-b", b, new_id()], ["run", "-b", b, new_id()]):
+        r = mc(*args, state_root=state_root)
+        assert words in one_line_error(r), r.stderr
+        assert r.returncode == 1
+        assert_nothing_left(state_root)
+
+
+def test_bundle_without_config(tmp_path, state_root):
+    r = mc("create", "-b", str(tmp_path), new_id(), state_root=state_root)
+    assert "config.json: no such file" in one_line_error(r)
+
+
+@pytest.mark.parametrize("cid", ["bad/id", "..", "-x", "a" * 129, "sp ace"])
+def test_invalid_ids(bundle_with, state_root, cid):
+    b = bundle_with(lambda c: None)
+    r = mc("create", "-b", b, "--", cid, state_root=state_root) if cid.startswith("-") else \
+        mc("create", "-b", b, cid, state_root=state_root)
+    assert "invalid container id" in one_line_error(r)
+
+
+@pytest.mark.parametrize("flags, command, words, code", [
+    (["--rootfs", "/nonexistent"], ["true"], "rootfs /nonexistent does not exist", 1),
+    ([], ["true"], "give an image, --rootfs DIR or --bundle DIR", 1),
+    (["--bogus-flag"], ["true"], "unrecognized arguments: --bogus-flag", 2),
+    (["--pids-limit", "many"], ["true"], "invalid int value", 2),
+    (["-m", "lots"], ["true"], "invalid size 'lots'", 1),
+    (["--cpus", "half"], ["true"], "--cpus half: not a number", 1),
+    (["-v", "relative:/data"], ["true"], "use HOST:CONTAINER[:ro]", 1),
+    (["-v", "/tmp:/data:rx"], ["true"], "use HOST:CONTAINER[:ro]", 1),
+    (["-v", "/tmp"], ["true"], "use HOST:CONTAINER[:ro]", 1),
+    (["-v", "/nonexistent/dir:/data"], ["true"], "/nonexistent/dir does not exist", 1),
+    (["-u", "nosuchuser"], ["true"], "unable to find user nosuchuser", 1),
+    (["-u", "user:nosuchgroup"], ["true"], "unable to find group nosuchgroup", 1),
+    (["-w", "relative/dir"], ["true"], "must be an absolute path", 1),
+    (["--cap-add", "NOPE"], ["true"], "NOPE", 1),
+    (["--security-opt", "bogus"], ["true"], "--security-opt bogus: unknown option", 1),
+    (["--security-opt", "seccomp=/nonexistent.json"], ["true"], "/nonexistent.json", 1),
+    ([], ["nosuchcommand"], 'exec "nosuchcommand": executable file not found in $PATH', 127),
+    ([], ["/etc/passwd"], 'exec "/etc/passwd": permission denied', 126),
+    ([], ["/etc"], 'exec "/etc": permission denied', 126),
+])
+def test_bad_run_flags(busybox_rootfs, state_root, flags, command, words, code):
+    if flags[:1] != ["--rootfs"] and flags != []:
+        flags = ["--rootfs", busybox_rootfs] + flags
+    elif flags == [] and command != ["true"]:
+        flags = ["--rootfs", busybox_rootfs]
+    r = mc("run", "--name", new_id(), *flags, "--", *command, state_root=state_root)
+    assert words in one_line_error(r), r.stderr
+    assert r.returncode == code
+    assert_nothing_left(state_root)
+
+
+def test_rootfs_without_a_shell(tmp_path, state_root):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = mc("run", "--name", new_id(), "--rootfs", str(empty), "--", "sh", "-c", "true",
+           state_root=state_root)
+    assert r.returncode == 127
+    assert one_line_error(r) == \
+        'minicontainer: exec "sh": executable file not found in $PATH'
+    # the runtime made its mount points in it, and mounted nothing on the host
+    assert_nothing_left(state_root)
+
+
+def test_run_with_a_name_and_an_id(busybox_rootfs, tmp_path, state_root):
+    config = mcmod.default_spec(rootfs=busybox_rootfs, args=["true"])
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    r = mc("run", "-b", str(tmp_path), "--name", "one", "two", state_root=state_root)
+    assert "two ids given" in one_line_error(r)
+
+
+def test_debug_shows_the_traceback(state_root):
+    r = mc("--debug", "run", "--rootfs", "/nonexistent", "--", "true", state_root=state_root)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_unknown_command():
+    r = mc("frobnicate")
+    assert r.returncode == 2 and "invalid choice" in one_line_error(r)

@@ -1,0 +1,58 @@
+"""Runs last (conftest.py sorts it so): what the whole session left behind. Other sessions
+may run containers on this machine at the same time, so each check looks at what is this
+session's: its temporary directory, its container ids (conftest.SESSION), its processes."""
+import glob
+import os
+import time
+
+import pytest
+
+from conftest import SESSION, _cmdlines, mountpoints_under, session_cgroups
+
+pytestmark = pytest.mark.needs_root
+
+
+@pytest.fixture(scope="module")
+def basetemp(tmp_path_factory):
+    return str(tmp_path_factory.getbasetemp())
+
+
+def test_no_runtime_process_left(basetemp):
+    left = [(pid, cmd) for pid, cmd in _cmdlines()
+            if "minicontainer.py" in cmd and (basetemp in cmd or SESSION in cmd)]
+    assert left == []
+
+
+def test_no_container_process_left(basetemp):
+    left = []
+    for pid, cmd in _cmdlines():
+        try:
+            root = os.readlink("/proc/%d/root" % pid)
+        except OSError:
+            continue
+        if root.startswith(basetemp):
+            left.append((pid, root, cmd))
+    assert left == []
+
+
+def test_no_cgroup_left():
+    assert session_cgroups() == []
+    # The default parent goes with the last container in it: one still there must hold
+    # another session's containers (wait a little for such a one to finish).
+    deadline = time.monotonic() + 5
+    while True:
+        empty = [d for d in glob.glob("/sys/fs/cgroup/*/minicontainer")
+                 if not any(os.path.isdir(os.path.join(d, e)) for e in os.listdir(d))]
+        if not empty or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert empty == []
+
+
+def test_no_mount_left(basetemp):
+    assert mountpoints_under(basetemp) == []
+
+
+def test_no_state_left(basetemp):
+    assert glob.glob(os.path.join(basetemp, "*", "state", "*")) == []
+    assert glob.glob("/run/minicontainer/%s*" % SESSION) == []
