@@ -4479,12 +4479,20 @@ def cmd_spec(a, g):
     return 0
 
 
-def _parser():
+class _Unbuilt:
+    """A stand-in for the parser of a command not asked for: argparse is slow to build."""
+
+    def add_argument(self, *args, **kwargs):
+        pass
+
+
+def _parser(only=None):
+    """The command line; with `only`, just that command's part of it (all when unknown)."""
     import argparse
 
     class Parser(argparse.ArgumentParser):
         def error(self, message):
-            raise Error("%s: %s" % (self.prog, message), 2)
+            raise Error("%s: %s" % (self.prog[len("minicontainer "):] or "usage", message), 2)
 
     p = Parser(prog="minicontainer", description="A container runtime in one Python file.")
     p.add_argument("--root", help="state directory (default %s)" % STATE_ROOT)
@@ -4496,7 +4504,12 @@ def _parser():
     p.add_argument("-v", "--version", action="store_true")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
+    built = []
+
     def cmd(name, fn, help, ids=True):
+        if only and name != only:
+            return _Unbuilt()
+        built.append(name)
         sp = sub.add_parser(name, help=help)
         sp.set_defaults(fn=fn)
         if ids:
@@ -4589,7 +4602,7 @@ def _parser():
     s.add_argument("--rootfs")
     sub.add_parser("images", help="list stored images", add_help=False)
     sub.add_parser("rmi", help="remove a stored image", add_help=False)
-    return p
+    return p if built or not only else _parser()
 
 
 def _split_run_args(argv):
@@ -4619,8 +4632,8 @@ def main(argv=None):
         if word in ("--log", "--log-format") and i + 1 < at:
             log[word == "--log-format"] = argv[i + 1]
     try:
-        parser = _parser()
         command = argv[at] if at < len(argv) else None
+        parser = _parser(command)
         if command in ("images", "rmi"):  # they parse their own arguments (image store)
             parser.parse_args(argv[:at])
             return (cmd_images if command == "images" else cmd_rmi)(argv[at + 1:])
