@@ -974,31 +974,65 @@ def _ensure_target(target, like_file):
         os.makedirs(target, exist_ok=True)
 
 
-def _readonly_remount(target, extra=0, rec=False):
-    # A bind mount takes its flags from the remount only; keep those it already has.
+def _readonly_remount(target, rec=False):
+    _bind_remount(target, MS_RDONLY | (MS_REC if rec else 0))
+
+
+def _bind_source(m, bundle):
+    """The host path a bind mount takes (relative ones are relative to the bundle), or None
+    when the mount is not a bind."""
+    if m.get("type") != "bind" and not parse_mount_options(m.get("options"))[0] & MS_BIND:
+        return None
+    source = m.get("source", "")
+    return source if source.startswith("/") else os.path.join(bundle, source)
+
+
+def make_mount_points(config, rootfs, bundle):
+    """Every mount point and the working directory, made beforehand by the host's root: in
+    a user namespace, the container's root may not create files in a rootfs the host owns."""
+    for m in config.get("mounts", []):
+        source = _bind_source(m, bundle)
+        like_file = bool(source) and os.path.exists(source) and not os.path.isdir(source)
+        _ensure_target(resolve_in_root(rootfs, m["destination"]), like_file)
+    cwd = resolve_in_root(rootfs, config["process"].get("cwd", "/"))
+    if not os.path.isdir(cwd):
+        os.makedirs(cwd, 0o755)
+
+
+def _bind_remount(target, flags):
+    # A bind mount takes its flags from a remount only; in a user namespace the flags it
+    # already has (nosuid, nodev, noexec, atime) are locked and must be repeated.
     st = os.statvfs(target)
-    keep = st.f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME |
-                        MS_RELATIME)
-    mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | keep | extra |
-          (MS_REC if rec else 0))
+    keep = st.f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME)
+    if st.f_flag & os.ST_RELATIME:
+        keep |= MS_RELATIME
+    mount(None, target, None, (flags & ~MS_REC) | keep | MS_BIND | MS_REMOUNT)
 
 
-def mount_entry(m, rootfs, bundle, cgroup):
+def mount_entry(m, rootfs, bundle, cgroup, userns=False):
     flags, propagation, data = parse_mount_options(m.get("options"))
     kind = m.get("type") or ("bind" if flags & MS_BIND else "")
     target = resolve_in_root(rootfs, m["destination"])
-    if kind == "bind" or flags & MS_BIND:
-        source = m.get("source", "")
-        if not source.startswith("/"):
-            source = os.path.join(bundle, source)
+    source = _bind_source(m, bundle)
+    if source is not None:
         if not os.path.exists(source):
             raise Error("mount %s: source %s does not exist" % (m["destination"], source))
         _ensure_target(target, not os.path.isdir(source))
         mount(source, target, None, MS_BIND | (flags & MS_REC))
         if flags & ~(MS_BIND | MS_REC):
-            mount(None, target, None, flags | MS_BIND | MS_REMOUNT)
+            _bind_remount(target, flags)
     elif kind == "cgroup":
         mount_cgroupfs(target, flags, cgroup)
+    elif kind == "sysfs" and userns:
+        # sysfs may only be mounted by the owner of the network namespace: without a
+        # network namespace of our own, bind the host's /sys (read-only if asked), as runc.
+        _ensure_target(target, False)
+        try:
+            mount("sysfs", target, "sysfs", flags, data or None)
+        except PermissionError:
+            mount("/sys", target, None, MS_BIND | MS_REC)
+            if flags & MS_RDONLY:
+                _readonly_remount(target, rec=True)
     else:
         _ensure_target(target, False)
         mount(m.get("source") or kind, target, kind, flags, data or None)
@@ -1042,7 +1076,9 @@ DEV_SYMLINKS = [("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
                 ("pts/ptmx", "/dev/ptmx"), ("/proc/kcore", "/dev/core")]
 
 
-def create_devices(rootfs, devices):
+def create_devices(rootfs, devices, userns=False):
+    """The device nodes of /dev. In a user namespace mknod is refused: the host's nodes are
+    bind-mounted instead (the devices cgroup still decides what may be used)."""
     import stat
     old = os.umask(0)
     try:
@@ -1058,6 +1094,10 @@ def create_devices(rootfs, devices):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             if os.path.lexists(path):
                 os.unlink(path)
+            if userns:
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+                mount(dev["path"], path, None, MS_BIND)
+                continue
             mode = dev.get("fileMode", 0o666) & 0o7777
             os.mknod(path, kind | mode, os.makedev(dev.get("major", 0), dev.get("minor", 0)))
             os.chown(path, dev.get("uid", 0), dev.get("gid", 0))
@@ -1069,7 +1109,7 @@ def create_devices(rootfs, devices):
         os.umask(old)
 
 
-def setup_rootfs(config, rootfs, bundle, cgroup):
+def setup_rootfs(config, rootfs, bundle, cgroup, userns=False):
     """Build the container's mount tree under rootfs, in the container's mount namespace."""
     linux = config.get("linux", {})
     propagation = linux.get("rootfsPropagation") or "rprivate"
@@ -1082,11 +1122,11 @@ def setup_rootfs(config, rootfs, bundle, cgroup):
         mount(None, rootfs, None, PROPAGATION[propagation])
     dev_is_tmpfs = False
     for m in config.get("mounts", []):
-        mount_entry(m, rootfs, bundle, cgroup)
+        mount_entry(m, rootfs, bundle, cgroup, userns)
         if os.path.normpath(m["destination"]) == "/dev" and m.get("type") == "tmpfs":
             dev_is_tmpfs = True
     if dev_is_tmpfs:
-        create_devices(rootfs, linux.get("devices", []))
+        create_devices(rootfs, linux.get("devices", []), userns)
     elif linux.get("devices"):
         raise Error("linux.devices needs /dev to be a tmpfs mount")
 
@@ -1492,13 +1532,18 @@ class Container:
             c.save()
             cgroup.apply(linux.get("resources"))
             os.mkfifo(c.fifo, 0o600)
+            userns = any(ns["type"] == "user" and not ns.get("path")
+                         for ns in linux.get("namespaces", []))
+            if userns:  # the init opens it again as the container's root
+                os.chown(c.fifo, _host_id(linux.get("uidMappings", [])),
+                         _host_id(linux.get("gidMappings", [])))
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             ctx = {"config": config, "rootfs": rootfs, "bundle": c.state["bundle"],
                    "cgroup": cgroup, "fifo": c.fifo, "sync": theirs, "console": console,
                    "lock": lock, "seccomp": _compile_seccomp(linux),
-                   "hooks": bool(config.get("hooks")),
+                   "hooks": bool(config.get("hooks")), "userns": userns,
                    "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug}
-            child = _fork_init(ctx, linux)
+            child = first = _fork_init(ctx, linux)
             theirs.close()
             c.state["pid"] = None
             c._pidfd = pidfd_open(child)
@@ -1510,7 +1555,14 @@ class Container:
                     raise Error("container init died during setup")
                 if msg["t"] == "error":
                     raise Error(msg["msg"], msg.get("code", 1))
-                if msg["t"] == "hooks":
+                if msg["t"] == "userns":
+                    write_id_maps(first, linux)
+                    c.sync.send("ok")
+                elif msg["t"] == "pid":  # the init, forked in the new user namespace
+                    child = msg["pid"]
+                    os.waitpid(first, 0)
+                    c._pidfd = pidfd_open(child)
+                elif msg["t"] == "hooks":
                     hooks = config.get("hooks", {})
                     state = dict(c.oci_state(), status="creating", pid=child)
                     run_hooks(hooks.get("prestart", []) + hooks.get("createRuntime", []),
@@ -1774,7 +1826,18 @@ def _compile_seccomp(linux):
 
 
 def _fork_init(ctx, linux):
-    """Fork the container's init, in a new (or given) pid namespace if asked: it is pid 1."""
+    """Fork the container's init, in a new (or given) pid namespace if asked: it is pid 1.
+
+    With a new user namespace, a first child creates it (and, owned by it, the pid namespace:
+    /proc can only be mounted by root of the user namespace that owns the pid namespace) and
+    forks the init; we write the id maps in between. Otherwise one fork does."""
+    if ctx["userns"]:
+        prctl(PR_SET_CHILD_SUBREAPER, 1)  # the init's parent exits: we inherit the init
+        pid = os.fork()
+        if pid == 0:
+            ctx["lock"].close()
+            _child(ctx, _userns_steps)
+        return pid
     pidns = next((ns for ns in linux.get("namespaces", []) if ns["type"] == "pid"), None)
     saved = None
     if pidns:
@@ -1800,6 +1863,56 @@ def _fork_init(ctx, linux):
             setns(saved, CLONE_NEWPID)
             os.close(saved)
     return pid
+
+
+def _host_id(mappings, container_id=0):
+    """The host id that container_id maps to (-1, which chown ignores, when none)."""
+    for m in mappings:
+        if m["containerID"] <= container_id < m["containerID"] + m["size"]:
+            return m["hostID"] + container_id - m["containerID"]
+    return -1
+
+
+def _userns_steps(ctx, sync):
+    """The first child of a container with a user namespace: see _fork_init."""
+    linux = ctx["config"].get("linux", {})
+    prctl(PR_SET_DUMPABLE, 0)
+    if ctx["cgroup"] is not None:
+        ctx["cgroup"].join(0)  # while still root of the host: the cgroup files are its
+        ctx["cgroup_joined"] = True
+    make_mount_points(ctx["config"], ctx["rootfs"], ctx["bundle"])
+    unshare(CLONE_NEWUSER)
+    sync.send("userns")
+    if sync.recv()[0] != {"t": "ok"}:
+        raise Error("user namespace: the id maps were not written")
+    # Become the container's root: an unmapped uid may create nothing (EOVERFLOW).
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    pidns = next((ns for ns in linux.get("namespaces", []) if ns["type"] == "pid"), None)
+    if pidns and pidns.get("path"):
+        fd = os.open(pidns["path"], os.O_RDONLY | os.O_CLOEXEC)
+        setns(fd, CLONE_NEWPID)
+        os.close(fd)
+    elif pidns:
+        unshare(CLONE_NEWPID)
+    pid = os.fork()
+    if pid:
+        sync.send("pid", pid=pid)
+        os._exit(0)
+    _init_steps(ctx, sync)
+
+
+def write_id_maps(pid, linux):
+    """uid_map and gid_map of a process that has just made its user namespace."""
+    for kind in ("uid", "gid"):
+        lines = "".join("%d %d %d\n" % (m["containerID"], m["hostID"], m["size"])
+                        for m in linux.get(kind + "Mappings", []))
+        if not lines:
+            raise Error("linux.%sMappings: a user namespace needs them" % kind)
+        try:
+            _write("/proc/%d/%s_map" % (pid, kind), lines)
+        except OSError as e:
+            raise Error("linux.%sMappings: %s" % (kind, e.strerror)) from None
 
 
 def _container_init(ctx):
@@ -1853,14 +1966,15 @@ def _init_steps(ctx, sync):
     # Until execve, this process is the host's python: no process of the container may open
     # it through /proc/PID/exe (the runc CVE-2019-5736 class). execve resets the flag.
     prctl(PR_SET_DUMPABLE, 0)
-    if ctx["cgroup"] is not None:
+    if ctx["cgroup"] is not None and not ctx.get("cgroup_joined"):
         ctx["cgroup"].join(0)
     fifo = os.open(ctx["fifo"], os.O_PATH | os.O_CLOEXEC)
+    done = ("user", "pid") if ctx.get("userns") else ("pid",)  # see _fork_init
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx["stdin_null"] else None
     namespaces, flags = set(), 0
     for ns in linux.get("namespaces", []):
         namespaces.add(ns["type"])
-        if ns["type"] == "pid":
+        if ns["type"] in done:
             continue
         if ns.get("path"):
             try:
@@ -1878,7 +1992,7 @@ def _init_steps(ctx, sync):
         if sync.recv()[0] != {"t": "ok"}:
             raise Error("createRuntime hooks failed")
     rootfs = ctx["rootfs"]
-    setup_rootfs(config, rootfs, ctx["bundle"], ctx["cgroup"])
+    setup_rootfs(config, rootfs, ctx["bundle"], ctx["cgroup"], "user" in namespaces)
     if hooks.get("createContainer"):
         run_hooks(hooks["createContainer"], {"ociVersion": OCI_VERSION, "id": "",
                                              "status": "creating", "pid": os.getpid(),
@@ -4112,10 +4226,32 @@ def run_config(a):
                 linux["seccomp"] = profile
         else:
             raise Error("--security-opt %s: unknown option" % opt)
+    if a.userns:
+        base, size = subordinate_ids()
+        linux["namespaces"] = [ns for ns in linux.get("namespaces", []) if ns["type"] != "user"]
+        linux["namespaces"].insert(0, {"type": "user"})
+        linux["uidMappings"] = linux["gidMappings"] = [
+            {"containerID": 0, "hostID": base, "size": size}]
     if a.tty:
         process["terminal"] = True
     check_config(config, "run")
     return config, bundle, cid, image
+
+
+def subordinate_ids(user="root"):
+    """(first host id, count) for --userns: root's range in /etc/subuid, else 100000:65536.
+
+    The same range serves for gids: /etc/subgid is made alike by useradd."""
+    try:
+        with open("/etc/subuid") as f:
+            for line in f:
+                name, _, rest = line.strip().partition(":")
+                if name == user and rest.count(":") == 1:
+                    start, count = rest.split(":")
+                    return int(start), min(int(count), 65536)
+    except (OSError, ValueError):
+        pass
+    return 100000, 65536
 
 
 def _forward_signals(pid, master):
@@ -4537,6 +4673,8 @@ def _parser(only=None):
     r.add_argument("--security-opt", action="append", default=[])
     r.add_argument("--entrypoint")
     r.add_argument("--cgroup-parent")
+    r.add_argument("--userns", action="store_true",
+                   help="a user namespace: root inside is an unprivileged id outside")
     r.add_argument("-t", "--tty", action="store_true")
     r.add_argument("-i", "--interactive", action="store_true")
     r.add_argument("-d", "--detach", action="store_true")
