@@ -130,6 +130,32 @@ def pivot_root(new_root, put_old):
            "pivot_root")
 
 
+def open_in_root(root, path, flags=os.O_PATH):
+    """An fd of `path` resolved as if `root` were "/" — by the kernel, atomically, with
+    openat2(RESOLVE_IN_ROOT) where it exists (5.6+), so that no symlink swapped in by a
+    process racing us can send a mount outside the container (runc's CVE-2021-30465).
+    Older kernels: our own resolution, then a check of where the fd really landed."""
+    import ctypes
+    import struct
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        how = struct.pack("QQQ", flags | os.O_CLOEXEC, 0, 0x10 | 0x02)  # IN_ROOT, NO_MAGICLINKS
+        fd = libc().syscall(437, root_fd, path.encode(), how, len(how))  # openat2
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+        if err != errno.ENOSYS:
+            raise OSError(err, "%s: %s" % (path, os.strerror(err)))
+    finally:
+        os.close(root_fd)
+    fd = os.open(resolve_in_root(root, path), flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+    real = os.readlink("/proc/self/fd/%d" % fd)
+    if real != root and not real.startswith(root.rstrip("/") + "/"):
+        os.close(fd)
+        raise Error("%s: resolves outside the container's root" % path)
+    return fd
+
+
 def prctl(option, arg2=0, arg3=0, arg4=0, arg5=0):
     import ctypes
     ul = ctypes.c_ulong
@@ -1010,39 +1036,56 @@ def _bind_remount(target, flags):
 
 
 def mount_entry(m, rootfs, bundle, cgroup, userns=False):
+    """Mount one entry of config.mounts, through an fd of its target opened inside root."""
     flags, propagation, data = parse_mount_options(m.get("options"))
     kind = m.get("type") or ("bind" if flags & MS_BIND else "")
-    target = resolve_in_root(rootfs, m["destination"])
+    dest = m["destination"]
     source = _bind_source(m, bundle)
-    if source is not None:
-        if not os.path.exists(source):
-            raise Error("mount %s: source %s does not exist" % (m["destination"], source))
-        _ensure_target(target, not os.path.isdir(source))
-        mount(source, target, None, MS_BIND | (flags & MS_REC))
-        if flags & ~(MS_BIND | MS_REC):
-            _bind_remount(target, flags)
-    elif kind == "cgroup":
-        mount_cgroupfs(target, flags, cgroup)
-    elif kind == "sysfs" and userns:
-        # sysfs may only be mounted by the owner of the network namespace: without a
-        # network namespace of our own, bind the host's /sys (read-only if asked), as runc.
-        _ensure_target(target, False)
-        try:
-            mount("sysfs", target, "sysfs", flags, data or None)
-        except PermissionError:
-            mount("/sys", target, None, MS_BIND | MS_REC)
-            if flags & MS_RDONLY:
-                _readonly_remount(target, rec=True)
-    else:
-        _ensure_target(target, False)
-        mount(m.get("source") or kind, target, kind, flags, data or None)
-    for p in propagation:
-        mount(None, target, None, p)
+    if source is not None and not os.path.exists(source):
+        raise Error("mount %s: source %s does not exist" % (dest, source))
+    _ensure_target(resolve_in_root(rootfs, dest), source is not None and
+                   not os.path.isdir(source))
+    remount = 0
+    with _InRoot(rootfs, dest) as target:
+        if source is not None:
+            mount(source, target, None, MS_BIND | (flags & MS_REC))
+            remount = flags & ~(MS_BIND | MS_REC)
+        elif kind == "cgroup":
+            mount_cgroupfs(rootfs, dest, target, flags, cgroup)
+        elif kind == "sysfs" and userns:
+            # sysfs may only be mounted by the owner of the network namespace: without a
+            # network namespace of our own, bind the host's /sys (read-only if asked), as runc.
+            try:
+                mount("sysfs", target, "sysfs", flags, data or None)
+            except PermissionError:
+                mount("/sys", target, None, MS_BIND | MS_REC)
+                remount = flags & MS_RDONLY | MS_REC
+        else:
+            mount(m.get("source") or kind, target, kind, flags, data or None)
+    if remount or propagation:
+        # A new fd: the one above names the directory the mount now covers, not the mount.
+        with _InRoot(rootfs, dest) as target:
+            if remount:
+                _bind_remount(target, remount)
+            for p in propagation:
+                mount(None, target, None, p)
 
 
-def mount_cgroupfs(target, flags, cgroup):
+class _InRoot:
+    """`with _InRoot(root, path) as p:` p is a /proc/self/fd path of `path` inside root."""
+
+    def __init__(self, root, path):
+        self.fd = open_in_root(root, path)
+
+    def __enter__(self):
+        return "/proc/self/fd/%d" % self.fd
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def mount_cgroupfs(rootfs, dest, target, flags, cgroup):
     """/sys/fs/cgroup as the container sees it: its own cgroup, read-only unless asked."""
-    _ensure_target(target, False)
     if cgroup is None:
         return
     if cgroup.unified:
@@ -1057,14 +1100,18 @@ def mount_cgroupfs(target, flags, cgroup):
                                controller, d)
     if cgroup.v2:
         hierarchies["unified"] = cgroup.v2
+    with _InRoot(rootfs, dest) as tmpfs:
+        for name in hierarchies:
+            os.mkdir(os.path.join(tmpfs, name))
     for name, source in hierarchies.items():
-        sub = os.path.join(target, name)
-        os.mkdir(sub)
-        mount(source, sub, None, MS_BIND)
+        with _InRoot(rootfs, os.path.join(dest, name)) as sub:
+            mount(source, sub, None, MS_BIND)
         if flags & MS_RDONLY:
-            _readonly_remount(sub)
+            with _InRoot(rootfs, os.path.join(dest, name)) as sub:
+                _readonly_remount(sub)
     if flags & MS_RDONLY:
-        mount(None, target, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        with _InRoot(rootfs, dest) as tmpfs:
+            mount(None, tmpfs, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 DEFAULT_DEVICES = [  # path, type, major, minor: what every container's /dev holds
@@ -1102,7 +1149,7 @@ def create_devices(rootfs, devices, userns=False):
             os.mknod(path, kind | mode, os.makedev(dev.get("major", 0), dev.get("minor", 0)))
             os.chown(path, dev.get("uid", 0), dev.get("gid", 0))
         for source, link in DEV_SYMLINKS:
-            path = os.path.join(rootfs, link.lstrip("/"))
+            path = resolve_in_root(rootfs, link)
             if not os.path.lexists(path):
                 os.symlink(source, path)
     finally:
