@@ -1584,14 +1584,19 @@ class Container:
             if userns:  # the init opens it again as the container's root
                 os.chown(c.fifo, _host_id(linux.get("uidMappings", [])),
                          _host_id(linux.get("gidMappings", [])))
+                _check_reachable(config, rootfs, c.state["bundle"], linux)
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            # The init reopens it through this fd: the state directory need not be reachable
+            # from the container's user namespace.
+            fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
             ctx = {"config": config, "rootfs": rootfs, "bundle": c.state["bundle"],
                    "cgroup": cgroup, "fifo": c.fifo, "sync": theirs, "console": console,
-                   "lock": lock, "seccomp": _compile_seccomp(linux),
+                   "lock": lock, "seccomp": _compile_seccomp(linux), "fifo_fd": fifo_fd,
                    "hooks": bool(config.get("hooks")), "userns": userns,
                    "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug}
             child = first = _fork_init(ctx, linux)
             theirs.close()
+            os.close(fifo_fd)
             c.state["pid"] = None
             c._pidfd = pidfd_open(child)
             c.sync = _Sync(ours)
@@ -1920,6 +1925,26 @@ def _host_id(mappings, container_id=0):
     return -1
 
 
+def _check_reachable(config, rootfs, bundle, linux):
+    """In a user namespace the container's root is an unprivileged uid of the host: it must
+    be able to walk to the rootfs and to every bind source, or the setup fails obscurely."""
+    import stat
+    uid, gid = _host_id(linux.get("uidMappings", [])), _host_id(linux.get("gidMappings", []))
+    paths = [rootfs] + [src for src in (_bind_source(m, bundle) for m in config.get("mounts", []))
+                        if src]
+    for path in paths:
+        d = os.path.dirname(os.path.abspath(path))
+        while True:
+            st = os.stat(d)
+            if not (st.st_mode & stat.S_IXOTH or (st.st_uid == uid and st.st_mode & stat.S_IXUSR)
+                    or (st.st_gid == gid and st.st_mode & stat.S_IXGRP)):
+                raise Error("%s: the container's root (uid %d on the host) may not enter %s: "
+                            "a user namespace needs paths it can walk" % (path, uid, d))
+            if d == "/":
+                break
+            d = os.path.dirname(d)
+
+
 def _userns_steps(ctx, sync):
     """The first child of a container with a user namespace: see _fork_init."""
     linux = ctx["config"].get("linux", {})
@@ -2015,7 +2040,7 @@ def _init_steps(ctx, sync):
     prctl(PR_SET_DUMPABLE, 0)
     if ctx["cgroup"] is not None and not ctx.get("cgroup_joined"):
         ctx["cgroup"].join(0)
-    fifo = os.open(ctx["fifo"], os.O_PATH | os.O_CLOEXEC)
+    fifo = ctx["fifo_fd"]
     done = ("user", "pid") if ctx.get("userns") else ("pid",)  # see _fork_init
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx["stdin_null"] else None
     namespaces, flags = set(), 0

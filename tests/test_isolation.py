@@ -1,0 +1,176 @@
+"""User namespaces (root inside is not root outside) and rootfs symlinks that point out of
+the container (the CVE-2021-30465 class): nothing may be mounted or made on the host."""
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import mc, mc_bg, new_id, mountpoints_under
+
+pytestmark = pytest.mark.needs_root
+
+
+def ok(r):
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    return r.stdout
+
+
+@pytest.fixture
+def walkable(busybox_rootfs):
+    """A directory every uid may walk (pytest's own tmp dirs are 0700): in a user namespace
+    the container's root must be able to reach its rootfs and bind sources."""
+    import pathlib
+    import tempfile
+    d = tempfile.mkdtemp(prefix="mc-userns-", dir="/tmp")
+    os.chmod(d, 0o755)
+    shutil.copytree(busybox_rootfs, os.path.join(d, "rootfs"), symlinks=True)
+    yield pathlib.Path(d)
+    shutil.rmtree(d)
+
+
+@pytest.fixture
+def rootfs_copy(walkable):
+    return str(walkable / "rootfs")
+
+
+@pytest.fixture
+def volume(walkable):
+    """A host directory with a file only the host's root may read, one owned by the
+    container's root (host uid 100000 with the default map), and no write bit for others."""
+    vol = walkable / "vol"
+    vol.mkdir()
+    os.chmod(vol, 0o755)
+    (vol / "rootonly").write_text("secret\n")
+    os.chmod(vol / "rootonly", 0o600)
+    (vol / "mine").write_text("mine\n")
+    os.chown(vol / "mine", 100000, 100000)
+    return vol
+
+
+def userns_run(rootfs, state_root, script, *flags):
+    return mc("run", "--name", new_id("userns"), "--userns", "--rootfs", rootfs, *flags,
+              "--", "sh", "-c", script, state_root=state_root)
+
+
+def test_userns_root_inside_is_mapped_to_an_unprivileged_host_uid(rootfs_copy, state_root):
+    out = ok(userns_run(rootfs_copy, state_root,
+                        "id -u; cat /proc/self/uid_map /proc/self/gid_map"))
+    lines = out.split("\n")
+    assert lines[0] == "0"
+    base = lines[1].split()
+    assert base[0] == "0" and int(base[1]) >= 1000 and base[1] != "0"
+    assert lines[2].split() == base
+
+
+def test_userns_root_cannot_touch_what_the_host_root_owns(rootfs_copy, state_root, volume):
+    script = ("cat /vol/rootonly && echo READ; touch /vol/new && echo CREATED; "
+              "echo more >> /vol/mine && echo APPENDED; stat -c '%u' /vol/rootonly")
+    r = userns_run(rootfs_copy, state_root, script, "-v", "%s:/vol" % volume)
+    assert "READ" not in r.stdout and "CREATED" not in r.stdout
+    assert "APPENDED" in r.stdout  # its own (mapped) file it may write
+    assert r.stdout.strip().endswith("65534")  # the host's root is nobody in here
+    assert not (volume / "new").exists()
+    assert (volume / "mine").read_text() == "mine\nmore\n"
+    assert os.stat(volume / "mine").st_uid == 100000
+
+
+def test_userns_files_created_inside_belong_to_the_mapped_uid(rootfs_copy, state_root, walkable):
+    shared = walkable / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    ok(userns_run(rootfs_copy, state_root, "touch /shared/f", "-v", "%s:/shared" % shared))
+    st = os.stat(shared / "f")
+    assert (st.st_uid, st.st_gid) == (100000, 100000)
+
+
+def test_userns_keeps_the_rest_of_the_setup(rootfs_copy, state_root):
+    out = ok(userns_run(rootfs_copy, state_root,
+                        "hostname; ls /proc | grep -c '^[0-9]'; cat /dev/null && echo null; "
+                        "grep CapEff /proc/self/status; echo x > /proc/sys/kernel/hostname "
+                        "2>/dev/null && echo WROTE; head -c 4 /dev/urandom | wc -c",
+                        "--hostname", "inside"))
+    lines = out.split("\n")
+    assert lines[0] == "inside"
+    assert int(lines[1]) <= 3  # sh, its children: a pid namespace of its own
+    assert "null" in lines and "WROTE" not in out
+    assert "CapEff:\t00000000a80425fb" in out
+    assert lines[-2] == "4"
+
+
+def test_userns_exec_joins_the_user_namespace(rootfs_copy, state_root):
+    cid = new_id("usex")
+    rc, _, err = mc_bg("run", "-d", "--name", cid, "--userns", "--rootfs", rootfs_copy, "--",
+                       "sleep", "60", state_root=state_root)
+    try:
+        assert rc == 0, err
+        out = ok(mc("exec", cid, "sh", "-c", "id -u; cat /proc/self/uid_map",
+                    state_root=state_root))
+        assert out.split("\n")[0] == "0" and out.split()[2] != "0"
+    finally:
+        mc("delete", "-f", cid, state_root=state_root)
+
+
+def test_userns_from_a_bundle_with_explicit_maps(rootfs_copy, state_root, walkable):
+    bundle = walkable / "bundle"
+    bundle.mkdir()
+    ok(mc("spec", "--bundle", str(bundle), "--rootfs", rootfs_copy))
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["args"] = ["sh", "-c", "cat /proc/self/uid_map"]
+    config["linux"]["namespaces"].append({"type": "user"})
+    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 1000}]
+    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 1000}]
+    (bundle / "config.json").write_text(json.dumps(config))
+    out = ok(mc("run", "--bundle", str(bundle), new_id("usb"), state_root=state_root))
+    assert out.split() == ["0", "200000", "1000"]
+
+
+def test_userns_without_maps_is_a_config_error(rootfs_copy, state_root, tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    ok(mc("spec", "--bundle", str(bundle), "--rootfs", rootfs_copy))
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"]["namespaces"].append({"type": "user"})
+    (bundle / "config.json").write_text(json.dumps(config))
+    r = mc("run", "--bundle", str(bundle), new_id("usm"), state_root=state_root)
+    assert r.returncode != 0 and "uidMappings" in r.stderr and "Traceback" not in r.stderr
+    assert not os.listdir(state_root)
+
+
+def test_userns_rootfs_out_of_reach_is_a_clear_error(busybox_rootfs, state_root):
+    # pytest's tmp dirs are 0700: the mapped root (host uid 100000) cannot walk to them.
+    r = mc("run", "--name", new_id("usr"), "--userns", "--rootfs", busybox_rootfs, "--",
+           "true", state_root=state_root)
+    assert r.returncode == 1 and "may not enter" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not os.listdir(state_root)
+
+
+@pytest.fixture
+def hostile_rootfs(rootfs_copy, tmp_path):
+    """A rootfs whose /proc, /dev, /sys and a volume's destination are symlinks out of it,
+    absolute and through `..`: resolved as the container sees them, they stay inside."""
+    outside = tmp_path / "outside"
+    for name in ("proc", "dev", "sys", "vol"):
+        (outside / name).mkdir(parents=True)
+    for name, target in (("proc", "../../../../../../%s/proc" % outside),
+                         ("dev", "%s/dev" % outside), ("sys", "../../../..%s/sys" % outside),
+                         ("data", "%s/vol" % outside)):
+        path = os.path.join(rootfs_copy, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        os.symlink(target, path)
+    return rootfs_copy, outside
+
+
+def test_symlinks_out_of_the_rootfs_mount_nothing_on_the_host(hostile_rootfs, state_root,
+                                                              volume):
+    rootfs, outside = hostile_rootfs
+    before = mountpoints_under(str(outside))
+    out = ok(mc("run", "--name", new_id("sym"), "--rootfs", rootfs, "-v", "%s:/data" % volume,
+                "--", "sh", "-c", "ls /proc | grep -c '^[0-9]'; ls /dev/null; ls /data",
+                state_root=state_root))
+    assert "/dev/null" in out and "mine" in out  # the mounts happened, inside
+    assert before == [] and mountpoints_under(str(outside)) == []
+    for name in ("proc", "dev", "sys", "vol"):  # nothing was made outside either
+        assert os.listdir(outside / name) == [], name
