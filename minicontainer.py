@@ -4860,6 +4860,10 @@ def main(argv=None):
             return 2
         if g.root is None:
             g.root = default_state_root()
+        if g.systemd_cgroup and g.command in ("create", "run"):
+            _log_error("--systemd-cgroup: systemd does not manage the cgroups here; they are "
+                       "made through cgroupfs (a slice:prefix:name path as /slice/prefix-name"
+                       ".scope)", log, "warning")
         if g.command == "run":
             # After a bare `--` comes the command; before it, an image's command may begin.
             if after is not None:
@@ -4881,15 +4885,15 @@ def main(argv=None):
         return 1
 
 
-def _log_error(msg, log):
-    sys.stderr.write("minicontainer: %s\n" % msg)
+def _log_error(msg, log, level="error"):
+    sys.stderr.write("minicontainer: %s%s\n" % ("" if level == "error" else level + ": ", msg))
     if log and log[0]:
         try:
             with open(log[0], "a") as f:
                 if log[1] == "json":
-                    f.write(json.dumps({"level": "error", "msg": msg, "time": timestamp()}) + "\n")
+                    f.write(json.dumps({"level": level, "msg": msg, "time": timestamp()}) + "\n")
                 else:
-                    f.write("%s error: %s\n" % (timestamp(), msg))
+                    f.write("%s %s: %s\n" % (timestamp(), level, msg))
         except OSError:
             pass
 
