@@ -1496,6 +1496,12 @@ class Container:
         except FileNotFoundError:
             raise Error("container %s does not exist" % self.id) from None
         fcntl.flock(fd, fcntl.LOCK_EX)
+        # What we read before may be stale: whoever held the lock may have changed it.
+        try:
+            with open(os.path.join(self.dir, "state.json")) as f:
+                self.state = json.load(f)
+        except (OSError, ValueError):
+            pass
         return _Lock(fd)
 
     @property
@@ -1543,21 +1549,28 @@ class Container:
     # -- creation
     @classmethod
     def create(cls, cid, config, bundle, root=None, console=None, stdin_null=False,
-               pid_file=None, preserve_fds=0, cgroup_parent=None, debug=False):
+               pid_file=None, preserve_fds=0, cgroup_parent=None, debug=False, overlay=None):
         """Set up a container whose init waits, fully configured, for start().
 
         console: None (keep our stdio), "self" (make a pty and keep its master in
-        .console_master) or the path of a unix socket to send the master to, as runc does."""
+        .console_master) or the path of a unix socket to send the master to, as runc does.
+        overlay: an image's layer directories (bottom first). The rootfs (config.root.path
+        is set) is then STATE/rootfs with an overlay of them mounted on it in the container's
+        own mount namespace, the container's changes going to STATE/upper; where overlayfs
+        is refused, a private copy of the layers in STATE/rootfs."""
         import socket
         c = cls(cid, root)
         linux = config.get("linux", {})
         check_sysctl(config)
         if "mount" not in {ns["type"] for ns in linux.get("namespaces", [])}:
             raise Error("linux.namespaces: a mount namespace is required")
-        rootfs = config["root"]["path"]
-        rootfs = os.path.realpath(os.path.join(bundle, rootfs))
-        if not os.path.isdir(rootfs):
-            raise Error("rootfs %s does not exist" % rootfs)
+        if overlay is not None:
+            rootfs = config["root"]["path"] = os.path.join(os.path.abspath(c.dir), "rootfs")
+        else:
+            rootfs = config["root"]["path"]
+            rootfs = os.path.realpath(os.path.join(bundle, rootfs))
+            if not os.path.isdir(rootfs):
+                raise Error("rootfs %s does not exist" % rootfs)
         process = config["process"]
         if process.get("terminal") and console is None:
             raise Error("process.terminal is set: give a console (-t or --console-socket)")
@@ -1574,6 +1587,9 @@ class Container:
                        "created": timestamp(), "annotations": config.get("annotations", {}),
                        "cgroup": cgroup.to_json(), "config": config}
             c.save()  # before anything exists, so that delete can clean up a crashed create
+            ov = None
+            if overlay is not None:
+                ov = c._prepare_layers(overlay)
             cgroup.create()
             c.state["cgroup"] = cgroup.to_json()
             c.save()
@@ -1593,7 +1609,8 @@ class Container:
                    "cgroup": cgroup, "fifo": c.fifo, "sync": theirs, "console": console,
                    "lock": lock, "seccomp": _compile_seccomp(linux), "fifo_fd": fifo_fd,
                    "hooks": bool(config.get("hooks")), "userns": userns,
-                   "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug}
+                   "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug,
+                   "overlay": ov}
             child = first = _fork_init(ctx, linux)
             theirs.close()
             os.close(fifo_fd)
@@ -1609,6 +1626,9 @@ class Container:
                     raise Error(msg["msg"], msg.get("code", 1))
                 if msg["t"] == "userns":
                     write_id_maps(first, linux)
+                    c.sync.send("ok")
+                elif msg["t"] == "overlay-refused":
+                    c._copy_layers(msg["msg"])
                     c.sync.send("ok")
                 elif msg["t"] == "pid":  # the init, forked in the new user namespace
                     child = msg["pid"]
@@ -1643,6 +1663,49 @@ class Container:
         finally:
             lock.close()
         return c
+
+    # -- the root filesystem of an image
+    def _prepare_layers(self, layers):
+        """STATE/rootfs, upper and work for the overlay (ctx["overlay"] for the init), after
+        recording the layers in use in the store (rmi keeps them). None when a copy is made
+        straight away (asked by $MINICONTAINER_NO_OVERLAY, or an image without layers)."""
+        rootfs = os.path.join(self.dir, "rootfs")
+        upper, work = os.path.join(self.dir, "upper"), os.path.join(self.dir, "work")
+        os.mkdir(rootfs, 0o755)
+        self.state["overlay"] = ov = {"layers": list(layers), "mode": "overlay"}
+        if layers:
+            import hashlib
+            store = os.path.dirname(os.path.dirname(layers[0]))
+            use = os.path.join(store, "containers",
+                               hashlib.sha256(os.path.abspath(self.dir).encode()).hexdigest())
+            os.makedirs(os.path.dirname(use), exist_ok=True)
+            write_atomic(use, json.dumps({"state": os.path.abspath(self.dir),
+                                          "layers": list(layers)}))
+            ov["use"] = use
+        self.save()
+        if not layers or os.environ.get("MINICONTAINER_NO_OVERLAY") == "1":
+            self._copy_layers("not used ($MINICONTAINER_NO_OVERLAY=1)" if layers else "")
+            return None
+        # upper and work on one filesystem (overlayfs requires it); the upper directory's
+        # owner, mode and times are those of the merged root, so they come from the image.
+        os.mkdir(upper, 0o755)
+        os.mkdir(work, 0o700)
+        st = os.stat(layers[-1])
+        os.chown(upper, st.st_uid, st.st_gid)
+        os.chmod(upper, st.st_mode & 0o7777)
+        os.utime(upper, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return {"lower": list(layers), "upper": upper, "work": work, "target": rootfs}
+
+    def _copy_layers(self, why):
+        """The fallback: a private copy of the image in STATE/rootfs, said once on stderr."""
+        layers = self.state["overlay"]["layers"]
+        if why:
+            sys.stderr.write("minicontainer: overlayfs %s: the container gets a private copy "
+                             "of the image\n" % why)
+            sys.stderr.flush()
+        copy_layers(layers, os.path.join(self.dir, "rootfs"))
+        self.state["overlay"]["mode"] = "copy"
+        self.save()
 
     # -- start and wait
     def start(self):
@@ -1797,6 +1860,19 @@ class Container:
                 raise Error("cannot delete a container that is %s (use --force)" % status)
             self._remove()
 
+    def stopped(self):
+        """After its init exited, keep a container (state, rootfs changes) for `delete`:
+        only its cgroup goes, since nothing can run in it any more."""
+        with self.lock():
+            if self.alive():
+                self.signal(signal.SIGKILL)  # its init is gone: kill what it left
+                self._wait_gone()
+            cg = self.cgroup
+            if cg:
+                cg.destroy()
+                self.state["cgroup"] = None
+                self.save()
+
     def _remove(self, quiet=False):
         try:
             if self.alive():
@@ -1814,7 +1890,13 @@ class Container:
                 raise
         finally:
             import shutil
+            use = self.state.get("overlay", {}).get("use")
             shutil.rmtree(self.dir, ignore_errors=True)
+            if use:  # the image's layers are no longer this container's
+                try:
+                    os.unlink(use)
+                except OSError:
+                    pass
 
     def _wait_gone(self):
         import time
@@ -1952,6 +2034,11 @@ def _userns_steps(ctx, sync):
     if ctx["cgroup"] is not None:
         ctx["cgroup"].join(0)  # while still root of the host: the cgroup files are its
         ctx["cgroup_joined"] = True
+    if ctx.get("overlay"):
+        # Mounted as the host's root, in a mount namespace of ours that the init's copies:
+        # the mount points below are then made in the overlay.
+        unshare(CLONE_NEWNS)
+        _overlay_steps(ctx, sync)
     make_mount_points(ctx["config"], ctx["rootfs"], ctx["bundle"])
     unshare(CLONE_NEWUSER)
     sync.send("userns")
@@ -2030,6 +2117,24 @@ def _report(sync, msg, code):
             pass
 
 
+def _overlay_steps(ctx, sync):
+    """Mount the image's overlay on the rootfs directory, in the (new) mount namespace of
+    this process: it goes when the namespace does, so no host mount outlives the container.
+    Where the kernel refuses it, the runtime makes a private copy in its place instead."""
+    ov = ctx["overlay"]
+    propagation = ctx["config"].get("linux", {}).get("rootfsPropagation") or "rprivate"
+    # As setup_rootfs does first: out of the host's peer groups before anything is mounted.
+    mount(None, "/", None, MS_REC | (MS_SLAVE if "slave" in propagation else MS_PRIVATE))
+    try:
+        mount_overlay(ov["lower"], ov["upper"], ov["work"], ov["target"])
+    except OSError as e:
+        if e.errno not in OVERLAY_REFUSED:
+            raise
+        sync.send("overlay-refused", msg="refused (%s)" % os.strerror(e.errno))
+        if sync.recv()[0] != {"t": "ok"}:
+            raise Error("overlayfs refused, and no private copy was made") from None
+
+
 def _init_steps(ctx, sync):
     config, process = ctx["config"], ctx["config"]["process"]
     linux = config.get("linux", {})
@@ -2059,6 +2164,8 @@ def _init_steps(ctx, sync):
         else:
             flags |= NAMESPACES[ns["type"]][0]
     unshare(flags)
+    if ctx.get("overlay") and not ctx.get("userns"):
+        _overlay_steps(ctx, sync)
     if hooks.get("prestart") or hooks.get("createRuntime"):
         sync.send("hooks")
         if sync.recv()[0] != {"t": "ok"}:
@@ -2172,12 +2279,13 @@ def _close_fds(first, keep=()):
 
 # ==== image store (tools/pull.py writes it; run/images/rmi read it) ====
 # The store is an OCI image layout (oci-layout, index.json, blobs/sha256/...) that skopeo and
-# umoci can read, plus rootfs/<manifest-hex>/ with each image unpacked.  index.json holds one
-# manifest descriptor per reference, named by the org.opencontainers.image.ref.name annotation
-# (the full normalized reference).  Everything is written under a temporary name and renamed
-# into place, and index.json is written last, so a killed pull leaves at most unreferenced
-# files that the next rmi collects.  Standard library only; imports are local so that starting
-# a container does not pay for them.
+# umoci can read, plus layers/<diff_id-hex>/ with each layer unpacked once, in overlayfs's
+# form, whichever images share it (a container's rootfs is an overlay of them).  index.json
+# holds one manifest descriptor per reference, named by the org.opencontainers.image.ref.name
+# annotation (the full normalized reference).  Everything is written under a temporary name
+# and renamed into place, and index.json is written last, so a killed pull leaves at most
+# unreferenced files that the next rmi collects.  Standard library only; imports are local
+# so that starting a container does not pay for them.
 
 DEFAULT_REGISTRY = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
@@ -2356,7 +2464,56 @@ class ImageStore:
         return self._p("blobs", "sha256", digest[7:])
 
     def rootfs_path(self, manifest_digest):
+        """Where stores before layers/ kept an image flat (collect_garbage removes them)."""
         return self._p("rootfs", self.blob_path(manifest_digest).rsplit("/", 1)[1])
+
+    def layer_path(self, diff_id):
+        """The directory of the layer whose uncompressed tar has this digest."""
+        return self._p("layers", self.blob_path(diff_id).rsplit("/", 1)[1])
+
+    def unpack_layer(self, src, diff_id, layer_name, work):
+        """Unpack a layer (a blob path or file object) in overlay form into a new directory
+        under work (a directory of tmp/), check it against diff_id and return the directory,
+        for commit_layer once every layer of the image is ready."""
+        import os
+        import tempfile
+        self.layer_path(diff_id)  # a malformed diff_id fails before any work
+        dest = tempfile.mkdtemp(prefix="layer-", dir=work)
+        os.chmod(dest, 0o755)
+        got = unpack_layer(src, dest, layer_name, overlay=True)
+        if got != diff_id:
+            raise UnpackError(f"{layer_name}: uncompressed content does not match the "
+                              "config's diff_id")
+        return dest
+
+    def commit_layer(self, path, diff_id):
+        """Rename an unpacked layer into layers/: a layer directory is complete or absent,
+        and of two pulls storing the same layer at once the first rename wins."""
+        import os
+        final = self.layer_path(diff_id)
+        os.makedirs(self._p("layers"), exist_ok=True)
+        try:
+            os.rename(path, final)
+        except OSError:
+            if not os.path.isdir(final):  # else a concurrent pull stored it first
+                raise
+            remove_tree(path)
+        return final
+
+    def store_layer(self, src, diff_id, layer_name):
+        """unpack_layer and commit_layer at once, unless the layer is there already."""
+        import os
+        import tempfile
+        final = self.layer_path(diff_id)
+        if os.path.isdir(final):
+            return final
+        os.makedirs(self.tmp_dir, exist_ok=True)
+        work = tempfile.mkdtemp(prefix="layer-", dir=self.tmp_dir)
+        try:
+            return self.commit_layer(self.unpack_layer(src, diff_id, layer_name, work),
+                                     diff_id)
+        finally:
+            remove_tree(work)
 
     def has_blob(self, digest):
         import os
@@ -2379,7 +2536,7 @@ class ImageStore:
     def ensure_layout(self):
         import json
         import os
-        for d in ("blobs/sha256", "rootfs", "tmp"):
+        for d in ("blobs/sha256", "layers", "tmp"):
             os.makedirs(self._p(d), exist_ok=True)
         if not os.path.exists(self._p("oci-layout")):
             write_file_atomic(self._p("oci-layout"), b'{"imageLayoutVersion": "1.0.0"}\n')
@@ -2448,8 +2605,9 @@ class ImageStore:
             index["manifests"].append(desc)
         self.update_index(change)
 
-    def referenced(self):
-        """Blob digests and manifest digests that index.json reaches."""
+    def referenced(self, diff_ids=None):
+        """Blob digests and manifest digests that index.json reaches (and into diff_ids,
+        a set, the layers their configs name)."""
         blobs, manifests = set(), set()
         for _, desc in self.entries():
             digest = desc.get("digest", "")
@@ -2461,23 +2619,60 @@ class ImageStore:
                 continue
             blobs.add((manifest.get("config") or {}).get("digest"))
             blobs.update(layer.get("digest") for layer in manifest.get("layers") or ())
+            if diff_ids is not None:
+                try:
+                    config = self.read_json_blob(manifest["config"]["digest"])
+                    diff_ids.update(config["rootfs"]["diff_ids"])
+                except (Error, KeyError, TypeError):
+                    pass
         return blobs, manifests
+
+    def layers_in_use(self):
+        """Layer directories that containers use, by the files containers/ holds (one per
+        container, naming its state directory and its layers); stale ones are removed."""
+        import os
+        used = set()
+        users = self._p("containers")
+        for name in os.listdir(users) if os.path.isdir(users) else ():
+            path = os.path.join(users, name)
+            try:
+                with open(path) as f:
+                    use = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if os.path.isdir(use.get("state", "")):
+                used.update(use.get("layers", []))
+            else:  # the container is gone without telling us (a killed runtime, rm -rf)
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        return used
 
     def collect_garbage(self):
         """Remove blobs, rootfs trees and temporary files that no image uses; returns the
         removed blob digests.  Call with the store lock held exclusive."""
         import os
-        blobs, manifests = self.referenced()
+        diff_ids = set()
+        blobs, manifests = self.referenced(diff_ids)
         removed = []
         blob_dir = self._p("blobs", "sha256")
         for name in sorted(os.listdir(blob_dir)) if os.path.isdir(blob_dir) else ():
             if "sha256:" + name not in blobs:
                 os.unlink(os.path.join(blob_dir, name))
                 removed.append("sha256:" + name)
+        # Flat trees of stores made before layers/ existed: nothing reads them any more.
         rootfs_dir = self._p("rootfs")
         for name in sorted(os.listdir(rootfs_dir)) if os.path.isdir(rootfs_dir) else ():
-            if "sha256:" + name not in manifests:
-                remove_tree(os.path.join(rootfs_dir, name))
+            remove_tree(os.path.join(rootfs_dir, name))
+        if os.path.isdir(rootfs_dir):
+            os.rmdir(rootfs_dir)
+        layers_dir = self._p("layers")
+        in_use = self.layers_in_use()
+        for name in sorted(os.listdir(layers_dir)) if os.path.isdir(layers_dir) else ():
+            path = os.path.join(layers_dir, name)
+            if "sha256:" + name not in diff_ids and path not in in_use:
+                remove_tree(path)
         for name in os.listdir(self.tmp_dir) if os.path.isdir(self.tmp_dir) else ():
             remove_tree(os.path.join(self.tmp_dir, name))
         return removed
@@ -2515,8 +2710,10 @@ def remove_tree(path):
 class StoredImage:
     """An image in the store, as run needs it."""
 
-    def __init__(self, name, digest, rootfs, config, manifest, image_config, platform):
-        self.name, self.digest, self.rootfs = name, digest, rootfs
+    def __init__(self, name, digest, layers, config, manifest, image_config, platform):
+        self.name, self.digest = name, digest
+        self.layers = layers                # layer directories, bottom first
+        self.rootfs = None                  # no flat tree: a container overlays the layers
         self.config = config                # Entrypoint, Cmd, Env, WorkingDir, User, ...
         self.manifest = manifest
         self.image_config = image_config    # the whole config blob
@@ -2563,11 +2760,15 @@ def find_image(ref, store=None):
     manifest = store.read_json_blob(digest)
     config_digest = (manifest.get("config") or {}).get("digest")
     image_config = store.read_json_blob(config_digest)
-    rootfs = store.rootfs_path(digest)
-    if not os.path.isdir(rootfs):
-        raise Error(f"image {name}: its root filesystem is missing from {store.path}; "
-                    "pull it again")
-    image = StoredImage(name, digest, rootfs, image_config.get("config") or {}, manifest,
+    try:
+        layers = [store.layer_path(d) for d in image_config["rootfs"]["diff_ids"]]
+    except (KeyError, TypeError):
+        raise Error(f"image {name}: its config lists no layers (rootfs.diff_ids)") from None
+    for path in layers:
+        if not os.path.isdir(path):
+            raise Error(f"image {name}: layer {os.path.basename(path)[:12]} is missing from "
+                        f"{store.path}; pull it again")
+    image = StoredImage(name, digest, layers, image_config.get("config") or {}, manifest,
                         image_config, _platform_string(image_config))
     # the digest the registry knows it by (ours differs for a Docker manifest made OCI)
     image.pulled_digest = (desc.get("annotations") or {}).get(ANNOTATION_PULLED_DIGEST, digest)
@@ -2655,6 +2856,151 @@ def cmd_rmi(argv):
             print(f"minicontainer: {e}", file=sys.stderr)
             return 1
     return status
+
+
+# ---- layers as a root filesystem: an overlay mount, or a private copy ----
+# Layer directories hold overlayfs's form of whiteouts: a 0/0 character device hides a name
+# of the layers below, and a directory with trusted.overlay.opaque=y hides all they put in it.
+
+OVERLAY_OPAQUE = "trusted.overlay.opaque"
+
+
+def _is_whiteout(st):
+    import stat
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _opaque(path):
+    try:
+        return os.getxattr(path, OVERLAY_OPAQUE, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def layers_lookup(layers, path):
+    """The host path of `path` (no symlink followed) in the merged view of layers (bottom
+    first): in the topmost layer that has it, or None if the merged view has no such file."""
+    import stat
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    for layer in reversed(layers):
+        hidden_below = False
+        for i in range(len(parts)):
+            candidate = os.path.join(layer, *parts[:i + 1])
+            try:
+                st = os.lstat(candidate)
+            except (FileNotFoundError, NotADirectoryError):
+                break
+            if _is_whiteout(st):
+                return None
+            if i == len(parts) - 1:
+                return candidate
+            if not stat.S_ISDIR(st.st_mode):
+                return None  # a file where a directory was: nothing below shows through
+            hidden_below = hidden_below or _opaque(candidate)
+        if hidden_below:
+            return None
+    return None
+
+
+def _copy_metadata(src, dst, st):
+    import stat
+    link = stat.S_ISLNK(st.st_mode)
+    os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
+    if not link:  # after chown, which clears setuid bits
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
+        for name in os.listxattr(src, follow_symlinks=False):
+            if not name.startswith("trusted.overlay."):  # e.g. security.capability
+                os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
+                            follow_symlinks=False)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _remove_entry(path):
+    import shutil
+    import stat
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _copy_layer_dir(src, dst, links):
+    import shutil
+    import stat
+    if _opaque(src):
+        for name in os.listdir(dst):
+            _remove_entry(os.path.join(dst, name))
+    with os.scandir(src) as entries:
+        for entry in entries:
+            s, d = entry.path, os.path.join(dst, entry.name)
+            st = entry.stat(follow_symlinks=False)
+            if _is_whiteout(st):
+                _remove_entry(d)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if not (os.path.isdir(d) and not os.path.islink(d)):
+                    _remove_entry(d)
+                    os.mkdir(d, 0o700)
+                _copy_layer_dir(s, d, links)
+                continue
+            _remove_entry(d)
+            key = (st.st_dev, st.st_ino)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and key in links:
+                os.link(links[key], d)  # a hardlink of the layer stays one
+                continue
+            if stat.S_ISREG(st.st_mode):
+                shutil.copyfile(s, d, follow_symlinks=False)
+                links[key] = d
+            elif stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(s), d)
+            else:
+                os.mknod(d, st.st_mode, st.st_rdev)
+            _copy_metadata(s, d, st)
+    _copy_metadata(src, dst, os.lstat(src))  # last: filling the directory changed its mtime
+
+
+def copy_layers(layers, dest):
+    """Apply layer directories (bottom first, overlay form) onto the directory dest: the
+    tree an overlay of them shows, as files of dest's own (no inode shared with the store)."""
+    for layer in layers:
+        _copy_layer_dir(layer, dest, {})
+
+
+OVERLAY_REFUSED = (errno.EINVAL, errno.ENODEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+def _overlay_escape(path):
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def mount_overlay(layers, upper, work, target):
+    """Mount the overlay of layers (bottom first) with upper and work dirs on target.
+
+    Mount data may be one page long: the lower layers are named relative to their common
+    directory, made our working directory for the call (the kernel resolves them there)."""
+    # A layer twice in one image (identical layers happen) would be refused (ELOOP): its
+    # topmost occurrence alone gives the same view, covering all that the lower one adds.
+    layers = [p for i, p in enumerate(layers) if p not in layers[i + 1:]]
+    parent = os.path.dirname(layers[0])
+    relative = all(os.path.dirname(p) == parent for p in layers)
+    lower = ":".join(_overlay_escape(os.path.basename(p) if relative else p)
+                     for p in reversed(layers))
+    data = "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, _overlay_escape(upper),
+                                                   _overlay_escape(work))
+    if len(data) >= 4096:
+        raise Error("the image has too many layers (%d) for one overlay mount" % len(layers))
+    cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
+    try:
+        if relative:
+            os.chdir(parent)
+        mount("overlay", target, "overlay", 0, data)
+    finally:
+        os.fchdir(cwd)
+        os.close(cwd)
 
 
 # ---- unpacking layers ----
@@ -2895,10 +3241,14 @@ def _tar_reader(stream):
 class _Unpacker:
     MAX_CACHED_DIRS = 128
 
-    def __init__(self, root_fd, layer_name, same_owner):
+    def __init__(self, root_fd, layer_name, same_owner, overlay=False):
         import os
         self.os, self.root_fd, self.layer = os, root_fd, layer_name
         self.same_owner = same_owner
+        # overlay: the layer alone, in its own directory, whiteouts kept in overlayfs's form
+        # (0/0 character devices, the opaque xattr) for the kernel to apply when it merges.
+        self.overlay = overlay
+        self.whiteouts = set()      # path tuples holding a whiteout device (overlay form)
         self.dirs = {(): root_fd}   # dir fds by path tuple, each opened with O_NOFOLLOW
         self.retired = []           # evicted fds, closed once no caller can hold them
         self.created = set()        # path tuples this layer made (whiteouts spare them)
@@ -2991,6 +3341,9 @@ class _Unpacker:
         target = base[4:]
         if base != ".wh..wh..opq" and target in ("", ".", ".."):
             self.fail(member.name, "a whiteout must name a file in its directory")
+        if self.overlay:
+            self.overlay_whiteout(member, parts, target)
+            return
         parent = self.dir_fd(parts[:-1], member.name, create=False)
         if parent is None:
             return  # nothing below to hide
@@ -2998,6 +3351,30 @@ class _Unpacker:
             self.clear_lower(parent, parts[:-1])
         elif parts[:-1] + (target,) not in self.created:  # hides lower layers only
             self.remove(parent, parts[:-1] + (target,))
+
+    def overlay_whiteout(self, member, parts, target):
+        import stat
+        os = self.os
+        parent = self.dir_fd(parts[:-1], member.name)  # the whiteout must sit where it hides
+        if parts[-1] == ".wh..wh..opq":
+            self.opaque(parent, member.name)
+            return
+        where = parts[:-1] + (target,)
+        if where in self.created:
+            return  # as in a flat unpack: a whiteout hides lower layers only
+        self.remove(parent, where)
+        try:
+            os.mknod(target, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)
+        except PermissionError:
+            self.fail(member.name, "storing a whiteout needs root (mknod of a 0/0 device)")
+        self.whiteouts.add(where)
+
+    def opaque(self, fd, name):
+        try:
+            self.os.setxattr(fd, "trusted.overlay.opaque", b"y")
+        except OSError as e:
+            self.fail(name, f"cannot mark an opaque directory ({e.strerror}): the "
+                      "trusted.overlay.opaque xattr needs root and a filesystem with xattrs")
 
     def clear_lower(self, fd, parts):
         """Opaque directory: remove what lower layers put under parts."""
@@ -3032,6 +3409,11 @@ class _Unpacker:
         os = self.os
         for key, value in member.pax_headers.items():
             if not key.startswith("SCHILY.xattr."):
+                continue
+            if key[13:].startswith(("trusted.overlay.", "user.overlay.")):
+                # overlayfs would obey them (redirects, opaque, metacopy): only whiteout
+                # entries of the tar may say what is hidden.
+                self.warn(key, f"ignoring xattr {key[13:]} on {member.name}")
                 continue
             try:
                 os.setxattr(fd, key[13:], value.encode("utf-8", "surrogateescape"))
@@ -3073,6 +3455,11 @@ class _Unpacker:
             except FileNotFoundError:
                 os.mkdir(base, 0o700, dir_fd=parent)
             fd = self.dir_fd(parts, name)
+            if parts in self.whiteouts:
+                # A directory replacing what this layer whited out starts empty, as it does
+                # in a flat unpack: overlayfs would merge the lower one in unless opaque.
+                self.whiteouts.discard(parts)
+                self.opaque(fd, name)
             self.own(member, fd=fd, mode=False)
             # Unprivileged, a read-only directory could not be filled: its mode comes last.
             os.fchmod(fd, member.mode & 0o7777 | (0 if self.same_owner else 0o700))
@@ -3291,11 +3678,15 @@ def _write_all(fd, data):
             view = view[os.write(fd, view):]
 
 
-def unpack_layer(src, dest, layer_name="layer", same_owner=None):
+def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False):
     """Apply one layer (a path or a binary file object: gzip, zstd, bzip2, xz or plain tar)
     onto the existing directory dest, whiteouts included, and return the sha256 digest of the
     uncompressed tar (the layer's diff_id, for the caller to check).  A hostile or broken
-    layer raises UnpackError and leaves dest half-written: the caller discards it."""
+    layer raises UnpackError and leaves dest half-written: the caller discards it.
+
+    overlay: dest is the layer's own empty directory, and whiteouts are stored in overlayfs's
+    form instead of applied, so that an overlay mount of such directories (or copy_layers)
+    gives the same tree as applying the layers in order onto one directory."""
     import os
     import zlib
     if same_owner is None:
@@ -3304,7 +3695,7 @@ def unpack_layer(src, dest, layer_name="layer", same_owner=None):
     raw = open(src, "rb") if own else src
     stream = reader = None
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    unpacker = _Unpacker(root_fd, layer_name, same_owner)
+    unpacker = _Unpacker(root_fd, layer_name, same_owner, overlay)
     try:
         stream = open_layer(raw)
         reader = _tar_reader(stream)
@@ -4135,13 +4526,21 @@ def parse_signal(text):
     return int(sig)
 
 
+def _etc_file(rootfs, name):
+    """/etc/NAME of a rootfs directory, or of an image's layers (a list, bottom first)."""
+    if isinstance(rootfs, list):
+        return layers_lookup(rootfs, "/etc/" + name) or "/nonexistent"
+    return os.path.join(rootfs, "etc", name)
+
+
 def lookup_user(rootfs, spec):
-    """docker's -u: UID[:GID] or NAME[:GROUP], names looked up in the rootfs's /etc files."""
+    """docker's -u: UID[:GID] or NAME[:GROUP], names looked up in the rootfs's /etc files
+    (rootfs: a directory, or an image's layer directories)."""
     user, _, group = spec.partition(":")
 
     def lookup(filename, name, field):
         try:
-            with open(os.path.join(rootfs, "etc", filename)) as f:
+            with open(_etc_file(rootfs, filename)) as f:
                 for line in f:
                     parts = line.rstrip("\n").split(":")
                     if len(parts) > 3 and parts[0] == name:
@@ -4161,7 +4560,7 @@ def lookup_user(rootfs, spec):
     if gid is None:
         gid = 0
         try:
-            with open(os.path.join(rootfs, "etc", "passwd")) as f:
+            with open(_etc_file(rootfs, "passwd")) as f:
                 for line in f:
                     parts = line.split(":")
                     if len(parts) > 3 and parts[2] == str(uid):
@@ -4210,7 +4609,9 @@ def run_config(a):
                 raise
             cid, config = a.target, load_config(bundle)  # runc's `run ID` in a bundle
         if image is not None:
-            config = default_spec(rootfs=image.rootfs)
+            # The rootfs is made by Container.create (an overlay of image.layers): the path
+            # is set there.
+            config = default_spec(rootfs="rootfs")
             ic = image.config or {}
             process = config["process"]
             _set_env(process["env"], ic.get("Env") or [])
@@ -4218,7 +4619,7 @@ def run_config(a):
             if ic.get("WorkingDir"):
                 process["cwd"] = ic["WorkingDir"]
             if ic.get("User"):
-                process["user"] = lookup_user(image.rootfs, ic["User"])
+                process["user"] = lookup_user(image.layers, ic["User"])
             config.pop("hostname", None)  # run names it after the container
     process, linux = config["process"], config.setdefault("linux", {})
     rootfs = os.path.join(bundle, config["root"]["path"])
@@ -4238,7 +4639,7 @@ def run_config(a):
             raise Error("-w %s: the working directory must be an absolute path" % a.workdir)
         process["cwd"] = a.workdir
     if a.user:
-        process["user"] = lookup_user(rootfs, a.user)
+        process["user"] = lookup_user(image.layers if image else rootfs, a.user)
     res = linux.setdefault("resources", {})
     if a.memory:
         res.setdefault("memory", {})["limit"] = parse_size(a.memory)
@@ -4258,6 +4659,10 @@ def run_config(a):
         res["pids"] = {"limit": a.pids_limit}
     if a.read_only:
         config["root"]["readonly"] = True
+    for spec in a.tmpfs:
+        config["mounts"].append(_tmpfs_option(spec))
+    for spec in a.mount:
+        config["mounts"].append(_mount_option(spec))
     for vol in a.volume:
         parts = vol.split(":")
         if len(parts) not in (2, 3) or not parts[0].startswith("/") or \
@@ -4304,10 +4709,86 @@ def run_config(a):
         linux["namespaces"].insert(0, {"type": "user"})
         linux["uidMappings"] = linux["gidMappings"] = [
             {"containerID": 0, "hostID": base, "size": size}]
+    if a.read_only:
+        # Programs need somewhere to write: a tmpfs on /tmp and /run, as docker gives with
+        # --tmpfs (unless a mount of the user's is there).
+        taken = {os.path.normpath(m["destination"]) for m in config["mounts"]}
+        for dest, mode in (("/tmp", "1777"), ("/run", "755")):
+            if dest not in taken:
+                config["mounts"].append({"destination": dest, "type": "tmpfs", "source": "tmpfs",
+                                         "options": ["nosuid", "nodev", "mode=" + mode]})
     if a.tty:
         process["terminal"] = True
     check_config(config, "run")
     return config, bundle, cid, image
+
+
+def _tmpfs_option(spec):
+    """--tmpfs CTR[:OPTS]: OPTS as mount(8) takes them (size=64m,mode=1777,noexec...)."""
+    dest, _, opts = spec.partition(":")
+    if not dest.startswith("/"):
+        raise Error("--tmpfs %s: the path in the container must be absolute" % spec)
+    options = [o for o in opts.split(",") if o]
+    parse_mount_options(options)  # refuses what the runtime can't do
+    if not any(o.startswith("mode=") for o in options):
+        options.append("mode=1777")
+    return {"destination": dest, "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "nodev", "noexec"] + options}
+
+
+def _mount_option(spec):
+    """--mount type=bind|tmpfs,source=...,target=...[,readonly]...: docker's syntax."""
+    import csv
+    fields = {}
+    try:
+        items = next(csv.reader([spec]))
+    except (csv.Error, StopIteration):
+        items = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = {"src": "source", "dst": "target", "destination": "target",
+               "ro": "readonly"}.get(key.strip().lower(), key.strip().lower())
+        if key in fields:
+            raise Error("--mount %s: %s given twice" % (spec, key))
+        fields[key] = value if eq else None
+    kind = fields.pop("type", "volume")
+    target = fields.pop("target", None)
+    if not target or not target.startswith("/"):
+        raise Error("--mount %s: give target=PATH, an absolute path in the container" % spec)
+    readonly = fields.pop("readonly", "false")
+    if readonly not in (None, "true", "1", "false", "0"):
+        raise Error("--mount %s: readonly takes true or false" % spec)
+    readonly = readonly in (None, "true", "1")
+    if kind == "bind":
+        source = fields.pop("source", None)
+        create = fields.pop("bind-create-src", "false") in (None, "true", "1")
+        propagation = fields.pop("bind-propagation", None)
+        if not source or not source.startswith("/"):
+            raise Error("--mount %s: give source=PATH, an absolute path on the host" % spec)
+        if propagation is not None and propagation not in PROPAGATION:
+            raise Error("--mount %s: unknown bind-propagation %r" % (spec, propagation))
+        if not os.path.exists(source):
+            if not create:
+                raise Error("--mount %s: bind source %s does not exist (add bind-create-src "
+                            "to make it)" % (spec, source))
+            os.makedirs(source, 0o755)
+        options = ["rbind", "ro" if readonly else "rw"] + ([propagation] if propagation else [])
+        m = {"destination": target, "type": "bind", "source": source, "options": options}
+    elif kind == "tmpfs":
+        options = ["nosuid", "nodev", "noexec"] + (["ro"] if readonly else [])
+        size, mode = fields.pop("tmpfs-size", None), fields.pop("tmpfs-mode", None)
+        if size:
+            options.append("size=%d" % parse_size(size))
+        try:
+            options.append("mode=%o" % (int(mode, 8) if mode else 0o1777))
+        except ValueError:
+            raise Error("--mount %s: tmpfs-mode takes an octal mode" % spec) from None
+        m = {"destination": target, "type": "tmpfs", "source": "tmpfs", "options": options}
+    else:
+        raise Error("--mount %s: type %s is not supported (bind or tmpfs)" % (spec, kind))
+    if fields:
+        raise Error("--mount %s: unknown option %s" % (spec, sorted(fields)[0]))
+    return m
 
 
 def subordinate_ids(user="root"):
@@ -4428,7 +4909,11 @@ def cmd_run(a, g):
     console = a.console_socket or ("self" if terminal else None)
     c = Container.create(cid, config, bundle, g.root, console=console,
                          stdin_null=not a.interactive and bool(image or a.rootfs),
-                         pid_file=a.pid_file, cgroup_parent=a.cgroup_parent, debug=g.debug)
+                         pid_file=a.pid_file, cgroup_parent=a.cgroup_parent, debug=g.debug,
+                         overlay=image.layers if image is not None else None)
+    # docker's semantics for images and rootfs directories: without --rm, the stopped
+    # container and its changes stay until `delete`; runc's for a bundle: run removes it.
+    keep = not a.rm and (image is not None or bool(a.rootfs))
     try:
         if not a.detach:
             _forward_signals(c.pid, c.console_master)
@@ -4450,7 +4935,10 @@ def cmd_run(a, g):
         else:
             code = _wait_exit(c.pid)
     finally:
-        c.destroy()
+        if keep:
+            c.stopped()
+        else:
+            c.destroy()
     return code
 
 
@@ -4740,6 +5228,9 @@ def _parser(only=None):
     r.add_argument("--pids-limit", type=int)
     r.add_argument("--read-only", action="store_true")
     r.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CTR[:ro]")
+    r.add_argument("--tmpfs", action="append", default=[], metavar="CTR[:OPTS]")
+    r.add_argument("--mount", action="append", default=[],
+                   metavar="type=bind|tmpfs,target=CTR[,source=HOST][,readonly]")
     r.add_argument("--cap-add", action="append", default=[])
     r.add_argument("--cap-drop", action="append", default=[])
     r.add_argument("--security-opt", action="append", default=[])
@@ -4751,7 +5242,8 @@ def _parser(only=None):
     r.add_argument("-i", "--interactive", action="store_true")
     r.add_argument("-d", "--detach", action="store_true")
     r.add_argument("--rm", action="store_true",
-                   help="remove the container when it exits (always so in the foreground)")
+                   help="remove the container when it exits (else it stays, stopped, with "
+                   "its changes, until delete; a bundle's always goes)")
     r.add_argument("--pid-file")
     r.add_argument("--console-socket")
     r.add_argument("target", nargs="?", metavar="IMAGE|ID")
