@@ -2449,6 +2449,7 @@ class ImageStore:
     def __init__(self, path=None):
         import os
         self.path = os.path.abspath(path or store_dir())
+        self._implicit = {}  # unpacked layer -> its implicit directories, for commit_layer
 
     def _p(self, *parts):
         import os
@@ -2480,16 +2481,32 @@ class ImageStore:
         self.layer_path(diff_id)  # a malformed diff_id fails before any work
         dest = tempfile.mkdtemp(prefix="layer-", dir=work)
         os.chmod(dest, 0o755)
-        got = unpack_layer(src, dest, layer_name, overlay=True)
+        implicit = []
+        got = unpack_layer(src, dest, layer_name, overlay=True, implicit=implicit)
         if got != diff_id:
             raise UnpackError(f"{layer_name}: uncompressed content does not match the "
                               "config's diff_id")
+        self._implicit[dest] = implicit
         return dest
 
-    def commit_layer(self, path, diff_id):
+    def commit_layer(self, path, diff_id, lower=()):
         """Rename an unpacked layer into layers/: a layer directory is complete or absent,
-        and of two pulls storing the same layer at once the first rename wins."""
+        and of two pulls storing the same layer at once the first rename wins.
+
+        lower: the layer directories below it in the image being stored.  A directory the
+        layer has only because it holds entries (a tar without the parent's own entry) takes
+        their owner, mode and times: in an overlay the topmost layer's directory decides
+        them, and a flat unpack would have kept the lower one's."""
         import os
+        for parts in self._implicit.pop(path, ()):
+            below = layers_lookup(list(lower), "/".join(parts)) if parts else \
+                (lower[-1] if lower else None)
+            if below and os.path.isdir(below) and not os.path.islink(below):
+                st = os.lstat(below)
+                target = os.path.join(path, *parts)
+                os.chown(target, st.st_uid, st.st_gid)
+                os.chmod(target, st.st_mode & 0o7777)
+                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
         final = self.layer_path(diff_id)
         os.makedirs(self._p("layers"), exist_ok=True)
         try:
@@ -3249,6 +3266,7 @@ class _Unpacker:
         # (0/0 character devices, the opaque xattr) for the kernel to apply when it merges.
         self.overlay = overlay
         self.whiteouts = set()      # path tuples holding a whiteout device (overlay form)
+        self.implicit = set()       # directories made for an entry below them, not by one
         self.dirs = {(): root_fd}   # dir fds by path tuple, each opened with O_NOFOLLOW
         self.retired = []           # evicted fds, closed once no caller can hold them
         self.created = set()        # path tuples this layer made (whiteouts spare them)
@@ -3296,6 +3314,7 @@ class _Unpacker:
                 return None
             os.mkdir(parts[-1], 0o755, dir_fd=parent)
             self.created.add(parts)
+            self.implicit.add(parts)
             fd = os.open(parts[-1], flags, dir_fd=parent)
         except OSError as e:
             import errno
@@ -3438,6 +3457,7 @@ class _Unpacker:
         if not parts:
             if not member.isdir():
                 self.fail(name, "the root must be a directory")
+            self.implicit.add(None)  # None: the root was given
             self.own(member, fd=self.root_fd)
             self.dir_times.append(((), int(member.mtime * 1_000_000_000), member.mode & 0o7777))
             return
@@ -3455,6 +3475,7 @@ class _Unpacker:
             except FileNotFoundError:
                 os.mkdir(base, 0o700, dir_fd=parent)
             fd = self.dir_fd(parts, name)
+            self.implicit.discard(parts)
             if parts in self.whiteouts:
                 # A directory replacing what this layer whited out starts empty, as it does
                 # in a flat unpack: overlayfs would merge the lower one in unless opaque.
@@ -3678,7 +3699,7 @@ def _write_all(fd, data):
             view = view[os.write(fd, view):]
 
 
-def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False):
+def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False, implicit=None):
     """Apply one layer (a path or a binary file object: gzip, zstd, bzip2, xz or plain tar)
     onto the existing directory dest, whiteouts included, and return the sha256 digest of the
     uncompressed tar (the layer's diff_id, for the caller to check).  A hostile or broken
@@ -3686,7 +3707,9 @@ def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False):
 
     overlay: dest is the layer's own empty directory, and whiteouts are stored in overlayfs's
     form instead of applied, so that an overlay mount of such directories (or copy_layers)
-    gives the same tree as applying the layers in order onto one directory."""
+    gives the same tree as applying the layers in order onto one directory.  implicit, a
+    list, gets the directories the layer has without an entry of their own (path tuples;
+    () for the root): their owner and mode must come from the layers below."""
     import os
     import zlib
     if same_owner is None:
@@ -3702,6 +3725,10 @@ def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False):
         for member in _tar_members(reader, layer_name):
             unpacker.entry(reader, member)
         unpacker.finish()
+        if implicit is not None:
+            implicit.extend(sorted(p for p in unpacker.implicit if p is not None))
+            if None not in unpacker.implicit:
+                implicit.insert(0, ())
         return reader.drain()
     except zlib.error as e:
         raise UnpackError(f"{layer_name}: corrupt gzip data ({e})") from None

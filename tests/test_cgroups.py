@@ -109,12 +109,12 @@ def test_v1_unlimited_values(created):
 
 
 def test_v1_memory_flags_of_run(busybox_rootfs, state_root):
-    r = mc("run", "--name", new_id(), "--rootfs", busybox_rootfs, "-m", "48m", "--memory-swap",
-           "96m", "--", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    r = mc("run", "--rm", "--name", new_id(), "--rootfs", busybox_rootfs, "-m", "48m",
+           "--memory-swap", "96m", "--", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
            "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", state_root=state_root)
     assert r.stdout.split() == [str(48 << 20), str(96 << 20)], r.stderr
     # docker's default: swap as much again as memory
-    r = mc("run", "--name", new_id(), "--rootfs", busybox_rootfs, "-m", "48m", "--",
+    r = mc("run", "--rm", "--name", new_id(), "--rootfs", busybox_rootfs, "-m", "48m", "--",
            "cat", "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", state_root=state_root)
     assert r.stdout.split() == [str(96 << 20)], r.stderr
 
@@ -122,8 +122,8 @@ def test_v1_memory_flags_of_run(busybox_rootfs, state_root):
 def test_cgroup_parent_and_cgroups_path(busybox_rootfs, state_root, tmp_path):
     parent = new_id("parent")
     cid = new_id()
-    r = mc("run", "--name", cid, "--cgroup-parent", parent, "--rootfs", busybox_rootfs, "--",
-           "cat", "/proc/self/cgroup", state_root=state_root)
+    r = mc("run", "--rm", "--name", cid, "--cgroup-parent", parent, "--rootfs", busybox_rootfs,
+           "--", "cat", "/proc/self/cgroup", state_root=state_root)
     assert r.returncode == 0, r.stderr
     assert "0::/%s/%s" % (parent, cid) in r.stdout.splitlines()
     assert not os.path.exists(v1_dir("memory", "/" + parent))  # made for it, removed after it
@@ -285,7 +285,7 @@ def test_v2_device_filter_in_a_container(v2_mode, busybox_rootfs, state_root, tm
     script = ("cat /dev/null && head -c 3 /dev/zero | wc -c && echo x > /dev/null && "
               "mknod /dev/blk b %s %s && echo made && head -c 512 /dev/blk | wc -c" %
               (major, minor))
-    r = mc("run", "--name", new_id(), "--rootfs", busybox_rootfs, "--", "sh", "-c", script,
+    r = mc("run", "--rm", "--name", new_id(), "--rootfs", busybox_rootfs, "--", "sh", "-c", script,
            state_root=state_root, env=v2_mode)
     assert r.stdout.split() == ["3", "made", "0"], r.stderr
     assert "Operation not permitted" in r.stderr
@@ -338,7 +338,7 @@ def test_v2_device_filter_program_denies_what_its_rules_deny(v2_mode):
 def test_v2_missing_controller_is_an_error(v2_mode, busybox_rootfs, state_root, flags,
                                            controller):
     cid = new_id()
-    r = mc("run", "--name", cid, "--rootfs", busybox_rootfs, *flags, "--", "true",
+    r = mc("run", "--rm", "--name", cid, "--rootfs", busybox_rootfs, *flags, "--", "true",
            state_root=state_root, env=v2_mode)
     assert one_line_error(r) == "minicontainer: cgroup controller %s is not available" % \
         controller

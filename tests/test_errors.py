@@ -31,7 +31,7 @@ def test_not_root(busybox_rootfs, tmp_path):
         os.setuid(65534)
     # the test's interpreter may live where nobody cannot read: use the system's
     python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
-    for args in (["run", "--rootfs", busybox_rootfs, "--", "true"], ["create", "x"],
+    for args in (["run", "--rm", "--rootfs", busybox_rootfs, "--", "true"], ["create", "x"],
                  ["delete", "x"], ["kill", "x"]):
         r = subprocess.run([python, RUNTIME, "--root", str(tmp_path / "state")] + args,
                            capture_output=True, text=True, preexec_fn=drop, cwd="/",
@@ -153,7 +153,7 @@ def test_bad_run_flags(busybox_rootfs, state_root, flags, command, words, code):
         flags = ["--rootfs", busybox_rootfs] + flags
     elif flags == [] and command != ["true"]:
         flags = ["--rootfs", busybox_rootfs]
-    r = mc("run", "--name", new_id(), *flags, "--", *command, state_root=state_root)
+    r = mc("run", "--rm", "--name", new_id(), *flags, "--", *command, state_root=state_root)
     assert words in one_line_error(r), r.stderr
     assert r.returncode == code
     assert_nothing_left(state_root)
@@ -162,7 +162,7 @@ def test_bad_run_flags(busybox_rootfs, state_root, flags, command, words, code):
 def test_rootfs_without_a_shell(tmp_path, state_root):
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = mc("run", "--name", new_id(), "--rootfs", str(empty), "--", "sh", "-c", "true",
+    r = mc("run", "--rm", "--name", new_id(), "--rootfs", str(empty), "--", "sh", "-c", "true",
            state_root=state_root)
     assert r.returncode == 127
     assert one_line_error(r) == \
@@ -179,7 +179,8 @@ def test_run_with_a_name_and_an_id(busybox_rootfs, tmp_path, state_root):
 
 
 def test_debug_shows_the_traceback(state_root):
-    r = mc("--debug", "run", "--rootfs", "/nonexistent", "--", "true", state_root=state_root)
+    r = mc("--debug", "run", "--rm", "--rootfs", "/nonexistent", "--", "true",
+           state_root=state_root)
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 

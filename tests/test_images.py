@@ -34,8 +34,10 @@ def blobs(store):
 def test_find_image_and_store_dir(two_images, store, monkeypatch):
     refs, one, two, base = two_images
     image = mc.find_image(refs[0], store)
-    assert image.rootfs == os.path.join(store, "rootfs", image.digest[7:])
-    assert open(os.path.join(image.rootfs, "one")).read() == "1"
+    assert image.layers == [os.path.join(store, "layers", layer.diff_id[7:])
+                            for layer in one.layers]
+    assert image.rootfs is None  # no flat tree: containers overlay the layers
+    assert open(mc.layers_lookup(image.layers, "/one")).read() == "1"
     assert image.config["Cmd"] == ["/bin/sh"]
     assert mc.find_image(image.digest[7:19], store).name == refs[0]  # by ID prefix
     assert mc.store_dir() == store  # $MINICONTAINER_STORE, set by the fixture
@@ -71,9 +73,10 @@ def test_rmi_removes_only_unshared_blobs(two_images, store):
     assert base.digest[7:] in blobs(store)  # still used by the second image
     assert one.layers[1].digest[7:] not in blobs(store)
     assert first.digest[7:] not in blobs(store)
-    assert not os.path.exists(first.rootfs)
-    assert mc.find_image(refs[1], store).rootfs == second.rootfs
-    assert os.path.isfile(os.path.join(second.rootfs, "two"))
+    assert not os.path.exists(first.layers[1])
+    assert os.path.isdir(first.layers[0])  # the base layer, which the second image uses
+    assert mc.find_image(refs[1], store).layers == second.layers
+    assert os.path.isfile(mc.layers_lookup(second.layers, "two"))
     skopeo = subprocess.run(["skopeo", "inspect", f"oci:{store}:{refs[1]}"],
                             capture_output=True, text=True)
     assert skopeo.returncode == 0, skopeo.stderr
@@ -84,7 +87,7 @@ def test_rmi_removes_only_unshared_blobs(two_images, store):
     r = run_mc("rmi", second.digest[7:19], env=env)  # by ID
     assert r.returncode == 0, r.stderr
     assert blobs(store) == set()
-    assert os.listdir(os.path.join(store, "rootfs")) == []
+    assert os.listdir(os.path.join(store, "layers")) == []
     assert mc.ImageStore(store).entries() == []
 
 
@@ -106,13 +109,13 @@ def test_rmi_waits_for_a_running_pull(two_images, store):
     try:
         time.sleep(1.0)
         assert proc.poll() is None  # blocked on the store lock
-        assert os.path.isdir(image.rootfs)
+        assert os.path.isdir(image.layers[-1])
     finally:
         release.set()
         t.join()
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert not os.path.exists(image.rootfs)
+    assert not os.path.exists(image.layers[-1])
 
 
 @pytest.mark.needs_root
@@ -122,7 +125,7 @@ def test_rmi_refuses_to_delete_through_a_mount(two_images, store, tmp_path):
     host_dir = tmp_path / "host"
     host_dir.mkdir()
     (host_dir / "precious").write_text("keep me")
-    target = os.path.join(image.rootfs, "mnt")
+    target = os.path.join(image.layers[-1], "mnt")
     os.makedirs(target, exist_ok=True)
     subprocess.run(["mount", "--bind", str(host_dir), target], check=True)
     try:

@@ -49,7 +49,7 @@ def volume(walkable):
 
 
 def userns_run(rootfs, state_root, script, *flags):
-    return mc("run", "--name", new_id("userns"), "--userns", "--rootfs", rootfs, *flags,
+    return mc("run", "--rm", "--name", new_id("userns"), "--userns", "--rootfs", rootfs, *flags,
               "--", "sh", "-c", script, state_root=state_root)
 
 
@@ -139,7 +139,7 @@ def test_userns_without_maps_is_a_config_error(rootfs_copy, state_root, tmp_path
 
 def test_userns_rootfs_out_of_reach_is_a_clear_error(busybox_rootfs, state_root):
     # pytest's tmp dirs are 0700: the mapped root (host uid 100000) cannot walk to them.
-    r = mc("run", "--name", new_id("usr"), "--userns", "--rootfs", busybox_rootfs, "--",
+    r = mc("run", "--rm", "--name", new_id("usr"), "--userns", "--rootfs", busybox_rootfs, "--",
            "true", state_root=state_root)
     assert r.returncode == 1 and "may not enter" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
@@ -167,8 +167,9 @@ def test_symlinks_out_of_the_rootfs_mount_nothing_on_the_host(hostile_rootfs, st
                                                               volume):
     rootfs, outside = hostile_rootfs
     before = mountpoints_under(str(outside))
-    out = ok(mc("run", "--name", new_id("sym"), "--rootfs", rootfs, "-v", "%s:/data" % volume,
-                "--", "sh", "-c", "ls /proc | grep -c '^[0-9]'; ls /dev/null; ls /data",
+    out = ok(mc("run", "--rm", "--name", new_id("sym"), "--rootfs", rootfs,
+                "-v", "%s:/data" % volume, "--",
+                "sh", "-c", "ls /proc | grep -c '^[0-9]'; ls /dev/null; ls /data",
                 state_root=state_root))
     assert "/dev/null" in out and "mine" in out  # the mounts happened, inside
     assert before == [] and mountpoints_under(str(outside)) == []

@@ -213,7 +213,8 @@ def test_id_already_in_use(cli, bundle, busybox_rootfs):
     pid = cli.state(cid)["pid"]
     assert cli.fails("create", "-b", b, cid) == \
         "minicontainer: container id %s is already in use\n" % cid
-    r = mc("run", "--name", cid, "--rootfs", busybox_rootfs, "--", "true", state_root=cli.root)
+    r = mc("run", "--rm", "--name", cid, "--rootfs", busybox_rootfs, "--", "true",
+           state_root=cli.root)
     assert r.returncode == 1 and "already in use" in r.stderr
     # the first one is untouched
     assert cli.state(cid)["pid"] == pid and cli.status(cid) == "created"

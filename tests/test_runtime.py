@@ -29,7 +29,7 @@ CAP_SYS_ADMIN = 21
 def run(busybox_rootfs, state_root):
     """run(script, *flags): `minicontainer run --rootfs R [flags] -- sh -c script`."""
     def run(script, *flags, rootfs=None, input=None, timeout=30, name=None):
-        return mc("run", "--name", name or new_id(), "--rootfs", rootfs or busybox_rootfs,
+        return mc("run", "--rm", "--name", name or new_id(), "--rootfs", rootfs or busybox_rootfs,
                   *flags, "--", "sh", "-c", script, state_root=state_root, input=input,
                   timeout=timeout)
     return run
@@ -275,7 +275,7 @@ def test_environment(run):
 
 def test_environment_from_the_host(busybox_rootfs, state_root):
     env = dict(os.environ, FROM_HOST="hello")
-    r = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "run", "--name",
+    r = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "run", "--rm", "--name",
                         new_id(), "--rootfs", busybox_rootfs, "-e", "FROM_HOST", "-e",
                         "PATH=/bin", "--", "sh", "-c", "echo $FROM_HOST $PATH"],
                        capture_output=True, text=True, env=env, timeout=30)
@@ -297,17 +297,17 @@ def test_exit_codes(run, script, code):
 
 
 def test_command_not_found_is_127(busybox_rootfs, state_root):
-    r = mc("run", "--name", new_id(), "--rootfs", busybox_rootfs, "--", "nosuchcommand",
+    r = mc("run", "--rm", "--name", new_id(), "--rootfs", busybox_rootfs, "--", "nosuchcommand",
            state_root=state_root)
     assert r.returncode == 127
     assert "nosuchcommand" in one_line_error(r)
-    r = mc("run", "--name", new_id(), "--rootfs", busybox_rootfs, "--", "/no/such/file",
+    r = mc("run", "--rm", "--name", new_id(), "--rootfs", busybox_rootfs, "--", "/no/such/file",
            state_root=state_root)
     assert r.returncode == 127 and "no such file" in one_line_error(r)
 
 
 def test_not_executable_is_126(busybox_rootfs, state_root):
-    r = mc("run", "--name", new_id(), "--rootfs", busybox_rootfs, "--", "/etc/passwd",
+    r = mc("run", "--rm", "--name", new_id(), "--rootfs", busybox_rootfs, "--", "/etc/passwd",
            state_root=state_root)
     assert r.returncode == 126
     assert "permission denied" in one_line_error(r)
@@ -315,8 +315,8 @@ def test_not_executable_is_126(busybox_rootfs, state_root):
 
 def test_killed_container_exits_128_plus_signal(busybox_rootfs, state_root, tmp_path):
     cid = new_id()
-    p = subprocess.Popen([sys.executable, RUNTIME, "--root", state_root, "run", "--name", cid,
-                          "--rootfs", busybox_rootfs, "--", "sh", "-c",
+    p = subprocess.Popen([sys.executable, RUNTIME, "--root", state_root, "run", "--rm", "--name",
+                          cid, "--rootfs", busybox_rootfs, "--", "sh", "-c",
                           "echo ready; exec sleep 1000"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -336,7 +336,7 @@ def test_signals_to_the_runtime_reach_the_container(busybox_rootfs, state_root, 
     name = sig.name[3:]
     script = ('trap "echo got %s; exit %d" %s; echo ready; '
               'while :; do sleep 1 & wait $!; done' % (name, code, name))
-    p = subprocess.Popen([sys.executable, RUNTIME, "--root", state_root, "run", "--name",
+    p = subprocess.Popen([sys.executable, RUNTIME, "--root", state_root, "run", "--rm", "--name",
                           new_id(), "--rootfs", busybox_rootfs, "--", "sh", "-c", script],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -409,7 +409,7 @@ class Pty:
 
 
 def test_tty_interactive_shell(busybox_rootfs, state_root):
-    t = Pty([sys.executable, RUNTIME, "--root", state_root, "run", "-t", "-i", "--name",
+    t = Pty([sys.executable, RUNTIME, "--root", state_root, "run", "--rm", "-t", "-i", "--name",
              new_id(), "--rootfs", busybox_rootfs, "--", "sh"], 33, 101)
     try:
         t.read_until(b"# ")  # the prompt: typed-ahead input would be flushed
@@ -438,7 +438,7 @@ def test_tty_interactive_shell(busybox_rootfs, state_root):
 
 
 def test_tty_output_of_a_command(busybox_rootfs, state_root):
-    t = Pty([sys.executable, RUNTIME, "--root", state_root, "run", "-t", "--name", new_id(),
+    t = Pty([sys.executable, RUNTIME, "--root", state_root, "run", "--rm", "-t", "--name", new_id(),
              "--rootfs", busybox_rootfs, "--", "sh", "-c", "tty; stty size; exit 5"], 12, 34)
     try:
         out = t.read_until(b"12 34\r")  # without -i our terminal is not raw: \r\r\n
@@ -452,7 +452,7 @@ def test_tty_via_pty_fork(busybox_rootfs, state_root):
     pid, master = pty.fork()
     if pid == 0:
         try:
-            os.execv(sys.executable, [sys.executable, RUNTIME, "--root", state_root, "run",
+            os.execv(sys.executable, [sys.executable, RUNTIME, "--root", state_root, "run", "--rm",
                                       "-t", "-i", "--name", new_id(), "--rootfs",
                                       busybox_rootfs, "--", "sh", "-c", "tty; read x; "
                                       "echo got-$x; exit 9"])
@@ -489,8 +489,9 @@ def test_tty_via_pty_fork(busybox_rootfs, state_root):
 def test_read_only_root(run, rootfs_copy):
     r = run("touch /newfile", "--read-only", rootfs=rootfs_copy)
     assert r.returncode != 0 and "Read-only file system" in r.stderr
-    r = run("touch /tmp/x", "--read-only", rootfs=rootfs_copy)
-    assert r.returncode != 0 and "Read-only file system" in r.stderr
+    # /tmp and /run are writable tmpfs mounts under --read-only (issue #6, as docker's --tmpfs)
+    ok(run("touch /tmp/x /run/x", "--read-only", rootfs=rootfs_copy))
+    assert not os.path.exists(os.path.join(rootfs_copy, "tmp", "x"))
     assert not os.path.exists(os.path.join(rootfs_copy, "newfile"))
     # the tmpfs mounts stay writable
     assert ok(run("echo hi > /dev/shm/x && cat /dev/shm/x", "--read-only",
@@ -606,7 +607,7 @@ def test_spec_writes_the_default_config(tmp_path, busybox_rootfs):
 
 
 def test_alpine(alpine_rootfs, state_root):
-    r = mc("run", "--name", new_id(), "--rootfs", alpine_rootfs, "-u", "nobody", "--", "sh",
+    r = mc("run", "--rm", "--name", new_id(), "--rootfs", alpine_rootfs, "-u", "nobody", "--", "sh",
            "-c", "cat /etc/alpine-release; id; hostname", state_root=state_root)
     lines = ok(r).splitlines()
     assert lines[0] == "3.20.3"

@@ -71,12 +71,7 @@ def import_image(source, name, store=None, cmd=("/bin/sh",)):
     with store.lock(False):
         work = tempfile.mkdtemp(prefix="import-", dir=store.tmp_dir)
         try:
-            final = store.rootfs_path(digest)
-            if not os.path.isdir(final):
-                rootfs = os.path.join(work, "rootfs")
-                os.mkdir(rootfs, 0o755)
-                mc.unpack_layer(io.BytesIO(layer), rootfs, name)
-                os.rename(rootfs, final)
+            store.store_layer(io.BytesIO(layer), diff_id, name)
             for blob_digest, data in ((layer_digest, layer), (config_digest, config),
                                       (digest, manifest)):
                 if not store.has_blob(blob_digest):

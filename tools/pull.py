@@ -49,6 +49,7 @@ MAX_MANIFEST = 4 << 20
 MAX_CONFIG = 32 << 20
 ATTEMPTS = 4           # per request: a dropped connection or a 5xx is retried this often
 PARALLEL_DOWNLOADS = 3  # as docker does
+PARALLEL_UNPACKS = 4
 CHUNK = 1 << 20
 
 
@@ -582,9 +583,10 @@ def pull(reference, platform=None, store=None, registry_host=None, insecure=Fals
         work = tempfile.mkdtemp(prefix=f"pull-{os.getpid()}-", dir=store.tmp_dir)
         stop = threading.Event()
         pool = concurrent.futures.ThreadPoolExecutor(PARALLEL_DOWNLOADS)
+        # Layers are independent directories: each is unpacked as soon as it is downloaded,
+        # several at once (decompression and the tar parser release the GIL often enough).
+        unpackers = concurrent.futures.ThreadPoolExecutor(PARALLEL_UNPACKS)
         try:
-            rootfs_final = store.rootfs_path(digest)
-            unpack = not os.path.isdir(rootfs_final)
             sources = []   # per layer: a path to read it from once it is there
             downloaded = []
             for layer in layers:
@@ -605,35 +607,34 @@ def pull(reference, platform=None, store=None, registry_host=None, insecure=Fals
                     progress.set(key, "Download complete")
                     return path
                 sources.append(pool.submit(fetch))
-            rootfs_tmp = os.path.join(work, "rootfs")
-            if unpack:
-                os.mkdir(rootfs_tmp, 0o755)
-            for i, (layer, source) in enumerate(zip(layers, sources)):
+            def unpack(i, layer, source):
                 path = source.result() if isinstance(source, concurrent.futures.Future) else source
-                if not unpack:
-                    continue
                 key = layer["digest"][7:19]
+                if stop.is_set() or os.path.isdir(store.layer_path(diff_ids[i])):
+                    return None  # stored by an earlier pull of an image that shares it
                 progress.set(key, "Extracting")
-                diff_id = mc.unpack_layer(path, rootfs_tmp, f"{ref.name} layer {i + 1} ({key})")
-                if diff_id != diff_ids[i]:
-                    raise PullError(f"{ref.name} layer {i + 1} ({key}): uncompressed content "
-                                    f"does not match the config's diff_id")
-                progress.set(key, "Pull complete")
+                return store.unpack_layer(path, diff_ids[i], f"{ref.name} layer {i + 1} ({key})",
+                                          work)
+            for diff_id in diff_ids:
+                store.layer_path(diff_id)  # a malformed diff_id is an error before any work
+            unpacked = [unpackers.submit(unpack, i, layer, source)
+                        for i, (layer, source) in enumerate(zip(layers, sources))]
+            for future in unpacked:  # the first failure, in layer order, is the one told
+                future.result()
 
-            # Commit: blobs first, then the rootfs, then the name in index.json.  A kill in
-            # between leaves only unreferenced files, which rmi collects.
+            # Commit: blobs, layers, then the name in index.json.  A kill in between leaves
+            # only unreferenced files (each layer directory complete), which rmi collects.
             for path, blob_digest in downloaded:
                 os.replace(path, store.blob_path(blob_digest))
+            for i, (layer, diff_id, future) in enumerate(zip(layers, diff_ids, unpacked)):
+                if future.result():
+                    store.commit_layer(future.result(), diff_id,
+                                       [store.layer_path(d) for d in diff_ids[:i]])
+                progress.set(layer["digest"][7:19], "Pull complete")
             for blob_digest, data in ((manifest["config"]["digest"], config_bytes),
                                       (digest, manifest_bytes)):
                 if not store.has_blob(blob_digest):
                     mc.write_file_atomic(store.blob_path(blob_digest), data)
-            if unpack:
-                try:
-                    os.rename(rootfs_tmp, rootfs_final)
-                except OSError:
-                    if not os.path.isdir(rootfs_final):  # else a concurrent pull made it
-                        raise
             plat = {"os": have[0], "architecture": have[1], "variant": have[2]}
             descriptor = {"mediaType": mc.OCI_MANIFEST, "digest": digest,
                           "size": len(manifest_bytes),
@@ -645,6 +646,7 @@ def pull(reference, platform=None, store=None, registry_host=None, insecure=Fals
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            unpackers.shutdown(wait=True, cancel_futures=True)
             mc.remove_tree(work)
         progress.say(f"Digest: {top}")
         progress.say(f"Status: Downloaded image for {ref.name}")
