@@ -2230,7 +2230,7 @@ def _prepare_process(process, sync, devnull):
         setup_console(slave, slave_path, process.get("consoleSize"))
     elif devnull is not None:
         os.dup2(devnull, 0)
-    os.chdir(process.get("cwd", "/"))
+    _chdir_inside(process.get("cwd", "/"))
     path = find_executable(process["args"], process.get("env", []))
     apply_rlimits(process.get("rlimits", []))
     if process.get("oomScoreAdj") is not None:
@@ -2248,7 +2248,7 @@ def _exec_process(process, path, seccomp, preserve_fds, sync_sock):
         apply_seccomp(*seccomp)  # without no_new_privs, while CAP_SYS_ADMIN is still ours
     apply_user_and_capabilities(process)
     os.umask(process.get("user", {}).get("umask", 0o022))
-    os.chdir(process.get("cwd", "/"))
+    _chdir_inside(process.get("cwd", "/"))
     # The sync socket is close-on-exec: its closing tells the runtime that execve worked.
     _close_fds(3 + preserve_fds, keep=[sync_sock.fileno()])
     if seccomp and process.get("noNewPrivileges"):
@@ -2259,6 +2259,19 @@ def _exec_process(process, path, seccomp, preserve_fds, sync_sock):
     except OSError as e:
         raise Error('exec "%s": %s' % (process["args"][0], e.strerror),
                     127 if e.errno == errno.ENOENT else 126) from None
+
+
+def _chdir_inside(cwd):
+    """chdir to the process's cwd, which must be within the container's root: through an fd
+    of ours ("/proc/self/fd/N" of a host directory, runc's CVE-2024-21626) it could be a
+    directory of the host. getcwd() fails (ENOENT) for one the root cannot reach."""
+    os.chdir(cwd)
+    try:
+        inside = os.getcwd().startswith("/")
+    except FileNotFoundError:
+        inside = False
+    if not inside:
+        raise Error("process.cwd %s: a directory outside the container's root" % cwd)
 
 
 def _close_fds(first, keep=()):
