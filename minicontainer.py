@@ -952,7 +952,9 @@ def parse_mount_options(options):
             flags = (flags | on) & ~off
         elif opt in PROPAGATION:
             propagation.append(PROPAGATION[opt])
-        elif opt in ("tmpcopyup", "idmap", "ridmap"):
+        elif opt == "tmpcopyup":
+            pass  # mount_entry: a tmpfs gets a copy of what it covers
+        elif opt in ("idmap", "ridmap"):
             raise Error("mount option %s is not supported" % opt)
         else:
             data.append(opt)
@@ -1062,6 +1064,10 @@ def mount_entry(m, rootfs, bundle, cgroup, userns=False):
                 remount = flags & MS_RDONLY | MS_REC
         else:
             mount(m.get("source") or kind, target, kind, flags, data or None)
+            if kind == "tmpfs" and "tmpcopyup" in m.get("options", ()):
+                # `target` still names the directory now covered: copy it into the tmpfs.
+                with _InRoot(rootfs, dest) as tmpfs:
+                    _copy_up(target, tmpfs)
     if remount or propagation:
         # A new fd: the one above names the directory the mount now covers, not the mount.
         with _InRoot(rootfs, dest) as target:
@@ -1069,6 +1075,33 @@ def mount_entry(m, rootfs, bundle, cgroup, userns=False):
                 _bind_remount(target, remount)
             for p in propagation:
                 mount(None, target, None, p)
+
+
+def _copy_up(src, dst):
+    """tmpcopyup: a copy of the tree at src (files, links, dirs, nodes; owners and modes)."""
+    import stat
+    for top, dirs, files in os.walk(src):
+        out = os.path.join(dst, os.path.relpath(top, src))
+        for name in dirs + files:
+            s, d = os.path.join(top, name), os.path.join(out, name)
+            st = os.lstat(s)
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(s), d)
+            elif stat.S_ISDIR(st.st_mode):
+                os.mkdir(d, 0o700)
+            elif stat.S_ISREG(st.st_mode):
+                with open(s, "rb") as fi, open(d, "wb") as fo:
+                    while True:
+                        chunk = fi.read(1 << 20)
+                        if not chunk:
+                            break
+                        fo.write(chunk)
+            else:
+                os.mknod(d, st.st_mode, st.st_rdev)
+            os.lchown(d, st.st_uid, st.st_gid)
+            if not stat.S_ISLNK(st.st_mode):
+                os.chmod(d, mode)
 
 
 class _InRoot:
@@ -1373,6 +1406,693 @@ def apply_user_and_capabilities(process):
         prctl(PR_SET_KEEPCAPS, 0)
 
 
+# ==== network: rtnetlink, bridge, veth, leases, published ports ====
+# --network bridge as CNI's bridge plugin does it, without the `ip` binary: the runtime makes
+# a network namespace, bind-mounts it on STATE/netns (the init joins it by path), links it to
+# the bridge by a veth pair, gives it an address leased from the subnet and a default route
+# via the bridge. Whatever is made is first recorded (state.json, the lease file), so that
+# delete, and gc after a crash, can undo it.
+
+BRIDGE = "mc0"
+DEFAULT_SUBNET = "172.31.77.0/24"
+# One lease file per bridge for the whole machine, not per --root: two state roots share
+# the bridge, so they must share its addresses.
+NETWORK_DIR = os.path.join(STATE_ROOT, ".network")
+VETH_PREFIX = "mcv"  # host ends: mcv + 12 hex digits of the state dir = IFNAMSIZ - 1
+
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR, RTM_NEWROUTE = 20, 21, 22, 24
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 1, 4, 0x200, 0x400, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 3, 10, 18, 28
+IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_OIF, RTA_GATEWAY = 4, 5
+IFF_UP = 1
+AF_INET = 2
+
+
+def _rta(kind, value):
+    """One rtattr: str (NUL-terminated), int (u32), bytes, or a list of (kind, value): nested."""
+    import struct
+    if isinstance(value, str):
+        value = value.encode() + b"\0"
+    elif isinstance(value, int):
+        value = struct.pack("=I", value)
+    elif isinstance(value, list):
+        value = b"".join(_rta(k, v) for k, v in value)
+    return struct.pack("=HH", 4 + len(value), kind) + value + b"\0" * (-len(value) % 4)
+
+
+def _rtattrs(data, offset=0):
+    import struct
+    attrs = {}
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4:
+            break
+        attrs[kind & 0x3fff] = data[offset + 4:offset + length]  # without NLA_F_NESTED etc.
+        offset += (length + 3) & ~3
+    return attrs
+
+
+def _ifinfomsg(index=0, flags=0, change=0):
+    import struct
+    return struct.pack("=BxHiII", 0, 0, index, flags, change)
+
+
+class Netlink:
+    """An rtnetlink socket in the network namespace of the thread that made it."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                  0)  # NETLINK_ROUTE
+        for opt in (11, 10):  # NETLINK_EXT_ACK: the kernel says why; NETLINK_CAP_ACK: briefly
+            try:
+                self.sock.setsockopt(270, opt, 1)  # SOL_NETLINK
+            except OSError:
+                pass
+        self.sock.bind((0, 0))
+        self.seq = 0
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def request(self, kind, body, attrs=(), flags=0, what="netlink"):
+        """Send one message; the replies (type, body) up to its ACK or DONE, or OSError."""
+        import struct
+        self.seq += 1
+        payload = body + b"".join(_rta(k, v) for k, v in attrs)
+        self.sock.send(struct.pack("=IHHII", 16 + len(payload), kind,
+                                   NLM_F_REQUEST | NLM_F_ACK | flags, self.seq, 0) + payload)
+        replies = []
+        while True:
+            data = self.sock.recv(1 << 18)
+            off = 0
+            while off + 16 <= len(data):
+                length, mtype, mflags, seq, _ = struct.unpack_from("=IHHII", data, off)
+                body = data[off + 16:off + length]
+                off += max(16, (length + 3) & ~3)
+                if seq != self.seq:
+                    continue  # the late ACK of an earlier dump
+                if mtype == NLMSG_DONE:
+                    return replies
+                if mtype != NLMSG_ERROR:
+                    replies.append((mtype, body))
+                    continue
+                err = -struct.unpack_from("=i", body)[0]
+                if err == 0:
+                    return replies
+                why = ""
+                if mflags & 0x200:  # NLM_F_ACK_TLVS: after our request (its header if capped)
+                    skip = 20 if mflags & 0x100 else 4 + struct.unpack_from("=I", body, 4)[0]
+                    text = _rtattrs(body, skip).get(1)  # NLMSGERR_ATTR_MSG
+                    if text:
+                        why = " (%s)" % text.rstrip(b"\0").decode(errors="replace")
+                raise OSError(err, "%s: %s%s" % (what, os.strerror(err), why))
+
+
+def rtm_getlink(nl, name):
+    """(index, flags, kind) of the link called `name`, or None."""
+    import struct
+    try:
+        replies = nl.request(RTM_GETLINK, _ifinfomsg(), [(IFLA_IFNAME, name)],
+                             what="link %s" % name)
+    except OSError as e:
+        if e.errno == errno.ENODEV:
+            return None
+        raise
+    for mtype, body in replies:
+        if mtype == RTM_NEWLINK:
+            _, _, index, flags, _ = struct.unpack_from("=BxHiII", body)
+            info = _rtattrs(_rtattrs(body, 16).get(IFLA_LINKINFO, b""))
+            kind = info.get(IFLA_INFO_KIND, b"").rstrip(b"\0").decode()
+            return index, flags, kind
+    return None
+
+
+def rtm_getlink_all(nl):
+    """{name: (index, master index or 0)} of every link of the namespace."""
+    import struct
+    links = {}
+    for mtype, body in nl.request(RTM_GETLINK, _ifinfomsg(), flags=NLM_F_DUMP, what="links"):
+        if mtype == RTM_NEWLINK:
+            index = struct.unpack_from("=BxHiII", body)[2]
+            attrs = _rtattrs(body, 16)
+            master = attrs.get(IFLA_MASTER)
+            links[attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode()] = \
+                (index, struct.unpack("=I", master)[0] if master else 0)
+    return links
+
+
+def rtm_newlink_bridge(nl, name):
+    nl.request(RTM_NEWLINK, _ifinfomsg(flags=IFF_UP, change=IFF_UP),
+               [(IFLA_IFNAME, name), (IFLA_LINKINFO, [(IFLA_INFO_KIND, "bridge")])],
+               NLM_F_CREATE | NLM_F_EXCL, "create bridge %s" % name)
+
+
+def rtm_newlink_veth(nl, name, peer, peer_netns_fd, master):
+    """A veth pair: `name` here, up, with `master`; `peer` made straight in the namespace
+    (down: the kernel refuses to open it before the pair is complete)."""
+    peer_msg = _ifinfomsg() + _rta(IFLA_IFNAME, peer) + _rta(IFLA_NET_NS_FD, peer_netns_fd)
+    nl.request(RTM_NEWLINK, _ifinfomsg(flags=IFF_UP, change=IFF_UP),
+               [(IFLA_IFNAME, name), (IFLA_MASTER, master),
+                (IFLA_LINKINFO, [(IFLA_INFO_KIND, "veth"),
+                                 (IFLA_INFO_DATA, [(VETH_INFO_PEER, peer_msg)])])],
+               NLM_F_CREATE | NLM_F_EXCL, "create veth %s" % name)
+
+
+def rtm_setlink_up(nl, name):
+    nl.request(RTM_NEWLINK, _ifinfomsg(flags=IFF_UP, change=IFF_UP), [(IFLA_IFNAME, name)],
+               what="set %s up" % name)
+
+
+def rtm_dellink(nl, name):
+    """Delete a link (a veth takes its peer along); False if there was none."""
+    try:
+        nl.request(RTM_DELLINK, _ifinfomsg(), [(IFLA_IFNAME, name)], what="delete %s" % name)
+        return True
+    except OSError as e:
+        if e.errno == errno.ENODEV:
+            return False
+        raise
+
+
+def _ifaddrmsg(index, prefixlen):
+    import struct
+    return struct.pack("=BBBBi", AF_INET, prefixlen, 0, 0, index)
+
+
+def rtm_getaddr(nl, index):
+    """The IPv4 addresses of a link, as (address, prefix length)."""
+    import ipaddress
+    import struct
+    out = []
+    for mtype, body in nl.request(RTM_GETADDR, _ifaddrmsg(0, 0), flags=NLM_F_DUMP,
+                                  what="addresses"):
+        family, prefixlen, _, _, ifindex = struct.unpack_from("=BBBBi", body)
+        if mtype == RTM_NEWADDR and family == AF_INET and ifindex == index:
+            attrs = _rtattrs(body, 8)
+            raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+            if raw:
+                out.append((ipaddress.IPv4Address(raw), prefixlen))
+    return out
+
+
+def rtm_newaddr(nl, index, address, prefixlen):
+    nl.request(RTM_NEWADDR, _ifaddrmsg(index, prefixlen),
+               [(IFA_LOCAL, address.packed), (IFA_ADDRESS, address.packed)],
+               NLM_F_CREATE | NLM_F_EXCL, "add address %s/%d" % (address, prefixlen))
+
+
+def rtm_deladdr(nl, index, address, prefixlen):
+    nl.request(RTM_DELADDR, _ifaddrmsg(index, prefixlen),
+               [(IFA_LOCAL, address.packed), (IFA_ADDRESS, address.packed)],
+               what="delete address %s/%d" % (address, prefixlen))
+
+
+def rtm_newroute_default(nl, gateway, index):
+    import struct
+    # AF_INET, /0, main table, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST: as `ip route add`
+    rtmsg = struct.pack("=BBBBBBBBI", AF_INET, 0, 0, 0, 254, 3, 0, 1, 0)
+    nl.request(RTM_NEWROUTE, rtmsg, [(RTA_GATEWAY, gateway.packed), (RTA_OIF, index)],
+               NLM_F_CREATE | NLM_F_EXCL, "default route via %s" % gateway)
+
+
+# -- addresses: a lease file per bridge, under flock
+
+def network_subnet(text=None):
+    import ipaddress
+    text = text or os.environ.get("MINICONTAINER_SUBNET") or DEFAULT_SUBNET
+    try:
+        net = ipaddress.IPv4Network(text)
+    except ValueError as e:
+        raise Error("subnet %s: %s" % (text, e)) from None
+    if net.prefixlen > 30:
+        raise Error("subnet %s: too small (the bridge and a container need a /30)" % text)
+    return net
+
+
+class _Leases:
+    """The bridge's lease file, locked: {"subnet": ..., "leases": {ip: {"dir", "netns",
+    "veth", "forwarder"}}}. Written whole and renamed, so a crash never tears it."""
+
+    def __init__(self, bridge):
+        self.path = os.path.join(NETWORK_DIR, bridge + ".json")
+        self.data = None
+
+    def __enter__(self):
+        import fcntl
+        os.makedirs(NETWORK_DIR, 0o700, exist_ok=True)
+        self.fd = os.open(self.path[:-5] + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                          0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            with open(self.path) as f:
+                self.data = json.load(f)
+        except (FileNotFoundError, ValueError):
+            self.data = {}
+        self.data.setdefault("leases", {})
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+    @property
+    def leases(self):
+        return self.data["leases"]
+
+    def save(self):
+        write_atomic(self.path, json.dumps(self.data, indent=1), 0o600)
+
+    def take(self, net, entry):
+        gateway = net.network_address + 1
+        for address in net.hosts():
+            if address != gateway and str(address) not in self.leases:
+                self.leases[str(address)] = entry
+                self.save()
+                return address
+        raise Error("subnet %s is exhausted: %d containers have its addresses"
+                    % (net, len(self.leases)))
+
+    def release(self, address, netns):
+        entry = self.leases.get(address)
+        if entry and entry.get("netns") == netns:
+            del self.leases[address]
+            self.save()
+
+    def collect(self, out=None):
+        """Release the leases of dead containers (and what they held): `run`'s cheap gc."""
+        for address, entry in list(self.leases.items()):
+            if _lease_dead(entry):
+                network_teardown(dict(entry, mode="bridge", ip=None))
+                del self.leases[address]
+                self.save()
+                if out is not None:
+                    out.append("lease %s of %s" % (address, entry.get("dir")))
+
+
+def _lease_dead(entry):
+    """True when the container holding the lease is gone or its init has died; a container
+    whose state is locked (being created, started or deleted) is alive."""
+    import fcntl
+    d = entry.get("dir") or ""
+    try:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        try:
+            c = Container.load(os.path.basename(d), os.path.dirname(d))
+        except Error:
+            return True
+        return not c.alive()
+    finally:
+        os.close(fd)
+
+
+# -- set-up and tear-down
+
+def network_option(a, config):
+    """run's --network, -p and --subnet: the `network` argument of Container.create (None
+    for none and host). host drops the network namespace; bridge keeps one, made by us."""
+    mode = a.network or ("bridge" if a.publish else "none")
+    linux = config.setdefault("linux", {})
+    namespaces = linux.setdefault("namespaces", [])
+    if a.publish and mode != "bridge":
+        raise Error("-p: publishing a port needs --network bridge")
+    if a.subnet and mode != "bridge":
+        raise Error("--subnet: only for --network bridge")
+    if mode == "host":
+        linux["namespaces"] = [ns for ns in namespaces if ns["type"] != "network"]
+        return None
+    if mode == "none":
+        return None
+    if any(ns["type"] == "user" for ns in namespaces):
+        raise Error("--network bridge: not with a user namespace (--userns) yet")
+    publish, seen = [], set()
+    for spec in a.publish:
+        publish.append(parse_publish(spec))
+        key = (publish[-1]["host_ip"], publish[-1]["host"], publish[-1]["proto"])
+        if key in seen:
+            raise Error("-p %s: host port %d/%s given twice" % (spec, key[1], key[2]))
+        seen.add(key)
+    if not any(ns["type"] == "network" for ns in namespaces):
+        namespaces.append({"type": "network"})
+    return {"mode": "bridge", "subnet": str(network_subnet(a.subnet)), "publish": publish,
+            "bridge": os.environ.get("MINICONTAINER_BRIDGE") or BRIDGE}
+
+
+def parse_publish(spec):
+    """-p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]"""
+    import ipaddress
+    ports, _, proto = spec.partition("/")
+    proto = proto or "tcp"
+    parts = ports.rsplit(":", 2)
+    try:
+        if proto not in ("tcp", "udp") or len(parts) < 2:
+            raise ValueError
+        host_ip = str(ipaddress.IPv4Address(parts[0])) if len(parts) == 3 else "0.0.0.0"
+        host, ctr = int(parts[-2]), int(parts[-1])
+        if not (0 < host < 65536 and 0 < ctr < 65536):
+            raise ValueError
+    except ValueError:
+        raise Error("-p %s: use [HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp] with ports 1-65535"
+                    % spec) from None
+    return {"spec": spec, "host_ip": host_ip, "host": host, "ctr": ctr, "proto": proto}
+
+
+def _make_netns(path):
+    """A network namespace that outlives its processes, bind-mounted on `path` (as `ip netns
+    add` does). This thread enters it only for the mount; returns a Netlink socket inside."""
+    host = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444))
+        unshare(CLONE_NEWNET)
+        try:
+            mount("/proc/thread-self/ns/net", path, None, MS_BIND)
+            return Netlink()
+        finally:
+            setns(host, CLONE_NEWNET)
+    finally:
+        os.close(host)
+
+
+def _umount_netns(path):
+    try:
+        umount2(path, MNT_DETACH)
+    except OSError:
+        pass  # not mounted (any more)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def network_setup(c, config, spec):
+    """For Container.create, before the init exists: --network bridge's namespace, veth,
+    address and route; the config then names the namespace by path."""
+    import hashlib
+    net = network_subnet(spec["subnet"])
+    bridge = spec.get("bridge") or BRIDGE
+    cdir = os.path.abspath(c.dir)
+    info = c.state["network"] = {
+        "mode": "bridge", "bridge": bridge, "subnet": str(net), "ip": None,
+        "veth": VETH_PREFIX + hashlib.sha256(cdir.encode()).hexdigest()[:12],
+        "netns": os.path.join(cdir, "netns"), "publish": spec.get("publish", []),
+        "forwarder": None}
+    gateway = net.network_address + 1
+    try:
+        with _Leases(bridge) as leases:
+            leases.collect()
+            active = {e.get("subnet") for e in leases.leases.values()}
+            if active and str(net) not in active:
+                raise Error("bridge %s serves subnet %s (%d containers), not %s"
+                            % (bridge, active.pop(), len(leases.leases), net))
+            address = leases.take(net, {"dir": cdir, "netns": info["netns"],
+                                        "veth": info["veth"], "subnet": str(net),
+                                        "forwarder": None})
+            info["ip"] = str(address)
+            c.save()
+            with Netlink() as nl:
+                master = _ensure_bridge(nl, bridge, net, leases.data.get("subnet"))
+            if leases.data.get("subnet") != str(net):
+                leases.data["subnet"] = str(net)
+                leases.save()
+        inside = _make_netns(info["netns"])
+        try:
+            with Netlink() as nl:
+                nsfd = os.open(info["netns"], os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    rtm_newlink_veth(nl, info["veth"], "eth0", nsfd, master)
+                finally:
+                    os.close(nsfd)
+            rtm_setlink_up(inside, "lo")
+            rtm_setlink_up(inside, "eth0")
+            index = rtm_getlink(inside, "eth0")[0]
+            rtm_newaddr(inside, index, address, net.prefixlen)
+            rtm_newroute_default(inside, gateway, index)
+        finally:
+            inside.close()
+    except OSError as e:
+        raise Error("--network bridge: %s" % (e.strerror or e)) from None
+    for ns in config["linux"]["namespaces"]:
+        if ns["type"] == "network":
+            ns["path"] = info["netns"]
+    c.save()
+
+
+def _ensure_bridge(nl, name, net, old_subnet):
+    """The bridge's index: made on first use, with the subnet's first address, up."""
+    import ipaddress
+    gateway = net.network_address + 1
+    link = rtm_getlink(nl, name)
+    if link is None:
+        try:
+            rtm_newlink_bridge(nl, name)
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+        link = rtm_getlink(nl, name)
+        if link is None:
+            raise Error("bridge %s: made, then gone" % name)
+    index, flags, kind = link
+    if kind != "bridge":
+        raise Error("--network bridge: %s exists and is not a bridge (%s)"
+                    % (name, kind or "no kind"))
+    addresses = rtm_getaddr(nl, index)
+    if old_subnet and old_subnet != str(net):
+        old = ipaddress.IPv4Network(old_subnet)
+        if (old.network_address + 1, old.prefixlen) in addresses:
+            rtm_deladdr(nl, index, old.network_address + 1, old.prefixlen)
+    if (gateway, net.prefixlen) not in addresses:
+        try:
+            rtm_newaddr(nl, index, gateway, net.prefixlen)
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+    if not flags & IFF_UP:
+        rtm_setlink_up(nl, name)
+    return index
+
+
+def network_teardown(info):
+    """Undo network_setup and network_publish, as far as they got; never fails."""
+    if not info or info.get("mode") != "bridge":
+        return
+    fwd = info.get("forwarder")
+    if fwd and process_start_time(fwd[0]) == fwd[1]:
+        try:
+            os.kill(fwd[0], signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        with Netlink() as nl:  # the veth would go with the namespace, but later (a workqueue)
+            rtm_dellink(nl, info["veth"])
+    except OSError:
+        pass
+    _umount_netns(info["netns"])
+    if info.get("ip"):
+        try:
+            with _Leases(info["bridge"]) as leases:
+                leases.release(info["ip"], info["netns"])
+        except OSError:
+            pass
+
+
+def network_gc(out):
+    """gc's part: leases of dead containers, and host ends of veths that no lease names."""
+    try:
+        names = os.listdir(NETWORK_DIR)
+    except FileNotFoundError:
+        return
+    for name in sorted(names):
+        if not name.endswith(".json"):
+            continue
+        with _Leases(name[:-5]) as leases:
+            leases.collect(out)
+            known = {e.get("veth") for e in leases.leases.values()}
+            try:
+                with Netlink() as nl:
+                    for link in rtm_getlink_all(nl):
+                        if link.startswith(VETH_PREFIX) and len(link) == 15 and \
+                                link not in known and rtm_dellink(nl, link):
+                            out.append("link %s" % link)
+            except OSError:
+                pass
+
+
+# -- published ports: a userspace forwarder per container
+
+def network_publish(c):
+    """Start the forwarder of the container's -p ports: a daemon that binds them now (a port
+    in use is the user's error, said here) and ends by itself when the init dies."""
+    import socket
+    info = c.state.get("network") or {}
+    if not info.get("publish"):
+        return
+    listeners = []
+    try:
+        for p in info["publish"]:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if p["proto"] == "tcp"
+                              else socket.SOCK_DGRAM)
+            listeners.append((s, p))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((p["host_ip"], p["host"]))
+            except OSError as e:
+                raise Error("-p %s: %s:%d: %s" % (p["spec"], p["host_ip"], p["host"],
+                                                  e.strerror)) from None
+            if p["proto"] == "tcp":
+                s.listen(128)
+        pid = _spawn_forwarder(listeners, info["ip"], c.pid, c.state.get("start_time"))
+    finally:
+        for s, _ in listeners:
+            s.close()
+    info["forwarder"] = [pid, process_start_time(pid)]
+    c.save()
+    with _Leases(info["bridge"]) as leases:
+        entry = leases.leases.get(info["ip"])
+        if entry and entry.get("netns") == info["netns"]:
+            entry["forwarder"] = info["forwarder"]
+            leases.save()
+
+
+def _spawn_forwarder(listeners, ip, init_pid, start_time):
+    """Double fork: the forwarder is nobody's child, in a session of its own."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            import gc
+            gc.collect()  # no garbage socket may close, later, an fd number we reuse
+            libc().prctl(15, b"mc-forward", 0, 0, 0)  # PR_SET_NAME: ps tells it apart
+            pidfd = pidfd_open(init_pid)
+            os.write(w, b"%d" % os.getpid())
+            keep = {s.fileno() for s, _ in listeners} | {pidfd}
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                        signal.SIGWINCH, signal.SIGCHLD, signal.SIGPIPE):
+                signal.signal(sig, signal.SIG_DFL if sig != signal.SIGPIPE else signal.SIG_IGN)
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in range(3):
+                os.dup2(null, fd)
+            for name in os.listdir("/proc/self/fd"):
+                if int(name) > 2 and int(name) not in keep:
+                    try:
+                        os.close(int(name))
+                    except OSError:
+                        pass
+            if process_start_time(init_pid) == start_time:
+                _forward(listeners, ip, init_pid, start_time, pidfd)
+        except BaseException:
+            pass
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    if not data:
+        raise Error("-p: the port forwarder did not start")
+    return int(data)
+
+
+def _forward(listeners, ip, init_pid, start_time, pidfd):
+    import selectors
+    import socket
+    import threading
+    sel = selectors.DefaultSelector()
+    for s, p in listeners:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, ("listen", s, p))
+    if pidfd is not None:
+        sel.register(pidfd, selectors.EVENT_READ, ("init",))
+    clients = {}  # udp: (listener fd, client address) -> a socket connected to the container
+    while True:
+        events = sel.select(None if pidfd is not None else 1.0)
+        if not events and process_start_time(init_pid) != start_time:
+            return
+        for key, _ in events:
+            tag = key.data
+            if tag[0] == "init":
+                return
+            if tag[0] == "back":  # a udp reply from the container
+                _, up, listener, addr = tag
+                try:
+                    listener.sendto(up.recv(65535), addr)
+                except OSError:
+                    pass
+                continue
+            _, s, p = tag
+            try:
+                if p["proto"] == "tcp":
+                    conn = s.accept()[0]
+                    conn.setblocking(True)
+                    threading.Thread(target=_forward_tcp, args=(conn, (ip, p["ctr"])),
+                                     daemon=True).start()
+                    continue
+                data, addr = s.recvfrom(65535)
+                up = clients.get((s.fileno(), addr))
+                if up is None:
+                    if len(clients) >= 1024:  # forget the oldest client
+                        old = clients.pop(next(iter(clients)))
+                        sel.unregister(old)
+                        old.close()
+                    up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    up.connect((ip, p["ctr"]))
+                    clients[(s.fileno(), addr)] = up
+                    sel.register(up, selectors.EVENT_READ, ("back", up, s, addr))
+                up.send(data)
+            except OSError:
+                pass
+
+
+def _forward_tcp(conn, target):
+    import socket
+    import threading
+    try:
+        up = socket.create_connection(target, timeout=10)
+    except OSError:
+        conn.close()
+        return
+    up.settimeout(None)
+
+    def copy(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=copy, args=(up, conn), daemon=True)
+    t.start()
+    copy(conn, up)
+    t.join()
+    conn.close()
+    up.close()
+
+
 # ==== lifecycle: create, start, state, signals, delete ====
 
 def default_state_root():
@@ -1549,7 +2269,8 @@ class Container:
     # -- creation
     @classmethod
     def create(cls, cid, config, bundle, root=None, console=None, stdin_null=False,
-               pid_file=None, preserve_fds=0, cgroup_parent=None, debug=False, overlay=None):
+               pid_file=None, preserve_fds=0, cgroup_parent=None, debug=False, overlay=None,
+               network=None):
         """Set up a container whose init waits, fully configured, for start().
 
         console: None (keep our stdio), "self" (make a pty and keep its master in
@@ -1587,6 +2308,8 @@ class Container:
                        "created": timestamp(), "annotations": config.get("annotations", {}),
                        "cgroup": cgroup.to_json(), "config": config}
             c.save()  # before anything exists, so that delete can clean up a crashed create
+            if network:  # network_option's: a namespace made here, joined by path
+                network_setup(c, config, network)
             ov = None
             if overlay is not None:
                 ov = c._prepare_layers(overlay)
@@ -1872,6 +2595,7 @@ class Container:
                 cg.destroy()
                 self.state["cgroup"] = None
                 self.save()
+            network_teardown(self.state.get("network"))  # its address is free again
 
     def _remove(self, quiet=False):
         try:
@@ -1890,6 +2614,7 @@ class Container:
                 raise
         finally:
             import shutil
+            network_teardown(self.state.get("network"))  # unmounts STATE/netns: before rmtree
             use = self.state.get("overlay", {}).get("use")
             shutil.rmtree(self.dir, ignore_errors=True)
             if use:  # the image's layers are no longer this container's
@@ -4947,14 +5672,16 @@ def cmd_run(a, g):
         if size:
             config["process"]["consoleSize"] = {"height": size[0], "width": size[1]}
     console = a.console_socket or ("self" if terminal else None)
+    network = network_option(a, config)
     c = Container.create(cid, config, bundle, g.root, console=console,
                          stdin_null=not a.interactive and bool(image or a.rootfs),
                          pid_file=a.pid_file, cgroup_parent=a.cgroup_parent, debug=g.debug,
-                         overlay=image.layers if image is not None else None)
+                         overlay=image.layers if image is not None else None, network=network)
     # docker's semantics for images and rootfs directories: without --rm, the stopped
     # container and its changes stay until `delete`; runc's for a bundle: run removes it.
     keep = not a.rm and (image is not None or bool(a.rootfs))
     try:
+        network_publish(c)
         if not a.detach:
             _forward_signals(c.pid, c.console_master)
         c.start()
@@ -4980,6 +5707,34 @@ def cmd_run(a, g):
         else:
             c.destroy()
     return code
+
+
+def cmd_gc(a, g):
+    """Remove every container whose init is dead (leaving those being created or deleted,
+    whose state is locked), then what no container owns any more on the network side."""
+    import fcntl
+    removed = []
+    for c in Container.list(g.root):
+        try:
+            fd = os.open(c.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            c = Container.load(c.id, g.root)  # as it is now that it is ours
+            if c.alive():
+                continue
+            _umount_netns(os.path.join(c.dir, "netns"))  # a state torn before it said so
+            c._remove(quiet=True)
+            removed.append("container %s" % c.id)
+        except (BlockingIOError, Error):
+            continue
+        finally:
+            os.close(fd)
+    network_gc(removed)
+    for what in removed:
+        print("removed", what)
+    return 0
 
 
 def cmd_create(a, g):
@@ -5183,7 +5938,7 @@ def cmd_features(a, g):
         "ociVersionMin": "1.0.0", "ociVersionMax": OCI_VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer",
                   "poststart", "poststop"],
-        "mountOptions": sorted(set(_MOUNT_FLAGS) | set(PROPAGATION)),
+        "mountOptions": sorted(set(_MOUNT_FLAGS) | set(PROPAGATION) | {"tmpcopyup"}),
         "linux": {
             "namespaces": sorted(NAMESPACES),
             "capabilities": ["CAP_" + c for c in CAPABILITIES[:cap_last_cap() + 1]],
@@ -5278,6 +6033,13 @@ def _parser(only=None):
     r.add_argument("--cgroup-parent")
     r.add_argument("--userns", action="store_true",
                    help="a user namespace: root inside is an unprivileged id outside")
+    r.add_argument("--network", "--net", choices=["none", "host", "bridge"],
+                   help="none: loopback only (the default); host: the host's; bridge: on "
+                   "the bridge %s (or $MINICONTAINER_BRIDGE)" % BRIDGE)
+    r.add_argument("-p", "--publish", action="append", default=[],
+                   metavar="[HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]")
+    r.add_argument("--subnet", help="the bridge's subnet (default $MINICONTAINER_SUBNET or "
+                   "%s)" % DEFAULT_SUBNET)
     r.add_argument("-t", "--tty", action="store_true")
     r.add_argument("-i", "--interactive", action="store_true")
     r.add_argument("-d", "--detach", action="store_true")
@@ -5339,6 +6101,9 @@ def _parser(only=None):
     e.add_argument("--stats", action="store_true", help="once, then exit")
     e.add_argument("--interval", default="5s")
     cmd("features", cmd_features, "print what this runtime supports (OCI features)", ids=False)
+    for name in ("gc", "prune"):
+        cmd(name, cmd_gc, "remove what dead containers left: state, cgroups, mounts, "
+            "network namespaces, veths, leases, port forwarders", ids=False)
     s = cmd("spec", cmd_spec, "write a default config.json", ids=False)
     s.add_argument("-b", "--bundle")
     s.add_argument("--rootfs")
