@@ -1673,10 +1673,20 @@ class _Leases:
         write_atomic(self.path, json.dumps(self.data, indent=1), 0o600)
 
     def take(self, net, entry):
-        gateway = net.network_address + 1
-        for address in net.hosts():
-            if address != gateway and str(address) not in self.leases:
+        """The first free address after the last one given (as CNI's host-local does): an
+        address just freed is not given again at once, while ARP caches still name it."""
+        import ipaddress
+        first = int(net.network_address) + 2  # the gateway has +1
+        size = net.num_addresses - 3
+        try:
+            start = int(ipaddress.IPv4Address(self.data.get("last"))) + 1 - first
+        except ValueError:
+            start = 0
+        for i in range(size):
+            address = ipaddress.IPv4Address(first + (start + i) % size)
+            if str(address) not in self.leases:
                 self.leases[str(address)] = entry
+                self.data["last"] = str(address)
                 self.save()
                 return address
         raise Error("subnet %s is exhausted: %d containers have its addresses"
@@ -1912,25 +1922,35 @@ def network_teardown(info):
 
 
 def network_gc(out):
-    """gc's part: leases of dead containers, and host ends of veths that no lease names."""
+    """gc's part: leases of dead containers, and host ends of veths that no lease names
+    (each checked under the lock of its bridge's leases: a start in progress has its lease
+    before its veth)."""
     try:
-        names = os.listdir(NETWORK_DIR)
+        names = sorted(n[:-5] for n in os.listdir(NETWORK_DIR) if n.endswith(".json"))
     except FileNotFoundError:
         return
-    for name in sorted(names):
-        if not name.endswith(".json"):
-            continue
-        with _Leases(name[:-5]) as leases:
-            leases.collect(out)
-            known = {e.get("veth") for e in leases.leases.values()}
-            try:
-                with Netlink() as nl:
-                    for link in rtm_getlink_all(nl):
+    known = set()
+    try:
+        with Netlink() as nl:
+            for bridge in names:
+                with _Leases(bridge) as leases:
+                    leases.collect(out)
+                    veths = {e.get("veth") for e in leases.leases.values()}
+                    known |= veths
+                    links = rtm_getlink_all(nl)
+                    if bridge not in links:
+                        continue
+                    for link, (_, master) in links.items():
                         if link.startswith(VETH_PREFIX) and len(link) == 15 and \
-                                link not in known and rtm_dellink(nl, link):
+                                master == links[bridge][0] and link not in veths and \
+                                rtm_dellink(nl, link):
                             out.append("link %s" % link)
-            except OSError:
-                pass
+            for link, (_, master) in rtm_getlink_all(nl).items():  # their bridge went
+                if link.startswith(VETH_PREFIX) and len(link) == 15 and not master and \
+                        link not in known and rtm_dellink(nl, link):
+                    out.append("link %s" % link)
+    except OSError as e:
+        sys.stderr.write("minicontainer: gc: links: %s\n" % (e.strerror or e))
 
 
 # -- published ports: a userspace forwarder per container

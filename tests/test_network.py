@@ -1,0 +1,333 @@
+"""Networking: --network none|host|bridge, -p, the lease file, teardown and gc.
+
+All traffic stays on this machine: the bridge (mc0, or a bridge of the test's own) and
+loopback. The bridge goes at the end of the module, unless another container still uses it.
+"""
+import concurrent.futures
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import RUNTIME, mc, mc_bg, mountpoints_under, new_id, session_cgroups
+
+import minicontainer as m
+
+pytestmark = pytest.mark.needs_root
+
+SUBNET = ipaddress.IPv4Network(m.DEFAULT_SUBNET)
+
+
+def links():
+    with m.Netlink() as nl:
+        return m.rtm_getlink_all(nl)
+
+
+def leases(bridge=m.BRIDGE):
+    try:
+        with open(os.path.join(m.NETWORK_DIR, bridge + ".json")) as f:
+            return json.load(f).get("leases", {})
+    except FileNotFoundError:
+        return {}
+
+
+def remove_bridge_if_unused(bridge):
+    with m._Leases(bridge) as lf:
+        all_links = links()
+        if bridge not in all_links or lf.leases:
+            return
+        index = all_links[bridge][0]
+        if any(master == index for _, master in all_links.values()):
+            return
+        with m.Netlink() as nl:
+            m.rtm_dellink(nl, bridge)
+    if bridge != m.BRIDGE:  # a bridge of one test: its lease file goes too
+        forget_lease_file(bridge)
+
+
+def forget_lease_file(bridge):
+    for ext in (".json", ".lock"):
+        try:
+            os.unlink(os.path.join(m.NETWORK_DIR, bridge + ext))
+        except FileNotFoundError:
+            pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bridge_removed_at_end():
+    yield
+    remove_bridge_if_unused(m.BRIDGE)
+
+
+@pytest.fixture
+def www(tmp_path):
+    d = tmp_path / "www"
+    d.mkdir()
+    (d / "index.html").write_text("hello from the bridge\n")
+    return str(d)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def network_state(state_root, cid):
+    with open(os.path.join(state_root, cid, "state.json")) as f:
+        return json.load(f)
+
+
+def fetch(url, tries=100):
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("no answer from %s" % url)
+
+
+def is_mount(path):
+    return path in mountpoints_under(path)
+
+
+def ours(state_root):
+    """Leases, mounts and links the containers of this state root hold."""
+    held = {ip: e for ip, e in leases().items() if e["dir"].startswith(state_root + "/")}
+    return held, mountpoints_under(state_root), \
+        sorted(e["veth"] for e in held.values() if e["veth"] in links())
+
+
+def test_none_has_only_loopback(busybox_rootfs, state_root, no_leaks):
+    r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "none", "--",
+           "ip", "-o", "link", state_root=state_root)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].split(":")[1].strip() == "lo"
+    assert "UP" in lines[0].split("<")[1].split(">")[0].split(",")
+
+
+def test_default_is_none(busybox_rootfs, state_root, no_leaks):
+    r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--", "ip", "-o", "link",
+           state_root=state_root)
+    assert r.returncode == 0, r.stderr
+    assert [line.split(":")[1].strip() for line in r.stdout.strip().splitlines()] == ["lo"]
+
+
+def test_host_sees_host_interfaces(busybox_rootfs, state_root, no_leaks):
+    r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "host", "--",
+           "cat", "/proc/net/dev", state_root=state_root)
+    assert r.returncode == 0, r.stderr
+    inside = {line.split(":")[0].strip() for line in r.stdout.splitlines() if ":" in line}
+    stable = {n for n in os.listdir("/sys/class/net") if not n.startswith(m.VETH_PREFIX)}
+    assert stable <= inside and len(inside) > 1
+
+
+def test_bridge_address_and_default_route(busybox_rootfs, state_root, no_leaks):
+    r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "bridge", "--", "sh", "-c",
+           "ip -o -4 addr show eth0; ip route", state_root=state_root)
+    assert r.returncode == 0, r.stderr
+    addr = ipaddress.IPv4Interface(r.stdout.split(" inet ")[1].split()[0])
+    assert addr.network == SUBNET and addr.ip not in (SUBNET[0], SUBNET[1])
+    assert "default via %s dev eth0" % SUBNET[1] in r.stdout
+    assert ours(state_root) == ({}, [], [])
+
+
+def test_server_answers_other_container_and_host(busybox_rootfs, state_root, www, no_leaks):
+    cid = new_id("web")
+    rc, _, err = mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs,
+                       "--network", "bridge", "-v", www + ":/www:ro", "--",
+                       "httpd", "-f", "-p", "8080", "-h", "/www", state_root=state_root)
+    assert rc == 0, err
+    try:
+        ip = network_state(state_root, cid)["network"]["ip"]
+        assert ipaddress.IPv4Address(ip) in SUBNET
+        assert fetch("http://%s:8080/" % ip) == "hello from the bridge\n"  # from the host
+        r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "bridge", "--",
+               "wget", "-qO-", "http://%s:8080/" % ip, state_root=state_root)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "hello from the bridge\n"
+    finally:
+        assert mc("delete", "-f", cid, state_root=state_root).returncode == 0
+    assert ours(state_root) == ({}, [], [])
+
+
+def test_published_port_answers_on_host(busybox_rootfs, state_root, www, no_leaks):
+    cid, port = new_id("pub"), free_port()
+    rc, _, err = mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs,
+                       "-p", "%d:8080" % port, "-v", www + ":/www:ro", "--",
+                       "httpd", "-f", "-p", "8080", "-h", "/www", state_root=state_root)
+    assert rc == 0, err
+    try:
+        net = network_state(state_root, cid)["network"]
+        pid, start = net["forwarder"]
+        assert m.process_start_time(pid) == start
+        assert fetch("http://127.0.0.1:%d/" % port) == "hello from the bridge\n"
+        # A second container may not take the port.
+        r = mc("run", "--rm", "--rootfs", busybox_rootfs, "-p", "%d:80" % port, "--", "true",
+               state_root=state_root)
+        assert r.returncode == 1 and "Address already in use" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    finally:
+        assert mc("delete", "-f", cid, state_root=state_root).returncode == 0
+    for _ in range(100):
+        if m.process_state(pid) in (None, "Z"):
+            break
+        time.sleep(0.02)
+    assert m.process_state(pid) in (None, "Z")
+    with socket.socket() as s:  # the port is free again
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+    assert ours(state_root) == ({}, [], [])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "80"], "use [HOSTIP:]HOSTPORT:CTRPORT"),
+    (["-p", "8080:80/sctp"], "use [HOSTIP:]HOSTPORT:CTRPORT"),
+    (["-p", "70000:80"], "ports 1-65535"),
+    (["-p", "8080:80", "-p", "8080:81"], "given twice"),
+    (["--network", "none", "-p", "8080:80"], "needs --network bridge"),
+    (["--network", "host", "--subnet", "10.1.0.0/24"], "only for --network bridge"),
+    (["--network", "bridge", "--subnet", "10.1.0.0/31"], "too small"),
+    (["--network", "bridge", "--subnet", "nonsense"], "subnet nonsense"),
+    (["--network", "wifi"], "invalid choice"),
+])
+def test_user_errors(busybox_rootfs, state_root, no_leaks, args, message):
+    r = mc("run", "--rm", "--rootfs", busybox_rootfs, *args, "--", "true",
+           state_root=state_root)
+    assert r.returncode != 0
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert ours(state_root) == ({}, [], [])
+    assert not os.path.isdir(state_root) or os.listdir(state_root) == []
+
+
+def test_subnet_exhausted_and_bridge_not_a_bridge(busybox_rootfs, state_root, no_leaks):
+    bridge = "mct%d" % (os.getpid() % 100000)
+    env = dict(os.environ, MINICONTAINER_BRIDGE=bridge)
+    cid = new_id("only")
+    try:
+        rc, _, err = mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs,
+                           "--network", "bridge", "--subnet", "172.31.78.0/30", "--",
+                           "sleep", "30", state_root=state_root, env=env)
+        assert rc == 0, err
+        assert list(leases(bridge)) == ["172.31.78.2"]
+        r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "bridge",
+               "--subnet", "172.31.78.0/30", "--", "true", state_root=state_root, env=env)
+        assert r.returncode == 1 and "is exhausted" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "bridge",
+               "--subnet", "172.31.79.0/24", "--", "true", state_root=state_root, env=env)
+        assert r.returncode == 1 and "serves subnet 172.31.78.0/30" in r.stderr, r.stderr
+        assert sorted(os.listdir(state_root)) == [cid]
+    finally:
+        mc("delete", "-f", cid, state_root=state_root)
+        remove_bridge_if_unused(bridge)
+    assert leases(bridge) == {} and bridge not in links()
+    # A link of that name that is no bridge (a veth: no dummy module everywhere): a one-line
+    # error, nothing left.
+    with m.Netlink() as nl:
+        nl.request(m.RTM_NEWLINK, m._ifinfomsg(),
+                   [(m.IFLA_IFNAME, bridge), (m.IFLA_LINKINFO, [(m.IFLA_INFO_KIND, "veth")])],
+                   m.NLM_F_CREATE | m.NLM_F_EXCL)
+    try:
+        r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "bridge", "--", "true",
+               state_root=state_root, env=env)
+        assert r.returncode == 1 and "is not a bridge" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert os.listdir(state_root) == [] and leases(bridge) == {}
+    finally:
+        with m.Netlink() as nl:
+            m.rtm_dellink(nl, bridge)
+        forget_lease_file(bridge)
+
+
+def test_fifty_parallel_starts(busybox_rootfs, state_root, no_leaks):
+    before = {n for n in links() if n.startswith(m.VETH_PREFIX)}
+
+    def one(i):
+        r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "bridge", "--",
+               "ip", "-o", "-4", "addr", "show", "eth0", state_root=state_root, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split(" inet ")[1].split("/")[0]
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        addresses = list(pool.map(one, range(50)))
+    assert len(set(addresses)) == 50, sorted(addresses)
+    assert all(ipaddress.IPv4Address(a) in SUBNET for a in addresses)
+    assert ours(state_root) == ({}, [], [])
+    assert {n for n in links() if n.startswith(m.VETH_PREFIX)} <= before
+    assert not os.path.isdir(state_root) or os.listdir(state_root) == []
+    assert session_cgroups() == []
+
+
+def _start_and_crash(busybox_rootfs, state_root, cid, port, www):
+    """`run` of a web server, then SIGKILL to the runtime and to the container's init."""
+    proc = subprocess.Popen([sys.executable, RUNTIME, "--root", state_root, "run", "--name",
+                             cid, "--rootfs", busybox_rootfs, "-p", "%d:8080" % port,
+                             "-v", www + ":/www:ro", "--", "httpd", "-f", "-p", "8080",
+                             "-h", "/www"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fetch("http://127.0.0.1:%d/" % port)
+    state = network_state(state_root, cid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    os.kill(state["pid"], signal.SIGKILL)
+    return state
+
+
+def test_gc_after_crash_leaves_live_container(busybox_rootfs, state_root, www, no_leaks):
+    dead, live, port = new_id("dead"), new_id("live"), free_port()
+    rc, _, err = mc_bg("run", "-d", "--name", live, "--rootfs", busybox_rootfs,
+                       "--network", "bridge", "--", "sleep", "60", state_root=state_root)
+    assert rc == 0, err
+    try:
+        state = _start_and_crash(busybox_rootfs, state_root, dead, port, www)
+        net = state["network"]
+        fwd = net["forwarder"][0]
+        for _ in range(100):  # the forwarder ends with the init
+            if m.process_state(fwd) in (None, "Z"):
+                break
+            time.sleep(0.02)
+        assert m.process_state(fwd) in (None, "Z")
+        assert is_mount(net["netns"]) and net["ip"] in leases()
+        r = mc("gc", state_root=state_root)
+        assert r.returncode == 0, r.stderr
+        assert "removed container %s" % dead in r.stdout
+        assert not os.path.exists(os.path.join(state_root, dead))
+        assert not is_mount(net["netns"]) and net["ip"] not in leases()
+        assert net["veth"] not in links()
+        assert not [d for d in session_cgroups() if dead in d]
+        # The live one is untouched.
+        live_net = network_state(state_root, live)["network"]
+        assert is_mount(live_net["netns"]) and live_net["ip"] in leases()
+        assert live_net["veth"] in links()
+        r = mc("exec", live, "ip", "-o", "-4", "addr", "show", "eth0", state_root=state_root)
+        assert r.returncode == 0 and live_net["ip"] + "/" in r.stdout
+    finally:
+        mc("delete", "-f", live, state_root=state_root)
+        mc("delete", "-f", dead, state_root=state_root)
+    assert ours(state_root) == ({}, [], [])
+
+
+def test_run_releases_leases_of_dead_containers(busybox_rootfs, state_root, www, no_leaks):
+    dead = new_id("dead")
+    state = _start_and_crash(busybox_rootfs, state_root, dead, free_port(), www)
+    net = state["network"]
+    r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "bridge", "--", "true",
+           state_root=state_root)
+    assert r.returncode == 0, r.stderr
+    # run's cheap part: the lease, the namespace and the link go; the rest waits for gc.
+    assert net["ip"] not in leases() and not is_mount(net["netns"])
+    assert net["veth"] not in links()
+    assert os.path.isdir(os.path.join(state_root, dead))
+    r = mc("gc", state_root=state_root)
+    assert r.returncode == 0 and "removed container %s" % dead in r.stdout
+    assert ours(state_root) == ({}, [], [])
