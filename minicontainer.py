@@ -1139,9 +1139,10 @@ def mount_cgroupfs(rootfs, dest, target, flags, cgroup):
     for name, source in hierarchies.items():
         with _InRoot(rootfs, os.path.join(dest, name)) as sub:
             mount(source, sub, None, MS_BIND)
-        if flags & MS_RDONLY:
+        extra = flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        if extra:  # the entry's flags on each hierarchy too, as runc
             with _InRoot(rootfs, os.path.join(dest, name)) as sub:
-                _readonly_remount(sub)
+                _bind_remount(sub, extra)
     if flags & MS_RDONLY:
         with _InRoot(rootfs, dest) as tmpfs:
             mount(None, tmpfs, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -1182,6 +1183,8 @@ def create_devices(rootfs, devices, userns=False):
             os.mknod(path, kind | mode, os.makedev(dev.get("major", 0), dev.get("minor", 0)))
             os.chown(path, dev.get("uid", 0), dev.get("gid", 0))
         for source, link in DEV_SYMLINKS:
+            if link == "/dev/core" and not os.path.exists(source):
+                continue  # a kernel without /proc/kcore: no dangling link (runc does so)
             path = resolve_in_root(rootfs, link)
             if not os.path.lexists(path):
                 os.symlink(source, path)
@@ -1857,7 +1860,10 @@ def network_setup(c, config, spec):
             inside.close()
     except OSError as e:
         raise Error("--network bridge: %s" % (e.strerror or e)) from None
-    for ns in config["linux"]["namespaces"]:
+    namespaces = config.setdefault("linux", {}).setdefault("namespaces", [])
+    if not any(ns["type"] == "network" for ns in namespaces):
+        namespaces.append({"type": "network"})  # an API caller's config without one
+    for ns in namespaces:
         if ns["type"] == "network":
             ns["path"] = info["netns"]
     c.save()
@@ -2353,7 +2359,9 @@ class Container:
                    "lock": lock, "seccomp": _compile_seccomp(linux), "fifo_fd": fifo_fd,
                    "hooks": bool(config.get("hooks")), "userns": userns,
                    "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug,
-                   "overlay": ov}
+                   "overlay": ov, "hook_state": {
+                       "ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
+                       "annotations": config.get("annotations", {})}}
             child = first = _fork_init(ctx, linux)
             theirs.close()
             os.close(fifo_fd)
@@ -2380,8 +2388,9 @@ class Container:
                 elif msg["t"] == "hooks":
                     hooks = config.get("hooks", {})
                     state = dict(c.oci_state(), status="creating", pid=child)
-                    run_hooks(hooks.get("prestart", []) + hooks.get("createRuntime", []),
-                              state, "createRuntime")
+                    # prestart (deprecated) runs where createRuntime does, before it, as runc
+                    run_hooks(hooks.get("prestart", []), state, "prestart")
+                    run_hooks(hooks.get("createRuntime", []), state, "createRuntime")
                     c.sync.send("ok")
                 elif msg["t"] == "pty":
                     if console == "self":
@@ -2918,9 +2927,9 @@ def _init_steps(ctx, sync):
     rootfs = ctx["rootfs"]
     setup_rootfs(config, rootfs, ctx["bundle"], ctx["cgroup"], "user" in namespaces)
     if hooks.get("createContainer"):
-        run_hooks(hooks["createContainer"], {"ociVersion": OCI_VERSION, "id": "",
-                                             "status": "creating", "pid": os.getpid(),
-                                             "bundle": ctx["bundle"]}, "createContainer")
+        # pid as this process sees itself (1 in a new pid namespace), as runc passes it
+        run_hooks(hooks["createContainer"], dict(ctx["hook_state"], status="creating",
+                                                 pid=os.getpid()), "createContainer")
     cwd = resolve_in_root(rootfs, process.get("cwd", "/"))
     if not os.path.isdir(cwd):
         os.makedirs(cwd, 0o755)
@@ -2942,8 +2951,8 @@ def _init_steps(ctx, sync):
     os.close(fd)
     os.close(fifo)
     if hooks.get("startContainer"):
-        run_hooks(hooks["startContainer"], {"ociVersion": OCI_VERSION, "status": "created",
-                                            "pid": os.getpid()}, "startContainer")
+        run_hooks(hooks["startContainer"], dict(ctx["hook_state"], status="created",
+                                                pid=os.getpid()), "startContainer")
     _exec_process(process, path, ctx["seccomp"], ctx["preserve_fds"], ctx["sync"])
 
 
@@ -3010,7 +3019,10 @@ def _chdir_inside(cwd):
     """chdir to the process's cwd, which must be within the container's root: through an fd
     of ours ("/proc/self/fd/N" of a host directory, runc's CVE-2024-21626) it could be a
     directory of the host. getcwd() fails (ENOENT) for one the root cannot reach."""
-    os.chdir(cwd)
+    try:
+        os.chdir(cwd)
+    except OSError as e:  # engines read the reason ("no such file or directory": 127)
+        raise Error("process.cwd %s: chdir: %s" % (cwd, e.strerror)) from None
     try:
         inside = os.getcwd().startswith("/")
     except FileNotFoundError:
