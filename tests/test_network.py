@@ -7,6 +7,7 @@ import concurrent.futures
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -330,4 +331,36 @@ def test_run_releases_leases_of_dead_containers(busybox_rootfs, state_root, www,
     assert os.path.isdir(os.path.join(state_root, dead))
     r = mc("gc", state_root=state_root)
     assert r.returncode == 0 and "removed container %s" % dead in r.stdout
+    assert ours(state_root) == ({}, [], [])
+
+
+@pytest.mark.skipif(not shutil.which("nsenter"), reason="no nsenter")
+def test_published_udp_port(busybox_rootfs, state_root, no_leaks):
+    """busybox's nc has no -u: the echo server is the host's python in the container's
+    network namespace (entered through the file the runtime bind-mounted)."""
+    cid, port = new_id("udp"), free_port()
+    rc, _, err = mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs,
+                       "-p", "%d:9000/udp" % port, "--", "sleep", "60", state_root=state_root)
+    assert rc == 0, err
+    echo = None
+    try:
+        netns = network_state(state_root, cid)["network"]["netns"]
+        echo = subprocess.Popen(["nsenter", "--net=" + netns, sys.executable, "-c",
+                                 "import socket\n"
+                                 "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                                 "s.bind(('0.0.0.0', 9000)); print('ready', flush=True)\n"
+                                 "while True:\n"
+                                 "    d, a = s.recvfrom(100); s.sendto(b'echo:' + d, a)\n"],
+                                stdout=subprocess.PIPE, text=True)
+        assert echo.stdout.readline() == "ready\n"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(5)
+            for word in (b"one", b"two"):
+                s.sendto(word, ("127.0.0.1", port))
+                assert s.recvfrom(100)[0] == b"echo:" + word
+    finally:
+        if echo:
+            echo.kill()
+            echo.wait()
+        assert mc("delete", "-f", cid, state_root=state_root).returncode == 0
     assert ours(state_root) == ({}, [], [])
