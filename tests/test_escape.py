@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import socket
+import tempfile
 import time
 
 import pytest
@@ -87,11 +88,14 @@ def _read(path):
 
 
 def host_snapshot(own_tmp):
-    """What the suite must not change on the host. Mounts of other tests' temporary
-    directories (they may run alongside) are left out."""
-    tmp = os.path.dirname(own_tmp)
+    """What the suite must not change on the host. Other sessions' containers and tests
+    mount and unmount in the temporary directory and /run/minicontainer as they run
+    alongside: only our own part of those is compared."""
+    tmp = os.path.realpath(tempfile.gettempdir()) + "/"
     mounts = sorted(mp for mp in mountpoints_under("/")
-                    if not mp.startswith(tmp) or mp.startswith(own_tmp))
+                    if not mp.startswith((tmp, "/run/minicontainer/", "/run/netns/"))
+                    or mp.startswith(own_tmp + "/state"))
+    mounts += sorted(mountpoints_under(own_tmp + "/rootfs"))
     cgroup = {p: _read(p) for p in sorted(glob.glob("/sys/fs/cgroup/*/release_agent") +
                                           glob.glob("/sys/fs/cgroup/*/notify_on_release"))}
     knobs = {p: _read(p) for p in ("/proc/sys/kernel/core_pattern", "/proc/sys/vm/swappiness",
