@@ -224,7 +224,13 @@ def process_state(pid):
             stat = f.read()
     except OSError:
         return None
-    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3].decode()
+    fields = stat[stat.rindex(b")") + 2:].split()
+    if int(fields[6]) & 0x4:  # PF_EXITING: past cgroup_exit, as good as dead
+        # (a pid namespace's init stays so until every other task of the namespace is
+        # reaped, which for a process exec'd there and since reparented to the host's
+        # init can take that init's time)
+        return "X"
+    return fields[0].decode()
 
 
 # ==== configuration: the OCI runtime-spec config.json ====

@@ -1,0 +1,1047 @@
+"""The OCI command line (issue #4): runc's commands and flags as engines call them, on real
+containers. Every test has its own --root and deletes (-f) every container it made."""
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import RUNTIME, SESSION, new_id
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
+
+HOOK_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def wait_for(predicate, timeout=10, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def gone(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return True
+    return data[data.rindex(b")") + 2:][:1] in (b"Z", b"X")
+
+
+def cgroup_dir(controller, path):
+    return "/sys/fs/cgroup/%s/%s" % (controller, path.strip("/"))
+
+
+class Oci:
+    """The runtime as a program, with this test's state root; remembers every id it made."""
+
+    def __init__(self, root, tmp):
+        self.root = root
+        self.tmp = tmp
+        self.ids = []
+        self.n = 0
+
+    def argv(self, *args, root=True):
+        root = ["--root", self.root] if root and self.root else []
+        return [RUNTIME] + root + [str(a) for a in args]
+
+    def run(self, *args, input=None, timeout=30, env=None):
+        return subprocess.run(self.argv(*args), input=input, capture_output=True, text=True,
+                              timeout=timeout, env=env)
+
+    def __call__(self, *args, input=None):
+        """A command that must succeed; returns its stdout."""
+        r = self.run(*args, input=input)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr, r.stderr
+        return r.stdout
+
+    def fails(self, *args, code=1, input=None):
+        """A command that must fail with one line on stderr and no traceback; returns it."""
+        r = self.run(*args, input=input)
+        assert r.returncode == code, (args, r.returncode, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        return r.stderr.strip()
+
+    def files(self):
+        self.n += 1
+        return str(self.tmp / ("io%d.out" % self.n)), str(self.tmp / ("io%d.err" % self.n))
+
+    def create(self, bundle, cid=None, *flags, stdout=None, ok=True):
+        """create, with stdio to files (the container keeps them) or the given stdout fd.
+        Returns (id, CompletedProcess-like (rc, out, err))."""
+        cid = cid or new_id()
+        self.ids.append(cid)
+        out_path, err_path = self.files()
+        with open(out_path, "w") as o, open(err_path, "w") as e:
+            rc = subprocess.run(self.argv("create", "--bundle", bundle, *flags, cid),
+                                stdin=subprocess.DEVNULL, stdout=stdout if stdout is not None
+                                else o, stderr=e, timeout=30).returncode
+        err = open(err_path).read()
+        assert "Traceback" not in err, err
+        if ok:
+            assert rc == 0, err
+        return cid, (rc, open(out_path).read(), err)
+
+    def bg(self, *args):
+        """A command whose processes may outlive it (exec -d): stdio to files."""
+        out_path, err_path = self.files()
+        with open(out_path, "w") as o, open(err_path, "w") as e:
+            rc = subprocess.run(self.argv(*args), stdin=subprocess.DEVNULL, stdout=o, stderr=e,
+                                timeout=30).returncode
+        return rc, open(out_path).read(), open(err_path).read()
+
+    def state(self, cid):
+        return json.loads(self("state", cid))
+
+    def status(self, cid):
+        return self.state(cid)["status"]
+
+    def wait_status(self, cid, status, timeout=10):
+        wait_for(lambda: self.status(cid) == status, timeout, "%s to be %s" % (cid, status))
+
+    def cleanup(self):
+        for cid in self.ids:
+            self.run("delete", "-f", cid)
+
+
+@pytest.fixture
+def oci(state_root, tmp_path):
+    o = Oci(state_root, tmp_path)
+    yield o
+    o.cleanup()
+
+
+@pytest.fixture
+def bundle(tmp_path, busybox_rootfs, oci):
+    """bundle(args, edit=None, rootfs=None) -> a bundle that `spec` wrote, then edited."""
+    n = [0]
+
+    def make(args, edit=None, rootfs=None):
+        n[0] += 1
+        d = tmp_path / ("bundle%d" % n[0])
+        d.mkdir()
+        oci("spec", "--bundle", d)
+        config = json.loads((d / "config.json").read_text())
+        config["root"]["path"] = rootfs or busybox_rootfs
+        config["process"]["args"] = list(args)
+        if edit:
+            edit(config)
+        (d / "config.json").write_text(json.dumps(config))
+        return str(d)
+    return make
+
+
+def no_state(state_root):
+    """Nothing left in the state directory (which a failed create need not have made)."""
+    return not os.path.isdir(state_root) or os.listdir(state_root) == []
+
+
+def read_until_eof(fd, timeout=10):
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not select.select([fd], [], [], 0.1)[0]:
+            continue
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: a pty master whose slave every process closed
+            break
+        if not data:
+            break
+        out += data
+    return out
+
+
+# ---- lifecycle through the command line ----
+
+def test_state_transitions_and_create_keeps_stdio(oci, bundle, tmp_path):
+    b = bundle(["sh", "-c", "echo hello from $$; read line < /dev/shm/go 2>/dev/null; "
+                            "echo bye"])
+    r, w = os.pipe()
+    pid_file = tmp_path / "pidfile"
+    try:
+        cid, _ = oci.create(b, None, "--pid-file", pid_file, stdout=w)
+    finally:
+        os.close(w)
+    st = oci.state(cid)
+    assert st["status"] == "created" and st["id"] == cid and st["bundle"] == b
+    assert st["ociVersion"].startswith("1.")
+    pid = st["pid"]
+    assert pid > 0 and int(pid_file.read_text()) == pid
+    assert not select.select([r], [], [], 0)[0]  # nothing ran yet
+    oci("start", cid)
+    assert oci.status(cid) in ("running", "stopped")
+    # the container's program writes to the pipe `create` was given; it is its pid 1
+    out = read_until_eof(r).decode()
+    os.close(r)
+    assert out == "hello from 1\nbye\n"
+    oci.wait_status(cid, "stopped")
+    st = oci.state(cid)
+    assert st["pid"] == 0 and st["id"] == cid
+    assert oci.fails("start", cid).endswith("cannot start a container that is stopped")
+    oci("delete", cid)
+    assert oci.fails("state", cid) == "minicontainer: container %s does not exist" % cid
+
+
+def test_start_twice_is_an_error(oci, bundle):
+    cid, _ = oci.create(bundle(["sleep", "1000"]))
+    oci("start", cid)
+    assert oci.status(cid) == "running"
+    assert oci.fails("start", cid).endswith("cannot start a container that is running")
+    oci("delete", "-f", cid)
+
+
+def test_kill_before_start_then_delete(oci, bundle, tmp_path):
+    b = bundle(["sh", "-c", "touch /ran"], rootfs=None)
+    cid, _ = oci.create(b)
+    pid = oci.state(cid)["pid"]
+    oci("kill", cid, "9")
+    oci.wait_status(cid, "stopped")
+    assert oci.fails("start", cid).endswith("cannot start a container that is stopped")
+    oci("delete", cid)
+    assert gone(pid)
+    assert oci("list", "-q").strip() == ""
+
+
+def test_delete_of_stopped_and_delete_force_of_running(oci, bundle, state_root):
+    b = bundle(["sleep", "1000"])
+    stopped, _ = oci.create(bundle(["true"]))
+    oci("start", stopped)
+    oci.wait_status(stopped, "stopped")
+    running, _ = oci.create(b)
+    oci("start", running)
+    pid = oci.state(running)["pid"]
+    assert "--force" in oci.fails("delete", running)
+    oci("delete", stopped)
+    oci("delete", "--force", running)
+    assert gone(pid)
+    assert not os.path.exists(cgroup_dir("pids", "minicontainer/" + running))
+    assert os.listdir(state_root) == []
+
+
+@pytest.mark.parametrize("content", [None, "", "{\"id\": ", "\0\0\0"])
+def test_delete_of_a_half_created_state_dir(oci, state_root, content):
+    cid = new_id()
+    oci.ids.append(cid)
+    d = os.path.join(state_root, cid)
+    os.makedirs(d)
+    if content is not None:
+        with open(os.path.join(d, "state.json"), "w") as f:
+            f.write(content)
+    assert oci.status(cid) == "creating"
+    oci("delete", cid)
+    assert not os.path.exists(d)
+
+
+def test_delete_after_create_was_killed_midway(oci, bundle, tmp_path, state_root):
+    # A createRuntime hook that blocks holds `create` at a known point; kill -9 it there.
+    marker = tmp_path / "hook.pid"
+    hook = tmp_path / "block.sh"
+    hook.write_text("#!/bin/sh\necho $$ > %s.tmp; mv %s.tmp %s\nexec sleep 1000\n"
+                    % (marker, marker, marker))
+    hook.chmod(0o755)
+    b = bundle(["true"], edit=lambda c: c.update(hooks={"createRuntime": [
+        {"path": str(hook), "env": [HOOK_PATH]}]}))
+    cid = new_id()
+    oci.ids.append(cid)
+    out, err = oci.files()
+    with open(out, "w") as o, open(err, "w") as e:
+        proc = subprocess.Popen(oci.argv("create", "--bundle", b, cid), stdin=subprocess.DEVNULL,
+                                stdout=o, stderr=e)
+    try:
+        hook_pid = int(wait_for(lambda: marker.exists() and marker.read_text(),
+                                what="the hook to run"))
+        cg = cgroup_dir("pids", "minicontainer/" + cid)
+        assert os.path.isdir(cg)
+        proc.kill()
+        proc.wait()
+        os.kill(hook_pid, signal.SIGKILL)
+        assert oci.status(cid) == "creating"
+        assert cid in oci("list", "-q").split()
+        oci("delete", cid)
+        assert not os.path.exists(os.path.join(state_root, cid))
+        wait_for(lambda: not os.path.exists(cg), what="the cgroup to go")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_two_containers_at_once_and_id_in_use(oci, bundle):
+    b = bundle(["sleep", "1000"])
+    a, _ = oci.create(b)
+    c, _ = oci.create(b)
+    oci("start", a)
+    oci("start", c)
+    pids = [oci.state(x)["pid"] for x in (a, c)]
+    assert pids[0] != pids[1]
+    listed = {s["id"]: (s["status"], s["pid"]) for s in json.loads(oci("list", "--format",
+                                                                       "json"))}
+    assert listed == {a: ("running", pids[0]), c: ("running", pids[1])}
+    rc, _, err = oci.create(b, a, ok=False)[1]
+    assert rc == 1 and err == "minicontainer: container id %s is already in use\n" % a
+    assert oci.state(a)["pid"] == pids[0]
+    oci("delete", "-f", a)
+    assert oci.status(c) == "running"
+    oci("delete", "-f", c)
+
+
+def test_concurrent_create_of_one_id(oci, bundle):
+    b = bundle(["sleep", "1000"])
+    cid = new_id()
+    oci.ids.append(cid)
+    # stderr to files: the winner's container keeps its stderr open
+    errs = [open(oci.files()[1], "w+") for _ in range(4)]
+    procs = [subprocess.Popen(oci.argv("create", "--bundle", b, cid), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=e) for e in errs]
+    results = []
+    for p, e in zip(procs, errs):
+        rc = p.wait(timeout=30)
+        e.seek(0)
+        results.append((rc, e.read()))
+        e.close()
+    assert sorted(rc for rc, _ in results) == [0, 1, 1, 1], results
+    for rc, err in results:
+        assert "Traceback" not in err
+        if rc:
+            assert "already in use" in err
+    assert oci.status(cid) == "created"
+    oci("delete", cid)
+
+
+def test_concurrent_start_kill_delete_on_one_id(oci, bundle, state_root):
+    b = bundle(["sleep", "1000"])
+    for _ in range(3):
+        cid, _ = oci.create(b)
+        pid = oci.state(cid)["pid"]
+        commands = [["start", cid], ["start", cid], ["kill", cid, "KILL"], ["kill", cid],
+                    ["delete", "-f", cid], ["delete", "-f", cid], ["state", cid]]
+        procs = [subprocess.Popen(oci.argv(*c), stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for c in commands]
+        for c, p in zip(commands, procs):
+            rc = p.wait(timeout=30)
+            err = p.stderr.read()
+            p.stderr.close()
+            assert "Traceback" not in err, (c, err)
+            assert rc in (0, 1) and len(err.strip().splitlines()) == rc, (c, rc, err)
+            if c[0] == "delete":
+                assert rc == 0, err  # delete -f always ends with the container gone
+        assert oci.fails("state", cid).endswith("does not exist")
+        assert gone(pid)
+        assert not os.path.exists(os.path.join(state_root, cid))
+        assert not os.path.exists(cgroup_dir("pids", "minicontainer/" + cid))
+
+
+def test_state_json_is_always_whole_while_it_changes(oci, bundle, state_root):
+    cid, _ = oci.create(bundle(["sleep", "1000"]))
+    oci("start", cid)
+    path = os.path.join(state_root, cid, "state.json")
+    stop = threading.Event()
+    bad = []
+
+    def reader():
+        while not stop.is_set():
+            with open(path) as f:
+                data = f.read()
+            try:
+                json.loads(data)
+            except ValueError:
+                bad.append(data)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for limit in range(100, 112):
+            oci("update", "--pids-limit", limit, cid)
+    finally:
+        stop.set()
+        t.join()
+    assert bad == []
+    assert os.listdir(os.path.dirname(path)) == ["state.json"] or \
+        not [n for n in os.listdir(os.path.dirname(path)) if ".tmp" in n]
+    oci("delete", "-f", cid)
+
+
+def test_preserve_fds(oci, bundle):
+    b = bundle(["sh", "-c", "echo through fd 3 >&3 && ls /proc/self/fd"])
+    r, w = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        cid = new_id()
+        oci.ids.append(cid)
+        # the runtime gets the pipe as its fd 3, and passes it on as the container's fd 3
+        wrap = "import os, sys; os.dup2(%d, 3); os.close(%d); os.execv(sys.argv[1], " \
+               "sys.argv[1:])" % (w, w)
+        subprocess.run([sys.executable, "-c", wrap] +
+                       oci.argv("create", "--bundle", b, "--preserve-fds", 1, cid),
+                       pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=out_w, check=True,
+                       timeout=30)
+    finally:
+        os.close(w)
+        os.close(out_w)
+    oci("start", cid)
+    assert read_until_eof(r) == b"through fd 3\n"
+    os.close(r)
+    listed = read_until_eof(out_r).decode().split()
+    os.close(out_r)
+    assert listed == ["0", "1", "2", "3", "4"]  # 4 is ls's own /proc/self/fd
+    oci.wait_status(cid, "stopped")
+    oci("delete", cid)
+
+
+def test_run_a_bundle_waits_and_removes_the_container(oci, bundle):
+    cid = new_id()
+    oci.ids.append(cid)
+    r = oci.run("run", "--bundle", bundle(["sh", "-c", "echo ran as $$; exit 4"]), cid)
+    assert r.returncode == 4, r.stderr
+    assert r.stdout == "ran as 1\n"
+    assert oci("list", "-q").strip() == ""
+
+
+# ---- console socket ----
+
+class ConsoleSocket:
+    """What an engine listens on: receives the pty master by SCM_RIGHTS."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(4)
+        self.sock.settimeout(20)
+
+    def receive(self):
+        conn, _ = self.sock.accept()
+        with conn:
+            msg, fds, _, _ = socket.recv_fds(conn, 4096, 4)
+        assert len(fds) == 1, (msg, fds)
+        assert stat.S_ISCHR(os.fstat(fds[0]).st_mode)
+        assert os.isatty(fds[0])
+        return fds[0]
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def console(tmp_path):
+    c = ConsoleSocket(str(tmp_path / "console.sock"))
+    yield c
+    c.close()
+
+
+def test_create_with_a_console_socket(oci, bundle, console):
+    b = bundle(["sh"], edit=lambda c: c["process"].update(terminal=True))
+    cid, (rc, out, err) = oci.create(b, None, "--console-socket", console.path)
+    master = console.receive()
+    try:
+        oci("start", cid)
+        os.write(master, b"tty; exit 3\n")
+        output = read_until_eof(master).decode(errors="replace")
+    finally:
+        os.close(master)
+    assert "/dev/pts/0" in output
+    oci.wait_status(cid, "stopped")
+    oci("delete", cid)
+
+
+def test_terminal_without_a_console_socket_is_an_error(oci, bundle, state_root):
+    b = bundle(["sh"], edit=lambda c: c["process"].update(terminal=True))
+    cid, (rc, _, err) = oci.create(b, ok=False)
+    assert rc == 1 and "console" in err and len(err.splitlines()) == 1
+    assert no_state(state_root)
+
+
+def test_exec_tty_with_a_console_socket(oci, bundle, console):
+    cid, _ = oci.create(bundle(["sleep", "1000"]))
+    oci("start", cid)
+    proc = subprocess.Popen(oci.argv("exec", "--tty", "--console-socket", console.path, cid,
+                                     "sh", "-c", "tty; exit 7"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        master = console.receive()
+        try:
+            output = read_until_eof(master).decode(errors="replace")
+        finally:
+            os.close(master)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "/dev/pts/" in output, output
+    assert proc.returncode == 7, err
+    oci("delete", "-f", cid)
+
+
+# ---- exec ----
+
+def caps_bits(status_line):
+    return int(status_line.split()[1], 16)
+
+
+def test_exec_process_file(oci, bundle, tmp_path):
+    cid, _ = oci.create(bundle(["sleep", "1000"]))
+    oci("start", cid)
+    caps = ["CAP_NET_RAW"]
+    process = {
+        "terminal": False, "user": {"uid": 1000, "gid": 1000, "additionalGids": [100]},
+        "args": ["sh", "-c", "echo $FOO; pwd; id -u; id -g; grep CapEff /proc/self/status; "
+                             "grep Groups /proc/self/status; ulimit -n"],
+        "env": ["PATH=/bin:/usr/bin", "FOO=from-process-json"], "cwd": "/tmp",
+        "capabilities": {k: caps for k in ("bounding", "effective", "inheritable",
+                                           "permitted", "ambient")},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 321, "soft": 123}],
+    }
+    pf = tmp_path / "process.json"
+    pf.write_text(json.dumps(process))
+    lines = oci("exec", "--process", pf, cid).splitlines()
+    assert lines[:4] == ["from-process-json", "/tmp", "1000", "1000"]
+    assert caps_bits(lines[4]) == 1 << 13  # CAP_NET_RAW only, kept by the ambient set
+    assert lines[5].split()[1:] == ["100"]
+    assert lines[6] == "123"
+    oci("delete", "-f", cid)
+
+
+def test_exec_args_with_env_cwd_user_cap(oci, bundle):
+    cid, _ = oci.create(bundle(["sleep", "1000"]))
+    oci("start", cid)
+    out = oci("exec", "-e", "FOO=bar", "--cwd", "/home/user", "--user", "1000:100",
+              "--cap", "CAP_SYS_ADMIN", cid,
+              "sh", "-c", "echo $FOO; pwd; id -u; id -g; grep CapEff /proc/self/status")
+    lines = out.splitlines()
+    assert lines[:4] == ["bar", "/home/user", "1000", "100"]
+    assert caps_bits(lines[4]) & (1 << 21)  # SYS_ADMIN added
+    assert caps_bits(lines[4]) & (1 << 13)  # and the container's own (NET_RAW) kept
+    # the exit status of the process is exec's
+    assert oci.run("exec", cid, "sh", "-c", "exit 5").returncode == 5
+    oci("delete", "-f", cid)
+
+
+def test_exec_joins_the_containers_namespaces_and_cgroup(oci, bundle):
+    b = bundle(["sleep", "1000"], edit=lambda c: c.update(hostname="inside"))
+    cid, _ = oci.create(b)
+    oci("start", cid)
+    init = oci.state(cid)["pid"]
+    out = oci("exec", cid, "sh", "-c",
+              "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /; cat /proc/self/cgroup; "
+              "for n in mnt net uts ipc pid cgroup; do readlink /proc/self/ns/$n; done")
+    lines = out.splitlines()
+    assert lines[0] == "inside"
+    assert lines[1].strip() == "sleep 1000"  # pid 1 is the container's init: its pid view
+    assert "bin" in lines[2:] and "home" in lines[2:]  # the busybox root: its mount view
+    cg = [line for line in lines if ":pids:" in line or ":memory:" in line]
+    assert cg and all(line.endswith("/minicontainer/" + cid) for line in cg), lines
+    ns = lines[-6:]
+    for name, link in zip(("mnt", "net", "uts", "ipc", "pid"), ns):
+        assert link == os.readlink("/proc/%d/ns/%s" % (init, name)), name
+        assert link != os.readlink("/proc/self/ns/%s" % name), name
+    oci("delete", "-f", cid)
+
+
+def test_exec_detach_pid_file(oci, bundle, tmp_path):
+    cid, _ = oci.create(bundle(["sleep", "1000"]))
+    oci("start", cid)
+    pid_file = tmp_path / "exec.pid"
+    rc, out, err = oci.bg("exec", "--detach", "--pid-file", pid_file, cid, "sleep", "999")
+    assert rc == 0, err
+    pid = int(pid_file.read_text())
+    assert open("/proc/%d/cmdline" % pid, "rb").read() == b"sleep\x00999\x00"
+    with open("/proc/%d/cgroup" % pid) as f:
+        assert ":pids:/minicontainer/%s\n" % cid in f.read()
+    assert pid in json.loads(oci("ps", "--format", "json", cid))
+    oci("delete", "-f", cid)
+    wait_for(lambda: gone(pid), what="the exec'd process to die with the container")
+
+
+def test_exec_in_a_stopped_container_is_an_error(oci, bundle):
+    cid, _ = oci.create(bundle(["true"]))
+    oci("start", cid)
+    oci.wait_status(cid, "stopped")
+    assert "stopped" in oci.fails("exec", cid, "true")
+    oci("delete", cid)
+
+
+# ---- hooks ----
+
+HOOK = """#!/bin/sh
+cat > {out}/{name}.json
+{{ readlink /proc/self/ns/mnt; readlink /proc/self/ns/uts; hostname; }} > {out}/{name}.where
+echo {name} >> {out}/order
+"""
+
+
+def test_hooks_run_in_order_where_the_spec_says(oci, bundle, tmp_path, rootfs_copy):
+    out = tmp_path / "hooks"
+    out.mkdir()
+    hooks = {}
+    for name in ("prestart", "createRuntime", "createContainer", "poststart", "poststop"):
+        script = tmp_path / ("%s.sh" % name)
+        script.write_text(HOOK.format(out=out, name=name))
+        script.chmod(0o755)
+        hooks[name] = [{"path": str(script), "args": [name, "arg"], "env": [HOOK_PATH]}]
+    # startContainer runs in the container after pivot_root: its path is the container's
+    inside = os.path.join(rootfs_copy, "hooks")
+    os.mkdir(inside)
+    with open(os.path.join(inside, "start.sh"), "w") as f:
+        f.write(HOOK.format(out="/hooks", name="startContainer"))
+    os.chmod(os.path.join(inside, "start.sh"), 0o755)
+    hooks["startContainer"] = [{"path": "/hooks/start.sh", "env": ["PATH=/bin"]}]
+    b = bundle(["sh", "-c", "echo program >> /hooks/order"], rootfs=rootfs_copy,
+               edit=lambda c: c.update(hooks=hooks, hostname="ctr"))
+    cid, _ = oci.create(b)
+    pid = oci.state(cid)["pid"]
+    container_ns = [os.readlink("/proc/%d/ns/%s" % (pid, n)) for n in ("mnt", "uts")]
+    host_ns = [os.readlink("/proc/self/ns/%s" % n) for n in ("mnt", "uts")]
+    assert (out / "order").read_text().split() == ["prestart", "createRuntime",
+                                                   "createContainer"]
+    oci("start", cid)
+    oci.wait_status(cid, "stopped")
+    oci("delete", cid)
+    order = (out / "order").read_text().split()
+    assert order == ["prestart", "createRuntime", "createContainer", "poststart", "poststop"]
+    with open(os.path.join(inside, "order")) as f:
+        assert f.read().split() == ["startContainer", "program"]
+
+    def state(name, d=out):
+        with open(os.path.join(d, name + ".json")) as f:
+            return json.load(f)
+
+    def where(name, d=out):
+        with open(os.path.join(d, name + ".where")) as f:
+            return f.read().split()
+
+    expected = {"prestart": "creating", "createRuntime": "creating",
+                "createContainer": "creating", "poststart": "running", "poststop": "stopped"}
+    for name, status in expected.items():
+        s = state(name)
+        assert s["status"] == status, (name, s)
+        assert s["id"] == cid and s["bundle"] == b and s["ociVersion"], (name, s)
+        if name == "createContainer":
+            assert s["pid"] in (pid, 1), s
+        elif status != "stopped":
+            assert s["pid"] == pid, (name, s)
+    s = state("startContainer", inside)
+    assert s["id"] == cid and s["status"] == "created" and s["bundle"] == b, s
+    assert s["pid"] in (pid, 1), s  # runc gives the pid as the container sees itself
+    for name in ("prestart", "createRuntime", "poststart", "poststop"):
+        assert where(name)[:2] == host_ns, name  # the runtime's namespaces
+    assert where("createContainer")[:2] == container_ns
+    assert where("startContainer", inside)[:2] == container_ns
+    assert where("startContainer", inside)[2] == "ctr"
+
+
+@pytest.mark.parametrize("kind", ["prestart", "createRuntime", "createContainer"])
+def test_a_failing_hook_fails_create_and_leaves_nothing(oci, bundle, tmp_path, state_root,
+                                                        kind):
+    script = tmp_path / "fail.sh"
+    script.write_text("#!/bin/sh\necho first >&2\necho the hook says no >&2\nexit 3\n")
+    script.chmod(0o755)
+    b = bundle(["true"], edit=lambda c: c.update(hooks={kind: [
+        {"path": str(script), "env": [HOOK_PATH]}]}))
+    cid, (rc, _, err) = oci.create(b, ok=False)
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "the hook says no" in lines[0] and kind in lines[0], err
+    assert no_state(state_root)
+    assert not os.path.exists(cgroup_dir("pids", "minicontainer/" + cid))
+
+
+# ---- namespaces given by path ----
+
+@pytest.fixture
+def netns():
+    name = "%s-ns%d" % (SESSION, time.monotonic_ns() % 100000)
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def test_join_a_network_namespace_by_path(oci, bundle, netns):
+    subprocess.run(["ip", "-n", netns, "addr", "add", "10.123.45.67/32", "dev", "lo"],
+                   check=True)
+    path = "/run/netns/" + netns
+
+    def edit(c):
+        for ns in c["linux"]["namespaces"]:
+            if ns["type"] == "network":
+                ns["path"] = path
+    cid, _ = oci.create(bundle(["sleep", "1000"], edit=edit))
+    pid = oci.state(cid)["pid"]
+    assert os.readlink("/proc/%d/ns/net" % pid) == "net:[%d]" % os.stat(path).st_ino
+    oci("start", cid)
+    out = oci("exec", cid, "ip", "-4", "addr", "show", "dev", "lo")
+    assert "10.123.45.67/32" in out
+    oci("delete", "-f", cid)
+    assert os.path.exists(path)  # joined, not owned: it outlives the container
+
+
+def test_join_another_containers_uts_and_net_by_path(oci, bundle):
+    a, _ = oci.create(bundle(["sleep", "1000"], edit=lambda c: c.update(hostname="first")))
+    oci("start", a)
+    apid = oci.state(a)["pid"]
+
+    def edit(c):
+        c.pop("hostname")
+        for ns in c["linux"]["namespaces"]:
+            if ns["type"] in ("uts", "network"):
+                ns["path"] = "/proc/%d/ns/%s" % (apid, "net" if ns["type"] == "network"
+                                                 else "uts")
+    r, w = os.pipe()
+    try:
+        c, _ = oci.create(bundle(["hostname"], edit=edit), stdout=w)
+    finally:
+        os.close(w)
+    cpid = oci.state(c)["pid"]
+    for n in ("uts", "net"):
+        assert os.readlink("/proc/%d/ns/%s" % (cpid, n)) == \
+            os.readlink("/proc/%d/ns/%s" % (apid, n))
+    assert os.readlink("/proc/%d/ns/mnt" % cpid) != os.readlink("/proc/%d/ns/mnt" % apid)
+    oci("start", c)
+    assert read_until_eof(r) == b"first\n"
+    os.close(r)
+    oci.wait_status(c, "stopped")
+    oci("delete", c)
+    oci("delete", "-f", a)
+
+
+def test_a_namespace_path_that_does_not_exist(oci, bundle, state_root):
+    def edit(c):
+        c["linux"]["namespaces"].append({"type": "cgroup", "path": "/nonexistent/ns"})
+    cid, (rc, _, err) = oci.create(bundle(["true"], edit=edit), ok=False)
+    assert rc == 1 and "/nonexistent/ns" in err and len(err.strip().splitlines()) == 1
+    assert no_state(state_root)
+
+
+# ---- kill --all in the host's pid namespace ----
+
+def host_pidns(c):
+    c["linux"]["namespaces"] = [ns for ns in c["linux"]["namespaces"] if ns["type"] != "pid"]
+
+
+def test_kill_all_without_a_pid_namespace(oci, bundle):
+    b = bundle(["sh", "-c", "sleep 1000 & sleep 1000 & sleep 1000 & wait"], edit=host_pidns)
+    cid, _ = oci.create(b)
+    oci("start", cid)
+    wait_for(lambda: len(json.loads(oci("ps", "--format", "json", cid))) == 4,
+             what="the sleeps")
+    pids = json.loads(oci("ps", "--format", "json", cid))
+    oci("kill", "--all", cid, "TERM")
+    wait_for(lambda: all(gone(p) for p in pids), what="every process to get TERM")
+    oci.wait_status(cid, "stopped")
+    oci("delete", cid)
+
+
+def test_delete_kills_what_outlives_init_without_a_pid_namespace(oci, bundle):
+    b = bundle(["sh", "-c", "sleep 1000 & sleep 1000 & exec sleep 1000"], edit=host_pidns)
+    cid, _ = oci.create(b)
+    oci("start", cid)
+    init = oci.state(cid)["pid"]
+    wait_for(lambda: len(json.loads(oci("ps", "--format", "json", cid))) == 3,
+             what="the sleeps")
+    pids = json.loads(oci("ps", "--format", "json", cid))
+    oci("kill", cid, "KILL")  # init only: its children live on in the host's pid namespace
+    oci.wait_status(cid, "stopped")
+    assert gone(init)
+    assert not all(gone(p) for p in pids)
+    oci("delete", cid)
+    wait_for(lambda: all(gone(p) for p in pids), what="delete to kill the rest")
+
+
+# ---- config.json as engines write it ----
+
+def test_libpod_cgroups_path(oci, bundle):
+    cid = new_id()
+    path = "/libpod_parent/libpod-%s" % cid
+    b = bundle(["sleep", "1000"], edit=lambda c: c["linux"].update(cgroupsPath=path))
+    oci.create(b, cid)
+    pid = oci.state(cid)["pid"]
+    for ctrl in ("pids", "memory", "cpu"):
+        with open(cgroup_dir(ctrl, path) + "/cgroup.procs") as f:
+            assert str(pid) in f.read().split()
+    with open("/proc/%d/cgroup" % pid) as f:
+        assert ":memory:%s\n" % path in f.read()
+    oci("delete", "-f", cid)
+    assert not os.path.exists(cgroup_dir("pids", path))
+
+
+def test_systemd_cgroups_path(oci, bundle):
+    cid = new_id()
+    b = bundle(["sleep", "1000"], edit=lambda c: c["linux"].update(
+        cgroupsPath="system.slice:mcprefix:%s" % cid))
+    oci.create(b, cid, "--no-pivot", "--no-new-keyring")
+    pid = oci.state(cid)["pid"]
+    leaf = "system.slice/mcprefix-%s.scope" % cid
+    with open(cgroup_dir("pids", leaf) + "/cgroup.procs") as f:
+        assert str(pid) in f.read().split()
+    oci("delete", "-f", cid)
+    assert not os.path.exists(cgroup_dir("pids", leaf))
+
+
+def test_systemd_cgroup_flag_is_accepted_and_says_so(oci, bundle):
+    cid = new_id()
+    oci.ids.append(cid)
+    b = bundle(["true"], edit=lambda c: c["linux"].update(
+        cgroupsPath="system.slice:mcprefix:%s" % cid))
+    oci.root, root = None, oci.root  # (oci.bg puts --root first; the flag goes with it)
+    try:
+        rc, _, err = oci.bg("--root", root, "--systemd-cgroup", "create", "--bundle", b, cid)
+    finally:
+        oci.root = root
+    assert rc == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "systemd" in lines[0] and "cgroupfs" in lines[0], err
+    assert os.path.isdir(cgroup_dir("pids", "system.slice/mcprefix-%s.scope" % cid))
+    oci("delete", "-f", cid)
+
+
+def test_annotations_appear_in_state(oci, bundle):
+    ann = {"org.example.a": "1", "io.podman.annotations.autoremove": "FALSE"}
+    cid, _ = oci.create(bundle(["true"], edit=lambda c: c.update(annotations=ann)))
+    assert oci.state(cid)["annotations"] == ann
+    assert json.loads(oci("list", "--format", "json"))[0]["annotations"] == ann
+    oci("delete", cid)
+
+
+def run_to_end(oci, b):
+    """create with a pipe as stdout, start, and what the container printed."""
+    r, w = os.pipe()
+    try:
+        cid, _ = oci.create(b, stdout=w)
+    finally:
+        os.close(w)
+    oci("start", cid)
+    out = read_until_eof(r).decode()
+    os.close(r)
+    oci.wait_status(cid, "stopped")
+    oci("delete", cid)
+    return out
+
+
+def test_namespaced_sysctls_are_applied(oci, bundle):
+    sysctl = {"net.ipv4.ip_forward": "1", "kernel.shmmax": "123456789"}
+    b = bundle(["cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/kernel/shmmax"],
+               edit=lambda c: c["linux"].update(sysctl=sysctl))
+    assert run_to_end(oci, b).split() == ["1", "123456789"]
+
+
+def test_a_host_sysctl_is_refused(oci, bundle, state_root):
+    b = bundle(["true"], edit=lambda c: c["linux"].update(sysctl={"vm.swappiness": "10"}))
+    cid, (rc, _, err) = oci.create(b, ok=False)
+    assert rc == 1 and "vm.swappiness" in err and len(err.strip().splitlines()) == 1
+    assert no_state(state_root)
+
+
+def test_oom_score_adj_umask_and_additional_gids(oci, bundle):
+    def edit(c):
+        c["process"]["oomScoreAdj"] = 345
+        c["process"]["user"].update(uid=1000, gid=1000, umask=0o027, additionalGids=[5, 100])
+    b = bundle(["sh", "-c", "cat /proc/self/oom_score_adj; umask; "
+                            "grep Groups /proc/self/status; touch /tmp/f; stat -c %a /tmp/f"],
+               edit=edit)
+    lines = run_to_end(oci, b).splitlines()
+    assert lines[0] == "345"
+    assert lines[1] == "0027"
+    assert sorted(lines[2].split()[1:]) == ["100", "5"]
+    assert lines[3] == "640"
+
+
+def test_deny_all_devices_without_a_device_list_still_has_the_defaults(oci, bundle):
+    def edit(c):
+        c["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
+        c["linux"].pop("devices", None)
+    b = bundle(["sh", "-c", "for d in null zero full random urandom tty; do "
+                            "test -c /dev/$d && echo $d; done; echo x > /dev/null && echo w; "
+                            "head -c 3 /dev/zero | wc -c; "
+                            "mknod /tmp/sda b 8 0 2>&1 && head -c 1 /tmp/sda 2>&1"], edit=edit)
+    out = run_to_end(oci, b)
+    lines = out.split()
+    assert lines[:6] == ["null", "zero", "full", "random", "urandom", "tty"]
+    assert lines[6:8] == ["w", "3"]
+    assert "Operation not permitted" in out  # the rule still denies what is not a default
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c["linux"].update(bogusField=1), ["bogusField"]),
+    (lambda c: c["process"].update(noSuchThing=True), ["noSuchThing"]),
+    (lambda c: c.update(vm={}), ["vm"]),
+    (lambda c: c["process"].update(terminal="yes"), ["process.terminal", "boolean"]),
+    (lambda c: c["process"]["user"].update(uid="0"), ["process.user.uid", "integer"]),
+    (lambda c: c["linux"].update(namespaces={"type": "pid"}), ["linux.namespaces", "array"]),
+], ids=["linux", "process", "top", "bool", "int", "array"])
+def test_an_unsupported_or_mistyped_field_is_an_error_naming_it(oci, bundle, state_root, edit,
+                                                                 words):
+    cid, (rc, _, err) = oci.create(bundle(["true"], edit=edit), ok=False)
+    assert rc == 1 and len(err.strip().splitlines()) == 1, err
+    for w in words:
+        assert w in err
+    assert no_state(state_root)
+
+
+def test_cgroup_mount_binds_each_v1_controller_read_only(oci, bundle):
+    b = bundle(["sh", "-c", "ls /sys/fs/cgroup; cat /sys/fs/cgroup/pids/cgroup.procs; "
+                            "mkdir /sys/fs/cgroup/pids/x 2>&1 || echo refused; "
+                            "echo 5 > /sys/fs/cgroup/pids/pids.max 2>&1 || echo refused; "
+                            "grep ' /sys/fs/cgroup/memory ' /proc/self/mountinfo"])
+    out = run_to_end(oci, b)
+    lines = out.splitlines()
+    for ctrl in ("cpu", "cpuset", "devices", "freezer", "memory", "pids", "blkio"):
+        assert ctrl in lines, out
+    assert "1" in lines  # the container's own cgroup: its init is there, as pid 1
+    assert lines.count("refused") == 2, out
+    mnt = [line for line in lines if "/sys/fs/cgroup/memory" in line]
+    assert mnt and mnt[0].split()[5].split(",")[0] == "ro", out
+
+
+# ---- update, events, features, ps, list ----
+
+def test_update_from_a_file_stdin_and_flags(oci, bundle, tmp_path):
+    cid, _ = oci.create(bundle(["sleep", "1000"]))
+    oci("start", cid)
+    cg = "minicontainer/" + cid
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps({"pids": {"limit": 42}, "memory": {"limit": 64 << 20}}))
+    oci("update", "--resources", res, cid)
+    assert open(cgroup_dir("pids", cg) + "/pids.max").read().strip() == "42"
+    assert int(open(cgroup_dir("memory", cg) + "/memory.limit_in_bytes").read()) == 64 << 20
+    oci("update", "-r", "-", cid, input=json.dumps({"cpu": {"shares": 512}}))
+    assert open(cgroup_dir("cpu", cg) + "/cpu.shares").read().strip() == "512"
+    oci("update", "--pids-limit", "77", "--memory", "32m", "--cpu-quota", "50000",
+        "--cpu-period", "100000", cid)
+    assert open(cgroup_dir("pids", cg) + "/pids.max").read().strip() == "77"
+    assert int(open(cgroup_dir("memory", cg) + "/memory.limit_in_bytes").read()) == 32 << 20
+    assert open(cgroup_dir("cpu", cg) + "/cpu.cfs_quota_us").read().strip() == "50000"
+    assert "JSON" in oci.fails("update", "-r", "-", cid, input="{nope")
+    assert "bogus" in oci.fails("update", "-r", "-", cid, input='{"bogus": 1}')
+    oci("delete", "-f", cid)
+
+
+def test_events_stats(oci, bundle):
+    cid, _ = oci.create(bundle(["sleep", "1000"]))
+    oci("start", cid)
+    lines = oci("events", "--stats", cid).splitlines()
+    assert len(lines) == 1
+    ev = json.loads(lines[0])
+    assert ev["type"] == "stats" and ev["id"] == cid
+    assert ev["data"]["memory"]["usage"]["usage"] > 0
+    assert ev["data"]["pids"]["current"] == 1
+    proc = subprocess.Popen(oci.argv("events", "--interval", "0.1s", cid),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(2):
+            assert json.loads(proc.stdout.readline())["type"] == "stats"
+    finally:
+        proc.kill()
+        proc.communicate()
+    oci("delete", "-f", cid)
+
+
+def test_features(oci):
+    f = json.loads(oci("features"))
+    assert f["ociVersionMin"] <= f["ociVersionMax"]
+    assert set(f["linux"]["namespaces"]) >= {"pid", "network", "ipc", "uts", "mount",
+                                             "cgroup", "user"}
+    assert f["linux"]["cgroup"]["v1"] is True and f["linux"]["cgroup"]["v2"] is True
+    assert "CAP_SYS_ADMIN" in f["linux"]["capabilities"]
+    assert set(f["hooks"]) == {"prestart", "createRuntime", "createContainer",
+                               "startContainer", "poststart", "poststop"}
+
+
+def test_ps_and_list_json(oci, bundle):
+    cid, _ = oci.create(bundle(["sh", "-c", "sleep 1000 & exec sleep 1001"]))
+    assert json.loads(oci("list", "--format", "json"))[0]["status"] == "created"
+    oci("start", cid)
+    pid = oci.state(cid)["pid"]
+    wait_for(lambda: len(json.loads(oci("ps", "--format", "json", cid))) == 2,
+             what="two processes")
+    assert pid in json.loads(oci("ps", "--format", "json", cid))
+    table = oci("ps", cid).splitlines()
+    assert table[0].split()[:2] == ["PID", "CMD"] and len(table) == 3
+    [s] = json.loads(oci("list", "--format", "json"))
+    assert (s["id"], s["pid"], s["status"]) == (cid, pid, "running")
+    assert json.loads(oci("list", "--format", "json").strip() or "[]")
+    oci("delete", "-f", cid)
+    assert json.loads(oci("list", "--format", "json")) == []
+
+
+def test_pause_resume(oci, bundle):
+    cid, _ = oci.create(bundle(["sleep", "1000"]))
+    oci("start", cid)
+    oci("pause", cid)
+    assert oci.status(cid) == "paused"
+    oci("resume", cid)
+    assert oci.status(cid) == "running"
+    oci("delete", "-f", cid)
+
+
+# ---- global flags ----
+
+def test_log_json_for_an_error(oci, tmp_path):
+    log = tmp_path / "log.json"
+    r = subprocess.run([RUNTIME, "--root", oci.root, "--log", str(log), "--log-format", "json",
+                        "state", "nosuch"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr.strip() == "minicontainer: container nosuch does not exist"
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(entries) == 1
+    e = entries[0]
+    assert e["level"] == "error" and "nosuch does not exist" in e["msg"]
+    assert e["time"][:4].isdigit() and e["time"].endswith("Z")
+
+
+def test_log_text_and_a_bad_flag(oci, tmp_path):
+    log = tmp_path / "log.txt"
+    r = subprocess.run([RUNTIME, "--root", oci.root, "--log", str(log), "kill", "--bogus",
+                        "x"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--bogus" in log.read_text() and "error" in log.read_text()
+
+
+def test_version(oci):
+    r = subprocess.run([RUNTIME, "--version"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0
+    assert r.stdout.startswith("minicontainer version ") and "spec: 1." in r.stdout
+
+
+def test_state_of_a_missing_container(oci):
+    r = oci.run("state", "nosuch")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == "minicontainer: container nosuch does not exist\n"
+
+
+def test_default_root_for_a_non_root_user():
+    top = tempfile.mkdtemp(prefix="mc-xdg-")  # not under pytest's tmp: that is root's only
+    try:
+        os.chmod(top, 0o755)
+        xdg = os.path.join(top, "xdg")
+        os.mkdir(xdg)
+        os.chown(xdg, 65534, 65534)
+        env = {"XDG_RUNTIME_DIR": xdg, "PATH": os.environ["PATH"]}
+        nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+        if not shutil.which("setpriv"):
+            pytest.skip("no setpriv")
+        r = subprocess.run(nobody + [RUNTIME, "list", "--format", "json"], env=env,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and json.loads(r.stdout) == [], r.stderr
+        os.makedirs(os.path.join(xdg, "minicontainer", "fake"))
+        r = subprocess.run(nobody + [RUNTIME, "list", "-q"], env=env, capture_output=True,
+                           text=True, timeout=30)
+        assert r.stdout.split() == ["fake"], r.stderr
+    finally:
+        shutil.rmtree(top)
