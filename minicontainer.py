@@ -35,6 +35,10 @@ class Error(Exception):
         self.code = code
 
 
+class NotFound(Error):
+    """No such container (also: deleted by another process while we waited for its lock)."""
+
+
 # ==== ctypes bindings ====
 # Only what Python's os module lacks (3.8+): unshare, setns, mount, pivot_root, capabilities.
 
@@ -224,13 +228,21 @@ def process_state(pid):
             stat = f.read()
     except OSError:
         return None
-    fields = stat[stat.rindex(b")") + 2:].split()
-    if int(fields[6]) & 0x4:  # PF_EXITING: past cgroup_exit, as good as dead
-        # (a pid namespace's init stays so until every other task of the namespace is
-        # reaped, which for a process exec'd there and since reparented to the host's
-        # init can take that init's time)
-        return "X"
-    return fields[0].decode()
+    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3].decode()
+
+
+def process_exiting(pid):
+    """PF_EXITING in /proc/PID/stat's flags: the process is past cgroup_exit, as good as dead.
+
+    A pid namespace's init stays so until every other task of the namespace is reaped,
+    which for a process exec'd there and since reparented to the host's init takes as long
+    as that init takes to reap it."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return bool(int(stat[stat.rindex(b")") + 2:].split()[6]) & 0x4)
 
 
 # ==== configuration: the OCI runtime-spec config.json ====
@@ -2158,22 +2170,30 @@ def write_atomic(path, data, mode=0o644):
 
 
 def run_hooks(hooks, state, kind):
-    """Run OCI hooks with the container state on stdin; a failing hook fails the step."""
+    """Run OCI hooks with the container state on stdin; a failing hook fails the step,
+    except poststart and poststop, whose failure the spec makes a warning (the remaining
+    hooks and the lifecycle go on)."""
     import subprocess
     for hook in hooks:
         try:
-            proc = subprocess.run(hook.get("args") or [hook["path"]], executable=hook["path"],
-                                  input=json.dumps(state).encode(), env=dict(
-                                      e.split("=", 1) for e in hook.get("env", []) if "=" in e),
-                                  capture_output=True, timeout=hook.get("timeout"))
-        except subprocess.TimeoutExpired:
-            raise Error("%s hook %s timed out" % (kind, hook["path"])) from None
-        except OSError as e:
-            raise Error("%s hook %s: %s" % (kind, hook["path"], e.strerror)) from None
-        if proc.returncode != 0:
-            msg = proc.stderr.decode(errors="replace").strip().splitlines()
-            raise Error("%s hook %s failed (exit %d)%s" % (kind, hook["path"], proc.returncode,
-                                                          ": " + msg[-1] if msg else ""))
+            try:
+                proc = subprocess.run(
+                    hook.get("args") or [hook["path"]], executable=hook["path"],
+                    input=json.dumps(state).encode(), env=dict(
+                        e.split("=", 1) for e in hook.get("env", []) if "=" in e),
+                    capture_output=True, timeout=hook.get("timeout"))
+            except subprocess.TimeoutExpired:
+                raise Error("%s hook %s timed out" % (kind, hook["path"])) from None
+            except OSError as e:
+                raise Error("%s hook %s: %s" % (kind, hook["path"], e.strerror)) from None
+            if proc.returncode != 0:
+                msg = proc.stderr.decode(errors="replace").strip().splitlines()
+                raise Error("%s hook %s failed (exit %d)%s" % (
+                    kind, hook["path"], proc.returncode, ": " + msg[-1] if msg else ""))
+        except Error as e:
+            if kind not in ("poststart", "poststop"):
+                raise
+            sys.stderr.write("minicontainer: warning: %s\n" % e)
 
 
 class _Sync:
@@ -2217,7 +2237,7 @@ class Container:
                 c.state = json.load(f)
         except FileNotFoundError:
             if not os.path.isdir(c.dir):
-                raise Error("container %s does not exist" % cid) from None
+                raise NotFound("container %s does not exist" % cid) from None
         except ValueError:
             pass  # torn by a crash mid-create: delete still clears it
         return c
@@ -2246,8 +2266,17 @@ class Container:
         try:
             fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise Error("container %s does not exist" % self.id) from None
+            raise NotFound("container %s does not exist" % self.id) from None
         fcntl.flock(fd, fcntl.LOCK_EX)
+        # Whoever held the lock may have deleted the container (and a new one of the same id
+        # may be there): the directory we locked must still be the one of that name.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(self.dir))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            raise NotFound("container %s does not exist" % self.id)
         # What we read before may be stale: whoever held the lock may have changed it.
         try:
             with open(os.path.join(self.dir, "state.json")) as f:
@@ -2272,7 +2301,7 @@ class Container:
     def alive(self):
         pid = self.pid
         return bool(pid) and process_start_time(pid) == self.state.get("start_time") and \
-            process_state(pid) not in ("Z", "X", None)
+            process_state(pid) not in ("Z", "X", None) and not process_exiting(pid)
 
     def status(self):
         if not self.pid:
@@ -2662,8 +2691,9 @@ class Container:
         import time
         for _ in range(5000):
             gone = not self.alive()  # a zombie counts as gone: reap it below if it is ours
-            try:  # ours to reap when we created it
-                os.waitpid(self.pid, os.WNOHANG)
+            try:  # ours to reap when we created it: then gone once reaped
+                if os.waitpid(self.pid, os.WNOHANG)[0] == 0:
+                    gone = False
             except ChildProcessError:
                 pass
             if gone:
@@ -5844,12 +5874,11 @@ def cmd_kill(a, g):
 
 def cmd_delete(a, g):
     try:
-        c = Container.load(a.id, g.root)
-    except Error:
+        Container.load(a.id, g.root).destroy(force=a.force)
+    except NotFound:
         if a.force:
-            return 0
+            return 0  # nothing to do, or another delete did it first
         raise
-    c.destroy(force=a.force)
     return 0
 
 

@@ -247,6 +247,23 @@ def test_delete_of_a_half_created_state_dir(oci, state_root, content):
     assert not os.path.exists(d)
 
 
+def test_delete_of_a_state_whose_pid_is_now_another_process(oci, state_root):
+    # the recorded pid was reused: the start time tells, and delete must not kill it
+    bystander = subprocess.Popen(["sleep", "1000"])
+    try:
+        cid = new_id()
+        oci.ids.append(cid)
+        os.makedirs(os.path.join(state_root, cid))
+        with open(os.path.join(state_root, cid, "state.json"), "w") as f:
+            json.dump({"id": cid, "pid": bystander.pid, "start_time": 1, "bundle": "/"}, f)
+        assert oci.state(cid)["status"] == "stopped"
+        oci("delete", cid)
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 def test_delete_after_create_was_killed_midway(oci, bundle, tmp_path, state_root):
     # A createRuntime hook that blocks holds `create` at a known point; kill -9 it there.
     marker = tmp_path / "hook.pid"
@@ -345,6 +362,22 @@ def test_concurrent_start_kill_delete_on_one_id(oci, bundle, state_root):
         assert gone(pid)
         assert not os.path.exists(os.path.join(state_root, cid))
         assert not os.path.exists(cgroup_dir("pids", "minicontainer/" + cid))
+
+
+def test_concurrent_deletes_run_poststop_once(oci, bundle, tmp_path):
+    hook = tmp_path / "poststop.sh"
+    hook.write_text("#!/bin/sh\necho stopped >> %s/poststop\n" % tmp_path)
+    hook.chmod(0o755)
+    b = bundle(["sleep", "1000"], edit=lambda c: c.update(hooks={"poststop": [
+        {"path": str(hook), "env": [HOOK_PATH]}]}))
+    cid, _ = oci.create(b)
+    oci("start", cid)
+    procs = [subprocess.Popen(oci.argv("delete", "-f", cid), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 0 and err == "", err
+    assert (tmp_path / "poststop").read_text() == "stopped\n"
 
 
 def test_state_json_is_always_whole_while_it_changes(oci, bundle, state_root):
@@ -655,12 +688,41 @@ def test_a_failing_hook_fails_create_and_leaves_nothing(oci, bundle, tmp_path, s
     script.chmod(0o755)
     b = bundle(["true"], edit=lambda c: c.update(hooks={kind: [
         {"path": str(script), "env": [HOOK_PATH]}]}))
-    cid, (rc, _, err) = oci.create(b, ok=False)
+    log = tmp_path / "log.json"
+    cid = new_id()
+    oci.ids.append(cid)
+    oci.root, root = None, oci.root
+    try:
+        rc, _, err = oci.bg("--root", root, "--log", log, "--log-format", "json", "create",
+                            "--bundle", b, cid)
+    finally:
+        oci.root = root
     assert rc == 1
+    [entry] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert entry["level"] == "error" and "the hook says no" in entry["msg"]
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "the hook says no" in lines[0] and kind in lines[0], err
     assert no_state(state_root)
     assert not os.path.exists(cgroup_dir("pids", "minicontainer/" + cid))
+
+
+def test_failing_poststart_and_poststop_hooks_are_warnings(oci, bundle, tmp_path):
+    fail = tmp_path / "fail.sh"
+    fail.write_text("#!/bin/sh\necho no luck >&2\nexit 1\n")
+    fail.chmod(0o755)
+    mark = tmp_path / "mark.sh"
+    mark.write_text("#!/bin/sh\necho $1 >> %s/ran\n" % tmp_path)
+    mark.chmod(0o755)
+    hooks = {k: [{"path": str(fail), "env": [HOOK_PATH]},
+                 {"path": str(mark), "args": ["mark.sh", k], "env": [HOOK_PATH]}]
+             for k in ("poststart", "poststop")}
+    cid, _ = oci.create(bundle(["sleep", "1000"], edit=lambda c: c.update(hooks=hooks)))
+    for args in (["start", cid], ["delete", "-f", cid]):
+        r = oci.run(*args)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.startswith("minicontainer: warning: ") and "no luck" in r.stderr
+    assert (tmp_path / "ran").read_text().split() == ["poststart", "poststop"]
+    assert oci.fails("state", cid).endswith("does not exist")
 
 
 # ---- namespaces given by path ----
