@@ -1040,9 +1040,21 @@ def make_mount_points(config, rootfs, bundle):
         source = _bind_source(m, bundle)
         like_file = bool(source) and os.path.exists(source) and not os.path.isdir(source)
         _ensure_target(resolve_in_root(rootfs, m["destination"]), like_file)
-    cwd = resolve_in_root(rootfs, config["process"].get("cwd", "/"))
-    if not os.path.isdir(cwd):
-        os.makedirs(cwd, 0o755)
+    make_cwd(config, rootfs)
+
+
+def make_cwd(config, rootfs):
+    """The working directory, made if missing, as docker makes WORKDIR: before anything is
+    mounted, and only in the rootfs itself — a cwd under a mount such as /proc is there or
+    not (and through /proc/self/fd it could name anything)."""
+    cwd = os.path.normpath(config["process"].get("cwd", "/"))
+    if any(cwd == m["destination"].rstrip("/") or cwd.startswith(m["destination"].rstrip("/")
+                                                                  + "/")
+           for m in config.get("mounts", []) if m["destination"] != "/"):
+        return
+    path = resolve_in_root(rootfs, cwd)
+    if not os.path.isdir(path):
+        os.makedirs(path, 0o755)
 
 
 def _bind_remount(target, flags):
@@ -2961,14 +2973,12 @@ def _init_steps(ctx, sync):
         if sync.recv()[0] != {"t": "ok"}:
             raise Error("createRuntime hooks failed")
     rootfs = ctx["rootfs"]
+    make_cwd(config, rootfs)
     setup_rootfs(config, rootfs, ctx["bundle"], ctx["cgroup"], "user" in namespaces)
     if hooks.get("createContainer"):
         # pid as this process sees itself (1 in a new pid namespace), as runc passes it
         run_hooks(hooks["createContainer"], dict(ctx["hook_state"], status="creating",
                                                  pid=os.getpid()), "createContainer")
-    cwd = resolve_in_root(rootfs, process.get("cwd", "/"))
-    if not os.path.isdir(cwd):
-        os.makedirs(cwd, 0o755)
     enter_rootfs(rootfs)
     if config.get("hostname") and "uts" in namespaces:
         sethostname(config["hostname"])

@@ -56,3 +56,11 @@ def test_no_mount_left(basetemp):
 def test_no_state_left(basetemp):
     assert glob.glob(os.path.join(basetemp, "*", "state", "*")) == []
     assert glob.glob("/run/minicontainer/%s*" % SESSION) == []
+
+
+def test_the_shared_rootfs_was_not_written(busybox_rootfs):
+    # Tests share one busybox rootfs (copy it to write): something made in it would leak
+    # into every later test, and a device node in it breaks the copies.
+    made = [os.path.join(top, name) for top, dirs, files in os.walk(busybox_rootfs)
+            for name in dirs + files if top.startswith(os.path.join(busybox_rootfs, "tmp"))]
+    assert made == []

@@ -915,7 +915,8 @@ def test_oom_score_adj_umask_and_additional_gids(oci, bundle):
         c["process"]["oomScoreAdj"] = 345
         c["process"]["user"].update(uid=1000, gid=1000, umask=0o027, additionalGids=[5, 100])
     b = bundle(["sh", "-c", "cat /proc/self/oom_score_adj; umask; "
-                            "grep Groups /proc/self/status; touch /tmp/f; stat -c %a /tmp/f"],
+                            "grep Groups /proc/self/status; touch /dev/shm/f; "
+                            "stat -c %a /dev/shm/f"],
                edit=edit)
     lines = run_to_end(oci, b).splitlines()
     assert lines[0] == "345"
@@ -931,7 +932,8 @@ def test_deny_all_devices_without_a_device_list_still_has_the_defaults(oci, bund
     b = bundle(["sh", "-c", "for d in null zero full random urandom tty; do "
                             "test -c /dev/$d && echo $d; done; echo x > /dev/null && echo w; "
                             "head -c 3 /dev/zero | wc -c; "
-                            "mknod /tmp/sda b 8 0 2>&1 && head -c 1 /tmp/sda 2>&1"], edit=edit)
+                            "mknod /dev/sda b 8 0 2>&1 && head -c 1 /dev/sda 2>&1"],
+               edit=edit)
     out = run_to_end(oci, b)
     lines = out.split()
     assert lines[:6] == ["null", "zero", "full", "random", "urandom", "tty"]
