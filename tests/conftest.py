@@ -62,6 +62,47 @@ def mc_bg(*args, state_root=None, out=None, timeout=60, env=None):
         return rc, o.read(), e.read()
 
 
+# ---- assertions and waits that many test modules use ----
+
+def ok(r):
+    """The CompletedProcess succeeded; its stdout."""
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    return r.stdout
+
+
+def one_line_error(r):
+    """The command failed with one line `minicontainer: ...` on stderr and no traceback."""
+    assert r.returncode != 0, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("minicontainer: "), r.stderr
+    return lines[0]
+
+
+def wait_for(predicate, timeout=10, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def host_block_device():
+    """A block device that the host itself may open, so that EPERM inside is the cgroup's."""
+    for name in sorted(os.listdir("/sys/dev/block")):
+        major, minor = name.split(":")
+        try:
+            with open("/sys/dev/block/%s/uevent" % name) as f:
+                dev = dict(line.strip().split("=", 1) for line in f if "=" in line)["DEVNAME"]
+            os.close(os.open("/dev/" + dev, os.O_RDONLY))
+        except (OSError, KeyError):
+            continue
+        return major, minor
+    pytest.skip("no block device that the host can open")
+
+
 # ---- per-test isolation for the runtime tests: ids, a state root, and a leak check ----
 
 SESSION = "mct%d" % os.getpid()  # every container id, hence every cgroup, starts with it

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import mc, new_id
+from conftest import host_block_device, mc, new_id, one_line_error, wait_for
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -20,22 +20,8 @@ def read(path):
         return f.read().strip()
 
 
-def wait_for(predicate, timeout=10, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
-def one_line_error(r):
-    assert r.returncode != 0, (r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("minicontainer: "), r.stderr
-    return lines[0]
 
 
 def v1_dir(controller, path):
@@ -266,22 +252,10 @@ def test_v2_membership_and_freeze(v2_mode, created):
     assert not os.path.exists(d)
 
 
-def _host_block_device():
-    """A block device that the host itself may open, so that EPERM inside is the cgroup's."""
-    for name in sorted(os.listdir("/sys/dev/block")):
-        major, minor = name.split(":")
-        try:
-            with open("/sys/dev/block/%s/uevent" % name) as f:
-                dev = dict(line.strip().split("=", 1) for line in f if "=" in line)["DEVNAME"]
-            os.close(os.open("/dev/" + dev, os.O_RDONLY))
-        except (OSError, KeyError):
-            continue
-        return major, minor
-    pytest.skip("no block device that the host can open")
 
 
 def test_v2_device_filter_in_a_container(v2_mode, busybox_rootfs, state_root, tmp_path):
-    major, minor = _host_block_device()
+    major, minor = host_block_device()
     script = ("cat /dev/null && head -c 3 /dev/zero | wc -c && echo x > /dev/null && "
               "mknod /dev/blk b %s %s && echo made && head -c 512 /dev/blk | wc -c" %
               (major, minor))

@@ -7,17 +7,11 @@ import subprocess
 import pytest
 
 import minicontainer as mcmod
-from conftest import RUNTIME, mc, new_id
+from conftest import RUNTIME, mc, new_id, one_line_error
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
 
-def one_line_error(r):
-    assert r.returncode != 0, (r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("minicontainer: "), r.stderr
-    return lines[0]
 
 
 def assert_nothing_left(state_root):

@@ -17,16 +17,13 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import RUNTIME, mc, mc_bg, new_id
+from conftest import RUNTIME, mc, mc_bg, new_id, ok
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
 CAP = {"CAP_" + name: i for i, name in enumerate(mcmod.CAPABILITIES)}
 
 
-def ok(r):
-    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
-    return r.stdout
 
 
 def status(text):

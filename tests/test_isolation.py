@@ -6,14 +6,11 @@ import shutil
 
 import pytest
 
-from conftest import mc, mc_bg, new_id, mountpoints_under
+from conftest import mc, mc_bg, mountpoints_under, new_id, ok
 
 pytestmark = pytest.mark.needs_root
 
 
-def ok(r):
-    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
-    return r.stdout
 
 
 @pytest.fixture

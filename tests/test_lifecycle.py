@@ -8,7 +8,7 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import mc, mc_bg, new_id
+from conftest import mc, mc_bg, new_id, wait_for
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -17,14 +17,6 @@ COUNTER = ('trap "exit 0" TERM; i=0; '
            'while :; do i=$((i+1)); echo $i > /dev/shm/n; usleep 20000; done')
 
 
-def wait_for(predicate, timeout=10, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 def counter(pid):

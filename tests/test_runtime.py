@@ -17,7 +17,8 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import RUNTIME, mc, mc_bg, mountpoints_under, new_id
+from conftest import (RUNTIME, host_block_device, mc, mc_bg, mountpoints_under, new_id, ok,
+                      one_line_error, wait_for)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -35,17 +36,8 @@ def run(busybox_rootfs, state_root):
     return run
 
 
-def ok(r):
-    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
-    return r.stdout
 
 
-def one_line_error(r):
-    assert r.returncode != 0, (r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("minicontainer: "), r.stderr
-    return lines[0]
 
 
 def caps(text):
@@ -53,14 +45,6 @@ def caps(text):
             for line in text.splitlines() if line.startswith("Cap")}
 
 
-def wait_for(predicate, timeout=10, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 # ---- identity: hostname, capabilities, user ----
@@ -226,22 +210,10 @@ def test_dev_full_gives_enospc(run):
     assert r.returncode != 0 and "No space left on device" in r.stderr
 
 
-def _host_block_device():
-    """A block device that the host itself may open, so that EPERM inside is the cgroup's."""
-    for name in sorted(os.listdir("/sys/dev/block")):
-        major, minor = name.split(":")
-        try:
-            with open("/sys/dev/block/%s/uevent" % name) as f:
-                dev = dict(line.strip().split("=", 1) for line in f if "=" in line)["DEVNAME"]
-            os.close(os.open("/dev/" + dev, os.O_RDONLY))
-        except (OSError, KeyError):
-            continue
-        return major, minor
-    pytest.skip("no block device that the host can open")
 
 
 def test_device_not_allowed_cannot_be_used(run):
-    major, minor = _host_block_device()
+    major, minor = host_block_device()
     # mknod itself is allowed (runc allows "b *:* m"), using the node is not
     r = run("mknod /dev/blk b %s %s && echo made; head -c 512 /dev/blk | wc -c" % (major, minor))
     assert r.stdout.startswith("made\n")
