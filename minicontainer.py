@@ -13,7 +13,7 @@ instead of compiling all of it again at every start as `python3 minicontainer.py
     sudo python3 minicontainer.py run alpine echo hello
 
 Sections, in the order a container is born: ctypes bindings, configuration, cgroups, root
-filesystem, process setup, lifecycle, image store, command line.
+filesystem, process setup, network, lifecycle, image store, seccomp, command line.
 """
 
 import errno
@@ -5772,7 +5772,9 @@ def cmd_run(a, g):
     if a.detach:
         if c.console_master is not None:
             os.close(c.console_master)
-        print(cid)
+        print(cid, flush=True)
+        if a.rm:
+            _remove_when_stopped(c)
         return 0
     try:
         if c.console_master is not None:
@@ -5785,6 +5787,41 @@ def cmd_run(a, g):
         else:
             c.destroy()
     return code
+
+
+def _remove_when_stopped(c):
+    """docker's `run -d --rm`: the runtime returns now, so a small monitor of its own
+    session, holding none of the caller's stdio, removes the container once its init exits."""
+    pid, start = c.pid, c.state.get("start_time")
+    pidfd = pidfd_open(pid)
+    if os.fork():
+        if pidfd is not None:
+            os.close(pidfd)
+        return
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        keep = sorted({0, 1, 2} | ({pidfd} if pidfd is not None else set()))
+        for low, high in zip(keep, keep[1:] + [os.sysconf("SC_OPEN_MAX")]):
+            os.closerange(low + 1, high)
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_IGN)
+        if pidfd is not None:
+            import select
+            select.select([pidfd], [], [])  # readable once the process has exited
+        else:
+            import time
+            while process_start_time(pid) == start and process_state(pid) not in ("Z", "X"):
+                time.sleep(0.1)
+        with c.lock():  # a container of the same id made since is not ours to remove
+            if c.pid == pid and c.state.get("start_time") == start:
+                c._remove(quiet=True)
+    except BaseException:
+        pass
+    finally:
+        os._exit(0)
 
 
 def cmd_gc(a, g):

@@ -167,6 +167,62 @@ def test_run_detached_then_kill_and_delete(cli, busybox_rootfs, tmp_path, state_
     assert cli("list", "-q").strip() == ""
 
 
+def _processes_with(word):
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if word in argv:
+            found.append(int(pid))
+    return found
+
+
+def test_run_detached_rm_removes_the_container_when_it_exits(cli, busybox_rootfs, state_root):
+    cid = new_id()
+    assert cli.bg("run", "-d", "--rm", "--name", cid, "--rootfs", busybox_rootfs, "--",
+                  "sleep", "1000") == cid + "\n"
+    st = cli.state(cid)
+    assert st["status"] == "running"
+    # What removes it later is a process of its own, holding none of the caller's stdio.
+    monitors = [p for p in _processes_with(cid) if p != st["pid"]]
+    assert len(monitors) == 1, monitors
+    fds = {int(fd): os.readlink("/proc/%d/fd/%s" % (monitors[0], fd))
+           for fd in os.listdir("/proc/%d/fd" % monitors[0])}
+    assert [fds[fd] for fd in (0, 1, 2)] == ["/dev/null"] * 3
+    assert all("pidfd" in target for fd, target in fds.items() if fd > 2), fds
+    assert os.getsid(monitors[0]) == monitors[0]
+    cg = cgroup_dir("memory", cid)
+    assert os.path.isdir(cg)
+
+    cli("kill", cid, "KILL")
+    wait_for(lambda: not os.path.exists(os.path.join(state_root, cid)), what="removal")
+    wait_for(lambda: not os.path.exists("/proc/%d" % monitors[0]), what="the monitor to end")
+    assert not os.path.exists(cg)
+    assert cli.fails("state", cid) == "minicontainer: container %s does not exist\n" % cid
+
+
+def test_run_detached_rm_leaves_a_newer_container_of_the_same_id(cli, busybox_rootfs,
+                                                                 state_root):
+    cid = new_id()
+    cli.bg("run", "-d", "--rm", "--name", cid, "--rootfs", busybox_rootfs, "--",
+           "sleep", "1000")
+    first = cli.state(cid)["pid"]
+    monitor = [p for p in _processes_with(cid) if p != first][0]
+    # Deleted by hand and made again before the monitor saw its init exit.
+    os.kill(monitor, signal.SIGSTOP)
+    try:
+        cli("delete", "-f", cid)
+        cli.bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    finally:
+        os.kill(monitor, signal.SIGCONT)
+    wait_for(lambda: not os.path.exists("/proc/%d" % monitor), what="the monitor to end")
+    assert cli.status(cid) == "running" and cli.state(cid)["pid"] != first
+    cli("delete", "-f", cid)
+
+
 def test_run_detached_without_a_name_prints_its_id(cli, busybox_rootfs):
     cid = cli.bg("run", "-d", "--cgroup-parent", new_id("parent"), "--rootfs", busybox_rootfs,
                  "--", "sleep", "1000").strip()
