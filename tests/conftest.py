@@ -22,6 +22,20 @@ RUNTIME = os.path.join(ROOT, "minicontainer.py")
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 
+def repository_files():
+    """The checkout's files, but for git's, the image store's and caches: tests must not write
+    here (a program run with the tests' working directory may, e.g. conmon's `oom` file)."""
+    skip = {".git", "images", "__pycache__", ".pytest_cache", ".ruff_cache"}
+    found = set()
+    for top, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in skip]
+        found.update(os.path.relpath(os.path.join(top, f), ROOT) for f in files)
+    return found
+
+
+REPOSITORY_FILES_AT_START = repository_files()
+
+
 def pytest_collection_modifyitems(config, items):
     if os.geteuid() != 0:
         skip = pytest.mark.skip(reason="needs root")

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from conftest import SESSION, _cmdlines, mountpoints_under, session_cgroups
+from conftest import (REPOSITORY_FILES_AT_START, SESSION, _cmdlines, mountpoints_under,
+                      repository_files, session_cgroups)
 
 pytestmark = pytest.mark.needs_root
 
@@ -64,3 +65,7 @@ def test_the_shared_rootfs_was_not_written(busybox_rootfs):
     made = [os.path.join(top, name) for top, dirs, files in os.walk(busybox_rootfs)
             for name in dirs + files if top.startswith(os.path.join(busybox_rootfs, "tmp"))]
     assert made == []
+
+
+def test_the_checkout_was_not_written():
+    assert sorted(repository_files() - REPOSITORY_FILES_AT_START) == []

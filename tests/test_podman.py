@@ -129,7 +129,7 @@ class Podman:
 
     def __call__(self, *args, input=None, timeout=60, check=False):
         return subprocess.run(self.argv(*args), input=input, capture_output=True, text=True,
-                              timeout=timeout, check=check, env=self.env,
+                              timeout=timeout, check=check, env=self.env, cwd=self.base,
                               stdin=None if input is not None else subprocess.DEVNULL)
 
     def tty(self, *args, timeout=60):
@@ -137,7 +137,7 @@ class Podman:
         master, slave = pty.openpty()
         try:
             proc = subprocess.Popen(self.argv(*args), stdin=slave, stdout=slave, stderr=slave,
-                                    env=self.env, start_new_session=True)
+                                    env=self.env, cwd=self.base, start_new_session=True)
         finally:
             os.close(slave)
         out = b""
