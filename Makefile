@@ -20,6 +20,8 @@ lint:
 bench:
 	$(PYTHON) bench/bench_run.py
 	$(PYTHON) bench/bench_pull.py
+	$(PYTHON) bench/bench_network.py
+	$(PYTHON) bench/bench_overlay.py
 
 demo:
 	$(PYTHON) tools/demo.py

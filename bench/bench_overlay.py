@@ -5,8 +5,10 @@ the overlay mount(2) alone (in a private mount namespace, mount + umount timed a
 
     sudo python3 bench/bench_overlay.py [--runs N] [--image-tarball ALPINE.tar.gz]
 
-The image is a busybox rootfs (tools/mkrootfs.py), or the given rootfs tarball, stored with
-tools/import_image.py in a temporary store; runs are interleaved so drift hits both alike.
+The image is the given rootfs tarball, else the Alpine 3.20.3 minirootfs when ../shared/data
+holds it, else a busybox rootfs (tools/mkrootfs.py), stored with tools/import_image.py in a
+temporary store; runs are interleaved so drift hits both alike. The runtime is run as a
+program with an almost empty environment, as engines (and bench_run.py) run it.
 """
 import argparse
 import os
@@ -25,6 +27,9 @@ import import_image  # noqa: E402
 import minicontainer as mc  # noqa: E402
 import mkrootfs  # noqa: E402
 
+ALPINE = os.path.join(os.path.dirname(ROOT), "shared", "data",
+                      "alpine-minirootfs-3.20.3-%s.tar.gz" % os.uname().machine)
+
 
 def ms(seconds):
     return "%.2f ms" % (seconds * 1000)
@@ -32,7 +37,8 @@ def ms(seconds):
 
 def time_run(state, image, env):
     target = ["--rootfs", image, "--"] if image.startswith("/") else [image]
-    cmd = [sys.executable, os.path.join(ROOT, "minicontainer.py"), "--root", state, "run",
+    # As engines and bench_run.py run it: a program, with an almost empty environment.
+    cmd = [os.path.join(ROOT, "minicontainer.py"), "--root", state, "run",
            "--rm"] + target + ["/bin/true"]
     t = time.perf_counter()
     r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -83,10 +89,11 @@ def main():
     tmp = tempfile.mkdtemp(prefix="bench-overlay-")
     try:
         store, state = os.path.join(tmp, "store"), os.path.join(tmp, "state")
-        source = a.image_tarball or mkrootfs.make_rootfs(os.path.join(tmp, "rootfs"))
+        source = a.image_tarball or (ALPINE if os.path.exists(ALPINE) else
+                                     mkrootfs.make_rootfs(os.path.join(tmp, "rootfs")))
         image = import_image.import_image(source, "bench:overlay", store)
         files = sum(len(f) + len(d) for _, d, f in os.walk(image.layers[0]))
-        env = dict(os.environ, MINICONTAINER_STORE=store)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "MINICONTAINER_STORE": store}
         copy_env = dict(env, MINICONTAINER_NO_OVERLAY="1")
         flat = os.path.join(tmp, "flat")  # the baseline: a rootfs directory, no image
         os.mkdir(flat)
