@@ -100,6 +100,10 @@ _SYSCALLS = {  # the few we call by number: glibc wraps none of these the way we
     "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126},
     "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91},
 }
+# Newer syscalls have one number on every architecture.
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_OPENAT2, SYS_MOUNT_SETATTR = 428, 429, 437, 442
+AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
+OPEN_TREE_CLONE, MOVE_MOUNT_F_EMPTY_PATH, MOUNT_ATTR_IDMAP = 1, 4, 0x00100000
 
 
 def syscall_nr(name):
@@ -134,6 +138,23 @@ def pivot_root(new_root, put_old):
            "pivot_root")
 
 
+def idmapped_bind(path, userns_fd):
+    """Bind path on itself through a mount that shows its files' owners mapped by the user
+    namespace: uid 0 on disk is the namespace's root. An idmap is set on a detached copy
+    of the mount (open_tree), which is then attached (kernel 5.12+)."""
+    tree = _check(libc().syscall(SYS_OPEN_TREE, AT_FDCWD, path.encode(),
+                                 OPEN_TREE_CLONE | os.O_CLOEXEC), "open_tree %s" % path)
+    try:
+        import struct
+        attr = struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+        _check(libc().syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, attr, len(attr)),
+               "id-mapped mount of %s" % path)
+        _check(libc().syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, path.encode(),
+                              MOVE_MOUNT_F_EMPTY_PATH), "move_mount on %s" % path)
+    finally:
+        os.close(tree)
+
+
 def open_in_root(root, path, flags=os.O_PATH):
     """An fd of `path` resolved as if `root` were "/" — by the kernel, atomically, with
     openat2(RESOLVE_IN_ROOT) where it exists (5.6+), so that no symlink swapped in by a
@@ -144,7 +165,7 @@ def open_in_root(root, path, flags=os.O_PATH):
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         how = struct.pack("QQQ", flags | os.O_CLOEXEC, 0, 0x10 | 0x02)  # IN_ROOT, NO_MAGICLINKS
-        fd = libc().syscall(437, root_fd, path.encode(), how, len(how))  # openat2
+        fd = libc().syscall(SYS_OPENAT2, root_fd, path.encode(), how, len(how))
         if fd >= 0:
             return fd
         err = ctypes.get_errno()
@@ -1797,6 +1818,36 @@ def network_option(a, config):
             "bridge": os.environ.get("MINICONTAINER_BRIDGE") or BRIDGE}
 
 
+def etc_files_option(a, image):
+    """run's --dns, --dns-search and --add-host: write_etc_files's spec, for an image's
+    container (a bundle or a rootfs directory keeps its own /etc)."""
+    import ipaddress
+    if image is None:
+        if a.dns or a.dns_search or a.add_host:
+            raise Error("--dns, --dns-search, --add-host: only for a container from an image")
+        return None
+    for server in a.dns:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise Error("--dns %s: not an IP address" % server) from None
+    hosts = []
+    for spec in a.add_host:
+        name, _, ip = spec.partition(":")
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise Error("--add-host %s: use NAME:IP" % spec) from None
+        if not name or any(ch.isspace() for ch in name):
+            raise Error("--add-host %s: use NAME:IP" % spec)
+        hosts.append((name, ip))
+    for domain in a.dns_search:
+        if not domain or any(ch.isspace() for ch in domain):
+            raise Error("--dns-search %r: not a domain" % domain)
+    return {"mode": a.network or ("bridge" if a.publish else "none"), "dns": a.dns,
+            "dns_search": a.dns_search, "add_host": hosts}
+
+
 def parse_publish(spec):
     """-p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]"""
     import ipaddress
@@ -1955,6 +2006,95 @@ def network_teardown(info):
                 leases.release(info["ip"], info["netns"])
         except OSError:
             pass
+
+
+# -- /etc/hostname, /etc/hosts and /etc/resolv.conf, as docker gives them
+
+ETC_HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+             "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
+             "ff02::2\tip6-allrouters\n")
+FALLBACK_DNS = ["8.8.8.8", "8.8.4.4"]  # docker's, when the host's resolvers are loopback
+
+
+def host_resolv_conf():
+    """The host's resolver configuration; behind systemd-resolved's stub (127.0.0.53), the
+    upstream servers it uses."""
+    text = ""
+    for path in ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"):
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            continue
+        servers = [ln.split()[1] for ln in text.splitlines()
+                   if ln.startswith("nameserver") and len(ln.split()) > 1]
+        if servers != ["127.0.0.53"]:
+            break
+    return text
+
+
+def resolv_conf(host_text, mode, dns=(), search=()):
+    """The container's resolv.conf: the host's, whose loopback nameservers mean nothing in
+    another network namespace (docker drops them, and falls back to public resolvers)."""
+    import ipaddress
+    lines, servers, at = [], [], None  # the servers go where the host's first one was
+    for line in host_text.splitlines():
+        words = line.split()
+        if words[:1] == ["nameserver"] and len(words) > 1:
+            try:
+                loopback = ipaddress.ip_address(words[1].split("%")[0]).is_loopback
+            except ValueError:
+                loopback = False
+            if mode == "host" or not loopback:
+                servers.append(words[1])
+            at = len(lines) if at is None else at
+        elif words[:1] in (["search"], ["domain"]) and search:
+            continue
+        elif words and not line.lstrip().startswith(("#", ";")):
+            lines.append(line.strip())
+    at = len(lines) if at is None else at
+    servers = ["nameserver " + s for s in list(dns) or servers or FALLBACK_DNS]
+    head = ["search " + " ".join(search)] if search else []
+    return "\n".join(head + lines[:at] + servers + lines[at:]) + "\n"
+
+
+def write_etc_files(c, config, spec):
+    """For a container from an image: its /etc/hostname, /etc/hosts (with its address on the
+    bridge and --add-host's) and /etc/resolv.conf, made in its state directory and
+    bind-mounted, so the image is not written. A mount the user gave for one of them wins.
+    spec: {"mode": none|host|bridge, "dns": [...], "dns_search": [...], "add_host": [...]}."""
+    hostname = config.get("hostname") or ""
+    if spec["mode"] == "host":
+        try:
+            with open("/etc/hosts") as f:
+                hosts = f.read()
+        except OSError:
+            hosts = ETC_HOSTS
+        hosts = hosts if hosts.endswith("\n") or not hosts else hosts + "\n"
+    else:
+        hosts = ETC_HOSTS
+        ip = (c.state.get("network") or {}).get("ip")
+        if ip and hostname:
+            hosts += "%s\t%s\n" % (ip, hostname)
+    hosts += "".join("%s\t%s\n" % (ip, name) for name, ip in spec.get("add_host", ()))
+    files = {"hostname": hostname + "\n" if hostname else "", "hosts": hosts,
+             "resolv.conf": resolv_conf(host_resolv_conf(), spec["mode"], spec.get("dns", ()),
+                                        spec.get("dns_search", ()))}
+    taken = {os.path.normpath(m["destination"]) for m in config.get("mounts", [])}
+    readonly = config.get("root", {}).get("readonly")  # docker leaves them writable; we do not
+    linux = config.get("linux", {})
+    userns = any(ns["type"] == "user" and not ns.get("path") for ns in linux.get("namespaces", []))
+    for name, text in files.items():
+        if "/etc/" + name in taken:
+            continue
+        path = os.path.join(os.path.abspath(c.dir), name)
+        write_atomic(path, text, 0o644)
+        if userns:  # the container's root owns them, as it would without a user namespace
+            os.chown(path, _host_id(linux.get("uidMappings", [])),
+                     _host_id(linux.get("gidMappings", [])))
+        config.setdefault("mounts", []).append(
+            {"destination": "/etc/" + name, "type": "bind", "source": path,
+             "options": ["rbind", "rprivate"] + (["ro"] if readonly else [])})
 
 
 def network_gc(out):
@@ -2343,7 +2483,7 @@ class Container:
     @classmethod
     def create(cls, cid, config, bundle, root=None, console=None, stdin_null=False,
                pid_file=None, preserve_fds=0, cgroup_parent=None, debug=False, overlay=None,
-               network=None):
+               network=None, etc_files=None):
         """Set up a container whose init waits, fully configured, for start().
 
         console: None (keep our stdio), "self" (make a pty and keep its master in
@@ -2351,7 +2491,8 @@ class Container:
         overlay: an image's layer directories (bottom first). The rootfs (config.root.path
         is set) is then STATE/rootfs with an overlay of them mounted on it in the container's
         own mount namespace, the container's changes going to STATE/upper; where overlayfs
-        is refused, a private copy of the layers in STATE/rootfs."""
+        is refused, a private copy of the layers in STATE/rootfs.
+        network: network_option's; etc_files: write_etc_files's spec (docker's /etc files)."""
         import socket
         c = cls(cid, root)
         linux = config.get("linux", {})
@@ -2383,6 +2524,8 @@ class Container:
             c.save()  # before anything exists, so that delete can clean up a crashed create
             if network:  # network_option's: a namespace made here, joined by path
                 network_setup(c, config, network)
+            if etc_files is not None:
+                write_etc_files(c, config, etc_files)
             ov = None
             if overlay is not None:
                 ov = c._prepare_layers(overlay)
@@ -2490,10 +2633,20 @@ class Container:
         os.mkdir(upper, 0o755)
         os.mkdir(work, 0o700)
         st = os.stat(layers[-1])
-        os.chown(upper, st.st_uid, st.st_gid)
+        os.chown(upper, *self._host_owner(st.st_uid, st.st_gid))
         os.chmod(upper, st.st_mode & 0o7777)
         os.utime(upper, ns=(st.st_atime_ns, st.st_mtime_ns))
         return {"lower": list(layers), "upper": upper, "work": work, "target": rootfs}
+
+    def _host_owner(self, uid, gid):
+        """Where the image's owner uid:gid is on the host: itself, or in a user namespace
+        the host ids the container's map gives it (-1, left alone by chown, if none)."""
+        linux = self.state["config"].get("linux", {})
+        if not any(ns["type"] == "user" and not ns.get("path")
+                   for ns in linux.get("namespaces", [])):
+            return uid, gid
+        return (_host_id(linux.get("uidMappings", []), uid),
+                _host_id(linux.get("gidMappings", []), gid))
 
     def _copy_layers(self, why):
         """The fallback: a private copy of the image in STATE/rootfs, said once on stderr."""
@@ -2502,7 +2655,7 @@ class Container:
             sys.stderr.write("minicontainer: overlayfs %s: the container gets a private copy "
                              "of the image\n" % why)
             sys.stderr.flush()
-        copy_layers(layers, os.path.join(self.dir, "rootfs"))
+        copy_layers(layers, os.path.join(self.dir, "rootfs"), self._host_owner)
         self.state["overlay"]["mode"] = "copy"
         self.save()
 
@@ -2876,6 +3029,34 @@ def write_id_maps(pid, linux):
             raise Error("linux.%sMappings: %s" % (kind, e.strerror)) from None
 
 
+def mapped_userns(linux):
+    """An fd of a user namespace with the container's id maps, for id-mapped mounts: a
+    child makes the namespace and waits while we map it and open it, then goes."""
+    made_r, made_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(made_r)
+            os.close(done_w)
+            unshare(CLONE_NEWUSER)
+            os.write(made_w, b"x")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    os.close(made_w)
+    os.close(done_r)
+    try:
+        if os.read(made_r, 1) != b"x":
+            raise Error("user namespace: could not make one for the image's layers")
+        write_id_maps(pid, linux)
+        return os.open("/proc/%d/ns/user" % pid, os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(made_r)
+        os.close(done_w)
+        os.waitpid(pid, 0)
+
+
 def _container_init(ctx):
     """The container's first process, between fork and exec. It never returns."""
     ctx["lock"].close()  # a flock belongs to the open file, which fork shared with us
@@ -2927,12 +3108,23 @@ def _overlay_steps(ctx, sync):
     propagation = ctx["config"].get("linux", {}).get("rootfsPropagation") or "rprivate"
     # As setup_rootfs does first: out of the host's peer groups before anything is mounted.
     mount(None, "/", None, MS_REC | (MS_SLAVE if "slave" in propagation else MS_PRIVATE))
+    what = "refused"
     try:
+        if ctx.get("userns"):
+            # The layers are the host root's files; seen through mounts id-mapped like the
+            # container, uid 0 on disk is the container's root (5.19+ for overlayfs's lowers).
+            what = "with id-mapped layers refused"
+            userns = mapped_userns(ctx["config"]["linux"])
+            try:
+                for layer in dict.fromkeys(ov["lower"]):
+                    idmapped_bind(layer, userns)
+            finally:
+                os.close(userns)
         mount_overlay(ov["lower"], ov["upper"], ov["work"], ov["target"])
     except OSError as e:
-        if e.errno not in OVERLAY_REFUSED:
+        if e.errno not in OVERLAY_REFUSED + (errno.ENOSYS,):
             raise
-        sync.send("overlay-refused", msg="refused (%s)" % os.strerror(e.errno))
+        sync.send("overlay-refused", msg="%s (%s)" % (what, os.strerror(e.errno)))
         if sync.recv()[0] != {"t": "ok"}:
             raise Error("overlayfs refused, and no private copy was made") from None
 
@@ -3735,10 +3927,10 @@ def layers_lookup(layers, path):
     return None
 
 
-def _copy_metadata(src, dst, st):
+def _copy_metadata(src, dst, st, owner=None):
     import stat
     link = stat.S_ISLNK(st.st_mode)
-    os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
+    os.chown(dst, *(owner or _same_owner)(st.st_uid, st.st_gid), follow_symlinks=False)
     if not link:  # after chown, which clears setuid bits
         os.chmod(dst, stat.S_IMODE(st.st_mode))
         for name in os.listxattr(src, follow_symlinks=False):
@@ -3746,6 +3938,10 @@ def _copy_metadata(src, dst, st):
                 os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
                             follow_symlinks=False)
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _same_owner(uid, gid):
+    return uid, gid
 
 
 def _remove_entry(path):
@@ -3761,7 +3957,7 @@ def _remove_entry(path):
         os.unlink(path)
 
 
-def _copy_layer_dir(src, dst, links):
+def _copy_layer_dir(src, dst, links, owner):
     import shutil
     import stat
     if _opaque(src):
@@ -3778,7 +3974,7 @@ def _copy_layer_dir(src, dst, links):
                 if not (os.path.isdir(d) and not os.path.islink(d)):
                     _remove_entry(d)
                     os.mkdir(d, 0o700)
-                _copy_layer_dir(s, d, links)
+                _copy_layer_dir(s, d, links, owner)
                 continue
             _remove_entry(d)
             key = (st.st_dev, st.st_ino)
@@ -3792,15 +3988,16 @@ def _copy_layer_dir(src, dst, links):
                 os.symlink(os.readlink(s), d)
             else:
                 os.mknod(d, st.st_mode, st.st_rdev)
-            _copy_metadata(s, d, st)
-    _copy_metadata(src, dst, os.lstat(src))  # last: filling the directory changed its mtime
+            _copy_metadata(s, d, st, owner)
+    _copy_metadata(src, dst, os.lstat(src), owner)  # last: filling it changed its mtime
 
 
-def copy_layers(layers, dest):
+def copy_layers(layers, dest, owner=_same_owner):
     """Apply layer directories (bottom first, overlay form) onto the directory dest: the
-    tree an overlay of them shows, as files of dest's own (no inode shared with the store)."""
+    tree an overlay of them shows, as files of dest's own (no inode shared with the store).
+    owner(uid, gid) gives the owner on the host of what the image has as uid:gid."""
     for layer in layers:
-        _copy_layer_dir(layer, dest, {})
+        _copy_layer_dir(layer, dest, {}, owner)
 
 
 OVERLAY_REFUSED = (errno.EINVAL, errno.ENODEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
@@ -5751,10 +5948,12 @@ def cmd_run(a, g):
             config["process"]["consoleSize"] = {"height": size[0], "width": size[1]}
     console = a.console_socket or ("self" if terminal else None)
     network = network_option(a, config)
+    etc_files = etc_files_option(a, image)
     c = Container.create(cid, config, bundle, g.root, console=console,
                          stdin_null=not a.interactive and bool(image or a.rootfs),
                          pid_file=a.pid_file, cgroup_parent=a.cgroup_parent, debug=g.debug,
-                         overlay=image.layers if image is not None else None, network=network)
+                         overlay=image.layers if image is not None else None, network=network,
+                         etc_files=etc_files)
     # docker's semantics for images and rootfs directories: without --rm, the stopped
     # container and its changes stay until `delete`; runc's for a bundle: run removes it.
     keep = not a.rm and (image is not None or bool(a.rootfs))
@@ -6154,6 +6353,11 @@ def _parser(only=None):
                    metavar="[HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]")
     r.add_argument("--subnet", help="the bridge's subnet (default $MINICONTAINER_SUBNET or "
                    "%s)" % DEFAULT_SUBNET)
+    r.add_argument("--dns", action="append", default=[], metavar="IP",
+                   help="a nameserver for the container's /etc/resolv.conf")
+    r.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN")
+    r.add_argument("--add-host", action="append", default=[], metavar="NAME:IP",
+                   help="a line for the container's /etc/hosts")
     r.add_argument("-t", "--tty", action="store_true")
     r.add_argument("-i", "--interactive", action="store_true")
     r.add_argument("-d", "--detach", action="store_true")

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import mc, mc_bg, mountpoints_under, new_id, ok
 
+import minicontainer as mc_module
+
 pytestmark = pytest.mark.needs_root
 
 
@@ -120,6 +122,35 @@ def test_userns_from_a_bundle_with_explicit_maps(rootfs_copy, state_root, walkab
     (bundle / "config.json").write_text(json.dumps(config))
     out = ok(mc("run", "--bundle", str(bundle), new_id("usb"), state_root=state_root))
     assert out.split() == ["0", "200000", "1000"]
+
+
+def test_userns_with_an_image(busybox_rootfs, walkable):
+    """An overlay of an image's layers in a user namespace; its /etc files are the
+    container root's to edit, and its writes land as the mapped uid in its upper layer."""
+    import import_image
+    store, state_root = str(walkable / "store"), str(walkable / "state")
+    import_image.import_image(busybox_rootfs, "userns-test:1", store=store)
+    env = dict(os.environ, MINICONTAINER_STORE=store)
+    cid = new_id("userns")
+    r = mc("run", "--name", cid, "--userns", "userns-test:1", "sh", "-c",
+           "echo 192.0.2.1 added >> /etc/hosts && tail -n 1 /etc/hosts; stat -c %u /etc/hosts; "
+           "echo hi > /new; stat -c %u /new; grep ' / ' /proc/self/mountinfo | grep -c overlay",
+           state_root=state_root, env=env)
+    try:
+        assert (r.returncode, r.stdout) == (0, "192.0.2.1 added\n0\n0\n1\n"), r.stderr
+        base, _ = mc_module.subordinate_ids()
+        assert os.stat(os.path.join(state_root, cid, "hosts")).st_uid == base
+        assert os.stat(os.path.join(state_root, cid, "upper", "new")).st_uid == base
+    finally:
+        assert mc("delete", cid, state_root=state_root).returncode == 0
+    assert os.listdir(state_root) == [] and not mountpoints_under(str(walkable))
+    # Without overlayfs: a private copy, its owners mapped as the overlay would show them
+    env["MINICONTAINER_NO_OVERLAY"] = "1"
+    r = mc("run", "--rm", "--userns", "userns-test:1", "sh", "-c",
+           "echo hi > /etc/new && cat /etc/new; stat -c %u:%g /etc /bin/busybox",
+           state_root=state_root, env=env)
+    assert (r.returncode, r.stdout) == (0, "hi\n0:0\n0:0\n"), r.stderr
+    assert "private copy" in r.stderr and os.listdir(state_root) == []
 
 
 def test_userns_without_maps_is_a_config_error(rootfs_copy, state_root, tmp_path):

@@ -364,3 +364,125 @@ def test_published_udp_port(busybox_rootfs, state_root, no_leaks):
             echo.wait()
         assert mc("delete", "-f", cid, state_root=state_root).returncode == 0
     assert ours(state_root) == ({}, [], [])
+
+
+# ---- /etc/hostname, /etc/hosts, /etc/resolv.conf of a container from an image ----
+
+@pytest.fixture(scope="module")
+def image_env(busybox_rootfs, tmp_path_factory):
+    """An image of the busybox rootfs in a store of this module's: the environment to run it."""
+    import import_image
+    store = str(tmp_path_factory.mktemp("etc-store"))
+    import_image.import_image(busybox_rootfs, "etc-test:1", store=store)
+    return dict(os.environ, MINICONTAINER_STORE=store)
+
+
+def run_image(state_root, env, *args):
+    r = mc("run", "--rm", *args, state_root=state_root, env=env)
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    return r.stdout
+
+
+SHOW_ETC = "cat /etc/hostname; hostname; echo --; cat /etc/hosts; echo --; cat /etc/resolv.conf"
+
+
+def split_etc(out):
+    names, hosts, resolv = out.split("--\n")
+    return names.split(), hosts.splitlines(), resolv.splitlines()
+
+
+def test_image_container_gets_its_etc_files_on_the_bridge(state_root, image_env, no_leaks):
+    out = run_image(state_root, image_env, "--network", "bridge", "--hostname", "web1",
+                    "etc-test:1", "sh", "-c",
+                    "ip -o -4 addr show eth0 | awk '{print $4}'; " + SHOW_ETC)
+    names, hosts, resolv = split_etc(out)
+    ip = names[0].split("/")[0]
+    assert ipaddress.ip_address(ip) in SUBNET
+    assert names[1:] == ["web1", "web1"]
+    assert hosts[0] == "127.0.0.1\tlocalhost" and "%s\tweb1" % ip in hosts
+    servers = [line.split()[1] for line in resolv if line.startswith("nameserver")]
+    assert servers and not any(ipaddress.ip_address(s.split("%")[0]).is_loopback
+                               for s in servers)
+    assert ours(state_root) == ({}, [], [])
+
+
+def test_dns_flags_and_add_host(state_root, image_env, no_leaks):
+    names, hosts, resolv = split_etc(run_image(
+        state_root, image_env, "--dns", "192.0.2.53", "--dns", "2001:db8::53",
+        "--dns-search", "corp.example", "--add-host", "db:192.0.2.7",
+        "--add-host", "cache:2001:db8::7", "etc-test:1", "sh", "-c", SHOW_ETC))
+    assert names[0] == names[1]  # --network none: the container's own name, no address
+    assert hosts[-2:] == ["192.0.2.7\tdb", "2001:db8::7\tcache"]
+    assert not any(names[0] in line for line in hosts)
+    assert resolv[:3] == ["search corp.example", "nameserver 192.0.2.53",
+                          "nameserver 2001:db8::53"]
+    assert not any(line.startswith(("search", "domain", "nameserver")) for line in resolv[3:])
+
+
+def test_network_host_gets_the_hosts_files(state_root, image_env, no_leaks):
+    _, hosts, resolv = split_etc(run_image(state_root, image_env, "--network", "host",
+                                           "etc-test:1", "sh", "-c", SHOW_ETC))
+    with open("/etc/hosts") as f:
+        assert hosts == f.read().splitlines()
+    host_servers = [line.split()[1] for line in m.host_resolv_conf().splitlines()
+                    if line.startswith("nameserver")]
+    assert [line.split()[1] for line in resolv if line.startswith("nameserver")] == \
+        (host_servers or m.FALLBACK_DNS)
+
+
+def test_etc_files_are_the_containers_not_the_images(state_root, image_env, tmp_path,
+                                                     no_leaks):
+    store = image_env["MINICONTAINER_STORE"]
+    image = m.find_image("etc-test:1", store)
+    before = {name: m.layers_lookup(image.layers, "etc/" + name)
+              for name in ("hosts", "hostname", "resolv.conf")}
+    before = {k: v and open(v).read() for k, v in before.items()}
+    out = run_image(state_root, image_env, "etc-test:1", "sh", "-c",
+                    "echo 192.0.2.1 added >> /etc/hosts && tail -n 1 /etc/hosts; "
+                    "grep -c -E ' /etc/(hosts|hostname|resolv.conf) ' /proc/self/mountinfo")
+    assert out == "192.0.2.1 added\n3\n"
+    after = {name: m.layers_lookup(image.layers, "etc/" + name)
+             for name in ("hosts", "hostname", "resolv.conf")}
+    assert {k: v and open(v).read() for k, v in after.items()} == before
+    # --read-only: they are read-only too
+    r = mc("run", "--rm", "--read-only", "etc-test:1", "sh", "-c", "echo x >> /etc/hosts",
+           state_root=state_root, env=image_env)
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+    # a file the user mounts there wins
+    mine = tmp_path / "hosts"
+    mine.write_text("192.0.2.9 mine\n")
+    out = run_image(state_root, image_env, "-v", "%s:/etc/hosts:ro" % mine, "etc-test:1",
+                    "cat", "/etc/hosts")
+    assert out == "192.0.2.9 mine\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dns", "resolver"], "--dns resolver: not an IP address"),
+    (["--add-host", "db"], "--add-host db: use NAME:IP"),
+    (["--add-host", "db:not-an-ip"], "use NAME:IP"),
+    (["--dns-search", ""], "not a domain"),
+])
+def test_etc_file_flag_errors(state_root, image_env, no_leaks, args, message):
+    r = mc("run", "--rm", *args, "etc-test:1", "true", state_root=state_root, env=image_env)
+    assert r.returncode != 0, r.stdout
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not os.path.isdir(state_root) or os.listdir(state_root) == []
+
+
+def test_etc_file_flags_need_an_image(busybox_rootfs, state_root, no_leaks):
+    r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--dns", "192.0.2.53", "--", "true",
+           state_root=state_root)
+    assert r.returncode != 0 and "only for a container from an image" in r.stderr
+
+
+def test_resolv_conf_drops_loopback_servers():
+    host = "# generated\nsearch lan\nnameserver 127.0.0.53\nnameserver ::1\n" \
+           "nameserver 10.0.0.2\noptions edns0\n"
+    assert m.resolv_conf(host, "bridge") == "search lan\nnameserver 10.0.0.2\noptions edns0\n"
+    assert m.resolv_conf(host, "host") == \
+        "search lan\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 10.0.0.2\noptions edns0\n"
+    only_loopback = "nameserver 127.0.0.1\n"
+    assert m.resolv_conf(only_loopback, "none") == "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+    assert m.resolv_conf(host, "bridge", dns=["192.0.2.1"], search=["a.example"]) == \
+        "search a.example\nnameserver 192.0.2.1\noptions edns0\n"
+
