@@ -1803,8 +1803,6 @@ def network_option(a, config):
         return None
     if mode == "none":
         return None
-    if any(ns["type"] == "user" for ns in namespaces):
-        raise Error("--network bridge: not with a user namespace (--userns) yet")
     publish, seen = [], set()
     for spec in a.publish:
         publish.append(parse_publish(spec))
@@ -1876,6 +1874,9 @@ def _make_netns(path):
         unshare(CLONE_NEWNET)
         try:
             mount("/proc/thread-self/ns/net", path, None, MS_BIND)
+            # As docker and podman do: ports below 1024 are the container's to bind, also
+            # for users without CAP_NET_BIND_SERVICE and for a user namespace's root.
+            _write("/proc/sys/net/ipv4/ip_unprivileged_port_start", 0)
             return Netlink()
         finally:
             setns(host, CLONE_NEWNET)
@@ -2800,7 +2801,10 @@ class Container:
         if all:
             self.cgroup.kill_all(sig)
         else:
-            os.kill(self.pid, sig)
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:  # it died (and was reaped) since status() looked
+                raise Error("container %s is not running" % self.id) from None
         if status == "paused" and sig == signal.SIGKILL:
             self.cgroup.freeze(False)  # let the kill be delivered
 
@@ -2816,9 +2820,7 @@ class Container:
         """After its init exited, keep a container (state, rootfs changes) for `delete`:
         only its cgroup goes, since nothing can run in it any more."""
         with self.lock():
-            if self.alive():
-                self.signal(signal.SIGKILL)  # its init is gone: kill what it left
-                self._wait_gone()
+            self._kill_init()
             cg = self.cgroup
             if cg:
                 cg.destroy()
@@ -2828,9 +2830,7 @@ class Container:
 
     def _remove(self, quiet=False):
         try:
-            if self.alive():
-                self.signal(signal.SIGKILL)
-                self._wait_gone()
+            self._kill_init()
             cg = self.cgroup
             if cg:
                 cg.destroy()
@@ -2851,6 +2851,16 @@ class Container:
                     os.unlink(use)
                 except OSError:
                     pass
+
+    def _kill_init(self):
+        """SIGKILL the init if it lives, and wait until it is gone. It may die by itself (or
+        by a concurrent kill) at any moment: then there is nothing left to do."""
+        if self.alive():
+            try:
+                self.signal(signal.SIGKILL)
+            except Error:
+                pass  # not running any more
+            self._wait_gone()
 
     def _wait_gone(self):
         import time
@@ -2995,6 +3005,13 @@ def _userns_steps(ctx, sync):
         unshare(CLONE_NEWNS)
         _overlay_steps(ctx, sync)
     make_mount_points(ctx["config"], ctx["rootfs"], ctx["bundle"])
+    # Namespaces given by path (a bridge's network namespace) belong to the host's user
+    # namespace: join them while still the host's root, as runc does, then make ours.
+    ctx["joined"] = []
+    for ns in linux.get("namespaces", []):
+        if ns.get("path") and ns["type"] not in ("user", "pid", "mount"):
+            _join_namespace(ns)
+            ctx["joined"].append(ns["type"])
     unshare(CLONE_NEWUSER)
     sync.send("userns")
     if sync.recv()[0] != {"t": "ok"}:
@@ -3014,6 +3031,18 @@ def _userns_steps(ctx, sync):
         sync.send("pid", pid=pid)
         os._exit(0)
     _init_steps(ctx, sync)
+
+
+def _join_namespace(ns):
+    try:
+        fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise Error("linux.namespaces: %s %s: %s" % (ns["type"], ns["path"],
+                                                     e.strerror)) from None
+    try:
+        setns(fd, NAMESPACES[ns["type"]][0])
+    finally:
+        os.close(fd)
 
 
 def write_id_maps(pid, linux):
@@ -3140,7 +3169,7 @@ def _init_steps(ctx, sync):
     if ctx["cgroup"] is not None and not ctx.get("cgroup_joined"):
         ctx["cgroup"].join(0)
     fifo = ctx["fifo_fd"]
-    done = ("user", "pid") if ctx.get("userns") else ("pid",)  # see _fork_init
+    done = ["user", "pid"] + ctx.get("joined", []) if ctx.get("userns") else ["pid"]
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx["stdin_null"] else None
     namespaces, flags = set(), 0
     for ns in linux.get("namespaces", []):
@@ -3148,13 +3177,7 @@ def _init_steps(ctx, sync):
         if ns["type"] in done:
             continue
         if ns.get("path"):
-            try:
-                fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as e:
-                raise Error("linux.namespaces: %s %s: %s" % (ns["type"], ns["path"],
-                                                             e.strerror)) from None
-            setns(fd, NAMESPACES[ns["type"]][0])
-            os.close(fd)
+            _join_namespace(ns)
         else:
             flags |= NAMESPACES[ns["type"]][0]
     unshare(flags)

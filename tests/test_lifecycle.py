@@ -420,6 +420,24 @@ def test_api_destroy_reaps_a_running_container(busybox_rootfs, state_root, tmp_p
     assert mcmod.process_state(pid) is None  # killed and reaped, not a zombie
 
 
+def test_destroy_when_the_init_dies_between_the_check_and_the_kill(busybox_rootfs,
+                                                                    state_root, tmp_path):
+    # A concurrent `kill` may end the init after destroy saw it alive and before it sends
+    # SIGKILL: destroy must still succeed. The interleaving is forced: alive() answers from
+    # before the death, for its first two calls.
+    config = mcmod.default_spec(rootfs=busybox_rootfs, args=["sleep", "1000"])
+    c = mcmod.Container.create(new_id(), config, str(tmp_path), root=state_root,
+                               stdin_null=True)
+    c.start()
+    assert c.exec_result() is None
+    os.kill(c.pid, signal.SIGKILL)
+    os.waitpid(c.pid, 0)  # dead and reaped: the pid names nothing now
+    real, answers = mcmod.Container.alive, [True, True]  # destroy's look, then the kill's
+    c.alive = lambda: answers.pop() if answers else real(c)
+    c.destroy()
+    assert not os.path.exists(c.dir) and answers == []
+
+
 def test_api_console_self(busybox_rootfs, state_root, tmp_path):
     config = mcmod.default_spec(rootfs=busybox_rootfs, args=["sh", "-c", "tty; stty size"],
                                 terminal=True)
