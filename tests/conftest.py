@@ -134,6 +134,19 @@ def state_root(tmp_path):
 
 
 @pytest.fixture
+def walkable(busybox_rootfs):
+    """A directory every uid may walk (pytest's own tmp dirs are 0700): in a user namespace
+    the container's root must be able to reach its rootfs and bind sources."""
+    import pathlib
+    import tempfile
+    d = tempfile.mkdtemp(prefix="mc-userns-", dir="/tmp")
+    os.chmod(d, 0o755)
+    shutil.copytree(busybox_rootfs, os.path.join(d, "rootfs"), symlinks=True)
+    yield pathlib.Path(d)
+    shutil.rmtree(d)
+
+
+@pytest.fixture
 def rootfs_copy(busybox_rootfs, tmp_path):
     """A private copy of the busybox rootfs, for tests that write to it."""
     dest = str(tmp_path / "rootfs")

@@ -161,6 +161,34 @@ def test_server_answers_other_container_and_host(busybox_rootfs, state_root, www
     assert ours(state_root) == ({}, [], [])
 
 
+def test_bridge_in_a_user_namespace(walkable, state_root, no_leaks):
+    """The namespace made for the bridge is the host's: the init joins it before making its
+    user namespace. The container's root, unprivileged on the host, serves on port 80 (ports
+    are unprivileged in it, as docker makes them) and may not reconfigure the network."""
+    www = walkable / "www"
+    www.mkdir()
+    (www / "index.html").write_text("hello from a user namespace\n")
+    os.chmod(www / "index.html", 0o644)
+    cid = new_id("uweb")
+    rc, _, err = mc_bg("run", "-d", "--name", cid, "--userns", "--rootfs",
+                       str(walkable / "rootfs"), "--network", "bridge", "-v",
+                       "%s:/www:ro" % www, "--", "httpd", "-f", "-p", "80", "-h", "/www",
+                       state_root=state_root)
+    assert rc == 0, err
+    try:
+        pid = network_state(state_root, cid)["pid"]
+        inside, outside = open("/proc/%d/uid_map" % pid).read().split()[:2]
+        assert inside == "0" and outside != "0"
+        assert os.stat("/proc/%d" % pid).st_uid != 0  # not root on the host
+        ip = network_state(state_root, cid)["network"]["ip"]
+        assert fetch("http://%s:80/" % ip) == "hello from a user namespace\n"
+        r = mc("exec", cid, "ip", "link", "add", "d0", "type", "dummy", state_root=state_root)
+        assert r.returncode != 0 and "not permitted" in r.stderr
+    finally:
+        assert mc("delete", "-f", cid, state_root=state_root).returncode == 0
+    assert ours(state_root) == ({}, [], [])
+
+
 def test_published_port_answers_on_host(busybox_rootfs, state_root, www, no_leaks):
     cid, port = new_id("pub"), free_port()
     rc, _, err = mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs,
