@@ -2637,7 +2637,16 @@ class Container:
         os.chown(upper, *self._host_owner(st.st_uid, st.st_gid))
         os.chmod(upper, st.st_mode & 0o7777)
         os.utime(upper, ns=(st.st_atime_ns, st.st_mtime_ns))
-        return {"lower": list(layers), "upper": upper, "work": work, "target": rootfs}
+        lower = [p for i, p in enumerate(layers) if p not in layers[i + 1:]]
+        if len(overlay_options(lower, upper, work)) >= 4096:
+            # Mount data is one page: past ~60 layers their names do not fit. Short links
+            # to them do (docker's overlay2 does the same with its l/ directory).
+            links = os.path.join(os.path.abspath(self.dir), "l")
+            os.mkdir(links, 0o711)
+            for i, layer in enumerate(lower):
+                os.symlink(layer, os.path.join(links, "%x" % i))
+            lower = [os.path.join(links, "%x" % i) for i in range(len(lower))]
+        return {"lower": lower, "upper": upper, "work": work, "target": rootfs}
 
     def _host_owner(self, uid, gid):
         """Where the image's owner uid:gid is on the host: itself, or in a user namespace
@@ -3146,7 +3155,7 @@ def _overlay_steps(ctx, sync):
             userns = mapped_userns(ctx["config"]["linux"])
             try:
                 for layer in dict.fromkeys(ov["lower"]):
-                    idmapped_bind(layer, userns)
+                    idmapped_bind(os.path.realpath(layer), userns)  # not on a short link
             finally:
                 os.close(userns)
         mount_overlay(ov["lower"], ov["upper"], ov["work"], ov["target"])
@@ -4030,6 +4039,17 @@ def _overlay_escape(path):
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
+def overlay_options(layers, upper, work):
+    """The overlay's mount data: lower layers topmost first, named relative to their common
+    directory when they have one (mount_overlay then calls mount(2) from there)."""
+    parent = os.path.dirname(layers[0])
+    relative = all(os.path.dirname(p) == parent for p in layers)
+    lower = ":".join(_overlay_escape(os.path.basename(p) if relative else p)
+                     for p in reversed(layers))
+    return "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, _overlay_escape(upper),
+                                                   _overlay_escape(work))
+
+
 def mount_overlay(layers, upper, work, target):
     """Mount the overlay of layers (bottom first) with upper and work dirs on target.
 
@@ -4038,17 +4058,13 @@ def mount_overlay(layers, upper, work, target):
     # A layer twice in one image (identical layers happen) would be refused (ELOOP): its
     # topmost occurrence alone gives the same view, covering all that the lower one adds.
     layers = [p for i, p in enumerate(layers) if p not in layers[i + 1:]]
-    parent = os.path.dirname(layers[0])
-    relative = all(os.path.dirname(p) == parent for p in layers)
-    lower = ":".join(_overlay_escape(os.path.basename(p) if relative else p)
-                     for p in reversed(layers))
-    data = "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, _overlay_escape(upper),
-                                                   _overlay_escape(work))
+    data = overlay_options(layers, upper, work)
     if len(data) >= 4096:
         raise Error("the image has too many layers (%d) for one overlay mount" % len(layers))
+    parent = os.path.dirname(layers[0])
     cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
     try:
-        if relative:
+        if all(os.path.dirname(p) == parent for p in layers):
             os.chdir(parent)
         mount("overlay", target, "overlay", 0, data)
     finally:

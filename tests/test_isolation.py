@@ -140,6 +140,22 @@ def test_userns_with_an_image(busybox_rootfs, walkable):
     assert "private copy" in r.stderr and os.listdir(state_root) == []
 
 
+def test_userns_with_an_image_of_many_layers(registry, busybox_rootfs, walkable):
+    """Id-mapped layers named through the short links that many layers need."""
+    from fixtures_registry import Image, dir_layer, entry, run_pull, tar_layer
+    store, state_root = str(walkable / "store"), str(walkable / "state")
+    layers = [dir_layer(busybox_rootfs)] + [
+        tar_layer([entry("top", data=b"%d\n" % i)], compression=None) for i in range(80)]
+    registry.client.push_image("userns/many", "v", Image(layers))
+    r = run_pull("-q", "%s/userns/many:v" % registry.host, store=store)
+    assert r.returncode == 0, r.stderr
+    r = mc("run", "--rm", "--userns", "%s/userns/many:v" % registry.host, "sh", "-c",
+           "cat /top; stat -c %u /top; echo x > /etc/x && echo written",
+           state_root=state_root, env=dict(os.environ, MINICONTAINER_STORE=store))
+    assert (r.returncode, r.stdout) == (0, "79\n0\nwritten\n"), r.stderr
+    assert os.listdir(state_root) == [] and not mountpoints_under(str(walkable))
+
+
 def test_userns_without_maps_is_a_config_error(rootfs_copy, state_root, tmp_path):
     bundle = tmp_path / "bundle"
     bundle.mkdir()

@@ -271,6 +271,19 @@ def test_rm_leaves_nothing(image, state_root, store):
     assert os.listdir(os.path.join(store, "containers")) == []
 
 
+def test_an_image_of_many_layers(registry, store, base, state_root):
+    # 100 layers' names (64 hex digits each) are more than one page of mount data: the
+    # overlay names them through short links. Each layer adds a file and replaces /top.
+    layers = [base] + [tar_layer([entry("many", "dir"), entry("many/%d" % i, data=b"%d" % i),
+                                  entry("top", data=b"%d\n" % i)], compression=None)
+                       for i in range(100)]
+    image = push_pull(registry, store, layers)
+    assert len(image.layers) == 101
+    out = ok(run(state_root, "--rm", image.name, "sh", "-c", "ls /many | wc -l; cat /top"))
+    assert out == "100\n99\n"
+    assert os.listdir(state_root) == []
+
+
 def test_fallback_copy_when_overlay_is_not_used(image, state_root):
     before = layers_snapshot(image)
     env = dict(os.environ, MINICONTAINER_NO_OVERLAY="1")
