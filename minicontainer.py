@@ -1075,7 +1075,10 @@ def make_cwd(config, rootfs):
         return
     path = resolve_in_root(rootfs, cwd)
     if not os.path.isdir(path):
-        os.makedirs(path, 0o755)
+        try:
+            os.makedirs(path, 0o755)
+        except (FileExistsError, NotADirectoryError):
+            raise Error("process.cwd %s: not a directory" % cwd) from None
 
 
 def _bind_remount(target, flags):
@@ -2354,16 +2357,32 @@ class _Sync:
 
     def __init__(self, sock):
         self.sock = sock
+        self.in_cgroup = False
 
     def send(self, kind, fds=(), **fields):
         import socket
         fields["t"] = kind
         socket.send_fds(self.sock, [json.dumps(fields).encode()], list(fds))
 
-    def recv(self):
+    def _recv(self):
         import socket
         msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
         return (json.loads(msg) if msg else None), fds
+
+    def recv(self):
+        while True:
+            msg, fds = self._recv()
+            if msg != {"t": "in-cgroup"}:  # the runtime says so whenever it is done
+                return msg, fds
+            self.in_cgroup = True
+
+    def wait_cgroup(self):
+        """The init's side: until the runtime has moved it into the container's cgroup."""
+        while not self.in_cgroup:
+            msg, _ = self._recv()
+            if msg != {"t": "in-cgroup"}:
+                raise Error("setup: the runtime did not move the init into its cgroup")
+            self.in_cgroup = True
 
 
 class Container:
@@ -2549,6 +2568,7 @@ class Container:
                    "cgroup": cgroup, "fifo": c.fifo, "sync": theirs, "console": console,
                    "lock": lock, "seccomp": _compile_seccomp(linux), "fifo_fd": fifo_fd,
                    "hooks": bool(config.get("hooks")), "userns": userns,
+                   "cgroup_by_runtime": not userns,
                    "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug,
                    "overlay": ov, "hook_state": {
                        "ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
@@ -2560,6 +2580,15 @@ class Container:
             c._pidfd = pidfd_open(child)
             c.sync = _Sync(ours)
             c.console_master = None
+            if ctx["cgroup_by_runtime"]:
+                # The first move into a cgroup waits for an RCU grace period (~10 ms): done
+                # from here, it overlaps the init's own setup, which waits for it only where
+                # it must be inside (see _init_steps).
+                try:
+                    cgroup.join(child)
+                    c.sync.send("in-cgroup")
+                except (ProcessLookupError, BrokenPipeError, ConnectionResetError):
+                    pass  # the init failed already: its message says why, below
             while True:
                 msg, fds = c.sync.recv()
                 if msg is None:
@@ -3175,8 +3204,12 @@ def _init_steps(ctx, sync):
     # Until execve, this process is the host's python: no process of the container may open
     # it through /proc/PID/exe (the runc CVE-2019-5736 class). execve resets the flag.
     prctl(PR_SET_DUMPABLE, 0)
-    if ctx["cgroup"] is not None and not ctx.get("cgroup_joined"):
+    if ctx["cgroup"] is not None and not ctx.get("cgroup_joined") and \
+            not ctx.get("cgroup_by_runtime"):
         ctx["cgroup"].join(0)
+    # Moved by the runtime meanwhile: wait for it before anything that has to be inside the
+    # cgroup — a cgroup namespace (rooted where we are), hooks, the container's process.
+    in_cgroup = sync.wait_cgroup if ctx.get("cgroup_by_runtime") else (lambda: None)
     fifo = ctx["fifo_fd"]
     done = ["user", "pid"] + ctx.get("joined", []) if ctx.get("userns") else ["pid"]
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx["stdin_null"] else None
@@ -3189,10 +3222,13 @@ def _init_steps(ctx, sync):
             _join_namespace(ns)
         else:
             flags |= NAMESPACES[ns["type"]][0]
+    if flags & CLONE_NEWCGROUP:
+        in_cgroup()
     unshare(flags)
     if ctx.get("overlay") and not ctx.get("userns"):
         _overlay_steps(ctx, sync)
     if hooks.get("prestart") or hooks.get("createRuntime"):
+        in_cgroup()
         sync.send("hooks")
         if sync.recv()[0] != {"t": "ok"}:
             raise Error("createRuntime hooks failed")
@@ -3200,6 +3236,7 @@ def _init_steps(ctx, sync):
     make_cwd(config, rootfs)
     setup_rootfs(config, rootfs, ctx["bundle"], ctx["cgroup"], "user" in namespaces)
     if hooks.get("createContainer"):
+        in_cgroup()
         # pid as this process sees itself (1 in a new pid namespace), as runc passes it
         run_hooks(hooks["createContainer"], dict(ctx["hook_state"], status="creating",
                                                  pid=os.getpid()), "createContainer")
@@ -3214,6 +3251,7 @@ def _init_steps(ctx, sync):
     apply_sysctl(linux.get("sysctl", {}))
     finish_rootfs(config)
     path = _prepare_process(process, sync, devnull)
+    in_cgroup()
     sync.send("ready")
     # Wait for start: opening the fifo to write blocks until `start` opens it to read.
     fd = os.open("/proc/self/fd/%d" % fifo, os.O_WRONLY | os.O_CLOEXEC)

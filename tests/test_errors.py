@@ -135,6 +135,8 @@ def test_invalid_ids(bundle_with, state_root, cid):
     (["-u", "nosuchuser"], ["true"], "unable to find user nosuchuser", 1),
     (["-u", "user:nosuchgroup"], ["true"], "unable to find group nosuchgroup", 1),
     (["-w", "relative/dir"], ["true"], "must be an absolute path", 1),
+    (["-w", "/etc/passwd"], ["true"], "process.cwd /etc/passwd: not a directory", 1),
+    (["-w", "/etc/passwd/sub"], ["true"], "process.cwd /etc/passwd/sub: not a directory", 1),
     (["--cap-add", "NOPE"], ["true"], "NOPE", 1),
     (["--security-opt", "bogus"], ["true"], "--security-opt bogus: unknown option", 1),
     (["--security-opt", "seccomp=/nonexistent.json"], ["true"], "/nonexistent.json", 1),

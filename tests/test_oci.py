@@ -1101,3 +1101,30 @@ def test_default_root_for_a_non_root_user():
         assert r.stdout.split() == ["fake"], r.stderr
     finally:
         shutil.rmtree(top)
+
+
+def test_init_is_in_its_cgroup_for_hooks_and_a_cgroup_namespace(oci, bundle, tmp_path):
+    # The runtime moves the init into its cgroup while the init sets up (the first move
+    # waits for an RCU grace period); hooks and a cgroup namespace must see it moved.
+    seen = tmp_path / "hook.cgroup"
+    hook = tmp_path / "hook.sh"
+    hook.write_text("#!/bin/sh\npid=$(sed 's/.*\"pid\": *\\([0-9]*\\).*/\\1/')\n"
+                    "cat /proc/$pid/cgroup > %s\n" % seen)
+    hook.chmod(0o755)
+
+    def edit(c):
+        c["linux"]["namespaces"].append({"type": "cgroup"})
+        c["hooks"] = {"createRuntime": [{"path": str(hook), "env": [HOOK_PATH]}]}
+    b = bundle(["cat", "/proc/self/cgroup"], edit=edit)
+    out, _ = oci.files()
+    with open(out, "w") as o:
+        cid, _ = oci.create(b, None, stdout=o.fileno())
+    lines = seen.read_text().split()
+    assert lines and all(line.endswith("/" + cid) for line in lines if "name=" not in line), \
+        lines
+    oci("start", cid)
+    oci.wait_status(cid, "stopped")
+    inside = open(out).read().split()
+    assert inside and all(line.endswith(":/") for line in inside if "name=" not in line), \
+        inside
+    oci("delete", cid)
