@@ -1822,11 +1822,12 @@ def network_option(a, config):
 def etc_files_option(a, image):
     """run's --dns, --dns-search and --add-host: write_etc_files's spec, for an image's
     container (a bundle or a rootfs directory keeps its own /etc)."""
-    import ipaddress
     if image is None:
         if a.dns or a.dns_search or a.add_host:
             raise Error("--dns, --dns-search, --add-host: only for a container from an image")
         return None
+    if a.dns or a.add_host:
+        import ipaddress
     for server in a.dns:
         try:
             ipaddress.ip_address(server)
@@ -2566,7 +2567,7 @@ class Container:
             fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
             ctx = {"config": config, "rootfs": rootfs, "bundle": c.state["bundle"],
                    "cgroup": cgroup, "fifo": c.fifo, "sync": theirs, "console": console,
-                   "lock": lock, "seccomp": _compile_seccomp(linux), "fifo_fd": fifo_fd,
+                   "lock": lock, "seccomp": None, "fifo_fd": fifo_fd,
                    "hooks": bool(config.get("hooks")), "userns": userns,
                    "cgroup_by_runtime": not userns,
                    "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug,
@@ -2956,8 +2957,8 @@ def send_console(path, master):
 
 
 def _compile_seccomp(linux):
-    """(profile, program) for _exec_process: compiled before anything is set up, so that a
-    bad profile fails early and the container's process only loads it."""
+    """(profile, program) for _exec_process: compiled before the container's setup, so that
+    a bad profile fails it and the container's process only loads it."""
     profile = linux.get("seccomp")
     return (profile, seccomp_program(profile)) if profile else None
 
@@ -3210,6 +3211,10 @@ def _init_steps(ctx, sync):
     # Moved by the runtime meanwhile: wait for it before anything that has to be inside the
     # cgroup — a cgroup namespace (rooted where we are), hooks, the container's process.
     in_cgroup = sync.wait_cgroup if ctx.get("cgroup_by_runtime") else (lambda: None)
+    if ctx["seccomp"] is None and linux.get("seccomp"):
+        # Compiled here, not by the runtime: while the runtime moves us into the cgroup
+        # (in_cgroup below), which takes longer. A bad profile fails `create` all the same.
+        ctx["seccomp"] = _compile_seccomp(linux)
     fifo = ctx["fifo_fd"]
     done = ["user", "pid"] + ctx.get("joined", []) if ctx.get("userns") else ["pid"]
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx["stdin_null"] else None
@@ -6371,7 +6376,21 @@ def _parser(only=None):
     """The command line; with `only`, just that command's part of it (all when unknown)."""
     import argparse
 
+    class Formatter(argparse.HelpFormatter):
+        # argparse makes one for every add_argument; its default asks shutil (imported for
+        # it) for the terminal's width each time: ~3 ms of every start.
+        def __init__(self, prog):
+            try:
+                width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(2).columns
+            except (ValueError, OSError):
+                width = 80
+            super().__init__(prog, width=max(width - 2, 40))
+
     class Parser(argparse.ArgumentParser):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("formatter_class", Formatter)
+            super().__init__(*args, **kwargs)
+
         def error(self, message):
             raise Error("%s: %s" % (self.prog[len("minicontainer "):] or "usage", message), 2)
 
