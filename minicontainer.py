@@ -2753,10 +2753,12 @@ class Container:
             raise Error("process.terminal is set: give a console (-t or --console-socket)")
         config = self.state["config"]
         # Every namespace is opened before the first setns: after setns into the container's
-        # mount namespace, /proc/PID would name another process.
+        # mount namespace, /proc/PID would name another process. The user namespace is
+        # joined last: as the host's root we may enter all the others (a bridge's network
+        # namespace is the host's, which the container's root could not enter).
         nsfds = []
         for ns in sorted(config.get("linux", {}).get("namespaces", []),
-                         key=lambda ns: ns["type"] != "user"):
+                         key=lambda ns: ns["type"] == "user"):
             flag, name = NAMESPACES[ns["type"]]
             try:
                 nsfds.append((os.open("/proc/%d/ns/%s" % (self.pid, name),
@@ -3051,6 +3053,8 @@ def _userns_steps(ctx, sync):
         if ns.get("path") and ns["type"] not in ("user", "pid", "mount"):
             _join_namespace(ns)
             ctx["joined"].append(ns["type"])
+    if "network" in ctx["joined"]:
+        _premount_sysfs(ctx)
     unshare(CLONE_NEWUSER)
     sync.send("userns")
     if sync.recv()[0] != {"t": "ok"}:
@@ -3070,6 +3074,26 @@ def _userns_steps(ctx, sync):
         sync.send("pid", pid=pid)
         os._exit(0)
     _init_steps(ctx, sync)
+
+
+def _premount_sysfs(ctx):
+    """sysfs may only be mounted by the owner of the network namespace, and one the init
+    joined by path is the host's: mount it now, as the host's root, in a mount namespace of
+    ours that the init's copies, and take it off the init's list. (Else the init would have
+    to bind the host's /sys, which names the host's network interfaces.)"""
+    config = ctx["config"]
+    entries = [m for m in config.get("mounts", []) if m.get("type") == "sysfs"]
+    if not entries:
+        return
+    if not ctx.get("overlay"):  # with one, _overlay_steps made our mount namespace
+        propagation = config.get("linux", {}).get("rootfsPropagation") or "rprivate"
+        unshare(CLONE_NEWNS)
+        mount(None, "/", None, MS_REC | (MS_SLAVE if "slave" in propagation else MS_PRIVATE))
+    for m in entries:
+        flags, _, data = parse_mount_options(m.get("options"))
+        with _InRoot(ctx["rootfs"], m["destination"]) as target:
+            mount("sysfs", target, "sysfs", flags, data or None)
+    config["mounts"] = [m for m in config["mounts"] if m.get("type") != "sysfs"]
 
 
 def _join_namespace(ns):

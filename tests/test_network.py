@@ -183,7 +183,10 @@ def test_bridge_in_a_user_namespace(walkable, state_root, no_leaks):
         ip = network_state(state_root, cid)["network"]["ip"]
         assert fetch("http://%s:80/" % ip) == "hello from a user namespace\n"
         r = mc("exec", cid, "ip", "link", "add", "d0", "type", "dummy", state_root=state_root)
-        assert r.returncode != 0 and "not permitted" in r.stderr
+        assert r.returncode != 0 and "RTNETLINK answers: Operation not permitted" in r.stderr
+        # its /sys is a sysfs of its own network namespace, not the host's /sys
+        r = mc("exec", cid, "ls", "/sys/class/net", state_root=state_root)
+        assert (r.returncode, r.stdout.split()) == (0, ["eth0", "lo"]), r.stderr
     finally:
         assert mc("delete", "-f", cid, state_root=state_root).returncode == 0
     assert ours(state_root) == ({}, [], [])
