@@ -1880,7 +1880,10 @@ def _make_netns(path):
             mount("/proc/thread-self/ns/net", path, None, MS_BIND)
             # As docker and podman do: ports below 1024 are the container's to bind, also
             # for users without CAP_NET_BIND_SERVICE and for a user namespace's root.
-            _write("/proc/sys/net/ipv4/ip_unprivileged_port_start", 0)
+            try:
+                _write("/proc/sys/net/ipv4/ip_unprivileged_port_start", 0)
+            except OSError:
+                pass  # before 4.11, or /proc/sys read-only here: ports keep the default
             return Netlink()
         finally:
             setns(host, CLONE_NEWNET)
@@ -3200,7 +3203,7 @@ def _overlay_steps(ctx, sync):
     propagation = ctx["config"].get("linux", {}).get("rootfsPropagation") or "rprivate"
     # As setup_rootfs does first: out of the host's peer groups before anything is mounted.
     mount(None, "/", None, MS_REC | (MS_SLAVE if "slave" in propagation else MS_PRIVATE))
-    what = "refused"
+    what, mapped = "refused", []
     try:
         if ctx.get("userns"):
             # The layers are the host root's files; seen through mounts id-mapped like the
@@ -3208,17 +3211,28 @@ def _overlay_steps(ctx, sync):
             what = "with id-mapped layers refused"
             userns = mapped_userns(ctx["config"]["linux"])
             try:
-                for layer in dict.fromkeys(ov["lower"]):
-                    idmapped_bind(os.path.realpath(layer), userns)  # not on a short link
+                for layer in dict.fromkeys(os.path.realpath(p) for p in ov["lower"]):
+                    idmapped_bind(layer, userns)  # on the layer, not on a short link
+                    mapped.append(layer)
             finally:
                 os.close(userns)
         mount_overlay(ov["lower"], ov["upper"], ov["work"], ov["target"])
     except OSError as e:
         if e.errno not in OVERLAY_REFUSED + (errno.ENOSYS,):
             raise
+        _unmount_all(mapped)
         sync.send("overlay-refused", msg="%s (%s)" % (what, os.strerror(e.errno)))
         if sync.recv()[0] != {"t": "ok"}:
             raise Error("overlayfs refused, and no private copy was made") from None
+    # The overlay keeps private clones of its layers: the id-mapped mounts go, or the
+    # container's root, owner of every layer file through them, could write the shared
+    # store through a volume whose source holds it (-v /:/host binds recursively).
+    _unmount_all(mapped)
+
+
+def _unmount_all(paths):
+    for path in paths:
+        umount2(path, MNT_DETACH)
 
 
 def _init_steps(ctx, sync):
@@ -4029,9 +4043,13 @@ def layers_lookup(layers, path):
 def _copy_metadata(src, dst, st, owner=None):
     import stat
     link = stat.S_ISLNK(st.st_mode)
-    os.chown(dst, *(owner or _same_owner)(st.st_uid, st.st_gid), follow_symlinks=False)
+    uid, gid = (owner or _same_owner)(st.st_uid, st.st_gid)
+    os.chown(dst, uid, gid, follow_symlinks=False)
     if not link:  # after chown, which clears setuid bits
-        os.chmod(dst, stat.S_IMODE(st.st_mode))
+        mode = stat.S_IMODE(st.st_mode)
+        if uid == -1 or gid == -1:  # an owner outside the id map stays the host's root:
+            mode &= ~(stat.S_ISUID | stat.S_ISGID)  # never setuid to it
+        os.chmod(dst, mode)
         for name in os.listxattr(src, follow_symlinks=False):
             if not name.startswith("trusted.overlay."):  # e.g. security.capability
                 os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
@@ -6077,9 +6095,11 @@ def cmd_run(a, g):
     if a.detach:
         if c.console_master is not None:
             os.close(c.console_master)
-        print(cid, flush=True)
-        if a.rm:
-            _remove_when_stopped(c)
+        try:
+            if a.rm:
+                _remove_when_stopped(c)
+        finally:
+            print(cid, flush=True)
         return 0
     try:
         if c.console_master is not None:
@@ -6105,6 +6125,7 @@ def _remove_when_stopped(c):
         return
     try:
         os.setsid()
+        os.chdir("/")  # holds no mount of the caller's busy
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -6404,9 +6425,10 @@ def _parser(only=None):
         # argparse makes one for every add_argument; its default asks shutil (imported for
         # it) for the terminal's width each time: ~3 ms of every start.
         def __init__(self, prog):
+            columns = os.environ.get("COLUMNS", "")
             try:
-                width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(2).columns
-            except (ValueError, OSError):
+                width = int(columns) if columns.isdigit() else os.get_terminal_size(1).columns
+            except OSError:
                 width = 80
             super().__init__(prog, width=max(width - 2, 40))
 
