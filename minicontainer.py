@@ -2535,9 +2535,16 @@ class Container:
             raise Error("process.terminal is set: give a console (-t or --console-socket)")
         os.makedirs(c.root, mode=0o711, exist_ok=True)
         try:
-            os.mkdir(c.dir, 0o711)
+            os.mkdir(c.dir, 0o700)
         except FileExistsError:
             raise Error("container id %s is already in use" % cid) from None
+        # No user of the host may walk in: a copy of the image, or what the container's root
+        # writes to its upper directory, may hold setuid-root files. With a user namespace,
+        # the container's root (the map's group) must reach its rootfs and bind sources.
+        if any(ns["type"] == "user" and not ns.get("path")
+               for ns in linux.get("namespaces", [])):
+            os.chown(c.dir, -1, _host_id(linux.get("gidMappings", [])))
+            os.chmod(c.dir, 0o710)
         lock = c.lock()
         child = None
         try:

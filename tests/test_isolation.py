@@ -127,6 +127,8 @@ def test_userns_with_an_image(busybox_rootfs, walkable):
         assert (r.returncode, r.stdout) == (0, "192.0.2.1 added\n0\n0\n1\n"), r.stderr
         base, _ = mc_module.subordinate_ids()
         assert os.stat(os.path.join(state_root, cid, "hosts")).st_uid == base
+        st = os.stat(os.path.join(state_root, cid))  # only the container's root may walk in
+        assert (st.st_mode & 0o777, st.st_gid) == (0o710, base)
         assert os.stat(os.path.join(state_root, cid, "upper", "new")).st_uid == base
     finally:
         assert mc("delete", cid, state_root=state_root).returncode == 0

@@ -232,6 +232,8 @@ def test_image_is_unchanged_by_a_container_and_changes_stay_until_delete(image, 
     assert state.status() == "stopped"
     upper = os.path.join(state.dir, "upper")
     assert open(os.path.join(upper, "added")).read() == "new\n"
+    # what the container wrote (setuid files of its root, too) is out of the host users' reach
+    assert os.stat(state.dir).st_mode & 0o777 == 0o700
     assert stat.S_ISCHR(os.lstat(os.path.join(upper, "data/a")).st_mode)  # a whiteout
     assert not mountpoints_under(state.dir)  # the overlay was the container's alone
     # a new container sees the image, not the other's changes
