@@ -4261,15 +4261,11 @@ def _zstd_reader(raw):
         return zstd.ZstdFile(raw)
     except ImportError:
         pass
-    try:
-        import zstandard
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_size=1 << 20)
-    except ImportError:
-        pass
+    # The runtime takes nothing from outside the standard library: before 3.14, the program.
     if shutil.which("zstd"):
         return _ProcessReader(["zstd", "-dcq"], raw)
-    raise UnpackError("layer is zstd-compressed, but neither the zstandard module nor the zstd "
-                      "program is available (pip install zstandard, or apt install zstd)")
+    raise UnpackError("layer is zstd-compressed, but this Python has no compression.zstd "
+                      "(3.14+) and there is no zstd program (apt install zstd)")
 
 
 def open_layer(raw):

@@ -132,7 +132,7 @@ def test_compressions(rootfs, compression, monkeypatch):
         blob = subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True,
                               check=True).stdout
         if compression == "zstd-program":  # no module: the zstd program is the fallback
-            monkeypatch.setitem(sys.modules, "zstandard", None)
+            monkeypatch.setitem(sys.modules, "compression.zstd", None)
     elif compression == "bzip2":
         import bz2
         blob = bz2.compress(data)
@@ -150,7 +150,7 @@ def test_compressions(rootfs, compression, monkeypatch):
 def test_zstd_without_any_decoder_is_a_clear_error(rootfs, monkeypatch):
     blob = subprocess.run(["zstd", "-q", "-c"], input=tar_bytes([entry("x")]),
                           capture_output=True, check=True).stdout
-    monkeypatch.setitem(sys.modules, "zstandard", None)
+    monkeypatch.setitem(sys.modules, "compression.zstd", None)
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(mc.UnpackError, match="zstd"):
         mc.unpack_layer(io.BytesIO(blob), rootfs)
