@@ -1246,13 +1246,19 @@ def create_devices(rootfs, devices, userns=False):
         os.umask(old)
 
 
+def cut_from_host(linux):
+    """Cut every mount of our mount namespace off from the host's peer groups (a slave
+    still hears the host, if asked), so that nothing mounted from here on reaches the host.
+    Returns linux.rootfsPropagation."""
+    propagation = linux.get("rootfsPropagation") or "rprivate"
+    mount(None, "/", None, MS_REC | (MS_SLAVE if "slave" in propagation else MS_PRIVATE))
+    return propagation
+
+
 def setup_rootfs(config, rootfs, bundle, cgroup, userns=False):
     """Build the container's mount tree under rootfs, in the container's mount namespace."""
     linux = config.get("linux", {})
-    propagation = linux.get("rootfsPropagation") or "rprivate"
-    # Cut every mount off from the host's peer groups first (a slave still hears the host,
-    # if asked), so that nothing mounted from here on reaches the host.
-    mount(None, "/", None, MS_REC | (MS_SLAVE if "slave" in propagation else MS_PRIVATE))
+    propagation = cut_from_host(linux)
     # pivot_root needs the new root to be a mount point.
     mount(rootfs, rootfs, None, MS_BIND | MS_REC)
     if "shared" in propagation or "unbindable" in propagation:
@@ -1791,10 +1797,14 @@ def _lease_dead(entry):
 
 # -- set-up and tear-down
 
+def network_mode(a):
+    return a.network or ("bridge" if a.publish else "none")  # -p implies a bridge
+
+
 def network_option(a, config):
     """run's --network, -p and --subnet: the `network` argument of Container.create (None
     for none and host). host drops the network namespace; bridge keeps one, made by us."""
-    mode = a.network or ("bridge" if a.publish else "none")
+    mode = network_mode(a)
     linux = config.setdefault("linux", {})
     namespaces = linux.setdefault("namespaces", [])
     if a.publish and mode != "bridge":
@@ -1846,7 +1856,7 @@ def etc_files_option(a, image):
     for domain in a.dns_search:
         if not domain or any(ch.isspace() for ch in domain):
             raise Error("--dns-search %r: not a domain" % domain)
-    return {"mode": a.network or ("bridge" if a.publish else "none"), "dns": a.dns,
+    return {"mode": network_mode(a), "dns": a.dns,
             "dns_search": a.dns_search, "add_host": hosts}
 
 
@@ -2084,22 +2094,19 @@ def write_etc_files(c, config, spec):
         ip = (c.state.get("network") or {}).get("ip")
         if ip and hostname:
             hosts += "%s\t%s\n" % (ip, hostname)
-    hosts += "".join("%s\t%s\n" % (ip, name) for name, ip in spec.get("add_host", ()))
+    hosts += "".join("%s\t%s\n" % (ip, name) for name, ip in spec["add_host"])
     files = {"hostname": hostname + "\n" if hostname else "", "hosts": hosts,
-             "resolv.conf": resolv_conf(host_resolv_conf(), spec["mode"], spec.get("dns", ()),
-                                        spec.get("dns_search", ()))}
+             "resolv.conf": resolv_conf(host_resolv_conf(), spec["mode"], spec["dns"],
+                                        spec["dns_search"])}
     taken = {os.path.normpath(m["destination"]) for m in config.get("mounts", [])}
     readonly = config.get("root", {}).get("readonly")  # docker leaves them writable; we do not
-    linux = config.get("linux", {})
-    userns = any(ns["type"] == "user" and not ns.get("path") for ns in linux.get("namespaces", []))
+    owner = host_owner(config.get("linux", {}))  # the container's root's
     for name, text in files.items():
         if "/etc/" + name in taken:
             continue
         path = os.path.join(os.path.abspath(c.dir), name)
         write_atomic(path, text, 0o644)
-        if userns:  # the container's root owns them, as it would without a user namespace
-            os.chown(path, _host_id(linux.get("uidMappings", [])),
-                     _host_id(linux.get("gidMappings", [])))
+        os.chown(path, *owner)
         config.setdefault("mounts", []).append(
             {"destination": "/etc/" + name, "type": "bind", "source": path,
              "options": ["rbind", "rprivate"] + (["ro"] if readonly else [])})
@@ -2533,6 +2540,7 @@ class Container:
         process = config["process"]
         if process.get("terminal") and console is None:
             raise Error("process.terminal is set: give a console (-t or --console-socket)")
+        userns = new_userns(linux)
         os.makedirs(c.root, mode=0o711, exist_ok=True)
         try:
             os.mkdir(c.dir, 0o700)
@@ -2541,9 +2549,8 @@ class Container:
         # No user of the host may walk in: a copy of the image, or what the container's root
         # writes to its upper directory, may hold setuid-root files. With a user namespace,
         # the container's root (the map's group) must reach its rootfs and bind sources.
-        if any(ns["type"] == "user" and not ns.get("path")
-               for ns in linux.get("namespaces", [])):
-            os.chown(c.dir, -1, _host_id(linux.get("gidMappings", [])))
+        if userns:
+            os.chown(c.dir, -1, host_owner(linux)[1])
             os.chmod(c.dir, 0o710)
         lock = c.lock()
         child = None
@@ -2565,11 +2572,8 @@ class Container:
             c.save()
             cgroup.apply(linux.get("resources"))
             os.mkfifo(c.fifo, 0o600)
-            userns = any(ns["type"] == "user" and not ns.get("path")
-                         for ns in linux.get("namespaces", []))
             if userns:  # the init opens it again as the container's root
-                os.chown(c.fifo, _host_id(linux.get("uidMappings", [])),
-                         _host_id(linux.get("gidMappings", [])))
+                os.chown(c.fifo, *host_owner(linux))
                 _check_reachable(config, rootfs, c.state["bundle"], linux)
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             # The init reopens it through this fd: the state directory need not be reachable
@@ -2577,9 +2581,8 @@ class Container:
             fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
             ctx = {"config": config, "rootfs": rootfs, "bundle": c.state["bundle"],
                    "cgroup": cgroup, "fifo": c.fifo, "sync": theirs, "console": console,
-                   "lock": lock, "seccomp": None, "fifo_fd": fifo_fd,
+                   "lock": lock, "fifo_fd": fifo_fd,
                    "hooks": bool(config.get("hooks")), "userns": userns,
-                   "cgroup_by_runtime": not userns,
                    "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug,
                    "overlay": ov, "hook_state": {
                        "ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
@@ -2591,7 +2594,7 @@ class Container:
             c._pidfd = pidfd_open(child)
             c.sync = _Sync(ours)
             c.console_master = None
-            if ctx["cgroup_by_runtime"]:
+            if not userns:  # else the first child moved itself (see _userns_steps)
                 # The first move into a cgroup waits for an RCU grace period (~10 ms): done
                 # from here, it overlaps the init's own setup, which waits for it only where
                 # it must be inside (see _init_steps).
@@ -2677,7 +2680,7 @@ class Container:
         os.chown(upper, *self._host_owner(st.st_uid, st.st_gid))
         os.chmod(upper, st.st_mode & 0o7777)
         os.utime(upper, ns=(st.st_atime_ns, st.st_mtime_ns))
-        lower = [p for i, p in enumerate(layers) if p not in layers[i + 1:]]
+        lower = unique_layers(layers)
         if len(overlay_options(lower, upper, work)) >= 4096:
             # Mount data is one page: past ~60 layers their names do not fit. Short links
             # to them do (docker's overlay2 does the same with its l/ directory).
@@ -2689,14 +2692,7 @@ class Container:
         return {"lower": lower, "upper": upper, "work": work, "target": rootfs}
 
     def _host_owner(self, uid, gid):
-        """Where the image's owner uid:gid is on the host: itself, or in a user namespace
-        the host ids the container's map gives it (-1, left alone by chown, if none)."""
-        linux = self.state["config"].get("linux", {})
-        if not any(ns["type"] == "user" and not ns.get("path")
-                   for ns in linux.get("namespaces", [])):
-            return uid, gid
-        return (_host_id(linux.get("uidMappings", []), uid),
-                _host_id(linux.get("gidMappings", []), gid))
+        return host_owner(self.state["config"].get("linux", {}), uid, gid)
 
     def _copy_layers(self, why):
         """The fallback: a private copy of the image in STATE/rootfs, said once on stderr."""
@@ -3015,6 +3011,21 @@ def _fork_init(ctx, linux):
     return pid
 
 
+def new_userns(linux):
+    """Whether the container makes a user namespace of its own (not one given by path)."""
+    return any(ns["type"] == "user" and not ns.get("path")
+               for ns in linux.get("namespaces", []))
+
+
+def host_owner(linux, uid=0, gid=0):
+    """Where the container's uid:gid is on the host: itself, or with a user namespace of its
+    own, the host ids its maps give (-1, which chown leaves alone, when unmapped)."""
+    if not new_userns(linux):
+        return uid, gid
+    return (_host_id(linux.get("uidMappings", []), uid),
+            _host_id(linux.get("gidMappings", []), gid))
+
+
 def _host_id(mappings, container_id=0):
     """The host id that container_id maps to (-1, which chown ignores, when none)."""
     for m in mappings:
@@ -3027,7 +3038,7 @@ def _check_reachable(config, rootfs, bundle, linux):
     """In a user namespace the container's root is an unprivileged uid of the host: it must
     be able to walk to the rootfs and to every bind source, or the setup fails obscurely."""
     import stat
-    uid, gid = _host_id(linux.get("uidMappings", [])), _host_id(linux.get("gidMappings", []))
+    uid, gid = host_owner(linux)
     paths = [rootfs] + [src for src in (_bind_source(m, bundle) for m in config.get("mounts", []))
                         if src]
     for path in paths:
@@ -3049,7 +3060,6 @@ def _userns_steps(ctx, sync):
     prctl(PR_SET_DUMPABLE, 0)
     if ctx["cgroup"] is not None:
         ctx["cgroup"].join(0)  # while still root of the host: the cgroup files are its
-        ctx["cgroup_joined"] = True
     if ctx.get("overlay"):
         # Mounted as the host's root, in a mount namespace of ours that the init's copies:
         # the mount points below are then made in the overlay.
@@ -3096,9 +3106,8 @@ def _premount_sysfs(ctx):
     if not entries:
         return
     if not ctx.get("overlay"):  # with one, _overlay_steps made our mount namespace
-        propagation = config.get("linux", {}).get("rootfsPropagation") or "rprivate"
         unshare(CLONE_NEWNS)
-        mount(None, "/", None, MS_REC | (MS_SLAVE if "slave" in propagation else MS_PRIVATE))
+        cut_from_host(config.get("linux", {}))
     for m in entries:
         flags, _, data = parse_mount_options(m.get("options"))
         with _InRoot(ctx["rootfs"], m["destination"]) as target:
@@ -3207,9 +3216,7 @@ def _overlay_steps(ctx, sync):
     this process: it goes when the namespace does, so no host mount outlives the container.
     Where the kernel refuses it, the runtime makes a private copy in its place instead."""
     ov = ctx["overlay"]
-    propagation = ctx["config"].get("linux", {}).get("rootfsPropagation") or "rprivate"
-    # As setup_rootfs does first: out of the host's peer groups before anything is mounted.
-    mount(None, "/", None, MS_REC | (MS_SLAVE if "slave" in propagation else MS_PRIVATE))
+    cut_from_host(ctx["config"].get("linux", {}))  # before anything is mounted
     what, mapped = "refused", []
     try:
         if ctx.get("userns"):
@@ -3250,16 +3257,13 @@ def _init_steps(ctx, sync):
     # Until execve, this process is the host's python: no process of the container may open
     # it through /proc/PID/exe (the runc CVE-2019-5736 class). execve resets the flag.
     prctl(PR_SET_DUMPABLE, 0)
-    if ctx["cgroup"] is not None and not ctx.get("cgroup_joined") and \
-            not ctx.get("cgroup_by_runtime"):
-        ctx["cgroup"].join(0)
-    # Moved by the runtime meanwhile: wait for it before anything that has to be inside the
-    # cgroup — a cgroup namespace (rooted where we are), hooks, the container's process.
-    in_cgroup = sync.wait_cgroup if ctx.get("cgroup_by_runtime") else (lambda: None)
-    if ctx["seccomp"] is None and linux.get("seccomp"):
-        # Compiled here, not by the runtime: while the runtime moves us into the cgroup
-        # (in_cgroup below), which takes longer. A bad profile fails `create` all the same.
-        ctx["seccomp"] = _compile_seccomp(linux)
+    # In the cgroup already (the first child of a user namespace moved itself), or moved by
+    # the runtime meanwhile: wait for that before anything that has to be inside it — a
+    # cgroup namespace (rooted where we are), hooks, the container's process.
+    in_cgroup = (lambda: None) if ctx["userns"] else sync.wait_cgroup
+    # Compiled here, not by the runtime: while the runtime moves us into the cgroup, which
+    # takes longer. A bad profile fails `create` all the same.
+    ctx["seccomp"] = _compile_seccomp(linux)
     fifo = ctx["fifo_fd"]
     done = ["user", "pid"] + ctx.get("joined", []) if ctx.get("userns") else ["pid"]
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx["stdin_null"] else None
@@ -4047,10 +4051,10 @@ def layers_lookup(layers, path):
     return None
 
 
-def _copy_metadata(src, dst, st, owner=None):
+def _copy_metadata(src, dst, st, owner):
     import stat
     link = stat.S_ISLNK(st.st_mode)
-    uid, gid = (owner or _same_owner)(st.st_uid, st.st_gid)
+    uid, gid = owner(st.st_uid, st.st_gid)
     os.chown(dst, uid, gid, follow_symlinks=False)
     if not link:  # after chown, which clears setuid bits
         mode = stat.S_IMODE(st.st_mode)
@@ -4131,6 +4135,12 @@ def _overlay_escape(path):
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
+def unique_layers(layers):
+    """A layer twice in one image (identical layers happen) would be refused (ELOOP): its
+    topmost occurrence alone gives the same view, covering all that the lower one adds."""
+    return [p for i, p in enumerate(layers) if p not in layers[i + 1:]]
+
+
 def overlay_options(layers, upper, work):
     """The overlay's mount data: lower layers topmost first, named relative to their common
     directory when they have one (mount_overlay then calls mount(2) from there)."""
@@ -4147,9 +4157,7 @@ def mount_overlay(layers, upper, work, target):
 
     Mount data may be one page long: the lower layers are named relative to their common
     directory, made our working directory for the call (the kernel resolves them there)."""
-    # A layer twice in one image (identical layers happen) would be refused (ELOOP): its
-    # topmost occurrence alone gives the same view, covering all that the lower one adds.
-    layers = [p for i, p in enumerate(layers) if p not in layers[i + 1:]]
+    layers = unique_layers(layers)
     data = overlay_options(layers, upper, work)
     if len(data) >= 4096:
         raise Error("the image has too many layers (%d) for one overlay mount" % len(layers))
