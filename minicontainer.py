@@ -1463,8 +1463,14 @@ def apply_user_and_capabilities(process):
             raise Error("process.capabilities: cannot set them (a capability the runtime "
                         "itself lacks, or effective not within permitted?)") from None
         prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        # The kernel raises an ambient capability only if it is permitted and inheritable;
+        # `runc spec` lists ambient ones that are not inheritable, and runc and crun skip
+        # those rather than fail.
+        ambient = cap_mask(caps.get("ambient", []), "ambient") & \
+            cap_mask(caps.get("permitted", []), "permitted") & \
+            cap_mask(caps.get("inheritable", []), "inheritable")
         for cap in range(last + 1):
-            if cap_mask(caps.get("ambient", []), "ambient") & (1 << cap):
+            if ambient & (1 << cap):
                 prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
         prctl(PR_SET_KEEPCAPS, 0)
 
@@ -5757,6 +5763,16 @@ def _set_env(env, pairs):
         env[:] = [e for e in env if e.split("=", 1)[0] != key] + [pair]
 
 
+def docker_capabilities(bounding, process):
+    """The sets docker gives: root gets the bounding set as effective and permitted too, any
+    other user the bounding set alone. Never inheritable or ambient (docker stopped setting
+    them after CVE-2022-24769): ambient capabilities survive the switch to a non-root uid, so
+    `-u 65534` would keep CAP_DAC_OVERRIDE and write to root's files through a volume."""
+    if process.get("user", {}).get("uid", 0) != 0:
+        return {"bounding": list(bounding)}
+    return {kind: list(bounding) for kind in ("bounding", "effective", "permitted")}
+
+
 def run_config(a):
     """The config for `run`: a bundle's, a rootfs's or an image's, then docker's flags.
 
@@ -5862,6 +5878,8 @@ def run_config(a):
                     if c.upper() == "ALL" else [("CAP_" + c.upper()).replace("CAP_CAP_", "CAP_")]
                 current += [n for n in names if n not in current]
             caps[kind] = current
+    if caps is not None and (a.rootfs or image is not None):
+        process["capabilities"] = docker_capabilities(caps["bounding"], process)
     if (a.cap_add or a.cap_drop) and not a.bundle and "seccomp" in linux:
         # docker's profile opens syscalls by capability: follow the capabilities asked for.
         linux["seccomp"] = default_seccomp_profile(process["capabilities"]["bounding"])
@@ -6294,6 +6312,17 @@ def cmd_exec(a, g):
         if a.user:
             process["user"] = dict(process.get("user", {}),
                                    **lookup_user(c.state.get("rootfs", "/"), a.user))
+            caps = process.get("capabilities")
+            if process["user"].get("uid", 0) != 0 and caps is not None:
+                # What the kernel leaves a non-root user across execve: the bounding set, and
+                # only what the ambient set carries (none for a docker-like container, as
+                # docker's exec -u; a runc spec's ambient set, as runc's exec -u).
+                ambient = caps.get("ambient", [])
+                process["capabilities"] = {"bounding": caps.get("bounding", [])}
+                if ambient:
+                    process["capabilities"].update(
+                        {kind: [c for c in caps.get(kind, []) if c in ambient]
+                         for kind in ("effective", "permitted", "inheritable", "ambient")})
         _set_env(process.setdefault("env", []), a.env)
         if a.cap:
             cap_mask(a.cap, "--cap")

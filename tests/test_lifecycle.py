@@ -471,3 +471,16 @@ def test_api_terminal_needs_a_console(busybox_rootfs, state_root, tmp_path):
     config = mcmod.default_spec(rootfs=busybox_rootfs, args=["true"], terminal=True)
     with pytest.raises(mcmod.Error, match="give a console"):
         mcmod.Container.create(new_id(), config, str(tmp_path), root=state_root)
+
+
+def test_exec_as_a_non_root_user_gets_no_capabilities(cli, busybox_rootfs, state_root):
+    # docker's exec -u: a non-root user of a docker-like container has the bounding set only.
+    cid = new_id()
+    cli.bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    try:
+        root, user = (cli("exec", *flags, cid, "grep", "-E", "^Cap(Eff|Amb)",
+                          "/proc/self/status").split() for flags in ([], ["-u", "1000"]))
+        assert root == ["CapEff:", "00000000a80425fb", "CapAmb:", "0000000000000000"]
+        assert user == ["CapEff:", "0000000000000000", "CapAmb:", "0000000000000000"]
+    finally:
+        cli("delete", "-f", cid)

@@ -544,6 +544,25 @@ def test_exec_process_file(oci, bundle, tmp_path):
     oci("delete", "-f", cid)
 
 
+def test_a_bundle_as_runc_spec_writes_it(oci, tmp_path, busybox_rootfs):
+    # runc spec lists ambient capabilities that are not inheritable: the kernel cannot raise
+    # them, and runc skips them; create must not fail, and the sets end as runc leaves them.
+    if not shutil.which("runc"):
+        pytest.skip("runc is not installed")
+    b = tmp_path / "runc-bundle"
+    b.mkdir()
+    subprocess.run(["runc", "spec"], cwd=b, check=True)
+    config = json.loads((b / "config.json").read_text())
+    assert "inheritable" not in config["process"]["capabilities"]
+    config["root"]["path"] = busybox_rootfs
+    config["process"].update(terminal=False, args=["grep", "^Cap", "/proc/self/status"])
+    (b / "config.json").write_text(json.dumps(config))
+    got = {line.split(":")[0]: caps_bits(line) for line in
+           oci("run", "--bundle", b, new_id()).splitlines()}
+    three = (1 << 29) | (1 << 5) | (1 << 10)  # AUDIT_WRITE, KILL, NET_BIND_SERVICE
+    assert got == {"CapInh": 0, "CapPrm": three, "CapEff": three, "CapBnd": three, "CapAmb": 0}
+
+
 def test_exec_args_with_env_cwd_user_cap(oci, bundle):
     cid, _ = oci.create(bundle(["sleep", "1000"]))
     oci("start", cid)
