@@ -1400,12 +1400,19 @@ def setup_console(slave, slave_path, console_size):
     fcntl.ioctl(0, 0x540E, 0)  # TIOCSCTTY: the slave becomes our controlling terminal
 
 
+def rlimit_value(value):
+    """The spec's values are uint64: "unlimited" arrives as 2**64-1 (docker's --ulimit x=-1),
+    which Python's setrlimit, taking a signed long, refuses."""
+    import resource
+    return resource.RLIM_INFINITY if value < 0 or value >= 2 ** 63 - 1 else value
+
+
 def apply_rlimits(rlimits):
     import resource
     for rl in rlimits:
         res = rlimit_resource(rl["type"])
         try:
-            resource.setrlimit(res, (rl["soft"], rl["hard"]))
+            resource.setrlimit(res, (rlimit_value(rl["soft"]), rlimit_value(rl["hard"])))
         except (ValueError, OSError):
             raise Error("process.rlimits: cannot set %s to %d/%d (the hard limit here is %s)"
                         % (rl["type"], rl["soft"], rl["hard"], resource.getrlimit(res)[1])

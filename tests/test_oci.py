@@ -563,6 +563,18 @@ def test_a_bundle_as_runc_spec_writes_it(oci, tmp_path, busybox_rootfs):
     assert got == {"CapInh": 0, "CapPrm": three, "CapEff": three, "CapBnd": three, "CapAmb": 0}
 
 
+def test_rlimits_unlimited_as_docker_sends_it(oci, bundle):
+    # docker's --ulimit core=-1 arrives as 2**64-1; soft and hard are set as given.
+    unlimited = 18446744073709551615
+    rlimits = [{"type": "RLIMIT_CORE", "soft": unlimited, "hard": unlimited},
+               {"type": "RLIMIT_STACK", "soft": 8 << 20, "hard": unlimited},
+               {"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}]
+    b = bundle(["sh", "-c", "ulimit -Sc; ulimit -Hc; ulimit -Ss; ulimit -Hs; ulimit -Sn; "
+                "ulimit -Hn"], edit=lambda c: c["process"].update(rlimits=rlimits))
+    assert oci("run", "--bundle", b, new_id()).split() == \
+        ["unlimited", "unlimited", "8192", "unlimited", "100", "200"]
+
+
 def test_exec_args_with_env_cwd_user_cap(oci, bundle):
     cid, _ = oci.create(bundle(["sleep", "1000"]))
     oci("start", cid)
