@@ -385,8 +385,28 @@ SCHEMA = {
 }
 
 
-def validate(value, schema, where="config"):
-    """Check a config against SCHEMA; the error names the first field that is off."""
+# Properties the runtime spec defines that this runtime does not implement: a config that
+# asks for one is refused, since ignoring it would run the container other than asked. Any
+# other property it does not know is ignored (the spec: "MUST NOT generate an error if they
+# encounter an unknown property"), with a warning in --debug and the --log file.
+NOT_SUPPORTED = {"process.scheduler", "process.ioPriority", "process.execCPUAffinity",
+                 "linux.timeOffsets", "linux.personality", "linux.intelRdt",
+                 "linux.memoryPolicy", "linux.netDevices", "linux.resources.rdma", "vm"}
+# Deprecated properties runc ignores with a warning: the kernel dropped kernel memory limits.
+DEPRECATED = {"linux.resources.memory.kernel", "linux.resources.memory.kernelTCP"}
+WARNINGS = []
+
+
+def warn(msg):
+    """A warning for --debug and the --log file (main writes them out): not for stderr, where
+    engines may take it for an error."""
+    if msg not in WARNINGS:  # a config is checked more than once
+        WARNINGS.append(msg)
+
+
+def validate(value, schema, where="config", path=""):
+    """Check a config against SCHEMA; the error names the first field that is off. `path` is
+    the dotted name of `value` from the config's top, as NOT_SUPPORTED names properties."""
     if schema is FREE:
         if not isinstance(value, dict):
             raise Error("%s: must be an object" % where)
@@ -394,14 +414,20 @@ def validate(value, schema, where="config"):
         if not isinstance(value, dict):
             raise Error("%s: must be an object" % where)
         for key, sub in value.items():
-            if key not in schema:
-                raise Error("%s: unknown field %r" % (where, key))
-            validate(sub, schema[key], "%s.%s" % (where, key))
+            name = path + "." + key if path else key
+            if name in NOT_SUPPORTED:
+                raise Error("%s.%s: not supported by minicontainer" % (where, key))
+            if name in DEPRECATED:
+                warn("config: %s is deprecated, ignored" % name)
+            elif key not in schema:
+                warn("config: unknown property %s ignored" % name)
+            else:
+                validate(sub, schema[key], "%s.%s" % (where, key), name)
     elif isinstance(schema, list):
         if not isinstance(value, list):
             raise Error("%s: must be an array" % where)
         for i, item in enumerate(value):
-            validate(item, schema[0], "%s[%d]" % (where, i))
+            validate(item, schema[0], "%s[%d]" % (where, i), path)
     elif schema is int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise Error("%s: must be an integer" % where)
@@ -761,9 +787,6 @@ class Cgroup:
                     self._set("memory", "memory.swappiness", mem["swappiness"])
                 if mem.get("disableOOMKiller"):
                     self._set("memory", "memory.oom_control", 1)
-            for unsupported in ("kernel", "kernelTCP"):
-                if mem.get(unsupported):
-                    raise Error("linux.resources.memory.%s is not supported" % unsupported)
         if cpu:
             shares, quota, period = cpu.get("shares"), cpu.get("quota"), cpu.get("period")
             if unified:
@@ -2765,7 +2788,7 @@ class Container:
         status = self.status()
         if status not in ("running", "created"):
             raise Error("cannot exec in a container that is %s" % status)
-        validate(process, SCHEMA["process"], "process")
+        validate(process, SCHEMA["process"], "process", "process")
         if not process.get("args"):
             raise Error("process.args must name the program to run")
         if process.get("terminal") and console is None:
@@ -6355,7 +6378,7 @@ def cmd_exec(a, g):
 def cmd_update(a, g):
     c = Container.load(a.id, g.root)
     res = _read_json_arg(a.resources, "--resources") if a.resources else {}
-    validate(res, SCHEMA["linux"]["resources"], "resources")
+    validate(res, SCHEMA["linux"]["resources"], "resources", "linux.resources")
     mem, cpu = res.setdefault("memory", {}), res.setdefault("cpu", {})
     for value, section, key in ((a.memory, mem, "limit"), (a.memory_swap, mem, "swap"),
                                 (a.memory_reservation, mem, "reservation")):
@@ -6646,6 +6669,15 @@ def main(argv=None):
         if word in ("--log", "--log-format") and i + 1 < at:
             log[word == "--log-format"] = argv[i + 1]
     try:
+        return _main(argv, at, log, debug)
+    finally:
+        for msg in WARNINGS:
+            _log_error(msg, log, "warning", stderr=debug)
+        del WARNINGS[:]
+
+
+def _main(argv, at, log, debug):
+    try:
         command = argv[at] if at < len(argv) else None
         parser = _parser(command)
         if command in ("images", "rmi"):  # they parse their own arguments (image store)
@@ -6689,8 +6721,10 @@ def main(argv=None):
         return 1
 
 
-def _log_error(msg, log, level="error"):
-    sys.stderr.write("minicontainer: %s%s\n" % ("" if level == "error" else level + ": ", msg))
+def _log_error(msg, log, level="error", stderr=True):
+    if stderr:
+        sys.stderr.write("minicontainer: %s%s\n" % ("" if level == "error" else level + ": ",
+                                                    msg))
     if log and log[0]:
         try:
             with open(log[0], "a") as f:

@@ -69,9 +69,9 @@ def _set(path, value):
     (None, "{", "invalid JSON"),
     (None, "", "invalid JSON"),
     (None, "[]", "must be an object"),
-    (_set("process.foo", 1), None, ".process: unknown field 'foo'"),
-    (_set("linux.resources.memory.limitt", 1), None, "memory: unknown field 'limitt'"),
-    (_set("bogus", 1), None, "unknown field 'bogus'"),
+    (_set("process.scheduler", {"policy": "SCHED_FIFO"}), None,
+     "process.scheduler: not supported by minicontainer"),
+    (_set("linux.timeOffsets", {}), None, "linux.timeOffsets: not supported"),
     (_set("process.args", "sh"), None, "process.args: must be an array"),
     (_set("process.args", []), None, "process.args must name the program"),
     (_set("process.args", ["sh", 3]), None, "process.args[1]: must be a string"),
@@ -183,3 +183,29 @@ def test_debug_shows_the_traceback(state_root):
 def test_unknown_command():
     r = mc("frobnicate")
     assert r.returncode == 2 and "invalid choice" in one_line_error(r)
+
+
+def test_unknown_properties_are_ignored_with_a_warning(bundle_with, state_root, tmp_path):
+    # The runtime spec: implementations "MUST NOT generate an error if they encounter an
+    # unknown property"; deprecated ones runc ignores (kernel memory) are ignored too.
+    def edit(config):
+        config["process"]["args"] = ["echo", "ran"]
+        for path in ("process.foo", "linux.resources.memory.limitt", "bogus",
+                     "linux.resources.memory.kernel", "linux.resources.memory.kernelTCP"):
+            _set(path, 1)(config)
+    b = bundle_with(edit)
+    r = mc("run", "-b", b, new_id(), state_root=state_root)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "ran\n", "")
+    log = tmp_path / "log.json"
+    r = mc("--debug", "--log", str(log), "--log-format", "json", "run", "-b", b, new_id(),
+           state_root=state_root)
+    assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
+    warnings = sorted(line for line in r.stderr.splitlines())
+    assert warnings == sorted("minicontainer: warning: " + w for w in (
+        "config: unknown property bogus ignored",
+        "config: unknown property process.foo ignored",
+        "config: unknown property linux.resources.memory.limitt ignored",
+        "config: linux.resources.memory.kernel is deprecated, ignored",
+        "config: linux.resources.memory.kernelTCP is deprecated, ignored"))
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {entry["level"] for entry in logged} == {"warning"} and len(logged) == 5
