@@ -97,8 +97,10 @@ PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYSCALLS = {  # the few we call by number: glibc wraps none of these the way we need
-    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126},
-    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91},
+    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "sched_setattr": 314,
+               "ioprio_set": 251},
+    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "sched_setattr": 274,
+                "ioprio_set": 30},
 }
 # Newer syscalls have one number on every architecture.
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_OPENAT2, SYS_MOUNT_SETATTR = 428, 429, 437, 442
@@ -347,6 +349,9 @@ SCHEMA = {
         "rlimits": [{"type": str, "hard": int, "soft": int}],
         "noNewPrivileges": bool, "oomScoreAdj": int,
         "apparmorProfile": str, "selinuxLabel": str,
+        "scheduler": {"policy": str, "nice": int, "priority": int, "flags": [str],
+                      "runtime": int, "deadline": int, "period": int},
+        "ioPriority": {"class": str, "priority": int},
     },
     "mounts": [{"destination": str, "source": str, "type": str, "options": [str],
                 "uidMappings": _ID_MAP, "gidMappings": _ID_MAP}],
@@ -389,7 +394,7 @@ SCHEMA = {
 # asks for one is refused, since ignoring it would run the container other than asked. Any
 # other property it does not know is ignored (the spec: "MUST NOT generate an error if they
 # encounter an unknown property"), with a warning in --debug and the --log file.
-NOT_SUPPORTED = {"process.scheduler", "process.ioPriority", "process.execCPUAffinity",
+NOT_SUPPORTED = {"process.execCPUAffinity",
                  "linux.timeOffsets", "linux.personality", "linux.intelRdt",
                  "linux.memoryPolicy", "linux.netDevices", "linux.resources.rdma", "vm"}
 # Deprecated properties runc ignores with a warning: the kernel dropped kernel memory limits.
@@ -435,6 +440,41 @@ def validate(value, schema, where="config", path=""):
         raise Error("%s: must be a %s" % (where, {str: "string", bool: "boolean"}[schema]))
 
 
+# sched_setattr(2)'s policies and flags, and ioprio_set(2)'s classes, by their OCI names.
+SCHED_POLICIES = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3,
+                  "SCHED_ISO": 4, "SCHED_IDLE": 5, "SCHED_DEADLINE": 6}
+SCHED_FLAGS = {"SCHED_FLAG_RESET_ON_FORK": 0x01, "SCHED_FLAG_RECLAIM": 0x02,
+               "SCHED_FLAG_DL_OVERRUN": 0x04, "SCHED_FLAG_KEEP_POLICY": 0x08,
+               "SCHED_FLAG_KEEP_PARAMS": 0x10, "SCHED_FLAG_UTIL_CLAMP_MIN": 0x20,
+               "SCHED_FLAG_UTIL_CLAMP_MAX": 0x40}
+IOPRIO_CLASSES = {"IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE": 3}
+
+
+def check_scheduler(s, where):
+    """The combinations sched_setattr would refuse, refused before anything starts."""
+    where += ": process.scheduler"
+    policy = s.get("policy")
+    if policy not in SCHED_POLICIES:
+        raise Error("%s.policy: unknown policy %r" % (where, policy))
+    for flag in s.get("flags", []):
+        if flag not in SCHED_FLAGS:
+            raise Error("%s.flags: unknown flag %r" % (where, flag))
+    if not -20 <= s.get("nice", 0) <= 19:
+        raise Error("%s.nice: must be from -20 to 19" % where)
+    realtime = policy in ("SCHED_FIFO", "SCHED_RR")
+    if realtime and not 1 <= s.get("priority", 0) <= 99:
+        raise Error("%s.priority: %s needs a priority from 1 to 99" % (where, policy))
+    if not realtime and s.get("priority", 0) != 0:
+        raise Error("%s.priority: only SCHED_FIFO and SCHED_RR take a priority" % where)
+    times = [s.get(k, 0) for k in ("runtime", "deadline", "period")]
+    if policy != "SCHED_DEADLINE":
+        if any(times):
+            raise Error("%s: runtime, deadline and period are for SCHED_DEADLINE" % where)
+    elif not 0 < times[0] <= times[1] <= (times[2] or times[1]) or times[0] < 1024:
+        raise Error("%s: SCHED_DEADLINE needs 1024 <= runtime <= deadline <= period (ns)"
+                    % where)
+
+
 def check_config(config, where="config.json"):
     """Semantic checks beyond types: what must be there, and values that have a fixed set."""
     validate(config, SCHEMA, where)
@@ -460,6 +500,13 @@ def check_config(config, where="config.json"):
                  "%s: process.capabilities.%s" % (where, kind))
     for rl in process.get("rlimits", []):
         rlimit_resource(rl["type"], where)
+    if "scheduler" in process:
+        check_scheduler(process["scheduler"], where)
+    io = process.get("ioPriority")
+    if io is not None and (io.get("class") not in IOPRIO_CLASSES
+                           or not 0 <= io.get("priority", 0) <= 7):
+        raise Error("%s: process.ioPriority: class must be one of %s, priority 0 to 7"
+                    % (where, ", ".join(IOPRIO_CLASSES)))
     for m in config.get("mounts", []):
         if not m["destination"].startswith("/"):
             raise Error("%s: mounts: destination %r must be absolute" % (where, m["destination"]))
@@ -1440,6 +1487,46 @@ def apply_rlimits(rlimits):
             raise Error("process.rlimits: cannot set %s to %d/%d (the hard limit here is %s)"
                         % (rl["type"], rl["soft"], rl["hard"], resource.getrlimit(res)[1])
                         ) from None
+
+
+def apply_scheduler(s):
+    import ctypes
+    import struct
+    flags = sum(SCHED_FLAGS[f] for f in s.get("flags", []))
+    # struct sched_attr, its first version (SCHED_ATTR_SIZE_VER0 = 48 bytes)
+    attr = struct.pack("IIQiIQQQ", 48, SCHED_POLICIES[s["policy"]], flags, s.get("nice", 0),
+                       s.get("priority", 0), s.get("runtime", 0), s.get("deadline", 0),
+                       s.get("period", 0))
+    if libc().syscall(syscall_nr("sched_setattr"), 0, ctypes.create_string_buffer(attr), 0):
+        err = ctypes.get_errno()
+        hint = ""
+        if err == errno.EPERM and s["policy"] in ("SCHED_FIFO", "SCHED_RR", "SCHED_DEADLINE"):
+            hint = " (with RT group scheduling, the container's cgroup needs realtime time: " \
+                "linux.resources.cpu.realtimeRuntime)"
+        raise Error("process.scheduler: sched_setattr %s: %s%s"
+                    % (s["policy"], os.strerror(err), hint))
+
+
+def apply_io_priority(io):
+    import ctypes
+    if libc().syscall(syscall_nr("ioprio_set"), 1, 0,  # IOPRIO_WHO_PROCESS, ourselves
+                      IOPRIO_CLASSES[io["class"]] << 13 | io.get("priority", 0)):
+        raise Error("process.ioPriority: ioprio_set %s: %s"
+                    % (io["class"], os.strerror(ctypes.get_errno())))
+
+
+def home_directory(uid):
+    """HOME as runc sets it when the config's env lacks it: the user's from the container's
+    /etc/passwd, else /."""
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) > 5 and parts[2] == str(uid) and parts[5]:
+                    return parts[5]
+    except OSError:
+        pass
+    return "/"
 
 
 def find_executable(args, env):
@@ -3340,8 +3427,8 @@ def _init_steps(ctx, sync):
         loopback_up()
     apply_sysctl(linux.get("sysctl", {}))
     finish_rootfs(config)
+    in_cgroup()  # before the scheduler: an RT task cannot move to a cgroup without RT time
     path = _prepare_process(process, sync, devnull)
-    in_cgroup()
     sync.send("ready")
     # Wait for start: opening the fifo to write blocks until `start` opens it to read.
     fd = os.open("/proc/self/fd/%d" % fifo, os.O_WRONLY | os.O_CLOEXEC)
@@ -3383,10 +3470,17 @@ def _prepare_process(process, sync, devnull):
     elif devnull is not None:
         os.dup2(devnull, 0)
     _chdir_inside(process.get("cwd", "/"))
-    path = find_executable(process["args"], process.get("env", []))
+    env = process.setdefault("env", [])  # this child's own copy of the process
+    if not any(e.startswith("HOME=") for e in env):
+        env.append("HOME=" + home_directory(process.get("user", {}).get("uid", 0)))
+    path = find_executable(process["args"], env)
     apply_rlimits(process.get("rlimits", []))
     if process.get("oomScoreAdj") is not None:
         _write("/proc/self/oom_score_adj", process["oomScoreAdj"])
+    if process.get("scheduler"):
+        apply_scheduler(process["scheduler"])
+    if process.get("ioPriority"):
+        apply_io_priority(process["ioPriority"])
     return path
 
 

@@ -575,6 +575,45 @@ def test_rlimits_unlimited_as_docker_sends_it(oci, bundle):
         ["unlimited", "unlimited", "8192", "unlimited", "100", "200"]
 
 
+# /proc/self/stat: nice (19), rt_priority (40), policy (41); busybox ionice: the I/O class.
+SCHED_SCRIPT = "cut -d' ' -f19,40,41 /proc/self/stat; ionice; echo $HOME"
+
+
+@pytest.mark.parametrize("scheduler, io, user, expected", [
+    ({"policy": "SCHED_BATCH", "nice": 7}, {"class": "IOPRIO_CLASS_IDLE", "priority": 0},
+     {"uid": 0, "gid": 0}, ["7 0 3", "idle", "/root"]),
+    ({"policy": "SCHED_IDLE"}, {"class": "IOPRIO_CLASS_BE", "priority": 6},
+     {"uid": 1000, "gid": 1000}, ["0 0 5", "best-effort: prio 6", "/home/user"]),
+    ({"policy": "SCHED_OTHER", "nice": -5},
+     {"class": "IOPRIO_CLASS_RT", "priority": 2}, {"uid": 4242, "gid": 4242},
+     ["-5 0 0", "realtime: prio 2", "/"]),
+])
+def test_scheduler_io_priority_and_home(oci, bundle, scheduler, io, user, expected):
+    # HOME comes from the container's /etc/passwd when the env lacks it (/ for no entry),
+    # for the init and for exec.
+    def edit(c):
+        c["process"].update(scheduler=scheduler, ioPriority=io, user=user,
+                            env=["PATH=/bin:/usr/bin"])
+    b = bundle(["sh", "-c", "(%s) > /dev/shm/init; exec sleep 1000" % SCHED_SCRIPT], edit=edit)
+    cid, _ = oci.create(b)
+    oci("start", cid)
+    try:
+        assert wait_for(lambda: oci("exec", cid, "cat", "/dev/shm/init").count("\n") == 3)
+        assert oci("exec", cid, "cat", "/dev/shm/init").splitlines() == expected
+        assert oci("exec", cid, "sh", "-c", SCHED_SCRIPT).splitlines() == expected
+    finally:
+        oci("delete", "-f", cid)
+
+
+def test_realtime_policy_without_realtime_time_fails_create(oci, bundle):
+    if not os.path.exists("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"):
+        pytest.skip("no RT group scheduling on this host")
+    b = bundle(["true"], edit=lambda c: c["process"].update(
+        scheduler={"policy": "SCHED_FIFO", "priority": 10}))
+    err = oci.fails("create", "--bundle", b, new_id())
+    assert "sched_setattr SCHED_FIFO: Operation not permitted" in err and "realtime" in err
+
+
 def test_exec_args_with_env_cwd_user_cap(oci, bundle):
     cid, _ = oci.create(bundle(["sleep", "1000"]))
     oci("start", cid)
