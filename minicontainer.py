@@ -1318,21 +1318,19 @@ def create_devices(rootfs, devices, userns=False):
 
 def cut_from_host(linux):
     """Cut every mount of our mount namespace off from the host's peer groups (a slave
-    still hears the host, if asked), so that nothing mounted from here on reaches the host.
-    Returns linux.rootfsPropagation."""
+    still hears the host, if asked: slave or shared), so that nothing mounted from here on
+    reaches the host."""
     propagation = linux.get("rootfsPropagation") or "rprivate"
-    mount(None, "/", None, MS_REC | (MS_SLAVE if "slave" in propagation else MS_PRIVATE))
-    return propagation
+    hears_host = "slave" in propagation or "shared" in propagation
+    mount(None, "/", None, MS_REC | (MS_SLAVE if hears_host else MS_PRIVATE))
 
 
 def setup_rootfs(config, rootfs, bundle, cgroup, userns=False):
     """Build the container's mount tree under rootfs, in the container's mount namespace."""
     linux = config.get("linux", {})
-    propagation = cut_from_host(linux)
+    cut_from_host(linux)
     # pivot_root needs the new root to be a mount point.
     mount(rootfs, rootfs, None, MS_BIND | MS_REC)
-    if "shared" in propagation or "unbindable" in propagation:
-        mount(None, rootfs, None, PROPAGATION[propagation])
     dev_is_tmpfs = False
     for m in config.get("mounts", []):
         mount_entry(m, rootfs, bundle, cgroup, userns)
@@ -1355,7 +1353,8 @@ def enter_rootfs(rootfs):
 
 
 def finish_rootfs(config):
-    """Once inside: read-only and masked paths, then a read-only root if asked."""
+    """Once inside: read-only and masked paths, a read-only root if asked, then the root's
+    propagation."""
     linux = config.get("linux", {})
     for path in linux.get("readonlyPaths", []):
         try:
@@ -1373,6 +1372,13 @@ def finish_rootfs(config):
             continue
     if config.get("root", {}).get("readonly"):
         _readonly_remount("/")
+    propagation = linux.get("rootfsPropagation") or "rprivate"
+    # Only now, on the new root: pivot_root refuses a shared new root, before it the flag
+    # would reach the mount the rootfs sits on, and an unbindable tree takes no more binds
+    # (read-only paths are binds). A shared root is a peer group of the container's own: the
+    # host's mounts are slaves of the host's by then.
+    if "shared" in propagation or "unbindable" in propagation:
+        mount(None, "/", None, PROPAGATION[propagation])
 
 
 # ==== process setup: hostname, sysctl, network, terminal, rlimits, user, capabilities ====

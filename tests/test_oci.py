@@ -614,6 +614,50 @@ def test_realtime_policy_without_realtime_time_fails_create(oci, bundle):
     assert "sched_setattr SCHED_FIFO: Operation not permitted" in err and "realtime" in err
 
 
+@pytest.mark.parametrize("propagation, root_flag, hears_host", [
+    ("rprivate", None, False), ("private", None, False), ("rslave", "master:", True),
+    ("slave", "master:", True), ("rshared", "shared:", True), ("shared", "shared:", True),
+    ("runbindable", "unbindable", False), ("unbindable", "unbindable", False)])
+def test_rootfs_propagation(oci, bundle, tmp_path, busybox_rootfs, propagation, root_flag,
+                            hears_host):
+    # The rootfs on a shared mount of the host: a slave (or shared) root hears the host's
+    # mounts, a private one does not, and what the container mounts never reaches the host.
+    top = tmp_path / "top"
+    top.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", top], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", top], check=True)
+        rootfs = top / "rootfs"
+        shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
+        for d in ("mnt", "srv"):
+            (rootfs / d).mkdir(exist_ok=True)
+
+        def edit(c):
+            c["linux"]["rootfsPropagation"] = propagation
+            for kind in c["process"]["capabilities"].values():
+                kind.append("CAP_SYS_ADMIN")
+            c["linux"].pop("seccomp", None)
+        b = bundle(["sh", "-c", "mount -t tmpfs inner /mnt && exec sleep 1000"],
+                   rootfs=str(rootfs), edit=edit)
+        cid, _ = oci.create(b)
+        oci("start", cid)
+        try:
+            root = oci("exec", cid, "awk", '$5 == "/"', "/proc/self/mountinfo").split()
+            flags = root[6:root.index("-")]
+            assert [f for f in flags if f.startswith(root_flag)] if root_flag else not flags, root
+            subprocess.run(["mount", "-t", "tmpfs", "fromhost", rootfs / "srv"], check=True)
+            seen = oci("exec", cid, "awk", '$5 == "/srv"', "/proc/self/mountinfo")
+            assert bool(seen) == hears_host, seen
+            assert wait_for(lambda: " inner " in oci("exec", cid, "awk", '$5 == "/mnt"',
+                                                     "/proc/self/mountinfo"))
+            with open("/proc/self/mountinfo") as f:
+                assert str(rootfs / "mnt") not in f.read()
+        finally:
+            oci("delete", "-f", cid)
+    finally:
+        subprocess.run(["umount", "-R", "-l", top], check=True)
+
+
 def test_exec_args_with_env_cwd_user_cap(oci, bundle):
     cid, _ = oci.create(bundle(["sleep", "1000"]))
     oci("start", cid)
