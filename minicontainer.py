@@ -1296,7 +1296,7 @@ def create_devices(rootfs, devices, userns=False):
             if kind is None:
                 raise Error("linux.devices: %s: unknown type %r" % (dev["path"], dev.get("type")))
             path = resolve_in_root(rootfs, dev["path"])
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)  # umask is 0 here
             if os.path.lexists(path):
                 os.unlink(path)
             if userns:

@@ -658,6 +658,23 @@ def test_rootfs_propagation(oci, bundle, tmp_path, busybox_rootfs, propagation, 
         subprocess.run(["umount", "-R", "-l", top], check=True)
 
 
+def test_devices_through_a_symlink_stay_in_the_root(oci, bundle, rootfs_copy, tmp_path):
+    # A device path through a symlink of the rootfs that points at a host directory is made
+    # inside the root; the directories it needs are 0755, not world-writable.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(str(outside), os.path.join(rootfs_copy, "devlink"))
+    devices = [{"path": "/devlink/sub/null2", "type": "c", "major": 1, "minor": 3,
+                "fileMode": 0o620, "uid": 7, "gid": 8},
+               {"path": "/dev/../devlink/fifo", "type": "p", "fileMode": 0o600}]
+    b = bundle(["sh", "-c", "stat -c '%A %u %g %t,%T' /devlink/sub/null2 /devlink/fifo; "
+                            "stat -c %a /devlink/sub"], rootfs=rootfs_copy,
+               edit=lambda c: c["linux"].update(devices=devices))
+    assert oci("run", "--bundle", b, new_id()).splitlines() == \
+        ["crw--w---- 7 8 1,3", "prw------- 0 0 0,0", "755"]
+    assert os.listdir(outside) == []
+
+
 def test_exec_args_with_env_cwd_user_cap(oci, bundle):
     cid, _ = oci.create(bundle(["sleep", "1000"]))
     oci("start", cid)
