@@ -3506,6 +3506,10 @@ def _exec_process(process, path, seccomp, preserve_fds, sync_sock):
     if seccomp and process.get("noNewPrivileges"):
         apply_seccomp(*seccomp)  # last: the fewer syscalls we make under it the better
     env = process.get("env", [])
+    # Python ignores SIGPIPE and SIGXFSZ, and execve keeps what is ignored: the program gets
+    # the defaults, as under runc (else `yes | head` in the container would never end).
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     try:
         os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
     except OSError as e:

@@ -129,6 +129,13 @@ def test_user(run, spec, expected):
     assert lines[3].split()[1:] == []  # none of the runtime's supplementary groups
 
 
+def test_no_signal_is_ignored_or_blocked(run):
+    # The runtime is Python, which ignores SIGPIPE and SIGXFSZ: the program must not inherit
+    # that (a pipeline's writer would never die of its reader's exit).
+    out = ok(run("grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -1"))
+    assert out.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000", "y"]
+
+
 def test_default_user_is_root(run):
     assert ok(run("id")).strip() == "uid=0(root) gid=0(root)"
 
