@@ -485,6 +485,9 @@ def check_config(config, where="config.json"):
         raise Error("%s: root.path is missing" % where)
     if not process.get("cwd", "/").startswith("/"):
         raise Error("%s: process.cwd must be an absolute path" % where)
+    for i, var in enumerate(process.get("env", [])):
+        if var.startswith("=") or "\0" in var:
+            raise Error("%s: process.env[%d]: %r is not NAME=VALUE" % (where, i, var))
     linux = config.get("linux", {})
     seen = set()
     for ns in linux.get("namespaces", []):
@@ -5889,6 +5892,8 @@ def lookup_user(rootfs, spec):
 def _set_env(env, pairs):
     for pair in pairs:
         key = pair.split("=", 1)[0]
+        if not key or "\0" in pair:
+            raise Error("-e %r: not a variable (NAME=VALUE, or NAME to pass ours)" % pair)
         if "=" not in pair:
             value = os.environ.get(key)
             if value is None:
@@ -6221,6 +6226,19 @@ def _proxy_tty(pid, master, interactive):
 
 
 def cmd_run(a, g):
+    try:
+        return _run(a, g)
+    except Error as e:
+        # `run --rootfs DIR sh -c CMD` took "sh" as the container's id: say so.
+        if e.code == 127 and a.target and (a.rootfs or a.bundle) and not a.dashdash \
+                and a.args:
+            raise Error('%s (was "%s" meant as the command? the id comes before it: run '
+                        '--rootfs DIR [ID] -- %s)' % (e, a.target, " ".join([a.target] + a.args)),
+                        e.code) from None
+        raise
+
+
+def _run(a, g):
     config, bundle, cid, image = run_config(a)
     if cid and a.name and cid != a.name:
         raise Error("run: two ids given (%s and --name %s)" % (cid, a.name))
@@ -6577,6 +6595,8 @@ def cmd_spec(a, g):
     path = os.path.join(a.bundle or ".", "config.json")
     if os.path.exists(path):
         raise Error("%s already exists; remove it first" % path)
+    if not os.path.isdir(a.bundle or "."):
+        raise Error("spec: bundle %s is not a directory" % a.bundle)
     spec = default_spec(rootfs=a.rootfs or "rootfs")
     with open(path, "w") as f:
         json.dump(spec, f, indent=2)
@@ -6743,6 +6763,7 @@ def _parser(only=None):
     s.add_argument("--rootfs")
     sub.add_parser("images", help="list stored images", add_help=False)
     sub.add_parser("rmi", help="remove a stored image", add_help=False)
+    p.commands = built + ["images", "rmi"]
     return p if built or not only else _parser()
 
 
@@ -6784,9 +6805,18 @@ def _main(argv, at, log, debug):
     try:
         command = argv[at] if at < len(argv) else None
         parser = _parser(command)
+        if command is not None and command not in parser.commands:
+            import difflib
+            near = difflib.get_close_matches(command, parser.commands, 1, 0.6)
+            raise Error("unknown command %r%s (minicontainer --help lists them)" % (
+                command, " — did you mean %r?" % near[0] if near else ""), 2)
+        if command == "rmi" and os.geteuid() != 0:
+            raise Error("rmi needs root (try sudo)")
         if command in ("images", "rmi"):  # they parse their own arguments (image store)
             parser.parse_args(argv[:at])
-            return (cmd_images if command == "images" else cmd_rmi)(argv[at + 1:])
+            code = (cmd_images if command == "images" else cmd_rmi)(argv[at + 1:])
+            sys.stdout.flush()  # here, where a closed pipe is caught
+            return code
         after = None
         if command == "run":
             head, after = _split_run_args(argv[at + 1:])
@@ -6806,11 +6836,14 @@ def _main(argv, at, log, debug):
                        ".scope)", log, "warning")
         if g.command == "run":
             # After a bare `--` comes the command; before it, an image's command may begin.
+            g.dashdash = after is not None
             if after is not None:
                 g.args = g.args + ["--"] + after if g.args else after
-        if os.geteuid() != 0 and g.command not in ("spec", "state", "list"):
+        if os.geteuid() != 0 and g.command not in ("spec", "state", "list", "features"):
             raise Error("%s needs root (try sudo)" % g.command)
-        return g.fn(g, g)
+        code = g.fn(g, g)
+        sys.stdout.flush()  # here, where a closed pipe is caught
+        return code
     except Error as e:
         _log_error(str(e), log)
         if debug:
@@ -6818,6 +6851,11 @@ def _main(argv, at, log, debug):
         return e.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Our reader left (`list | head -1`): stop quietly, as a program killed by SIGPIPE,
+        # and let the final flush of stdout go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        return 128 + signal.SIGPIPE
     except OSError as e:
         if debug:
             raise

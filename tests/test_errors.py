@@ -26,7 +26,7 @@ def test_not_root(busybox_rootfs, tmp_path):
     # the test's interpreter may live where nobody cannot read: use the system's
     python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
     for args in (["run", "--rm", "--rootfs", busybox_rootfs, "--", "true"], ["create", "x"],
-                 ["delete", "x"], ["kill", "x"]):
+                 ["delete", "x"], ["kill", "x"], ["rmi", "x"], ["gc"]):
         r = subprocess.run([python, RUNTIME, "--root", str(tmp_path / "state")] + args,
                            capture_output=True, text=True, preexec_fn=drop, cwd="/",
                            timeout=30)
@@ -90,6 +90,7 @@ def _set(path, value):
      "process.execCPUAffinity: not supported by minicontainer"),
     (_set("linux.timeOffsets", {}), None, "linux.timeOffsets: not supported"),
     (_set("process.args", "sh"), None, "process.args: must be an array"),
+    (_set("process.env", ["A=1", "=x"]), None, "process.env[1]: '=x' is not NAME=VALUE"),
     (_set("process.args", []), None, "process.args must name the program"),
     (_set("process.args", ["sh", 3]), None, "process.args[1]: must be a string"),
     (_set("hostname", 5), None, "hostname: must be a string"),
@@ -226,3 +227,31 @@ def test_unknown_properties_are_ignored_with_a_warning(bundle_with, state_root, 
         "config: linux.resources.memory.kernelTCP is deprecated, ignored"))
     logged = [json.loads(line) for line in log.read_text().splitlines()]
     assert {entry["level"] for entry in logged} == {"warning"} and len(logged) == 5
+
+
+def test_command_line_mistakes_are_one_line(busybox_rootfs, state_root):
+    r = mc("run", "--rm", "-e", "=x", "--rootfs", busybox_rootfs, "--", "true",
+           state_root=state_root)
+    assert one_line_error(r) == "minicontainer: -e '=x': not a variable (NAME=VALUE, or NAME " \
+        "to pass ours)" and r.returncode == 1
+    r = mc("lsit", state_root=state_root)
+    assert one_line_error(r) == "minicontainer: unknown command 'lsit' — did you mean 'list'? " \
+        "(minicontainer --help lists them)" and r.returncode == 2
+    # the command's first word taken as the id, for want of `--`: said so
+    r = mc("run", "--rm", "--rootfs", busybox_rootfs, "sh", "-c", "echo hi",
+           state_root=state_root)
+    assert one_line_error(r).endswith('(was "sh" meant as the command? the id comes before '
+                                      'it: run --rootfs DIR [ID] -- sh -c echo hi)')
+    assert r.returncode == 127
+    assert_nothing_left(state_root)
+
+
+@pytest.mark.parametrize("args", [["features"], ["images"], ["list"]])
+def test_a_closed_pipe_ends_quietly(args, state_root):
+    # `minicontainer.py features | head -1`: no traceback nor "[Errno 32]", and the exit
+    # status of a program killed by SIGPIPE
+    p = subprocess.Popen([RUNTIME, "--root", state_root] + args, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()
+    assert p.wait(timeout=30) == 141
+    assert p.stderr.read() == b""
