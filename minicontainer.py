@@ -2974,16 +2974,19 @@ class Container:
             self.cgroup.freeze(False)
 
     def signal(self, sig, all=False):
+        # "container not running" as runc words it: shims match on those words.
         status = self.status()
-        if status in ("stopped", "creating"):
-            raise Error("container %s is not running" % self.id)
-        if all:
+        if all and self.cgroup and status != "creating":
+            # What is left in the cgroup, even after the init exited (containerd kills a
+            # --pid host container's processes so), as runc does.
             self.cgroup.kill_all(sig)
+        elif status in ("stopped", "creating"):
+            raise Error("%s: container not running" % self.id)
         else:
             try:
                 os.kill(self.pid, sig)
             except ProcessLookupError:  # it died (and was reaped) since status() looked
-                raise Error("container %s is not running" % self.id) from None
+                raise Error("%s: container not running" % self.id) from None
         if status == "paused" and sig == signal.SIGKILL:
             self.cgroup.freeze(False)  # let the kill be delivered
 
@@ -6793,6 +6796,13 @@ def main(argv=None):
     for i, word in enumerate(argv[:at]):
         if word in ("--log", "--log-format") and i + 1 < at:
             log[word == "--log-format"] = argv[i + 1]
+    if log[0]:
+        try:  # an engine that reads our errors there must not find nothing
+            open(log[0], "a").close()
+        except OSError as e:
+            log[0] = None
+            _log_error("--log %s: %s" % (e.filename, e.strerror), log)
+            return 1
     try:
         return _main(argv, at, log, debug)
     finally:

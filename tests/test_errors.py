@@ -234,6 +234,9 @@ def test_command_line_mistakes_are_one_line(busybox_rootfs, state_root):
            state_root=state_root)
     assert one_line_error(r) == "minicontainer: -e '=x': not a variable (NAME=VALUE, or NAME " \
         "to pass ours)" and r.returncode == 1
+    r = mc("--log", "/nonexistent/dir/log", "list", state_root=state_root)
+    assert one_line_error(r) == "minicontainer: --log /nonexistent/dir/log: No such file or " \
+        "directory" and r.returncode == 1
     r = mc("lsit", state_root=state_root)
     assert one_line_error(r) == "minicontainer: unknown command 'lsit' — did you mean 'list'? " \
         "(minicontainer --help lists them)" and r.returncode == 2

@@ -145,7 +145,7 @@ def test_full_lifecycle(cli, bundle, tmp_path, state_root):
     cli("kill", cid)  # SIGTERM, which the script traps
     wait_for(lambda: cli.status(cid) == "stopped", what="stopped")
     assert cli.state(cid)["pid"] == 0
-    assert "is not running" in cli.fails("kill", cid, "KILL")
+    assert cli.fails("kill", cid, "KILL") == "minicontainer: %s: container not running\n" % cid
     cli("delete", cid)
     assert cli.fails("state", cid) == "minicontainer: container %s does not exist\n" % cid
     assert not os.path.exists(os.path.join(state_root, cid))

@@ -949,6 +949,26 @@ def test_delete_kills_what_outlives_init_without_a_pid_namespace(oci, bundle):
     wait_for(lambda: all(gone(p) for p in pids), what="delete to kill the rest")
 
 
+def test_kill_all_after_the_init_exited(oci, bundle):
+    # containerd's shim sends `kill --all ID 9` once pid 1 of a --pid host container is gone:
+    # what is left in the cgroup gets it. A plain kill of a stopped container fails in runc's
+    # words, which shims match on.
+    b = bundle(["sh", "-c", "sleep 1000 & sleep 1000 & exec sleep 1000"], edit=host_pidns)
+    cid, _ = oci.create(b)
+    oci("start", cid)
+    wait_for(lambda: len(json.loads(oci("ps", "--format", "json", cid))) == 3,
+             what="the sleeps")
+    pids = json.loads(oci("ps", "--format", "json", cid))
+    oci("kill", cid, "KILL")
+    oci.wait_status(cid, "stopped")
+    assert oci.fails("kill", cid, "KILL") == "minicontainer: %s: container not running" % cid
+    assert not all(gone(p) for p in pids)
+    oci("kill", "--all", cid, "KILL")
+    wait_for(lambda: all(gone(p) for p in pids), what="kill --all to reach the rest")
+    oci("kill", "--all", cid, "KILL")  # nothing left: still not an error, as runc
+    oci("delete", cid)
+
+
 # ---- config.json as engines write it ----
 
 def test_libpod_cgroups_path(oci, bundle):
