@@ -2470,8 +2470,9 @@ def write_atomic(path, data, mode=0o644):
 
 def run_hooks(hooks, state, kind):
     """Run OCI hooks with the container state on stdin; a failing hook fails the step,
-    except poststart and poststop, whose failure the spec makes a warning (the remaining
-    hooks and the lifecycle go on)."""
+    except poststop, whose failure is a warning (the remaining hooks and the deletion go
+    on). A failing poststart hook fails `start`, which removes the container, as runc does
+    (the spec would have a warning: engines expect runc's behaviour)."""
     import subprocess
     for hook in hooks:
         try:
@@ -2490,7 +2491,7 @@ def run_hooks(hooks, state, kind):
                 raise Error("%s hook %s failed (exit %d)%s" % (
                     kind, hook["path"], proc.returncode, ": " + msg[-1] if msg else ""))
         except Error as e:
-            if kind not in ("poststart", "poststop"):
+            if kind != "poststop":
                 raise
             sys.stderr.write("minicontainer: warning: %s\n" % e)
 
@@ -2863,7 +2864,11 @@ class Container:
                 raise Error("container %s: init exited before start" % self.id)
             hooks = self.state["config"].get("hooks", {})
             if hooks.get("poststart"):
-                run_hooks(hooks["poststart"], self.oci_state(), "poststart")
+                try:
+                    run_hooks(hooks["poststart"], self.oci_state(), "poststart")
+                except Error:
+                    self._remove(quiet=True)
+                    raise
 
     def exec_result(self):
         """After start(), for the runtime that created the container: None once the
@@ -6274,7 +6279,10 @@ def _run(a, g):
         if err:
             raise err
     except BaseException:
-        c.destroy()
+        try:
+            c.destroy()
+        except NotFound:
+            pass  # start removed it (a failing poststart hook)
         raise
     if a.detach:
         if c.console_master is not None:

@@ -829,23 +829,48 @@ def test_a_failing_hook_fails_create_and_leaves_nothing(oci, bundle, tmp_path, s
     assert not os.path.exists(cgroup_dir("pids", "minicontainer/" + cid))
 
 
-def test_failing_poststart_and_poststop_hooks_are_warnings(oci, bundle, tmp_path):
+@pytest.fixture
+def failing_hooks(tmp_path):
+    """hooks(kind) -> a failing hook, then one that records that it ran, both of `kind`."""
     fail = tmp_path / "fail.sh"
     fail.write_text("#!/bin/sh\necho no luck >&2\nexit 1\n")
     fail.chmod(0o755)
     mark = tmp_path / "mark.sh"
     mark.write_text("#!/bin/sh\necho $1 >> %s/ran\n" % tmp_path)
     mark.chmod(0o755)
-    hooks = {k: [{"path": str(fail), "env": [HOOK_PATH]},
-                 {"path": str(mark), "args": ["mark.sh", k], "env": [HOOK_PATH]}]
-             for k in ("poststart", "poststop")}
+    return lambda kind: {kind: [{"path": str(fail), "env": [HOOK_PATH]},
+                                {"path": str(mark), "args": ["mark.sh", kind],
+                                 "env": [HOOK_PATH]}]}
+
+
+def test_a_failing_poststop_hook_is_a_warning(oci, bundle, tmp_path, failing_hooks):
+    hooks = failing_hooks("poststop")
     cid, _ = oci.create(bundle(["sleep", "1000"], edit=lambda c: c.update(hooks=hooks)))
-    for args in (["start", cid], ["delete", "-f", cid]):
-        r = oci.run(*args)
-        assert r.returncode == 0, r.stderr
-        assert r.stderr.startswith("minicontainer: warning: ") and "no luck" in r.stderr
-    assert (tmp_path / "ran").read_text().split() == ["poststart", "poststop"]
+    oci("start", cid)
+    r = oci.run("delete", "-f", cid)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith("minicontainer: warning: ") and "no luck" in r.stderr
+    assert (tmp_path / "ran").read_text().split() == ["poststop"]
     assert oci.fails("state", cid).endswith("does not exist")
+
+
+def test_a_failing_poststart_hook_fails_start_and_removes_the_container(
+        oci, bundle, tmp_path, failing_hooks, state_root):
+    # As runc: start fails with the hook's error and the container is gone (its init killed,
+    # its cgroup removed); the hooks after the failing one do not run.
+    hooks = failing_hooks("poststart")
+    b = bundle(["sleep", "1000"], edit=lambda c: c.update(hooks=hooks))
+    cid, _ = oci.create(b)
+    pid = oci.state(cid)["pid"]
+    err = oci.fails("start", cid)
+    assert "poststart hook" in err and "no luck" in err
+    assert oci.fails("state", cid).endswith("does not exist")
+    assert gone(pid) and no_state(state_root)
+    assert not os.path.exists(cgroup_dir("pids", "minicontainer/" + cid))
+    assert not (tmp_path / "ran").exists()
+    # and run, which starts what it created, ends the same way
+    err = oci.fails("run", "--bundle", b, new_id())
+    assert "poststart hook" in err and no_state(state_root)
 
 
 # ---- namespaces given by path ----
