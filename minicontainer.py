@@ -734,14 +734,6 @@ class Cgroup:
             raise Error("cgroup controller %s is not available" % controller)
         return os.path.join(self.v1[controller], name)
 
-    def has(self, controller):
-        if not self.unified:
-            return controller in self.v1
-        try:
-            return controller in _read(os.path.join(self.v2_root, "cgroup.controllers")).split()
-        except OSError:
-            return False
-
     # -- creation and membership
     def create(self):
         for base in self.dirs():
@@ -754,7 +746,7 @@ class Cgroup:
                         raise
         if "cpuset" in self.v1:
             self._init_cpuset()
-        if self.unified:
+        if self.v2:  # on a hybrid host too: a controller only cgroup2 has is used there
             self._enable_controllers()
 
     def _mkdirs(self, leaf):
@@ -810,104 +802,259 @@ class Cgroup:
 
     # -- limits
     def apply(self, resources):
-        """Write linux.resources; a limit whose controller is missing is an error."""
-        r = resources or {}
-        mem, cpu = r.get("memory", {}), r.get("cpu", {})
-        unified = self.unified
-        if mem:
-            limit, swap = mem.get("limit"), mem.get("swap")
-            if unified:
-                if limit is not None:
-                    self._set("memory", "memory.max", "max" if limit < 0 else limit)
-                if swap is not None:
-                    self._set("memory", "memory.swap.max", "max" if swap < 0 else
-                              max(swap - (limit or 0), 0), optional=True)
-                if mem.get("reservation") is not None:
-                    self._set("memory", "memory.low", mem["reservation"])
-                if mem.get("swappiness") is not None:
-                    raise Error("linux.resources.memory.swappiness is not supported on cgroup v2")
-            else:
-                if limit is not None:
-                    self._set("memory", "memory.limit_in_bytes", limit)
-                if swap is not None:
-                    self._set("memory", "memory.memsw.limit_in_bytes", swap, optional=True)
-                if mem.get("reservation") is not None:
-                    self._set("memory", "memory.soft_limit_in_bytes", mem["reservation"])
-                if mem.get("swappiness") is not None:
-                    self._set("memory", "memory.swappiness", mem["swappiness"])
-                if mem.get("disableOOMKiller"):
-                    self._set("memory", "memory.oom_control", 1)
-        if cpu:
-            shares, quota, period = cpu.get("shares"), cpu.get("quota"), cpu.get("period")
-            if unified:
-                if shares:
-                    self._set("cpu", "cpu.weight", 1 + ((shares - 2) * 9999) // 262142)
-                if quota is not None or period is not None:
-                    self._set("cpu", "cpu.max", "%s %d" % (
-                        "max" if quota is None or quota < 0 else quota, period or 100000))
-            else:
-                if shares:
-                    self._set("cpu", "cpu.shares", shares)
-                if period:
-                    self._set("cpu", "cpu.cfs_period_us", period)
-                if quota is not None:
-                    self._set("cpu", "cpu.cfs_quota_us", quota)
-                if cpu.get("realtimeRuntime") is not None:
-                    self._set("cpu", "cpu.rt_runtime_us", cpu["realtimeRuntime"])
-                if cpu.get("realtimePeriod") is not None:
-                    self._set("cpu", "cpu.rt_period_us", cpu["realtimePeriod"])
-            if cpu.get("cpus"):
-                self._set("cpuset", "cpuset.cpus", cpu["cpus"])
-            if cpu.get("mems"):
-                self._set("cpuset", "cpuset.mems", cpu["mems"])
-            for unsupported in ("burst", "idle"):
-                if cpu.get(unsupported):
-                    raise Error("linux.resources.cpu.%s is not supported" % unsupported)
-        if r.get("pids", {}).get("limit") is not None:
-            limit = r["pids"]["limit"]
-            self._set("pids", "pids.max", "max" if limit <= 0 else limit)
-        blkio = r.get("blockIO", {})
-        if blkio.get("weight"):
-            if unified:
-                self._set("io", "io.weight", 1 + (blkio["weight"] - 10) * 9999 // 990)
-            else:
-                self._set("blkio", "blkio.weight", blkio["weight"])
-        if set(blkio) - {"weight"}:
-            raise Error("linux.resources.blockIO: only weight is supported")
-        for h in r.get("hugepageLimits", []):
-            self._set("hugetlb", "hugetlb.%s.%s" % (h["pageSize"], "max" if unified else
-                                                    "limit_in_bytes"), h["limit"])
-        if r.get("network"):
-            raise Error("linux.resources.network is not supported")
-        if r.get("unified"):
-            if not unified:
-                raise Error("linux.resources.unified needs a cgroup v2 host")
-            for key, value in r["unified"].items():
-                if "/" in key or key.startswith("."):
-                    raise Error("linux.resources.unified: bad file name %r" % key)
-                self._set(key.split(".")[0], key, value)
-        rules = device_rules(r)
+        """Write linux.resources. Every value is checked and turned into file writes first, so
+        a config or an update that is refused writes nothing; a write the kernel refuses undoes
+        the ones before it. A 0 leaves a value as it is, as runc reads them (engines send
+        zeros for what an update does not change)."""
+        resources = resources or {}
+        steps = self.plan(resources)
+        rules = device_rules(resources)
+        if rules and not self.unified:
+            self._where("devices")
+        done = []
+        try:
+            for step in steps:
+                done += self._write_step(step)
+        except Error:
+            for path, old in reversed(done):
+                try:
+                    _write(path, old)
+                except OSError:
+                    pass
+            raise
         if rules:
-            if unified:
+            if self.unified:
                 bpf_attach_device_filter(self.v2, rules)
             else:
                 for allow, kind, major, minor, access in rules:
                     rule = "%s %s:%s %s" % (kind, "*" if major is None or major < 0 else major,
                                             "*" if minor is None or minor < 0 else minor, access)
-                    self._set("devices", "devices.allow" if allow else "devices.deny",
-                              "a" if kind == "a" and allow is False else rule)
+                    self._write_step([(os.path.join(self.v1["devices"], "devices.allow"
+                                                    if allow else "devices.deny"),
+                                       "a" if kind == "a" and allow is False else rule, False)])
 
-    def _set(self, controller, name, value, optional=False):
-        path = self._file(controller, name)
-        if self.unified and not self.has(controller):
-            raise Error("cgroup controller %s is not available" % controller)
+    def _where(self, controller):
+        """'v1' or 'v2' and the directory where the controller's files are. On a hybrid host
+        a controller that only the cgroup2 hierarchy has (hugetlb, here) is used there."""
+        if controller in self.v1:
+            return "v1", self.v1[controller]
+        if self.v2 and self.has_v2(controller):
+            return "v2", self.v2
+        raise Error("cgroup controller %s is not available" % controller)
+
+    def has_v2(self, controller):
         try:
-            _write(path, value)
-        except FileNotFoundError:
-            if not optional:
-                raise Error("cgroup: %s is not supported by this kernel" % name) from None
-        except OSError as e:
-            raise Error("cgroup: cannot write %s to %s: %s" % (value, name, e.strerror)) from None
+            return controller in _read(os.path.join(self.v2_root, "cgroup.controllers")).split()
+        except OSError:
+            return False
+
+    def plan(self, r):
+        """linux.resources as steps, each a list of (path, value, optional) writes; a step of
+        two is a pair the kernel may only take in one order (memory and memory+swap, cpu
+        period and quota), tried the other way round when the first is refused."""
+        steps = []
+        mem, cpu, blkio = r.get("memory") or {}, r.get("cpu") or {}, r.get("blockIO") or {}
+        pids = (r.get("pids") or {}).get("limit", 0)
+
+        def file(controller, name, value, optional=False):
+            return (os.path.join(self._where(controller)[1], name), str(value), optional)
+
+        if any(mem.get(k) for k in ("limit", "swap", "reservation")) or \
+                mem.get("swappiness") is not None or mem.get("disableOOMKiller"):
+            v1 = self._where("memory")[0] == "v1"
+            limit, swap = mem.get("limit", 0), mem.get("swap", 0)
+            if limit == -1 and swap == 0:
+                swap = -1  # unlimited memory means unlimited swap too, as runc has it
+            if v1:
+                pair = []
+                if limit:
+                    pair.append(file("memory", "memory.limit_in_bytes", limit))
+                if swap:
+                    pair.append(file("memory", "memory.memsw.limit_in_bytes", swap, True))
+                steps.append(pair)
+                if mem.get("reservation"):
+                    steps.append([file("memory", "memory.soft_limit_in_bytes",
+                                       mem["reservation"])])
+                if mem.get("swappiness") is not None:
+                    if not 0 <= mem["swappiness"] <= 100:
+                        raise Error("linux.resources.memory.swappiness: %d is not from 0 to "
+                                    "100" % mem["swappiness"])
+                    steps.append([file("memory", "memory.swappiness", mem["swappiness"])])
+                if mem.get("disableOOMKiller"):
+                    steps.append([file("memory", "memory.oom_control", 1)])
+            else:
+                if swap not in (0, -1):
+                    if limit in (0, -1):
+                        raise Error("linux.resources.memory.swap: cgroup v2 cannot limit "
+                                    "swap without a memory limit")
+                    if swap < limit:
+                        raise Error("linux.resources.memory.swap: memory+swap must be at "
+                                    "least the memory limit")
+                pair = []
+                if limit:
+                    pair.append(file("memory", "memory.max", "max" if limit < 0 else limit))
+                if swap:
+                    pair.append(file("memory", "memory.swap.max",
+                                     "max" if swap < 0 else swap - limit, True))
+                steps.append(pair)
+                if mem.get("reservation"):
+                    steps.append([file("memory", "memory.low", mem["reservation"])])
+                for key in ("swappiness", "disableOOMKiller"):
+                    if mem.get(key) not in (None, False):
+                        raise Error("linux.resources.memory.%s is not supported on cgroup v2"
+                                    % key)
+        if any(cpu.get(k) for k in ("shares", "quota", "period", "realtimeRuntime",
+                                    "realtimePeriod", "burst")) or \
+                cpu.get("idle") is not None:
+            v1 = self._where("cpu")[0] == "v1"
+            shares, quota, period = cpu.get("shares", 0), cpu.get("quota", 0), \
+                cpu.get("period", 0)
+            if v1:
+                if shares:
+                    steps.append([file("cpu", "cpu.shares", shares)])
+                pair = []
+                if period:
+                    pair.append(file("cpu", "cpu.cfs_period_us", period))
+                if quota:
+                    pair.append(file("cpu", "cpu.cfs_quota_us", quota))
+                steps.append(pair)
+                if cpu.get("burst") is not None:
+                    steps.append([file("cpu", "cpu.cfs_burst_us", cpu["burst"])])
+                rt = [file("cpu", name, cpu[key]) for key, name in
+                      (("realtimePeriod", "cpu.rt_period_us"),
+                       ("realtimeRuntime", "cpu.rt_runtime_us")) if cpu.get(key)]
+                steps.append(rt)
+                if cpu.get("idle"):
+                    raise Error("linux.resources.cpu.idle needs cgroup v2")
+            else:
+                if shares:
+                    steps.append([file("cpu", "cpu.weight",
+                                       1 + ((shares - 2) * 9999) // 262142)])
+                if quota or period:
+                    if not quota:  # a new period alone keeps the quota
+                        try:
+                            quota = _read(os.path.join(self.v2, "cpu.max")).split()[0]
+                        except (OSError, IndexError):
+                            quota = "max"
+                    steps.append([file("cpu", "cpu.max", "%s %d" % (
+                        "max" if quota in (-1, "max") or int(quota) < 0 else quota,
+                        period or 100000))])
+                if cpu.get("burst") is not None:
+                    steps.append([file("cpu", "cpu.max.burst", cpu["burst"])])
+                if cpu.get("idle") is not None:
+                    steps.append([file("cpu", "cpu.idle", cpu["idle"])])
+                if cpu.get("realtimeRuntime") or cpu.get("realtimePeriod"):
+                    raise Error("linux.resources.cpu: realtime time is cgroup v1's")
+        if cpu.get("cpus"):
+            steps.append([file("cpuset", "cpuset.cpus", cpu["cpus"])])
+        if cpu.get("mems"):
+            steps.append([file("cpuset", "cpuset.mems", cpu["mems"])])
+        if pids:
+            steps.append([file("pids", "pids.max", "max" if pids < 0 else pids)])
+        steps += self._plan_block_io(blkio)
+        for h in r.get("hugepageLimits") or []:
+            v1 = self._where("hugetlb")[0] == "v1"
+            steps.append([file("hugetlb", "hugetlb.%s.%s" % (
+                h["pageSize"], "limit_in_bytes" if v1 else "max"), h["limit"])])
+        net = r.get("network") or {}
+        if net.get("classID"):
+            steps.append([file("net_cls", "net_cls.classid", net["classID"])])
+        for prio in net.get("priorities") or []:
+            steps.append([file("net_prio", "net_prio.ifpriomap",
+                               "%s %d" % (prio["name"], prio["priority"]))])
+        if r.get("unified"):
+            if not self.v2:
+                raise Error("linux.resources.unified needs a cgroup v2 hierarchy")
+            for key, value in r["unified"].items():
+                if "/" in key or key.startswith("."):
+                    raise Error("linux.resources.unified: bad file name %r" % key)
+                if key.split(".")[0] not in ("cgroup", "memory", "cpu", "io", "pids") and \
+                        not self.has_v2(key.split(".")[0]):
+                    raise Error("cgroup controller %s is not available" % key.split(".")[0])
+                steps.append([(os.path.join(self.v2, key), str(value), False)])
+        return [step for step in steps if step]
+
+    def _plan_block_io(self, b):
+        """blockIO as blkio files (v1) or io files (v2); bfq's weight files where the
+        kernel has them, as runc picks them."""
+        if not any(b.get(k) for k in ("weight", "leafWeight", "weightDevice",
+                                      "throttleReadBpsDevice", "throttleWriteBpsDevice",
+                                      "throttleReadIOPSDevice", "throttleWriteIOPSDevice")):
+            return []
+        version, d = self._where("blkio" if "blkio" in self.v1 else "io")
+        steps = []
+
+        def weight_file(v1_names, v2_bfq):
+            # bfq's where the kernel has it, else the other (whose write then says whether
+            # the kernel has that)
+            names = v1_names if version == "v1" else (v2_bfq, "io.weight")
+            return next((n for n in names if os.path.exists(os.path.join(d, n))), names[-1])
+
+        def io_weight(name, weight):  # io.weight counts 1-10000, blkio and bfq 10-1000
+            return weight if name != "io.weight" else 1 + (weight - 10) * 9999 // 990
+
+        if b.get("weight"):
+            name = weight_file(("blkio.bfq.weight", "blkio.weight"), "io.bfq.weight")
+            steps.append([(os.path.join(d, name), str(io_weight(name, b["weight"])), False)])
+        if b.get("leafWeight"):
+            if version != "v1":
+                raise Error("linux.resources.blockIO.leafWeight is cgroup v1's")
+            steps.append([(os.path.join(d, weight_file(("blkio.leaf_weight",), "")),
+                           str(b["leafWeight"]), False)])
+        for dev in b.get("weightDevice") or []:
+            if dev.get("weight"):
+                name = weight_file(("blkio.bfq.weight_device", "blkio.weight_device"),
+                                   "io.bfq.weight")
+                steps.append([(os.path.join(d, name), "%d:%d %d" % (
+                    dev["major"], dev["minor"], io_weight(name, dev["weight"])), False)])
+        for key, v1_name, v2_key in (
+                ("throttleReadBpsDevice", "blkio.throttle.read_bps_device", "rbps"),
+                ("throttleWriteBpsDevice", "blkio.throttle.write_bps_device", "wbps"),
+                ("throttleReadIOPSDevice", "blkio.throttle.read_iops_device", "riops"),
+                ("throttleWriteIOPSDevice", "blkio.throttle.write_iops_device", "wiops")):
+            for dev in b.get(key) or []:
+                if version == "v1":
+                    line = (os.path.join(d, v1_name), "%d:%d %d" % (
+                        dev["major"], dev["minor"], dev["rate"]), False)
+                else:
+                    line = (os.path.join(d, "io.max"), "%d:%d %s=%s" % (
+                        dev["major"], dev["minor"], v2_key, dev["rate"] or "max"), False)
+                steps.append([line])
+        return steps
+
+    def _write_step(self, step):
+        """Write a step's files; returns (path, old value) of each, to undo them."""
+        def write_all(writes):
+            done = []
+            for path, value, optional in writes:
+                try:
+                    old = _read(path)
+                except OSError:
+                    old = None
+                try:
+                    _write(path, value)
+                except FileNotFoundError:
+                    if optional:
+                        continue
+                    raise Error("cgroup: %s is not supported by this kernel"
+                                % os.path.basename(path)) from None
+                except OSError as e:
+                    for p, o in reversed(done):
+                        try:
+                            _write(p, o)
+                        except OSError:
+                            pass
+                    raise Error("cgroup: cannot write %s to %s: %s" % (
+                        value, os.path.basename(path), e.strerror)) from None
+                if old is not None and "\n" not in old and " " not in old:
+                    done.append((path, old))  # a single value: one that can be put back
+            return done
+        try:
+            return write_all(step)
+        except Error:
+            if len(step) != 2:
+                raise
+            return write_all(step[::-1])
 
     # -- what the container uses
     def stats(self):

@@ -125,12 +125,11 @@ def test_cgroup_parent_and_cgroups_path(busybox_rootfs, state_root, tmp_path):
 
 
 def test_v1_missing_controller_and_unsupported_file(busybox_rootfs, tmp_path, state_root):
+    v1, v2 = mcmod.cgroup_hierarchies()
     for resources, words in (
-            ({"hugepageLimits": [{"pageSize": "2MB", "limit": 0}]},
-             "cgroup controller hugetlb is not available"),
-            ({"blockIO": {"weight": 500}}, "blkio.weight"),
-            ({"unified": {"memory.high": "max"}}, "needs a cgroup v2 host")):
-        if resources.get("blockIO") and os.path.exists("/sys/fs/cgroup/blkio/blkio.weight"):
+            ({"network": {"classID": 0x100001}}, "cgroup controller net_cls is not available"),
+            ({"memory": {"limit": 1 << 20, "swappiness": 101}}, "is not from 0 to 100")):
+        if resources.get("network") and "net_cls" in v1:
             continue
         config = mcmod.default_spec(rootfs=busybox_rootfs, args=["true"])
         config["linux"]["resources"].update(resources)
@@ -156,7 +155,8 @@ def test_v2_formats(tmp_path):
               "cpu": {"shares": 1024, "quota": 50000, "period": 100000, "cpus": "0-1",
                       "mems": "0"},
               "pids": {"limit": 42},
-              "blockIO": {"weight": 500},
+              "blockIO": {"weight": 500,
+                          "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1000}]},
               "hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 20}],
               "unified": {"memory.high": "max"}})
     files = {p.name: p.read_text() for p in d.iterdir()}
@@ -170,6 +170,7 @@ def test_v2_formats(tmp_path):
         "cpuset.mems": "0",
         "pids.max": "42",
         "io.weight": "4950",
+        "io.max": "8:0 rbps=1000",
         "hugetlb.2MB.max": str(4 << 20),
         "memory.high": "max",
     }
@@ -177,13 +178,12 @@ def test_v2_formats(tmp_path):
 
 @pytest.mark.parametrize("resources, expected", [
     ({"memory": {"limit": -1, "swap": -1}}, {"memory.max": "max", "memory.swap.max": "max"}),
-    ({"memory": {"limit": 100 << 20, "swap": 50 << 20}},
-     {"memory.max": str(100 << 20), "memory.swap.max": "0"}),
     ({"cpu": {"quota": -1}}, {"cpu.max": "max 100000"}),
     ({"cpu": {"period": 50000}}, {"cpu.max": "max 50000"}),
     ({"cpu": {"shares": 2}}, {"cpu.weight": "1"}),
     ({"cpu": {"shares": 262144}}, {"cpu.weight": "10000"}),
-    ({"pids": {"limit": 0}}, {"pids.max": "max"}),
+    ({"pids": {"limit": 0}}, {}),  # 0 leaves it as it is (as runc; engines' updates send 0)
+    ({"memory": {"limit": 0, "reservation": 0}, "cpu": {"shares": 0, "quota": 0}}, {}),
     ({"pids": {"limit": -1}}, {"pids.max": "max"}),
 ])
 def test_v2_edge_values(tmp_path, resources, expected):
@@ -198,12 +198,14 @@ def test_v2_edge_values(tmp_path, resources, expected):
     ({"cpu": {"cpus": "0"}}, "cgroup controller cpuset is not available"),
     ({"memory": {"swappiness": 5}}, "not supported on cgroup v2"),
     ({"blockIO": {"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1}]}},
-     "only weight is supported"),
+     "cgroup controller io is not available"),
+    ({"memory": {"limit": 100 << 20, "swap": 50 << 20}}, "at least the memory limit"),
+    ({"memory": {"swap": 50 << 20}}, "cannot limit swap without a memory limit"),
+    ({"cpu": {"realtimeRuntime": 1000}}, "realtime time is cgroup v1's"),
     ({"unified": {"../escape": "1"}}, "bad file name"),
 ])
 def test_v2_errors(tmp_path, resources, message):
-    controllers = "cpu" if "memory" not in resources or "swappiness" not in \
-        resources["memory"] else "memory"
+    controllers = "cpu" if "not available" in message else "cpu memory"
     cg, d = fake_v2(tmp_path, controllers)
     with pytest.raises(mcmod.Error, match=message):
         cg.apply(resources)
@@ -319,3 +321,88 @@ def test_v2_missing_controller_is_an_error(v2_mode, busybox_rootfs, state_root, 
     assert r.returncode == 1
     assert not os.path.exists(V2 + "/minicontainer/" + cid)
     assert not os.listdir(state_root)
+
+
+def test_a_refused_update_changes_nothing(created, state_root):
+    # memory.limit_in_bytes above memory+swap is refused by the kernel: the pids limit
+    # written before it is put back, and state.json keeps the old values.
+    v1, _ = mcmod.cgroup_hierarchies()
+    if "memory" not in v1 or "pids" not in v1:
+        pytest.skip("needs v1 memory and pids controllers")
+
+    def edit(config):
+        config["linux"]["resources"].update(memory={"limit": 32 << 20, "swap": 64 << 20},
+                                            pids={"limit": 42})
+    c = created(edit)
+    path = "/minicontainer/" + c.id
+    before = read(v1_dir("pids", path) + "/pids.max")
+    assert before == "42"
+    r = mc("update", "--resources", "-", c.id, state_root=state_root,
+           input=json.dumps({"pids": {"limit": 7}, "memory": {"limit": 1 << 40, "swap": 1 << 20}}))
+    assert "cgroup: cannot write" in one_line_error(r)
+    assert read(v1_dir("pids", path) + "/pids.max") == "42"
+    assert read(v1_dir("memory", path) + "/memory.limit_in_bytes") == str(32 << 20)
+    assert json.loads(mc("state", c.id, state_root=state_root).stdout)["id"] == c.id
+    # zeros, as containerd's shim sends them, leave everything as it is
+    r = mc("update", "--resources", "-", c.id, state_root=state_root, input=json.dumps(
+        {"memory": {"limit": 0, "reservation": 0, "swap": 0, "kernel": 0},
+         "cpu": {"shares": 0, "quota": 0, "period": 0}, "blockIO": {"weight": 0}}))
+    assert r.returncode == 0, r.stderr
+    assert read(v1_dir("memory", path) + "/memory.limit_in_bytes") == str(32 << 20)
+    # and a real change after that goes through, limit above the old memory+swap included
+    r = mc("update", "--resources", "-", c.id, state_root=state_root, input=json.dumps(
+        {"memory": {"limit": 128 << 20, "swap": 256 << 20}, "cpu": {"quota": 50000}}))
+    assert r.returncode == 0, r.stderr
+    assert read(v1_dir("memory", path) + "/memory.limit_in_bytes") == str(128 << 20)
+    assert read(v1_dir("memory", path) + "/memory.memsw.limit_in_bytes") == str(256 << 20)
+
+
+def test_a_controller_only_cgroup2_has_is_used_there_on_a_hybrid_host(created):
+    # hugetlb lives on the cgroup2 mount of this hybrid host (runc then refuses a limit).
+    v1, v2 = mcmod.cgroup_hierarchies()
+    if "hugetlb" in v1 or not v2 or "hugetlb" not in read(v2 + "/cgroup.controllers").split():
+        pytest.skip("needs hugetlb on the cgroup2 hierarchy of a host with v1 controllers")
+    size = "2MB"
+    if not os.path.exists(os.path.join(v2, "hugetlb.%s.max" % size)) and \
+            not os.path.exists("/sys/kernel/mm/hugepages/hugepages-2048kB"):
+        pytest.skip("no 2MB huge pages")
+
+    def edit(config):
+        config["linux"]["resources"]["hugepageLimits"] = [{"pageSize": size, "limit": 4 << 20}]
+        config["linux"]["resources"]["unified"] = {"hugetlb.%s.max" % size: str(8 << 20)}
+    c = created(edit)
+    assert read(os.path.join(v2, "minicontainer", c.id, "hugetlb.%s.max" % size)) == \
+        str(8 << 20)  # the hugepage limit first, then unified's file
+
+
+def test_v1_block_io(created):
+    # weights in bfq's files where the kernel has them (as runc picks them), throttles per
+    # device
+    v1, _ = mcmod.cgroup_hierarchies()
+    if "blkio" not in v1:
+        pytest.skip("no v1 blkio controller")
+    major, minor = (int(n) for n in host_block_device())
+    # a device's own weight needs its I/O scheduler to be bfq (or cfq)
+    sched = "/sys/dev/block/%d:%d/queue/scheduler" % (major, minor)
+    by_device = os.path.exists(sched) and "[bfq]" in read(sched)
+
+    def edit(config):
+        config["linux"]["resources"]["blockIO"] = dict({
+            "weight": 300,
+            "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1 << 20}],
+            "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}]},
+            **({"weightDevice": [{"major": major, "minor": minor, "weight": 200}]}
+               if by_device else {}))
+    try:
+        c = created(edit)
+    except mcmod.Error as e:  # no bfq and no cfq: the kernel has no weights to give
+        assert "weight" in str(e) and "not supported by this kernel" in str(e)
+        return
+    d = v1_dir("blkio", "/minicontainer/" + c.id)
+    bfq = os.path.exists(d + "/blkio.bfq.weight")
+    assert read(d + ("/blkio.bfq.weight" if bfq else "/blkio.weight")).split()[-1] == "300"
+    if by_device:
+        assert "%d:%d 200" % (major, minor) in read(
+            d + ("/blkio.bfq.weight_device" if bfq else "/blkio.weight_device"))
+    assert read(d + "/blkio.throttle.read_bps_device") == "%d:%d %d" % (major, minor, 1 << 20)
+    assert read(d + "/blkio.throttle.write_iops_device") == "%d:%d 100" % (major, minor)

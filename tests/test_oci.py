@@ -1110,8 +1110,8 @@ def test_deny_all_devices_without_a_device_list_still_has_the_defaults(oci, bund
 
 
 @pytest.mark.parametrize("edit, words", [
-    (lambda c: c["linux"].update(bogusField=1), ["bogusField"]),
-    (lambda c: c["process"].update(noSuchThing=True), ["noSuchThing"]),
+    (lambda c: c["linux"].update(intelRdt={}), ["linux.intelRdt", "not supported"]),
+    (lambda c: c["process"].update(execCPUAffinity={}), ["process.execCPUAffinity"]),
     (lambda c: c.update(vm={}), ["vm"]),
     (lambda c: c["process"].update(terminal="yes"), ["process.terminal", "boolean"]),
     (lambda c: c["process"]["user"].update(uid="0"), ["process.user.uid", "integer"]),
@@ -1160,7 +1160,7 @@ def test_update_from_a_file_stdin_and_flags(oci, bundle, tmp_path):
     assert int(open(cgroup_dir("memory", cg) + "/memory.limit_in_bytes").read()) == 32 << 20
     assert open(cgroup_dir("cpu", cg) + "/cpu.cfs_quota_us").read().strip() == "50000"
     assert "JSON" in oci.fails("update", "-r", "-", cid, input="{nope")
-    assert "bogus" in oci.fails("update", "-r", "-", cid, input='{"bogus": 1}')
+    assert "pids.limit" in oci.fails("update", "-r", "-", cid, input='{"pids": {"limit": "7"}}')
     oci("delete", "-f", cid)
 
 
