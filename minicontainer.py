@@ -1542,7 +1542,15 @@ _NAMESPACED_SYSCTLS = {"kernel.msgmax": "ipc", "kernel.msgmnb": "ipc", "kernel.m
 
 def check_sysctl(config):
     namespaces = {ns["type"] for ns in config.get("linux", {}).get("namespaces", [])}
-    for key in config.get("linux", {}).get("sysctl", {}):
+    sysctl = config.get("linux", {}).get("sysctl", {})
+    # The UTS names have fields of their own: runc refuses kernel.hostname outright, and a
+    # kernel.domainname that says otherwise than domainname would leave one of them unmet.
+    if "kernel.hostname" in sysctl:
+        raise Error('linux.sysctl: kernel.hostname conflicts with the "hostname" field')
+    if config.get("domainname") and sysctl.get("kernel.domainname", config["domainname"]) \
+            != config["domainname"]:
+        raise Error('linux.sysctl: kernel.domainname conflicts with the "domainname" field')
+    for key in sysctl:
         ns = _NAMESPACED_SYSCTLS.get(key)
         if ns is None and key.startswith("fs.mqueue."):
             ns = "ipc"
@@ -3634,6 +3642,9 @@ def _prepare_process(process, sync, devnull):
     elif devnull is not None:
         os.dup2(devnull, 0)
     _chdir_inside(process.get("cwd", "/"))
+    if not os.path.isdir("/proc/self/fd"):  # here, and not after start, where none would hear
+        raise Error("the container has no /proc: the runtime needs /proc/self/fd (mount proc "
+                    "at /proc)")
     env = process.setdefault("env", [])  # this child's own copy of the process
     if not any(e.startswith("HOME=") for e in env):
         env.append("HOME=" + home_directory(process.get("user", {}).get("uid", 0)))
@@ -6421,7 +6432,15 @@ def _run(a, g):
         network_publish(c)
         if not a.detach:
             _forward_signals(c.pid, c.console_master)
-        c.start()
+        try:
+            c.start()
+        except Error:
+            # The init died after create: its own word on why (sent before it died) says
+            # more than "stopped".
+            err = c.exec_result() if c.status() == "stopped" else None
+            if err:
+                raise err from None
+            raise
         err = c.exec_result()
         if err:
             raise err

@@ -675,6 +675,19 @@ def test_devices_through_a_symlink_stay_in_the_root(oci, bundle, rootfs_copy, tm
     assert os.listdir(outside) == []
 
 
+@pytest.mark.parametrize("domainname, sysctl, expected", [
+    ("a.example", None, "a.example"), (None, "b.example", "b.example"),
+    ("c.example", "c.example", "c.example")])
+def test_domainname_and_its_sysctl(oci, bundle, domainname, sysctl, expected):
+    def edit(c):
+        if domainname:
+            c["domainname"] = domainname
+        if sysctl:
+            c["linux"]["sysctl"] = {"kernel.domainname": sysctl}
+    b = bundle(["cat", "/proc/sys/kernel/domainname"], edit=edit)
+    assert oci("run", "--bundle", b, new_id()) == expected + "\n"
+
+
 def test_exec_args_with_env_cwd_user_cap(oci, bundle):
     cid, _ = oci.create(bundle(["sleep", "1000"]))
     oci("start", cid)
