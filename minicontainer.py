@@ -623,6 +623,32 @@ def device_rules(resources):
     return rules
 
 
+def check_v1_device_rules(rules):
+    """v1's devices controller keeps a default and a list of exceptions, and silently ignores
+    a rule that would take part of a wildcard exception back (deny b 8:0 r after allow
+    b *:* rwm): refuse such a list, as runc does, rather than run with less than asked."""
+    default_allow, exceptions = False, []
+
+    def wild(n):
+        return n is None or n < 0
+    for allow, kind, major, minor, access in rules:
+        if kind == "a" and wild(major) and wild(minor):
+            default_allow, exceptions = allow, []
+        elif allow != default_allow:
+            exceptions.append((kind, major, minor, access))
+        else:
+            for ex_kind, ex_major, ex_minor, ex_access in exceptions:
+                covers = ex_kind in ("a", kind) and (wild(ex_major) or ex_major == major) \
+                    and (wild(ex_minor) or ex_minor == minor)
+                exact = ex_kind == kind and wild(ex_major) == wild(major) and \
+                    wild(ex_minor) == wild(minor)
+                if covers and not exact and set(access) & set(ex_access):
+                    raise Error("linux.resources.devices: cgroup v1 cannot punch a hole in "
+                                "the wildcard rule %s %s:%s %s" % (
+                                    ex_kind, "*" if wild(ex_major) else ex_major,
+                                    "*" if wild(ex_minor) else ex_minor, ex_access))
+
+
 def device_filter_program(rules):
     """An eBPF program for cgroup v2 that allows exactly what the rules allow.
 
@@ -811,6 +837,7 @@ class Cgroup:
         rules = device_rules(resources)
         if rules and not self.unified:
             self._where("devices")
+            check_v1_device_rules(rules)
         done = []
         try:
             for step in steps:
