@@ -6445,11 +6445,13 @@ def _run(a, g):
         if size:
             config["process"]["consoleSize"] = {"height": size[0], "width": size[1]}
     console = a.console_socket or ("self" if terminal else None)
+    preserve_fds = socket_activation(config["process"]) + a.preserve_fds
     network = network_option(a, config)
     etc_files = etc_files_option(a, image)
     c = Container.create(cid, config, bundle, g.root, console=console,
                          stdin_null=not a.interactive and bool(image or a.rootfs),
                          pid_file=a.pid_file, cgroup_parent=a.cgroup_parent, debug=g.debug,
+                         preserve_fds=preserve_fds,
                          overlay=image.layers if image is not None else None, network=network,
                          etc_files=etc_files)
     # docker's semantics for images and rootfs directories: without --rm, the stopped
@@ -6563,10 +6565,28 @@ def cmd_gc(a, g):
     return 0
 
 
+def socket_activation(process):
+    """systemd's socket activation, as runc passes it on: when we were started with
+    LISTEN_FDS (for us: LISTEN_PID is ours), fds 3.. are the container's too, with
+    LISTEN_FDS and LISTEN_PID=1 in its env. Returns how many."""
+    try:
+        n = int(os.environ.get("LISTEN_FDS", "0"))
+        mine = int(os.environ.get("LISTEN_PID", "0")) == os.getpid()
+    except ValueError:
+        return 0
+    if n <= 0 or not mine:
+        return 0
+    env = process.setdefault("env", [])
+    env[:] = [e for e in env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))] + [
+        "LISTEN_FDS=%d" % n, "LISTEN_PID=1"]
+    return n
+
+
 def cmd_create(a, g):
     config = load_config(a.bundle)
+    listen = socket_activation(config["process"])
     Container.create(a.id, config, a.bundle, g.root, console=a.console_socket,
-                     pid_file=a.pid_file, preserve_fds=a.preserve_fds, debug=g.debug)
+                     pid_file=a.pid_file, preserve_fds=listen + a.preserve_fds, debug=g.debug)
     return 0
 
 
@@ -6688,7 +6708,8 @@ def cmd_exec(a, g):
         if a.no_new_privs:
             process["noNewPrivileges"] = True
     console = a.console_socket or ("self" if process.get("terminal") else None)
-    pid = c.exec(process, console=console, preserve_fds=a.preserve_fds, debug=g.debug)
+    listen = socket_activation(process)
+    pid = c.exec(process, console=console, preserve_fds=listen + a.preserve_fds, debug=g.debug)
     if a.pid_file:
         write_atomic(os.path.abspath(a.pid_file), "%d" % pid)
     if a.detach:
@@ -6906,6 +6927,8 @@ def _parser(only=None):
                    "its changes, until delete; a bundle's always goes)")
     r.add_argument("--pid-file")
     r.add_argument("--console-socket")
+    r.add_argument("--preserve-fds", type=int, default=0,
+                   help="pass fds 3 to 3+N-1 on to the container (after socket activation's)")
     r.add_argument("target", nargs="?", metavar="IMAGE|ID")
     r.add_argument("args", nargs=argparse.REMAINDER)
 

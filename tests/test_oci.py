@@ -688,6 +688,32 @@ def test_domainname_and_its_sysctl(oci, bundle, domainname, sysctl, expected):
     assert oci("run", "--bundle", b, new_id()) == expected + "\n"
 
 
+def test_socket_activation_and_preserve_fds(oci, bundle):
+    # Started by systemd with LISTEN_FDS=1 (LISTEN_PID ours): fd 3 goes on to the container
+    # with LISTEN_FDS=1 and LISTEN_PID=1, and --preserve-fds 1 passes the fd after it.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    r, w = os.pipe()
+    b = bundle(["sh", "-c", "echo $LISTEN_FDS $LISTEN_PID; readlink /proc/self/fd/3 | "
+                            "cut -d: -f1; echo through-fd-4 >&4"])
+
+    def fds():
+        os.dup2(listener.fileno(), 3)
+        os.dup2(w, 4)
+    argv = " ".join("'%s'" % a for a in oci.argv("run", "--preserve-fds", "1", "--bundle", b,
+                                                   new_id()))
+    out = subprocess.run(["sh", "-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec " + argv],
+                         preexec_fn=fds, close_fds=False,  # fds() puts 3 and 4 in place
+                         capture_output=True, text=True, timeout=30)
+    os.close(w)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1", "socket"]
+    assert os.read(r, 100) == b"through-fd-4\n"
+    os.close(r)
+    listener.close()
+
+
 def test_exec_args_with_env_cwd_user_cap(oci, bundle):
     cid, _ = oci.create(bundle(["sleep", "1000"]))
     oci("start", cid)
