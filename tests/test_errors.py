@@ -207,7 +207,8 @@ def test_debug_shows_the_traceback(state_root):
 
 def test_unknown_command():
     r = mc("frobnicate")
-    assert r.returncode == 2 and "invalid choice" in one_line_error(r)
+    assert r.returncode == 2 and one_line_error(r) == \
+        "minicontainer: unknown command 'frobnicate' (minicontainer --help lists them)"
 
 
 def test_unknown_properties_are_ignored_with_a_warning(bundle_with, state_root, tmp_path):
