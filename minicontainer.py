@@ -2887,6 +2887,9 @@ class Container:
             c.save()
             cgroup.apply(linux.get("resources"))
             os.mkfifo(c.fifo, 0o600)
+            # The init opens it as the process's user, capabilities dropped (any user may:
+            # the state directory, 0700, keeps everyone else from its path), as runc's.
+            os.chmod(c.fifo, 0o622)
             if userns:  # the init opens it again as the container's root
                 os.chown(c.fifo, *host_owner(linux))
                 _check_reachable(config, rootfs, c.state["bundle"], linux)
@@ -2946,6 +2949,9 @@ class Container:
                         c.console_master = fds[0]
                     else:
                         send_console(console, fds[0])
+                elif msg["t"] == "seccomp":
+                    send_seccomp_listener(linux["seccomp"], fds[0],
+                                          dict(c.oci_state(), status="creating", pid=child))
                 elif msg["t"] == "ready":
                     break
             c.state.update(pid=child, start_time=process_start_time(child))
@@ -3118,6 +3124,9 @@ class Container:
                         self.console_master = fds[0]
                     else:
                         send_console(console, fds[0])
+                elif msg["t"] == "seccomp":
+                    send_seccomp_listener(config["linux"]["seccomp"], fds[0],
+                                          dict(self.oci_state(), pid=pid))
                 elif msg["t"] == "error":
                     error = Error(msg["msg"], msg.get("code", 1))
         finally:
@@ -3286,9 +3295,26 @@ def send_console(path, master):
         os.close(master)
 
 
+def send_seccomp_listener(profile, fd, state):
+    """Hand a process's seccomp listener to the agent at listenerPath, with the container's
+    state, as runc sends it (the runtime spec's containerProcessState)."""
+    import socket
+    msg = {"ociVersion": OCI_VERSION, "fds": ["seccompFd"], "pid": state["pid"],
+           "metadata": profile.get("listenerMetadata", ""), "state": state}
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as agent:
+            agent.connect(profile["listenerPath"])
+            socket.send_fds(agent, [json.dumps(msg).encode()], [fd])
+    except OSError as e:
+        raise Error("seccomp: listenerPath %s: %s" % (profile["listenerPath"],
+                                                      e.strerror)) from None
+    finally:
+        os.close(fd)
+
+
 def _compile_seccomp(linux):
-    """(profile, program) for _exec_process: compiled before the container's setup, so that
-    a bad profile fails it and the container's process only loads it."""
+    """(profile, program) for _drop_privileges: compiled before the container's setup, so
+    that a bad profile fails it and the container's process only loads it."""
     profile = linux.get("seccomp")
     return (profile, seccomp_program(profile)) if profile else None
 
@@ -3628,6 +3654,9 @@ def _init_steps(ctx, sync):
     finish_rootfs(config)
     in_cgroup()  # before the scheduler: an RT task cannot move to a cgroup without RT time
     path = _prepare_process(process, sync, devnull)
+    # All that may fail is done before "ready", so that create reports it; what is left
+    # for start is the wait, the startContainer hooks and execve (as runc leaves them).
+    _drop_privileges(process, ctx["seccomp"], sync)
     sync.send("ready")
     # Wait for start: opening the fifo to write blocks until `start` opens it to read.
     fd = os.open("/proc/self/fd/%d" % fifo, os.O_WRONLY | os.O_CLOEXEC)
@@ -3637,7 +3666,7 @@ def _init_steps(ctx, sync):
     if hooks.get("startContainer"):
         run_hooks(hooks["startContainer"], dict(ctx["hook_state"], status="created",
                                                 pid=os.getpid()), "startContainer")
-    _exec_process(process, path, ctx["seccomp"], ctx["preserve_fds"], ctx["sync"])
+    _exec(process, path, ctx["preserve_fds"], ctx["sync"])
 
 
 def _exec_steps(ctx, sync):
@@ -3655,7 +3684,8 @@ def _exec_steps(ctx, sync):
     os.setsid()
     process = ctx["process"]
     path = _prepare_process(process, sync, devnull)
-    _exec_process(process, path, ctx["seccomp"], ctx["preserve_fds"], ctx["sync"])
+    _drop_privileges(process, ctx["seccomp"], sync)
+    _exec(process, path, ctx["preserve_fds"], ctx["sync"])
 
 
 def _prepare_process(process, sync, devnull):
@@ -3686,21 +3716,34 @@ def _prepare_process(process, sync, devnull):
     return path
 
 
-def _exec_process(process, path, seccomp, preserve_fds, sync_sock):
-    """The last steps of every container process, init or exec'd: privileges, then execve.
+def _drop_privileges(process, seccomp, sync):
+    """no_new_privs, the user, the capability sets and the seccomp filter, whose listener
+    (SCMP_ACT_NOTIFY) goes to the runtime to hand on. seccomp is (profile, program) or None.
 
-    seccomp is (profile, compiled program) or None."""
+    Without no_new_privs the filter needs CAP_SYS_ADMIN: loaded before the capabilities go;
+    with it, after them. Either way the steps to execve run under it, as under runc."""
     if process.get("noNewPrivileges"):
         prctl(PR_SET_NO_NEW_PRIVS, 1)
     elif seccomp:
-        apply_seccomp(*seccomp)  # without no_new_privs, while CAP_SYS_ADMIN is still ours
+        _load_seccomp(seccomp, sync)
     apply_user_and_capabilities(process)
     os.umask(process.get("user", {}).get("umask", 0o022))
     _chdir_inside(process.get("cwd", "/"))
+    if seccomp and process.get("noNewPrivileges"):
+        _load_seccomp(seccomp, sync)
+
+
+def _load_seccomp(seccomp, sync):
+    listener = apply_seccomp(*seccomp)
+    if listener is not None:
+        sync.send("seccomp", fds=[listener])
+        os.close(listener)
+
+
+def _exec(process, path, preserve_fds, sync_sock):
+    """The last step of every container process, init or exec'd: execve."""
     # The sync socket is close-on-exec: its closing tells the runtime that execve worked.
     _close_fds(3 + preserve_fds, keep=[sync_sock.fileno()])
-    if seccomp and process.get("noNewPrivileges"):
-        apply_seccomp(*seccomp)  # last: the fewer syscalls we make under it the better
     env = process.get("env", [])
     # Python ignores SIGPIPE and SIGXFSZ, and execve keeps what is ignored: the program gets
     # the defaults, as under runc (else `yes | head` in the container would never end).
@@ -5436,7 +5479,9 @@ _SECCOMP_ACTIONS = {
     "SCMP_ACT_KILL_PROCESS": _RET_KILL_PROCESS, "SCMP_ACT_TRAP": 0x00030000,
     "SCMP_ACT_ERRNO": _RET_ERRNO, "SCMP_ACT_TRACE": 0x7FF00000,
     "SCMP_ACT_LOG": 0x7FFC0000, "SCMP_ACT_ALLOW": 0x7FFF0000,
+    "SCMP_ACT_NOTIFY": 0x7FC00000,  # SECCOMP_RET_USER_NOTIF: an agent answers the call
 }
+_FILTER_FLAG_NEW_LISTENER = 8
 _SECCOMP_FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2,
                   "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4}
 _SECCOMP_OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE",
@@ -5494,8 +5539,6 @@ def _native_arch(arch=None):
 
 
 def _seccomp_action(action, errno_ret, where):
-    if action == "SCMP_ACT_NOTIFY":
-        raise Error(f"seccomp: {where}: SCMP_ACT_NOTIFY is not supported (no listener)")
     if action not in _SECCOMP_ACTIONS:
         raise Error(f"seccomp: {where}: unknown action {action!r}")
     ret = _SECCOMP_ACTIONS[action]
@@ -5746,10 +5789,12 @@ def seccomp_program(profile, arch=None):
         if key not in ("defaultAction", "defaultErrnoRet", "architectures", "flags",
                        "syscalls", "listenerPath", "listenerMetadata"):
             raise Error(f"seccomp: unknown field {key!r}")
-    if profile.get("listenerPath"):
-        raise Error("seccomp: listenerPath (SCMP_ACT_NOTIFY) is not supported")
     if "defaultAction" not in profile:
         raise Error("seccomp: defaultAction is missing")
+    if _notifies(profile) and not profile.get("listenerPath"):
+        raise Error("seccomp: SCMP_ACT_NOTIFY needs a listenerPath (the agent's socket)")
+    if profile.get("listenerPath") and not profile["listenerPath"].startswith("/"):
+        raise Error("seccomp: listenerPath must be an absolute path")
     default_ret = _seccomp_action(profile["defaultAction"], profile.get("defaultErrnoRet"),
                                   "defaultAction")
     _seccomp_flags(profile)
@@ -5790,11 +5835,18 @@ def seccomp_program(profile, arch=None):
     return asm.assemble()
 
 
+def _notifies(profile):
+    return profile.get("defaultAction") == "SCMP_ACT_NOTIFY" or any(
+        isinstance(call, dict) and call.get("action") == "SCMP_ACT_NOTIFY"
+        for call in profile.get("syscalls") or ())
+
+
 def apply_seccomp(profile, prog=None):
     """Load `profile` (an OCI linux.seccomp object; None: nothing) into this process.
 
     Needs no_new_privs or CAP_SYS_ADMIN. The filter applies from here on, across exec:
     call it as late as possible before exec. `prog` is the profile compiled beforehand.
+    Returns the listener fd of a profile with SCMP_ACT_NOTIFY rules (else None).
     """
     if profile is None:
         return
@@ -5804,6 +5856,8 @@ def apply_seccomp(profile, prog=None):
     if prog is None:
         prog = seccomp_program(profile)
     flags = _seccomp_flags(profile)
+    if _notifies(profile):
+        flags |= _FILTER_FLAG_NEW_LISTENER
 
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
@@ -5822,6 +5876,8 @@ def apply_seccomp(profile, prog=None):
         pr_set_seccomp, seccomp_mode_filter = 22, 2
         rc = libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0)
         err = ctypes.get_errno()
+    if rc > 0 and flags & _FILTER_FLAG_NEW_LISTENER:
+        return rc
     if rc > 0:
         raise Error(f"seccomp: thread {rc} has an incompatible filter (TSYNC)")
     if rc < 0:

@@ -714,6 +714,18 @@ def test_socket_activation_and_preserve_fds(oci, bundle):
     listener.close()
 
 
+def test_create_reports_what_fails_before_start(oci, bundle, state_root):
+    # Capability sets the kernel refuses (effective beyond permitted): create fails and says
+    # why, instead of a created container that dies unheard at start.
+    def edit(c):
+        c["process"]["capabilities"] = {"bounding": ["CAP_CHOWN"], "effective": ["CAP_CHOWN"],
+                                        "permitted": []}
+    cid, (rc, _, err) = oci.create(bundle(["true"], edit=edit), ok=False)
+    assert rc == 1 and "process.capabilities: cannot set them" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert no_state(state_root)
+
+
 def test_exec_args_with_env_cwd_user_cap(oci, bundle):
     cid, _ = oci.create(bundle(["sleep", "1000"]))
     oci("start", cid)

@@ -312,8 +312,8 @@ def test_none_means_unconfined():
     ({"defaultAction": "SCMP_ACT_ALLOW", "colour": 1}, "colour"),
     ({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_Z80"]}, "SCMP_ARCH_Z80"),
     ({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_X"]}, "FLAG_X"),
-    ({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/x.sock"}, "listenerPath"),
-    ({"defaultAction": "SCMP_ACT_NOTIFY"}, "SCMP_ACT_NOTIFY"),
+    ({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "x.sock"}, "absolute path"),
+    ({"defaultAction": "SCMP_ACT_NOTIFY"}, "SCMP_ACT_NOTIFY needs a listenerPath"),
     ({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 5000}, "5000"),
     (dict(ALLOW, syscalls=[{"names": ["read"], "action": "SCMP_ACT_BOGUS"}]), "SCMP_ACT_BOGUS"),
     (dict(ALLOW, syscalls=[{"names": ["read"], "action": "SCMP_ACT_ERRNO",
@@ -630,3 +630,67 @@ def test_container_unconfined_reaches_the_kernel(busybox_rootfs, tmp_path):
     r = run_in_container(busybox_rootfs, tmp_path / "state", "--security-opt",
                          "seccomp=unconfined", script="unshare -U true; echo rc=$?")
     assert r.stdout == "rc=0\n", r.stderr
+
+
+# ---- seccomp notify: an agent answers the container's calls ------------------------------
+
+SECCOMP_IOCTL_NOTIF_RECV = 0xc0502100  # _IOWR('!', 0, struct seccomp_notif), 80 bytes
+SECCOMP_IOCTL_NOTIF_SEND = 0xc0182101  # _IOWR('!', 1, struct seccomp_notif_resp), 24 bytes
+
+
+def seccomp_agent(path, got, answer_errno):
+    """A seccomp agent on a unix socket: takes one listener (with its state, as the runtime
+    spec's containerProcessState), then fails every call it is asked about with
+    answer_errno until the listener closes (the container ended)."""
+    import fcntl
+    import socket
+    import threading
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen()
+
+    def serve():
+        conn, _ = server.accept()
+        msg, fds, _, _ = socket.recv_fds(conn, 65536, 1)
+        conn.close()
+        got["state"], got["calls"] = json.loads(msg), []
+        listener = fds[0]
+        while True:
+            req = bytearray(80)
+            try:
+                fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, req)
+            except OSError:
+                break  # no process left under the filter
+            notif_id, pid = struct.unpack_from("QI", req)
+            got["calls"].append(struct.unpack_from("i", req, 16)[0])  # data.nr
+            resp = struct.pack("QqiI", notif_id, 0, -answer_errno, 0)
+            try:
+                fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, bytearray(resp))
+            except OSError:
+                pass  # the caller died meanwhile
+        os.close(listener)
+        server.close()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_seccomp_notify_hands_the_listener_to_an_agent(busybox_rootfs, tmp_path):
+    sock = str(tmp_path / "agent.sock")
+    got = {}
+    agent = seccomp_agent(sock, got, errno.EROFS)
+    profile = mc.default_seccomp_profile()
+    profile["syscalls"].insert(0, {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"})
+    profile.update(listenerPath=sock, listenerMetadata="from-the-test")
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile))
+    r = run_in_container(busybox_rootfs, tmp_path / "state", "--name", "notified",
+                         "--security-opt", f"seccomp={path}",
+                         script="mkdir /tmp/x; echo rc=$?; test -d /tmp/x || echo no-dir")
+    agent.join(timeout=30)
+    assert r.stdout.split() == ["rc=1", "no-dir"], r.stderr
+    assert "Read-only file system" in r.stderr  # the agent's answer, not the kernel's
+    assert got["calls"] and set(got["calls"]) <= {nr("mkdir"), nr("mkdirat")}
+    state = got["state"]
+    assert state["fds"] == ["seccompFd"] and state["metadata"] == "from-the-test"
+    assert state["state"]["id"] == "notified" and state["pid"] == state["state"]["pid"] > 0
