@@ -385,6 +385,8 @@ SCHEMA = {
         "sysctl": FREE,
         "maskedPaths": [str], "readonlyPaths": [str],
         "rootfsPropagation": str, "mountLabel": str,
+        "timeOffsets": {clock: {"secs": int, "nanosecs": int}
+                        for clock in ("monotonic", "boottime")},
         "seccomp": FREE,
     },
 }
@@ -395,7 +397,7 @@ SCHEMA = {
 # other property it does not know is ignored (the spec: "MUST NOT generate an error if they
 # encounter an unknown property"), with a warning in --debug and the --log file.
 NOT_SUPPORTED = {"process.execCPUAffinity",
-                 "linux.timeOffsets", "linux.personality", "linux.intelRdt",
+                 "linux.personality", "linux.intelRdt",
                  "linux.memoryPolicy", "linux.netDevices", "linux.resources.rdma", "vm"}
 # Deprecated properties runc ignores with a warning: the kernel dropped kernel memory limits.
 DEPRECATED = {"linux.resources.memory.kernel", "linux.resources.memory.kernelTCP"}
@@ -498,6 +500,10 @@ def check_config(config, where="config.json"):
         seen.add(ns["type"])
     if ("uidMappings" in linux or "gidMappings" in linux) and "user" not in seen:
         raise Error("%s: linux.uidMappings needs a user namespace" % where)
+    if linux.get("timeOffsets") and not any(ns["type"] == "time" and not ns.get("path")
+                                            for ns in linux.get("namespaces", [])):
+        raise Error("%s: linux.timeOffsets needs a time namespace of the container's own"
+                    % where)
     for kind in ("bounding", "effective", "inheritable", "permitted", "ambient"):
         cap_mask(process.get("capabilities", {}).get(kind, []),
                  "%s: process.capabilities.%s" % (where, kind))
@@ -3347,7 +3353,11 @@ def _fork_init(ctx, linux):
                 os.close(target)
         else:
             unshare(CLONE_NEWPID)
+    own_time = None
     try:
+        if any(ns["type"] == "time" for ns in linux.get("namespaces", [])):
+            own_time = os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC)
+        ctx["time_made"] = unshare_time(linux)
         pid = os.fork()
         if pid == 0:
             _container_init(ctx)  # never returns
@@ -3356,7 +3366,30 @@ def _fork_init(ctx, linux):
             # Our own children (hooks, later forks) stay in our pid namespace.
             setns(saved, CLONE_NEWPID)
             os.close(saved)
+        if own_time is not None:
+            if ctx.get("time_made"):
+                setns(own_time, CLONE_NEWTIME)  # and in our time namespace
+            os.close(own_time)
     return pid
+
+
+def unshare_time(linux):
+    """A time namespace is entered by the children of the process that makes it, never by
+    that process: make it before the init is forked, with its clocks' offsets written
+    before any process is in it. Returns whether one was made."""
+    if not any(ns["type"] == "time" and not ns.get("path")
+               for ns in linux.get("namespaces", [])):
+        return False
+    unshare(CLONE_NEWTIME)
+    offsets = linux.get("timeOffsets") or {}
+    lines = ["%s %d %d" % (clock, o.get("secs", 0), o.get("nanosecs", 0))
+             for clock, o in sorted(offsets.items())]
+    if lines:
+        try:
+            _write("/proc/self/timens_offsets", "\n".join(lines) + "\n")
+        except OSError as e:
+            raise Error("linux.timeOffsets: %s" % e.strerror) from None
+    return True
 
 
 def new_userns(linux):
@@ -3437,6 +3470,7 @@ def _userns_steps(ctx, sync):
         os.close(fd)
     elif pidns:
         unshare(CLONE_NEWPID)
+    ctx["time_made"] = unshare_time(linux)
     pid = os.fork()
     if pid:
         sync.send("pid", pid=pid)
@@ -3614,6 +3648,8 @@ def _init_steps(ctx, sync):
     ctx["seccomp"] = _compile_seccomp(linux)
     fifo = ctx["fifo_fd"]
     done = ["user", "pid"] + ctx.get("joined", []) if ctx.get("userns") else ["pid"]
+    if ctx.get("time_made"):
+        done.append("time")  # made before the fork (unshare_time)
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx["stdin_null"] else None
     namespaces, flags = set(), 0
     for ns in linux.get("namespaces", []):

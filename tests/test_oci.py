@@ -726,6 +726,32 @@ def test_create_reports_what_fails_before_start(oci, bundle, state_root):
     assert no_state(state_root)
 
 
+@pytest.mark.parametrize("userns", [False, True])
+def test_time_namespace_with_offsets(oci, bundle, userns):
+    # The init and what exec starts see the clocks moved by the offsets; the host does not.
+    def edit(c):
+        c["linux"]["namespaces"].append({"type": "time"})
+        c["linux"]["timeOffsets"] = {"monotonic": {"secs": 1000, "nanosecs": 0},
+                                     "boottime": {"secs": 2000, "nanosecs": 5}}
+        if userns:
+            c["linux"]["namespaces"].append({"type": "user"})
+            c["linux"]["uidMappings"] = c["linux"]["gidMappings"] = [
+                {"containerID": 0, "hostID": 0, "size": 65536}]
+    cid, _ = oci.create(bundle(["sleep", "1000"], edit=edit))
+    oci("start", cid)
+    try:
+        with open("/proc/uptime") as f:
+            host = float(f.read().split()[0])
+        inside = float(oci("exec", cid, "cat", "/proc/uptime").split()[0])
+        assert 1990 < inside - host < 2030
+        assert oci("exec", cid, "cat", "/proc/self/timens_offsets").split() == \
+            ["monotonic", "1000", "0", "boottime", "2000", "5"]
+        init = oci.state(cid)["pid"]
+        assert os.readlink("/proc/%d/ns/time" % init) != os.readlink("/proc/self/ns/time")
+    finally:
+        oci("delete", "-f", cid)
+
+
 def test_exec_args_with_env_cwd_user_cap(oci, bundle):
     cid, _ = oci.create(bundle(["sleep", "1000"]))
     oci("start", cid)
