@@ -2850,7 +2850,17 @@ class Container:
         linux = config.get("linux", {})
         check_sysctl(config)
         if "mount" not in {ns["type"] for ns in linux.get("namespaces", [])}:
-            raise Error("linux.namespaces: a mount namespace is required")
+            # Then the container lives in the host's mount namespace (chrooted, as runc
+            # runs it): nothing may be mounted there.
+            unmet = [name for name, value in (
+                ("mounts", config.get("mounts")), ("linux.maskedPaths", linux.get(
+                    "maskedPaths")), ("linux.readonlyPaths", linux.get("readonlyPaths")),
+                ("linux.devices", linux.get("devices")), ("root.readonly", config.get(
+                    "root", {}).get("readonly")), ("linux.rootfsPropagation", linux.get(
+                        "rootfsPropagation")), ("an image's layers", overlay)) if value]
+            if unmet:
+                raise Error("linux.namespaces: without a mount namespace, %s would change the "
+                            "host's mounts" % ", ".join(unmet))
         if overlay is not None:
             rootfs = config["root"]["path"] = os.path.join(os.path.abspath(c.dir), "rootfs")
         else:
@@ -3671,14 +3681,19 @@ def _init_steps(ctx, sync):
         if sync.recv()[0] != {"t": "ok"}:
             raise Error("createRuntime hooks failed")
     rootfs = ctx["rootfs"]
-    make_cwd(config, rootfs)
-    setup_rootfs(config, rootfs, ctx["bundle"], ctx["cgroup"], "user" in namespaces)
+    if "mount" in namespaces:
+        make_cwd(config, rootfs)
+        setup_rootfs(config, rootfs, ctx["bundle"], ctx["cgroup"], "user" in namespaces)
     if hooks.get("createContainer"):
         in_cgroup()
         # pid as this process sees itself (1 in a new pid namespace), as runc passes it
         run_hooks(hooks["createContainer"], dict(ctx["hook_state"], status="creating",
                                                  pid=os.getpid()), "createContainer")
-    enter_rootfs(rootfs)
+    if "mount" in namespaces:
+        enter_rootfs(rootfs)
+    else:  # the host's mount namespace, which is not ours to change: a root of its own only
+        os.chroot(rootfs)
+        os.chdir("/")
     if config.get("hostname") and "uts" in namespaces:
         sethostname(config["hostname"])
     if config.get("domainname") and "uts" in namespaces:
@@ -3687,7 +3702,8 @@ def _init_steps(ctx, sync):
                                            if ns["type"] == "network"):
         loopback_up()
     apply_sysctl(linux.get("sysctl", {}))
-    finish_rootfs(config)
+    if "mount" in namespaces:
+        finish_rootfs(config)
     in_cgroup()  # before the scheduler: an RT task cannot move to a cgroup without RT time
     path = _prepare_process(process, sync, devnull)
     # All that may fail is done before "ready", so that create reports it; what is left

@@ -104,7 +104,9 @@ def _set(path, value):
     (_set("linux.namespaces", [{"type": "pid"}, {"type": "bogus"}]), None,
      "unknown type 'bogus'"),
     (_set("linux.namespaces", [{"type": "mount"}, {"type": "mount"}]), None, "given twice"),
-    (_set("linux.namespaces", [{"type": "pid"}]), None, "a mount namespace is required"),
+    (_set("linux.namespaces", [{"type": "pid"}]), None,
+     "without a mount namespace, mounts, linux.maskedPaths, linux.readonlyPaths would change "
+     "the host's mounts"),
     (_set("process.rlimits", [{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]), None,
      "unknown type 'RLIMIT_BOGUS'"),
     (_set("process.capabilities.bounding", ["CAP_BOGUS"]), None, "CAP_BOGUS"),

@@ -752,6 +752,27 @@ def test_time_namespace_with_offsets(oci, bundle, userns):
         oci("delete", "-f", cid)
 
 
+def test_without_a_mount_namespace(oci, bundle, rootfs_copy):
+    # As runc runs it: in the host's mount namespace, chrooted to the rootfs; what it needs
+    # mounted (here /proc) the caller has mounted in the rootfs beforehand.
+    proc = os.path.join(rootfs_copy, "proc")
+    subprocess.run(["mount", "--bind", "/proc", proc], check=True)
+    try:
+        def edit(c):
+            c["linux"]["namespaces"] = [ns for ns in c["linux"]["namespaces"]
+                                        if ns["type"] != "mount"]
+            c["mounts"] = []
+            for key in ("maskedPaths", "readonlyPaths"):
+                c["linux"].pop(key)
+        open(os.path.join(rootfs_copy, "only-in-this-rootfs"), "w").close()
+        b = bundle(["sh", "-c", "ls /only-in-this-rootfs; readlink /proc/self/ns/mnt"],
+                   rootfs=rootfs_copy, edit=edit)
+        out = oci("run", "--bundle", b, new_id()).split()
+        assert out == ["/only-in-this-rootfs", os.readlink("/proc/self/ns/mnt")]
+    finally:
+        subprocess.run(["umount", proc], check=True)
+
+
 def test_exec_args_with_env_cwd_user_cap(oci, bundle):
     cid, _ = oci.create(bundle(["sleep", "1000"]))
     oci("start", cid)
