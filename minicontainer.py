@@ -106,6 +106,7 @@ _SYSCALLS = {  # the few we call by number: glibc wraps none of these the way we
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_OPENAT2, SYS_MOUNT_SETATTR = 428, 429, 437, 442
 AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
 OPEN_TREE_CLONE, MOVE_MOUNT_F_EMPTY_PATH, MOUNT_ATTR_IDMAP = 1, 4, 0x00100000
+MOVE_MOUNT_T_SYMLINKS, AT_RECURSIVE = 0x10, 0x8000
 
 
 def syscall_nr(name):
@@ -140,19 +141,37 @@ def pivot_root(new_root, put_old):
            "pivot_root")
 
 
-def idmapped_bind(path, userns_fd):
-    """Bind path on itself through a mount that shows its files' owners mapped by the user
-    namespace: uid 0 on disk is the namespace's root. An idmap is set on a detached copy
-    of the mount (open_tree), which is then attached (kernel 5.12+)."""
-    tree = _check(libc().syscall(SYS_OPEN_TREE, AT_FDCWD, path.encode(),
-                                 OPEN_TREE_CLONE | os.O_CLOEXEC), "open_tree %s" % path)
+def idmapped_tree(path, userns_fd, recursive=False):
+    """A detached copy of the mount at path (open_tree) that shows its files' owners mapped
+    by the user namespace: uid 0 on disk is the namespace's root (kernel 5.12+). Made as
+    the host's root, it can be attached later from inside a user namespace (move_tree)."""
+    tree = _check(libc().syscall(SYS_OPEN_TREE, AT_FDCWD, path.encode(), OPEN_TREE_CLONE |
+                                 os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)),
+                  "open_tree %s" % path)
     try:
         import struct
         attr = struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
-        _check(libc().syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, attr, len(attr)),
+        _check(libc().syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH |
+                              (AT_RECURSIVE if recursive else 0), attr, len(attr)),
                "id-mapped mount of %s" % path)
-        _check(libc().syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, path.encode(),
-                              MOVE_MOUNT_F_EMPTY_PATH), "move_mount on %s" % path)
+    except BaseException:
+        os.close(tree)
+        raise
+    return tree
+
+
+def move_tree(tree, target):
+    """Attach a detached mount at target (a path; /proc/self/fd/N ones are followed)."""
+    _check(libc().syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, target.encode(),
+                          MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_SYMLINKS),
+           "move_mount on %s" % target)
+
+
+def idmapped_bind(path, userns_fd):
+    """Bind path on itself through an id-mapped mount (idmapped_tree)."""
+    tree = idmapped_tree(path, userns_fd)
+    try:
+        move_tree(tree, path)
     finally:
         os.close(tree)
 
@@ -1247,7 +1266,7 @@ def parse_mount_options(options):
         elif opt == "tmpcopyup":
             pass  # mount_entry: a tmpfs gets a copy of what it covers
         elif opt in ("idmap", "ridmap"):
-            raise Error("mount option %s is not supported" % opt)
+            pass  # mount_idmaps: an id-mapped bind, made before the container's setup
         else:
             data.append(opt)
     return flags, propagation, ",".join(data)
@@ -1344,8 +1363,9 @@ def _bind_remount(target, flags):
     mount(None, target, None, (flags & ~MS_REC) | keep | MS_BIND | MS_REMOUNT)
 
 
-def mount_entry(m, rootfs, bundle, cgroup, userns=False):
-    """Mount one entry of config.mounts, through an fd of its target opened inside root."""
+def mount_entry(m, rootfs, bundle, cgroup, userns=False, tree=None):
+    """Mount one entry of config.mounts, through an fd of its target opened inside root;
+    `tree` is its id-mapped copy (mount_idmaps) to attach instead of a bind."""
     flags, propagation, data = parse_mount_options(m.get("options"))
     kind = m.get("type") or ("bind" if flags & MS_BIND else "")
     dest = m["destination"]
@@ -1356,7 +1376,10 @@ def mount_entry(m, rootfs, bundle, cgroup, userns=False):
                    not os.path.isdir(source))
     remount = 0
     with _InRoot(rootfs, dest) as target:
-        if source is not None:
+        if tree is not None:
+            move_tree(tree, target)
+            remount = flags & ~(MS_BIND | MS_REC)
+        elif source is not None:
             mount(source, target, None, MS_BIND | (flags & MS_REC))
             remount = flags & ~(MS_BIND | MS_REC)
         elif kind == "cgroup":
@@ -1508,15 +1531,15 @@ def cut_from_host(linux):
     mount(None, "/", None, MS_REC | (MS_SLAVE if hears_host else MS_PRIVATE))
 
 
-def setup_rootfs(config, rootfs, bundle, cgroup, userns=False):
+def setup_rootfs(config, rootfs, bundle, cgroup, userns=False, trees=None):
     """Build the container's mount tree under rootfs, in the container's mount namespace."""
     linux = config.get("linux", {})
     cut_from_host(linux)
     # pivot_root needs the new root to be a mount point.
     mount(rootfs, rootfs, None, MS_BIND | MS_REC)
     dev_is_tmpfs = False
-    for m in config.get("mounts", []):
-        mount_entry(m, rootfs, bundle, cgroup, userns)
+    for i, m in enumerate(config.get("mounts", [])):
+        mount_entry(m, rootfs, bundle, cgroup, userns, (trees or {}).get(i))
         if os.path.normpath(m["destination"]) == "/dev" and m.get("type") == "tmpfs":
             dev_is_tmpfs = True
     if dev_is_tmpfs:
@@ -2913,7 +2936,8 @@ class Container:
             # The init reopens it through this fd: the state directory need not be reachable
             # from the container's user namespace.
             fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
-            ctx = {"config": config, "rootfs": rootfs, "bundle": c.state["bundle"],
+            trees = mount_idmaps(config, c.state["bundle"])
+            ctx = {"config": config, "idmap_trees": trees, "rootfs": rootfs, "bundle": c.state["bundle"],
                    "cgroup": cgroup, "fifo": c.fifo, "sync": theirs, "console": console,
                    "lock": lock, "fifo_fd": fifo_fd,
                    "hooks": bool(config.get("hooks")), "userns": userns,
@@ -2921,9 +2945,13 @@ class Container:
                    "overlay": ov, "hook_state": {
                        "ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
                        "annotations": config.get("annotations", {})}}
-            child = first = _fork_init(ctx, linux)
-            theirs.close()
-            os.close(fifo_fd)
+            try:
+                child = first = _fork_init(ctx, linux)
+            finally:  # the init's now
+                theirs.close()
+                os.close(fifo_fd)
+                for tree in trees.values():
+                    os.close(tree)
             c.state["pid"] = None
             c._pidfd = pidfd_open(child)
             c.sync = _Sync(ours)
@@ -3532,6 +3560,44 @@ def write_id_maps(pid, linux):
             raise Error("linux.%sMappings: %s" % (kind, e.strerror)) from None
 
 
+def mount_idmaps(config, bundle):
+    """{index in config.mounts: an id-mapped copy of its source} for the bind mounts with
+    uidMappings/gidMappings (or an idmap option, which takes the container's maps). Made
+    here, as the host's root: inside a user namespace the kernel refuses to id-map a mount
+    of the host's filesystems, but attaching the copy is allowed. The caller closes them."""
+    linux = config.get("linux", {})
+    trees = {}
+    try:
+        for i, m in enumerate(config.get("mounts", [])):
+            options = m.get("options") or []
+            maps = {k: m[k] for k in ("uidMappings", "gidMappings") if m.get(k)}
+            if not maps and not {"idmap", "ridmap"} & set(options):
+                continue
+            source = _bind_source(m, bundle)
+            if source is None:
+                raise Error("mounts: %s: only a bind mount can be id-mapped" % m["destination"])
+            if not os.path.exists(source):
+                raise Error("mount %s: source %s does not exist" % (m["destination"], source))
+            maps = maps or {k: linux.get(k) for k in ("uidMappings", "gidMappings")}
+            if not maps.get("uidMappings") or not maps.get("gidMappings"):
+                raise Error("mounts: %s: an id-mapped mount needs uidMappings and gidMappings"
+                            % m["destination"])
+            userns = mapped_userns(maps)
+            try:
+                trees[i] = idmapped_tree(source, userns, "rbind" in options or
+                                         "ridmap" in options)
+            except OSError as e:
+                raise Error("mount %s: id-mapped %s: %s" % (m["destination"], source,
+                                                           e.strerror)) from None
+            finally:
+                os.close(userns)
+    except BaseException:
+        for tree in trees.values():
+            os.close(tree)
+        raise
+    return trees
+
+
 def mapped_userns(linux):
     """An fd of a user namespace with the container's id maps, for id-mapped mounts: a
     child makes the namespace and waits while we map it and open it, then goes."""
@@ -3683,7 +3749,8 @@ def _init_steps(ctx, sync):
     rootfs = ctx["rootfs"]
     if "mount" in namespaces:
         make_cwd(config, rootfs)
-        setup_rootfs(config, rootfs, ctx["bundle"], ctx["cgroup"], "user" in namespaces)
+        setup_rootfs(config, rootfs, ctx["bundle"], ctx["cgroup"], "user" in namespaces,
+                     ctx.get("idmap_trees"))
     if hooks.get("createContainer"):
         in_cgroup()
         # pid as this process sees itself (1 in a new pid namespace), as runc passes it

@@ -120,6 +120,9 @@ def _set(path, value):
      None, "the container has no /proc"),
     (_set("linux.rootfsPropagation", "sideways"), None, "unknown value 'sideways'"),
     (_set("mounts", [{"destination": "relative", "type": "tmpfs"}]), None, "must be absolute"),
+    (_set("mounts", [{"destination": "/x", "type": "tmpfs", "source": "tmpfs", "uidMappings":
+                      [{"containerID": 0, "hostID": 1, "size": 1}]}]), None,
+     "only a bind mount can be id-mapped"),
     (_set("mounts", [{"destination": "/x", "type": "bind", "source": "/nonexistent",
                       "options": ["bind"]}]), None, "source /nonexistent does not exist"),
     (_set("linux.resources.devices", [{"allow": True, "type": "z", "access": "r"}]), None,

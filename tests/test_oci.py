@@ -773,6 +773,47 @@ def test_without_a_mount_namespace(oci, bundle, rootfs_copy):
         subprocess.run(["umount", proc], check=True)
 
 
+def test_id_mapped_bind_mounts(oci, bundle, rootfs_copy, tmp_path):
+    # A volume owned by root and by 1000 on disk, seen through uidMappings/gidMappings of
+    # the mount (0 -> 5000): as 5000 and 6000. The destination goes through a symlink of the
+    # rootfs that points at a host directory: resolved inside the root, as every mount.
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "f").write_text("x")
+    os.chown(vol, 1000, 1000)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(str(outside), os.path.join(rootfs_copy, "link"))
+    maps = [{"containerID": 0, "hostID": 5000, "size": 65536}]
+
+    def edit(c):
+        c["mounts"].append({"destination": "/link/vol", "type": "bind", "source": str(vol),
+                            "options": ["bind"], "uidMappings": maps, "gidMappings": maps})
+    b = bundle(["sh", "-c", "stat -c '%u %g' /link/vol /link/vol/f"], rootfs=rootfs_copy,
+               edit=edit)
+    assert oci("run", "--bundle", b, new_id()).split() == ["6000", "6000", "5000", "5000"]
+    assert os.listdir(outside) == [] and os.stat(vol / "f").st_uid == 0
+
+
+def test_id_mapped_mount_in_a_user_namespace(oci, bundle, walkable):
+    # "idmap" without maps of its own takes the container's: the container's root owns the
+    # host root's files there, and what it writes is the host root's on disk.
+    vol = walkable / "vol"
+    vol.mkdir()
+    (vol / "f").write_text("x")
+    maps = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+
+    def edit(c):
+        c["linux"]["namespaces"].append({"type": "user"})
+        c["linux"]["uidMappings"] = c["linux"]["gidMappings"] = maps
+        c["mounts"].append({"destination": "/vol", "type": "bind", "source": str(vol),
+                            "options": ["rbind", "idmap"]})
+    b = bundle(["sh", "-c", "stat -c '%u' /vol/f; echo w > /vol/g && stat -c '%u' /vol/g"],
+               rootfs=str(walkable / "rootfs"), edit=edit)
+    assert oci("run", "--bundle", b, new_id()).split() == ["0", "0"]
+    assert os.stat(vol / "g").st_uid == 0
+
+
 def test_exec_args_with_env_cwd_user_cap(oci, bundle):
     cid, _ = oci.create(bundle(["sleep", "1000"]))
     oci("start", cid)
