@@ -2940,7 +2940,11 @@ class Container:
             ctx = {"config": config, "idmap_trees": trees, "rootfs": rootfs, "bundle": c.state["bundle"],
                    "cgroup": cgroup, "fifo": c.fifo, "sync": theirs, "console": console,
                    "lock": lock, "fifo_fd": fifo_fd,
-                   "hooks": bool(config.get("hooks")), "userns": userns,
+                   "hooks": bool(config.get("hooks")),
+                   # a first child enters the user namespace, new or given by path: what the
+                   # init makes then belongs to it (see _fork_init)
+                   "userns": userns or any(ns["type"] == "user"
+                                           for ns in linux.get("namespaces", [])),
                    "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug,
                    "overlay": ov, "hook_state": {
                        "ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
@@ -3366,9 +3370,10 @@ def _compile_seccomp(linux):
 def _fork_init(ctx, linux):
     """Fork the container's init, in a new (or given) pid namespace if asked: it is pid 1.
 
-    With a new user namespace, a first child creates it (and, owned by it, the pid namespace:
-    /proc can only be mounted by root of the user namespace that owns the pid namespace) and
-    forks the init; we write the id maps in between. Otherwise one fork does."""
+    With a user namespace, a first child creates it (we write the id maps meanwhile) or
+    joins the one given by path, and makes the pid namespace, owned by it (/proc can only
+    be mounted by root of the user namespace that owns the pid namespace), and forks the
+    init. Otherwise one fork does."""
     if ctx["userns"]:
         prctl(PR_SET_CHILD_SUBREAPER, 1)  # the init's parent exits: we inherit the init
         pid = os.fork()
@@ -3494,10 +3499,15 @@ def _userns_steps(ctx, sync):
             ctx["joined"].append(ns["type"])
     if "network" in ctx["joined"]:
         _premount_sysfs(ctx)
-    unshare(CLONE_NEWUSER)
-    sync.send("userns")
-    if sync.recv()[0] != {"t": "ok"}:
-        raise Error("user namespace: the id maps were not written")
+    given = next((ns for ns in linux.get("namespaces", []) if ns["type"] == "user"
+                  and ns.get("path")), None)
+    if given:
+        _join_namespace(given)
+    else:
+        unshare(CLONE_NEWUSER)
+        sync.send("userns")
+        if sync.recv()[0] != {"t": "ok"}:
+            raise Error("user namespace: the id maps were not written")
     # Become the container's root: an unmapped uid may create nothing (EOVERFLOW).
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)

@@ -1070,6 +1070,70 @@ def test_join_another_containers_uts_and_net_by_path(oci, bundle):
     oci("delete", "-f", a)
 
 
+def test_join_a_user_namespace_by_path_and_exec_into_it(oci, bundle, walkable):
+    # A pod's second container: the first's user, network and uts namespaces, joined by
+    # path (no id maps of its own), then exec into it.
+    maps = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+
+    def first(c):
+        c["linux"]["namespaces"].append({"type": "user"})
+        c["linux"]["uidMappings"] = c["linux"]["gidMappings"] = maps
+        c["hostname"] = "pod"
+    rootfs = str(walkable / "rootfs")
+    a, _ = oci.create(bundle(["sleep", "1000"], rootfs=rootfs, edit=first))
+    oci("start", a)
+    apid = oci.state(a)["pid"]
+
+    def second(c):
+        c.pop("hostname")
+        c["linux"]["namespaces"].append({"type": "user"})
+        for ns in c["linux"]["namespaces"]:
+            name = {"user": "user", "network": "net", "uts": "uts"}.get(ns["type"])
+            if name:
+                ns["path"] = "/proc/%d/ns/%s" % (apid, name)
+    b, _ = oci.create(bundle(["sleep", "1000"], rootfs=rootfs, edit=second))
+    oci("start", b)
+    try:
+        bpid = oci.state(b)["pid"]
+        for n in ("user", "net", "uts"):
+            assert os.readlink("/proc/%d/ns/%s" % (bpid, n)) == \
+                os.readlink("/proc/%d/ns/%s" % (apid, n))
+        assert oci("exec", b, "sh", "-c", "hostname; id -u; cat /proc/self/uid_map").split() \
+            == ["pod", "0", "0", "100000", "65536"]
+    finally:
+        oci("delete", "-f", b)
+        oci("delete", "-f", a)
+
+
+def test_a_hook_that_outlives_its_timeout_fails_create(oci, bundle, tmp_path, state_root):
+    hook = tmp_path / "slow.sh"
+    hook.write_text("#!/bin/sh\nsleep 30\n")
+    hook.chmod(0o755)
+    hooks = {"createRuntime": [{"path": str(hook), "env": [HOOK_PATH], "timeout": 1}]}
+    started = time.monotonic()
+    cid, (rc, _, err) = oci.create(bundle(["true"], edit=lambda c: c.update(hooks=hooks)),
+                                   ok=False)
+    assert rc == 1 and "createRuntime hook %s timed out" % hook in err, err
+    assert time.monotonic() - started < 20 and no_state(state_root)
+
+
+def test_bind_leaves_submounts_behind_and_rbind_takes_them(oci, bundle, tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "submount", src / "sub"], check=True)
+    try:
+        (src / "sub" / "on-the-submount").write_text("x")
+
+        def edit(c):
+            c["mounts"] += [
+                {"destination": "/b", "type": "bind", "source": str(src), "options": ["bind"]},
+                {"destination": "/r", "type": "bind", "source": str(src), "options": ["rbind"]}]
+        b = bundle(["sh", "-c", "ls /b/sub; echo -; ls /r/sub"], edit=edit)
+        assert oci("run", "--bundle", b, new_id()).split() == ["-", "on-the-submount"]
+    finally:
+        subprocess.run(["umount", src / "sub"], check=True)
+
+
 def test_a_namespace_path_that_does_not_exist(oci, bundle, state_root):
     def edit(c):
         c["linux"]["namespaces"].append({"type": "cgroup", "path": "/nonexistent/ns"})
