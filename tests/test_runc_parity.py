@@ -1,0 +1,97 @@
+"""The same bundle under runc and under minicontainer (issue 11): exit status and output must
+agree. Each case edits the config `runc spec` writes; the process prints what the container
+looks like from inside."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import RUNTIME, new_id
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks"),
+              pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")]
+
+# What a container looks like from inside, in words that do not change between two runs.
+# (/sys/fs/cgroup differs on purpose: runc leaves its tmpfs read-write under a config that
+# asks for "ro", we make it read-only; and its hierarchies as the README says.)
+LOOK = ("id; pwd; hostname; echo $HOME; grep -E '^(Cap|NoNewPrivs|Seccomp:)' "
+        "/proc/self/status; ulimit -n; ulimit -c; umask; ls /dev; "
+        "awk '$5 !~ \"^/sys/fs/cgroup\" {print $5, $6}' /proc/self/mountinfo | sort; "
+        "cat /proc/sys/kernel/domainname; ls -ld /tmp")
+
+
+def run_bundle(runtime, bundle, root):
+    r = subprocess.run([runtime, "--root", root, "run", "--bundle", bundle, new_id()],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    return r.returncode, r.stdout
+
+
+@pytest.fixture
+def both(tmp_path, busybox_rootfs):
+    """both(edit) -> (runc's, ours), each (exit status, stdout), for `runc spec` + edit."""
+    def run(edit, script=LOOK):
+        d = tmp_path / new_id("bundle")
+        d.mkdir()
+        subprocess.run(["runc", "spec"], cwd=d, check=True)
+        config = json.loads((d / "config.json").read_text())
+        config["root"]["path"] = busybox_rootfs
+        config["process"].update(terminal=False, args=["sh", "-c", script])
+        if edit:
+            edit(config)
+        (d / "config.json").write_text(json.dumps(config))
+        return (run_bundle("runc", str(d), str(tmp_path / "runc-state")),
+                run_bundle(RUNTIME, str(d), str(tmp_path / "state")))
+    return run
+
+
+def _set(path, value):
+    def edit(config):
+        *parents, last = path.split(".")
+        d = config
+        for p in parents:
+            d = d.setdefault(p, {})
+        d[last] = value
+    return edit
+
+
+def _without_mount(dest):
+    return lambda c: c.update(mounts=[m for m in c["mounts"] if m["destination"] != dest])
+
+
+@pytest.mark.parametrize("edit", [
+    None,
+    _set("process.user", {"uid": 1000, "gid": 1000, "additionalGids": [100]}),
+    _set("process.user", {"uid": 0, "gid": 0, "umask": 0o077}),
+    _set("process.cwd", "/tmp"),
+    _set("process.env", ["PATH=/bin:/usr/bin", "HOME=/somewhere"]),
+    _set("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200},
+                             {"type": "RLIMIT_CORE", "soft": 18446744073709551615,
+                              "hard": 18446744073709551615}]),
+    _set("process.noNewPrivileges", False),
+    _set("process.capabilities", {k: ["CAP_CHOWN", "CAP_KILL"] for k in
+                                  ("bounding", "effective", "permitted")}),
+    _set("hostname", "parity"),
+    _set("linux.sysctl", {"kernel.domainname": "parity.example", "net.ipv4.ip_forward": "1"}),
+    _set("root.readonly", False),
+    _without_mount("/sys"),
+    _without_mount("/dev/mqueue"),
+    lambda c: c["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                                  "options": ["nosuid", "nodev", "mode=1777", "size=1m"]}),
+    lambda c: c["linux"].update(devices=[{"path": "/dev/fuse", "type": "c", "major": 10,
+                                          "minor": 229, "fileMode": 0o666}]),
+], ids=["spec", "user", "umask", "cwd", "env", "rlimits", "privs", "caps", "hostname",
+        "sysctl", "rw-root", "no-sys", "no-mqueue", "tmpfs", "device"])
+def test_same_as_runc(both, edit):
+    runc, ours = both(edit)
+    assert ours == runc, "\nminicontainer: %r\nrunc:          %r" % (ours, runc)
+    assert ours[0] == 0
+
+
+@pytest.mark.parametrize("script, status", [("exit 3", 3), ("exec /nonexistent", 127),
+                                            ("kill -9 $$; echo pid 1 ignores it", 0),
+                                            ("sh -c 'kill -9 $$'", 137)])
+def test_exit_status_as_runc(both, script, status):
+    runc, ours = both(None, script)
+    assert ours[0] == runc[0] == status
