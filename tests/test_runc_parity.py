@@ -91,7 +91,7 @@ def test_same_as_runc(both, edit):
 
 @pytest.mark.parametrize("script, status", [("exit 3", 3), ("exec /nonexistent", 127),
                                             ("kill -9 $$; echo pid 1 ignores it", 0),
-                                            ("sh -c 'kill -9 $$'", 137)])
+                                            ("sh -c 'kill -9 $$'; exit $?", 137)])
 def test_exit_status_as_runc(both, script, status):
     runc, ours = both(None, script)
     assert ours[0] == runc[0] == status
