@@ -14,9 +14,10 @@ import pytest
 
 import minicontainer as mc
 from conftest import SHARED_DATA, mc as run_mc
+import pull
 from fixtures_registry import (FaultProxy, Image, Layer, RegistryClient, RegistryServer,
-                               dir_layer, entry, free_port, run_pull, store_snapshot,
-                               tar_layer, tree_snapshot)
+                               dir_layer, entry, free_port, http_request, run_pull,
+                               store_snapshot, tar_layer, tree_snapshot)
 from test_unpack import hostile_layers
 
 ALPINE = {arch: os.path.join(SHARED_DATA, f"alpine-minirootfs-3.20.3-{arch}.tar.gz")
@@ -450,9 +451,8 @@ def test_token_auth_anonymous(token_registry, store, layers):
         assert token not in result.stdout and token not in result.stderr
         assert token.split(".")[2] not in result.stdout + result.stderr
     # a pull straight from the registry without a token is refused, so the flow was needed
-    import requests
-    r = requests.get(f"{token_registry.base}/v2/{name}/manifests/v")
-    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer realm=")
+    r = http_request(pull.Transport(), "GET", f"{token_registry.base}/v2/{name}/manifests/v")
+    assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer realm=")
 
 
 def test_token_auth_private_needs_credentials(token_registry, store, layers, tmp_path):
@@ -496,7 +496,7 @@ def test_basic_auth_registry(tmp_path, store, layers):
         "realm": "test", "path": str(tmp_path / "htpasswd")}})
     try:
         client = RegistryClient(server.base)
-        client.session.auth = ("alice", "basic-secret")
+        client.basic = ("alice", "basic-secret")
         image = Image(layers["docker"][:2], "docker")
         client.push_image("team/app", "1", image)
         ref = f"{server.host}/team/app:1"
