@@ -547,6 +547,7 @@ class FaultProxy:
 
     def stop(self):
         self.stopping.set()
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
