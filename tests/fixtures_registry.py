@@ -249,10 +249,11 @@ class RegistryClient:
 # ---- the registry process ----
 
 class RegistryServer:
-    def __init__(self, workdir, auth=None):
+    def __init__(self, workdir, auth=None, tls=None):
+        """tls: (certificate file, key file) to serve https with."""
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
-        self.base = f"http://{self.host}"
+        self.base = f"{'https' if tls else 'http'}://{self.host}"
         self.storage = os.path.join(workdir, "storage")
         os.makedirs(self.storage, exist_ok=True)
         config = {
@@ -264,6 +265,8 @@ class RegistryServer:
         }
         if auth:
             config["auth"] = auth
+        if tls:
+            config["http"]["tls"] = {"certificate": tls[0], "key": tls[1]}
         self.config_path = os.path.join(workdir, "config.yml")
         with open(self.config_path, "w") as f:
             json.dump(config, f)  # JSON is YAML

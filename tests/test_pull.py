@@ -283,6 +283,50 @@ def test_non_loopback_registry_needs_insecure_for_http():
         "http://registry.example:5000"
 
 
+def test_tls_registry(tmp_path, store, layers, monkeypatch):
+    """https through ssl's default context: a registry whose certificate the system trusts
+    ($SSL_CERT_FILE here) is pulled from; one it does not is a one-line TLS error."""
+    cert, key = str(tmp_path / "tls.pem"), str(tmp_path / "tls.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    server = RegistryServer(str(tmp_path / "reg"), tls=(cert, key))
+    try:
+        image = Image(layers["oci"], config=CONFIG)
+        RegistryClient(server.base).push_image("tls/app", "1", image)
+        ref = f"{server.host}/tls/app:1"
+        ok(run_pull("--registry", server.base, ref, store=store))
+        check_rootfs(merged_view(mc.find_image(ref, store)))
+        untrusted = {k: v for k, v in os.environ.items() if k != "SSL_CERT_FILE"}
+        failed(run_pull("--registry", server.base, ref, store=store + "2", env=untrusted),
+               r"TLS error talking to 127\.0\.0\.1:\d+ \(certificate verify failed")
+        failed(run_pull("--registry", server.base.replace("https", "ftp"), ref, store=store),
+               "scheme must be http or https")
+    finally:
+        server.stop()
+
+
+def test_http_proxy_from_environment(proxy, registry, store, layers, monkeypatch):
+    """$http_proxy carries the requests for a registry off loopback, in absolute form: here a
+    name that cannot resolve, which only the proxy (forwarding to the test registry) reaches."""
+    name = repo()
+    image = Image(layers["oci"][:2])
+    registry.client.push_image(name, "v", image)
+    for key in ("no_proxy", "NO_PROXY", "HTTP_PROXY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://{proxy.host}")
+    ref = f"registry.invalid:5000/{name}:v"
+    ok(run_pull("--insecure", ref, store=store))
+    assert mc.find_image(ref, store).pulled_digest == image.digest
+    assert proxy.log and all(p.startswith("http://registry.invalid:5000/v2/") and
+                             h["Host"] == "registry.invalid:5000" for _, p, h in proxy.log)
+    assert pull.proxy_for("http", "registry.invalid:5000").port == proxy.server.server_address[1]
+    assert pull.proxy_for("http", "127.0.0.1:5000") is None  # never for loopback
+    monkeypatch.setenv("no_proxy", "example.org,.invalid")
+    assert pull.proxy_for("http", "registry.invalid:5000") is None
+
+
 # ---- faults: nothing half-made may remain ----
 
 def _pull_fails(ref, store, pattern):

@@ -2,7 +2,7 @@
 """Pull an image through the registry HTTP API v2 into minicontainer's image store.
 
     python3 tools/pull.py [--platform OS/ARCH[/VARIANT]] [--store DIR] [-q]
-                          [--registry HOST[:PORT]] [--insecure] REF
+                          [--registry [SCHEME://]HOST[:PORT]] [--insecure] REF
 
 REF is parsed as docker parses it (alpine = docker.io/library/alpine:latest).  Every blob is
 checked against its digest and every layer against the config's diff_ids before anything
@@ -328,6 +328,9 @@ class Transport:
                 conn.close()
                 if not (reused and retry_stale):
                     raise
+            except ssl.SSLError:  # a ValueError too when it is a certificate's
+                conn.close()
+                raise
             except (ValueError, OverflowError) as e:  # a port out of range, a bad header
                 conn.close()
                 raise PullError(f"cannot request {u.netloc}: {e}") from None
@@ -367,9 +370,9 @@ class Registry:
     """One repository on one registry, with docker's auth flows.  Tokens live only in memory
     and in request headers: they are never printed, logged or put in an error."""
 
-    def __init__(self, host, repository, insecure=False, transport=None):
+    def __init__(self, host, repository, insecure=False, transport=None, scheme=None):
         self.host, self.repository = host, repository
-        self.scheme = "http" if insecure or is_loopback(host) else "https"
+        self.scheme = scheme or ("http" if insecure or is_loopback(host) else "https")
         self.base = f"{self.scheme}://{host}"
         self.credentials = docker_credentials(host)
         self.authorization = None
@@ -754,11 +757,12 @@ def pull(reference, platform=None, store=None, registry_host=None, insecure=Fals
     want = parse_platform(platform) if platform else host_platform()
     progress = progress or Progress("quiet")
     store = mc.ImageStore(store)
-    host = registry_host or ref.api_host
+    host, scheme = registry_host or ref.api_host, None
     if "://" in host:
         scheme, _, host = host.partition("://")
-        insecure = insecure or scheme == "http"
-    registry = Registry(host.rstrip("/"), ref.repository, insecure)
+        if scheme not in ("http", "https"):
+            raise PullError(f"--registry {registry_host}: the scheme must be http or https")
+    registry = Registry(host.rstrip("/"), ref.repository, insecure, scheme=scheme)
     try:
         store.ensure_layout()
         _pull_into(store, registry, ref, want, platform, progress)
@@ -881,8 +885,9 @@ def main(argv=None):
     ap.add_argument("--store", help="image store directory (default: $MINICONTAINER_STORE or "
                     "images/ beside minicontainer.py)")
     ap.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    ap.add_argument("--registry", metavar="HOST[:PORT]",
-                    help="fetch from this registry or mirror instead of the reference's")
+    ap.add_argument("--registry", metavar="[SCHEME://]HOST[:PORT]",
+                    help="fetch from this registry or mirror instead of the reference's "
+                    "(https:// or http:// chooses the protocol, loopback's too)")
     ap.add_argument("--insecure", action="store_true",
                     help="speak plain http (always done for registries on loopback)")
     ap.add_argument("reference", metavar="REF")
