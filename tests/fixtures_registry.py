@@ -555,6 +555,54 @@ class FaultProxy:
         self.server.server_close()
 
 
+class TunnelProxy:
+    """An HTTP CONNECT proxy (as $https_proxy names) that tunnels every CONNECT to upstream,
+    whatever host it asks for; `requests` lists the request lines it got."""
+
+    def __init__(self, upstream):
+        self.upstream, self.requests = upstream, []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # stopped
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = client.recv(4096)
+            if not data:
+                client.close()
+                return
+            head += data
+        self.requests.append(head.split(b"\r\n")[0].decode())
+        server = socket.create_connection(self.upstream)
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pipe(src, dst):
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        threading.Thread(target=pipe, args=(server, client), daemon=True).start()
+        pipe(client, server)
+
+    def stop(self):
+        self.listener.close()
+
+
 @pytest.fixture
 def proxy(registry):
     p = FaultProxy(registry.host)

@@ -16,8 +16,8 @@ import minicontainer as mc
 from conftest import SHARED_DATA, mc as run_mc
 import pull
 from fixtures_registry import (FaultProxy, Image, Layer, RegistryClient, RegistryServer,
-                               dir_layer, entry, free_port, http_request, run_pull,
-                               store_snapshot, tar_layer, tree_snapshot)
+                               TunnelProxy, dir_layer, entry, free_port, http_request,
+                               run_pull, store_snapshot, tar_layer, tree_snapshot)
 from test_unpack import hostile_layers
 
 ALPINE = {arch: os.path.join(SHARED_DATA, f"alpine-minirootfs-3.20.3-{arch}.tar.gz")
@@ -285,11 +285,13 @@ def test_non_loopback_registry_needs_insecure_for_http():
 
 def test_tls_registry(tmp_path, store, layers, monkeypatch):
     """https through ssl's default context: a registry whose certificate the system trusts
-    ($SSL_CERT_FILE here) is pulled from; one it does not is a one-line TLS error."""
+    ($SSL_CERT_FILE here) is pulled from, directly or through $https_proxy's CONNECT tunnel;
+    one it does not trust is a one-line TLS error."""
     cert, key = str(tmp_path / "tls.pem"), str(tmp_path / "tls.key")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+                    "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1,DNS:registry.invalid"],
+                   check=True, capture_output=True)
     monkeypatch.setenv("SSL_CERT_FILE", cert)
     server = RegistryServer(str(tmp_path / "reg"), tls=(cert, key))
     try:
@@ -303,6 +305,21 @@ def test_tls_registry(tmp_path, store, layers, monkeypatch):
                r"TLS error talking to 127\.0\.0\.1:\d+ \(certificate verify failed")
         failed(run_pull("--registry", server.base.replace("https", "ftp"), ref, store=store),
                "scheme must be http or https")
+
+        # off loopback (a name only the proxy reaches), https goes through the tunnel
+        tunnel = TunnelProxy(("127.0.0.1", server.port))
+        try:
+            for key in ("no_proxy", "NO_PROXY"):
+                monkeypatch.delenv(key, raising=False)
+            monkeypatch.setenv("https_proxy", f"http://{tunnel.host}")
+            ok(run_pull("registry.invalid:5000/tls/app:1", store=store + "3"))
+            check_rootfs(merged_view(mc.find_image("registry.invalid:5000/tls/app:1",
+                                                   store + "3")))
+            # the main thread's connection and the downloaders' own
+            assert len(tunnel.requests) >= 2
+            assert all(r.startswith("CONNECT registry.invalid:5000 ") for r in tunnel.requests)
+        finally:
+            tunnel.stop()
     finally:
         server.stop()
 

@@ -291,13 +291,14 @@ class Transport:
                 if self.tls is None:
                     self.tls = ssl.create_default_context()
                 conn = _HTTPSConnection(proxy.hostname if proxy else netloc,
-                                        proxy.port if proxy else None, timeout=CONNECT_TIMEOUT,
-                                        context=self.tls)
+                                        (proxy.port or 80) if proxy else None,
+                                        timeout=CONNECT_TIMEOUT, context=self.tls)
                 if proxy:
                     conn.set_tunnel(netloc, headers=_proxy_headers(proxy))
             else:
                 conn = _HTTPConnection(proxy.hostname if proxy else netloc,
-                                       proxy.port if proxy else None, timeout=CONNECT_TIMEOUT)
+                                       (proxy.port or 80) if proxy else None,
+                                       timeout=CONNECT_TIMEOUT)
             conn.via_proxy = bool(proxy) and scheme == "http"
             conn.proxy_headers = _proxy_headers(proxy) if conn.via_proxy else {}
             conn.used = False
