@@ -114,7 +114,7 @@ def held_pull(own_registry, store):
         assert proxy.holding.wait(30), "the pull never got to the big blob"
         partial = os.path.join(store, "tmp", "pull-*", big.digest[7:])
         wait_for(lambda: any(os.path.getsize(p) >= 1 << 20 for p in glob.glob(partial)),
-                 what="the first MiB of the blob written")
+                 timeout=30, what="the first MiB of the blob written")
         yield server, proxy, proc, ref, data, before
     finally:
         if proc.poll() is None:
