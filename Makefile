@@ -1,21 +1,26 @@
 # minicontainer: set up, test, lint, benchmark, demo.  Run as root (sudo make ...).
-PYTHON ?= python3
+# The system interpreter, as sudo's PATH finds it; `make PYTHON=...` picks another (a venv's).
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
+# Debian's packages only (nothing is pip-installed into the system interpreter): the runtime
+# and pull.py need none of Python's; the tests need pytest and zstandard (zstd layers), lint
+# flake8.
 APT_PACKAGES = busybox-static docker-registry skopeo umoci runc crun podman conmon \
-               zstd iproute2 uidmap linux-libc-dev openssl
+               zstd iproute2 uidmap linux-libc-dev openssl \
+               python3-pytest python3-zstandard flake8
 
 .PHONY: setup test lint bench demo clean
 
 setup:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES)
-	$(PYTHON) -m pip install -q -r requirements-dev.txt
 
 # pytest's exit 5 (no tests collected) is a failure here, as is any other non-zero exit.
 test:
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
 
+# flake8 with .flake8's settings (those of ruff.toml, for whoever has ruff).
 lint:
-	$(PYTHON) -m ruff check minicontainer.py tools tests bench
+	$(PYTHON) -m flake8 minicontainer.py tools tests bench
 
 bench:
 	$(PYTHON) bench/bench_run.py

@@ -3952,7 +3952,8 @@ def _ref_patterns():
             domain=re.compile(rf"{host}(?::[0-9]+)?\Z"),
             path=re.compile(rf"{component}(?:/{component})*\Z"),
             tag=re.compile(r"[\w][\w.-]{0,127}\Z"),
-            digest=re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}\Z"),
+            digest=re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*"
+                              r":[0-9a-fA-F]{32,}\Z"),
             sha256=re.compile(r"sha256:[0-9a-f]{64}\Z"),
             hex64=re.compile(r"[0-9a-f]{64}\Z"),
         )

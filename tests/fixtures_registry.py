@@ -2,6 +2,7 @@
 small token issuer, a fault-injecting proxy, and helpers that build images and push them
 through the registry API."""
 import base64
+import collections
 import gzip
 import hashlib
 import http.client
@@ -19,7 +20,8 @@ import time
 import urllib.parse
 
 import pytest
-import requests
+
+import pull
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PULL = os.path.join(ROOT, "tools", "pull.py")
@@ -168,50 +170,63 @@ def index_bytes(images, fmt="oci"):
 
 # ---- talking to the registry (test side: pushing) ----
 
+Reply = collections.namedtuple("Reply", "status headers body")
+
+
+def http_request(transport, method, url, headers=None, body=None):
+    """One request through pull.py's transport; the Reply with the whole body."""
+    resp = transport.request(method, url, headers, body)
+    return Reply(resp.status, resp.headers, resp.read(1 << 30, url))
+
+
 class RegistryClient:
-    """Pushes through the registry HTTP API v2, doing the token flow when asked."""
+    """Pushes through the registry HTTP API v2, doing the token flow when asked; basic, if
+    set to (user, password), goes with every request (an htpasswd registry)."""
 
     def __init__(self, base, credentials=None):
         self.base, self.credentials = base, credentials
-        self.session = requests.Session()
-        self.session.trust_env = False
+        self.http = pull.Transport()
+        self.basic = None
         self.token = None
 
-    def request(self, method, url, **kw):
+    def request(self, method, url, body=None, headers=None):
         url = url if "://" in url else self.base + url
         for _ in range(2):
-            headers = dict(kw.pop("headers", None) or {})
+            h = dict(headers or {})
             if self.token:
-                headers["Authorization"] = "Bearer " + self.token
-            r = self.session.request(method, url, headers=headers, **kw)
-            if r.status_code != 401 or "Bearer" not in r.headers.get("WWW-Authenticate", ""):
+                h["Authorization"] = "Bearer " + self.token
+            elif self.basic:
+                h["Authorization"] = pull._basic(*self.basic)
+            r = http_request(self.http, method, url, h, body)
+            if r.status != 401 or "Bearer" not in r.headers.get("WWW-Authenticate", ""):
                 return r
-            kw["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
-            from pull import parse_challenge
-            params = parse_challenge(r.headers["WWW-Authenticate"])[1]
-            t = self.session.get(params["realm"], auth=self.credentials, params={
-                "service": params["service"], "scope": params.get("scope", "")})
-            t.raise_for_status()
-            self.token = t.json()["token"]
+            params = pull.parse_challenge(r.headers["WWW-Authenticate"])[1]
+            query = urllib.parse.urlencode({"service": params["service"],
+                                            "scope": params.get("scope", "")})
+            t = http_request(self.http, "GET", params["realm"] + "?" + query,
+                             {"Authorization": pull._basic(*self.credentials)}
+                             if self.credentials else {})
+            assert t.status == 200, t
+            self.token = json.loads(t.body)["token"]
         return r
 
     def push_blob(self, repo, data):
         digest = sha256(data)
-        if self.request("HEAD", f"/v2/{repo}/blobs/{digest}").status_code == 200:
+        if self.request("HEAD", f"/v2/{repo}/blobs/{digest}").status == 200:
             return digest
         r = self.request("POST", f"/v2/{repo}/blobs/uploads/")
-        assert r.status_code == 202, (r.status_code, r.text)
+        assert r.status == 202, r
         loc = urllib.parse.urljoin(self.base + "/", r.headers["Location"])
         sep = "&" if "?" in loc else "?"
-        r = self.request("PUT", f"{loc}{sep}digest={digest}", data=data,
-                         headers={"Content-Type": "application/octet-stream"})
-        assert r.status_code == 201, (r.status_code, r.text)
+        r = self.request("PUT", f"{loc}{sep}digest={digest}", data,
+                         {"Content-Type": "application/octet-stream"})
+        assert r.status == 201, r
         return digest
 
     def push_manifest(self, repo, reference, body, media_type):
-        r = self.request("PUT", f"/v2/{repo}/manifests/{reference}", data=body,
-                         headers={"Content-Type": media_type})
-        assert r.status_code == 201, (r.status_code, r.text)
+        r = self.request("PUT", f"/v2/{repo}/manifests/{reference}", body,
+                         {"Content-Type": media_type})
+        assert r.status == 201, r
         return r.headers.get("Docker-Content-Digest")
 
     def push_image(self, repo, tag, image):
@@ -234,10 +249,11 @@ class RegistryClient:
 # ---- the registry process ----
 
 class RegistryServer:
-    def __init__(self, workdir, auth=None):
+    def __init__(self, workdir, auth=None, tls=None):
+        """tls: (certificate file, key file) to serve https with."""
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
-        self.base = f"http://{self.host}"
+        self.base = f"{'https' if tls else 'http'}://{self.host}"
         self.storage = os.path.join(workdir, "storage")
         os.makedirs(self.storage, exist_ok=True)
         config = {
@@ -249,25 +265,46 @@ class RegistryServer:
         }
         if auth:
             config["auth"] = auth
+        if tls:
+            config["http"]["tls"] = {"certificate": tls[0], "key": tls[1]}
         self.config_path = os.path.join(workdir, "config.yml")
         with open(self.config_path, "w") as f:
             json.dump(config, f)  # JSON is YAML
-        self.log = open(os.path.join(workdir, "registry.log"), "wb")
-        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", self.config_path],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.log_path = os.path.join(workdir, "registry.log")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        """Start docker-registry (again) on this port and storage; return once it answers."""
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([REGISTRY_BIN, "serve", self.config_path],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        probe = pull.Transport()
         deadline = time.monotonic() + 20
-        while True:
-            try:
-                r = requests.get(self.base + "/v2/", timeout=2)
-                if r.status_code in (200, 401):
-                    break
-            except requests.ConnectionError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                with open(os.path.join(workdir, "registry.log"), "rb") as f:
-                    raise RuntimeError("docker-registry did not start: " + f.read().decode())
-            time.sleep(0.05)
+        try:
+            while True:
+                try:
+                    if http_request(probe, "GET", self.base + "/v2/").status in (200, 401):
+                        return
+                except pull.NET_ERRORS:
+                    pass
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    with open(self.log_path, "rb") as f:
+                        raise RuntimeError("docker-registry did not start: " +
+                                           f.read().decode())
+                time.sleep(0.05)
+        finally:
+            probe.close()
+
+    def kill(self):
+        """SIGKILL, as a crash or a host going down: open connections are cut mid-answer."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self):
+        self.kill()
+        self.start()
 
     def blob_file(self, digest):
         """Where the registry keeps a blob's bytes (tests corrupt it there)."""
@@ -281,9 +318,7 @@ class RegistryServer:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+                self.kill()
 
 
 @pytest.fixture(scope="session")
@@ -410,13 +445,17 @@ class FaultProxy:
     """Forwards GET/HEAD to a registry.  `rule(method, path, headers)` may return None
     (forward), ("status", code), ("drop", nbytes) to cut the body after nbytes, or
     ("redirect", url) to answer a successful blob GET with a 307 there, or ("stall",
-    nbytes) to send nbytes of the body and then hang until the proxy stops."""
+    nbytes) to send nbytes of the body and then hang until the proxy stops, or ("hold",
+    nbytes) to send nbytes, set `holding` and read nothing more from the registry (which
+    is left blocked mid-answer) until `release` is set.  A registry that cannot be reached
+    is answered 502, and a body that it cuts short is cut short, as a proxy would."""
 
     def __init__(self, upstream_host, bind="127.0.0.1"):
         self.upstream = upstream_host
         self.rule = lambda method, path, headers: None
         self.log = []
         self.stopping = threading.Event()
+        self.holding, self.release = threading.Event(), threading.Event()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -436,21 +475,35 @@ class FaultProxy:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    @staticmethod
+    def answer(req, status, message):
+        body = json.dumps({"errors": [{"code": "UNKNOWN", "message": message}]}).encode()
+        req.send_response(status)
+        req.send_header("Content-Length", str(len(body)))
+        req.send_header("Content-Type", "application/json")
+        req.end_headers()
+        req.wfile.write(body)
+
+    @staticmethod
+    def cut(req):
+        req.close_connection = True
+        req.connection.shutdown(socket.SHUT_RDWR)
+
     def handle(self, req):
         self.log.append((req.command, req.path, dict(req.headers)))
         action = self.rule(req.command, req.path, req.headers)
         if action and action[0] == "status":
-            body = b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}'
-            req.send_response(action[1])
-            req.send_header("Content-Length", str(len(body)))
-            req.send_header("Content-Type", "application/json")
-            req.end_headers()
-            req.wfile.write(body)
+            self.answer(req, action[1], "injected failure")
             return
         conn = http.client.HTTPConnection(self.upstream, timeout=30)
         headers = {k: v for k, v in req.headers.items() if k.lower() != "host"}
-        conn.request(req.command, req.path, headers=headers)
-        resp = conn.getresponse()
+        try:
+            conn.request(req.command, req.path, headers=headers)
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
+            self.answer(req, 502, f"bad gateway: {e}")
+            return
         if action and action[0] == "redirect" and resp.status == 200:
             resp.read()
             req.send_response(307)
@@ -467,19 +520,29 @@ class FaultProxy:
             req.send_header("Connection", "close")
             req.close_connection = True
         req.end_headers()
-        limit = action[1] if action and action[0] in ("drop", "stall") else None
+        limit = action[1] if action and action[0] in ("drop", "stall", "hold") else None
         sent = 0
         while req.command != "HEAD":
-            chunk = resp.read(65536)
+            try:
+                chunk = resp.read(65536)
+            except (OSError, http.client.HTTPException):
+                chunk = b""
             if not chunk:
+                if resp.length:  # the registry's answer ended early
+                    self.cut(req)
                 break
             if limit is not None and sent + len(chunk) > limit:
                 req.wfile.write(chunk[:limit - sent])
                 req.wfile.flush()
+                if action[0] == "hold":
+                    self.holding.set()
+                    self.release.wait(60)
+                    req.wfile.write(chunk[limit - sent:])
+                    sent, limit = sent + len(chunk), None
+                    continue
                 if action[0] == "stall":
                     self.stopping.wait(60)
-                req.close_connection = True
-                req.connection.shutdown(socket.SHUT_RDWR)
+                self.cut(req)
                 break
             req.wfile.write(chunk)
             sent += len(chunk)
@@ -487,8 +550,57 @@ class FaultProxy:
 
     def stop(self):
         self.stopping.set()
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+class TunnelProxy:
+    """An HTTP CONNECT proxy (as $https_proxy names) that tunnels every CONNECT to upstream,
+    whatever host it asks for; `requests` lists the request lines it got."""
+
+    def __init__(self, upstream):
+        self.upstream, self.requests = upstream, []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # stopped
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = client.recv(4096)
+            if not data:
+                client.close()
+                return
+            head += data
+        self.requests.append(head.split(b"\r\n")[0].decode())
+        server = socket.create_connection(self.upstream)
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pipe(src, dst):
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        threading.Thread(target=pipe, args=(server, client), daemon=True).start()
+        pipe(client, server)
+
+    def stop(self):
+        self.listener.close()
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ import pytest
 
 import minicontainer as mc
 from conftest import SHARED_DATA, mc as run_mc
+import pull
 from fixtures_registry import (FaultProxy, Image, Layer, RegistryClient, RegistryServer,
-                               dir_layer, entry, free_port, run_pull, store_snapshot,
-                               tar_layer, tree_snapshot)
+                               TunnelProxy, dir_layer, entry, free_port, http_request,
+                               run_pull, store_snapshot, tar_layer, tree_snapshot)
 from test_unpack import hostile_layers
 
 ALPINE = {arch: os.path.join(SHARED_DATA, f"alpine-minirootfs-3.20.3-{arch}.tar.gz")
@@ -282,6 +283,67 @@ def test_non_loopback_registry_needs_insecure_for_http():
         "http://registry.example:5000"
 
 
+def test_tls_registry(tmp_path, store, layers, monkeypatch):
+    """https through ssl's default context: a registry whose certificate the system trusts
+    ($SSL_CERT_FILE here) is pulled from, directly or through $https_proxy's CONNECT tunnel;
+    one it does not trust is a one-line TLS error."""
+    cert, key = str(tmp_path / "tls.pem"), str(tmp_path / "tls.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1,DNS:registry.invalid"],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    server = RegistryServer(str(tmp_path / "reg"), tls=(cert, key))
+    try:
+        image = Image(layers["oci"], config=CONFIG)
+        RegistryClient(server.base).push_image("tls/app", "1", image)
+        ref = f"{server.host}/tls/app:1"
+        ok(run_pull("--registry", server.base, ref, store=store))
+        check_rootfs(merged_view(mc.find_image(ref, store)))
+        untrusted = {k: v for k, v in os.environ.items() if k != "SSL_CERT_FILE"}
+        failed(run_pull("--registry", server.base, ref, store=store + "2", env=untrusted),
+               r"TLS error talking to 127\.0\.0\.1:\d+ \(certificate verify failed")
+        failed(run_pull("--registry", server.base.replace("https", "ftp"), ref, store=store),
+               "scheme must be http or https")
+
+        # off loopback (a name only the proxy reaches), https goes through the tunnel
+        tunnel = TunnelProxy(("127.0.0.1", server.port))
+        try:
+            for key in ("no_proxy", "NO_PROXY"):
+                monkeypatch.delenv(key, raising=False)
+            monkeypatch.setenv("https_proxy", f"http://{tunnel.host}")
+            ok(run_pull("registry.invalid:5000/tls/app:1", store=store + "3"))
+            check_rootfs(merged_view(mc.find_image("registry.invalid:5000/tls/app:1",
+                                                   store + "3")))
+            # the main thread's connection and the downloaders' own
+            assert len(tunnel.requests) >= 2
+            assert all(r.startswith("CONNECT registry.invalid:5000 ") for r in tunnel.requests)
+        finally:
+            tunnel.stop()
+    finally:
+        server.stop()
+
+
+def test_http_proxy_from_environment(proxy, registry, store, layers, monkeypatch):
+    """$http_proxy carries the requests for a registry off loopback, in absolute form: here a
+    name that cannot resolve, which only the proxy (forwarding to the test registry) reaches."""
+    name = repo()
+    image = Image(layers["oci"][:2])
+    registry.client.push_image(name, "v", image)
+    for key in ("no_proxy", "NO_PROXY", "HTTP_PROXY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://{proxy.host}")
+    ref = f"registry.invalid:5000/{name}:v"
+    ok(run_pull("--insecure", ref, store=store))
+    assert mc.find_image(ref, store).pulled_digest == image.digest
+    assert proxy.log and all(p.startswith("http://registry.invalid:5000/v2/") and
+                             h["Host"] == "registry.invalid:5000" for _, p, h in proxy.log)
+    assert pull.proxy_for("http", "registry.invalid:5000").port == proxy.server.server_address[1]
+    assert pull.proxy_for("http", "127.0.0.1:5000") is None  # never for loopback
+    monkeypatch.setenv("no_proxy", "example.org,.invalid")
+    assert pull.proxy_for("http", "registry.invalid:5000") is None
+
+
 # ---- faults: nothing half-made may remain ----
 
 def _pull_fails(ref, store, pattern):
@@ -450,9 +512,8 @@ def test_token_auth_anonymous(token_registry, store, layers):
         assert token not in result.stdout and token not in result.stderr
         assert token.split(".")[2] not in result.stdout + result.stderr
     # a pull straight from the registry without a token is refused, so the flow was needed
-    import requests
-    r = requests.get(f"{token_registry.base}/v2/{name}/manifests/v")
-    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer realm=")
+    r = http_request(pull.Transport(), "GET", f"{token_registry.base}/v2/{name}/manifests/v")
+    assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer realm=")
 
 
 def test_token_auth_private_needs_credentials(token_registry, store, layers, tmp_path):
@@ -496,7 +557,7 @@ def test_basic_auth_registry(tmp_path, store, layers):
         "realm": "test", "path": str(tmp_path / "htpasswd")}})
     try:
         client = RegistryClient(server.base)
-        client.session.auth = ("alice", "basic-secret")
+        client.basic = ("alice", "basic-secret")
         image = Image(layers["docker"][:2], "docker")
         client.push_image("team/app", "1", image)
         ref = f"{server.host}/team/app:1"

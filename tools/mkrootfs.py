@@ -61,6 +61,6 @@ def make_rootfs(root):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):  # --help is no directory to make
         raise SystemExit("usage: mkrootfs.py DIR")
     make_rootfs(sys.argv[1])

@@ -2,7 +2,7 @@
 """Pull an image through the registry HTTP API v2 into minicontainer's image store.
 
     python3 tools/pull.py [--platform OS/ARCH[/VARIANT]] [--store DIR] [-q]
-                          [--registry HOST[:PORT]] [--insecure] REF
+                          [--registry [SCHEME://]HOST[:PORT]] [--insecure] REF
 
 REF is parsed as docker parses it (alpine = docker.io/library/alpine:latest).  Every blob is
 checked against its digest and every layer against the config's diff_ids before anything
@@ -13,23 +13,25 @@ import argparse
 import base64
 import concurrent.futures
 import hashlib
+import http.client
 import ipaddress
 import json
 import os
 import platform as platform_module
+import socket
+import ssl
 import sys
 import tempfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import minicontainer as mc  # noqa: E402
-import requests  # noqa: E402
-import urllib3  # noqa: E402
 
 Error = mc.Error
 
@@ -47,7 +49,12 @@ LAYER_TYPES = {
 }
 MAX_MANIFEST = 4 << 20
 MAX_CONFIG = 32 << 20
-ATTEMPTS = 4           # per request: a dropped connection or a 5xx is retried this often
+# Per request: a failed connection, a dropped one or a 5xx is tried again after each delay,
+# so a registry that restarts has about 3.5 s to come back.
+RETRY_DELAYS = (0.5, 1, 2)
+ATTEMPTS = len(RETRY_DELAYS) + 1
+CONNECT_TIMEOUT, READ_TIMEOUT = 15, 60
+USER_AGENT = "minicontainer-pull/1"
 PARALLEL_DOWNLOADS = 3  # as docker does
 PARALLEL_UNPACKS = 4
 CHUNK = 1 << 20
@@ -174,61 +181,239 @@ def parse_challenge(header):
     return scheme.lower(), params
 
 
+# The exceptions a request or a body read raises when the network or the peer fails (refused,
+# reset, timed out, closed early, a garbled answer): these are retried, anything else is not.
+NET_ERRORS = (OSError, http.client.HTTPException)
+
+
+class Response:
+    """An answer whose connection is reused once its body has been read to the end."""
+
+    def __init__(self, conn, raw):
+        self.conn, self.raw = conn, raw
+        self.status, self.headers = raw.status, raw.headers
+
+    def readinto(self, buf):
+        n = self.raw.readinto(buf)
+        # http.client returns 0 at an early EOF of a Content-Length body instead of raising
+        if not n and self.raw.length:
+            raise http.client.IncompleteRead(b"", self.raw.length)
+        return n
+
+    def read(self, limit, what):
+        """The whole body; more than limit bytes is a PullError."""
+        data, buf = bytearray(), bytearray(65536)
+        try:
+            while n := self.readinto(buf):
+                data += memoryview(buf)[:n]
+                if len(data) > limit:
+                    raise PullError(f"{what}: larger than {limit} bytes; refusing")
+        except NET_ERRORS as e:
+            raise PullError(f"{what}: connection lost ({_reason(e)})") from None
+        finally:
+            self.close()
+        return bytes(data)
+
+    def json(self, limit=1 << 20):
+        """The body as JSON, or None if it is not (error bodies are optional)."""
+        try:
+            return json.loads(self.read(limit, "answer"))
+        except (ValueError, PullError):
+            return None
+
+    def discard(self):
+        """Drop the (short) body of a redirect, a 401 or a retried 5xx, keeping the
+        connection when that is cheap."""
+        try:
+            if int(self.headers.get("Content-Length") or 1 << 20) <= 65536:
+                self.raw.read()
+        except (ValueError, *NET_ERRORS):
+            pass
+        self.close()
+
+    def close(self):
+        finished = self.raw.isclosed()
+        self.raw.close()
+        if not finished:  # unread body bytes on the socket would be taken for the next answer
+            self.conn.close()
+
+
+class _Timeouts:
+    """A short timeout to connect, a longer one for each read (requests' (15, 60))."""
+
+    def connect(self):
+        super().connect()
+        self.sock.settimeout(READ_TIMEOUT)
+
+
+class _HTTPConnection(_Timeouts, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Timeouts, http.client.HTTPSConnection):
+    pass
+
+
+def proxy_for(scheme, host):
+    """The http:// proxy ($https_proxy, $http_proxy, less $no_proxy) to reach host through,
+    or None; never one for loopback."""
+    if is_loopback(host):
+        return None
+    proxy = urllib.request.getproxies_environment().get(scheme)
+    hostname = urllib.parse.urlsplit("//" + host).hostname or host
+    if not proxy or urllib.request.proxy_bypass_environment(hostname):
+        return None
+    p = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+    if p.scheme != "http" or not p.hostname:
+        raise PullError(f"unsupported proxy {p.scheme}://{p.hostname or ''} for {host} "
+                        "(only http:// proxies are)")
+    return p
+
+
+class Transport:
+    """HTTP/1.1 with keep-alive: each thread has its own connection per host (so parallel
+    downloads never share a socket).  cancel() shuts every open socket down, so a thread
+    blocked reading a stalled answer returns at once instead of after the read timeout."""
+
+    def __init__(self):
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.open = set()
+        self.cancelled = threading.Event()
+        self.tls = None
+
+    def _connection(self, scheme, netloc):
+        pool = self.local.__dict__.setdefault("pool", {})
+        conn = pool.get((scheme, netloc))
+        if conn is None:
+            proxy = proxy_for(scheme, netloc)
+            if scheme == "https":
+                if self.tls is None:
+                    self.tls = ssl.create_default_context()
+                conn = _HTTPSConnection(proxy.hostname if proxy else netloc,
+                                        (proxy.port or 80) if proxy else None,
+                                        timeout=CONNECT_TIMEOUT, context=self.tls)
+                if proxy:
+                    conn.set_tunnel(netloc, headers=_proxy_headers(proxy))
+            else:
+                conn = _HTTPConnection(proxy.hostname if proxy else netloc,
+                                       (proxy.port or 80) if proxy else None,
+                                       timeout=CONNECT_TIMEOUT)
+            conn.via_proxy = bool(proxy) and scheme == "http"
+            conn.proxy_headers = _proxy_headers(proxy) if conn.via_proxy else {}
+            conn.used = False
+            pool[(scheme, netloc)] = conn
+            with self.lock:
+                self.open.add(conn)
+        return conn
+
+    def request(self, method, url, headers=None, body=None):
+        """Send one request (no redirects followed) and return its Response.  A kept-alive
+        connection that the server closed meanwhile is replaced once, as browsers do."""
+        if self.cancelled.is_set():
+            raise PullError("cancelled")
+        u = urllib.parse.urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.netloc:
+            raise PullError(f"cannot follow URL {url[:200]!r}")
+        h = {"User-Agent": USER_AGENT, **(headers or {})}
+        for retry_stale in (True, False):
+            conn = self._connection(u.scheme, u.netloc)
+            target = (u.path or "/") + ("?" + u.query if u.query else "")
+            if conn.via_proxy:
+                target, h = url, {**h, "Host": u.netloc, **conn.proxy_headers}
+            reused, conn.used = conn.used and conn.sock is not None, True
+            try:
+                conn.request(method, target, body=body, headers=h)
+                return Response(conn, conn.getresponse())
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                conn.close()
+                if not (reused and retry_stale):
+                    raise
+            except ssl.SSLError:  # a ValueError too when it is a certificate's
+                conn.close()
+                raise
+            except (ValueError, OverflowError) as e:  # a port out of range, a bad header
+                conn.close()
+                raise PullError(f"cannot request {u.netloc}: {e}") from None
+            except BaseException:
+                conn.close()
+                raise
+        raise AssertionError("unreachable")
+
+    def cancel(self):
+        self.cancelled.set()
+        with self.lock:
+            for conn in self.open:
+                sock = conn.sock
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def close(self):
+        with self.lock:
+            for conn in self.open:
+                conn.close()
+            self.open.clear()
+
+
+def _proxy_headers(proxy):
+    if not proxy or proxy.username is None:
+        return {}
+    user = urllib.parse.unquote(proxy.username)
+    password = urllib.parse.unquote(proxy.password or "")
+    return {"Proxy-Authorization": "Basic " + base64.b64encode(
+        f"{user}:{password}".encode()).decode()}
+
+
 class Registry:
     """One repository on one registry, with docker's auth flows.  Tokens live only in memory
     and in request headers: they are never printed, logged or put in an error."""
 
-    def __init__(self, host, repository, insecure=False):
+    def __init__(self, host, repository, insecure=False, transport=None, scheme=None):
         self.host, self.repository = host, repository
-        self.scheme = "http" if insecure or is_loopback(host) else "https"
+        self.scheme = scheme or ("http" if insecure or is_loopback(host) else "https")
         self.base = f"{self.scheme}://{host}"
         self.credentials = docker_credentials(host)
         self.authorization = None
         self.lock = threading.Lock()
-        self.local = threading.local()
-        self.trust_env = not is_loopback(host)  # no proxy for a registry on loopback
-
-    @property
-    def session(self):
-        s = getattr(self.local, "session", None)
-        if s is None:
-            s = self.local.session = requests.Session()
-            s.trust_env = self.trust_env
-            s.headers["User-Agent"] = "minicontainer-pull/1"
-        return s
+        self.http = transport or Transport()
 
     def _same_origin(self, url):
         u = urllib.parse.urlsplit(url)
         return f"{u.scheme}://{u.netloc}" == self.base
 
-    def request(self, method, path, headers=None, stream=False):
-        """Send a request, authenticating on 401 and following redirects; the registry's
-        Authorization goes only to the registry itself, never to blob storage elsewhere."""
+    def follow(self, method, url, headers=None, authorization=None, origin=None):
+        """Send a request, following redirects; authorization goes only to origin (a
+        scheme://host), never to blob storage elsewhere that a registry redirects to."""
+        for _ in range(6):
+            h = dict(headers or {})
+            u = urllib.parse.urlsplit(url)
+            if authorization and f"{u.scheme}://{u.netloc}" == origin:
+                h["Authorization"] = authorization
+            try:
+                resp = self.http.request(method, url, h)
+            except ssl.SSLError as e:
+                raise PullError(f"TLS error talking to {u.netloc} ({_reason(e)}); for a "
+                                "plain-http registry use --insecure") from None
+            location = resp.headers.get("Location")
+            if resp.status not in (301, 302, 303, 307, 308) or not location:
+                return resp
+            resp.discard()
+            url = urllib.parse.urljoin(url, location)
+        raise PullError(f"too many redirects from {self.host}")
+
+    def request(self, method, path, headers=None):
+        """follow() with the registry's authorization, renewed once on a 401."""
         url = path if "://" in path else self.base + path
         for auth_try in range(2):
             sent_auth = self.authorization
-            target, resp = url, None
-            for _ in range(6):
-                h = dict(headers or {})
-                if sent_auth and self._same_origin(target):
-                    h["Authorization"] = sent_auth
-                try:
-                    resp = self.session.request(method, target, headers=h, stream=stream,
-                                                allow_redirects=False, timeout=(15, 60))
-                except requests.exceptions.SSLError as e:
-                    raise PullError(f"TLS error talking to {self.host} ({_reason(e)}); for a "
-                                    "plain-http registry use --insecure") from None
-                if resp.status_code in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                    target = urllib.parse.urljoin(target, resp.headers["Location"])
-                    resp.close()
-                    continue
-                break
-            else:
-                raise PullError(f"too many redirects from {self.host}")
-            if resp.status_code != 401 or auth_try:
+            resp = self.follow(method, url, headers, sent_auth, self.base)
+            if resp.status != 401 or auth_try:
                 return resp
             challenge = resp.headers.get("WWW-Authenticate", "")
-            resp.close()
+            resp.discard()
             self._authenticate(challenge, sent_auth)
         return resp
 
@@ -245,69 +430,72 @@ class Registry:
                                     "~/.docker/config.json)")
                 if failed and failed.startswith("Basic "):
                     raise PullError(f"{self.host}: login failed (credentials rejected)")
-                user, password = self.credentials
-                self.authorization = "Basic " + base64.b64encode(
-                    f"{user}:{password}".encode()).decode()
+                self.authorization = _basic(*self.credentials)
             else:
                 raise PullError(f"{self.host} asks for authentication this tool can't do "
                                 f"({scheme or 'no WWW-Authenticate header'})")
 
     def _fetch_token(self, params):
         realm = params["realm"]
-        realm_host = urllib.parse.urlsplit(realm).netloc
-        if realm.startswith("http://") and self.scheme == "https" and not is_loopback(realm_host):
+        r = urllib.parse.urlsplit(realm)
+        realm_host = r.netloc
+        if r.scheme == "http" and self.scheme == "https" and not is_loopback(realm_host):
             raise PullError(f"{self.host} wants a token from a plain-http realm; refusing")
-        query = {"service": params.get("service", "")}
-        query["scope"] = params.get("scope") or f"repository:{self.repository}:pull"
+        query = urllib.parse.urlencode({
+            "service": params.get("service", ""),
+            "scope": params.get("scope") or f"repository:{self.repository}:pull"})
+        url = realm + ("&" if r.query else "?") + query
         auth = self.credentials
         try:
-            r = self.session.get(realm, params=query, auth=auth, timeout=(15, 60))
-        except requests.RequestException as e:
+            resp = self.follow("GET", url, authorization=auth and _basic(*auth),
+                               origin=f"{r.scheme}://{r.netloc}")
+        except NET_ERRORS as e:
             raise PullError(f"cannot get a token from {realm_host}: {_reason(e)}") from None
-        if r.status_code in (401, 403):
+        if resp.status in (401, 403):
+            resp.discard()
             raise PullError(f"{self.host}: authentication failed: the token service refused "
                             f"{'these credentials' if auth else 'anonymous access'} "
-                            f"(HTTP {r.status_code})")
-        if r.status_code != 200:
-            raise PullError(f"token service {realm_host} answered HTTP {r.status_code}")
-        try:
-            body = r.json()
-            token = body.get("token") or body.get("access_token")
-        except (ValueError, AttributeError):
-            token = None
+                            f"(HTTP {resp.status})")
+        if resp.status != 200:
+            resp.discard()
+            raise PullError(f"token service {realm_host} answered HTTP {resp.status}")
+        body = resp.json()
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) \
+            else None
         if not token or not isinstance(token, str):
             raise PullError(f"token service {realm_host} gave no token")
         return token
 
-    def get(self, path, headers=None, stream=False, what="request"):
-        """GET with retries of dropped connections and 5xx answers; errors as PullError."""
+    def _backoff(self, attempt):
+        if self.http.cancelled.wait(RETRY_DELAYS[attempt - 1]):
+            raise PullError("cancelled")
+
+    def get(self, path, headers=None):
+        """GET with retries (backing off) of failed connections and 5xx answers."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                resp = self.request("GET", path, headers, stream)
-            except requests.RequestException as e:
-                if attempt == ATTEMPTS or isinstance(e, requests.exceptions.InvalidURL):
+                resp = self.request("GET", path, headers)
+            except NET_ERRORS as e:
+                if attempt == ATTEMPTS:
                     raise PullError(f"cannot reach registry {self.host}: {_reason(e)}") from None
-                time.sleep(0.2 * attempt)
+                self._backoff(attempt)
                 continue
-            if resp.status_code >= 500 and attempt < ATTEMPTS:
-                resp.close()
-                time.sleep(0.2 * attempt)
+            if resp.status >= 500 and attempt < ATTEMPTS:
+                resp.discard()
+                self._backoff(attempt)
                 continue
             return resp
         raise AssertionError("unreachable")
 
     def check(self, resp, what):
-        if resp.status_code in (200, 206):
+        if resp.status in (200, 206):
             return resp
-        detail = ""
-        try:
-            errors = resp.json().get("errors") or []
-            detail = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
-                               for e in errors if isinstance(e, dict))
-        except (ValueError, AttributeError):
-            pass
-        resp.close()
-        status = resp.status_code
+        status = resp.status
+        body = resp.json(65536)
+        errors = (body.get("errors") if isinstance(body, dict) else None) or []
+        detail = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
+                           for e in errors if isinstance(e, dict)) if isinstance(errors, list) \
+            else ""
         if status == 404:
             raise PullError(f"{what}: not found ({detail or 'HTTP 404'})")
         if status == 401 and (self.authorization or "").startswith("Basic "):
@@ -322,8 +510,9 @@ class Registry:
     def manifest(self, reference, what):
         """(bytes, media type, digest) of a manifest or index; a digest reference is checked."""
         resp = self.check(self.get(f"/v2/{self.repository}/manifests/{reference}",
-                                   {"Accept": ", ".join(MANIFEST_TYPES)}, stream=True), what)
-        body = _read_limited(resp, MAX_MANIFEST, what)
+                                   {"Accept": ", ".join(MANIFEST_TYPES)}), what)
+        content_type = resp.headers.get("Content-Type", "")
+        body = resp.read(MAX_MANIFEST, what)
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if reference.startswith("sha256:") and digest != reference:
             raise PullError(f"{what}: manifest digest mismatch (registry sent {digest})")
@@ -331,7 +520,7 @@ class Registry:
             doc = json.loads(body)
         except ValueError:
             raise PullError(f"{what}: manifest is not JSON") from None
-        media_type = doc.get("mediaType") or resp.headers.get("Content-Type", "").split(";")[0]
+        media_type = doc.get("mediaType") or content_type.split(";")[0]
         if doc.get("schemaVersion") == 1 or "schema1" in media_type or "prettyjws" in media_type:
             raise PullError(f"{what}: schema 1 manifests are not supported")
         if media_type not in MANIFEST_TYPES:
@@ -339,79 +528,105 @@ class Registry:
         return body, doc, media_type, digest
 
     def small_blob(self, desc, limit, what):
-        resp = self.check(self.get(f"/v2/{self.repository}/blobs/{desc['digest']}",
-                                   stream=True), what)
-        body = _read_limited(resp, limit, what)
+        resp = self.check(self.get(f"/v2/{self.repository}/blobs/{desc['digest']}"), what)
+        body = resp.read(limit, what)
         if "sha256:" + hashlib.sha256(body).hexdigest() != desc["digest"]:
             raise PullError(f"{what}: digest mismatch, the registry sent other content")
         return body
 
     def download(self, desc, path, progress, stop):
         """Stream a blob to path, resuming with Range after a dropped connection, and check
-        its size and sha256; return path."""
+        its size and sha256; return path.  Errors writing path (a full disk) are not retried:
+        they raise as the OSError they are."""
         digest, size = desc["digest"], desc.get("size")
         what = f"blob {digest[:19]}"
         sha, have, failures = hashlib.sha256(), 0, 0
+        buf = memoryview(bytearray(CHUNK))
         with open(path, "wb") as f:
             while True:
                 if stop.is_set():
                     raise PullError("cancelled")
                 headers = {"Range": f"bytes={have}-"} if have else {}
+                resp = self.get(f"/v2/{self.repository}/blobs/{digest}", headers)
+                if resp.status == 416 and have:
+                    resp.discard()
+                    raise PullError(f"{what}: size mismatch: the registry has no data past "
+                                    f"byte {have}, the manifest says {size}")
+                self.check(resp, what)
+                if have and resp.status != 206:  # no resume: start again
+                    f.seek(0)
+                    f.truncate()
+                    sha, have = hashlib.sha256(), 0
+                total = _total_length(resp, have)
+                if size is not None and total is not None and total != size:
+                    resp.close()
+                    raise PullError(f"{what}: size mismatch: the registry has {total} bytes, "
+                                    f"the manifest says {size}")
+                error = None
                 try:
-                    resp = self.check(self.get(f"/v2/{self.repository}/blobs/{digest}",
-                                               headers, stream=True), what)
-                    if have and resp.status_code != 206:  # no resume: start again
-                        f.seek(0)
-                        f.truncate()
-                        sha, have = hashlib.sha256(), 0
-                    for chunk in resp.raw.stream(CHUNK, decode_content=False):
-                        if stop.is_set():
-                            raise PullError("cancelled")
-                        have += len(chunk)
+                    while True:
+                        try:
+                            n = resp.readinto(buf)
+                        except NET_ERRORS as e:
+                            error = e
+                            break
+                        if not n:
+                            break
+                        have += n
                         if size is not None and have > size:
                             raise PullError(f"{what}: the registry sent more than its "
                                             f"{size} bytes")
-                        sha.update(chunk)
-                        f.write(chunk)
+                        sha.update(buf[:n])
+                        f.write(buf[:n])
                         progress(have)
+                        if stop.is_set():
+                            break
+                finally:
                     resp.close()
-                    if size is None or have == size:
-                        break
-                    raise requests.exceptions.ChunkedEncodingError("connection closed early")
-                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
-                    failures += 1
-                    if failures >= ATTEMPTS:
-                        raise PullError(f"{what}: download failed after {failures} attempts "
-                                        f"({_reason(e)})") from None
-                    time.sleep(0.2 * failures)
+                if stop.is_set():  # cancel() cut the connection: that is no network error
+                    raise PullError("cancelled")
+                if error is None and (size is None or have == size):
+                    break
+                failures += 1
+                if failures >= ATTEMPTS:
+                    raise PullError(f"{what}: download failed after {failures} attempts "
+                                    f"({_reason(error) if error else 'connection closed early'})")
+                self._backoff(failures)
         if "sha256:" + sha.hexdigest() != digest:
             raise PullError(f"{what}: digest mismatch, the downloaded data is not the blob "
                             "the manifest names")
         return path
 
 
-def _read_limited(resp, limit, what):
-    data = bytearray()
-    try:
-        for chunk in resp.iter_content(65536):
-            data += chunk
-            if len(data) > limit:
-                raise PullError(f"{what}: larger than {limit} bytes; refusing")
-    except requests.RequestException as e:
-        raise PullError(f"{what}: connection lost ({_reason(e)})") from None
-    finally:
-        resp.close()
-    return bytes(data)
+def _basic(user, password):
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _total_length(resp, offset):
+    """The blob's full length as this answer tells it (Content-Range's total, or offset plus
+    Content-Length), or None."""
+    if resp.status == 206:
+        total = (resp.headers.get("Content-Range") or "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    length = resp.headers.get("Content-Length") or ""
+    return int(length) if length.isdigit() else None
 
 
 def _reason(exc):
-    """A one-line reason for a requests exception (they nest urllib3 errors deeply)."""
+    """A one-line reason for a network error."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timed out"
+    if isinstance(exc, http.client.IncompleteRead):
+        return "connection closed early"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "remote end closed the connection"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the name ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
     text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "timed out",
-                   "Connection reset", "Remote end closed", "IncompleteRead",
-                   "Connection broken", "certificate verify failed"):
-        if marker in text:
-            return marker.lower()
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
@@ -543,13 +758,24 @@ def pull(reference, platform=None, store=None, registry_host=None, insecure=Fals
     want = parse_platform(platform) if platform else host_platform()
     progress = progress or Progress("quiet")
     store = mc.ImageStore(store)
-    store.ensure_layout()
-    host = registry_host or ref.api_host
+    host, scheme = registry_host or ref.api_host, None
     if "://" in host:
         scheme, _, host = host.partition("://")
-        insecure = insecure or scheme == "http"
-    registry = Registry(host.rstrip("/"), ref.repository, insecure)
+        if scheme not in ("http", "https"):
+            raise PullError(f"--registry {registry_host}: the scheme must be http or https")
+    registry = Registry(host.rstrip("/"), ref.repository, insecure, scheme=scheme)
+    try:
+        store.ensure_layout()
+        _pull_into(store, registry, ref, want, platform, progress)
+    except OSError as e:  # network errors are PullErrors by now: this is the store's disk
+        where = f" ({e.filename})" if e.filename else ""
+        raise PullError(f"image store {store.path}: {e.strerror or e}{where}") from None
+    finally:
+        registry.http.close()
+    return mc.find_image(ref.name, store)
 
+
+def _pull_into(store, registry, ref, want, platform, progress):
     with store.lock(True, blocking=False) as alone:
         if alone:  # nobody else is using the store: leftovers of killed pulls can go
             for name in os.listdir(store.tmp_dir):
@@ -607,6 +833,7 @@ def pull(reference, platform=None, store=None, registry_host=None, insecure=Fals
                     progress.set(key, "Download complete")
                     return path
                 sources.append(pool.submit(fetch))
+
             def unpack(i, layer, source):
                 path = source.result() if isinstance(source, concurrent.futures.Future) else source
                 key = layer["digest"][7:19]
@@ -641,8 +868,9 @@ def pull(reference, platform=None, store=None, registry_host=None, insecure=Fals
                           "platform": {k: v for k, v in plat.items() if v},
                           "annotations": {mc.ANNOTATION_PULLED_DIGEST: pulled}}
             store.tag(ref.name, descriptor)
-        except BaseException:
+        except BaseException:  # an error, or Ctrl-C in the main thread: the others stop too
             stop.set()
+            registry.http.cancel()
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -650,7 +878,6 @@ def pull(reference, platform=None, store=None, registry_host=None, insecure=Fals
             mc.remove_tree(work)
         progress.say(f"Digest: {top}")
         progress.say(f"Status: Downloaded image for {ref.name}")
-    return mc.find_image(ref.name, store)
 
 
 def main(argv=None):
@@ -659,8 +886,9 @@ def main(argv=None):
     ap.add_argument("--store", help="image store directory (default: $MINICONTAINER_STORE or "
                     "images/ beside minicontainer.py)")
     ap.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    ap.add_argument("--registry", metavar="HOST[:PORT]",
-                    help="fetch from this registry or mirror instead of the reference's")
+    ap.add_argument("--registry", metavar="[SCHEME://]HOST[:PORT]",
+                    help="fetch from this registry or mirror instead of the reference's "
+                    "(https:// or http:// chooses the protocol, loopback's too)")
     ap.add_argument("--insecure", action="store_true",
                     help="speak plain http (always done for registries on loopback)")
     ap.add_argument("reference", metavar="REF")
@@ -672,11 +900,9 @@ def main(argv=None):
     except Error as e:
         print(f"pull: {e}", file=sys.stderr)
         return 1
-    except requests.RequestException as e:
-        print(f"pull: {_reason(e)}", file=sys.stderr)
-        return 1
     except OSError as e:  # the store's disk: full, read-only, not ours...
-        print(f"pull: {e}", file=sys.stderr)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"pull: {e.strerror or e}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pull: interrupted", file=sys.stderr)
