@@ -5,6 +5,7 @@ PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo pyth
 # and pull.py need none of Python's; the tests need pytest and zstandard (zstd layers), lint
 # flake8.
 APT_PACKAGES = busybox-static docker-registry skopeo umoci runc crun podman conmon \
+               docker.io containerd tini \
                zstd iproute2 uidmap linux-libc-dev openssl \
                python3-pytest python3-zstandard flake8
 

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import tarfile
-import time
 
 import pytest
 

@@ -2,7 +2,6 @@
 agree. Each case edits the config `runc spec` writes; the process prints what the container
 looks like from inside."""
 import json
-import os
 import shutil
 import subprocess
 
