@@ -2938,8 +2938,8 @@ class Container:
             fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
             trees = mount_idmaps(config, c.state["bundle"])
             ctx = {"config": config, "idmap_trees": trees, "rootfs": rootfs,
-                   "bundle": c.state["bundle"], "cgroup": cgroup, "fifo": c.fifo, "sync": theirs, "console": console,
-                   "lock": lock, "fifo_fd": fifo_fd,
+                   "bundle": c.state["bundle"], "cgroup": cgroup, "fifo": c.fifo,
+                   "sync": theirs, "console": console, "lock": lock, "fifo_fd": fifo_fd,
                    "hooks": bool(config.get("hooks")),
                    # a first child enters the user namespace, new or given by path: what the
                    # init makes then belongs to it (see _fork_init)
