@@ -9,11 +9,19 @@ APT_PACKAGES = busybox-static docker-registry skopeo umoci runc crun podman conm
                zstd iproute2 uidmap linux-libc-dev openssl \
                python3-pytest python3-zstandard flake8
 
-.PHONY: setup test lint bench demo clean
+.PHONY: setup install test lint bench demo clean
 
 setup:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES)
+
+# `minicontainer` and `minicontainer-pull` on PATH: links to this checkout, whose bytecode
+# Python caches (`python3 minicontainer.py` compiles the whole file at every start).
+PREFIX ?= /usr/local
+install:
+	ln -sf $(CURDIR)/minicontainer.py $(PREFIX)/bin/minicontainer
+	ln -sf $(CURDIR)/tools/pull.py $(PREFIX)/bin/minicontainer-pull
+	$(PYTHON) -c 'import sys; sys.path.insert(0, "$(CURDIR)"); import minicontainer'
 
 # pytest's exit 5 (no tests collected) is a failure here, as is any other non-zero exit.
 test:
