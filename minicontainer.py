@@ -2363,6 +2363,21 @@ def run_hooks(hooks, state, kind):
             sys.stderr.write("minicontainer: warning: %s\n" % e)
 
 
+def debug_step(name):
+    """A named step of create and run, where tests break them on purpose:
+    $MINICONTAINER_DEBUG_DIE_AT=NAME SIGKILLs the process that reaches it (a crash there),
+    $MINICONTAINER_DEBUG_SLEEP_AT=NAME:SECONDS[,...] holds it there (a slow scheduler)."""
+    env = os.environ
+    if env.get("MINICONTAINER_DEBUG_DIE_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(128 + signal.SIGKILL)  # a pid namespace's init ignores it from inside
+    for item in env.get("MINICONTAINER_DEBUG_SLEEP_AT", "").split(","):
+        at, _, seconds = item.partition(":")
+        if at == name:
+            import time  # built in: also inside the container
+            time.sleep(float(seconds or 1))
+
+
 class _Sync:
     """The runtime's end of the socket it shares with a container's init during setup."""
 
@@ -2377,7 +2392,13 @@ class _Sync:
 
     def _recv(self):
         import socket
-        msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
+        try:
+            msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
+        except ConnectionResetError:
+            # The peer exited with a message of ours unread (an init that failed before it
+            # read "in-cgroup"): the kernel says so once, before what the peer sent last,
+            # which is still queued for us (its error).
+            msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
         return (json.loads(msg) if msg else None), fds
 
     def recv(self):
@@ -2603,6 +2624,7 @@ class Container:
                     c.sync.send("in-cgroup")
                 except (ProcessLookupError, BrokenPipeError, ConnectionResetError):
                     pass  # the init failed already: its message says why, below
+                debug_step("in-cgroup")
             while True:
                 msg, fds = c.sync.recv()
                 if msg is None:
@@ -3304,6 +3326,7 @@ def _init_steps(ctx, sync):
         loopback_up()
     apply_sysctl(linux.get("sysctl", {}))
     finish_rootfs(config)
+    debug_step("process")
     path = _prepare_process(process, sync, devnull)
     in_cgroup()
     sync.send("ready")
