@@ -721,8 +721,10 @@ class Cgroup:
 
     def join(self, pid=0):
         """Move `pid` (0: the caller) into the cgroup in every hierarchy."""
-        for d in self.dirs():
+        for i, d in enumerate(self.dirs()):
             _write(os.path.join(d, "cgroup.procs"), pid)
+            if i == 0:
+                debug_step("join")  # in one hierarchy only
 
     def procs(self):
         d = self.v2 if self.unified else (self.v1.get("pids") or self.v1.get("memory") or
@@ -919,7 +921,15 @@ class Cgroup:
 
     # -- the end
     def kill_all(self, sig=signal.SIGKILL):
-        for pid in self.procs():
+        # Every hierarchy's members: a move cut short (a runtime killed while it wrote them)
+        # leaves a process in some of them only, which it keeps busy.
+        pids = set()
+        for d in self.dirs():
+            try:
+                pids.update(int(p) for p in _read(os.path.join(d, "cgroup.procs")).split())
+            except FileNotFoundError:
+                pass
+        for pid in pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
@@ -2581,17 +2591,21 @@ class Container:
                        "created": timestamp(), "annotations": config.get("annotations", {}),
                        "cgroup": cgroup.to_json(), "config": config}
             c.save()  # before anything exists, so that delete can clean up a crashed create
+            debug_step("state")
             if network:  # network_option's: a namespace made here, joined by path
                 network_setup(c, config, network)
+                debug_step("network")
             if etc_files is not None:
                 write_etc_files(c, config, etc_files)
             ov = None
             if overlay is not None:
                 ov = c._prepare_layers(overlay)
+                debug_step("layers")
             cgroup.create()
             c.state["cgroup"] = cgroup.to_json()
             c.save()
             cgroup.apply(linux.get("resources"))
+            debug_step("cgroup")
             os.mkfifo(c.fifo, 0o600)
             if userns:  # the init opens it again as the container's root
                 os.chown(c.fifo, *host_owner(linux))
@@ -2602,15 +2616,18 @@ class Container:
             fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
             ctx = {"config": config, "rootfs": rootfs, "bundle": c.state["bundle"],
                    "cgroup": cgroup, "fifo": c.fifo, "sync": theirs, "console": console,
-                   "lock": lock, "fifo_fd": fifo_fd,
+                   "lock": lock, "peer": ours, "fifo_fd": fifo_fd,
                    "hooks": bool(config.get("hooks")), "userns": userns,
                    "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug,
                    "overlay": ov, "hook_state": {
                        "ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
                        "annotations": config.get("annotations", {})}}
-            child = first = _fork_init(ctx, linux)
-            theirs.close()
-            os.close(fifo_fd)
+            try:
+                child = first = _fork_init(ctx, linux)
+            finally:  # only the children hold the fifo: gc takes its holders for theirs
+                theirs.close()
+                os.close(fifo_fd)
+            debug_step("fork")
             c.state["pid"] = None
             c._pidfd = pidfd_open(child)
             c.sync = _Sync(ours)
@@ -2633,6 +2650,7 @@ class Container:
                     raise Error(msg["msg"], msg.get("code", 1))
                 if msg["t"] == "userns":
                     write_id_maps(first, linux)
+                    debug_step("userns")
                     c.sync.send("ok")
                 elif msg["t"] == "overlay-refused":
                     c._copy_layers(msg["msg"])
@@ -2655,10 +2673,16 @@ class Container:
                         send_console(console, fds[0])
                 elif msg["t"] == "ready":
                     break
+            debug_step("ready")
             c.state.update(pid=child, start_time=process_start_time(child))
             c.save()
             if pid_file:
                 write_atomic(os.path.abspath(pid_file), "%d" % child)
+            try:
+                c.sync.send("created")
+            except OSError:
+                raise Error("container init died during setup") from None
+            debug_step("created")
         except BaseException:
             if child:
                 try:
@@ -2803,6 +2827,7 @@ class Container:
                "seccomp": _compile_seccomp(config.get("linux", {}))}
         mid = os.fork()
         if mid == 0:
+            ours.close()
             _child(ctx, _exec_steps)
         theirs.close()
         for fd, _ in nsfds:
@@ -2898,11 +2923,13 @@ class Container:
             network_teardown(self.state.get("network"))  # its address is free again
 
     def _remove(self, quiet=False):
+        kept = True  # the only record of the init and the cgroup: it goes after them
         try:
             self._kill_init()
             cg = self.cgroup
             if cg:
                 cg.destroy()
+            kept = False
             hooks = self.state.get("config", {}).get("hooks", {})
             if hooks.get("poststop") and self.state.get("pid"):
                 run_hooks(hooks["poststop"], dict(self.oci_state(), status="stopped"),
@@ -2914,8 +2941,9 @@ class Container:
             import shutil
             network_teardown(self.state.get("network"))  # unmounts STATE/netns: before rmtree
             use = self.state.get("overlay", {}).get("use")
-            shutil.rmtree(self.dir, ignore_errors=True)
-            if use:  # the image's layers are no longer this container's
+            if not kept:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            if use and not kept:  # the image's layers are no longer this container's
                 try:
                     os.unlink(use)
                 except OSError:
@@ -3003,8 +3031,7 @@ def _fork_init(ctx, linux):
         prctl(PR_SET_CHILD_SUBREAPER, 1)  # the init's parent exits: we inherit the init
         pid = os.fork()
         if pid == 0:
-            ctx["lock"].close()
-            _child(ctx, _userns_steps)
+            _container_init(ctx, _userns_steps)
         return pid
     pidns = next((ns for ns in linux.get("namespaces", []) if ns["type"] == "pid"), None)
     saved = None
@@ -3190,10 +3217,17 @@ def mapped_userns(linux):
         os.waitpid(pid, 0)
 
 
-def _container_init(ctx):
-    """The container's first process, between fork and exec. It never returns."""
+def _container_init(ctx, steps=None):
+    """The runtime's child in create (the init, or the first child of a user namespace),
+    between fork and exec. It never returns."""
     ctx["lock"].close()  # a flock belongs to the open file, which fork shared with us
-    _child(ctx, _init_steps)
+    # Only the runtime may hold its end: if it dies, we read EOF at our next wait for it.
+    ctx["peer"].close()
+    # And until the container is created, its death is ours: setup may be long before that
+    # next wait. (Never after: a created container outlives `create`. The init of a user
+    # namespace, a grandchild, has EOF only: its parent exits by design.)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _child(ctx, steps or _init_steps)
 
 
 def _child(ctx, steps):
@@ -3329,7 +3363,13 @@ def _init_steps(ctx, sync):
     debug_step("process")
     path = _prepare_process(process, sync, devnull)
     in_cgroup()
+    # Cleared before "ready": the runtime may exit as soon as it has recorded us.
+    prctl(PR_SET_PDEATHSIG, 0)
     sync.send("ready")
+    # Recorded in the state, or the runtime died first (EOF): only a container that is
+    # created may wait for start, for as long as it takes.
+    if sync.recv()[0] != {"t": "created"}:
+        raise Error("setup: the runtime ended before the container was created")
     # Wait for start: opening the fifo to write blocks until `start` opens it to read.
     fd = os.open("/proc/self/fd/%d" % fifo, os.O_WRONLY | os.O_CLOEXEC)
     os.write(fd, b"0")
@@ -6119,10 +6159,13 @@ def cmd_run(a, g):
         network_publish(c)
         if not a.detach:
             _forward_signals(c.pid, c.console_master)
+        debug_step("start")
         c.start()
+        debug_step("started")
         err = c.exec_result()
         if err:
             raise err
+        debug_step("running")
     except BaseException:
         c.destroy()
         raise
@@ -6186,9 +6229,11 @@ def _remove_when_stopped(c):
 
 def cmd_gc(a, g):
     """Remove every container whose init is dead (leaving those being created or deleted,
-    whose state is locked), then what no container owns any more on the network side."""
+    whose state is locked), the processes that a create left behind, then what no container
+    owns any more on the network side."""
     import fcntl
-    removed = []
+    removed, live = [], set()
+    holders = _fifo_holders(g.root)
     for c in Container.list(g.root):
         try:
             fd = os.open(c.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -6198,18 +6243,90 @@ def cmd_gc(a, g):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             c = Container.load(c.id, g.root)  # as it is now that it is ours
             if c.alive():
+                live.add(c.id)  # its init holds the fifo until start
                 continue
+            # Children of a create whose runtime died, not recorded (yet) or not in the
+            # cgroup (yet): they go first.
+            _kill_orphans(holders.pop(c.id, []))
             _umount_netns(os.path.join(c.dir, "netns"))  # a state torn before it said so
             c._remove(quiet=True)
-            removed.append("container %s" % c.id)
-        except (BlockingIOError, Error):
+            if not os.path.exists(c.dir):
+                removed.append("container %s" % c.id)
+        except BlockingIOError:
+            live.add(c.id)  # being created, started or deleted: by a runtime and its children
+        except Error:
             continue
         finally:
             os.close(fd)
+    # What no state describes (a crash, an old gc). A holder of a live container's id (of an
+    # earlier container of that id, or just opened by its runtime) waits for a later gc.
+    for cid, procs in sorted(holders.items()):
+        if cid not in live:
+            removed.extend(_kill_orphans(procs, cgroup_name=cid))
     network_gc(removed)
     for what in removed:
         print("removed", what)
     return 0
+
+
+def _fifo_holders(root):
+    """{container id: [(pid, fd link, its target)]}: the processes holding an exec fifo of
+    this state root, as every child of create does until its container's program runs."""
+    root = os.path.realpath(root)
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            fds = os.listdir("/proc/%s/fd" % name)
+        except OSError:
+            continue
+        for fd in fds:
+            link = "/proc/%s/fd/%s" % (name, fd)
+            try:
+                target = os.readlink(link)
+            except OSError:
+                continue
+            parts = target[len(root) + 1:].split("/")
+            if target.startswith(root + "/") and len(parts) == 2 and \
+                    parts[1] in ("exec.fifo", "exec.fifo (deleted)"):
+                found.setdefault(parts[0], []).append((int(name), link, target))
+    return found
+
+
+def _kill_orphans(procs, cgroup_name=None):
+    """SIGKILL processes that _fifo_holders found, and wait for their end. With
+    cgroup_name, also remove each one's cgroup of that name (the container's), which no state
+    knows any more, and which no other container can have (create would find it taken).
+    Returns what went, for gc to say."""
+    import select
+    removed, cgroups = [], set()
+    for pid, link, target in procs:
+        pidfd = pidfd_open(pid)
+        try:
+            if os.readlink(link) != target:
+                continue  # it ended, and its pid is another's
+            with open("/proc/%d/cgroup" % pid) as f:
+                cgroups.update(p for p in (line.rstrip("\n").split(":", 2)[2] for line in f)
+                               if os.path.basename(p) == cgroup_name)
+            if pidfd is None:
+                os.kill(pid, signal.SIGKILL)
+            else:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                select.select([pidfd], [], [], 5)  # readable once it has exited
+            removed.append("process %d" % pid)
+        except OSError:
+            pass  # it ended by itself meanwhile
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+    for path in sorted(cgroups):
+        try:
+            Cgroup(path).destroy()
+            removed.append("cgroup %s" % path)
+        except Error as e:
+            sys.stderr.write("minicontainer: gc: %s\n" % e)
+    return removed
 
 
 def cmd_create(a, g):
