@@ -2589,7 +2589,7 @@ class Container:
             cgroup = Cgroup(cgroup_path(linux.get("cgroupsPath"), cid, cgroup_parent))
             c.state = {"id": cid, "bundle": os.path.abspath(bundle), "rootfs": rootfs,
                        "created": timestamp(), "annotations": config.get("annotations", {}),
-                       "cgroup": cgroup.to_json(), "config": config}
+                       "cgroup": None, "config": config}
             c.save()  # before anything exists, so that delete can clean up a crashed create
             debug_step("state")
             if network:  # network_option's: a namespace made here, joined by path
@@ -2601,7 +2601,21 @@ class Container:
             if overlay is not None:
                 ov = c._prepare_layers(overlay)
                 debug_step("layers")
-            cgroup.create()
+            # Said before it is made, so that gc removes what a crash left; not before it
+            # could be another container's, which create() finds out.
+            c.state["cgroup"] = cgroup.to_json()
+            c.save()
+            try:
+                cgroup.create()
+            except Error:  # it exists: another container's (its id in another state root)
+                for d in reversed(cgroup.created):  # only what we made goes, not its processes
+                    try:
+                        os.rmdir(d)
+                    except OSError:
+                        pass
+                c.state["cgroup"] = None
+                c.save()
+                raise
             c.state["cgroup"] = cgroup.to_json()
             c.save()
             cgroup.apply(linux.get("resources"))

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import (RUNTIME, find_leaks, mc, mc_bg, new_id, ok, ours,
+from conftest import (RUNTIME, find_leaks, mc, mc_bg, new_id, ok, one_line_error, ours,
                       session_cgroups)
 
 pytestmark = pytest.mark.needs_root
@@ -213,3 +213,21 @@ def test_exec_right_after_run_detached(busybox_rootfs, tmp_path):
             ok(mc("delete", "-f", cid, state_root=state_root))
     assert_nothing_left(state_root, cid, tmp_path, busybox_rootfs, "")
 
+def test_an_id_in_use_in_another_state_root_leaves_that_container_alone(busybox_rootfs,
+                                                                         tmp_path):
+    # Both would have the cgroup /minicontainer/ID: the second create must fail without
+    # killing the first's processes or removing its cgroup.
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    cid = new_id()
+    rc, _, err = mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "--", "sleep",
+                       "1000", state_root=first, out=str(tmp_path / "d"))
+    assert rc == 0, err
+    try:
+        r = mc("run", "--name", cid, "--rootfs", busybox_rootfs, "--", "true",
+               state_root=second)
+        assert "already exists" in one_line_error(r)
+        assert os.listdir(second) == []
+        assert ok(mc("exec", cid, "echo", "alive", state_root=first)) == "alive\n"
+    finally:
+        ok(mc("delete", "-f", cid, state_root=first))
+    assert_nothing_left(first, cid, tmp_path, busybox_rootfs, "")
