@@ -1,6 +1,5 @@
 """Races of create and run, provoked on purpose: a runtime killed at any step of a start
-leaves nothing that gc does not remove; a container that run -d reported started accepts
-exec at once.
+leaves nothing that gc does not remove; a create never kills another container.
 
 The steps and the interleavings come from $MINICONTAINER_DEBUG_DIE_AT and
 $MINICONTAINER_DEBUG_SLEEP_AT (minicontainer.debug_step)."""
@@ -199,19 +198,6 @@ def test_gc_kills_an_orphan_that_no_state_describes(busybox_rootfs, tmp_path):
         proc.wait()
     assert_nothing_left(state_root, cid, tmp_path, busybox_rootfs, "")
 
-
-def test_exec_right_after_run_detached(busybox_rootfs, tmp_path):
-    state_root = str(tmp_path / "state")
-    for _ in range(10):
-        cid = new_id()
-        rc, _, err = mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "--",
-                           "sleep", "1000", state_root=state_root, out=str(tmp_path / "d"))
-        assert rc == 0, err
-        try:
-            assert ok(mc("exec", cid, "echo", "in", state_root=state_root)) == "in\n"
-        finally:
-            ok(mc("delete", "-f", cid, state_root=state_root))
-    assert_nothing_left(state_root, cid, tmp_path, busybox_rootfs, "")
 
 def test_an_id_in_use_in_another_state_root_leaves_that_container_alone(busybox_rootfs,
                                                                          tmp_path):
