@@ -840,8 +840,10 @@ class Cgroup:
 
     def join(self, pid=0):
         """Move `pid` (0: the caller) into the cgroup in every hierarchy."""
-        for d in self.dirs():
+        for i, d in enumerate(self.dirs()):
             _write(os.path.join(d, "cgroup.procs"), pid)
+            if i == 0:
+                debug_step("join")  # in one hierarchy only
 
     def procs(self):
         d = self.v2 if self.unified else (self.v1.get("pids") or self.v1.get("memory") or
@@ -1191,7 +1193,15 @@ class Cgroup:
 
     # -- the end
     def kill_all(self, sig=signal.SIGKILL):
-        for pid in self.procs():
+        # Every hierarchy's members: a move cut short (a runtime killed while it wrote them)
+        # leaves a process in some of them only, which it keeps busy.
+        pids = set()
+        for d in self.dirs():
+            try:
+                pids.update(int(p) for p in _read(os.path.join(d, "cgroup.procs")).split())
+            except FileNotFoundError:
+                pass
+        for pid in pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
@@ -2707,6 +2717,21 @@ def run_hooks(hooks, state, kind):
             sys.stderr.write("minicontainer: warning: %s\n" % e)
 
 
+def debug_step(name):
+    """A named step of create and run, where tests break them on purpose:
+    $MINICONTAINER_DEBUG_DIE_AT=NAME SIGKILLs the process that reaches it (a crash there),
+    $MINICONTAINER_DEBUG_SLEEP_AT=NAME:SECONDS[,...] holds it there (a slow scheduler)."""
+    env = os.environ
+    if env.get("MINICONTAINER_DEBUG_DIE_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(128 + signal.SIGKILL)  # a pid namespace's init ignores it from inside
+    for item in env.get("MINICONTAINER_DEBUG_SLEEP_AT", "").split(","):
+        at, _, seconds = item.partition(":")
+        if at == name:
+            import time  # built in: also inside the container
+            time.sleep(float(seconds or 1))
+
+
 class _Sync:
     """The runtime's end of the socket it shares with a container's init during setup."""
 
@@ -2721,7 +2746,13 @@ class _Sync:
 
     def _recv(self):
         import socket
-        msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
+        try:
+            msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
+        except ConnectionResetError:
+            # The peer exited with a message of ours unread (an init that failed before it
+            # read "in-cgroup"): the kernel says so once, before what the peer sent last,
+            # which is still queued for us (its error).
+            msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
         return (json.loads(msg) if msg else None), fds
 
     def recv(self):
@@ -2912,19 +2943,37 @@ class Container:
             cgroup = Cgroup(cgroup_path(linux.get("cgroupsPath"), cid, cgroup_parent))
             c.state = {"id": cid, "bundle": os.path.abspath(bundle), "rootfs": rootfs,
                        "created": timestamp(), "annotations": config.get("annotations", {}),
-                       "cgroup": cgroup.to_json(), "config": config}
+                       "cgroup": None, "config": config}
             c.save()  # before anything exists, so that delete can clean up a crashed create
+            debug_step("state")
             if network:  # network_option's: a namespace made here, joined by path
                 network_setup(c, config, network)
+                debug_step("network")
             if etc_files is not None:
                 write_etc_files(c, config, etc_files)
             ov = None
             if overlay is not None:
                 ov = c._prepare_layers(overlay)
-            cgroup.create()
+                debug_step("layers")
+            # Said before it is made, so that gc removes what a crash left; not before it
+            # could be another container's, which create() finds out.
+            c.state["cgroup"] = cgroup.to_json()
+            c.save()
+            try:
+                cgroup.create()
+            except Error:  # it exists: another container's (its id in another state root)
+                for d in reversed(cgroup.created):  # only what we made goes, not its processes
+                    try:
+                        os.rmdir(d)
+                    except OSError:
+                        pass
+                c.state["cgroup"] = None
+                c.save()
+                raise
             c.state["cgroup"] = cgroup.to_json()
             c.save()
             cgroup.apply(linux.get("resources"))
+            debug_step("cgroup")
             os.mkfifo(c.fifo, 0o600)
             # The init opens it as the process's user, capabilities dropped (any user may:
             # the state directory, 0700, keeps everyone else from its path), as runc's.
@@ -2939,8 +2988,8 @@ class Container:
             trees = mount_idmaps(config, c.state["bundle"])
             ctx = {"config": config, "idmap_trees": trees, "rootfs": rootfs,
                    "bundle": c.state["bundle"], "cgroup": cgroup, "fifo": c.fifo,
-                   "sync": theirs, "console": console, "lock": lock, "fifo_fd": fifo_fd,
-                   "hooks": bool(config.get("hooks")),
+                   "sync": theirs, "console": console, "lock": lock, "peer": ours,
+                   "fifo_fd": fifo_fd, "hooks": bool(config.get("hooks")),
                    # a first child enters the user namespace, new or given by path: what the
                    # init makes then belongs to it (see _fork_init)
                    "userns": userns or any(ns["type"] == "user"
@@ -2951,11 +3000,12 @@ class Container:
                        "annotations": config.get("annotations", {})}}
             try:
                 child = first = _fork_init(ctx, linux)
-            finally:  # the init's now
+            finally:  # only the children hold the fifo: gc takes its holders for theirs
                 theirs.close()
                 os.close(fifo_fd)
                 for tree in trees.values():
                     os.close(tree)
+            debug_step("fork")
             c.state["pid"] = None
             c._pidfd = pidfd_open(child)
             c.sync = _Sync(ours)
@@ -2969,6 +3019,7 @@ class Container:
                     c.sync.send("in-cgroup")
                 except (ProcessLookupError, BrokenPipeError, ConnectionResetError):
                     pass  # the init failed already: its message says why, below
+                debug_step("in-cgroup")
             while True:
                 msg, fds = c.sync.recv()
                 if msg is None:
@@ -2977,6 +3028,7 @@ class Container:
                     raise Error(msg["msg"], msg.get("code", 1))
                 if msg["t"] == "userns":
                     write_id_maps(first, linux)
+                    debug_step("userns")
                     c.sync.send("ok")
                 elif msg["t"] == "overlay-refused":
                     c._copy_layers(msg["msg"])
@@ -3002,10 +3054,16 @@ class Container:
                                           dict(c.oci_state(), status="creating", pid=child))
                 elif msg["t"] == "ready":
                     break
+            debug_step("ready")
             c.state.update(pid=child, start_time=process_start_time(child))
             c.save()
             if pid_file:
                 write_atomic(os.path.abspath(pid_file), "%d" % child)
+            try:
+                c.sync.send("created")
+            except OSError:
+                raise Error("container init died during setup") from None
+            debug_step("created")
         except BaseException:
             if child:
                 try:
@@ -3101,7 +3159,9 @@ class Container:
             hooks = self.state["config"].get("hooks", {})
             if hooks.get("poststart"):
                 try:
-                    run_hooks(hooks["poststart"], self.oci_state(), "poststart")
+                    # "running": the program was started, though it may have ended already
+                    run_hooks(hooks["poststart"], dict(self.oci_state(), status="running"),
+                              "poststart")
                 except Error:
                     self._remove(quiet=True)
                     raise
@@ -3154,6 +3214,7 @@ class Container:
                "seccomp": _compile_seccomp(config.get("linux", {}))}
         mid = os.fork()
         if mid == 0:
+            ours.close()
             _child(ctx, _exec_steps)
         theirs.close()
         for fd, _ in nsfds:
@@ -3255,11 +3316,13 @@ class Container:
             network_teardown(self.state.get("network"))  # its address is free again
 
     def _remove(self, quiet=False):
+        kept = True  # the only record of the init and the cgroup: it goes after them
         try:
             self._kill_init()
             cg = self.cgroup
             if cg:
                 cg.destroy()
+            kept = False
             hooks = self.state.get("config", {}).get("hooks", {})
             if hooks.get("poststop") and self.state.get("pid"):
                 run_hooks(hooks["poststop"], dict(self.oci_state(), status="stopped"),
@@ -3271,8 +3334,9 @@ class Container:
             import shutil
             network_teardown(self.state.get("network"))  # unmounts STATE/netns: before rmtree
             use = self.state.get("overlay", {}).get("use")
-            shutil.rmtree(self.dir, ignore_errors=True)
-            if use:  # the image's layers are no longer this container's
+            if not kept:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            if use and not kept:  # the image's layers are no longer this container's
                 try:
                     os.unlink(use)
                 except OSError:
@@ -3378,8 +3442,7 @@ def _fork_init(ctx, linux):
         prctl(PR_SET_CHILD_SUBREAPER, 1)  # the init's parent exits: we inherit the init
         pid = os.fork()
         if pid == 0:
-            ctx["lock"].close()
-            _child(ctx, _userns_steps)
+            _container_init(ctx, _userns_steps)
         return pid
     pidns = next((ns for ns in linux.get("namespaces", []) if ns["type"] == "pid"), None)
     saved = None
@@ -3636,10 +3699,17 @@ def mapped_userns(linux):
         os.waitpid(pid, 0)
 
 
-def _container_init(ctx):
-    """The container's first process, between fork and exec. It never returns."""
+def _container_init(ctx, steps=None):
+    """The runtime's child in create (the init, or the first child of a user namespace),
+    between fork and exec. It never returns."""
     ctx["lock"].close()  # a flock belongs to the open file, which fork shared with us
-    _child(ctx, _init_steps)
+    # Only the runtime may hold its end: if it dies, we read EOF at our next wait for it.
+    ctx["peer"].close()
+    # And until the container is created, its death is ours: setup may be long before that
+    # next wait. (Never after: a created container outlives `create`. The init of a user
+    # namespace, a grandchild, has EOF only: its parent exits by design.)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _child(ctx, steps or _init_steps)
 
 
 def _child(ctx, steps):
@@ -3781,12 +3851,19 @@ def _init_steps(ctx, sync):
     apply_sysctl(linux.get("sysctl", {}))
     if "mount" in namespaces:
         finish_rootfs(config)
+    debug_step("process")
     in_cgroup()  # before the scheduler: an RT task cannot move to a cgroup without RT time
     path = _prepare_process(process, sync, devnull)
     # All that may fail is done before "ready", so that create reports it; what is left
     # for start is the wait, the startContainer hooks and execve (as runc leaves them).
     _drop_privileges(process, ctx["seccomp"], sync)
+    # Cleared before "ready": the runtime may exit as soon as it has recorded us.
+    prctl(PR_SET_PDEATHSIG, 0)
     sync.send("ready")
+    # Recorded in the state, or the runtime died first (EOF): only a container that is
+    # created may wait for start, for as long as it takes.
+    if sync.recv()[0] != {"t": "created"}:
+        raise Error("setup: the runtime ended before the container was created")
     # Wait for start: opening the fifo to write blocks until `start` opens it to read.
     fd = os.open("/proc/self/fd/%d" % fifo, os.O_WRONLY | os.O_CLOEXEC)
     os.write(fd, b"0")
@@ -6647,6 +6724,7 @@ def _run(a, g):
         network_publish(c)
         if not a.detach:
             _forward_signals(c.pid, c.console_master)
+        debug_step("start")
         try:
             c.start()
         except Error:
@@ -6656,9 +6734,11 @@ def _run(a, g):
             if err:
                 raise err from None
             raise
+        debug_step("started")
         err = c.exec_result()
         if err:
             raise err
+        debug_step("running")
     except BaseException:
         try:
             c.destroy()
@@ -6725,9 +6805,11 @@ def _remove_when_stopped(c):
 
 def cmd_gc(a, g):
     """Remove every container whose init is dead (leaving those being created or deleted,
-    whose state is locked), then what no container owns any more on the network side."""
+    whose state is locked), the processes that a create left behind, then what no container
+    owns any more on the network side."""
     import fcntl
-    removed = []
+    removed, live = [], set()
+    holders = _fifo_holders(g.root)
     for c in Container.list(g.root):
         try:
             fd = os.open(c.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -6737,18 +6819,90 @@ def cmd_gc(a, g):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             c = Container.load(c.id, g.root)  # as it is now that it is ours
             if c.alive():
+                live.add(c.id)  # its init holds the fifo until start
                 continue
+            # Children of a create whose runtime died, not recorded (yet) or not in the
+            # cgroup (yet): they go first.
+            _kill_orphans(holders.pop(c.id, []))
             _umount_netns(os.path.join(c.dir, "netns"))  # a state torn before it said so
             c._remove(quiet=True)
-            removed.append("container %s" % c.id)
-        except (BlockingIOError, Error):
+            if not os.path.exists(c.dir):
+                removed.append("container %s" % c.id)
+        except BlockingIOError:
+            live.add(c.id)  # being created, started or deleted: by a runtime and its children
+        except Error:
             continue
         finally:
             os.close(fd)
+    # What no state describes (a crash, an old gc). A holder of a live container's id (of an
+    # earlier container of that id, or just opened by its runtime) waits for a later gc.
+    for cid, procs in sorted(holders.items()):
+        if cid not in live:
+            removed.extend(_kill_orphans(procs, cgroup_name=cid))
     network_gc(removed)
     for what in removed:
         print("removed", what)
     return 0
+
+
+def _fifo_holders(root):
+    """{container id: [(pid, fd link, its target)]}: the processes holding an exec fifo of
+    this state root, as every child of create does until its container's program runs."""
+    root = os.path.realpath(root)
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            fds = os.listdir("/proc/%s/fd" % name)
+        except OSError:
+            continue
+        for fd in fds:
+            link = "/proc/%s/fd/%s" % (name, fd)
+            try:
+                target = os.readlink(link)
+            except OSError:
+                continue
+            parts = target[len(root) + 1:].split("/")
+            if target.startswith(root + "/") and len(parts) == 2 and \
+                    parts[1] in ("exec.fifo", "exec.fifo (deleted)"):
+                found.setdefault(parts[0], []).append((int(name), link, target))
+    return found
+
+
+def _kill_orphans(procs, cgroup_name=None):
+    """SIGKILL processes that _fifo_holders found, and wait for their end. With
+    cgroup_name, also remove each one's cgroup of that name (the container's), which no state
+    knows any more, and which no other container can have (create would find it taken).
+    Returns what went, for gc to say."""
+    import select
+    removed, cgroups = [], set()
+    for pid, link, target in procs:
+        pidfd = pidfd_open(pid)
+        try:
+            if os.readlink(link) != target:
+                continue  # it ended, and its pid is another's
+            with open("/proc/%d/cgroup" % pid) as f:
+                cgroups.update(p for p in (line.rstrip("\n").split(":", 2)[2] for line in f)
+                               if os.path.basename(p) == cgroup_name)
+            if pidfd is None:
+                os.kill(pid, signal.SIGKILL)
+            else:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                select.select([pidfd], [], [], 5)  # readable once it has exited
+            removed.append("process %d" % pid)
+        except OSError:
+            pass  # it ended by itself meanwhile
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+    for path in sorted(cgroups):
+        try:
+            Cgroup(path).destroy()
+            removed.append("cgroup %s" % path)
+        except Error as e:
+            sys.stderr.write("minicontainer: gc: %s\n" % e)
+    return removed
 
 
 def socket_activation(process):

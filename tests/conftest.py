@@ -199,6 +199,30 @@ def mountpoints_under(*paths):
     return out
 
 
+def links():
+    import minicontainer
+    with minicontainer.Netlink() as nl:
+        return minicontainer.rtm_getlink_all(nl)
+
+
+def leases(bridge=None):
+    import json
+    import minicontainer
+    try:
+        with open(os.path.join(minicontainer.NETWORK_DIR,
+                               (bridge or minicontainer.BRIDGE) + ".json")) as f:
+            return json.load(f).get("leases", {})
+    except FileNotFoundError:
+        return {}
+
+
+def ours(state_root):
+    """Leases, mounts and links the containers of this state root hold."""
+    held = {ip: e for ip, e in leases().items() if e["dir"].startswith(state_root + "/")}
+    return held, mountpoints_under(state_root), \
+        sorted(e["veth"] for e in held.values() if e["veth"] in links())
+
+
 def find_leaks(state_root, paths, marker):
     """What the runtime left behind, each as a line; cleans it up as it goes."""
     import minicontainer

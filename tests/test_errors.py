@@ -139,6 +139,21 @@ def test_bad_configs(bundle_with, state_root, edit, text, words):
         assert_nothing_left(state_root)
 
 
+def test_init_error_reaches_the_user_when_it_exits_with_a_message_unread(bundle_with,
+                                                                         state_root):
+    # The interleaving forced ($MINICONTAINER_DEBUG_SLEEP_AT): the runtime moves the init
+    # into its cgroup and says so while the init is held before its failing step; then the
+    # runtime is held while the init fails and exits without reading that message, which
+    # resets the socket (the runtime used to print "[Errno 104] Connection reset by peer").
+    b = bundle_with(_set("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": 1 << 40,
+                                              "hard": 1 << 40}]))
+    env = dict(os.environ, MINICONTAINER_DEBUG_SLEEP_AT="process:0.3,in-cgroup:0.8")
+    for command in ("create", "run"):
+        r = mc(command, "-b", b, new_id(), state_root=state_root, env=env)
+        assert "cannot set RLIMIT_NOFILE" in one_line_error(r), r.stderr
+        assert_nothing_left(state_root)
+
+
 def test_bundle_without_config(tmp_path, state_root):
     r = mc("create", "-b", str(tmp_path), new_id(), state_root=state_root)
     assert "config.json: no such file" in one_line_error(r)

@@ -17,26 +17,14 @@ import urllib.request
 
 import pytest
 
-from conftest import RUNTIME, mc, mc_bg, mountpoints_under, new_id, session_cgroups
+from conftest import (RUNTIME, leases, links, mc, mc_bg, mountpoints_under, new_id, ours,
+                      session_cgroups)
 
 import minicontainer as m
 
 pytestmark = pytest.mark.needs_root
 
 SUBNET = ipaddress.IPv4Network(m.DEFAULT_SUBNET)
-
-
-def links():
-    with m.Netlink() as nl:
-        return m.rtm_getlink_all(nl)
-
-
-def leases(bridge=m.BRIDGE):
-    try:
-        with open(os.path.join(m.NETWORK_DIR, bridge + ".json")) as f:
-            return json.load(f).get("leases", {})
-    except FileNotFoundError:
-        return {}
 
 
 def remove_bridge_if_unused(bridge):
@@ -98,13 +86,6 @@ def fetch(url, tries=100):
 
 def is_mount(path):
     return path in mountpoints_under(path)
-
-
-def ours(state_root):
-    """Leases, mounts and links the containers of this state root hold."""
-    held = {ip: e for ip, e in leases().items() if e["dir"].startswith(state_root + "/")}
-    return held, mountpoints_under(state_root), \
-        sorted(e["veth"] for e in held.values() if e["veth"] in links())
 
 
 def test_none_has_only_loopback(busybox_rootfs, state_root, no_leaks):
