@@ -2720,8 +2720,14 @@ def run_hooks(hooks, state, kind):
 def debug_step(name):
     """A named step of create and run, where tests break them on purpose:
     $MINICONTAINER_DEBUG_DIE_AT=NAME SIGKILLs the process that reaches it (a crash there),
-    $MINICONTAINER_DEBUG_SLEEP_AT=NAME:SECONDS[,...] holds it there (a slow scheduler)."""
+    $MINICONTAINER_DEBUG_SLEEP_AT=NAME:SECONDS[,...] holds it there (a slow scheduler).
+    $MINICONTAINER_TRACE=1 prints each step as it is reached: the monotonic clock in ms (one
+    clock for the runtime and the init), the pid, the step; where a start's time goes."""
     env = os.environ
+    if env.get("MINICONTAINER_TRACE"):
+        import time  # built in: also inside the container
+        os.write(2, b"minicontainer: trace %.3f %d %s\n" % (time.monotonic() * 1000,
+                                                            os.getpid(), name.encode()))
     if env.get("MINICONTAINER_DEBUG_DIE_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
         os._exit(128 + signal.SIGKILL)  # a pid namespace's init ignores it from inside
@@ -3819,6 +3825,7 @@ def _init_steps(ctx, sync):
     if flags & CLONE_NEWCGROUP:
         in_cgroup()
     unshare(flags)
+    debug_step("unshare")
     if ctx.get("overlay") and not ctx.get("userns"):
         _overlay_steps(ctx, sync)
     if hooks.get("prestart") or hooks.get("createRuntime"):
@@ -3836,6 +3843,7 @@ def _init_steps(ctx, sync):
         # pid as this process sees itself (1 in a new pid namespace), as runc passes it
         run_hooks(hooks["createContainer"], dict(ctx["hook_state"], status="creating",
                                                  pid=os.getpid()), "createContainer")
+    debug_step("mounts")
     if "mount" in namespaces:
         enter_rootfs(rootfs)
     else:  # the host's mount namespace, which is not ours to change: a root of its own only
@@ -3857,6 +3865,7 @@ def _init_steps(ctx, sync):
     # All that may fail is done before "ready", so that create reports it; what is left
     # for start is the wait, the startContainer hooks and execve (as runc leaves them).
     _drop_privileges(process, ctx["seccomp"], sync)
+    debug_step("privileges")
     # Cleared before "ready": the runtime may exit as soon as it has recorded us.
     prctl(PR_SET_PDEATHSIG, 0)
     sync.send("ready")
@@ -3955,6 +3964,7 @@ def _exec(process, path, preserve_fds, sync_sock):
     # the defaults, as under runc (else `yes | head` in the container would never end).
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    debug_step("execve")
     try:
         os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
     except OSError as e:
@@ -7352,6 +7362,7 @@ def _command_index(argv):
 
 
 def main(argv=None):
+    debug_step("main")
     argv = sys.argv[1:] if argv is None else argv
     at = _command_index(argv)
     debug = "--debug" in argv[:at]

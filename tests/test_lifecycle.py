@@ -486,3 +486,18 @@ def test_exec_as_a_non_root_user_gets_no_capabilities(cli, busybox_rootfs, state
             ["SigIgn:", "0000000000000000"]
     finally:
         cli("delete", "-f", cid)
+
+
+def test_trace_shows_where_a_start_goes(busybox_rootfs, state_root):
+    # MINICONTAINER_TRACE=1: each step of the runtime and of the init, on one clock
+    r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--", "true", state_root=state_root,
+           env=dict(os.environ, MINICONTAINER_TRACE="1"))
+    assert r.returncode == 0, r.stderr
+    steps = sorted((line.split()[2:] for line in r.stderr.splitlines()),
+                   key=lambda step: float(step[0]))  # two processes write: by their clock
+    names = [name for _, _, name in steps]
+    for before, after in (("main", "state"), ("state", "cgroup"), ("fork", "unshare"),
+                          ("unshare", "mounts"), ("mounts", "process"),
+                          ("privileges", "ready"), ("ready", "start"), ("start", "execve")):
+        assert names.index(before) < names.index(after), names
+    assert len({pid for _, pid, _ in steps}) >= 2  # the runtime's and the init's
