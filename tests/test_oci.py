@@ -1107,7 +1107,8 @@ def test_default_root_for_a_non_root_user():
         shutil.rmtree(top)
 
 
-def test_init_is_in_its_cgroup_for_hooks_and_a_cgroup_namespace(oci, bundle, tmp_path):
+def test_init_is_in_its_cgroup_for_hooks_and_a_cgroup_namespace(oci, bundle, tmp_path,
+                                                                 cgroups):
     # The runtime moves the init into its cgroup while the init sets up (the first move
     # waits for an RCU grace period); hooks and a cgroup namespace must see it moved.
     seen = tmp_path / "hook.cgroup"
@@ -1123,12 +1124,9 @@ def test_init_is_in_its_cgroup_for_hooks_and_a_cgroup_namespace(oci, bundle, tmp
     out, _ = oci.files()
     with open(out, "w") as o:
         cid, _ = oci.create(b, None, stdout=o.fileno())
-    lines = seen.read_text().split()
-    assert lines and all(line.endswith("/" + cid) for line in lines if "name=" not in line), \
-        lines
+    assert cgroups.member("/minicontainer/" + cid, text=seen.read_text()), seen.read_text()
     oci("start", cid)
     oci.wait_status(cid, "stopped")
-    inside = open(out).read().split()
-    assert inside and all(line.endswith(":/") for line in inside if "name=" not in line), \
-        inside
+    inside = open(out).read()
+    assert cgroups.member("/", text=inside), inside  # the namespace's root
     oci("delete", cid)
