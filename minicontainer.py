@@ -5900,7 +5900,8 @@ def run_config(a):
         linux["namespaces"].insert(0, {"type": "user"})
         linux["uidMappings"] = linux["gidMappings"] = [
             {"containerID": 0, "hostID": base, "size": size}]
-    if not a.bundle and (a.rootfs or image) and not cgroup_hierarchies()[0] and \
+    v1, v2 = cgroup_hierarchies()
+    if not a.bundle and (a.rootfs or image) and v2 and not v1 and \
             not any(ns["type"] == "cgroup" for ns in linux.get("namespaces", [])):
         # docker's default on a v2 host (--cgroupns private): programs find their own limits
         # at /sys/fs/cgroup, and /proc/self/cgroup says "0::/". On v1 and hybrid hosts docker

@@ -411,6 +411,27 @@ def test_docker_like_run_on_v2_sees_only_its_own_cgroup(v2_mode, cgroups, walkab
     assert limits == expected
 
 
+def test_exec_in_a_docker_like_container_on_v2_joins_its_cgroup_namespace(v2_mode, cgroups,
+                                                                            busybox_rootfs,
+                                                                            state_root):
+    cid = new_id()
+    rc, _, err = mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "--", "sleep",
+                       "1000", state_root=state_root, env=v2_mode)
+    assert rc == 0, err
+    try:
+        r = mc("exec", cid, "sh", "-c", "cat /proc/self/cgroup; echo --; "
+               "cat /sys/fs/cgroup/cgroup.procs; echo $$", state_root=state_root, env=v2_mode)
+        assert r.returncode == 0, r.stderr
+        lines, procs = r.stdout.split("--\n")
+        procs = procs.split()
+        assert "0::/" in lines.splitlines()
+        assert procs[-1] in procs[:-1] and "1" in procs[:-1]  # sh with the init, sleep
+        assert os.readlink("/proc/%d/ns/cgroup" % json.loads(ok(mc(
+            "state", cid, state_root=state_root)))["pid"]) != os.readlink("/proc/self/ns/cgroup")
+    finally:
+        ok(mc("delete", "-f", cid, state_root=state_root, env=v2_mode))
+
+
 def bundle_of(walkable, args, edit=None):
     config = mcmod.default_spec(rootfs=str(walkable / "rootfs"), args=args)
     if edit:
