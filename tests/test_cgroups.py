@@ -373,12 +373,12 @@ SHOW_CGROUP = ("cat /proc/self/cgroup; echo --; cat /sys/fs/cgroup/cgroup.procs;
 def show_cgroup(out):
     """SHOW_CGROUP's output: /proc/self/cgroup's lines, cgroup.procs's pids, the cgroup's
     subdirectories, the /sys/fs/cgroup mount (root, options, fstype), mkdir's complaint, and
-    the rest."""
+    the rest's lines."""
     cg, procs, subdirs, mnt, mkdir, rest = out.split("--\n")
     fields = mnt.split()
     sep = fields.index("-")
     return (cg.splitlines(), sorted(int(p) for p in procs.split()), subdirs.split(),
-            (fields[3], fields[5].split(","), fields[sep + 1]), mkdir, rest.split())
+            (fields[3], fields[5].split(","), fields[sep + 1]), mkdir, rest.splitlines())
 
 
 @pytest.mark.parametrize("userns", [False, True], ids=["root", "userns"])
