@@ -1462,7 +1462,18 @@ def mount_cgroupfs(rootfs, dest, target, flags, cgroup):
     if cgroup is None:
         return
     if cgroup.unified:
-        mount("cgroup2", target, "cgroup2", flags)
+        # The mount shows the hierarchy from the root of our cgroup namespace: with one of
+        # our own, the container's cgroup.
+        try:
+            mount("cgroup2", target, "cgroup2", flags)
+            return
+        except OSError as e:
+            # Only a process whose cgroup namespace belongs to its user namespace may mount
+            # cgroup2: in a user namespace without one (or with one joined by path), bind the
+            # container's own cgroup instead, as runc falls back to a bind.
+            if e.errno not in (errno.EPERM, errno.EBUSY):
+                raise
+        _bind_cgroup(cgroup.v2, rootfs, dest, flags)
         return
     # v1 has a hierarchy per controller: bind the container's directory of each (runc does).
     mount("tmpfs", target, "tmpfs", flags & ~MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
@@ -1477,15 +1488,20 @@ def mount_cgroupfs(rootfs, dest, target, flags, cgroup):
         for name in hierarchies:
             os.mkdir(os.path.join(tmpfs, name))
     for name, source in hierarchies.items():
-        with _InRoot(rootfs, os.path.join(dest, name)) as sub:
-            mount(source, sub, None, MS_BIND)
-        extra = flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        if extra:  # the entry's flags on each hierarchy too, as runc
-            with _InRoot(rootfs, os.path.join(dest, name)) as sub:
-                _bind_remount(sub, extra)
+        _bind_cgroup(source, rootfs, os.path.join(dest, name), flags)
     if flags & MS_RDONLY:
         with _InRoot(rootfs, dest) as tmpfs:
             mount(None, tmpfs, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def _bind_cgroup(source, rootfs, dest, flags):
+    """Bind a cgroup directory of the host at dest with the entry's flags (as runc does)."""
+    with _InRoot(rootfs, dest) as target:
+        mount(source, target, None, MS_BIND)
+    extra = flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if extra:  # a new fd: the one above names the directory the bind now covers
+        with _InRoot(rootfs, dest) as target:
+            _bind_remount(target, extra)
 
 
 DEFAULT_DEVICES = [  # path, type, major, minor: what every container's /dev holds
@@ -6507,6 +6523,13 @@ def run_config(a):
         linux["namespaces"].insert(0, {"type": "user"})
         linux["uidMappings"] = linux["gidMappings"] = [
             {"containerID": 0, "hostID": base, "size": size}]
+    v1, v2 = cgroup_hierarchies()
+    if not a.bundle and (a.rootfs or image) and v2 and not v1 and \
+            not any(ns["type"] == "cgroup" for ns in linux.get("namespaces", [])):
+        # docker's default on a v2 host (--cgroupns private): programs find their own limits
+        # at /sys/fs/cgroup, and /proc/self/cgroup says "0::/". On v1 and hybrid hosts docker
+        # keeps the host's cgroup namespace, and so do we.
+        linux.setdefault("namespaces", []).append({"type": "cgroup"})
     if a.read_only:
         # Programs need somewhere to write: a tmpfs on /tmp and /run, as docker gives with
         # --tmpfs (unless a mount of the user's is there).

@@ -117,6 +117,84 @@ def host_block_device():
     pytest.skip("no block device that the host can open")
 
 
+# ---- the host's cgroup layout: v1, hybrid or v2 ----
+
+class CgroupLayout:
+    """How this host mounts cgroups, as the runtime finds them (v1: a hierarchy per controller;
+    hybrid: those plus a v2 mount for membership; v2: one hierarchy), and where a container's
+    cgroup is: on the host, and as a process of a docker-like container sees it (v1 and
+    hybrid: a bind of each hierarchy's directory; v2: its own cgroup namespace, so the root)."""
+
+    def __init__(self):
+        import minicontainer
+        self.v1, self.v2 = minicontainer.cgroup_hierarchies()
+        self.kind = "v2" if not self.v1 else "hybrid" if self.v2 else "v1"
+        self.unified = self.kind == "v2"
+
+    def has(self, controller):
+        if not self.unified:
+            return controller in self.v1
+        with open(os.path.join(self.v2, "cgroup.controllers")) as f:
+            return controller in f.read().split()
+
+    def need(self, *controllers):
+        for c in controllers:
+            if not self.has(c):
+                pytest.skip("no cgroup controller %s on this %s host" % (c, self.kind))
+
+    def dir(self, controller, path):
+        """The host directory of cgroup `path` (/minicontainer/ID) that holds controller's files
+        (on v2 the one directory, whichever the controller)."""
+        return os.path.join(self.v2 if self.unified else self.v1[controller], path.strip("/"))
+
+    def inside(self, controller, name):
+        """The path of one of the container's own cgroup files inside it."""
+        if self.unified:
+            return "/sys/fs/cgroup/" + name
+        return "/sys/fs/cgroup/%s/%s" % (os.path.basename(self.v1[controller]), name)
+
+    def read(self, controller, path, name):
+        with open(os.path.join(self.dir(controller, path), name)) as f:
+            return f.read().strip()
+
+    def procs(self, path):
+        """The members of cgroup `path`, as host pids."""
+        d = self.dir("pids", path) if self.unified or "pids" in self.v1 else \
+            self.dir("memory", path)
+        with open(os.path.join(d, "cgroup.procs")) as f:
+            return sorted(int(p) for p in f.read().split())
+
+    def frozen(self, path):
+        """freezer.state says FROZEN (v1), or cgroup.events "frozen 1" (v2)."""
+        if self.unified:
+            return "frozen 1" in self.read(None, path, "cgroup.events").splitlines()
+        return self.read("freezer", path, "freezer.state") == "FROZEN"
+
+    def exists(self, path):
+        """Whether any directory of cgroup `path` is left on the host."""
+        roots = ([self.v2] if self.v2 else []) + sorted(set(self.v1.values()))
+        return any(os.path.exists(os.path.join(r, path.strip("/"))) for r in roots)
+
+    def member(self, path, pid=None, text=None):
+        """/proc/PID/cgroup (or a copy of it, text) puts the process in cgroup `path` in every
+        hierarchy the runtime uses (named v1 ones, name=systemd, it does not join)."""
+        if text is None:
+            with open("/proc/%d/cgroup" % pid) as f:
+                text = f.read()
+        seen = {}
+        for line in text.splitlines():
+            _, controllers, where = line.split(":", 2)
+            for c in controllers.split(",") if controllers else [""]:
+                seen[c] = where
+        used = ([""] if self.v2 else []) + list(self.v1)
+        return all(seen.get(c) == "/" + path.strip("/") for c in used)
+
+
+@pytest.fixture(scope="session")
+def cgroups():
+    return CgroupLayout()
+
+
 # ---- per-test isolation for the runtime tests: ids, a state root, and a leak check ----
 
 SESSION = "mct%d" % os.getpid()  # every container id, hence every cgroup, starts with it

@@ -63,6 +63,16 @@ check() {
 
 mkdir -p /tmp/m /tmp/pr/old
 
+# The container's own cgroup: on v1 (and hybrid) a bind of its directory in each hierarchy,
+# on v2 /sys/fs/cgroup itself (docker-like containers get a cgroup namespace there).
+if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
+    cgroup_v2=yes
+    cgroup_memory=/sys/fs/cgroup
+else
+    cgroup_v2=
+    cgroup_memory=/sys/fs/cgroup/memory
+fi
+
 # ---- mount: new filesystems, binds, remounts, unmounting masks ----
 try mount_tmpfs mount -t tmpfs evil /tmp/m
 try mount_bind mount -o bind / /tmp/m
@@ -71,7 +81,7 @@ try mount_sysfs mount -t sysfs sysfs /tmp/m
 try mount_cgroup_v1 mount -t cgroup -o memory cgroup /tmp/m
 try remount_sys_rw mount -o remount,rw /sys
 try remount_proc_sys_rw mount -o remount,rw /proc/sys
-try remount_cgroup_rw mount -o remount,rw /sys/fs/cgroup/memory
+try remount_cgroup_rw mount -o remount,rw $cgroup_memory
 try umount_masked_path umount /proc/timer_list
 try umount_readonly_proc_sys umount -l /proc/sys
 
@@ -160,10 +170,17 @@ release_agents() {
     done
 }
 check cgroup_release_agent release_agents
-try cgroup_notify_on_release sh -c 'echo 1 > /sys/fs/cgroup/memory/notify_on_release'
-try cgroup_mkdir mkdir /sys/fs/cgroup/memory/evil
-try cgroup_devices_allow sh -c 'echo a > /sys/fs/cgroup/devices/devices.allow'
-try cgroup_memory_limit sh -c 'echo -1 > /sys/fs/cgroup/memory/memory.limit_in_bytes'
+try cgroup_mkdir mkdir $cgroup_memory/evil
+if [ -n "$cgroup_v2" ]; then
+    # v2 has no release agent, and devices are allowed by an eBPF program, not a file
+    report cgroup_notify_on_release blocked "absent (cgroup v2 has no notify_on_release)"
+    report cgroup_devices_allow blocked "absent (cgroup v2 has no devices.allow)"
+    try cgroup_memory_limit sh -c 'echo max > /sys/fs/cgroup/memory.max'
+else
+    try cgroup_notify_on_release sh -c 'echo 1 > /sys/fs/cgroup/memory/notify_on_release'
+    try cgroup_devices_allow sh -c 'echo a > /sys/fs/cgroup/devices/devices.allow'
+    try cgroup_memory_limit sh -c 'echo -1 > /sys/fs/cgroup/memory/memory.limit_in_bytes'
+fi
 
 # ---- other processes: another uid's in this container, another container's ----
 su -s /bin/sh user -c 'exec sleep 300' &

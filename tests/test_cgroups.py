@@ -1,6 +1,8 @@
-"""cgroups: v1 files written for real on this (hybrid) host, v2 file formats on a fake tree,
-and the v2 code for real on the host's cgroup2 mount (MINICONTAINER_CGROUP2): membership,
-cgroup.freeze, the eBPF device filter, and the error for a missing controller."""
+"""cgroups: limits written for real in the host's own layout (v1 files on a v1 or hybrid host,
+v2 files on a v2 one), v2 file formats on a fake tree, and the v2 code for real on the host's
+cgroup2 mount (on a hybrid host through MINICONTAINER_CGROUP2): membership, cgroup.freeze,
+the eBPF device filter, the error for a missing controller, and what a container sees at
+/sys/fs/cgroup (its own cgroup namespace, docker's default on v2)."""
 import json
 import os
 import time
@@ -8,24 +10,14 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import host_block_device, mc, new_id, one_line_error, wait_for
+from conftest import host_block_device, mc, mc_bg, new_id, ok, one_line_error, wait_for
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
-
-V2 = "/sys/fs/cgroup/unified"
 
 
 def read(path):
     with open(path) as f:
         return f.read().strip()
-
-
-
-
-
-
-def v1_dir(controller, path):
-    return "/sys/fs/cgroup/%s%s" % (controller, path)
 
 
 @pytest.fixture
@@ -47,90 +39,126 @@ def created(busybox_rootfs, state_root, tmp_path):
             c.destroy()
 
 
-# ---- v1, for real ----
+# ---- the host's layout, for real ----
 
-def test_v1_limits_are_written_in_v1_formats(created):
+def test_limits_are_written_in_the_hosts_formats(created, cgroups):
+    cgroups.need("memory", "cpu", "cpuset", "pids")
+    memory = {"limit": 32 << 20, "swap": 64 << 20, "reservation": 16 << 20}
+    if not cgroups.unified:
+        memory["swappiness"] = 10  # v1 only
+
     def edit(config):
         config["linux"]["resources"].update(
-            memory={"limit": 32 << 20, "swap": 64 << 20, "reservation": 16 << 20,
-                    "swappiness": 10},
-            cpu={"shares": 512, "quota": 50000, "period": 200000, "cpus": "0", "mems": "0"},
-            pids={"limit": 42})
+            memory=memory, pids={"limit": 42},
+            cpu={"shares": 512, "quota": 50000, "period": 200000, "cpus": "0", "mems": "0"})
     c = created(edit)
     path = "/minicontainer/" + c.id
     assert c.cgroup.path == path
-    assert read(v1_dir("memory", path) + "/memory.limit_in_bytes") == str(32 << 20)
-    assert read(v1_dir("memory", path) + "/memory.memsw.limit_in_bytes") == str(64 << 20)
-    assert read(v1_dir("memory", path) + "/memory.soft_limit_in_bytes") == str(16 << 20)
-    assert read(v1_dir("memory", path) + "/memory.swappiness") == "10"
-    assert read(v1_dir("cpu", path) + "/cpu.shares") == "512"
-    assert read(v1_dir("cpu", path) + "/cpu.cfs_quota_us") == "50000"
-    assert read(v1_dir("cpu", path) + "/cpu.cfs_period_us") == "200000"
-    assert read(v1_dir("cpuset", path) + "/cpuset.cpus") == "0"
-    assert read(v1_dir("cpuset", path) + "/cpuset.mems") == "0"
-    assert read(v1_dir("pids", path) + "/pids.max") == "42"
-    devices = read(v1_dir("devices", path) + "/devices.list").splitlines()
-    assert "a *:* rwm" not in devices
-    for rule in ("c 1:3 rwm", "c 1:5 rwm", "c 1:9 rwm", "c 136:* rwm", "b *:* m", "c *:* m"):
-        assert rule in devices, devices
-    # the init is a member of every hierarchy (and of the v2 one, for membership only)
-    procs = [v1_dir(ctrl, path) + "/cgroup.procs" for ctrl in
-             ("memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "devices", "blkio")]
-    for f in procs + [V2 + path + "/cgroup.procs"]:
-        assert read(f).split() == [str(c.pid)], f
-    lines = read("/proc/%d/cgroup" % c.pid).splitlines()
-    assert "0::" + path in lines
-    assert all(line.endswith(path) for line in lines if "name=" not in line), lines
+    if cgroups.unified:
+        expected = {("memory", "memory.max"): str(32 << 20),
+                    ("memory", "memory.low"): str(16 << 20),
+                    ("cpu", "cpu.weight"): "20",  # 1 + (512 - 2) * 9999 // 262142
+                    ("cpu", "cpu.max"): "50000 200000"}
+        if os.path.exists(os.path.join(cgroups.dir("memory", path), "memory.swap.max")):
+            expected["memory", "memory.swap.max"] = str(32 << 20)  # v2 counts swap alone
+    else:
+        expected = {("memory", "memory.limit_in_bytes"): str(32 << 20),
+                    ("memory", "memory.memsw.limit_in_bytes"): str(64 << 20),
+                    ("memory", "memory.soft_limit_in_bytes"): str(16 << 20),
+                    ("memory", "memory.swappiness"): "10",
+                    ("cpu", "cpu.shares"): "512",
+                    ("cpu", "cpu.cfs_quota_us"): "50000",
+                    ("cpu", "cpu.cfs_period_us"): "200000"}
+        if not os.path.exists(os.path.join(cgroups.dir("memory", path),
+                                           "memory.memsw.limit_in_bytes")):
+            del expected["memory", "memory.memsw.limit_in_bytes"]  # no swap accounting
+    expected.update({("cpuset", "cpuset.cpus"): "0", ("cpuset", "cpuset.mems"): "0",
+                     ("pids", "pids.max"): "42"})
+    assert {k: cgroups.read(k[0], path, k[1]) for k in expected} == expected
+    if not cgroups.unified:  # on v2 the device rules are an eBPF program (tests below)
+        devices = cgroups.read("devices", path, "devices.list").splitlines()
+        assert "a *:* rwm" not in devices
+        for rule in ("c 1:3 rwm", "c 1:5 rwm", "c 1:9 rwm", "c 136:* rwm", "b *:* m",
+                     "c *:* m"):
+            assert rule in devices, devices
+    # the init is a member of every hierarchy (on a hybrid host, of the v2 one for
+    # membership only), and of nothing else
+    dirs = set(c.cgroup.dirs())
+    assert dirs == {cgroups.dir(ctrl, path) for ctrl in cgroups.v1} | \
+        ({cgroups.v2 + path} if cgroups.v2 else set())
+    for d in dirs:
+        assert read(d + "/cgroup.procs").split() == [str(c.pid)], d
+    assert cgroups.member(path, c.pid)
 
 
-def test_v1_unlimited_values(created):
+def test_unlimited_values(created, cgroups):
+    cgroups.need("memory", "cpu", "pids")
+
     def edit(config):
         config["linux"]["resources"].update(memory={"limit": -1}, pids={"limit": 0},
                                             cpu={"quota": -1})
     c = created(edit)
     path = "/minicontainer/" + c.id
-    assert read(v1_dir("pids", path) + "/pids.max") == "max"
-    assert read(v1_dir("cpu", path) + "/cpu.cfs_quota_us") == "-1"
-    assert int(read(v1_dir("memory", path) + "/memory.limit_in_bytes")) > 1 << 60
+    assert cgroups.read("pids", path, "pids.max") == "max"
+    if cgroups.unified:
+        assert cgroups.read("cpu", path, "cpu.max") == "max 100000"
+        assert cgroups.read("memory", path, "memory.max") == "max"
+    else:
+        assert cgroups.read("cpu", path, "cpu.cfs_quota_us") == "-1"
+        assert int(cgroups.read("memory", path, "memory.limit_in_bytes")) > 1 << 60
 
 
-def test_v1_memory_flags_of_run(busybox_rootfs, state_root):
+def test_memory_flags_of_run(busybox_rootfs, state_root, cgroups):
+    cgroups.need("memory")
+    # v1 counts memory+swap (OCI's swap, docker's --memory-swap), v2 swap alone
+    swap = cgroups.inside("memory", "memory.swap.max" if cgroups.unified else
+                          "memory.memsw.limit_in_bytes")
     r = mc("run", "--rm", "--name", new_id(), "--rootfs", busybox_rootfs, "-m", "48m",
-           "--memory-swap", "96m", "--", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-           "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", state_root=state_root)
-    assert r.stdout.split() == [str(48 << 20), str(96 << 20)], r.stderr
+           "--memory-swap", "96m", "--", "sh", "-c",
+           "cat %s; cat %s || echo no-swap-accounting" % (
+               cgroups.inside("memory", "memory.max" if cgroups.unified else
+                              "memory.limit_in_bytes"), swap), state_root=state_root)
+    out = ok(r).split()
+    if out[1:] == ["no-swap-accounting"]:
+        pytest.skip("no swap accounting on this kernel: %s" % r.stderr.strip())
+    assert out == [str(48 << 20), str(48 << 20 if cgroups.unified else 96 << 20)], r.stderr
     # docker's default: swap as much again as memory
     r = mc("run", "--rm", "--name", new_id(), "--rootfs", busybox_rootfs, "-m", "48m", "--",
-           "cat", "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", state_root=state_root)
-    assert r.stdout.split() == [str(96 << 20)], r.stderr
+           "cat", swap, state_root=state_root)
+    assert r.stdout.split() == [str(48 << 20 if cgroups.unified else 96 << 20)], r.stderr
 
 
-def test_cgroup_parent_and_cgroups_path(busybox_rootfs, state_root, tmp_path):
+def test_cgroup_parent_and_cgroups_path(busybox_rootfs, state_root, tmp_path, cgroups):
     parent = new_id("parent")
     cid = new_id()
-    r = mc("run", "--rm", "--name", cid, "--cgroup-parent", parent, "--rootfs", busybox_rootfs,
-           "--", "cat", "/proc/self/cgroup", state_root=state_root)
-    assert r.returncode == 0, r.stderr
-    assert "0::/%s/%s" % (parent, cid) in r.stdout.splitlines()
-    assert not os.path.exists(v1_dir("memory", "/" + parent))  # made for it, removed after it
-    # linux.cgroupsPath in a bundle
+    # seen from the host: inside, a cgroup namespace (v2) would show "/"
+    rc, _, err = mc_bg("run", "-d", "--name", cid, "--cgroup-parent", parent, "--rootfs",
+                       busybox_rootfs, "--", "sleep", "1000", state_root=state_root)
+    assert rc == 0, err
+    pid = json.loads(ok(mc("state", cid, state_root=state_root)))["pid"]
+    assert cgroups.member("/%s/%s" % (parent, cid), pid)
+    ok(mc("delete", "-f", cid, state_root=state_root))
+    assert not cgroups.exists(parent)  # made for it, removed after it
+    # linux.cgroupsPath in a bundle (no cgroup namespace: the path shows inside)
     path = "/%s/nested/leaf" % new_id("path")
     config = mcmod.default_spec(rootfs=busybox_rootfs, args=["cat", "/proc/self/cgroup"])
     config["linux"]["cgroupsPath"] = path
     (tmp_path / "config.json").write_text(json.dumps(config))
     r = mc("run", "-b", str(tmp_path), new_id(), state_root=state_root)
     assert r.returncode == 0, r.stderr
-    assert any(line.endswith(":memory:" + path) for line in r.stdout.splitlines()), r.stdout
-    assert not os.path.exists(v1_dir("memory", "/" + path.split("/")[1]))
+    assert cgroups.member(path, text=r.stdout), r.stdout
+    assert not cgroups.exists(path.split("/")[1])
 
 
-def test_v1_missing_controller_and_unsupported_file(busybox_rootfs, tmp_path, state_root):
-    v1, v2 = mcmod.cgroup_hierarchies()
-    for resources, words in (
-            ({"network": {"classID": 0x100001}}, "cgroup controller net_cls is not available"),
-            ({"memory": {"limit": 1 << 20, "swappiness": 101}}, "is not from 0 to 100")):
-        if resources.get("network") and "net_cls" in v1:
-            continue
+def test_missing_controller_and_unsupported_file_on_v1(busybox_rootfs, tmp_path, state_root,
+                                                       cgroups):
+    if cgroups.unified:
+        pytest.skip("v1 and hybrid hosts only (v2: test_v2_missing_controller_is_an_error)")
+    cases = [({"memory": {"limit": 1 << 20, "swappiness": 101}}, "is not from 0 to 100")]
+    if not cgroups.has("net_cls"):
+        cases.append(({"network": {"classID": 0x100001}},
+                      "cgroup controller net_cls is not available"))
+    for resources, words in cases:
         config = mcmod.default_spec(rootfs=busybox_rootfs, args=["true"])
         config["linux"]["resources"].update(resources)
         (tmp_path / "config.json").write_text(json.dumps(config))
@@ -214,21 +242,29 @@ def test_v2_errors(tmp_path, resources, message):
 # ---- v2, for real on the host's cgroup2 mount ----
 
 @pytest.fixture
-def v2_mode(monkeypatch):
-    if not os.path.exists(os.path.join(V2, "cgroup.procs")):
-        pytest.skip("no cgroup2 mount at %s" % V2)
-    monkeypatch.setenv("MINICONTAINER_CGROUP2", V2)
+def v2_mode(monkeypatch, cgroups):
+    """The environment in which the runtime uses v2: a v2 host's own, or on a hybrid host
+    its cgroup2 mount as if the host were v2 (where only the controllers there can be used)."""
+    if not cgroups.v2:
+        pytest.skip("no cgroup2 mount on this host")
+    if not cgroups.unified:
+        monkeypatch.setenv("MINICONTAINER_CGROUP2", cgroups.v2)
     return dict(os.environ)
 
 
-def test_v2_membership_and_freeze(v2_mode, created):
+def v2_has(cgroups, controller):
+    return controller in read(os.path.join(cgroups.v2, "cgroup.controllers")).split()
+
+
+def test_v2_membership_and_freeze(v2_mode, created, cgroups):
     c = created(args=["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /dev/shm/n; "
                                   "usleep 20000; done"])
-    d = V2 + "/minicontainer/" + c.id
+    d = cgroups.v2 + "/minicontainer/" + c.id
     assert c.cgroup.unified and c.cgroup.v2 == d
     assert read(d + "/cgroup.procs").split() == [str(c.pid)]
     assert "0::/minicontainer/" + c.id in read("/proc/%d/cgroup" % c.pid).splitlines()
-    assert not os.path.exists(v1_dir("memory", "/minicontainer/" + c.id))  # v1 unused
+    for v1 in cgroups.v1.values():  # a hybrid host's v1 hierarchies are left alone
+        assert not os.path.exists(v1 + "/minicontainer/" + c.id)
     c.start()
     assert c.exec_result() is None
 
@@ -247,13 +283,14 @@ def test_v2_membership_and_freeze(v2_mode, created):
     c.resume()
     assert c.status() == "running" and read(d + "/cgroup.freeze") == "0"
     wait_for(lambda: count() > n, what="the counter to go on")
-    stats = c.stats()  # cpu.stat is always there; this mount has no memory or pids controller
+    stats = c.stats()  # cpu.stat is always there; pids.* only with the pids controller
     assert stats["cpu"]["usage_ns"] > 0
-    assert stats["pids"] == {"current": None, "limit": None}
+    if v2_has(cgroups, "pids"):
+        assert stats["pids"]["current"] >= 1 and stats["pids"]["limit"] is None
+    else:
+        assert stats["pids"] == {"current": None, "limit": None}
     c.destroy()
     assert not os.path.exists(d)
-
-
 
 
 def test_v2_device_filter_in_a_container(v2_mode, busybox_rootfs, state_root, tmp_path):
@@ -275,9 +312,9 @@ def test_v2_device_filter_in_a_container(v2_mode, busybox_rootfs, state_root, tm
     assert r.stdout.split()[:2] == ["3", "made"]
 
 
-def test_v2_device_filter_program_denies_what_its_rules_deny(v2_mode):
+def test_v2_device_filter_program_denies_what_its_rules_deny(v2_mode, cgroups):
     """The BPF program on its own: a cgroup whose rules deny reading /dev/null (c 1:3)."""
-    cg = mcmod.Cgroup("/" + new_id("bpf"), v1={}, v2=V2)
+    cg = mcmod.Cgroup("/" + new_id("bpf"), v1={}, v2=cgroups.v2)
     cg.create()
     try:
         rules = [(True, "a", None, None, "rwm"), (False, "c", 1, 3, "r")]
@@ -312,18 +349,20 @@ def test_v2_device_filter_program_denies_what_its_rules_deny(v2_mode):
                                                (["--pids-limit", "5"], "pids"),
                                                (["--cpus", "0.5"], "cpu")])
 def test_v2_missing_controller_is_an_error(v2_mode, busybox_rootfs, state_root, flags,
-                                           controller):
+                                           controller, cgroups):
+    if v2_has(cgroups, controller):
+        pytest.skip("the host's cgroup2 hierarchy has the %s controller" % controller)
     cid = new_id()
     r = mc("run", "--rm", "--name", cid, "--rootfs", busybox_rootfs, *flags, "--", "true",
            state_root=state_root, env=v2_mode)
     assert one_line_error(r) == "minicontainer: cgroup controller %s is not available" % \
         controller
     assert r.returncode == 1
-    assert not os.path.exists(V2 + "/minicontainer/" + cid)
+    assert not os.path.exists(cgroups.v2 + "/minicontainer/" + cid)
     assert not os.listdir(state_root)
 
 
-def test_a_refused_update_changes_nothing(created, state_root):
+def test_a_refused_update_changes_nothing(created, state_root, cgroups):
     # memory.limit_in_bytes above memory+swap is refused by the kernel: the pids limit
     # written before it is put back, and state.json keeps the old values.
     v1, _ = mcmod.cgroup_hierarchies()
@@ -335,26 +374,26 @@ def test_a_refused_update_changes_nothing(created, state_root):
                                             pids={"limit": 42})
     c = created(edit)
     path = "/minicontainer/" + c.id
-    before = read(v1_dir("pids", path) + "/pids.max")
+    before = read(cgroups.dir("pids", path) + "/pids.max")
     assert before == "42"
     r = mc("update", "--resources", "-", c.id, state_root=state_root,
            input=json.dumps({"pids": {"limit": 7}, "memory": {"limit": 1 << 40, "swap": 1 << 20}}))
     assert "cgroup: cannot write" in one_line_error(r)
-    assert read(v1_dir("pids", path) + "/pids.max") == "42"
-    assert read(v1_dir("memory", path) + "/memory.limit_in_bytes") == str(32 << 20)
+    assert read(cgroups.dir("pids", path) + "/pids.max") == "42"
+    assert read(cgroups.dir("memory", path) + "/memory.limit_in_bytes") == str(32 << 20)
     assert json.loads(mc("state", c.id, state_root=state_root).stdout)["id"] == c.id
     # zeros, as containerd's shim sends them, leave everything as it is
     r = mc("update", "--resources", "-", c.id, state_root=state_root, input=json.dumps(
         {"memory": {"limit": 0, "reservation": 0, "swap": 0, "kernel": 0},
          "cpu": {"shares": 0, "quota": 0, "period": 0}, "blockIO": {"weight": 0}}))
     assert r.returncode == 0, r.stderr
-    assert read(v1_dir("memory", path) + "/memory.limit_in_bytes") == str(32 << 20)
+    assert read(cgroups.dir("memory", path) + "/memory.limit_in_bytes") == str(32 << 20)
     # and a real change after that goes through, limit above the old memory+swap included
     r = mc("update", "--resources", "-", c.id, state_root=state_root, input=json.dumps(
         {"memory": {"limit": 128 << 20, "swap": 256 << 20}, "cpu": {"quota": 50000}}))
     assert r.returncode == 0, r.stderr
-    assert read(v1_dir("memory", path) + "/memory.limit_in_bytes") == str(128 << 20)
-    assert read(v1_dir("memory", path) + "/memory.memsw.limit_in_bytes") == str(256 << 20)
+    assert read(cgroups.dir("memory", path) + "/memory.limit_in_bytes") == str(128 << 20)
+    assert read(cgroups.dir("memory", path) + "/memory.memsw.limit_in_bytes") == str(256 << 20)
 
 
 def test_a_controller_only_cgroup2_has_is_used_there_on_a_hybrid_host(created):
@@ -375,7 +414,7 @@ def test_a_controller_only_cgroup2_has_is_used_there_on_a_hybrid_host(created):
         str(8 << 20)  # the hugepage limit first, then unified's file
 
 
-def test_v1_block_io(created):
+def test_v1_block_io(created, cgroups):
     # weights in bfq's files where the kernel has them (as runc picks them), throttles per
     # device
     v1, _ = mcmod.cgroup_hierarchies()
@@ -398,7 +437,7 @@ def test_v1_block_io(created):
     except mcmod.Error as e:  # no bfq and no cfq: the kernel has no weights to give
         assert "weight" in str(e) and "not supported by this kernel" in str(e)
         return
-    d = v1_dir("blkio", "/minicontainer/" + c.id)
+    d = cgroups.dir("blkio", "/minicontainer/" + c.id)
     bfq = os.path.exists(d + "/blkio.bfq.weight")
     assert read(d + ("/blkio.bfq.weight" if bfq else "/blkio.weight")).split()[-1] == "300"
     if by_device:
@@ -406,3 +445,137 @@ def test_v1_block_io(created):
             d + ("/blkio.bfq.weight_device" if bfq else "/blkio.weight_device"))
     assert read(d + "/blkio.throttle.read_bps_device") == "%d:%d %d" % (major, minor, 1 << 20)
     assert read(d + "/blkio.throttle.write_iops_device") == "%d:%d 100" % (major, minor)
+
+
+# ---- /sys/fs/cgroup inside a container ----
+
+SHOW_CGROUP = ("cat /proc/self/cgroup; echo --; cat /sys/fs/cgroup/cgroup.procs; echo --; "
+               "find /sys/fs/cgroup -mindepth 1 -type d; echo --; "
+               "grep ' /sys/fs/cgroup ' /proc/self/mountinfo; echo --; "
+               "mkdir /sys/fs/cgroup/x 2>&1; echo --; ")
+
+
+def show_cgroup(out):
+    """SHOW_CGROUP's output: /proc/self/cgroup's lines, cgroup.procs's pids, the cgroup's
+    subdirectories, the /sys/fs/cgroup mount (root, options, fstype), mkdir's complaint, and
+    the rest's lines."""
+    cg, procs, subdirs, mnt, mkdir, rest = out.split("--\n")
+    fields = mnt.split()
+    sep = fields.index("-")
+    return (cg.splitlines(), sorted(int(p) for p in procs.split()), subdirs.split(),
+            (fields[3], fields[5].split(","), fields[sep + 1]), mkdir, rest.splitlines())
+
+
+@pytest.mark.parametrize("userns", [False, True], ids=["root", "userns"])
+def test_docker_like_run_on_v2_sees_only_its_own_cgroup(v2_mode, cgroups, walkable, state_root,
+                                                        userns):
+    """docker's default on v2 (--cgroupns private): /sys/fs/cgroup is the container's own
+    cgroup, with its limits; /proc/self/cgroup says "0::/". With --userns the cgroup namespace
+    belongs to the container's user namespace, which lets its root mount cgroup2."""
+    flags, files, expected = [], [], []
+    for flag, controller, name, value in (
+            (["-m", "48m"], "memory", "memory.max", str(48 << 20)),
+            (["--cpus", "0.5"], "cpu", "cpu.max", "50000 100000"),
+            (["--pids-limit", "20"], "pids", "pids.max", "20")):
+        if v2_has(cgroups, controller):  # on a hybrid host: none of these
+            flags += flag
+            files.append(name)
+            expected.append(value)
+    cid = new_id()
+    r = mc("run", "--rm", "--name", cid, "--rootfs", str(walkable / "rootfs"),
+           *(["--userns"] if userns else []), *flags, "--", "sh", "-c",
+           SHOW_CGROUP + "cat /dev/null " + " ".join("/sys/fs/cgroup/" + f for f in files),
+           state_root=state_root, env=v2_mode)
+    assert r.returncode == 0, r.stderr
+    lines, procs, subdirs, (root, options, fstype), mkdir, limits = show_cgroup(r.stdout)
+    assert "0::/" in lines, lines
+    assert procs[0] == 1 and len(procs) == 2, procs  # sh (pid 1 here) and cat: nothing else
+    assert subdirs == []  # none of the host's tree (init.scope, system.slice...)
+    assert (root, fstype) == ("/", "cgroup2") and "ro" in options, (root, options)
+    assert "Read-only file system" in mkdir
+    assert limits == expected
+
+
+def test_exec_in_a_docker_like_container_on_v2_joins_its_cgroup_namespace(v2_mode, cgroups,
+                                                                            busybox_rootfs,
+                                                                            state_root):
+    cid = new_id()
+    rc, _, err = mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "--", "sleep",
+                       "1000", state_root=state_root, env=v2_mode)
+    assert rc == 0, err
+    try:
+        r = mc("exec", cid, "sh", "-c", "cat /proc/self/cgroup; echo --; "
+               "cat /sys/fs/cgroup/cgroup.procs; echo $$", state_root=state_root, env=v2_mode)
+        assert r.returncode == 0, r.stderr
+        lines, procs = r.stdout.split("--\n")
+        procs = procs.split()
+        assert "0::/" in lines.splitlines()
+        assert procs[-1] in procs[:-1] and "1" in procs[:-1]  # sh with the init, sleep
+        assert os.readlink("/proc/%d/ns/cgroup" % json.loads(ok(mc(
+            "state", cid, state_root=state_root)))["pid"]) != os.readlink("/proc/self/ns/cgroup")
+    finally:
+        ok(mc("delete", "-f", cid, state_root=state_root, env=v2_mode))
+
+
+def bundle_of(walkable, args, edit=None):
+    config = mcmod.default_spec(rootfs=str(walkable / "rootfs"), args=args)
+    if edit:
+        edit(config)
+    (walkable / "config.json").write_text(json.dumps(config))
+    return str(walkable)
+
+
+def test_oci_bundle_on_v2_without_a_cgroup_namespace(v2_mode, cgroups, walkable, state_root):
+    """As runc: cgroup2 mounted from the root of the host's cgroup namespace, so the
+    container's cgroup is where /proc/self/cgroup says; in a user namespace, which may not
+    mount cgroup2 without a cgroup namespace of its own, a bind of the container's cgroup."""
+    cid = new_id()
+    b = bundle_of(walkable, ["sh", "-c", SHOW_CGROUP + "cat /sys/fs/cgroup/minicontainer/%s/"
+                             "cgroup.procs 2>&1" % cid])
+    r = mc("run", "-b", b, cid, state_root=state_root, env=v2_mode)
+    assert r.returncode == 0, r.stderr
+    lines, _, subdirs, (root, options, fstype), mkdir, own = show_cgroup(r.stdout)
+    assert "0::/minicontainer/" + cid in lines
+    assert (root, fstype) == ("/", "cgroup2") and "ro" in options
+    assert "/sys/fs/cgroup/minicontainer/" + cid in subdirs  # the whole hierarchy
+    assert "Read-only file system" in mkdir
+    assert own == ["1"]  # cat, which sh's last command became
+    cid = new_id()
+    b = bundle_of(walkable, ["sh", "-c", SHOW_CGROUP])
+    r = mc("run", "--userns", "-b", b, cid, state_root=state_root, env=v2_mode)
+    assert r.returncode == 0, r.stderr
+    lines, procs, subdirs, (root, options, fstype), mkdir, _ = show_cgroup(r.stdout)
+    assert "0::/minicontainer/" + cid in lines
+    assert (root, fstype) == ("/minicontainer/" + cid, "cgroup2") and "ro" in options
+    assert procs[0] == 1 and len(procs) == 2 and subdirs == []
+    assert "Read-only file system" in mkdir
+
+
+def test_oci_bundle_on_v2_with_a_cgroup_namespace_and_a_user_namespace(v2_mode, walkable,
+                                                                         state_root):
+    def edit(config):
+        config["linux"]["namespaces"].append({"type": "cgroup"})
+    b = bundle_of(walkable, ["sh", "-c", SHOW_CGROUP], edit)
+    r = mc("run", "--userns", "-b", b, new_id(), state_root=state_root, env=v2_mode)
+    assert r.returncode == 0, r.stderr
+    lines, procs, subdirs, (root, options, fstype), _, _ = show_cgroup(r.stdout)
+    assert "0::/" in lines and procs[0] == 1 and len(procs) == 2 and subdirs == []
+    assert (root, fstype) == ("/", "cgroup2")  # mounted, not bound
+
+
+def test_docker_like_run_on_v1_keeps_the_hosts_cgroup_namespace(cgroups, busybox_rootfs,
+                                                               state_root):
+    """docker's default on v1 and hybrid hosts (--cgroupns host): /proc/self/cgroup names the
+    container's cgroup, and /sys/fs/cgroup holds a bind of each hierarchy's directory."""
+    if cgroups.unified:
+        pytest.skip("v1 and hybrid hosts only")
+    cid = new_id()
+    r = mc("run", "--rm", "--name", cid, "--rootfs", busybox_rootfs, "--", "sh", "-c",
+           "readlink /proc/self/ns/cgroup; cat /proc/self/cgroup; echo --; ls /sys/fs/cgroup",
+           state_root=state_root)
+    head, listing = ok(r).split("--\n")
+    ns, text = head.split("\n", 1)
+    assert ns == os.readlink("/proc/self/ns/cgroup")
+    assert cgroups.member("/minicontainer/" + cid, text=text), text
+    expected = {os.path.basename(m) for m in cgroups.v1.values()}
+    assert set(listing.split()) == expected | ({"unified"} if cgroups.v2 else set())

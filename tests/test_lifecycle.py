@@ -81,11 +81,7 @@ def cli(state_root, tmp_path):
     return Cli(state_root, tmp_path)
 
 
-def cgroup_dir(controller, cid):
-    return "/sys/fs/cgroup/%s/minicontainer/%s" % (controller, cid)
-
-
-def test_full_lifecycle(cli, bundle, tmp_path, state_root):
+def test_full_lifecycle(cli, bundle, tmp_path, state_root, cgroups):
     b = bundle(["sh", "-c", COUNTER])
     cid = new_id()
     pid_file = tmp_path / "pid"
@@ -126,8 +122,7 @@ def test_full_lifecycle(cli, bundle, tmp_path, state_root):
 
     cli("pause", cid)
     assert cli.status(cid) == "paused"
-    with open(os.path.join(cgroup_dir("freezer", cid), "freezer.state")) as f:
-        assert f.read().strip() == "FROZEN"
+    assert cgroups.frozen("/minicontainer/" + cid)
     frozen_at = counter(pid)
     time.sleep(0.3)  # not a handshake: the time during which nothing must happen
     assert counter(pid) == frozen_at
@@ -135,8 +130,7 @@ def test_full_lifecycle(cli, bundle, tmp_path, state_root):
     # ps (while frozen, so that the loop's usleeps hold still): host pids, the cgroup's members
     pids = json.loads(cli("ps", "-f", "json", cid))
     assert pid in pids
-    with open(os.path.join(cgroup_dir("pids", cid), "cgroup.procs")) as f:
-        assert sorted(pids) == sorted(int(p) for p in f.read().split())
+    assert sorted(pids) == cgroups.procs("/minicontainer/" + cid)
     cli("resume", cid)
     assert cli.status(cid) == "running"
     wait_for(lambda: counter(pid) > frozen_at, what="the counter to go on")
@@ -149,7 +143,7 @@ def test_full_lifecycle(cli, bundle, tmp_path, state_root):
     cli("delete", cid)
     assert cli.fails("state", cid) == "minicontainer: container %s does not exist\n" % cid
     assert not os.path.exists(os.path.join(state_root, cid))
-    assert not os.path.exists(cgroup_dir("memory", cid))
+    assert not cgroups.exists("/minicontainer/" + cid)
     assert cli("list", "-q").strip() == ""
 
 
@@ -180,7 +174,8 @@ def _processes_with(word):
     return found
 
 
-def test_run_detached_rm_removes_the_container_when_it_exits(cli, busybox_rootfs, state_root):
+def test_run_detached_rm_removes_the_container_when_it_exits(cli, busybox_rootfs, state_root,
+                                                             cgroups):
     cid = new_id()
     assert cli.bg("run", "-d", "--rm", "--name", cid, "--rootfs", busybox_rootfs, "--",
                   "sleep", "1000") == cid + "\n"
@@ -194,13 +189,13 @@ def test_run_detached_rm_removes_the_container_when_it_exits(cli, busybox_rootfs
     assert [fds[fd] for fd in (0, 1, 2)] == ["/dev/null"] * 3
     assert all("pidfd" in target for fd, target in fds.items() if fd > 2), fds
     assert os.getsid(monitors[0]) == monitors[0]
-    cg = cgroup_dir("memory", cid)
-    assert os.path.isdir(cg)
+    cg = "/minicontainer/" + cid
+    assert cgroups.exists(cg)
 
     cli("kill", cid, "KILL")
     wait_for(lambda: not os.path.exists(os.path.join(state_root, cid)), what="removal")
     wait_for(lambda: not os.path.exists("/proc/%d" % monitors[0]), what="the monitor to end")
-    assert not os.path.exists(cg)
+    assert not cgroups.exists(cg)
     assert cli.fails("state", cid) == "minicontainer: container %s does not exist\n" % cid
 
 
@@ -281,7 +276,7 @@ def test_kill_before_start(cli, bundle):
     assert not os.path.exists("/proc/%d" % pid) or counter(pid) == 0
 
 
-def test_delete_a_running_container_needs_force(cli, bundle):
+def test_delete_a_running_container_needs_force(cli, bundle, cgroups):
     cid = new_id()
     cli.bg("create", "-b", bundle(["sleep", "1000"]), cid)
     cli("start", cid)
@@ -290,7 +285,7 @@ def test_delete_a_running_container_needs_force(cli, bundle):
     assert cli.status(cid) == "running"
     cli("delete", "-f", cid)
     wait_for(lambda: mcmod.process_state(pid) in (None, "Z"), what="init to die")
-    assert not os.path.exists(cgroup_dir("pids", cid))
+    assert not cgroups.exists("/minicontainer/" + cid)
 
 
 def test_delete_force_of_a_paused_container(cli, bundle):

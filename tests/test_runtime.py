@@ -191,11 +191,19 @@ def test_sys_is_read_only(run):
 
 # ---- resources: memory, pids, devices, rlimits ----
 
-def test_memory_limit_kills_through_the_cgroup_oom_killer(run):
-    # tail keeps the "line" it reads from /dev/zero, which never ends: it grows until killed
-    script = ("cat /sys/fs/cgroup/memory/memory.limit_in_bytes; tail /dev/zero; echo rc=$?; "
-              "grep '^oom_kill ' /sys/fs/cgroup/memory/memory.oom_control; "
-              "cat /sys/fs/cgroup/memory/memory.failcnt")
+def test_memory_limit_kills_through_the_cgroup_oom_killer(run, cgroups):
+    cgroups.need("memory")
+    # tail keeps the "line" it reads from /dev/zero, which never ends: it grows until killed.
+    # v1: the limit, oom_control's kill count and failcnt; v2: memory.events' oom_kill and max
+    if cgroups.unified:
+        files = ("memory.max", "memory.events", "memory.events")
+        hit = "grep '^max ' %s | cut -d' ' -f2"
+    else:
+        files = ("memory.limit_in_bytes", "memory.oom_control", "memory.failcnt")
+        hit = "cat %s"
+    limit, oom, failed = (cgroups.inside("memory", f) for f in files)
+    script = ("cat %s; tail /dev/zero; echo rc=$?; grep '^oom_kill ' %s; " % (limit, oom) +
+              hit % failed)
     out = ok(run(script, "-m", "16m", timeout=60)).split("\n")
     assert out[0] == str(16 << 20)
     assert out[1] == "rc=137"  # SIGKILL
@@ -206,8 +214,9 @@ def test_memory_limit_kills_through_the_cgroup_oom_killer(run):
     assert r.returncode == 137, (r.returncode, r.stderr)
 
 
-def test_pids_limit_stops_a_fork_loop(run):
-    r = run("cat /sys/fs/cgroup/pids/pids.max; i=0; "
+def test_pids_limit_stops_a_fork_loop(run, cgroups):
+    cgroups.need("pids")
+    r = run("cat " + cgroups.inside("pids", "pids.max") + "; i=0; "
             "while [ $i -lt 20 ]; do sleep 1000 & i=$((i+1)); done; echo spawned $i",
             "--pids-limit", "10")
     assert r.stdout.splitlines()[0] == "10"
@@ -246,11 +255,15 @@ def test_rlimit_nofile(run):
     assert ok(run("ulimit -n; ulimit -Hn")).split() == ["1025", "1025"]
 
 
-def test_cpu_and_cpuset_limits_are_in_the_containers_cgroup(run):
-    out = ok(run("cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us "
-                 "/sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpuset/cpuset.cpus; nproc",
+def test_cpu_and_cpuset_limits_are_in_the_containers_cgroup(run, cgroups):
+    cgroups.need("cpu", "cpuset")
+    # v2: cpu.max is "quota period", and the shares are a weight (1 + (512 - 2) * 9999 // 262142)
+    files = [("cpu", f) for f in (["cpu.max", "cpu.weight"] if cgroups.unified else
+                                  ["cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.shares"])]
+    out = ok(run("cat %s; nproc" % " ".join(cgroups.inside(c, f) for c, f in
+                                            files + [("cpuset", "cpuset.cpus")]),
                  "--cpus", "0.5", "--cpu-shares", "512", "--cpuset-cpus", "0"))
-    assert out.split() == ["50000", "100000", "512", "0", "1"]
+    assert out.split() == ["50000", "100000", "20" if cgroups.unified else "512", "0", "1"]
 
 
 # ---- process: env, cwd, exit codes, signals ----
