@@ -282,8 +282,11 @@ def test_command_line_mistakes_are_one_line(busybox_rootfs, state_root):
 def test_a_closed_pipe_ends_quietly(args, state_root):
     # `minicontainer.py features | head -1`: no traceback nor "[Errno 32]", and the exit
     # status of a program killed by SIGPIPE
-    p = subprocess.Popen([RUNTIME, "--root", state_root] + args, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
-    p.stdout.close()
-    assert p.wait(timeout=30) == 141
-    assert p.stderr.read() == b""
+    r, w = os.pipe()
+    os.close(r)  # before the runtime writes: no reader, whenever it writes
+    try:
+        p = subprocess.run([RUNTIME, "--root", state_root] + args, stdout=w,
+                           stderr=subprocess.PIPE, timeout=30)
+    finally:
+        os.close(w)
+    assert p.returncode == 141 and p.stderr == b"", p.stderr
