@@ -30,6 +30,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -305,6 +306,9 @@ def run(checkout, command, timeout, accel="auto"):
     log("booting (%s) to run in %s: %s" % ("KVM" if kvm else "TCG, slow", checkout, command))
     started = time.monotonic()
     proc = subprocess.Popen(qemu, stdin=subprocess.DEVNULL)
+    # Killed (timeout(1), a closed terminal), stop the guest too, and let the finally clean up.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     output, rcfile = os.path.join(control, "output"), os.path.join(control, "rc")
     pos, first = 0, None
     try:
@@ -332,6 +336,10 @@ def run(checkout, command, timeout, accel="auto"):
         if proc.poll() is None:
             proc.terminate()
             proc.wait()
+            kept = os.path.join(CACHE, "console-%d.log" % os.getpid())
+            shutil.copy(console, kept)
+            log("stopped; the guest's console is in %s" % kept)
+            shutil.rmtree(rundir, ignore_errors=True)
     try:
         rc = int(open(rcfile).read())
     except (OSError, ValueError):
