@@ -20,7 +20,9 @@ root in that copy, by a systemd unit after boot (in system.slice, like any servi
 guest then powers off.  COMMAND's output is streamed to stdout, and its exit status is
 ours (125 if the guest never reported one).  The serial console goes to a log, kept when
 the run fails.  The guest has one NIC, like a real machine: QEMU's user-mode network with
-restrict=on, configured by DHCP as the Debian installer sets it up; it reaches nothing.  One guest at a time: a second run waits on a lock.
+restrict=on, configured by DHCP as the Debian installer sets it up; it reaches nothing.
+One guest at a time (V2GUEST_SLOTS=N allows N, sharing the host's cores): a run waits for
+a free slot.
 """
 import argparse
 import fcntl
@@ -46,6 +48,8 @@ BASE_PACKAGES = ["linux-image-amd64", "systemd-sysv", "udev", "kmod", "initramfs
 RECIPE = 1
 IMAGE_SIZE = "12G"
 KEEP = 3
+# Guests at once (a run waits for a free slot): each takes 2 vCPUs and 4 GiB.
+SLOTS = int(os.environ.get("V2GUEST_SLOTS", "1"))
 MEMORY = "4096"
 CPUS = "2"
 NIC = "ens3"   # the name udev gives the virtio NIC at PCI slot 3 (addr=0x3 below)
@@ -187,8 +191,8 @@ def build(packages):
     with open(os.path.join(work, "packages"), "w") as f:
         f.write("\n".join(packages) + "\n")
     os.rename(work, dest)
-    # Keep the last KEEP images used (checkouts with different package lists take turns);
-    # we hold the lock, so none is in use.
+    # Keep the last KEEP images used (checkouts with different package lists take turns; a
+    # running guest's was touched when it started).
     images = sorted(glob.glob(os.path.join(CACHE, "image-*")), key=os.path.getmtime)
     for old in images[:-KEEP]:
         shutil.rmtree(old)
@@ -261,18 +265,33 @@ def kvm_usable():
         return False
 
 
+def take_slot(slots):
+    """One of SLOTS lock files (`lock`, `lock.1`, ...), waiting until one is free."""
+    names = ["lock"] + ["lock.%d" % i for i in range(1, slots)]
+    waited = False
+    while True:
+        for name in names:
+            f = open(os.path.join(CACHE, name), "w")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return f
+            except BlockingIOError:
+                f.close()
+        if not waited:
+            log("%d guest(s) running (V2GUEST_SLOTS=%d); waiting" % (slots, slots))
+            waited = True
+        time.sleep(2)
+
+
 def run(checkout, command, timeout, accel="auto"):
     """Boot the guest on an overlay of the image, run COMMAND in CHECKOUT's copy; its status."""
     checkout = os.path.realpath(checkout)
     packages = package_list(checkout)
     os.makedirs(CACHE, exist_ok=True)
-    lock = open(os.path.join(CACHE, "lock"), "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        log("another guest is running; waiting for it")
+    _slot = take_slot(SLOTS)   # held until we return
+    with open(os.path.join(CACHE, "build.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-    image = build(packages)
+        image = build(packages)
     rundir = os.path.join(CACHE, "run-%d" % os.getpid())
     shutil.rmtree(rundir, ignore_errors=True)
     control = os.path.join(rundir, "control")
@@ -373,7 +392,7 @@ def main():
         sys.exit("v2guest: run as root")
     if a.what == "build":
         os.makedirs(CACHE, exist_ok=True)
-        with open(os.path.join(CACHE, "lock"), "w") as lock:
+        with open(os.path.join(CACHE, "build.lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             print(build(package_list(os.path.realpath(a.dir))))
         return 0
