@@ -9,7 +9,7 @@ APT_PACKAGES = busybox-static docker-registry skopeo umoci runc crun podman conm
                zstd iproute2 uidmap linux-libc-dev openssl \
                python3-pytest python3-zstandard flake8
 
-.PHONY: setup install test lint bench demo clean
+.PHONY: setup install test test-v2 lint bench demo clean
 
 setup:
 	apt-get update -q
@@ -26,6 +26,11 @@ install:
 # pytest's exit 5 (no tests collected) is a failure here, as is any other non-zero exit.
 test:
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+# The same suite in a pure cgroup v2 Debian 12 guest (QEMU; see tools/v2guest.py), on a copy of
+# this checkout, with the guest's python3.  Not run by CI.  The first run builds the guest image.
+test-v2:
+	$(PYTHON) tools/v2guest.py run $(CURDIR) -- python3 -m pytest -q -p no:cacheprovider tests
 
 # flake8 with .flake8's settings (those of ruff.toml, for whoever has ruff).
 lint:
