@@ -2878,6 +2878,10 @@ class Container:
     def fifo(self):
         return os.path.join(self.dir, "exec.fifo")
 
+    @property
+    def log(self):
+        return os.path.join(self.dir, "container.log")
+
     def alive(self):
         pid = self.pid
         return bool(pid) and process_start_time(pid) == self.state.get("start_time") and \
@@ -2911,7 +2915,7 @@ class Container:
     @classmethod
     def create(cls, cid, config, bundle, root=None, console=None, stdin_null=False,
                pid_file=None, preserve_fds=0, cgroup_parent=None, debug=False, overlay=None,
-               network=None, etc_files=None):
+               network=None, etc_files=None, log=False):
         """Set up a container whose init waits, fully configured, for start().
 
         console: None (keep our stdio), "self" (make a pty and keep its master in
@@ -2920,7 +2924,9 @@ class Container:
         is set) is then STATE/rootfs with an overlay of them mounted on it in the container's
         own mount namespace, the container's changes going to STATE/upper; where overlayfs
         is refused, a private copy of the layers in STATE/rootfs.
-        network: network_option's; etc_files: write_etc_files's spec (docker's /etc files)."""
+        network: network_option's; etc_files: write_etc_files's spec (docker's /etc files).
+        log: the process's stdout and stderr go to STATE/ID/container.log (a detached run's),
+        not to ours."""
         import socket
         c = cls(cid, root)
         linux = config.get("linux", {})
@@ -3007,11 +3013,13 @@ class Container:
             # The init reopens it through this fd: the state directory need not be reachable
             # from the container's user namespace.
             fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
+            log_fd = os.open(c.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                             0o600) if log else None
             trees = mount_idmaps(config, c.state["bundle"])
             ctx = {"config": config, "idmap_trees": trees, "rootfs": rootfs,
                    "bundle": c.state["bundle"], "cgroup": cgroup, "fifo": c.fifo,
                    "sync": theirs, "console": console, "lock": lock, "peer": ours,
-                   "fifo_fd": fifo_fd, "hooks": bool(config.get("hooks")),
+                   "fifo_fd": fifo_fd, "log_fd": log_fd, "hooks": bool(config.get("hooks")),
                    # a first child enters the user namespace, new or given by path: what the
                    # init makes then belongs to it (see _fork_init)
                    "userns": userns or any(ns["type"] == "user"
@@ -3027,6 +3035,8 @@ class Container:
                 os.close(fifo_fd)
                 for tree in trees.values():
                     os.close(tree)
+                if log_fd is not None:
+                    os.close(log_fd)
             debug_step("fork")
             c.state["pid"] = None
             c._pidfd = pidfd_open(child)
@@ -3829,6 +3839,9 @@ def _init_steps(ctx, sync):
     if ctx.get("time_made"):
         done.append("time")  # made before the fork (unshare_time)
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx["stdin_null"] else None
+    if ctx.get("log_fd") is not None:
+        os.dup2(ctx["log_fd"], 1)
+        os.dup2(ctx["log_fd"], 2)
     namespaces, flags = set(), 0
     for ns in linux.get("namespaces", []):
         namespaces.add(ns["type"])
@@ -6749,7 +6762,10 @@ def _run(a, g):
                          pid_file=a.pid_file, cgroup_parent=a.cgroup_parent, debug=g.debug,
                          preserve_fds=preserve_fds,
                          overlay=image.layers if image is not None else None, network=network,
-                         etc_files=etc_files)
+                         etc_files=etc_files,
+                         # docker's -d: the output goes to a log, never to the caller (whose
+                         # $(...) would wait for the container to end)
+                         log=a.detach and not terminal and bool(image or a.rootfs))
     # docker's semantics for images and rootfs directories: without --rm, the stopped
     # container and its changes stay until `delete`; runc's for a bundle: run removes it.
     keep = not a.rm and (image is not None or bool(a.rootfs))
@@ -6966,6 +6982,30 @@ def cmd_create(a, g):
 def cmd_start(a, g):
     Container.load(a.id, g.root).start()
     return 0
+
+
+def cmd_logs(a, g):
+    """What a detached container (run -d) wrote, stdout and stderr as they came; with
+    --follow, and what it writes until it stops."""
+    import time
+    c = Container.load(a.id, g.root)
+    try:
+        f = open(c.log, "rb")
+    except FileNotFoundError:
+        raise Error("container %s keeps no log (only run -d does)" % a.id) from None
+    with f:
+        out = sys.stdout.buffer
+        while True:
+            # stopped before this read: then what it read is all there will be
+            done = not a.follow or c.status() == "stopped"
+            chunk = f.read(65536)
+            while chunk:
+                out.write(chunk)
+                chunk = f.read(65536)
+            out.flush()
+            if done:
+                return 0
+            time.sleep(0.1)
 
 
 def cmd_state(a, g):
@@ -7313,6 +7353,8 @@ def _parser(only=None):
     c.add_argument("--no-new-keyring", action="store_true")
     c.add_argument("--preserve-fds", type=int, default=0)
     cmd("start", cmd_start, "start a created container")
+    lg = cmd("logs", cmd_logs, "print what a detached container wrote (stdout and stderr)")
+    lg.add_argument("-f", "--follow", action="store_true", help="and what it writes next")
     cmd("state", cmd_state, "print a container's OCI state")
     ls = cmd("list", cmd_list, "list containers", ids=False)
     ls.add_argument("-f", "--format", choices=["table", "json"], default="table")

@@ -3,12 +3,14 @@ line (runc's commands) and through the Python API, on real containers."""
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 import minicontainer as mcmod
-from conftest import mc, mc_bg, new_id, wait_for
+from conftest import RUNTIME, mc, mc_bg, new_id, wait_for
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -496,3 +498,27 @@ def test_trace_shows_where_a_start_goes(busybox_rootfs, state_root):
                           ("privileges", "ready"), ("ready", "start"), ("start", "execve")):
         assert names.index(before) < names.index(after), names
     assert len({pid for _, pid, _ in steps}) >= 2  # the runtime's and the init's
+
+
+def test_run_detached_returns_at_once_and_logs_its_output(cli, busybox_rootfs, state_root):
+    # As `CID=$(minicontainer run -d ...)`: the caller's stdout is a pipe that the container
+    # must not hold (else the caller waits for the container's end); its output goes to a
+    # log that `logs` prints.
+    cid = new_id()
+    r = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "run", "-d", "--name",
+                        cid, "--rootfs", busybox_rootfs, "--", "sh", "-c",
+                        "echo out; echo err >&2; while [ ! -e /dev/shm/go ]; do usleep 20000; "
+                        "done; echo late; "
+                        "exec sleep 1000"], stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=60)
+    try:
+        assert (r.returncode, r.stdout, r.stderr) == (0, cid + "\n", "")
+        assert cli.status(cid) == "running"  # the pipe closed while the container runs
+        wait_for(lambda: cli("logs", cid) == "out\nerr\n", what="the output in the log")
+        cli("exec", cid, "sh", "-c", "echo go > /dev/shm/go")
+        wait_for(lambda: cli("logs", cid).endswith("late\n"), what="the next line")
+        cli("kill", cid, "KILL")
+        wait_for(lambda: cli.status(cid) == "stopped")
+        assert cli("logs", "-f", cid) == "out\nerr\nlate\n"  # ends: the container stopped
+    finally:
+        cli("delete", "-f", cid)
