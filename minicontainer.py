@@ -6788,6 +6788,10 @@ def _run(a, g):
         if err:
             raise err
         debug_step("running")
+        if keep:  # a container the user keeps, not a crash's debris: gc leaves it
+            with c.lock():
+                c.state["keep"] = True
+                c.save()
     except BaseException:
         try:
             c.destroy()
@@ -6853,9 +6857,10 @@ def _remove_when_stopped(c):
 
 
 def cmd_gc(a, g):
-    """Remove every container whose init is dead (leaving those being created or deleted,
-    whose state is locked), the processes that a create left behind, then what no container
-    owns any more on the network side."""
+    """Remove what crashes left: every container whose init is dead, but those the user
+    kept (a docker-like run without --rm, once started: `prune` removes those) and those
+    being created or deleted, whose state is locked; the processes that a create left
+    behind; then what no container owns any more on the network side."""
     import fcntl
     removed, live = [], set()
     holders = _fifo_holders(g.root)
@@ -6870,6 +6875,8 @@ def cmd_gc(a, g):
             if c.alive():
                 live.add(c.id)  # its init holds the fifo until start
                 continue
+            if c.state.get("keep"):
+                continue  # a stopped container the user kept (run without --rm): prune's
             # Children of a create whose runtime died, not recorded (yet) or not in the
             # cgroup (yet): they go first.
             _kill_orphans(holders.pop(c.id, []))
@@ -6891,6 +6898,26 @@ def cmd_gc(a, g):
     network_gc(removed)
     for what in removed:
         print("removed", what)
+    return 0
+
+
+def cmd_prune(a, g):
+    """docker's `container prune`: every stopped container goes, after a question unless -f."""
+    stopped = [c for c in Container.list(g.root) if c.status() == "stopped"]
+    if not a.force:
+        if not sys.stdin.isatty():
+            raise Error("prune: removes %d stopped container(s); give -f to do so without a "
+                        "terminal to ask on" % len(stopped))
+        answer = input("This removes %d stopped container(s): %s. Go on? [y/N] " % (
+            len(stopped), " ".join(c.id for c in stopped) or "none"))
+        if answer.strip().lower() not in ("y", "yes"):
+            return 1
+    for c in stopped:
+        try:
+            c.destroy(force=False)  # one that started meanwhile stays
+            print(c.id)
+        except Error as e:
+            sys.stderr.write("minicontainer: prune: %s\n" % e)
     return 0
 
 
@@ -7397,9 +7424,11 @@ def _parser(only=None):
     e.add_argument("--stats", action="store_true", help="once, then exit")
     e.add_argument("--interval", default="5s")
     cmd("features", cmd_features, "print what this runtime supports (OCI features)", ids=False)
-    for name in ("gc", "prune"):
-        cmd(name, cmd_gc, "remove what dead containers left: state, cgroups, mounts, "
-            "network namespaces, veths, leases, port forwarders", ids=False)
+    cmd("gc", cmd_gc, "remove what crashed containers left: state, cgroups, mounts, network "
+        "namespaces, veths, leases, port forwarders (never a container kept stopped)",
+        ids=False)
+    pr = cmd("prune", cmd_prune, "remove every stopped container, kept ones too", ids=False)
+    pr.add_argument("-f", "--force", action="store_true", help="do not ask first")
     s = cmd("spec", cmd_spec, "write a default config.json", ids=False)
     s.add_argument("-b", "--bundle")
     s.add_argument("--rootfs")

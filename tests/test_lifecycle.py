@@ -522,3 +522,25 @@ def test_run_detached_returns_at_once_and_logs_its_output(cli, busybox_rootfs, s
         assert cli("logs", "-f", cid) == "out\nerr\nlate\n"  # ends: the container stopped
     finally:
         cli("delete", "-f", cid)
+
+
+def test_gc_keeps_what_the_user_kept_and_prune_removes_it(cli, busybox_rootfs, state_root):
+    # A run without --rm keeps its stopped container (docker's semantics): gc, which removes
+    # what crashes left, must leave it; prune removes stopped containers, asking first.
+    kept = new_id()
+    r = mc("run", "--name", kept, "--rootfs", busybox_rootfs, "--", "true",
+           state_root=state_root)
+    assert r.returncode == 0, r.stderr
+    assert cli.status(kept) == "stopped"
+    cli("gc")
+    assert cli.status(kept) == "stopped"
+    running = new_id()
+    cli.bg("run", "-d", "--name", running, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    try:
+        assert "give -f" in cli.fails("prune")  # no terminal to ask on
+        assert cli.status(kept) == "stopped"
+        assert cli("prune", "-f").split() == [kept]
+        assert cli.fails("state", kept).endswith("does not exist\n")
+        assert cli.status(running) == "running"
+    finally:
+        cli("delete", "-f", running)

@@ -285,9 +285,10 @@ def test_fifty_parallel_starts(busybox_rootfs, state_root, no_leaks):
 
 
 def _start_and_crash(busybox_rootfs, state_root, cid, port, www):
-    """`run` of a web server, then SIGKILL to the runtime and to the container's init."""
-    proc = subprocess.Popen([sys.executable, RUNTIME, "--root", state_root, "run", "--name",
-                             cid, "--rootfs", busybox_rootfs, "-p", "%d:8080" % port,
+    """`run --rm` of a web server, then SIGKILL to the runtime and to the container's init
+    (without --rm the container would be one the user keeps, which gc leaves alone)."""
+    proc = subprocess.Popen([sys.executable, RUNTIME, "--root", state_root, "run", "--rm",
+                             "--name", cid, "--rootfs", busybox_rootfs, "-p", "%d:8080" % port,
                              "-v", www + ":/www:ro", "--", "httpd", "-f", "-p", "8080",
                              "-h", "/www"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
