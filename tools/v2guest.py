@@ -12,7 +12,8 @@ changed list builds a new image.  Run as root.  Needs debootstrap, qemu-system-x
 and e2fsprogs (mkfs.ext4 -d): no loop or nbd device, no mount on the host.
 
 Each run boots the cached image through its own qcow2 overlay (discarded afterwards), with
-KVM when /dev/kvm opens (and is not PVM's), else TCG; 2 vCPUs, 4 GiB, the kernel and initrd passed directly.
+KVM when /dev/kvm opens (and is not PVM's), else TCG; 2 vCPUs, 4 GiB, the kernel and
+initrd passed directly.
 DIR (default: the current directory) is exported read-only over virtio-9p and copied in the
 guest to the same path, so nothing is written back to it; DIR/../shared/data, if present, is
 mounted read-only beside it.  COMMAND's words are joined with spaces and run by `sh -c` as
@@ -315,7 +316,8 @@ def run(checkout, command, timeout, accel="auto"):
             "-kernel", os.path.join(image, "vmlinuz"), "-initrd", os.path.join(image, "initrd.img"),
             "-append", "root=LABEL=v2guest ro console=ttyS0",
             "-drive", "file=%s,if=virtio,format=qcow2,cache=unsafe" % overlay,
-            "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0,addr=0x3,romfile=",
+            "-netdev", "user,id=n0,restrict=on",
+            "-device", "virtio-net-pci,netdev=n0,addr=0x3,romfile=",
             "-virtfs", "local,path=%s,mount_tag=control,security_model=none" % control,
             "-virtfs", "local,path=%s,mount_tag=checkout,security_model=none,readonly=on"
             % checkout]
