@@ -342,10 +342,11 @@ def test_init_is_not_dumpable_while_it_is_the_runtime(busybox_rootfs, state_root
 
 
 ATTACKER = r"""
-# Until /tmp/stop appears (30 s at most): every process whose exe is not the container's
-# busybox is a runtime process caught between setns and execve. Try to read its exe, to
-# write to it, and to reach minicontainer.py through its cwd; say what worked.
-end=$(( $(date +%s) + 30 ))
+# Until /tmp/stop appears (300 s at most, for an emulated machine's slow execs): every
+# process whose exe is not the container's busybox is a runtime process caught between
+# setns and execve. Try to read its exe, to write to it, and to reach minicontainer.py
+# through its cwd; say what worked.
+end=$(( $(date +%s) + 300 ))
 while [ ! -e /tmp/stop ] && [ "$(date +%s)" -lt "$end" ]; do
     for p in /proc/[0-9]*; do
         case "$p" in /proc/1|/proc/$$) continue ;; esac
