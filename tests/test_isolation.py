@@ -139,7 +139,7 @@ def test_userns_with_an_image(busybox_rootfs, walkable):
            "for f in /store/layers/*/bin/busybox; do stat -c %u $f; "
            "echo x >> $f && echo WROTE; done; grep -c ' /store/layers/' /proc/self/mountinfo",
            state_root=state_root, env=env)
-    assert "WROTE" not in r.stdout and r.stdout.split()[0] == "65534", (r.stdout, r.stderr)
+    assert "WROTE" not in r.stdout and r.stdout.split()[:1] == ["65534"], (r.stdout, r.stderr)
     assert r.stdout.split()[-1] == "0", r.stdout
     # Without overlayfs: a private copy, its owners mapped as the overlay would show them
     env["MINICONTAINER_NO_OVERLAY"] = "1"
