@@ -78,6 +78,18 @@ def mc_bg(*args, state_root=None, out=None, timeout=60, env=None):
 
 # ---- assertions and waits that many test modules use ----
 
+def set_field(path, value):
+    """An edit of a config that sets the field at a dotted path (making the objects on the
+    way), for tests that shape configs."""
+    def edit(config):
+        *parents, last = path.split(".")
+        d = config
+        for p in parents:
+            d = d.setdefault(p, {})
+        d[last] = value
+    return edit
+
+
 def ok(r):
     """The CompletedProcess succeeded; its stdout."""
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)

@@ -8,6 +8,7 @@ import pytest
 
 import minicontainer as mcmod
 from conftest import RUNTIME, mc, new_id, one_line_error
+from conftest import set_field as _set
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -53,16 +54,6 @@ def bundle_with(tmp_path, busybox_rootfs):
         (d / "config.json").write_text(text)
         return str(d)
     return make
-
-
-def _set(path, value):
-    def edit(config):
-        *parents, last = path.split(".")
-        d = config
-        for p in parents:
-            d = d.setdefault(p, {})
-        d[last] = value
-    return edit
 
 
 @pytest.mark.parametrize("edit, text, words", [

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from conftest import RUNTIME, new_id
+from conftest import set_field as _set
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks"),
               pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")]
@@ -43,16 +44,6 @@ def both(tmp_path, busybox_rootfs):
         return (run_bundle("runc", str(d), str(tmp_path / "runc-state")),
                 run_bundle(RUNTIME, str(d), str(tmp_path / "state")))
     return run
-
-
-def _set(path, value):
-    def edit(config):
-        *parents, last = path.split(".")
-        d = config
-        for p in parents:
-            d = d.setdefault(p, {})
-        d[last] = value
-    return edit
 
 
 def _without_mount(dest):
