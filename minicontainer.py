@@ -3989,10 +3989,13 @@ def _exec(process, path, preserve_fds, sync_sock):
     # The sync socket is close-on-exec: its closing tells the runtime that execve worked.
     _close_fds(3 + preserve_fds, keep=[sync_sock.fileno()])
     env = process.get("env", [])
-    # Python ignores SIGPIPE and SIGXFSZ, and execve keeps what is ignored: the program gets
-    # the defaults, as under runc (else `yes | head` in the container would never end).
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    # execve keeps what is ignored: Python ignores SIGPIPE and SIGXFSZ (else `yes | head` in
+    # the container would never end), and our caller may have ignored others (nohup's
+    # SIGHUP). The program starts with every signal at its default.
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP) and \
+                signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
     debug_step("execve")
     try:
         os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
