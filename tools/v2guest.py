@@ -46,7 +46,7 @@ EXTRA_PACKAGES = ["python3-pytest", "python3-zstandard", "python3-requests"]
 # The guest's own needs: its kernel, and systemd as init (the debootstrap default has it).
 BASE_PACKAGES = ["linux-image-amd64", "systemd-sysv", "udev", "kmod", "initramfs-tools"]
 # Bump when the recipe below changes, so that cached images are rebuilt.
-RECIPE = 1
+RECIPE = 2
 IMAGE_SIZE = "12G"
 KEEP = 3
 # Guests at once (a run waits for a free slot): each takes 2 vCPUs and 4 GiB.
@@ -249,6 +249,11 @@ def rootfs(root, packages):
     write("/usr/local/sbin/v2guest-run", GUEST_RUNNER, 0o755)
     write("/etc/systemd/system/v2guest-run.service", GUEST_UNIT)
     sh(*chroot, "systemctl", "enable", "v2guest-run.service", env=env)
+    # The tests start their own dockerd and containerd: the packaged services would run the
+    # machine's (docker sets iptables' FORWARD policy to DROP, which drops what crosses any
+    # other bridge, ours included; the README says how a Docker host lets ours through).
+    sh(*chroot, "systemctl", "mask", "docker.service", "docker.socket", "containerd.service",
+       env=env)
     for where in ("run", "dev/pts", "dev", "sys", "proc"):
         sh("umount", "-l", os.path.join(root, where))
 
@@ -289,7 +294,7 @@ def run(checkout, command, timeout, accel="auto"):
     checkout = os.path.realpath(checkout)
     packages = package_list(checkout)
     os.makedirs(CACHE, exist_ok=True)
-    _slot = take_slot(SLOTS)   # held until we return
+    slot = take_slot(SLOTS)  # a file object whose lock is ours until it closes
     with open(os.path.join(CACHE, "build.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         image = build(packages)
@@ -373,6 +378,7 @@ def run(checkout, command, timeout, accel="auto"):
         shutil.copy(console, kept)
         log("qemu exited %s; the guest's console is in %s" % (proc.returncode, kept))
     shutil.rmtree(rundir)
+    slot.close()
     return rc
 
 
