@@ -519,8 +519,7 @@ def check_config(config, where="config.json"):
         seen.add(ns["type"])
     if ("uidMappings" in linux or "gidMappings" in linux) and "user" not in seen:
         raise Error("%s: linux.uidMappings needs a user namespace" % where)
-    if linux.get("timeOffsets") and not any(ns["type"] == "time" and not ns.get("path")
-                                            for ns in linux.get("namespaces", [])):
+    if linux.get("timeOffsets") and not makes_time_ns(linux):
         raise Error("%s: linux.timeOffsets needs a time namespace of the container's own"
                     % where)
     for kind in ("bounding", "effective", "inheritable", "permitted", "ambient"):
@@ -778,13 +777,6 @@ class Cgroup:
     def from_json(cls, data):
         return cls(data["path"], data["v1"], data["v2"], data.get("created"))
 
-    def _file(self, controller, name):
-        if self.unified:
-            return os.path.join(self.v2, name)
-        if controller not in self.v1:
-            raise Error("cgroup controller %s is not available" % controller)
-        return os.path.join(self.v1[controller], name)
-
     # -- creation and membership
     def create(self):
         for base in self.dirs():
@@ -1022,9 +1014,9 @@ class Cgroup:
             for key, value in r["unified"].items():
                 if "/" in key or key.startswith("."):
                     raise Error("linux.resources.unified: bad file name %r" % key)
-                if key.split(".")[0] not in ("cgroup", "memory", "cpu", "io", "pids") and \
-                        not self.has_v2(key.split(".")[0]):
-                    raise Error("cgroup controller %s is not available" % key.split(".")[0])
+                controller = key.split(".")[0]
+                if controller != "cgroup" and not self.has_v2(controller):
+                    raise Error("cgroup controller %s is not available" % controller)
                 steps.append([(os.path.join(self.v2, key), str(value), False)])
         return [step for step in steps if step]
 
@@ -1174,7 +1166,8 @@ class Cgroup:
         if self.unified:
             _write(os.path.join(self.v2, "cgroup.freeze"), 1 if frozen else 0)
         else:
-            _write(self._file("freezer", "freezer.state"), "FROZEN" if frozen else "THAWED")
+            _write(os.path.join(self._where("freezer")[1], "freezer.state"),
+                   "FROZEN" if frozen else "THAWED")
         for _ in range(2000):  # freezing is asynchronous: wait until the kernel says it is done
             if self.frozen() == frozen:
                 return
@@ -2739,9 +2732,9 @@ def debug_step(name):
     $MINICONTAINER_DEBUG_SLEEP_AT=NAME:SECONDS[,...] holds it there (a slow scheduler).
     $MINICONTAINER_TRACE=1 prints each step as it is reached: the monotonic clock in ms (one
     clock for the runtime and the init), the pid, the step; where a start's time goes."""
+    import time  # built in: also inside the container
     env = os.environ
     if env.get("MINICONTAINER_TRACE"):
-        import time  # built in: also inside the container
         os.write(2, b"minicontainer: trace %.3f %d %s\n" % (time.monotonic() * 1000,
                                                             os.getpid(), name.encode()))
     if env.get("MINICONTAINER_DEBUG_DIE_AT") == name:
@@ -2750,7 +2743,6 @@ def debug_step(name):
     for item in env.get("MINICONTAINER_DEBUG_SLEEP_AT", "").split(","):
         at, _, seconds = item.partition(":")
         if at == name:
-            import time  # built in: also inside the container
             time.sleep(float(seconds or 1))
 
 
@@ -3493,7 +3485,7 @@ def _fork_init(ctx, linux):
             unshare(CLONE_NEWPID)
     own_time = None
     try:
-        if any(ns["type"] == "time" for ns in linux.get("namespaces", [])):
+        if makes_time_ns(linux):
             own_time = os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC)
         ctx["time_made"] = unshare_time(linux)
         pid = os.fork()
@@ -3511,12 +3503,16 @@ def _fork_init(ctx, linux):
     return pid
 
 
+def makes_time_ns(linux):
+    return any(ns["type"] == "time" and not ns.get("path")
+               for ns in linux.get("namespaces", []))
+
+
 def unshare_time(linux):
     """A time namespace is entered by the children of the process that makes it, never by
     that process: make it before the init is forked, with its clocks' offsets written
     before any process is in it. Returns whether one was made."""
-    if not any(ns["type"] == "time" and not ns.get("path")
-               for ns in linux.get("namespaces", [])):
+    if not makes_time_ns(linux):
         return False
     unshare(CLONE_NEWTIME)
     offsets = linux.get("timeOffsets") or {}
@@ -6911,8 +6907,11 @@ def cmd_prune(a, g):
         if not sys.stdin.isatty():
             raise Error("prune: removes %d stopped container(s); give -f to do so without a "
                         "terminal to ask on" % len(stopped))
-        answer = input("This removes %d stopped container(s): %s. Go on? [y/N] " % (
-            len(stopped), " ".join(c.id for c in stopped) or "none"))
+        try:
+            answer = input("This removes %d stopped container(s): %s. Go on? [y/N] " % (
+                len(stopped), " ".join(c.id for c in stopped) or "none"))
+        except EOFError:
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             return 1
     for c in stopped:
@@ -7279,6 +7278,15 @@ class _Unbuilt:
         pass
 
 
+def _count(text):
+    """argparse's type for a number of things: 0 or more (a negative --preserve-fds would
+    close the container's stdout and stderr)."""
+    import argparse
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("%r is not a count (0 or more)" % text)
+    return int(text)
+
+
 def _parser(only=None):
     """The command line; with `only`, just that command's part of it (all when unknown)."""
     import argparse
@@ -7370,7 +7378,7 @@ def _parser(only=None):
                    "its changes, until delete; a bundle's always goes)")
     r.add_argument("--pid-file")
     r.add_argument("--console-socket")
-    r.add_argument("--preserve-fds", type=int, default=0,
+    r.add_argument("--preserve-fds", type=_count, default=0,
                    help="pass fds 3 to 3+N-1 on to the container (after socket activation's)")
     r.add_argument("target", nargs="?", metavar="IMAGE|ID")
     r.add_argument("args", nargs=argparse.REMAINDER)
@@ -7381,7 +7389,7 @@ def _parser(only=None):
     c.add_argument("--console-socket")
     c.add_argument("--no-pivot", action="store_true")
     c.add_argument("--no-new-keyring", action="store_true")
-    c.add_argument("--preserve-fds", type=int, default=0)
+    c.add_argument("--preserve-fds", type=_count, default=0)
     cmd("start", cmd_start, "start a created container")
     lg = cmd("logs", cmd_logs, "print what a detached container wrote (stdout and stderr)")
     lg.add_argument("-f", "--follow", action="store_true", help="and what it writes next")
@@ -7410,7 +7418,7 @@ def _parser(only=None):
     x.add_argument("-u", "--user")
     x.add_argument("-c", "--cap", action="append", default=[])
     x.add_argument("--no-new-privs", action="store_true")
-    x.add_argument("--preserve-fds", type=int, default=0)
+    x.add_argument("--preserve-fds", type=_count, default=0)
     for ignored in ("--apparmor", "--process-label"):
         x.add_argument(ignored, help=argparse.SUPPRESS)
     x.add_argument("id", metavar="ID")

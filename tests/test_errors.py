@@ -257,6 +257,10 @@ def test_command_line_mistakes_are_one_line(busybox_rootfs, state_root):
     r = mc("--log", "/nonexistent/dir/log", "list", state_root=state_root)
     assert one_line_error(r) == "minicontainer: --log /nonexistent/dir/log: No such file or " \
         "directory" and r.returncode == 1
+    r = mc("run", "--rm", "--preserve-fds=-2", "--rootfs", busybox_rootfs, "--", "true",
+           state_root=state_root)
+    assert one_line_error(r) == "minicontainer: run: argument --preserve-fds: '-2' is not a " \
+        "count (0 or more)" and r.returncode == 2
     r = mc("lsit", state_root=state_root)
     assert one_line_error(r) == "minicontainer: unknown command 'lsit' — did you mean 'list'? " \
         "(minicontainer --help lists them)" and r.returncode == 2
