@@ -317,12 +317,20 @@ class Transport:
             raise PullError(f"cannot follow URL {url[:200]!r}")
         h = {"User-Agent": USER_AGENT, **(headers or {})}
         for retry_stale in (True, False):
+            if self.cancelled.is_set():  # a retry after cancel() shut the socket
+                raise PullError("cancelled")
             conn = self._connection(u.scheme, u.netloc)
             target = (u.path or "/") + ("?" + u.query if u.query else "")
             if conn.via_proxy:
                 target, h = url, {**h, "Host": u.netloc, **conn.proxy_headers}
             reused, conn.used = conn.used and conn.sock is not None, True
             try:
+                if conn.sock is None:
+                    # Connected here, not inside request(): a cancel() that came while we
+                    # connected found no socket to shut, and must be seen now.
+                    conn.connect()
+                    if self.cancelled.is_set():
+                        raise PullError("cancelled")
                 conn.request(method, target, body=body, headers=h)
                 return Response(conn, conn.getresponse())
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
