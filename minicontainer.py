@@ -50,6 +50,7 @@ def libc():
     if _libc is None:
         import ctypes
         _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.syscall.restype = ctypes.c_long  # a pointer or a 64-bit count, not an int
     return _libc
 
 
@@ -5713,7 +5714,6 @@ _SCMP_ARCHES = {
 _SUB_ABIS = {"x86_64": ("i386", "x32"), "aarch64": ()}
 _ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
                  "arm64": "aarch64"}
-_NR_SECCOMP = {"x86_64": 317, "aarch64": 277}
 
 _RET_KILL_PROCESS = 0x80000000
 _RET_ERRNO = 0x00050000
@@ -5771,7 +5771,6 @@ def _known_syscall(name):
 
 def _native_arch(arch=None):
     import ctypes
-    import os
     machine = os.uname().machine if arch is None else arch
     if arch is None and ctypes.sizeof(ctypes.c_void_p) == 8:
         # Under a PER_LINUX32 personality (linux32, setarch) a 64-bit process sees i686 or
@@ -5779,26 +5778,26 @@ def _native_arch(arch=None):
         machine = {"i386": "x86_64", "i486": "x86_64", "i586": "x86_64", "i686": "x86_64",
                    "armv8l": "aarch64", "armv7l": "aarch64"}.get(machine, machine)
     if machine not in _ARCH_ALIASES:
-        raise Error(f"seccomp: unsupported architecture {machine!r} (x86_64 and aarch64 are)")
+        raise Error("seccomp: unsupported architecture %r (x86_64 and aarch64 are)" % machine)
     return _ARCH_ALIASES[machine]
 
 
 def _seccomp_action(action, errno_ret, where):
     if action not in _SECCOMP_ACTIONS:
-        raise Error(f"seccomp: {where}: unknown action {action!r}")
+        raise Error("seccomp: %s: unknown action %r" % (where, action))
     ret = _SECCOMP_ACTIONS[action]
     if action in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"):
         errno_ret = _EPERM if errno_ret is None else errno_ret
         # The kernel hands at most MAX_ERRNO back as an error.
         if not isinstance(errno_ret, int) or not 0 <= errno_ret <= 4095:
-            raise Error(f"seccomp: {where}: errnoRet {errno_ret!r} is not 0..4095")
+            raise Error("seccomp: %s: errnoRet %r is not 0..4095" % (where, errno_ret))
         ret |= errno_ret
     return ret
 
 
 def _u64(value, where):
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
-        raise Error(f"seccomp: {where}: {value!r} is not an unsigned 64-bit value")
+        raise Error("seccomp: %s: %r is not an unsigned 64-bit value" % (where, value))
     return value
 
 
@@ -5806,7 +5805,7 @@ def _seccomp_flags(profile):
     flags = 0
     for flag in profile.get("flags") or ():
         if flag not in _SECCOMP_FLAGS:
-            raise Error(f"seccomp: unknown flag {flag!r}")
+            raise Error("seccomp: unknown flag %r" % flag)
         flags |= _SECCOMP_FLAGS[flag]
     return flags
 
@@ -5815,35 +5814,35 @@ def _seccomp_rules(profile):
     """[(names, ret, [conditions...])]: runc's semantics, one entry per alternative."""
     rules = []
     for i, call in enumerate(profile.get("syscalls") or ()):
-        where = f"syscalls[{i}]"
+        where = "syscalls[%s]" % i
         if not isinstance(call, dict):
-            raise Error(f"seccomp: {where} is not an object")
+            raise Error("seccomp: %s is not an object" % where)
         for key in call:
             if key not in ("names", "name", "action", "errnoRet", "args", "comment"):
-                raise Error(f"seccomp: {where}: unknown field {key!r}")
+                raise Error("seccomp: %s: unknown field %r" % (where, key))
         names = list(call.get("names") or ()) + ([call["name"]] if call.get("name") else [])
         if not names:
-            raise Error(f"seccomp: {where}: no syscall names")
+            raise Error("seccomp: %s: no syscall names" % where)
         for name in names:
             if not isinstance(name, str):
-                raise Error(f"seccomp: {where}: syscall name {name!r} is not a string")
+                raise Error("seccomp: %s: syscall name %r is not a string" % (where, name))
         # A name no table knows is skipped, as runc does: engines' profiles name syscalls
         # of newer kernels (and podman's names "syscall", which no kernel has).
         names = [name for name in names if _known_syscall(name)]
         ret = _seccomp_action(call.get("action"), call.get("errnoRet"), where)
         conds = []
         for j, arg in enumerate(call.get("args") or ()):
-            awhere = f"{where}.args[{j}]"
+            awhere = "%s.args[%s]" % (where, j)
             if not isinstance(arg, dict):
-                raise Error(f"seccomp: {awhere} is not an object")
+                raise Error("seccomp: %s is not an object" % awhere)
             for key in arg:
                 if key not in ("index", "value", "valueTwo", "op"):
-                    raise Error(f"seccomp: {awhere}: unknown field {key!r}")
+                    raise Error("seccomp: %s: unknown field %r" % (awhere, key))
             index = arg.get("index")
             if not isinstance(index, int) or not 0 <= index <= 5:
-                raise Error(f"seccomp: {awhere}: index {index!r} is not 0..5")
+                raise Error("seccomp: %s: index %r is not 0..5" % (awhere, index))
             if arg.get("op") not in _SECCOMP_OPS:
-                raise Error(f"seccomp: {awhere}: unknown op {arg.get('op')!r}")
+                raise Error("seccomp: %s: unknown op %r" % (awhere, arg.get("op")))
             conds.append((index, arg["op"], _u64(arg.get("value", 0), awhere),
                           _u64(arg.get("valueTwo", 0), awhere)))
         # runc (and so docker) turn several conditions on one argument into alternatives
@@ -5886,8 +5885,8 @@ class _Asm:
             else:
                 where[id(ins)] = n
         if n > _BPF_MAXINSNS:
-            raise Error(f"seccomp: profile compiles to {n} BPF instructions, over the "
-                        f"kernel's {_BPF_MAXINSNS}")
+            raise Error("seccomp: profile compiles to %d BPF instructions, over the kernel's %d"
+                        % (n, _BPF_MAXINSNS))
         out, n = [], 0
         for ins in self.code:
             if not isinstance(ins, tuple):
@@ -6033,7 +6032,7 @@ def seccomp_program(profile, arch=None):
     for key in profile:
         if key not in ("defaultAction", "defaultErrnoRet", "architectures", "flags",
                        "syscalls", "listenerPath", "listenerMetadata"):
-            raise Error(f"seccomp: unknown field {key!r}")
+            raise Error("seccomp: unknown field %r" % key)
     if "defaultAction" not in profile:
         raise Error("seccomp: defaultAction is missing")
     if _notifies(profile) and not profile.get("listenerPath"):
@@ -6046,7 +6045,7 @@ def seccomp_program(profile, arch=None):
     abis = [arch]
     for name in profile.get("architectures") or ():
         if name not in _SCMP_ARCHES:
-            raise Error(f"seccomp: unknown architecture {name!r}")
+            raise Error("seccomp: unknown architecture %r" % name)
         if _SCMP_ARCHES[name] in _SUB_ABIS[arch] and _SCMP_ARCHES[name] not in abis:
             abis.append(_SCMP_ARCHES[name])
     rules = _seccomp_rules(profile)
@@ -6096,8 +6095,6 @@ def apply_seccomp(profile, prog=None):
     if profile is None:
         return
     import ctypes
-    import errno
-    import os
     if prog is None:
         prog = seccomp_program(profile)
     flags = _seccomp_flags(profile)
@@ -6108,26 +6105,23 @@ def apply_seccomp(profile, prog=None):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
 
     fprog = SockFprog(len(prog) // 8, prog)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    libc.prctl.restype = ctypes.c_int
-    nr = _NR_SECCOMP[_native_arch()]
+    nr = syscall_table(_native_arch())["seccomp"]
     set_mode_filter = 1
-    rc = libc.syscall(ctypes.c_long(nr), ctypes.c_long(set_mode_filter), ctypes.c_long(flags),
-                      ctypes.byref(fprog))
+    rc = libc().syscall(ctypes.c_long(nr), ctypes.c_long(set_mode_filter), ctypes.c_long(flags),
+                        ctypes.byref(fprog))
     err = ctypes.get_errno()
     if rc != 0 and err == errno.ENOSYS and not flags:
         # Kernels before 3.17 only have the prctl interface (and no flags).
         pr_set_seccomp, seccomp_mode_filter = 22, 2
-        rc = libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0)
+        rc = libc().prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0)
         err = ctypes.get_errno()
     if rc > 0 and flags & _FILTER_FLAG_NEW_LISTENER:
         return rc
     if rc > 0:
-        raise Error(f"seccomp: thread {rc} has an incompatible filter (TSYNC)")
+        raise Error("seccomp: thread %s has an incompatible filter (TSYNC)" % rc)
     if rc < 0:
         hint = " (set no_new_privs or keep CAP_SYS_ADMIN)" if err == errno.EACCES else ""
-        raise Error(f"seccomp: loading the filter failed: {os.strerror(err)}{hint}")
+        raise Error("seccomp: loading the filter failed: %s%s" % (os.strerror(err), hint))
 
 
 # Docker's default allowlist (moby profiles/seccomp/default.json) minus io_uring (docker
@@ -6246,7 +6240,6 @@ def default_seccomp_profile(caps=None):
 
 def _from_docker_profile(profile, caps):
     """Resolve docker's profile extensions (archMap, includes/excludes) for this machine."""
-    import os
     arch = _native_arch()
     goarch = {"x86_64": "amd64", "aarch64": "arm64"}[arch]
     kernel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
@@ -6260,7 +6253,7 @@ def _from_docker_profile(profile, caps):
     def check(cond):
         for key in cond or ():
             if key not in ("caps", "arches", "minKernel"):
-                raise Error(f"seccomp: unknown includes/excludes field {key!r}")
+                raise Error("seccomp: unknown includes/excludes field %r" % key)
         return cond or {}
 
     def included(cond):
@@ -6291,7 +6284,6 @@ def seccomp_profile_for_option(value=None, caps=None):
     VALUE is "unconfined", a JSON file in OCI or docker format, or None for the default
     profile. `caps` are the container's capabilities, for docker-format conditions.
     """
-    import json
     if value is None:
         return default_seccomp_profile(caps)
     if value == "unconfined":
@@ -6300,9 +6292,9 @@ def seccomp_profile_for_option(value=None, caps=None):
         with open(value, encoding="utf-8") as f:
             profile = json.load(f)
     except (OSError, ValueError) as e:
-        raise Error(f"seccomp: cannot read profile {value}: {e}") from None
+        raise Error("seccomp: cannot read profile %s: %s" % (value, e)) from None
     if not isinstance(profile, dict):
-        raise Error(f"seccomp: {value}: not a JSON object")
+        raise Error("seccomp: %s: not a JSON object" % value)
     if "archMap" in profile or any(
             isinstance(c, dict) and ("includes" in c or "excludes" in c)
             for c in profile.get("syscalls") or ()):
