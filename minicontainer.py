@@ -97,25 +97,225 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
-_SYSCALLS = {  # the few we call by number: glibc wraps none of these the way we need
-    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "sched_setattr": 314,
-               "ioprio_set": 251},
-    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "sched_setattr": 274,
-                "ioprio_set": 30},
-}
-# Newer syscalls have one number on every architecture.
-SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_OPENAT2, SYS_MOUNT_SETATTR = 428, 429, 437, 442
-AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
-OPEN_TREE_CLONE, MOVE_MOUNT_F_EMPTY_PATH, MOUNT_ATTR_IDMAP = 1, 4, 0x00100000
-MOVE_MOUNT_T_SYMLINKS, AT_RECURSIVE = 0x10, 0x8000
+# Syscall numbers: Linux 6.19's tables (syscall_64.tbl, syscall_32.tbl and the generic table
+# arm64 uses), names in number order, "@N" continuing at number N; parsed on first use, so
+# that importing the module costs nothing. seccomp filters name calls of every ABI with them.
+_SYSCALLS_X86_64 = """
+read write open close stat fstat lstat poll lseek mmap mprotect munmap brk rt_sigaction
+rt_sigprocmask rt_sigreturn ioctl pread64 pwrite64 readv writev access pipe select sched_yield
+mremap msync mincore madvise shmget shmat shmctl dup dup2 pause nanosleep getitimer alarm
+setitimer getpid sendfile socket connect accept sendto recvfrom sendmsg recvmsg shutdown bind
+listen getsockname getpeername socketpair setsockopt getsockopt clone fork vfork execve exit
+wait4 kill uname semget semop semctl shmdt msgget msgsnd msgrcv msgctl fcntl flock fsync
+fdatasync truncate ftruncate getdents getcwd chdir fchdir rename mkdir rmdir creat link unlink
+symlink readlink chmod fchmod chown fchown lchown umask gettimeofday getrlimit getrusage sysinfo
+times ptrace getuid syslog getgid setuid setgid geteuid getegid setpgid getppid getpgrp setsid
+setreuid setregid getgroups setgroups setresuid getresuid setresgid getresgid getpgid setfsuid
+setfsgid getsid capget capset rt_sigpending rt_sigtimedwait rt_sigqueueinfo rt_sigsuspend
+sigaltstack utime mknod uselib personality ustat statfs fstatfs sysfs getpriority setpriority
+sched_setparam sched_getparam sched_setscheduler sched_getscheduler sched_get_priority_max
+sched_get_priority_min sched_rr_get_interval mlock munlock mlockall munlockall vhangup
+modify_ldt pivot_root _sysctl prctl arch_prctl adjtimex setrlimit chroot sync acct settimeofday
+mount umount2 swapon swapoff reboot sethostname setdomainname iopl ioperm create_module
+init_module delete_module get_kernel_syms query_module quotactl nfsservctl getpmsg putpmsg
+afs_syscall tuxcall security gettid readahead setxattr lsetxattr fsetxattr getxattr lgetxattr
+fgetxattr listxattr llistxattr flistxattr removexattr lremovexattr fremovexattr tkill time futex
+sched_setaffinity sched_getaffinity set_thread_area io_setup io_destroy io_getevents io_submit
+io_cancel get_thread_area lookup_dcookie epoll_create epoll_ctl_old epoll_wait_old
+remap_file_pages getdents64 set_tid_address restart_syscall semtimedop fadvise64 timer_create
+timer_settime timer_gettime timer_getoverrun timer_delete clock_settime clock_gettime
+clock_getres clock_nanosleep exit_group epoll_wait epoll_ctl tgkill utimes vserver mbind
+set_mempolicy get_mempolicy mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify
+mq_getsetattr kexec_load waitid add_key request_key keyctl ioprio_set ioprio_get inotify_init
+inotify_add_watch inotify_rm_watch migrate_pages openat mkdirat mknodat fchownat futimesat
+newfstatat unlinkat renameat linkat symlinkat readlinkat fchmodat faccessat pselect6 ppoll
+unshare set_robust_list get_robust_list splice tee sync_file_range vmsplice move_pages utimensat
+epoll_pwait signalfd timerfd_create eventfd fallocate timerfd_settime timerfd_gettime accept4
+signalfd4 eventfd2 epoll_create1 dup3 pipe2 inotify_init1 preadv pwritev rt_tgsigqueueinfo
+perf_event_open recvmmsg fanotify_init fanotify_mark prlimit64 name_to_handle_at
+open_by_handle_at clock_adjtime syncfs sendmmsg setns getcpu process_vm_readv process_vm_writev
+kcmp finit_module sched_setattr sched_getattr renameat2 seccomp getrandom memfd_create
+kexec_file_load bpf execveat userfaultfd membarrier mlock2 copy_file_range preadv2 pwritev2
+pkey_mprotect pkey_alloc pkey_free statx io_pgetevents rseq uretprobe uprobe @424
+pidfd_send_signal io_uring_setup io_uring_enter io_uring_register open_tree move_mount fsopen
+fsconfig fsmount fspick pidfd_open clone3 close_range openat2 pidfd_getfd faccessat2
+process_madvise epoll_pwait2 mount_setattr quotactl_fd landlock_create_ruleset landlock_add_rule
+landlock_restrict_self memfd_secret process_mrelease futex_waitv set_mempolicy_home_node
+cachestat fchmodat2 map_shadow_stack futex_wake futex_wait futex_requeue statmount listmount
+lsm_get_self_attr lsm_set_self_attr lsm_list_modules mseal setxattrat getxattrat listxattrat
+removexattrat open_tree_attr file_getattr file_setattr listns
+"""
+
+_SYSCALLS_I386 = """
+restart_syscall exit fork read write open close waitpid creat link unlink execve chdir time
+mknod chmod lchown break oldstat lseek getpid mount umount setuid getuid stime ptrace alarm
+oldfstat pause utime stty gtty access nice ftime sync kill rename mkdir rmdir dup pipe times
+prof brk setgid getgid signal geteuid getegid acct umount2 lock ioctl fcntl mpx setpgid ulimit
+oldolduname umask chroot ustat dup2 getppid getpgrp setsid sigaction sgetmask ssetmask setreuid
+setregid sigsuspend sigpending sethostname setrlimit getrlimit getrusage gettimeofday
+settimeofday getgroups setgroups select symlink oldlstat readlink uselib swapon reboot readdir
+mmap munmap truncate ftruncate fchmod fchown getpriority setpriority profil statfs fstatfs
+ioperm socketcall syslog setitimer getitimer stat lstat fstat olduname iopl vhangup idle vm86old
+wait4 swapoff sysinfo ipc fsync sigreturn clone setdomainname uname modify_ldt adjtimex mprotect
+sigprocmask create_module init_module delete_module get_kernel_syms quotactl getpgid fchdir
+bdflush sysfs personality afs_syscall setfsuid setfsgid _llseek getdents _newselect flock msync
+readv writev getsid fdatasync _sysctl mlock munlock mlockall munlockall sched_setparam
+sched_getparam sched_setscheduler sched_getscheduler sched_yield sched_get_priority_max
+sched_get_priority_min sched_rr_get_interval nanosleep mremap setresuid getresuid vm86
+query_module poll nfsservctl setresgid getresgid prctl rt_sigreturn rt_sigaction rt_sigprocmask
+rt_sigpending rt_sigtimedwait rt_sigqueueinfo rt_sigsuspend pread64 pwrite64 chown getcwd capget
+capset sigaltstack sendfile getpmsg putpmsg vfork ugetrlimit mmap2 truncate64 ftruncate64 stat64
+lstat64 fstat64 lchown32 getuid32 getgid32 geteuid32 getegid32 setreuid32 setregid32 getgroups32
+setgroups32 fchown32 setresuid32 getresuid32 setresgid32 getresgid32 chown32 setuid32 setgid32
+setfsuid32 setfsgid32 pivot_root mincore madvise getdents64 fcntl64 @224 gettid readahead
+setxattr lsetxattr fsetxattr getxattr lgetxattr fgetxattr listxattr llistxattr flistxattr
+removexattr lremovexattr fremovexattr tkill sendfile64 futex sched_setaffinity sched_getaffinity
+set_thread_area get_thread_area io_setup io_destroy io_getevents io_submit io_cancel fadvise64
+@252 exit_group lookup_dcookie epoll_create epoll_ctl epoll_wait remap_file_pages
+set_tid_address timer_create timer_settime timer_gettime timer_getoverrun timer_delete
+clock_settime clock_gettime clock_getres clock_nanosleep statfs64 fstatfs64 tgkill utimes
+fadvise64_64 vserver mbind get_mempolicy set_mempolicy mq_open mq_unlink mq_timedsend
+mq_timedreceive mq_notify mq_getsetattr kexec_load waitid @286 add_key request_key keyctl
+ioprio_set ioprio_get inotify_init inotify_add_watch inotify_rm_watch migrate_pages openat
+mkdirat mknodat fchownat futimesat fstatat64 unlinkat renameat linkat symlinkat readlinkat
+fchmodat faccessat pselect6 ppoll unshare set_robust_list get_robust_list splice sync_file_range
+tee vmsplice move_pages getcpu epoll_pwait utimensat signalfd timerfd_create eventfd fallocate
+timerfd_settime timerfd_gettime signalfd4 eventfd2 epoll_create1 dup3 pipe2 inotify_init1 preadv
+pwritev rt_tgsigqueueinfo perf_event_open recvmmsg fanotify_init fanotify_mark prlimit64
+name_to_handle_at open_by_handle_at clock_adjtime syncfs sendmmsg setns process_vm_readv
+process_vm_writev kcmp finit_module sched_setattr sched_getattr renameat2 seccomp getrandom
+memfd_create bpf execveat socket socketpair bind connect listen accept4 getsockopt setsockopt
+getsockname getpeername sendto sendmsg recvfrom recvmsg shutdown userfaultfd membarrier mlock2
+copy_file_range preadv2 pwritev2 pkey_mprotect pkey_alloc pkey_free statx arch_prctl
+io_pgetevents rseq @393 semget semctl shmget shmctl shmat shmdt msgget msgsnd msgrcv msgctl
+clock_gettime64 clock_settime64 clock_adjtime64 clock_getres_time64 clock_nanosleep_time64
+timer_gettime64 timer_settime64 timerfd_gettime64 timerfd_settime64 utimensat_time64
+pselect6_time64 ppoll_time64 @416 io_pgetevents_time64 recvmmsg_time64 mq_timedsend_time64
+mq_timedreceive_time64 semtimedop_time64 rt_sigtimedwait_time64 futex_time64
+sched_rr_get_interval_time64 pidfd_send_signal io_uring_setup io_uring_enter io_uring_register
+open_tree move_mount fsopen fsconfig fsmount fspick pidfd_open clone3 close_range openat2
+pidfd_getfd faccessat2 process_madvise epoll_pwait2 mount_setattr quotactl_fd
+landlock_create_ruleset landlock_add_rule landlock_restrict_self memfd_secret process_mrelease
+futex_waitv set_mempolicy_home_node cachestat fchmodat2 @454 futex_wake futex_wait futex_requeue
+statmount listmount lsm_get_self_attr lsm_set_self_attr lsm_list_modules mseal setxattrat
+getxattrat listxattrat removexattrat open_tree_attr file_getattr file_setattr listns
+"""
+
+_SYSCALLS_AARCH64 = """
+io_setup io_destroy io_submit io_cancel io_getevents setxattr lsetxattr fsetxattr getxattr
+lgetxattr fgetxattr listxattr llistxattr flistxattr removexattr lremovexattr fremovexattr getcwd
+lookup_dcookie eventfd2 epoll_create1 epoll_ctl epoll_pwait dup dup3 fcntl inotify_init1
+inotify_add_watch inotify_rm_watch ioctl ioprio_set ioprio_get flock mknodat mkdirat unlinkat
+symlinkat linkat renameat umount2 mount pivot_root nfsservctl statfs fstatfs truncate ftruncate
+fallocate faccessat chdir fchdir chroot fchmod fchmodat fchownat fchown openat close vhangup
+pipe2 quotactl getdents64 lseek read write readv writev pread64 pwrite64 preadv pwritev sendfile
+pselect6 ppoll signalfd4 vmsplice splice tee readlinkat newfstatat fstat sync fsync fdatasync
+sync_file_range timerfd_create timerfd_settime timerfd_gettime utimensat acct capget capset
+personality exit exit_group waitid set_tid_address unshare futex set_robust_list get_robust_list
+nanosleep getitimer setitimer kexec_load init_module delete_module timer_create timer_gettime
+timer_getoverrun timer_settime timer_delete clock_settime clock_gettime clock_getres
+clock_nanosleep syslog ptrace sched_setparam sched_setscheduler sched_getscheduler
+sched_getparam sched_setaffinity sched_getaffinity sched_yield sched_get_priority_max
+sched_get_priority_min sched_rr_get_interval restart_syscall kill tkill tgkill sigaltstack
+rt_sigsuspend rt_sigaction rt_sigprocmask rt_sigpending rt_sigtimedwait rt_sigqueueinfo
+rt_sigreturn setpriority getpriority reboot setregid setgid setreuid setuid setresuid getresuid
+setresgid getresgid setfsuid setfsgid times setpgid getpgid getsid setsid getgroups setgroups
+uname sethostname setdomainname getrlimit setrlimit getrusage umask prctl getcpu gettimeofday
+settimeofday adjtimex getpid getppid getuid geteuid getgid getegid gettid sysinfo mq_open
+mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr msgget msgctl msgrcv msgsnd
+semget semctl semtimedop semop shmget shmctl shmat shmdt socket socketpair bind listen accept
+connect getsockname getpeername sendto recvfrom setsockopt getsockopt shutdown sendmsg recvmsg
+readahead brk munmap mremap add_key request_key keyctl clone execve mmap fadvise64 swapon
+swapoff mprotect msync mlock munlock mlockall munlockall mincore madvise remap_file_pages mbind
+get_mempolicy set_mempolicy migrate_pages move_pages rt_tgsigqueueinfo perf_event_open accept4
+recvmmsg @260 wait4 prlimit64 fanotify_init fanotify_mark name_to_handle_at open_by_handle_at
+clock_adjtime syncfs setns sendmmsg process_vm_readv process_vm_writev kcmp finit_module
+sched_setattr sched_getattr renameat2 seccomp getrandom memfd_create bpf execveat userfaultfd
+membarrier mlock2 copy_file_range preadv2 pwritev2 pkey_mprotect pkey_alloc pkey_free statx
+io_pgetevents rseq kexec_file_load @424 pidfd_send_signal io_uring_setup io_uring_enter
+io_uring_register open_tree move_mount fsopen fsconfig fsmount fspick pidfd_open clone3
+close_range openat2 pidfd_getfd faccessat2 process_madvise epoll_pwait2 mount_setattr
+quotactl_fd landlock_create_ruleset landlock_add_rule landlock_restrict_self memfd_secret
+process_mrelease futex_waitv set_mempolicy_home_node cachestat fchmodat2 map_shadow_stack
+futex_wake futex_wait futex_requeue statmount listmount lsm_get_self_attr lsm_set_self_attr
+lsm_list_modules mseal setxattrat getxattrat listxattrat removexattrat open_tree_attr
+file_getattr file_setattr listns
+"""
+
+# x32 runs x86_64's numbers with bit 30 set, except that these got their own compat entry
+# points at 512..547 (in this order) and these few 64-bit-only calls do not exist at all.
+_X32_RENUMBERED = """
+rt_sigaction rt_sigreturn ioctl readv writev recvfrom sendmsg recvmsg execve ptrace rt_sigpending
+rt_sigtimedwait rt_sigqueueinfo sigaltstack timer_create mq_notify kexec_load waitid
+set_robust_list get_robust_list vmsplice move_pages preadv pwritev rt_tgsigqueueinfo recvmmsg
+sendmmsg process_vm_readv process_vm_writev setsockopt getsockopt io_setup io_submit execveat
+preadv2 pwritev2
+"""
+_X32_ABSENT = """
+uselib _sysctl create_module get_kernel_syms query_module nfsservctl set_thread_area
+get_thread_area epoll_ctl_old epoll_wait_old vserver
+"""
+_X32_BIT = 0x40000000
+
+_syscall_tables = {}
+
+
+def syscall_table(abi):
+    """{name: number} for "x86_64", "i386", "x32" (numbers carry bit 30) or "aarch64"."""
+    table = _syscall_tables.get(abi)
+    if table is None:
+        if abi == "x32":
+            absent = set(_X32_ABSENT.split())
+            table = {name: nr | _X32_BIT for name, nr in syscall_table("x86_64").items()
+                     if name not in absent}
+            for i, name in enumerate(_X32_RENUMBERED.split()):
+                table[name] = _X32_BIT | (512 + i)
+        else:
+            source = {"x86_64": _SYSCALLS_X86_64, "i386": _SYSCALLS_I386,
+                      "aarch64": _SYSCALLS_AARCH64}[abi]
+            table, nr = {}, 0
+            for word in source.split():
+                if word[0] == "@":
+                    nr = int(word[1:])
+                else:
+                    table[word] = nr
+                    nr += 1
+        _syscall_tables[abi] = table
+    return table
+
+_ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
+                 "arm64": "aarch64"}
+
+
+def native_arch(arch=None):
+    """The ABI name ("x86_64", "aarch64") of `arch` (an alias such as "amd64"), or of this
+    process when None."""
+    import ctypes
+    machine = os.uname().machine if arch is None else arch
+    if arch is None and ctypes.sizeof(ctypes.c_void_p) == 8:
+        # Under a PER_LINUX32 personality (linux32, setarch) a 64-bit process sees i686 or
+        # armv8l, but its syscalls are still the 64-bit ABI's.
+        machine = {"i386": "x86_64", "i486": "x86_64", "i586": "x86_64", "i686": "x86_64",
+                   "armv8l": "aarch64", "armv7l": "aarch64"}.get(machine, machine)
+    if machine not in _ARCH_ALIASES:
+        raise Error("unsupported architecture %r (x86_64 and aarch64 are)" % machine)
+    return _ARCH_ALIASES[machine]
+
+
+_native_syscalls = None
 
 
 def syscall_nr(name):
-    machine = os.uname().machine
-    try:
-        return _SYSCALLS[machine][name]
-    except KeyError:
-        raise Error("unsupported architecture %s" % machine) from None
+    """The number of a call glibc does not wrap (or not as we need), on this machine."""
+    global _native_syscalls
+    if _native_syscalls is None:
+        _native_syscalls = syscall_table(native_arch())
+    return _native_syscalls[name]
+
+
+AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
+OPEN_TREE_CLONE, MOVE_MOUNT_F_EMPTY_PATH, MOUNT_ATTR_IDMAP = 1, 4, 0x00100000
+MOVE_MOUNT_T_SYMLINKS, AT_RECURSIVE = 0x10, 0x8000
 
 
 def unshare(flags):
@@ -146,13 +346,13 @@ def idmapped_tree(path, userns_fd, recursive=False):
     """A detached copy of the mount at path (open_tree) that shows its files' owners mapped
     by the user namespace: uid 0 on disk is the namespace's root (kernel 5.12+). Made as
     the host's root, it can be attached later from inside a user namespace (move_tree)."""
-    tree = _check(libc().syscall(SYS_OPEN_TREE, AT_FDCWD, path.encode(), OPEN_TREE_CLONE |
+    tree = _check(libc().syscall(syscall_nr("open_tree"), AT_FDCWD, path.encode(), OPEN_TREE_CLONE |
                                  os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)),
                   "open_tree %s" % path)
     try:
         import struct
         attr = struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
-        _check(libc().syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH |
+        _check(libc().syscall(syscall_nr("mount_setattr"), tree, b"", AT_EMPTY_PATH |
                               (AT_RECURSIVE if recursive else 0), attr, len(attr)),
                "id-mapped mount of %s" % path)
     except BaseException:
@@ -163,7 +363,7 @@ def idmapped_tree(path, userns_fd, recursive=False):
 
 def move_tree(tree, target):
     """Attach a detached mount at target (a path; /proc/self/fd/N ones are followed)."""
-    _check(libc().syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, target.encode(),
+    _check(libc().syscall(syscall_nr("move_mount"), tree, b"", AT_FDCWD, target.encode(),
                           MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_SYMLINKS),
            "move_mount on %s" % target)
 
@@ -187,7 +387,7 @@ def open_in_root(root, path, flags=os.O_PATH):
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         how = struct.pack("QQQ", flags | os.O_CLOEXEC, 0, 0x10 | 0x02)  # IN_ROOT, NO_MAGICLINKS
-        fd = libc().syscall(SYS_OPENAT2, root_fd, path.encode(), how, len(how))
+        fd = libc().syscall(syscall_nr("openat2"), root_fd, path.encode(), how, len(how))
         if fd >= 0:
             return fd
         err = ctypes.get_errno()
@@ -290,6 +490,8 @@ def process_exiting(pid):
 
 # ==== configuration: the OCI runtime-spec config.json ====
 
+# Docker's default capability set (moby's caps/defaults.go): a docker-like container's, and what
+# a docker-format seccomp profile's caps conditions test when the caller names none.
 DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
                 "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
                 "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
@@ -718,9 +920,7 @@ def device_filter_program(rules):
 
 def bpf_attach_device_filter(cgroup_dir, rules):
     import ctypes
-    nr = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine)
-    if nr is None:
-        raise Error("device filter: unsupported architecture")
+    nr = syscall_nr("bpf")
     prog = device_filter_program(rules)
     insns = ctypes.create_string_buffer(prog, len(prog))
     license = ctypes.create_string_buffer(b"Apache-2.0")
@@ -5526,165 +5726,8 @@ def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False, 
 
 # ==== seccomp ====
 # Compiles an OCI `linux.seccomp` object to classic BPF here, without libseccomp, and loads
-# it with seccomp(2). Syscall tables are Linux 6.19's (syscall_64.tbl, syscall_32.tbl and
-# the generic table arm64 uses): names in number order, "@N" continues at number N. They are
-# parsed on first use so that importing the module costs nothing.
+# it with seccomp(2), with the syscall tables of the ctypes bindings.
 
-_SYSCALLS_X86_64 = """
-read write open close stat fstat lstat poll lseek mmap mprotect munmap brk rt_sigaction
-rt_sigprocmask rt_sigreturn ioctl pread64 pwrite64 readv writev access pipe select sched_yield
-mremap msync mincore madvise shmget shmat shmctl dup dup2 pause nanosleep getitimer alarm
-setitimer getpid sendfile socket connect accept sendto recvfrom sendmsg recvmsg shutdown bind
-listen getsockname getpeername socketpair setsockopt getsockopt clone fork vfork execve exit
-wait4 kill uname semget semop semctl shmdt msgget msgsnd msgrcv msgctl fcntl flock fsync
-fdatasync truncate ftruncate getdents getcwd chdir fchdir rename mkdir rmdir creat link unlink
-symlink readlink chmod fchmod chown fchown lchown umask gettimeofday getrlimit getrusage sysinfo
-times ptrace getuid syslog getgid setuid setgid geteuid getegid setpgid getppid getpgrp setsid
-setreuid setregid getgroups setgroups setresuid getresuid setresgid getresgid getpgid setfsuid
-setfsgid getsid capget capset rt_sigpending rt_sigtimedwait rt_sigqueueinfo rt_sigsuspend
-sigaltstack utime mknod uselib personality ustat statfs fstatfs sysfs getpriority setpriority
-sched_setparam sched_getparam sched_setscheduler sched_getscheduler sched_get_priority_max
-sched_get_priority_min sched_rr_get_interval mlock munlock mlockall munlockall vhangup
-modify_ldt pivot_root _sysctl prctl arch_prctl adjtimex setrlimit chroot sync acct settimeofday
-mount umount2 swapon swapoff reboot sethostname setdomainname iopl ioperm create_module
-init_module delete_module get_kernel_syms query_module quotactl nfsservctl getpmsg putpmsg
-afs_syscall tuxcall security gettid readahead setxattr lsetxattr fsetxattr getxattr lgetxattr
-fgetxattr listxattr llistxattr flistxattr removexattr lremovexattr fremovexattr tkill time futex
-sched_setaffinity sched_getaffinity set_thread_area io_setup io_destroy io_getevents io_submit
-io_cancel get_thread_area lookup_dcookie epoll_create epoll_ctl_old epoll_wait_old
-remap_file_pages getdents64 set_tid_address restart_syscall semtimedop fadvise64 timer_create
-timer_settime timer_gettime timer_getoverrun timer_delete clock_settime clock_gettime
-clock_getres clock_nanosleep exit_group epoll_wait epoll_ctl tgkill utimes vserver mbind
-set_mempolicy get_mempolicy mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify
-mq_getsetattr kexec_load waitid add_key request_key keyctl ioprio_set ioprio_get inotify_init
-inotify_add_watch inotify_rm_watch migrate_pages openat mkdirat mknodat fchownat futimesat
-newfstatat unlinkat renameat linkat symlinkat readlinkat fchmodat faccessat pselect6 ppoll
-unshare set_robust_list get_robust_list splice tee sync_file_range vmsplice move_pages utimensat
-epoll_pwait signalfd timerfd_create eventfd fallocate timerfd_settime timerfd_gettime accept4
-signalfd4 eventfd2 epoll_create1 dup3 pipe2 inotify_init1 preadv pwritev rt_tgsigqueueinfo
-perf_event_open recvmmsg fanotify_init fanotify_mark prlimit64 name_to_handle_at
-open_by_handle_at clock_adjtime syncfs sendmmsg setns getcpu process_vm_readv process_vm_writev
-kcmp finit_module sched_setattr sched_getattr renameat2 seccomp getrandom memfd_create
-kexec_file_load bpf execveat userfaultfd membarrier mlock2 copy_file_range preadv2 pwritev2
-pkey_mprotect pkey_alloc pkey_free statx io_pgetevents rseq uretprobe uprobe @424
-pidfd_send_signal io_uring_setup io_uring_enter io_uring_register open_tree move_mount fsopen
-fsconfig fsmount fspick pidfd_open clone3 close_range openat2 pidfd_getfd faccessat2
-process_madvise epoll_pwait2 mount_setattr quotactl_fd landlock_create_ruleset landlock_add_rule
-landlock_restrict_self memfd_secret process_mrelease futex_waitv set_mempolicy_home_node
-cachestat fchmodat2 map_shadow_stack futex_wake futex_wait futex_requeue statmount listmount
-lsm_get_self_attr lsm_set_self_attr lsm_list_modules mseal setxattrat getxattrat listxattrat
-removexattrat open_tree_attr file_getattr file_setattr listns
-"""
-
-_SYSCALLS_I386 = """
-restart_syscall exit fork read write open close waitpid creat link unlink execve chdir time
-mknod chmod lchown break oldstat lseek getpid mount umount setuid getuid stime ptrace alarm
-oldfstat pause utime stty gtty access nice ftime sync kill rename mkdir rmdir dup pipe times
-prof brk setgid getgid signal geteuid getegid acct umount2 lock ioctl fcntl mpx setpgid ulimit
-oldolduname umask chroot ustat dup2 getppid getpgrp setsid sigaction sgetmask ssetmask setreuid
-setregid sigsuspend sigpending sethostname setrlimit getrlimit getrusage gettimeofday
-settimeofday getgroups setgroups select symlink oldlstat readlink uselib swapon reboot readdir
-mmap munmap truncate ftruncate fchmod fchown getpriority setpriority profil statfs fstatfs
-ioperm socketcall syslog setitimer getitimer stat lstat fstat olduname iopl vhangup idle vm86old
-wait4 swapoff sysinfo ipc fsync sigreturn clone setdomainname uname modify_ldt adjtimex mprotect
-sigprocmask create_module init_module delete_module get_kernel_syms quotactl getpgid fchdir
-bdflush sysfs personality afs_syscall setfsuid setfsgid _llseek getdents _newselect flock msync
-readv writev getsid fdatasync _sysctl mlock munlock mlockall munlockall sched_setparam
-sched_getparam sched_setscheduler sched_getscheduler sched_yield sched_get_priority_max
-sched_get_priority_min sched_rr_get_interval nanosleep mremap setresuid getresuid vm86
-query_module poll nfsservctl setresgid getresgid prctl rt_sigreturn rt_sigaction rt_sigprocmask
-rt_sigpending rt_sigtimedwait rt_sigqueueinfo rt_sigsuspend pread64 pwrite64 chown getcwd capget
-capset sigaltstack sendfile getpmsg putpmsg vfork ugetrlimit mmap2 truncate64 ftruncate64 stat64
-lstat64 fstat64 lchown32 getuid32 getgid32 geteuid32 getegid32 setreuid32 setregid32 getgroups32
-setgroups32 fchown32 setresuid32 getresuid32 setresgid32 getresgid32 chown32 setuid32 setgid32
-setfsuid32 setfsgid32 pivot_root mincore madvise getdents64 fcntl64 @224 gettid readahead
-setxattr lsetxattr fsetxattr getxattr lgetxattr fgetxattr listxattr llistxattr flistxattr
-removexattr lremovexattr fremovexattr tkill sendfile64 futex sched_setaffinity sched_getaffinity
-set_thread_area get_thread_area io_setup io_destroy io_getevents io_submit io_cancel fadvise64
-@252 exit_group lookup_dcookie epoll_create epoll_ctl epoll_wait remap_file_pages
-set_tid_address timer_create timer_settime timer_gettime timer_getoverrun timer_delete
-clock_settime clock_gettime clock_getres clock_nanosleep statfs64 fstatfs64 tgkill utimes
-fadvise64_64 vserver mbind get_mempolicy set_mempolicy mq_open mq_unlink mq_timedsend
-mq_timedreceive mq_notify mq_getsetattr kexec_load waitid @286 add_key request_key keyctl
-ioprio_set ioprio_get inotify_init inotify_add_watch inotify_rm_watch migrate_pages openat
-mkdirat mknodat fchownat futimesat fstatat64 unlinkat renameat linkat symlinkat readlinkat
-fchmodat faccessat pselect6 ppoll unshare set_robust_list get_robust_list splice sync_file_range
-tee vmsplice move_pages getcpu epoll_pwait utimensat signalfd timerfd_create eventfd fallocate
-timerfd_settime timerfd_gettime signalfd4 eventfd2 epoll_create1 dup3 pipe2 inotify_init1 preadv
-pwritev rt_tgsigqueueinfo perf_event_open recvmmsg fanotify_init fanotify_mark prlimit64
-name_to_handle_at open_by_handle_at clock_adjtime syncfs sendmmsg setns process_vm_readv
-process_vm_writev kcmp finit_module sched_setattr sched_getattr renameat2 seccomp getrandom
-memfd_create bpf execveat socket socketpair bind connect listen accept4 getsockopt setsockopt
-getsockname getpeername sendto sendmsg recvfrom recvmsg shutdown userfaultfd membarrier mlock2
-copy_file_range preadv2 pwritev2 pkey_mprotect pkey_alloc pkey_free statx arch_prctl
-io_pgetevents rseq @393 semget semctl shmget shmctl shmat shmdt msgget msgsnd msgrcv msgctl
-clock_gettime64 clock_settime64 clock_adjtime64 clock_getres_time64 clock_nanosleep_time64
-timer_gettime64 timer_settime64 timerfd_gettime64 timerfd_settime64 utimensat_time64
-pselect6_time64 ppoll_time64 @416 io_pgetevents_time64 recvmmsg_time64 mq_timedsend_time64
-mq_timedreceive_time64 semtimedop_time64 rt_sigtimedwait_time64 futex_time64
-sched_rr_get_interval_time64 pidfd_send_signal io_uring_setup io_uring_enter io_uring_register
-open_tree move_mount fsopen fsconfig fsmount fspick pidfd_open clone3 close_range openat2
-pidfd_getfd faccessat2 process_madvise epoll_pwait2 mount_setattr quotactl_fd
-landlock_create_ruleset landlock_add_rule landlock_restrict_self memfd_secret process_mrelease
-futex_waitv set_mempolicy_home_node cachestat fchmodat2 @454 futex_wake futex_wait futex_requeue
-statmount listmount lsm_get_self_attr lsm_set_self_attr lsm_list_modules mseal setxattrat
-getxattrat listxattrat removexattrat open_tree_attr file_getattr file_setattr listns
-"""
-
-_SYSCALLS_AARCH64 = """
-io_setup io_destroy io_submit io_cancel io_getevents setxattr lsetxattr fsetxattr getxattr
-lgetxattr fgetxattr listxattr llistxattr flistxattr removexattr lremovexattr fremovexattr getcwd
-lookup_dcookie eventfd2 epoll_create1 epoll_ctl epoll_pwait dup dup3 fcntl inotify_init1
-inotify_add_watch inotify_rm_watch ioctl ioprio_set ioprio_get flock mknodat mkdirat unlinkat
-symlinkat linkat renameat umount2 mount pivot_root nfsservctl statfs fstatfs truncate ftruncate
-fallocate faccessat chdir fchdir chroot fchmod fchmodat fchownat fchown openat close vhangup
-pipe2 quotactl getdents64 lseek read write readv writev pread64 pwrite64 preadv pwritev sendfile
-pselect6 ppoll signalfd4 vmsplice splice tee readlinkat newfstatat fstat sync fsync fdatasync
-sync_file_range timerfd_create timerfd_settime timerfd_gettime utimensat acct capget capset
-personality exit exit_group waitid set_tid_address unshare futex set_robust_list get_robust_list
-nanosleep getitimer setitimer kexec_load init_module delete_module timer_create timer_gettime
-timer_getoverrun timer_settime timer_delete clock_settime clock_gettime clock_getres
-clock_nanosleep syslog ptrace sched_setparam sched_setscheduler sched_getscheduler
-sched_getparam sched_setaffinity sched_getaffinity sched_yield sched_get_priority_max
-sched_get_priority_min sched_rr_get_interval restart_syscall kill tkill tgkill sigaltstack
-rt_sigsuspend rt_sigaction rt_sigprocmask rt_sigpending rt_sigtimedwait rt_sigqueueinfo
-rt_sigreturn setpriority getpriority reboot setregid setgid setreuid setuid setresuid getresuid
-setresgid getresgid setfsuid setfsgid times setpgid getpgid getsid setsid getgroups setgroups
-uname sethostname setdomainname getrlimit setrlimit getrusage umask prctl getcpu gettimeofday
-settimeofday adjtimex getpid getppid getuid geteuid getgid getegid gettid sysinfo mq_open
-mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr msgget msgctl msgrcv msgsnd
-semget semctl semtimedop semop shmget shmctl shmat shmdt socket socketpair bind listen accept
-connect getsockname getpeername sendto recvfrom setsockopt getsockopt shutdown sendmsg recvmsg
-readahead brk munmap mremap add_key request_key keyctl clone execve mmap fadvise64 swapon
-swapoff mprotect msync mlock munlock mlockall munlockall mincore madvise remap_file_pages mbind
-get_mempolicy set_mempolicy migrate_pages move_pages rt_tgsigqueueinfo perf_event_open accept4
-recvmmsg @260 wait4 prlimit64 fanotify_init fanotify_mark name_to_handle_at open_by_handle_at
-clock_adjtime syncfs setns sendmmsg process_vm_readv process_vm_writev kcmp finit_module
-sched_setattr sched_getattr renameat2 seccomp getrandom memfd_create bpf execveat userfaultfd
-membarrier mlock2 copy_file_range preadv2 pwritev2 pkey_mprotect pkey_alloc pkey_free statx
-io_pgetevents rseq kexec_file_load @424 pidfd_send_signal io_uring_setup io_uring_enter
-io_uring_register open_tree move_mount fsopen fsconfig fsmount fspick pidfd_open clone3
-close_range openat2 pidfd_getfd faccessat2 process_madvise epoll_pwait2 mount_setattr
-quotactl_fd landlock_create_ruleset landlock_add_rule landlock_restrict_self memfd_secret
-process_mrelease futex_waitv set_mempolicy_home_node cachestat fchmodat2 map_shadow_stack
-futex_wake futex_wait futex_requeue statmount listmount lsm_get_self_attr lsm_set_self_attr
-lsm_list_modules mseal setxattrat getxattrat listxattrat removexattrat open_tree_attr
-file_getattr file_setattr listns
-"""
-
-# x32 runs x86_64's numbers with bit 30 set, except that these got their own compat entry
-# points at 512..547 (in this order) and these few 64-bit-only calls do not exist at all.
-_X32_RENUMBERED = """
-rt_sigaction rt_sigreturn ioctl readv writev recvfrom sendmsg recvmsg execve ptrace rt_sigpending
-rt_sigtimedwait rt_sigqueueinfo sigaltstack timer_create mq_notify kexec_load waitid
-set_robust_list get_robust_list vmsplice move_pages preadv pwritev rt_tgsigqueueinfo recvmmsg
-sendmmsg process_vm_readv process_vm_writev setsockopt getsockopt io_setup io_submit execveat
-preadv2 pwritev2
-"""
-_X32_ABSENT = """
-uselib _sysctl create_module get_kernel_syms query_module nfsservctl set_thread_area
-get_thread_area epoll_ctl_old epoll_wait_old vserver
-"""
 # Calls that exist only on architectures we never filter (ARM32, s390, ppc, riscv, ...).
 # libseccomp knows them, so profiles written for docker name them; like libseccomp we skip
 # them on our architectures instead of rejecting the profile.
@@ -5697,7 +5740,6 @@ pciconfig_read pciconfig_write getpagesize sysmips cachectl atomic_cmpxchg_32 at
 get_tls kern_features utrap_install perfctr memory_ordering getxgid getxpid getxuid
 """
 
-_X32_BIT = 0x40000000
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "i386": 0x40000003, "aarch64": 0xC00000B7}
 # Every SCMP_ARCH_* name libseccomp knows; those naming an ABI the running kernel can't
 # execute here are irrelevant and ignored, ARM32 on aarch64 we have no table for (blocked).
@@ -5712,8 +5754,6 @@ _SCMP_ARCHES = {
     "SCMP_ARCH_SH": None, "SCMP_ARCH_SHEB": None,
 }
 _SUB_ABIS = {"x86_64": ("i386", "x32"), "aarch64": ()}
-_ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
-                 "arm64": "aarch64"}
 
 _RET_KILL_PROCESS = 0x80000000
 _RET_ERRNO = 0x00050000
@@ -5737,49 +5777,9 @@ _BPF_LD_ABS, _BPF_AND_K, _BPF_RET_K = 0x20, 0x54, 0x06
 _BPF_JA, _BPF_JEQ, _BPF_JGT, _BPF_JGE = 0x05, 0x15, 0x25, 0x35
 _BPF_MAXINSNS = 4096
 
-_syscall_tables = {}
-
-
-def syscall_table(abi):
-    """{name: number} for "x86_64", "i386", "x32" (numbers carry bit 30) or "aarch64"."""
-    table = _syscall_tables.get(abi)
-    if table is None:
-        if abi == "x32":
-            absent = set(_X32_ABSENT.split())
-            table = {name: nr | _X32_BIT for name, nr in syscall_table("x86_64").items()
-                     if name not in absent}
-            for i, name in enumerate(_X32_RENUMBERED.split()):
-                table[name] = _X32_BIT | (512 + i)
-        else:
-            source = {"x86_64": _SYSCALLS_X86_64, "i386": _SYSCALLS_I386,
-                      "aarch64": _SYSCALLS_AARCH64}[abi]
-            table, nr = {}, 0
-            for word in source.split():
-                if word[0] == "@":
-                    nr = int(word[1:])
-                else:
-                    table[word] = nr
-                    nr += 1
-        _syscall_tables[abi] = table
-    return table
-
-
 def _known_syscall(name):
     return (any(name in syscall_table(abi) for abi in ("x86_64", "i386", "aarch64"))
             or name in _SYSCALLS_ELSEWHERE.split())
-
-
-def _native_arch(arch=None):
-    import ctypes
-    machine = os.uname().machine if arch is None else arch
-    if arch is None and ctypes.sizeof(ctypes.c_void_p) == 8:
-        # Under a PER_LINUX32 personality (linux32, setarch) a 64-bit process sees i686 or
-        # armv8l, but its syscalls are still the 64-bit ABI's.
-        machine = {"i386": "x86_64", "i486": "x86_64", "i586": "x86_64", "i686": "x86_64",
-                   "armv8l": "aarch64", "armv7l": "aarch64"}.get(machine, machine)
-    if machine not in _ARCH_ALIASES:
-        raise Error("seccomp: unsupported architecture %r (x86_64 and aarch64 are)" % machine)
-    return _ARCH_ALIASES[machine]
 
 
 def _seccomp_action(action, errno_ret, where):
@@ -6026,7 +6026,7 @@ def seccomp_program(profile, arch=None):
     native one run only if `architectures` lists them (i386, x32 on x86_64); any other
     audit arch, or x32 numbers when x32 isn't listed, kill the process as libseccomp does.
     """
-    arch = _native_arch(arch)
+    arch = native_arch(arch)
     if not isinstance(profile, dict):
         raise Error("seccomp: the profile is not a JSON object")
     for key in profile:
@@ -6105,7 +6105,7 @@ def apply_seccomp(profile, prog=None):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
 
     fprog = SockFprog(len(prog) // 8, prog)
-    nr = syscall_table(_native_arch())["seccomp"]
+    nr = syscall_table(native_arch())["seccomp"]
     set_mode_filter = 1
     rc = libc().syscall(ctypes.c_long(nr), ctypes.c_long(set_mode_filter), ctypes.c_long(flags),
                         ctypes.byref(fprog))
@@ -6194,11 +6194,6 @@ _DEFAULT_BY_CAP = {
     "CAP_DAC_READ_SEARCH": "open_by_handle_at",
 }
 # Docker's default capability set: what default_seccomp_profile() assumes without `caps`.
-_DOCKER_DEFAULT_CAPS = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-)
 _CLONE_NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEW{NS,CGROUP,UTS,IPC,USER,PID,NET}
 # personality(2) values docker allows: PER_LINUX, PER_LINUX32, UNAME26 variants, and query.
 _SAFE_PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
@@ -6216,7 +6211,7 @@ def default_seccomp_profile(caps=None):
     `caps` (capability names, default docker's default set) adds docker's
     capability-conditional entries.
     """
-    caps = set(_DOCKER_DEFAULT_CAPS if caps is None else caps)
+    caps = set(DEFAULT_CAPS if caps is None else caps)
     allowed = _DEFAULT_ALLOWED.split()
     for cap, names in _DEFAULT_BY_CAP.items():
         if cap in caps:
@@ -6240,7 +6235,7 @@ def default_seccomp_profile(caps=None):
 
 def _from_docker_profile(profile, caps):
     """Resolve docker's profile extensions (archMap, includes/excludes) for this machine."""
-    arch = _native_arch()
+    arch = native_arch()
     goarch = {"x86_64": "amd64", "aarch64": "arm64"}[arch]
     kernel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
     out = {k: v for k, v in profile.items() if k not in ("archMap", "comment")}
@@ -6298,7 +6293,7 @@ def seccomp_profile_for_option(value=None, caps=None):
     if "archMap" in profile or any(
             isinstance(c, dict) and ("includes" in c or "excludes" in c)
             for c in profile.get("syscalls") or ()):
-        profile = _from_docker_profile(profile, set(_DOCKER_DEFAULT_CAPS if caps is None
+        profile = _from_docker_profile(profile, set(DEFAULT_CAPS if caps is None
                                                      else caps))
     seccomp_program(profile)  # reject a bad profile now, not inside the container
     return profile

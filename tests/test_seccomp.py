@@ -28,12 +28,12 @@ ALLOW = {"defaultAction": "SCMP_ACT_ALLOW"}
 
 
 def nr(name):
-    return mc.syscall_table(mc._native_arch())[name]
+    return mc.syscall_table(mc.native_arch())[name]
 
 
 def all_but(*names):
     """Every syscall but `names`: the interpreter itself needs a good many."""
-    return [n for n in mc.syscall_table(mc._native_arch()) if n not in names]
+    return [n for n in mc.syscall_table(mc.native_arch()) if n not in names]
 
 
 def sc(name_or_nr, *args):
@@ -196,7 +196,7 @@ def test_conditions_on_the_same_arg_are_alternatives_like_runc():
 def test_big_program_needs_long_jumps():
     # A conditional rule for every syscall: ~3000 instructions, far past 8-bit jumps.
     magic = 0xDEAD_BEEF_CAFE
-    table = mc.syscall_table(mc._native_arch())
+    table = mc.syscall_table(mc.native_arch())
     calls = [{"names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": 1 + n % 300,
               "args": [{"index": 5, "value": magic, "op": "SCMP_CMP_EQ"}]}
              for name, n in sorted(table.items())]
@@ -273,7 +273,7 @@ def test_aarch64_program_checks_its_arch():
 def test_future_syscalls_get_enosys_under_a_denying_default():
     profile = {"defaultAction": "SCMP_ACT_ERRNO",
                "syscalls": [{"names": all_but("getpid"), "action": "SCMP_ACT_ALLOW"}]}
-    newest = max(mc.syscall_table(mc._native_arch()).values())
+    newest = max(mc.syscall_table(mc.native_arch()).values())
     assert ok(profile, lambda: [sc(newest + 1)[1], sc(newest + 100)[1], sc("getpid")[1]]) \
         == [errno.ENOSYS, errno.ENOSYS, errno.EPERM]
 
@@ -356,7 +356,7 @@ DENIED = [
 
 
 def test_default_profile_denies_with_eperm():
-    caps = set(mc._DOCKER_DEFAULT_CAPS) - {"CAP_SYS_CHROOT"}
+    caps = set(mc.DEFAULT_CAPS) - {"CAP_SYS_CHROOT"}
 
     def probe():
         out = []
@@ -447,13 +447,13 @@ def test_default_profile_runs_glibc_programs_and_python():
 
 
 def test_default_profile_with_cap_sys_admin_allows_namespaces():
-    profile = mc.default_seccomp_profile(set(mc._DOCKER_DEFAULT_CAPS) | {"CAP_SYS_ADMIN"})
+    profile = mc.default_seccomp_profile(set(mc.DEFAULT_CAPS) | {"CAP_SYS_ADMIN"})
     res = ok(profile, lambda: [sc("unshare", 0)[1], sc("clone3", 0, 0)[1]])
     assert res == [0, errno.EINVAL]  # reached the kernel
 
 
 def test_default_profile_names_all_resolve_and_compile_for_both_arches():
-    profile = mc.default_seccomp_profile(set(mc._DEFAULT_BY_CAP) | set(mc._DOCKER_DEFAULT_CAPS))
+    profile = mc.default_seccomp_profile(set(mc._DEFAULT_BY_CAP) | set(mc.DEFAULT_CAPS))
     for arch in ("x86_64", "aarch64"):
         assert 0 < len(mc.seccomp_program(profile, arch)) // 8 < 1000
     names = [n for call in profile["syscalls"] for n in call["names"]]
