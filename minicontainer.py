@@ -455,23 +455,26 @@ def pidfd_open(pid):
         return None
 
 
-def process_start_time(pid):
-    """Field 22 of /proc/PID/stat: with the pid, it names one process across pid reuse."""
+def proc_stat(pid):
+    """/proc/PID/stat's fields after the command name (field 3 on, as bytes); None: no such
+    process. The name, in parentheses, may itself hold spaces and parentheses."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             stat = f.read()
     except OSError:
         return None
-    return int(stat[stat.rindex(b")") + 2:].split()[19])
+    return stat[stat.rindex(b")") + 2:].split()
+
+
+def process_start_time(pid):
+    """Field 22 of /proc/PID/stat: with the pid, it names one process across pid reuse."""
+    fields = proc_stat(pid)
+    return None if fields is None else int(fields[19])
 
 
 def process_state(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3].decode()
+    fields = proc_stat(pid)
+    return None if fields is None else fields[0].decode()
 
 
 def process_exiting(pid):
@@ -480,12 +483,8 @@ def process_exiting(pid):
     A pid namespace's init stays so until every other task of the namespace is reaped,
     which for a process exec'd there and since reparented to the host's init takes as long
     as that init takes to reap it."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read()
-    except OSError:
-        return True
-    return bool(int(stat[stat.rindex(b")") + 2:].split()[6]) & 0x4)
+    fields = proc_stat(pid)
+    return fields is None or bool(int(fields[6]) & 0x4)
 
 
 # ==== configuration: the OCI runtime-spec config.json ====
