@@ -1,16 +1,26 @@
 #!/usr/bin/env python3
 """Start-up benchmark: minicontainer against runc and crun on the same bundle.
 
-Two measures, each from one interleaved run (A B C A B C ...), so that the machine's drift
-hits every runtime alike:
+Measures, each from one interleaved run (A B C A B C ...), so that the machine's drift hits
+every runtime alike:
   run     `RUNTIME run ID` of /bin/true, from exec of the runtime to its exit
-  cycle   `create` + `start` + `delete` of /bin/true, as youki and crun publish it
+  cycle   `create` + `start` + `delete` of /bin/true, as youki and crun publish it (an engine's
+          path: three processes)
+  create, start, state, list, kill, delete: each call of that cycle alone (state and list
+          while the container is created; kill while it runs `sleep`)
+  exec    `exec ID /bin/true` into a running container
+  rss     the peak resident set of `run` (the runtime and its children, from wait4)
+Next to them: the bare interpreter (`python3 -I -S -c pass`), the floor of a Python runtime,
+and `python3 minicontainer.py run` (the form that compiles the whole file at every call).
 
 The bundle's rootfs is the real Alpine 3.20.3 minirootfs when ../shared/data holds it, else
 a busybox rootfs. crun refuses hybrid cgroup hosts, so the whole benchmark runs in a private
 mount namespace with a tmpfs over /sys/fs/cgroup/unified (every runtime sees the same).
 
     sudo python3 bench/bench_run.py [--runs N] [--json FILE]
+
+The runtime's container ends when its program does, so `kill` and `exec` run against a bundle
+whose process is `sleep 1000`.
 """
 import argparse
 import json
@@ -36,6 +46,7 @@ ALPINE = os.path.join(os.path.dirname(ROOT), "shared", "data",
 # Engines run the runtime as a program with an almost empty environment: so do we (and so a
 # pyenv shim on PATH, ~100 ms a start, does not stand in for the interpreter).
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 
 def make_bundle(path):
@@ -80,6 +91,50 @@ def timed(cmd, cwd):
     return time.perf_counter() - t
 
 
+def peak_rss(cmd, cwd):
+    """Peak RSS in KiB of cmd (the largest of it and the children it waited for), through GNU
+    time: a process forked from this benchmark would count the benchmark's own pages."""
+    with tempfile.NamedTemporaryFile("r") as out:
+        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name] + cmd, cwd=cwd,
+                       check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       env=CLEAN_ENV)
+        return int(out.read().split()[-1])
+
+
+def measure_once(name, base, bundle, sleeper, i, results):
+    r = results[name]
+
+    def one(key, args, cwd=bundle):
+        r.setdefault(key, []).append(timed(base + args, cwd))
+
+    cid = "bench-%s-%d" % (name, i)
+    one("run", ["run", cid])
+    if os.path.exists("/usr/bin/time"):
+        r.setdefault("rss", []).append(peak_rss(base + ["run", cid + "m"], bundle))
+    for done in (cid, cid + "m"):
+        subprocess.run(base + ["delete", "-f", done], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    cid += "c"
+    one("create", ["create", "--bundle", bundle, cid])
+    one("state", ["state", cid])
+    one("list", ["list"])
+    one("start", ["start", cid])
+    one("delete", ["delete", "-f", cid])
+    r.setdefault("cycle", []).append(sum(r[k][-1] for k in ("create", "start", "delete")))
+    cid += "s"
+    for step in (["create", "--bundle", sleeper, cid], ["start", cid]):
+        subprocess.run(base + step, check=True, cwd=sleeper, env=CLEAN_ENV,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    one("exec", ["exec", cid, "/bin/true"], cwd=sleeper)
+    one("kill", ["kill", cid, "KILL"], cwd=sleeper)
+    subprocess.run(base + ["delete", "-f", cid], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+KEYS = ("run", "cycle", "create", "start", "state", "list", "kill", "delete", "exec")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=30)
@@ -91,46 +146,59 @@ def main():
     try:
         bundle = os.path.join(work, "bundle")
         what = make_bundle(bundle)
+        sleeper = os.path.join(work, "sleeper")
+        os.makedirs(sleeper)
+        spec = minicontainer.default_spec(rootfs=os.path.join(bundle, "rootfs"),
+                                          args=["/bin/sleep", "1000"])
+        with open(os.path.join(sleeper, "config.json"), "w") as f:
+            json.dump(spec, f)
         private_cgroup_view()
         rts = runtimes(os.path.join(work, "state"))
-        results = {name: {"run": [], "cycle": []} for name in rts}
+        results = {name: {} for name in rts}
+        floor = {"interpreter": [], "python3 minicontainer.py run": []}
+        slow = [PYTHON, os.path.join(ROOT, "minicontainer.py"), "--root",
+                os.path.join(work, "state", "slow")]
         for i in range(a.runs):
             for name, base in rts.items():
-                cid = "bench-%s-%d" % (name, i)
-                results[name]["run"].append(timed(base + ["run", cid], bundle))
-                subprocess.run(base + ["delete", "-f", cid], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-                cid += "c"
-                t = time.perf_counter()
-                for step in (["create", "--bundle", bundle, cid], ["start", cid],
-                             ["delete", "-f", cid]):
-                    subprocess.run(base + step, check=True, cwd=bundle, env=CLEAN_ENV,
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-                results[name]["cycle"].append(time.perf_counter() - t)
-        summary = {"rootfs": what, "runs": a.runs, "results": {}}
-        print("rootfs: %s, %d interleaved runs" % (what, a.runs))
-        print("%-14s %12s %12s %16s %16s" % ("runtime", "run median", "run mean",
-                                            "cycle median", "cycle mean"))
-        for name, r in results.items():
-            med = {k: statistics.median(v) * 1000 for k, v in r.items()}
-            mean = {k: statistics.mean(v) * 1000 for k, v in r.items()}
-            summary["results"][name] = {"run_median_ms": med["run"], "cycle_median_ms":
-                                        med["cycle"], "run_mean_ms": mean["run"],
-                                        "cycle_mean_ms": mean["cycle"]}
-            print("%-14s %9.1f ms %9.1f ms %13.1f ms %13.1f ms" % (
-                name, med["run"], mean["run"], med["cycle"], mean["cycle"]))
-        ours = summary["results"]["minicontainer"]
-        for name in rts:
-            if name != "minicontainer":
-                theirs = summary["results"][name]
-                print("minicontainer / %s: run %.2fx, create+start+delete %.2fx" % (
-                    name, ours["run_median_ms"] / theirs["run_median_ms"],
-                    ours["cycle_median_ms"] / theirs["cycle_median_ms"]))
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(summary, f, indent=2)
+                measure_once(name, base, bundle, sleeper, i, results)
+            floor["interpreter"].append(timed([PYTHON, "-I", "-S", "-c", "pass"], bundle))
+            floor["python3 minicontainer.py run"].append(
+                timed(slow + ["run", "slow-%d" % i], bundle))
+            subprocess.run(slow + ["delete", "-f", "slow-%d" % i], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        report(what, a, rts, results, floor)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def report(what, a, rts, results, floor):
+    ms = {name: {k: statistics.median(v) * 1000 for k, v in r.items() if k != "rss"}
+          for name, r in results.items()}
+    rss = {name: max(r.get("rss") or [0]) / 1024 for name, r in results.items()}
+    summary = {"rootfs": what, "runs": a.runs, "medians_ms": ms, "peak_rss_mib": rss,
+               "floor_ms": {k: statistics.median(v) * 1000 for k, v in floor.items()}}
+    print("rootfs: %s, %d interleaved runs, medians in ms" % (what, a.runs))
+    print("%-14s" % "runtime" + "".join("%9s" % k for k in KEYS) + "  peak RSS")
+    for name in rts:
+        print("%-14s" % name + "".join("%9.1f" % ms[name][k] for k in KEYS)
+              + "  %5.1f MiB" % rss[name])
+    for k, v in summary["floor_ms"].items():
+        print("%-30s %7.1f ms" % (k, v))
+    ours = ms["minicontainer"]
+    for name in rts:
+        if name != "minicontainer":
+            print("minicontainer / %s: run %.2fx, create+start+delete %.2fx, exec %.2fx, "
+                  "peak RSS %.2fx" % (name, ours["run"] / ms[name]["run"],
+                                      ours["cycle"] / ms[name]["cycle"],
+                                      ours["exec"] / ms[name]["exec"],
+                                      rss["minicontainer"] / (rss[name] or 1)))
+    bare = summary["floor_ms"]["interpreter"]
+    print("minicontainer over the bare interpreter: " + ", ".join(
+        "%s +%.1f ms" % (k, ours[k] - bare) for k in ("start", "state", "list", "kill",
+                                                       "delete")))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(summary, f, indent=2)
 
 
 if __name__ == "__main__":
