@@ -6654,8 +6654,9 @@ def _parser(only=None):
     s.add_argument("--rootfs")
     sub.add_parser("images", help="list stored images", add_help=False)
     sub.add_parser("rmi", help="remove a stored image", add_help=False)
-    sub.add_parser("pull", help="pull an image into the store (with tools/pull.py)",
-                   add_help=False)
+    if not only:  # for --help's list: a start (`run`, `create`) need not pay for it
+        sub.add_parser("pull", help="pull an image into the store (with tools/pull.py)",
+                       add_help=False)
     p.commands = built + ["images", "rmi", "pull"]
     return p if built or not only else _parser()
 

@@ -119,8 +119,9 @@ class StoreWriter(mc.ImageStore):
         diff_ids: the image's layers, bottom first; unpacked: for each, the directory
         unpack_layer made, or None when the layer was in the store already; downloaded:
         (file, digest) of the blobs fetched into a work directory; documents: (digest,
-        bytes) of the config and the manifest; descriptor: the manifest's, for index.json.
-        layer_done(i) is called as layer i is stored."""
+        bytes) of the blobs held in memory, the config and the manifest (and an imported
+        layer); descriptor: the manifest's, for index.json.  layer_done(i) is called as
+        layer i is stored."""
         for path, digest in downloaded:
             os.replace(path, self.blob_path(digest))
         for i, (diff_id, path) in enumerate(zip(diff_ids, unpacked)):
