@@ -617,6 +617,11 @@ def test_redirect_to_blob_storage_gets_no_token(token_registry, store, layers):
 
 # ---- `minicontainer.py pull`: the runtime's verb runs the tools' puller ----
 
+def system_path_env():
+    """The environment with sudo's PATH: the runtime, run as a program, finds python3 there."""
+    return dict(os.environ, PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+
+
 def test_runtime_pull_verb(registry, store, layers, tmp_path):
     name = repo()
     image = Image(layers["oci"], config=CONFIG)
@@ -628,7 +633,7 @@ def test_runtime_pull_verb(registry, store, layers, tmp_path):
     link.parent.mkdir()
     link.symlink_to(RUNTIME)
     r = subprocess.run([str(link), "pull", "-q", ref], capture_output=True, text=True,
-                       cwd="/", timeout=120)
+                       cwd="/", timeout=120, env=system_path_env())
     assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stderr
     assert mc.find_image(ref, store).pulled_digest == image.digest
     check_rootfs(merged_view(mc.find_image(ref, store)))
@@ -662,12 +667,12 @@ def test_runtime_without_tools(tmp_path, busybox_rootfs):
     assert os.path.isdir(os.path.join(ROOT, "tools"))  # what the copy lacks
     for cmd in ([str(alone)], [sys.executable, str(alone)]):
         r = subprocess.run(cmd + ["pull", "alpine"], capture_output=True, text=True,
-                           cwd=str(tmp_path), timeout=30)
+                           cwd=str(tmp_path), timeout=30, env=system_path_env())
         line = one_line_error(r)
         assert r.returncode == 1
         assert f"tools/pull.py beside {alone}" in line and "--rootfs" in line, line
     state = tmp_path / "state"
     r = subprocess.run([str(alone), "--root", str(state), "run", "--rm", "--rootfs",
                         busybox_rootfs, "--", "echo", "alone"], capture_output=True,
-                       text=True, timeout=60)
+                       text=True, timeout=60, env=system_path_env())
     assert r.returncode == 0 and r.stdout == "alone\n", r.stderr
