@@ -283,8 +283,12 @@ def syscall_table(abi):
         _syscall_tables[abi] = table
     return table
 
-_ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
-                 "arm64": "aarch64"}
+
+# Machine names (uname -m, and Debian's) as OCI platforms call the architecture (Go's).
+OCI_ARCH = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm",
+            "armel": "arm", "i386": "386", "i686": "386"}
+# The ABIs we have syscall tables for, by their kernel and their OCI names.
+_ARCH_ALIASES = {name: abi for abi in ("x86_64", "aarch64") for name in (abi, OCI_ARCH[abi])}
 
 
 def native_arch(arch=None):
@@ -4232,15 +4236,15 @@ def _close_fds(first, keep=()):
         os.set_inheritable(fd, True)
 
 
-# ==== image store (tools/pull.py writes it; run/images/rmi read it) ====
+# ==== image store (tools/ write it; run, images and rmi read it) ====
 # The store is an OCI image layout (oci-layout, index.json, blobs/sha256/...) that skopeo and
 # umoci can read, plus layers/<diff_id-hex>/ with each layer unpacked once, in overlayfs's
 # form, whichever images share it (a container's rootfs is an overlay of them).  index.json
 # holds one manifest descriptor per reference, named by the org.opencontainers.image.ref.name
-# annotation (the full normalized reference).  Everything is written under a temporary name
-# and renamed into place, and index.json is written last, so a killed pull leaves at most
-# unreferenced files that the next rmi collects.  Standard library only; imports are local
-# so that starting a container does not pay for them.
+# annotation (the full normalized reference).  The runtime only reads the store and collects
+# its garbage (rmi): the writing, unpacking included, is tools/store_writer.py's, which the
+# `pull` verb loads from beside this file; a runtime copied alone still runs bundles and
+# rootfs directories.  Imports are local so that starting a container does not pay for them.
 
 DEFAULT_REGISTRY = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
@@ -4250,22 +4254,21 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-
 _REF_PATTERNS = {}
 
 
-def _ref_patterns():
-    # The grammar of github.com/distribution/reference, which docker uses.
+def ref_patterns():
+    """Compiled patterns of the grammar of github.com/distribution/reference (docker's)."""
     if not _REF_PATTERNS:
         import re
         alnum = r"[a-z0-9]+"
         sep = r"(?:[._]|__|[-]+)"
-        component = rf"{alnum}(?:{sep}{alnum})*"
+        component = r"%s(?:%s%s)*" % (alnum, sep, alnum)
         label = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-        host = rf"(?:{label}(?:\.{label})*|\[[a-fA-F0-9:]+\])"
+        host = r"(?:%s(?:\.%s)*|\[[a-fA-F0-9:]+\])" % (label, label)
         _REF_PATTERNS.update(
-            domain=re.compile(rf"{host}(?::[0-9]+)?\Z"),
-            path=re.compile(rf"{component}(?:/{component})*\Z"),
+            domain=re.compile(r"%s(?::[0-9]+)?\Z" % host),
+            path=re.compile(r"%s(?:/%s)*\Z" % (component, component)),
             tag=re.compile(r"[\w][\w.-]{0,127}\Z"),
             digest=re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*"
                               r":[0-9a-fA-F]{32,}\Z"),
@@ -4284,7 +4287,7 @@ class ImageRef:
     @property
     def name(self):
         """The full normalized reference, as stored in index.json."""
-        s = f"{self.registry}/{self.repository}"
+        s = "%s/%s" % (self.registry, self.repository)
         if self.tag:
             s += ":" + self.tag
         if self.digest:
@@ -4306,13 +4309,13 @@ class ImageRef:
         """The short form docker shows: alpine, not docker.io/library/alpine."""
         repo = self.repository
         if self.registry != DEFAULT_REGISTRY:
-            return f"{self.registry}/{repo}"
+            return "%s/%s" % (self.registry, repo)
         if repo.startswith("library/") and repo.count("/") == 1:
             return repo[len("library/"):]
         return repo
 
     def __repr__(self):
-        return f"ImageRef({self.name!r})"
+        return "ImageRef(%r)" % self.name
 
     def __str__(self):
         return self.name
@@ -4323,27 +4326,28 @@ def parse_reference(ref):
 
     alpine -> docker.io/library/alpine:latest; a digest without a tag stays without one.
     """
-    p = _ref_patterns()
+    p = ref_patterns()
     if not isinstance(ref, str) or not ref:
         raise Error("invalid reference format: empty image reference")
     if p["hex64"].match(ref):
-        raise Error(f"invalid repository name ({ref}), cannot specify 64-byte hexadecimal strings")
+        raise Error("invalid repository name (%s), cannot specify 64-byte hexadecimal strings"
+                    % ref)
     rest, digest = ref, None
     if "@" in rest:
         rest, digest = rest.split("@", 1)
         if not p["digest"].match(digest):
-            raise Error(f"invalid reference format: bad digest in {ref!r}")
+            raise Error("invalid reference format: bad digest in %r" % ref)
         if not digest.startswith("sha256:"):
-            raise Error(f"unsupported digest algorithm in {ref!r} (only sha256)")
+            raise Error("unsupported digest algorithm in %r (only sha256)" % ref)
         if not p["sha256"].match(digest):
-            raise Error(f"invalid reference format: a sha256 digest is 64 lowercase hex "
-                        f"digits: {ref!r}")
+            raise Error("invalid reference format: a sha256 digest is 64 lowercase hex "
+                        "digits: %r" % ref)
     tag = None
     colon = rest.rfind(":")
     if colon > rest.rfind("/"):
         rest, tag = rest[:colon], rest[colon + 1:]
         if not p["tag"].match(tag):
-            raise Error(f"invalid reference format: bad tag {tag!r} in {ref!r}")
+            raise Error("invalid reference format: bad tag %r in %r" % (tag, ref))
     slash = rest.find("/")
     first = rest[:slash]
     if slash == -1 or (not any(c in first for c in ".:") and first != "localhost"
@@ -4356,11 +4360,11 @@ def parse_reference(ref):
     if registry == DEFAULT_REGISTRY and "/" not in repository:
         repository = "library/" + repository
     if not p["domain"].match(registry):
-        raise Error(f"invalid reference format: bad registry host {registry!r} in {ref!r}")
+        raise Error("invalid reference format: bad registry host %r in %r" % (registry, ref))
     if repository.lower() != repository:
-        raise Error(f"invalid reference format: repository name must be lowercase: {ref!r}")
+        raise Error("invalid reference format: repository name must be lowercase: %r" % ref)
     if not p["path"].match(repository):
-        raise Error(f"invalid reference format: {ref!r}")
+        raise Error("invalid reference format: %r" % ref)
     if len(registry) + 1 + len(repository) > 255:
         raise Error("invalid reference format: repository name must not be more than 255 "
                     "characters")
@@ -4369,9 +4373,27 @@ def parse_reference(ref):
     return ImageRef(registry, repository, tag, digest)
 
 
+def platform_string(platform):
+    """OS/ARCH[/VARIANT] of an (os, architecture, variant) tuple, as docker writes it."""
+    return "/".join(x for x in platform if x)
+
+
+def image_platform(config):
+    """(os, architecture, variant) of an image config ("?" for what it lacks)."""
+    config = config or {}
+    return config.get("os", "?"), config.get("architecture", "?"), config.get("variant")
+
+
+def human_size(n, digits=3):
+    """A size in decimal units, as docker prints them (5.2MB, 812kB)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return "%.0f%s" % (n, unit) if unit == "B" else "%.*g%s" % (digits, n, unit)
+        n /= 1000
+
+
 def store_dir():
     """The image store: $MINICONTAINER_STORE, else images/ beside this file."""
-    import os
     env = os.environ.get("MINICONTAINER_STORE")
     if env:
         return os.path.abspath(env)
@@ -4379,9 +4401,9 @@ def store_dir():
 
 
 def write_file_atomic(path, data, mode=0o644):
-    """Write bytes to path via a temporary file in the same directory and a rename."""
-    import os
-    tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    """Write bytes to path via a temporary file in the same directory, fsync and a rename:
+    index.json and the store's blobs survive a crash whole or not at all."""
+    tmp = "%s.tmp-%d-%s" % (path, os.getpid(), os.urandom(4).hex())
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         with open(fd, "wb") as f:
@@ -4398,17 +4420,15 @@ def write_file_atomic(path, data, mode=0o644):
 
 
 class ImageStore:
-    """The on-disk store.  Readers need no lock; pull holds the store lock shared for its whole
-    run and rmi holds it exclusive, so rmi never deletes a blob a running pull relies on;
+    """The on-disk store, as the runtime reads it (tools/store_writer.py's StoreWriter adds
+    the writing).  Readers need no lock; pull holds the store lock shared for its whole run
+    and rmi holds it exclusive, so rmi never deletes a blob a running pull relies on;
     index.json read-modify-write happens under a second, short exclusive lock."""
 
     def __init__(self, path=None):
-        import os
         self.path = os.path.abspath(path or store_dir())
-        self._implicit = {}  # unpacked layer -> its implicit directories, for commit_layer
 
     def _p(self, *parts):
-        import os
         return os.path.join(self.path, *parts)
 
     @property
@@ -4416,117 +4436,36 @@ class ImageStore:
         return self._p("tmp")
 
     def blob_path(self, digest):
-        if not _ref_patterns()["sha256"].match(digest or ""):
-            raise Error(f"image store: bad digest {digest!r}")
+        if not ref_patterns()["sha256"].match(digest or ""):
+            raise Error("image store: bad digest %r" % (digest,))
         return self._p("blobs", "sha256", digest[7:])
-
-    def rootfs_path(self, manifest_digest):
-        """Where stores before layers/ kept an image flat (collect_garbage removes them)."""
-        return self._p("rootfs", self.blob_path(manifest_digest).rsplit("/", 1)[1])
 
     def layer_path(self, diff_id):
         """The directory of the layer whose uncompressed tar has this digest."""
         return self._p("layers", self.blob_path(diff_id).rsplit("/", 1)[1])
-
-    def unpack_layer(self, src, diff_id, layer_name, work):
-        """Unpack a layer (a blob path or file object) in overlay form into a new directory
-        under work (a directory of tmp/), check it against diff_id and return the directory,
-        for commit_layer once every layer of the image is ready."""
-        import os
-        import tempfile
-        self.layer_path(diff_id)  # a malformed diff_id fails before any work
-        dest = tempfile.mkdtemp(prefix="layer-", dir=work)
-        os.chmod(dest, 0o755)
-        implicit = []
-        got = unpack_layer(src, dest, layer_name, overlay=True, implicit=implicit)
-        if got != diff_id:
-            raise UnpackError(f"{layer_name}: uncompressed content does not match the "
-                              "config's diff_id")
-        self._implicit[dest] = implicit
-        return dest
-
-    def commit_layer(self, path, diff_id, lower=()):
-        """Rename an unpacked layer into layers/: a layer directory is complete or absent,
-        and of two pulls storing the same layer at once the first rename wins.
-
-        lower: the layer directories below it in the image being stored.  A directory the
-        layer has only because it holds entries (a tar without the parent's own entry) takes
-        their owner, mode and times: in an overlay the topmost layer's directory decides
-        them, and a flat unpack would have kept the lower one's."""
-        import os
-        for parts in self._implicit.pop(path, ()):
-            below = layers_lookup(list(lower), "/".join(parts)) if parts else \
-                (lower[-1] if lower else None)
-            if below and os.path.isdir(below) and not os.path.islink(below):
-                st = os.lstat(below)
-                target = os.path.join(path, *parts)
-                os.chown(target, st.st_uid, st.st_gid)
-                os.chmod(target, st.st_mode & 0o7777)
-                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-        final = self.layer_path(diff_id)
-        os.makedirs(self._p("layers"), exist_ok=True)
-        try:
-            os.rename(path, final)
-        except OSError:
-            if not os.path.isdir(final):  # else a concurrent pull stored it first
-                raise
-            remove_tree(path)
-        return final
-
-    def store_layer(self, src, diff_id, layer_name):
-        """unpack_layer and commit_layer at once, unless the layer is there already."""
-        import os
-        import tempfile
-        final = self.layer_path(diff_id)
-        if os.path.isdir(final):
-            return final
-        os.makedirs(self.tmp_dir, exist_ok=True)
-        work = tempfile.mkdtemp(prefix="layer-", dir=self.tmp_dir)
-        try:
-            return self.commit_layer(self.unpack_layer(src, diff_id, layer_name, work),
-                                     diff_id)
-        finally:
-            remove_tree(work)
-
-    def has_blob(self, digest):
-        import os
-        return os.path.isfile(self.blob_path(digest))
 
     def read_blob(self, digest):
         try:
             with open(self.blob_path(digest), "rb") as f:
                 return f.read()
         except FileNotFoundError:
-            raise Error(f"image store {self.path}: blob {digest} is missing") from None
+            raise Error("image store %s: blob %s is missing" % (self.path, digest)) from None
 
     def read_json_blob(self, digest):
-        import json
         try:
             return json.loads(self.read_blob(digest))
         except ValueError:
-            raise Error(f"image store {self.path}: blob {digest} is not valid JSON") from None
-
-    def ensure_layout(self):
-        import json
-        import os
-        for d in ("blobs/sha256", "layers", "tmp"):
-            os.makedirs(self._p(d), exist_ok=True)
-        if not os.path.exists(self._p("oci-layout")):
-            write_file_atomic(self._p("oci-layout"), b'{"imageLayoutVersion": "1.0.0"}\n')
-        if not os.path.exists(self._p("index.json")):
-            write_file_atomic(self._p("index.json"),
-                              json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
-                                          "manifests": []}, indent=2).encode() + b"\n")
+            raise Error("image store %s: blob %s is not valid JSON"
+                        % (self.path, digest)) from None
 
     def read_index(self):
-        import json
         try:
             with open(self._p("index.json"), "rb") as f:
                 index = json.load(f)
         except FileNotFoundError:
             return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
         except ValueError:
-            raise Error(f"image store {self.path}: index.json is not valid JSON") from None
+            raise Error("image store %s: index.json is not valid JSON" % self.path) from None
         index.setdefault("manifests", [])
         return index
 
@@ -4535,7 +4474,6 @@ class ImageStore:
         instead of waiting when blocking is false and the lock is taken."""
         import contextlib
         import fcntl
-        import os
 
         @contextlib.contextmanager
         def held():
@@ -4555,7 +4493,6 @@ class ImageStore:
 
     def update_index(self, change):
         """Apply change(index_dict) to index.json atomically, serialized with other writers."""
-        import json
         with self.lock(True, ".index.lock"):
             index = self.read_index()
             change(index)
@@ -4566,17 +4503,6 @@ class ImageStore:
         """(name, descriptor) for each named image in index.json."""
         return [((d.get("annotations") or {}).get(ANNOTATION_REF_NAME), d)
                 for d in self.read_index()["manifests"]]
-
-    def tag(self, name, descriptor):
-        """Point name at descriptor (a manifest descriptor), replacing what it named before."""
-        desc = dict(descriptor)
-        desc["annotations"] = {**(desc.get("annotations") or {}), ANNOTATION_REF_NAME: name}
-
-        def change(index):
-            index["manifests"] = [d for d in index["manifests"]
-                                  if (d.get("annotations") or {}).get(ANNOTATION_REF_NAME) != name]
-            index["manifests"].append(desc)
-        self.update_index(change)
 
     def referenced(self, diff_ids=None):
         """Blob digests and manifest digests that index.json reaches (and into diff_ids,
@@ -4603,7 +4529,6 @@ class ImageStore:
     def layers_in_use(self):
         """Layer directories that containers use, by the files containers/ holds (one per
         container, naming its state directory and its layers); stale ones are removed."""
-        import os
         used = set()
         users = self._p("containers")
         for name in os.listdir(users) if os.path.isdir(users) else ():
@@ -4625,7 +4550,6 @@ class ImageStore:
     def collect_garbage(self):
         """Remove blobs, rootfs trees and temporary files that no image uses; returns the
         removed blob digests.  Call with the store lock held exclusive."""
-        import os
         diff_ids = set()
         blobs, manifests = self.referenced(diff_ids)
         removed = []
@@ -4652,7 +4576,6 @@ class ImageStore:
 
 
 def _mount_points_under(path):
-    import os
     prefix = os.path.realpath(path).rstrip("/") + "/"
     try:
         with open("/proc/self/mountinfo") as f:
@@ -4667,7 +4590,6 @@ def remove_tree(path):
 
     A rootfs may have a container's mounts in it; deleting through one would delete host
     files, so that is refused."""
-    import os
     import shutil
     if not os.path.lexists(path):
         return
@@ -4676,7 +4598,7 @@ def remove_tree(path):
         return
     mounts = _mount_points_under(path)
     if mounts:
-        raise Error(f"refusing to remove {path}: {mounts[0]} is mounted inside it")
+        raise Error("refusing to remove %s: %s is mounted inside it" % (path, mounts[0]))
     shutil.rmtree(path)  # uses the fd-based walk, which never follows symlinks
 
 
@@ -4693,13 +4615,7 @@ class StoredImage:
         self.platform = platform
 
     def __repr__(self):
-        return f"StoredImage({self.name!r}, {self.digest!r})"
-
-
-def _platform_string(obj):
-    obj = obj or {}
-    s = f"{obj.get('os', '?')}/{obj.get('architecture', '?')}"
-    return s + ("/" + obj["variant"] if obj.get("variant") else "")
+        return "StoredImage(%r, %r)" % (self.name, self.digest)
 
 
 def _lookup(store, ref):
@@ -4715,7 +4631,7 @@ def _lookup(store, ref):
         hexpart = ref.split(":")[-1]
         found = [(n, d) for n, d in entries if d.get("digest", "")[7:].startswith(hexpart)]
         if len({d["digest"] for _, d in found}) > 1:
-            raise Error(f"image ID {ref} is ambiguous")
+            raise Error("image ID %s is ambiguous" % ref)
     if not found and name is None:
         parse_reference(ref)  # raises the reference's own error
     return found
@@ -4723,11 +4639,10 @@ def _lookup(store, ref):
 
 def find_image(ref, store=None):
     """Return the StoredImage that ref names, or raise Error."""
-    import os
     store = store if isinstance(store, ImageStore) else ImageStore(store)
     found = _lookup(store, ref)
     if not found:
-        raise Error(f"no such image: {ref} (pull it with: tools/pull.py {ref})")
+        raise Error("no such image: %s (pull it with: tools/pull.py %s)" % (ref, ref))
     name, desc = found[0]
     digest = desc["digest"]
     manifest = store.read_json_blob(digest)
@@ -4736,23 +4651,16 @@ def find_image(ref, store=None):
     try:
         layers = [store.layer_path(d) for d in image_config["rootfs"]["diff_ids"]]
     except (KeyError, TypeError):
-        raise Error(f"image {name}: its config lists no layers (rootfs.diff_ids)") from None
+        raise Error("image %s: its config lists no layers (rootfs.diff_ids)" % name) from None
     for path in layers:
         if not os.path.isdir(path):
-            raise Error(f"image {name}: layer {os.path.basename(path)[:12]} is missing from "
-                        f"{store.path}; pull it again")
+            raise Error("image %s: layer %s is missing from %s; pull it again"
+                        % (name, os.path.basename(path)[:12], store.path))
     image = StoredImage(name, digest, layers, image_config.get("config") or {}, manifest,
-                        image_config, _platform_string(image_config))
+                        image_config, platform_string(image_platform(image_config)))
     # the digest the registry knows it by (ours differs for a Docker manifest made OCI)
     image.pulled_digest = (desc.get("annotations") or {}).get(ANNOTATION_PULLED_DIGEST, digest)
     return image
-
-
-def _human_size(n):
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
-        n /= 1000
 
 
 def cmd_images(argv):
@@ -4773,13 +4681,14 @@ def cmd_images(argv):
             manifest = store.read_json_blob(digest)
             config = store.read_json_blob(manifest["config"]["digest"])
             size = sum(int(layer.get("size", 0)) for layer in manifest.get("layers") or ())
-            platform, created = _platform_string(config), (config.get("created") or "")[:19]
+            platform = platform_string(image_platform(config))
+            created = (config.get("created") or "")[:19]
         except (Error, KeyError, TypeError):
             size, platform, created = 0, "?", "(damaged)"
         ref = parse_reference(name)
         rows.append((ref.familiar_repository, ref.tag or "<none>",
                      digest if args.digests else digest[7:19], platform,
-                     created.replace("T", " "), _human_size(size)))
+                     created.replace("T", " "), human_size(size)))
     if args.quiet:
         for row in rows:
             print(row[2])
@@ -4830,6 +4739,32 @@ def cmd_rmi(argv):
             return 1
     return status
 
+
+
+def tools_puller():
+    """The tools' puller, tools/pull.py beside this file (found through the link that
+    `make install` leaves), imported; or an Error saying how to get it: a runtime copied
+    alone runs bundles and rootfs directories, and pulls with the tools only."""
+    tools = os.path.join(os.path.dirname(os.path.realpath(__file__)), "tools")
+    if not os.path.isfile(os.path.join(tools, "pull.py")):
+        raise Error("pulling images needs tools/pull.py beside %s: copy the whole "
+                    "minicontainer checkout (this file alone runs --bundle and --rootfs)"
+                    % os.path.realpath(__file__))
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    import importlib
+    return importlib.import_module("pull")
+
+
+def cmd_pull(argv):
+    """minicontainer.py pull [--platform OS/ARCH] [-q] ... REF: tools/pull.py, in-process."""
+    puller = tools_puller()
+    ap = puller.parser("minicontainer pull")
+
+    def error(message):  # one line, as the runtime's other usage errors
+        raise Error("pull: %s" % message, 2)
+    ap.error = error
+    return puller.run(ap.parse_args(argv))
 
 # ---- layers as a root filesystem: an overlay mount, or a private copy ----
 # Layer directories hold overlayfs's form of whiteouts: a 0/0 character device hides a name
@@ -4996,731 +4931,6 @@ def mount_overlay(layers, upper, work, target):
         os.close(cwd)
 
 
-# ---- unpacking layers ----
-# Every path is resolved from a directory fd of the rootfs, one component at a time with
-# O_NOFOLLOW, and every object is created with *at() calls relative to its parent's fd, so no
-# entry can reach outside the rootfs: '..' and absolute names are refused, and a symlink met
-# as a parent component is an error, whoever planted it.  Existing files are unlinked before
-# they are replaced, never opened for writing, so a hardlink can't redirect a write either.
-
-class UnpackError(Error):
-    pass
-
-
-_GZIP, _ZSTD, _BZIP2, _XZ = b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00"
-
-
-class _ZlibReader:
-    """Decompress a (possibly multi-member) gzip stream in big chunks."""
-
-    def __init__(self, raw):
-        import zlib
-        self._zlib, self.raw = zlib, raw
-        self.d = zlib.decompressobj(31)
-        self.buf, self.pos = b"", 0
-
-    def _more(self):
-        d = self.d
-        while True:
-            if d.unconsumed_tail:
-                out = d.decompress(d.unconsumed_tail, 1 << 22)
-            elif d.eof:
-                rest = d.unused_data or self.raw.read(1 << 18)
-                if not rest.strip(b"\0"):
-                    return b""  # end, or zero padding after the last member
-                d = self.d = self._zlib.decompressobj(31)
-                out = d.decompress(rest, 1 << 22)
-            else:
-                chunk = self.raw.read(1 << 18)
-                if not chunk:
-                    raise UnpackError("compressed layer is truncated")
-                out = d.decompress(chunk, 1 << 22)  # bounded: a zip bomb can't fill memory
-            if out:
-                return out
-
-    def read(self, n=-1):
-        if self.pos >= len(self.buf):
-            self.buf, self.pos = self._more(), 0
-        if n is None or n < 0 or (self.pos == 0 and n >= len(self.buf)):
-            data, self.buf, self.pos = self.buf[self.pos:], b"", 0
-            return data
-        data = self.buf[self.pos:self.pos + n]
-        self.pos += len(data)
-        return data
-
-
-class _ProcessReader:
-    """Decompress through an external program (zstd -dc) when no Python module can."""
-
-    def __init__(self, argv, raw):
-        import subprocess
-        import threading
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
-
-        def feed():
-            try:
-                while chunk := raw.read(1 << 20):
-                    self.proc.stdin.write(chunk)
-            except (BrokenPipeError, ValueError):
-                pass
-            finally:
-                try:
-                    self.proc.stdin.close()
-                except OSError:
-                    pass
-        self.feeder = threading.Thread(target=feed, daemon=True)
-        self.feeder.start()
-
-    def read(self, n=-1):
-        data = self.proc.stdout.read1(n if n and n > 0 else 1 << 20)
-        if not data and self.proc.wait() != 0:
-            raise UnpackError("zstd could not decompress the layer")
-        return data
-
-    def close(self):
-        self.proc.stdout.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.feeder.join()
-
-
-def _zstd_reader(raw):
-    import shutil
-    try:
-        from compression import zstd  # Python 3.14+
-        return zstd.ZstdFile(raw)
-    except ImportError:
-        pass
-    # The runtime takes nothing from outside the standard library: before 3.14, the program.
-    if shutil.which("zstd"):
-        return _ProcessReader(["zstd", "-dcq"], raw)
-    raise UnpackError("layer is zstd-compressed, but this Python has no compression.zstd "
-                      "(3.14+) and there is no zstd program (apt install zstd)")
-
-
-def open_layer(raw):
-    """A reader of the uncompressed tar in the binary file raw (gzip, zstd, bzip2, xz, plain)."""
-    import io
-    if not hasattr(raw, "peek"):
-        raw = io.BufferedReader(raw, 1 << 20)
-    magic = raw.peek(6)[:6]
-    if magic.startswith(_GZIP):
-        return _ZlibReader(raw)
-    if magic.startswith(_ZSTD):
-        return _zstd_reader(raw)
-    if magic.startswith(_BZIP2):
-        import bz2
-        return bz2.BZ2File(raw)
-    if magic.startswith(_XZ):
-        import lzma
-        return lzma.LZMAFile(raw)
-    return raw
-
-
-class _Prefetcher:
-    """Decompress and hash in a thread: zlib, zstd and hashlib release the GIL, so this runs
-    on another core while the caller creates files, as tar -z does with a gzip process."""
-
-    def __init__(self, stream):
-        import hashlib
-        import queue
-        import threading
-        self.queue, self.full = queue.Queue(maxsize=8), queue.Full
-        self.sha = hashlib.sha256()
-        self.stopping = threading.Event()
-        self.buf, self.pos, self.done = b"", 0, False
-        self.thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
-        self.thread.start()
-
-    def _run(self, stream):
-        try:
-            while not self.stopping.is_set():
-                data = stream.read(1 << 20)
-                self.sha.update(data)
-                self._put(data)
-                if not data:
-                    return
-        except BaseException as e:  # handed to the reader, which raises it
-            self._put(e)
-
-    def _put(self, item):
-        while not self.stopping.is_set():
-            try:
-                return self.queue.put(item, timeout=0.1)
-            except self.full:
-                pass
-
-    def read(self, n):
-        if self.pos >= len(self.buf):
-            if self.done:
-                return b""
-            item = self.queue.get()
-            if isinstance(item, BaseException):
-                self.done = True
-                raise item
-            if not item:
-                self.done = True
-                return b""
-            self.buf, self.pos = item, 0
-        data = self.buf[self.pos:self.pos + n]
-        self.pos += len(data)
-        return data
-
-    def close(self):
-        self.stopping.set()
-        self.thread.join()
-
-
-def _tar_reader(stream):
-    """A forward-only reader over the decompressed stream: reads are buffered in C, seek
-    only skips ahead, and every byte is hashed once (in the prefetch thread)."""
-    import io
-
-    class Raw(io.RawIOBase):
-        def __init__(self):
-            self.prefetch = _Prefetcher(stream)
-            self.sha = self.prefetch.sha
-
-        def readable(self):
-            return True
-
-        def readinto(self, b):
-            data = self.prefetch.read(len(b))
-            n = len(data)
-            b[:n] = data
-            return n
-
-    class Forward:
-        def __init__(self):
-            self.raw = Raw()
-            self.buf = io.BufferedReader(self.raw, 1 << 20)
-            self.pos = 0
-
-        def read(self, n=-1):
-            data = self.buf.read(n)
-            self.pos += len(data)
-            return data
-
-        def tell(self):
-            return self.pos
-
-        def seek(self, offset, whence=0):
-            if whence == 1:
-                offset += self.pos
-            if whence == 2 or offset < self.pos:
-                raise io.UnsupportedOperation("layer streams only seek forward")
-            while self.pos < offset:
-                if not self.read(min(offset - self.pos, 1 << 20)):
-                    break
-            return self.pos
-
-        def drain(self):
-            while self.read(1 << 20):
-                pass
-            return "sha256:" + self.raw.sha.hexdigest()
-
-        def close(self):
-            self.raw.prefetch.close()
-
-    return Forward()
-
-
-class _Unpacker:
-    MAX_CACHED_DIRS = 128
-
-    def __init__(self, root_fd, layer_name, same_owner, overlay=False):
-        import os
-        self.os, self.root_fd, self.layer = os, root_fd, layer_name
-        self.same_owner = same_owner
-        # overlay: the layer alone, in its own directory, whiteouts kept in overlayfs's form
-        # (0/0 character devices, the opaque xattr) for the kernel to apply when it merges.
-        self.overlay = overlay
-        self.whiteouts = set()      # path tuples holding a whiteout device (overlay form)
-        self.implicit = set()       # directories made for an entry below them, not by one
-        self.dirs = {(): root_fd}   # dir fds by path tuple, each opened with O_NOFOLLOW
-        self.retired = []           # evicted fds, closed once no caller can hold them
-        self.created = set()        # path tuples this layer made (whiteouts spare them)
-        self.dir_times = []         # (path tuple, mtime, mode) applied at the end
-        self.warned = set()
-
-    def fail(self, name, why):
-        raise UnpackError(f"{self.layer}: refusing entry {name!r}: {why}")
-
-    def reap(self):
-        for fd in self.retired:
-            self.os.close(fd)
-        self.retired = []
-
-    def close(self):
-        self.retired += [fd for key, fd in self.dirs.items() if key]
-        self.dirs = {(): self.root_fd}
-        self.reap()
-
-    def split(self, name, what="path", entry_name=None):
-        if name.startswith("/"):
-            self.fail(entry_name or name, f"absolute {what} {name!r}")
-        parts = tuple(p for p in name.split("/") if p not in ("", "."))
-        if ".." in parts:
-            self.fail(entry_name or name, f"'..' in {what} {name!r}")
-        if "\0" in name or len(parts) > 256:
-            self.fail(entry_name or name, f"unusable {what} (a NUL byte, or too deep)")
-        return parts
-
-    def dir_fd(self, parts, name, create=True):
-        """fd of the directory parts (a path tuple), resolved without following symlinks;
-        missing directories are made (as tar does) unless create is false (then None)."""
-        fd = self.dirs.get(parts)
-        if fd is not None:
-            return fd
-        parent = self.dir_fd(parts[:-1], name, create)
-        if parent is None:
-            return None
-        os = self.os
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(parts[-1], flags, dir_fd=parent)
-        except FileNotFoundError:
-            if not create:
-                return None
-            os.mkdir(parts[-1], 0o755, dir_fd=parent)
-            self.created.add(parts)
-            self.implicit.add(parts)
-            fd = os.open(parts[-1], flags, dir_fd=parent)
-        except OSError as e:
-            import errno
-            if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                import stat
-                st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode):
-                    self.fail(name, f"{'/'.join(parts)} is a symlink, and symlinks are never "
-                              "followed while unpacking")
-                self.fail(name, f"{'/'.join(parts)} is not a directory")
-            raise
-        if len(self.dirs) >= self.MAX_CACHED_DIRS:
-            self.retired += [f for key, f in self.dirs.items() if key and key != parts[:-1]]
-            self.dirs = {(): self.root_fd, parts[:-1]: parent}
-        self.dirs[parts] = fd
-        return fd
-
-    def forget(self, parts):
-        """Drop cached fds of parts and below: that tree is being removed."""
-        n = len(parts)
-        for key in [k for k in self.dirs if k[:n] == parts]:
-            self.retired.append(self.dirs.pop(key))
-
-    def remove(self, parent_fd, parts):
-        """Remove whatever is at parts (in parent_fd) without following symlinks."""
-        import shutil
-        import stat
-        os = self.os
-        try:
-            st = os.stat(parts[-1], dir_fd=parent_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return
-        if stat.S_ISDIR(st.st_mode):
-            self.forget(parts)
-            shutil.rmtree(parts[-1], dir_fd=parent_fd)  # fd-based, never follows symlinks
-        else:
-            os.unlink(parts[-1], dir_fd=parent_fd)
-
-    def whiteout(self, member, parts):
-        base = parts[-1]
-        if base.startswith(".wh..wh.") and base != ".wh..wh..opq":
-            return  # aufs bookkeeping (.wh..wh.plnk etc.), meaningless here
-        target = base[4:]
-        if base != ".wh..wh..opq" and target in ("", ".", ".."):
-            self.fail(member.name, "a whiteout must name a file in its directory")
-        if self.overlay:
-            self.overlay_whiteout(member, parts, target)
-            return
-        parent = self.dir_fd(parts[:-1], member.name, create=False)
-        if parent is None:
-            return  # nothing below to hide
-        if base == ".wh..wh..opq":
-            self.clear_lower(parent, parts[:-1])
-        elif parts[:-1] + (target,) not in self.created:  # hides lower layers only
-            self.remove(parent, parts[:-1] + (target,))
-
-    def overlay_whiteout(self, member, parts, target):
-        import stat
-        os = self.os
-        parent = self.dir_fd(parts[:-1], member.name)  # the whiteout must sit where it hides
-        if parts[-1] == ".wh..wh..opq":
-            self.opaque(parent, member.name)
-            return
-        where = parts[:-1] + (target,)
-        if where in self.created:
-            return  # as in a flat unpack: a whiteout hides lower layers only
-        self.remove(parent, where)
-        try:
-            os.mknod(target, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)
-        except PermissionError:
-            self.fail(member.name, "storing a whiteout needs root (mknod of a 0/0 device)")
-        self.whiteouts.add(where)
-
-    def opaque(self, fd, name):
-        try:
-            self.os.setxattr(fd, "trusted.overlay.opaque", b"y")
-        except OSError as e:
-            self.fail(name, f"cannot mark an opaque directory ({e.strerror}): the "
-                      "trusted.overlay.opaque xattr needs root and a filesystem with xattrs")
-
-    def clear_lower(self, fd, parts):
-        """Opaque directory: remove what lower layers put under parts."""
-        os = self.os
-        for entry in os.scandir(fd):
-            sub = parts + (entry.name,)
-            if sub not in self.created:
-                self.remove(fd, sub)
-            elif entry.is_dir(follow_symlinks=False):
-                subfd = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW |
-                                os.O_CLOEXEC, dir_fd=fd)
-                try:
-                    self.clear_lower(subfd, sub)
-                finally:
-                    os.close(subfd)
-
-    def own(self, member, fd=None, name=None, parent=None, mode=True):
-        """Owner, then mode (chown clears setuid/setgid), of an fd or of name in parent."""
-        os = self.os
-        if fd is not None:
-            if self.same_owner:
-                os.fchown(fd, member.uid, member.gid)
-            if mode:
-                os.fchmod(fd, member.mode & 0o7777)
-        else:
-            if self.same_owner:
-                os.chown(name, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
-            if mode:
-                os.chmod(name, member.mode & 0o7777, dir_fd=parent)
-
-    def xattrs(self, fd, member):
-        os = self.os
-        for key, value in member.pax_headers.items():
-            if not key.startswith("SCHILY.xattr."):
-                continue
-            if key[13:].startswith(("trusted.overlay.", "user.overlay.")):
-                # overlayfs would obey them (redirects, opaque, metacopy): only whiteout
-                # entries of the tar may say what is hidden.
-                self.warn(key, f"ignoring xattr {key[13:]} on {member.name}")
-                continue
-            try:
-                os.setxattr(fd, key[13:], value.encode("utf-8", "surrogateescape"))
-            except OSError as e:
-                import errno
-                if e.errno not in (errno.ENOTSUP, errno.EPERM, errno.EOPNOTSUPP):
-                    raise
-                self.warn(key, f"cannot set xattr {key[13:]} on {member.name}: {e.strerror}")
-
-    def warn(self, key, message):
-        if key not in self.warned:
-            self.warned.add(key)
-            import sys
-            print(f"warning: {self.layer}: {message}", file=sys.stderr)
-
-    def entry(self, reader, member):
-        import stat
-        os = self.os
-        self.reap()
-        name = member.name
-        parts = self.split(name)
-        if not parts:
-            if not member.isdir():
-                self.fail(name, "the root must be a directory")
-            self.implicit.add(None)  # None: the root was given
-            self.own(member, fd=self.root_fd)
-            self.dir_times.append(((), int(member.mtime * 1_000_000_000), member.mode & 0o7777))
-            return
-        if parts[-1].startswith(".wh."):
-            self.whiteout(member, parts)
-            return
-        parent = self.dir_fd(parts[:-1], name)
-        base = parts[-1]
-        mtime_ns = int(member.mtime * 1_000_000_000) if member.mtime else 0
-        if member.isdir():
-            try:
-                if not stat.S_ISDIR(os.stat(base, dir_fd=parent, follow_symlinks=False).st_mode):
-                    self.remove(parent, parts)
-                    raise FileNotFoundError
-            except FileNotFoundError:
-                os.mkdir(base, 0o700, dir_fd=parent)
-            fd = self.dir_fd(parts, name)
-            self.implicit.discard(parts)
-            if parts in self.whiteouts:
-                # A directory replacing what this layer whited out starts empty, as it does
-                # in a flat unpack: overlayfs would merge the lower one in unless opaque.
-                self.whiteouts.discard(parts)
-                self.opaque(fd, name)
-            self.own(member, fd=fd, mode=False)
-            # Unprivileged, a read-only directory could not be filled: its mode comes last.
-            os.fchmod(fd, member.mode & 0o7777 | (0 if self.same_owner else 0o700))
-            self.xattrs(fd, member)
-            self.dir_times.append((parts, mtime_ns, member.mode & 0o7777))
-        elif member.isreg():
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            try:
-                fd = os.open(base, flags, 0o600, dir_fd=parent)
-            except FileExistsError:
-                self.remove(parent, parts)
-                fd = os.open(base, flags, 0o600, dir_fd=parent)
-            try:
-                reader.seek(member.offset_data)
-                left = member.size
-                while left > 0:
-                    chunk = reader.read(min(left, 1 << 20))
-                    if not chunk:
-                        raise UnpackError(f"{self.layer}: layer is truncated (in {name!r})")
-                    _write_all(fd, chunk)
-                    left -= len(chunk)
-                self.own(member, fd=fd)
-                self.xattrs(fd, member)
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
-            finally:
-                os.close(fd)
-        elif member.issym():
-            try:
-                os.symlink(member.linkname, base, dir_fd=parent)
-            except FileExistsError:
-                self.remove(parent, parts)
-                os.symlink(member.linkname, base, dir_fd=parent)
-            self.own(member, name=base, parent=parent, mode=False)
-            os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
-        elif member.islnk():
-            target = self.split(member.linkname, "hardlink target", name)
-            if not target or target == parts:
-                self.fail(name, f"bad hardlink target {member.linkname!r}")
-            tparent = self.dir_fd(target[:-1], name, create=False)
-            if tparent is None:
-                self.fail(name, f"hardlink target {member.linkname!r} does not exist")
-            self.remove(parent, parts)
-            try:
-                # linkat without AT_SYMLINK_FOLLOW: links the entry itself, never through it
-                os.link(target[-1], base, src_dir_fd=tparent, dst_dir_fd=parent,
-                        follow_symlinks=False)
-            except FileNotFoundError:
-                self.fail(name, f"hardlink target {member.linkname!r} does not exist")
-            except PermissionError:
-                self.fail(name, f"cannot hardlink to {member.linkname!r} (a directory?)")
-        elif member.ischr() or member.isblk() or member.isfifo():
-            self.remove(parent, parts)
-            try:
-                if member.isfifo():
-                    os.mkfifo(base, 0o600, dir_fd=parent)
-                else:
-                    kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-                    os.mknod(base, kind | 0o600, os.makedev(member.devmajor, member.devminor),
-                             dir_fd=parent)
-            except PermissionError:
-                self.warn("mknod", f"cannot create device {name} (not root); skipping devices")
-                return
-            self.own(member, name=base, parent=parent)
-            os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
-        else:
-            return  # other tar types (volume labels, ...) make no file
-        self.created.add(parts)
-
-    def finish(self):
-        """Directory mtimes (and unprivileged, modes) last: filling them changed them."""
-        os = self.os
-        for parts, mtime_ns, mode in reversed(self.dir_times):
-            self.reap()
-            try:
-                fd = self.dir_fd(parts, "/".join(parts), create=False)
-            except UnpackError:
-                continue  # replaced by a symlink later in the layer
-            if fd is None:
-                continue
-            if not self.same_owner:
-                os.fchmod(fd, mode)
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
-
-
-class _Member:
-    """A tar header, with the parts of tarfile.TarInfo's interface that unpacking uses."""
-    __slots__ = ("name", "linkname", "type", "mode", "uid", "gid", "size", "mtime",
-                 "devmajor", "devminor", "pax_headers", "offset_data")
-
-    def isreg(self):
-        return self.type in b"07\0"
-
-    def isdir(self):
-        return self.type == b"5"
-
-    def issym(self):
-        return self.type == b"2"
-
-    def islnk(self):
-        return self.type == b"1"
-
-    def ischr(self):
-        return self.type == b"3"
-
-    def isblk(self):
-        return self.type == b"4"
-
-    def isfifo(self):
-        return self.type == b"6"
-
-
-def _tar_members(reader, layer_name):
-    """Parse tar headers (ustar, GNU long names, pax) from reader, yielding _Member objects
-    whose data the caller may read or leave: the next header is found by seeking past it.
-    tarfile does the same but slower, and it takes a damaged header for the archive's end."""
-    def bad(why):
-        return UnpackError(f"{layer_name}: not a valid tar archive: {why}")
-
-    def number(field):
-        if field[:1] in (b"\x80", b"\xff"):  # base-256, for values octal can't hold
-            value = int.from_bytes(field[1:], "big")
-            return value - 256 ** (len(field) - 1) if field[0] == 0xFF else value
-        field = field.rstrip(b" \0")
-        try:
-            return int(field, 8) if field else 0
-        except ValueError:
-            raise bad(f"bad number field {field[:20]!r}") from None
-
-    def text(field):
-        return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-    def data(size):
-        raw = reader.read(size)
-        if len(raw) < size:
-            raise UnpackError(f"{layer_name}: layer is truncated")
-        reader.seek(reader.tell() + (-size % 512))
-        return raw
-
-    def pax(raw):
-        records, i = {}, 0
-        while i < len(raw):
-            space = raw.find(b" ", i)
-            if space < 0:
-                raise bad("malformed pax header")
-            length = int(raw[i:space])
-            key, _, value = raw[space + 1:i + length - 1].partition(b"=")
-            if length <= 0:
-                raise bad("malformed pax header")
-            records[key.decode("utf-8", "surrogateescape")] = \
-                value.decode("utf-8", "surrogateescape")
-            i += length
-        return records
-
-    global_pax, pax_next, long_name, long_link = {}, {}, None, None
-    while True:
-        header = reader.read(512)
-        if len(header) < 512:
-            if not header:
-                return  # no end-of-archive blocks: tolerated, as GNU tar does
-            raise UnpackError(f"{layer_name}: layer is truncated")
-        if header == bytes(512):
-            return  # end of archive; what follows is padding
-        stored = number(header[148:156])
-        unsigned = sum(header) - sum(header[148:156]) + 256
-        if stored != unsigned and stored != unsigned - 256 * sum(b > 127 for b in header):
-            raise bad("header checksum mismatch")  # (the second: old tars summed signed)
-        kind = header[156:157]
-        size = number(header[124:136])
-        if size < 0:
-            raise bad("negative size")
-        if kind in (b"x", b"g"):
-            records = pax(data(size))
-            (global_pax if kind == b"g" else pax_next).update(records)
-            continue
-        if kind in (b"L", b"K"):
-            value = text(data(size))
-            if kind == b"L":
-                long_name = value
-            else:
-                long_link = value
-            continue
-        if kind == b"S" or "GNU.sparse.map" in pax_next or "GNU.sparse.size" in pax_next:
-            raise bad("sparse files are not supported")
-        m = _Member()
-        name = text(header[0:100])
-        if kind == b"\0" and name.endswith("/"):
-            kind = b"5"  # pre-POSIX tars marked directories so
-        m.type = kind
-        if header[257:263] == b"ustar\0" and header[345:346] != b"\0":
-            name = text(header[345:500]) + "/" + name
-        headers = {**global_pax, **pax_next}
-        m.name = headers.get("path", long_name if long_name is not None else name)
-        m.linkname = headers.get("linkpath",
-                                 long_link if long_link is not None else text(header[157:257]))
-        m.mode = number(header[100:108])
-        m.uid = int(headers["uid"]) if "uid" in headers else number(header[108:116])
-        m.gid = int(headers["gid"]) if "gid" in headers else number(header[116:124])
-        m.size = int(headers["size"]) if "size" in headers else size
-        m.mtime = float(headers["mtime"]) if "mtime" in headers else number(header[136:148])
-        m.devmajor, m.devminor = number(header[329:337]), number(header[337:345])
-        m.pax_headers = headers
-        m.offset_data = reader.tell()
-        pax_next, long_name, long_link = {}, None, None
-        if not m.isreg():
-            m.size = 0 if kind in b"123456" else m.size
-        yield m
-        reader.seek(m.offset_data + m.size + (-m.size % 512))
-
-
-def _write_all(fd, data):
-    import os
-    n = os.write(fd, data)
-    if n < len(data):
-        view = memoryview(data)[n:]
-        while view:
-            view = view[os.write(fd, view):]
-
-
-def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False, implicit=None):
-    """Apply one layer (a path or a binary file object: gzip, zstd, bzip2, xz or plain tar)
-    onto the existing directory dest, whiteouts included, and return the sha256 digest of the
-    uncompressed tar (the layer's diff_id, for the caller to check).  A hostile or broken
-    layer raises UnpackError and leaves dest half-written: the caller discards it.
-
-    overlay: dest is the layer's own empty directory, and whiteouts are stored in overlayfs's
-    form instead of applied, so that an overlay mount of such directories (or copy_layers)
-    gives the same tree as applying the layers in order onto one directory.  implicit, a
-    list, gets the directories the layer has without an entry of their own (path tuples;
-    () for the root): their owner and mode must come from the layers below."""
-    import os
-    import zlib
-    if same_owner is None:
-        same_owner = os.geteuid() == 0
-    own = isinstance(src, (str, bytes, os.PathLike))
-    raw = open(src, "rb") if own else src
-    stream = reader = None
-    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    unpacker = _Unpacker(root_fd, layer_name, same_owner, overlay)
-    try:
-        stream = open_layer(raw)
-        reader = _tar_reader(stream)
-        for member in _tar_members(reader, layer_name):
-            unpacker.entry(reader, member)
-        unpacker.finish()
-        if implicit is not None:
-            implicit.extend(sorted(p for p in unpacker.implicit if p is not None))
-            if None not in unpacker.implicit:
-                implicit.insert(0, ())
-        return reader.drain()
-    except zlib.error as e:
-        raise UnpackError(f"{layer_name}: corrupt gzip data ({e})") from None
-    except UnpackError:
-        raise
-    except Exception as e:
-        if type(e).__name__ == "ZstdError":
-            raise UnpackError(f"{layer_name}: corrupt zstd data ({e})") from None
-        if isinstance(e, (OSError, ValueError, EOFError)):  # ENOSPC, a bad bzip2 stream, ...
-            raise UnpackError(f"{layer_name}: {e}") from None
-        raise
-    finally:
-        if reader is not None:
-            reader.close()
-        unpacker.close()
-        os.close(root_fd)
-        if isinstance(stream, _ProcessReader):
-            stream.close()
-        if own:
-            raw.close()
 # ==== end image store ====
 
 # ==== seccomp ====
@@ -6235,7 +5445,7 @@ def default_seccomp_profile(caps=None):
 def _from_docker_profile(profile, caps):
     """Resolve docker's profile extensions (archMap, includes/excludes) for this machine."""
     arch = native_arch()
-    goarch = {"x86_64": "amd64", "aarch64": "arm64"}[arch]
+    goarch = OCI_ARCH[arch]
     kernel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
     out = {k: v for k, v in profile.items() if k not in ("archMap", "comment")}
     if "architectures" not in out and profile.get("archMap"):
@@ -7431,7 +6641,10 @@ def _parser(only=None):
     s.add_argument("--rootfs")
     sub.add_parser("images", help="list stored images", add_help=False)
     sub.add_parser("rmi", help="remove a stored image", add_help=False)
-    p.commands = built + ["images", "rmi"]
+    if not only:  # for --help's list: a start (`run`, `create`) need not pay for it
+        sub.add_parser("pull", help="pull an image into the store (with tools/pull.py)",
+                       add_help=False)
+    p.commands = built + ["images", "rmi", "pull"]
     return p if built or not only else _parser()
 
 
@@ -7488,6 +6701,13 @@ def _main(argv, at, log, debug):
                 command, " — did you mean %r?" % near[0] if near else ""), 2)
         if command == "rmi" and os.geteuid() != 0:
             raise Error("rmi needs root (try sudo)")
+        if command == "pull":  # tools/pull.py's arguments and its puller, in this process
+            parser.parse_args(argv[:at])
+            if os.geteuid() != 0:
+                raise Error("pull needs root (try sudo)")
+            code = cmd_pull(argv[at + 1:])
+            sys.stdout.flush()  # here, where a closed pipe is caught
+            return code
         if command in ("images", "rmi"):  # they parse their own arguments (image store)
             parser.parse_args(argv[:at])
             code = (cmd_images if command == "images" else cmd_rmi)(argv[at + 1:])

@@ -10,7 +10,7 @@ times, once each:
   fetch    tools/pull.py REF again with the blobs deleted but the rootfs kept, so it only
            downloads, verifies and stores blobs: the same work as skopeo's
   skopeo   skopeo copy docker://REF oci:DIR   (download and verify only; no unpack)
-  unpack   minicontainer.unpack_layer over the layers (what pull does after downloading)
+  unpack   store_writer.unpack_layer over the layers (what pull does after downloading)
   umoci    umoci unpack of skopeo's layout
   tar      GNU tar -xzf of the same layers, in order
 and prints MB/s (compressed bytes for transfers, uncompressed for unpacking), files/s and
@@ -29,7 +29,7 @@ import zlib
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "tools")]
 
-import minicontainer as mc  # noqa: E402
+import store_writer  # noqa: E402
 from fixtures_registry import Image, RegistryClient, RegistryServer  # noqa: E402
 
 DEFAULT_DIRS = ["/usr/include", "/usr/share/locale", "/usr/share/doc", "/usr/share/man",
@@ -147,7 +147,7 @@ def main():
         ours = fresh(os.path.join(unpack_dir, "unpack-ours"))
         os.makedirs(ours)
         results["unpack"] = timed("unpack_layer", lambda: [
-            mc.unpack_layer(layer.path, ours) for layer in layers])
+            store_writer.unpack_layer(layer.path, ours) for layer in layers])
         bundle = fresh(os.path.join(unpack_dir, "umoci-bundle"))
         results["umoci"] = timed("umoci unpack", lambda: subprocess.run(
             ["umoci", "unpack", "--image", f"{skopeo_dir}:bench", bundle], check=True,

@@ -12,6 +12,7 @@ import pytest
 import minicontainer as mc
 from conftest import mc as run_mc
 from conftest import mc_bg, mountpoints_under, new_id
+import store_writer
 from fixtures_registry import Image, dir_layer, entry, run_pull, tar_layer
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
@@ -122,7 +123,7 @@ def differences(got, want):
 def flat_unpack(store, image, dest):
     os.mkdir(dest)
     for layer in image.manifest["layers"]:
-        mc.unpack_layer(mc.ImageStore(store).blob_path(layer["digest"]), dest)
+        store_writer.unpack_layer(mc.ImageStore(store).blob_path(layer["digest"]), dest)
     return dest
 
 

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,8 +14,9 @@ import uuid
 import pytest
 
 import minicontainer as mc
-from conftest import SHARED_DATA, mc as run_mc
+from conftest import ROOT, RUNTIME, SHARED_DATA, mc as run_mc, one_line_error
 import pull
+from store_writer import StoreWriter
 from fixtures_registry import (FaultProxy, Image, Layer, RegistryClient, RegistryServer,
                                TunnelProxy, dir_layer, entry, free_port, http_request,
                                run_pull, store_snapshot, tar_layer, tree_snapshot)
@@ -261,7 +263,7 @@ def test_reference_parsing():
 def test_unknown_tag_and_repository(registry, store, layers):
     name = repo()
     registry.client.push_image(name, "exists", Image(layers["oci"][:1]))
-    mc.ImageStore(store).ensure_layout()
+    StoreWriter(store).ensure_layout()
     before = store_snapshot(store)
     failed(run_pull(f"{registry.host}/{name}:nope", store=store), "not found.*MANIFEST_UNKNOWN")
     failed(run_pull(f"{registry.host}/no/such-repo", store=store), "not found")
@@ -347,7 +349,7 @@ def test_http_proxy_from_environment(proxy, registry, store, layers, monkeypatch
 # ---- faults: nothing half-made may remain ----
 
 def _pull_fails(ref, store, pattern):
-    mc.ImageStore(store).ensure_layout()  # an empty store's skeleton is not a leftover
+    StoreWriter(store).ensure_layout()  # an empty store's skeleton is not a leftover
     before = store_snapshot(store)
     line = failed(run_pull(ref, store=store), pattern)
     after = store_snapshot(store)
@@ -522,7 +524,7 @@ def test_token_auth_private_needs_credentials(token_registry, store, layers, tmp
     token_registry.client.push_image(name, "v", image)
     ref = f"{token_registry.host}/{name}:v"
     env = dict(os.environ, HOME=str(tmp_path))  # no docker config
-    mc.ImageStore(store).ensure_layout()
+    StoreWriter(store).ensure_layout()
     before = store_snapshot(store)
     line = failed(run_pull(ref, store=store, env=env), "authentication failed.*anonymous")
     assert store_snapshot(store) == before
@@ -611,3 +613,66 @@ def test_redirect_to_blob_storage_gets_no_token(token_registry, store, layers):
         front.stop()
         storage.shutdown()
         storage.server_close()
+
+
+# ---- `minicontainer.py pull`: the runtime's verb runs the tools' puller ----
+
+def system_path_env():
+    """The environment with sudo's PATH: the runtime, run as a program, finds python3 there."""
+    return dict(os.environ, PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+
+
+def test_runtime_pull_verb(registry, store, layers, tmp_path):
+    name = repo()
+    image = Image(layers["oci"], config=CONFIG)
+    registry.client.push_image(name, "v", image)
+    ref = f"{registry.host}/{name}:v"
+    # run as a program through a link, as `make install` leaves it: the tools are found
+    # beside the link's target
+    link = tmp_path / "bin" / "minicontainer"
+    link.parent.mkdir()
+    link.symlink_to(RUNTIME)
+    r = subprocess.run([str(link), "pull", "-q", ref], capture_output=True, text=True,
+                       cwd="/", timeout=120, env=system_path_env())
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stderr
+    assert mc.find_image(ref, store).pulled_digest == image.digest
+    check_rootfs(merged_view(mc.find_image(ref, store)))
+    out = ok(run_mc("pull", "--store", store, ref))  # again: everything is there already
+    assert out.stdout.strip().splitlines()[-1] == ref
+    assert "Already exists" in out.stdout
+    assert f"{registry.host}/{name}" in run_mc("images").stdout
+
+    # the puller's errors, and the runtime's usage errors, are one line
+    failed(run_mc("pull", f"{registry.host}/{name}:nope"), "not found.*MANIFEST_UNKNOWN")
+    for args in ([], ["--no-such-flag", ref], ["--platform"]):
+        r = run_mc("pull", *args)
+        assert one_line_error(r).startswith("minicontainer: pull: ") and r.returncode == 2
+
+
+def test_runtime_pull_needs_root(tmp_path):
+    def drop():
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+    r = subprocess.run(["/usr/bin/python3", RUNTIME, "pull", "alpine"], capture_output=True,
+                       text=True, preexec_fn=drop, cwd="/", timeout=30)
+    assert one_line_error(r) == "minicontainer: pull needs root (try sudo)"
+    assert r.returncode == 1
+
+
+def test_runtime_without_tools(tmp_path, busybox_rootfs):
+    """A runtime copied alone says how to get the puller, and still runs a rootfs."""
+    alone = tmp_path / "minicontainer.py"
+    shutil.copy2(RUNTIME, alone)
+    assert os.path.isdir(os.path.join(ROOT, "tools"))  # what the copy lacks
+    for cmd in ([str(alone)], [sys.executable, str(alone)]):
+        r = subprocess.run(cmd + ["pull", "alpine"], capture_output=True, text=True,
+                           cwd=str(tmp_path), timeout=30, env=system_path_env())
+        line = one_line_error(r)
+        assert r.returncode == 1
+        assert f"tools/pull.py beside {alone}" in line and "--rootfs" in line, line
+    state = tmp_path / "state"
+    r = subprocess.run([str(alone), "--root", str(state), "run", "--rm", "--rootfs",
+                        busybox_rootfs, "--", "echo", "alone"], capture_output=True,
+                       text=True, timeout=60, env=system_path_env())
+    assert r.returncode == 0 and r.stdout == "alone\n", r.stderr

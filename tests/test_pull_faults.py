@@ -15,6 +15,7 @@ import minicontainer as mc
 from conftest import wait_for
 from fixtures_registry import (PULL, FaultProxy, Image, RegistryClient, RegistryServer, entry,
                                run_pull, store_snapshot, tar_layer)
+from store_writer import StoreWriter
 from test_pull import _pull_fails, failed, ok, repo
 
 pytestmark = pytest.mark.needs_root
@@ -105,7 +106,7 @@ def held_pull(own_registry, store):
             held.append(path)
             return ("hold", HELD)
     proxy.rule = rule
-    mc.ImageStore(store).ensure_layout()
+    StoreWriter(store).ensure_layout()
     before = store_snapshot(store)
     ref = f"{proxy.host}/{name}:v"
     proc = subprocess.Popen([sys.executable, PULL, "--store", store, ref],

@@ -10,16 +10,17 @@ import tarfile
 
 import pytest
 
-import minicontainer as mc
 from conftest import SHARED_DATA
 from fixtures_registry import entry, tar_bytes, tree_snapshot
+import store_writer
 
 ALPINE = os.path.join(SHARED_DATA, "alpine-minirootfs-3.20.3-x86_64.tar.gz")
 
 
 def unpack(entries, dest, compression=None):
     data = tar_bytes(entries)
-    diff_id = mc.unpack_layer(io.BytesIO(gzip.compress(data) if compression else data), dest)
+    diff_id = store_writer.unpack_layer(
+        io.BytesIO(gzip.compress(data) if compression else data), dest)
     import hashlib
     assert diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
     return diff_id
@@ -142,7 +143,7 @@ def test_compressions(rootfs, compression, monkeypatch):
     else:
         blob = data
     import hashlib
-    assert mc.unpack_layer(io.BytesIO(blob), rootfs) == \
+    assert store_writer.unpack_layer(io.BytesIO(blob), rootfs) == \
         "sha256:" + hashlib.sha256(data).hexdigest()
     assert open(os.path.join(rootfs, "hello"), "rb").read() == b"world" * 1000
 
@@ -152,18 +153,18 @@ def test_zstd_without_any_decoder_is_a_clear_error(rootfs, monkeypatch):
                           capture_output=True, check=True).stdout
     monkeypatch.setitem(sys.modules, "compression.zstd", None)
     monkeypatch.setattr("shutil.which", lambda name: None)
-    with pytest.raises(mc.UnpackError, match="zstd"):
-        mc.unpack_layer(io.BytesIO(blob), rootfs)
+    with pytest.raises(store_writer.UnpackError, match="zstd"):
+        store_writer.unpack_layer(io.BytesIO(blob), rootfs)
 
 
 def test_truncated_and_corrupt_gzip(rootfs):
     blob = gzip.compress(tar_bytes([entry("big", data=os.urandom(200000))]))
-    with pytest.raises(mc.UnpackError, match="truncated"):
-        mc.unpack_layer(io.BytesIO(blob[:len(blob) // 2]), rootfs)
+    with pytest.raises(store_writer.UnpackError, match="truncated"):
+        store_writer.unpack_layer(io.BytesIO(blob[:len(blob) // 2]), rootfs)
     bad = bytearray(blob)
     bad[len(bad) // 2] ^= 0xFF
-    with pytest.raises(mc.UnpackError):
-        mc.unpack_layer(io.BytesIO(bytes(bad)), rootfs)
+    with pytest.raises(store_writer.UnpackError):
+        store_writer.unpack_layer(io.BytesIO(bytes(bad)), rootfs)
 
 
 @pytest.mark.skipif(not os.path.exists(ALPINE), reason="no Alpine minirootfs in ../shared/data")
@@ -171,7 +172,7 @@ def test_alpine_matches_gnu_tar(tmp_path):
     ours, theirs = tmp_path / "ours", tmp_path / "tar"
     ours.mkdir()
     theirs.mkdir()
-    mc.unpack_layer(ALPINE, str(ours))
+    store_writer.unpack_layer(ALPINE, str(ours))
     subprocess.run(["tar", "-xzf", ALPINE, "-C", str(theirs), "--numeric-owner",
                     "--xattrs"], check=True)
 
@@ -241,9 +242,9 @@ def test_hostile_layer_is_refused(case, rootfs, outside):
     layers = hostile_layers(outside)[case]
     expected = ("symlinks are never followed" if "symlink" in case else
                 "'\\.\\.'|absolute|whiteout must name|too deep")
-    with pytest.raises(mc.UnpackError, match="refusing entry") as err:
+    with pytest.raises(store_writer.UnpackError, match="refusing entry") as err:
         for i, layer in enumerate(layers):
-            mc.unpack_layer(io.BytesIO(tar_bytes(layer)), rootfs, f"layer {i + 1}")
+            store_writer.unpack_layer(io.BytesIO(tar_bytes(layer)), rootfs, f"layer {i + 1}")
     assert re.search(expected, str(err.value))
     assert tree_snapshot(outside) == before
     assert os.stat(os.path.join(outside, "victim")).st_nlink == 1
@@ -264,7 +265,7 @@ def test_tar_formats_long_names_and_big_ids(rootfs, fmt):
             link = tarfile.TarInfo("l")
             link.type, link.linkname = tarfile.SYMTYPE, "t" * 150
             tar.addfile(link)
-    mc.unpack_layer(io.BytesIO(buf.getvalue()), rootfs)
+    store_writer.unpack_layer(io.BytesIO(buf.getvalue()), rootfs)
     st = os.stat(os.path.join(rootfs, name))
     assert (st.st_size, stat.S_IMODE(st.st_mode), st.st_mtime) == (3, 0o640, 1600000000)
     assert st.st_uid == (3000000 if fmt != tarfile.USTAR_FORMAT else 4000)
@@ -275,7 +276,7 @@ def test_tar_formats_long_names_and_big_ids(rootfs, fmt):
 def test_damaged_tar_is_an_error_not_an_early_end(rootfs):
     data = bytearray(tar_bytes([entry("a", data=b"1" * 600), entry("b", data=b"2")]))
     bad = bytes(data[:1536]) + b"garbage!" + bytes(data[1544:])  # in the second header
-    with pytest.raises(mc.UnpackError, match="checksum"):
-        mc.unpack_layer(io.BytesIO(bad), rootfs)
-    with pytest.raises(mc.UnpackError, match="truncated"):
-        mc.unpack_layer(io.BytesIO(bytes(data[:800])), rootfs)
+    with pytest.raises(store_writer.UnpackError, match="checksum"):
+        store_writer.unpack_layer(io.BytesIO(bad), rootfs)
+    with pytest.raises(store_writer.UnpackError, match="truncated"):
+        store_writer.unpack_layer(io.BytesIO(bytes(data[:800])), rootfs)

@@ -3,8 +3,8 @@
 
     python3 tools/import_image.py [--store DIR] [--cmd CMD] SOURCE NAME[:TAG]
 
-The image is one gzip layer with a config and an OCI manifest, written to the store the same
-way pull.py writes pulled images, so `minicontainer.py run NAME` can run it. The demo uses
+The image is one gzip layer with a config and an OCI manifest, committed to the store by
+store_writer.py as pull.py's images are, so `minicontainer.py run NAME` can run it. The demo uses
 it for its local image when Docker Hub cannot be reached.
 """
 import argparse
@@ -20,8 +20,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import minicontainer as mc  # noqa: E402
+from store_writer import StoreWriter  # noqa: E402
 
-ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+ARCH = mc.OCI_ARCH.get(os.uname().machine, os.uname().machine)
 
 
 def layer_from(source):
@@ -47,7 +48,7 @@ def _numeric(info):
 
 def import_image(source, name, store=None, cmd=("/bin/sh",)):
     ref = mc.parse_reference(name)
-    store = mc.ImageStore(store)
+    store = StoreWriter(store)
     store.ensure_layout()
     layer, tar = layer_from(source)
     layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
@@ -71,14 +72,14 @@ def import_image(source, name, store=None, cmd=("/bin/sh",)):
     with store.lock(False):
         work = tempfile.mkdtemp(prefix="import-", dir=store.tmp_dir)
         try:
-            store.store_layer(io.BytesIO(layer), diff_id, name)
-            for blob_digest, data in ((layer_digest, layer), (config_digest, config),
-                                      (digest, manifest)):
-                if not store.has_blob(blob_digest):
-                    mc.write_file_atomic(store.blob_path(blob_digest), data)
-            store.tag(ref.name, {"mediaType": mc.OCI_MANIFEST, "digest": digest,
-                                 "size": len(manifest),
-                                 "platform": {"os": "linux", "architecture": ARCH}})
+            unpacked = None if store.has_layer(diff_id) else \
+                store.unpack_layer(io.BytesIO(layer), diff_id, name, work)
+            store.commit(ref.name, {"mediaType": mc.OCI_MANIFEST, "digest": digest,
+                                    "size": len(manifest),
+                                    "platform": {"os": "linux", "architecture": ARCH}},
+                         [diff_id], [unpacked],
+                         documents=((layer_digest, layer), (config_digest, config),
+                                    (digest, manifest)))
         finally:
             mc.remove_tree(work)
     return mc.find_image(ref.name, store.path)

@@ -6,8 +6,9 @@
 
 REF is parsed as docker parses it (alpine = docker.io/library/alpine:latest).  Every blob is
 checked against its digest and every layer against the config's diff_ids before anything
-enters the store; the store side (reference parsing, layout, locking, unpacking) lives in
-minicontainer.py so that the runtime reads exactly what this writes.
+enters the store.  Reference parsing and the store's layout are minicontainer.py's, so that
+the runtime reads exactly what this writes; unpacking and committing are store_writer.py's,
+which import_image.py shares.  `minicontainer.py pull` runs this in its own process.
 """
 import argparse
 import base64
@@ -32,6 +33,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import minicontainer as mc  # noqa: E402
+from minicontainer import human_size, platform_string  # noqa: E402
+from store_writer import StoreWriter  # noqa: E402
 
 Error = mc.Error
 
@@ -66,15 +69,11 @@ class PullError(Error):
 
 # ---- platforms ----
 
-ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm",
-                "armel": "arm", "i386": "386", "i686": "386"}
-
-
 def host_platform():
     machine = platform_module.machine().lower()
     if machine.startswith("armv"):
         return ("linux", "arm", "v" + machine[4])
-    return ("linux", ARCH_ALIASES.get(machine, machine), None)
+    return ("linux", mc.OCI_ARCH.get(machine, machine), None)
 
 
 def parse_platform(text):
@@ -82,12 +81,8 @@ def parse_platform(text):
     if len(parts) not in (2, 3) or not all(parts):
         raise PullError(f"invalid platform {text!r}: expected OS/ARCH[/VARIANT], "
                         "e.g. linux/arm64")
-    os_, arch = parts[0], ARCH_ALIASES.get(parts[1], parts[1])
+    os_, arch = parts[0], mc.OCI_ARCH.get(parts[1], parts[1])
     return (os_, arch, parts[2] if len(parts) == 3 else None)
-
-
-def platform_string(p):
-    return "/".join(x for x in p if x)
 
 
 def _variant(arch, variant):
@@ -686,18 +681,11 @@ class Progress:
                 width = 50
                 filled = min(width, int(width * cur / total))
                 bar = "=" * max(filled - 1, 0) + (">" if filled < width else "=")
-                line += f" [{bar:<{width}}] {_size(cur)}/{_size(total)}"
+                line += f" [{bar:<{width}}] {human_size(cur, 4)}/{human_size(total, 4)}"
             out.write(f"\x1b[2K{line}\n")
         out.flush()
         self.drawn = len(self.order)
         self.last = time.monotonic()
-
-
-def _size(n):
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.4g}{unit}"
-        n /= 1000
 
 
 # ---- pull ----
@@ -747,7 +735,7 @@ def check_manifest(doc, name):
     for desc in [config] + layers:
         if not isinstance(desc, dict) or not isinstance(desc.get("digest"), str):
             raise PullError(f"{name}: manifest has a malformed descriptor")
-        if not mc._ref_patterns()["sha256"].match(desc["digest"]):
+        if not mc.ref_patterns()["sha256"].match(desc["digest"]):
             raise PullError(f"{name}: unsupported or malformed digest {desc['digest']!r}")
         if not isinstance(desc.get("size", 0), int) or desc.get("size", 0) < 0:
             raise PullError(f"{name}: manifest has a malformed size")
@@ -765,7 +753,7 @@ def pull(reference, platform=None, store=None, registry_host=None, insecure=Fals
     ref = mc.parse_reference(reference)
     want = parse_platform(platform) if platform else host_platform()
     progress = progress or Progress("quiet")
-    store = mc.ImageStore(store)
+    store = StoreWriter(store)
     host, scheme = registry_host or ref.api_host, None
     if "://" in host:
         scheme, _, host = host.partition("://")
@@ -845,7 +833,7 @@ def _pull_into(store, registry, ref, want, platform, progress):
             def unpack(i, layer, source):
                 path = source.result() if isinstance(source, concurrent.futures.Future) else source
                 key = layer["digest"][7:19]
-                if stop.is_set() or os.path.isdir(store.layer_path(diff_ids[i])):
+                if stop.is_set() or store.has_layer(diff_ids[i]):
                     return None  # stored by an earlier pull of an image that shares it
                 progress.set(key, "Extracting")
                 return store.unpack_layer(path, diff_ids[i], f"{ref.name} layer {i + 1} ({key})",
@@ -857,25 +845,15 @@ def _pull_into(store, registry, ref, want, platform, progress):
             for future in unpacked:  # the first failure, in layer order, is the one told
                 future.result()
 
-            # Commit: blobs, layers, then the name in index.json.  A kill in between leaves
-            # only unreferenced files (each layer directory complete), which rmi collects.
-            for path, blob_digest in downloaded:
-                os.replace(path, store.blob_path(blob_digest))
-            for i, (layer, diff_id, future) in enumerate(zip(layers, diff_ids, unpacked)):
-                if future.result():
-                    store.commit_layer(future.result(), diff_id,
-                                       [store.layer_path(d) for d in diff_ids[:i]])
-                progress.set(layer["digest"][7:19], "Pull complete")
-            for blob_digest, data in ((manifest["config"]["digest"], config_bytes),
-                                      (digest, manifest_bytes)):
-                if not store.has_blob(blob_digest):
-                    mc.write_file_atomic(store.blob_path(blob_digest), data)
             plat = {"os": have[0], "architecture": have[1], "variant": have[2]}
             descriptor = {"mediaType": mc.OCI_MANIFEST, "digest": digest,
                           "size": len(manifest_bytes),
                           "platform": {k: v for k, v in plat.items() if v},
                           "annotations": {mc.ANNOTATION_PULLED_DIGEST: pulled}}
-            store.tag(ref.name, descriptor)
+            store.commit(ref.name, descriptor, diff_ids, [f.result() for f in unpacked],
+                         downloaded, ((config_desc["digest"], config_bytes),
+                                      (digest, manifest_bytes)),
+                         lambda i: progress.set(layers[i]["digest"][7:19], "Pull complete"))
         except BaseException:  # an error, or Ctrl-C in the main thread: the others stop too
             stop.set()
             registry.http.cancel()
@@ -888,8 +866,8 @@ def _pull_into(store, registry, ref, want, platform, progress):
         progress.say(f"Status: Downloaded image for {ref.name}")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="pull.py", description=__doc__.split("\n\n")[0])
+def parser(prog="pull.py"):
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("--platform", help="OS/ARCH[/VARIANT] to pull (default: this machine's)")
     ap.add_argument("--store", help="image store directory (default: $MINICONTAINER_STORE or "
                     "images/ beside minicontainer.py)")
@@ -900,7 +878,15 @@ def main(argv=None):
     ap.add_argument("--insecure", action="store_true",
                     help="speak plain http (always done for registries on loopback)")
     ap.add_argument("reference", metavar="REF")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    return run(parser().parse_args(argv))
+
+
+def run(args):
+    """Pull as the command line asked (args from parser()); the exit status."""
     mode = "quiet" if args.quiet else "tty" if sys.stdout.isatty() else "lines"
     try:
         image = pull(args.reference, args.platform, args.store, args.registry, args.insecure,

@@ -1,0 +1,841 @@
+"""The image store's writing: unpacking layers and committing images, for pull.py and
+import_image.py.
+
+The runtime (minicontainer.py) reads the store: it finds an image, its layers, and makes a
+rootfs of them; it never writes one.  Everything an image brings into the store goes
+through StoreWriter.commit, in the one order that keeps the store consistent at every
+instant (blobs, layers, then config and manifest, then the name in index.json): a killed
+pull leaves at most unreferenced files, which the next rmi collects.  See images/README.md
+for the layout.
+"""
+import errno
+import hashlib
+import io
+import json
+import os
+import queue
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import zlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import minicontainer as mc  # noqa: E402
+
+
+class StoreWriter(mc.ImageStore):
+    """The store, with what pull and import write into it.  Hold store.lock(False) (shared)
+    from the first file written to the commit: rmi, holding it exclusive, then never
+    collects what is not yet referenced."""
+
+    def __init__(self, path=None):
+        super().__init__(path)
+        self._implicit = {}  # unpacked layer -> its implicit directories, for commit_layer
+
+    def ensure_layout(self):
+        for d in ("blobs/sha256", "layers", "tmp"):
+            os.makedirs(os.path.join(self.path, d), exist_ok=True)
+        layout, index = os.path.join(self.path, "oci-layout"), os.path.join(self.path, "index.json")
+        if not os.path.exists(layout):
+            mc.write_file_atomic(layout, b'{"imageLayoutVersion": "1.0.0"}\n')
+        if not os.path.exists(index):
+            mc.write_file_atomic(index, json.dumps({"schemaVersion": 2, "mediaType": mc.OCI_INDEX,
+                                                    "manifests": []}, indent=2).encode() + b"\n")
+
+    def has_blob(self, digest):
+        return os.path.isfile(self.blob_path(digest))
+
+    def has_layer(self, diff_id):
+        return os.path.isdir(self.layer_path(diff_id))
+
+    def unpack_layer(self, src, diff_id, layer_name, work):
+        """Unpack a layer (a blob path or file object) in overlay form into a new directory
+        under work (a directory of tmp/), check it against diff_id and return the directory,
+        for commit once every layer of the image is ready."""
+        self.layer_path(diff_id)  # a malformed diff_id fails before any work
+        dest = tempfile.mkdtemp(prefix="layer-", dir=work)
+        os.chmod(dest, 0o755)
+        implicit = []
+        got = unpack_layer(src, dest, layer_name, overlay=True, implicit=implicit)
+        if got != diff_id:
+            raise UnpackError(f"{layer_name}: uncompressed content does not match the "
+                              "config's diff_id")
+        self._implicit[dest] = implicit
+        return dest
+
+    def commit_layer(self, path, diff_id, lower=()):
+        """Rename an unpacked layer into layers/: a layer directory is complete or absent,
+        and of two pulls storing the same layer at once the first rename wins.
+
+        lower: the layer directories below it in the image being stored.  A directory the
+        layer has only because it holds entries (a tar without the parent's own entry) takes
+        their owner, mode and times: in an overlay the topmost layer's directory decides
+        them, and a flat unpack would have kept the lower one's."""
+        for parts in self._implicit.pop(path, ()):
+            below = mc.layers_lookup(list(lower), "/".join(parts)) if parts else \
+                (lower[-1] if lower else None)
+            if below and os.path.isdir(below) and not os.path.islink(below):
+                st = os.lstat(below)
+                target = os.path.join(path, *parts)
+                os.chown(target, st.st_uid, st.st_gid)
+                os.chmod(target, st.st_mode & 0o7777)
+                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        final = self.layer_path(diff_id)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        try:
+            os.rename(path, final)
+        except OSError:
+            if not os.path.isdir(final):  # else a concurrent pull stored it first
+                raise
+            mc.remove_tree(path)
+        return final
+
+    def tag(self, name, descriptor):
+        """Point name at descriptor (a manifest descriptor), replacing what it named before."""
+        desc = dict(descriptor)
+        desc["annotations"] = {**(desc.get("annotations") or {}),
+                               mc.ANNOTATION_REF_NAME: name}
+
+        def change(index):
+            index["manifests"] = [
+                d for d in index["manifests"]
+                if (d.get("annotations") or {}).get(mc.ANNOTATION_REF_NAME) != name]
+            index["manifests"].append(desc)
+        self.update_index(change)
+
+    def commit(self, name, descriptor, diff_ids, unpacked, downloaded=(), documents=(),
+               layer_done=None):
+        """Store an image whose pieces are ready, in the order that keeps the store
+        consistent: blobs, layers, then config and manifest, then name in index.json.  A kill
+        in between leaves only unreferenced files (each layer directory complete), which rmi
+        collects.
+
+        diff_ids: the image's layers, bottom first; unpacked: for each, the directory
+        unpack_layer made, or None when the layer was in the store already; downloaded:
+        (file, digest) of the blobs fetched into a work directory; documents: (digest,
+        bytes) of the blobs held in memory, the config and the manifest (and an imported
+        layer); descriptor: the manifest's, for index.json.  layer_done(i) is called as
+        layer i is stored."""
+        for path, digest in downloaded:
+            os.replace(path, self.blob_path(digest))
+        for i, (diff_id, path) in enumerate(zip(diff_ids, unpacked)):
+            if path:
+                self.commit_layer(path, diff_id, [self.layer_path(d) for d in diff_ids[:i]])
+            if layer_done:
+                layer_done(i)
+        for digest, data in documents:
+            if not self.has_blob(digest):
+                mc.write_file_atomic(self.blob_path(digest), data)
+        self.tag(name, descriptor)
+
+
+# ---- unpacking layers ----
+# Every path is resolved from a directory fd of the rootfs, one component at a time with
+# O_NOFOLLOW, and every object is created with *at() calls relative to its parent's fd, so no
+# entry can reach outside the rootfs: '..' and absolute names are refused, and a symlink met
+# as a parent component is an error, whoever planted it.  Existing files are unlinked before
+# they are replaced, never opened for writing, so a hardlink can't redirect a write either.
+
+class UnpackError(mc.Error):
+    pass
+
+
+_GZIP, _ZSTD, _BZIP2, _XZ = b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00"
+
+
+class _ZlibReader:
+    """Decompress a (possibly multi-member) gzip stream in big chunks."""
+
+    def __init__(self, raw):
+        self._zlib, self.raw = zlib, raw
+        self.d = zlib.decompressobj(31)
+        self.buf, self.pos = b"", 0
+
+    def _more(self):
+        d = self.d
+        while True:
+            if d.unconsumed_tail:
+                out = d.decompress(d.unconsumed_tail, 1 << 22)
+            elif d.eof:
+                rest = d.unused_data or self.raw.read(1 << 18)
+                if not rest.strip(b"\0"):
+                    return b""  # end, or zero padding after the last member
+                d = self.d = self._zlib.decompressobj(31)
+                out = d.decompress(rest, 1 << 22)
+            else:
+                chunk = self.raw.read(1 << 18)
+                if not chunk:
+                    raise UnpackError("compressed layer is truncated")
+                out = d.decompress(chunk, 1 << 22)  # bounded: a zip bomb can't fill memory
+            if out:
+                return out
+
+    def read(self, n=-1):
+        if self.pos >= len(self.buf):
+            self.buf, self.pos = self._more(), 0
+        if n is None or n < 0 or (self.pos == 0 and n >= len(self.buf)):
+            data, self.buf, self.pos = self.buf[self.pos:], b"", 0
+            return data
+        data = self.buf[self.pos:self.pos + n]
+        self.pos += len(data)
+        return data
+
+
+class _ProcessReader:
+    """Decompress through an external program (zstd -dc) when no Python module can."""
+
+    def __init__(self, argv, raw):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)
+
+        def feed():
+            try:
+                while chunk := raw.read(1 << 20):
+                    self.proc.stdin.write(chunk)
+            except (BrokenPipeError, ValueError):
+                pass
+            finally:
+                try:
+                    self.proc.stdin.close()
+                except OSError:
+                    pass
+        self.feeder = threading.Thread(target=feed, daemon=True)
+        self.feeder.start()
+
+    def read(self, n=-1):
+        data = self.proc.stdout.read1(n if n and n > 0 else 1 << 20)
+        if not data and self.proc.wait() != 0:
+            raise UnpackError("zstd could not decompress the layer")
+        return data
+
+    def close(self):
+        self.proc.stdout.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.feeder.join()
+
+
+def _zstd_reader(raw):
+    try:
+        from compression import zstd  # Python 3.14+
+        return zstd.ZstdFile(raw)
+    except ImportError:
+        pass
+    # The runtime takes nothing from outside the standard library: before 3.14, the program.
+    if shutil.which("zstd"):
+        return _ProcessReader(["zstd", "-dcq"], raw)
+    raise UnpackError("layer is zstd-compressed, but this Python has no compression.zstd "
+                      "(3.14+) and there is no zstd program (apt install zstd)")
+
+
+def open_layer(raw):
+    """A reader of the uncompressed tar in the binary file raw (gzip, zstd, bzip2, xz, plain)."""
+    if not hasattr(raw, "peek"):
+        raw = io.BufferedReader(raw, 1 << 20)
+    magic = raw.peek(6)[:6]
+    if magic.startswith(_GZIP):
+        return _ZlibReader(raw)
+    if magic.startswith(_ZSTD):
+        return _zstd_reader(raw)
+    if magic.startswith(_BZIP2):
+        import bz2
+        return bz2.BZ2File(raw)
+    if magic.startswith(_XZ):
+        import lzma
+        return lzma.LZMAFile(raw)
+    return raw
+
+
+class _Prefetcher:
+    """Decompress and hash in a thread: zlib, zstd and hashlib release the GIL, so this runs
+    on another core while the caller creates files, as tar -z does with a gzip process."""
+
+    def __init__(self, stream):
+        self.queue, self.full = queue.Queue(maxsize=8), queue.Full
+        self.sha = hashlib.sha256()
+        self.stopping = threading.Event()
+        self.buf, self.pos, self.done = b"", 0, False
+        self.thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _run(self, stream):
+        try:
+            while not self.stopping.is_set():
+                data = stream.read(1 << 20)
+                self.sha.update(data)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as e:  # handed to the reader, which raises it
+            self._put(e)
+
+    def _put(self, item):
+        while not self.stopping.is_set():
+            try:
+                return self.queue.put(item, timeout=0.1)
+            except self.full:
+                pass
+
+    def read(self, n):
+        if self.pos >= len(self.buf):
+            if self.done:
+                return b""
+            item = self.queue.get()
+            if isinstance(item, BaseException):
+                self.done = True
+                raise item
+            if not item:
+                self.done = True
+                return b""
+            self.buf, self.pos = item, 0
+        data = self.buf[self.pos:self.pos + n]
+        self.pos += len(data)
+        return data
+
+    def close(self):
+        self.stopping.set()
+        self.thread.join()
+
+
+def _tar_reader(stream):
+    """A forward-only reader over the decompressed stream: reads are buffered in C, seek
+    only skips ahead, and every byte is hashed once (in the prefetch thread)."""
+
+    class Raw(io.RawIOBase):
+        def __init__(self):
+            self.prefetch = _Prefetcher(stream)
+            self.sha = self.prefetch.sha
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            data = self.prefetch.read(len(b))
+            n = len(data)
+            b[:n] = data
+            return n
+
+    class Forward:
+        def __init__(self):
+            self.raw = Raw()
+            self.buf = io.BufferedReader(self.raw, 1 << 20)
+            self.pos = 0
+
+        def read(self, n=-1):
+            data = self.buf.read(n)
+            self.pos += len(data)
+            return data
+
+        def tell(self):
+            return self.pos
+
+        def seek(self, offset, whence=0):
+            if whence == 1:
+                offset += self.pos
+            if whence == 2 or offset < self.pos:
+                raise io.UnsupportedOperation("layer streams only seek forward")
+            while self.pos < offset:
+                if not self.read(min(offset - self.pos, 1 << 20)):
+                    break
+            return self.pos
+
+        def drain(self):
+            while self.read(1 << 20):
+                pass
+            return "sha256:" + self.raw.sha.hexdigest()
+
+        def close(self):
+            self.raw.prefetch.close()
+
+    return Forward()
+
+
+class _Unpacker:
+    MAX_CACHED_DIRS = 128
+
+    def __init__(self, root_fd, layer_name, same_owner, overlay=False):
+        self.os, self.root_fd, self.layer = os, root_fd, layer_name
+        self.same_owner = same_owner
+        # overlay: the layer alone, in its own directory, whiteouts kept in overlayfs's form
+        # (0/0 character devices, the opaque xattr) for the kernel to apply when it merges.
+        self.overlay = overlay
+        self.whiteouts = set()      # path tuples holding a whiteout device (overlay form)
+        self.implicit = set()       # directories made for an entry below them, not by one
+        self.dirs = {(): root_fd}   # dir fds by path tuple, each opened with O_NOFOLLOW
+        self.retired = []           # evicted fds, closed once no caller can hold them
+        self.created = set()        # path tuples this layer made (whiteouts spare them)
+        self.dir_times = []         # (path tuple, mtime, mode) applied at the end
+        self.warned = set()
+
+    def fail(self, name, why):
+        raise UnpackError(f"{self.layer}: refusing entry {name!r}: {why}")
+
+    def reap(self):
+        for fd in self.retired:
+            self.os.close(fd)
+        self.retired = []
+
+    def close(self):
+        self.retired += [fd for key, fd in self.dirs.items() if key]
+        self.dirs = {(): self.root_fd}
+        self.reap()
+
+    def split(self, name, what="path", entry_name=None):
+        if name.startswith("/"):
+            self.fail(entry_name or name, f"absolute {what} {name!r}")
+        parts = tuple(p for p in name.split("/") if p not in ("", "."))
+        if ".." in parts:
+            self.fail(entry_name or name, f"'..' in {what} {name!r}")
+        if "\0" in name or len(parts) > 256:
+            self.fail(entry_name or name, f"unusable {what} (a NUL byte, or too deep)")
+        return parts
+
+    def dir_fd(self, parts, name, create=True):
+        """fd of the directory parts (a path tuple), resolved without following symlinks;
+        missing directories are made (as tar does) unless create is false (then None)."""
+        fd = self.dirs.get(parts)
+        if fd is not None:
+            return fd
+        parent = self.dir_fd(parts[:-1], name, create)
+        if parent is None:
+            return None
+        os = self.os
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(parts[-1], flags, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                return None
+            os.mkdir(parts[-1], 0o755, dir_fd=parent)
+            self.created.add(parts)
+            self.implicit.add(parts)
+            fd = os.open(parts[-1], flags, dir_fd=parent)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    self.fail(name, f"{'/'.join(parts)} is a symlink, and symlinks are never "
+                              "followed while unpacking")
+                self.fail(name, f"{'/'.join(parts)} is not a directory")
+            raise
+        if len(self.dirs) >= self.MAX_CACHED_DIRS:
+            self.retired += [f for key, f in self.dirs.items() if key and key != parts[:-1]]
+            self.dirs = {(): self.root_fd, parts[:-1]: parent}
+        self.dirs[parts] = fd
+        return fd
+
+    def forget(self, parts):
+        """Drop cached fds of parts and below: that tree is being removed."""
+        n = len(parts)
+        for key in [k for k in self.dirs if k[:n] == parts]:
+            self.retired.append(self.dirs.pop(key))
+
+    def remove(self, parent_fd, parts):
+        """Remove whatever is at parts (in parent_fd) without following symlinks."""
+        os = self.os
+        try:
+            st = os.stat(parts[-1], dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self.forget(parts)
+            shutil.rmtree(parts[-1], dir_fd=parent_fd)  # fd-based, never follows symlinks
+        else:
+            os.unlink(parts[-1], dir_fd=parent_fd)
+
+    def whiteout(self, member, parts):
+        base = parts[-1]
+        if base.startswith(".wh..wh.") and base != ".wh..wh..opq":
+            return  # aufs bookkeeping (.wh..wh.plnk etc.), meaningless here
+        target = base[4:]
+        if base != ".wh..wh..opq" and target in ("", ".", ".."):
+            self.fail(member.name, "a whiteout must name a file in its directory")
+        if self.overlay:
+            self.overlay_whiteout(member, parts, target)
+            return
+        parent = self.dir_fd(parts[:-1], member.name, create=False)
+        if parent is None:
+            return  # nothing below to hide
+        if base == ".wh..wh..opq":
+            self.clear_lower(parent, parts[:-1])
+        elif parts[:-1] + (target,) not in self.created:  # hides lower layers only
+            self.remove(parent, parts[:-1] + (target,))
+
+    def overlay_whiteout(self, member, parts, target):
+        os = self.os
+        parent = self.dir_fd(parts[:-1], member.name)  # the whiteout must sit where it hides
+        if parts[-1] == ".wh..wh..opq":
+            self.opaque(parent, member.name)
+            return
+        where = parts[:-1] + (target,)
+        if where in self.created:
+            return  # as in a flat unpack: a whiteout hides lower layers only
+        self.remove(parent, where)
+        try:
+            os.mknod(target, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)
+        except PermissionError:
+            self.fail(member.name, "storing a whiteout needs root (mknod of a 0/0 device)")
+        self.whiteouts.add(where)
+
+    def opaque(self, fd, name):
+        try:
+            self.os.setxattr(fd, "trusted.overlay.opaque", b"y")
+        except OSError as e:
+            self.fail(name, f"cannot mark an opaque directory ({e.strerror}): the "
+                      "trusted.overlay.opaque xattr needs root and a filesystem with xattrs")
+
+    def clear_lower(self, fd, parts):
+        """Opaque directory: remove what lower layers put under parts."""
+        os = self.os
+        for entry in os.scandir(fd):
+            sub = parts + (entry.name,)
+            if sub not in self.created:
+                self.remove(fd, sub)
+            elif entry.is_dir(follow_symlinks=False):
+                subfd = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW |
+                                os.O_CLOEXEC, dir_fd=fd)
+                try:
+                    self.clear_lower(subfd, sub)
+                finally:
+                    os.close(subfd)
+
+    def own(self, member, fd=None, name=None, parent=None, mode=True):
+        """Owner, then mode (chown clears setuid/setgid), of an fd or of name in parent."""
+        os = self.os
+        if fd is not None:
+            if self.same_owner:
+                os.fchown(fd, member.uid, member.gid)
+            if mode:
+                os.fchmod(fd, member.mode & 0o7777)
+        else:
+            if self.same_owner:
+                os.chown(name, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+            if mode:
+                os.chmod(name, member.mode & 0o7777, dir_fd=parent)
+
+    def xattrs(self, fd, member):
+        os = self.os
+        for key, value in member.pax_headers.items():
+            if not key.startswith("SCHILY.xattr."):
+                continue
+            if key[13:].startswith(("trusted.overlay.", "user.overlay.")):
+                # overlayfs would obey them (redirects, opaque, metacopy): only whiteout
+                # entries of the tar may say what is hidden.
+                self.warn(key, f"ignoring xattr {key[13:]} on {member.name}")
+                continue
+            try:
+                os.setxattr(fd, key[13:], value.encode("utf-8", "surrogateescape"))
+            except OSError as e:
+                if e.errno not in (errno.ENOTSUP, errno.EPERM, errno.EOPNOTSUPP):
+                    raise
+                self.warn(key, f"cannot set xattr {key[13:]} on {member.name}: {e.strerror}")
+
+    def warn(self, key, message):
+        if key not in self.warned:
+            self.warned.add(key)
+            print(f"warning: {self.layer}: {message}", file=sys.stderr)
+
+    def entry(self, reader, member):
+        os = self.os
+        self.reap()
+        name = member.name
+        parts = self.split(name)
+        if not parts:
+            if not member.isdir():
+                self.fail(name, "the root must be a directory")
+            self.implicit.add(None)  # None: the root was given
+            self.own(member, fd=self.root_fd)
+            self.dir_times.append(((), int(member.mtime * 1_000_000_000), member.mode & 0o7777))
+            return
+        if parts[-1].startswith(".wh."):
+            self.whiteout(member, parts)
+            return
+        parent = self.dir_fd(parts[:-1], name)
+        base = parts[-1]
+        mtime_ns = int(member.mtime * 1_000_000_000) if member.mtime else 0
+        if member.isdir():
+            try:
+                if not stat.S_ISDIR(os.stat(base, dir_fd=parent, follow_symlinks=False).st_mode):
+                    self.remove(parent, parts)
+                    raise FileNotFoundError
+            except FileNotFoundError:
+                os.mkdir(base, 0o700, dir_fd=parent)
+            fd = self.dir_fd(parts, name)
+            self.implicit.discard(parts)
+            if parts in self.whiteouts:
+                # A directory replacing what this layer whited out starts empty, as it does
+                # in a flat unpack: overlayfs would merge the lower one in unless opaque.
+                self.whiteouts.discard(parts)
+                self.opaque(fd, name)
+            self.own(member, fd=fd, mode=False)
+            # Unprivileged, a read-only directory could not be filled: its mode comes last.
+            os.fchmod(fd, member.mode & 0o7777 | (0 if self.same_owner else 0o700))
+            self.xattrs(fd, member)
+            self.dir_times.append((parts, mtime_ns, member.mode & 0o7777))
+        elif member.isreg():
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                fd = os.open(base, flags, 0o600, dir_fd=parent)
+            except FileExistsError:
+                self.remove(parent, parts)
+                fd = os.open(base, flags, 0o600, dir_fd=parent)
+            try:
+                reader.seek(member.offset_data)
+                left = member.size
+                while left > 0:
+                    chunk = reader.read(min(left, 1 << 20))
+                    if not chunk:
+                        raise UnpackError(f"{self.layer}: layer is truncated (in {name!r})")
+                    _write_all(fd, chunk)
+                    left -= len(chunk)
+                self.own(member, fd=fd)
+                self.xattrs(fd, member)
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+        elif member.issym():
+            try:
+                os.symlink(member.linkname, base, dir_fd=parent)
+            except FileExistsError:
+                self.remove(parent, parts)
+                os.symlink(member.linkname, base, dir_fd=parent)
+            self.own(member, name=base, parent=parent, mode=False)
+            os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+        elif member.islnk():
+            target = self.split(member.linkname, "hardlink target", name)
+            if not target or target == parts:
+                self.fail(name, f"bad hardlink target {member.linkname!r}")
+            tparent = self.dir_fd(target[:-1], name, create=False)
+            if tparent is None:
+                self.fail(name, f"hardlink target {member.linkname!r} does not exist")
+            self.remove(parent, parts)
+            try:
+                # linkat without AT_SYMLINK_FOLLOW: links the entry itself, never through it
+                os.link(target[-1], base, src_dir_fd=tparent, dst_dir_fd=parent,
+                        follow_symlinks=False)
+            except FileNotFoundError:
+                self.fail(name, f"hardlink target {member.linkname!r} does not exist")
+            except PermissionError:
+                self.fail(name, f"cannot hardlink to {member.linkname!r} (a directory?)")
+        elif member.ischr() or member.isblk() or member.isfifo():
+            self.remove(parent, parts)
+            try:
+                if member.isfifo():
+                    os.mkfifo(base, 0o600, dir_fd=parent)
+                else:
+                    kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+                    os.mknod(base, kind | 0o600, os.makedev(member.devmajor, member.devminor),
+                             dir_fd=parent)
+            except PermissionError:
+                self.warn("mknod", f"cannot create device {name} (not root); skipping devices")
+                return
+            self.own(member, name=base, parent=parent)
+            os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+        else:
+            return  # other tar types (volume labels, ...) make no file
+        self.created.add(parts)
+
+    def finish(self):
+        """Directory mtimes (and unprivileged, modes) last: filling them changed them."""
+        os = self.os
+        for parts, mtime_ns, mode in reversed(self.dir_times):
+            self.reap()
+            try:
+                fd = self.dir_fd(parts, "/".join(parts), create=False)
+            except UnpackError:
+                continue  # replaced by a symlink later in the layer
+            if fd is None:
+                continue
+            if not self.same_owner:
+                os.fchmod(fd, mode)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+
+class _Member:
+    """A tar header, with the parts of tarfile.TarInfo's interface that unpacking uses."""
+    __slots__ = ("name", "linkname", "type", "mode", "uid", "gid", "size", "mtime",
+                 "devmajor", "devminor", "pax_headers", "offset_data")
+
+    def isreg(self):
+        return self.type in b"07\0"
+
+    def isdir(self):
+        return self.type == b"5"
+
+    def issym(self):
+        return self.type == b"2"
+
+    def islnk(self):
+        return self.type == b"1"
+
+    def ischr(self):
+        return self.type == b"3"
+
+    def isblk(self):
+        return self.type == b"4"
+
+    def isfifo(self):
+        return self.type == b"6"
+
+
+def _tar_members(reader, layer_name):
+    """Parse tar headers (ustar, GNU long names, pax) from reader, yielding _Member objects
+    whose data the caller may read or leave: the next header is found by seeking past it.
+    tarfile does the same but slower, and it takes a damaged header for the archive's end."""
+    def bad(why):
+        return UnpackError(f"{layer_name}: not a valid tar archive: {why}")
+
+    def number(field):
+        if field[:1] in (b"\x80", b"\xff"):  # base-256, for values octal can't hold
+            value = int.from_bytes(field[1:], "big")
+            return value - 256 ** (len(field) - 1) if field[0] == 0xFF else value
+        field = field.rstrip(b" \0")
+        try:
+            return int(field, 8) if field else 0
+        except ValueError:
+            raise bad(f"bad number field {field[:20]!r}") from None
+
+    def text(field):
+        return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+    def data(size):
+        raw = reader.read(size)
+        if len(raw) < size:
+            raise UnpackError(f"{layer_name}: layer is truncated")
+        reader.seek(reader.tell() + (-size % 512))
+        return raw
+
+    def pax(raw):
+        records, i = {}, 0
+        while i < len(raw):
+            space = raw.find(b" ", i)
+            if space < 0:
+                raise bad("malformed pax header")
+            length = int(raw[i:space])
+            key, _, value = raw[space + 1:i + length - 1].partition(b"=")
+            if length <= 0:
+                raise bad("malformed pax header")
+            records[key.decode("utf-8", "surrogateescape")] = \
+                value.decode("utf-8", "surrogateescape")
+            i += length
+        return records
+
+    global_pax, pax_next, long_name, long_link = {}, {}, None, None
+    while True:
+        header = reader.read(512)
+        if len(header) < 512:
+            if not header:
+                return  # no end-of-archive blocks: tolerated, as GNU tar does
+            raise UnpackError(f"{layer_name}: layer is truncated")
+        if header == bytes(512):
+            return  # end of archive; what follows is padding
+        stored = number(header[148:156])
+        unsigned = sum(header) - sum(header[148:156]) + 256
+        if stored != unsigned and stored != unsigned - 256 * sum(b > 127 for b in header):
+            raise bad("header checksum mismatch")  # (the second: old tars summed signed)
+        kind = header[156:157]
+        size = number(header[124:136])
+        if size < 0:
+            raise bad("negative size")
+        if kind in (b"x", b"g"):
+            records = pax(data(size))
+            (global_pax if kind == b"g" else pax_next).update(records)
+            continue
+        if kind in (b"L", b"K"):
+            value = text(data(size))
+            if kind == b"L":
+                long_name = value
+            else:
+                long_link = value
+            continue
+        if kind == b"S" or "GNU.sparse.map" in pax_next or "GNU.sparse.size" in pax_next:
+            raise bad("sparse files are not supported")
+        m = _Member()
+        name = text(header[0:100])
+        if kind == b"\0" and name.endswith("/"):
+            kind = b"5"  # pre-POSIX tars marked directories so
+        m.type = kind
+        if header[257:263] == b"ustar\0" and header[345:346] != b"\0":
+            name = text(header[345:500]) + "/" + name
+        headers = {**global_pax, **pax_next}
+        m.name = headers.get("path", long_name if long_name is not None else name)
+        m.linkname = headers.get("linkpath",
+                                 long_link if long_link is not None else text(header[157:257]))
+        m.mode = number(header[100:108])
+        m.uid = int(headers["uid"]) if "uid" in headers else number(header[108:116])
+        m.gid = int(headers["gid"]) if "gid" in headers else number(header[116:124])
+        m.size = int(headers["size"]) if "size" in headers else size
+        m.mtime = float(headers["mtime"]) if "mtime" in headers else number(header[136:148])
+        m.devmajor, m.devminor = number(header[329:337]), number(header[337:345])
+        m.pax_headers = headers
+        m.offset_data = reader.tell()
+        pax_next, long_name, long_link = {}, None, None
+        if not m.isreg():
+            m.size = 0 if kind in b"123456" else m.size
+        yield m
+        reader.seek(m.offset_data + m.size + (-m.size % 512))
+
+
+def _write_all(fd, data):
+    n = os.write(fd, data)
+    if n < len(data):
+        view = memoryview(data)[n:]
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False, implicit=None):
+    """Apply one layer (a path or a binary file object: gzip, zstd, bzip2, xz or plain tar)
+    onto the existing directory dest, whiteouts included, and return the sha256 digest of the
+    uncompressed tar (the layer's diff_id, for the caller to check).  A hostile or broken
+    layer raises UnpackError and leaves dest half-written: the caller discards it.
+
+    overlay: dest is the layer's own empty directory, and whiteouts are stored in overlayfs's
+    form instead of applied, so that an overlay mount of such directories (or copy_layers)
+    gives the same tree as applying the layers in order onto one directory.  implicit, a
+    list, gets the directories the layer has without an entry of their own (path tuples;
+    () for the root): their owner and mode must come from the layers below."""
+    if same_owner is None:
+        same_owner = os.geteuid() == 0
+    own = isinstance(src, (str, bytes, os.PathLike))
+    raw = open(src, "rb") if own else src
+    stream = reader = None
+    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    unpacker = _Unpacker(root_fd, layer_name, same_owner, overlay)
+    try:
+        stream = open_layer(raw)
+        reader = _tar_reader(stream)
+        for member in _tar_members(reader, layer_name):
+            unpacker.entry(reader, member)
+        unpacker.finish()
+        if implicit is not None:
+            implicit.extend(sorted(p for p in unpacker.implicit if p is not None))
+            if None not in unpacker.implicit:
+                implicit.insert(0, ())
+        return reader.drain()
+    except zlib.error as e:
+        raise UnpackError(f"{layer_name}: corrupt gzip data ({e})") from None
+    except UnpackError:
+        raise
+    except Exception as e:
+        if type(e).__name__ == "ZstdError":
+            raise UnpackError(f"{layer_name}: corrupt zstd data ({e})") from None
+        if isinstance(e, (OSError, ValueError, EOFError)):  # ENOSPC, a bad bzip2 stream, ...
+            raise UnpackError(f"{layer_name}: {e}") from None
+        raise
+    finally:
+        if reader is not None:
+            reader.close()
+        unpacker.close()
+        os.close(root_fd)
+        if isinstance(stream, _ProcessReader):
+            stream.close()
+        if own:
+            raw.close()
