@@ -7299,6 +7299,10 @@ def _read_json_arg(path, what):
 
 
 def cmd_exec(a, g):
+    for flag, value in (("--apparmor", a.apparmor), ("--process-label", a.process_label)):
+        if value:  # was parsed and ignored: the process would run unconfined
+            raise Error("exec %s: not supported by minicontainer (no AppArmor or SELinux "
+                        "here)" % flag)
     c = Container.load(a.id, g.root)
     if a.process:
         process = _read_json_arg(a.process, "--process")
@@ -7633,8 +7637,8 @@ def _parser(only=None):
     x.add_argument("-c", "--cap", action="append", default=[])
     x.add_argument("--no-new-privs", action="store_true")
     x.add_argument("--preserve-fds", type=_count, default=0)
-    for ignored in ("--apparmor", "--process-label"):
-        x.add_argument(ignored, help=argparse.SUPPRESS)
+    for refused in ("--apparmor", "--process-label"):  # runc's; no LSM here (see features)
+        x.add_argument(refused, help=argparse.SUPPRESS)
     x.add_argument("id", metavar="ID")
     x.add_argument("args", nargs=argparse.REMAINDER)
     u = cmd("update", cmd_update, "change a running container's resource limits")

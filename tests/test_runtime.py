@@ -288,7 +288,7 @@ def test_sysctl_and_oom_score_adj_flags(run):
                  "/proc/sys/net/ipv4/ip_forward", "--oom-score-adj", "345",
                  "--sysctl", "kernel.shmmax=123456789", "--sysctl", "net.ipv4.ip_forward=1"))
     assert out.split() == ["345", "123456789", "1"]
-    assert ok(run("cat /proc/self/oom_score_adj", "--oom-score-adj", "1000")) == "1000"
+    assert ok(run("cat /proc/self/oom_score_adj", "--oom-score-adj", "1000")).strip() == "1000"
 
 
 # ---- process: env, cwd, exit codes, signals ----
