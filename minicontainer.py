@@ -746,6 +746,12 @@ def check_config(config, where="config.json"):
     if linux.get("rootfsPropagation", "private") not in PROPAGATION:
         raise Error("%s: linux.rootfsPropagation: unknown value %r"
                     % (where, linux["rootfsPropagation"]))
+    if not -1000 <= process.get("oomScoreAdj", 0) <= 1000:
+        raise Error("%s: process.oomScoreAdj: must be from -1000 to 1000" % where)
+    try:
+        check_sysctl(config)
+    except Error as e:
+        raise Error("%s: %s" % (where, e)) from None
     return config
 
 
@@ -1057,10 +1063,7 @@ class Cgroup:
         zeros for what an update does not change)."""
         resources = resources or {}
         steps = self.plan(resources)
-        rules = device_rules(resources)
-        if rules and not self.unified:
-            self._where("devices")
-            check_v1_device_rules(rules)
+        rules = self._plan_devices(resources)
         done = []
         try:
             for step in steps:
@@ -1073,15 +1076,28 @@ class Cgroup:
                     pass
             raise
         if rules:
-            if self.unified:
-                bpf_attach_device_filter(self.v2, rules)
-            else:
-                for allow, kind, major, minor, access in rules:
-                    rule = "%s %s:%s %s" % (kind, "*" if major is None or major < 0 else major,
-                                            "*" if minor is None or minor < 0 else minor, access)
-                    self._write_step([(os.path.join(self.v1["devices"], "devices.allow"
-                                                    if allow else "devices.deny"),
-                                       "a" if kind == "a" and allow is False else rule, False)])
+            self._write_devices(rules)
+
+    def _plan_devices(self, resources):
+        """linux.resources.devices as rules, checked before anything is written: a v1 list
+        the kernel would silently take otherwise is refused."""
+        rules = device_rules(resources)
+        if rules and not self.unified:
+            self._where("devices")
+            check_v1_device_rules(rules)
+        return rules
+
+    def _write_devices(self, rules):
+        """v2 has no devices controller: a BPF program attached to the cgroup decides."""
+        if self.unified:
+            bpf_attach_device_filter(self.v2, rules)
+            return
+        for allow, kind, major, minor, access in rules:
+            rule = "%s %s:%s %s" % (kind, "*" if major is None or major < 0 else major,
+                                    "*" if minor is None or minor < 0 else minor, access)
+            self._write_step([(os.path.join(self.v1["devices"], "devices.allow"
+                                            if allow else "devices.deny"),
+                               "a" if kind == "a" and allow is False else rule, False)])
 
     def _where(self, controller):
         """'v1' or 'v2' and the directory where the controller's files are. On a hybrid host
@@ -1101,128 +1117,153 @@ class Cgroup:
     def plan(self, r):
         """linux.resources as steps, each a list of (path, value, optional) writes; a step of
         two is a pair the kernel may only take in one order (memory and memory+swap, cpu
-        period and quota), tried the other way round when the first is refused."""
+        period and quota), tried the other way round when the first is refused. One function
+        per OCI key, each choosing the v1 or v2 file where it writes (as crun writes each
+        resource group in its own function); all are planned, and so checked, before any
+        write."""
         steps = []
-        mem, cpu, blkio = r.get("memory") or {}, r.get("cpu") or {}, r.get("blockIO") or {}
-        pids = (r.get("pids") or {}).get("limit", 0)
-
-        def file(controller, name, value, optional=False):
-            return (os.path.join(self._where(controller)[1], name), str(value), optional)
-
-        if any(mem.get(k) for k in ("limit", "swap", "reservation")) or \
-                mem.get("swappiness") is not None or mem.get("disableOOMKiller"):
-            v1 = self._where("memory")[0] == "v1"
-            limit, swap = mem.get("limit", 0), mem.get("swap", 0)
-            if limit == -1 and swap == 0:
-                swap = -1  # unlimited memory means unlimited swap too, as runc has it
-            if v1:
-                pair = []
-                if limit:
-                    pair.append(file("memory", "memory.limit_in_bytes", limit))
-                if swap:
-                    pair.append(file("memory", "memory.memsw.limit_in_bytes", swap, True))
-                steps.append(pair)
-                if mem.get("reservation"):
-                    steps.append([file("memory", "memory.soft_limit_in_bytes",
-                                       mem["reservation"])])
-                if mem.get("swappiness") is not None:
-                    if not 0 <= mem["swappiness"] <= 100:
-                        raise Error("linux.resources.memory.swappiness: %d is not from 0 to "
-                                    "100" % mem["swappiness"])
-                    steps.append([file("memory", "memory.swappiness", mem["swappiness"])])
-                if mem.get("disableOOMKiller"):
-                    steps.append([file("memory", "memory.oom_control", 1)])
-            else:
-                if swap not in (0, -1):
-                    if limit in (0, -1):
-                        raise Error("linux.resources.memory.swap: cgroup v2 cannot limit "
-                                    "swap without a memory limit")
-                    if swap < limit:
-                        raise Error("linux.resources.memory.swap: memory+swap must be at "
-                                    "least the memory limit")
-                pair = []
-                if limit:
-                    pair.append(file("memory", "memory.max", "max" if limit < 0 else limit))
-                if swap:
-                    pair.append(file("memory", "memory.swap.max",
-                                     "max" if swap < 0 else swap - limit, True))
-                steps.append(pair)
-                if mem.get("reservation"):
-                    steps.append([file("memory", "memory.low", mem["reservation"])])
-                for key in ("swappiness", "disableOOMKiller"):
-                    if mem.get(key) not in (None, False):
-                        raise Error("linux.resources.memory.%s is not supported on cgroup v2"
-                                    % key)
-        if any(cpu.get(k) for k in ("shares", "quota", "period", "realtimeRuntime",
-                                    "realtimePeriod", "burst")) or \
-                cpu.get("idle") is not None:
-            v1 = self._where("cpu")[0] == "v1"
-            shares, quota, period = cpu.get("shares", 0), cpu.get("quota", 0), \
-                cpu.get("period", 0)
-            if v1:
-                if shares:
-                    steps.append([file("cpu", "cpu.shares", shares)])
-                pair = []
-                if period:
-                    pair.append(file("cpu", "cpu.cfs_period_us", period))
-                if quota:
-                    pair.append(file("cpu", "cpu.cfs_quota_us", quota))
-                steps.append(pair)
-                if cpu.get("burst") is not None:
-                    steps.append([file("cpu", "cpu.cfs_burst_us", cpu["burst"])])
-                rt = [file("cpu", name, cpu[key]) for key, name in
-                      (("realtimePeriod", "cpu.rt_period_us"),
-                       ("realtimeRuntime", "cpu.rt_runtime_us")) if cpu.get(key)]
-                steps.append(rt)
-                if cpu.get("idle"):
-                    raise Error("linux.resources.cpu.idle needs cgroup v2")
-            else:
-                if shares:
-                    steps.append([file("cpu", "cpu.weight",
-                                       1 + ((shares - 2) * 9999) // 262142)])
-                if quota or period:
-                    if not quota:  # a new period alone keeps the quota
-                        try:
-                            quota = _read(os.path.join(self.v2, "cpu.max")).split()[0]
-                        except (OSError, IndexError):
-                            quota = "max"
-                    steps.append([file("cpu", "cpu.max", "%s %d" % (
-                        "max" if quota in (-1, "max") or int(quota) < 0 else quota,
-                        period or 100000))])
-                if cpu.get("burst") is not None:
-                    steps.append([file("cpu", "cpu.max.burst", cpu["burst"])])
-                if cpu.get("idle") is not None:
-                    steps.append([file("cpu", "cpu.idle", cpu["idle"])])
-                if cpu.get("realtimeRuntime") or cpu.get("realtimePeriod"):
-                    raise Error("linux.resources.cpu: realtime time is cgroup v1's")
-        if cpu.get("cpus"):
-            steps.append([file("cpuset", "cpuset.cpus", cpu["cpus"])])
-        if cpu.get("mems"):
-            steps.append([file("cpuset", "cpuset.mems", cpu["mems"])])
-        if pids:
-            steps.append([file("pids", "pids.max", "max" if pids < 0 else pids)])
-        steps += self._plan_block_io(blkio)
-        for h in r.get("hugepageLimits") or []:
-            v1 = self._where("hugetlb")[0] == "v1"
-            steps.append([file("hugetlb", "hugetlb.%s.%s" % (
-                h["pageSize"], "limit_in_bytes" if v1 else "max"), h["limit"])])
-        net = r.get("network") or {}
-        if net.get("classID"):
-            steps.append([file("net_cls", "net_cls.classid", net["classID"])])
-        for prio in net.get("priorities") or []:
-            steps.append([file("net_prio", "net_prio.ifpriomap",
-                               "%s %d" % (prio["name"], prio["priority"]))])
-        if r.get("unified"):
-            if not self.v2:
-                raise Error("linux.resources.unified needs a cgroup v2 hierarchy")
-            for key, value in r["unified"].items():
-                if "/" in key or key.startswith("."):
-                    raise Error("linux.resources.unified: bad file name %r" % key)
-                controller = key.split(".")[0]
-                if controller != "cgroup" and not self.has_v2(controller):
-                    raise Error("cgroup controller %s is not available" % controller)
-                steps.append([(os.path.join(self.v2, key), str(value), False)])
+        for key, plan_key in (("memory", self._plan_memory), ("cpu", self._plan_cpu),
+                              ("cpu", self._plan_cpuset), ("pids", self._plan_pids),
+                              ("blockIO", self._plan_block_io),
+                              ("hugepageLimits", self._plan_hugepage_limits),
+                              ("network", self._plan_network), ("unified", self._plan_unified)):
+            if r.get(key):
+                steps += plan_key(r[key])
         return [step for step in steps if step]
+
+    def _file(self, controller, name, value, optional=False):
+        """A write to the controller's file `name`, in whichever hierarchy has it."""
+        return (os.path.join(self._where(controller)[1], name), str(value), optional)
+
+    def _plan_memory(self, mem):
+        if not (any(mem.get(k) for k in ("limit", "swap", "reservation")) or
+                mem.get("swappiness") is not None or mem.get("disableOOMKiller")):
+            return []
+        file, steps = self._file, []
+        limit, swap = mem.get("limit", 0), mem.get("swap", 0)
+        if limit == -1 and swap == 0:
+            swap = -1  # unlimited memory means unlimited swap too, as runc has it
+        if self._where("memory")[0] == "v1":
+            pair = []
+            if limit:
+                pair.append(file("memory", "memory.limit_in_bytes", limit))
+            if swap:
+                pair.append(file("memory", "memory.memsw.limit_in_bytes", swap, True))
+            steps.append(pair)
+            if mem.get("reservation"):
+                steps.append([file("memory", "memory.soft_limit_in_bytes",
+                                   mem["reservation"])])
+            if mem.get("swappiness") is not None:
+                if not 0 <= mem["swappiness"] <= 100:
+                    raise Error("linux.resources.memory.swappiness: %d is not from 0 to "
+                                "100" % mem["swappiness"])
+                steps.append([file("memory", "memory.swappiness", mem["swappiness"])])
+            if mem.get("disableOOMKiller"):
+                steps.append([file("memory", "memory.oom_control", 1)])
+            return steps
+        if swap not in (0, -1):
+            if limit in (0, -1):
+                raise Error("linux.resources.memory.swap: cgroup v2 cannot limit "
+                            "swap without a memory limit")
+            if swap < limit:
+                raise Error("linux.resources.memory.swap: memory+swap must be at "
+                            "least the memory limit")
+        pair = []
+        if limit:
+            pair.append(file("memory", "memory.max", "max" if limit < 0 else limit))
+        if swap:
+            pair.append(file("memory", "memory.swap.max",
+                             "max" if swap < 0 else swap - limit, True))
+        steps.append(pair)
+        if mem.get("reservation"):
+            steps.append([file("memory", "memory.low", mem["reservation"])])
+        for key in ("swappiness", "disableOOMKiller"):
+            if mem.get(key) not in (None, False):
+                raise Error("linux.resources.memory.%s is not supported on cgroup v2"
+                            % key)
+        return steps
+
+    def _plan_cpu(self, cpu):
+        if not (any(cpu.get(k) for k in ("shares", "quota", "period", "realtimeRuntime",
+                                         "realtimePeriod", "burst")) or
+                cpu.get("idle") is not None):
+            return []
+        file, steps = self._file, []
+        shares, quota, period = cpu.get("shares", 0), cpu.get("quota", 0), \
+            cpu.get("period", 0)
+        if self._where("cpu")[0] == "v1":
+            if shares:
+                steps.append([file("cpu", "cpu.shares", shares)])
+            pair = []
+            if period:
+                pair.append(file("cpu", "cpu.cfs_period_us", period))
+            if quota:
+                pair.append(file("cpu", "cpu.cfs_quota_us", quota))
+            steps.append(pair)
+            if cpu.get("burst") is not None:
+                steps.append([file("cpu", "cpu.cfs_burst_us", cpu["burst"])])
+            rt = [file("cpu", name, cpu[key]) for key, name in
+                  (("realtimePeriod", "cpu.rt_period_us"),
+                   ("realtimeRuntime", "cpu.rt_runtime_us")) if cpu.get(key)]
+            steps.append(rt)
+            if cpu.get("idle"):
+                raise Error("linux.resources.cpu.idle needs cgroup v2")
+            return steps
+        if shares:
+            steps.append([file("cpu", "cpu.weight", 1 + ((shares - 2) * 9999) // 262142)])
+        if quota or period:
+            if not quota:  # a new period alone keeps the quota
+                try:
+                    quota = _read(os.path.join(self.v2, "cpu.max")).split()[0]
+                except (OSError, IndexError):
+                    quota = "max"
+            steps.append([file("cpu", "cpu.max", "%s %d" % (
+                "max" if quota in (-1, "max") or int(quota) < 0 else quota,
+                period or 100000))])
+        if cpu.get("burst") is not None:
+            steps.append([file("cpu", "cpu.max.burst", cpu["burst"])])
+        if cpu.get("idle") is not None:
+            steps.append([file("cpu", "cpu.idle", cpu["idle"])])
+        if cpu.get("realtimeRuntime") or cpu.get("realtimePeriod"):
+            raise Error("linux.resources.cpu: realtime time is cgroup v1's")
+        return steps
+
+    def _plan_cpuset(self, cpu):
+        # cpuset's files have one name on v1 and v2
+        return [[self._file("cpuset", "cpuset." + key, cpu[key])] for key in ("cpus", "mems")
+                if cpu.get(key)]
+
+    def _plan_pids(self, pids):
+        limit = pids.get("limit", 0)
+        return [[self._file("pids", "pids.max", "max" if limit < 0 else limit)]] if limit else []
+
+    def _plan_hugepage_limits(self, limits):
+        v1 = self._where("hugetlb")[0] == "v1"
+        return [[self._file("hugetlb", "hugetlb.%s.%s" % (
+            h["pageSize"], "limit_in_bytes" if v1 else "max"), h["limit"])] for h in limits]
+
+    def _plan_network(self, net):
+        # net_cls and net_prio are v1's only: _where says so on a v2 host
+        steps = []
+        if net.get("classID"):
+            steps.append([self._file("net_cls", "net_cls.classid", net["classID"])])
+        for prio in net.get("priorities") or []:
+            steps.append([self._file("net_prio", "net_prio.ifpriomap",
+                                     "%s %d" % (prio["name"], prio["priority"]))])
+        return steps
+
+    def _plan_unified(self, unified):
+        if not self.v2:
+            raise Error("linux.resources.unified needs a cgroup v2 hierarchy")
+        steps = []
+        for key, value in unified.items():
+            if "/" in key or key.startswith("."):
+                raise Error("linux.resources.unified: bad file name %r" % key)
+            controller = key.split(".")[0]
+            if controller != "cgroup" and not self.has_v2(controller):
+                raise Error("cgroup controller %s is not available" % controller)
+            steps.append([(os.path.join(self.v2, key), str(value), False)])
+        return steps
 
     def _plan_block_io(self, b):
         """blockIO as blkio files (v1) or io files (v2); bfq's weight files where the
@@ -3126,7 +3167,6 @@ class Container:
         import socket
         c = cls(cid, root)
         linux = config.get("linux", {})
-        check_sysctl(config)
         if "mount" not in {ns["type"] for ns in linux.get("namespaces", [])}:
             # Then the container lives in the host's mount namespace (chrooted, as runc
             # runs it): nothing may be mounted there.
@@ -4663,14 +4703,8 @@ def find_image(ref, store=None):
     return image
 
 
-def cmd_images(argv):
-    """minicontainer.py images [-q] [--store DIR]: list the images in the store."""
-    import argparse
-    ap = argparse.ArgumentParser(prog="minicontainer.py images", description="List stored images.")
-    ap.add_argument("-q", "--quiet", action="store_true", help="print image IDs only")
-    ap.add_argument("--digests", action="store_true", help="show full manifest digests")
-    ap.add_argument("--store", help="image store directory (default: %(default)s)", default=None)
-    args = ap.parse_args(argv)
+def cmd_images(args, g):
+    """images [-q] [--digests] [--format table|json] [--store DIR]: the images in the store."""
     store = ImageStore(args.store)
     rows = []
     for name, desc in store.entries():
@@ -4695,21 +4729,14 @@ def cmd_images(argv):
         return 0
     header = ("REPOSITORY", "TAG", "DIGEST" if args.digests else "IMAGE ID", "PLATFORM",
               "CREATED", "SIZE")
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    for row in [header] + sorted(rows):
-        print("   ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    rows.sort()
+    print_formatted(args.format, [dict(zip(("repository", "tag", "id", "platform", "created",
+                                            "size"), row)) for row in rows], header, rows)
     return 0
 
 
-def cmd_rmi(argv):
-    """minicontainer.py rmi [--store DIR] IMAGE...: untag images and delete unused blobs."""
-    import argparse
-    import sys
-    ap = argparse.ArgumentParser(prog="minicontainer.py rmi",
-                                 description="Remove images and the blobs no other image uses.")
-    ap.add_argument("--store", default=None, help="image store directory")
-    ap.add_argument("images", nargs="+", metavar="IMAGE")
-    args = ap.parse_args(argv)
+def cmd_rmi(args, g):
+    """rmi [--store DIR] IMAGE...: untag images and delete the blobs no other image uses."""
     store = ImageStore(args.store)
     status = 0
     # Exclusive: waits for running pulls, whose blobs are not yet referenced by index.json.
@@ -5602,10 +5629,40 @@ def docker_capabilities(bounding, process):
     return {kind: list(bounding) for kind in ("bounding", "effective", "permitted")}
 
 
-def run_config(a):
-    """The config for `run`: a bundle's, a rootfs's or an image's, then docker's flags.
+class _RunConfig:
+    """What `run` makes of its arguments: the config, shaped by each flag of RUN_FLAGS in
+    turn, and what Container.create takes beside it (network, etc_files)."""
 
-    Returns (config, bundle, id or None, image or None)."""
+    def __init__(self, a, config, bundle, cid, image):
+        self.a, self.config, self.bundle, self.cid, self.image = a, config, bundle, cid, image
+        self.process, self.linux = config["process"], config.setdefault("linux", {})
+        self.rootfs = os.path.join(bundle, config["root"]["path"])
+        self.network = self.etc_files = None
+        self.origins = {}  # config field: the flag its value came from, for check's errors
+
+    def resources(self, key=None):
+        res = self.linux.setdefault("resources", {})
+        return res if key is None else res.setdefault(key, {})
+
+    def check(self, v1, v2):
+        """The one check of the final config, its resources as the host's cgroups would take
+        them included; an error about a field a flag set names the flag."""
+        try:
+            check_config(self.config, "run")
+            Cgroup("/", v1, v2).plan(self.resources())
+        except Error as e:
+            msg = str(e)
+            msg = msg[len("run: "):] if msg.startswith("run: ") else msg
+            for field in sorted(self.origins, key=len, reverse=True):
+                if msg.startswith(field):
+                    raise Error("%s: %s" % (self.origins[field], msg), e.code) from None
+            raise
+
+
+def run_config(a):
+    """The config for `run`: a bundle's, a rootfs's or an image's, then docker's flags (the
+    functions of RUN_FLAGS, in its order), then one check of the result. Returns a
+    _RunConfig."""
     image, cid, command = None, None, a.args
     bundle = os.getcwd()
     if a.bundle or a.rootfs or a.target is None:
@@ -5641,115 +5698,229 @@ def run_config(a):
             if ic.get("User"):
                 process["user"] = lookup_user(image.layers, ic["User"])
             config.pop("hostname", None)  # run names it after the container
-    process, linux = config["process"], config.setdefault("linux", {})
-    rootfs = os.path.join(bundle, config["root"]["path"])
-    if command or a.entrypoint is not None:
-        if a.entrypoint is not None:
-            entry = [a.entrypoint] if a.entrypoint else []
-        else:
-            entry = (image.config or {}).get("Entrypoint") or [] if image else []
-        process["args"] = entry + command
-    if not process.get("args"):
-        raise Error("run: no command given and the image names none")
-    if a.hostname:
-        config["hostname"] = a.hostname
-    _set_env(process.setdefault("env", []), a.env)
-    if a.workdir:
-        if not a.workdir.startswith("/"):
-            raise Error("-w %s: the working directory must be an absolute path" % a.workdir)
-        process["cwd"] = a.workdir
-    if a.user:
-        process["user"] = lookup_user(image.layers if image else rootfs, a.user)
-    res = linux.setdefault("resources", {})
-    if a.memory:
-        res.setdefault("memory", {})["limit"] = parse_size(a.memory)
-        res["memory"]["swap"] = parse_size(a.memory_swap) if a.memory_swap else \
-            2 * res["memory"]["limit"]
-    if a.cpus:
+    run = _RunConfig(a, config, bundle, cid, image)
+    if command:
+        run.process["args"] = ((image.config or {}).get("Entrypoint") or [] if image else []) \
+            + command
+    run.resources()
+    v1, v2 = cgroup_hierarchies()
+    if not a.bundle and (a.rootfs or image) and v2 and not v1 and \
+            not any(ns["type"] == "cgroup" for ns in run.linux.get("namespaces", [])):
+        # docker's default on a v2 host (--cgroupns private): programs find their own limits
+        # at /sys/fs/cgroup, and /proc/self/cgroup says "0::/". On v1 and hybrid hosts docker
+        # keeps the host's cgroup namespace, and so do we.
+        run.linux.setdefault("namespaces", []).append({"type": "cgroup"})
+    for names, options, apply in RUN_FLAGS:
+        if apply is None:
+            continue
+        flag = next(n for n in names if n.startswith("--"))
+        value = getattr(a, options.get("dest") or flag[2:].replace("-", "_"))
+        if value in (None, False, [], "") and not getattr(apply, "always", False):
+            continue
         try:
-            cpus = float(a.cpus)
-        except ValueError:
-            raise Error("--cpus %s: not a number" % a.cpus) from None
-        res.setdefault("cpu", {}).update(quota=int(cpus * 100000), period=100000)
-    if a.cpu_shares:
-        res.setdefault("cpu", {})["shares"] = a.cpu_shares
-    if a.cpuset_cpus:
-        res.setdefault("cpu", {})["cpus"] = a.cpuset_cpus
-    if a.pids_limit:
-        res["pids"] = {"limit": a.pids_limit}
-    if a.read_only:
-        config["root"]["readonly"] = True
-    for spec in a.tmpfs:
-        config["mounts"].append(_tmpfs_option(spec))
-    for spec in a.mount:
-        config["mounts"].append(_mount_option(spec))
-    for vol in a.volume:
+            apply(run, value)
+        except Error as e:
+            if str(e).startswith("-"):  # it names its flag already
+                raise
+            raise Error("%s: %s" % (flag, e), e.code) from None
+        if getattr(apply, "field", None):
+            run.origins[apply.field] = flag
+    caps = run.process.get("capabilities")
+    if caps is not None and (a.rootfs or image is not None):
+        run.process["capabilities"] = docker_capabilities(caps["bounding"], run.process)
+    if not run.process.get("args"):
+        raise Error("run: no command given and the image names none")
+    run.check(v1, v2)
+    return run
+
+
+def _sets(field, convert=None):
+    """A flag's function that sets one config field ("process.oomScoreAdj") to its value
+    (converted); a dict value is merged into the field's."""
+    def apply(run, value):
+        value = convert(value) if convert else value
+        *path, key = field.split(".")
+        d = run.config
+        for part in path:
+            d = d.setdefault(part, {})
+        if isinstance(value, dict):
+            d[key] = dict(d.get(key) or {}, **value)
+        else:
+            d[key] = value
+    apply.field = field
+    return apply
+
+
+def _key_values(pairs):
+    """--sysctl KEY=VALUE (repeated) as a dict."""
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise Error("%r is not KEY=VALUE" % pair)
+        out[key.strip()] = value
+    return out
+
+
+def _absolute_path(path):
+    if not path.startswith("/"):
+        raise Error("-w %s: the working directory must be an absolute path" % path)
+    return path
+
+
+def _flag_entrypoint(run, entrypoint):
+    if entrypoint is not None:  # "" too: no entrypoint, the command alone
+        run.process["args"] = ([entrypoint] if entrypoint else []) + run.a.args
+
+
+_flag_entrypoint.always = True
+
+
+def _flag_env(run, pairs):
+    _set_env(run.process.setdefault("env", []), pairs)
+
+
+def _flag_user(run, spec):
+    run.process["user"] = lookup_user(run.image.layers if run.image else run.rootfs, spec)
+
+
+def _flag_memory(run, size):
+    mem = run.resources("memory")
+    mem["limit"] = parse_size(size)
+    mem["swap"] = 2 * mem["limit"]  # docker's default; --memory-swap says otherwise
+
+
+_flag_memory.field = "linux.resources.memory"
+
+
+def _flag_memory_swap(run, size):
+    if not run.a.memory:
+        raise Error("needs --memory (the limit of memory plus swap is above it)")
+    run.resources("memory")["swap"] = parse_size(size)
+
+
+_flag_memory_swap.field = "linux.resources.memory.swap"
+
+
+def _flag_cpus(run, cpus):
+    try:
+        cpus = float(cpus)
+    except ValueError:
+        raise Error("--cpus %s: not a number" % cpus) from None
+    run.resources("cpu").update(quota=int(cpus * 100000), period=100000)
+
+
+def _flag_cpu_shares(run, shares):
+    if shares:
+        run.resources("cpu")["shares"] = shares
+
+
+def _flag_cpuset_cpus(run, cpus):
+    run.resources("cpu")["cpus"] = cpus
+
+
+def _flag_pids_limit(run, limit):
+    if limit:
+        run.resources()["pids"] = {"limit": limit}
+
+
+def _flag_tmpfs(run, specs):
+    run.config["mounts"] += [_tmpfs_option(spec) for spec in specs]
+
+
+def _flag_mount(run, specs):
+    run.config["mounts"] += [_mount_option(spec) for spec in specs]
+
+
+def _flag_volume(run, volumes):
+    for vol in volumes:
         parts = vol.split(":")
         if len(parts) not in (2, 3) or not parts[0].startswith("/") or \
                 not parts[1].startswith("/") or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
             raise Error("-v %s: use HOST:CONTAINER[:ro] with absolute paths" % vol)
         if not os.path.exists(parts[0]):
             raise Error("-v %s: %s does not exist" % (vol, parts[0]))
-        config["mounts"].append({"destination": parts[1], "type": "bind", "source": parts[0],
-                                 "options": ["rbind", parts[2] if len(parts) == 3 else "rw"]})
-    caps = process.get("capabilities")
-    if caps is not None:
-        for name in a.cap_add + a.cap_drop:
-            cap_mask([name] if name.upper() != "ALL" else [], "--cap-add/--cap-drop")
-        for kind in caps:
-            current = caps[kind]
-            if any(c.upper() == "ALL" for c in a.cap_drop):
-                current = []
-            drop = {("CAP_" + c.upper()).replace("CAP_CAP_", "CAP_") for c in a.cap_drop}
+        run.config["mounts"].append({"destination": parts[1], "type": "bind",
+                                     "source": parts[0],
+                                     "options": ["rbind", parts[2] if len(parts) == 3 else "rw"]})
+
+
+def _flag_read_only(run, _):
+    run.config["root"]["readonly"] = True
+    # Programs need somewhere to write: a tmpfs on /tmp and /run, as docker gives with
+    # --tmpfs (unless a mount of the user's is there).
+    taken = {os.path.normpath(m["destination"]) for m in run.config["mounts"]}
+    for dest, mode in (("/tmp", "1777"), ("/run", "755")):
+        if dest not in taken:
+            run.config["mounts"].append({"destination": dest, "type": "tmpfs",
+                                         "source": "tmpfs",
+                                         "options": ["nosuid", "nodev", "mode=" + mode]})
+
+
+def _cap_name(name):
+    return ("CAP_" + name.upper()).replace("CAP_CAP_", "CAP_")
+
+
+def _flag_caps(run, names, add):
+    """--cap-drop, then --cap-add, on every set the config has; a docker-like container's
+    seccomp profile follows (docker's opens syscalls by capability)."""
+    caps = run.process.get("capabilities")
+    if caps is None:
+        return
+    for name in names:
+        cap_mask([name] if name.upper() != "ALL" else [], "--cap-add/--cap-drop")
+    for kind in caps:
+        current = caps[kind]
+        if add:
+            for c in names:
+                new = ["CAP_" + n for n in CAPABILITIES[:cap_last_cap() + 1]] \
+                    if c.upper() == "ALL" else [_cap_name(c)]
+                current = current + [n for n in new if n not in current]
+        elif any(c.upper() == "ALL" for c in names):
+            current = []
+        else:
+            drop = {_cap_name(c) for c in names}
             current = [c for c in current if c not in drop]
-            for c in a.cap_add:
-                names = ["CAP_" + n for n in CAPABILITIES[:cap_last_cap() + 1]] \
-                    if c.upper() == "ALL" else [("CAP_" + c.upper()).replace("CAP_CAP_", "CAP_")]
-                current += [n for n in names if n not in current]
-            caps[kind] = current
-    if caps is not None and (a.rootfs or image is not None):
-        process["capabilities"] = docker_capabilities(caps["bounding"], process)
-    if (a.cap_add or a.cap_drop) and not a.bundle and "seccomp" in linux:
-        # docker's profile opens syscalls by capability: follow the capabilities asked for.
-        linux["seccomp"] = default_seccomp_profile(process["capabilities"]["bounding"])
-    for opt in a.security_opt:
+        caps[kind] = current
+    if not run.a.bundle and "seccomp" in run.linux:
+        run.linux["seccomp"] = default_seccomp_profile(caps["bounding"])
+
+
+def _flag_security_opt(run, opts):
+    for opt in opts:
         key, _, value = opt.partition("=")
         if key == "no-new-privileges":
-            process["noNewPrivileges"] = value in ("", "true")
+            run.process["noNewPrivileges"] = value in ("", "true")
         elif key == "seccomp":
-            profile = seccomp_profile_for_option(value, process.get("capabilities", {})
-                                                 .get("bounding"))
+            profile = seccomp_profile_for_option(
+                value, run.process.get("capabilities", {}).get("bounding"))
             if profile is None:
-                linux.pop("seccomp", None)
+                run.linux.pop("seccomp", None)
             else:
-                linux["seccomp"] = profile
+                run.linux["seccomp"] = profile
         else:
             raise Error("--security-opt %s: unknown option" % opt)
-    if a.userns:
-        base, size = subordinate_ids()
-        linux["namespaces"] = [ns for ns in linux.get("namespaces", []) if ns["type"] != "user"]
-        linux["namespaces"].insert(0, {"type": "user"})
-        linux["uidMappings"] = linux["gidMappings"] = [
-            {"containerID": 0, "hostID": base, "size": size}]
-    v1, v2 = cgroup_hierarchies()
-    if not a.bundle and (a.rootfs or image) and v2 and not v1 and \
-            not any(ns["type"] == "cgroup" for ns in linux.get("namespaces", [])):
-        # docker's default on a v2 host (--cgroupns private): programs find their own limits
-        # at /sys/fs/cgroup, and /proc/self/cgroup says "0::/". On v1 and hybrid hosts docker
-        # keeps the host's cgroup namespace, and so do we.
-        linux.setdefault("namespaces", []).append({"type": "cgroup"})
-    if a.read_only:
-        # Programs need somewhere to write: a tmpfs on /tmp and /run, as docker gives with
-        # --tmpfs (unless a mount of the user's is there).
-        taken = {os.path.normpath(m["destination"]) for m in config["mounts"]}
-        for dest, mode in (("/tmp", "1777"), ("/run", "755")):
-            if dest not in taken:
-                config["mounts"].append({"destination": dest, "type": "tmpfs", "source": "tmpfs",
-                                         "options": ["nosuid", "nodev", "mode=" + mode]})
-    if a.tty:
-        process["terminal"] = True
-    check_config(config, "run")
-    return config, bundle, cid, image
+
+
+def _flag_userns(run, _):
+    base, size = subordinate_ids()
+    linux = run.linux
+    linux["namespaces"] = [ns for ns in linux.get("namespaces", []) if ns["type"] != "user"]
+    linux["namespaces"].insert(0, {"type": "user"})
+    linux["uidMappings"] = linux["gidMappings"] = [
+        {"containerID": 0, "hostID": base, "size": size}]
+
+
+def _flag_network(run, _):
+    run.network = network_option(run.a, run.config)
+
+
+def _flag_etc_files(run, _):
+    run.etc_files = etc_files_option(run.a, run.image)
+
+
+# What every run needs, flags given or not: the network namespace's mode, docker's /etc files.
+_flag_network.always = _flag_etc_files.always = True
 
 
 def _tmpfs_option(spec):
@@ -5936,7 +6107,8 @@ def cmd_run(a, g):
 
 
 def _run(a, g):
-    config, bundle, cid, image = run_config(a)
+    run = run_config(a)
+    config, bundle, cid, image = run.config, run.bundle, run.cid, run.image
     if cid and a.name and cid != a.name:
         raise Error("run: two ids given (%s and --name %s)" % (cid, a.name))
     cid = a.name or cid or os.urandom(6).hex()
@@ -5950,14 +6122,12 @@ def _run(a, g):
             config["process"]["consoleSize"] = {"height": size[0], "width": size[1]}
     console = a.console_socket or ("self" if terminal else None)
     preserve_fds = socket_activation(config["process"]) + a.preserve_fds
-    network = network_option(a, config)
-    etc_files = etc_files_option(a, image)
     c = Container.create(cid, config, bundle, g.root, console=console,
                          stdin_null=not a.interactive and bool(image or a.rootfs),
                          pid_file=a.pid_file, cgroup_parent=a.cgroup_parent, debug=g.debug,
                          preserve_fds=preserve_fds,
-                         overlay=image.layers if image is not None else None, network=network,
-                         etc_files=etc_files,
+                         overlay=image.layers if image is not None else None,
+                         network=run.network, etc_files=run.etc_files,
                          # docker's -d: the output goes to a log, never to the caller (whose
                          # $(...) would wait for the container to end)
                          log=a.detach and not terminal and bool(image or a.rootfs))
@@ -6238,33 +6408,47 @@ def cmd_state(a, g):
     return 0
 
 
+def print_formatted(fmt, data, header, rows, widths=None):
+    """--format of list, ps and images: json prints `data` (what programs read), table the
+    header and rows in columns `widths` wide, one space apart, or, without widths, as wide
+    as their widest cell, three spaces apart."""
+    if fmt == "json":
+        print(json.dumps(data))
+        return
+    sep = " " if widths else "   "
+    widths = widths or [max(len(str(r[i])) for r in rows + [header])
+                        for i in range(len(header))]
+    for row in [header] + rows:
+        print(sep.join(str(c).ljust(w) for c, w in zip(row[:-1], widths))
+              + sep + str(row[-1]).rstrip())
+
+
+def _format_option(parser):
+    parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+
+
 def cmd_list(a, g):
     states = [c.oci_state() for c in Container.list(g.root)]
     if a.quiet:
         print("\n".join(s["id"] for s in states))
-    elif a.format == "json":
-        print(json.dumps(states))
-    else:
-        print("%-20s %-8s %-10s %-40s %s" % ("ID", "PID", "STATUS", "BUNDLE", "CREATED"))
-        for s in states:
-            print("%-20s %-8s %-10s %-40s %s" % (s["id"], s["pid"], s["status"], s["bundle"],
-                                                 s["created"]))
+        return 0
+    print_formatted(a.format, states, ("ID", "PID", "STATUS", "BUNDLE", "CREATED"),
+                    [[s[k] for k in ("id", "pid", "status", "bundle", "created")]
+                     for s in states], widths=(20, 8, 10, 40))
     return 0
 
 
 def cmd_ps(a, g):
     pids = Container.load(a.id, g.root).processes()
-    if a.format == "json":
-        print(json.dumps(pids))
-        return 0
-    print("%-8s %s" % ("PID", "CMD"))
-    for pid in pids:
+    rows = []
+    for pid in pids if a.format == "table" else ():
         try:
             with open("/proc/%d/cmdline" % pid, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                rows.append((pid, f.read().replace(b"\0", b" ").decode(errors="replace")
+                             .strip()))
         except OSError:
             continue
-        print("%-8d %s" % (pid, cmd))
+    print_formatted(a.format, pids, ("PID", "CMD"), rows, widths=(8,))
     return 0
 
 
@@ -6311,6 +6495,10 @@ def _read_json_arg(path, what):
 
 
 def cmd_exec(a, g):
+    for flag, value in (("--apparmor", a.apparmor), ("--process-label", a.process_label)):
+        if value:  # was parsed and ignored: the process would run unconfined
+            raise Error("exec %s: not supported by minicontainer (no AppArmor or SELinux "
+                        "here)" % flag)
     c = Container.load(a.id, g.root)
     if a.process:
         process = _read_json_arg(a.process, "--process")
@@ -6370,9 +6558,13 @@ def cmd_update(a, g):
         if value is not None:
             section[key] = -1 if value == "-1" else parse_size(value)
     for value, key in ((a.cpu_shares, "shares"), (a.cpu_quota, "quota"),
-                       (a.cpu_period, "period")):
+                       (a.cpu_period, "period"), (a.cpu_rt_period, "realtimePeriod"),
+                       (a.cpu_rt_runtime, "realtimeRuntime")):
         if value is not None:
             cpu[key] = value
+    if a.kernel_memory is not None or a.kernel_memory_tcp is not None:
+        warn("update: kernel memory settings are ignored: the kernel dropped kernel memory "
+             "limits (as runc 1.1 ignores them)")
     if a.cpuset_cpus is not None:
         cpu["cpus"] = a.cpuset_cpus
     if a.cpuset_mems is not None:
@@ -6483,6 +6675,76 @@ def _count(text):
     return int(text)
 
 
+# run's flags, one row each: the flag's names, its argparse options, and the function that
+# applies it to the config (run_config calls them in this order, for the flags given, and
+# checks the result once). None: read where the row's comment says.
+RUN_FLAGS = [
+    (("--rootfs",), dict(help="run this root filesystem directory"), None),  # run_config
+    (("-b", "--bundle"), dict(help="run the OCI bundle in this directory"), None),  # run_config
+    (("--name",), dict(help="the container's id"), None),  # _run
+    (("--entrypoint",), dict(), _flag_entrypoint),
+    (("--hostname",), dict(), _sets("hostname")),
+    (("-e", "--env"), dict(action="append", default=[], metavar="KEY=VAL"), _flag_env),
+    (("-w", "--workdir"), dict(), _sets("process.cwd", _absolute_path)),
+    (("-u", "--user"), dict(metavar="UID[:GID]"), _flag_user),
+    (("-m", "--memory"), dict(metavar="SIZE"), _flag_memory),
+    (("--memory-swap",), dict(metavar="SIZE", help="memory plus swap"), _flag_memory_swap),
+    (("--cpus",), dict(), _flag_cpus),
+    (("--cpu-shares",), dict(type=int), _flag_cpu_shares),
+    (("--cpuset-cpus",), dict(), _flag_cpuset_cpus),
+    (("--pids-limit",), dict(type=int), _flag_pids_limit),
+    (("--oom-score-adj",), dict(type=int, metavar="N", help="process.oomScoreAdj: -1000 "
+                                "(never killed for memory) to 1000 (first)"),
+     _sets("process.oomScoreAdj")),
+    (("--sysctl",), dict(action="append", default=[], metavar="KEY=VALUE",
+                         help="a namespaced sysctl (linux.sysctl): kernel.shm*, kernel.msg*, "
+                         "kernel.sem, fs.mqueue.*, net.* (not with --network host)"),
+     _sets("linux.sysctl", _key_values)),
+    (("--tmpfs",), dict(action="append", default=[], metavar="CTR[:OPTS]"), _flag_tmpfs),
+    (("--mount",), dict(action="append", default=[],
+                        metavar="type=bind|tmpfs,target=CTR[,source=HOST][,readonly]"),
+     _flag_mount),
+    (("-v", "--volume"), dict(action="append", default=[], metavar="HOST:CTR[:ro]"),
+     _flag_volume),
+    (("--read-only",), dict(action="store_true"), _flag_read_only),  # after the mounts
+    (("--cap-drop",), dict(action="append", default=[]),
+     lambda run, names: _flag_caps(run, names, add=False)),
+    (("--cap-add",), dict(action="append", default=[]),  # after --cap-drop, as docker
+     lambda run, names: _flag_caps(run, names, add=True)),
+    (("--security-opt",), dict(action="append", default=[]), _flag_security_opt),
+    (("--cgroup-parent",), dict(), None),  # _run
+    (("--userns",), dict(action="store_true", help="a user namespace: root inside is an "
+                         "unprivileged id outside"), _flag_userns),
+    (("--network", "--net"), dict(choices=["none", "host", "bridge"], help="none: loopback "
+                                  "only (the default); host: the host's; bridge: on the "
+                                  "bridge %s (or $MINICONTAINER_BRIDGE)" % BRIDGE),
+     _flag_network),
+    (("-p", "--publish"), dict(action="append", default=[],
+                               metavar="[HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]"),
+     None),  # network_option
+    (("--subnet",), dict(help="the bridge's subnet (default $MINICONTAINER_SUBNET or %s)"
+                         % DEFAULT_SUBNET), None),  # network_option
+    (("--dns",), dict(action="append", default=[], metavar="IP",
+                      help="a nameserver for the container's /etc/resolv.conf"),
+     _flag_etc_files),
+    (("--dns-search",), dict(action="append", default=[], metavar="DOMAIN"),
+     None),  # etc_files_option
+    (("--add-host",), dict(action="append", default=[], metavar="NAME:IP",
+                           help="a line for the container's /etc/hosts"),
+     None),  # etc_files_option
+    (("-t", "--tty"), dict(action="store_true"), _sets("process.terminal")),
+    (("-i", "--interactive"), dict(action="store_true"), None),  # _run
+    (("-d", "--detach"), dict(action="store_true"), None),  # _run
+    (("--rm",), dict(action="store_true", help="remove the container when it exits (else it "
+                     "stays, stopped, with its changes, until delete; a bundle's always goes)"),
+     None),  # _run
+    (("--pid-file",), dict(), None),  # _run
+    (("--console-socket",), dict(), None),  # _run
+    (("--preserve-fds",), dict(type=_count, default=0, help="pass fds 3 to 3+N-1 on to the "
+                               "container (after socket activation's)"), None),  # _run
+]
+
+
 def _parser(only=None):
     """The command line; with `only`, just that command's part of it (all when unknown)."""
     import argparse
@@ -6529,53 +6791,8 @@ def _parser(only=None):
         return sp
 
     r = cmd("run", cmd_run, "run a container from an image, a rootfs or a bundle", ids=False)
-    r.add_argument("--rootfs", help="run this root filesystem directory")
-    r.add_argument("-b", "--bundle", help="run the OCI bundle in this directory")
-    r.add_argument("--name", help="the container's id")
-    r.add_argument("--hostname")
-    r.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VAL")
-    r.add_argument("-w", "--workdir")
-    r.add_argument("-u", "--user", metavar="UID[:GID]")
-    r.add_argument("-m", "--memory", metavar="SIZE")
-    r.add_argument("--memory-swap", metavar="SIZE", help="memory plus swap")
-    r.add_argument("--cpus")
-    r.add_argument("--cpu-shares", type=int)
-    r.add_argument("--cpuset-cpus")
-    r.add_argument("--pids-limit", type=int)
-    r.add_argument("--read-only", action="store_true")
-    r.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CTR[:ro]")
-    r.add_argument("--tmpfs", action="append", default=[], metavar="CTR[:OPTS]")
-    r.add_argument("--mount", action="append", default=[],
-                   metavar="type=bind|tmpfs,target=CTR[,source=HOST][,readonly]")
-    r.add_argument("--cap-add", action="append", default=[])
-    r.add_argument("--cap-drop", action="append", default=[])
-    r.add_argument("--security-opt", action="append", default=[])
-    r.add_argument("--entrypoint")
-    r.add_argument("--cgroup-parent")
-    r.add_argument("--userns", action="store_true",
-                   help="a user namespace: root inside is an unprivileged id outside")
-    r.add_argument("--network", "--net", choices=["none", "host", "bridge"],
-                   help="none: loopback only (the default); host: the host's; bridge: on "
-                   "the bridge %s (or $MINICONTAINER_BRIDGE)" % BRIDGE)
-    r.add_argument("-p", "--publish", action="append", default=[],
-                   metavar="[HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]")
-    r.add_argument("--subnet", help="the bridge's subnet (default $MINICONTAINER_SUBNET or "
-                   "%s)" % DEFAULT_SUBNET)
-    r.add_argument("--dns", action="append", default=[], metavar="IP",
-                   help="a nameserver for the container's /etc/resolv.conf")
-    r.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN")
-    r.add_argument("--add-host", action="append", default=[], metavar="NAME:IP",
-                   help="a line for the container's /etc/hosts")
-    r.add_argument("-t", "--tty", action="store_true")
-    r.add_argument("-i", "--interactive", action="store_true")
-    r.add_argument("-d", "--detach", action="store_true")
-    r.add_argument("--rm", action="store_true",
-                   help="remove the container when it exits (else it stays, stopped, with "
-                   "its changes, until delete; a bundle's always goes)")
-    r.add_argument("--pid-file")
-    r.add_argument("--console-socket")
-    r.add_argument("--preserve-fds", type=_count, default=0,
-                   help="pass fds 3 to 3+N-1 on to the container (after socket activation's)")
+    for names, options, _ in RUN_FLAGS if only in (None, "run") else ():
+        r.add_argument(*names, **options)
     r.add_argument("target", nargs="?", metavar="IMAGE|ID")
     r.add_argument("args", nargs=argparse.REMAINDER)
 
@@ -6584,17 +6801,18 @@ def _parser(only=None):
     c.add_argument("--pid-file")
     c.add_argument("--console-socket")
     c.add_argument("--no-pivot", action="store_true")
-    c.add_argument("--no-new-keyring", action="store_true")
+    c.add_argument("--no-new-keyring", action="store_true",
+                   help="the default here: the container keeps the caller's session keyring "
+                   "(no new one is made)")
     c.add_argument("--preserve-fds", type=_count, default=0)
     cmd("start", cmd_start, "start a created container")
     lg = cmd("logs", cmd_logs, "print what a detached container wrote (stdout and stderr)")
     lg.add_argument("-f", "--follow", action="store_true", help="and what it writes next")
     cmd("state", cmd_state, "print a container's OCI state")
     ls = cmd("list", cmd_list, "list containers", ids=False)
-    ls.add_argument("-f", "--format", choices=["table", "json"], default="table")
+    _format_option(ls)
     ls.add_argument("-q", "--quiet", action="store_true")
-    ps = cmd("ps", cmd_ps, "list a container's processes")
-    ps.add_argument("-f", "--format", choices=["table", "json"], default="table")
+    _format_option(cmd("ps", cmd_ps, "list a container's processes"))
     cmd("stats", cmd_stats, "print a container's cgroup statistics as JSON")
     cmd("pause", cmd_pause, "freeze every process of a container")
     cmd("resume", cmd_resume, "thaw a paused container")
@@ -6615,18 +6833,24 @@ def _parser(only=None):
     x.add_argument("-c", "--cap", action="append", default=[])
     x.add_argument("--no-new-privs", action="store_true")
     x.add_argument("--preserve-fds", type=_count, default=0)
-    for ignored in ("--apparmor", "--process-label"):
-        x.add_argument(ignored, help=argparse.SUPPRESS)
+    for refused in ("--apparmor", "--process-label"):  # runc's; no LSM here (see features)
+        x.add_argument(refused, help=argparse.SUPPRESS)
     x.add_argument("id", metavar="ID")
     x.add_argument("args", nargs=argparse.REMAINDER)
     u = cmd("update", cmd_update, "change a running container's resource limits")
     u.add_argument("-r", "--resources", help="linux.resources JSON file, or - for stdin")
-    for flag in ("--memory", "--memory-swap", "--memory-reservation", "--kernel-memory",
-                 "--kernel-memory-tcp", "--cpuset-cpus", "--cpuset-mems"):
+    for flag in ("--memory", "--memory-swap", "--memory-reservation", "--cpuset-cpus",
+                 "--cpuset-mems"):
         u.add_argument(flag)
+    for flag in ("--kernel-memory", "--kernel-memory-tcp"):
+        u.add_argument(flag, help="ignored, as runc 1.1 ignores it (the kernel dropped "
+                       "kernel memory limits); said in --debug and the --log file")
     for flag in ("--cpu-shares", "--cpu-quota", "--cpu-period", "--pids-limit",
-                 "--blkio-weight", "--cpu-rt-period", "--cpu-rt-runtime"):
+                 "--blkio-weight"):
         u.add_argument(flag, type=int)
+    for flag, name in (("--cpu-rt-period", "cpu.rt_period_us"),
+                       ("--cpu-rt-runtime", "cpu.rt_runtime_us")):
+        u.add_argument(flag, type=int, help="%s (cgroup v1)" % name)
     e = cmd("events", cmd_events, "print a container's statistics as events")
     e.add_argument("--stats", action="store_true", help="once, then exit")
     e.add_argument("--interval", default="5s")
@@ -6639,12 +6863,20 @@ def _parser(only=None):
     s = cmd("spec", cmd_spec, "write a default config.json", ids=False)
     s.add_argument("-b", "--bundle")
     s.add_argument("--rootfs")
-    sub.add_parser("images", help="list stored images", add_help=False)
-    sub.add_parser("rmi", help="remove a stored image", add_help=False)
+    im = cmd("images", cmd_images, "list stored images", ids=False)
+    im.add_argument("-q", "--quiet", action="store_true", help="print image IDs only")
+    im.add_argument("--digests", action="store_true", help="show full manifest digests")
+    _format_option(im)
+    im.add_argument("--store", help="the image store (default $MINICONTAINER_STORE, or images/ "
+                    "beside the runtime)")
+    rm = cmd("rmi", cmd_rmi, "remove stored images, and the blobs no other image uses",
+             ids=False)
+    rm.add_argument("--store", help="the image store")
+    rm.add_argument("images", nargs="+", metavar="IMAGE")
     if not only:  # for --help's list: a start (`run`, `create`) need not pay for it
         sub.add_parser("pull", help="pull an image into the store (with tools/pull.py)",
                        add_help=False)
-    p.commands = built + ["images", "rmi", "pull"]
+    p.commands = built + ["pull"]
     return p if built or not only else _parser()
 
 
@@ -6699,18 +6931,11 @@ def _main(argv, at, log, debug):
             near = difflib.get_close_matches(command, parser.commands, 1, 0.6)
             raise Error("unknown command %r%s (minicontainer --help lists them)" % (
                 command, " — did you mean %r?" % near[0] if near else ""), 2)
-        if command == "rmi" and os.geteuid() != 0:
-            raise Error("rmi needs root (try sudo)")
         if command == "pull":  # tools/pull.py's arguments and its puller, in this process
             parser.parse_args(argv[:at])
             if os.geteuid() != 0:
                 raise Error("pull needs root (try sudo)")
             code = cmd_pull(argv[at + 1:])
-            sys.stdout.flush()  # here, where a closed pipe is caught
-            return code
-        if command in ("images", "rmi"):  # they parse their own arguments (image store)
-            parser.parse_args(argv[:at])
-            code = (cmd_images if command == "images" else cmd_rmi)(argv[at + 1:])
             sys.stdout.flush()  # here, where a closed pipe is caught
             return code
         after = None
@@ -6735,7 +6960,8 @@ def _main(argv, at, log, debug):
             g.dashdash = after is not None
             if after is not None:
                 g.args = g.args + ["--"] + after if g.args else after
-        if os.geteuid() != 0 and g.command not in ("spec", "state", "list", "features"):
+        if os.geteuid() != 0 and g.command not in ("spec", "state", "list", "features",
+                                                   "images"):
             raise Error("%s needs root (try sudo)" % g.command)
         code = g.fn(g, g)
         sys.stdout.flush()  # here, where a closed pipe is caught

@@ -359,7 +359,8 @@ def test_v2_missing_controller_is_an_error(v2_mode, busybox_rootfs, state_root, 
         controller
     assert r.returncode == 1
     assert not os.path.exists(cgroups.v2 + "/minicontainer/" + cid)
-    assert not os.listdir(state_root)
+    # refused by run's check of the config, before the state root is made
+    assert not os.path.isdir(state_root) or not os.listdir(state_root)
 
 
 def test_a_refused_update_changes_nothing(created, state_root, cgroups):
@@ -382,6 +383,14 @@ def test_a_refused_update_changes_nothing(created, state_root, cgroups):
     assert read(cgroups.dir("pids", path) + "/pids.max") == "42"
     assert read(cgroups.dir("memory", path) + "/memory.limit_in_bytes") == str(32 << 20)
     assert json.loads(mc("state", c.id, state_root=state_root).stdout)["id"] == c.id
+    assert stored_resources(c)["pids"] == {"limit": 42}  # state.json agrees with the kernel
+    assert stored_resources(c)["memory"]["limit"] == 32 << 20
+    # a value refused before any write (not the kernel's word) changes nothing either
+    r = mc("update", "--resources", "-", c.id, state_root=state_root,
+           input=json.dumps({"pids": {"limit": 7}, "memory": {"swappiness": 101}}))
+    assert "swappiness: 101 is not from 0 to 100" in one_line_error(r)
+    assert read(cgroups.dir("pids", path) + "/pids.max") == "42"
+    assert stored_resources(c)["pids"] == {"limit": 42}
     # zeros, as containerd's shim sends them, leave everything as it is
     r = mc("update", "--resources", "-", c.id, state_root=state_root, input=json.dumps(
         {"memory": {"limit": 0, "reservation": 0, "swap": 0, "kernel": 0},
@@ -394,6 +403,42 @@ def test_a_refused_update_changes_nothing(created, state_root, cgroups):
     assert r.returncode == 0, r.stderr
     assert read(cgroups.dir("memory", path) + "/memory.limit_in_bytes") == str(128 << 20)
     assert read(cgroups.dir("memory", path) + "/memory.memsw.limit_in_bytes") == str(256 << 20)
+    assert stored_resources(c)["memory"]["limit"] == 128 << 20
+
+
+def stored_resources(c):
+    with open(os.path.join(c.dir, "state.json")) as f:
+        return json.load(f)["config"]["linux"]["resources"]
+
+
+def test_update_realtime_flags_and_ignored_kernel_memory(created, state_root, cgroups,
+                                                       tmp_path):
+    # runc's --cpu-rt-period/--cpu-rt-runtime write cpu.rt_period_us/cpu.rt_runtime_us (v1);
+    # --kernel-memory* are ignored, with a warning, as runc 1.1 ignores them.
+    v1, _ = mcmod.cgroup_hierarchies()
+    if "cpu" not in v1:
+        pytest.skip("needs the v1 cpu controller")
+    c = created()
+    d = cgroups.dir("cpu", "/minicontainer/" + c.id)
+    if not os.path.exists(d + "/cpu.rt_period_us"):
+        pytest.skip("the kernel has no realtime group scheduling")
+    r = mc("update", "--cpu-rt-period", "500000", c.id, state_root=state_root)
+    assert r.returncode == 0, r.stderr
+    assert read(d + "/cpu.rt_period_us") == "500000"
+    assert stored_resources(c)["cpu"]["realtimePeriod"] == 500000
+    # no realtime time is left to give in the parent: refused, and the period is put back
+    r = mc("update", "--cpu-rt-period", "400000", "--cpu-rt-runtime", "1000", c.id,
+           state_root=state_root)
+    assert "cpu.rt_runtime_us" in one_line_error(r)
+    assert read(d + "/cpu.rt_period_us") == "500000"
+    assert stored_resources(c)["cpu"]["realtimePeriod"] == 500000
+    assert "realtimeRuntime" not in stored_resources(c)["cpu"]
+    log = str(tmp_path / "update.log")
+    r = mc("--log", log, "update", "--kernel-memory", "64m", "--kernel-memory-tcp", "8m", c.id,
+           state_root=state_root)
+    assert r.returncode == 0 and r.stderr == ""
+    with open(log) as f:
+        assert "kernel memory settings are ignored" in f.read()
 
 
 def test_a_controller_only_cgroup2_has_is_used_there_on_a_hybrid_host(created):

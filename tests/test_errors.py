@@ -102,6 +102,7 @@ def bundle_with(tmp_path, busybox_rootfs):
      "unknown type 'RLIMIT_BOGUS'"),
     (_set("process.capabilities.bounding", ["CAP_BOGUS"]), None, "CAP_BOGUS"),
     (_set("linux.sysctl", {"kernel.panic": "1"}), None, "kernel.panic is not namespaced"),
+    (_set("process.oomScoreAdj", -1001), None, "process.oomScoreAdj: must be from -1000 to 1000"),
     (_set("linux.sysctl", {"kernel.hostname": "x"}), None,
      'kernel.hostname conflicts with the "hostname" field'),
     (lambda c: (c.update(domainname="a.example"),
@@ -163,7 +164,16 @@ def test_invalid_ids(bundle_with, state_root, cid):
     ([], ["true"], "give an image, --rootfs DIR or --bundle DIR", 1),
     (["--bogus-flag"], ["true"], "unrecognized arguments: --bogus-flag", 2),
     (["--pids-limit", "many"], ["true"], "invalid int value", 2),
-    (["-m", "lots"], ["true"], "invalid size 'lots'", 1),
+    (["-m", "lots"], ["true"], "--memory: invalid size 'lots'", 1),
+    (["--memory-swap", "64m"], ["true"], "--memory-swap: needs --memory", 1),
+    (["--sysctl", "kernel.panic=1"], ["true"],
+     "--sysctl: linux.sysctl: kernel.panic is not namespaced in this container", 1),
+    (["--sysctl", "kernel.shmmax"], ["true"], "--sysctl: 'kernel.shmmax' is not KEY=VALUE", 1),
+    (["--network", "host", "--sysctl", "net.ipv4.ip_forward=1"], ["true"],
+     "--sysctl: linux.sysctl: net.ipv4.ip_forward is not namespaced in this container", 1),
+    (["--oom-score-adj", "1001"], ["true"],
+     "--oom-score-adj: process.oomScoreAdj: must be from -1000 to 1000", 1),
+    (["--oom-score-adj", "x"], ["true"], "invalid int value", 2),
     (["--cpus", "half"], ["true"], "--cpus half: not a number", 1),
     (["-v", "relative:/data"], ["true"], "use HOST:CONTAINER[:ro]", 1),
     (["-v", "/tmp:/data:rx"], ["true"], "use HOST:CONTAINER[:ro]", 1),
@@ -261,6 +271,19 @@ def test_command_line_mistakes_are_one_line(busybox_rootfs, state_root):
            state_root=state_root)
     assert one_line_error(r) == "minicontainer: run: argument --preserve-fds: '-2' is not a " \
         "count (0 or more)" and r.returncode == 2
+    # images and rmi are on the shared parser: their mistakes are one line too
+    r = mc("images", "--bogus", state_root=state_root)
+    assert one_line_error(r) == "minicontainer: usage: unrecognized arguments: --bogus" \
+        and r.returncode == 2
+    r = mc("rmi", state_root=state_root)
+    assert one_line_error(r) == "minicontainer: rmi: the following arguments are required: " \
+        "IMAGE" and r.returncode == 2
+    r = mc("images", "--format", "yaml", state_root=state_root)
+    assert "argument -f/--format: invalid choice: 'yaml'" in one_line_error(r)
+    for flag in ("--apparmor", "--process-label"):  # runc's; were parsed and ignored
+        r = mc("exec", flag, "x", "someid", "true", state_root=state_root)
+        assert one_line_error(r) == "minicontainer: exec %s: not supported by minicontainer " \
+            "(no AppArmor or SELinux here)" % flag and r.returncode == 1
     r = mc("lsit", state_root=state_root)
     assert one_line_error(r) == "minicontainer: unknown command 'lsit' — did you mean 'list'? " \
         "(minicontainer --help lists them)" and r.returncode == 2

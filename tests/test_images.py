@@ -1,4 +1,5 @@
 """The store as the runtime sees it: find_image, `images`, `rmi`, locking, progress output."""
+import json
 import os
 import subprocess
 import sys
@@ -61,6 +62,9 @@ def test_images_lists_the_store(two_images, store):
     assert all("linux/amd64" in line for line in lines[1:])
     ids = run_mc("images", "-q", env=env).stdout.split()
     assert ids == [mc.find_image(ref, store).digest[7:19] for ref in refs]
+    listed = json.loads(run_mc("images", "--format", "json", env=env).stdout)
+    assert [(i["repository"], i["tag"], i["id"]) for i in listed] == [
+        (repo, "one", ids[0]), (repo, "two", ids[1])]
 
 
 def test_rmi_removes_only_unshared_blobs(two_images, store):

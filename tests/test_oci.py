@@ -1,5 +1,6 @@
 """The OCI command line (issue #4): runc's commands and flags as engines call them, on real
 containers. Every test has its own --root and deletes (-f) every container it made."""
+import ctypes
 import json
 import os
 import select
@@ -1216,6 +1217,38 @@ def test_systemd_cgroups_path(oci, bundle, cgroups):
     assert cgroups.procs(leaf) == [pid] and cgroups.member(leaf, pid)
     oci("delete", "-f", cid)
     assert not cgroups.exists(leaf)
+
+
+def test_the_container_keeps_the_callers_session_keyring(oci, bundle):
+    # runc joins a new session keyring named after the container unless --no-new-keyring;
+    # we never make one, so the flag is what we always do: the container's processes have
+    # the caller's session keyring.
+    nr = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
+    if nr is None or not os.path.exists("/proc/keys"):
+        pytest.skip("needs keyctl's number and /proc/keys")
+    ring = "mc-test-ring-%d" % os.getpid()
+
+    def join_session_keyring():
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syscall(ctypes.c_long(nr), ctypes.c_long(1), ctypes.c_char_p(ring.encode())) < 0:
+            os._exit(99)  # KEYCTL_JOIN_SESSION_KEYRING failed
+    b = bundle(["cat", "/proc/keys"], edit=lambda c: c["linux"].update(
+        maskedPaths=[p for p in c["linux"]["maskedPaths"] if p != "/proc/keys"]))
+    assert "no new one is made" in oci("create", "--help")
+    for flags in ([], ["--no-new-keyring"]):
+        cid = new_id()
+        oci.ids.append(cid)
+        out_path, err_path = oci.files()
+        with open(out_path, "w") as o, open(err_path, "w") as e:
+            rc = subprocess.run(oci.argv("create", "--bundle", b, *flags, cid),
+                                stdin=subprocess.DEVNULL, stdout=o, stderr=e, timeout=30,
+                                preexec_fn=join_session_keyring).returncode
+        assert rc == 0, open(err_path).read()
+        oci("start", cid)
+        oci.wait_status(cid, "stopped")
+        keys = open(out_path).read()
+        assert ring in keys and cid not in keys, keys
+        oci("delete", cid)
 
 
 def test_systemd_cgroup_flag_is_accepted_and_says_so(oci, bundle, cgroups):

@@ -281,6 +281,16 @@ def test_cpu_and_cpuset_limits_are_in_the_containers_cgroup(run, cgroups):
     assert out.split() == ["50000", "100000", "20" if cgroups.unified else "512", "0", "1"]
 
 
+def test_sysctl_and_oom_score_adj_flags(run):
+    # docker's --sysctl KEY=VALUE (repeated: linux.sysctl) and --oom-score-adj N
+    # (process.oomScoreAdj): one row each in RUN_FLAGS
+    out = ok(run("cat /proc/self/oom_score_adj /proc/sys/kernel/shmmax "
+                 "/proc/sys/net/ipv4/ip_forward", "--oom-score-adj", "345",
+                 "--sysctl", "kernel.shmmax=123456789", "--sysctl", "net.ipv4.ip_forward=1"))
+    assert out.split() == ["345", "123456789", "1"]
+    assert ok(run("cat /proc/self/oom_score_adj", "--oom-score-adj", "1000")).strip() == "1000"
+
+
 # ---- process: env, cwd, exit codes, signals ----
 
 def test_environment(run):
