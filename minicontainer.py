@@ -39,6 +39,97 @@ class NotFound(Error):
     """No such container (also: deleted by another process while we waited for its lock)."""
 
 
+# ==== helpers used everywhere: files, /proc, sizes, time ====
+
+def write_atomic(path, data, mode=0o644, durable=False):
+    """Write a file whole through a temporary file beside it and a rename: a reader sees the
+    old file or the new one, never half of one. `durable` adds an fsync, for the image store
+    (on a disk, which must survive a crash); container state lives on tmpfs and needs none."""
+    tmp = "%s.tmp-%d-%s" % (path, os.getpid(), os.urandom(4).hex())
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            os.write(fd, data.encode() if isinstance(data, str) else data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def mountinfo(pid="self"):
+    """[(mount point, fs type, super options)] from /proc/PID/mountinfo, in mount order; the
+    kernel escapes space, tab, newline and backslash in paths as octal (\\040)."""
+    with open("/proc/%s/mountinfo" % pid, "rb") as f:
+        text = f.read()
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        sep = fields.index(b"-")
+        out.append((_unescape_octal(fields[4]), fields[sep + 1].decode(),
+                    fields[sep + 3].decode()))
+    return out
+
+
+def _unescape_octal(field):
+    if b"\\" in field:
+        parts = field.split(b"\\")
+        field = parts[0] + b"".join(bytes([int(p[:3], 8)]) + p[3:] for p in parts[1:])
+    return os.fsdecode(field)
+
+
+def proc_stat(pid):
+    """/proc/PID/stat's fields after the command name (field 3 on, as bytes); None: no such
+    process. The name, in parentheses, may itself hold spaces and parentheses."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(b")") + 2:].split()
+
+
+def process_start_time(pid):
+    """Field 22 of /proc/PID/stat: with the pid, it names one process across pid reuse."""
+    fields = proc_stat(pid)
+    return None if fields is None else int(fields[19])
+
+
+def process_state(pid):
+    fields = proc_stat(pid)
+    return None if fields is None else fields[0].decode()
+
+
+def process_exiting(pid):
+    """PF_EXITING in /proc/PID/stat's flags: the process is past cgroup_exit, as good as dead.
+
+    A pid namespace's init stays so until every other task of the namespace is reaped,
+    which for a process exec'd there and since reparented to the host's init takes as long
+    as that init takes to reap it."""
+    fields = proc_stat(pid)
+    return fields is None or bool(int(fields[6]) & 0x4)
+
+
+def timestamp(t=None):
+    import time
+    t = time.time() if t is None else t
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%09dZ" % (t % 1 * 1e9)
+
+
+def human_size(n, digits=3):
+    """A size in decimal units, as docker prints them (5.2MB, 812kB)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return "%.0f%s" % (n, unit) if unit == "B" else "%.*g%s" % (digits, n, unit)
+        n /= 1000
+
+
 # ==== ctypes bindings ====
 # Only what Python's os module lacks (3.8+): unshare, setns, mount, pivot_root, capabilities.
 
@@ -459,38 +550,6 @@ def pidfd_open(pid):
         return None
 
 
-def proc_stat(pid):
-    """/proc/PID/stat's fields after the command name (field 3 on, as bytes); None: no such
-    process. The name, in parentheses, may itself hold spaces and parentheses."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rindex(b")") + 2:].split()
-
-
-def process_start_time(pid):
-    """Field 22 of /proc/PID/stat: with the pid, it names one process across pid reuse."""
-    fields = proc_stat(pid)
-    return None if fields is None else int(fields[19])
-
-
-def process_state(pid):
-    fields = proc_stat(pid)
-    return None if fields is None else fields[0].decode()
-
-
-def process_exiting(pid):
-    """PF_EXITING in /proc/PID/stat's flags: the process is past cgroup_exit, as good as dead.
-
-    A pid namespace's init stays so until every other task of the namespace is reaped,
-    which for a process exec'd there and since reparented to the host's init takes as long
-    as that init takes to reap it."""
-    fields = proc_stat(pid)
-    return fields is None or bool(int(fields[6]) & 0x4)
-
-
 # ==== configuration: the OCI runtime-spec config.json ====
 
 # Docker's default capability set (moby's caps/defaults.go): a docker-like container's, and what
@@ -788,12 +847,8 @@ def cgroup_hierarchies():
     if forced:
         return {}, forced
     v1, v2 = {}, None
-    mounts = {}  # mountpoint: (fstype, super options); a later mount hides an earlier one
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            mounts[fields[4].replace("\\040", " ")] = (fields[sep + 1], fields[sep + 3])
+    # mountpoint: (fstype, super options); a later mount hides an earlier one
+    mounts = {point: (fstype, options) for point, fstype, options in mountinfo()}
     for mountpoint, (fstype, options) in mounts.items():
         if fstype == "cgroup2" and v2 is None:
             v2 = mountpoint
@@ -2926,23 +2981,6 @@ def check_id(cid):
     return cid
 
 
-def timestamp(t=None):
-    import time
-    t = time.time() if t is None else t
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%09dZ" % (t % 1 * 1e9)
-
-
-def write_atomic(path, data, mode=0o644):
-    """Write then rename: a reader sees the old file or the new one, never half of one."""
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data.encode() if isinstance(data, str) else data)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-
-
 def run_hooks(hooks, state, kind):
     """Run OCI hooks with the container state on stdin; a failing hook fails the step,
     except poststop, whose failure is a warning (the remaining hooks and the deletion go
@@ -4424,39 +4462,12 @@ def image_platform(config):
     return config.get("os", "?"), config.get("architecture", "?"), config.get("variant")
 
 
-def human_size(n, digits=3):
-    """A size in decimal units, as docker prints them (5.2MB, 812kB)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return "%.0f%s" % (n, unit) if unit == "B" else "%.*g%s" % (digits, n, unit)
-        n /= 1000
-
-
 def store_dir():
     """The image store: $MINICONTAINER_STORE, else images/ beside this file."""
     env = os.environ.get("MINICONTAINER_STORE")
     if env:
         return os.path.abspath(env)
     return os.path.join(os.path.dirname(os.path.realpath(__file__)), "images")
-
-
-def write_file_atomic(path, data, mode=0o644):
-    """Write bytes to path via a temporary file in the same directory, fsync and a rename:
-    index.json and the store's blobs survive a crash whole or not at all."""
-    tmp = "%s.tmp-%d-%s" % (path, os.getpid(), os.urandom(4).hex())
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        with open(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class ImageStore:
@@ -4536,8 +4547,8 @@ class ImageStore:
         with self.lock(True, ".index.lock"):
             index = self.read_index()
             change(index)
-            write_file_atomic(self._p("index.json"),
-                              json.dumps(index, indent=2).encode() + b"\n")
+            write_atomic(self._p("index.json"), json.dumps(index, indent=2).encode() + b"\n",
+                         durable=True)
 
     def entries(self):
         """(name, descriptor) for each named image in index.json."""
@@ -4618,8 +4629,7 @@ class ImageStore:
 def _mount_points_under(path):
     prefix = os.path.realpath(path).rstrip("/") + "/"
     try:
-        with open("/proc/self/mountinfo") as f:
-            points = [line.split()[4].encode().decode("unicode_escape") for line in f]
+        points = [point for point, _, _ in mountinfo()]
     except OSError:
         return []
     return [p for p in points if p == prefix[:-1] or p.startswith(prefix)]
@@ -4765,7 +4775,6 @@ def cmd_rmi(args, g):
             print(f"minicontainer: {e}", file=sys.stderr)
             return 1
     return status
-
 
 
 def tools_puller():

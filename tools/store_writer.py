@@ -43,10 +43,11 @@ class StoreWriter(mc.ImageStore):
             os.makedirs(os.path.join(self.path, d), exist_ok=True)
         layout, index = os.path.join(self.path, "oci-layout"), os.path.join(self.path, "index.json")
         if not os.path.exists(layout):
-            mc.write_file_atomic(layout, b'{"imageLayoutVersion": "1.0.0"}\n')
+            mc.write_atomic(layout, b'{"imageLayoutVersion": "1.0.0"}\n', durable=True)
         if not os.path.exists(index):
-            mc.write_file_atomic(index, json.dumps({"schemaVersion": 2, "mediaType": mc.OCI_INDEX,
-                                                    "manifests": []}, indent=2).encode() + b"\n")
+            mc.write_atomic(index, json.dumps({"schemaVersion": 2, "mediaType": mc.OCI_INDEX,
+                                               "manifests": []}, indent=2).encode() + b"\n",
+                            durable=True)
 
     def has_blob(self, digest):
         return os.path.isfile(self.blob_path(digest))
@@ -131,7 +132,7 @@ class StoreWriter(mc.ImageStore):
                 layer_done(i)
         for digest, data in documents:
             if not self.has_blob(digest):
-                mc.write_file_atomic(self.blob_path(digest), data)
+                mc.write_atomic(self.blob_path(digest), data, durable=True)
         self.tag(name, descriptor)
 
 
