@@ -17,7 +17,7 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import RUNTIME, mc, mc_bg, new_id, ok
+from conftest import RUNTIME, mc, mc_bg, new_id, ok, write_bundle
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -39,16 +39,6 @@ def mask(*names):
 def run(rootfs, state_root, script, *flags, **kw):
     return mc("run", "--rm", "--name", new_id(), "--rootfs", rootfs, *flags, "--", "sh", "-c",
               script, state_root=state_root, **kw)
-
-
-def run_bundle(tmp_path, rootfs, state_root, process):
-    """`run` of a bundle whose config is the default spec with `process` merged in."""
-    bundle = tmp_path / "bundle"
-    bundle.mkdir(exist_ok=True)
-    config = mcmod.default_spec(rootfs=rootfs)
-    config["process"].update(process)
-    (bundle / "config.json").write_text(json.dumps(config))
-    return mc("run", "--bundle", str(bundle), new_id(), state_root=state_root)
 
 
 @pytest.fixture
@@ -89,7 +79,7 @@ def _file_caps(*names):
 
 @pytest.mark.parametrize("nnp, gained", [(True, 0), (False, mask("CAP_NET_RAW"))],
                          ids=["no_new_privs", "control_without_it"])
-def test_file_capabilities_give_nothing_under_no_new_privs(rootfs_copy, state_root, tmp_path,
+def test_file_capabilities_give_nothing_under_no_new_privs(rootfs_copy, state_root, bundle,
                                                            nnp, gained):
     # busybox as "grep" with CAP_NET_RAW as a file capability, run by uid 1000 whose only
     # capabilities are in the bounding set: exec'ing it raises CapPrm to CAP_NET_RAW, unless
@@ -101,11 +91,13 @@ def test_file_capabilities_give_nothing_under_no_new_privs(rootfs_copy, state_ro
         os.setxattr(rootfs_copy + "/caps/grep", "security.capability", _file_caps("CAP_NET_RAW"))
     except OSError as e:
         pytest.skip("no file capabilities on this filesystem: %s" % e)
-    r = run_bundle(tmp_path, rootfs_copy, state_root, {
+    process = {
         "args": ["/caps/grep", "-E", "^(Cap|NoNewPrivs)", "/proc/self/status"],
         "user": {"uid": 1000, "gid": 1000}, "noNewPrivileges": nnp,
         "capabilities": {"bounding": list(mcmod.DEFAULT_CAPS), "effective": [],
-                         "permitted": [], "inheritable": [], "ambient": []}})
+                         "permitted": [], "inheritable": [], "ambient": []}}
+    b = bundle(edit=lambda c: c["process"].update(process), rootfs=rootfs_copy)
+    r = mc("run", "--bundle", b, new_id(), state_root=state_root)
     got = status(ok(r))
     assert got["NoNewPrivs"] == int(nnp)
     assert got["CapPrm"] == got["CapEff"] == gained
@@ -136,13 +128,14 @@ def test_file_capabilities_give_nothing_under_no_new_privs(rootfs_copy, state_ro
       "CapPrm": mask("CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"),
       "CapEff": mask("CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"), "CapAmb": 0}),
 ], ids=["uid1000_all_sets_distinct", "root_small_bounding"])
-def test_capability_sets_end_exactly_as_configured(busybox_rootfs, state_root, tmp_path,
+def test_capability_sets_end_exactly_as_configured(busybox_rootfs, state_root, bundle,
                                                    user, caps, expected):
     # Dropping the bounding set needs CAP_SETPCAP and setuid needs KEEPCAPS, ambient needs
     # permitted and inheritable in place: a wrong order fails here, or leaves a set wrong.
-    r = run_bundle(tmp_path, busybox_rootfs, state_root, {
-        "args": ["grep", "-E", "^(Cap|NoNewPrivs)", "/proc/self/status"], "user": user,
-        "capabilities": caps})
+    process = {"args": ["grep", "-E", "^(Cap|NoNewPrivs)", "/proc/self/status"], "user": user,
+               "capabilities": caps}
+    b = bundle(edit=lambda c: c["process"].update(process))
+    r = mc("run", "--bundle", b, new_id(), state_root=state_root)
     assert status(ok(r)) == dict(expected, NoNewPrivs=1)
 
 
@@ -183,11 +176,9 @@ def test_run_passes_only_fds_0_1_2_whatever_the_runtime_inherits(busybox_rootfs,
 
 def test_create_preserve_fds_passes_exactly_those(busybox_rootfs, state_root, tmp_path):
     (tmp_path / "in").write_text("from fd 3\n")
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    config = mcmod.default_spec(rootfs=busybox_rootfs, args=(
-        "sh", "-c", "ls /proc/1/fd; readlink /proc/1/cwd; cat <&3; echo to-fd-4 >&4; true"))
-    (bundle / "config.json").write_text(json.dumps(config))
+    bundle = write_bundle(tmp_path / "bundle", (
+        "sh", "-c", "ls /proc/1/fd; readlink /proc/1/cwd; cat <&3; echo to-fd-4 >&4; true"),
+        rootfs=busybox_rootfs)
     cid = new_id()
     # fds 3 and 4 preserved; 5, a host directory, is not
     shell = ("exec %s %s --root %s create --bundle %s --preserve-fds 2 %s "
@@ -313,10 +304,7 @@ def test_init_is_not_dumpable_while_it_is_the_runtime(busybox_rootfs, state_root
     # container's namespaces: deterministic, no race. A root process exec'd into the
     # created container (no CAP_SYS_PTRACE) must not reach its exe, fds, cwd or memory.
     prefix, hashes = runtime_copy
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    config = mcmod.default_spec(rootfs=busybox_rootfs, args=("sleep", "1000"))
-    (bundle / "config.json").write_text(json.dumps(config))
+    bundle = write_bundle(tmp_path / "bundle", ("sleep", "1000"), rootfs=busybox_rootfs)
     cid = new_id()
     try:
         with open(tmp_path / "create.out", "w") as out:

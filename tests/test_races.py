@@ -3,7 +3,6 @@ leaves nothing that gc does not remove; a create never kills another container.
 
 The steps and the interleavings come from $MINICONTAINER_DEBUG_DIE_AT and
 $MINICONTAINER_DEBUG_SLEEP_AT (minicontainer.debug_step)."""
-import json
 import os
 import random
 import signal
@@ -15,7 +14,7 @@ import pytest
 
 import minicontainer as mcmod
 from conftest import (RUNTIME, find_leaks, mc, mc_bg, new_id, ok, one_line_error, ours,
-                      session_cgroups)
+                      session_cgroups, write_bundle)
 
 pytestmark = pytest.mark.needs_root
 
@@ -36,17 +35,12 @@ def steps(command, network, userns):
         yield step
 
 
-def bundle(tmp_path, rootfs, userns):
-    config = mcmod.default_spec(rootfs=rootfs, args=["sleep", "1000"])
-    if userns:
-        config["linux"]["namespaces"].append({"type": "user"})
-        config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-        config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-        config["mounts"] = [m for m in config["mounts"] if m["type"] != "cgroup"]
-    d = tmp_path / "bundle"
-    d.mkdir(exist_ok=True)
-    (d / "config.json").write_text(json.dumps(config))
-    return str(d)
+def in_a_userns(config):
+    """A bundle's edit: a user namespace with the maps --userns gives."""
+    config["linux"]["namespaces"].append({"type": "user"})
+    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    config["mounts"] = [m for m in config["mounts"] if m["type"] != "cgroup"]
 
 
 def gc_until_settled(state_root, cid):
@@ -78,7 +72,8 @@ def test_killed_at_every_step_gc_leaves_nothing(walkable, tmp_path, command, net
                                                 userns):
     state_root = str(tmp_path / "state")
     rootfs = str(walkable / "rootfs")
-    b = bundle(tmp_path, rootfs, userns)
+    b = write_bundle(tmp_path / "bundle", ["sleep", "1000"], in_a_userns if userns else None,
+                     rootfs)
     for step in steps(command, network, userns):
         cid = new_id(step)
         env = dict(os.environ, MINICONTAINER_DEBUG_DIE_AT=step)
