@@ -112,6 +112,13 @@ def mc_create(bundle, cid=None, *flags, state_root=None, stdout=None, check=True
     return cid, r
 
 
+def mc_sh(script, *flags, rootfs, state_root, name=None, **kw):
+    """`run --rm --name NAME --rootfs ROOTFS FLAGS -- sh -c SCRIPT` through mc (a new id unless
+    name is given): a shell script in a container of its own."""
+    return mc("run", "--rm", "--name", name or new_id(), "--rootfs", rootfs, *flags, "--",
+              "sh", "-c", script, state_root=state_root, **kw)
+
+
 def state(cid, state_root):
     """The container's `state`, parsed."""
     import json

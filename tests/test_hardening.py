@@ -12,12 +12,12 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 
 import pytest
 
 import minicontainer as mcmod
-from conftest import RUNTIME, mc, mc_bg, new_id, ok, write_bundle
+from conftest import (RUNTIME, mc, mc_bg, mc_sh, new_id, ok, wait_for, wait_status,
+                      write_bundle)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -34,11 +34,6 @@ def status(text):
 
 def mask(*names):
     return sum(1 << CAP[n] for n in names)
-
-
-def run(rootfs, state_root, script, *flags, **kw):
-    return mc("run", "--rm", "--name", new_id(), "--rootfs", rootfs, *flags, "--", "sh", "-c",
-              script, state_root=state_root, **kw)
 
 
 @pytest.fixture
@@ -60,7 +55,8 @@ def running(busybox_rootfs, state_root, tmp_path):
     (["--security-opt", "no-new-privileges=false"], 0),
 ], ids=["default", "asked", "false"])
 def test_no_new_privs_in_run(busybox_rootfs, state_root, flags, expected):
-    out = ok(run(busybox_rootfs, state_root, "grep NoNewPrivs /proc/self/status", *flags))
+    out = ok(mc_sh("grep NoNewPrivs /proc/self/status", *flags, rootfs=busybox_rootfs,
+                   state_root=state_root))
     assert status(out) == {"NoNewPrivs": expected}
 
 
@@ -189,10 +185,7 @@ def test_create_preserve_fds_passes_exactly_those(busybox_rootfs, state_root, tm
         assert subprocess.run(["sh", "-c", shell], timeout=30).returncode == 0, \
             (tmp_path / "err").read_text()
         ok(mc("start", cid, state_root=state_root))
-        deadline = time.monotonic() + 10
-        while json.loads(ok(mc("state", cid, state_root=state_root)))["status"] != "stopped":
-            assert time.monotonic() < deadline, "the container did not finish"
-            time.sleep(0.05)
+        wait_status(cid, "stopped", state_root)
     finally:
         mc("delete", "-f", cid, state_root=state_root)
     out = (tmp_path / "out").read_text().split("\n")
@@ -244,7 +237,8 @@ def test_workdir_through_an_inherited_fd_is_refused_in_exec(running, state_root,
 
 
 def test_workdir_inside_the_root_is_the_cwd(busybox_rootfs, state_root):
-    out = ok(run(busybox_rootfs, state_root, "readlink /proc/self/cwd; pwd", "-w", "/tmp"))
+    out = ok(mc_sh("readlink /proc/self/cwd; pwd", "-w", "/tmp", rootfs=busybox_rootfs,
+                   state_root=state_root))
     assert out.split() == ["/tmp", "/tmp"]
 
 
@@ -376,10 +370,8 @@ def test_exec_race_attacker_cannot_read_or_write_the_runtime(rootfs_copy, state_
             assert e.returncode == 0, e.stderr
         (tmp_path / "rootfs" / "tmp" / "stop").write_text("")
         # a detached container's output is in its log
-        deadline = time.monotonic() + 15
-        while "FINISHED" not in _rt(prefix, state_root, "logs", cid).stdout:
-            assert time.monotonic() < deadline, _rt(prefix, state_root, "logs", cid).stdout
-            time.sleep(0.1)
+        wait_for(lambda: "FINISHED" in _rt(prefix, state_root, "logs", cid).stdout, 15,
+                 "FINISHED in the container's log", interval=0.1)
         report = _rt(prefix, state_root, "logs", cid).stdout
     finally:
         _rt(prefix, state_root, "delete", "-f", cid)

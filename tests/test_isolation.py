@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import mc, mc_bg, mountpoints_under, new_id, ok, write_bundle
+from conftest import mc, mc_bg, mc_sh, mountpoints_under, new_id, ok, write_bundle
 
 import minicontainer as mc_module
 
@@ -28,14 +28,9 @@ def volume(walkable):
     return vol
 
 
-def userns_run(rootfs, state_root, script, *flags):
-    return mc("run", "--rm", "--name", new_id("userns"), "--userns", "--rootfs", rootfs, *flags,
-              "--", "sh", "-c", script, state_root=state_root)
-
-
 def test_userns_root_inside_is_mapped_to_an_unprivileged_host_uid(walkable_rootfs, state_root):
-    out = ok(userns_run(walkable_rootfs, state_root,
-                        "id -u; cat /proc/self/uid_map /proc/self/gid_map"))
+    out = ok(mc_sh("id -u; cat /proc/self/uid_map /proc/self/gid_map", "--userns",
+                   rootfs=walkable_rootfs, state_root=state_root, name=new_id("userns")))
     lines = out.split("\n")
     assert lines[0] == "0"
     base = lines[1].split()
@@ -46,7 +41,8 @@ def test_userns_root_inside_is_mapped_to_an_unprivileged_host_uid(walkable_rootf
 def test_userns_root_cannot_touch_what_the_host_root_owns(walkable_rootfs, state_root, volume):
     script = ("cat /vol/rootonly && echo READ; touch /vol/new && echo CREATED; "
               "echo more >> /vol/mine && echo APPENDED; stat -c '%u' /vol/rootonly")
-    r = userns_run(walkable_rootfs, state_root, script, "-v", "%s:/vol" % volume)
+    r = mc_sh(script, "--userns", "-v", "%s:/vol" % volume, rootfs=walkable_rootfs,
+              state_root=state_root, name=new_id("userns"))
     assert "READ" not in r.stdout and "CREATED" not in r.stdout
     assert "APPENDED" in r.stdout  # its own (mapped) file it may write
     assert r.stdout.strip().endswith("65534")  # the host's root is nobody in here
@@ -56,21 +52,22 @@ def test_userns_root_cannot_touch_what_the_host_root_owns(walkable_rootfs, state
 
 
 def test_userns_files_created_inside_belong_to_the_mapped_uid(walkable_rootfs, state_root,
-                                                            walkable):
+                                                              walkable):
     shared = walkable / "shared"
     shared.mkdir()
     os.chmod(shared, 0o777)
-    ok(userns_run(walkable_rootfs, state_root, "touch /shared/f", "-v", "%s:/shared" % shared))
+    ok(mc_sh("touch /shared/f", "--userns", "-v", "%s:/shared" % shared, rootfs=walkable_rootfs,
+             state_root=state_root, name=new_id("userns")))
     st = os.stat(shared / "f")
     assert (st.st_uid, st.st_gid) == (100000, 100000)
 
 
 def test_userns_keeps_the_rest_of_the_setup(walkable_rootfs, state_root):
-    out = ok(userns_run(walkable_rootfs, state_root,
-                        "hostname; ls /proc | grep -c '^[0-9]'; cat /dev/null && echo null; "
-                        "grep CapEff /proc/self/status; echo x > /proc/sys/kernel/hostname "
-                        "2>/dev/null && echo WROTE; head -c 4 /dev/urandom | wc -c",
-                        "--hostname", "inside"))
+    out = ok(mc_sh("hostname; ls /proc | grep -c '^[0-9]'; cat /dev/null && echo null; "
+                   "grep CapEff /proc/self/status; echo x > /proc/sys/kernel/hostname "
+                   "2>/dev/null && echo WROTE; head -c 4 /dev/urandom | wc -c", "--userns",
+                   "--hostname", "inside", rootfs=walkable_rootfs, state_root=state_root,
+                   name=new_id("userns")))
     lines = out.split("\n")
     assert lines[0] == "inside"
     assert int(lines[1]) <= 3  # sh, its children: a pid namespace of its own

@@ -281,21 +281,6 @@ def test_kill_with_a_signal_number_and_name(state_root, bundle):
     ok(mc("delete", cid, state_root=state_root))
 
 
-def test_delete_of_a_half_created_container(state_root):
-    # what a create that crashed before writing its state leaves
-    for cid, text in ((new_id(), None), (new_id(), "{"), (new_id(), "")):
-        d = os.path.join(state_root, cid)
-        os.makedirs(d)
-        if text is not None:
-            with open(os.path.join(d, "state.json"), "w") as f:
-                f.write(text)
-        assert status(cid, state_root) == "creating"
-        assert cid in ok(mc("list", "-q", state_root=state_root)).split()
-        ok(mc("delete", cid, state_root=state_root))
-        assert not os.path.exists(d)
-    assert ok(mc("list", "-q", state_root=state_root)).strip() == ""
-
-
 def test_commands_on_a_container_that_does_not_exist(state_root):
     for args in (["start"], ["state"], ["kill"], ["pause"], ["resume"], ["ps"], ["stats"],
                  ["delete"]):

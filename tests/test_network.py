@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from conftest import (RUNTIME, leases, links, mc, mc_bg, mountpoints_under, new_id, ours,
-                      session_cgroups)
+                      session_cgroups, wait_for)
 
 import minicontainer as m
 
@@ -194,11 +194,7 @@ def test_published_port_answers_on_host(busybox_rootfs, state_root, www, no_leak
         assert len(r.stderr.strip().splitlines()) == 1
     finally:
         assert mc("delete", "-f", cid, state_root=state_root).returncode == 0
-    for _ in range(100):
-        if m.process_state(pid) in (None, "Z"):
-            break
-        time.sleep(0.02)
-    assert m.process_state(pid) in (None, "Z")
+    wait_for(lambda: m.process_state(pid) in (None, "Z"), 2, "the forwarder to end")
     with socket.socket() as s:  # the port is free again
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("0.0.0.0", port))
@@ -309,11 +305,8 @@ def test_gc_after_crash_leaves_live_container(busybox_rootfs, state_root, www, n
         state = _start_and_crash(busybox_rootfs, state_root, dead, port, www)
         net = state["network"]
         fwd = net["forwarder"][0]
-        for _ in range(100):  # the forwarder ends with the init
-            if m.process_state(fwd) in (None, "Z"):
-                break
-            time.sleep(0.02)
-        assert m.process_state(fwd) in (None, "Z")
+        wait_for(lambda: m.process_state(fwd) in (None, "Z"), 2,
+                 "the forwarder to end with the init")
         assert is_mount(net["netns"]) and net["ip"] in leases()
         r = mc("gc", state_root=state_root)
         assert r.returncode == 0, r.stderr

@@ -126,8 +126,9 @@ def test_delete_of_stopped_and_delete_force_of_running(bundle, state_root, cgrou
     assert os.listdir(state_root) == []
 
 
-@pytest.mark.parametrize("content", [None, "", "{\"id\": ", "\0\0\0"])
+@pytest.mark.parametrize("content", [None, "", "{", "{\"id\": ", "\0\0\0"])
 def test_delete_of_a_half_created_state_dir(state_root, content):
+    # what a create that crashed before writing its state leaves
     cid = new_id()
     d = os.path.join(state_root, cid)
     os.makedirs(d)
@@ -135,8 +136,10 @@ def test_delete_of_a_half_created_state_dir(state_root, content):
         with open(os.path.join(d, "state.json"), "w") as f:
             f.write(content)
     assert status(cid, state_root) == "creating"
+    assert cid in ok(mc("list", "-q", state_root=state_root)).split()
     ok(mc("delete", cid, state_root=state_root))
     assert not os.path.exists(d)
+    assert ok(mc("list", "-q", state_root=state_root)).strip() == ""
 
 
 def test_delete_of_a_state_whose_pid_is_now_another_process(state_root):
@@ -1119,26 +1122,20 @@ def test_kill_all_after_the_init_exited(state_root, bundle):
 
 # ---- config.json as engines write it ----
 
-def test_libpod_cgroups_path(state_root, bundle, cgroups):
+@pytest.mark.parametrize("cgroups_path, leaf, flags", [
+    ("/libpod_parent/libpod-%s", "/libpod_parent/libpod-%s", ()),
+    ("system.slice:mcprefix:%s", "system.slice/mcprefix-%s.scope",
+     ("--no-pivot", "--no-new-keyring")),
+], ids=["libpod", "systemd"])
+def test_cgroups_path(state_root, bundle, cgroups, cgroups_path, leaf, flags):
+    """As podman's cgroupfs manager gives it, and as its systemd one does (slice:prefix:name)."""
     cid = new_id()
-    path = "/libpod_parent/libpod-%s" % cid
-    b = bundle(["sleep", "1000"], edit=lambda c: c["linux"].update(cgroupsPath=path))
-    mc_create(b, cid, state_root=state_root)
+    leaf %= cid
+    b = bundle(["sleep", "1000"], edit=lambda c: c["linux"].update(cgroupsPath=cgroups_path % cid))
+    mc_create(b, cid, *flags, state_root=state_root)
     pid = state(cid, state_root)["pid"]
-    assert cgroups.procs(path) == [pid]
-    assert cgroups.member(path, pid)
-    ok(mc("delete", "-f", cid, state_root=state_root))
-    assert not cgroups.exists(path)
-
-
-def test_systemd_cgroups_path(state_root, bundle, cgroups):
-    cid = new_id()
-    b = bundle(["sleep", "1000"], edit=lambda c: c["linux"].update(
-        cgroupsPath="system.slice:mcprefix:%s" % cid))
-    mc_create(b, cid, "--no-pivot", "--no-new-keyring", state_root=state_root)
-    pid = state(cid, state_root)["pid"]
-    leaf = "system.slice/mcprefix-%s.scope" % cid
-    assert cgroups.procs(leaf) == [pid] and cgroups.member(leaf, pid)
+    assert cgroups.procs(leaf) == [pid]
+    assert cgroups.member(leaf, pid)
     ok(mc("delete", "-f", cid, state_root=state_root))
     assert not cgroups.exists(leaf)
 

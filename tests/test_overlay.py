@@ -11,7 +11,7 @@ import pytest
 
 import minicontainer as mc
 from conftest import mc as run_mc
-from conftest import mc_bg, mountpoints_under, new_id
+from conftest import mc_bg, mountpoints_under, new_id, wait_for
 from fixtures_registry import Image, dir_layer, entry, run_pull, tar_layer
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
@@ -255,10 +255,8 @@ def test_two_running_containers_do_not_see_each_others_writes(image, state_root,
     assert rc == 0, err
     try:
         upper = os.path.join(state_root, first, "upper")
-        for _ in range(500):
-            if os.path.exists(os.path.join(upper, "etc/motd")):
-                break
-            subprocess.run(["sleep", "0.01"])
+        wait_for(lambda: os.path.exists(os.path.join(upper, "etc/motd")), 10,
+                 "the first container's write")
         out = ok(run(state_root, "--rm", image.name, "sh", "-c",
                      "cat /shared 2>&1; cat /etc/motd; echo two > /shared"))
         assert "No such file" in out and "welcome, again\n" in out

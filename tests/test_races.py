@@ -14,7 +14,7 @@ import pytest
 
 import minicontainer as mcmod
 from conftest import (RUNTIME, find_leaks, mc, mc_bg, new_id, ok, one_line_error, ours,
-                      session_cgroups, write_bundle)
+                      session_cgroups, wait_for, write_bundle)
 
 pytestmark = pytest.mark.needs_root
 
@@ -140,11 +140,7 @@ def test_child_of_create_closes_the_runtimes_end_and_dies_with_it(busybox_rootfs
                         return pid
                 except OSError:
                     pass
-        deadline = time.monotonic() + 10
-        while not init() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        child = init()
-        assert child, "no child of create holds the fifo"
+        child = wait_for(init, 10, "a child of create to hold the fifo")
         socks = [os.readlink("/proc/%d/fd/%s" % (child, fd))
                  for fd in os.listdir("/proc/%d/fd" % child)]
         socks = [s for s in socks if s.startswith("socket:")]
@@ -169,17 +165,12 @@ def test_gc_kills_an_orphan_that_no_state_describes(busybox_rootfs, tmp_path):
     state_root = str(tmp_path / "state")
     cid = new_id()
     proc = held_run(state_root, cid, busybox_rootfs)
-    child = None
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        def init_in_its_cgroup():
             holders = mcmod._fifo_holders(state_root).get(cid, [])
             cg = holders and mcmod.Container.load(cid, state_root).cgroup
-            if cg and holders[0][0] in cg.procs():
-                child = holders[0][0]
-                break
-            time.sleep(0.01)
-        assert child, "the init did not get into its cgroup"
+            return cg and holders[0][0] in cg.procs() and holders[0][0]
+        child = wait_for(init_in_its_cgroup, 10, "the init to get into its cgroup")
         os.kill(proc.pid, signal.SIGSTOP)  # the runtime neither cleans up nor dies
         import shutil
         shutil.rmtree(os.path.join(state_root, cid))  # as the old gc did
