@@ -1,5 +1,6 @@
 """Shared fixtures: a busybox rootfs, the runtime as a command, and a leak check."""
 import itertools
+import json
 import os
 import platform
 import shutil
@@ -121,7 +122,6 @@ def mc_sh(script, *flags, rootfs, state_root, name=None, **kw):
 
 def state(cid, state_root):
     """The container's `state`, parsed."""
-    import json
     return json.loads(ok(mc("state", cid, state_root=state_root)))
 
 
@@ -137,7 +137,6 @@ def write_bundle(d, args=("true",), edit=None, rootfs=None, terminal=False, text
     """Make directory d (made if missing) an OCI bundle: the config `spec` writes, running
     args in rootfs (by default d/rootfs), edited by edit (a callable, like set_field's); or
     the raw text given. Returns d as a string."""
-    import json
     import minicontainer
     d = str(d)
     os.makedirs(d, exist_ok=True)
@@ -164,6 +163,11 @@ def bundle(tmp_path, busybox_rootfs):
     return make
 
 
+def no_state(state_root):
+    """Nothing left in the state directory (which a failed create need not have made)."""
+    return not os.path.isdir(state_root) or os.listdir(state_root) == []
+
+
 @pytest.fixture
 def containers_deleted(state_root):
     """After the test, `delete -f` of every container left in its state root (before the
@@ -188,10 +192,13 @@ def set_field(path, value):
     return edit
 
 
-def ok(r):
-    """The CompletedProcess succeeded, without a traceback; its stdout."""
+def ok(r, quiet=False):
+    """The CompletedProcess succeeded, without a traceback (quiet: with nothing on stderr at
+    all); its stdout."""
     assert r.returncode == 0, (r.args[-6:], r.returncode, r.stdout, r.stderr)
     assert "Traceback" not in (r.stderr or ""), r.stderr
+    if quiet:
+        assert r.stderr == "", r.stderr
     return r.stdout
 
 

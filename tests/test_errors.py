@@ -6,16 +6,12 @@ import subprocess
 
 import pytest
 
-from conftest import RUNTIME, mc, new_id, one_line_error, write_bundle
+from conftest import RUNTIME, mc, mc_argv, new_id, no_state, one_line_error, write_bundle
 from conftest import set_field as _set
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
 
-
-
-def assert_nothing_left(state_root):
-    assert not os.path.isdir(state_root) or os.listdir(state_root) == []
 
 
 def test_not_root(busybox_rootfs, tmp_path):
@@ -111,7 +107,7 @@ def test_bad_configs(bundle, state_root, edit, text, words):
         r = mc(*args, state_root=state_root)
         assert words in one_line_error(r), r.stderr
         assert r.returncode == 1
-        assert_nothing_left(state_root)
+        assert no_state(state_root)
 
 
 def test_init_error_reaches_the_user_when_it_exits_with_a_message_unread(bundle,
@@ -126,7 +122,7 @@ def test_init_error_reaches_the_user_when_it_exits_with_a_message_unread(bundle,
     for command in ("create", "run"):
         r = mc(command, "-b", b, new_id(), state_root=state_root, env=env)
         assert "cannot set RLIMIT_NOFILE" in one_line_error(r), r.stderr
-        assert_nothing_left(state_root)
+        assert no_state(state_root)
 
 
 def test_bundleout_config(tmp_path, state_root):
@@ -173,7 +169,7 @@ def test_bad_run_flags(busybox_rootfs, state_root, flags, command, words, code):
     r = mc("run", "--rm", "--name", new_id(), *flags, "--", *command, state_root=state_root)
     assert words in one_line_error(r), r.stderr
     assert r.returncode == code
-    assert_nothing_left(state_root)
+    assert no_state(state_root)
 
 
 def test_rootfs_without_a_shell(tmp_path, state_root):
@@ -185,7 +181,7 @@ def test_rootfs_without_a_shell(tmp_path, state_root):
     assert one_line_error(r) == \
         'minicontainer: exec "sh": executable file not found in $PATH'
     # the runtime made its mount points in it, and mounted nothing on the host
-    assert_nothing_left(state_root)
+    assert no_state(state_root)
 
 
 def test_run_with_a_name_and_an_id(busybox_rootfs, tmp_path, state_root):
@@ -253,7 +249,7 @@ def test_command_line_mistakes_are_one_line(busybox_rootfs, state_root):
     assert one_line_error(r).endswith('(was "sh" meant as the command? the id comes before '
                                       'it: run --rootfs DIR [ID] -- sh -c echo hi)')
     assert r.returncode == 127
-    assert_nothing_left(state_root)
+    assert no_state(state_root)
 
 
 @pytest.mark.parametrize("args", [["features"], ["images"], ["list"]])
@@ -263,7 +259,7 @@ def test_a_closed_pipe_ends_quietly(args, state_root):
     r, w = os.pipe()
     os.close(r)  # before the runtime writes: no reader, whenever it writes
     try:
-        p = subprocess.run([RUNTIME, "--root", state_root] + args, stdout=w,
+        p = subprocess.run(mc_argv(*args, state_root=state_root), stdout=w,
                            stderr=subprocess.PIPE, timeout=30)
     finally:
         os.close(w)

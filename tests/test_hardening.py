@@ -16,7 +16,7 @@ import sys
 import pytest
 
 import minicontainer as mcmod
-from conftest import (RUNTIME, mc, mc_bg, mc_sh, new_id, ok, wait_for, wait_status,
+from conftest import (RUNTIME, mc, mc_argv, mc_bg, mc_sh, new_id, ok, wait_for, wait_status,
                       write_bundle)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
@@ -153,9 +153,9 @@ def test_run_passes_only_fds_0_1_2_whatever_the_runtime_inherits(busybox_rootfs,
     r_end, w_end = os.pipe()
     try:
         # `; true`: sh stays pid 1 (no exec of ls in its place), and ls lists sh's fds.
-        p = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "run", "--rm",
-                            "--name", new_id(), "--rootfs", busybox_rootfs, "--", "sh", "-c",
-                            "ls /proc/1/fd; readlink /proc/1/cwd; true"],
+        p = subprocess.run(mc_argv("run", "--rm", "--name", new_id(), "--rootfs", busybox_rootfs,
+                                   "--", "sh", "-c", "ls /proc/1/fd; readlink /proc/1/cwd; true",
+                                   state_root=state_root),
                            pass_fds=(hostdir, cgroupfs, r_end, w_end), capture_output=True,
                            text=True, timeout=30)
         os.close(w_end)
@@ -197,8 +197,9 @@ def test_create_preserve_fds_passes_exactly_those(busybox_rootfs, state_root, tm
 def test_exec_passes_only_fds_0_1_2(running, state_root, tmp_path):
     hostdir = os.open(_host_dir(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        p = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "exec", running,
-                            "sh", "-c", "ls /proc/$$/fd; readlink /proc/$$/cwd; true"],
+        p = subprocess.run(mc_argv("exec", running, "sh", "-c",
+                                   "ls /proc/$$/fd; readlink /proc/$$/cwd; true",
+                                   state_root=state_root),
                            pass_fds=(hostdir,), capture_output=True, text=True, timeout=30)
     finally:
         os.close(hostdir)
@@ -213,9 +214,9 @@ def test_workdir_through_an_inherited_fd_is_refused_in_run(busybox_rootfs, state
     # container's cwd that host directory (a fix of this issue; see _chdir_inside).
     hostdir = os.open(_host_dir(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        p = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "run", "--rm",
-                            "--name", new_id(), "--rootfs", busybox_rootfs, "-w",
-                            how % hostdir, "--", "sh", "-c", "cat secret; ls; pwd"],
+        p = subprocess.run(mc_argv("run", "--rm", "--name", new_id(), "--rootfs", busybox_rootfs,
+                                   "-w", how % hostdir, "--", "sh", "-c", "cat secret; ls; pwd",
+                                   state_root=state_root),
                            pass_fds=(hostdir,), capture_output=True, text=True, timeout=30)
     finally:
         os.close(hostdir)
@@ -227,8 +228,8 @@ def test_workdir_through_an_inherited_fd_is_refused_in_run(busybox_rootfs, state
 def test_workdir_through_an_inherited_fd_is_refused_in_exec(running, state_root, tmp_path):
     hostdir = os.open(_host_dir(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        p = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "exec", "--cwd",
-                            "/proc/self/fd/%d" % hostdir, running, "cat", "secret"],
+        p = subprocess.run(mc_argv("exec", "--cwd", "/proc/self/fd/%d" % hostdir, running, "cat",
+                                   "secret", state_root=state_root),
                            pass_fds=(hostdir,), capture_output=True, text=True, timeout=30)
     finally:
         os.close(hostdir)

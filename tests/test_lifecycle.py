@@ -4,13 +4,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 import minicontainer as mcmod
-from conftest import RUNTIME, mc, mc_bg, new_id, ok, one_line_error, state, status, wait_for
+from conftest import mc, mc_argv, mc_bg, new_id, ok, one_line_error, state, status, wait_for
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -453,12 +452,11 @@ def test_run_detached_returns_at_once_and_logs_its_output(busybox_rootfs, state_
     # must not hold (else the caller waits for the container's end); its output goes to a
     # log that `logs` prints.
     cid = new_id()
-    r = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "run", "-d", "--name",
-                        cid, "--rootfs", busybox_rootfs, "--", "sh", "-c",
-                        "echo out; echo err >&2; while [ ! -e /dev/shm/go ]; do usleep 20000; "
-                        "done; echo late; "
-                        "exec sleep 1000"], stdin=subprocess.DEVNULL, capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(mc_argv("run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "--", "sh",
+                               "-c", "echo out; echo err >&2; while [ ! -e /dev/shm/go ]; do "
+                               "usleep 20000; done; echo late; exec sleep 1000",
+                               state_root=state_root),
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     try:
         assert (r.returncode, r.stdout, r.stderr) == (0, cid + "\n", "")
         assert status(cid, state_root) == "running"  # the pipe closed while the container runs

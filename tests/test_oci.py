@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import (RUNTIME, SESSION, mc, mc_argv, mc_bg, mc_create, new_id, ok,
+from conftest import (RUNTIME, SESSION, mc, mc_argv, mc_bg, mc_create, new_id, no_state, ok,
                       one_line_error, state, status, wait_for, wait_status)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks", "containers_deleted")]
@@ -32,11 +32,6 @@ def gone(pid):
     except OSError:
         return True
     return data[data.rindex(b")") + 2:][:1] in (b"Z", b"X")
-
-
-def no_state(state_root):
-    """Nothing left in the state directory (which a failed create need not have made)."""
-    return not os.path.isdir(state_root) or os.listdir(state_root) == []
 
 
 def read_until_eof(fd, timeout=10):
@@ -1358,8 +1353,7 @@ def test_pause_resume(state_root, bundle):
 
 def test_log_json_for_an_error(state_root, tmp_path):
     log = tmp_path / "log.json"
-    r = subprocess.run([RUNTIME, "--root", state_root, "--log", str(log), "--log-format", "json",
-                        "state", "nosuch"], capture_output=True, text=True, timeout=30)
+    r = mc("--log", log, "--log-format", "json", "state", "nosuch", state_root=state_root)
     assert r.returncode == 1
     assert r.stderr.strip() == "minicontainer: container nosuch does not exist"
     entries = [json.loads(line) for line in log.read_text().splitlines()]
@@ -1371,8 +1365,7 @@ def test_log_json_for_an_error(state_root, tmp_path):
 
 def test_log_text_and_a_bad_flag(state_root, tmp_path):
     log = tmp_path / "log.txt"
-    r = subprocess.run([RUNTIME, "--root", state_root, "--log", str(log), "kill", "--bogus",
-                        "x"], capture_output=True, text=True, timeout=30)
+    r = mc("--log", log, "kill", "--bogus", "x", state_root=state_root)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "--bogus" in log.read_text() and "error" in log.read_text()
 

@@ -7,13 +7,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 import minicontainer as mcmod
-from conftest import (RUNTIME, find_leaks, mc, mc_bg, new_id, ok, one_line_error, ours,
+from conftest import (find_leaks, mc, mc_argv, mc_bg, new_id, ok, one_line_error, ours,
                       session_cgroups, wait_for, write_bundle)
 
 pytestmark = pytest.mark.needs_root
@@ -105,8 +104,8 @@ def test_killed_at_a_random_time_gc_leaves_nothing(busybox_rootfs, tmp_path):
         cid = new_id("kill")
         network = ["--network", "bridge"] if i % 2 else []
         with open(tmp_path / "err", "w") as err:
-            proc = subprocess.Popen([sys.executable, RUNTIME, "--root", state_root, "run",
-                                     "--name", cid, "--rootfs", busybox_rootfs] + network +
+            proc = subprocess.Popen(mc_argv("run", "--name", cid, "--rootfs", busybox_rootfs,
+                                            state_root=state_root) + network +
                                     ["--", "sleep", "1000"],
                                     stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         time.sleep(rnd.uniform(0.01, 0.09))
@@ -121,8 +120,8 @@ def test_killed_at_a_random_time_gc_leaves_nothing(busybox_rootfs, tmp_path):
 def held_run(state_root, cid, rootfs):
     """`run`, its init held (30 s) after its setup, before its process is prepared."""
     env = dict(os.environ, MINICONTAINER_DEBUG_SLEEP_AT="process:30")
-    return subprocess.Popen([sys.executable, RUNTIME, "--root", state_root, "run", "--name",
-                             cid, "--rootfs", rootfs, "--", "true"], stdin=subprocess.DEVNULL,
+    return subprocess.Popen(mc_argv("run", "--name", cid, "--rootfs", rootfs, "--", "true",
+                                    state_root=state_root), stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 

@@ -17,8 +17,8 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import (RUNTIME, host_block_device, mc, mc_bg, mc_sh, mountpoints_under, new_id, ok,
-                      one_line_error, wait_for)
+from conftest import (RUNTIME, host_block_device, mc, mc_argv, mc_bg, mc_sh, mountpoints_under,
+                      new_id, ok, one_line_error, wait_for)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -138,8 +138,8 @@ def test_no_signal_is_ignored_or_blocked(busybox_rootfs, state_root):
     # die of its reader's exit).
     script = "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -1"
     for out in (ok(mc_sh(script, rootfs=busybox_rootfs, state_root=state_root)),
-                subprocess.run(["nohup", sys.executable, RUNTIME, "--root", state_root, "run",
-                                "--rm", "--rootfs", busybox_rootfs, "--", "sh", "-c", script],
+                subprocess.run(["nohup", *mc_argv("run", "--rm", "--rootfs", busybox_rootfs, "--",
+                                                  "sh", "-c", script, state_root=state_root)],
                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                timeout=60, cwd="/tmp").stdout):
         assert "SigBlk:\t0000000000000000" in out and out.endswith("y\n"), out
@@ -301,9 +301,9 @@ def test_environment(busybox_rootfs, state_root):
 
 def test_environment_from_the_host(busybox_rootfs, state_root):
     env = dict(os.environ, FROM_HOST="hello")
-    r = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "run", "--rm", "--name",
-                        new_id(), "--rootfs", busybox_rootfs, "-e", "FROM_HOST", "-e",
-                        "PATH=/bin", "--", "sh", "-c", "echo $FROM_HOST $PATH"],
+    r = subprocess.run(mc_argv("run", "--rm", "--name", new_id(), "--rootfs", busybox_rootfs, "-e",
+                               "FROM_HOST", "-e", "PATH=/bin", "--", "sh", "-c",
+                               "echo $FROM_HOST $PATH", state_root=state_root),
                        capture_output=True, text=True, env=env, timeout=30)
     assert r.stdout == "hello /bin\n", r.stderr
 
@@ -342,9 +342,8 @@ def test_not_executable_is_126(busybox_rootfs, state_root):
 
 def test_killed_container_exits_128_plus_signal(busybox_rootfs, state_root, tmp_path):
     cid = new_id()
-    p = subprocess.Popen([sys.executable, RUNTIME, "--root", state_root, "run", "--rm", "--name",
-                          cid, "--rootfs", busybox_rootfs, "--", "sh", "-c",
-                          "echo ready; exec sleep 1000"],
+    p = subprocess.Popen(mc_argv("run", "--rm", "--name", cid, "--rootfs", busybox_rootfs, "--",
+                                 "sh", "-c", "echo ready; exec sleep 1000", state_root=state_root),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline() == "ready\n"
@@ -363,8 +362,8 @@ def test_signals_to_the_runtime_reach_the_container(busybox_rootfs, state_root, 
     name = sig.name[3:]
     script = ('trap "echo got %s; exit %d" %s; echo ready; '
               'while :; do sleep 1 & wait $!; done' % (name, code, name))
-    p = subprocess.Popen([sys.executable, RUNTIME, "--root", state_root, "run", "--rm", "--name",
-                          new_id(), "--rootfs", busybox_rootfs, "--", "sh", "-c", script],
+    p = subprocess.Popen(mc_argv("run", "--rm", "--name", new_id(), "--rootfs", busybox_rootfs,
+                                 "--", "sh", "-c", script, state_root=state_root),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline() == "ready\n"
@@ -438,8 +437,8 @@ class Pty:
 
 
 def test_tty_interactive_shell(busybox_rootfs, state_root):
-    t = Pty([sys.executable, RUNTIME, "--root", state_root, "run", "--rm", "-t", "-i", "--name",
-             new_id(), "--rootfs", busybox_rootfs, "--", "sh"], 33, 101)
+    t = Pty(mc_argv("run", "--rm", "-t", "-i", "--name", new_id(), "--rootfs", busybox_rootfs,
+                    "--", "sh", state_root=state_root), 33, 101)
     try:
         t.read_until(b"# ")  # the prompt: typed-ahead input would be flushed
         # commands whose output differs from their echo, so that we read the output
@@ -467,8 +466,8 @@ def test_tty_interactive_shell(busybox_rootfs, state_root):
 
 
 def test_tty_output_of_a_command(busybox_rootfs, state_root):
-    t = Pty([sys.executable, RUNTIME, "--root", state_root, "run", "--rm", "-t", "--name", new_id(),
-             "--rootfs", busybox_rootfs, "--", "sh", "-c", "tty; stty size; exit 5"], 12, 34)
+    t = Pty(mc_argv("run", "--rm", "-t", "--name", new_id(), "--rootfs", busybox_rootfs, "--",
+                    "sh", "-c", "tty; stty size; exit 5", state_root=state_root), 12, 34)
     try:
         out = t.read_until(b"12 34\r")  # without -i our terminal is not raw: \r\r\n
         assert out.startswith(b"/dev/pts/0\r")
@@ -481,10 +480,10 @@ def test_tty_via_pty_fork(busybox_rootfs, state_root):
     pid, master = pty.fork()
     if pid == 0:
         try:
-            os.execv(sys.executable, [sys.executable, RUNTIME, "--root", state_root, "run", "--rm",
-                                      "-t", "-i", "--name", new_id(), "--rootfs",
-                                      busybox_rootfs, "--", "sh", "-c", "tty; read x; "
-                                      "echo got-$x; exit 9"])
+            os.execv(sys.executable, mc_argv("run", "--rm", "-t", "-i", "--name", new_id(),
+                                             "--rootfs", busybox_rootfs, "--", "sh", "-c",
+                                             "tty; read x; echo got-$x; exit 9",
+                                             state_root=state_root))
         finally:
             os._exit(127)
     buf = b""
