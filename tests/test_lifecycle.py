@@ -9,7 +9,8 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import mc, mc_argv, mc_bg, new_id, ok, one_line_error, state, status, wait_for
+from conftest import (mc, mc_argv, mc_bg, new_id, ok, one_line_error, state, status, wait_for,
+                      wait_status)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -88,7 +89,7 @@ def test_full_lifecycle(bundle, tmp_path, state_root, cgroups):
         "cannot resume a container that is running")
 
     ok(mc("kill", cid, state_root=state_root))  # SIGTERM, which the script traps
-    wait_for(lambda: status(cid, state_root) == "stopped", what="stopped")
+    wait_status(cid, "stopped", state_root)
     assert state(cid, state_root)["pid"] == 0
     assert one_line_error(mc("kill", cid, "KILL", state_root=state_root)) == \
         "minicontainer: %s: container not running" % cid
@@ -109,7 +110,7 @@ def test_run_detached_then_kill_and_delete(busybox_rootfs, tmp_path, state_root)
     assert st["status"] == "running" and int((tmp_path / "pid").read_text()) == st["pid"]
     wait_for(lambda: counter(st["pid"]) > 0, what="the counter")
     ok(mc("kill", cid, "KILL", state_root=state_root))
-    wait_for(lambda: status(cid, state_root) == "stopped", what="stopped")
+    wait_status(cid, "stopped", state_root)
     ok(mc("delete", cid, state_root=state_root))
     assert ok(mc("list", "-q", state_root=state_root)).strip() == ""
 
@@ -226,7 +227,7 @@ def test_kill_before_start(state_root, bundle):
     ok(mc_bg("create", "-b", b, cid, state_root=state_root))
     pid = state(cid, state_root)["pid"]
     ok(mc("kill", cid, "KILL", state_root=state_root))
-    wait_for(lambda: status(cid, state_root) == "stopped", what="stopped")
+    wait_status(cid, "stopped", state_root)
     assert one_line_error(mc("start", cid, state_root=state_root)).endswith(
         "cannot start a container that is stopped")
     ok(mc("delete", cid, state_root=state_root))
@@ -264,7 +265,7 @@ def test_kill_all(state_root, bundle):
     wait_for(lambda: len(json.loads(ok(mc("ps", "-f", "json", cid, state_root=state_root)))) == 3,
              what="the sleeps")
     ok(mc("kill", "--all", cid, "KILL", state_root=state_root))
-    wait_for(lambda: status(cid, state_root) == "stopped", what="stopped")
+    wait_status(cid, "stopped", state_root)
     assert mcmod.process_state(pid) in (None, "Z")
     ok(mc("delete", cid, state_root=state_root))
 
@@ -276,7 +277,7 @@ def test_kill_with_a_signal_number_and_name(state_root, bundle):
     ok(mc("start", cid, state_root=state_root))
     assert "unknown signal" in one_line_error(mc("kill", cid, "SIGNOPE", state_root=state_root))
     ok(mc("kill", cid, "SIGUSR1", state_root=state_root))
-    wait_for(lambda: status(cid, state_root) == "stopped", what="stopped")
+    wait_status(cid, "stopped", state_root)
     ok(mc("delete", cid, state_root=state_root))
 
 
@@ -294,8 +295,8 @@ def test_stats_and_ps_of_a_created_container(state_root, bundle):
     pid = state(cid, state_root)["pid"]
     assert json.loads(ok(mc("ps", "-f", "json", cid, state_root=state_root))) == [pid]
     assert json.loads(ok(mc("stats", cid, state_root=state_root)))["pids"]["current"] == 1
-    ok(mc("delete", cid,
-          state_root=state_root))  # a created container is not running: no --force needed
+    # a created container is not running: no --force needed
+    ok(mc("delete", cid, state_root=state_root))
 
 
 # ---- the Python API ----
@@ -487,8 +488,8 @@ def test_gc_keeps_what_the_user_kept_and_prune_removes_it(busybox_rootfs, state_
     ok(mc_bg("run", "-d", "--name", running, "--rootfs", busybox_rootfs, "--", "sleep", "1000",
              state_root=state_root))
     try:
-        assert "give -f" in one_line_error(mc("prune",
-                                              state_root=state_root))  # no terminal to ask on
+        # no terminal to ask on
+        assert "give -f" in one_line_error(mc("prune", state_root=state_root))
         assert status(kept, state_root) == "stopped"
         assert ok(mc("prune", "-f", state_root=state_root)).split() == [kept]
         assert one_line_error(mc("state", kept, state_root=state_root)).endswith("does not exist")

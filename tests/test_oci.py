@@ -1060,14 +1060,21 @@ def host_pidns(c):
     c["linux"]["namespaces"] = [ns for ns in c["linux"]["namespaces"] if ns["type"] != "pid"]
 
 
-def test_kill_all_without_a_pid_namespace(state_root, bundle):
-    b = bundle(["sh", "-c", "sleep 1000 & sleep 1000 & sleep 1000 & wait"], edit=host_pidns)
-    cid, _ = mc_create(b, state_root=state_root)
+def started_in_the_host_pidns(bundle, script, processes, state_root):
+    """A started container without a pid namespace of its own, running script: its id, and
+    the host pids of its processes once `ps` shows all of them (`processes`)."""
+    cid, _ = mc_create(bundle(["sh", "-c", script], edit=host_pidns), state_root=state_root)
     ok(mc("start", cid, state_root=state_root))
-    wait_for(lambda: len(json.loads(ok(mc("ps", "--format", "json", cid,
-                                          state_root=state_root)))) == 4,
-             what="the sleeps")
-    pids = json.loads(ok(mc("ps", "--format", "json", cid, state_root=state_root)))
+
+    def ps():
+        return json.loads(ok(mc("ps", "--format", "json", cid, state_root=state_root)))
+    wait_for(lambda: len(ps()) == processes, what="the sleeps")
+    return cid, ps()
+
+
+def test_kill_all_without_a_pid_namespace(state_root, bundle):
+    cid, pids = started_in_the_host_pidns(
+        bundle, "sleep 1000 & sleep 1000 & sleep 1000 & wait", 4, state_root)
     ok(mc("kill", "--all", cid, "TERM", state_root=state_root))
     wait_for(lambda: all(gone(p) for p in pids), what="every process to get TERM")
     wait_status(cid, "stopped", state_root)
@@ -1075,16 +1082,11 @@ def test_kill_all_without_a_pid_namespace(state_root, bundle):
 
 
 def test_delete_kills_what_outlives_init_without_a_pid_namespace(state_root, bundle):
-    b = bundle(["sh", "-c", "sleep 1000 & sleep 1000 & exec sleep 1000"], edit=host_pidns)
-    cid, _ = mc_create(b, state_root=state_root)
-    ok(mc("start", cid, state_root=state_root))
+    cid, pids = started_in_the_host_pidns(
+        bundle, "sleep 1000 & sleep 1000 & exec sleep 1000", 3, state_root)
     init = state(cid, state_root)["pid"]
-    wait_for(lambda: len(json.loads(ok(mc("ps", "--format", "json", cid,
-                                          state_root=state_root)))) == 3,
-             what="the sleeps")
-    pids = json.loads(ok(mc("ps", "--format", "json", cid, state_root=state_root)))
-    ok(mc("kill", cid, "KILL",
-          state_root=state_root))  # init only: its children live on in the host's pid namespace
+    # init only: its children live on in the host's pid namespace
+    ok(mc("kill", cid, "KILL", state_root=state_root))
     wait_status(cid, "stopped", state_root)
     assert gone(init)
     assert not all(gone(p) for p in pids)
@@ -1096,13 +1098,8 @@ def test_kill_all_after_the_init_exited(state_root, bundle):
     # containerd's shim sends `kill --all ID 9` once pid 1 of a --pid host container is gone:
     # what is left in the cgroup gets it. A plain kill of a stopped container fails in runc's
     # words, which shims match on.
-    b = bundle(["sh", "-c", "sleep 1000 & sleep 1000 & exec sleep 1000"], edit=host_pidns)
-    cid, _ = mc_create(b, state_root=state_root)
-    ok(mc("start", cid, state_root=state_root))
-    wait_for(lambda: len(json.loads(ok(mc("ps", "--format", "json", cid,
-                                          state_root=state_root)))) == 3,
-             what="the sleeps")
-    pids = json.loads(ok(mc("ps", "--format", "json", cid, state_root=state_root)))
+    cid, pids = started_in_the_host_pidns(
+        bundle, "sleep 1000 & sleep 1000 & exec sleep 1000", 3, state_root)
     ok(mc("kill", cid, "KILL", state_root=state_root))
     wait_status(cid, "stopped", state_root)
     assert one_line_error(mc("kill", cid, "KILL", state_root=state_root),
@@ -1110,8 +1107,8 @@ def test_kill_all_after_the_init_exited(state_root, bundle):
     assert not all(gone(p) for p in pids)
     ok(mc("kill", "--all", cid, "KILL", state_root=state_root))
     wait_for(lambda: all(gone(p) for p in pids), what="kill --all to reach the rest")
-    ok(mc("kill", "--all", cid, "KILL",
-          state_root=state_root))  # nothing left: still not an error, as runc
+    # nothing left: still not an error, as runc
+    ok(mc("kill", "--all", cid, "KILL", state_root=state_root))
     ok(mc("delete", cid, state_root=state_root))
 
 
