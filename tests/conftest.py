@@ -168,16 +168,6 @@ def no_state(state_root):
     return not os.path.isdir(state_root) or os.listdir(state_root) == []
 
 
-@pytest.fixture
-def containers_deleted(state_root):
-    """After the test, `delete -f` of every container left in its state root (before the
-    leak check, which no_leaks, declared first, does last)."""
-    yield
-    if os.path.isdir(state_root):
-        for cid in os.listdir(state_root):
-            mc("delete", "-f", cid, state_root=state_root)
-
-
 # ---- assertions and waits that many test modules use ----
 
 def set_field(path, value):

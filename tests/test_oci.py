@@ -18,7 +18,7 @@ import pytest
 from conftest import (RUNTIME, SESSION, mc, mc_argv, mc_bg, mc_create, new_id, no_state, ok,
                       one_line_error, state, status, wait_for, wait_status)
 
-pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks", "containers_deleted")]
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
 HOOK_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
