@@ -1,5 +1,6 @@
 """Shared fixtures: a busybox rootfs, the runtime as a command, and a leak check."""
 import itertools
+import json
 import os
 import platform
 import shutil
@@ -52,28 +53,119 @@ def busybox_rootfs(tmp_path_factory):
     return mkrootfs.make_rootfs(str(tmp_path_factory.mktemp("busybox") / "rootfs"))
 
 
-def mc(*args, input=None, timeout=60, check=False, env=None, state_root=None):
-    """Run minicontainer.py with the interpreter running the tests; returns CompletedProcess."""
-    cmd = [sys.executable, RUNTIME]
+# The shell line at the top of minicontainer.py, with the interpreter running the tests: it
+# imports the runtime as a module, whose compiled form Python caches, as engines run it (a
+# `python3 minicontainer.py` compiles all of it again at every call, 100 ms more each).
+_BOOT = ("import sys, os; sys.path.insert(0, os.path.dirname(os.path.realpath(sys.argv[1]))); "
+         "sys.argv.pop(0); import minicontainer; sys.exit(minicontainer.main())")
+
+
+def mc_argv(*args, state_root=None):
+    """The command line of the runtime: for the tests that need a Popen, a pty or fds of
+    their own; the others call mc or mc_bg."""
+    cmd = [sys.executable, "-I", "-S", "-c", _BOOT, RUNTIME]
     if state_root:
-        cmd += ["--root", state_root]
-    cmd += list(args)
-    return subprocess.run(cmd, input=input, capture_output=True, text=True,
-                          timeout=timeout, check=check, env=env)
+        cmd += ["--root", str(state_root)]
+    return cmd + [str(a) for a in args]
 
 
-def mc_bg(*args, state_root=None, out=None, timeout=60, env=None):
-    """Run minicontainer.py with stdout/stderr going to files: for commands that leave a
-    container running (create, run -d), which keeps the runtime's stdio open. Returns
-    (returncode, stdout, stderr); `out` is the prefix of the two files."""
+def mc(*args, input=None, timeout=60, check=False, env=None, state_root=None):
+    """Run the runtime with the interpreter running the tests; returns CompletedProcess."""
+    return subprocess.run(mc_argv(*args, state_root=state_root), input=input,
+                          capture_output=True, text=True, timeout=timeout, check=check, env=env)
+
+
+class Ran(subprocess.CompletedProcess):
+    """mc_bg's result: a CompletedProcess that also unpacks as (returncode, stdout, stderr)."""
+
+    def __iter__(self):
+        return iter((self.returncode, self.stdout, self.stderr))
+
+
+def mc_bg(*args, state_root=None, out=None, timeout=60, env=None, stdout=None):
+    """Run the runtime with stdout/stderr going to files: for commands that leave a
+    container running (create, run -d, exec -d), which keeps the runtime's stdio open.
+    Returns a Ran; `out` is the prefix of the two files, `stdout` a file descriptor to give
+    instead of the first."""
     import tempfile
     prefix = out or tempfile.mktemp(prefix="mc-out-")
-    cmd = [sys.executable, RUNTIME] + (["--root", state_root] if state_root else []) + list(args)
+    cmd = mc_argv(*args, state_root=state_root)
     with open(prefix + ".out", "w") as o, open(prefix + ".err", "w") as e:
-        rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=o, stderr=e,
-                            timeout=timeout, env=env).returncode
+        rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=o if stdout is None else stdout,
+                            stderr=e, timeout=timeout, env=env).returncode
     with open(prefix + ".out") as o, open(prefix + ".err") as e:
-        return rc, o.read(), e.read()
+        r = Ran(cmd, rc, o.read(), e.read())
+    if not out:  # nobody else knows their names
+        os.unlink(prefix + ".out")
+        os.unlink(prefix + ".err")
+    return r
+
+
+def mc_create(bundle, cid=None, *flags, state_root=None, stdout=None, check=True):
+    """`create` (a new id unless cid is given), with stdio to files (the container keeps
+    them) or to the given stdout fd; never a traceback, and success if check. Returns (id,
+    mc_bg's Ran)."""
+    cid = cid or new_id()
+    r = mc_bg("create", "--bundle", bundle, *flags, cid, state_root=state_root, stdout=stdout)
+    assert "Traceback" not in r.stderr, r.stderr
+    if check:
+        assert r.returncode == 0, r.stderr
+    return cid, r
+
+
+def mc_sh(script, *flags, rootfs, state_root, name=None, **kw):
+    """`run --rm --name NAME --rootfs ROOTFS FLAGS -- sh -c SCRIPT` through mc (a new id unless
+    name is given): a shell script in a container of its own."""
+    return mc("run", "--rm", "--name", name or new_id(), "--rootfs", rootfs, *flags, "--",
+              "sh", "-c", script, state_root=state_root, **kw)
+
+
+def state(cid, state_root):
+    """The container's `state`, parsed."""
+    return json.loads(ok(mc("state", cid, state_root=state_root)))
+
+
+def status(cid, state_root):
+    return state(cid, state_root)["status"]
+
+
+def wait_status(cid, want, state_root, timeout=10):
+    wait_for(lambda: status(cid, state_root) == want, timeout, "%s to be %s" % (cid, want))
+
+
+def write_bundle(d, args=("true",), edit=None, rootfs=None, terminal=False, text=None):
+    """Make directory d (made if missing) an OCI bundle: the config `spec` writes, running
+    args in rootfs (by default d/rootfs), edited by edit (a callable, like set_field's); or
+    the raw text given. Returns d as a string."""
+    import minicontainer
+    d = str(d)
+    os.makedirs(d, exist_ok=True)
+    if text is None:
+        config = minicontainer.default_spec(rootfs=str(rootfs or os.path.join(d, "rootfs")),
+                                            args=list(args), terminal=terminal)
+        if edit:
+            edit(config)
+        text = json.dumps(config)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        f.write(text)
+    return d
+
+
+@pytest.fixture
+def bundle(tmp_path, busybox_rootfs):
+    """bundle(args, edit=None, rootfs=None, ...) -> a new bundle directory (write_bundle's)
+    in the test's tmp_path, on the shared busybox rootfs unless rootfs says otherwise."""
+    n = itertools.count(1)
+
+    def make(args=("true",), edit=None, rootfs=None, **kw):
+        return write_bundle(tmp_path / ("bundle%d" % next(n)), args, edit,
+                            rootfs or busybox_rootfs, **kw)
+    return make
+
+
+def no_state(state_root):
+    """Nothing left in the state directory (which a failed create need not have made)."""
+    return not os.path.isdir(state_root) or os.listdir(state_root) == []
 
 
 # ---- assertions and waits that many test modules use ----
@@ -90,28 +182,36 @@ def set_field(path, value):
     return edit
 
 
-def ok(r):
-    """The CompletedProcess succeeded; its stdout."""
-    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+def ok(r, quiet=False):
+    """The CompletedProcess succeeded, without a traceback (quiet: with nothing on stderr at
+    all); its stdout."""
+    assert r.returncode == 0, (r.args[-6:], r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in (r.stderr or ""), r.stderr
+    if quiet:
+        assert r.stderr == "", r.stderr
     return r.stdout
 
 
-def one_line_error(r):
-    """The command failed with one line `minicontainer: ...` on stderr and no traceback."""
-    assert r.returncode != 0, (r.stdout, r.stderr)
+def one_line_error(r, code=None):
+    """The command failed (with exit status code, if given) with one line `minicontainer: ...`
+    on stderr and no traceback; the line."""
+    assert r.returncode != 0 if code is None else r.returncode == code, \
+        (r.args[-6:], r.returncode, r.stdout, r.stderr)
     assert "Traceback" not in r.stderr, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("minicontainer: "), r.stderr
     return lines[0]
 
 
-def wait_for(predicate, timeout=10, what="condition"):
+def wait_for(predicate, timeout=10, what="condition", interval=0.01):
+    """predicate()'s first true value, polled every interval seconds: the way a test waits
+    for a state, a file or a process (not a sleep of a guessed length)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.01)
+        time.sleep(interval)
     raise AssertionError("timed out waiting for %s" % what)
 
 
@@ -234,6 +334,12 @@ def walkable(busybox_rootfs):
     shutil.copytree(busybox_rootfs, os.path.join(d, "rootfs"), symlinks=True)
     yield pathlib.Path(d)
     shutil.rmtree(d)
+
+
+@pytest.fixture
+def walkable_rootfs(walkable):
+    """walkable's copy of the busybox rootfs."""
+    return str(walkable / "rootfs")
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import host_block_device, mc, mc_bg, new_id, ok, one_line_error, wait_for
+from conftest import (host_block_device, mc, mc_bg, new_id, ok, one_line_error, set_field,
+                      wait_for, write_bundle)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -141,10 +142,9 @@ def test_cgroup_parent_and_cgroups_path(busybox_rootfs, state_root, tmp_path, cg
     assert not cgroups.exists(parent)  # made for it, removed after it
     # linux.cgroupsPath in a bundle (no cgroup namespace: the path shows inside)
     path = "/%s/nested/leaf" % new_id("path")
-    config = mcmod.default_spec(rootfs=busybox_rootfs, args=["cat", "/proc/self/cgroup"])
-    config["linux"]["cgroupsPath"] = path
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    r = mc("run", "-b", str(tmp_path), new_id(), state_root=state_root)
+    b = write_bundle(tmp_path, ["cat", "/proc/self/cgroup"], set_field("linux.cgroupsPath", path),
+                     busybox_rootfs)
+    r = mc("run", "-b", b, new_id(), state_root=state_root)
     assert r.returncode == 0, r.stderr
     assert cgroups.member(path, text=r.stdout), r.stdout
     assert not cgroups.exists(path.split("/")[1])
@@ -159,10 +159,9 @@ def test_missing_controller_and_unsupported_file_on_v1(busybox_rootfs, tmp_path,
         cases.append(({"network": {"classID": 0x100001}},
                       "cgroup controller net_cls is not available"))
     for resources, words in cases:
-        config = mcmod.default_spec(rootfs=busybox_rootfs, args=["true"])
-        config["linux"]["resources"].update(resources)
-        (tmp_path / "config.json").write_text(json.dumps(config))
-        r = mc("run", "-b", str(tmp_path), new_id(), state_root=state_root)
+        b = write_bundle(tmp_path, ["true"], lambda c: c["linux"]["resources"].update(resources),
+                         busybox_rootfs)
+        r = mc("run", "-b", b, new_id(), state_root=state_root)
         assert words in one_line_error(r)
 
 
@@ -303,11 +302,10 @@ def test_v2_device_filter_in_a_container(v2_mode, busybox_rootfs, state_root, tm
     assert r.stdout.split() == ["3", "made", "0"], r.stderr
     assert "Operation not permitted" in r.stderr
     # a rule that allows reading it (reading only: nothing here may write to a host disk)
-    config = mcmod.default_spec(rootfs=busybox_rootfs, args=["sh", "-c", script])
-    config["linux"]["resources"]["devices"].append(
-        {"allow": True, "type": "b", "major": int(major), "minor": int(minor), "access": "r"})
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    r = mc("run", "-b", str(tmp_path), new_id(), state_root=state_root, env=v2_mode)
+    b = write_bundle(tmp_path, ["sh", "-c", script], lambda c: c["linux"]["resources"][
+        "devices"].append({"allow": True, "type": "b", "major": int(major), "minor": int(minor),
+                           "access": "r"}), busybox_rootfs)
+    r = mc("run", "-b", b, new_id(), state_root=state_root, env=v2_mode)
     assert r.returncode == 0 and r.stderr == ""
     assert r.stdout.split()[:2] == ["3", "made"]
 
@@ -562,20 +560,12 @@ def test_exec_in_a_docker_like_container_on_v2_joins_its_cgroup_namespace(v2_mod
         ok(mc("delete", "-f", cid, state_root=state_root, env=v2_mode))
 
 
-def bundle_of(walkable, args, edit=None):
-    config = mcmod.default_spec(rootfs=str(walkable / "rootfs"), args=args)
-    if edit:
-        edit(config)
-    (walkable / "config.json").write_text(json.dumps(config))
-    return str(walkable)
-
-
 def test_oci_bundle_on_v2_without_a_cgroup_namespace(v2_mode, cgroups, walkable, state_root):
     """As runc: cgroup2 mounted from the root of the host's cgroup namespace, so the
     container's cgroup is where /proc/self/cgroup says; in a user namespace, which may not
     mount cgroup2 without a cgroup namespace of its own, a bind of the container's cgroup."""
     cid = new_id()
-    b = bundle_of(walkable, ["sh", "-c", SHOW_CGROUP + "cat /sys/fs/cgroup/minicontainer/%s/"
+    b = write_bundle(walkable, ["sh", "-c", SHOW_CGROUP + "cat /sys/fs/cgroup/minicontainer/%s/"
                              "cgroup.procs 2>&1" % cid])
     r = mc("run", "-b", b, cid, state_root=state_root, env=v2_mode)
     assert r.returncode == 0, r.stderr
@@ -586,7 +576,7 @@ def test_oci_bundle_on_v2_without_a_cgroup_namespace(v2_mode, cgroups, walkable,
     assert "Read-only file system" in mkdir
     assert own == ["1"]  # cat, which sh's last command became
     cid = new_id()
-    b = bundle_of(walkable, ["sh", "-c", SHOW_CGROUP])
+    b = write_bundle(walkable, ["sh", "-c", SHOW_CGROUP])
     r = mc("run", "--userns", "-b", b, cid, state_root=state_root, env=v2_mode)
     assert r.returncode == 0, r.stderr
     lines, procs, subdirs, (root, options, fstype), mkdir, _ = show_cgroup(r.stdout)
@@ -600,7 +590,7 @@ def test_oci_bundle_on_v2_with_a_cgroup_namespace_and_a_user_namespace(v2_mode, 
                                                                          state_root):
     def edit(config):
         config["linux"]["namespaces"].append({"type": "cgroup"})
-    b = bundle_of(walkable, ["sh", "-c", SHOW_CGROUP], edit)
+    b = write_bundle(walkable, ["sh", "-c", SHOW_CGROUP], edit)
     r = mc("run", "--userns", "-b", b, new_id(), state_root=state_root, env=v2_mode)
     assert r.returncode == 0, r.stderr
     lines, procs, subdirs, (root, options, fstype), _, _ = show_cgroup(r.stdout)

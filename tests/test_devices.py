@@ -4,13 +4,12 @@ matches decides, on v1 (the devices controller's lists) and on v2 (the eBPF prog
 
 Only the host's block device is used, and only opened to read or made with mknod: nothing
 here writes to a disk."""
-import json
 import os
 
 import pytest
 
 import minicontainer as mcmod
-from conftest import host_block_device, mc, new_id
+from conftest import host_block_device, mc, new_id, set_field, write_bundle
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -69,11 +68,9 @@ def test_device_rules(layout, busybox_rootfs, tmp_path, state_root, rules, v1_ex
     fill = {"M": major, "N": minor}
     resolved = [dict(r, **{k: fill.get(r[k], r[k]) for k in ("major", "minor") if k in r})
                 for r in rules]
-    config = mcmod.default_spec(rootfs=busybox_rootfs,
-                                args=["sh", "-c", SCRIPT.format(M=major, N=minor)])
-    config["linux"]["resources"]["devices"] = resolved
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    r = mc("run", "-b", str(tmp_path), new_id(), state_root=state_root, env=layout)
+    b = write_bundle(tmp_path, ["sh", "-c", SCRIPT.format(M=major, N=minor)],
+                     set_field("linux.resources.devices", resolved), busybox_rootfs)
+    r = mc("run", "-b", b, new_id(), state_root=state_root, env=layout)
     unified = layout is not None or not mcmod.cgroup_hierarchies()[0]
     expected = (v2_expected or v1_expected) if unified else v1_expected
     if isinstance(expected, str):

@@ -6,17 +6,12 @@ import subprocess
 
 import pytest
 
-import minicontainer as mcmod
-from conftest import RUNTIME, mc, new_id, one_line_error
+from conftest import RUNTIME, mc, mc_argv, new_id, no_state, one_line_error, write_bundle
 from conftest import set_field as _set
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
 
-
-
-def assert_nothing_left(state_root):
-    assert not os.path.isdir(state_root) or os.listdir(state_root) == []
 
 
 def test_not_root(busybox_rootfs, tmp_path):
@@ -39,21 +34,6 @@ def test_not_root(busybox_rootfs, tmp_path):
                        capture_output=True, text=True, preexec_fn=drop, cwd="/", timeout=30)
     assert r.returncode == 0 and r.stdout.strip() == "", r.stderr
     assert not os.path.exists(tmp_path / "state") and not os.path.exists(nostate)
-
-
-@pytest.fixture
-def bundle_with(tmp_path, busybox_rootfs):
-    """bundle_with(edit or raw text) -> a bundle directory."""
-    def make(edit=None, text=None):
-        d = tmp_path / new_id("bundle")
-        d.mkdir()
-        if text is None:
-            config = mcmod.default_spec(rootfs=busybox_rootfs, args=["true"])
-            edit(config)
-            text = json.dumps(config)
-        (d / "config.json").write_text(text)
-        return str(d)
-    return make
 
 
 @pytest.mark.parametrize("edit, text, words", [
@@ -122,38 +102,38 @@ def bundle_with(tmp_path, busybox_rootfs):
     (_set("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": 1 << 40, "hard": 1 << 40}]),
      None, "cannot set RLIMIT_NOFILE"),
 ])
-def test_bad_configs(bundle_with, state_root, edit, text, words):
-    b = bundle_with(edit, text)
+def test_bad_configs(bundle, state_root, edit, text, words):
+    b = bundle(["true"], edit, text=text)
     for args in (["create", "-b", b, new_id()], ["run", "-b", b, new_id()]):
         r = mc(*args, state_root=state_root)
         assert words in one_line_error(r), r.stderr
         assert r.returncode == 1
-        assert_nothing_left(state_root)
+        assert no_state(state_root)
 
 
-def test_init_error_reaches_the_user_when_it_exits_with_a_message_unread(bundle_with,
+def test_init_error_reaches_the_user_when_it_exits_with_a_message_unread(bundle,
                                                                          state_root):
     # The interleaving forced ($MINICONTAINER_DEBUG_SLEEP_AT): the runtime moves the init
     # into its cgroup and says so while the init is held before its failing step; then the
     # runtime is held while the init fails and exits without reading that message, which
     # resets the socket (the runtime used to print "[Errno 104] Connection reset by peer").
-    b = bundle_with(_set("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": 1 << 40,
-                                              "hard": 1 << 40}]))
+    b = bundle(["true"], _set("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": 1 << 40,
+                                                   "hard": 1 << 40}]))
     env = dict(os.environ, MINICONTAINER_DEBUG_SLEEP_AT="process:0.3,in-cgroup:0.8")
     for command in ("create", "run"):
         r = mc(command, "-b", b, new_id(), state_root=state_root, env=env)
         assert "cannot set RLIMIT_NOFILE" in one_line_error(r), r.stderr
-        assert_nothing_left(state_root)
+        assert no_state(state_root)
 
 
-def test_bundle_without_config(tmp_path, state_root):
+def test_bundleout_config(tmp_path, state_root):
     r = mc("create", "-b", str(tmp_path), new_id(), state_root=state_root)
     assert "config.json: no such file" in one_line_error(r)
 
 
 @pytest.mark.parametrize("cid", ["bad/id", "..", "-x", "a" * 129, "sp ace"])
-def test_invalid_ids(bundle_with, state_root, cid):
-    b = bundle_with(lambda c: None)
+def test_invalid_ids(bundle, state_root, cid):
+    b = bundle(["true"])
     r = mc("create", "-b", b, "--", cid, state_root=state_root) if cid.startswith("-") else \
         mc("create", "-b", b, cid, state_root=state_root)
     assert "invalid container id" in one_line_error(r)
@@ -199,7 +179,7 @@ def test_bad_run_flags(busybox_rootfs, state_root, flags, command, words, code):
     r = mc("run", "--rm", "--name", new_id(), *flags, "--", *command, state_root=state_root)
     assert words in one_line_error(r), r.stderr
     assert r.returncode == code
-    assert_nothing_left(state_root)
+    assert no_state(state_root)
 
 
 def test_rootfs_without_a_shell(tmp_path, state_root):
@@ -211,13 +191,12 @@ def test_rootfs_without_a_shell(tmp_path, state_root):
     assert one_line_error(r) == \
         'minicontainer: exec "sh": executable file not found in $PATH'
     # the runtime made its mount points in it, and mounted nothing on the host
-    assert_nothing_left(state_root)
+    assert no_state(state_root)
 
 
 def test_run_with_a_name_and_an_id(busybox_rootfs, tmp_path, state_root):
-    config = mcmod.default_spec(rootfs=busybox_rootfs, args=["true"])
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    r = mc("run", "-b", str(tmp_path), "--name", "one", "two", state_root=state_root)
+    b = write_bundle(tmp_path, ["true"], rootfs=busybox_rootfs)
+    r = mc("run", "-b", b, "--name", "one", "two", state_root=state_root)
     assert "two ids given" in one_line_error(r)
 
 
@@ -233,7 +212,7 @@ def test_unknown_command():
         "minicontainer: unknown command 'frobnicate' (minicontainer --help lists them)"
 
 
-def test_unknown_properties_are_ignored_with_a_warning(bundle_with, state_root, tmp_path):
+def test_unknown_properties_are_ignored_with_a_warning(bundle, state_root, tmp_path):
     # The runtime spec: implementations "MUST NOT generate an error if they encounter an
     # unknown property"; deprecated ones runc ignores (kernel memory) are ignored too.
     def edit(config):
@@ -241,7 +220,7 @@ def test_unknown_properties_are_ignored_with_a_warning(bundle_with, state_root, 
         for path in ("process.foo", "linux.resources.memory.limitt", "bogus",
                      "linux.resources.memory.kernel", "linux.resources.memory.kernelTCP"):
             _set(path, 1)(config)
-    b = bundle_with(edit)
+    b = bundle(["true"], edit)
     r = mc("run", "-b", b, new_id(), state_root=state_root)
     assert (r.returncode, r.stdout, r.stderr) == (0, "ran\n", "")
     log = tmp_path / "log.json"
@@ -293,7 +272,7 @@ def test_command_line_mistakes_are_one_line(busybox_rootfs, state_root):
     assert one_line_error(r).endswith('(was "sh" meant as the command? the id comes before '
                                       'it: run --rootfs DIR [ID] -- sh -c echo hi)')
     assert r.returncode == 127
-    assert_nothing_left(state_root)
+    assert no_state(state_root)
 
 
 @pytest.mark.parametrize("args", [["features"], ["images"], ["list"]])
@@ -303,7 +282,7 @@ def test_a_closed_pipe_ends_quietly(args, state_root):
     r, w = os.pipe()
     os.close(r)  # before the runtime writes: no reader, whenever it writes
     try:
-        p = subprocess.run([RUNTIME, "--root", state_root] + args, stdout=w,
+        p = subprocess.run(mc_argv(*args, state_root=state_root), stdout=w,
                            stderr=subprocess.PIPE, timeout=30)
     finally:
         os.close(w)

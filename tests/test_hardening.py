@@ -12,12 +12,12 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 
 import pytest
 
 import minicontainer as mcmod
-from conftest import RUNTIME, mc, mc_bg, new_id, ok
+from conftest import (RUNTIME, mc, mc_argv, mc_bg, mc_sh, new_id, ok, wait_for, wait_status,
+                      write_bundle)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -34,21 +34,6 @@ def status(text):
 
 def mask(*names):
     return sum(1 << CAP[n] for n in names)
-
-
-def run(rootfs, state_root, script, *flags, **kw):
-    return mc("run", "--rm", "--name", new_id(), "--rootfs", rootfs, *flags, "--", "sh", "-c",
-              script, state_root=state_root, **kw)
-
-
-def run_bundle(tmp_path, rootfs, state_root, process):
-    """`run` of a bundle whose config is the default spec with `process` merged in."""
-    bundle = tmp_path / "bundle"
-    bundle.mkdir(exist_ok=True)
-    config = mcmod.default_spec(rootfs=rootfs)
-    config["process"].update(process)
-    (bundle / "config.json").write_text(json.dumps(config))
-    return mc("run", "--bundle", str(bundle), new_id(), state_root=state_root)
 
 
 @pytest.fixture
@@ -70,7 +55,8 @@ def running(busybox_rootfs, state_root, tmp_path):
     (["--security-opt", "no-new-privileges=false"], 0),
 ], ids=["default", "asked", "false"])
 def test_no_new_privs_in_run(busybox_rootfs, state_root, flags, expected):
-    out = ok(run(busybox_rootfs, state_root, "grep NoNewPrivs /proc/self/status", *flags))
+    out = ok(mc_sh("grep NoNewPrivs /proc/self/status", *flags, rootfs=busybox_rootfs,
+                   state_root=state_root))
     assert status(out) == {"NoNewPrivs": expected}
 
 
@@ -89,7 +75,7 @@ def _file_caps(*names):
 
 @pytest.mark.parametrize("nnp, gained", [(True, 0), (False, mask("CAP_NET_RAW"))],
                          ids=["no_new_privs", "control_without_it"])
-def test_file_capabilities_give_nothing_under_no_new_privs(rootfs_copy, state_root, tmp_path,
+def test_file_capabilities_give_nothing_under_no_new_privs(rootfs_copy, state_root, bundle,
                                                            nnp, gained):
     # busybox as "grep" with CAP_NET_RAW as a file capability, run by uid 1000 whose only
     # capabilities are in the bounding set: exec'ing it raises CapPrm to CAP_NET_RAW, unless
@@ -101,11 +87,13 @@ def test_file_capabilities_give_nothing_under_no_new_privs(rootfs_copy, state_ro
         os.setxattr(rootfs_copy + "/caps/grep", "security.capability", _file_caps("CAP_NET_RAW"))
     except OSError as e:
         pytest.skip("no file capabilities on this filesystem: %s" % e)
-    r = run_bundle(tmp_path, rootfs_copy, state_root, {
+    process = {
         "args": ["/caps/grep", "-E", "^(Cap|NoNewPrivs)", "/proc/self/status"],
         "user": {"uid": 1000, "gid": 1000}, "noNewPrivileges": nnp,
         "capabilities": {"bounding": list(mcmod.DEFAULT_CAPS), "effective": [],
-                         "permitted": [], "inheritable": [], "ambient": []}})
+                         "permitted": [], "inheritable": [], "ambient": []}}
+    b = bundle(edit=lambda c: c["process"].update(process), rootfs=rootfs_copy)
+    r = mc("run", "--bundle", b, new_id(), state_root=state_root)
     got = status(ok(r))
     assert got["NoNewPrivs"] == int(nnp)
     assert got["CapPrm"] == got["CapEff"] == gained
@@ -136,13 +124,14 @@ def test_file_capabilities_give_nothing_under_no_new_privs(rootfs_copy, state_ro
       "CapPrm": mask("CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"),
       "CapEff": mask("CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"), "CapAmb": 0}),
 ], ids=["uid1000_all_sets_distinct", "root_small_bounding"])
-def test_capability_sets_end_exactly_as_configured(busybox_rootfs, state_root, tmp_path,
+def test_capability_sets_end_exactly_as_configured(busybox_rootfs, state_root, bundle,
                                                    user, caps, expected):
     # Dropping the bounding set needs CAP_SETPCAP and setuid needs KEEPCAPS, ambient needs
     # permitted and inheritable in place: a wrong order fails here, or leaves a set wrong.
-    r = run_bundle(tmp_path, busybox_rootfs, state_root, {
-        "args": ["grep", "-E", "^(Cap|NoNewPrivs)", "/proc/self/status"], "user": user,
-        "capabilities": caps})
+    process = {"args": ["grep", "-E", "^(Cap|NoNewPrivs)", "/proc/self/status"], "user": user,
+               "capabilities": caps}
+    b = bundle(edit=lambda c: c["process"].update(process))
+    r = mc("run", "--bundle", b, new_id(), state_root=state_root)
     assert status(ok(r)) == dict(expected, NoNewPrivs=1)
 
 
@@ -164,9 +153,9 @@ def test_run_passes_only_fds_0_1_2_whatever_the_runtime_inherits(busybox_rootfs,
     r_end, w_end = os.pipe()
     try:
         # `; true`: sh stays pid 1 (no exec of ls in its place), and ls lists sh's fds.
-        p = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "run", "--rm",
-                            "--name", new_id(), "--rootfs", busybox_rootfs, "--", "sh", "-c",
-                            "ls /proc/1/fd; readlink /proc/1/cwd; true"],
+        p = subprocess.run(mc_argv("run", "--rm", "--name", new_id(), "--rootfs", busybox_rootfs,
+                                   "--", "sh", "-c", "ls /proc/1/fd; readlink /proc/1/cwd; true",
+                                   state_root=state_root),
                            pass_fds=(hostdir, cgroupfs, r_end, w_end), capture_output=True,
                            text=True, timeout=30)
         os.close(w_end)
@@ -183,11 +172,9 @@ def test_run_passes_only_fds_0_1_2_whatever_the_runtime_inherits(busybox_rootfs,
 
 def test_create_preserve_fds_passes_exactly_those(busybox_rootfs, state_root, tmp_path):
     (tmp_path / "in").write_text("from fd 3\n")
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    config = mcmod.default_spec(rootfs=busybox_rootfs, args=(
-        "sh", "-c", "ls /proc/1/fd; readlink /proc/1/cwd; cat <&3; echo to-fd-4 >&4; true"))
-    (bundle / "config.json").write_text(json.dumps(config))
+    bundle = write_bundle(tmp_path / "bundle", (
+        "sh", "-c", "ls /proc/1/fd; readlink /proc/1/cwd; cat <&3; echo to-fd-4 >&4; true"),
+        rootfs=busybox_rootfs)
     cid = new_id()
     # fds 3 and 4 preserved; 5, a host directory, is not
     shell = ("exec %s %s --root %s create --bundle %s --preserve-fds 2 %s "
@@ -198,10 +185,7 @@ def test_create_preserve_fds_passes_exactly_those(busybox_rootfs, state_root, tm
         assert subprocess.run(["sh", "-c", shell], timeout=30).returncode == 0, \
             (tmp_path / "err").read_text()
         ok(mc("start", cid, state_root=state_root))
-        deadline = time.monotonic() + 10
-        while json.loads(ok(mc("state", cid, state_root=state_root)))["status"] != "stopped":
-            assert time.monotonic() < deadline, "the container did not finish"
-            time.sleep(0.05)
+        wait_status(cid, "stopped", state_root)
     finally:
         mc("delete", "-f", cid, state_root=state_root)
     out = (tmp_path / "out").read_text().split("\n")
@@ -213,8 +197,9 @@ def test_create_preserve_fds_passes_exactly_those(busybox_rootfs, state_root, tm
 def test_exec_passes_only_fds_0_1_2(running, state_root, tmp_path):
     hostdir = os.open(_host_dir(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        p = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "exec", running,
-                            "sh", "-c", "ls /proc/$$/fd; readlink /proc/$$/cwd; true"],
+        p = subprocess.run(mc_argv("exec", running, "sh", "-c",
+                                   "ls /proc/$$/fd; readlink /proc/$$/cwd; true",
+                                   state_root=state_root),
                            pass_fds=(hostdir,), capture_output=True, text=True, timeout=30)
     finally:
         os.close(hostdir)
@@ -229,9 +214,9 @@ def test_workdir_through_an_inherited_fd_is_refused_in_run(busybox_rootfs, state
     # container's cwd that host directory (a fix of this issue; see _chdir_inside).
     hostdir = os.open(_host_dir(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        p = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "run", "--rm",
-                            "--name", new_id(), "--rootfs", busybox_rootfs, "-w",
-                            how % hostdir, "--", "sh", "-c", "cat secret; ls; pwd"],
+        p = subprocess.run(mc_argv("run", "--rm", "--name", new_id(), "--rootfs", busybox_rootfs,
+                                   "-w", how % hostdir, "--", "sh", "-c", "cat secret; ls; pwd",
+                                   state_root=state_root),
                            pass_fds=(hostdir,), capture_output=True, text=True, timeout=30)
     finally:
         os.close(hostdir)
@@ -243,8 +228,8 @@ def test_workdir_through_an_inherited_fd_is_refused_in_run(busybox_rootfs, state
 def test_workdir_through_an_inherited_fd_is_refused_in_exec(running, state_root, tmp_path):
     hostdir = os.open(_host_dir(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        p = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "exec", "--cwd",
-                            "/proc/self/fd/%d" % hostdir, running, "cat", "secret"],
+        p = subprocess.run(mc_argv("exec", "--cwd", "/proc/self/fd/%d" % hostdir, running, "cat",
+                                   "secret", state_root=state_root),
                            pass_fds=(hostdir,), capture_output=True, text=True, timeout=30)
     finally:
         os.close(hostdir)
@@ -253,7 +238,8 @@ def test_workdir_through_an_inherited_fd_is_refused_in_exec(running, state_root,
 
 
 def test_workdir_inside_the_root_is_the_cwd(busybox_rootfs, state_root):
-    out = ok(run(busybox_rootfs, state_root, "readlink /proc/self/cwd; pwd", "-w", "/tmp"))
+    out = ok(mc_sh("readlink /proc/self/cwd; pwd", "-w", "/tmp", rootfs=busybox_rootfs,
+                   state_root=state_root))
     assert out.split() == ["/tmp", "/tmp"]
 
 
@@ -313,10 +299,7 @@ def test_init_is_not_dumpable_while_it_is_the_runtime(busybox_rootfs, state_root
     # container's namespaces: deterministic, no race. A root process exec'd into the
     # created container (no CAP_SYS_PTRACE) must not reach its exe, fds, cwd or memory.
     prefix, hashes = runtime_copy
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    config = mcmod.default_spec(rootfs=busybox_rootfs, args=("sleep", "1000"))
-    (bundle / "config.json").write_text(json.dumps(config))
+    bundle = write_bundle(tmp_path / "bundle", ("sleep", "1000"), rootfs=busybox_rootfs)
     cid = new_id()
     try:
         with open(tmp_path / "create.out", "w") as out:
@@ -388,10 +371,8 @@ def test_exec_race_attacker_cannot_read_or_write_the_runtime(rootfs_copy, state_
             assert e.returncode == 0, e.stderr
         (tmp_path / "rootfs" / "tmp" / "stop").write_text("")
         # a detached container's output is in its log
-        deadline = time.monotonic() + 15
-        while "FINISHED" not in _rt(prefix, state_root, "logs", cid).stdout:
-            assert time.monotonic() < deadline, _rt(prefix, state_root, "logs", cid).stdout
-            time.sleep(0.1)
+        wait_for(lambda: "FINISHED" in _rt(prefix, state_root, "logs", cid).stdout, 15,
+                 "FINISHED in the container's log", interval=0.1)
         report = _rt(prefix, state_root, "logs", cid).stdout
     finally:
         _rt(prefix, state_root, "delete", "-f", cid)

@@ -1,23 +1,17 @@
 """User namespaces (root inside is not root outside) and rootfs symlinks that point out of
 the container (the CVE-2021-30465 class): nothing may be mounted or made on the host."""
-import json
 import os
 import shutil
 
 import pytest
 
-from conftest import mc, mc_bg, mountpoints_under, new_id, ok
+from conftest import mc, mc_bg, mc_sh, mountpoints_under, new_id, ok, write_bundle
 
 import minicontainer as mc_module
 
 pytestmark = pytest.mark.needs_root
 
 
-
-
-@pytest.fixture
-def rootfs_copy(walkable):
-    return str(walkable / "rootfs")
 
 
 @pytest.fixture
@@ -34,14 +28,9 @@ def volume(walkable):
     return vol
 
 
-def userns_run(rootfs, state_root, script, *flags):
-    return mc("run", "--rm", "--name", new_id("userns"), "--userns", "--rootfs", rootfs, *flags,
-              "--", "sh", "-c", script, state_root=state_root)
-
-
-def test_userns_root_inside_is_mapped_to_an_unprivileged_host_uid(rootfs_copy, state_root):
-    out = ok(userns_run(rootfs_copy, state_root,
-                        "id -u; cat /proc/self/uid_map /proc/self/gid_map"))
+def test_userns_root_inside_is_mapped_to_an_unprivileged_host_uid(walkable_rootfs, state_root):
+    out = ok(mc_sh("id -u; cat /proc/self/uid_map /proc/self/gid_map", "--userns",
+                   rootfs=walkable_rootfs, state_root=state_root, name=new_id("userns")))
     lines = out.split("\n")
     assert lines[0] == "0"
     base = lines[1].split()
@@ -49,10 +38,11 @@ def test_userns_root_inside_is_mapped_to_an_unprivileged_host_uid(rootfs_copy, s
     assert lines[2].split() == base
 
 
-def test_userns_root_cannot_touch_what_the_host_root_owns(rootfs_copy, state_root, volume):
+def test_userns_root_cannot_touch_what_the_host_root_owns(walkable_rootfs, state_root, volume):
     script = ("cat /vol/rootonly && echo READ; touch /vol/new && echo CREATED; "
               "echo more >> /vol/mine && echo APPENDED; stat -c '%u' /vol/rootonly")
-    r = userns_run(rootfs_copy, state_root, script, "-v", "%s:/vol" % volume)
+    r = mc_sh(script, "--userns", "-v", "%s:/vol" % volume, rootfs=walkable_rootfs,
+              state_root=state_root, name=new_id("userns"))
     assert "READ" not in r.stdout and "CREATED" not in r.stdout
     assert "APPENDED" in r.stdout  # its own (mapped) file it may write
     assert r.stdout.strip().endswith("65534")  # the host's root is nobody in here
@@ -61,21 +51,23 @@ def test_userns_root_cannot_touch_what_the_host_root_owns(rootfs_copy, state_roo
     assert os.stat(volume / "mine").st_uid == 100000
 
 
-def test_userns_files_created_inside_belong_to_the_mapped_uid(rootfs_copy, state_root, walkable):
+def test_userns_files_created_inside_belong_to_the_mapped_uid(walkable_rootfs, state_root,
+                                                              walkable):
     shared = walkable / "shared"
     shared.mkdir()
     os.chmod(shared, 0o777)
-    ok(userns_run(rootfs_copy, state_root, "touch /shared/f", "-v", "%s:/shared" % shared))
+    ok(mc_sh("touch /shared/f", "--userns", "-v", "%s:/shared" % shared, rootfs=walkable_rootfs,
+             state_root=state_root, name=new_id("userns")))
     st = os.stat(shared / "f")
     assert (st.st_uid, st.st_gid) == (100000, 100000)
 
 
-def test_userns_keeps_the_rest_of_the_setup(rootfs_copy, state_root):
-    out = ok(userns_run(rootfs_copy, state_root,
-                        "hostname; ls /proc | grep -c '^[0-9]'; cat /dev/null && echo null; "
-                        "grep CapEff /proc/self/status; echo x > /proc/sys/kernel/hostname "
-                        "2>/dev/null && echo WROTE; head -c 4 /dev/urandom | wc -c",
-                        "--hostname", "inside"))
+def test_userns_keeps_the_rest_of_the_setup(walkable_rootfs, state_root):
+    out = ok(mc_sh("hostname; ls /proc | grep -c '^[0-9]'; cat /dev/null && echo null; "
+                   "grep CapEff /proc/self/status; echo x > /proc/sys/kernel/hostname "
+                   "2>/dev/null && echo WROTE; head -c 4 /dev/urandom | wc -c", "--userns",
+                   "--hostname", "inside", rootfs=walkable_rootfs, state_root=state_root,
+                   name=new_id("userns")))
     lines = out.split("\n")
     assert lines[0] == "inside"
     assert int(lines[1]) <= 3  # sh, its children: a pid namespace of its own
@@ -84,9 +76,9 @@ def test_userns_keeps_the_rest_of_the_setup(rootfs_copy, state_root):
     assert lines[-2] == "4"
 
 
-def test_userns_exec_joins_the_user_namespace(rootfs_copy, state_root):
+def test_userns_exec_joins_the_user_namespace(walkable_rootfs, state_root):
     cid = new_id("usex")
-    rc, _, err = mc_bg("run", "-d", "--name", cid, "--userns", "--rootfs", rootfs_copy, "--",
+    rc, _, err = mc_bg("run", "-d", "--name", cid, "--userns", "--rootfs", walkable_rootfs, "--",
                        "sleep", "60", state_root=state_root)
     try:
         assert rc == 0, err
@@ -97,17 +89,14 @@ def test_userns_exec_joins_the_user_namespace(rootfs_copy, state_root):
         mc("delete", "-f", cid, state_root=state_root)
 
 
-def test_userns_from_a_bundle_with_explicit_maps(rootfs_copy, state_root, walkable):
-    bundle = walkable / "bundle"
-    bundle.mkdir()
-    ok(mc("spec", "--bundle", str(bundle), "--rootfs", rootfs_copy))
-    config = json.loads((bundle / "config.json").read_text())
-    config["process"]["args"] = ["sh", "-c", "cat /proc/self/uid_map"]
-    config["linux"]["namespaces"].append({"type": "user"})
-    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 1000}]
-    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 1000}]
-    (bundle / "config.json").write_text(json.dumps(config))
-    out = ok(mc("run", "--bundle", str(bundle), new_id("usb"), state_root=state_root))
+def test_userns_from_a_bundle_with_explicit_maps(walkable_rootfs, state_root, walkable):
+    def edit(config):
+        config["linux"]["namespaces"].append({"type": "user"})
+        config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 1000}]
+        config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 1000}]
+    bundle = write_bundle(walkable / "bundle", ["sh", "-c", "cat /proc/self/uid_map"], edit,
+                          walkable_rootfs)
+    out = ok(mc("run", "--bundle", bundle, new_id("usb"), state_root=state_root))
     assert out.split() == ["0", "200000", "1000"]
 
 
@@ -166,14 +155,10 @@ def test_userns_with_an_image_of_many_layers(registry, busybox_rootfs, walkable)
     assert os.listdir(state_root) == [] and not mountpoints_under(str(walkable))
 
 
-def test_userns_without_maps_is_a_config_error(rootfs_copy, state_root, tmp_path):
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    ok(mc("spec", "--bundle", str(bundle), "--rootfs", rootfs_copy))
-    config = json.loads((bundle / "config.json").read_text())
-    config["linux"]["namespaces"].append({"type": "user"})
-    (bundle / "config.json").write_text(json.dumps(config))
-    r = mc("run", "--bundle", str(bundle), new_id("usm"), state_root=state_root)
+def test_userns_without_maps_is_a_config_error(walkable_rootfs, state_root, tmp_path):
+    bundle = write_bundle(tmp_path / "bundle", ["sh"], rootfs=walkable_rootfs,
+                          edit=lambda c: c["linux"]["namespaces"].append({"type": "user"}))
+    r = mc("run", "--bundle", bundle, new_id("usm"), state_root=state_root)
     assert r.returncode != 0 and "uidMappings" in r.stderr and "Traceback" not in r.stderr
     assert not os.listdir(state_root)
 
@@ -188,7 +173,7 @@ def test_userns_rootfs_out_of_reach_is_a_clear_error(busybox_rootfs, state_root)
 
 
 @pytest.fixture
-def hostile_rootfs(rootfs_copy, tmp_path):
+def hostile_rootfs(walkable_rootfs, tmp_path):
     """A rootfs whose /proc, /dev, /sys and a volume's destination are symlinks out of it,
     absolute and through `..`: resolved as the container sees them, they stay inside."""
     outside = tmp_path / "outside"
@@ -197,11 +182,11 @@ def hostile_rootfs(rootfs_copy, tmp_path):
     for name, target in (("proc", "../../../../../../%s/proc" % outside),
                          ("dev", "%s/dev" % outside), ("sys", "../../../..%s/sys" % outside),
                          ("data", "%s/vol" % outside)):
-        path = os.path.join(rootfs_copy, name)
+        path = os.path.join(walkable_rootfs, name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
         os.symlink(target, path)
-    return rootfs_copy, outside
+    return walkable_rootfs, outside
 
 
 def test_symlinks_out_of_the_rootfs_mount_nothing_on_the_host(hostile_rootfs, state_root,

@@ -4,13 +4,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 import minicontainer as mcmod
-from conftest import RUNTIME, mc, mc_bg, new_id, wait_for
+from conftest import (mc, mc_argv, mc_bg, new_id, ok, one_line_error, state, status, wait_for,
+                      wait_status)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -29,66 +29,12 @@ def counter(pid):
         return 0
 
 
-@pytest.fixture
-def bundle(tmp_path, busybox_rootfs):
-    """bundle(args) -> a bundle directory whose config.json runs args in the busybox rootfs."""
-    n = [0]
-
-    def make(args, edit=None):
-        n[0] += 1
-        d = tmp_path / ("bundle%d" % n[0])
-        d.mkdir()
-        config = mcmod.default_spec(rootfs=busybox_rootfs, args=args)
-        if edit:
-            edit(config)
-        (d / "config.json").write_text(json.dumps(config))
-        return str(d)
-    return make
-
-
-class Cli:
-    def __init__(self, state_root, tmp_path):
-        self.root = state_root
-        self.tmp = tmp_path
-        self.n = 0
-
-    def __call__(self, *args):
-        """A command that returns at once; fails the test unless it succeeds."""
-        r = mc(*args, state_root=self.root)
-        assert r.returncode == 0, (args, r.stdout, r.stderr)
-        return r.stdout
-
-    def fails(self, *args):
-        r = mc(*args, state_root=self.root)
-        assert r.returncode != 0, (args, r.stdout)
-        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-        return r.stderr
-
-    def bg(self, *args):
-        """A command that leaves a container behind (create, run -d): stdio to files."""
-        self.n += 1
-        rc, out, err = mc_bg(*args, state_root=self.root, out=str(self.tmp / ("bg%d" % self.n)))
-        assert rc == 0, (args, out, err)
-        return out
-
-    def state(self, cid):
-        return json.loads(self(("state"), cid))
-
-    def status(self, cid):
-        return self.state(cid)["status"]
-
-
-@pytest.fixture
-def cli(state_root, tmp_path):
-    return Cli(state_root, tmp_path)
-
-
-def test_full_lifecycle(cli, bundle, tmp_path, state_root, cgroups):
+def test_full_lifecycle(bundle, tmp_path, state_root, cgroups):
     b = bundle(["sh", "-c", COUNTER])
     cid = new_id()
     pid_file = tmp_path / "pid"
-    cli.bg("create", "-b", b, "--pid-file", str(pid_file), cid)
-    st = cli.state(cid)
+    ok(mc_bg("create", "-b", b, "--pid-file", str(pid_file), cid, state_root=state_root))
+    st = state(cid, state_root)
     assert st["status"] == "created" and st["id"] == cid and st["bundle"] == b
     pid = st["pid"]
     assert pid > 0 and int(pid_file.read_text()) == pid
@@ -96,71 +42,77 @@ def test_full_lifecycle(cli, bundle, tmp_path, state_root, cgroups):
     # created: init waits in the runtime, the program has not run
     assert b"minicontainer" in open("/proc/%d/cmdline" % pid, "rb").read()
     assert counter(pid) == 0
-    assert cli.fails("pause", cid).startswith("minicontainer: cannot pause a container that is "
-                                              "created")
+    assert one_line_error(mc("pause", cid, state_root=state_root)).startswith(
+        "minicontainer: cannot pause a container that is "
+        "created")
 
-    cli("start", cid)
-    assert cli.status(cid) == "running"
+    ok(mc("start", cid, state_root=state_root))
+    assert status(cid, state_root) == "running"
     wait_for(lambda: counter(pid) > 0, what="the counter")
     assert open("/proc/%d/cmdline" % pid, "rb").read().startswith(b"sh\0-c\0")
-    assert cli.fails("start", cid).endswith("cannot start a container that is running\n")
+    assert one_line_error(mc("start", cid, state_root=state_root)).endswith(
+        "cannot start a container that is running")
 
-    table = cli("ps", cid).splitlines()
+    table = ok(mc("ps", cid, state_root=state_root)).splitlines()
     assert table[0].split() == ["PID", "CMD"]
     assert any(line.split()[0] == str(pid) and "sh -c" in line for line in table[1:])
 
-    stats = json.loads(cli("stats", cid))
+    stats = json.loads(ok(mc("stats", cid, state_root=state_root)))
     assert stats["memory"]["usage"] > 0
     assert stats["pids"]["current"] >= 1
     assert stats["cpu"]["usage_ns"] > 0
     assert set(stats) >= {"cpu", "memory", "pids", "blkio"}
 
-    listed = json.loads(cli("list", "-f", "json"))
+    listed = json.loads(ok(mc("list", "-f", "json", state_root=state_root)))
     assert [(s["id"], s["status"], s["pid"]) for s in listed] == [(cid, "running", pid)]
-    assert cli("list", "-q").split() == [cid]
-    table = cli("list").splitlines()
+    assert ok(mc("list", "-q", state_root=state_root)).split() == [cid]
+    table = ok(mc("list", state_root=state_root)).splitlines()
     assert table[0].split()[:3] == ["ID", "PID", "STATUS"]
     assert table[1].split()[:3] == [cid, str(pid), "running"]
 
-    cli("pause", cid)
-    assert cli.status(cid) == "paused"
+    ok(mc("pause", cid, state_root=state_root))
+    assert status(cid, state_root) == "paused"
     assert cgroups.frozen("/minicontainer/" + cid)
     frozen_at = counter(pid)
     time.sleep(0.3)  # not a handshake: the time during which nothing must happen
     assert counter(pid) == frozen_at
-    assert cli.fails("pause", cid).endswith("cannot pause a container that is paused\n")
+    assert one_line_error(mc("pause", cid, state_root=state_root)).endswith(
+        "cannot pause a container that is paused")
     # ps (while frozen, so that the loop's usleeps hold still): host pids, the cgroup's members
-    pids = json.loads(cli("ps", "-f", "json", cid))
+    pids = json.loads(ok(mc("ps", "-f", "json", cid, state_root=state_root)))
     assert pid in pids
     assert sorted(pids) == cgroups.procs("/minicontainer/" + cid)
-    cli("resume", cid)
-    assert cli.status(cid) == "running"
+    ok(mc("resume", cid, state_root=state_root))
+    assert status(cid, state_root) == "running"
     wait_for(lambda: counter(pid) > frozen_at, what="the counter to go on")
-    assert cli.fails("resume", cid).endswith("cannot resume a container that is running\n")
+    assert one_line_error(mc("resume", cid, state_root=state_root)).endswith(
+        "cannot resume a container that is running")
 
-    cli("kill", cid)  # SIGTERM, which the script traps
-    wait_for(lambda: cli.status(cid) == "stopped", what="stopped")
-    assert cli.state(cid)["pid"] == 0
-    assert cli.fails("kill", cid, "KILL") == "minicontainer: %s: container not running\n" % cid
-    cli("delete", cid)
-    assert cli.fails("state", cid) == "minicontainer: container %s does not exist\n" % cid
+    ok(mc("kill", cid, state_root=state_root))  # SIGTERM, which the script traps
+    wait_status(cid, "stopped", state_root)
+    assert state(cid, state_root)["pid"] == 0
+    assert one_line_error(mc("kill", cid, "KILL", state_root=state_root)) == \
+        "minicontainer: %s: container not running" % cid
+    ok(mc("delete", cid, state_root=state_root))
+    assert one_line_error(mc("state", cid, state_root=state_root)) == \
+        "minicontainer: container %s does not exist" % cid
     assert not os.path.exists(os.path.join(state_root, cid))
     assert not cgroups.exists("/minicontainer/" + cid)
-    assert cli("list", "-q").strip() == ""
+    assert ok(mc("list", "-q", state_root=state_root)).strip() == ""
 
 
-def test_run_detached_then_kill_and_delete(cli, busybox_rootfs, tmp_path, state_root):
+def test_run_detached_then_kill_and_delete(busybox_rootfs, tmp_path, state_root):
     cid = new_id()
-    out = cli.bg("run", "-d", "--name", cid, "--pid-file", str(tmp_path / "pid"), "--rootfs",
-                 busybox_rootfs, "--", "sh", "-c", COUNTER)
+    out = ok(mc_bg("run", "-d", "--name", cid, "--pid-file", str(tmp_path / "pid"), "--rootfs",
+                   busybox_rootfs, "--", "sh", "-c", COUNTER, state_root=state_root))
     assert out == cid + "\n"
-    st = cli.state(cid)
+    st = state(cid, state_root)
     assert st["status"] == "running" and int((tmp_path / "pid").read_text()) == st["pid"]
     wait_for(lambda: counter(st["pid"]) > 0, what="the counter")
-    cli("kill", cid, "KILL")
-    wait_for(lambda: cli.status(cid) == "stopped", what="stopped")
-    cli("delete", cid)
-    assert cli("list", "-q").strip() == ""
+    ok(mc("kill", cid, "KILL", state_root=state_root))
+    wait_status(cid, "stopped", state_root)
+    ok(mc("delete", cid, state_root=state_root))
+    assert ok(mc("list", "-q", state_root=state_root)).strip() == ""
 
 
 def _processes_with(word):
@@ -176,12 +128,12 @@ def _processes_with(word):
     return found
 
 
-def test_run_detached_rm_removes_the_container_when_it_exits(cli, busybox_rootfs, state_root,
+def test_run_detached_rm_removes_the_container_when_it_exits(busybox_rootfs, state_root,
                                                              cgroups):
     cid = new_id()
-    assert cli.bg("run", "-d", "--rm", "--name", cid, "--rootfs", busybox_rootfs, "--",
-                  "sleep", "1000") == cid + "\n"
-    st = cli.state(cid)
+    assert ok(mc_bg("run", "-d", "--rm", "--name", cid, "--rootfs", busybox_rootfs, "--", "sleep",
+                    "1000", state_root=state_root)) == cid + "\n"
+    st = state(cid, state_root)
     assert st["status"] == "running"
     # What removes it later is a process of its own, holding none of the caller's stdio.
     monitors = [p for p in _processes_with(cid) if p != st["pid"]]
@@ -194,164 +146,157 @@ def test_run_detached_rm_removes_the_container_when_it_exits(cli, busybox_rootfs
     cg = "/minicontainer/" + cid
     assert cgroups.exists(cg)
 
-    cli("kill", cid, "KILL")
+    ok(mc("kill", cid, "KILL", state_root=state_root))
     wait_for(lambda: not os.path.exists(os.path.join(state_root, cid)), what="removal")
     wait_for(lambda: not os.path.exists("/proc/%d" % monitors[0]), what="the monitor to end")
     assert not cgroups.exists(cg)
-    assert cli.fails("state", cid) == "minicontainer: container %s does not exist\n" % cid
+    assert one_line_error(mc("state", cid, state_root=state_root)) == \
+        "minicontainer: container %s does not exist" % cid
 
 
-def test_run_detached_rm_leaves_a_newer_container_of_the_same_id(cli, busybox_rootfs,
+def test_run_detached_rm_leaves_a_newer_container_of_the_same_id(busybox_rootfs,
                                                                  state_root):
     cid = new_id()
-    cli.bg("run", "-d", "--rm", "--name", cid, "--rootfs", busybox_rootfs, "--",
-           "sleep", "1000")
-    first = cli.state(cid)["pid"]
+    ok(mc_bg("run", "-d", "--rm", "--name", cid, "--rootfs", busybox_rootfs, "--", "sleep", "1000",
+             state_root=state_root))
+    first = state(cid, state_root)["pid"]
     monitor = [p for p in _processes_with(cid) if p != first][0]
     # Deleted by hand and made again before the monitor saw its init exit.
     os.kill(monitor, signal.SIGSTOP)
     try:
-        cli("delete", "-f", cid)
-        cli.bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+        ok(mc("delete", "-f", cid, state_root=state_root))
+        ok(mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "--", "sleep", "1000",
+                 state_root=state_root))
     finally:
         os.kill(monitor, signal.SIGCONT)
     wait_for(lambda: not os.path.exists("/proc/%d" % monitor), what="the monitor to end")
-    assert cli.status(cid) == "running" and cli.state(cid)["pid"] != first
-    cli("delete", "-f", cid)
+    assert status(cid, state_root) == "running" and state(cid, state_root)["pid"] != first
+    ok(mc("delete", "-f", cid, state_root=state_root))
 
 
-def test_run_detached_without_a_name_prints_its_id(cli, busybox_rootfs):
-    cid = cli.bg("run", "-d", "--cgroup-parent", new_id("parent"), "--rootfs", busybox_rootfs,
-                 "--", "sleep", "1000").strip()
-    assert cli("list", "-q").split() == [cid]
-    cli("delete", "-f", cid)
+def test_run_detached_without_a_name_prints_its_id(state_root, busybox_rootfs):
+    cid = ok(mc_bg("run", "-d", "--cgroup-parent", new_id("parent"), "--rootfs", busybox_rootfs,
+                   "--", "sleep", "1000", state_root=state_root)).strip()
+    assert ok(mc("list", "-q", state_root=state_root)).split() == [cid]
+    ok(mc("delete", "-f", cid, state_root=state_root))
 
 
-def test_two_containers_at_once(cli, bundle):
+def test_two_containers_at_once(state_root, bundle):
     b = bundle(["sh", "-c", COUNTER])
     ids = [new_id(), new_id()]
     for cid in ids:
-        cli.bg("create", "-b", b, cid)
+        ok(mc_bg("create", "-b", b, cid, state_root=state_root))
     for cid in ids:
-        cli("start", cid)
-    pids = [cli.state(cid)["pid"] for cid in ids]
+        ok(mc("start", cid, state_root=state_root))
+    pids = [state(cid, state_root)["pid"] for cid in ids]
     assert pids[0] != pids[1]
     for pid in pids:
         wait_for(lambda: counter(pid) > 0, what="the counters")
     ns = [os.readlink("/proc/%d/ns/pid" % pid) for pid in pids]
     assert ns[0] != ns[1] and os.readlink("/proc/self/ns/pid") not in ns
-    listed = {s["id"]: s["status"] for s in json.loads(cli("list", "-f", "json"))}
+    listed = {s["id"]: s["status"] for s in json.loads(ok(mc("list", "-f", "json",
+                                                             state_root=state_root)))}
     assert listed == dict.fromkeys(ids, "running")
-    ps = [set(json.loads(cli("ps", "-f", "json", cid))) for cid in ids]
+    ps = [set(json.loads(ok(mc("ps", "-f", "json", cid, state_root=state_root)))) for cid in ids]
     assert not ps[0] & ps[1]
-    cli("pause", ids[0])  # one paused, the other not
-    assert [cli.status(cid) for cid in ids] == ["paused", "running"]
+    ok(mc("pause", ids[0], state_root=state_root))  # one paused, the other not
+    assert [status(cid, state_root) for cid in ids] == ["paused", "running"]
     for cid in ids:
-        cli("delete", "-f", cid)
-    assert cli("list", "-q").strip() == ""
+        ok(mc("delete", "-f", cid, state_root=state_root))
+    assert ok(mc("list", "-q", state_root=state_root)).strip() == ""
 
 
-def test_id_already_in_use(cli, bundle, busybox_rootfs):
+def test_id_already_in_use(state_root, bundle, busybox_rootfs):
     b = bundle(["sleep", "1000"])
     cid = new_id()
-    cli.bg("create", "-b", b, cid)
-    pid = cli.state(cid)["pid"]
-    assert cli.fails("create", "-b", b, cid) == \
-        "minicontainer: container id %s is already in use\n" % cid
+    ok(mc_bg("create", "-b", b, cid, state_root=state_root))
+    pid = state(cid, state_root)["pid"]
+    assert one_line_error(mc("create", "-b", b, cid, state_root=state_root)) == \
+        "minicontainer: container id %s is already in use" % cid
     r = mc("run", "--rm", "--name", cid, "--rootfs", busybox_rootfs, "--", "true",
-           state_root=cli.root)
+           state_root=state_root)
     assert r.returncode == 1 and "already in use" in r.stderr
     # the first one is untouched
-    assert cli.state(cid)["pid"] == pid and cli.status(cid) == "created"
-    cli("delete", "-f", cid)
+    assert state(cid, state_root)["pid"] == pid and status(cid, state_root) == "created"
+    ok(mc("delete", "-f", cid, state_root=state_root))
 
 
-def test_kill_before_start(cli, bundle):
+def test_kill_before_start(state_root, bundle):
     b = bundle(["sh", "-c", "echo should not run > /dev/shm/ran"])
     cid = new_id()
-    cli.bg("create", "-b", b, cid)
-    pid = cli.state(cid)["pid"]
-    cli("kill", cid, "KILL")
-    wait_for(lambda: cli.status(cid) == "stopped", what="stopped")
-    assert cli.fails("start", cid).endswith("cannot start a container that is stopped\n")
-    cli("delete", cid)
+    ok(mc_bg("create", "-b", b, cid, state_root=state_root))
+    pid = state(cid, state_root)["pid"]
+    ok(mc("kill", cid, "KILL", state_root=state_root))
+    wait_status(cid, "stopped", state_root)
+    assert one_line_error(mc("start", cid, state_root=state_root)).endswith(
+        "cannot start a container that is stopped")
+    ok(mc("delete", cid, state_root=state_root))
     assert not os.path.exists("/proc/%d" % pid) or counter(pid) == 0
 
 
-def test_delete_a_running_container_needs_force(cli, bundle, cgroups):
+def test_delete_a_running_container_needs_force(state_root, bundle, cgroups):
     cid = new_id()
-    cli.bg("create", "-b", bundle(["sleep", "1000"]), cid)
-    cli("start", cid)
-    pid = cli.state(cid)["pid"]
-    assert "use --force" in cli.fails("delete", cid)
-    assert cli.status(cid) == "running"
-    cli("delete", "-f", cid)
+    ok(mc_bg("create", "-b", bundle(["sleep", "1000"]), cid, state_root=state_root))
+    ok(mc("start", cid, state_root=state_root))
+    pid = state(cid, state_root)["pid"]
+    assert "use --force" in one_line_error(mc("delete", cid, state_root=state_root))
+    assert status(cid, state_root) == "running"
+    ok(mc("delete", "-f", cid, state_root=state_root))
     wait_for(lambda: mcmod.process_state(pid) in (None, "Z"), what="init to die")
     assert not cgroups.exists("/minicontainer/" + cid)
 
 
-def test_delete_force_of_a_paused_container(cli, bundle):
+def test_delete_force_of_a_paused_container(state_root, bundle):
     cid = new_id()
-    cli.bg("create", "-b", bundle(["sh", "-c", COUNTER]), cid)
-    cli("start", cid)
-    cli("pause", cid)
-    cli("delete", "-f", cid)
-    assert cli("list", "-q").strip() == ""
+    ok(mc_bg("create", "-b", bundle(["sh", "-c", COUNTER]), cid, state_root=state_root))
+    ok(mc("start", cid, state_root=state_root))
+    ok(mc("pause", cid, state_root=state_root))
+    ok(mc("delete", "-f", cid, state_root=state_root))
+    assert ok(mc("list", "-q", state_root=state_root)).strip() == ""
 
 
-def test_kill_all(cli, bundle):
+def test_kill_all(state_root, bundle):
     # init ignores TERM (it is pid 1 without a handler); its children do not
     cid = new_id()
-    cli.bg("create", "-b", bundle(["sh", "-c", "sleep 1000 & sleep 1000 & sleep 1000"]), cid)
-    cli("start", cid)
-    pid = cli.state(cid)["pid"]
-    wait_for(lambda: len(json.loads(cli("ps", "-f", "json", cid))) == 3, what="the sleeps")
-    cli("kill", "--all", cid, "KILL")
-    wait_for(lambda: cli.status(cid) == "stopped", what="stopped")
+    ok(mc_bg("create", "-b", bundle(["sh", "-c", "sleep 1000 & sleep 1000 & sleep 1000"]), cid,
+             state_root=state_root))
+    ok(mc("start", cid, state_root=state_root))
+    pid = state(cid, state_root)["pid"]
+    wait_for(lambda: len(json.loads(ok(mc("ps", "-f", "json", cid, state_root=state_root)))) == 3,
+             what="the sleeps")
+    ok(mc("kill", "--all", cid, "KILL", state_root=state_root))
+    wait_status(cid, "stopped", state_root)
     assert mcmod.process_state(pid) in (None, "Z")
-    cli("delete", cid)
+    ok(mc("delete", cid, state_root=state_root))
 
 
-def test_kill_with_a_signal_number_and_name(cli, bundle):
+def test_kill_with_a_signal_number_and_name(state_root, bundle):
     cid = new_id()
-    cli.bg("create", "-b", bundle(["sh", "-c", 'trap "exit 0" USR1; ' + COUNTER]), cid)
-    cli("start", cid)
-    assert "unknown signal" in cli.fails("kill", cid, "SIGNOPE")
-    cli("kill", cid, "SIGUSR1")
-    wait_for(lambda: cli.status(cid) == "stopped", what="stopped")
-    cli("delete", cid)
+    ok(mc_bg("create", "-b", bundle(["sh", "-c", 'trap "exit 0" USR1; ' + COUNTER]), cid,
+             state_root=state_root))
+    ok(mc("start", cid, state_root=state_root))
+    assert "unknown signal" in one_line_error(mc("kill", cid, "SIGNOPE", state_root=state_root))
+    ok(mc("kill", cid, "SIGUSR1", state_root=state_root))
+    wait_status(cid, "stopped", state_root)
+    ok(mc("delete", cid, state_root=state_root))
 
 
-def test_delete_of_a_half_created_container(cli, state_root):
-    # what a create that crashed before writing its state leaves
-    for cid, state in ((new_id(), None), (new_id(), "{"), (new_id(), "")):
-        d = os.path.join(state_root, cid)
-        os.makedirs(d)
-        if state is not None:
-            with open(os.path.join(d, "state.json"), "w") as f:
-                f.write(state)
-        assert cli.status(cid) == "creating"
-        assert cid in cli("list", "-q").split()
-        cli("delete", cid)
-        assert not os.path.exists(d)
-    assert cli("list", "-q").strip() == ""
-
-
-def test_commands_on_a_container_that_does_not_exist(cli):
+def test_commands_on_a_container_that_does_not_exist(state_root):
     for args in (["start"], ["state"], ["kill"], ["pause"], ["resume"], ["ps"], ["stats"],
                  ["delete"]):
-        err = cli.fails(*args, "nosuch")
-        assert err == "minicontainer: container nosuch does not exist\n", (args, err)
-    cli("delete", "-f", "nosuch")  # force: nothing to do is fine
+        err = one_line_error(mc(*args, "nosuch", state_root=state_root))
+        assert err == "minicontainer: container nosuch does not exist", (args, err)
+    ok(mc("delete", "-f", "nosuch", state_root=state_root))  # force: nothing to do is fine
 
 
-def test_stats_and_ps_of_a_created_container(cli, bundle):
+def test_stats_and_ps_of_a_created_container(state_root, bundle):
     cid = new_id()
-    cli.bg("create", "-b", bundle(["true"]), cid)
-    pid = cli.state(cid)["pid"]
-    assert json.loads(cli("ps", "-f", "json", cid)) == [pid]
-    assert json.loads(cli("stats", cid))["pids"]["current"] == 1
-    cli("delete", cid)  # a created container is not running: no --force needed
+    ok(mc_bg("create", "-b", bundle(["true"]), cid, state_root=state_root))
+    pid = state(cid, state_root)["pid"]
+    assert json.loads(ok(mc("ps", "-f", "json", cid, state_root=state_root))) == [pid]
+    assert json.loads(ok(mc("stats", cid, state_root=state_root)))["pids"]["current"] == 1
+    # a created container is not running: no --force needed
+    ok(mc("delete", cid, state_root=state_root))
 
 
 # ---- the Python API ----
@@ -470,19 +415,22 @@ def test_api_terminal_needs_a_console(busybox_rootfs, state_root, tmp_path):
         mcmod.Container.create(new_id(), config, str(tmp_path), root=state_root)
 
 
-def test_exec_as_a_non_root_user_gets_no_capabilities(cli, busybox_rootfs, state_root):
+def test_exec_as_a_non_root_user_gets_no_capabilities(busybox_rootfs, state_root):
     # docker's exec -u: a non-root user of a docker-like container has the bounding set only.
     cid = new_id()
-    cli.bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    ok(mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "--", "sleep", "1000",
+             state_root=state_root))
     try:
-        root, user = (cli("exec", *flags, cid, "grep", "-E", "^Cap(Eff|Amb)",
-                          "/proc/self/status").split() for flags in ([], ["-u", "1000"]))
+        root, user = (ok(mc("exec", *flags, cid, "grep", "-E", "^Cap(Eff|Amb)",
+                            "/proc/self/status", state_root=state_root)).split()
+                      for flags in ([], ["-u", "1000"]))
         assert root == ["CapEff:", "00000000a80425fb", "CapAmb:", "0000000000000000"]
         assert user == ["CapEff:", "0000000000000000", "CapAmb:", "0000000000000000"]
-        ignored = int(cli("exec", cid, "grep", "^SigIgn", "/proc/self/status").split()[1], 16)
+        ignored = int(ok(mc("exec", cid, "grep", "^SigIgn", "/proc/self/status",
+                            state_root=state_root)).split()[1], 16)
         assert ignored & ~(3 << 31) == 0  # but glibc's 32 and 33, which a caller may ignore
     finally:
-        cli("delete", "-f", cid)
+        ok(mc("delete", "-f", cid, state_root=state_root))
 
 
 def test_trace_shows_where_a_start_goes(busybox_rootfs, state_root):
@@ -500,47 +448,51 @@ def test_trace_shows_where_a_start_goes(busybox_rootfs, state_root):
     assert len({pid for _, pid, _ in steps}) >= 2  # the runtime's and the init's
 
 
-def test_run_detached_returns_at_once_and_logs_its_output(cli, busybox_rootfs, state_root):
+def test_run_detached_returns_at_once_and_logs_its_output(busybox_rootfs, state_root):
     # As `CID=$(minicontainer run -d ...)`: the caller's stdout is a pipe that the container
     # must not hold (else the caller waits for the container's end); its output goes to a
     # log that `logs` prints.
     cid = new_id()
-    r = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "run", "-d", "--name",
-                        cid, "--rootfs", busybox_rootfs, "--", "sh", "-c",
-                        "echo out; echo err >&2; while [ ! -e /dev/shm/go ]; do usleep 20000; "
-                        "done; echo late; "
-                        "exec sleep 1000"], stdin=subprocess.DEVNULL, capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(mc_argv("run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "--", "sh",
+                               "-c", "echo out; echo err >&2; while [ ! -e /dev/shm/go ]; do "
+                               "usleep 20000; done; echo late; exec sleep 1000",
+                               state_root=state_root),
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     try:
         assert (r.returncode, r.stdout, r.stderr) == (0, cid + "\n", "")
-        assert cli.status(cid) == "running"  # the pipe closed while the container runs
-        wait_for(lambda: cli("logs", cid) == "out\nerr\n", what="the output in the log")
-        cli("exec", cid, "sh", "-c", "echo go > /dev/shm/go")
-        wait_for(lambda: cli("logs", cid).endswith("late\n"), what="the next line")
-        cli("kill", cid, "KILL")
-        wait_for(lambda: cli.status(cid) == "stopped")
-        assert cli("logs", "-f", cid) == "out\nerr\nlate\n"  # ends: the container stopped
+        assert status(cid, state_root) == "running"  # the pipe closed while the container runs
+        wait_for(lambda: ok(mc("logs", cid, state_root=state_root)) == "out\nerr\n",
+                 what="the output in the log")
+        ok(mc("exec", cid, "sh", "-c", "echo go > /dev/shm/go", state_root=state_root))
+        wait_for(lambda: ok(mc("logs", cid, state_root=state_root)).endswith("late\n"),
+                 what="the next line")
+        ok(mc("kill", cid, "KILL", state_root=state_root))
+        wait_for(lambda: status(cid, state_root) == "stopped")
+        assert ok(mc("logs", "-f", cid,
+                     state_root=state_root)) == "out\nerr\nlate\n"  # ends: the container stopped
     finally:
-        cli("delete", "-f", cid)
+        ok(mc("delete", "-f", cid, state_root=state_root))
 
 
-def test_gc_keeps_what_the_user_kept_and_prune_removes_it(cli, busybox_rootfs, state_root):
+def test_gc_keeps_what_the_user_kept_and_prune_removes_it(busybox_rootfs, state_root):
     # A run without --rm keeps its stopped container (docker's semantics): gc, which removes
     # what crashes left, must leave it; prune removes stopped containers, asking first.
     kept = new_id()
     r = mc("run", "--name", kept, "--rootfs", busybox_rootfs, "--", "true",
            state_root=state_root)
     assert r.returncode == 0, r.stderr
-    assert cli.status(kept) == "stopped"
-    cli("gc")
-    assert cli.status(kept) == "stopped"
+    assert status(kept, state_root) == "stopped"
+    ok(mc("gc", state_root=state_root))
+    assert status(kept, state_root) == "stopped"
     running = new_id()
-    cli.bg("run", "-d", "--name", running, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    ok(mc_bg("run", "-d", "--name", running, "--rootfs", busybox_rootfs, "--", "sleep", "1000",
+             state_root=state_root))
     try:
-        assert "give -f" in cli.fails("prune")  # no terminal to ask on
-        assert cli.status(kept) == "stopped"
-        assert cli("prune", "-f").split() == [kept]
-        assert cli.fails("state", kept).endswith("does not exist\n")
-        assert cli.status(running) == "running"
+        # no terminal to ask on
+        assert "give -f" in one_line_error(mc("prune", state_root=state_root))
+        assert status(kept, state_root) == "stopped"
+        assert ok(mc("prune", "-f", state_root=state_root)).split() == [kept]
+        assert one_line_error(mc("state", kept, state_root=state_root)).endswith("does not exist")
+        assert status(running, state_root) == "running"
     finally:
-        cli("delete", "-f", running)
+        ok(mc("delete", "-f", running, state_root=state_root))

@@ -17,8 +17,9 @@ import urllib.request
 
 import pytest
 
-from conftest import (RUNTIME, leases, links, mc, mc_bg, mountpoints_under, new_id, ours,
-                      session_cgroups)
+from conftest import (leases, links, mc, mc_argv, mc_bg, mountpoints_under, new_id, ok, ours,
+                      session_cgroups, wait_for)
+from fixtures_registry import free_port
 
 import minicontainer as m
 
@@ -61,12 +62,6 @@ def www(tmp_path):
     d.mkdir()
     (d / "index.html").write_text("hello from the bridge\n")
     return str(d)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def network_state(state_root, cid):
@@ -194,11 +189,7 @@ def test_published_port_answers_on_host(busybox_rootfs, state_root, www, no_leak
         assert len(r.stderr.strip().splitlines()) == 1
     finally:
         assert mc("delete", "-f", cid, state_root=state_root).returncode == 0
-    for _ in range(100):
-        if m.process_state(pid) in (None, "Z"):
-            break
-        time.sleep(0.02)
-    assert m.process_state(pid) in (None, "Z")
+    wait_for(lambda: m.process_state(pid) in (None, "Z"), 2, "the forwarder to end")
     with socket.socket() as s:  # the port is free again
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("0.0.0.0", port))
@@ -287,10 +278,10 @@ def test_fifty_parallel_starts(busybox_rootfs, state_root, no_leaks):
 def _start_and_crash(busybox_rootfs, state_root, cid, port, www):
     """`run --rm` of a web server, then SIGKILL to the runtime and to the container's init
     (without --rm the container would be one the user keeps, which gc leaves alone)."""
-    proc = subprocess.Popen([sys.executable, RUNTIME, "--root", state_root, "run", "--rm",
-                             "--name", cid, "--rootfs", busybox_rootfs, "-p", "%d:8080" % port,
-                             "-v", www + ":/www:ro", "--", "httpd", "-f", "-p", "8080",
-                             "-h", "/www"], stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen(mc_argv("run", "--rm", "--name", cid, "--rootfs", busybox_rootfs, "-p",
+                                    "%d:8080" % port, "-v", www + ":/www:ro", "--", "httpd", "-f",
+                                    "-p", "8080", "-h", "/www", state_root=state_root),
+                            stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fetch("http://127.0.0.1:%d/" % port)
     state = network_state(state_root, cid)
@@ -309,11 +300,8 @@ def test_gc_after_crash_leaves_live_container(busybox_rootfs, state_root, www, n
         state = _start_and_crash(busybox_rootfs, state_root, dead, port, www)
         net = state["network"]
         fwd = net["forwarder"][0]
-        for _ in range(100):  # the forwarder ends with the init
-            if m.process_state(fwd) in (None, "Z"):
-                break
-            time.sleep(0.02)
-        assert m.process_state(fwd) in (None, "Z")
+        wait_for(lambda: m.process_state(fwd) in (None, "Z"), 2,
+                 "the forwarder to end with the init")
         assert is_mount(net["netns"]) and net["ip"] in leases()
         r = mc("gc", state_root=state_root)
         assert r.returncode == 0, r.stderr
@@ -393,12 +381,6 @@ def image_env(busybox_rootfs, tmp_path_factory):
     return dict(os.environ, MINICONTAINER_STORE=store)
 
 
-def run_image(state_root, env, *args):
-    r = mc("run", "--rm", *args, state_root=state_root, env=env)
-    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
-    return r.stdout
-
-
 SHOW_ETC = "cat /etc/hostname; hostname; echo --; cat /etc/hosts; echo --; cat /etc/resolv.conf"
 
 
@@ -408,9 +390,9 @@ def split_etc(out):
 
 
 def test_image_container_gets_its_etc_files_on_the_bridge(state_root, image_env, no_leaks):
-    out = run_image(state_root, image_env, "--network", "bridge", "--hostname", "web1",
-                    "etc-test:1", "sh", "-c",
-                    "ip -o -4 addr show eth0 | awk '{print $4}'; " + SHOW_ETC)
+    out = ok(mc("run", "--rm", "--network", "bridge", "--hostname", "web1", "etc-test:1", "sh",
+                "-c", "ip -o -4 addr show eth0 | awk '{print $4}'; " + SHOW_ETC,
+                state_root=state_root, env=image_env))
     names, hosts, resolv = split_etc(out)
     ip = names[0].split("/")[0]
     assert ipaddress.ip_address(ip) in SUBNET
@@ -423,10 +405,11 @@ def test_image_container_gets_its_etc_files_on_the_bridge(state_root, image_env,
 
 
 def test_dns_flags_and_add_host(state_root, image_env, no_leaks):
-    names, hosts, resolv = split_etc(run_image(
-        state_root, image_env, "--dns", "192.0.2.53", "--dns", "2001:db8::53",
-        "--dns-search", "corp.example", "--add-host", "db:192.0.2.7",
-        "--add-host", "cache:2001:db8::7", "etc-test:1", "sh", "-c", SHOW_ETC))
+    names, hosts, resolv = split_etc(ok(mc("run", "--rm", "--dns", "192.0.2.53", "--dns",
+                                           "2001:db8::53", "--dns-search", "corp.example",
+                                           "--add-host", "db:192.0.2.7", "--add-host",
+                                           "cache:2001:db8::7", "etc-test:1", "sh", "-c", SHOW_ETC,
+                                           state_root=state_root, env=image_env)))
     assert names[0] == names[1]  # --network none: the container's own name, no address
     assert hosts[-2:] == ["192.0.2.7\tdb", "2001:db8::7\tcache"]
     assert not any(names[0] in line for line in hosts)
@@ -436,8 +419,8 @@ def test_dns_flags_and_add_host(state_root, image_env, no_leaks):
 
 
 def test_network_host_gets_the_hosts_files(state_root, image_env, no_leaks):
-    _, hosts, resolv = split_etc(run_image(state_root, image_env, "--network", "host",
-                                           "etc-test:1", "sh", "-c", SHOW_ETC))
+    _, hosts, resolv = split_etc(ok(mc("run", "--rm", "--network", "host", "etc-test:1", "sh",
+                                       "-c", SHOW_ETC, state_root=state_root, env=image_env)))
     with open("/etc/hosts") as f:
         assert hosts == f.read().splitlines()
     host_servers = [line.split()[1] for line in m.host_resolv_conf().splitlines()
@@ -453,9 +436,10 @@ def test_etc_files_are_the_containers_not_the_images(state_root, image_env, tmp_
     before = {name: m.layers_lookup(image.layers, "etc/" + name)
               for name in ("hosts", "hostname", "resolv.conf")}
     before = {k: v and open(v).read() for k, v in before.items()}
-    out = run_image(state_root, image_env, "etc-test:1", "sh", "-c",
-                    "echo 192.0.2.1 added >> /etc/hosts && tail -n 1 /etc/hosts; "
-                    "grep -c -E ' /etc/(hosts|hostname|resolv.conf) ' /proc/self/mountinfo")
+    out = ok(mc("run", "--rm", "etc-test:1", "sh", "-c",
+                "echo 192.0.2.1 added >> /etc/hosts && tail -n 1 /etc/hosts; "
+                "grep -c -E ' /etc/(hosts|hostname|resolv.conf) ' /proc/self/mountinfo",
+                state_root=state_root, env=image_env))
     assert out == "192.0.2.1 added\n3\n"
     after = {name: m.layers_lookup(image.layers, "etc/" + name)
              for name in ("hosts", "hostname", "resolv.conf")}
@@ -467,8 +451,8 @@ def test_etc_files_are_the_containers_not_the_images(state_root, image_env, tmp_
     # a file the user mounts there wins
     mine = tmp_path / "hosts"
     mine.write_text("192.0.2.9 mine\n")
-    out = run_image(state_root, image_env, "-v", "%s:/etc/hosts:ro" % mine, "etc-test:1",
-                    "cat", "/etc/hosts")
+    out = ok(mc("run", "--rm", "-v", "%s:/etc/hosts:ro" % mine, "etc-test:1", "cat", "/etc/hosts",
+                state_root=state_root, env=image_env))
     assert out == "192.0.2.9 mine\n"
 
 

@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from conftest import RUNTIME, SESSION, new_id, wait_for
+from conftest import (RUNTIME, SESSION, mc, mc_argv, mc_bg, mc_create, new_id, no_state, ok,
+                      one_line_error, state, status, wait_for, wait_status)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -32,111 +33,6 @@ def gone(pid):
     except OSError:
         return True
     return data[data.rindex(b")") + 2:][:1] in (b"Z", b"X")
-
-
-class Oci:
-    """The runtime as a program, with this test's state root; remembers every id it made."""
-
-    def __init__(self, root, tmp):
-        self.root = root
-        self.tmp = tmp
-        self.ids = []
-        self.n = 0
-
-    def argv(self, *args, root=True):
-        root = ["--root", self.root] if root and self.root else []
-        return [RUNTIME] + root + [str(a) for a in args]
-
-    def run(self, *args, input=None, timeout=30, env=None):
-        return subprocess.run(self.argv(*args), input=input, capture_output=True, text=True,
-                              timeout=timeout, env=env)
-
-    def __call__(self, *args, input=None):
-        """A command that must succeed; returns its stdout."""
-        r = self.run(*args, input=input)
-        assert r.returncode == 0, (args, r.stdout, r.stderr)
-        assert "Traceback" not in r.stderr, r.stderr
-        return r.stdout
-
-    def fails(self, *args, code=1, input=None):
-        """A command that must fail with one line on stderr and no traceback; returns it."""
-        r = self.run(*args, input=input)
-        assert r.returncode == code, (args, r.returncode, r.stdout, r.stderr)
-        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-        return r.stderr.strip()
-
-    def files(self):
-        self.n += 1
-        return str(self.tmp / ("io%d.out" % self.n)), str(self.tmp / ("io%d.err" % self.n))
-
-    def create(self, bundle, cid=None, *flags, stdout=None, ok=True):
-        """create, with stdio to files (the container keeps them) or the given stdout fd.
-        Returns (id, CompletedProcess-like (rc, out, err))."""
-        cid = cid or new_id()
-        self.ids.append(cid)
-        out_path, err_path = self.files()
-        with open(out_path, "w") as o, open(err_path, "w") as e:
-            rc = subprocess.run(self.argv("create", "--bundle", bundle, *flags, cid),
-                                stdin=subprocess.DEVNULL, stdout=stdout if stdout is not None
-                                else o, stderr=e, timeout=30).returncode
-        err = open(err_path).read()
-        assert "Traceback" not in err, err
-        if ok:
-            assert rc == 0, err
-        return cid, (rc, open(out_path).read(), err)
-
-    def bg(self, *args):
-        """A command whose processes may outlive it (exec -d): stdio to files."""
-        out_path, err_path = self.files()
-        with open(out_path, "w") as o, open(err_path, "w") as e:
-            rc = subprocess.run(self.argv(*args), stdin=subprocess.DEVNULL, stdout=o, stderr=e,
-                                timeout=30).returncode
-        return rc, open(out_path).read(), open(err_path).read()
-
-    def state(self, cid):
-        return json.loads(self("state", cid))
-
-    def status(self, cid):
-        return self.state(cid)["status"]
-
-    def wait_status(self, cid, status, timeout=10):
-        wait_for(lambda: self.status(cid) == status, timeout, "%s to be %s" % (cid, status))
-
-    def cleanup(self):
-        for cid in self.ids:
-            self.run("delete", "-f", cid)
-
-
-@pytest.fixture
-def oci(state_root, tmp_path):
-    o = Oci(state_root, tmp_path)
-    yield o
-    o.cleanup()
-
-
-@pytest.fixture
-def bundle(tmp_path, busybox_rootfs, oci):
-    """bundle(args, edit=None, rootfs=None) -> a bundle that `spec` wrote, then edited."""
-    n = [0]
-
-    def make(args, edit=None, rootfs=None):
-        n[0] += 1
-        d = tmp_path / ("bundle%d" % n[0])
-        d.mkdir()
-        oci("spec", "--bundle", d)
-        config = json.loads((d / "config.json").read_text())
-        config["root"]["path"] = rootfs or busybox_rootfs
-        config["process"]["args"] = list(args)
-        if edit:
-            edit(config)
-        (d / "config.json").write_text(json.dumps(config))
-        return str(d)
-    return make
-
-
-def no_state(state_root):
-    """Nothing left in the state directory (which a failed create need not have made)."""
-    return not os.path.isdir(state_root) or os.listdir(state_root) == []
 
 
 def read_until_eof(fd, timeout=10):
@@ -157,103 +53,108 @@ def read_until_eof(fd, timeout=10):
 
 # ---- lifecycle through the command line ----
 
-def test_state_transitions_and_create_keeps_stdio(oci, bundle, tmp_path):
+def test_state_transitions_and_create_keeps_stdio(state_root, bundle, tmp_path):
     b = bundle(["sh", "-c", "echo hello from $$; read line < /dev/shm/go 2>/dev/null; "
                             "echo bye"])
     r, w = os.pipe()
     pid_file = tmp_path / "pidfile"
     try:
-        cid, _ = oci.create(b, None, "--pid-file", pid_file, stdout=w)
+        cid, _ = mc_create(b, None, "--pid-file", pid_file, stdout=w, state_root=state_root)
     finally:
         os.close(w)
-    st = oci.state(cid)
+    st = state(cid, state_root)
     assert st["status"] == "created" and st["id"] == cid and st["bundle"] == b
     assert st["ociVersion"].startswith("1.")
     pid = st["pid"]
     assert pid > 0 and int(pid_file.read_text()) == pid
     assert not select.select([r], [], [], 0)[0]  # nothing ran yet
-    oci("start", cid)
-    assert oci.status(cid) in ("running", "stopped")
+    ok(mc("start", cid, state_root=state_root))
+    assert status(cid, state_root) in ("running", "stopped")
     # the container's program writes to the pipe `create` was given; it is its pid 1
     out = read_until_eof(r).decode()
     os.close(r)
     assert out == "hello from 1\nbye\n"
-    oci.wait_status(cid, "stopped")
-    st = oci.state(cid)
+    wait_status(cid, "stopped", state_root)
+    st = state(cid, state_root)
     assert st["pid"] == 0 and st["id"] == cid
-    assert oci.fails("start", cid).endswith("cannot start a container that is stopped")
-    oci("delete", cid)
-    assert oci.fails("state", cid) == "minicontainer: container %s does not exist" % cid
+    assert one_line_error(mc("start", cid, state_root=state_root),
+                          code=1).endswith("cannot start a container that is stopped")
+    ok(mc("delete", cid, state_root=state_root))
+    assert one_line_error(mc("state", cid, state_root=state_root),
+                          code=1) == "minicontainer: container %s does not exist" % cid
 
 
-def test_start_twice_is_an_error(oci, bundle):
-    cid, _ = oci.create(bundle(["sleep", "1000"]))
-    oci("start", cid)
-    assert oci.status(cid) == "running"
-    assert oci.fails("start", cid).endswith("cannot start a container that is running")
-    oci("delete", "-f", cid)
+def test_start_twice_is_an_error(state_root, bundle):
+    cid, _ = mc_create(bundle(["sleep", "1000"]), state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
+    assert status(cid, state_root) == "running"
+    assert one_line_error(mc("start", cid, state_root=state_root),
+                          code=1).endswith("cannot start a container that is running")
+    ok(mc("delete", "-f", cid, state_root=state_root))
 
 
-def test_kill_before_start_then_delete(oci, bundle, tmp_path):
+def test_kill_before_start_then_delete(state_root, bundle, tmp_path):
     b = bundle(["sh", "-c", "touch /ran"], rootfs=None)
-    cid, _ = oci.create(b)
-    pid = oci.state(cid)["pid"]
-    oci("kill", cid, "9")
-    oci.wait_status(cid, "stopped")
-    assert oci.fails("start", cid).endswith("cannot start a container that is stopped")
-    oci("delete", cid)
+    cid, _ = mc_create(b, state_root=state_root)
+    pid = state(cid, state_root)["pid"]
+    ok(mc("kill", cid, "9", state_root=state_root))
+    wait_status(cid, "stopped", state_root)
+    assert one_line_error(mc("start", cid, state_root=state_root),
+                          code=1).endswith("cannot start a container that is stopped")
+    ok(mc("delete", cid, state_root=state_root))
     assert gone(pid)
-    assert oci("list", "-q").strip() == ""
+    assert ok(mc("list", "-q", state_root=state_root)).strip() == ""
 
 
-def test_delete_of_stopped_and_delete_force_of_running(oci, bundle, state_root, cgroups):
+def test_delete_of_stopped_and_delete_force_of_running(bundle, state_root, cgroups):
     b = bundle(["sleep", "1000"])
-    stopped, _ = oci.create(bundle(["true"]))
-    oci("start", stopped)
-    oci.wait_status(stopped, "stopped")
-    running, _ = oci.create(b)
-    oci("start", running)
-    pid = oci.state(running)["pid"]
-    assert "--force" in oci.fails("delete", running)
-    oci("delete", stopped)
-    oci("delete", "--force", running)
+    stopped, _ = mc_create(bundle(["true"]), state_root=state_root)
+    ok(mc("start", stopped, state_root=state_root))
+    wait_status(stopped, "stopped", state_root)
+    running, _ = mc_create(b, state_root=state_root)
+    ok(mc("start", running, state_root=state_root))
+    pid = state(running, state_root)["pid"]
+    assert "--force" in one_line_error(mc("delete", running, state_root=state_root), code=1)
+    ok(mc("delete", stopped, state_root=state_root))
+    ok(mc("delete", "--force", running, state_root=state_root))
     assert gone(pid)
     assert not cgroups.exists("minicontainer/" + running)
     assert os.listdir(state_root) == []
 
 
-@pytest.mark.parametrize("content", [None, "", "{\"id\": ", "\0\0\0"])
-def test_delete_of_a_half_created_state_dir(oci, state_root, content):
+@pytest.mark.parametrize("content", [None, "", "{", "{\"id\": ", "\0\0\0"])
+def test_delete_of_a_half_created_state_dir(state_root, content):
+    # what a create that crashed before writing its state leaves
     cid = new_id()
-    oci.ids.append(cid)
     d = os.path.join(state_root, cid)
     os.makedirs(d)
     if content is not None:
         with open(os.path.join(d, "state.json"), "w") as f:
             f.write(content)
-    assert oci.status(cid) == "creating"
-    oci("delete", cid)
+    assert status(cid, state_root) == "creating"
+    assert cid in ok(mc("list", "-q", state_root=state_root)).split()
+    ok(mc("delete", cid, state_root=state_root))
     assert not os.path.exists(d)
+    assert ok(mc("list", "-q", state_root=state_root)).strip() == ""
 
 
-def test_delete_of_a_state_whose_pid_is_now_another_process(oci, state_root):
+def test_delete_of_a_state_whose_pid_is_now_another_process(state_root):
     # the recorded pid was reused: the start time tells, and delete must not kill it
     bystander = subprocess.Popen(["sleep", "1000"])
     try:
         cid = new_id()
-        oci.ids.append(cid)
         os.makedirs(os.path.join(state_root, cid))
         with open(os.path.join(state_root, cid, "state.json"), "w") as f:
             json.dump({"id": cid, "pid": bystander.pid, "start_time": 1, "bundle": "/"}, f)
-        assert oci.state(cid)["status"] == "stopped"
-        oci("delete", cid)
+        assert state(cid, state_root)["status"] == "stopped"
+        ok(mc("delete", cid, state_root=state_root))
         assert bystander.poll() is None
     finally:
         bystander.kill()
         bystander.wait()
 
 
-def test_delete_after_create_was_killed_midway(oci, bundle, tmp_path, state_root, cgroups):
+def test_delete_after_create_was_killed_midway(bundle, tmp_path, state_root, cgroups):
     # A createRuntime hook that blocks holds `create` at a known point; kill -9 it there.
     marker = tmp_path / "hook.pid"
     hook = tmp_path / "block.sh"
@@ -263,10 +164,10 @@ def test_delete_after_create_was_killed_midway(oci, bundle, tmp_path, state_root
     b = bundle(["true"], edit=lambda c: c.update(hooks={"createRuntime": [
         {"path": str(hook), "env": [HOOK_PATH]}]}))
     cid = new_id()
-    oci.ids.append(cid)
-    out, err = oci.files()
+    out, err = str(tmp_path / "create.out"), str(tmp_path / "create.err")
     with open(out, "w") as o, open(err, "w") as e:
-        proc = subprocess.Popen(oci.argv("create", "--bundle", b, cid), stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(mc_argv("create", "--bundle", b, cid, state_root=state_root),
+                                stdin=subprocess.DEVNULL,
                                 stdout=o, stderr=e)
     try:
         hook_pid = int(wait_for(lambda: marker.exists() and marker.read_text(),
@@ -276,9 +177,9 @@ def test_delete_after_create_was_killed_midway(oci, bundle, tmp_path, state_root
         proc.kill()
         proc.wait()
         os.kill(hook_pid, signal.SIGKILL)
-        assert oci.status(cid) == "creating"
-        assert cid in oci("list", "-q").split()
-        oci("delete", cid)
+        assert status(cid, state_root) == "creating"
+        assert cid in ok(mc("list", "-q", state_root=state_root)).split()
+        ok(mc("delete", cid, state_root=state_root))
         assert not os.path.exists(os.path.join(state_root, cid))
         wait_for(lambda: not cgroups.exists(cg), what="the cgroup to go")
     finally:
@@ -287,32 +188,32 @@ def test_delete_after_create_was_killed_midway(oci, bundle, tmp_path, state_root
             proc.wait()
 
 
-def test_two_containers_at_once_and_id_in_use(oci, bundle):
+def test_two_containers_at_once_and_id_in_use(state_root, bundle):
     b = bundle(["sleep", "1000"])
-    a, _ = oci.create(b)
-    c, _ = oci.create(b)
-    oci("start", a)
-    oci("start", c)
-    pids = [oci.state(x)["pid"] for x in (a, c)]
+    a, _ = mc_create(b, state_root=state_root)
+    c, _ = mc_create(b, state_root=state_root)
+    ok(mc("start", a, state_root=state_root))
+    ok(mc("start", c, state_root=state_root))
+    pids = [state(x, state_root)["pid"] for x in (a, c)]
     assert pids[0] != pids[1]
-    listed = {s["id"]: (s["status"], s["pid"]) for s in json.loads(oci("list", "--format",
-                                                                       "json"))}
+    listed = {s["id"]: (s["status"], s["pid"])
+              for s in json.loads(ok(mc("list", "--format", "json", state_root=state_root)))}
     assert listed == {a: ("running", pids[0]), c: ("running", pids[1])}
-    rc, _, err = oci.create(b, a, ok=False)[1]
+    rc, _, err = mc_create(b, a, check=False, state_root=state_root)[1]
     assert rc == 1 and err == "minicontainer: container id %s is already in use\n" % a
-    assert oci.state(a)["pid"] == pids[0]
-    oci("delete", "-f", a)
-    assert oci.status(c) == "running"
-    oci("delete", "-f", c)
+    assert state(a, state_root)["pid"] == pids[0]
+    ok(mc("delete", "-f", a, state_root=state_root))
+    assert status(c, state_root) == "running"
+    ok(mc("delete", "-f", c, state_root=state_root))
 
 
-def test_concurrent_create_of_one_id(oci, bundle):
+def test_concurrent_create_of_one_id(state_root, bundle, tmp_path):
     b = bundle(["sleep", "1000"])
     cid = new_id()
-    oci.ids.append(cid)
     # stderr to files: the winner's container keeps its stderr open
-    errs = [open(oci.files()[1], "w+") for _ in range(4)]
-    procs = [subprocess.Popen(oci.argv("create", "--bundle", b, cid), stdin=subprocess.DEVNULL,
+    errs = [open(tmp_path / ("create%d.err" % i), "w+") for i in range(4)]
+    procs = [subprocess.Popen(mc_argv("create", "--bundle", b, cid, state_root=state_root),
+                              stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=e) for e in errs]
     results = []
     for p, e in zip(procs, errs):
@@ -325,18 +226,18 @@ def test_concurrent_create_of_one_id(oci, bundle):
         assert "Traceback" not in err
         if rc:
             assert "already in use" in err
-    assert oci.status(cid) == "created"
-    oci("delete", cid)
+    assert status(cid, state_root) == "created"
+    ok(mc("delete", cid, state_root=state_root))
 
 
-def test_concurrent_start_kill_delete_on_one_id(oci, bundle, state_root, cgroups):
+def test_concurrent_start_kill_delete_on_one_id(bundle, state_root, cgroups):
     b = bundle(["sleep", "1000"])
     for _ in range(3):
-        cid, _ = oci.create(b)
-        pid = oci.state(cid)["pid"]
+        cid, _ = mc_create(b, state_root=state_root)
+        pid = state(cid, state_root)["pid"]
         commands = [["start", cid], ["start", cid], ["kill", cid, "KILL"], ["kill", cid],
                     ["delete", "-f", cid], ["delete", "-f", cid], ["state", cid]]
-        procs = [subprocess.Popen(oci.argv(*c), stdin=subprocess.DEVNULL,
+        procs = [subprocess.Popen(mc_argv(*c, state_root=state_root), stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for c in commands]
         for c, p in zip(commands, procs):
@@ -347,21 +248,23 @@ def test_concurrent_start_kill_delete_on_one_id(oci, bundle, state_root, cgroups
             assert rc in (0, 1) and len(err.strip().splitlines()) == rc, (c, rc, err)
             if c[0] == "delete":
                 assert rc == 0, err  # delete -f always ends with the container gone
-        assert oci.fails("state", cid).endswith("does not exist")
+        assert one_line_error(mc("state", cid, state_root=state_root),
+                              code=1).endswith("does not exist")
         assert gone(pid)
         assert not os.path.exists(os.path.join(state_root, cid))
         assert not cgroups.exists("minicontainer/" + cid)
 
 
-def test_concurrent_deletes_run_poststop_once(oci, bundle, tmp_path):
+def test_concurrent_deletes_run_poststop_once(state_root, bundle, tmp_path):
     hook = tmp_path / "poststop.sh"
     hook.write_text("#!/bin/sh\necho stopped >> %s/poststop\n" % tmp_path)
     hook.chmod(0o755)
     b = bundle(["sleep", "1000"], edit=lambda c: c.update(hooks={"poststop": [
         {"path": str(hook), "env": [HOOK_PATH]}]}))
-    cid, _ = oci.create(b)
-    oci("start", cid)
-    procs = [subprocess.Popen(oci.argv("delete", "-f", cid), stdout=subprocess.DEVNULL,
+    cid, _ = mc_create(b, state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
+    procs = [subprocess.Popen(mc_argv("delete", "-f", cid, state_root=state_root),
+                              stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     for p in procs:
         _, err = p.communicate(timeout=30)
@@ -369,9 +272,9 @@ def test_concurrent_deletes_run_poststop_once(oci, bundle, tmp_path):
     assert (tmp_path / "poststop").read_text() == "stopped\n"
 
 
-def test_state_json_is_always_whole_while_it_changes(oci, bundle, state_root):
-    cid, _ = oci.create(bundle(["sleep", "1000"]))
-    oci("start", cid)
+def test_state_json_is_always_whole_while_it_changes(bundle, state_root):
+    cid, _ = mc_create(bundle(["sleep", "1000"]), state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
     path = os.path.join(state_root, cid, "state.json")
     stop = threading.Event()
     bad = []
@@ -389,50 +292,50 @@ def test_state_json_is_always_whole_while_it_changes(oci, bundle, state_root):
     t.start()
     try:
         for limit in range(100, 112):
-            oci("update", "--pids-limit", limit, cid)
+            ok(mc("update", "--pids-limit", limit, cid, state_root=state_root))
     finally:
         stop.set()
         t.join()
     assert bad == []
     assert os.listdir(os.path.dirname(path)) == ["state.json"] or \
         not [n for n in os.listdir(os.path.dirname(path)) if ".tmp" in n]
-    oci("delete", "-f", cid)
+    ok(mc("delete", "-f", cid, state_root=state_root))
 
 
-def test_preserve_fds(oci, bundle):
+def test_preserve_fds(state_root, bundle):
     b = bundle(["sh", "-c", "echo through fd 3 >&3 && ls /proc/self/fd"])
     r, w = os.pipe()
     out_r, out_w = os.pipe()
     try:
         cid = new_id()
-        oci.ids.append(cid)
         # the runtime gets the pipe as its fd 3, and passes it on as the container's fd 3
         wrap = "import os, sys; os.dup2(%d, 3); os.close(%d); os.execv(sys.argv[1], " \
                "sys.argv[1:])" % (w, w)
         subprocess.run([sys.executable, "-c", wrap] +
-                       oci.argv("create", "--bundle", b, "--preserve-fds", 1, cid),
+                       mc_argv("create", "--bundle", b, "--preserve-fds", 1, cid,
+                               state_root=state_root),
                        pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=out_w, check=True,
                        timeout=30)
     finally:
         os.close(w)
         os.close(out_w)
-    oci("start", cid)
+    ok(mc("start", cid, state_root=state_root))
     assert read_until_eof(r) == b"through fd 3\n"
     os.close(r)
     listed = read_until_eof(out_r).decode().split()
     os.close(out_r)
     assert listed == ["0", "1", "2", "3", "4"]  # 4 is ls's own /proc/self/fd
-    oci.wait_status(cid, "stopped")
-    oci("delete", cid)
+    wait_status(cid, "stopped", state_root)
+    ok(mc("delete", cid, state_root=state_root))
 
 
-def test_run_a_bundle_waits_and_removes_the_container(oci, bundle):
+def test_run_a_bundle_waits_and_removes_the_container(state_root, bundle):
     cid = new_id()
-    oci.ids.append(cid)
-    r = oci.run("run", "--bundle", bundle(["sh", "-c", "echo ran as $$; exit 4"]), cid)
+    r = mc("run", "--bundle", bundle(["sh", "-c", "echo ran as $$; exit 4"]), cid,
+           state_root=state_root)
     assert r.returncode == 4, r.stderr
     assert r.stdout == "ran as 1\n"
-    assert oci("list", "-q").strip() == ""
+    assert ok(mc("list", "-q", state_root=state_root)).strip() == ""
 
 
 # ---- console socket ----
@@ -467,33 +370,34 @@ def console(tmp_path):
     c.close()
 
 
-def test_create_with_a_console_socket(oci, bundle, console):
+def test_create_with_a_console_socket(state_root, bundle, console):
     b = bundle(["sh"], edit=lambda c: c["process"].update(terminal=True))
-    cid, (rc, out, err) = oci.create(b, None, "--console-socket", console.path)
+    cid, (rc, out, err) = mc_create(b, None, "--console-socket", console.path,
+                                    state_root=state_root)
     master = console.receive()
     try:
-        oci("start", cid)
+        ok(mc("start", cid, state_root=state_root))
         os.write(master, b"tty; exit 3\n")
         output = read_until_eof(master).decode(errors="replace")
     finally:
         os.close(master)
     assert "/dev/pts/0" in output
-    oci.wait_status(cid, "stopped")
-    oci("delete", cid)
+    wait_status(cid, "stopped", state_root)
+    ok(mc("delete", cid, state_root=state_root))
 
 
-def test_terminal_without_a_console_socket_is_an_error(oci, bundle, state_root):
+def test_terminal_without_a_console_socket_is_an_error(bundle, state_root):
     b = bundle(["sh"], edit=lambda c: c["process"].update(terminal=True))
-    cid, (rc, _, err) = oci.create(b, ok=False)
+    cid, (rc, _, err) = mc_create(b, check=False, state_root=state_root)
     assert rc == 1 and "console" in err and len(err.splitlines()) == 1
     assert no_state(state_root)
 
 
-def test_exec_tty_with_a_console_socket(oci, bundle, console):
-    cid, _ = oci.create(bundle(["sleep", "1000"]))
-    oci("start", cid)
-    proc = subprocess.Popen(oci.argv("exec", "--tty", "--console-socket", console.path, cid,
-                                     "sh", "-c", "tty; exit 7"),
+def test_exec_tty_with_a_console_socket(state_root, bundle, console):
+    cid, _ = mc_create(bundle(["sleep", "1000"]), state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
+    proc = subprocess.Popen(mc_argv("exec", "--tty", "--console-socket", console.path, cid, "sh",
+                                    "-c", "tty; exit 7", state_root=state_root),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
@@ -509,7 +413,7 @@ def test_exec_tty_with_a_console_socket(oci, bundle, console):
             proc.wait()
     assert "/dev/pts/" in output, output
     assert proc.returncode == 7, err
-    oci("delete", "-f", cid)
+    ok(mc("delete", "-f", cid, state_root=state_root))
 
 
 # ---- exec ----
@@ -518,9 +422,9 @@ def caps_bits(status_line):
     return int(status_line.split()[1], 16)
 
 
-def test_exec_process_file(oci, bundle, tmp_path):
-    cid, _ = oci.create(bundle(["sleep", "1000"]))
-    oci("start", cid)
+def test_exec_process_file(state_root, bundle, tmp_path):
+    cid, _ = mc_create(bundle(["sleep", "1000"]), state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
     caps = ["CAP_NET_RAW"]
     process = {
         "terminal": False, "user": {"uid": 1000, "gid": 1000, "additionalGids": [100]},
@@ -533,15 +437,15 @@ def test_exec_process_file(oci, bundle, tmp_path):
     }
     pf = tmp_path / "process.json"
     pf.write_text(json.dumps(process))
-    lines = oci("exec", "--process", pf, cid).splitlines()
+    lines = ok(mc("exec", "--process", pf, cid, state_root=state_root)).splitlines()
     assert lines[:4] == ["from-process-json", "/tmp", "1000", "1000"]
     assert caps_bits(lines[4]) == 1 << 13  # CAP_NET_RAW only, kept by the ambient set
     assert lines[5].split()[1:] == ["100"]
     assert lines[6] == "123"
-    oci("delete", "-f", cid)
+    ok(mc("delete", "-f", cid, state_root=state_root))
 
 
-def test_a_bundle_as_runc_spec_writes_it(oci, tmp_path, busybox_rootfs):
+def test_a_bundle_as_runc_spec_writes_it(state_root, tmp_path, busybox_rootfs):
     # runc spec lists ambient capabilities that are not inheritable: the kernel cannot raise
     # them, and runc skips them; create must not fail, and the sets end as runc leaves them.
     if not shutil.which("runc"):
@@ -555,12 +459,12 @@ def test_a_bundle_as_runc_spec_writes_it(oci, tmp_path, busybox_rootfs):
     config["process"].update(terminal=False, args=["grep", "^Cap", "/proc/self/status"])
     (b / "config.json").write_text(json.dumps(config))
     got = {line.split(":")[0]: caps_bits(line) for line in
-           oci("run", "--bundle", b, new_id()).splitlines()}
+           ok(mc("run", "--bundle", b, new_id(), state_root=state_root)).splitlines()}
     three = (1 << 29) | (1 << 5) | (1 << 10)  # AUDIT_WRITE, KILL, NET_BIND_SERVICE
     assert got == {"CapInh": 0, "CapPrm": three, "CapEff": three, "CapBnd": three, "CapAmb": 0}
 
 
-def test_rlimits_unlimited_as_docker_sends_it(oci, bundle):
+def test_rlimits_unlimited_as_docker_sends_it(state_root, bundle):
     # docker's --ulimit core=-1 arrives as 2**64-1; soft and hard are set as given.
     unlimited = 18446744073709551615
     rlimits = [{"type": "RLIMIT_CORE", "soft": unlimited, "hard": unlimited},
@@ -568,7 +472,7 @@ def test_rlimits_unlimited_as_docker_sends_it(oci, bundle):
                {"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}]
     b = bundle(["sh", "-c", "ulimit -Sc; ulimit -Hc; ulimit -Ss; ulimit -Hs; ulimit -Sn; "
                 "ulimit -Hn"], edit=lambda c: c["process"].update(rlimits=rlimits))
-    assert oci("run", "--bundle", b, new_id()).split() == \
+    assert ok(mc("run", "--bundle", b, new_id(), state_root=state_root)).split() == \
         ["unlimited", "unlimited", "8192", "unlimited", "100", "200"]
 
 
@@ -585,29 +489,32 @@ SCHED_SCRIPT = "cut -d' ' -f19,40,41 /proc/self/stat; ionice; echo $HOME"
      {"class": "IOPRIO_CLASS_RT", "priority": 2}, {"uid": 4242, "gid": 4242},
      ["-5 0 0", "realtime: prio 2", "/"]),
 ])
-def test_scheduler_io_priority_and_home(oci, bundle, scheduler, io, user, expected):
+def test_scheduler_io_priority_and_home(state_root, bundle, scheduler, io, user, expected):
     # HOME comes from the container's /etc/passwd when the env lacks it (/ for no entry),
     # for the init and for exec.
     def edit(c):
         c["process"].update(scheduler=scheduler, ioPriority=io, user=user,
                             env=["PATH=/bin:/usr/bin"])
     b = bundle(["sh", "-c", "(%s) > /dev/shm/init; exec sleep 1000" % SCHED_SCRIPT], edit=edit)
-    cid, _ = oci.create(b)
-    oci("start", cid)
+    cid, _ = mc_create(b, state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
     try:
-        assert wait_for(lambda: oci("exec", cid, "cat", "/dev/shm/init").count("\n") == 3)
-        assert oci("exec", cid, "cat", "/dev/shm/init").splitlines() == expected
-        assert oci("exec", cid, "sh", "-c", SCHED_SCRIPT).splitlines() == expected
+        assert wait_for(lambda: ok(mc("exec", cid, "cat", "/dev/shm/init",
+                                      state_root=state_root)).count("\n") == 3)
+        assert ok(mc("exec", cid, "cat", "/dev/shm/init",
+                     state_root=state_root)).splitlines() == expected
+        assert ok(mc("exec", cid, "sh", "-c", SCHED_SCRIPT,
+                     state_root=state_root)).splitlines() == expected
     finally:
-        oci("delete", "-f", cid)
+        ok(mc("delete", "-f", cid, state_root=state_root))
 
 
-def test_realtime_policy_without_realtime_time_fails_create(oci, bundle):
+def test_realtime_policy_without_realtime_time_fails_create(state_root, bundle):
     if not os.path.exists("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"):
         pytest.skip("no RT group scheduling on this host")
     b = bundle(["true"], edit=lambda c: c["process"].update(
         scheduler={"policy": "SCHED_FIFO", "priority": 10}))
-    err = oci.fails("create", "--bundle", b, new_id())
+    err = one_line_error(mc("create", "--bundle", b, new_id(), state_root=state_root), code=1)
     assert "sched_setattr SCHED_FIFO: Operation not permitted" in err and "realtime" in err
 
 
@@ -615,7 +522,7 @@ def test_realtime_policy_without_realtime_time_fails_create(oci, bundle):
     ("rprivate", None, False), ("private", None, False), ("rslave", "master:", True),
     ("slave", "master:", True), ("rshared", "shared:", True), ("shared", "shared:", True),
     ("runbindable", "unbindable", False), ("unbindable", "unbindable", False)])
-def test_rootfs_propagation(oci, bundle, tmp_path, busybox_rootfs, propagation, root_flag,
+def test_rootfs_propagation(state_root, bundle, tmp_path, busybox_rootfs, propagation, root_flag,
                             hears_host):
     # The rootfs on a shared mount of the host: a slave (or shared) root hears the host's
     # mounts, a private one does not, and what the container mounts never reaches the host.
@@ -636,26 +543,29 @@ def test_rootfs_propagation(oci, bundle, tmp_path, busybox_rootfs, propagation, 
             c["linux"].pop("seccomp", None)
         b = bundle(["sh", "-c", "mount -t tmpfs inner /mnt && exec sleep 1000"],
                    rootfs=str(rootfs), edit=edit)
-        cid, _ = oci.create(b)
-        oci("start", cid)
+        cid, _ = mc_create(b, state_root=state_root)
+        ok(mc("start", cid, state_root=state_root))
         try:
-            root = oci("exec", cid, "awk", '$5 == "/"', "/proc/self/mountinfo").split()
+            root = ok(mc("exec", cid, "awk", '$5 == "/"', "/proc/self/mountinfo",
+                         state_root=state_root)).split()
             flags = root[6:root.index("-")]
             assert [f for f in flags if f.startswith(root_flag)] if root_flag else not flags, root
             subprocess.run(["mount", "-t", "tmpfs", "fromhost", rootfs / "srv"], check=True)
-            seen = oci("exec", cid, "awk", '$5 == "/srv"', "/proc/self/mountinfo")
+            seen = ok(mc("exec", cid, "awk", '$5 == "/srv"', "/proc/self/mountinfo",
+                         state_root=state_root))
             assert bool(seen) == hears_host, seen
-            assert wait_for(lambda: " inner " in oci("exec", cid, "awk", '$5 == "/mnt"',
-                                                     "/proc/self/mountinfo"))
+            assert wait_for(lambda: " inner " in ok(mc("exec", cid, "awk", '$5 == "/mnt"',
+                                                       "/proc/self/mountinfo",
+                                                       state_root=state_root)))
             with open("/proc/self/mountinfo") as f:
                 assert str(rootfs / "mnt") not in f.read()
         finally:
-            oci("delete", "-f", cid)
+            ok(mc("delete", "-f", cid, state_root=state_root))
     finally:
         subprocess.run(["umount", "-R", "-l", top], check=True)
 
 
-def test_devices_through_a_symlink_stay_in_the_root(oci, bundle, rootfs_copy, tmp_path):
+def test_devices_through_a_symlink_stay_in_the_root(state_root, bundle, rootfs_copy, tmp_path):
     # A device path through a symlink of the rootfs that points at a host directory is made
     # inside the root; the directories it needs are 0755, not world-writable.
     outside = tmp_path / "outside"
@@ -667,7 +577,7 @@ def test_devices_through_a_symlink_stay_in_the_root(oci, bundle, rootfs_copy, tm
     b = bundle(["sh", "-c", "stat -c '%A %u %g %t,%T' /devlink/sub/null2 /devlink/fifo; "
                             "stat -c %a /devlink/sub"], rootfs=rootfs_copy,
                edit=lambda c: c["linux"].update(devices=devices))
-    assert oci("run", "--bundle", b, new_id()).splitlines() == \
+    assert ok(mc("run", "--bundle", b, new_id(), state_root=state_root)).splitlines() == \
         ["crw--w---- 7 8 1,3", "prw------- 0 0 0,0", "755"]
     assert os.listdir(outside) == []
 
@@ -675,17 +585,17 @@ def test_devices_through_a_symlink_stay_in_the_root(oci, bundle, rootfs_copy, tm
 @pytest.mark.parametrize("domainname, sysctl, expected", [
     ("a.example", None, "a.example"), (None, "b.example", "b.example"),
     ("c.example", "c.example", "c.example")])
-def test_domainname_and_its_sysctl(oci, bundle, domainname, sysctl, expected):
+def test_domainname_and_its_sysctl(state_root, bundle, domainname, sysctl, expected):
     def edit(c):
         if domainname:
             c["domainname"] = domainname
         if sysctl:
             c["linux"]["sysctl"] = {"kernel.domainname": sysctl}
     b = bundle(["cat", "/proc/sys/kernel/domainname"], edit=edit)
-    assert oci("run", "--bundle", b, new_id()) == expected + "\n"
+    assert ok(mc("run", "--bundle", b, new_id(), state_root=state_root)) == expected + "\n"
 
 
-def test_socket_activation_and_preserve_fds(oci, bundle):
+def test_socket_activation_and_preserve_fds(state_root, bundle):
     # Started by systemd with LISTEN_FDS=1 (LISTEN_PID ours): fd 3 goes on to the container
     # with LISTEN_FDS=1 and LISTEN_PID=1, and --preserve-fds 1 passes the fd after it.
     listener = socket.socket()
@@ -698,8 +608,8 @@ def test_socket_activation_and_preserve_fds(oci, bundle):
     def fds():
         os.dup2(listener.fileno(), 3)
         os.dup2(w, 4)
-    argv = " ".join("'%s'" % a for a in oci.argv("run", "--preserve-fds", "1", "--bundle", b,
-                                                   new_id()))
+    argv = " ".join("'%s'" % a for a in mc_argv("run", "--preserve-fds", "1", "--bundle", b,
+                                                new_id(), state_root=state_root))
     out = subprocess.run(["sh", "-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec " + argv],
                          preexec_fn=fds, close_fds=False,  # fds() puts 3 and 4 in place
                          capture_output=True, text=True, timeout=30)
@@ -711,20 +621,20 @@ def test_socket_activation_and_preserve_fds(oci, bundle):
     listener.close()
 
 
-def test_create_reports_what_fails_before_start(oci, bundle, state_root):
+def test_create_reports_what_fails_before_start(bundle, state_root):
     # Capability sets the kernel refuses (effective beyond permitted): create fails and says
     # why, instead of a created container that dies unheard at start.
     def edit(c):
         c["process"]["capabilities"] = {"bounding": ["CAP_CHOWN"], "effective": ["CAP_CHOWN"],
                                         "permitted": []}
-    cid, (rc, _, err) = oci.create(bundle(["true"], edit=edit), ok=False)
+    cid, (rc, _, err) = mc_create(bundle(["true"], edit=edit), check=False, state_root=state_root)
     assert rc == 1 and "process.capabilities: cannot set them" in err, err
     assert len(err.strip().splitlines()) == 1
     assert no_state(state_root)
 
 
 @pytest.mark.parametrize("userns", [False, True])
-def test_time_namespace_with_offsets(oci, bundle, userns):
+def test_time_namespace_with_offsets(state_root, bundle, userns):
     # The init and what exec starts see the clocks moved by the offsets; the host does not.
     def edit(c):
         c["linux"]["namespaces"].append({"type": "time"})
@@ -734,22 +644,23 @@ def test_time_namespace_with_offsets(oci, bundle, userns):
             c["linux"]["namespaces"].append({"type": "user"})
             c["linux"]["uidMappings"] = c["linux"]["gidMappings"] = [
                 {"containerID": 0, "hostID": 0, "size": 65536}]
-    cid, _ = oci.create(bundle(["sleep", "1000"], edit=edit))
-    oci("start", cid)
+    cid, _ = mc_create(bundle(["sleep", "1000"], edit=edit), state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
     try:
         with open("/proc/uptime") as f:
             host = float(f.read().split()[0])
-        inside = float(oci("exec", cid, "cat", "/proc/uptime").split()[0])
+        inside = float(ok(mc("exec", cid, "cat", "/proc/uptime", state_root=state_root)).split()[0])
         assert 1990 < inside - host < 2030
-        assert oci("exec", cid, "cat", "/proc/self/timens_offsets").split() == \
+        assert ok(mc("exec", cid, "cat", "/proc/self/timens_offsets",
+                     state_root=state_root)).split() == \
             ["monotonic", "1000", "0", "boottime", "2000", "5"]
-        init = oci.state(cid)["pid"]
+        init = state(cid, state_root)["pid"]
         assert os.readlink("/proc/%d/ns/time" % init) != os.readlink("/proc/self/ns/time")
     finally:
-        oci("delete", "-f", cid)
+        ok(mc("delete", "-f", cid, state_root=state_root))
 
 
-def test_without_a_mount_namespace(oci, bundle, rootfs_copy):
+def test_without_a_mount_namespace(state_root, bundle, rootfs_copy):
     # As runc runs it: in the host's mount namespace, chrooted to the rootfs; what it needs
     # mounted (here /proc) the caller has mounted in the rootfs beforehand.
     proc = os.path.join(rootfs_copy, "proc")
@@ -764,13 +675,13 @@ def test_without_a_mount_namespace(oci, bundle, rootfs_copy):
         open(os.path.join(rootfs_copy, "only-in-this-rootfs"), "w").close()
         b = bundle(["sh", "-c", "ls /only-in-this-rootfs; readlink /proc/self/ns/mnt"],
                    rootfs=rootfs_copy, edit=edit)
-        out = oci("run", "--bundle", b, new_id()).split()
+        out = ok(mc("run", "--bundle", b, new_id(), state_root=state_root)).split()
         assert out == ["/only-in-this-rootfs", os.readlink("/proc/self/ns/mnt")]
     finally:
         subprocess.run(["umount", proc], check=True)
 
 
-def test_id_mapped_bind_mounts(oci, bundle, rootfs_copy, tmp_path):
+def test_id_mapped_bind_mounts(state_root, bundle, rootfs_copy, tmp_path):
     # A volume owned by root and by 1000 on disk, seen through uidMappings/gidMappings of
     # the mount (0 -> 5000): as 5000 and 6000. The destination goes through a symlink of the
     # rootfs that points at a host directory: resolved inside the root, as every mount.
@@ -788,11 +699,12 @@ def test_id_mapped_bind_mounts(oci, bundle, rootfs_copy, tmp_path):
                             "options": ["bind"], "uidMappings": maps, "gidMappings": maps})
     b = bundle(["sh", "-c", "stat -c '%u %g' /link/vol /link/vol/f"], rootfs=rootfs_copy,
                edit=edit)
-    assert oci("run", "--bundle", b, new_id()).split() == ["6000", "6000", "5000", "5000"]
+    assert ok(mc("run", "--bundle", b, new_id(), state_root=state_root)).split() == \
+        ["6000", "6000", "5000", "5000"]
     assert os.listdir(outside) == [] and os.stat(vol / "f").st_uid == 0
 
 
-def test_id_mapped_mount_in_a_user_namespace(oci, bundle, walkable):
+def test_id_mapped_mount_in_a_user_namespace(state_root, bundle, walkable):
     # "idmap" without maps of its own takes the container's: the container's root owns the
     # host root's files there, and what it writes is the host root's on disk.
     vol = walkable / "vol"
@@ -807,33 +719,35 @@ def test_id_mapped_mount_in_a_user_namespace(oci, bundle, walkable):
                             "options": ["rbind", "idmap"]})
     b = bundle(["sh", "-c", "stat -c '%u' /vol/f; echo w > /vol/g && stat -c '%u' /vol/g"],
                rootfs=str(walkable / "rootfs"), edit=edit)
-    assert oci("run", "--bundle", b, new_id()).split() == ["0", "0"]
+    assert ok(mc("run", "--bundle", b, new_id(), state_root=state_root)).split() == ["0", "0"]
     assert os.stat(vol / "g").st_uid == 0
 
 
-def test_exec_args_with_env_cwd_user_cap(oci, bundle):
-    cid, _ = oci.create(bundle(["sleep", "1000"]))
-    oci("start", cid)
-    out = oci("exec", "-e", "FOO=bar", "--cwd", "/home/user", "--user", "1000:100",
-              "--cap", "CAP_SYS_ADMIN", cid,
-              "sh", "-c", "echo $FOO; pwd; id -u; id -g; grep CapEff /proc/self/status")
+def test_exec_args_with_env_cwd_user_cap(state_root, bundle):
+    cid, _ = mc_create(bundle(["sleep", "1000"]), state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
+    out = ok(mc("exec", "-e", "FOO=bar", "--cwd", "/home/user", "--user", "1000:100", "--cap",
+                "CAP_SYS_ADMIN", cid, "sh", "-c",
+                "echo $FOO; pwd; id -u; id -g; grep CapEff /proc/self/status",
+                state_root=state_root))
     lines = out.splitlines()
     assert lines[:4] == ["bar", "/home/user", "1000", "100"]
     assert caps_bits(lines[4]) & (1 << 21)  # SYS_ADMIN added
     assert caps_bits(lines[4]) & (1 << 13)  # and the container's own (NET_RAW) kept
     # the exit status of the process is exec's
-    assert oci.run("exec", cid, "sh", "-c", "exit 5").returncode == 5
-    oci("delete", "-f", cid)
+    assert mc("exec", cid, "sh", "-c", "exit 5", state_root=state_root).returncode == 5
+    ok(mc("delete", "-f", cid, state_root=state_root))
 
 
-def test_exec_joins_the_containers_namespaces_and_cgroup(oci, bundle, cgroups):
+def test_exec_joins_the_containers_namespaces_and_cgroup(state_root, bundle, cgroups):
     b = bundle(["sleep", "1000"], edit=lambda c: c.update(hostname="inside"))
-    cid, _ = oci.create(b)
-    oci("start", cid)
-    init = oci.state(cid)["pid"]
-    out = oci("exec", cid, "sh", "-c",
-              "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /; cat /proc/self/cgroup; "
-              "for n in mnt net uts ipc pid cgroup; do readlink /proc/self/ns/$n; done")
+    cid, _ = mc_create(b, state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
+    init = state(cid, state_root)["pid"]
+    out = ok(mc("exec", cid, "sh", "-c",
+                "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /; cat /proc/self/cgroup; "
+                "for n in mnt net uts ipc pid cgroup; do readlink /proc/self/ns/$n; done",
+                state_root=state_root))
     lines = out.splitlines()
     assert lines[0] == "inside"
     assert lines[1].strip() == "sleep 1000"  # pid 1 is the container's init: its pid view
@@ -844,29 +758,30 @@ def test_exec_joins_the_containers_namespaces_and_cgroup(oci, bundle, cgroups):
     for name, link in zip(("mnt", "net", "uts", "ipc", "pid"), ns):
         assert link == os.readlink("/proc/%d/ns/%s" % (init, name)), name
         assert link != os.readlink("/proc/self/ns/%s" % name), name
-    oci("delete", "-f", cid)
+    ok(mc("delete", "-f", cid, state_root=state_root))
 
 
-def test_exec_detach_pid_file(oci, bundle, tmp_path, cgroups):
-    cid, _ = oci.create(bundle(["sleep", "1000"]))
-    oci("start", cid)
+def test_exec_detach_pid_file(state_root, bundle, tmp_path, cgroups):
+    cid, _ = mc_create(bundle(["sleep", "1000"]), state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
     pid_file = tmp_path / "exec.pid"
-    rc, out, err = oci.bg("exec", "--detach", "--pid-file", pid_file, cid, "sleep", "999")
+    rc, out, err = mc_bg("exec", "--detach", "--pid-file", pid_file, cid, "sleep", "999",
+                         state_root=state_root)
     assert rc == 0, err
     pid = int(pid_file.read_text())
     assert open("/proc/%d/cmdline" % pid, "rb").read() == b"sleep\x00999\x00"
     assert cgroups.member("/minicontainer/" + cid, pid)
-    assert pid in json.loads(oci("ps", "--format", "json", cid))
-    oci("delete", "-f", cid)
+    assert pid in json.loads(ok(mc("ps", "--format", "json", cid, state_root=state_root)))
+    ok(mc("delete", "-f", cid, state_root=state_root))
     wait_for(lambda: gone(pid), what="the exec'd process to die with the container")
 
 
-def test_exec_in_a_stopped_container_is_an_error(oci, bundle):
-    cid, _ = oci.create(bundle(["true"]))
-    oci("start", cid)
-    oci.wait_status(cid, "stopped")
-    assert "stopped" in oci.fails("exec", cid, "true")
-    oci("delete", cid)
+def test_exec_in_a_stopped_container_is_an_error(state_root, bundle):
+    cid, _ = mc_create(bundle(["true"]), state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
+    wait_status(cid, "stopped", state_root)
+    assert "stopped" in one_line_error(mc("exec", cid, "true", state_root=state_root), code=1)
+    ok(mc("delete", cid, state_root=state_root))
 
 
 # ---- hooks ----
@@ -878,7 +793,7 @@ echo {name} >> {out}/order
 """
 
 
-def test_hooks_run_in_order_where_the_spec_says(oci, bundle, tmp_path, rootfs_copy):
+def test_hooks_run_in_order_where_the_spec_says(state_root, bundle, tmp_path, rootfs_copy):
     out = tmp_path / "hooks"
     out.mkdir()
     hooks = {}
@@ -896,21 +811,21 @@ def test_hooks_run_in_order_where_the_spec_says(oci, bundle, tmp_path, rootfs_co
     hooks["startContainer"] = [{"path": "/hooks/start.sh", "env": ["PATH=/bin"]}]
     b = bundle(["sh", "-c", "echo program >> /hooks/order"], rootfs=rootfs_copy,
                edit=lambda c: c.update(hooks=hooks, hostname="ctr"))
-    cid, _ = oci.create(b)
-    pid = oci.state(cid)["pid"]
+    cid, _ = mc_create(b, state_root=state_root)
+    pid = state(cid, state_root)["pid"]
     container_ns = [os.readlink("/proc/%d/ns/%s" % (pid, n)) for n in ("mnt", "uts")]
     host_ns = [os.readlink("/proc/self/ns/%s" % n) for n in ("mnt", "uts")]
     assert (out / "order").read_text().split() == ["prestart", "createRuntime",
                                                    "createContainer"]
-    oci("start", cid)
-    oci.wait_status(cid, "stopped")
-    oci("delete", cid)
+    ok(mc("start", cid, state_root=state_root))
+    wait_status(cid, "stopped", state_root)
+    ok(mc("delete", cid, state_root=state_root))
     order = (out / "order").read_text().split()
     assert order == ["prestart", "createRuntime", "createContainer", "poststart", "poststop"]
     with open(os.path.join(inside, "order")) as f:
         assert f.read().split() == ["startContainer", "program"]
 
-    def state(name, d=out):
+    def hook_state(name, d=out):
         with open(os.path.join(d, name + ".json")) as f:
             return json.load(f)
 
@@ -920,15 +835,15 @@ def test_hooks_run_in_order_where_the_spec_says(oci, bundle, tmp_path, rootfs_co
 
     expected = {"prestart": "creating", "createRuntime": "creating",
                 "createContainer": "creating", "poststart": "running", "poststop": "stopped"}
-    for name, status in expected.items():
-        s = state(name)
-        assert s["status"] == status, (name, s)
+    for name, want in expected.items():
+        s = hook_state(name)
+        assert s["status"] == want, (name, s)
         assert s["id"] == cid and s["bundle"] == b and s["ociVersion"], (name, s)
         if name == "createContainer":
             assert s["pid"] in (pid, 1), s
-        elif status != "stopped":
+        elif want != "stopped":
             assert s["pid"] == pid, (name, s)
-    s = state("startContainer", inside)
+    s = hook_state("startContainer", inside)
     assert s["id"] == cid and s["status"] == "created" and s["bundle"] == b, s
     assert s["pid"] in (pid, 1), s  # runc gives the pid as the container sees itself
     for name in ("prestart", "createRuntime", "poststart", "poststop"):
@@ -939,7 +854,7 @@ def test_hooks_run_in_order_where_the_spec_says(oci, bundle, tmp_path, rootfs_co
 
 
 @pytest.mark.parametrize("kind", ["prestart", "createRuntime", "createContainer"])
-def test_a_failing_hook_fails_create_and_leaves_nothing(oci, bundle, tmp_path, state_root,
+def test_a_failing_hook_fails_create_and_leaves_nothing(bundle, tmp_path, state_root,
                                                         kind, cgroups):
     script = tmp_path / "fail.sh"
     script.write_text("#!/bin/sh\necho first >&2\necho the hook says no >&2\nexit 3\n")
@@ -948,13 +863,9 @@ def test_a_failing_hook_fails_create_and_leaves_nothing(oci, bundle, tmp_path, s
         {"path": str(script), "env": [HOOK_PATH]}]}))
     log = tmp_path / "log.json"
     cid = new_id()
-    oci.ids.append(cid)
-    oci.root, root = None, oci.root
-    try:
-        rc, _, err = oci.bg("--root", root, "--log", log, "--log-format", "json", "create",
-                            "--bundle", b, cid)
-    finally:
-        oci.root = root
+    # --root first: mc_bg's state_root would put it before --log
+    rc, _, err = mc_bg("--root", state_root, "--log", log, "--log-format", "json", "create",
+                       "--bundle", b, cid)
     assert rc == 1
     [entry] = [json.loads(line) for line in log.read_text().splitlines()]
     assert entry["level"] == "error" and "the hook says no" in entry["msg"]
@@ -978,33 +889,36 @@ def failing_hooks(tmp_path):
                                  "env": [HOOK_PATH]}]}
 
 
-def test_a_failing_poststop_hook_is_a_warning(oci, bundle, tmp_path, failing_hooks):
+def test_a_failing_poststop_hook_is_a_warning(state_root, bundle, tmp_path, failing_hooks):
     hooks = failing_hooks("poststop")
-    cid, _ = oci.create(bundle(["sleep", "1000"], edit=lambda c: c.update(hooks=hooks)))
-    oci("start", cid)
-    r = oci.run("delete", "-f", cid)
+    cid, _ = mc_create(bundle(["sleep", "1000"], edit=lambda c: c.update(hooks=hooks)),
+                       state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
+    r = mc("delete", "-f", cid, state_root=state_root)
     assert r.returncode == 0, r.stderr
     assert r.stderr.startswith("minicontainer: warning: ") and "no luck" in r.stderr
     assert (tmp_path / "ran").read_text().split() == ["poststop"]
-    assert oci.fails("state", cid).endswith("does not exist")
+    assert one_line_error(mc("state", cid, state_root=state_root),
+                          code=1).endswith("does not exist")
 
 
 def test_a_failing_poststart_hook_fails_start_and_removes_the_container(
-        oci, bundle, tmp_path, failing_hooks, state_root, cgroups):
+        bundle, tmp_path, failing_hooks, state_root, cgroups):
     # As runc: start fails with the hook's error and the container is gone (its init killed,
     # its cgroup removed); the hooks after the failing one do not run.
     hooks = failing_hooks("poststart")
     b = bundle(["sleep", "1000"], edit=lambda c: c.update(hooks=hooks))
-    cid, _ = oci.create(b)
-    pid = oci.state(cid)["pid"]
-    err = oci.fails("start", cid)
+    cid, _ = mc_create(b, state_root=state_root)
+    pid = state(cid, state_root)["pid"]
+    err = one_line_error(mc("start", cid, state_root=state_root), code=1)
     assert "poststart hook" in err and "no luck" in err
-    assert oci.fails("state", cid).endswith("does not exist")
+    assert one_line_error(mc("state", cid, state_root=state_root),
+                          code=1).endswith("does not exist")
     assert gone(pid) and no_state(state_root)
     assert not cgroups.exists("minicontainer/" + cid)
     assert not (tmp_path / "ran").exists()
     # and run, which starts what it created, ends the same way
-    err = oci.fails("run", "--bundle", b, new_id())
+    err = one_line_error(mc("run", "--bundle", b, new_id(), state_root=state_root), code=1)
     assert "poststart hook" in err and no_state(state_root)
 
 
@@ -1018,7 +932,7 @@ def netns():
     subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
-def test_join_a_network_namespace_by_path(oci, bundle, netns):
+def test_join_a_network_namespace_by_path(state_root, bundle, netns):
     subprocess.run(["ip", "-n", netns, "addr", "add", "10.123.45.67/32", "dev", "lo"],
                    check=True)
     path = "/run/netns/" + netns
@@ -1027,20 +941,21 @@ def test_join_a_network_namespace_by_path(oci, bundle, netns):
         for ns in c["linux"]["namespaces"]:
             if ns["type"] == "network":
                 ns["path"] = path
-    cid, _ = oci.create(bundle(["sleep", "1000"], edit=edit))
-    pid = oci.state(cid)["pid"]
+    cid, _ = mc_create(bundle(["sleep", "1000"], edit=edit), state_root=state_root)
+    pid = state(cid, state_root)["pid"]
     assert os.readlink("/proc/%d/ns/net" % pid) == "net:[%d]" % os.stat(path).st_ino
-    oci("start", cid)
-    out = oci("exec", cid, "ip", "-4", "addr", "show", "dev", "lo")
+    ok(mc("start", cid, state_root=state_root))
+    out = ok(mc("exec", cid, "ip", "-4", "addr", "show", "dev", "lo", state_root=state_root))
     assert "10.123.45.67/32" in out
-    oci("delete", "-f", cid)
+    ok(mc("delete", "-f", cid, state_root=state_root))
     assert os.path.exists(path)  # joined, not owned: it outlives the container
 
 
-def test_join_another_containers_uts_and_net_by_path(oci, bundle):
-    a, _ = oci.create(bundle(["sleep", "1000"], edit=lambda c: c.update(hostname="first")))
-    oci("start", a)
-    apid = oci.state(a)["pid"]
+def test_join_another_containers_uts_and_net_by_path(state_root, bundle):
+    a, _ = mc_create(bundle(["sleep", "1000"], edit=lambda c: c.update(hostname="first")),
+                     state_root=state_root)
+    ok(mc("start", a, state_root=state_root))
+    apid = state(a, state_root)["pid"]
 
     def edit(c):
         c.pop("hostname")
@@ -1050,23 +965,23 @@ def test_join_another_containers_uts_and_net_by_path(oci, bundle):
                                                  else "uts")
     r, w = os.pipe()
     try:
-        c, _ = oci.create(bundle(["hostname"], edit=edit), stdout=w)
+        c, _ = mc_create(bundle(["hostname"], edit=edit), stdout=w, state_root=state_root)
     finally:
         os.close(w)
-    cpid = oci.state(c)["pid"]
+    cpid = state(c, state_root)["pid"]
     for n in ("uts", "net"):
         assert os.readlink("/proc/%d/ns/%s" % (cpid, n)) == \
             os.readlink("/proc/%d/ns/%s" % (apid, n))
     assert os.readlink("/proc/%d/ns/mnt" % cpid) != os.readlink("/proc/%d/ns/mnt" % apid)
-    oci("start", c)
+    ok(mc("start", c, state_root=state_root))
     assert read_until_eof(r) == b"first\n"
     os.close(r)
-    oci.wait_status(c, "stopped")
-    oci("delete", c)
-    oci("delete", "-f", a)
+    wait_status(c, "stopped", state_root)
+    ok(mc("delete", c, state_root=state_root))
+    ok(mc("delete", "-f", a, state_root=state_root))
 
 
-def test_join_a_user_namespace_by_path_and_exec_into_it(oci, bundle, walkable):
+def test_join_a_user_namespace_by_path_and_exec_into_it(state_root, bundle, walkable):
     # A pod's second container: the first's user, network and uts namespaces, joined by
     # path (no id maps of its own), then exec into it.
     maps = [{"containerID": 0, "hostID": 100000, "size": 65536}]
@@ -1076,9 +991,9 @@ def test_join_a_user_namespace_by_path_and_exec_into_it(oci, bundle, walkable):
         c["linux"]["uidMappings"] = c["linux"]["gidMappings"] = maps
         c["hostname"] = "pod"
     rootfs = str(walkable / "rootfs")
-    a, _ = oci.create(bundle(["sleep", "1000"], rootfs=rootfs, edit=first))
-    oci("start", a)
-    apid = oci.state(a)["pid"]
+    a, _ = mc_create(bundle(["sleep", "1000"], rootfs=rootfs, edit=first), state_root=state_root)
+    ok(mc("start", a, state_root=state_root))
+    apid = state(a, state_root)["pid"]
 
     def second(c):
         c.pop("hostname")
@@ -1087,33 +1002,34 @@ def test_join_a_user_namespace_by_path_and_exec_into_it(oci, bundle, walkable):
             name = {"user": "user", "network": "net", "uts": "uts"}.get(ns["type"])
             if name:
                 ns["path"] = "/proc/%d/ns/%s" % (apid, name)
-    b, _ = oci.create(bundle(["sleep", "1000"], rootfs=rootfs, edit=second))
-    oci("start", b)
+    b, _ = mc_create(bundle(["sleep", "1000"], rootfs=rootfs, edit=second), state_root=state_root)
+    ok(mc("start", b, state_root=state_root))
     try:
-        bpid = oci.state(b)["pid"]
+        bpid = state(b, state_root)["pid"]
         for n in ("user", "net", "uts"):
             assert os.readlink("/proc/%d/ns/%s" % (bpid, n)) == \
                 os.readlink("/proc/%d/ns/%s" % (apid, n))
-        assert oci("exec", b, "sh", "-c", "hostname; id -u; cat /proc/self/uid_map").split() \
+        assert ok(mc("exec", b, "sh", "-c", "hostname; id -u; cat /proc/self/uid_map",
+                     state_root=state_root)).split() \
             == ["pod", "0", "0", "100000", "65536"]
     finally:
-        oci("delete", "-f", b)
-        oci("delete", "-f", a)
+        ok(mc("delete", "-f", b, state_root=state_root))
+        ok(mc("delete", "-f", a, state_root=state_root))
 
 
-def test_a_hook_that_outlives_its_timeout_fails_create(oci, bundle, tmp_path, state_root):
+def test_a_hook_that_outlives_its_timeout_fails_create(bundle, tmp_path, state_root):
     hook = tmp_path / "slow.sh"
     hook.write_text("#!/bin/sh\nsleep 30\n")
     hook.chmod(0o755)
     hooks = {"createRuntime": [{"path": str(hook), "env": [HOOK_PATH], "timeout": 1}]}
     started = time.monotonic()
-    cid, (rc, _, err) = oci.create(bundle(["true"], edit=lambda c: c.update(hooks=hooks)),
-                                   ok=False)
+    cid, (rc, _, err) = mc_create(bundle(["true"], edit=lambda c: c.update(hooks=hooks)),
+                                  check=False, state_root=state_root)
     assert rc == 1 and "createRuntime hook %s timed out" % hook in err, err
     assert time.monotonic() - started < 20 and no_state(state_root)
 
 
-def test_bind_leaves_submounts_behind_and_rbind_takes_them(oci, bundle, tmp_path):
+def test_bind_leaves_submounts_behind_and_rbind_takes_them(state_root, bundle, tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "submount", src / "sub"], check=True)
@@ -1125,15 +1041,16 @@ def test_bind_leaves_submounts_behind_and_rbind_takes_them(oci, bundle, tmp_path
                 {"destination": "/b", "type": "bind", "source": str(src), "options": ["bind"]},
                 {"destination": "/r", "type": "bind", "source": str(src), "options": ["rbind"]}]
         b = bundle(["sh", "-c", "ls /b/sub; echo -; ls /r/sub"], edit=edit)
-        assert oci("run", "--bundle", b, new_id()).split() == ["-", "on-the-submount"]
+        assert ok(mc("run", "--bundle", b, new_id(), state_root=state_root)).split() == \
+            ["-", "on-the-submount"]
     finally:
         subprocess.run(["umount", src / "sub"], check=True)
 
 
-def test_a_namespace_path_that_does_not_exist(oci, bundle, state_root):
+def test_a_namespace_path_that_does_not_exist(bundle, state_root):
     def edit(c):
         c["linux"]["namespaces"].append({"type": "cgroup", "path": "/nonexistent/ns"})
-    cid, (rc, _, err) = oci.create(bundle(["true"], edit=edit), ok=False)
+    cid, (rc, _, err) = mc_create(bundle(["true"], edit=edit), check=False, state_root=state_root)
     assert rc == 1 and "/nonexistent/ns" in err and len(err.strip().splitlines()) == 1
     assert no_state(state_root)
 
@@ -1144,82 +1061,79 @@ def host_pidns(c):
     c["linux"]["namespaces"] = [ns for ns in c["linux"]["namespaces"] if ns["type"] != "pid"]
 
 
-def test_kill_all_without_a_pid_namespace(oci, bundle):
-    b = bundle(["sh", "-c", "sleep 1000 & sleep 1000 & sleep 1000 & wait"], edit=host_pidns)
-    cid, _ = oci.create(b)
-    oci("start", cid)
-    wait_for(lambda: len(json.loads(oci("ps", "--format", "json", cid))) == 4,
-             what="the sleeps")
-    pids = json.loads(oci("ps", "--format", "json", cid))
-    oci("kill", "--all", cid, "TERM")
+def started_in_the_host_pidns(bundle, script, processes, state_root):
+    """A started container without a pid namespace of its own, running script: its id, and
+    the host pids of its processes once `ps` shows all of them (`processes`)."""
+    cid, _ = mc_create(bundle(["sh", "-c", script], edit=host_pidns), state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
+
+    def ps():
+        return json.loads(ok(mc("ps", "--format", "json", cid, state_root=state_root)))
+    wait_for(lambda: len(ps()) == processes, what="the sleeps")
+    return cid, ps()
+
+
+def test_kill_all_without_a_pid_namespace(state_root, bundle):
+    cid, pids = started_in_the_host_pidns(
+        bundle, "sleep 1000 & sleep 1000 & sleep 1000 & wait", 4, state_root)
+    ok(mc("kill", "--all", cid, "TERM", state_root=state_root))
     wait_for(lambda: all(gone(p) for p in pids), what="every process to get TERM")
-    oci.wait_status(cid, "stopped")
-    oci("delete", cid)
+    wait_status(cid, "stopped", state_root)
+    ok(mc("delete", cid, state_root=state_root))
 
 
-def test_delete_kills_what_outlives_init_without_a_pid_namespace(oci, bundle):
-    b = bundle(["sh", "-c", "sleep 1000 & sleep 1000 & exec sleep 1000"], edit=host_pidns)
-    cid, _ = oci.create(b)
-    oci("start", cid)
-    init = oci.state(cid)["pid"]
-    wait_for(lambda: len(json.loads(oci("ps", "--format", "json", cid))) == 3,
-             what="the sleeps")
-    pids = json.loads(oci("ps", "--format", "json", cid))
-    oci("kill", cid, "KILL")  # init only: its children live on in the host's pid namespace
-    oci.wait_status(cid, "stopped")
+def test_delete_kills_what_outlives_init_without_a_pid_namespace(state_root, bundle):
+    cid, pids = started_in_the_host_pidns(
+        bundle, "sleep 1000 & sleep 1000 & exec sleep 1000", 3, state_root)
+    init = state(cid, state_root)["pid"]
+    # init only: its children live on in the host's pid namespace
+    ok(mc("kill", cid, "KILL", state_root=state_root))
+    wait_status(cid, "stopped", state_root)
     assert gone(init)
     assert not all(gone(p) for p in pids)
-    oci("delete", cid)
+    ok(mc("delete", cid, state_root=state_root))
     wait_for(lambda: all(gone(p) for p in pids), what="delete to kill the rest")
 
 
-def test_kill_all_after_the_init_exited(oci, bundle):
+def test_kill_all_after_the_init_exited(state_root, bundle):
     # containerd's shim sends `kill --all ID 9` once pid 1 of a --pid host container is gone:
     # what is left in the cgroup gets it. A plain kill of a stopped container fails in runc's
     # words, which shims match on.
-    b = bundle(["sh", "-c", "sleep 1000 & sleep 1000 & exec sleep 1000"], edit=host_pidns)
-    cid, _ = oci.create(b)
-    oci("start", cid)
-    wait_for(lambda: len(json.loads(oci("ps", "--format", "json", cid))) == 3,
-             what="the sleeps")
-    pids = json.loads(oci("ps", "--format", "json", cid))
-    oci("kill", cid, "KILL")
-    oci.wait_status(cid, "stopped")
-    assert oci.fails("kill", cid, "KILL") == "minicontainer: %s: container not running" % cid
+    cid, pids = started_in_the_host_pidns(
+        bundle, "sleep 1000 & sleep 1000 & exec sleep 1000", 3, state_root)
+    ok(mc("kill", cid, "KILL", state_root=state_root))
+    wait_status(cid, "stopped", state_root)
+    assert one_line_error(mc("kill", cid, "KILL", state_root=state_root),
+                          code=1) == "minicontainer: %s: container not running" % cid
     assert not all(gone(p) for p in pids)
-    oci("kill", "--all", cid, "KILL")
+    ok(mc("kill", "--all", cid, "KILL", state_root=state_root))
     wait_for(lambda: all(gone(p) for p in pids), what="kill --all to reach the rest")
-    oci("kill", "--all", cid, "KILL")  # nothing left: still not an error, as runc
-    oci("delete", cid)
+    # nothing left: still not an error, as runc
+    ok(mc("kill", "--all", cid, "KILL", state_root=state_root))
+    ok(mc("delete", cid, state_root=state_root))
 
 
 # ---- config.json as engines write it ----
 
-def test_libpod_cgroups_path(oci, bundle, cgroups):
+@pytest.mark.parametrize("cgroups_path, leaf, flags", [
+    ("/libpod_parent/libpod-%s", "/libpod_parent/libpod-%s", ()),
+    ("system.slice:mcprefix:%s", "system.slice/mcprefix-%s.scope",
+     ("--no-pivot", "--no-new-keyring")),
+], ids=["libpod", "systemd"])
+def test_cgroups_path(state_root, bundle, cgroups, cgroups_path, leaf, flags):
+    """As podman's cgroupfs manager gives it, and as its systemd one does (slice:prefix:name)."""
     cid = new_id()
-    path = "/libpod_parent/libpod-%s" % cid
-    b = bundle(["sleep", "1000"], edit=lambda c: c["linux"].update(cgroupsPath=path))
-    oci.create(b, cid)
-    pid = oci.state(cid)["pid"]
-    assert cgroups.procs(path) == [pid]
-    assert cgroups.member(path, pid)
-    oci("delete", "-f", cid)
-    assert not cgroups.exists(path)
-
-
-def test_systemd_cgroups_path(oci, bundle, cgroups):
-    cid = new_id()
-    b = bundle(["sleep", "1000"], edit=lambda c: c["linux"].update(
-        cgroupsPath="system.slice:mcprefix:%s" % cid))
-    oci.create(b, cid, "--no-pivot", "--no-new-keyring")
-    pid = oci.state(cid)["pid"]
-    leaf = "system.slice/mcprefix-%s.scope" % cid
-    assert cgroups.procs(leaf) == [pid] and cgroups.member(leaf, pid)
-    oci("delete", "-f", cid)
+    leaf %= cid
+    b = bundle(["sleep", "1000"], edit=lambda c: c["linux"].update(cgroupsPath=cgroups_path % cid))
+    mc_create(b, cid, *flags, state_root=state_root)
+    pid = state(cid, state_root)["pid"]
+    assert cgroups.procs(leaf) == [pid]
+    assert cgroups.member(leaf, pid)
+    ok(mc("delete", "-f", cid, state_root=state_root))
     assert not cgroups.exists(leaf)
 
 
-def test_the_container_keeps_the_callers_session_keyring(oci, bundle):
+def test_the_container_keeps_the_callers_session_keyring(state_root, bundle, tmp_path):
     # runc joins a new session keyring named after the container unless --no-new-keyring;
     # we never make one, so the flag is what we always do: the container's processes have
     # the caller's session keyring.
@@ -1234,78 +1148,76 @@ def test_the_container_keeps_the_callers_session_keyring(oci, bundle):
             os._exit(99)  # KEYCTL_JOIN_SESSION_KEYRING failed
     b = bundle(["cat", "/proc/keys"], edit=lambda c: c["linux"].update(
         maskedPaths=[p for p in c["linux"]["maskedPaths"] if p != "/proc/keys"]))
-    assert "no new one is made" in oci("create", "--help")
+    assert "no new one is made" in ok(mc("create", "--help", state_root=state_root))
     for flags in ([], ["--no-new-keyring"]):
         cid = new_id()
-        oci.ids.append(cid)
-        out_path, err_path = oci.files()
+        out_path, err_path = tmp_path / (cid + ".out"), tmp_path / (cid + ".err")
         with open(out_path, "w") as o, open(err_path, "w") as e:
-            rc = subprocess.run(oci.argv("create", "--bundle", b, *flags, cid),
+            rc = subprocess.run(mc_argv("create", "--bundle", b, *flags, cid,
+                                        state_root=state_root),
                                 stdin=subprocess.DEVNULL, stdout=o, stderr=e, timeout=30,
                                 preexec_fn=join_session_keyring).returncode
         assert rc == 0, open(err_path).read()
-        oci("start", cid)
-        oci.wait_status(cid, "stopped")
+        ok(mc("start", cid, state_root=state_root))
+        wait_status(cid, "stopped", state_root)
         keys = open(out_path).read()
         assert ring in keys and cid not in keys, keys
-        oci("delete", cid)
+        ok(mc("delete", cid, state_root=state_root))
 
 
-def test_systemd_cgroup_flag_is_accepted_and_says_so(oci, bundle, cgroups):
+def test_systemd_cgroup_flag_is_accepted_and_says_so(state_root, bundle, cgroups):
     cid = new_id()
-    oci.ids.append(cid)
     b = bundle(["true"], edit=lambda c: c["linux"].update(
         cgroupsPath="system.slice:mcprefix:%s" % cid))
-    oci.root, root = None, oci.root  # (oci.bg puts --root first; the flag goes with it)
-    try:
-        rc, _, err = oci.bg("--root", root, "--systemd-cgroup", "create", "--bundle", b, cid)
-    finally:
-        oci.root = root
+    # (mc_bg would put --root first; here the flag goes with it)
+    rc, _, err = mc_bg("--root", state_root, "--systemd-cgroup", "create", "--bundle", b, cid)
     assert rc == 0, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "systemd" in lines[0] and "cgroupfs" in lines[0], err
     assert cgroups.exists("system.slice/mcprefix-%s.scope" % cid)
-    oci("delete", "-f", cid)
+    ok(mc("delete", "-f", cid, state_root=state_root))
 
 
-def test_annotations_appear_in_state(oci, bundle):
+def test_annotations_appear_in_state(state_root, bundle):
     ann = {"org.example.a": "1", "io.podman.annotations.autoremove": "FALSE"}
-    cid, _ = oci.create(bundle(["true"], edit=lambda c: c.update(annotations=ann)))
-    assert oci.state(cid)["annotations"] == ann
-    assert json.loads(oci("list", "--format", "json"))[0]["annotations"] == ann
-    oci("delete", cid)
+    cid, _ = mc_create(bundle(["true"], edit=lambda c: c.update(annotations=ann)),
+                       state_root=state_root)
+    assert state(cid, state_root)["annotations"] == ann
+    assert json.loads(ok(mc("list", "--format", "json",
+                            state_root=state_root)))[0]["annotations"] == ann
+    ok(mc("delete", cid, state_root=state_root))
 
 
-def run_to_end(oci, b):
+def run_to_end(b, state_root):
     """create with a pipe as stdout, start, and what the container printed."""
     r, w = os.pipe()
     try:
-        cid, _ = oci.create(b, stdout=w)
+        cid, _ = mc_create(b, stdout=w, state_root=state_root)
     finally:
         os.close(w)
-    oci("start", cid)
+    ok(mc("start", cid, state_root=state_root))
     out = read_until_eof(r).decode()
     os.close(r)
-    oci.wait_status(cid, "stopped")
-    oci("delete", cid)
+    wait_status(cid, "stopped", state_root)
+    ok(mc("delete", cid, state_root=state_root))
     return out
 
 
-def test_namespaced_sysctls_are_applied(oci, bundle):
+def test_namespaced_sysctls_are_applied(state_root, bundle):
     sysctl = {"net.ipv4.ip_forward": "1", "kernel.shmmax": "123456789"}
     b = bundle(["cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/kernel/shmmax"],
                edit=lambda c: c["linux"].update(sysctl=sysctl))
-    assert run_to_end(oci, b).split() == ["1", "123456789"]
+    assert run_to_end(b, state_root).split() == ["1", "123456789"]
 
 
-def test_a_host_sysctl_is_refused(oci, bundle, state_root):
+def test_a_host_sysctl_is_refused(bundle, state_root):
     b = bundle(["true"], edit=lambda c: c["linux"].update(sysctl={"vm.swappiness": "10"}))
-    cid, (rc, _, err) = oci.create(b, ok=False)
+    cid, (rc, _, err) = mc_create(b, check=False, state_root=state_root)
     assert rc == 1 and "vm.swappiness" in err and len(err.strip().splitlines()) == 1
     assert no_state(state_root)
 
 
-def test_oom_score_adj_umask_and_additional_gids(oci, bundle):
+def test_oom_score_adj_umask_and_additional_gids(state_root, bundle):
     def edit(c):
         c["process"]["oomScoreAdj"] = 345
         c["process"]["user"].update(uid=1000, gid=1000, umask=0o027, additionalGids=[5, 100])
@@ -1313,14 +1225,14 @@ def test_oom_score_adj_umask_and_additional_gids(oci, bundle):
                             "grep Groups /proc/self/status; touch /dev/shm/f; "
                             "stat -c %a /dev/shm/f"],
                edit=edit)
-    lines = run_to_end(oci, b).splitlines()
+    lines = run_to_end(b, state_root).splitlines()
     assert lines[0] == "345"
     assert lines[1] == "0027"
     assert sorted(lines[2].split()[1:]) == ["100", "5"]
     assert lines[3] == "640"
 
 
-def test_deny_all_devices_without_a_device_list_still_has_the_defaults(oci, bundle):
+def test_deny_all_devices_without_a_device_list_still_has_the_defaults(state_root, bundle):
     def edit(c):
         c["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
         c["linux"].pop("devices", None)
@@ -1329,7 +1241,7 @@ def test_deny_all_devices_without_a_device_list_still_has_the_defaults(oci, bund
                             "head -c 3 /dev/zero | wc -c; "
                             "mknod /dev/sda b 8 0 2>&1 && head -c 1 /dev/sda 2>&1"],
                edit=edit)
-    out = run_to_end(oci, b)
+    out = run_to_end(b, state_root)
     lines = out.split()
     assert lines[:6] == ["null", "zero", "full", "random", "urandom", "tty"]
     assert lines[6:8] == ["w", "3"]
@@ -1344,16 +1256,16 @@ def test_deny_all_devices_without_a_device_list_still_has_the_defaults(oci, bund
     (lambda c: c["process"]["user"].update(uid="0"), ["process.user.uid", "integer"]),
     (lambda c: c["linux"].update(namespaces={"type": "pid"}), ["linux.namespaces", "array"]),
 ], ids=["linux", "process", "top", "bool", "int", "array"])
-def test_an_unsupported_or_mistyped_field_is_an_error_naming_it(oci, bundle, state_root, edit,
+def test_an_unsupported_or_mistyped_field_is_an_error_naming_it(bundle, state_root, edit,
                                                                  words):
-    cid, (rc, _, err) = oci.create(bundle(["true"], edit=edit), ok=False)
+    cid, (rc, _, err) = mc_create(bundle(["true"], edit=edit), check=False, state_root=state_root)
     assert rc == 1 and len(err.strip().splitlines()) == 1, err
     for w in words:
         assert w in err
     assert no_state(state_root)
 
 
-def test_cgroup_mount_binds_each_v1_controller_read_only(oci, bundle, cgroups):
+def test_cgroup_mount_binds_each_v1_controller_read_only(state_root, bundle, cgroups):
     if cgroups.unified:
         pytest.skip("v1 and hybrid hosts only (v2: tests/test_cgroups.py)")
     cgroups.need("pids", "memory")
@@ -1362,7 +1274,7 @@ def test_cgroup_mount_binds_each_v1_controller_read_only(oci, bundle, cgroups):
                             "mkdir %sx 2>&1 || echo refused; "
                             "echo 5 > %spids.max 2>&1 || echo refused; "
                             "grep ' %s ' /proc/self/mountinfo" % (pids, pids, pids, memory)])
-    out = run_to_end(oci, b)
+    out = run_to_end(b, state_root)
     lines = out.splitlines()
     for hierarchy in cgroups.v1.values():
         assert os.path.basename(hierarchy) in lines, out
@@ -1374,11 +1286,11 @@ def test_cgroup_mount_binds_each_v1_controller_read_only(oci, bundle, cgroups):
 
 # ---- update, events, features, ps, list ----
 
-def test_update_from_a_file_stdin_and_flags(oci, bundle, tmp_path, cgroups):
+def test_update_from_a_file_stdin_and_flags(state_root, bundle, tmp_path, cgroups):
     cgroups.need("pids", "memory", "cpu")
     v2 = cgroups.unified
-    cid, _ = oci.create(bundle(["sleep", "1000"]))
-    oci("start", cid)
+    cid, _ = mc_create(bundle(["sleep", "1000"]), state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
     cg = "minicontainer/" + cid
 
     def limits():
@@ -1391,29 +1303,32 @@ def test_update_from_a_file_stdin_and_flags(oci, bundle, tmp_path, cgroups):
                 cgroups.read("cpu", cg, "cpu.shares"), cgroups.read("cpu", cg, "cpu.cfs_quota_us"))
     res = tmp_path / "res.json"
     res.write_text(json.dumps({"pids": {"limit": 42}, "memory": {"limit": 64 << 20}}))
-    oci("update", "--resources", res, cid)
+    ok(mc("update", "--resources", res, cid, state_root=state_root))
     assert limits()[:2] == ("42", 64 << 20)
-    oci("update", "-r", "-", cid, input=json.dumps({"cpu": {"shares": 512}}))
+    ok(mc("update", "-r", "-", cid, input=json.dumps({"cpu": {"shares": 512}}),
+          state_root=state_root))
     assert limits()[2] == ("20" if v2 else "512")  # v2: 1 + (512 - 2) * 9999 // 262142
-    oci("update", "--pids-limit", "77", "--memory", "32m", "--cpu-quota", "50000",
-        "--cpu-period", "100000", cid)
+    ok(mc("update", "--pids-limit", "77", "--memory", "32m", "--cpu-quota", "50000",
+          "--cpu-period", "100000", cid, state_root=state_root))
     assert limits()[::3] == ("77", "50000 100000" if v2 else "50000")
     assert limits()[1] == 32 << 20
-    assert "JSON" in oci.fails("update", "-r", "-", cid, input="{nope")
-    assert "pids.limit" in oci.fails("update", "-r", "-", cid, input='{"pids": {"limit": "7"}}')
-    oci("delete", "-f", cid)
+    assert "JSON" in one_line_error(mc("update", "-r", "-", cid, input="{nope",
+                                       state_root=state_root), code=1)
+    assert "pids.limit" in one_line_error(mc("update", "-r", "-", cid, state_root=state_root,
+                                             input='{"pids": {"limit": "7"}}'), code=1)
+    ok(mc("delete", "-f", cid, state_root=state_root))
 
 
-def test_events_stats(oci, bundle):
-    cid, _ = oci.create(bundle(["sleep", "1000"]))
-    oci("start", cid)
-    lines = oci("events", "--stats", cid).splitlines()
+def test_events_stats(state_root, bundle):
+    cid, _ = mc_create(bundle(["sleep", "1000"]), state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
+    lines = ok(mc("events", "--stats", cid, state_root=state_root)).splitlines()
     assert len(lines) == 1
     ev = json.loads(lines[0])
     assert ev["type"] == "stats" and ev["id"] == cid
     assert ev["data"]["memory"]["usage"]["usage"] > 0
     assert ev["data"]["pids"]["current"] == 1
-    proc = subprocess.Popen(oci.argv("events", "--interval", "0.1s", cid),
+    proc = subprocess.Popen(mc_argv("events", "--interval", "0.1s", cid, state_root=state_root),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(2):
@@ -1421,11 +1336,11 @@ def test_events_stats(oci, bundle):
     finally:
         proc.kill()
         proc.communicate()
-    oci("delete", "-f", cid)
+    ok(mc("delete", "-f", cid, state_root=state_root))
 
 
-def test_features(oci):
-    f = json.loads(oci("features"))
+def test_features(state_root):
+    f = json.loads(ok(mc("features", state_root=state_root)))
     assert f["ociVersionMin"] <= f["ociVersionMax"]
     assert set(f["linux"]["namespaces"]) >= {"pid", "network", "ipc", "uts", "mount",
                                              "cgroup", "user"}
@@ -1435,39 +1350,40 @@ def test_features(oci):
                                "startContainer", "poststart", "poststop"}
 
 
-def test_ps_and_list_json(oci, bundle):
-    cid, _ = oci.create(bundle(["sh", "-c", "sleep 1000 & exec sleep 1001"]))
-    assert json.loads(oci("list", "--format", "json"))[0]["status"] == "created"
-    oci("start", cid)
-    pid = oci.state(cid)["pid"]
-    wait_for(lambda: len(json.loads(oci("ps", "--format", "json", cid))) == 2,
+def test_ps_and_list_json(state_root, bundle):
+    cid, _ = mc_create(bundle(["sh", "-c", "sleep 1000 & exec sleep 1001"]), state_root=state_root)
+    assert json.loads(ok(mc("list", "--format", "json",
+                            state_root=state_root)))[0]["status"] == "created"
+    ok(mc("start", cid, state_root=state_root))
+    pid = state(cid, state_root)["pid"]
+    wait_for(lambda: len(json.loads(ok(mc("ps", "--format", "json", cid,
+                                          state_root=state_root)))) == 2,
              what="two processes")
-    assert pid in json.loads(oci("ps", "--format", "json", cid))
-    table = oci("ps", cid).splitlines()
+    assert pid in json.loads(ok(mc("ps", "--format", "json", cid, state_root=state_root)))
+    table = ok(mc("ps", cid, state_root=state_root)).splitlines()
     assert table[0].split()[:2] == ["PID", "CMD"] and len(table) == 3
-    [s] = json.loads(oci("list", "--format", "json"))
+    [s] = json.loads(ok(mc("list", "--format", "json", state_root=state_root)))
     assert (s["id"], s["pid"], s["status"]) == (cid, pid, "running")
-    assert json.loads(oci("list", "--format", "json").strip() or "[]")
-    oci("delete", "-f", cid)
-    assert json.loads(oci("list", "--format", "json")) == []
+    assert json.loads(ok(mc("list", "--format", "json", state_root=state_root)).strip() or "[]")
+    ok(mc("delete", "-f", cid, state_root=state_root))
+    assert json.loads(ok(mc("list", "--format", "json", state_root=state_root))) == []
 
 
-def test_pause_resume(oci, bundle):
-    cid, _ = oci.create(bundle(["sleep", "1000"]))
-    oci("start", cid)
-    oci("pause", cid)
-    assert oci.status(cid) == "paused"
-    oci("resume", cid)
-    assert oci.status(cid) == "running"
-    oci("delete", "-f", cid)
+def test_pause_resume(state_root, bundle):
+    cid, _ = mc_create(bundle(["sleep", "1000"]), state_root=state_root)
+    ok(mc("start", cid, state_root=state_root))
+    ok(mc("pause", cid, state_root=state_root))
+    assert status(cid, state_root) == "paused"
+    ok(mc("resume", cid, state_root=state_root))
+    assert status(cid, state_root) == "running"
+    ok(mc("delete", "-f", cid, state_root=state_root))
 
 
 # ---- global flags ----
 
-def test_log_json_for_an_error(oci, tmp_path):
+def test_log_json_for_an_error(state_root, tmp_path):
     log = tmp_path / "log.json"
-    r = subprocess.run([RUNTIME, "--root", oci.root, "--log", str(log), "--log-format", "json",
-                        "state", "nosuch"], capture_output=True, text=True, timeout=30)
+    r = mc("--log", log, "--log-format", "json", "state", "nosuch", state_root=state_root)
     assert r.returncode == 1
     assert r.stderr.strip() == "minicontainer: container nosuch does not exist"
     entries = [json.loads(line) for line in log.read_text().splitlines()]
@@ -1477,22 +1393,21 @@ def test_log_json_for_an_error(oci, tmp_path):
     assert e["time"][:4].isdigit() and e["time"].endswith("Z")
 
 
-def test_log_text_and_a_bad_flag(oci, tmp_path):
+def test_log_text_and_a_bad_flag(state_root, tmp_path):
     log = tmp_path / "log.txt"
-    r = subprocess.run([RUNTIME, "--root", oci.root, "--log", str(log), "kill", "--bogus",
-                        "x"], capture_output=True, text=True, timeout=30)
+    r = mc("--log", log, "kill", "--bogus", "x", state_root=state_root)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "--bogus" in log.read_text() and "error" in log.read_text()
 
 
-def test_version(oci):
+def test_version(state_root):
     r = subprocess.run([RUNTIME, "--version"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0
     assert r.stdout.startswith("minicontainer version ") and "spec: 1." in r.stdout
 
 
-def test_state_of_a_missing_container(oci):
-    r = oci.run("state", "nosuch")
+def test_state_of_a_missing_container(state_root):
+    r = mc("state", "nosuch", state_root=state_root)
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr == "minicontainer: container nosuch does not exist\n"
 
@@ -1519,7 +1434,7 @@ def test_default_root_for_a_non_root_user():
         shutil.rmtree(top)
 
 
-def test_init_is_in_its_cgroup_for_hooks_and_a_cgroup_namespace(oci, bundle, tmp_path,
+def test_init_is_in_its_cgroup_for_hooks_and_a_cgroup_namespace(state_root, bundle, tmp_path,
                                                                  cgroups):
     # The runtime moves the init into its cgroup while the init sets up (the first move
     # waits for an RCU grace period); hooks and a cgroup namespace must see it moved.
@@ -1533,12 +1448,12 @@ def test_init_is_in_its_cgroup_for_hooks_and_a_cgroup_namespace(oci, bundle, tmp
         c["linux"]["namespaces"].append({"type": "cgroup"})
         c["hooks"] = {"createRuntime": [{"path": str(hook), "env": [HOOK_PATH]}]}
     b = bundle(["cat", "/proc/self/cgroup"], edit=edit)
-    out, _ = oci.files()
+    out = str(tmp_path / "create.out")
     with open(out, "w") as o:
-        cid, _ = oci.create(b, None, stdout=o.fileno())
+        cid, _ = mc_create(b, None, stdout=o.fileno(), state_root=state_root)
     assert cgroups.member("/minicontainer/" + cid, text=seen.read_text()), seen.read_text()
-    oci("start", cid)
-    oci.wait_status(cid, "stopped")
+    ok(mc("start", cid, state_root=state_root))
+    wait_status(cid, "stopped", state_root)
     inside = open(out).read()
     assert cgroups.member("/", text=inside), inside  # the namespace's root
-    oci("delete", cid)
+    ok(mc("delete", cid, state_root=state_root))

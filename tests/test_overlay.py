@@ -11,7 +11,7 @@ import pytest
 
 import minicontainer as mc
 from conftest import mc as run_mc
-from conftest import mc_bg, mountpoints_under, new_id
+from conftest import mc_bg, mountpoints_under, new_id, ok, wait_for
 import store_writer
 from fixtures_registry import Image, dir_layer, entry, run_pull, tar_layer
 
@@ -131,17 +131,6 @@ def layers_snapshot(image):
     return [snapshot(path) for path in image.layers]
 
 
-def run(state_root, *args, env=None, name=None):
-    return run_mc("run", "--name", name or new_id("ov"), *args, state_root=state_root,
-                  env=env, timeout=60)
-
-
-def ok(r):
-    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
-    assert r.stderr == "", r.stderr
-    return r.stdout
-
-
 # ---- layers stored once, merged view == flat unpack ----
 
 def test_merged_view_equals_flat_unpack(image, store, tmp_path):
@@ -198,11 +187,12 @@ def test_two_images_share_their_base_layer_on_disk(registry, store, base):
 def test_rmi_keeps_layers_a_container_uses(registry, store, base, state_root):
     img = push_pull(registry, store, [base, tar_layer([entry("mine", data=b"m")])])
     cid = new_id("ov")
-    ok(run(state_root, img.name, "true", name=cid))  # stays, stopped, without --rm
+    ok(run_mc("run", "--name", cid, img.name, "true", state_root=state_root),
+       quiet=True)  # stays, stopped, without --rm
     env = dict(os.environ, MINICONTAINER_STORE=store)
     assert run_mc("rmi", img.name, env=env).returncode == 0
     assert all(os.path.isdir(p) for p in img.layers)  # the container still needs them
-    ok(run_mc("delete", cid, state_root=state_root))
+    ok(run_mc("delete", cid, state_root=state_root), quiet=True)
     assert os.listdir(os.path.join(store, "containers")) == []
     with mc.ImageStore(store).lock(True):
         mc.ImageStore(store).collect_garbage()
@@ -226,7 +216,8 @@ echo done
 def test_image_is_unchanged_by_a_container_and_changes_stay_until_delete(image, state_root):
     before = layers_snapshot(image)
     cid = new_id("ov")
-    assert ok(run(state_root, image.name, "sh", "-c", WRITES, name=cid)) == "done\n"
+    assert ok(run_mc("run", "--name", cid, image.name, "sh", "-c", WRITES, state_root=state_root),
+              quiet=True) == "done\n"
     assert layers_snapshot(image) == before  # byte for byte, metadata included
     # without --rm the stopped container and its changes remain
     state = mc.Container.load(cid, state_root)
@@ -238,12 +229,13 @@ def test_image_is_unchanged_by_a_container_and_changes_stay_until_delete(image, 
     assert stat.S_ISCHR(os.lstat(os.path.join(upper, "data/a")).st_mode)  # a whiteout
     assert not mountpoints_under(state.dir)  # the overlay was the container's alone
     # a new container sees the image, not the other's changes
-    out = ok(run(state_root, "--rm", image.name, "sh", "-c",
-                 "cat /etc/motd; ls /added /data/a /opq /file2dir 2>&1; ls -l /usr/bin/suid"))
+    out = ok(run_mc("run", "--name", new_id("ov"), "--rm", image.name, "sh", "-c",
+                    "cat /etc/motd; ls /added /data/a /opq /file2dir 2>&1; ls -l /usr/bin/suid",
+                    state_root=state_root), quiet=True)
     assert "welcome, again\n" in out and "/added: No such file" in out
     assert "/data/a\n" in out and "new\n" in out and "child" not in out and "other\n" in out
     assert "-rwsr-xr-x" in out
-    ok(run_mc("delete", cid, state_root=state_root))
+    ok(run_mc("delete", cid, state_root=state_root), quiet=True)
     assert not os.path.exists(state.dir)
     assert layers_snapshot(image) == before
 
@@ -256,12 +248,11 @@ def test_two_running_containers_do_not_see_each_others_writes(image, state_root,
     assert rc == 0, err
     try:
         upper = os.path.join(state_root, first, "upper")
-        for _ in range(500):
-            if os.path.exists(os.path.join(upper, "etc/motd")):
-                break
-            subprocess.run(["sleep", "0.01"])
-        out = ok(run(state_root, "--rm", image.name, "sh", "-c",
-                     "cat /shared 2>&1; cat /etc/motd; echo two > /shared"))
+        wait_for(lambda: os.path.exists(os.path.join(upper, "etc/motd")), 10,
+                 "the first container's write")
+        out = ok(run_mc("run", "--name", new_id("ov"), "--rm", image.name, "sh", "-c",
+                        "cat /shared 2>&1; cat /etc/motd; echo two > /shared",
+                        state_root=state_root), quiet=True)
         assert "No such file" in out and "welcome, again\n" in out
         assert open(os.path.join(upper, "shared")).read() == "one\n"
     finally:
@@ -269,7 +260,8 @@ def test_two_running_containers_do_not_see_each_others_writes(image, state_root,
 
 
 def test_rm_leaves_nothing(image, state_root, store):
-    ok(run(state_root, "--rm", image.name, "sh", "-c", "echo x > /x"))
+    ok(run_mc("run", "--name", new_id("ov"), "--rm", image.name, "sh", "-c", "echo x > /x",
+              state_root=state_root), quiet=True)
     assert os.listdir(state_root) == []
     assert os.listdir(os.path.join(store, "containers")) == []
 
@@ -282,7 +274,8 @@ def test_an_image_of_many_layers(registry, store, base, state_root):
                        for i in range(100)]
     image = push_pull(registry, store, layers)
     assert len(image.layers) == 101
-    out = ok(run(state_root, "--rm", image.name, "sh", "-c", "ls /many | wc -l; cat /top"))
+    out = ok(run_mc("run", "--name", new_id("ov"), "--rm", image.name, "sh", "-c",
+                    "ls /many | wc -l; cat /top", state_root=state_root), quiet=True)
     assert out == "100\n99\n"
     assert os.listdir(state_root) == []
 
@@ -291,7 +284,8 @@ def test_fallback_copy_when_overlay_is_not_used(image, state_root):
     before = layers_snapshot(image)
     env = dict(os.environ, MINICONTAINER_NO_OVERLAY="1")
     cid = new_id("ov")
-    r = run(state_root, image.name, "sh", "-c", WRITES + "cat /etc/motd", env=env, name=cid)
+    r = run_mc("run", "--name", cid, image.name, "sh", "-c", WRITES + "cat /etc/motd", env=env,
+               state_root=state_root)
     assert r.returncode == 0 and r.stdout == "done\nchanged\n", r.stderr
     lines = r.stderr.splitlines()  # said once
     assert len(lines) == 1 and "private copy" in lines[0], r.stderr
@@ -300,7 +294,7 @@ def test_fallback_copy_when_overlay_is_not_used(image, state_root):
     busybox = mc.layers_lookup(image.layers, "bin/busybox")
     assert os.stat(os.path.join(rootfs, "bin/busybox")).st_ino != os.stat(busybox).st_ino
     assert open(os.path.join(rootfs, "added")).read() == "new\n"  # kept until delete
-    ok(run_mc("delete", cid, state_root=state_root))
+    ok(run_mc("delete", cid, state_root=state_root), quiet=True)
 
 
 def test_fallback_copy_when_the_kernel_refuses(image, state_root, tmp_path):
@@ -312,7 +306,8 @@ def test_fallback_copy_when_the_kernel_refuses(image, state_root, tmp_path):
     subprocess.run(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=%s,upperdir=%s,"
                     "workdir=%s" % (d["l"], d["u"], d["w"]), str(d["m"])], check=True)
     try:
-        r = run(str(d["m"] / "state"), "--rm", image.name, "sh", "-c", "echo x > /x; cat /x")
+        r = run_mc("run", "--name", new_id("ov"), "--rm", image.name, "sh", "-c",
+                   "echo x > /x; cat /x", state_root=str(d["m"] / "state"))
         assert (r.returncode, r.stdout) == (0, "x\n"), r.stderr
         assert len(r.stderr.splitlines()) == 1 and "refused" in r.stderr
         assert os.listdir(d["m"] / "state") == []
@@ -323,18 +318,21 @@ def test_fallback_copy_when_the_kernel_refuses(image, state_root, tmp_path):
 # ---- --read-only, --tmpfs, --mount, -v ----
 
 def test_read_only_root_with_writable_tmp_and_run(image, state_root):
-    r = run(state_root, "--rm", "--read-only", image.name, "sh", "-c", "touch /x")
+    r = run_mc("run", "--name", new_id("ov"), "--rm", "--read-only", image.name, "sh", "-c",
+               "touch /x", state_root=state_root)
     assert r.returncode != 0 and "Read-only file system" in r.stderr
-    out = ok(run(state_root, "--rm", "--read-only", image.name, "sh", "-c",
-                 "touch /tmp/a /run/b && echo ok; stat -c %a /tmp /run"))
+    out = ok(run_mc("run", "--name", new_id("ov"), "--rm", "--read-only", image.name, "sh", "-c",
+                    "touch /tmp/a /run/b && echo ok; stat -c %a /tmp /run", state_root=state_root),
+             quiet=True)
     assert out == "ok\n1777\n755\n"
 
 
 def test_tmpfs_and_mount_tmpfs(image, state_root):
-    out = ok(run(state_root, "--rm", "--tmpfs", "/scratch:size=1m",
-                 "--mount", "type=tmpfs,target=/t,tmpfs-size=2m,tmpfs-mode=700", image.name,
-                 "sh", "-c", "echo a > /scratch/a && echo b > /t/b && cat /scratch/a /t/b; "
-                 "stat -c %a /t; grep -E ' /(scratch|t) ' /proc/self/mountinfo"))
+    out = ok(run_mc("run", "--name", new_id("ov"), "--rm", "--tmpfs", "/scratch:size=1m",
+                    "--mount", "type=tmpfs,target=/t,tmpfs-size=2m,tmpfs-mode=700", image.name,
+                    "sh", "-c", "echo a > /scratch/a && echo b > /t/b && cat /scratch/a /t/b; "
+                    "stat -c %a /t; grep -E ' /(scratch|t) ' /proc/self/mountinfo",
+                    state_root=state_root), quiet=True)
     lines = out.splitlines()
     assert lines[:3] == ["a", "b", "700"]
     assert "tmpfs" in lines[3] and "size=1024k" in lines[3] and "noexec" in lines[3]
@@ -345,19 +343,21 @@ def test_volumes_and_bind_mounts(image, state_root, tmp_path):
     host = tmp_path / "vol"
     host.mkdir()
     (host / "f").write_text("from host\n")
-    out = ok(run(state_root, "--rm", "-v", "%s:/rw" % host, "-v", "%s:/ro:ro" % host,
-                 "--mount", "type=bind,source=%s,target=/m,readonly" % host, image.name,
-                 "sh", "-c", "cat /ro/f; echo w > /rw/written; (echo no > /ro/x) 2>&1; "
-                 "(echo no > /m/x) 2>&1; echo end"))
+    out = ok(run_mc("run", "--name", new_id("ov"), "--rm", "-v", "%s:/rw" % host, "-v",
+                    "%s:/ro:ro" % host, "--mount", "type=bind,source=%s,target=/m,readonly" % host,
+                    image.name, "sh", "-c",
+                    "cat /ro/f; echo w > /rw/written; (echo no > /ro/x) 2>&1; "
+                    "(echo no > /m/x) 2>&1; echo end", state_root=state_root), quiet=True)
     assert out.startswith("from host\n") and out.endswith("end\n")
     assert out.count("Read-only file system") == 2
     assert (host / "written").read_text() == "w\n"
     assert not (host / "x").exists()
-    r = run(state_root, "--rm", image.name, "sh", "-c", "echo no > /ro/x")  # no volume: fine
+    r = run_mc("run", "--name", new_id("ov"), "--rm", image.name, "sh", "-c", "echo no > /ro/x",
+               state_root=state_root)  # no volume: fine
     assert r.returncode != 0
-    r = run(state_root, "--rm", "--mount", "type=bind,src=%s,dst=/w" % host, image.name,
-            "cat", "/w/written")
-    assert ok(r) == "w\n"
+    r = run_mc("run", "--name", new_id("ov"), "--rm", "--mount", "type=bind,src=%s,dst=/w" % host,
+               image.name, "cat", "/w/written", state_root=state_root)
+    assert ok(r, quiet=True) == "w\n"
 
 
 @pytest.mark.parametrize("flag, message", [
@@ -369,7 +369,8 @@ def test_volumes_and_bind_mounts(image, state_root, tmp_path):
     (["--tmpfs", "relative"], "must be absolute"),
 ])
 def test_mount_errors_are_one_line(image, state_root, flag, message):
-    r = run(state_root, "--rm", *flag, image.name, "true")
+    r = run_mc("run", "--name", new_id("ov"), "--rm", *flag, image.name, "true",
+               state_root=state_root)
     assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
     assert message in r.stderr
     assert not os.path.exists("/nonexistent-mc")  # never created behind the user's back
@@ -378,6 +379,7 @@ def test_mount_errors_are_one_line(image, state_root, flag, message):
 
 def test_bind_create_src_makes_the_source_when_asked(image, state_root, tmp_path):
     src = tmp_path / "made" / "here"
-    ok(run(state_root, "--rm", "--mount", "type=bind,source=%s,target=/x,bind-create-src"
-           % src, image.name, "sh", "-c", "echo hi > /x/f"))
+    ok(run_mc("run", "--name", new_id("ov"), "--rm", "--mount",
+              "type=bind,source=%s,target=/x,bind-create-src"
+              % src, image.name, "sh", "-c", "echo hi > /x/f", state_root=state_root), quiet=True)
     assert (src / "f").read_text() == "hi\n"

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import RUNTIME, mountpoints_under
+from conftest import RUNTIME, mountpoints_under, wait_for
 
 pytestmark = [
     pytest.mark.needs_root,
@@ -235,17 +235,8 @@ def running(podman, names):
     n = names()
     r = podman("run", "-d", "--name", n, IMAGE, "sh", "-c", LOOP)
     assert r.returncode == 0, r.stderr
-    wait_for(lambda: "started" in podman("logs", n).stdout, "container output")
+    wait_for(lambda: "started" in podman("logs", n).stdout, what="container output", interval=0.1)
     return n
-
-
-def wait_for(cond, what, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 def status(podman, n):
@@ -327,7 +318,7 @@ def test_run_detached_stop_rm(podman, names):
     assert r.returncode == 0, r.stderr
     cid = r.stdout.strip()
     assert re.match(r"[0-9a-f]{64}$", cid), r.stdout
-    wait_for(lambda: "started" in podman("logs", n).stdout, "container output")
+    wait_for(lambda: "started" in podman("logs", n).stdout, what="container output", interval=0.1)
     assert status(podman, n) == "running"
     r = podman("stop", "-t", "5", n)
     assert (r.returncode, r.stdout.strip()) == (0, n), r.stderr
@@ -406,7 +397,7 @@ def test_stats(podman, running):
         assert r.returncode == 0, r.stderr
         seen[:] = r.stdout.strip().split("|")
         return int(seen[2]) >= 2
-    wait_for(stats, "stats to count the shell and its sleep")
+    wait_for(stats, what="stats to count the shell and its sleep", interval=0.1)
     name, mem, pids = seen
     assert name == running
     assert re.match(r"[\d.]+[kMG]?B / [\d.]+[kMGT]?B$", mem), mem
@@ -429,11 +420,13 @@ def test_pause_unpause(podman, running, cgroups):
 def test_kill_usr1(podman, running):
     r = podman("kill", "-s", "USR1", running)
     assert r.returncode == 0, r.stderr
-    wait_for(lambda: "got-usr1" in podman("logs", running).stdout, "the trap's output")
+    wait_for(lambda: "got-usr1" in podman("logs", running).stdout, what="the trap's output",
+             interval=0.1)
     assert status(podman, running) == "running"
     r = podman("kill", running)  # SIGKILL
     assert r.returncode == 0, r.stderr
-    wait_for(lambda: status(podman, running) == "exited", "the container to exit")
+    wait_for(lambda: status(podman, running) == "exited", what="the container to exit",
+             interval=0.1)
     assert podman("inspect", "-f", "{{.State.ExitCode}}", running).stdout.strip() == "137"
 
 

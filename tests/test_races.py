@@ -3,19 +3,17 @@ leaves nothing that gc does not remove; a create never kills another container.
 
 The steps and the interleavings come from $MINICONTAINER_DEBUG_DIE_AT and
 $MINICONTAINER_DEBUG_SLEEP_AT (minicontainer.debug_step)."""
-import json
 import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 import minicontainer as mcmod
-from conftest import (RUNTIME, find_leaks, mc, mc_bg, new_id, ok, one_line_error, ours,
-                      session_cgroups)
+from conftest import (find_leaks, mc, mc_argv, mc_bg, new_id, ok, one_line_error, ours,
+                      session_cgroups, wait_for, write_bundle)
 
 pytestmark = pytest.mark.needs_root
 
@@ -36,17 +34,12 @@ def steps(command, network, userns):
         yield step
 
 
-def bundle(tmp_path, rootfs, userns):
-    config = mcmod.default_spec(rootfs=rootfs, args=["sleep", "1000"])
-    if userns:
-        config["linux"]["namespaces"].append({"type": "user"})
-        config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-        config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-        config["mounts"] = [m for m in config["mounts"] if m["type"] != "cgroup"]
-    d = tmp_path / "bundle"
-    d.mkdir(exist_ok=True)
-    (d / "config.json").write_text(json.dumps(config))
-    return str(d)
+def in_a_userns(config):
+    """A bundle's edit: a user namespace with the maps --userns gives."""
+    config["linux"]["namespaces"].append({"type": "user"})
+    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    config["mounts"] = [m for m in config["mounts"] if m["type"] != "cgroup"]
 
 
 def gc_until_settled(state_root, cid):
@@ -78,7 +71,8 @@ def test_killed_at_every_step_gc_leaves_nothing(walkable, tmp_path, command, net
                                                 userns):
     state_root = str(tmp_path / "state")
     rootfs = str(walkable / "rootfs")
-    b = bundle(tmp_path, rootfs, userns)
+    b = write_bundle(tmp_path / "bundle", ["sleep", "1000"], in_a_userns if userns else None,
+                     rootfs)
     for step in steps(command, network, userns):
         cid = new_id(step)
         env = dict(os.environ, MINICONTAINER_DEBUG_DIE_AT=step)
@@ -110,8 +104,8 @@ def test_killed_at_a_random_time_gc_leaves_nothing(busybox_rootfs, tmp_path):
         cid = new_id("kill")
         network = ["--network", "bridge"] if i % 2 else []
         with open(tmp_path / "err", "w") as err:
-            proc = subprocess.Popen([sys.executable, RUNTIME, "--root", state_root, "run",
-                                     "--name", cid, "--rootfs", busybox_rootfs] + network +
+            proc = subprocess.Popen(mc_argv("run", "--name", cid, "--rootfs", busybox_rootfs,
+                                            state_root=state_root) + network +
                                     ["--", "sleep", "1000"],
                                     stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         time.sleep(rnd.uniform(0.01, 0.09))
@@ -126,8 +120,8 @@ def test_killed_at_a_random_time_gc_leaves_nothing(busybox_rootfs, tmp_path):
 def held_run(state_root, cid, rootfs):
     """`run`, its init held (30 s) after its setup, before its process is prepared."""
     env = dict(os.environ, MINICONTAINER_DEBUG_SLEEP_AT="process:30")
-    return subprocess.Popen([sys.executable, RUNTIME, "--root", state_root, "run", "--name",
-                             cid, "--rootfs", rootfs, "--", "true"], stdin=subprocess.DEVNULL,
+    return subprocess.Popen(mc_argv("run", "--name", cid, "--rootfs", rootfs, "--", "true",
+                                    state_root=state_root), stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
@@ -145,11 +139,7 @@ def test_child_of_create_closes_the_runtimes_end_and_dies_with_it(busybox_rootfs
                         return pid
                 except OSError:
                     pass
-        deadline = time.monotonic() + 10
-        while not init() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        child = init()
-        assert child, "no child of create holds the fifo"
+        child = wait_for(init, 10, "a child of create to hold the fifo")
         socks = [os.readlink("/proc/%d/fd/%s" % (child, fd))
                  for fd in os.listdir("/proc/%d/fd" % child)]
         socks = [s for s in socks if s.startswith("socket:")]
@@ -174,17 +164,12 @@ def test_gc_kills_an_orphan_that_no_state_describes(busybox_rootfs, tmp_path):
     state_root = str(tmp_path / "state")
     cid = new_id()
     proc = held_run(state_root, cid, busybox_rootfs)
-    child = None
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        def init_in_its_cgroup():
             holders = mcmod._fifo_holders(state_root).get(cid, [])
             cg = holders and mcmod.Container.load(cid, state_root).cgroup
-            if cg and holders[0][0] in cg.procs():
-                child = holders[0][0]
-                break
-            time.sleep(0.01)
-        assert child, "the init did not get into its cgroup"
+            return cg and holders[0][0] in cg.procs() and holders[0][0]
+        child = wait_for(init_in_its_cgroup, 10, "the init to get into its cgroup")
         os.kill(proc.pid, signal.SIGSTOP)  # the runtime neither cleans up nor dies
         import shutil
         shutil.rmtree(os.path.join(state_root, cid))  # as the old gc did

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 import minicontainer as mc
+from conftest import mc_sh
 
 pytestmark = pytest.mark.needs_root
 
@@ -607,28 +608,22 @@ def test_default_profile_runs_alpine_apk_and_musl(tmp_path):
 
 # ---- containers: `minicontainer.py run` ------------------------------------------------
 
-def run_in_container(rootfs, state, *args, script):
-    from conftest import mc as run_mc
-    return run_mc("run", "--rm", "--rootfs", rootfs, *args, "--", "sh", "-c", script,
-                  state_root=str(state), timeout=60)
-
-
 def test_container_with_a_profile_file(busybox_rootfs, tmp_path):
     profile = mc.default_seccomp_profile()
     profile["syscalls"].insert(0, {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
                                    "errnoRet": errno.EACCES})
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(profile))
-    r = run_in_container(busybox_rootfs, tmp_path / "state", "--security-opt",
-                         f"seccomp={path}", script="mkdir /tmp/x; echo rc=$?; "
-                         "unshare -U true; echo rc=$?; echo ok")
+    r = mc_sh("mkdir /tmp/x; echo rc=$?; unshare -U true; echo rc=$?; echo ok",
+              "--security-opt", f"seccomp={path}", rootfs=busybox_rootfs,
+              state_root=str(tmp_path / "state"))
     assert r.stdout.split() == ["rc=1", "rc=1", "ok"], r.stderr
     assert "Permission denied" in r.stderr and "Operation not permitted" in r.stderr
 
 
 def test_container_unconfined_reaches_the_kernel(busybox_rootfs, tmp_path):
-    r = run_in_container(busybox_rootfs, tmp_path / "state", "--security-opt",
-                         "seccomp=unconfined", script="unshare -U true; echo rc=$?")
+    r = mc_sh("unshare -U true; echo rc=$?", "--security-opt", "seccomp=unconfined",
+              rootfs=busybox_rootfs, state_root=str(tmp_path / "state"))
     assert r.stdout == "rc=0\n", r.stderr
 
 
@@ -684,9 +679,9 @@ def test_seccomp_notify_hands_the_listener_to_an_agent(busybox_rootfs, tmp_path)
     profile.update(listenerPath=sock, listenerMetadata="from-the-test")
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(profile))
-    r = run_in_container(busybox_rootfs, tmp_path / "state", "--name", "notified",
-                         "--security-opt", f"seccomp={path}",
-                         script="mkdir /tmp/x; echo rc=$?; test -d /tmp/x || echo no-dir")
+    r = mc_sh("mkdir /tmp/x; echo rc=$?; test -d /tmp/x || echo no-dir", "--security-opt",
+              f"seccomp={path}", rootfs=busybox_rootfs, state_root=str(tmp_path / "state"),
+              name="notified")
     agent.join(timeout=30)
     assert r.stdout.split() == ["rc=1", "no-dir"], r.stderr
     assert "Read-only file system" in r.stderr  # the agent's answer, not the kernel's
