@@ -1700,7 +1700,7 @@ def mount_entry(m, rootfs, bundle, cgroup, userns=False, tree=None):
             if kind == "tmpfs" and "tmpcopyup" in m.get("options", ()):
                 # `target` still names the directory now covered: copy it into the tmpfs.
                 with _InRoot(rootfs, dest) as tmpfs:
-                    _copy_up(target, tmpfs)
+                    copy_tree(target, tmpfs)  # tmpcopyup
     if remount or propagation:
         # A new fd: the one above names the directory the mount now covers, not the mount.
         with _InRoot(rootfs, dest) as target:
@@ -1708,33 +1708,6 @@ def mount_entry(m, rootfs, bundle, cgroup, userns=False, tree=None):
                 _bind_remount(target, remount)
             for p in propagation:
                 mount(None, target, None, p)
-
-
-def _copy_up(src, dst):
-    """tmpcopyup: a copy of the tree at src (files, links, dirs, nodes; owners and modes)."""
-    import stat
-    for top, dirs, files in os.walk(src):
-        out = os.path.join(dst, os.path.relpath(top, src))
-        for name in dirs + files:
-            s, d = os.path.join(top, name), os.path.join(out, name)
-            st = os.lstat(s)
-            mode = stat.S_IMODE(st.st_mode)
-            if stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(s), d)
-            elif stat.S_ISDIR(st.st_mode):
-                os.mkdir(d, 0o700)
-            elif stat.S_ISREG(st.st_mode):
-                with open(s, "rb") as fi, open(d, "wb") as fo:
-                    while True:
-                        chunk = fi.read(1 << 20)
-                        if not chunk:
-                            break
-                        fo.write(chunk)
-            else:
-                os.mknod(d, st.st_mode, st.st_rdev)
-            os.lchown(d, st.st_uid, st.st_gid)
-            if not stat.S_ISLNK(st.st_mode):
-                os.chmod(d, mode)
 
 
 class _InRoot:
@@ -4880,24 +4853,28 @@ def _remove_entry(path):
         os.unlink(path)
 
 
-def _copy_layer_dir(src, dst, links, owner):
+def _copy_dir(src, dst, links, owner, layer):
+    """Copy src's entries into dst (made), all file types, owners (through owner), modes,
+    times and xattrs, hard links kept. A layer's whiteouts and opaque directories hide
+    what dst has; elsewhere (layer false) they are copied like any node."""
     import shutil
     import stat
-    if _opaque(src):
+    if layer and _opaque(src):
         for name in os.listdir(dst):
             _remove_entry(os.path.join(dst, name))
     with os.scandir(src) as entries:
         for entry in entries:
             s, d = entry.path, os.path.join(dst, entry.name)
             st = entry.stat(follow_symlinks=False)
-            if _is_whiteout(st):
+            if layer and _is_whiteout(st):
                 _remove_entry(d)
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if not (os.path.isdir(d) and not os.path.islink(d)):
                     _remove_entry(d)
                     os.mkdir(d, 0o700)
-                _copy_layer_dir(s, d, links, owner)
+                _copy_dir(s, d, links, owner, layer)
+                _copy_metadata(s, d, st, owner)  # last: filling it changed its mtime
                 continue
             _remove_entry(d)
             key = (st.st_dev, st.st_ino)
@@ -4912,7 +4889,6 @@ def _copy_layer_dir(src, dst, links, owner):
             else:
                 os.mknod(d, st.st_mode, st.st_rdev)
             _copy_metadata(s, d, st, owner)
-    _copy_metadata(src, dst, os.lstat(src), owner)  # last: filling it changed its mtime
 
 
 def copy_layers(layers, dest, owner=_same_owner):
@@ -4920,7 +4896,14 @@ def copy_layers(layers, dest, owner=_same_owner):
     tree an overlay of them shows, as files of dest's own (no inode shared with the store).
     owner(uid, gid) gives the owner on the host of what the image has as uid:gid."""
     for layer in layers:
-        _copy_layer_dir(layer, dest, {}, owner)
+        _copy_dir(layer, dest, {}, owner, layer=True)
+        _copy_metadata(layer, dest, os.lstat(layer), owner)
+
+
+def copy_tree(src, dst):
+    """A copy of the tree at src in the directory dst (a mount's tmpcopyup: dst keeps its
+    own owner and mode, those of the tmpfs's options)."""
+    _copy_dir(src, dst, {}, _same_owner, layer=False)
 
 
 OVERLAY_REFUSED = (errno.EINVAL, errno.ENODEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
