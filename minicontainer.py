@@ -2746,8 +2746,26 @@ def debug_step(name):
             time.sleep(float(seconds or 1))
 
 
+class Msg:
+    """The messages of the setup socket between the runtime and a container's init (or
+    exec's middle process), named once, as crun names its sync messages. Each is a JSON
+    object {"t": NAME, ...fields}, with fds alongside (SCM_RIGHTS)."""
+    ERROR = "error"            # either way: msg, code; the sender gives up
+    IN_CGROUP = "in-cgroup"    # runtime -> init: moved into the container's cgroup
+    USERNS = "userns"          # first child -> runtime: user namespace made, write its maps
+    OVERLAY_REFUSED = "overlay-refused"  # init -> runtime: msg; make a private copy instead
+    HOOKS = "hooks"            # init -> runtime: run prestart and createRuntime hooks now
+    OK = "ok"                  # runtime -> init: done what USERNS, OVERLAY_REFUSED, HOOKS asked
+    PID = "pid"                # a forking child -> runtime: pid (the init, exec's process)
+    PTY = "pty"                # -> runtime: fds[0] is the pty's master
+    SECCOMP = "seccomp"        # -> runtime: fds[0] is the seccomp listener
+    READY = "ready"            # init -> runtime: set up, waiting to be recorded
+    CREATED = "created"        # runtime -> init: recorded in the state; wait for start
+
+
 class _Sync:
-    """The runtime's end of the socket it shares with a container's init during setup."""
+    """One end of the setup socket (Msg): the runtime's, or the init's. An ERROR from the
+    other side comes out of recv() as the Error it was on that side, one line."""
 
     def __init__(self, sock):
         self.sock = sock
@@ -2758,31 +2776,80 @@ class _Sync:
         fields["t"] = kind
         socket.send_fds(self.sock, [json.dumps(fields).encode()], list(fds))
 
+    def error(self, msg, code):
+        """Tell the other side why we give up (or stderr, once nobody listens)."""
+        try:
+            self.send(Msg.ERROR, msg=msg, code=code)
+        except OSError:  # nobody listens any more (create has returned): say it on stderr
+            try:
+                os.write(2, ("minicontainer: %s\n" % msg).encode())
+            except OSError:
+                pass
+
     def _recv(self):
         import socket
         try:
             msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
         except ConnectionResetError:
             # The peer exited with a message of ours unread (an init that failed before it
-            # read "in-cgroup"): the kernel says so once, before what the peer sent last,
+            # read IN_CGROUP): the kernel says so once, before what the peer sent last,
             # which is still queued for us (its error).
             msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
         return (json.loads(msg) if msg else None), fds
 
     def recv(self):
+        """The next message and its fds; (None, []) at EOF; an ERROR raises its Error."""
         while True:
             msg, fds = self._recv()
-            if msg != {"t": "in-cgroup"}:  # the runtime says so whenever it is done
+            if msg is None:
+                return None, fds
+            if msg["t"] == Msg.ERROR:
+                raise Error(msg["msg"], msg.get("code", 1))
+            if msg["t"] != Msg.IN_CGROUP:  # the runtime says so whenever it is done
                 return msg, fds
             self.in_cgroup = True
+
+    def expect(self, kind, why):
+        """The next message must be `kind`: else (EOF, another one) the Error `why`."""
+        msg, fds = self.recv()
+        if msg is None or msg["t"] != kind:
+            raise Error(why)
+        return msg, fds
+
+    def serve(self, handlers, until=None):
+        """Receive, each message to its handler(msg, fds), until `until` (returned) or EOF
+        (None). The one receive loop of the runtime, for create and exec alike."""
+        while True:
+            msg, fds = self.recv()
+            if msg is None or msg["t"] == until:
+                return msg
+            handler = handlers.get(msg["t"])
+            if handler is None:
+                raise Error("setup: unexpected message %r from the container" % msg["t"])
+            handler(msg, fds)
 
     def wait_cgroup(self):
         """The init's side: until the runtime has moved it into the container's cgroup."""
         while not self.in_cgroup:
             msg, _ = self._recv()
-            if msg != {"t": "in-cgroup"}:
+            if msg is None or msg["t"] != Msg.IN_CGROUP:
                 raise Error("setup: the runtime did not move the init into its cgroup")
             self.in_cgroup = True
+
+
+class InitContext:
+    """What a child of the runtime (create's init and first child, exec's middle process)
+    takes across fork: the runtime fills it in, the child only reads it."""
+    __slots__ = ("config", "process", "plan", "rootfs", "bundle", "cgroup", "sync", "lock",
+                 "peer", "fifo_fd", "log_fd", "idmap_trees", "stdin_null", "preserve_fds",
+                 "debug", "overlay", "hook_state", "seccomp", "nsfds", "userns", "joined",
+                 "time_made")
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields.pop(name, None))
+        if fields:
+            raise TypeError("InitContext: unknown fields %s" % ", ".join(fields))
 
 
 class Container:
@@ -2799,6 +2866,7 @@ class Container:
         self.dir = os.path.join(self.root, self.id)
         self.state = {}
         self._pidfd = None
+        self.sync = None  # the setup socket, for the runtime that creates the container
 
     # -- state on disk
     @classmethod
@@ -3008,18 +3076,17 @@ class Container:
             log_fd = os.open(c.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
                              0o600) if log else None
             trees = mount_idmaps(config, c.state["bundle"])
-            ctx = {"config": config, "idmap_trees": trees, "rootfs": rootfs,
-                   "bundle": c.state["bundle"], "cgroup": cgroup, "fifo": c.fifo,
-                   "sync": theirs, "console": console, "lock": lock, "peer": ours,
-                   "fifo_fd": fifo_fd, "log_fd": log_fd, "hooks": bool(config.get("hooks")),
-                   # a first child enters the user namespace, new or given by path: what the
-                   # init makes then belongs to it (see _fork_init)
-                   "userns": userns or any(ns["type"] == "user"
-                                           for ns in linux.get("namespaces", [])),
-                   "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug,
-                   "overlay": ov, "hook_state": {
-                       "ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
-                       "annotations": config.get("annotations", {})}}
+            ctx = InitContext(
+                config=config, idmap_trees=trees, rootfs=rootfs, bundle=c.state["bundle"],
+                cgroup=cgroup, sync=theirs, lock=lock, peer=ours, fifo_fd=fifo_fd,
+                log_fd=log_fd, stdin_null=stdin_null, preserve_fds=preserve_fds, debug=debug,
+                overlay=ov,
+                # a first child enters the user namespace, new or given by path: what the
+                # init makes then belongs to it (see _fork_init)
+                userns=userns or any(ns["type"] == "user"
+                                     for ns in linux.get("namespaces", [])),
+                hook_state={"ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
+                            "annotations": config.get("annotations", {})})
             try:
                 child = first = _fork_init(ctx, linux)
             finally:  # only the children hold the fifo: gc takes its holders for theirs
@@ -3040,51 +3107,50 @@ class Container:
                 # it must be inside (see _init_steps).
                 try:
                     cgroup.join(child)
-                    c.sync.send("in-cgroup")
+                    c.sync.send(Msg.IN_CGROUP)
                 except (ProcessLookupError, BrokenPipeError, ConnectionResetError):
                     pass  # the init failed already: its message says why, below
                 debug_step("in-cgroup")
-            while True:
-                msg, fds = c.sync.recv()
-                if msg is None:
-                    raise Error("container init died during setup")
-                if msg["t"] == "error":
-                    raise Error(msg["msg"], msg.get("code", 1))
-                if msg["t"] == "userns":
-                    write_id_maps(first, linux)
-                    debug_step("userns")
-                    c.sync.send("ok")
-                elif msg["t"] == "overlay-refused":
-                    c._copy_layers(msg["msg"])
-                    c.sync.send("ok")
-                elif msg["t"] == "pid":  # the init, forked in the new user namespace
-                    child = msg["pid"]
-                    os.waitpid(first, 0)
-                    c._pidfd = pidfd_open(child)
-                elif msg["t"] == "hooks":
-                    hooks = config.get("hooks", {})
-                    state = dict(c.oci_state(), status="creating", pid=child)
-                    # prestart (deprecated) runs where createRuntime does, before it, as runc
-                    run_hooks(hooks.get("prestart", []), state, "prestart")
-                    run_hooks(hooks.get("createRuntime", []), state, "createRuntime")
-                    c.sync.send("ok")
-                elif msg["t"] == "pty":
-                    if console == "self":
-                        c.console_master = fds[0]
-                    else:
-                        send_console(console, fds[0])
-                elif msg["t"] == "seccomp":
-                    send_seccomp_listener(linux["seccomp"], fds[0],
-                                          dict(c.oci_state(), status="creating", pid=child))
-                elif msg["t"] == "ready":
-                    break
+
+            def userns_made(msg, fds):
+                write_id_maps(first, linux)
+                debug_step("userns")
+                c.sync.send(Msg.OK)
+
+            def overlay_refused(msg, fds):
+                c._copy_layers(msg["msg"])
+                c.sync.send(Msg.OK)
+
+            def init_forked(msg, fds):  # the init, forked in the new user namespace
+                nonlocal child
+                child = msg["pid"]
+                os.waitpid(first, 0)
+                c._pidfd = pidfd_open(child)
+
+            def hooks_due(msg, fds):
+                hooks = config.get("hooks", {})
+                state = dict(c.oci_state(), status="creating", pid=child)
+                # prestart (deprecated) runs where createRuntime does, before it, as runc
+                run_hooks(hooks.get("prestart", []), state, "prestart")
+                run_hooks(hooks.get("createRuntime", []), state, "createRuntime")
+                c.sync.send(Msg.OK)
+
+            def seccomp_listener(msg, fds):
+                send_seccomp_listener(linux["seccomp"], fds[0],
+                                      dict(c.oci_state(), status="creating", pid=child))
+
+            if c.sync.serve({Msg.USERNS: userns_made, Msg.OVERLAY_REFUSED: overlay_refused,
+                             Msg.PID: init_forked, Msg.HOOKS: hooks_due,
+                             Msg.PTY: c._console_handler(console),
+                             Msg.SECCOMP: seccomp_listener}, until=Msg.READY) is None:
+                raise Error("container init died during setup")
             debug_step("ready")
             c.state.update(pid=child, start_time=process_start_time(child))
             c.save()
             if pid_file:
                 write_atomic(os.path.abspath(pid_file), "%d" % child)
             try:
-                c.sync.send("created")
+                c.sync.send(Msg.CREATED)
             except OSError:
                 raise Error("container init died during setup") from None
             debug_step("created")
@@ -3103,7 +3169,7 @@ class Container:
 
     # -- the root filesystem of an image
     def _prepare_layers(self, layers):
-        """STATE/rootfs, upper and work for the overlay (ctx["overlay"] for the init), after
+        """STATE/rootfs, upper and work for the overlay (ctx.overlay for the init), after
         recording the layers in use in the store (rmi keeps them). None when a copy is made
         straight away (asked by $MINICONTAINER_NO_OVERLAY, or an image without layers)."""
         rootfs = os.path.join(self.dir, "rootfs")
@@ -3191,13 +3257,29 @@ class Container:
                     raise
 
     def exec_result(self):
-        """After start(), for the runtime that created the container: None once the
-        container's program runs, or the Error that kept it from running."""
-        msg, _ = self.sync.recv()
-        self.sync.sock.close()
-        if msg and msg["t"] == "error":
-            return Error(msg["msg"], msg.get("code", 1))
+        """After start(), for the runtime that created the container (it holds the setup
+        socket): None once the container's program runs, or the Error that kept it from
+        running."""
+        if self.sync is None:
+            raise Error("container %s: only the runtime that created it hears how its "
+                        "program started" % self.id)
+        try:
+            self.sync.recv()  # EOF: execve worked, and closed the init's end
+        except Error as e:
+            return e
+        finally:
+            self.sync.sock.close()
+            self.sync = None
         return None
+
+    def _console_handler(self, console):
+        """The PTY message's handler: the pty's master to `console` (see create)."""
+        def handle(msg, fds):
+            if console == "self":
+                self.console_master = fds[0]
+            else:
+                send_console(console, fds[0])
+        return handle
 
     # -- another process in a running container
     def exec(self, process, console=None, stdin_null=False, preserve_fds=0, debug=False):
@@ -3233,9 +3315,9 @@ class Container:
         # The process is a grandchild (it must be forked after setns to be in the pid
         # namespace): as a subreaper, we inherit it when its parent exits.
         prctl(PR_SET_CHILD_SUBREAPER, 1)
-        ctx = {"process": process, "nsfds": nsfds, "cgroup": self.cgroup, "sync": theirs,
-               "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug,
-               "seccomp": _compile_seccomp(config.get("linux", {}))}
+        ctx = InitContext(process=process, nsfds=nsfds, cgroup=self.cgroup, sync=theirs,
+                          stdin_null=stdin_null, preserve_fds=preserve_fds, debug=debug,
+                          seccomp=_compile_seccomp(config.get("linux", {})))
         mid = os.fork()
         if mid == 0:
             ours.close()
@@ -3244,34 +3326,30 @@ class Container:
         for fd, _ in nsfds:
             os.close(fd)
         sync = _Sync(ours)
-        pid, error, self.console_master = None, None, None
+        pid, self.console_master = None, None
+
+        def forked(msg, fds):
+            nonlocal pid
+            pid = msg["pid"]
+
+        def seccomp_listener(msg, fds):
+            send_seccomp_listener(config["linux"]["seccomp"], fds[0],
+                                  dict(self.oci_state(), pid=pid))
+
         try:
-            while True:
-                msg, fds = sync.recv()
-                if msg is None:
-                    break  # both ends closed: the middle process exited, and execve worked
-                if msg["t"] == "pid":
-                    pid = msg["pid"]
-                elif msg["t"] == "pty":
-                    if console == "self":
-                        self.console_master = fds[0]
-                    else:
-                        send_console(console, fds[0])
-                elif msg["t"] == "seccomp":
-                    send_seccomp_listener(config["linux"]["seccomp"], fds[0],
-                                          dict(self.oci_state(), pid=pid))
-                elif msg["t"] == "error":
-                    error = Error(msg["msg"], msg.get("code", 1))
-        finally:
-            ours.close()
-            os.waitpid(mid, 0)
-        if error:
+            # EOF: both ends closed, the middle process exited, and execve worked
+            sync.serve({Msg.PID: forked, Msg.PTY: self._console_handler(console),
+                        Msg.SECCOMP: seccomp_listener})
+        except Error:
             if pid:
                 try:
                     os.waitpid(pid, 0)
                 except ChildProcessError:
                     pass
-            raise error
+            raise
+        finally:
+            ours.close()
+            os.waitpid(mid, 0)
         if pid is None:
             raise Error("exec: the process could not be started")
         return pid
@@ -3462,7 +3540,7 @@ def _fork_init(ctx, linux):
     joins the one given by path, and makes the pid namespace, owned by it (/proc can only
     be mounted by root of the user namespace that owns the pid namespace), and forks the
     init. Otherwise one fork does."""
-    if ctx["userns"]:
+    if ctx.userns:
         prctl(PR_SET_CHILD_SUBREAPER, 1)  # the init's parent exits: we inherit the init
         pid = os.fork()
         if pid == 0:
@@ -3487,7 +3565,7 @@ def _fork_init(ctx, linux):
     try:
         if makes_time_ns(linux):
             own_time = os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC)
-        ctx["time_made"] = unshare_time(linux)
+        ctx.time_made = unshare_time(linux)
         pid = os.fork()
         if pid == 0:
             _container_init(ctx)  # never returns
@@ -3497,7 +3575,7 @@ def _fork_init(ctx, linux):
             setns(saved, CLONE_NEWPID)
             os.close(saved)
         if own_time is not None:
-            if ctx.get("time_made"):
+            if ctx.time_made:
                 setns(own_time, CLONE_NEWTIME)  # and in our time namespace
             os.close(own_time)
     return pid
@@ -3571,24 +3649,24 @@ def _check_reachable(config, rootfs, bundle, linux):
 
 def _userns_steps(ctx, sync):
     """The first child of a container with a user namespace: see _fork_init."""
-    linux = ctx["config"].get("linux", {})
+    linux = ctx.config.get("linux", {})
     prctl(PR_SET_DUMPABLE, 0)
-    if ctx["cgroup"] is not None:
-        ctx["cgroup"].join(0)  # while still root of the host: the cgroup files are its
-    if ctx.get("overlay"):
+    if ctx.cgroup is not None:
+        ctx.cgroup.join(0)  # while still root of the host: the cgroup files are its
+    if ctx.overlay:
         # Mounted as the host's root, in a mount namespace of ours that the init's copies:
         # the mount points below are then made in the overlay.
         unshare(CLONE_NEWNS)
         _overlay_steps(ctx, sync)
-    make_mount_points(ctx["config"], ctx["rootfs"], ctx["bundle"])
+    make_mount_points(ctx.config, ctx.rootfs, ctx.bundle)
     # Namespaces given by path (a bridge's network namespace) belong to the host's user
     # namespace: join them while still the host's root, as runc does, then make ours.
-    ctx["joined"] = []
+    ctx.joined = []
     for ns in linux.get("namespaces", []):
         if ns.get("path") and ns["type"] not in ("user", "pid", "mount"):
             _join_namespace(ns)
-            ctx["joined"].append(ns["type"])
-    if "network" in ctx["joined"]:
+            ctx.joined.append(ns["type"])
+    if "network" in ctx.joined:
         _premount_sysfs(ctx)
     given = next((ns for ns in linux.get("namespaces", []) if ns["type"] == "user"
                   and ns.get("path")), None)
@@ -3596,9 +3674,8 @@ def _userns_steps(ctx, sync):
         _join_namespace(given)
     else:
         unshare(CLONE_NEWUSER)
-        sync.send("userns")
-        if sync.recv()[0] != {"t": "ok"}:
-            raise Error("user namespace: the id maps were not written")
+        sync.send(Msg.USERNS)
+        sync.expect(Msg.OK, "user namespace: the id maps were not written")
     # Become the container's root: an unmapped uid may create nothing (EOVERFLOW).
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
@@ -3609,10 +3686,10 @@ def _userns_steps(ctx, sync):
         os.close(fd)
     elif pidns:
         unshare(CLONE_NEWPID)
-    ctx["time_made"] = unshare_time(linux)
+    ctx.time_made = unshare_time(linux)
     pid = os.fork()
     if pid:
-        sync.send("pid", pid=pid)
+        sync.send(Msg.PID, pid=pid)
         os._exit(0)
     _init_steps(ctx, sync)
 
@@ -3622,16 +3699,16 @@ def _premount_sysfs(ctx):
     joined by path is the host's: mount it now, as the host's root, in a mount namespace of
     ours that the init's copies, and take it off the init's list. (Else the init would have
     to bind the host's /sys, which names the host's network interfaces.)"""
-    config = ctx["config"]
+    config = ctx.config
     entries = [m for m in config.get("mounts", []) if m.get("type") == "sysfs"]
     if not entries:
         return
-    if not ctx.get("overlay"):  # with one, _overlay_steps made our mount namespace
+    if not ctx.overlay:  # with one, _overlay_steps made our mount namespace
         unshare(CLONE_NEWNS)
         cut_from_host(config.get("linux", {}))
     for m in entries:
         flags, _, data = parse_mount_options(m.get("options"))
-        with _InRoot(ctx["rootfs"], m["destination"]) as target:
+        with _InRoot(ctx.rootfs, m["destination"]) as target:
             mount("sysfs", target, "sysfs", flags, data or None)
     config["mounts"] = [m for m in config["mounts"] if m.get("type") != "sysfs"]
 
@@ -3730,9 +3807,9 @@ def mapped_userns(linux):
 def _container_init(ctx, steps=None):
     """The runtime's child in create (the init, or the first child of a user namespace),
     between fork and exec. It never returns."""
-    ctx["lock"].close()  # a flock belongs to the open file, which fork shared with us
+    ctx.lock.close()  # a flock belongs to the open file, which fork shared with us
     # Only the runtime may hold its end: if it dies, we read EOF at our next wait for it.
-    ctx["peer"].close()
+    ctx.peer.close()
     # And until the container is created, its death is ours: setup may be long before that
     # next wait. (Never after: a created container outlives `create`. The init of a user
     # namespace, a grandchild, has EOF only: its parent exits by design.)
@@ -3742,54 +3819,44 @@ def _container_init(ctx, steps=None):
 
 def _child(ctx, steps):
     """Run a forked child's steps; whatever happens, it ends here and says why."""
-    sync = _Sync(ctx["sync"])
+    sync = _Sync(ctx.sync)
     code = 1
     try:
         # Inside the container, the host's Python library is out of reach: import now
         # whatever the steps will need.
         import fcntl, resource, stat, struct  # noqa: E401, F401
-        if ctx.get("debug"):
+        if ctx.debug:
             import traceback  # noqa: F401
-        if ctx.get("hooks"):
+        if ctx.config and ctx.config.get("hooks"):
             import subprocess  # noqa: F401
         steps(ctx, sync)
     except Error as e:
         code = e.code
-        _report(sync, str(e), code)
+        sync.error(str(e), code)
     except OSError as e:
-        _report(sync, str(e), code)
+        sync.error(str(e), code)
     except BaseException as e:
-        if ctx.get("debug"):
+        if ctx.debug:
             import traceback
             traceback.print_exc()
-        _report(sync, "container process: %s: %s" % (type(e).__name__, e), code)
+        sync.error("container process: %s: %s" % (type(e).__name__, e), code)
     finally:
         os._exit(code)
-
-
-def _report(sync, msg, code):
-    try:
-        sync.send("error", msg=msg, code=code)
-    except OSError:  # nobody listens any more (create has returned): say it on stderr
-        try:
-            os.write(2, ("minicontainer: %s\n" % msg).encode())
-        except OSError:
-            pass
 
 
 def _overlay_steps(ctx, sync):
     """Mount the image's overlay on the rootfs directory, in the (new) mount namespace of
     this process: it goes when the namespace does, so no host mount outlives the container.
     Where the kernel refuses it, the runtime makes a private copy in its place instead."""
-    ov = ctx["overlay"]
-    cut_from_host(ctx["config"].get("linux", {}))  # before anything is mounted
+    ov = ctx.overlay
+    cut_from_host(ctx.config.get("linux", {}))  # before anything is mounted
     what, mapped = "refused", []
     try:
-        if ctx.get("userns"):
+        if ctx.userns:
             # The layers are the host root's files; seen through mounts id-mapped like the
             # container, uid 0 on disk is the container's root (5.19+ for overlayfs's lowers).
             what = "with id-mapped layers refused"
-            userns = mapped_userns(ctx["config"]["linux"])
+            userns = mapped_userns(ctx.config["linux"])
             try:
                 for layer in dict.fromkeys(os.path.realpath(p) for p in ov["lower"]):
                     idmapped_bind(layer, userns)  # on the layer, not on a short link
@@ -3801,9 +3868,8 @@ def _overlay_steps(ctx, sync):
         if e.errno not in OVERLAY_REFUSED + (errno.ENOSYS,):
             raise
         _unmount_all(mapped)
-        sync.send("overlay-refused", msg="%s (%s)" % (what, os.strerror(e.errno)))
-        if sync.recv()[0] != {"t": "ok"}:
-            raise Error("overlayfs refused, and no private copy was made") from None
+        sync.send(Msg.OVERLAY_REFUSED, msg="%s (%s)" % (what, os.strerror(e.errno)))
+        sync.expect(Msg.OK, "overlayfs refused, and no private copy was made")
     # The overlay keeps private clones of its layers: the id-mapped mounts go, or the
     # container's root, owner of every layer file through them, could write the shared
     # store through a volume whose source holds it (-v /:/host binds recursively).
@@ -3816,7 +3882,7 @@ def _unmount_all(paths):
 
 
 def _init_steps(ctx, sync):
-    config, process = ctx["config"], ctx["config"]["process"]
+    config, process = ctx.config, ctx.config["process"]
     linux = config.get("linux", {})
     hooks = config.get("hooks", {})
     os.setsid()
@@ -3826,18 +3892,18 @@ def _init_steps(ctx, sync):
     # In the cgroup already (the first child of a user namespace moved itself), or moved by
     # the runtime meanwhile: wait for that before anything that has to be inside it — a
     # cgroup namespace (rooted where we are), hooks, the container's process.
-    in_cgroup = (lambda: None) if ctx["userns"] else sync.wait_cgroup
+    in_cgroup = (lambda: None) if ctx.userns else sync.wait_cgroup
     # Compiled here, not by the runtime: while the runtime moves us into the cgroup, which
     # takes longer. A bad profile fails `create` all the same.
-    ctx["seccomp"] = _compile_seccomp(linux)
-    fifo = ctx["fifo_fd"]
-    done = ["user", "pid"] + ctx.get("joined", []) if ctx.get("userns") else ["pid"]
-    if ctx.get("time_made"):
+    ctx.seccomp = _compile_seccomp(linux)
+    fifo = ctx.fifo_fd
+    done = ["user", "pid"] + (ctx.joined or []) if ctx.userns else ["pid"]
+    if ctx.time_made:
         done.append("time")  # made before the fork (unshare_time)
-    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx["stdin_null"] else None
-    if ctx.get("log_fd") is not None:
-        os.dup2(ctx["log_fd"], 1)
-        os.dup2(ctx["log_fd"], 2)
+    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx.stdin_null else None
+    if ctx.log_fd is not None:
+        os.dup2(ctx.log_fd, 1)
+        os.dup2(ctx.log_fd, 2)
     namespaces, flags = set(), 0
     for ns in linux.get("namespaces", []):
         namespaces.add(ns["type"])
@@ -3851,22 +3917,21 @@ def _init_steps(ctx, sync):
         in_cgroup()
     unshare(flags)
     debug_step("unshare")
-    if ctx.get("overlay") and not ctx.get("userns"):
+    if ctx.overlay and not ctx.userns:
         _overlay_steps(ctx, sync)
     if hooks.get("prestart") or hooks.get("createRuntime"):
         in_cgroup()
-        sync.send("hooks")
-        if sync.recv()[0] != {"t": "ok"}:
-            raise Error("createRuntime hooks failed")
-    rootfs = ctx["rootfs"]
+        sync.send(Msg.HOOKS)
+        sync.expect(Msg.OK, "createRuntime hooks failed")
+    rootfs = ctx.rootfs
     if "mount" in namespaces:
         make_cwd(config, rootfs)
-        setup_rootfs(config, rootfs, ctx["bundle"], ctx["cgroup"], "user" in namespaces,
-                     ctx.get("idmap_trees"))
+        setup_rootfs(config, rootfs, ctx.bundle, ctx.cgroup, "user" in namespaces,
+                     ctx.idmap_trees)
     if hooks.get("createContainer"):
         in_cgroup()
         # pid as this process sees itself (1 in a new pid namespace), as runc passes it
-        run_hooks(hooks["createContainer"], dict(ctx["hook_state"], status="creating",
+        run_hooks(hooks["createContainer"], dict(ctx.hook_state, status="creating",
                                                  pid=os.getpid()), "createContainer")
     debug_step("mounts")
     if "mount" in namespaces:
@@ -3889,43 +3954,42 @@ def _init_steps(ctx, sync):
     path = _prepare_process(process, sync, devnull)
     # All that may fail is done before "ready", so that create reports it; what is left
     # for start is the wait, the startContainer hooks and execve (as runc leaves them).
-    _drop_privileges(process, ctx["seccomp"], sync)
+    _drop_privileges(process, ctx.seccomp, sync)
     debug_step("privileges")
     # Cleared before "ready": the runtime may exit as soon as it has recorded us.
     prctl(PR_SET_PDEATHSIG, 0)
-    sync.send("ready")
+    sync.send(Msg.READY)
     # Recorded in the state, or the runtime died first (EOF): only a container that is
     # created may wait for start, for as long as it takes.
-    if sync.recv()[0] != {"t": "created"}:
-        raise Error("setup: the runtime ended before the container was created")
+    sync.expect(Msg.CREATED, "setup: the runtime ended before the container was created")
     # Wait for start: opening the fifo to write blocks until `start` opens it to read.
     fd = os.open("/proc/self/fd/%d" % fifo, os.O_WRONLY | os.O_CLOEXEC)
     os.write(fd, b"0")
     os.close(fd)
     os.close(fifo)
     if hooks.get("startContainer"):
-        run_hooks(hooks["startContainer"], dict(ctx["hook_state"], status="created",
+        run_hooks(hooks["startContainer"], dict(ctx.hook_state, status="created",
                                                 pid=os.getpid()), "startContainer")
-    _exec(process, path, ctx["preserve_fds"], ctx["sync"])
+    _exec(process, path, ctx.preserve_fds, ctx.sync)
 
 
 def _exec_steps(ctx, sync):
     """exec's middle process: join the cgroup and namespaces, fork the process, and go."""
     prctl(PR_SET_DUMPABLE, 0)  # see _init_steps
-    if ctx["cgroup"] is not None:
-        ctx["cgroup"].join(0)
-    for fd, flag in ctx["nsfds"]:
+    if ctx.cgroup is not None:
+        ctx.cgroup.join(0)
+    for fd, flag in ctx.nsfds:
         setns(fd, flag)
-    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx["stdin_null"] else None
+    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx.stdin_null else None
     pid = os.fork()
     if pid:
-        sync.send("pid", pid=pid)
+        sync.send(Msg.PID, pid=pid)
         os._exit(0)
     os.setsid()
-    process = ctx["process"]
+    process = ctx.process
     path = _prepare_process(process, sync, devnull)
-    _drop_privileges(process, ctx["seccomp"], sync)
-    _exec(process, path, ctx["preserve_fds"], ctx["sync"])
+    _drop_privileges(process, ctx.seccomp, sync)
+    _exec(process, path, ctx.preserve_fds, ctx.sync)
 
 
 def _prepare_process(process, sync, devnull):
@@ -3933,7 +3997,7 @@ def _prepare_process(process, sync, devnull):
     (and so fail `create`), done inside the container's root."""
     if process.get("terminal"):
         master, slave, slave_path = open_pty()
-        sync.send("pty", fds=[master])
+        sync.send(Msg.PTY, fds=[master])
         os.close(master)
         setup_console(slave, slave_path, process.get("consoleSize"))
     elif devnull is not None:
@@ -3976,7 +4040,7 @@ def _drop_privileges(process, seccomp, sync):
 def _load_seccomp(seccomp, sync):
     listener = apply_seccomp(*seccomp)
     if listener is not None:
-        sync.send("seccomp", fds=[listener])
+        sync.send(Msg.SECCOMP, fds=[listener])
         os.close(listener)
 
 
