@@ -81,7 +81,7 @@ NAMESPACES = {
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_SYNCHRONOUS, MS_REMOUNT, MS_MANDLOCK, MS_DIRSYNC = 16, 32, 64, 128
 MS_NOSYMFOLLOW, MS_NOATIME, MS_NODIRATIME, MS_BIND = 256, 1024, 2048, 4096
-MS_REC, MS_SILENT = 16384, 32768
+MS_MOVE, MS_REC, MS_SILENT = 8192, 16384, 32768
 MS_UNBINDABLE, MS_PRIVATE, MS_SLAVE, MS_SHARED = 1 << 17, 1 << 18, 1 << 19, 1 << 20
 MS_RELATIME, MS_STRICTATIME, MS_LAZYTIME = 1 << 21, 1 << 24, 1 << 25
 MNT_DETACH = 2
@@ -1329,11 +1329,11 @@ def _bind_source(m, bundle):
     return source if source.startswith("/") else os.path.join(bundle, source)
 
 
-def make_mount_points(config, rootfs, bundle):
+def make_mount_points(mounts, config, rootfs):
     """Every mount point and the working directory, made beforehand by the host's root: in
-    a user namespace, the container's root may not create files in a rootfs the host owns."""
-    for m in config.get("mounts", []):
-        source = _bind_source(m, bundle)
+    a user namespace, the container's root may not create files in a rootfs the host owns.
+    mounts: the plan's, (entry, host source of a bind or None)."""
+    for m, source in mounts:
         like_file = bool(source) and os.path.exists(source) and not os.path.isdir(source)
         _ensure_target(resolve_in_root(rootfs, m["destination"]), like_file)
     make_cwd(config, rootfs)
@@ -1366,13 +1366,13 @@ def _bind_remount(target, flags):
     mount(None, target, None, (flags & ~MS_REC) | keep | MS_BIND | MS_REMOUNT)
 
 
-def mount_entry(m, rootfs, bundle, cgroup, userns=False, tree=None):
+def mount_entry(m, rootfs, source, cgroup, userns=False, tree=None):
     """Mount one entry of config.mounts, through an fd of its target opened inside root;
-    `tree` is its id-mapped copy (mount_idmaps) to attach instead of a bind."""
+    `source` is a bind's host path (_bind_source), `tree` its id-mapped copy (mount_idmaps)
+    to attach instead of a bind."""
     flags, propagation, data = parse_mount_options(m.get("options"))
     kind = m.get("type") or ("bind" if flags & MS_BIND else "")
     dest = m["destination"]
-    source = _bind_source(m, bundle)
     if source is not None and not os.path.exists(source):
         raise Error("mount %s: source %s does not exist" % (dest, source))
     _ensure_target(resolve_in_root(rootfs, dest), source is not None and
@@ -1550,23 +1550,6 @@ def cut_from_host(linux):
     mount(None, "/", None, MS_REC | (MS_SLAVE if hears_host else MS_PRIVATE))
 
 
-def setup_rootfs(config, rootfs, bundle, cgroup, userns=False, trees=None):
-    """Build the container's mount tree under rootfs, in the container's mount namespace."""
-    linux = config.get("linux", {})
-    cut_from_host(linux)
-    # pivot_root needs the new root to be a mount point.
-    mount(rootfs, rootfs, None, MS_BIND | MS_REC)
-    dev_is_tmpfs = False
-    for i, m in enumerate(config.get("mounts", [])):
-        mount_entry(m, rootfs, bundle, cgroup, userns, (trees or {}).get(i))
-        if os.path.normpath(m["destination"]) == "/dev" and m.get("type") == "tmpfs":
-            dev_is_tmpfs = True
-    if dev_is_tmpfs:
-        create_devices(rootfs, linux.get("devices", []), userns)
-    elif linux.get("devices"):
-        raise Error("linux.devices needs /dev to be a tmpfs mount")
-
-
 def enter_rootfs(rootfs):
     """pivot_root into rootfs and detach the old root: no chroot, nothing of the host left."""
     os.chdir(rootfs)
@@ -1577,33 +1560,43 @@ def enter_rootfs(rootfs):
     os.chdir("/")
 
 
-def finish_rootfs(config):
-    """Once inside: read-only and masked paths, a read-only root if asked, then the root's
-    propagation."""
-    linux = config.get("linux", {})
-    for path in linux.get("readonlyPaths", []):
-        try:
-            mount(path, path, None, MS_BIND | MS_REC)
-        except FileNotFoundError:
-            continue
-        _readonly_remount(path, rec=True)
-    for path in linux.get("maskedPaths", []):
-        try:
-            if os.path.isdir(path):
-                mount("tmpfs", path, "tmpfs", MS_RDONLY)
-            else:
-                mount("/dev/null", path, None, MS_BIND)
-        except FileNotFoundError:
-            continue
-    if config.get("root", {}).get("readonly"):
-        _readonly_remount("/")
-    propagation = linux.get("rootfsPropagation") or "rprivate"
-    # Only now, on the new root: pivot_root refuses a shared new root, before it the flag
-    # would reach the mount the rootfs sits on, and an unbindable tree takes no more binds
-    # (read-only paths are binds). A shared root is a peer group of the container's own: the
-    # host's mounts are slaves of the host's by then.
-    if "shared" in propagation or "unbindable" in propagation:
-        mount(None, "/", None, PROPAGATION[propagation])
+def move_root(rootfs):
+    """create --no-pivot, as runc's: move the rootfs mount onto / and chroot into it, for a
+    rootfs on a ramfs (an initramfs), which pivot_root refuses. The host's mounts stay
+    below it, out of reach of paths but not of a process with CAP_SYS_CHROOT."""
+    os.chdir(rootfs)
+    mount(rootfs, "/", None, MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def readonly_path(path):
+    """An entry of linux.readonlyPaths, once inside; one that does not exist is skipped."""
+    try:
+        mount(path, path, None, MS_BIND | MS_REC)
+    except FileNotFoundError:
+        return
+    _readonly_remount(path, rec=True)
+
+
+def mask_path(path):
+    """An entry of linux.maskedPaths, once inside; one that does not exist is skipped."""
+    try:
+        if os.path.isdir(path):
+            mount("tmpfs", path, "tmpfs", MS_RDONLY)
+        else:
+            mount("/dev/null", path, None, MS_BIND)
+    except FileNotFoundError:
+        pass
+
+
+def root_propagation(propagation):
+    """linux.rootfsPropagation shared or unbindable, set last. Only now, on the new root:
+    pivot_root refuses a shared new root, before it the flag would reach the mount the
+    rootfs sits on, and an unbindable tree takes no more binds (read-only paths are binds).
+    A shared root is a peer group of the container's own: the host's mounts are slaves of
+    the host's by then."""
+    mount(None, "/", None, PROPAGATION[propagation])
 
 
 # ==== process setup: hostname, sysctl, network, terminal, rlimits, user, capabilities ====
@@ -1635,12 +1628,12 @@ def check_sysctl(config):
             raise Error("linux.sysctl: %s is not namespaced in this container" % key)
 
 
-def apply_sysctl(sysctl):
-    for key, value in sysctl.items():
-        try:
-            _write("/proc/sys/" + key.replace(".", "/"), value)
-        except OSError as e:
-            raise Error("linux.sysctl: %s: %s" % (key, e.strerror)) from None
+def write_sysctl(key, value):
+    """An entry of linux.sysctl, inside the container (check_sysctl said it is namespaced)."""
+    try:
+        _write("/proc/sys/" + key.replace(".", "/"), value)
+    except OSError as e:
+        raise Error("linux.sysctl: %s: %s" % (key, e.strerror)) from None
 
 
 def sethostname(name, domain=False):
@@ -2274,9 +2267,9 @@ def _umount_netns(path):
         pass
 
 
-def network_setup(c, config, spec):
+def network_setup(c, spec):
     """For Container.create, before the init exists: --network bridge's namespace, veth,
-    address and route; the config then names the namespace by path."""
+    address and route, recorded in state.network (whose netns the setup plan joins)."""
     import hashlib
     net = network_subnet(spec["subnet"])
     bridge = spec.get("bridge") or BRIDGE
@@ -2321,12 +2314,6 @@ def network_setup(c, config, spec):
             inside.close()
     except OSError as e:
         raise Error("--network bridge: %s" % (e.strerror or e)) from None
-    namespaces = config.setdefault("linux", {}).setdefault("namespaces", [])
-    if not any(ns["type"] == "network" for ns in namespaces):
-        namespaces.append({"type": "network"})  # an API caller's config without one
-    for ns in namespaces:
-        if ns["type"] == "network":
-            ns["path"] = info["netns"]
     c.save()
 
 
@@ -2440,8 +2427,9 @@ def resolv_conf(host_text, mode, dns=(), search=()):
 
 def write_etc_files(c, config, spec):
     """For a container from an image: its /etc/hostname, /etc/hosts (with its address on the
-    bridge and --add-host's) and /etc/resolv.conf, made in its state directory and
-    bind-mounted, so the image is not written. A mount the user gave for one of them wins.
+    bridge and --add-host's) and /etc/resolv.conf, made in its state directory; returns the
+    bind mounts of them that the setup plan adds after config.mounts, so the image is not
+    written. A mount the user gave for one of them wins.
     spec: {"mode": none|host|bridge, "dns": [...], "dns_search": [...], "add_host": [...]}."""
     hostname = config.get("hostname") or ""
     if spec["mode"] == "host":
@@ -2463,15 +2451,16 @@ def write_etc_files(c, config, spec):
     taken = {os.path.normpath(m["destination"]) for m in config.get("mounts", [])}
     readonly = config.get("root", {}).get("readonly")  # docker leaves them writable; we do not
     owner = host_owner(config.get("linux", {}))  # the container's root's
+    mounts = []
     for name, text in files.items():
         if "/etc/" + name in taken:
             continue
         path = os.path.join(os.path.abspath(c.dir), name)
         write_atomic(path, text, 0o644)
         os.chown(path, *owner)
-        config.setdefault("mounts", []).append(
-            {"destination": "/etc/" + name, "type": "bind", "source": path,
-             "options": ["rbind", "rprivate"] + (["ro"] if readonly else [])})
+        mounts.append({"destination": "/etc/" + name, "type": "bind", "source": path,
+                       "options": ["rbind", "rprivate"] + (["ro"] if readonly else [])})
+    return mounts
 
 
 def network_gc(out):
@@ -2746,6 +2735,15 @@ def debug_step(name):
             time.sleep(float(seconds or 1))
 
 
+DEBUG_LOG = []  # main's [--log path, format] under --debug: where debug() writes
+
+
+def debug(msg):
+    """A line for --debug: on stderr and in the --log file, as errors and warnings go."""
+    if DEBUG_LOG:
+        _log_error(msg, DEBUG_LOG, "debug")
+
+
 class Msg:
     """The messages of the setup socket between the runtime and a container's init (or
     exec's middle process), named once, as crun names its sync messages. Each is a JSON
@@ -2842,8 +2840,7 @@ class InitContext:
     takes across fork: the runtime fills it in, the child only reads it."""
     __slots__ = ("config", "process", "plan", "rootfs", "bundle", "cgroup", "sync", "lock",
                  "peer", "fifo_fd", "log_fd", "idmap_trees", "stdin_null", "preserve_fds",
-                 "debug", "overlay", "hook_state", "seccomp", "nsfds", "userns", "joined",
-                 "time_made")
+                 "debug", "overlay", "hook_state", "seccomp", "nsfds")
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -2975,7 +2972,7 @@ class Container:
     @classmethod
     def create(cls, cid, config, bundle, root=None, console=None, stdin_null=False,
                pid_file=None, preserve_fds=0, cgroup_parent=None, debug=False, overlay=None,
-               network=None, etc_files=None, log=False):
+               network=None, etc_files=None, log=False, no_pivot=False):
         """Set up a container whose init waits, fully configured, for start().
 
         console: None (keep our stdio), "self" (make a pty and keep its master in
@@ -2986,7 +2983,8 @@ class Container:
         is refused, a private copy of the layers in STATE/rootfs.
         network: network_option's; etc_files: write_etc_files's spec (docker's /etc files).
         log: the process's stdout and stderr go to STATE/ID/container.log (a detached run's),
-        not to ours."""
+        not to ours. no_pivot: move the rootfs onto / and chroot (move_root), not pivot_root.
+        The config is compiled into the setup plan (setup_plan), then never changed."""
         import socket
         c = cls(cid, root)
         linux = config.get("linux", {})
@@ -3035,14 +3033,19 @@ class Container:
             c.save()  # before anything exists, so that delete can clean up a crashed create
             debug_step("state")
             if network:  # network_option's: a namespace made here, joined by path
-                network_setup(c, config, network)
+                network_setup(c, network)
                 debug_step("network")
+            etc_mounts = []
             if etc_files is not None:
-                write_etc_files(c, config, etc_files)
+                etc_mounts = write_etc_files(c, config, etc_files)
             ov = None
             if overlay is not None:
                 ov = c._prepare_layers(overlay)
                 debug_step("layers")
+            plan = setup_plan(config, rootfs, c.state["bundle"], c.state.get("network"),
+                              etc_mounts, ov is not None, no_pivot)
+            if DEBUG_LOG:
+                debug_plan(plan)
             # Said before it is made, so that gc removes what a crash left; not before it
             # could be another container's, which create() finds out.
             c.state["cgroup"] = cgroup.to_json()
@@ -3068,7 +3071,7 @@ class Container:
             os.chmod(c.fifo, 0o622)
             if userns:  # the init opens it again as the container's root
                 os.chown(c.fifo, *host_owner(linux))
-                _check_reachable(config, rootfs, c.state["bundle"], linux)
+                _check_reachable([rootfs] + plan.mount_sources(), linux)
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             # The init reopens it through this fd: the state directory need not be reachable
             # from the container's user namespace.
@@ -3077,18 +3080,14 @@ class Container:
                              0o600) if log else None
             trees = mount_idmaps(config, c.state["bundle"])
             ctx = InitContext(
-                config=config, idmap_trees=trees, rootfs=rootfs, bundle=c.state["bundle"],
-                cgroup=cgroup, sync=theirs, lock=lock, peer=ours, fifo_fd=fifo_fd,
-                log_fd=log_fd, stdin_null=stdin_null, preserve_fds=preserve_fds, debug=debug,
-                overlay=ov,
-                # a first child enters the user namespace, new or given by path: what the
-                # init makes then belongs to it (see _fork_init)
-                userns=userns or any(ns["type"] == "user"
-                                     for ns in linux.get("namespaces", [])),
+                config=config, plan=plan, idmap_trees=trees, rootfs=rootfs,
+                bundle=c.state["bundle"], cgroup=cgroup, sync=theirs, lock=lock, peer=ours,
+                fifo_fd=fifo_fd, log_fd=log_fd, stdin_null=stdin_null,
+                preserve_fds=preserve_fds, debug=debug, overlay=ov,
                 hook_state={"ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
                             "annotations": config.get("annotations", {})})
             try:
-                child = first = _fork_init(ctx, linux)
+                child = first = _fork_init(ctx)
             finally:  # only the children hold the fifo: gc takes its holders for theirs
                 theirs.close()
                 os.close(fifo_fd)
@@ -3101,7 +3100,7 @@ class Container:
             c._pidfd = pidfd_open(child)
             c.sync = _Sync(ours)
             c.console_master = None
-            if not userns:  # else the first child moved itself (see _userns_steps)
+            if not plan.first_child:  # else it moved itself ("join cgroup")
                 # The first move into a cgroup waits for an RCU grace period (~10 ms): done
                 # from here, it overlaps the init's own setup, which waits for it only where
                 # it must be inside (see _init_steps).
@@ -3297,25 +3296,28 @@ class Container:
         if process.get("terminal") and console is None:
             raise Error("process.terminal is set: give a console (-t or --console-socket)")
         config = self.state["config"]
+        plan = exec_plan(config, self.pid, self.state.get("network"))
+        if DEBUG_LOG:
+            debug_plan(plan)
         # Every namespace is opened before the first setns: after setns into the container's
-        # mount namespace, /proc/PID would name another process. The user namespace is
-        # joined last: as the host's root we may enter all the others (a bridge's network
-        # namespace is the host's, which the container's root could not enter).
-        nsfds = []
-        for ns in sorted(config.get("linux", {}).get("namespaces", []),
-                         key=lambda ns: ns["type"] == "user"):
-            flag, name = NAMESPACES[ns["type"]]
-            try:
-                nsfds.append((os.open("/proc/%d/ns/%s" % (self.pid, name),
-                                      os.O_RDONLY | os.O_CLOEXEC), flag))
-            except OSError as e:
-                raise Error("exec: namespace %s of %s: %s" % (ns["type"], self.id,
-                                                             e.strerror)) from None
+        # mount namespace, /proc/PID would name another process.
+        nsfds = {}
+        for step in plan.steps("exec"):
+            if step.op == "join":
+                kind, path = step.args
+                try:
+                    nsfds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as e:
+                    for fd in nsfds.values():
+                        os.close(fd)
+                    raise Error("exec: namespace %s of %s: %s" % (kind, self.id,
+                                                                 e.strerror)) from None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # The process is a grandchild (it must be forked after setns to be in the pid
         # namespace): as a subreaper, we inherit it when its parent exits.
         prctl(PR_SET_CHILD_SUBREAPER, 1)
-        ctx = InitContext(process=process, nsfds=nsfds, cgroup=self.cgroup, sync=theirs,
+        ctx = InitContext(process=process, plan=plan, nsfds=nsfds, cgroup=self.cgroup,
+                          sync=theirs,
                           stdin_null=stdin_null, preserve_fds=preserve_fds, debug=debug,
                           seccomp=_compile_seccomp(config.get("linux", {})))
         mid = os.fork()
@@ -3323,7 +3325,7 @@ class Container:
             ours.close()
             _child(ctx, _exec_steps)
         theirs.close()
-        for fd, _ in nsfds:
+        for fd in nsfds.values():
             os.close(fd)
         sync = _Sync(ours)
         pid, self.console_master = None, None
@@ -3533,50 +3535,243 @@ def _compile_seccomp(linux):
     return (profile, seccomp_program(profile)) if profile else None
 
 
-def _fork_init(ctx, linux):
+# -- the setup plan: the config compiled once, before any fork, into ordered steps
+# As bubblewrap compiles its argv into setup operations and then runs them: every step
+# says who takes it (the runtime before the fork, the first child of a user namespace,
+# the init, exec's middle process), what (an op of _STEP_OPS) on what, and the config
+# field it comes from. The config is never edited after; --debug prints the plan.
+
+class Step:
+    __slots__ = ("who", "op", "field", "args")
+
+    def __init__(self, who, op, field, *args):
+        self.who, self.op, self.field, self.args = who, op, field, args
+
+    def __str__(self):
+        if self.op == "mount":
+            i, m, source = self.args[:3]
+            what = "mount %s to %s (%s)" % (source or m.get("source") or m.get("type"),
+                                            m["destination"], m.get("type") or "bind")
+        elif self.op == "mount points":
+            what = "mount points of %d mounts" % len(self.args[0])
+        elif self.op == "devices":
+            what = "devices (%d given)" % len(self.args[0])
+        else:
+            what = " ".join([self.op] + [", ".join(a) if isinstance(a, list) else str(a)
+                                         for a in self.args])
+        return "%s: %s%s" % (self.who, what, " [%s]" % self.field if self.field else "")
+
+
+class SetupPlan(list):
+    """The steps, in order (Step)."""
+
+    def steps(self, who):
+        return [step for step in self if step.who == who]
+
+    @property
+    def first_child(self):
+        """Whether a first child enters a user namespace (new or given by path): what the
+        init makes then belongs to it."""
+        return any(step.who == "first" for step in self)
+
+    def mount_sources(self):
+        return [step.args[2] for step in self if step.op == "mount" and step.args[2]]
+
+    def add(self, who, op, field, *args):
+        self.append(Step(who, op, field, *args))
+
+
+def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=False,
+               no_pivot=False):
+    """Container.create's plan for `config` (validated): see Step. network: state.network
+    (network_setup's namespace, joined by path); etc_mounts: write_etc_files's binds;
+    overlay: whether the init mounts an image's overlay on rootfs."""
+    linux = config.get("linux", {})
+    plan = SetupPlan()
+    namespaces = {ns["type"]: ns.get("path") for ns in linux.get("namespaces", [])}
+    if network:
+        namespaces["network"] = network["netns"]
+    mounts = [(i, m, _bind_source(m, bundle))
+              for i, m in enumerate(config.get("mounts", []) + list(etc_mounts))]
+    done = _plan_first_child(plan, linux, namespaces, mounts, overlay)
+    _plan_namespaces(plan, linux, namespaces, done)
+    plan.add("init", "reached", None, "unshare")
+    if overlay and not plan.first_child:
+        plan.add("init", "overlay", "root.path")
+    hooks = config.get("hooks", {})
+    if hooks.get("prestart") or hooks.get("createRuntime"):
+        plan.add("init", "hooks", "hooks.createRuntime", "createRuntime")
+    if "mount" in namespaces:
+        plan.add("init", "cwd", "process.cwd")
+        _plan_mounts(plan, linux, mounts, "user" in namespaces)
+    if hooks.get("createContainer"):
+        plan.add("init", "hooks", "hooks.createContainer", "createContainer")
+    plan.add("init", "reached", None, "mounts")
+    if "mount" not in namespaces:
+        # the host's mount namespace, which is not ours to change: a root of its own only
+        plan.add("init", "chroot", "root.path", rootfs)
+    else:
+        plan.add("init", "move root" if no_pivot else "pivot_root", "root.path", rootfs)
+    if "uts" in namespaces:
+        if config.get("hostname"):
+            plan.add("init", "hostname", "hostname", config["hostname"])
+        if config.get("domainname"):
+            plan.add("init", "domainname", "domainname", config["domainname"])
+    if "network" in namespaces and not namespaces["network"]:
+        plan.add("init", "loopback up", "linux.namespaces")
+    for key, value in linux.get("sysctl", {}).items():
+        plan.add("init", "sysctl", "linux.sysctl", key, value)
+    if "mount" in namespaces:
+        _plan_paths(plan, config, linux)
+    return plan
+
+
+def _plan_first_child(plan, linux, namespaces, mounts, overlay):
+    """With a user namespace, the first child's steps up to the init's fork; the namespaces
+    it leaves the init done. (Without one, the runtime itself makes the pid and time
+    namespaces and forks the init: see _fork_init.)"""
+    if "user" not in namespaces:
+        maker, done = "runtime", {"pid"}
+    else:
+        maker, done = "first", {"user", "pid"}
+        plan.add("first", "join cgroup", "linux.cgroupsPath")  # the cgroup files are the host's
+        if overlay:
+            # Mounted as the host's root, in a mount namespace of ours that the init's
+            # copies: the mount points below are then made in the overlay.
+            plan.add("first", "unshare", None, ["mount"])
+            plan.add("first", "overlay", "root.path")
+        plan.add("first", "mount points", "mounts",
+                 [(m, source) for _, m, source in mounts])
+        # Namespaces given by path (a bridge's network namespace) belong to the host's
+        # user namespace: join them while still the host's root, as runc does.
+        for kind, path in namespaces.items():
+            if path and kind not in ("user", "pid", "mount"):
+                plan.add("first", "join", "linux.namespaces", kind, path)
+                done.add(kind)
+        sysfs = [entry for entry in mounts if entry[1].get("type") == "sysfs"]
+        if "network" in done and sysfs:
+            # sysfs may only be mounted by the owner of the network namespace, and one
+            # joined by path is the host's: mount it now, as the host's root, in a mount
+            # namespace of ours that the init's copies. (Else the init would have to bind
+            # the host's /sys, which names the host's network interfaces.)
+            if not overlay:  # with one, ours is made
+                plan.add("first", "unshare", None, ["mount"])
+                plan.add("first", "cut from host", "linux.rootfsPropagation")
+            for i, m, source in sysfs:
+                plan.add("first", "mount", "mounts[%d]" % i, i, m, source, False)
+            mounts[:] = [entry for entry in mounts if entry[1].get("type") != "sysfs"]
+        if namespaces["user"]:
+            plan.add("first", "join", "linux.namespaces", "user", namespaces["user"])
+        else:
+            plan.add("first", "userns", "linux.uidMappings")
+        plan.add("first", "become root", "linux.uidMappings")
+    if "pid" in namespaces:
+        if namespaces["pid"]:
+            plan.add(maker, "join", "linux.namespaces", "pid", namespaces["pid"])
+        else:
+            plan.add(maker, "unshare", "linux.namespaces", ["pid"])
+    if "time" in namespaces and not namespaces["time"]:
+        plan.add(maker, "time", "linux.timeOffsets")
+        done.add("time")
+    plan.add(maker, "fork", None)
+    return done
+
+
+def _plan_namespaces(plan, linux, namespaces, done):
+    """linux.namespaces the init joins by path, then those it makes, all at once."""
+    for kind, path in namespaces.items():
+        if path and kind not in done:
+            plan.add("init", "join", "linux.namespaces", kind, path)
+    plan.add("init", "unshare", "linux.namespaces",
+             [kind for kind, path in namespaces.items() if not path and kind not in done])
+
+
+def _plan_mounts(plan, linux, mounts, userns):
+    """mounts, in order, on the rootfs (a mount point for pivot_root), then linux.devices."""
+    plan.add("init", "cut from host", "linux.rootfsPropagation")
+    plan.add("init", "bind rootfs", "root.path")
+    dev_is_tmpfs = False
+    for i, m, source in mounts:
+        plan.add("init", "mount", "mounts[%d]" % i, i, m, source, userns)
+        if os.path.normpath(m["destination"]) == "/dev" and m.get("type") == "tmpfs":
+            dev_is_tmpfs = True
+    if dev_is_tmpfs:
+        plan.add("init", "devices", "linux.devices", linux.get("devices", []), userns)
+    elif linux.get("devices"):
+        raise Error("linux.devices needs /dev to be a tmpfs mount")
+
+
+def _plan_paths(plan, config, linux):
+    """Once inside: linux.readonlyPaths, linux.maskedPaths, root.readonly, then the root's
+    linux.rootfsPropagation (see root_propagation)."""
+    for path in linux.get("readonlyPaths", []):
+        plan.add("init", "readonly path", "linux.readonlyPaths", path)
+    for path in linux.get("maskedPaths", []):
+        plan.add("init", "mask path", "linux.maskedPaths", path)
+    if config.get("root", {}).get("readonly"):
+        plan.add("init", "readonly root", "root.readonly")
+    propagation = linux.get("rootfsPropagation") or "rprivate"
+    if "shared" in propagation or "unbindable" in propagation:
+        plan.add("init", "root propagation", "linux.rootfsPropagation", propagation)
+
+
+def exec_plan(config, pid, network=None):
+    """Container.exec's plan: its middle process joins the cgroup and the namespaces of the
+    init `pid`, then forks the process. The user namespace is joined last: as the host's
+    root we may enter all the others (a bridge's network namespace is the host's, which
+    the container's root could not enter)."""
+    plan = SetupPlan()
+    plan.add("exec", "join cgroup", "linux.cgroupsPath")
+    kinds = [ns["type"] for ns in config.get("linux", {}).get("namespaces", [])]
+    if network and "network" not in kinds:
+        kinds.append("network")
+    for kind in sorted(kinds, key=lambda kind: kind == "user"):
+        plan.add("exec", "join", "linux.namespaces", kind,
+                 "/proc/%d/ns/%s" % (pid, NAMESPACES[kind][1]))
+    plan.add("exec", "fork", None)
+    return plan
+
+
+def debug_plan(plan):
+    for step in plan:
+        if step.op != "reached":
+            debug("setup plan: %s" % step)
+
+
+def _fork_init(ctx):
     """Fork the container's init, in a new (or given) pid namespace if asked: it is pid 1.
 
     With a user namespace, a first child creates it (we write the id maps meanwhile) or
     joins the one given by path, and makes the pid namespace, owned by it (/proc can only
     be mounted by root of the user namespace that owns the pid namespace), and forks the
-    init. Otherwise one fork does."""
-    if ctx.userns:
+    init: the plan's "first" steps. Otherwise we take the "runtime" steps here, around
+    one fork, and come back to our own pid and time namespaces."""
+    if ctx.plan.first_child:
         prctl(PR_SET_CHILD_SUBREAPER, 1)  # the init's parent exits: we inherit the init
         pid = os.fork()
         if pid == 0:
-            _container_init(ctx, _userns_steps)
+            _container_init(ctx, _first_child_steps)
         return pid
-    pidns = next((ns for ns in linux.get("namespaces", []) if ns["type"] == "pid"), None)
-    saved = None
-    if pidns:
-        saved = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        if pidns.get("path"):
-            try:
-                target = os.open(pidns["path"], os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as e:
-                raise Error("linux.namespaces: pid %s: %s" % (pidns["path"], e.strerror)) from None
-            try:
-                setns(target, CLONE_NEWPID)
-            finally:
-                os.close(target)
-        else:
-            unshare(CLONE_NEWPID)
-    own_time = None
+    saved = own_time = None
     try:
-        if makes_time_ns(linux):
-            own_time = os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC)
-        ctx.time_made = unshare_time(linux)
-        pid = os.fork()
-        if pid == 0:
-            _container_init(ctx)  # never returns
+        for step in ctx.plan.steps("runtime"):
+            if step.op in ("join", "unshare"):  # the pid namespace
+                saved = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+                _STEP_OPS[step.op](ctx, None, *step.args)
+            elif step.op == "time":
+                own_time = os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC)
+                unshare_time(ctx.config.get("linux", {}))
+            elif step.op == "fork":
+                pid = os.fork()
+                if pid == 0:
+                    _container_init(ctx)  # never returns
     finally:
         if saved is not None:
             # Our own children (hooks, later forks) stay in our pid namespace.
             setns(saved, CLONE_NEWPID)
             os.close(saved)
         if own_time is not None:
-            if ctx.time_made:
-                setns(own_time, CLONE_NEWTIME)  # and in our time namespace
+            setns(own_time, CLONE_NEWTIME)  # and in our time namespace
             os.close(own_time)
     return pid
 
@@ -3627,13 +3822,12 @@ def _host_id(mappings, container_id=0):
     return -1
 
 
-def _check_reachable(config, rootfs, bundle, linux):
+def _check_reachable(paths, linux):
     """In a user namespace the container's root is an unprivileged uid of the host: it must
-    be able to walk to the rootfs and to every bind source, or the setup fails obscurely."""
+    be able to walk to the rootfs and to every bind source (paths), or the setup fails
+    obscurely."""
     import stat
     uid, gid = host_owner(linux)
-    paths = [rootfs] + [src for src in (_bind_source(m, bundle) for m in config.get("mounts", []))
-                        if src]
     for path in paths:
         d = os.path.dirname(os.path.abspath(path))
         while True:
@@ -3647,80 +3841,13 @@ def _check_reachable(config, rootfs, bundle, linux):
             d = os.path.dirname(d)
 
 
-def _userns_steps(ctx, sync):
-    """The first child of a container with a user namespace: see _fork_init."""
-    linux = ctx.config.get("linux", {})
-    prctl(PR_SET_DUMPABLE, 0)
-    if ctx.cgroup is not None:
-        ctx.cgroup.join(0)  # while still root of the host: the cgroup files are its
-    if ctx.overlay:
-        # Mounted as the host's root, in a mount namespace of ours that the init's copies:
-        # the mount points below are then made in the overlay.
-        unshare(CLONE_NEWNS)
-        _overlay_steps(ctx, sync)
-    make_mount_points(ctx.config, ctx.rootfs, ctx.bundle)
-    # Namespaces given by path (a bridge's network namespace) belong to the host's user
-    # namespace: join them while still the host's root, as runc does, then make ours.
-    ctx.joined = []
-    for ns in linux.get("namespaces", []):
-        if ns.get("path") and ns["type"] not in ("user", "pid", "mount"):
-            _join_namespace(ns)
-            ctx.joined.append(ns["type"])
-    if "network" in ctx.joined:
-        _premount_sysfs(ctx)
-    given = next((ns for ns in linux.get("namespaces", []) if ns["type"] == "user"
-                  and ns.get("path")), None)
-    if given:
-        _join_namespace(given)
-    else:
-        unshare(CLONE_NEWUSER)
-        sync.send(Msg.USERNS)
-        sync.expect(Msg.OK, "user namespace: the id maps were not written")
-    # Become the container's root: an unmapped uid may create nothing (EOVERFLOW).
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
-    pidns = next((ns for ns in linux.get("namespaces", []) if ns["type"] == "pid"), None)
-    if pidns and pidns.get("path"):
-        fd = os.open(pidns["path"], os.O_RDONLY | os.O_CLOEXEC)
-        setns(fd, CLONE_NEWPID)
-        os.close(fd)
-    elif pidns:
-        unshare(CLONE_NEWPID)
-    ctx.time_made = unshare_time(linux)
-    pid = os.fork()
-    if pid:
-        sync.send(Msg.PID, pid=pid)
-        os._exit(0)
-    _init_steps(ctx, sync)
-
-
-def _premount_sysfs(ctx):
-    """sysfs may only be mounted by the owner of the network namespace, and one the init
-    joined by path is the host's: mount it now, as the host's root, in a mount namespace of
-    ours that the init's copies, and take it off the init's list. (Else the init would have
-    to bind the host's /sys, which names the host's network interfaces.)"""
-    config = ctx.config
-    entries = [m for m in config.get("mounts", []) if m.get("type") == "sysfs"]
-    if not entries:
-        return
-    if not ctx.overlay:  # with one, _overlay_steps made our mount namespace
-        unshare(CLONE_NEWNS)
-        cut_from_host(config.get("linux", {}))
-    for m in entries:
-        flags, _, data = parse_mount_options(m.get("options"))
-        with _InRoot(ctx.rootfs, m["destination"]) as target:
-            mount("sysfs", target, "sysfs", flags, data or None)
-    config["mounts"] = [m for m in config["mounts"] if m.get("type") != "sysfs"]
-
-
-def _join_namespace(ns):
+def _join_namespace(kind, path):
     try:
-        fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
-        raise Error("linux.namespaces: %s %s: %s" % (ns["type"], ns["path"],
-                                                     e.strerror)) from None
+        raise Error("linux.namespaces: %s %s: %s" % (kind, path, e.strerror)) from None
     try:
-        setns(fd, NAMESPACES[ns["type"]][0])
+        setns(fd, NAMESPACES[kind][0])
     finally:
         os.close(fd)
 
@@ -3852,7 +3979,7 @@ def _overlay_steps(ctx, sync):
     cut_from_host(ctx.config.get("linux", {}))  # before anything is mounted
     what, mapped = "refused", []
     try:
-        if ctx.userns:
+        if ctx.plan.first_child:
             # The layers are the host root's files; seen through mounts id-mapped like the
             # container, uid 0 on disk is the container's root (5.19+ for overlayfs's lowers).
             what = "with id-mapped layers refused"
@@ -3881,82 +4008,41 @@ def _unmount_all(paths):
         umount2(path, MNT_DETACH)
 
 
+def _first_child_steps(ctx, sync):
+    """The first child of a container with a user namespace: its steps of the plan (see
+    _fork_init), the last a fork, whose child goes on as the init."""
+    prctl(PR_SET_DUMPABLE, 0)
+    _run_steps(ctx, sync, "first")
+    sync.in_cgroup = True  # the first child moved itself there
+    _init_steps(ctx, sync)
+
+
 def _init_steps(ctx, sync):
     config, process = ctx.config, ctx.config["process"]
-    linux = config.get("linux", {})
     hooks = config.get("hooks", {})
     os.setsid()
     # Until execve, this process is the host's python: no process of the container may open
     # it through /proc/PID/exe (the runc CVE-2019-5736 class). execve resets the flag.
     prctl(PR_SET_DUMPABLE, 0)
-    # In the cgroup already (the first child of a user namespace moved itself), or moved by
-    # the runtime meanwhile: wait for that before anything that has to be inside it — a
-    # cgroup namespace (rooted where we are), hooks, the container's process.
-    in_cgroup = (lambda: None) if ctx.userns else sync.wait_cgroup
     # Compiled here, not by the runtime: while the runtime moves us into the cgroup, which
     # takes longer. A bad profile fails `create` all the same.
-    ctx.seccomp = _compile_seccomp(linux)
+    ctx.seccomp = _compile_seccomp(config.get("linux", {}))
     fifo = ctx.fifo_fd
-    done = ["user", "pid"] + (ctx.joined or []) if ctx.userns else ["pid"]
-    if ctx.time_made:
-        done.append("time")  # made before the fork (unshare_time)
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx.stdin_null else None
     if ctx.log_fd is not None:
         os.dup2(ctx.log_fd, 1)
         os.dup2(ctx.log_fd, 2)
-    namespaces, flags = set(), 0
-    for ns in linux.get("namespaces", []):
-        namespaces.add(ns["type"])
-        if ns["type"] in done:
-            continue
-        if ns.get("path"):
-            _join_namespace(ns)
-        else:
-            flags |= NAMESPACES[ns["type"]][0]
-    if flags & CLONE_NEWCGROUP:
-        in_cgroup()
-    unshare(flags)
-    debug_step("unshare")
-    if ctx.overlay and not ctx.userns:
-        _overlay_steps(ctx, sync)
-    if hooks.get("prestart") or hooks.get("createRuntime"):
-        in_cgroup()
-        sync.send(Msg.HOOKS)
-        sync.expect(Msg.OK, "createRuntime hooks failed")
-    rootfs = ctx.rootfs
-    if "mount" in namespaces:
-        make_cwd(config, rootfs)
-        setup_rootfs(config, rootfs, ctx.bundle, ctx.cgroup, "user" in namespaces,
-                     ctx.idmap_trees)
-    if hooks.get("createContainer"):
-        in_cgroup()
-        # pid as this process sees itself (1 in a new pid namespace), as runc passes it
-        run_hooks(hooks["createContainer"], dict(ctx.hook_state, status="creating",
-                                                 pid=os.getpid()), "createContainer")
-    debug_step("mounts")
-    if "mount" in namespaces:
-        enter_rootfs(rootfs)
-    else:  # the host's mount namespace, which is not ours to change: a root of its own only
-        os.chroot(rootfs)
-        os.chdir("/")
-    if config.get("hostname") and "uts" in namespaces:
-        sethostname(config["hostname"])
-    if config.get("domainname") and "uts" in namespaces:
-        sethostname(config["domainname"], domain=True)
-    if "network" in namespaces and not any(ns.get("path") for ns in linux["namespaces"]
-                                           if ns["type"] == "network"):
-        loopback_up()
-    apply_sysctl(linux.get("sysctl", {}))
-    if "mount" in namespaces:
-        finish_rootfs(config)
+    # The plan's steps wait, where they must be inside the container's cgroup (a cgroup
+    # namespace, rooted where we are; hooks), until the runtime has moved us there.
+    _run_steps(ctx, sync, "init")
     debug_step("process")
-    in_cgroup()  # before the scheduler: an RT task cannot move to a cgroup without RT time
+    sync.wait_cgroup()  # before the scheduler: an RT task cannot move to a cgroup without RT
     path = _prepare_process(process, sync, devnull)
     # All that may fail is done before "ready", so that create reports it; what is left
     # for start is the wait, the startContainer hooks and execve (as runc leaves them).
     _drop_privileges(process, ctx.seccomp, sync)
     debug_step("privileges")
-    # Cleared before "ready": the runtime may exit as soon as it has recorded us.
+    # Cleared before READY: the runtime may exit as soon as it has recorded us.
     prctl(PR_SET_PDEATHSIG, 0)
     sync.send(Msg.READY)
     # Recorded in the state, or the runtime died first (EOF): only a container that is
@@ -3974,22 +4060,121 @@ def _init_steps(ctx, sync):
 
 
 def _exec_steps(ctx, sync):
-    """exec's middle process: join the cgroup and namespaces, fork the process, and go."""
+    """exec's middle process: its plan (exec_plan) joins the cgroup and namespaces and
+    forks the process, which goes on here."""
     prctl(PR_SET_DUMPABLE, 0)  # see _init_steps
-    if ctx.cgroup is not None:
-        ctx.cgroup.join(0)
-    for fd, flag in ctx.nsfds:
-        setns(fd, flag)
+    _run_steps(ctx, sync, "exec")
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx.stdin_null else None
-    pid = os.fork()
-    if pid:
-        sync.send(Msg.PID, pid=pid)
-        os._exit(0)
     os.setsid()
     process = ctx.process
     path = _prepare_process(process, sync, devnull)
     _drop_privileges(process, ctx.seccomp, sync)
     _exec(process, path, ctx.preserve_fds, ctx.sync)
+
+
+def _run_steps(ctx, sync, who):
+    """Execute `who`'s steps of the plan (see Step), in order."""
+    for step in ctx.plan:
+        if step.who == who:
+            _STEP_OPS[step.op](ctx, sync, *step.args)
+
+
+def _step_join_cgroup(ctx, sync):
+    if ctx.cgroup is not None:
+        ctx.cgroup.join(0)
+
+
+def _step_join(ctx, sync, kind, path):
+    fd = (ctx.nsfds or {}).pop(path, None)  # exec's, opened by the runtime
+    if fd is None:
+        _join_namespace(kind, path)
+        return
+    try:
+        setns(fd, NAMESPACES[kind][0])
+    finally:
+        os.close(fd)
+
+
+def _step_unshare(ctx, sync, kinds):
+    flags = 0
+    for kind in kinds:
+        flags |= NAMESPACES[kind][0]
+    if flags & CLONE_NEWCGROUP:
+        sync.wait_cgroup()  # a cgroup namespace is rooted where we are
+    unshare(flags)
+
+
+def _step_userns(ctx, sync):
+    unshare(CLONE_NEWUSER)
+    sync.send(Msg.USERNS)  # the runtime writes the id maps
+    sync.expect(Msg.OK, "user namespace: the id maps were not written")
+
+
+def _step_become_root(ctx, sync):
+    # The container's root: an unmapped uid may create nothing (EOVERFLOW).
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def _step_fork(ctx, sync):
+    """The first child forks the init (in the pid namespace it made), exec's middle process
+    the container's process; the parent says which pid and goes, the child goes on."""
+    pid = os.fork()
+    if pid:
+        sync.send(Msg.PID, pid=pid)
+        os._exit(0)
+
+
+def _step_hooks(ctx, sync, kind):
+    sync.wait_cgroup()
+    if kind == "createRuntime":  # and prestart: the runtime's, in its namespaces
+        sync.send(Msg.HOOKS)
+        sync.expect(Msg.OK, "createRuntime hooks failed")
+    else:
+        # pid as this process sees itself (1 in a new pid namespace), as runc passes it
+        run_hooks(ctx.config["hooks"][kind], dict(ctx.hook_state, status="creating",
+                                                  pid=os.getpid()), kind)
+
+
+def _step_mount(ctx, sync, i, m, source, userns):
+    mount_entry(m, ctx.rootfs, source, ctx.cgroup, userns, (ctx.idmap_trees or {}).get(i))
+
+
+def _step_chroot(ctx, sync, rootfs):
+    os.chroot(rootfs)
+    os.chdir("/")
+
+
+_STEP_OPS = {
+    "join cgroup": _step_join_cgroup,
+    "join": _step_join,
+    "unshare": _step_unshare,
+    "overlay": lambda ctx, sync: _overlay_steps(ctx, sync),
+    "mount points": lambda ctx, sync, mounts: make_mount_points(mounts, ctx.config, ctx.rootfs),
+    "cut from host": lambda ctx, sync: cut_from_host(ctx.config.get("linux", {})),
+    "userns": _step_userns,
+    "become root": _step_become_root,
+    "time": lambda ctx, sync: unshare_time(ctx.config.get("linux", {})),
+    "fork": _step_fork,
+    "reached": lambda ctx, sync, name: debug_step(name),
+    "hooks": _step_hooks,
+    "cwd": lambda ctx, sync: make_cwd(ctx.config, ctx.rootfs),
+    # pivot_root needs the new root to be a mount point
+    "bind rootfs": lambda ctx, sync: mount(ctx.rootfs, ctx.rootfs, None, MS_BIND | MS_REC),
+    "mount": _step_mount,
+    "devices": lambda ctx, sync, devices, userns: create_devices(ctx.rootfs, devices, userns),
+    "pivot_root": lambda ctx, sync, rootfs: enter_rootfs(rootfs),
+    "move root": lambda ctx, sync, rootfs: move_root(rootfs),
+    "chroot": _step_chroot,
+    "hostname": lambda ctx, sync, name: sethostname(name),
+    "domainname": lambda ctx, sync, name: sethostname(name, domain=True),
+    "loopback up": lambda ctx, sync: loopback_up(),
+    "sysctl": lambda ctx, sync, key, value: write_sysctl(key, value),
+    "readonly path": lambda ctx, sync, path: readonly_path(path),
+    "mask path": lambda ctx, sync, path: mask_path(path),
+    "readonly root": lambda ctx, sync: _readonly_remount("/"),
+    "root propagation": lambda ctx, sync, propagation: root_propagation(propagation),
+}
 
 
 def _prepare_process(process, sync, devnull):
@@ -7068,7 +7253,8 @@ def cmd_create(a, g):
     config = load_config(a.bundle)
     listen = socket_activation(config["process"])
     Container.create(a.id, config, a.bundle, g.root, console=a.console_socket,
-                     pid_file=a.pid_file, preserve_fds=listen + a.preserve_fds, debug=g.debug)
+                     pid_file=a.pid_file, preserve_fds=listen + a.preserve_fds, debug=g.debug,
+                     no_pivot=a.no_pivot)
     return 0
 
 
@@ -7547,9 +7733,12 @@ def main(argv=None):
             log[0] = None
             _log_error("--log %s: %s" % (e.filename, e.strerror), log)
             return 1
+    if debug:
+        DEBUG_LOG[:] = log  # debug()'s lines, where errors go
     try:
         return _main(argv, at, log, debug)
     finally:
+        del DEBUG_LOG[:]
         for msg in WARNINGS:
             _log_error(msg, log, "warning", stderr=debug)
         del WARNINGS[:]

@@ -1218,6 +1218,24 @@ def test_systemd_cgroups_path(oci, bundle, cgroups):
     assert not cgroups.exists(leaf)
 
 
+def test_no_pivot_moves_the_rootfs_onto_root(oci, bundle, tmp_path):
+    # runc's create --no-pivot (for a rootfs on ramfs, which pivot_root refuses): the rootfs
+    # is moved onto / and chrooted into. The container sees its rootfs and not the host's.
+    (tmp_path / "host-only").write_text("x")
+    script = ("test -e %s && echo host-visible; test -x /bin/busybox && echo rootfs; "
+              "grep -c . /proc/self/mountinfo >/dev/null && echo proc; "
+              "test -e /proc/1/root%s && echo host-via-proc; echo done") % (
+                  tmp_path / "host-only", tmp_path / "host-only")
+    b = bundle(["sh", "-c", script])
+    out = tmp_path / "no-pivot.out"
+    with open(out, "w") as f:
+        cid, _ = oci.create(b, None, "--no-pivot", stdout=f.fileno())
+    oci("start", cid)
+    oci.wait_status(cid, "stopped")
+    assert out.read_text() == "rootfs\nproc\ndone\n"
+    oci("delete", cid)
+
+
 def test_systemd_cgroup_flag_is_accepted_and_says_so(oci, bundle, cgroups):
     cid = new_id()
     oci.ids.append(cid)
