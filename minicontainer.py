@@ -1374,7 +1374,7 @@ def mount_entry(m, rootfs, source, cgroup, userns=False, tree=None):
     kind = m.get("type") or ("bind" if flags & MS_BIND else "")
     dest = m["destination"]
     if source is not None and not os.path.exists(source):
-        raise Error("mount %s: source %s does not exist" % (dest, source))
+        raise FileNotFoundError(errno.ENOENT, source)  # "mount SOURCE to DEST: ..." (Step)
     _ensure_target(resolve_in_root(rootfs, dest), source is not None and
                    not os.path.isdir(source))
     remount = 0
@@ -1520,17 +1520,11 @@ def create_devices(rootfs, devices, userns=False):
                     "p": stat.S_IFIFO}.get(dev.get("type"))
             if kind is None:
                 raise Error("linux.devices: %s: unknown type %r" % (dev["path"], dev.get("type")))
-            path = resolve_in_root(rootfs, dev["path"])
-            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)  # umask is 0 here
-            if os.path.lexists(path):
-                os.unlink(path)
-            if userns:
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-                mount(dev["path"], path, None, MS_BIND)
-                continue
-            mode = dev.get("fileMode", 0o666) & 0o7777
-            os.mknod(path, kind | mode, os.makedev(dev.get("major", 0), dev.get("minor", 0)))
-            os.chown(path, dev.get("uid", 0), dev.get("gid", 0))
+            try:
+                _create_device(rootfs, dev, kind, userns)
+            except OSError as e:
+                raise Error("create device %s: %s" % (dev["path"], os.strerror(e.errno))
+                            ) from None
         for source, link in DEV_SYMLINKS:
             if link == "/dev/core" and not os.path.exists(source):
                 continue  # a kernel without /proc/kcore: no dangling link (runc does so)
@@ -1539,6 +1533,20 @@ def create_devices(rootfs, devices, userns=False):
                 os.symlink(source, path)
     finally:
         os.umask(old)
+
+
+def _create_device(rootfs, dev, kind, userns):
+    path = resolve_in_root(rootfs, dev["path"])
+    os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)  # umask is 0 here
+    if os.path.lexists(path):
+        os.unlink(path)
+    if userns:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        mount(dev["path"], path, None, MS_BIND)
+        return
+    mode = dev.get("fileMode", 0o666) & 0o7777
+    os.mknod(path, kind | mode, os.makedev(dev.get("major", 0), dev.get("minor", 0)))
+    os.chown(path, dev.get("uid", 0), dev.get("gid", 0))
 
 
 def cut_from_host(linux):
@@ -1629,11 +1637,9 @@ def check_sysctl(config):
 
 
 def write_sysctl(key, value):
-    """An entry of linux.sysctl, inside the container (check_sysctl said it is namespaced)."""
-    try:
-        _write("/proc/sys/" + key.replace(".", "/"), value)
-    except OSError as e:
-        raise Error("linux.sysctl: %s: %s" % (key, e.strerror)) from None
+    """An entry of linux.sysctl, inside the container (check_sysctl said it is namespaced);
+    the step says which when the kernel refuses it."""
+    _write("/proc/sys/" + key.replace(".", "/"), value)
 
 
 def sethostname(name, domain=False):
@@ -2838,7 +2844,7 @@ class _Sync:
 class InitContext:
     """What a child of the runtime (create's init and first child, exec's middle process)
     takes across fork: the runtime fills it in, the child only reads it."""
-    __slots__ = ("config", "process", "plan", "rootfs", "bundle", "cgroup", "sync", "lock",
+    __slots__ = ("config", "process", "plan", "rootfs", "cgroup", "sync", "lock",
                  "peer", "fifo_fd", "log_fd", "idmap_trees", "stdin_null", "preserve_fds",
                  "debug", "overlay", "hook_state", "seccomp", "nsfds")
 
@@ -3081,7 +3087,7 @@ class Container:
             trees = mount_idmaps(config, c.state["bundle"])
             ctx = InitContext(
                 config=config, plan=plan, idmap_trees=trees, rootfs=rootfs,
-                bundle=c.state["bundle"], cgroup=cgroup, sync=theirs, lock=lock, peer=ours,
+                cgroup=cgroup, sync=theirs, lock=lock, peer=ours,
                 fifo_fd=fifo_fd, log_fd=log_fd, stdin_null=stdin_null,
                 preserve_fds=preserve_fds, debug=debug, overlay=ov,
                 hook_state={"ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
@@ -3548,18 +3554,40 @@ class Step:
         self.who, self.op, self.field, self.args = who, op, field, args
 
     def __str__(self):
+        what = self.describe()
         if self.op == "mount":
-            i, m, source = self.args[:3]
-            what = "mount %s to %s (%s)" % (source or m.get("source") or m.get("type"),
-                                            m["destination"], m.get("type") or "bind")
-        elif self.op == "mount points":
-            what = "mount points of %d mounts" % len(self.args[0])
-        elif self.op == "devices":
-            what = "devices (%d given)" % len(self.args[0])
-        else:
-            what = " ".join([self.op] + [", ".join(a) if isinstance(a, list) else str(a)
-                                         for a in self.args])
+            what += " (%s)" % (self.args[1].get("type") or "bind")
         return "%s: %s%s" % (self.who, what, " [%s]" % self.field if self.field else "")
+
+    def describe(self):
+        """The step in the user's words (container paths, the config's sources), as errors
+        name it: "mount SOURCE to DEST: errno text", as crun says it."""
+        op, args = self.op, self.args
+        if op == "mount":
+            m, source = args[1], args[2]
+            return "mount %s to %s" % (source or m.get("source") or m.get("type"),
+                                       m["destination"])
+        words = _STEP_WORDS.get(op)
+        if words is None:
+            return " ".join([op] + [str(a) for a in args])
+        args = args[:words.count("%s")]  # the devices and mount points lists go unsaid
+        return words % tuple(", ".join(a) if isinstance(a, list) else a for a in args)
+
+
+_STEP_WORDS = {  # Step.describe's, by op (args in order)
+    "join cgroup": "join the container's cgroup", "join": "join the %s namespace %s",
+    "unshare": "make namespaces (%s)", "overlay": "mount the image's overlay",
+    "mount points": "make mount points", "cut from host": "cut / off the host's mounts",
+    "userns": "make the user namespace", "become root": "become the user namespace's root",
+    "time": "make the time namespace", "fork": "fork %s", "hooks": "run %s hooks",
+    "cwd": "make process.cwd", "bind rootfs": "bind the rootfs on itself",
+    "devices": "make the devices of /dev", "pivot_root": "pivot_root to %s",
+    "move root": "move %s onto / (--no-pivot)", "chroot": "chroot to %s",
+    "hostname": "set the hostname to %s", "domainname": "set the domainname to %s",
+    "loopback up": "bring lo up", "sysctl": "set sysctl %s to %s",
+    "readonly path": "make %s read-only", "mask path": "mask %s",
+    "readonly root": "make / read-only", "root propagation": "make / %s",
+}
 
 
 class SetupPlan(list):
@@ -3673,7 +3701,7 @@ def _plan_first_child(plan, linux, namespaces, mounts, overlay):
     if "time" in namespaces and not namespaces["time"]:
         plan.add(maker, "time", "linux.timeOffsets")
         done.add("time")
-    plan.add(maker, "fork", None)
+    plan.add(maker, "fork", None, "the init")
     return done
 
 
@@ -3728,7 +3756,7 @@ def exec_plan(config, pid, network=None):
     for kind in sorted(kinds, key=lambda kind: kind == "user"):
         plan.add("exec", "join", "linux.namespaces", kind,
                  "/proc/%d/ns/%s" % (pid, NAMESPACES[kind][1]))
-    plan.add("exec", "fork", None)
+    plan.add("exec", "fork", None, "the process")
     return plan
 
 
@@ -3757,10 +3785,10 @@ def _fork_init(ctx):
         for step in ctx.plan.steps("runtime"):
             if step.op in ("join", "unshare"):  # the pid namespace
                 saved = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-                _STEP_OPS[step.op](ctx, None, *step.args)
+                _take_step(ctx, None, step)
             elif step.op == "time":
                 own_time = os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC)
-                unshare_time(ctx.config.get("linux", {}))
+                _take_step(ctx, None, step)
             elif step.op == "fork":
                 pid = os.fork()
                 if pid == 0:
@@ -3882,7 +3910,8 @@ def mount_idmaps(config, bundle):
             if source is None:
                 raise Error("mounts: %s: only a bind mount can be id-mapped" % m["destination"])
             if not os.path.exists(source):
-                raise Error("mount %s: source %s does not exist" % (m["destination"], source))
+                raise Error("mount %s to %s: %s" % (source, m["destination"],
+                                                    os.strerror(errno.ENOENT)))
             maps = maps or {k: linux.get(k) for k in ("uidMappings", "gidMappings")}
             if not maps.get("uidMappings") or not maps.get("gidMappings"):
                 raise Error("mounts: %s: an id-mapped mount needs uidMappings and gidMappings"
@@ -3892,8 +3921,8 @@ def mount_idmaps(config, bundle):
                 trees[i] = idmapped_tree(source, userns, "rbind" in options or
                                          "ridmap" in options)
             except OSError as e:
-                raise Error("mount %s: id-mapped %s: %s" % (m["destination"], source,
-                                                           e.strerror)) from None
+                raise Error("mount %s to %s: id-map: %s" % (source, m["destination"],
+                                                            os.strerror(e.errno))) from None
             finally:
                 os.close(userns)
     except BaseException:
@@ -4076,7 +4105,17 @@ def _run_steps(ctx, sync, who):
     """Execute `who`'s steps of the plan (see Step), in order."""
     for step in ctx.plan:
         if step.who == who:
-            _STEP_OPS[step.op](ctx, sync, *step.args)
+            _take_step(ctx, sync, step)
+
+
+def _take_step(ctx, sync, step):
+    """One step; what the kernel refuses is an Error in one shape: the step as the user
+    knows it (Step.describe), then the errno's text."""
+    try:
+        _STEP_OPS[step.op](ctx, sync, *step.args)
+    except OSError as e:
+        raise Error("%s: %s" % (step.describe(), os.strerror(e.errno) if e.errno else e)
+                    ) from None
 
 
 def _step_join_cgroup(ctx, sync):
@@ -4116,7 +4155,7 @@ def _step_become_root(ctx, sync):
     os.setresuid(0, 0, 0)
 
 
-def _step_fork(ctx, sync):
+def _step_fork(ctx, sync, what):
     """The first child forks the init (in the pid namespace it made), exec's middle process
     the container's process; the parent says which pid and goes, the child goes on."""
     pid = os.fork()
@@ -4197,7 +4236,11 @@ def _prepare_process(process, sync, devnull):
     path = find_executable(process["args"], env)
     apply_rlimits(process.get("rlimits", []))
     if process.get("oomScoreAdj") is not None:
-        _write("/proc/self/oom_score_adj", process["oomScoreAdj"])
+        try:
+            _write("/proc/self/oom_score_adj", process["oomScoreAdj"])
+        except OSError as e:
+            raise Error("set process.oomScoreAdj to %d: %s" % (process["oomScoreAdj"],
+                                                              os.strerror(e.errno))) from None
     if process.get("scheduler"):
         apply_scheduler(process["scheduler"])
     if process.get("ioPriority"):
