@@ -173,7 +173,7 @@ NAMESPACES = {
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_SYNCHRONOUS, MS_REMOUNT, MS_MANDLOCK, MS_DIRSYNC = 16, 32, 64, 128
 MS_NOSYMFOLLOW, MS_NOATIME, MS_NODIRATIME, MS_BIND = 256, 1024, 2048, 4096
-MS_REC, MS_SILENT = 16384, 32768
+MS_MOVE, MS_REC, MS_SILENT = 8192, 16384, 32768
 MS_UNBINDABLE, MS_PRIVATE, MS_SLAVE, MS_SHARED = 1 << 17, 1 << 18, 1 << 19, 1 << 20
 MS_RELATIME, MS_STRICTATIME, MS_LAZYTIME = 1 << 21, 1 << 24, 1 << 25
 MNT_DETACH = 2
@@ -1629,11 +1629,11 @@ def _bind_source(m, bundle):
     return source if source.startswith("/") else os.path.join(bundle, source)
 
 
-def make_mount_points(config, rootfs, bundle):
+def make_mount_points(mounts, config, rootfs):
     """Every mount point and the working directory, made beforehand by the host's root: in
-    a user namespace, the container's root may not create files in a rootfs the host owns."""
-    for m in config.get("mounts", []):
-        source = _bind_source(m, bundle)
+    a user namespace, the container's root may not create files in a rootfs the host owns.
+    mounts: the plan's, (entry, host source of a bind or None)."""
+    for m, source in mounts:
         like_file = bool(source) and os.path.exists(source) and not os.path.isdir(source)
         _ensure_target(resolve_in_root(rootfs, m["destination"]), like_file)
     make_cwd(config, rootfs)
@@ -1666,15 +1666,15 @@ def _bind_remount(target, flags):
     mount(None, target, None, (flags & ~MS_REC) | keep | MS_BIND | MS_REMOUNT)
 
 
-def mount_entry(m, rootfs, bundle, cgroup, userns=False, tree=None):
+def mount_entry(m, rootfs, source, cgroup, userns=False, tree=None):
     """Mount one entry of config.mounts, through an fd of its target opened inside root;
-    `tree` is its id-mapped copy (mount_idmaps) to attach instead of a bind."""
+    `source` is a bind's host path (_bind_source), `tree` its id-mapped copy (mount_idmaps)
+    to attach instead of a bind."""
     flags, propagation, data = parse_mount_options(m.get("options"))
     kind = m.get("type") or ("bind" if flags & MS_BIND else "")
     dest = m["destination"]
-    source = _bind_source(m, bundle)
     if source is not None and not os.path.exists(source):
-        raise Error("mount %s: source %s does not exist" % (dest, source))
+        raise FileNotFoundError(errno.ENOENT, source)  # "mount SOURCE to DEST: ..." (Step)
     _ensure_target(resolve_in_root(rootfs, dest), source is not None and
                    not os.path.isdir(source))
     remount = 0
@@ -1793,17 +1793,11 @@ def create_devices(rootfs, devices, userns=False):
                     "p": stat.S_IFIFO}.get(dev.get("type"))
             if kind is None:
                 raise Error("linux.devices: %s: unknown type %r" % (dev["path"], dev.get("type")))
-            path = resolve_in_root(rootfs, dev["path"])
-            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)  # umask is 0 here
-            if os.path.lexists(path):
-                os.unlink(path)
-            if userns:
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-                mount(dev["path"], path, None, MS_BIND)
-                continue
-            mode = dev.get("fileMode", 0o666) & 0o7777
-            os.mknod(path, kind | mode, os.makedev(dev.get("major", 0), dev.get("minor", 0)))
-            os.chown(path, dev.get("uid", 0), dev.get("gid", 0))
+            try:
+                _create_device(rootfs, dev, kind, userns)
+            except OSError as e:
+                raise Error("create device %s: %s" % (dev["path"], os.strerror(e.errno))
+                            ) from None
         for source, link in DEV_SYMLINKS:
             if link == "/dev/core" and not os.path.exists(source):
                 continue  # a kernel without /proc/kcore: no dangling link (runc does so)
@@ -1814,6 +1808,20 @@ def create_devices(rootfs, devices, userns=False):
         os.umask(old)
 
 
+def _create_device(rootfs, dev, kind, userns):
+    path = resolve_in_root(rootfs, dev["path"])
+    os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)  # umask is 0 here
+    if os.path.lexists(path):
+        os.unlink(path)
+    if userns:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        mount(dev["path"], path, None, MS_BIND)
+        return
+    mode = dev.get("fileMode", 0o666) & 0o7777
+    os.mknod(path, kind | mode, os.makedev(dev.get("major", 0), dev.get("minor", 0)))
+    os.chown(path, dev.get("uid", 0), dev.get("gid", 0))
+
+
 def cut_from_host(linux):
     """Cut every mount of our mount namespace off from the host's peer groups (a slave
     still hears the host, if asked: slave or shared), so that nothing mounted from here on
@@ -1821,23 +1829,6 @@ def cut_from_host(linux):
     propagation = linux.get("rootfsPropagation") or "rprivate"
     hears_host = "slave" in propagation or "shared" in propagation
     mount(None, "/", None, MS_REC | (MS_SLAVE if hears_host else MS_PRIVATE))
-
-
-def setup_rootfs(config, rootfs, bundle, cgroup, userns=False, trees=None):
-    """Build the container's mount tree under rootfs, in the container's mount namespace."""
-    linux = config.get("linux", {})
-    cut_from_host(linux)
-    # pivot_root needs the new root to be a mount point.
-    mount(rootfs, rootfs, None, MS_BIND | MS_REC)
-    dev_is_tmpfs = False
-    for i, m in enumerate(config.get("mounts", [])):
-        mount_entry(m, rootfs, bundle, cgroup, userns, (trees or {}).get(i))
-        if os.path.normpath(m["destination"]) == "/dev" and m.get("type") == "tmpfs":
-            dev_is_tmpfs = True
-    if dev_is_tmpfs:
-        create_devices(rootfs, linux.get("devices", []), userns)
-    elif linux.get("devices"):
-        raise Error("linux.devices needs /dev to be a tmpfs mount")
 
 
 def enter_rootfs(rootfs):
@@ -1850,33 +1841,43 @@ def enter_rootfs(rootfs):
     os.chdir("/")
 
 
-def finish_rootfs(config):
-    """Once inside: read-only and masked paths, a read-only root if asked, then the root's
-    propagation."""
-    linux = config.get("linux", {})
-    for path in linux.get("readonlyPaths", []):
-        try:
-            mount(path, path, None, MS_BIND | MS_REC)
-        except FileNotFoundError:
-            continue
-        _readonly_remount(path, rec=True)
-    for path in linux.get("maskedPaths", []):
-        try:
-            if os.path.isdir(path):
-                mount("tmpfs", path, "tmpfs", MS_RDONLY)
-            else:
-                mount("/dev/null", path, None, MS_BIND)
-        except FileNotFoundError:
-            continue
-    if config.get("root", {}).get("readonly"):
-        _readonly_remount("/")
-    propagation = linux.get("rootfsPropagation") or "rprivate"
-    # Only now, on the new root: pivot_root refuses a shared new root, before it the flag
-    # would reach the mount the rootfs sits on, and an unbindable tree takes no more binds
-    # (read-only paths are binds). A shared root is a peer group of the container's own: the
-    # host's mounts are slaves of the host's by then.
-    if "shared" in propagation or "unbindable" in propagation:
-        mount(None, "/", None, PROPAGATION[propagation])
+def move_root(rootfs):
+    """create --no-pivot, as runc's: move the rootfs mount onto / and chroot into it, for a
+    rootfs on a ramfs (an initramfs), which pivot_root refuses. The host's mounts stay
+    below it, out of reach of paths but not of a process with CAP_SYS_CHROOT."""
+    os.chdir(rootfs)
+    mount(rootfs, "/", None, MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def readonly_path(path):
+    """An entry of linux.readonlyPaths, once inside; one that does not exist is skipped."""
+    try:
+        mount(path, path, None, MS_BIND | MS_REC)
+    except FileNotFoundError:
+        return
+    _readonly_remount(path, rec=True)
+
+
+def mask_path(path):
+    """An entry of linux.maskedPaths, once inside; one that does not exist is skipped."""
+    try:
+        if os.path.isdir(path):
+            mount("tmpfs", path, "tmpfs", MS_RDONLY)
+        else:
+            mount("/dev/null", path, None, MS_BIND)
+    except FileNotFoundError:
+        pass
+
+
+def root_propagation(propagation):
+    """linux.rootfsPropagation shared or unbindable, set last. Only now, on the new root:
+    pivot_root refuses a shared new root, before it the flag would reach the mount the
+    rootfs sits on, and an unbindable tree takes no more binds (read-only paths are binds).
+    A shared root is a peer group of the container's own: the host's mounts are slaves of
+    the host's by then."""
+    mount(None, "/", None, PROPAGATION[propagation])
 
 
 # ==== process setup: hostname, sysctl, network, terminal, rlimits, user, capabilities ====
@@ -1908,12 +1909,10 @@ def check_sysctl(config):
             raise Error("linux.sysctl: %s is not namespaced in this container" % key)
 
 
-def apply_sysctl(sysctl):
-    for key, value in sysctl.items():
-        try:
-            _write("/proc/sys/" + key.replace(".", "/"), value)
-        except OSError as e:
-            raise Error("linux.sysctl: %s: %s" % (key, e.strerror)) from None
+def write_sysctl(key, value):
+    """An entry of linux.sysctl, inside the container (check_sysctl said it is namespaced);
+    the step says which when the kernel refuses it."""
+    _write("/proc/sys/" + key.replace(".", "/"), value)
 
 
 def sethostname(name, domain=False):
@@ -2547,9 +2546,9 @@ def _umount_netns(path):
         pass
 
 
-def network_setup(c, config, spec):
+def network_setup(c, spec):
     """For Container.create, before the init exists: --network bridge's namespace, veth,
-    address and route; the config then names the namespace by path."""
+    address and route, recorded in state.network (whose netns the setup plan joins)."""
     import hashlib
     net = network_subnet(spec["subnet"])
     bridge = spec.get("bridge") or BRIDGE
@@ -2594,12 +2593,6 @@ def network_setup(c, config, spec):
             inside.close()
     except OSError as e:
         raise Error("--network bridge: %s" % (e.strerror or e)) from None
-    namespaces = config.setdefault("linux", {}).setdefault("namespaces", [])
-    if not any(ns["type"] == "network" for ns in namespaces):
-        namespaces.append({"type": "network"})  # an API caller's config without one
-    for ns in namespaces:
-        if ns["type"] == "network":
-            ns["path"] = info["netns"]
     c.save()
 
 
@@ -2713,8 +2706,9 @@ def resolv_conf(host_text, mode, dns=(), search=()):
 
 def write_etc_files(c, config, spec):
     """For a container from an image: its /etc/hostname, /etc/hosts (with its address on the
-    bridge and --add-host's) and /etc/resolv.conf, made in its state directory and
-    bind-mounted, so the image is not written. A mount the user gave for one of them wins.
+    bridge and --add-host's) and /etc/resolv.conf, made in its state directory; returns the
+    bind mounts of them that the setup plan adds after config.mounts, so the image is not
+    written. A mount the user gave for one of them wins.
     spec: {"mode": none|host|bridge, "dns": [...], "dns_search": [...], "add_host": [...]}."""
     hostname = config.get("hostname") or ""
     if spec["mode"] == "host":
@@ -2736,15 +2730,16 @@ def write_etc_files(c, config, spec):
     taken = {os.path.normpath(m["destination"]) for m in config.get("mounts", [])}
     readonly = config.get("root", {}).get("readonly")  # docker leaves them writable; we do not
     owner = host_owner(config.get("linux", {}))  # the container's root's
+    mounts = []
     for name, text in files.items():
         if "/etc/" + name in taken:
             continue
         path = os.path.join(os.path.abspath(c.dir), name)
         write_atomic(path, text, 0o644)
         os.chown(path, *owner)
-        config.setdefault("mounts", []).append(
-            {"destination": "/etc/" + name, "type": "bind", "source": path,
-             "options": ["rbind", "rprivate"] + (["ro"] if readonly else [])})
+        mounts.append({"destination": "/etc/" + name, "type": "bind", "source": path,
+                       "options": ["rbind", "rprivate"] + (["ro"] if readonly else [])})
+    return mounts
 
 
 def network_gc(out):
@@ -3002,8 +2997,35 @@ def debug_step(name):
             time.sleep(float(seconds or 1))
 
 
+DEBUG_LOG = []  # main's [--log path, format] under --debug: where debug() writes
+
+
+def debug(msg):
+    """A line for --debug: on stderr and in the --log file, as errors and warnings go."""
+    if DEBUG_LOG:
+        _log_error(msg, DEBUG_LOG, "debug")
+
+
+class Msg:
+    """The messages of the setup socket between the runtime and a container's init (or
+    exec's middle process), named once, as crun names its sync messages. Each is a JSON
+    object {"t": NAME, ...fields}, with fds alongside (SCM_RIGHTS)."""
+    ERROR = "error"            # either way: msg, code; the sender gives up
+    IN_CGROUP = "in-cgroup"    # runtime -> init: moved into the container's cgroup
+    USERNS = "userns"          # first child -> runtime: user namespace made, write its maps
+    OVERLAY_REFUSED = "overlay-refused"  # init -> runtime: msg; make a private copy instead
+    HOOKS = "hooks"            # init -> runtime: run prestart and createRuntime hooks now
+    OK = "ok"                  # runtime -> init: done what USERNS, OVERLAY_REFUSED, HOOKS asked
+    PID = "pid"                # a forking child -> runtime: pid (the init, exec's process)
+    PTY = "pty"                # -> runtime: fds[0] is the pty's master
+    SECCOMP = "seccomp"        # -> runtime: fds[0] is the seccomp listener
+    READY = "ready"            # init -> runtime: set up, waiting to be recorded
+    CREATED = "created"        # runtime -> init: recorded in the state; wait for start
+
+
 class _Sync:
-    """The runtime's end of the socket it shares with a container's init during setup."""
+    """One end of the setup socket (Msg): the runtime's, or the init's. An ERROR from the
+    other side comes out of recv() as the Error it was on that side, one line."""
 
     def __init__(self, sock):
         self.sock = sock
@@ -3014,31 +3036,79 @@ class _Sync:
         fields["t"] = kind
         socket.send_fds(self.sock, [json.dumps(fields).encode()], list(fds))
 
+    def error(self, msg, code):
+        """Tell the other side why we give up (or stderr, once nobody listens)."""
+        try:
+            self.send(Msg.ERROR, msg=msg, code=code)
+        except OSError:  # nobody listens any more (create has returned): say it on stderr
+            try:
+                os.write(2, ("minicontainer: %s\n" % msg).encode())
+            except OSError:
+                pass
+
     def _recv(self):
         import socket
         try:
             msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
         except ConnectionResetError:
             # The peer exited with a message of ours unread (an init that failed before it
-            # read "in-cgroup"): the kernel says so once, before what the peer sent last,
+            # read IN_CGROUP): the kernel says so once, before what the peer sent last,
             # which is still queued for us (its error).
             msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
         return (json.loads(msg) if msg else None), fds
 
     def recv(self):
+        """The next message and its fds; (None, []) at EOF; an ERROR raises its Error."""
         while True:
             msg, fds = self._recv()
-            if msg != {"t": "in-cgroup"}:  # the runtime says so whenever it is done
+            if msg is None:
+                return None, fds
+            if msg["t"] == Msg.ERROR:
+                raise Error(msg["msg"], msg.get("code", 1))
+            if msg["t"] != Msg.IN_CGROUP:  # the runtime says so whenever it is done
                 return msg, fds
             self.in_cgroup = True
+
+    def expect(self, kind, why):
+        """The next message must be `kind`: else (EOF, another one) the Error `why`."""
+        msg, fds = self.recv()
+        if msg is None or msg["t"] != kind:
+            raise Error(why)
+        return msg, fds
+
+    def serve(self, handlers, until=None):
+        """Receive, each message to its handler(msg, fds), until `until` (returned) or EOF
+        (None). The one receive loop of the runtime, for create and exec alike."""
+        while True:
+            msg, fds = self.recv()
+            if msg is None or msg["t"] == until:
+                return msg
+            handler = handlers.get(msg["t"])
+            if handler is None:
+                raise Error("setup: unexpected message %r from the container" % msg["t"])
+            handler(msg, fds)
 
     def wait_cgroup(self):
         """The init's side: until the runtime has moved it into the container's cgroup."""
         while not self.in_cgroup:
             msg, _ = self._recv()
-            if msg != {"t": "in-cgroup"}:
+            if msg is None or msg["t"] != Msg.IN_CGROUP:
                 raise Error("setup: the runtime did not move the init into its cgroup")
             self.in_cgroup = True
+
+
+class InitContext:
+    """What a child of the runtime (create's init and first child, exec's middle process)
+    takes across fork: the runtime fills it in, the child only reads it."""
+    __slots__ = ("config", "process", "plan", "rootfs", "cgroup", "sync", "lock",
+                 "peer", "fifo_fd", "log_fd", "idmap_trees", "stdin_null", "preserve_fds",
+                 "debug", "overlay", "hook_state", "seccomp", "nsfds")
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields.pop(name, None))
+        if fields:
+            raise TypeError("InitContext: unknown fields %s" % ", ".join(fields))
 
 
 class Container:
@@ -3055,6 +3125,7 @@ class Container:
         self.dir = os.path.join(self.root, self.id)
         self.state = {}
         self._pidfd = None
+        self.sync = None  # the setup socket, for the runtime that creates the container
 
     # -- state on disk
     @classmethod
@@ -3163,7 +3234,7 @@ class Container:
     @classmethod
     def create(cls, cid, config, bundle, root=None, console=None, stdin_null=False,
                pid_file=None, preserve_fds=0, cgroup_parent=None, debug=False, overlay=None,
-               network=None, etc_files=None, log=False):
+               network=None, etc_files=None, log=False, no_pivot=False):
         """Set up a container whose init waits, fully configured, for start().
 
         console: None (keep our stdio), "self" (make a pty and keep its master in
@@ -3174,7 +3245,8 @@ class Container:
         is refused, a private copy of the layers in STATE/rootfs.
         network: network_option's; etc_files: write_etc_files's spec (docker's /etc files).
         log: the process's stdout and stderr go to STATE/ID/container.log (a detached run's),
-        not to ours."""
+        not to ours. no_pivot: move the rootfs onto / and chroot (move_root), not pivot_root.
+        The config is compiled into the setup plan (setup_plan), then never changed."""
         import socket
         c = cls(cid, root)
         linux = config.get("linux", {})
@@ -3222,14 +3294,19 @@ class Container:
             c.save()  # before anything exists, so that delete can clean up a crashed create
             debug_step("state")
             if network:  # network_option's: a namespace made here, joined by path
-                network_setup(c, config, network)
+                network_setup(c, network)
                 debug_step("network")
+            etc_mounts = []
             if etc_files is not None:
-                write_etc_files(c, config, etc_files)
+                etc_mounts = write_etc_files(c, config, etc_files)
             ov = None
             if overlay is not None:
                 ov = c._prepare_layers(overlay)
                 debug_step("layers")
+            plan = setup_plan(config, rootfs, c.state["bundle"], c.state.get("network"),
+                              etc_mounts, ov is not None, no_pivot)
+            if DEBUG_LOG:
+                debug_plan(plan)
             # Said before it is made, so that gc removes what a crash left; not before it
             # could be another container's, which create() finds out.
             c.state["cgroup"] = cgroup.to_json()
@@ -3255,7 +3332,7 @@ class Container:
             os.chmod(c.fifo, 0o622)
             if userns:  # the init opens it again as the container's root
                 os.chown(c.fifo, *host_owner(linux))
-                _check_reachable(config, rootfs, c.state["bundle"], linux)
+                _check_reachable([rootfs] + plan.mount_sources(), linux)
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             # The init reopens it through this fd: the state directory need not be reachable
             # from the container's user namespace.
@@ -3263,20 +3340,15 @@ class Container:
             log_fd = os.open(c.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
                              0o600) if log else None
             trees = mount_idmaps(config, c.state["bundle"])
-            ctx = {"config": config, "idmap_trees": trees, "rootfs": rootfs,
-                   "bundle": c.state["bundle"], "cgroup": cgroup, "fifo": c.fifo,
-                   "sync": theirs, "console": console, "lock": lock, "peer": ours,
-                   "fifo_fd": fifo_fd, "log_fd": log_fd, "hooks": bool(config.get("hooks")),
-                   # a first child enters the user namespace, new or given by path: what the
-                   # init makes then belongs to it (see _fork_init)
-                   "userns": userns or any(ns["type"] == "user"
-                                           for ns in linux.get("namespaces", [])),
-                   "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug,
-                   "overlay": ov, "hook_state": {
-                       "ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
-                       "annotations": config.get("annotations", {})}}
+            ctx = InitContext(
+                config=config, plan=plan, idmap_trees=trees, rootfs=rootfs,
+                cgroup=cgroup, sync=theirs, lock=lock, peer=ours,
+                fifo_fd=fifo_fd, log_fd=log_fd, stdin_null=stdin_null,
+                preserve_fds=preserve_fds, debug=debug, overlay=ov,
+                hook_state={"ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
+                            "annotations": config.get("annotations", {})})
             try:
-                child = first = _fork_init(ctx, linux)
+                child = first = _fork_init(ctx)
             finally:  # only the children hold the fifo: gc takes its holders for theirs
                 theirs.close()
                 os.close(fifo_fd)
@@ -3289,57 +3361,56 @@ class Container:
             c._pidfd = pidfd_open(child)
             c.sync = _Sync(ours)
             c.console_master = None
-            if not userns:  # else the first child moved itself (see _userns_steps)
+            if not plan.first_child:  # else it moved itself ("join cgroup")
                 # The first move into a cgroup waits for an RCU grace period (~10 ms): done
                 # from here, it overlaps the init's own setup, which waits for it only where
                 # it must be inside (see _init_steps).
                 try:
                     cgroup.join(child)
-                    c.sync.send("in-cgroup")
+                    c.sync.send(Msg.IN_CGROUP)
                 except (ProcessLookupError, BrokenPipeError, ConnectionResetError):
                     pass  # the init failed already: its message says why, below
                 debug_step("in-cgroup")
-            while True:
-                msg, fds = c.sync.recv()
-                if msg is None:
-                    raise Error("container init died during setup")
-                if msg["t"] == "error":
-                    raise Error(msg["msg"], msg.get("code", 1))
-                if msg["t"] == "userns":
-                    write_id_maps(first, linux)
-                    debug_step("userns")
-                    c.sync.send("ok")
-                elif msg["t"] == "overlay-refused":
-                    c._copy_layers(msg["msg"])
-                    c.sync.send("ok")
-                elif msg["t"] == "pid":  # the init, forked in the new user namespace
-                    child = msg["pid"]
-                    os.waitpid(first, 0)
-                    c._pidfd = pidfd_open(child)
-                elif msg["t"] == "hooks":
-                    hooks = config.get("hooks", {})
-                    state = dict(c.oci_state(), status="creating", pid=child)
-                    # prestart (deprecated) runs where createRuntime does, before it, as runc
-                    run_hooks(hooks.get("prestart", []), state, "prestart")
-                    run_hooks(hooks.get("createRuntime", []), state, "createRuntime")
-                    c.sync.send("ok")
-                elif msg["t"] == "pty":
-                    if console == "self":
-                        c.console_master = fds[0]
-                    else:
-                        send_console(console, fds[0])
-                elif msg["t"] == "seccomp":
-                    send_seccomp_listener(linux["seccomp"], fds[0],
-                                          dict(c.oci_state(), status="creating", pid=child))
-                elif msg["t"] == "ready":
-                    break
+
+            def userns_made(msg, fds):
+                write_id_maps(first, linux)
+                debug_step("userns")
+                c.sync.send(Msg.OK)
+
+            def overlay_refused(msg, fds):
+                c._copy_layers(msg["msg"])
+                c.sync.send(Msg.OK)
+
+            def init_forked(msg, fds):  # the init, forked in the new user namespace
+                nonlocal child
+                child = msg["pid"]
+                os.waitpid(first, 0)
+                c._pidfd = pidfd_open(child)
+
+            def hooks_due(msg, fds):
+                hooks = config.get("hooks", {})
+                state = dict(c.oci_state(), status="creating", pid=child)
+                # prestart (deprecated) runs where createRuntime does, before it, as runc
+                run_hooks(hooks.get("prestart", []), state, "prestart")
+                run_hooks(hooks.get("createRuntime", []), state, "createRuntime")
+                c.sync.send(Msg.OK)
+
+            def seccomp_listener(msg, fds):
+                send_seccomp_listener(linux["seccomp"], fds[0],
+                                      dict(c.oci_state(), status="creating", pid=child))
+
+            if c.sync.serve({Msg.USERNS: userns_made, Msg.OVERLAY_REFUSED: overlay_refused,
+                             Msg.PID: init_forked, Msg.HOOKS: hooks_due,
+                             Msg.PTY: c._console_handler(console),
+                             Msg.SECCOMP: seccomp_listener}, until=Msg.READY) is None:
+                raise Error("container init died during setup")
             debug_step("ready")
             c.state.update(pid=child, start_time=process_start_time(child))
             c.save()
             if pid_file:
                 write_atomic(os.path.abspath(pid_file), "%d" % child)
             try:
-                c.sync.send("created")
+                c.sync.send(Msg.CREATED)
             except OSError:
                 raise Error("container init died during setup") from None
             debug_step("created")
@@ -3358,7 +3429,7 @@ class Container:
 
     # -- the root filesystem of an image
     def _prepare_layers(self, layers):
-        """STATE/rootfs, upper and work for the overlay (ctx["overlay"] for the init), after
+        """STATE/rootfs, upper and work for the overlay (ctx.overlay for the init), after
         recording the layers in use in the store (rmi keeps them). None when a copy is made
         straight away (asked by $MINICONTAINER_NO_OVERLAY, or an image without layers)."""
         rootfs = os.path.join(self.dir, "rootfs")
@@ -3446,13 +3517,29 @@ class Container:
                     raise
 
     def exec_result(self):
-        """After start(), for the runtime that created the container: None once the
-        container's program runs, or the Error that kept it from running."""
-        msg, _ = self.sync.recv()
-        self.sync.sock.close()
-        if msg and msg["t"] == "error":
-            return Error(msg["msg"], msg.get("code", 1))
+        """After start(), for the runtime that created the container (it holds the setup
+        socket): None once the container's program runs, or the Error that kept it from
+        running."""
+        if self.sync is None:
+            raise Error("container %s: only the runtime that created it hears how its "
+                        "program started" % self.id)
+        try:
+            self.sync.recv()  # EOF: execve worked, and closed the init's end
+        except Error as e:
+            return e
+        finally:
+            self.sync.sock.close()
+            self.sync = None
         return None
+
+    def _console_handler(self, console):
+        """The PTY message's handler: the pty's master to `console` (see create)."""
+        def handle(msg, fds):
+            if console == "self":
+                self.console_master = fds[0]
+            else:
+                send_console(console, fds[0])
+        return handle
 
     # -- another process in a running container
     def exec(self, process, console=None, stdin_null=False, preserve_fds=0, debug=False):
@@ -3470,63 +3557,62 @@ class Container:
         if process.get("terminal") and console is None:
             raise Error("process.terminal is set: give a console (-t or --console-socket)")
         config = self.state["config"]
+        plan = exec_plan(config, self.pid, self.state.get("network"))
+        if DEBUG_LOG:
+            debug_plan(plan)
         # Every namespace is opened before the first setns: after setns into the container's
-        # mount namespace, /proc/PID would name another process. The user namespace is
-        # joined last: as the host's root we may enter all the others (a bridge's network
-        # namespace is the host's, which the container's root could not enter).
-        nsfds = []
-        for ns in sorted(config.get("linux", {}).get("namespaces", []),
-                         key=lambda ns: ns["type"] == "user"):
-            flag, name = NAMESPACES[ns["type"]]
-            try:
-                nsfds.append((os.open("/proc/%d/ns/%s" % (self.pid, name),
-                                      os.O_RDONLY | os.O_CLOEXEC), flag))
-            except OSError as e:
-                raise Error("exec: namespace %s of %s: %s" % (ns["type"], self.id,
-                                                             e.strerror)) from None
+        # mount namespace, /proc/PID would name another process.
+        nsfds = {}
+        for step in plan.steps("exec"):
+            if step.op == "join":
+                kind, path = step.args
+                try:
+                    nsfds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as e:
+                    for fd in nsfds.values():
+                        os.close(fd)
+                    raise Error("exec: namespace %s of %s: %s" % (kind, self.id,
+                                                                 e.strerror)) from None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # The process is a grandchild (it must be forked after setns to be in the pid
         # namespace): as a subreaper, we inherit it when its parent exits.
         prctl(PR_SET_CHILD_SUBREAPER, 1)
-        ctx = {"process": process, "nsfds": nsfds, "cgroup": self.cgroup, "sync": theirs,
-               "stdin_null": stdin_null, "preserve_fds": preserve_fds, "debug": debug,
-               "seccomp": _compile_seccomp(config.get("linux", {}))}
+        ctx = InitContext(process=process, plan=plan, nsfds=nsfds, cgroup=self.cgroup,
+                          sync=theirs,
+                          stdin_null=stdin_null, preserve_fds=preserve_fds, debug=debug,
+                          seccomp=_compile_seccomp(config.get("linux", {})))
         mid = os.fork()
         if mid == 0:
             ours.close()
             _child(ctx, _exec_steps)
         theirs.close()
-        for fd, _ in nsfds:
+        for fd in nsfds.values():
             os.close(fd)
         sync = _Sync(ours)
-        pid, error, self.console_master = None, None, None
+        pid, self.console_master = None, None
+
+        def forked(msg, fds):
+            nonlocal pid
+            pid = msg["pid"]
+
+        def seccomp_listener(msg, fds):
+            send_seccomp_listener(config["linux"]["seccomp"], fds[0],
+                                  dict(self.oci_state(), pid=pid))
+
         try:
-            while True:
-                msg, fds = sync.recv()
-                if msg is None:
-                    break  # both ends closed: the middle process exited, and execve worked
-                if msg["t"] == "pid":
-                    pid = msg["pid"]
-                elif msg["t"] == "pty":
-                    if console == "self":
-                        self.console_master = fds[0]
-                    else:
-                        send_console(console, fds[0])
-                elif msg["t"] == "seccomp":
-                    send_seccomp_listener(config["linux"]["seccomp"], fds[0],
-                                          dict(self.oci_state(), pid=pid))
-                elif msg["t"] == "error":
-                    error = Error(msg["msg"], msg.get("code", 1))
-        finally:
-            ours.close()
-            os.waitpid(mid, 0)
-        if error:
+            # EOF: both ends closed, the middle process exited, and execve worked
+            sync.serve({Msg.PID: forked, Msg.PTY: self._console_handler(console),
+                        Msg.SECCOMP: seccomp_listener})
+        except Error:
             if pid:
                 try:
                     os.waitpid(pid, 0)
                 except ChildProcessError:
                     pass
-            raise error
+            raise
+        finally:
+            ours.close()
+            os.waitpid(mid, 0)
         if pid is None:
             raise Error("exec: the process could not be started")
         return pid
@@ -3710,50 +3796,265 @@ def _compile_seccomp(linux):
     return (profile, seccomp_program(profile)) if profile else None
 
 
-def _fork_init(ctx, linux):
+# -- the setup plan: the config compiled once, before any fork, into ordered steps
+# As bubblewrap compiles its argv into setup operations and then runs them: every step
+# says who takes it (the runtime before the fork, the first child of a user namespace,
+# the init, exec's middle process), what (an op of _STEP_OPS) on what, and the config
+# field it comes from. The config is never edited after; --debug prints the plan.
+
+class Step:
+    __slots__ = ("who", "op", "field", "args")
+
+    def __init__(self, who, op, field, *args):
+        self.who, self.op, self.field, self.args = who, op, field, args
+
+    def __str__(self):
+        what = self.describe()
+        if self.op == "mount":
+            what += " (%s)" % (self.args[1].get("type") or "bind")
+        return "%s: %s%s" % (self.who, what, " [%s]" % self.field if self.field else "")
+
+    def describe(self):
+        """The step in the user's words (container paths, the config's sources), as errors
+        name it: "mount SOURCE to DEST: errno text", as crun says it."""
+        op, args = self.op, self.args
+        if op == "mount":
+            m, source = args[1], args[2]
+            return "mount %s to %s" % (source or m.get("source") or m.get("type"),
+                                       m["destination"])
+        words = _STEP_WORDS.get(op)
+        if words is None:
+            return " ".join([op] + [str(a) for a in args])
+        args = args[:words.count("%s")]  # the devices and mount points lists go unsaid
+        return words % tuple(", ".join(a) if isinstance(a, list) else a for a in args)
+
+
+_STEP_WORDS = {  # Step.describe's, by op (args in order)
+    "join cgroup": "join the container's cgroup", "join": "join the %s namespace %s",
+    "unshare": "make namespaces (%s)", "overlay": "mount the image's overlay",
+    "mount points": "make mount points", "cut from host": "cut / off the host's mounts",
+    "userns": "make the user namespace", "become root": "become the user namespace's root",
+    "time": "make the time namespace", "fork": "fork %s", "hooks": "run %s hooks",
+    "cwd": "make process.cwd", "bind rootfs": "bind the rootfs on itself",
+    "devices": "make the devices of /dev", "pivot_root": "pivot_root to %s",
+    "move root": "move %s onto / (--no-pivot)", "chroot": "chroot to %s",
+    "hostname": "set the hostname to %s", "domainname": "set the domainname to %s",
+    "loopback up": "bring lo up", "sysctl": "set sysctl %s to %s",
+    "readonly path": "make %s read-only", "mask path": "mask %s",
+    "readonly root": "make / read-only", "root propagation": "make / %s",
+}
+
+
+class SetupPlan(list):
+    """The steps, in order (Step)."""
+
+    def steps(self, who):
+        return [step for step in self if step.who == who]
+
+    @property
+    def first_child(self):
+        """Whether a first child enters a user namespace (new or given by path): what the
+        init makes then belongs to it."""
+        return any(step.who == "first" for step in self)
+
+    def mount_sources(self):
+        return [step.args[2] for step in self if step.op == "mount" and step.args[2]]
+
+    def add(self, who, op, field, *args):
+        self.append(Step(who, op, field, *args))
+
+
+def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=False,
+               no_pivot=False):
+    """Container.create's plan for `config` (validated): see Step. network: state.network
+    (network_setup's namespace, joined by path); etc_mounts: write_etc_files's binds;
+    overlay: whether the init mounts an image's overlay on rootfs."""
+    linux = config.get("linux", {})
+    plan = SetupPlan()
+    namespaces = {ns["type"]: ns.get("path") for ns in linux.get("namespaces", [])}
+    if network:
+        namespaces["network"] = network["netns"]
+    mounts = [(i, m, _bind_source(m, bundle))
+              for i, m in enumerate(config.get("mounts", []) + list(etc_mounts))]
+    done = _plan_first_child(plan, linux, namespaces, mounts, overlay)
+    _plan_namespaces(plan, linux, namespaces, done)
+    plan.add("init", "reached", None, "unshare")
+    if overlay and not plan.first_child:
+        plan.add("init", "overlay", "root.path")
+    hooks = config.get("hooks", {})
+    if hooks.get("prestart") or hooks.get("createRuntime"):
+        plan.add("init", "hooks", "hooks.createRuntime", "createRuntime")
+    if "mount" in namespaces:
+        plan.add("init", "cwd", "process.cwd")
+        _plan_mounts(plan, linux, mounts, "user" in namespaces)
+    if hooks.get("createContainer"):
+        plan.add("init", "hooks", "hooks.createContainer", "createContainer")
+    plan.add("init", "reached", None, "mounts")
+    if "mount" not in namespaces:
+        # the host's mount namespace, which is not ours to change: a root of its own only
+        plan.add("init", "chroot", "root.path", rootfs)
+    else:
+        plan.add("init", "move root" if no_pivot else "pivot_root", "root.path", rootfs)
+    if "uts" in namespaces:
+        if config.get("hostname"):
+            plan.add("init", "hostname", "hostname", config["hostname"])
+        if config.get("domainname"):
+            plan.add("init", "domainname", "domainname", config["domainname"])
+    if "network" in namespaces and not namespaces["network"]:
+        plan.add("init", "loopback up", "linux.namespaces")
+    for key, value in linux.get("sysctl", {}).items():
+        plan.add("init", "sysctl", "linux.sysctl", key, value)
+    if "mount" in namespaces:
+        _plan_paths(plan, config, linux)
+    return plan
+
+
+def _plan_first_child(plan, linux, namespaces, mounts, overlay):
+    """With a user namespace, the first child's steps up to the init's fork; the namespaces
+    it leaves the init done. (Without one, the runtime itself makes the pid and time
+    namespaces and forks the init: see _fork_init.)"""
+    if "user" not in namespaces:
+        maker, done = "runtime", {"pid"}
+    else:
+        maker, done = "first", {"user", "pid"}
+        plan.add("first", "join cgroup", "linux.cgroupsPath")  # the cgroup files are the host's
+        if overlay:
+            # Mounted as the host's root, in a mount namespace of ours that the init's
+            # copies: the mount points below are then made in the overlay.
+            plan.add("first", "unshare", None, ["mount"])
+            plan.add("first", "overlay", "root.path")
+        plan.add("first", "mount points", "mounts",
+                 [(m, source) for _, m, source in mounts])
+        # Namespaces given by path (a bridge's network namespace) belong to the host's
+        # user namespace: join them while still the host's root, as runc does.
+        for kind, path in namespaces.items():
+            if path and kind not in ("user", "pid", "mount"):
+                plan.add("first", "join", "linux.namespaces", kind, path)
+                done.add(kind)
+        sysfs = [entry for entry in mounts if entry[1].get("type") == "sysfs"]
+        if "network" in done and sysfs:
+            # sysfs may only be mounted by the owner of the network namespace, and one
+            # joined by path is the host's: mount it now, as the host's root, in a mount
+            # namespace of ours that the init's copies. (Else the init would have to bind
+            # the host's /sys, which names the host's network interfaces.)
+            if not overlay:  # with one, ours is made
+                plan.add("first", "unshare", None, ["mount"])
+                plan.add("first", "cut from host", "linux.rootfsPropagation")
+            for i, m, source in sysfs:
+                plan.add("first", "mount", "mounts[%d]" % i, i, m, source, False)
+            mounts[:] = [entry for entry in mounts if entry[1].get("type") != "sysfs"]
+        if namespaces["user"]:
+            plan.add("first", "join", "linux.namespaces", "user", namespaces["user"])
+        else:
+            plan.add("first", "userns", "linux.uidMappings")
+        plan.add("first", "become root", "linux.uidMappings")
+    if "pid" in namespaces:
+        if namespaces["pid"]:
+            plan.add(maker, "join", "linux.namespaces", "pid", namespaces["pid"])
+        else:
+            plan.add(maker, "unshare", "linux.namespaces", ["pid"])
+    if "time" in namespaces and not namespaces["time"]:
+        plan.add(maker, "time", "linux.timeOffsets")
+        done.add("time")
+    plan.add(maker, "fork", None, "the init")
+    return done
+
+
+def _plan_namespaces(plan, linux, namespaces, done):
+    """linux.namespaces the init joins by path, then those it makes, all at once."""
+    for kind, path in namespaces.items():
+        if path and kind not in done:
+            plan.add("init", "join", "linux.namespaces", kind, path)
+    plan.add("init", "unshare", "linux.namespaces",
+             [kind for kind, path in namespaces.items() if not path and kind not in done])
+
+
+def _plan_mounts(plan, linux, mounts, userns):
+    """mounts, in order, on the rootfs (a mount point for pivot_root), then linux.devices."""
+    plan.add("init", "cut from host", "linux.rootfsPropagation")
+    plan.add("init", "bind rootfs", "root.path")
+    dev_is_tmpfs = False
+    for i, m, source in mounts:
+        plan.add("init", "mount", "mounts[%d]" % i, i, m, source, userns)
+        if os.path.normpath(m["destination"]) == "/dev" and m.get("type") == "tmpfs":
+            dev_is_tmpfs = True
+    if dev_is_tmpfs:
+        plan.add("init", "devices", "linux.devices", linux.get("devices", []), userns)
+    elif linux.get("devices"):
+        raise Error("linux.devices needs /dev to be a tmpfs mount")
+
+
+def _plan_paths(plan, config, linux):
+    """Once inside: linux.readonlyPaths, linux.maskedPaths, root.readonly, then the root's
+    linux.rootfsPropagation (see root_propagation)."""
+    for path in linux.get("readonlyPaths", []):
+        plan.add("init", "readonly path", "linux.readonlyPaths", path)
+    for path in linux.get("maskedPaths", []):
+        plan.add("init", "mask path", "linux.maskedPaths", path)
+    if config.get("root", {}).get("readonly"):
+        plan.add("init", "readonly root", "root.readonly")
+    propagation = linux.get("rootfsPropagation") or "rprivate"
+    if "shared" in propagation or "unbindable" in propagation:
+        plan.add("init", "root propagation", "linux.rootfsPropagation", propagation)
+
+
+def exec_plan(config, pid, network=None):
+    """Container.exec's plan: its middle process joins the cgroup and the namespaces of the
+    init `pid`, then forks the process. The user namespace is joined last: as the host's
+    root we may enter all the others (a bridge's network namespace is the host's, which
+    the container's root could not enter)."""
+    plan = SetupPlan()
+    plan.add("exec", "join cgroup", "linux.cgroupsPath")
+    kinds = [ns["type"] for ns in config.get("linux", {}).get("namespaces", [])]
+    if network and "network" not in kinds:
+        kinds.append("network")
+    for kind in sorted(kinds, key=lambda kind: kind == "user"):
+        plan.add("exec", "join", "linux.namespaces", kind,
+                 "/proc/%d/ns/%s" % (pid, NAMESPACES[kind][1]))
+    plan.add("exec", "fork", None, "the process")
+    return plan
+
+
+def debug_plan(plan):
+    for step in plan:
+        if step.op != "reached":
+            debug("setup plan: %s" % step)
+
+
+def _fork_init(ctx):
     """Fork the container's init, in a new (or given) pid namespace if asked: it is pid 1.
 
     With a user namespace, a first child creates it (we write the id maps meanwhile) or
     joins the one given by path, and makes the pid namespace, owned by it (/proc can only
     be mounted by root of the user namespace that owns the pid namespace), and forks the
-    init. Otherwise one fork does."""
-    if ctx["userns"]:
+    init: the plan's "first" steps. Otherwise we take the "runtime" steps here, around
+    one fork, and come back to our own pid and time namespaces."""
+    if ctx.plan.first_child:
         prctl(PR_SET_CHILD_SUBREAPER, 1)  # the init's parent exits: we inherit the init
         pid = os.fork()
         if pid == 0:
-            _container_init(ctx, _userns_steps)
+            _container_init(ctx, _first_child_steps)
         return pid
-    pidns = next((ns for ns in linux.get("namespaces", []) if ns["type"] == "pid"), None)
-    saved = None
-    if pidns:
-        saved = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        if pidns.get("path"):
-            try:
-                target = os.open(pidns["path"], os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as e:
-                raise Error("linux.namespaces: pid %s: %s" % (pidns["path"], e.strerror)) from None
-            try:
-                setns(target, CLONE_NEWPID)
-            finally:
-                os.close(target)
-        else:
-            unshare(CLONE_NEWPID)
-    own_time = None
+    saved = own_time = None
     try:
-        if makes_time_ns(linux):
-            own_time = os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC)
-        ctx["time_made"] = unshare_time(linux)
-        pid = os.fork()
-        if pid == 0:
-            _container_init(ctx)  # never returns
+        for step in ctx.plan.steps("runtime"):
+            if step.op in ("join", "unshare"):  # the pid namespace
+                saved = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+                _take_step(ctx, None, step)
+            elif step.op == "time":
+                own_time = os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC)
+                _take_step(ctx, None, step)
+            elif step.op == "fork":
+                pid = os.fork()
+                if pid == 0:
+                    _container_init(ctx)  # never returns
     finally:
         if saved is not None:
             # Our own children (hooks, later forks) stay in our pid namespace.
             setns(saved, CLONE_NEWPID)
             os.close(saved)
         if own_time is not None:
-            if ctx.get("time_made"):
-                setns(own_time, CLONE_NEWTIME)  # and in our time namespace
+            setns(own_time, CLONE_NEWTIME)  # and in our time namespace
             os.close(own_time)
     return pid
 
@@ -3804,13 +4105,12 @@ def _host_id(mappings, container_id=0):
     return -1
 
 
-def _check_reachable(config, rootfs, bundle, linux):
+def _check_reachable(paths, linux):
     """In a user namespace the container's root is an unprivileged uid of the host: it must
-    be able to walk to the rootfs and to every bind source, or the setup fails obscurely."""
+    be able to walk to the rootfs and to every bind source (paths), or the setup fails
+    obscurely."""
     import stat
     uid, gid = host_owner(linux)
-    paths = [rootfs] + [src for src in (_bind_source(m, bundle) for m in config.get("mounts", []))
-                        if src]
     for path in paths:
         d = os.path.dirname(os.path.abspath(path))
         while True:
@@ -3824,81 +4124,13 @@ def _check_reachable(config, rootfs, bundle, linux):
             d = os.path.dirname(d)
 
 
-def _userns_steps(ctx, sync):
-    """The first child of a container with a user namespace: see _fork_init."""
-    linux = ctx["config"].get("linux", {})
-    prctl(PR_SET_DUMPABLE, 0)
-    if ctx["cgroup"] is not None:
-        ctx["cgroup"].join(0)  # while still root of the host: the cgroup files are its
-    if ctx.get("overlay"):
-        # Mounted as the host's root, in a mount namespace of ours that the init's copies:
-        # the mount points below are then made in the overlay.
-        unshare(CLONE_NEWNS)
-        _overlay_steps(ctx, sync)
-    make_mount_points(ctx["config"], ctx["rootfs"], ctx["bundle"])
-    # Namespaces given by path (a bridge's network namespace) belong to the host's user
-    # namespace: join them while still the host's root, as runc does, then make ours.
-    ctx["joined"] = []
-    for ns in linux.get("namespaces", []):
-        if ns.get("path") and ns["type"] not in ("user", "pid", "mount"):
-            _join_namespace(ns)
-            ctx["joined"].append(ns["type"])
-    if "network" in ctx["joined"]:
-        _premount_sysfs(ctx)
-    given = next((ns for ns in linux.get("namespaces", []) if ns["type"] == "user"
-                  and ns.get("path")), None)
-    if given:
-        _join_namespace(given)
-    else:
-        unshare(CLONE_NEWUSER)
-        sync.send("userns")
-        if sync.recv()[0] != {"t": "ok"}:
-            raise Error("user namespace: the id maps were not written")
-    # Become the container's root: an unmapped uid may create nothing (EOVERFLOW).
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
-    pidns = next((ns for ns in linux.get("namespaces", []) if ns["type"] == "pid"), None)
-    if pidns and pidns.get("path"):
-        fd = os.open(pidns["path"], os.O_RDONLY | os.O_CLOEXEC)
-        setns(fd, CLONE_NEWPID)
-        os.close(fd)
-    elif pidns:
-        unshare(CLONE_NEWPID)
-    ctx["time_made"] = unshare_time(linux)
-    pid = os.fork()
-    if pid:
-        sync.send("pid", pid=pid)
-        os._exit(0)
-    _init_steps(ctx, sync)
-
-
-def _premount_sysfs(ctx):
-    """sysfs may only be mounted by the owner of the network namespace, and one the init
-    joined by path is the host's: mount it now, as the host's root, in a mount namespace of
-    ours that the init's copies, and take it off the init's list. (Else the init would have
-    to bind the host's /sys, which names the host's network interfaces.)"""
-    config = ctx["config"]
-    entries = [m for m in config.get("mounts", []) if m.get("type") == "sysfs"]
-    if not entries:
-        return
-    if not ctx.get("overlay"):  # with one, _overlay_steps made our mount namespace
-        unshare(CLONE_NEWNS)
-        cut_from_host(config.get("linux", {}))
-    for m in entries:
-        flags, _, data = parse_mount_options(m.get("options"))
-        with _InRoot(ctx["rootfs"], m["destination"]) as target:
-            mount("sysfs", target, "sysfs", flags, data or None)
-    config["mounts"] = [m for m in config["mounts"] if m.get("type") != "sysfs"]
-
-
-def _join_namespace(ns):
+def _join_namespace(kind, path):
     try:
-        fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
-        raise Error("linux.namespaces: %s %s: %s" % (ns["type"], ns["path"],
-                                                     e.strerror)) from None
+        raise Error("linux.namespaces: %s %s: %s" % (kind, path, e.strerror)) from None
     try:
-        setns(fd, NAMESPACES[ns["type"]][0])
+        setns(fd, NAMESPACES[kind][0])
     finally:
         os.close(fd)
 
@@ -3933,7 +4165,8 @@ def mount_idmaps(config, bundle):
             if source is None:
                 raise Error("mounts: %s: only a bind mount can be id-mapped" % m["destination"])
             if not os.path.exists(source):
-                raise Error("mount %s: source %s does not exist" % (m["destination"], source))
+                raise Error("mount %s to %s: %s" % (source, m["destination"],
+                                                    os.strerror(errno.ENOENT)))
             maps = maps or {k: linux.get(k) for k in ("uidMappings", "gidMappings")}
             if not maps.get("uidMappings") or not maps.get("gidMappings"):
                 raise Error("mounts: %s: an id-mapped mount needs uidMappings and gidMappings"
@@ -3943,8 +4176,8 @@ def mount_idmaps(config, bundle):
                 trees[i] = idmapped_tree(source, userns, "rbind" in options or
                                          "ridmap" in options)
             except OSError as e:
-                raise Error("mount %s: id-mapped %s: %s" % (m["destination"], source,
-                                                           e.strerror)) from None
+                raise Error("mount %s to %s: id-map: %s" % (source, m["destination"],
+                                                            os.strerror(e.errno))) from None
             finally:
                 os.close(userns)
     except BaseException:
@@ -3985,9 +4218,9 @@ def mapped_userns(linux):
 def _container_init(ctx, steps=None):
     """The runtime's child in create (the init, or the first child of a user namespace),
     between fork and exec. It never returns."""
-    ctx["lock"].close()  # a flock belongs to the open file, which fork shared with us
+    ctx.lock.close()  # a flock belongs to the open file, which fork shared with us
     # Only the runtime may hold its end: if it dies, we read EOF at our next wait for it.
-    ctx["peer"].close()
+    ctx.peer.close()
     # And until the container is created, its death is ours: setup may be long before that
     # next wait. (Never after: a created container outlives `create`. The init of a user
     # namespace, a grandchild, has EOF only: its parent exits by design.)
@@ -3997,54 +4230,44 @@ def _container_init(ctx, steps=None):
 
 def _child(ctx, steps):
     """Run a forked child's steps; whatever happens, it ends here and says why."""
-    sync = _Sync(ctx["sync"])
+    sync = _Sync(ctx.sync)
     code = 1
     try:
         # Inside the container, the host's Python library is out of reach: import now
         # whatever the steps will need.
         import fcntl, resource, stat, struct  # noqa: E401, F401
-        if ctx.get("debug"):
+        if ctx.debug:
             import traceback  # noqa: F401
-        if ctx.get("hooks"):
+        if ctx.config and ctx.config.get("hooks"):
             import subprocess  # noqa: F401
         steps(ctx, sync)
     except Error as e:
         code = e.code
-        _report(sync, str(e), code)
+        sync.error(str(e), code)
     except OSError as e:
-        _report(sync, str(e), code)
+        sync.error(str(e), code)
     except BaseException as e:
-        if ctx.get("debug"):
+        if ctx.debug:
             import traceback
             traceback.print_exc()
-        _report(sync, "container process: %s: %s" % (type(e).__name__, e), code)
+        sync.error("container process: %s: %s" % (type(e).__name__, e), code)
     finally:
         os._exit(code)
-
-
-def _report(sync, msg, code):
-    try:
-        sync.send("error", msg=msg, code=code)
-    except OSError:  # nobody listens any more (create has returned): say it on stderr
-        try:
-            os.write(2, ("minicontainer: %s\n" % msg).encode())
-        except OSError:
-            pass
 
 
 def _overlay_steps(ctx, sync):
     """Mount the image's overlay on the rootfs directory, in the (new) mount namespace of
     this process: it goes when the namespace does, so no host mount outlives the container.
     Where the kernel refuses it, the runtime makes a private copy in its place instead."""
-    ov = ctx["overlay"]
-    cut_from_host(ctx["config"].get("linux", {}))  # before anything is mounted
+    ov = ctx.overlay
+    cut_from_host(ctx.config.get("linux", {}))  # before anything is mounted
     what, mapped = "refused", []
     try:
-        if ctx.get("userns"):
+        if ctx.plan.first_child:
             # The layers are the host root's files; seen through mounts id-mapped like the
             # container, uid 0 on disk is the container's root (5.19+ for overlayfs's lowers).
             what = "with id-mapped layers refused"
-            userns = mapped_userns(ctx["config"]["linux"])
+            userns = mapped_userns(ctx.config["linux"])
             try:
                 for layer in dict.fromkeys(os.path.realpath(p) for p in ov["lower"]):
                     idmapped_bind(layer, userns)  # on the layer, not on a short link
@@ -4056,9 +4279,8 @@ def _overlay_steps(ctx, sync):
         if e.errno not in OVERLAY_REFUSED + (errno.ENOSYS,):
             raise
         _unmount_all(mapped)
-        sync.send("overlay-refused", msg="%s (%s)" % (what, os.strerror(e.errno)))
-        if sync.recv()[0] != {"t": "ok"}:
-            raise Error("overlayfs refused, and no private copy was made") from None
+        sync.send(Msg.OVERLAY_REFUSED, msg="%s (%s)" % (what, os.strerror(e.errno)))
+        sync.expect(Msg.OK, "overlayfs refused, and no private copy was made")
     # The overlay keeps private clones of its layers: the id-mapped mounts go, or the
     # container's root, owner of every layer file through them, could write the shared
     # store through a volume whose source holds it (-v /:/host binds recursively).
@@ -4070,117 +4292,183 @@ def _unmount_all(paths):
         umount2(path, MNT_DETACH)
 
 
+def _first_child_steps(ctx, sync):
+    """The first child of a container with a user namespace: its steps of the plan (see
+    _fork_init), the last a fork, whose child goes on as the init."""
+    prctl(PR_SET_DUMPABLE, 0)
+    _run_steps(ctx, sync, "first")
+    sync.in_cgroup = True  # the first child moved itself there
+    _init_steps(ctx, sync)
+
+
 def _init_steps(ctx, sync):
-    config, process = ctx["config"], ctx["config"]["process"]
-    linux = config.get("linux", {})
+    config, process = ctx.config, ctx.config["process"]
     hooks = config.get("hooks", {})
     os.setsid()
     # Until execve, this process is the host's python: no process of the container may open
     # it through /proc/PID/exe (the runc CVE-2019-5736 class). execve resets the flag.
     prctl(PR_SET_DUMPABLE, 0)
-    # In the cgroup already (the first child of a user namespace moved itself), or moved by
-    # the runtime meanwhile: wait for that before anything that has to be inside it — a
-    # cgroup namespace (rooted where we are), hooks, the container's process.
-    in_cgroup = (lambda: None) if ctx["userns"] else sync.wait_cgroup
     # Compiled here, not by the runtime: while the runtime moves us into the cgroup, which
     # takes longer. A bad profile fails `create` all the same.
-    ctx["seccomp"] = _compile_seccomp(linux)
-    fifo = ctx["fifo_fd"]
-    done = ["user", "pid"] + ctx.get("joined", []) if ctx.get("userns") else ["pid"]
-    if ctx.get("time_made"):
-        done.append("time")  # made before the fork (unshare_time)
-    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx["stdin_null"] else None
-    if ctx.get("log_fd") is not None:
-        os.dup2(ctx["log_fd"], 1)
-        os.dup2(ctx["log_fd"], 2)
-    namespaces, flags = set(), 0
-    for ns in linux.get("namespaces", []):
-        namespaces.add(ns["type"])
-        if ns["type"] in done:
-            continue
-        if ns.get("path"):
-            _join_namespace(ns)
-        else:
-            flags |= NAMESPACES[ns["type"]][0]
-    if flags & CLONE_NEWCGROUP:
-        in_cgroup()
-    unshare(flags)
-    debug_step("unshare")
-    if ctx.get("overlay") and not ctx.get("userns"):
-        _overlay_steps(ctx, sync)
-    if hooks.get("prestart") or hooks.get("createRuntime"):
-        in_cgroup()
-        sync.send("hooks")
-        if sync.recv()[0] != {"t": "ok"}:
-            raise Error("createRuntime hooks failed")
-    rootfs = ctx["rootfs"]
-    if "mount" in namespaces:
-        make_cwd(config, rootfs)
-        setup_rootfs(config, rootfs, ctx["bundle"], ctx["cgroup"], "user" in namespaces,
-                     ctx.get("idmap_trees"))
-    if hooks.get("createContainer"):
-        in_cgroup()
-        # pid as this process sees itself (1 in a new pid namespace), as runc passes it
-        run_hooks(hooks["createContainer"], dict(ctx["hook_state"], status="creating",
-                                                 pid=os.getpid()), "createContainer")
-    debug_step("mounts")
-    if "mount" in namespaces:
-        enter_rootfs(rootfs)
-    else:  # the host's mount namespace, which is not ours to change: a root of its own only
-        os.chroot(rootfs)
-        os.chdir("/")
-    if config.get("hostname") and "uts" in namespaces:
-        sethostname(config["hostname"])
-    if config.get("domainname") and "uts" in namespaces:
-        sethostname(config["domainname"], domain=True)
-    if "network" in namespaces and not any(ns.get("path") for ns in linux["namespaces"]
-                                           if ns["type"] == "network"):
-        loopback_up()
-    apply_sysctl(linux.get("sysctl", {}))
-    if "mount" in namespaces:
-        finish_rootfs(config)
+    ctx.seccomp = _compile_seccomp(config.get("linux", {}))
+    fifo = ctx.fifo_fd
+    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx.stdin_null else None
+    if ctx.log_fd is not None:
+        os.dup2(ctx.log_fd, 1)
+        os.dup2(ctx.log_fd, 2)
+    # The plan's steps wait, where they must be inside the container's cgroup (a cgroup
+    # namespace, rooted where we are; hooks), until the runtime has moved us there.
+    _run_steps(ctx, sync, "init")
     debug_step("process")
-    in_cgroup()  # before the scheduler: an RT task cannot move to a cgroup without RT time
+    sync.wait_cgroup()  # before the scheduler: an RT task cannot move to a cgroup without RT
     path = _prepare_process(process, sync, devnull)
     # All that may fail is done before "ready", so that create reports it; what is left
     # for start is the wait, the startContainer hooks and execve (as runc leaves them).
-    _drop_privileges(process, ctx["seccomp"], sync)
+    _drop_privileges(process, ctx.seccomp, sync)
     debug_step("privileges")
-    # Cleared before "ready": the runtime may exit as soon as it has recorded us.
+    # Cleared before READY: the runtime may exit as soon as it has recorded us.
     prctl(PR_SET_PDEATHSIG, 0)
-    sync.send("ready")
+    sync.send(Msg.READY)
     # Recorded in the state, or the runtime died first (EOF): only a container that is
     # created may wait for start, for as long as it takes.
-    if sync.recv()[0] != {"t": "created"}:
-        raise Error("setup: the runtime ended before the container was created")
+    sync.expect(Msg.CREATED, "setup: the runtime ended before the container was created")
     # Wait for start: opening the fifo to write blocks until `start` opens it to read.
     fd = os.open("/proc/self/fd/%d" % fifo, os.O_WRONLY | os.O_CLOEXEC)
     os.write(fd, b"0")
     os.close(fd)
     os.close(fifo)
     if hooks.get("startContainer"):
-        run_hooks(hooks["startContainer"], dict(ctx["hook_state"], status="created",
+        run_hooks(hooks["startContainer"], dict(ctx.hook_state, status="created",
                                                 pid=os.getpid()), "startContainer")
-    _exec(process, path, ctx["preserve_fds"], ctx["sync"])
+    _exec(process, path, ctx.preserve_fds, ctx.sync)
 
 
 def _exec_steps(ctx, sync):
-    """exec's middle process: join the cgroup and namespaces, fork the process, and go."""
+    """exec's middle process: its plan (exec_plan) joins the cgroup and namespaces and
+    forks the process, which goes on here."""
     prctl(PR_SET_DUMPABLE, 0)  # see _init_steps
-    if ctx["cgroup"] is not None:
-        ctx["cgroup"].join(0)
-    for fd, flag in ctx["nsfds"]:
-        setns(fd, flag)
-    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx["stdin_null"] else None
+    _run_steps(ctx, sync, "exec")
+    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx.stdin_null else None
+    os.setsid()
+    process = ctx.process
+    path = _prepare_process(process, sync, devnull)
+    _drop_privileges(process, ctx.seccomp, sync)
+    _exec(process, path, ctx.preserve_fds, ctx.sync)
+
+
+def _run_steps(ctx, sync, who):
+    """Execute `who`'s steps of the plan (see Step), in order."""
+    for step in ctx.plan:
+        if step.who == who:
+            _take_step(ctx, sync, step)
+
+
+def _take_step(ctx, sync, step):
+    """One step; what the kernel refuses is an Error in one shape: the step as the user
+    knows it (Step.describe), then the errno's text."""
+    try:
+        _STEP_OPS[step.op](ctx, sync, *step.args)
+    except OSError as e:
+        raise Error("%s: %s" % (step.describe(), os.strerror(e.errno) if e.errno else e)
+                    ) from None
+
+
+def _step_join_cgroup(ctx, sync):
+    if ctx.cgroup is not None:
+        ctx.cgroup.join(0)
+
+
+def _step_join(ctx, sync, kind, path):
+    fd = (ctx.nsfds or {}).pop(path, None)  # exec's, opened by the runtime
+    if fd is None:
+        _join_namespace(kind, path)
+        return
+    try:
+        setns(fd, NAMESPACES[kind][0])
+    finally:
+        os.close(fd)
+
+
+def _step_unshare(ctx, sync, kinds):
+    flags = 0
+    for kind in kinds:
+        flags |= NAMESPACES[kind][0]
+    if flags & CLONE_NEWCGROUP:
+        sync.wait_cgroup()  # a cgroup namespace is rooted where we are
+    unshare(flags)
+
+
+def _step_userns(ctx, sync):
+    unshare(CLONE_NEWUSER)
+    sync.send(Msg.USERNS)  # the runtime writes the id maps
+    sync.expect(Msg.OK, "user namespace: the id maps were not written")
+
+
+def _step_become_root(ctx, sync):
+    # The container's root: an unmapped uid may create nothing (EOVERFLOW).
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def _step_fork(ctx, sync, what):
+    """The first child forks the init (in the pid namespace it made), exec's middle process
+    the container's process; the parent says which pid and goes, the child goes on."""
     pid = os.fork()
     if pid:
-        sync.send("pid", pid=pid)
+        sync.send(Msg.PID, pid=pid)
         os._exit(0)
-    os.setsid()
-    process = ctx["process"]
-    path = _prepare_process(process, sync, devnull)
-    _drop_privileges(process, ctx["seccomp"], sync)
-    _exec(process, path, ctx["preserve_fds"], ctx["sync"])
+
+
+def _step_hooks(ctx, sync, kind):
+    sync.wait_cgroup()
+    if kind == "createRuntime":  # and prestart: the runtime's, in its namespaces
+        sync.send(Msg.HOOKS)
+        sync.expect(Msg.OK, "createRuntime hooks failed")
+    else:
+        # pid as this process sees itself (1 in a new pid namespace), as runc passes it
+        run_hooks(ctx.config["hooks"][kind], dict(ctx.hook_state, status="creating",
+                                                  pid=os.getpid()), kind)
+
+
+def _step_mount(ctx, sync, i, m, source, userns):
+    mount_entry(m, ctx.rootfs, source, ctx.cgroup, userns, (ctx.idmap_trees or {}).get(i))
+
+
+def _step_chroot(ctx, sync, rootfs):
+    os.chroot(rootfs)
+    os.chdir("/")
+
+
+_STEP_OPS = {
+    "join cgroup": _step_join_cgroup,
+    "join": _step_join,
+    "unshare": _step_unshare,
+    "overlay": lambda ctx, sync: _overlay_steps(ctx, sync),
+    "mount points": lambda ctx, sync, mounts: make_mount_points(mounts, ctx.config, ctx.rootfs),
+    "cut from host": lambda ctx, sync: cut_from_host(ctx.config.get("linux", {})),
+    "userns": _step_userns,
+    "become root": _step_become_root,
+    "time": lambda ctx, sync: unshare_time(ctx.config.get("linux", {})),
+    "fork": _step_fork,
+    "reached": lambda ctx, sync, name: debug_step(name),
+    "hooks": _step_hooks,
+    "cwd": lambda ctx, sync: make_cwd(ctx.config, ctx.rootfs),
+    # pivot_root needs the new root to be a mount point
+    "bind rootfs": lambda ctx, sync: mount(ctx.rootfs, ctx.rootfs, None, MS_BIND | MS_REC),
+    "mount": _step_mount,
+    "devices": lambda ctx, sync, devices, userns: create_devices(ctx.rootfs, devices, userns),
+    "pivot_root": lambda ctx, sync, rootfs: enter_rootfs(rootfs),
+    "move root": lambda ctx, sync, rootfs: move_root(rootfs),
+    "chroot": _step_chroot,
+    "hostname": lambda ctx, sync, name: sethostname(name),
+    "domainname": lambda ctx, sync, name: sethostname(name, domain=True),
+    "loopback up": lambda ctx, sync: loopback_up(),
+    "sysctl": lambda ctx, sync, key, value: write_sysctl(key, value),
+    "readonly path": lambda ctx, sync, path: readonly_path(path),
+    "mask path": lambda ctx, sync, path: mask_path(path),
+    "readonly root": lambda ctx, sync: _readonly_remount("/"),
+    "root propagation": lambda ctx, sync, propagation: root_propagation(propagation),
+}
 
 
 def _prepare_process(process, sync, devnull):
@@ -4188,7 +4476,7 @@ def _prepare_process(process, sync, devnull):
     (and so fail `create`), done inside the container's root."""
     if process.get("terminal"):
         master, slave, slave_path = open_pty()
-        sync.send("pty", fds=[master])
+        sync.send(Msg.PTY, fds=[master])
         os.close(master)
         setup_console(slave, slave_path, process.get("consoleSize"))
     elif devnull is not None:
@@ -4203,7 +4491,11 @@ def _prepare_process(process, sync, devnull):
     path = find_executable(process["args"], env)
     apply_rlimits(process.get("rlimits", []))
     if process.get("oomScoreAdj") is not None:
-        _write("/proc/self/oom_score_adj", process["oomScoreAdj"])
+        try:
+            _write("/proc/self/oom_score_adj", process["oomScoreAdj"])
+        except OSError as e:
+            raise Error("set process.oomScoreAdj to %d: %s" % (process["oomScoreAdj"],
+                                                              os.strerror(e.errno))) from None
     if process.get("scheduler"):
         apply_scheduler(process["scheduler"])
     if process.get("ioPriority"):
@@ -4231,7 +4523,7 @@ def _drop_privileges(process, seccomp, sync):
 def _load_seccomp(seccomp, sync):
     listener = apply_seccomp(*seccomp)
     if listener is not None:
-        sync.send("seccomp", fds=[listener])
+        sync.send(Msg.SECCOMP, fds=[listener])
         os.close(listener)
 
 
@@ -6362,7 +6654,8 @@ def cmd_create(a, g):
     config = load_config(a.bundle)
     listen = socket_activation(config["process"])
     Container.create(a.id, config, a.bundle, g.root, console=a.console_socket,
-                     pid_file=a.pid_file, preserve_fds=listen + a.preserve_fds, debug=g.debug)
+                     pid_file=a.pid_file, preserve_fds=listen + a.preserve_fds, debug=g.debug,
+                     no_pivot=a.no_pivot)
     return 0
 
 
@@ -6906,9 +7199,12 @@ def main(argv=None):
             log[0] = None
             _log_error("--log %s: %s" % (e.filename, e.strerror), log)
             return 1
+    if debug:
+        DEBUG_LOG[:] = log  # debug()'s lines, where errors go
     try:
         return _main(argv, at, log, debug)
     finally:
+        del DEBUG_LOG[:]
         for msg in WARNINGS:
             _log_error(msg, log, "warning", stderr=debug)
         del WARNINGS[:]

@@ -96,7 +96,17 @@ def test_not_root(busybox_rootfs, tmp_path):
                       [{"containerID": 0, "hostID": 1, "size": 1}]}]), None,
      "only a bind mount can be id-mapped"),
     (_set("mounts", [{"destination": "/x", "type": "bind", "source": "/nonexistent",
-                      "options": ["bind"]}]), None, "source /nonexistent does not exist"),
+                      "options": ["bind"]}]), None,
+     "mount /nonexistent to /x: No such file or directory"),
+    # what the kernel refuses inside the init: the step as the user wrote it, errno's text
+    # (on a directory the rootfs has: other tests' images are made of the same rootfs)
+    (_set("mounts", [{"destination": "/tmp", "type": "bogusfs", "source": "bogus"}]), None,
+     "minicontainer: mount bogus to /tmp: No such device"),
+    (_set("mounts", [{"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                      "options": ["size=lots"]}]), None,
+     "minicontainer: mount tmpfs to /tmp: Invalid argument"),
+    (_set("linux.sysctl", {"kernel.msgmax": "many"}), None,
+     "minicontainer: set sysctl kernel.msgmax to many: Invalid argument"),
     (_set("linux.resources.devices", [{"allow": True, "type": "z", "access": "r"}]), None,
      "bad rule"),
     (_set("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": 1 << 40, "hard": 1 << 40}]),
@@ -227,7 +237,10 @@ def test_unknown_properties_are_ignored_with_a_warning(bundle, state_root, tmp_p
     r = mc("--debug", "--log", str(log), "--log-format", "json", "run", "-b", b, new_id(),
            state_root=state_root)
     assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
-    warnings = sorted(line for line in r.stderr.splitlines())
+    # --debug prints the setup plan too (minicontainer: debug: setup plan: ...)
+    warnings = sorted(line for line in r.stderr.splitlines() if ": debug: " not in line)
+    assert "minicontainer: debug: setup plan: init: mount proc to /proc (proc) [mounts[0]]" \
+        in r.stderr.splitlines()
     assert warnings == sorted("minicontainer: warning: " + w for w in (
         "config: unknown property bogus ignored",
         "config: unknown property process.foo ignored",
@@ -235,6 +248,7 @@ def test_unknown_properties_are_ignored_with_a_warning(bundle, state_root, tmp_p
         "config: linux.resources.memory.kernel is deprecated, ignored",
         "config: linux.resources.memory.kernelTCP is deprecated, ignored"))
     logged = [json.loads(line) for line in log.read_text().splitlines()]
+    logged = [entry for entry in logged if entry["level"] != "debug"]
     assert {entry["level"] for entry in logged} == {"warning"} and len(logged) == 5
 
 

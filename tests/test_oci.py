@@ -1165,6 +1165,24 @@ def test_the_container_keeps_the_callers_session_keyring(state_root, bundle, tmp
         ok(mc("delete", cid, state_root=state_root))
 
 
+def test_no_pivot_moves_the_rootfs_onto_root(state_root, bundle, tmp_path):
+    # runc's create --no-pivot (for a rootfs on ramfs, which pivot_root refuses): the rootfs
+    # is moved onto / and chrooted into. The container sees its rootfs and not the host's.
+    (tmp_path / "host-only").write_text("x")
+    script = ("test -e %s && echo host-visible; test -x /bin/busybox && echo rootfs; "
+              "grep -c . /proc/self/mountinfo >/dev/null && echo proc; "
+              "test -e /proc/1/root%s && echo host-via-proc; echo done") % (
+                  tmp_path / "host-only", tmp_path / "host-only")
+    b = bundle(["sh", "-c", script])
+    out = tmp_path / "no-pivot.out"
+    with open(out, "w") as f:
+        cid, _ = mc_create(b, None, "--no-pivot", state_root=state_root, stdout=f.fileno())
+    ok(mc("start", cid, state_root=state_root))
+    wait_status(cid, "stopped", state_root)
+    assert out.read_text() == "rootfs\nproc\ndone\n"
+    ok(mc("delete", cid, state_root=state_root))
+
+
 def test_systemd_cgroup_flag_is_accepted_and_says_so(state_root, bundle, cgroups):
     cid = new_id()
     b = bundle(["true"], edit=lambda c: c["linux"].update(
