@@ -12,8 +12,11 @@ instead of compiling all of it again at every start as `python3 minicontainer.py
     sudo python3 minicontainer.py run --rootfs DIR -- sh
     sudo python3 minicontainer.py run alpine echo hello
 
-Sections, in the order a container is born: ctypes bindings, configuration, cgroups, root
-filesystem, process setup, network, lifecycle, image store, seccomp, command line.
+Sections, each using only those above it, in the order a container is born: helpers,
+ctypes bindings, seccomp (the compiler a config's filter needs), configuration, cgroups,
+namespaces, root filesystem, process setup, network, the setup plan and the runtime<->init
+protocol, the container's init, lifecycle, image store (the read side), command line.
+docs/architecture.md tells them in five minutes.
 """
 
 import errno
@@ -39,7 +42,7 @@ class NotFound(Error):
     """No such container (also: deleted by another process while we waited for its lock)."""
 
 
-# ==== helpers used everywhere: files, /proc, sizes, time ====
+# ==== helpers used everywhere: files, /proc, sizes, time, messages ====
 
 def write_atomic(path, data, mode=0o644, durable=False):
     """Write a file whole through a temporary file beside it and a rename: a reader sees the
@@ -128,6 +131,75 @@ def human_size(n, digits=3):
         if n < 1000 or unit == "GB":
             return "%.0f%s" % (n, unit) if unit == "B" else "%.*g%s" % (digits, n, unit)
         n /= 1000
+
+
+WARNINGS = []
+
+
+def warn(msg):
+    """A warning for --debug and the --log file (main writes them out): not for stderr, where
+    engines may take it for an error."""
+    if msg not in WARNINGS:  # a config is checked more than once
+        WARNINGS.append(msg)
+
+
+def debug_step(name):
+    """A named step of create and run, where tests break them on purpose:
+    $MINICONTAINER_DEBUG_DIE_AT=NAME SIGKILLs the process that reaches it (a crash there),
+    $MINICONTAINER_DEBUG_SLEEP_AT=NAME:SECONDS[,...] holds it there (a slow scheduler).
+    $MINICONTAINER_TRACE=1 prints each step as it is reached: the monotonic clock in ms (one
+    clock for the runtime and the init), the pid, the step; where a start's time goes."""
+    import time  # built in: also inside the container
+    env = os.environ
+    if env.get("MINICONTAINER_TRACE"):
+        os.write(2, b"minicontainer: trace %.3f %d %s\n" % (time.monotonic() * 1000,
+                                                            os.getpid(), name.encode()))
+    if env.get("MINICONTAINER_DEBUG_DIE_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(128 + signal.SIGKILL)  # a pid namespace's init ignores it from inside
+    for item in env.get("MINICONTAINER_DEBUG_SLEEP_AT", "").split(","):
+        at, _, seconds = item.partition(":")
+        if at == name:
+            time.sleep(float(seconds or 1))
+
+
+DEBUG_LOG = []  # main's [--log path, format] under --debug: where debug() writes
+
+
+def debug(msg):
+    """A line for --debug: on stderr and in the --log file, as errors and warnings go."""
+    if DEBUG_LOG:
+        _log_error(msg, DEBUG_LOG, "debug")
+
+
+def print_formatted(fmt, data, header, rows, widths=None):
+    """--format of list, ps and images: json prints `data` (what programs read), table the
+    header and rows in columns `widths` wide, one space apart, or, without widths, as wide
+    as their widest cell, three spaces apart."""
+    if fmt == "json":
+        print(json.dumps(data))
+        return
+    sep = " " if widths else "   "
+    widths = widths or [max(len(str(r[i])) for r in rows + [header])
+                        for i in range(len(header))]
+    for row in [header] + rows:
+        print(sep.join(str(c).ljust(w) for c, w in zip(row[:-1], widths))
+              + sep + str(row[-1]).rstrip())
+
+
+def _log_error(msg, log, level="error", stderr=True):
+    if stderr:
+        sys.stderr.write("minicontainer: %s%s\n" % ("" if level == "error" else level + ": ",
+                                                    msg))
+    if log and log[0]:
+        try:
+            with open(log[0], "a") as f:
+                if log[1] == "json":
+                    f.write(json.dumps({"level": level, "msg": msg, "time": timestamp()}) + "\n")
+                else:
+                    f.write("%s %s: %s\n" % (timestamp(), level, msg))
+        except OSError:
+            pass
 
 
 # ==== ctypes bindings ====
@@ -550,13 +622,644 @@ def pidfd_open(pid):
         return None
 
 
-# ==== configuration: the OCI runtime-spec config.json ====
-
 # Docker's default capability set (moby's caps/defaults.go): a docker-like container's, and what
 # a docker-format seccomp profile's caps conditions test when the caller names none.
 DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
                 "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
                 "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
+
+
+def resolve_in_root(root, path):
+    """The host path of `path` inside `root`, following symlinks as if root were "/".
+
+    A symlink in the rootfs can point anywhere ("/etc", "../../.."); resolved here it stays
+    inside root, as the container would see it, so a mount cannot land on the host."""
+    parts = [p for p in path.split("/") if p]
+    resolved = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            target = os.readlink(candidate)
+        except OSError:  # not a link, or not there yet: take it as it is
+            resolved.append(part)
+            continue
+        links += 1
+        if links > 40:
+            raise Error("%s: too many levels of symbolic links" % path)
+        if target.startswith("/"):
+            resolved = []
+        parts = [p for p in target.split("/") if p] + parts
+    return os.path.join(root, *resolved)
+
+
+# ==== seccomp ====
+# Compiles an OCI `linux.seccomp` object to classic BPF here, without libseccomp, and loads
+# it with seccomp(2), with the syscall tables of the ctypes bindings.
+
+# Calls that exist only on architectures we never filter (ARM32, s390, ppc, riscv, ...).
+# libseccomp knows them, so profiles written for docker name them; like libseccomp we skip
+# them on our architectures instead of rejecting the profile.
+_SYSCALLS_ELSEWHERE = """
+recv send arm_fadvise64_64 arm_sync_file_range sync_file_range2 breakpoint cacheflush set_tls
+usr26 usr32 swapcontext s390_pci_mmio_read s390_pci_mmio_write s390_runtime_instr
+s390_guarded_storage s390_sthyi riscv_flush_icache riscv_hwprobe spu_run spu_create
+subpage_prot switch_endian multiplexer rtas sys_debug_setcontext pciconfig_iobase
+pciconfig_read pciconfig_write getpagesize sysmips cachectl atomic_cmpxchg_32 atomic_barrier
+get_tls kern_features utrap_install perfctr memory_ordering getxgid getxpid getxuid
+"""
+
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "i386": 0x40000003, "aarch64": 0xC00000B7}
+# Every SCMP_ARCH_* name libseccomp knows; those naming an ABI the running kernel can't
+# execute here are irrelevant and ignored, ARM32 on aarch64 we have no table for (blocked).
+_SCMP_ARCHES = {
+    "SCMP_ARCH_X86_64": "x86_64", "SCMP_ARCH_X86": "i386", "SCMP_ARCH_X32": "x32",
+    "SCMP_ARCH_AARCH64": "aarch64", "SCMP_ARCH_ARM": "arm", "SCMP_ARCH_MIPS": None,
+    "SCMP_ARCH_MIPS64": None, "SCMP_ARCH_MIPS64N32": None, "SCMP_ARCH_MIPSEL": None,
+    "SCMP_ARCH_MIPSEL64": None, "SCMP_ARCH_MIPSEL64N32": None, "SCMP_ARCH_PPC": None,
+    "SCMP_ARCH_PPC64": None, "SCMP_ARCH_PPC64LE": None, "SCMP_ARCH_S390": None,
+    "SCMP_ARCH_S390X": None, "SCMP_ARCH_PARISC": None, "SCMP_ARCH_PARISC64": None,
+    "SCMP_ARCH_RISCV64": None, "SCMP_ARCH_LOONGARCH64": None, "SCMP_ARCH_M68K": None,
+    "SCMP_ARCH_SH": None, "SCMP_ARCH_SHEB": None,
+}
+_SUB_ABIS = {"x86_64": ("i386", "x32"), "aarch64": ()}
+
+_RET_KILL_PROCESS = 0x80000000
+_RET_ERRNO = 0x00050000
+_EPERM, _ENOSYS = 1, 38
+# SECCOMP_RET_* for each OCI action; the errno-carrying ones get errnoRet in the low 16 bits.
+_SECCOMP_ACTIONS = {
+    "SCMP_ACT_KILL": 0x00000000, "SCMP_ACT_KILL_THREAD": 0x00000000,
+    "SCMP_ACT_KILL_PROCESS": _RET_KILL_PROCESS, "SCMP_ACT_TRAP": 0x00030000,
+    "SCMP_ACT_ERRNO": _RET_ERRNO, "SCMP_ACT_TRACE": 0x7FF00000,
+    "SCMP_ACT_LOG": 0x7FFC0000, "SCMP_ACT_ALLOW": 0x7FFF0000,
+    "SCMP_ACT_NOTIFY": 0x7FC00000,  # SECCOMP_RET_USER_NOTIF: an agent answers the call
+}
+_FILTER_FLAG_NEW_LISTENER = 8
+_SECCOMP_FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2,
+                  "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4}
+_SECCOMP_OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE",
+                "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ")
+
+# Classic BPF opcodes used below.
+_BPF_LD_ABS, _BPF_AND_K, _BPF_RET_K = 0x20, 0x54, 0x06
+_BPF_JA, _BPF_JEQ, _BPF_JGT, _BPF_JGE = 0x05, 0x15, 0x25, 0x35
+_BPF_MAXINSNS = 4096
+
+def _known_syscall(name):
+    return (any(name in syscall_table(abi) for abi in ("x86_64", "i386", "aarch64"))
+            or name in _SYSCALLS_ELSEWHERE.split())
+
+
+def _seccomp_action(action, errno_ret, where):
+    if action not in _SECCOMP_ACTIONS:
+        raise Error("seccomp: %s: unknown action %r" % (where, action))
+    ret = _SECCOMP_ACTIONS[action]
+    if action in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"):
+        errno_ret = _EPERM if errno_ret is None else errno_ret
+        # The kernel hands at most MAX_ERRNO back as an error.
+        if not isinstance(errno_ret, int) or not 0 <= errno_ret <= 4095:
+            raise Error("seccomp: %s: errnoRet %r is not 0..4095" % (where, errno_ret))
+        ret |= errno_ret
+    return ret
+
+
+def _u64(value, where):
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
+        raise Error("seccomp: %s: %r is not an unsigned 64-bit value" % (where, value))
+    return value
+
+
+def _seccomp_flags(profile):
+    flags = 0
+    for flag in profile.get("flags") or ():
+        if flag not in _SECCOMP_FLAGS:
+            raise Error("seccomp: unknown flag %r" % flag)
+        flags |= _SECCOMP_FLAGS[flag]
+    return flags
+
+
+def _seccomp_rules(profile):
+    """[(names, ret, [conditions...])]: runc's semantics, one entry per alternative."""
+    rules = []
+    for i, call in enumerate(profile.get("syscalls") or ()):
+        where = "syscalls[%s]" % i
+        if not isinstance(call, dict):
+            raise Error("seccomp: %s is not an object" % where)
+        for key in call:
+            if key not in ("names", "name", "action", "errnoRet", "args", "comment"):
+                raise Error("seccomp: %s: unknown field %r" % (where, key))
+        names = list(call.get("names") or ()) + ([call["name"]] if call.get("name") else [])
+        if not names:
+            raise Error("seccomp: %s: no syscall names" % where)
+        for name in names:
+            if not isinstance(name, str):
+                raise Error("seccomp: %s: syscall name %r is not a string" % (where, name))
+        # A name no table knows is skipped, as runc does: engines' profiles name syscalls
+        # of newer kernels (and podman's names "syscall", which no kernel has).
+        names = [name for name in names if _known_syscall(name)]
+        ret = _seccomp_action(call.get("action"), call.get("errnoRet"), where)
+        conds = []
+        for j, arg in enumerate(call.get("args") or ()):
+            awhere = "%s.args[%s]" % (where, j)
+            if not isinstance(arg, dict):
+                raise Error("seccomp: %s is not an object" % awhere)
+            for key in arg:
+                if key not in ("index", "value", "valueTwo", "op"):
+                    raise Error("seccomp: %s: unknown field %r" % (awhere, key))
+            index = arg.get("index")
+            if not isinstance(index, int) or not 0 <= index <= 5:
+                raise Error("seccomp: %s: index %r is not 0..5" % (awhere, index))
+            if arg.get("op") not in _SECCOMP_OPS:
+                raise Error("seccomp: %s: unknown op %r" % (awhere, arg.get("op")))
+            conds.append((index, arg["op"], _u64(arg.get("value", 0), awhere),
+                          _u64(arg.get("valueTwo", 0), awhere)))
+        # runc (and so docker) turn several conditions on one argument into alternatives
+        # (OR) rather than a conjunction; profiles in the wild depend on that.
+        indexes = [c[0] for c in conds]
+        if len(set(indexes)) < len(indexes):
+            rules.extend((names, ret, [c]) for c in conds)
+        else:
+            rules.append((names, ret, conds))
+    return rules
+
+
+class _Asm:
+    """Straight-line BPF with symbolic forward jumps (labels are plain objects)."""
+
+    def __init__(self):
+        self.code = []
+
+    def label(self, label):
+        self.code.append(label)
+
+    def ld(self, offset):
+        self.code.append((_BPF_LD_ABS, 0, 0, offset))
+
+    def jump(self, op, k, jt, jf):
+        self.code.append((op, jt, jf, k))
+
+    def ja(self, label):
+        self.code.append((_BPF_JA, 0, 0, label))
+
+    def ret(self, value):
+        self.code.append((_BPF_RET_K, 0, 0, value))
+
+    def assemble(self):
+        import struct
+        where, n = {}, 0
+        for ins in self.code:
+            if isinstance(ins, tuple):
+                n += 1
+            else:
+                where[id(ins)] = n
+        if n > _BPF_MAXINSNS:
+            raise Error("seccomp: profile compiles to %d BPF instructions, over the kernel's %d"
+                        % (n, _BPF_MAXINSNS))
+        out, n = [], 0
+        for ins in self.code:
+            if not isinstance(ins, tuple):
+                continue
+            code, jt, jf, k = ins
+            if code == _BPF_JA:
+                k = where[id(k)] - n - 1
+            else:
+                jt, jf = (t if isinstance(t, int) else where[id(t)] - n - 1 for t in (jt, jf))
+                if not (0 <= jt <= 255 and 0 <= jf <= 255):
+                    raise Error("seccomp: a syscall's argument rules are too long for BPF jumps")
+            out.append(struct.pack("<HBBI", code, jt, jf, k))
+            n += 1
+        return b"".join(out)
+
+
+def _emit_condition(asm, cond, fail, wide):
+    """Fall through when the condition holds, jump to `fail` otherwise.
+
+    seccomp_data.args are 64-bit but classic BPF loads 32 bits: compare the high words
+    first and the low words only where the high words are equal (little-endian layout).
+    i386 arguments are 32-bit, so like libseccomp only the low word counts there.
+    """
+    index, op, value, two = cond
+    lo, hi = 16 + 8 * index, 20 + 8 * index
+    ok = object()
+    if op == "SCMP_CMP_MASKED_EQ":
+        if wide:
+            asm.ld(hi)
+            asm.jump(_BPF_AND_K, value >> 32, 0, 0)
+            asm.jump(_BPF_JEQ, two >> 32, 0, fail)
+        asm.ld(lo)
+        asm.jump(_BPF_AND_K, value & 0xFFFFFFFF, 0, 0)
+        asm.jump(_BPF_JEQ, two & 0xFFFFFFFF, 0, fail)
+        return
+    vhi, vlo = value >> 32, value & 0xFFFFFFFF
+    # (jump if the high words decide "holds", jump if they decide "fails", low-word test,
+    #  whether that test means "holds")
+    table = {
+        "SCMP_CMP_EQ": (None, "ne", _BPF_JEQ, True),
+        "SCMP_CMP_NE": ("ne", None, _BPF_JEQ, False),
+        "SCMP_CMP_GT": ("gt", "lt", _BPF_JGT, True),
+        "SCMP_CMP_GE": ("gt", "lt", _BPF_JGE, True),
+        "SCMP_CMP_LT": ("lt", "gt", _BPF_JGE, False),
+        "SCMP_CMP_LE": ("lt", "gt", _BPF_JGT, False),
+    }
+    hi_ok, hi_fail, low_op, low_holds = table[op]
+    if wide:
+        asm.ld(hi)
+        if "gt" in (hi_ok, hi_fail):
+            asm.jump(_BPF_JGT, vhi, ok if hi_ok == "gt" else fail, 0)
+        # Here hi <= vhi for ordered ops, so "not equal" means "less than".
+        asm.jump(_BPF_JEQ, vhi, 0, ok if hi_ok in ("ne", "lt") else fail)
+    asm.ld(lo)
+    if low_holds:
+        asm.jump(low_op, vlo, 0, fail)
+    else:
+        asm.jump(low_op, vlo, fail, 0)
+    asm.label(ok)
+
+
+def _emit_abi(asm, abi, rules, default_ret, enosys):
+    """Dispatch on the syscall number (already in A) for one ABI."""
+    table = syscall_table(abi)
+    per_nr = {}
+    for names, ret, conds in rules:
+        for name in names:
+            if name in table:  # other arches' names are skipped, as libseccomp does
+                per_nr.setdefault(table[name], []).append((ret, conds))
+    if enosys:
+        # Calls newer than our table get ENOSYS, not the default errno, so that libc falls
+        # back to older calls (runc does the same for syscalls its profile predates).
+        asm.jump(_BPF_JGT, max(table.values()), 0, 1)
+        asm.ret(_RET_ERRNO | _ENOSYS)
+    # Per syscall: argument rules first in profile order (first match wins), then the first
+    # unconditional rule, then the default action.
+    targets, blocks = {}, []
+    for nr, entries in per_nr.items():
+        conditional = [(ret, conds) for ret, conds in entries if conds]
+        fallback = next((ret for ret, conds in entries if not conds), default_ret)
+        if conditional:
+            label = object()
+            targets[nr] = ("block", label)
+            blocks.append((label, conditional, fallback))
+        elif fallback != default_ret:
+            targets[nr] = ("ret", fallback)
+    # Number ranges with one outcome, searched as a balanced tree: about log2(ranges) jumps.
+    ranges, start = [], 0
+    for nr in sorted(targets):
+        if nr > start:
+            ranges.append((start, ("ret", default_ret)))
+        ranges.append((nr, targets[nr]))
+        start = nr + 1
+    ranges.append((start, ("ret", default_ret)))
+    merged = []
+    for first, target in ranges:
+        if not merged or merged[-1][1] != target:
+            merged.append((first, target))
+
+    def leaf(target):
+        if target[0] == "ret":
+            asm.ret(target[1])
+        else:
+            asm.ja(target[1])
+
+    def tree(items):
+        if len(items) == 1:
+            return leaf(items[0][1])
+        mid = len(items) // 2
+        asm.jump(_BPF_JGE, items[mid][0], 0, 1)
+        if len(items) - mid == 1:
+            leaf(items[mid][1])
+            return tree(items[:mid])
+        right = object()
+        asm.ja(right)
+        tree(items[:mid])
+        asm.label(right)
+        tree(items[mid:])
+
+    tree(merged)
+    wide = abi != "i386"
+    for label, conditional, fallback in blocks:
+        asm.label(label)
+        for ret, conds in conditional:
+            fail = object()
+            for cond in conds:
+                _emit_condition(asm, cond, fail, wide)
+            asm.ret(ret)
+            asm.label(fail)
+        asm.ret(fallback)
+
+
+def seccomp_program(profile, arch=None):
+    """Compile an OCI `linux.seccomp` object into a classic BPF program (sock_filter[]).
+
+    `arch` is "x86_64" or "aarch64" (default: the running machine). ABIs other than the
+    native one run only if `architectures` lists them (i386, x32 on x86_64); any other
+    audit arch, or x32 numbers when x32 isn't listed, kill the process as libseccomp does.
+    """
+    arch = native_arch(arch)
+    if not isinstance(profile, dict):
+        raise Error("seccomp: the profile is not a JSON object")
+    for key in profile:
+        if key not in ("defaultAction", "defaultErrnoRet", "architectures", "flags",
+                       "syscalls", "listenerPath", "listenerMetadata"):
+            raise Error("seccomp: unknown field %r" % key)
+    if "defaultAction" not in profile:
+        raise Error("seccomp: defaultAction is missing")
+    if _notifies(profile) and not profile.get("listenerPath"):
+        raise Error("seccomp: SCMP_ACT_NOTIFY needs a listenerPath (the agent's socket)")
+    if profile.get("listenerPath") and not profile["listenerPath"].startswith("/"):
+        raise Error("seccomp: listenerPath must be an absolute path")
+    default_ret = _seccomp_action(profile["defaultAction"], profile.get("defaultErrnoRet"),
+                                  "defaultAction")
+    _seccomp_flags(profile)
+    abis = [arch]
+    for name in profile.get("architectures") or ():
+        if name not in _SCMP_ARCHES:
+            raise Error("seccomp: unknown architecture %r" % name)
+        if _SCMP_ARCHES[name] in _SUB_ABIS[arch] and _SCMP_ARCHES[name] not in abis:
+            abis.append(_SCMP_ARCHES[name])
+    rules = _seccomp_rules(profile)
+    allowing = default_ret in (_SECCOMP_ACTIONS["SCMP_ACT_ALLOW"],
+                               _SECCOMP_ACTIONS["SCMP_ACT_LOG"]) or default_ret >> 16 == 0x7FF0
+    asm = _Asm()
+    asm.ld(4)  # seccomp_data.arch
+    sections = []
+    for abi in abis:
+        if abi != "x32":
+            label = object()
+            sections.append((abi, label))
+            asm.jump(_BPF_JEQ, _AUDIT_ARCH[abi], 0, 1)
+            asm.ja(label)
+    asm.ret(_RET_KILL_PROCESS)
+    x32 = object() if "x32" in abis else None
+    for abi, label in sections:
+        asm.label(label)
+        asm.ld(0)  # seccomp_data.nr
+        if abi == "x86_64":
+            # x32 calls arrive with the x86_64 audit arch and bit 30 set in the number.
+            asm.jump(_BPF_JGE, _X32_BIT, 0, 1)
+            if x32:
+                asm.ja(x32)
+            else:
+                asm.ret(_RET_KILL_PROCESS)
+        _emit_abi(asm, abi, rules, default_ret, not allowing)
+    if x32:
+        asm.label(x32)
+        _emit_abi(asm, "x32", rules, default_ret, not allowing)
+    return asm.assemble()
+
+
+def _notifies(profile):
+    return profile.get("defaultAction") == "SCMP_ACT_NOTIFY" or any(
+        isinstance(call, dict) and call.get("action") == "SCMP_ACT_NOTIFY"
+        for call in profile.get("syscalls") or ())
+
+
+def apply_seccomp(profile, prog=None):
+    """Load `profile` (an OCI linux.seccomp object; None: nothing) into this process.
+
+    Needs no_new_privs or CAP_SYS_ADMIN. The filter applies from here on, across exec:
+    call it as late as possible before exec. `prog` is the profile compiled beforehand.
+    Returns the listener fd of a profile with SCMP_ACT_NOTIFY rules (else None).
+    """
+    if profile is None:
+        return
+    import ctypes
+    if prog is None:
+        prog = seccomp_program(profile)
+    flags = _seccomp_flags(profile)
+    if _notifies(profile):
+        flags |= _FILTER_FLAG_NEW_LISTENER
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    fprog = SockFprog(len(prog) // 8, prog)
+    nr = syscall_table(native_arch())["seccomp"]
+    set_mode_filter = 1
+    rc = libc().syscall(ctypes.c_long(nr), ctypes.c_long(set_mode_filter), ctypes.c_long(flags),
+                        ctypes.byref(fprog))
+    err = ctypes.get_errno()
+    if rc != 0 and err == errno.ENOSYS and not flags:
+        # Kernels before 3.17 only have the prctl interface (and no flags).
+        pr_set_seccomp, seccomp_mode_filter = 22, 2
+        rc = libc().prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0)
+        err = ctypes.get_errno()
+    if rc > 0 and flags & _FILTER_FLAG_NEW_LISTENER:
+        return rc
+    if rc > 0:
+        raise Error("seccomp: thread %s has an incompatible filter (TSYNC)" % rc)
+    if rc < 0:
+        hint = " (set no_new_privs or keep CAP_SYS_ADMIN)" if err == errno.EACCES else ""
+        raise Error("seccomp: loading the filter failed: %s%s" % (os.strerror(err), hint))
+
+
+# Docker's default allowlist (moby profiles/seccomp/default.json) minus io_uring (docker
+# dropped it too) and ptrace/process_vm_* (here they need CAP_SYS_PTRACE, see below), plus
+# harmless calls newer than that list (cachestat, fchmodat2, futex2, mseal, *xattrat, ...).
+_DEFAULT_ALLOWED = """
+accept accept4 access adjtimex alarm bind brk cachestat capget capset chdir chmod chown chown32
+clock_adjtime clock_adjtime64 clock_getres clock_getres_time64 clock_gettime clock_gettime64
+clock_nanosleep clock_nanosleep_time64 close close_range connect copy_file_range creat dup dup2
+dup3 epoll_create epoll_create1 epoll_ctl epoll_ctl_old epoll_pwait epoll_pwait2 epoll_wait
+epoll_wait_old eventfd eventfd2 execve execveat exit exit_group faccessat faccessat2 fadvise64
+fadvise64_64 fallocate fanotify_mark fchdir fchmod fchmodat fchmodat2 fchown fchown32 fchownat
+fcntl fcntl64 fdatasync fgetxattr file_getattr file_setattr flistxattr flock fork fremovexattr
+fsetxattr fstat fstat64 fstatat64 fstatfs fstatfs64 fsync ftruncate ftruncate64 futex
+futex_requeue futex_time64 futex_wait futex_waitv futex_wake futimesat getcpu getcwd getdents
+getdents64 getegid getegid32 geteuid geteuid32 getgid getgid32 getgroups getgroups32 getitimer
+getpeername getpgid getpgrp getpid getppid getpriority getrandom getresgid getresgid32
+getresuid getresuid32 getrlimit get_robust_list getrusage getsid getsockname getsockopt
+get_thread_area gettid gettimeofday getuid getuid32 getxattr getxattrat inotify_add_watch
+inotify_init inotify_init1 inotify_rm_watch io_cancel ioctl io_destroy io_getevents
+io_pgetevents io_pgetevents_time64 ioprio_get ioprio_set io_setup io_submit ipc kill
+landlock_add_rule landlock_create_ruleset landlock_restrict_self lchown lchown32 lgetxattr link
+linkat listen listxattr listxattrat llistxattr _llseek lremovexattr lseek lsetxattr lstat
+lstat64 madvise map_shadow_stack membarrier memfd_create memfd_secret mincore mkdir mkdirat
+mknod mknodat mlock mlock2 mlockall mmap mmap2 mprotect mq_getsetattr mq_notify mq_open
+mq_timedreceive mq_timedreceive_time64 mq_timedsend mq_timedsend_time64 mq_unlink mremap mseal
+msgctl msgget msgrcv msgsnd msync munlock munlockall munmap name_to_handle_at nanosleep
+newfstatat _newselect open openat openat2 pause pidfd_open pidfd_send_signal pipe pipe2
+pkey_alloc pkey_free pkey_mprotect poll ppoll ppoll_time64 prctl pread64 preadv preadv2
+prlimit64 process_mrelease pselect6 pselect6_time64 pwrite64 pwritev pwritev2 read readahead
+readlink readlinkat readv recvfrom recvmmsg recvmmsg_time64 recvmsg remap_file_pages
+removexattr removexattrat rename renameat renameat2 restart_syscall rmdir rseq rt_sigaction
+rt_sigpending rt_sigprocmask rt_sigqueueinfo rt_sigreturn rt_sigsuspend rt_sigtimedwait
+rt_sigtimedwait_time64 rt_tgsigqueueinfo sched_getaffinity sched_getattr sched_getparam
+sched_get_priority_max sched_get_priority_min sched_getscheduler sched_rr_get_interval
+sched_rr_get_interval_time64 sched_setaffinity sched_setattr sched_setparam sched_setscheduler
+sched_yield seccomp select semctl semget semop semtimedop semtimedop_time64 sendfile
+sendfile64 sendmmsg sendmsg sendto setfsgid setfsgid32 setfsuid setfsuid32 setgid setgid32
+setgroups setgroups32 setitimer setpgid setpriority setregid setregid32 setresgid setresgid32
+setresuid setresuid32 setreuid setreuid32 setrlimit set_robust_list setsid setsockopt
+set_thread_area set_tid_address setuid setuid32 setxattr setxattrat shmat shmctl shmdt shmget
+shutdown sigaltstack signalfd signalfd4 sigprocmask sigreturn socketcall socketpair splice
+stat stat64 statfs statfs64 statx symlink symlinkat sync sync_file_range syncfs sysinfo tee
+tgkill time timer_create timer_delete timer_getoverrun timer_gettime timer_gettime64
+timer_settime timer_settime64 timerfd_create timerfd_gettime timerfd_gettime64 timerfd_settime
+timerfd_settime64 times tkill truncate truncate64 ugetrlimit umask uname unlink unlinkat
+uprobe uretprobe utime utimensat utimensat_time64 utimes vfork vmsplice wait4 waitid waitpid
+write writev arch_prctl modify_ldt
+"""
+# Allowed when the container holds the capability (docker's "includes": {"caps": ...}):
+# the capability already lets the process do what these calls do.
+_DEFAULT_BY_CAP = {
+    "CAP_SYS_ADMIN": "bpf clone clone3 fanotify_init fsconfig fsmount fsopen fspick "
+                     "lookup_dcookie mount mount_setattr move_mount open_tree perf_event_open "
+                     "quotactl quotactl_fd setdomainname sethostname setns syslog umount "
+                     "umount2 unshare",
+    "CAP_SYS_BOOT": "reboot",
+    "CAP_SYS_CHROOT": "chroot",
+    "CAP_SYS_MODULE": "delete_module init_module finit_module",
+    "CAP_SYS_PACCT": "acct",
+    "CAP_SYS_PTRACE": "kcmp pidfd_getfd process_madvise process_vm_readv process_vm_writev "
+                      "ptrace",
+    "CAP_SYS_RAWIO": "iopl ioperm",
+    "CAP_SYS_TIME": "settimeofday stime clock_settime clock_settime64",
+    "CAP_SYS_TTY_CONFIG": "vhangup",
+    "CAP_SYS_NICE": "get_mempolicy mbind set_mempolicy set_mempolicy_home_node",
+    "CAP_SYSLOG": "syslog",
+    "CAP_BPF": "bpf",
+    "CAP_PERFMON": "perf_event_open",
+    "CAP_DAC_READ_SEARCH": "open_by_handle_at",
+}
+# Docker's default capability set: what default_seccomp_profile() assumes without `caps`.
+_CLONE_NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEW{NS,CGROUP,UTS,IPC,USER,PID,NET}
+# personality(2) values docker allows: PER_LINUX, PER_LINUX32, UNAME26 variants, and query.
+_SAFE_PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
+_AF_VSOCK = 40
+
+
+def default_seccomp_profile(caps=None):
+    """The default `linux.seccomp`: docker's default profile, as an OCI object.
+
+    An allowlist with EPERM for everything else, like docker's: a denylist would let every
+    syscall added to future kernels through unreviewed, while docker's list has been run
+    by millions of containers, so it is known not to break ordinary programs. Calls newer
+    than our tables get ENOSYS rather than EPERM (see seccomp_program) so that libc falls
+    back to older calls, which keeps the allowlist from breaking future libcs.
+    `caps` (capability names, default docker's default set) adds docker's
+    capability-conditional entries.
+    """
+    caps = set(DEFAULT_CAPS if caps is None else caps)
+    allowed = _DEFAULT_ALLOWED.split()
+    for cap, names in _DEFAULT_BY_CAP.items():
+        if cap in caps:
+            allowed += [n for n in names.split() if n not in allowed]
+    syscalls = [{"names": allowed, "action": "SCMP_ACT_ALLOW"}]
+    syscalls.append({"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+                     "args": [{"index": 0, "value": _AF_VSOCK, "op": "SCMP_CMP_NE"}]})
+    syscalls += [{"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                  "args": [{"index": 0, "value": v, "op": "SCMP_CMP_EQ"}]}
+                 for v in _SAFE_PERSONALITIES]
+    if "CAP_SYS_ADMIN" not in caps:
+        syscalls.append({"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+                         "args": [{"index": 0, "value": _CLONE_NAMESPACE_FLAGS,
+                                   "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]})
+        # clone3 passes its flags in memory, out of BPF's reach: ENOSYS makes libc use clone.
+        syscalls.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": _ENOSYS})
+    return {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": _EPERM,
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
+            "syscalls": syscalls}
+
+
+def _from_docker_profile(profile, caps):
+    """Resolve docker's profile extensions (archMap, includes/excludes) for this machine."""
+    arch = native_arch()
+    goarch = OCI_ARCH[arch]
+    kernel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    out = {k: v for k, v in profile.items() if k not in ("archMap", "comment")}
+    if "architectures" not in out and profile.get("archMap"):
+        native = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}[arch]
+        for entry in profile["archMap"]:
+            if entry.get("architecture") == native:
+                out["architectures"] = [native] + list(entry.get("subArchitectures") or ())
+
+    def check(cond):
+        for key in cond or ():
+            if key not in ("caps", "arches", "minKernel"):
+                raise Error("seccomp: unknown includes/excludes field %r" % key)
+        return cond or {}
+
+    def included(cond):
+        cond = check(cond)
+        if any(c not in caps for c in cond.get("caps") or ()):
+            return False
+        if cond.get("arches") and goarch not in cond["arches"]:
+            return False
+        need = str(cond.get("minKernel") or "0.0").split(".")[:2]
+        return kernel >= tuple(int(x) for x in need)
+
+    def excluded(cond):
+        cond = check(cond)
+        return (any(c in caps for c in cond.get("caps") or ())
+                or goarch in (cond.get("arches") or ()))
+
+    calls = []
+    for call in profile.get("syscalls") or ():
+        if included(call.get("includes")) and not excluded(call.get("excludes")):
+            calls.append({k: v for k, v in call.items() if k not in ("includes", "excludes")})
+    out["syscalls"] = calls
+    return out
+
+
+def seccomp_profile_for_option(value=None, caps=None):
+    """The linux.seccomp object for `--security-opt seccomp=VALUE` (None: unconfined).
+
+    VALUE is "unconfined", a JSON file in OCI or docker format, or None for the default
+    profile. `caps` are the container's capabilities, for docker-format conditions.
+    """
+    if value is None:
+        return default_seccomp_profile(caps)
+    if value == "unconfined":
+        return None
+    try:
+        with open(value, encoding="utf-8") as f:
+            profile = json.load(f)
+    except (OSError, ValueError) as e:
+        raise Error("seccomp: cannot read profile %s: %s" % (value, e)) from None
+    if not isinstance(profile, dict):
+        raise Error("seccomp: %s: not a JSON object" % value)
+    if "archMap" in profile or any(
+            isinstance(c, dict) and ("includes" in c or "excludes" in c)
+            for c in profile.get("syscalls") or ()):
+        profile = _from_docker_profile(profile, set(DEFAULT_CAPS if caps is None
+                                                     else caps))
+    seccomp_program(profile)  # reject a bad profile now, not inside the container
+    return profile
+
+
+def send_seccomp_listener(profile, fd, state):
+    """Hand a process's seccomp listener to the agent at listenerPath, with the container's
+    state, as runc sends it (the runtime spec's containerProcessState)."""
+    import socket
+    msg = {"ociVersion": OCI_VERSION, "fds": ["seccompFd"], "pid": state["pid"],
+           "metadata": profile.get("listenerMetadata", ""), "state": state}
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as agent:
+            agent.connect(profile["listenerPath"])
+            socket.send_fds(agent, [json.dumps(msg).encode()], [fd])
+    except OSError as e:
+        raise Error("seccomp: listenerPath %s: %s" % (profile["listenerPath"],
+                                                      e.strerror)) from None
+    finally:
+        os.close(fd)
+
+
+def _compile_seccomp(linux):
+    """(profile, program) for _drop_privileges: compiled before the container's setup, so
+    that a bad profile fails it and the container's process only loads it."""
+    profile = linux.get("seccomp")
+    return (profile, seccomp_program(profile)) if profile else None
+
+
+# ==== configuration: the OCI runtime-spec config.json ====
 
 DEFAULT_MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
                         "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
@@ -685,14 +1388,6 @@ NOT_SUPPORTED = {"process.execCPUAffinity",
                  "linux.memoryPolicy", "linux.netDevices", "linux.resources.rdma", "vm"}
 # Deprecated properties runc ignores with a warning: the kernel dropped kernel memory limits.
 DEPRECATED = {"linux.resources.memory.kernel", "linux.resources.memory.kernelTCP"}
-WARNINGS = []
-
-
-def warn(msg):
-    """A warning for --debug and the --log file (main writes them out): not for stderr, where
-    engines may take it for an error."""
-    if msg not in WARNINGS:  # a config is checked more than once
-        WARNINGS.append(msg)
 
 
 def validate(value, schema, where="config", path=""):
@@ -833,6 +1528,84 @@ def load_config(bundle):
     except OSError as e:
         raise Error("%s: %s" % (path, e.strerror)) from None
     return check_config(config, path)
+
+
+_MOUNT_FLAGS = {  # option: (flags to set, flags to clear)
+    "ro": (MS_RDONLY, 0), "rw": (0, MS_RDONLY), "nosuid": (MS_NOSUID, 0), "suid": (0, MS_NOSUID),
+    "nodev": (MS_NODEV, 0), "dev": (0, MS_NODEV), "noexec": (MS_NOEXEC, 0),
+    "exec": (0, MS_NOEXEC), "sync": (MS_SYNCHRONOUS, 0), "async": (0, MS_SYNCHRONOUS),
+    "dirsync": (MS_DIRSYNC, 0), "remount": (MS_REMOUNT, 0), "mand": (MS_MANDLOCK, 0),
+    "nomand": (0, MS_MANDLOCK), "atime": (0, MS_NOATIME), "noatime": (MS_NOATIME, 0),
+    "diratime": (0, MS_NODIRATIME), "nodiratime": (MS_NODIRATIME, 0),
+    "relatime": (MS_RELATIME, 0), "norelatime": (0, MS_RELATIME),
+    "strictatime": (MS_STRICTATIME, 0), "nostrictatime": (0, MS_STRICTATIME),
+    "lazytime": (MS_LAZYTIME, 0), "nolazytime": (0, MS_LAZYTIME),
+    "bind": (MS_BIND, 0), "rbind": (MS_BIND | MS_REC, 0), "nosymfollow": (MS_NOSYMFOLLOW, 0),
+}
+PROPAGATION = {
+    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC, "shared": MS_SHARED,
+    "rshared": MS_SHARED | MS_REC, "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
+    "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
+}
+
+
+def parse_mount_options(options):
+    """OCI mount options as (flags, propagation flags, data for the filesystem)."""
+    flags, propagation, data = 0, [], []
+    for opt in options or []:
+        if opt in _MOUNT_FLAGS:
+            on, off = _MOUNT_FLAGS[opt]
+            flags = (flags | on) & ~off
+        elif opt in PROPAGATION:
+            propagation.append(PROPAGATION[opt])
+        elif opt == "tmpcopyup":
+            pass  # mount_entry: a tmpfs gets a copy of what it covers
+        elif opt in ("idmap", "ridmap"):
+            pass  # mount_idmaps: an id-mapped bind, made before the container's setup
+        else:
+            data.append(opt)
+    return flags, propagation, ",".join(data)
+
+
+def _bind_source(m, bundle):
+    """The host path a bind mount takes (relative ones are relative to the bundle), or None
+    when the mount is not a bind."""
+    if m.get("type") != "bind" and not parse_mount_options(m.get("options"))[0] & MS_BIND:
+        return None
+    source = m.get("source", "")
+    return source if source.startswith("/") else os.path.join(bundle, source)
+
+
+# sysctls that belong to a namespace the container has; anything else would change the host.
+_NAMESPACED_SYSCTLS = {"kernel.msgmax": "ipc", "kernel.msgmnb": "ipc", "kernel.msgmni": "ipc",
+                       "kernel.sem": "ipc", "kernel.shmall": "ipc", "kernel.shmmax": "ipc",
+                       "kernel.shmmni": "ipc", "kernel.shm_rmid_forced": "ipc",
+                       "kernel.hostname": "uts", "kernel.domainname": "uts"}
+
+
+def check_sysctl(config):
+    namespaces = {ns["type"] for ns in config.get("linux", {}).get("namespaces", [])}
+    sysctl = config.get("linux", {}).get("sysctl", {})
+    # The UTS names have fields of their own: runc refuses kernel.hostname outright, and a
+    # kernel.domainname that says otherwise than domainname would leave one of them unmet.
+    if "kernel.hostname" in sysctl:
+        raise Error('linux.sysctl: kernel.hostname conflicts with the "hostname" field')
+    if config.get("domainname") and sysctl.get("kernel.domainname", config["domainname"]) \
+            != config["domainname"]:
+        raise Error('linux.sysctl: kernel.domainname conflicts with the "domainname" field')
+    for key in sysctl:
+        ns = _NAMESPACED_SYSCTLS.get(key)
+        if ns is None and key.startswith("fs.mqueue."):
+            ns = "ipc"
+        if ns is None and key.startswith("net."):
+            ns = "network"
+        if ns is None or ns not in namespaces:
+            raise Error("linux.sysctl: %s is not namespaced in this container" % key)
+
+
+def makes_time_ns(linux):
+    return any(ns["type"] == "time" and not ns.get("path")
+               for ns in linux.get("namespaces", []))
 
 
 # ==== cgroups: v1 (a hierarchy per controller), v2 (one hierarchy) and hybrid hosts ====
@@ -1536,75 +2309,160 @@ class Cgroup:
         self.created = []
 
 
-# ==== root filesystem: mounts, /dev, pivot_root, masked and read-only paths ====
+# ==== namespaces: joined by path, made, user namespaces and their id maps, time ====
 
-_MOUNT_FLAGS = {  # option: (flags to set, flags to clear)
-    "ro": (MS_RDONLY, 0), "rw": (0, MS_RDONLY), "nosuid": (MS_NOSUID, 0), "suid": (0, MS_NOSUID),
-    "nodev": (MS_NODEV, 0), "dev": (0, MS_NODEV), "noexec": (MS_NOEXEC, 0),
-    "exec": (0, MS_NOEXEC), "sync": (MS_SYNCHRONOUS, 0), "async": (0, MS_SYNCHRONOUS),
-    "dirsync": (MS_DIRSYNC, 0), "remount": (MS_REMOUNT, 0), "mand": (MS_MANDLOCK, 0),
-    "nomand": (0, MS_MANDLOCK), "atime": (0, MS_NOATIME), "noatime": (MS_NOATIME, 0),
-    "diratime": (0, MS_NODIRATIME), "nodiratime": (MS_NODIRATIME, 0),
-    "relatime": (MS_RELATIME, 0), "norelatime": (0, MS_RELATIME),
-    "strictatime": (MS_STRICTATIME, 0), "nostrictatime": (0, MS_STRICTATIME),
-    "lazytime": (MS_LAZYTIME, 0), "nolazytime": (0, MS_LAZYTIME),
-    "bind": (MS_BIND, 0), "rbind": (MS_BIND | MS_REC, 0), "nosymfollow": (MS_NOSYMFOLLOW, 0),
-}
-PROPAGATION = {
-    "private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC, "shared": MS_SHARED,
-    "rshared": MS_SHARED | MS_REC, "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
-    "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
-}
-
-
-def parse_mount_options(options):
-    """OCI mount options as (flags, propagation flags, data for the filesystem)."""
-    flags, propagation, data = 0, [], []
-    for opt in options or []:
-        if opt in _MOUNT_FLAGS:
-            on, off = _MOUNT_FLAGS[opt]
-            flags = (flags | on) & ~off
-        elif opt in PROPAGATION:
-            propagation.append(PROPAGATION[opt])
-        elif opt == "tmpcopyup":
-            pass  # mount_entry: a tmpfs gets a copy of what it covers
-        elif opt in ("idmap", "ridmap"):
-            pass  # mount_idmaps: an id-mapped bind, made before the container's setup
-        else:
-            data.append(opt)
-    return flags, propagation, ",".join(data)
-
-
-def resolve_in_root(root, path):
-    """The host path of `path` inside `root`, following symlinks as if root were "/".
-
-    A symlink in the rootfs can point anywhere ("/etc", "../../.."); resolved here it stays
-    inside root, as the container would see it, so a mount cannot land on the host."""
-    parts = [p for p in path.split("/") if p]
-    resolved = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
+def unshare_time(linux):
+    """A time namespace is entered by the children of the process that makes it, never by
+    that process: make it before the init is forked, with its clocks' offsets written
+    before any process is in it. Returns whether one was made."""
+    if not makes_time_ns(linux):
+        return False
+    unshare(CLONE_NEWTIME)
+    offsets = linux.get("timeOffsets") or {}
+    lines = ["%s %d %d" % (clock, o.get("secs", 0), o.get("nanosecs", 0))
+             for clock, o in sorted(offsets.items())]
+    if lines:
         try:
-            target = os.readlink(candidate)
-        except OSError:  # not a link, or not there yet: take it as it is
-            resolved.append(part)
-            continue
-        links += 1
-        if links > 40:
-            raise Error("%s: too many levels of symbolic links" % path)
-        if target.startswith("/"):
-            resolved = []
-        parts = [p for p in target.split("/") if p] + parts
-    return os.path.join(root, *resolved)
+            _write("/proc/self/timens_offsets", "\n".join(lines) + "\n")
+        except OSError as e:
+            raise Error("linux.timeOffsets: %s" % e.strerror) from None
+    return True
 
+
+def new_userns(linux):
+    """Whether the container makes a user namespace of its own (not one given by path)."""
+    return any(ns["type"] == "user" and not ns.get("path")
+               for ns in linux.get("namespaces", []))
+
+
+def host_owner(linux, uid=0, gid=0):
+    """Where the container's uid:gid is on the host: itself, or with a user namespace of its
+    own, the host ids its maps give (-1, which chown leaves alone, when unmapped)."""
+    if not new_userns(linux):
+        return uid, gid
+    return (_host_id(linux.get("uidMappings", []), uid),
+            _host_id(linux.get("gidMappings", []), gid))
+
+
+def _host_id(mappings, container_id=0):
+    """The host id that container_id maps to (-1, which chown ignores, when none)."""
+    for m in mappings:
+        if m["containerID"] <= container_id < m["containerID"] + m["size"]:
+            return m["hostID"] + container_id - m["containerID"]
+    return -1
+
+
+def _check_reachable(paths, linux):
+    """In a user namespace the container's root is an unprivileged uid of the host: it must
+    be able to walk to the rootfs and to every bind source (paths), or the setup fails
+    obscurely."""
+    import stat
+    uid, gid = host_owner(linux)
+    for path in paths:
+        d = os.path.dirname(os.path.abspath(path))
+        while True:
+            st = os.stat(d)
+            if not (st.st_mode & stat.S_IXOTH or (st.st_uid == uid and st.st_mode & stat.S_IXUSR)
+                    or (st.st_gid == gid and st.st_mode & stat.S_IXGRP)):
+                raise Error("%s: the container's root (uid %d on the host) may not enter %s: "
+                            "a user namespace needs paths it can walk" % (path, uid, d))
+            if d == "/":
+                break
+            d = os.path.dirname(d)
+
+
+def _join_namespace(kind, path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise Error("linux.namespaces: %s %s: %s" % (kind, path, e.strerror)) from None
+    try:
+        setns(fd, NAMESPACES[kind][0])
+    finally:
+        os.close(fd)
+
+
+def write_id_maps(pid, linux):
+    """uid_map and gid_map of a process that has just made its user namespace."""
+    for kind in ("uid", "gid"):
+        lines = "".join("%d %d %d\n" % (m["containerID"], m["hostID"], m["size"])
+                        for m in linux.get(kind + "Mappings", []))
+        if not lines:
+            raise Error("linux.%sMappings: a user namespace needs them" % kind)
+        try:
+            _write("/proc/%d/%s_map" % (pid, kind), lines)
+        except OSError as e:
+            raise Error("linux.%sMappings: %s" % (kind, e.strerror)) from None
+
+
+def mount_idmaps(config, bundle):
+    """{index in config.mounts: an id-mapped copy of its source} for the bind mounts with
+    uidMappings/gidMappings (or an idmap option, which takes the container's maps). Made
+    here, as the host's root: inside a user namespace the kernel refuses to id-map a mount
+    of the host's filesystems, but attaching the copy is allowed. The caller closes them."""
+    linux = config.get("linux", {})
+    trees = {}
+    try:
+        for i, m in enumerate(config.get("mounts", [])):
+            options = m.get("options") or []
+            maps = {k: m[k] for k in ("uidMappings", "gidMappings") if m.get(k)}
+            if not maps and not {"idmap", "ridmap"} & set(options):
+                continue
+            source = _bind_source(m, bundle)
+            if source is None:
+                raise Error("mounts: %s: only a bind mount can be id-mapped" % m["destination"])
+            if not os.path.exists(source):
+                raise Error("mount %s to %s: %s" % (source, m["destination"],
+                                                    os.strerror(errno.ENOENT)))
+            maps = maps or {k: linux.get(k) for k in ("uidMappings", "gidMappings")}
+            if not maps.get("uidMappings") or not maps.get("gidMappings"):
+                raise Error("mounts: %s: an id-mapped mount needs uidMappings and gidMappings"
+                            % m["destination"])
+            userns = mapped_userns(maps)
+            try:
+                trees[i] = idmapped_tree(source, userns, "rbind" in options or
+                                         "ridmap" in options)
+            except OSError as e:
+                raise Error("mount %s to %s: id-map: %s" % (source, m["destination"],
+                                                            os.strerror(e.errno))) from None
+            finally:
+                os.close(userns)
+    except BaseException:
+        for tree in trees.values():
+            os.close(tree)
+        raise
+    return trees
+
+
+def mapped_userns(linux):
+    """An fd of a user namespace with the container's id maps, for id-mapped mounts: a
+    child makes the namespace and waits while we map it and open it, then goes."""
+    made_r, made_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(made_r)
+            os.close(done_w)
+            unshare(CLONE_NEWUSER)
+            os.write(made_w, b"x")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    os.close(made_w)
+    os.close(done_r)
+    try:
+        if os.read(made_r, 1) != b"x":
+            raise Error("user namespace: could not make one for the image's layers")
+        write_id_maps(pid, linux)
+        return os.open("/proc/%d/ns/user" % pid, os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(made_r)
+        os.close(done_w)
+        os.waitpid(pid, 0)
+
+
+# ==== root filesystem: mounts, /dev, pivot_root, masked and read-only paths ====
 
 def _ensure_target(target, like_file):
     """Create a mount point: a file for a file source, else a directory."""
@@ -1618,15 +2476,6 @@ def _ensure_target(target, like_file):
 
 def _readonly_remount(target, rec=False):
     _bind_remount(target, MS_RDONLY | (MS_REC if rec else 0))
-
-
-def _bind_source(m, bundle):
-    """The host path a bind mount takes (relative ones are relative to the bundle), or None
-    when the mount is not a bind."""
-    if m.get("type") != "bind" and not parse_mount_options(m.get("options"))[0] & MS_BIND:
-        return None
-    source = m.get("source", "")
-    return source if source.startswith("/") else os.path.join(bundle, source)
 
 
 def make_mount_points(mounts, config, rootfs):
@@ -1880,34 +2729,182 @@ def root_propagation(propagation):
     mount(None, "/", None, PROPAGATION[propagation])
 
 
+# ---- layers as a root filesystem: an overlay mount, or a private copy ----
+# Layer directories hold overlayfs's form of whiteouts: a 0/0 character device hides a name
+# of the layers below, and a directory with trusted.overlay.opaque=y hides all they put in it.
+
+OVERLAY_OPAQUE = "trusted.overlay.opaque"
+
+
+def _is_whiteout(st):
+    import stat
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _opaque(path):
+    try:
+        return os.getxattr(path, OVERLAY_OPAQUE, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def layers_lookup(layers, path):
+    """The host path of `path` (no symlink followed) in the merged view of layers (bottom
+    first): in the topmost layer that has it, or None if the merged view has no such file."""
+    import stat
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    for layer in reversed(layers):
+        hidden_below = False
+        for i in range(len(parts)):
+            candidate = os.path.join(layer, *parts[:i + 1])
+            try:
+                st = os.lstat(candidate)
+            except (FileNotFoundError, NotADirectoryError):
+                break
+            if _is_whiteout(st):
+                return None
+            if i == len(parts) - 1:
+                return candidate
+            if not stat.S_ISDIR(st.st_mode):
+                return None  # a file where a directory was: nothing below shows through
+            hidden_below = hidden_below or _opaque(candidate)
+        if hidden_below:
+            return None
+    return None
+
+
+def _copy_metadata(src, dst, st, owner):
+    import stat
+    link = stat.S_ISLNK(st.st_mode)
+    uid, gid = owner(st.st_uid, st.st_gid)
+    os.chown(dst, uid, gid, follow_symlinks=False)
+    if not link:  # after chown, which clears setuid bits
+        mode = stat.S_IMODE(st.st_mode)
+        if uid == -1 or gid == -1:  # an owner outside the id map stays the host's root:
+            mode &= ~(stat.S_ISUID | stat.S_ISGID)  # never setuid to it
+        os.chmod(dst, mode)
+        for name in os.listxattr(src, follow_symlinks=False):
+            if not name.startswith("trusted.overlay."):  # e.g. security.capability
+                os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
+                            follow_symlinks=False)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _same_owner(uid, gid):
+    return uid, gid
+
+
+def _remove_entry(path):
+    import shutil
+    import stat
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _copy_dir(src, dst, links, owner, layer):
+    """Copy src's entries into dst (made), all file types, owners (through owner), modes,
+    times and xattrs, hard links kept. A layer's whiteouts and opaque directories hide
+    what dst has; elsewhere (layer false) they are copied like any node."""
+    import shutil
+    import stat
+    if layer and _opaque(src):
+        for name in os.listdir(dst):
+            _remove_entry(os.path.join(dst, name))
+    with os.scandir(src) as entries:
+        for entry in entries:
+            s, d = entry.path, os.path.join(dst, entry.name)
+            st = entry.stat(follow_symlinks=False)
+            if layer and _is_whiteout(st):
+                _remove_entry(d)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if not (os.path.isdir(d) and not os.path.islink(d)):
+                    _remove_entry(d)
+                    os.mkdir(d, 0o700)
+                _copy_dir(s, d, links, owner, layer)
+                _copy_metadata(s, d, st, owner)  # last: filling it changed its mtime
+                continue
+            _remove_entry(d)
+            key = (st.st_dev, st.st_ino)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and key in links:
+                os.link(links[key], d)  # a hardlink of the layer stays one
+                continue
+            if stat.S_ISREG(st.st_mode):
+                shutil.copyfile(s, d, follow_symlinks=False)
+                links[key] = d
+            elif stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(s), d)
+            else:
+                os.mknod(d, st.st_mode, st.st_rdev)
+            _copy_metadata(s, d, st, owner)
+
+
+def copy_layers(layers, dest, owner=_same_owner):
+    """Apply layer directories (bottom first, overlay form) onto the directory dest: the
+    tree an overlay of them shows, as files of dest's own (no inode shared with the store).
+    owner(uid, gid) gives the owner on the host of what the image has as uid:gid."""
+    for layer in layers:
+        _copy_dir(layer, dest, {}, owner, layer=True)
+        _copy_metadata(layer, dest, os.lstat(layer), owner)
+
+
+def copy_tree(src, dst):
+    """A copy of the tree at src in the directory dst (a mount's tmpcopyup: dst keeps its
+    own owner and mode, those of the tmpfs's options)."""
+    _copy_dir(src, dst, {}, _same_owner, layer=False)
+
+
+OVERLAY_REFUSED = (errno.EINVAL, errno.ENODEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+def _overlay_escape(path):
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def unique_layers(layers):
+    """A layer twice in one image (identical layers happen) would be refused (ELOOP): its
+    topmost occurrence alone gives the same view, covering all that the lower one adds."""
+    return [p for i, p in enumerate(layers) if p not in layers[i + 1:]]
+
+
+def overlay_options(layers, upper, work):
+    """The overlay's mount data: lower layers topmost first, named relative to their common
+    directory when they have one (mount_overlay then calls mount(2) from there)."""
+    parent = os.path.dirname(layers[0])
+    relative = all(os.path.dirname(p) == parent for p in layers)
+    lower = ":".join(_overlay_escape(os.path.basename(p) if relative else p)
+                     for p in reversed(layers))
+    return "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, _overlay_escape(upper),
+                                                   _overlay_escape(work))
+
+
+def mount_overlay(layers, upper, work, target):
+    """Mount the overlay of layers (bottom first) with upper and work dirs on target.
+
+    Mount data may be one page long: the lower layers are named relative to their common
+    directory, made our working directory for the call (the kernel resolves them there)."""
+    layers = unique_layers(layers)
+    data = overlay_options(layers, upper, work)
+    if len(data) >= 4096:
+        raise Error("the image has too many layers (%d) for one overlay mount" % len(layers))
+    parent = os.path.dirname(layers[0])
+    cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
+    try:
+        if all(os.path.dirname(p) == parent for p in layers):
+            os.chdir(parent)
+        mount("overlay", target, "overlay", 0, data)
+    finally:
+        os.fchdir(cwd)
+        os.close(cwd)
+
+
 # ==== process setup: hostname, sysctl, network, terminal, rlimits, user, capabilities ====
-
-# sysctls that belong to a namespace the container has; anything else would change the host.
-_NAMESPACED_SYSCTLS = {"kernel.msgmax": "ipc", "kernel.msgmnb": "ipc", "kernel.msgmni": "ipc",
-                       "kernel.sem": "ipc", "kernel.shmall": "ipc", "kernel.shmmax": "ipc",
-                       "kernel.shmmni": "ipc", "kernel.shm_rmid_forced": "ipc",
-                       "kernel.hostname": "uts", "kernel.domainname": "uts"}
-
-
-def check_sysctl(config):
-    namespaces = {ns["type"] for ns in config.get("linux", {}).get("namespaces", [])}
-    sysctl = config.get("linux", {}).get("sysctl", {})
-    # The UTS names have fields of their own: runc refuses kernel.hostname outright, and a
-    # kernel.domainname that says otherwise than domainname would leave one of them unmet.
-    if "kernel.hostname" in sysctl:
-        raise Error('linux.sysctl: kernel.hostname conflicts with the "hostname" field')
-    if config.get("domainname") and sysctl.get("kernel.domainname", config["domainname"]) \
-            != config["domainname"]:
-        raise Error('linux.sysctl: kernel.domainname conflicts with the "domainname" field')
-    for key in sysctl:
-        ns = _NAMESPACED_SYSCTLS.get(key)
-        if ns is None and key.startswith("fs.mqueue."):
-            ns = "ipc"
-        if ns is None and key.startswith("net."):
-            ns = "network"
-        if ns is None or ns not in namespaces:
-            raise Error("linux.sysctl: %s is not namespaced in this container" % key)
-
 
 def write_sysctl(key, value):
     """An entry of linux.sysctl, inside the container (check_sysctl said it is namespaced);
@@ -2101,6 +3098,34 @@ def apply_user_and_capabilities(process):
             if ambient & (1 << cap):
                 prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
         prctl(PR_SET_KEEPCAPS, 0)
+
+
+def run_hooks(hooks, state, kind):
+    """Run OCI hooks with the container state on stdin; a failing hook fails the step,
+    except poststop, whose failure is a warning (the remaining hooks and the deletion go
+    on). A failing poststart hook fails `start`, which removes the container, as runc does
+    (the spec would have a warning: engines expect runc's behaviour)."""
+    import subprocess
+    for hook in hooks:
+        try:
+            try:
+                proc = subprocess.run(
+                    hook.get("args") or [hook["path"]], executable=hook["path"],
+                    input=json.dumps(state).encode(), env=dict(
+                        e.split("=", 1) for e in hook.get("env", []) if "=" in e),
+                    capture_output=True, timeout=hook.get("timeout"))
+            except subprocess.TimeoutExpired:
+                raise Error("%s hook %s timed out" % (kind, hook["path"])) from None
+            except OSError as e:
+                raise Error("%s hook %s: %s" % (kind, hook["path"], e.strerror)) from None
+            if proc.returncode != 0:
+                msg = proc.stderr.decode(errors="replace").strip().splitlines()
+                raise Error("%s hook %s failed (exit %d)%s" % (
+                    kind, hook["path"], proc.returncode, ": " + msg[-1] if msg else ""))
+        except Error as e:
+            if kind != "poststop":
+                raise
+            sys.stderr.write("minicontainer: warning: %s\n" % e)
 
 
 # ==== network: rtnetlink, bridge, veth, leases, published ports ====
@@ -2934,77 +3959,9 @@ def _forward_tcp(conn, target):
     up.close()
 
 
-# ==== lifecycle: create, start, state, signals, delete ====
-
-def default_state_root():
-    if os.geteuid() == 0:
-        return STATE_ROOT
-    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/tmp", "minicontainer")
-
-
-def check_id(cid):
-    import re
-    if not isinstance(cid, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$", cid):
-        raise Error("invalid container id %r: use letters, digits and _.+- (at most 128)" % cid)
-    return cid
-
-
-def run_hooks(hooks, state, kind):
-    """Run OCI hooks with the container state on stdin; a failing hook fails the step,
-    except poststop, whose failure is a warning (the remaining hooks and the deletion go
-    on). A failing poststart hook fails `start`, which removes the container, as runc does
-    (the spec would have a warning: engines expect runc's behaviour)."""
-    import subprocess
-    for hook in hooks:
-        try:
-            try:
-                proc = subprocess.run(
-                    hook.get("args") or [hook["path"]], executable=hook["path"],
-                    input=json.dumps(state).encode(), env=dict(
-                        e.split("=", 1) for e in hook.get("env", []) if "=" in e),
-                    capture_output=True, timeout=hook.get("timeout"))
-            except subprocess.TimeoutExpired:
-                raise Error("%s hook %s timed out" % (kind, hook["path"])) from None
-            except OSError as e:
-                raise Error("%s hook %s: %s" % (kind, hook["path"], e.strerror)) from None
-            if proc.returncode != 0:
-                msg = proc.stderr.decode(errors="replace").strip().splitlines()
-                raise Error("%s hook %s failed (exit %d)%s" % (
-                    kind, hook["path"], proc.returncode, ": " + msg[-1] if msg else ""))
-        except Error as e:
-            if kind != "poststop":
-                raise
-            sys.stderr.write("minicontainer: warning: %s\n" % e)
-
-
-def debug_step(name):
-    """A named step of create and run, where tests break them on purpose:
-    $MINICONTAINER_DEBUG_DIE_AT=NAME SIGKILLs the process that reaches it (a crash there),
-    $MINICONTAINER_DEBUG_SLEEP_AT=NAME:SECONDS[,...] holds it there (a slow scheduler).
-    $MINICONTAINER_TRACE=1 prints each step as it is reached: the monotonic clock in ms (one
-    clock for the runtime and the init), the pid, the step; where a start's time goes."""
-    import time  # built in: also inside the container
-    env = os.environ
-    if env.get("MINICONTAINER_TRACE"):
-        os.write(2, b"minicontainer: trace %.3f %d %s\n" % (time.monotonic() * 1000,
-                                                            os.getpid(), name.encode()))
-    if env.get("MINICONTAINER_DEBUG_DIE_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-        os._exit(128 + signal.SIGKILL)  # a pid namespace's init ignores it from inside
-    for item in env.get("MINICONTAINER_DEBUG_SLEEP_AT", "").split(","):
-        at, _, seconds = item.partition(":")
-        if at == name:
-            time.sleep(float(seconds or 1))
-
-
-DEBUG_LOG = []  # main's [--log path, format] under --debug: where debug() writes
-
-
-def debug(msg):
-    """A line for --debug: on stderr and in the --log file, as errors and warnings go."""
-    if DEBUG_LOG:
-        _log_error(msg, DEBUG_LOG, "debug")
-
+# ==== the setup plan, and the protocol between the runtime and the container's init ====
+# Container.create and exec compile the config into a SetupPlan (ordered Steps) before any
+# fork, then talk to the processes that carry it out over one socket, in named messages.
 
 class Msg:
     """The messages of the setup socket between the runtime and a container's init (or
@@ -3109,6 +4066,653 @@ class InitContext:
             setattr(self, name, fields.pop(name, None))
         if fields:
             raise TypeError("InitContext: unknown fields %s" % ", ".join(fields))
+
+
+# -- the setup plan: the config compiled once, before any fork, into ordered steps
+# As bubblewrap compiles its argv into setup operations and then runs them: every step
+# says who takes it (the runtime before the fork, the first child of a user namespace,
+# the init, exec's middle process), what (an op of _STEP_OPS) on what, and the config
+# field it comes from. The config is never edited after; --debug prints the plan.
+
+class Step:
+    __slots__ = ("who", "op", "field", "args")
+
+    def __init__(self, who, op, field, *args):
+        self.who, self.op, self.field, self.args = who, op, field, args
+
+    def __str__(self):
+        what = self.describe()
+        if self.op == "mount":
+            what += " (%s)" % (self.args[1].get("type") or "bind")
+        return "%s: %s%s" % (self.who, what, " [%s]" % self.field if self.field else "")
+
+    def describe(self):
+        """The step in the user's words (container paths, the config's sources), as errors
+        name it: "mount SOURCE to DEST: errno text", as crun says it."""
+        op, args = self.op, self.args
+        if op == "mount":
+            m, source = args[1], args[2]
+            return "mount %s to %s" % (source or m.get("source") or m.get("type"),
+                                       m["destination"])
+        words = _STEP_WORDS.get(op)
+        if words is None:
+            return " ".join([op] + [str(a) for a in args])
+        args = args[:words.count("%s")]  # the devices and mount points lists go unsaid
+        return words % tuple(", ".join(a) if isinstance(a, list) else a for a in args)
+
+
+_STEP_WORDS = {  # Step.describe's, by op (args in order)
+    "join cgroup": "join the container's cgroup", "join": "join the %s namespace %s",
+    "unshare": "make namespaces (%s)", "overlay": "mount the image's overlay",
+    "mount points": "make mount points", "cut from host": "cut / off the host's mounts",
+    "userns": "make the user namespace", "become root": "become the user namespace's root",
+    "time": "make the time namespace", "fork": "fork %s", "hooks": "run %s hooks",
+    "cwd": "make process.cwd", "bind rootfs": "bind the rootfs on itself",
+    "devices": "make the devices of /dev", "pivot_root": "pivot_root to %s",
+    "move root": "move %s onto / (--no-pivot)", "chroot": "chroot to %s",
+    "hostname": "set the hostname to %s", "domainname": "set the domainname to %s",
+    "loopback up": "bring lo up", "sysctl": "set sysctl %s to %s",
+    "readonly path": "make %s read-only", "mask path": "mask %s",
+    "readonly root": "make / read-only", "root propagation": "make / %s",
+}
+
+
+class SetupPlan(list):
+    """The steps, in order (Step)."""
+
+    def steps(self, who):
+        return [step for step in self if step.who == who]
+
+    @property
+    def first_child(self):
+        """Whether a first child enters a user namespace (new or given by path): what the
+        init makes then belongs to it."""
+        return any(step.who == "first" for step in self)
+
+    def mount_sources(self):
+        return [step.args[2] for step in self if step.op == "mount" and step.args[2]]
+
+    def add(self, who, op, field, *args):
+        self.append(Step(who, op, field, *args))
+
+
+def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=False,
+               no_pivot=False):
+    """Container.create's plan for `config` (validated): see Step. network: state.network
+    (network_setup's namespace, joined by path); etc_mounts: write_etc_files's binds;
+    overlay: whether the init mounts an image's overlay on rootfs."""
+    linux = config.get("linux", {})
+    plan = SetupPlan()
+    namespaces = {ns["type"]: ns.get("path") for ns in linux.get("namespaces", [])}
+    if network:
+        namespaces["network"] = network["netns"]
+    mounts = [(i, m, _bind_source(m, bundle))
+              for i, m in enumerate(config.get("mounts", []) + list(etc_mounts))]
+    done = _plan_first_child(plan, linux, namespaces, mounts, overlay)
+    _plan_namespaces(plan, linux, namespaces, done)
+    plan.add("init", "reached", None, "unshare")
+    if overlay and not plan.first_child:
+        plan.add("init", "overlay", "root.path")
+    hooks = config.get("hooks", {})
+    if hooks.get("prestart") or hooks.get("createRuntime"):
+        plan.add("init", "hooks", "hooks.createRuntime", "createRuntime")
+    if "mount" in namespaces:
+        plan.add("init", "cwd", "process.cwd")
+        _plan_mounts(plan, linux, mounts, "user" in namespaces)
+    if hooks.get("createContainer"):
+        plan.add("init", "hooks", "hooks.createContainer", "createContainer")
+    plan.add("init", "reached", None, "mounts")
+    if "mount" not in namespaces:
+        # the host's mount namespace, which is not ours to change: a root of its own only
+        plan.add("init", "chroot", "root.path", rootfs)
+    else:
+        plan.add("init", "move root" if no_pivot else "pivot_root", "root.path", rootfs)
+    if "uts" in namespaces:
+        if config.get("hostname"):
+            plan.add("init", "hostname", "hostname", config["hostname"])
+        if config.get("domainname"):
+            plan.add("init", "domainname", "domainname", config["domainname"])
+    if "network" in namespaces and not namespaces["network"]:
+        plan.add("init", "loopback up", "linux.namespaces")
+    for key, value in linux.get("sysctl", {}).items():
+        plan.add("init", "sysctl", "linux.sysctl", key, value)
+    if "mount" in namespaces:
+        _plan_paths(plan, config, linux)
+    return plan
+
+
+def _plan_first_child(plan, linux, namespaces, mounts, overlay):
+    """With a user namespace, the first child's steps up to the init's fork; the namespaces
+    it leaves the init done. (Without one, the runtime itself makes the pid and time
+    namespaces and forks the init: see _fork_init.)"""
+    if "user" not in namespaces:
+        maker, done = "runtime", {"pid"}
+    else:
+        maker, done = "first", {"user", "pid"}
+        plan.add("first", "join cgroup", "linux.cgroupsPath")  # the cgroup files are the host's
+        if overlay:
+            # Mounted as the host's root, in a mount namespace of ours that the init's
+            # copies: the mount points below are then made in the overlay.
+            plan.add("first", "unshare", None, ["mount"])
+            plan.add("first", "overlay", "root.path")
+        plan.add("first", "mount points", "mounts",
+                 [(m, source) for _, m, source in mounts])
+        # Namespaces given by path (a bridge's network namespace) belong to the host's
+        # user namespace: join them while still the host's root, as runc does.
+        for kind, path in namespaces.items():
+            if path and kind not in ("user", "pid", "mount"):
+                plan.add("first", "join", "linux.namespaces", kind, path)
+                done.add(kind)
+        sysfs = [entry for entry in mounts if entry[1].get("type") == "sysfs"]
+        if "network" in done and sysfs:
+            # sysfs may only be mounted by the owner of the network namespace, and one
+            # joined by path is the host's: mount it now, as the host's root, in a mount
+            # namespace of ours that the init's copies. (Else the init would have to bind
+            # the host's /sys, which names the host's network interfaces.)
+            if not overlay:  # with one, ours is made
+                plan.add("first", "unshare", None, ["mount"])
+                plan.add("first", "cut from host", "linux.rootfsPropagation")
+            for i, m, source in sysfs:
+                plan.add("first", "mount", "mounts[%d]" % i, i, m, source, False)
+            mounts[:] = [entry for entry in mounts if entry[1].get("type") != "sysfs"]
+        if namespaces["user"]:
+            plan.add("first", "join", "linux.namespaces", "user", namespaces["user"])
+        else:
+            plan.add("first", "userns", "linux.uidMappings")
+        plan.add("first", "become root", "linux.uidMappings")
+    if "pid" in namespaces:
+        if namespaces["pid"]:
+            plan.add(maker, "join", "linux.namespaces", "pid", namespaces["pid"])
+        else:
+            plan.add(maker, "unshare", "linux.namespaces", ["pid"])
+    if "time" in namespaces and not namespaces["time"]:
+        plan.add(maker, "time", "linux.timeOffsets")
+        done.add("time")
+    plan.add(maker, "fork", None, "the init")
+    return done
+
+
+def _plan_namespaces(plan, linux, namespaces, done):
+    """linux.namespaces the init joins by path, then those it makes, all at once."""
+    for kind, path in namespaces.items():
+        if path and kind not in done:
+            plan.add("init", "join", "linux.namespaces", kind, path)
+    plan.add("init", "unshare", "linux.namespaces",
+             [kind for kind, path in namespaces.items() if not path and kind not in done])
+
+
+def _plan_mounts(plan, linux, mounts, userns):
+    """mounts, in order, on the rootfs (a mount point for pivot_root), then linux.devices."""
+    plan.add("init", "cut from host", "linux.rootfsPropagation")
+    plan.add("init", "bind rootfs", "root.path")
+    dev_is_tmpfs = False
+    for i, m, source in mounts:
+        plan.add("init", "mount", "mounts[%d]" % i, i, m, source, userns)
+        if os.path.normpath(m["destination"]) == "/dev" and m.get("type") == "tmpfs":
+            dev_is_tmpfs = True
+    if dev_is_tmpfs:
+        plan.add("init", "devices", "linux.devices", linux.get("devices", []), userns)
+    elif linux.get("devices"):
+        raise Error("linux.devices needs /dev to be a tmpfs mount")
+
+
+def _plan_paths(plan, config, linux):
+    """Once inside: linux.readonlyPaths, linux.maskedPaths, root.readonly, then the root's
+    linux.rootfsPropagation (see root_propagation)."""
+    for path in linux.get("readonlyPaths", []):
+        plan.add("init", "readonly path", "linux.readonlyPaths", path)
+    for path in linux.get("maskedPaths", []):
+        plan.add("init", "mask path", "linux.maskedPaths", path)
+    if config.get("root", {}).get("readonly"):
+        plan.add("init", "readonly root", "root.readonly")
+    propagation = linux.get("rootfsPropagation") or "rprivate"
+    if "shared" in propagation or "unbindable" in propagation:
+        plan.add("init", "root propagation", "linux.rootfsPropagation", propagation)
+
+
+def exec_plan(config, pid, network=None):
+    """Container.exec's plan: its middle process joins the cgroup and the namespaces of the
+    init `pid`, then forks the process. The user namespace is joined last: as the host's
+    root we may enter all the others (a bridge's network namespace is the host's, which
+    the container's root could not enter)."""
+    plan = SetupPlan()
+    plan.add("exec", "join cgroup", "linux.cgroupsPath")
+    kinds = [ns["type"] for ns in config.get("linux", {}).get("namespaces", [])]
+    if network and "network" not in kinds:
+        kinds.append("network")
+    for kind in sorted(kinds, key=lambda kind: kind == "user"):
+        plan.add("exec", "join", "linux.namespaces", kind,
+                 "/proc/%d/ns/%s" % (pid, NAMESPACES[kind][1]))
+    plan.add("exec", "fork", None, "the process")
+    return plan
+
+
+def debug_plan(plan):
+    for step in plan:
+        if step.op != "reached":
+            debug("setup plan: %s" % step)
+
+
+# ==== the container's init: what runs in the new namespaces, up to execve ====
+# The runtime's children: the first child of a user namespace, the init, exec's middle
+# process. Each takes its steps of the plan (_run_steps), then prepares the process and
+# execs it once the runtime says so. Nothing here writes the state directory.
+
+def _fork_init(ctx):
+    """Fork the container's init, in a new (or given) pid namespace if asked: it is pid 1.
+
+    With a user namespace, a first child creates it (we write the id maps meanwhile) or
+    joins the one given by path, and makes the pid namespace, owned by it (/proc can only
+    be mounted by root of the user namespace that owns the pid namespace), and forks the
+    init: the plan's "first" steps. Otherwise we take the "runtime" steps here, around
+    one fork, and come back to our own pid and time namespaces."""
+    if ctx.plan.first_child:
+        prctl(PR_SET_CHILD_SUBREAPER, 1)  # the init's parent exits: we inherit the init
+        pid = os.fork()
+        if pid == 0:
+            _container_init(ctx, _first_child_steps)
+        return pid
+    saved = own_time = None
+    try:
+        for step in ctx.plan.steps("runtime"):
+            if step.op in ("join", "unshare"):  # the pid namespace
+                saved = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+                _take_step(ctx, None, step)
+            elif step.op == "time":
+                own_time = os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC)
+                _take_step(ctx, None, step)
+            elif step.op == "fork":
+                pid = os.fork()
+                if pid == 0:
+                    _container_init(ctx)  # never returns
+    finally:
+        if saved is not None:
+            # Our own children (hooks, later forks) stay in our pid namespace.
+            setns(saved, CLONE_NEWPID)
+            os.close(saved)
+        if own_time is not None:
+            setns(own_time, CLONE_NEWTIME)  # and in our time namespace
+            os.close(own_time)
+    return pid
+
+
+def _container_init(ctx, steps=None):
+    """The runtime's child in create (the init, or the first child of a user namespace),
+    between fork and exec. It never returns."""
+    ctx.lock.close()  # a flock belongs to the open file, which fork shared with us
+    # Only the runtime may hold its end: if it dies, we read EOF at our next wait for it.
+    ctx.peer.close()
+    # And until the container is created, its death is ours: setup may be long before that
+    # next wait. (Never after: a created container outlives `create`. The init of a user
+    # namespace, a grandchild, has EOF only: its parent exits by design.)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _child(ctx, steps or _init_steps)
+
+
+def _child(ctx, steps):
+    """Run a forked child's steps; whatever happens, it ends here and says why."""
+    sync = _Sync(ctx.sync)
+    code = 1
+    try:
+        # Inside the container, the host's Python library is out of reach: import now
+        # whatever the steps will need.
+        import fcntl, resource, stat, struct  # noqa: E401, F401
+        if ctx.debug:
+            import traceback  # noqa: F401
+        if ctx.config and ctx.config.get("hooks"):
+            import subprocess  # noqa: F401
+        steps(ctx, sync)
+    except Error as e:
+        code = e.code
+        sync.error(str(e), code)
+    except OSError as e:
+        sync.error(str(e), code)
+    except BaseException as e:
+        if ctx.debug:
+            import traceback
+            traceback.print_exc()
+        sync.error("container process: %s: %s" % (type(e).__name__, e), code)
+    finally:
+        os._exit(code)
+
+
+def _overlay_steps(ctx, sync):
+    """Mount the image's overlay on the rootfs directory, in the (new) mount namespace of
+    this process: it goes when the namespace does, so no host mount outlives the container.
+    Where the kernel refuses it, the runtime makes a private copy in its place instead."""
+    ov = ctx.overlay
+    cut_from_host(ctx.config.get("linux", {}))  # before anything is mounted
+    what, mapped = "refused", []
+    try:
+        if ctx.plan.first_child:
+            # The layers are the host root's files; seen through mounts id-mapped like the
+            # container, uid 0 on disk is the container's root (5.19+ for overlayfs's lowers).
+            what = "with id-mapped layers refused"
+            userns = mapped_userns(ctx.config["linux"])
+            try:
+                for layer in dict.fromkeys(os.path.realpath(p) for p in ov["lower"]):
+                    idmapped_bind(layer, userns)  # on the layer, not on a short link
+                    mapped.append(layer)
+            finally:
+                os.close(userns)
+        mount_overlay(ov["lower"], ov["upper"], ov["work"], ov["target"])
+    except OSError as e:
+        if e.errno not in OVERLAY_REFUSED + (errno.ENOSYS,):
+            raise
+        _unmount_all(mapped)
+        sync.send(Msg.OVERLAY_REFUSED, msg="%s (%s)" % (what, os.strerror(e.errno)))
+        sync.expect(Msg.OK, "overlayfs refused, and no private copy was made")
+    # The overlay keeps private clones of its layers: the id-mapped mounts go, or the
+    # container's root, owner of every layer file through them, could write the shared
+    # store through a volume whose source holds it (-v /:/host binds recursively).
+    _unmount_all(mapped)
+
+
+def _unmount_all(paths):
+    for path in paths:
+        umount2(path, MNT_DETACH)
+
+
+def _first_child_steps(ctx, sync):
+    """The first child of a container with a user namespace: its steps of the plan (see
+    _fork_init), the last a fork, whose child goes on as the init."""
+    prctl(PR_SET_DUMPABLE, 0)
+    _run_steps(ctx, sync, "first")
+    sync.in_cgroup = True  # the first child moved itself there
+    _init_steps(ctx, sync)
+
+
+def _init_steps(ctx, sync):
+    config, process = ctx.config, ctx.config["process"]
+    hooks = config.get("hooks", {})
+    os.setsid()
+    # Until execve, this process is the host's python: no process of the container may open
+    # it through /proc/PID/exe (the runc CVE-2019-5736 class). execve resets the flag.
+    prctl(PR_SET_DUMPABLE, 0)
+    # Compiled here, not by the runtime: while the runtime moves us into the cgroup, which
+    # takes longer. A bad profile fails `create` all the same.
+    ctx.seccomp = _compile_seccomp(config.get("linux", {}))
+    fifo = ctx.fifo_fd
+    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx.stdin_null else None
+    if ctx.log_fd is not None:
+        os.dup2(ctx.log_fd, 1)
+        os.dup2(ctx.log_fd, 2)
+    # The plan's steps wait, where they must be inside the container's cgroup (a cgroup
+    # namespace, rooted where we are; hooks), until the runtime has moved us there.
+    _run_steps(ctx, sync, "init")
+    debug_step("process")
+    sync.wait_cgroup()  # before the scheduler: an RT task cannot move to a cgroup without RT
+    path = _prepare_process(process, sync, devnull)
+    # All that may fail is done before "ready", so that create reports it; what is left
+    # for start is the wait, the startContainer hooks and execve (as runc leaves them).
+    _drop_privileges(process, ctx.seccomp, sync)
+    debug_step("privileges")
+    # Cleared before READY: the runtime may exit as soon as it has recorded us.
+    prctl(PR_SET_PDEATHSIG, 0)
+    sync.send(Msg.READY)
+    # Recorded in the state, or the runtime died first (EOF): only a container that is
+    # created may wait for start, for as long as it takes.
+    sync.expect(Msg.CREATED, "setup: the runtime ended before the container was created")
+    # Wait for start: opening the fifo to write blocks until `start` opens it to read.
+    fd = os.open("/proc/self/fd/%d" % fifo, os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo)
+    if hooks.get("startContainer"):
+        run_hooks(hooks["startContainer"], dict(ctx.hook_state, status="created",
+                                                pid=os.getpid()), "startContainer")
+    _exec(process, path, ctx.preserve_fds, ctx.sync)
+
+
+def _exec_steps(ctx, sync):
+    """exec's middle process: its plan (exec_plan) joins the cgroup and namespaces and
+    forks the process, which goes on here."""
+    prctl(PR_SET_DUMPABLE, 0)  # see _init_steps
+    _run_steps(ctx, sync, "exec")
+    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx.stdin_null else None
+    os.setsid()
+    process = ctx.process
+    path = _prepare_process(process, sync, devnull)
+    _drop_privileges(process, ctx.seccomp, sync)
+    _exec(process, path, ctx.preserve_fds, ctx.sync)
+
+
+def _run_steps(ctx, sync, who):
+    """Execute `who`'s steps of the plan (see Step), in order."""
+    for step in ctx.plan:
+        if step.who == who:
+            _take_step(ctx, sync, step)
+
+
+def _take_step(ctx, sync, step):
+    """One step; what the kernel refuses is an Error in one shape: the step as the user
+    knows it (Step.describe), then the errno's text."""
+    try:
+        _STEP_OPS[step.op](ctx, sync, *step.args)
+    except OSError as e:
+        raise Error("%s: %s" % (step.describe(), os.strerror(e.errno) if e.errno else e)
+                    ) from None
+
+
+def _step_join_cgroup(ctx, sync):
+    if ctx.cgroup is not None:
+        ctx.cgroup.join(0)
+
+
+def _step_join(ctx, sync, kind, path):
+    fd = (ctx.nsfds or {}).pop(path, None)  # exec's, opened by the runtime
+    if fd is None:
+        _join_namespace(kind, path)
+        return
+    try:
+        setns(fd, NAMESPACES[kind][0])
+    finally:
+        os.close(fd)
+
+
+def _step_unshare(ctx, sync, kinds):
+    flags = 0
+    for kind in kinds:
+        flags |= NAMESPACES[kind][0]
+    if flags & CLONE_NEWCGROUP:
+        sync.wait_cgroup()  # a cgroup namespace is rooted where we are
+    unshare(flags)
+
+
+def _step_userns(ctx, sync):
+    unshare(CLONE_NEWUSER)
+    sync.send(Msg.USERNS)  # the runtime writes the id maps
+    sync.expect(Msg.OK, "user namespace: the id maps were not written")
+
+
+def _step_become_root(ctx, sync):
+    # The container's root: an unmapped uid may create nothing (EOVERFLOW).
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def _step_fork(ctx, sync, what):
+    """The first child forks the init (in the pid namespace it made), exec's middle process
+    the container's process; the parent says which pid and goes, the child goes on."""
+    pid = os.fork()
+    if pid:
+        sync.send(Msg.PID, pid=pid)
+        os._exit(0)
+
+
+def _step_hooks(ctx, sync, kind):
+    sync.wait_cgroup()
+    if kind == "createRuntime":  # and prestart: the runtime's, in its namespaces
+        sync.send(Msg.HOOKS)
+        sync.expect(Msg.OK, "createRuntime hooks failed")
+    else:
+        # pid as this process sees itself (1 in a new pid namespace), as runc passes it
+        run_hooks(ctx.config["hooks"][kind], dict(ctx.hook_state, status="creating",
+                                                  pid=os.getpid()), kind)
+
+
+def _step_mount(ctx, sync, i, m, source, userns):
+    mount_entry(m, ctx.rootfs, source, ctx.cgroup, userns, (ctx.idmap_trees or {}).get(i))
+
+
+def _step_chroot(ctx, sync, rootfs):
+    os.chroot(rootfs)
+    os.chdir("/")
+
+
+_STEP_OPS = {
+    "join cgroup": _step_join_cgroup,
+    "join": _step_join,
+    "unshare": _step_unshare,
+    "overlay": lambda ctx, sync: _overlay_steps(ctx, sync),
+    "mount points": lambda ctx, sync, mounts: make_mount_points(mounts, ctx.config, ctx.rootfs),
+    "cut from host": lambda ctx, sync: cut_from_host(ctx.config.get("linux", {})),
+    "userns": _step_userns,
+    "become root": _step_become_root,
+    "time": lambda ctx, sync: unshare_time(ctx.config.get("linux", {})),
+    "fork": _step_fork,
+    "reached": lambda ctx, sync, name: debug_step(name),
+    "hooks": _step_hooks,
+    "cwd": lambda ctx, sync: make_cwd(ctx.config, ctx.rootfs),
+    # pivot_root needs the new root to be a mount point
+    "bind rootfs": lambda ctx, sync: mount(ctx.rootfs, ctx.rootfs, None, MS_BIND | MS_REC),
+    "mount": _step_mount,
+    "devices": lambda ctx, sync, devices, userns: create_devices(ctx.rootfs, devices, userns),
+    "pivot_root": lambda ctx, sync, rootfs: enter_rootfs(rootfs),
+    "move root": lambda ctx, sync, rootfs: move_root(rootfs),
+    "chroot": _step_chroot,
+    "hostname": lambda ctx, sync, name: sethostname(name),
+    "domainname": lambda ctx, sync, name: sethostname(name, domain=True),
+    "loopback up": lambda ctx, sync: loopback_up(),
+    "sysctl": lambda ctx, sync, key, value: write_sysctl(key, value),
+    "readonly path": lambda ctx, sync, path: readonly_path(path),
+    "mask path": lambda ctx, sync, path: mask_path(path),
+    "readonly root": lambda ctx, sync: _readonly_remount("/"),
+    "root propagation": lambda ctx, sync, propagation: root_propagation(propagation),
+}
+
+
+def _prepare_process(process, sync, devnull):
+    """Terminal, cwd, program and rlimits: what may still fail before the process is started
+    (and so fail `create`), done inside the container's root."""
+    if process.get("terminal"):
+        master, slave, slave_path = open_pty()
+        sync.send(Msg.PTY, fds=[master])
+        os.close(master)
+        setup_console(slave, slave_path, process.get("consoleSize"))
+    elif devnull is not None:
+        os.dup2(devnull, 0)
+    _chdir_inside(process.get("cwd", "/"))
+    if not os.path.isdir("/proc/self/fd"):  # here, and not after start, where none would hear
+        raise Error("the container has no /proc: the runtime needs /proc/self/fd (mount proc "
+                    "at /proc)")
+    env = process.setdefault("env", [])  # this child's own copy of the process
+    if not any(e.startswith("HOME=") for e in env):
+        env.append("HOME=" + home_directory(process.get("user", {}).get("uid", 0)))
+    path = find_executable(process["args"], env)
+    apply_rlimits(process.get("rlimits", []))
+    if process.get("oomScoreAdj") is not None:
+        try:
+            _write("/proc/self/oom_score_adj", process["oomScoreAdj"])
+        except OSError as e:
+            raise Error("set process.oomScoreAdj to %d: %s" % (process["oomScoreAdj"],
+                                                              os.strerror(e.errno))) from None
+    if process.get("scheduler"):
+        apply_scheduler(process["scheduler"])
+    if process.get("ioPriority"):
+        apply_io_priority(process["ioPriority"])
+    return path
+
+
+def _drop_privileges(process, seccomp, sync):
+    """no_new_privs, the user, the capability sets and the seccomp filter, whose listener
+    (SCMP_ACT_NOTIFY) goes to the runtime to hand on. seccomp is (profile, program) or None.
+
+    Without no_new_privs the filter needs CAP_SYS_ADMIN: loaded before the capabilities go;
+    with it, after them. Either way the steps to execve run under it, as under runc."""
+    if process.get("noNewPrivileges"):
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+    elif seccomp:
+        _load_seccomp(seccomp, sync)
+    apply_user_and_capabilities(process)
+    os.umask(process.get("user", {}).get("umask", 0o022))
+    _chdir_inside(process.get("cwd", "/"))
+    if seccomp and process.get("noNewPrivileges"):
+        _load_seccomp(seccomp, sync)
+
+
+def _load_seccomp(seccomp, sync):
+    listener = apply_seccomp(*seccomp)
+    if listener is not None:
+        sync.send(Msg.SECCOMP, fds=[listener])
+        os.close(listener)
+
+
+def _exec(process, path, preserve_fds, sync_sock):
+    """The last step of every container process, init or exec'd: execve."""
+    # The sync socket is close-on-exec: its closing tells the runtime that execve worked.
+    _close_fds(3 + preserve_fds, keep=[sync_sock.fileno()])
+    env = process.get("env", [])
+    # execve keeps what is ignored: Python ignores SIGPIPE and SIGXFSZ (else `yes | head` in
+    # the container would never end), and our caller may have ignored others (nohup's
+    # SIGHUP). The program starts with every signal at its default.
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP) and \
+                signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
+    debug_step("execve")
+    try:
+        os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
+    except OSError as e:
+        raise Error('exec "%s": %s' % (process["args"][0], e.strerror),
+                    127 if e.errno == errno.ENOENT else 126) from None
+
+
+def _chdir_inside(cwd):
+    """chdir to the process's cwd, which must be within the container's root: through an fd
+    of ours ("/proc/self/fd/N" of a host directory, runc's CVE-2024-21626) it could be a
+    directory of the host. getcwd() fails (ENOENT) for one the root cannot reach."""
+    try:
+        os.chdir(cwd)
+    except OSError as e:  # engines read the reason ("no such file or directory": 127)
+        raise Error("process.cwd %s: chdir: %s" % (cwd, e.strerror)) from None
+    try:
+        inside = os.getcwd().startswith("/")
+    except FileNotFoundError:
+        inside = False
+    if not inside:
+        raise Error("process.cwd %s: a directory outside the container's root" % cwd)
+
+
+def _close_fds(first, keep=()):
+    """Mark every fd from `first` on close-on-exec: the program gets only what it should.
+
+    (runc's CVE-2024-21626 was an fd of the host's cgroupfs that leaked into the container.)"""
+    import fcntl
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= first and fd not in keep:
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+            except OSError:
+                pass
+    for fd in range(3, first):
+        os.set_inheritable(fd, True)
+
+
+# ==== lifecycle: create, start, state, signals, delete ====
+
+def default_state_root():
+    if os.geteuid() == 0:
+        return STATE_ROOT
+    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/tmp", "minicontainer")
+
+
+def check_id(cid):
+    import re
+    if not isinstance(cid, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$", cid):
+        raise Error("invalid container id %r: use letters, digits and _.+- (at most 128)" % cid)
+    return cid
 
 
 class Container:
@@ -3772,813 +5376,6 @@ def send_console(path, master):
         os.close(master)
 
 
-def send_seccomp_listener(profile, fd, state):
-    """Hand a process's seccomp listener to the agent at listenerPath, with the container's
-    state, as runc sends it (the runtime spec's containerProcessState)."""
-    import socket
-    msg = {"ociVersion": OCI_VERSION, "fds": ["seccompFd"], "pid": state["pid"],
-           "metadata": profile.get("listenerMetadata", ""), "state": state}
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as agent:
-            agent.connect(profile["listenerPath"])
-            socket.send_fds(agent, [json.dumps(msg).encode()], [fd])
-    except OSError as e:
-        raise Error("seccomp: listenerPath %s: %s" % (profile["listenerPath"],
-                                                      e.strerror)) from None
-    finally:
-        os.close(fd)
-
-
-def _compile_seccomp(linux):
-    """(profile, program) for _drop_privileges: compiled before the container's setup, so
-    that a bad profile fails it and the container's process only loads it."""
-    profile = linux.get("seccomp")
-    return (profile, seccomp_program(profile)) if profile else None
-
-
-# -- the setup plan: the config compiled once, before any fork, into ordered steps
-# As bubblewrap compiles its argv into setup operations and then runs them: every step
-# says who takes it (the runtime before the fork, the first child of a user namespace,
-# the init, exec's middle process), what (an op of _STEP_OPS) on what, and the config
-# field it comes from. The config is never edited after; --debug prints the plan.
-
-class Step:
-    __slots__ = ("who", "op", "field", "args")
-
-    def __init__(self, who, op, field, *args):
-        self.who, self.op, self.field, self.args = who, op, field, args
-
-    def __str__(self):
-        what = self.describe()
-        if self.op == "mount":
-            what += " (%s)" % (self.args[1].get("type") or "bind")
-        return "%s: %s%s" % (self.who, what, " [%s]" % self.field if self.field else "")
-
-    def describe(self):
-        """The step in the user's words (container paths, the config's sources), as errors
-        name it: "mount SOURCE to DEST: errno text", as crun says it."""
-        op, args = self.op, self.args
-        if op == "mount":
-            m, source = args[1], args[2]
-            return "mount %s to %s" % (source or m.get("source") or m.get("type"),
-                                       m["destination"])
-        words = _STEP_WORDS.get(op)
-        if words is None:
-            return " ".join([op] + [str(a) for a in args])
-        args = args[:words.count("%s")]  # the devices and mount points lists go unsaid
-        return words % tuple(", ".join(a) if isinstance(a, list) else a for a in args)
-
-
-_STEP_WORDS = {  # Step.describe's, by op (args in order)
-    "join cgroup": "join the container's cgroup", "join": "join the %s namespace %s",
-    "unshare": "make namespaces (%s)", "overlay": "mount the image's overlay",
-    "mount points": "make mount points", "cut from host": "cut / off the host's mounts",
-    "userns": "make the user namespace", "become root": "become the user namespace's root",
-    "time": "make the time namespace", "fork": "fork %s", "hooks": "run %s hooks",
-    "cwd": "make process.cwd", "bind rootfs": "bind the rootfs on itself",
-    "devices": "make the devices of /dev", "pivot_root": "pivot_root to %s",
-    "move root": "move %s onto / (--no-pivot)", "chroot": "chroot to %s",
-    "hostname": "set the hostname to %s", "domainname": "set the domainname to %s",
-    "loopback up": "bring lo up", "sysctl": "set sysctl %s to %s",
-    "readonly path": "make %s read-only", "mask path": "mask %s",
-    "readonly root": "make / read-only", "root propagation": "make / %s",
-}
-
-
-class SetupPlan(list):
-    """The steps, in order (Step)."""
-
-    def steps(self, who):
-        return [step for step in self if step.who == who]
-
-    @property
-    def first_child(self):
-        """Whether a first child enters a user namespace (new or given by path): what the
-        init makes then belongs to it."""
-        return any(step.who == "first" for step in self)
-
-    def mount_sources(self):
-        return [step.args[2] for step in self if step.op == "mount" and step.args[2]]
-
-    def add(self, who, op, field, *args):
-        self.append(Step(who, op, field, *args))
-
-
-def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=False,
-               no_pivot=False):
-    """Container.create's plan for `config` (validated): see Step. network: state.network
-    (network_setup's namespace, joined by path); etc_mounts: write_etc_files's binds;
-    overlay: whether the init mounts an image's overlay on rootfs."""
-    linux = config.get("linux", {})
-    plan = SetupPlan()
-    namespaces = {ns["type"]: ns.get("path") for ns in linux.get("namespaces", [])}
-    if network:
-        namespaces["network"] = network["netns"]
-    mounts = [(i, m, _bind_source(m, bundle))
-              for i, m in enumerate(config.get("mounts", []) + list(etc_mounts))]
-    done = _plan_first_child(plan, linux, namespaces, mounts, overlay)
-    _plan_namespaces(plan, linux, namespaces, done)
-    plan.add("init", "reached", None, "unshare")
-    if overlay and not plan.first_child:
-        plan.add("init", "overlay", "root.path")
-    hooks = config.get("hooks", {})
-    if hooks.get("prestart") or hooks.get("createRuntime"):
-        plan.add("init", "hooks", "hooks.createRuntime", "createRuntime")
-    if "mount" in namespaces:
-        plan.add("init", "cwd", "process.cwd")
-        _plan_mounts(plan, linux, mounts, "user" in namespaces)
-    if hooks.get("createContainer"):
-        plan.add("init", "hooks", "hooks.createContainer", "createContainer")
-    plan.add("init", "reached", None, "mounts")
-    if "mount" not in namespaces:
-        # the host's mount namespace, which is not ours to change: a root of its own only
-        plan.add("init", "chroot", "root.path", rootfs)
-    else:
-        plan.add("init", "move root" if no_pivot else "pivot_root", "root.path", rootfs)
-    if "uts" in namespaces:
-        if config.get("hostname"):
-            plan.add("init", "hostname", "hostname", config["hostname"])
-        if config.get("domainname"):
-            plan.add("init", "domainname", "domainname", config["domainname"])
-    if "network" in namespaces and not namespaces["network"]:
-        plan.add("init", "loopback up", "linux.namespaces")
-    for key, value in linux.get("sysctl", {}).items():
-        plan.add("init", "sysctl", "linux.sysctl", key, value)
-    if "mount" in namespaces:
-        _plan_paths(plan, config, linux)
-    return plan
-
-
-def _plan_first_child(plan, linux, namespaces, mounts, overlay):
-    """With a user namespace, the first child's steps up to the init's fork; the namespaces
-    it leaves the init done. (Without one, the runtime itself makes the pid and time
-    namespaces and forks the init: see _fork_init.)"""
-    if "user" not in namespaces:
-        maker, done = "runtime", {"pid"}
-    else:
-        maker, done = "first", {"user", "pid"}
-        plan.add("first", "join cgroup", "linux.cgroupsPath")  # the cgroup files are the host's
-        if overlay:
-            # Mounted as the host's root, in a mount namespace of ours that the init's
-            # copies: the mount points below are then made in the overlay.
-            plan.add("first", "unshare", None, ["mount"])
-            plan.add("first", "overlay", "root.path")
-        plan.add("first", "mount points", "mounts",
-                 [(m, source) for _, m, source in mounts])
-        # Namespaces given by path (a bridge's network namespace) belong to the host's
-        # user namespace: join them while still the host's root, as runc does.
-        for kind, path in namespaces.items():
-            if path and kind not in ("user", "pid", "mount"):
-                plan.add("first", "join", "linux.namespaces", kind, path)
-                done.add(kind)
-        sysfs = [entry for entry in mounts if entry[1].get("type") == "sysfs"]
-        if "network" in done and sysfs:
-            # sysfs may only be mounted by the owner of the network namespace, and one
-            # joined by path is the host's: mount it now, as the host's root, in a mount
-            # namespace of ours that the init's copies. (Else the init would have to bind
-            # the host's /sys, which names the host's network interfaces.)
-            if not overlay:  # with one, ours is made
-                plan.add("first", "unshare", None, ["mount"])
-                plan.add("first", "cut from host", "linux.rootfsPropagation")
-            for i, m, source in sysfs:
-                plan.add("first", "mount", "mounts[%d]" % i, i, m, source, False)
-            mounts[:] = [entry for entry in mounts if entry[1].get("type") != "sysfs"]
-        if namespaces["user"]:
-            plan.add("first", "join", "linux.namespaces", "user", namespaces["user"])
-        else:
-            plan.add("first", "userns", "linux.uidMappings")
-        plan.add("first", "become root", "linux.uidMappings")
-    if "pid" in namespaces:
-        if namespaces["pid"]:
-            plan.add(maker, "join", "linux.namespaces", "pid", namespaces["pid"])
-        else:
-            plan.add(maker, "unshare", "linux.namespaces", ["pid"])
-    if "time" in namespaces and not namespaces["time"]:
-        plan.add(maker, "time", "linux.timeOffsets")
-        done.add("time")
-    plan.add(maker, "fork", None, "the init")
-    return done
-
-
-def _plan_namespaces(plan, linux, namespaces, done):
-    """linux.namespaces the init joins by path, then those it makes, all at once."""
-    for kind, path in namespaces.items():
-        if path and kind not in done:
-            plan.add("init", "join", "linux.namespaces", kind, path)
-    plan.add("init", "unshare", "linux.namespaces",
-             [kind for kind, path in namespaces.items() if not path and kind not in done])
-
-
-def _plan_mounts(plan, linux, mounts, userns):
-    """mounts, in order, on the rootfs (a mount point for pivot_root), then linux.devices."""
-    plan.add("init", "cut from host", "linux.rootfsPropagation")
-    plan.add("init", "bind rootfs", "root.path")
-    dev_is_tmpfs = False
-    for i, m, source in mounts:
-        plan.add("init", "mount", "mounts[%d]" % i, i, m, source, userns)
-        if os.path.normpath(m["destination"]) == "/dev" and m.get("type") == "tmpfs":
-            dev_is_tmpfs = True
-    if dev_is_tmpfs:
-        plan.add("init", "devices", "linux.devices", linux.get("devices", []), userns)
-    elif linux.get("devices"):
-        raise Error("linux.devices needs /dev to be a tmpfs mount")
-
-
-def _plan_paths(plan, config, linux):
-    """Once inside: linux.readonlyPaths, linux.maskedPaths, root.readonly, then the root's
-    linux.rootfsPropagation (see root_propagation)."""
-    for path in linux.get("readonlyPaths", []):
-        plan.add("init", "readonly path", "linux.readonlyPaths", path)
-    for path in linux.get("maskedPaths", []):
-        plan.add("init", "mask path", "linux.maskedPaths", path)
-    if config.get("root", {}).get("readonly"):
-        plan.add("init", "readonly root", "root.readonly")
-    propagation = linux.get("rootfsPropagation") or "rprivate"
-    if "shared" in propagation or "unbindable" in propagation:
-        plan.add("init", "root propagation", "linux.rootfsPropagation", propagation)
-
-
-def exec_plan(config, pid, network=None):
-    """Container.exec's plan: its middle process joins the cgroup and the namespaces of the
-    init `pid`, then forks the process. The user namespace is joined last: as the host's
-    root we may enter all the others (a bridge's network namespace is the host's, which
-    the container's root could not enter)."""
-    plan = SetupPlan()
-    plan.add("exec", "join cgroup", "linux.cgroupsPath")
-    kinds = [ns["type"] for ns in config.get("linux", {}).get("namespaces", [])]
-    if network and "network" not in kinds:
-        kinds.append("network")
-    for kind in sorted(kinds, key=lambda kind: kind == "user"):
-        plan.add("exec", "join", "linux.namespaces", kind,
-                 "/proc/%d/ns/%s" % (pid, NAMESPACES[kind][1]))
-    plan.add("exec", "fork", None, "the process")
-    return plan
-
-
-def debug_plan(plan):
-    for step in plan:
-        if step.op != "reached":
-            debug("setup plan: %s" % step)
-
-
-def _fork_init(ctx):
-    """Fork the container's init, in a new (or given) pid namespace if asked: it is pid 1.
-
-    With a user namespace, a first child creates it (we write the id maps meanwhile) or
-    joins the one given by path, and makes the pid namespace, owned by it (/proc can only
-    be mounted by root of the user namespace that owns the pid namespace), and forks the
-    init: the plan's "first" steps. Otherwise we take the "runtime" steps here, around
-    one fork, and come back to our own pid and time namespaces."""
-    if ctx.plan.first_child:
-        prctl(PR_SET_CHILD_SUBREAPER, 1)  # the init's parent exits: we inherit the init
-        pid = os.fork()
-        if pid == 0:
-            _container_init(ctx, _first_child_steps)
-        return pid
-    saved = own_time = None
-    try:
-        for step in ctx.plan.steps("runtime"):
-            if step.op in ("join", "unshare"):  # the pid namespace
-                saved = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-                _take_step(ctx, None, step)
-            elif step.op == "time":
-                own_time = os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC)
-                _take_step(ctx, None, step)
-            elif step.op == "fork":
-                pid = os.fork()
-                if pid == 0:
-                    _container_init(ctx)  # never returns
-    finally:
-        if saved is not None:
-            # Our own children (hooks, later forks) stay in our pid namespace.
-            setns(saved, CLONE_NEWPID)
-            os.close(saved)
-        if own_time is not None:
-            setns(own_time, CLONE_NEWTIME)  # and in our time namespace
-            os.close(own_time)
-    return pid
-
-
-def makes_time_ns(linux):
-    return any(ns["type"] == "time" and not ns.get("path")
-               for ns in linux.get("namespaces", []))
-
-
-def unshare_time(linux):
-    """A time namespace is entered by the children of the process that makes it, never by
-    that process: make it before the init is forked, with its clocks' offsets written
-    before any process is in it. Returns whether one was made."""
-    if not makes_time_ns(linux):
-        return False
-    unshare(CLONE_NEWTIME)
-    offsets = linux.get("timeOffsets") or {}
-    lines = ["%s %d %d" % (clock, o.get("secs", 0), o.get("nanosecs", 0))
-             for clock, o in sorted(offsets.items())]
-    if lines:
-        try:
-            _write("/proc/self/timens_offsets", "\n".join(lines) + "\n")
-        except OSError as e:
-            raise Error("linux.timeOffsets: %s" % e.strerror) from None
-    return True
-
-
-def new_userns(linux):
-    """Whether the container makes a user namespace of its own (not one given by path)."""
-    return any(ns["type"] == "user" and not ns.get("path")
-               for ns in linux.get("namespaces", []))
-
-
-def host_owner(linux, uid=0, gid=0):
-    """Where the container's uid:gid is on the host: itself, or with a user namespace of its
-    own, the host ids its maps give (-1, which chown leaves alone, when unmapped)."""
-    if not new_userns(linux):
-        return uid, gid
-    return (_host_id(linux.get("uidMappings", []), uid),
-            _host_id(linux.get("gidMappings", []), gid))
-
-
-def _host_id(mappings, container_id=0):
-    """The host id that container_id maps to (-1, which chown ignores, when none)."""
-    for m in mappings:
-        if m["containerID"] <= container_id < m["containerID"] + m["size"]:
-            return m["hostID"] + container_id - m["containerID"]
-    return -1
-
-
-def _check_reachable(paths, linux):
-    """In a user namespace the container's root is an unprivileged uid of the host: it must
-    be able to walk to the rootfs and to every bind source (paths), or the setup fails
-    obscurely."""
-    import stat
-    uid, gid = host_owner(linux)
-    for path in paths:
-        d = os.path.dirname(os.path.abspath(path))
-        while True:
-            st = os.stat(d)
-            if not (st.st_mode & stat.S_IXOTH or (st.st_uid == uid and st.st_mode & stat.S_IXUSR)
-                    or (st.st_gid == gid and st.st_mode & stat.S_IXGRP)):
-                raise Error("%s: the container's root (uid %d on the host) may not enter %s: "
-                            "a user namespace needs paths it can walk" % (path, uid, d))
-            if d == "/":
-                break
-            d = os.path.dirname(d)
-
-
-def _join_namespace(kind, path):
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise Error("linux.namespaces: %s %s: %s" % (kind, path, e.strerror)) from None
-    try:
-        setns(fd, NAMESPACES[kind][0])
-    finally:
-        os.close(fd)
-
-
-def write_id_maps(pid, linux):
-    """uid_map and gid_map of a process that has just made its user namespace."""
-    for kind in ("uid", "gid"):
-        lines = "".join("%d %d %d\n" % (m["containerID"], m["hostID"], m["size"])
-                        for m in linux.get(kind + "Mappings", []))
-        if not lines:
-            raise Error("linux.%sMappings: a user namespace needs them" % kind)
-        try:
-            _write("/proc/%d/%s_map" % (pid, kind), lines)
-        except OSError as e:
-            raise Error("linux.%sMappings: %s" % (kind, e.strerror)) from None
-
-
-def mount_idmaps(config, bundle):
-    """{index in config.mounts: an id-mapped copy of its source} for the bind mounts with
-    uidMappings/gidMappings (or an idmap option, which takes the container's maps). Made
-    here, as the host's root: inside a user namespace the kernel refuses to id-map a mount
-    of the host's filesystems, but attaching the copy is allowed. The caller closes them."""
-    linux = config.get("linux", {})
-    trees = {}
-    try:
-        for i, m in enumerate(config.get("mounts", [])):
-            options = m.get("options") or []
-            maps = {k: m[k] for k in ("uidMappings", "gidMappings") if m.get(k)}
-            if not maps and not {"idmap", "ridmap"} & set(options):
-                continue
-            source = _bind_source(m, bundle)
-            if source is None:
-                raise Error("mounts: %s: only a bind mount can be id-mapped" % m["destination"])
-            if not os.path.exists(source):
-                raise Error("mount %s to %s: %s" % (source, m["destination"],
-                                                    os.strerror(errno.ENOENT)))
-            maps = maps or {k: linux.get(k) for k in ("uidMappings", "gidMappings")}
-            if not maps.get("uidMappings") or not maps.get("gidMappings"):
-                raise Error("mounts: %s: an id-mapped mount needs uidMappings and gidMappings"
-                            % m["destination"])
-            userns = mapped_userns(maps)
-            try:
-                trees[i] = idmapped_tree(source, userns, "rbind" in options or
-                                         "ridmap" in options)
-            except OSError as e:
-                raise Error("mount %s to %s: id-map: %s" % (source, m["destination"],
-                                                            os.strerror(e.errno))) from None
-            finally:
-                os.close(userns)
-    except BaseException:
-        for tree in trees.values():
-            os.close(tree)
-        raise
-    return trees
-
-
-def mapped_userns(linux):
-    """An fd of a user namespace with the container's id maps, for id-mapped mounts: a
-    child makes the namespace and waits while we map it and open it, then goes."""
-    made_r, made_w = os.pipe()
-    done_r, done_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(made_r)
-            os.close(done_w)
-            unshare(CLONE_NEWUSER)
-            os.write(made_w, b"x")
-            os.read(done_r, 1)
-        finally:
-            os._exit(0)
-    os.close(made_w)
-    os.close(done_r)
-    try:
-        if os.read(made_r, 1) != b"x":
-            raise Error("user namespace: could not make one for the image's layers")
-        write_id_maps(pid, linux)
-        return os.open("/proc/%d/ns/user" % pid, os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(made_r)
-        os.close(done_w)
-        os.waitpid(pid, 0)
-
-
-def _container_init(ctx, steps=None):
-    """The runtime's child in create (the init, or the first child of a user namespace),
-    between fork and exec. It never returns."""
-    ctx.lock.close()  # a flock belongs to the open file, which fork shared with us
-    # Only the runtime may hold its end: if it dies, we read EOF at our next wait for it.
-    ctx.peer.close()
-    # And until the container is created, its death is ours: setup may be long before that
-    # next wait. (Never after: a created container outlives `create`. The init of a user
-    # namespace, a grandchild, has EOF only: its parent exits by design.)
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    _child(ctx, steps or _init_steps)
-
-
-def _child(ctx, steps):
-    """Run a forked child's steps; whatever happens, it ends here and says why."""
-    sync = _Sync(ctx.sync)
-    code = 1
-    try:
-        # Inside the container, the host's Python library is out of reach: import now
-        # whatever the steps will need.
-        import fcntl, resource, stat, struct  # noqa: E401, F401
-        if ctx.debug:
-            import traceback  # noqa: F401
-        if ctx.config and ctx.config.get("hooks"):
-            import subprocess  # noqa: F401
-        steps(ctx, sync)
-    except Error as e:
-        code = e.code
-        sync.error(str(e), code)
-    except OSError as e:
-        sync.error(str(e), code)
-    except BaseException as e:
-        if ctx.debug:
-            import traceback
-            traceback.print_exc()
-        sync.error("container process: %s: %s" % (type(e).__name__, e), code)
-    finally:
-        os._exit(code)
-
-
-def _overlay_steps(ctx, sync):
-    """Mount the image's overlay on the rootfs directory, in the (new) mount namespace of
-    this process: it goes when the namespace does, so no host mount outlives the container.
-    Where the kernel refuses it, the runtime makes a private copy in its place instead."""
-    ov = ctx.overlay
-    cut_from_host(ctx.config.get("linux", {}))  # before anything is mounted
-    what, mapped = "refused", []
-    try:
-        if ctx.plan.first_child:
-            # The layers are the host root's files; seen through mounts id-mapped like the
-            # container, uid 0 on disk is the container's root (5.19+ for overlayfs's lowers).
-            what = "with id-mapped layers refused"
-            userns = mapped_userns(ctx.config["linux"])
-            try:
-                for layer in dict.fromkeys(os.path.realpath(p) for p in ov["lower"]):
-                    idmapped_bind(layer, userns)  # on the layer, not on a short link
-                    mapped.append(layer)
-            finally:
-                os.close(userns)
-        mount_overlay(ov["lower"], ov["upper"], ov["work"], ov["target"])
-    except OSError as e:
-        if e.errno not in OVERLAY_REFUSED + (errno.ENOSYS,):
-            raise
-        _unmount_all(mapped)
-        sync.send(Msg.OVERLAY_REFUSED, msg="%s (%s)" % (what, os.strerror(e.errno)))
-        sync.expect(Msg.OK, "overlayfs refused, and no private copy was made")
-    # The overlay keeps private clones of its layers: the id-mapped mounts go, or the
-    # container's root, owner of every layer file through them, could write the shared
-    # store through a volume whose source holds it (-v /:/host binds recursively).
-    _unmount_all(mapped)
-
-
-def _unmount_all(paths):
-    for path in paths:
-        umount2(path, MNT_DETACH)
-
-
-def _first_child_steps(ctx, sync):
-    """The first child of a container with a user namespace: its steps of the plan (see
-    _fork_init), the last a fork, whose child goes on as the init."""
-    prctl(PR_SET_DUMPABLE, 0)
-    _run_steps(ctx, sync, "first")
-    sync.in_cgroup = True  # the first child moved itself there
-    _init_steps(ctx, sync)
-
-
-def _init_steps(ctx, sync):
-    config, process = ctx.config, ctx.config["process"]
-    hooks = config.get("hooks", {})
-    os.setsid()
-    # Until execve, this process is the host's python: no process of the container may open
-    # it through /proc/PID/exe (the runc CVE-2019-5736 class). execve resets the flag.
-    prctl(PR_SET_DUMPABLE, 0)
-    # Compiled here, not by the runtime: while the runtime moves us into the cgroup, which
-    # takes longer. A bad profile fails `create` all the same.
-    ctx.seccomp = _compile_seccomp(config.get("linux", {}))
-    fifo = ctx.fifo_fd
-    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx.stdin_null else None
-    if ctx.log_fd is not None:
-        os.dup2(ctx.log_fd, 1)
-        os.dup2(ctx.log_fd, 2)
-    # The plan's steps wait, where they must be inside the container's cgroup (a cgroup
-    # namespace, rooted where we are; hooks), until the runtime has moved us there.
-    _run_steps(ctx, sync, "init")
-    debug_step("process")
-    sync.wait_cgroup()  # before the scheduler: an RT task cannot move to a cgroup without RT
-    path = _prepare_process(process, sync, devnull)
-    # All that may fail is done before "ready", so that create reports it; what is left
-    # for start is the wait, the startContainer hooks and execve (as runc leaves them).
-    _drop_privileges(process, ctx.seccomp, sync)
-    debug_step("privileges")
-    # Cleared before READY: the runtime may exit as soon as it has recorded us.
-    prctl(PR_SET_PDEATHSIG, 0)
-    sync.send(Msg.READY)
-    # Recorded in the state, or the runtime died first (EOF): only a container that is
-    # created may wait for start, for as long as it takes.
-    sync.expect(Msg.CREATED, "setup: the runtime ended before the container was created")
-    # Wait for start: opening the fifo to write blocks until `start` opens it to read.
-    fd = os.open("/proc/self/fd/%d" % fifo, os.O_WRONLY | os.O_CLOEXEC)
-    os.write(fd, b"0")
-    os.close(fd)
-    os.close(fifo)
-    if hooks.get("startContainer"):
-        run_hooks(hooks["startContainer"], dict(ctx.hook_state, status="created",
-                                                pid=os.getpid()), "startContainer")
-    _exec(process, path, ctx.preserve_fds, ctx.sync)
-
-
-def _exec_steps(ctx, sync):
-    """exec's middle process: its plan (exec_plan) joins the cgroup and namespaces and
-    forks the process, which goes on here."""
-    prctl(PR_SET_DUMPABLE, 0)  # see _init_steps
-    _run_steps(ctx, sync, "exec")
-    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx.stdin_null else None
-    os.setsid()
-    process = ctx.process
-    path = _prepare_process(process, sync, devnull)
-    _drop_privileges(process, ctx.seccomp, sync)
-    _exec(process, path, ctx.preserve_fds, ctx.sync)
-
-
-def _run_steps(ctx, sync, who):
-    """Execute `who`'s steps of the plan (see Step), in order."""
-    for step in ctx.plan:
-        if step.who == who:
-            _take_step(ctx, sync, step)
-
-
-def _take_step(ctx, sync, step):
-    """One step; what the kernel refuses is an Error in one shape: the step as the user
-    knows it (Step.describe), then the errno's text."""
-    try:
-        _STEP_OPS[step.op](ctx, sync, *step.args)
-    except OSError as e:
-        raise Error("%s: %s" % (step.describe(), os.strerror(e.errno) if e.errno else e)
-                    ) from None
-
-
-def _step_join_cgroup(ctx, sync):
-    if ctx.cgroup is not None:
-        ctx.cgroup.join(0)
-
-
-def _step_join(ctx, sync, kind, path):
-    fd = (ctx.nsfds or {}).pop(path, None)  # exec's, opened by the runtime
-    if fd is None:
-        _join_namespace(kind, path)
-        return
-    try:
-        setns(fd, NAMESPACES[kind][0])
-    finally:
-        os.close(fd)
-
-
-def _step_unshare(ctx, sync, kinds):
-    flags = 0
-    for kind in kinds:
-        flags |= NAMESPACES[kind][0]
-    if flags & CLONE_NEWCGROUP:
-        sync.wait_cgroup()  # a cgroup namespace is rooted where we are
-    unshare(flags)
-
-
-def _step_userns(ctx, sync):
-    unshare(CLONE_NEWUSER)
-    sync.send(Msg.USERNS)  # the runtime writes the id maps
-    sync.expect(Msg.OK, "user namespace: the id maps were not written")
-
-
-def _step_become_root(ctx, sync):
-    # The container's root: an unmapped uid may create nothing (EOVERFLOW).
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
-
-
-def _step_fork(ctx, sync, what):
-    """The first child forks the init (in the pid namespace it made), exec's middle process
-    the container's process; the parent says which pid and goes, the child goes on."""
-    pid = os.fork()
-    if pid:
-        sync.send(Msg.PID, pid=pid)
-        os._exit(0)
-
-
-def _step_hooks(ctx, sync, kind):
-    sync.wait_cgroup()
-    if kind == "createRuntime":  # and prestart: the runtime's, in its namespaces
-        sync.send(Msg.HOOKS)
-        sync.expect(Msg.OK, "createRuntime hooks failed")
-    else:
-        # pid as this process sees itself (1 in a new pid namespace), as runc passes it
-        run_hooks(ctx.config["hooks"][kind], dict(ctx.hook_state, status="creating",
-                                                  pid=os.getpid()), kind)
-
-
-def _step_mount(ctx, sync, i, m, source, userns):
-    mount_entry(m, ctx.rootfs, source, ctx.cgroup, userns, (ctx.idmap_trees or {}).get(i))
-
-
-def _step_chroot(ctx, sync, rootfs):
-    os.chroot(rootfs)
-    os.chdir("/")
-
-
-_STEP_OPS = {
-    "join cgroup": _step_join_cgroup,
-    "join": _step_join,
-    "unshare": _step_unshare,
-    "overlay": lambda ctx, sync: _overlay_steps(ctx, sync),
-    "mount points": lambda ctx, sync, mounts: make_mount_points(mounts, ctx.config, ctx.rootfs),
-    "cut from host": lambda ctx, sync: cut_from_host(ctx.config.get("linux", {})),
-    "userns": _step_userns,
-    "become root": _step_become_root,
-    "time": lambda ctx, sync: unshare_time(ctx.config.get("linux", {})),
-    "fork": _step_fork,
-    "reached": lambda ctx, sync, name: debug_step(name),
-    "hooks": _step_hooks,
-    "cwd": lambda ctx, sync: make_cwd(ctx.config, ctx.rootfs),
-    # pivot_root needs the new root to be a mount point
-    "bind rootfs": lambda ctx, sync: mount(ctx.rootfs, ctx.rootfs, None, MS_BIND | MS_REC),
-    "mount": _step_mount,
-    "devices": lambda ctx, sync, devices, userns: create_devices(ctx.rootfs, devices, userns),
-    "pivot_root": lambda ctx, sync, rootfs: enter_rootfs(rootfs),
-    "move root": lambda ctx, sync, rootfs: move_root(rootfs),
-    "chroot": _step_chroot,
-    "hostname": lambda ctx, sync, name: sethostname(name),
-    "domainname": lambda ctx, sync, name: sethostname(name, domain=True),
-    "loopback up": lambda ctx, sync: loopback_up(),
-    "sysctl": lambda ctx, sync, key, value: write_sysctl(key, value),
-    "readonly path": lambda ctx, sync, path: readonly_path(path),
-    "mask path": lambda ctx, sync, path: mask_path(path),
-    "readonly root": lambda ctx, sync: _readonly_remount("/"),
-    "root propagation": lambda ctx, sync, propagation: root_propagation(propagation),
-}
-
-
-def _prepare_process(process, sync, devnull):
-    """Terminal, cwd, program and rlimits: what may still fail before the process is started
-    (and so fail `create`), done inside the container's root."""
-    if process.get("terminal"):
-        master, slave, slave_path = open_pty()
-        sync.send(Msg.PTY, fds=[master])
-        os.close(master)
-        setup_console(slave, slave_path, process.get("consoleSize"))
-    elif devnull is not None:
-        os.dup2(devnull, 0)
-    _chdir_inside(process.get("cwd", "/"))
-    if not os.path.isdir("/proc/self/fd"):  # here, and not after start, where none would hear
-        raise Error("the container has no /proc: the runtime needs /proc/self/fd (mount proc "
-                    "at /proc)")
-    env = process.setdefault("env", [])  # this child's own copy of the process
-    if not any(e.startswith("HOME=") for e in env):
-        env.append("HOME=" + home_directory(process.get("user", {}).get("uid", 0)))
-    path = find_executable(process["args"], env)
-    apply_rlimits(process.get("rlimits", []))
-    if process.get("oomScoreAdj") is not None:
-        try:
-            _write("/proc/self/oom_score_adj", process["oomScoreAdj"])
-        except OSError as e:
-            raise Error("set process.oomScoreAdj to %d: %s" % (process["oomScoreAdj"],
-                                                              os.strerror(e.errno))) from None
-    if process.get("scheduler"):
-        apply_scheduler(process["scheduler"])
-    if process.get("ioPriority"):
-        apply_io_priority(process["ioPriority"])
-    return path
-
-
-def _drop_privileges(process, seccomp, sync):
-    """no_new_privs, the user, the capability sets and the seccomp filter, whose listener
-    (SCMP_ACT_NOTIFY) goes to the runtime to hand on. seccomp is (profile, program) or None.
-
-    Without no_new_privs the filter needs CAP_SYS_ADMIN: loaded before the capabilities go;
-    with it, after them. Either way the steps to execve run under it, as under runc."""
-    if process.get("noNewPrivileges"):
-        prctl(PR_SET_NO_NEW_PRIVS, 1)
-    elif seccomp:
-        _load_seccomp(seccomp, sync)
-    apply_user_and_capabilities(process)
-    os.umask(process.get("user", {}).get("umask", 0o022))
-    _chdir_inside(process.get("cwd", "/"))
-    if seccomp and process.get("noNewPrivileges"):
-        _load_seccomp(seccomp, sync)
-
-
-def _load_seccomp(seccomp, sync):
-    listener = apply_seccomp(*seccomp)
-    if listener is not None:
-        sync.send(Msg.SECCOMP, fds=[listener])
-        os.close(listener)
-
-
-def _exec(process, path, preserve_fds, sync_sock):
-    """The last step of every container process, init or exec'd: execve."""
-    # The sync socket is close-on-exec: its closing tells the runtime that execve worked.
-    _close_fds(3 + preserve_fds, keep=[sync_sock.fileno()])
-    env = process.get("env", [])
-    # execve keeps what is ignored: Python ignores SIGPIPE and SIGXFSZ (else `yes | head` in
-    # the container would never end), and our caller may have ignored others (nohup's
-    # SIGHUP). The program starts with every signal at its default.
-    for sig in signal.valid_signals():
-        if sig not in (signal.SIGKILL, signal.SIGSTOP) and \
-                signal.getsignal(sig) == signal.SIG_IGN:
-            signal.signal(sig, signal.SIG_DFL)
-    debug_step("execve")
-    try:
-        os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
-    except OSError as e:
-        raise Error('exec "%s": %s' % (process["args"][0], e.strerror),
-                    127 if e.errno == errno.ENOENT else 126) from None
-
-
-def _chdir_inside(cwd):
-    """chdir to the process's cwd, which must be within the container's root: through an fd
-    of ours ("/proc/self/fd/N" of a host directory, runc's CVE-2024-21626) it could be a
-    directory of the host. getcwd() fails (ENOENT) for one the root cannot reach."""
-    try:
-        os.chdir(cwd)
-    except OSError as e:  # engines read the reason ("no such file or directory": 127)
-        raise Error("process.cwd %s: chdir: %s" % (cwd, e.strerror)) from None
-    try:
-        inside = os.getcwd().startswith("/")
-    except FileNotFoundError:
-        inside = False
-    if not inside:
-        raise Error("process.cwd %s: a directory outside the container's root" % cwd)
-
-
-def _close_fds(first, keep=()):
-    """Mark every fd from `first` on close-on-exec: the program gets only what it should.
-
-    (runc's CVE-2024-21626 was an fd of the host's cgroupfs that leaked into the container.)"""
-    import fcntl
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd >= first and fd not in keep:
-            try:
-                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
-            except OSError:
-                pass
-    for fd in range(3, first):
-        os.set_inheritable(fd, True)
-
-
 # ==== image store (tools/ write it; run, images and rmi read it) ====
 # The store is an OCI image layout (oci-layout, index.json, blobs/sha256/...) that skopeo and
 # umoci can read, plus layers/<diff_id-hex>/ with each layer unpacked once, in overlayfs's
@@ -5066,758 +5863,6 @@ def cmd_pull(argv):
         raise Error("pull: %s" % message, 2)
     ap.error = error
     return puller.run(ap.parse_args(argv))
-
-# ---- layers as a root filesystem: an overlay mount, or a private copy ----
-# Layer directories hold overlayfs's form of whiteouts: a 0/0 character device hides a name
-# of the layers below, and a directory with trusted.overlay.opaque=y hides all they put in it.
-
-OVERLAY_OPAQUE = "trusted.overlay.opaque"
-
-
-def _is_whiteout(st):
-    import stat
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _opaque(path):
-    try:
-        return os.getxattr(path, OVERLAY_OPAQUE, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
-
-
-def layers_lookup(layers, path):
-    """The host path of `path` (no symlink followed) in the merged view of layers (bottom
-    first): in the topmost layer that has it, or None if the merged view has no such file."""
-    import stat
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    for layer in reversed(layers):
-        hidden_below = False
-        for i in range(len(parts)):
-            candidate = os.path.join(layer, *parts[:i + 1])
-            try:
-                st = os.lstat(candidate)
-            except (FileNotFoundError, NotADirectoryError):
-                break
-            if _is_whiteout(st):
-                return None
-            if i == len(parts) - 1:
-                return candidate
-            if not stat.S_ISDIR(st.st_mode):
-                return None  # a file where a directory was: nothing below shows through
-            hidden_below = hidden_below or _opaque(candidate)
-        if hidden_below:
-            return None
-    return None
-
-
-def _copy_metadata(src, dst, st, owner):
-    import stat
-    link = stat.S_ISLNK(st.st_mode)
-    uid, gid = owner(st.st_uid, st.st_gid)
-    os.chown(dst, uid, gid, follow_symlinks=False)
-    if not link:  # after chown, which clears setuid bits
-        mode = stat.S_IMODE(st.st_mode)
-        if uid == -1 or gid == -1:  # an owner outside the id map stays the host's root:
-            mode &= ~(stat.S_ISUID | stat.S_ISGID)  # never setuid to it
-        os.chmod(dst, mode)
-        for name in os.listxattr(src, follow_symlinks=False):
-            if not name.startswith("trusted.overlay."):  # e.g. security.capability
-                os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
-                            follow_symlinks=False)
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-
-
-def _same_owner(uid, gid):
-    return uid, gid
-
-
-def _remove_entry(path):
-    import shutil
-    import stat
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
-
-
-def _copy_dir(src, dst, links, owner, layer):
-    """Copy src's entries into dst (made), all file types, owners (through owner), modes,
-    times and xattrs, hard links kept. A layer's whiteouts and opaque directories hide
-    what dst has; elsewhere (layer false) they are copied like any node."""
-    import shutil
-    import stat
-    if layer and _opaque(src):
-        for name in os.listdir(dst):
-            _remove_entry(os.path.join(dst, name))
-    with os.scandir(src) as entries:
-        for entry in entries:
-            s, d = entry.path, os.path.join(dst, entry.name)
-            st = entry.stat(follow_symlinks=False)
-            if layer and _is_whiteout(st):
-                _remove_entry(d)
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if not (os.path.isdir(d) and not os.path.islink(d)):
-                    _remove_entry(d)
-                    os.mkdir(d, 0o700)
-                _copy_dir(s, d, links, owner, layer)
-                _copy_metadata(s, d, st, owner)  # last: filling it changed its mtime
-                continue
-            _remove_entry(d)
-            key = (st.st_dev, st.st_ino)
-            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and key in links:
-                os.link(links[key], d)  # a hardlink of the layer stays one
-                continue
-            if stat.S_ISREG(st.st_mode):
-                shutil.copyfile(s, d, follow_symlinks=False)
-                links[key] = d
-            elif stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(s), d)
-            else:
-                os.mknod(d, st.st_mode, st.st_rdev)
-            _copy_metadata(s, d, st, owner)
-
-
-def copy_layers(layers, dest, owner=_same_owner):
-    """Apply layer directories (bottom first, overlay form) onto the directory dest: the
-    tree an overlay of them shows, as files of dest's own (no inode shared with the store).
-    owner(uid, gid) gives the owner on the host of what the image has as uid:gid."""
-    for layer in layers:
-        _copy_dir(layer, dest, {}, owner, layer=True)
-        _copy_metadata(layer, dest, os.lstat(layer), owner)
-
-
-def copy_tree(src, dst):
-    """A copy of the tree at src in the directory dst (a mount's tmpcopyup: dst keeps its
-    own owner and mode, those of the tmpfs's options)."""
-    _copy_dir(src, dst, {}, _same_owner, layer=False)
-
-
-OVERLAY_REFUSED = (errno.EINVAL, errno.ENODEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
-
-
-def _overlay_escape(path):
-    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
-
-
-def unique_layers(layers):
-    """A layer twice in one image (identical layers happen) would be refused (ELOOP): its
-    topmost occurrence alone gives the same view, covering all that the lower one adds."""
-    return [p for i, p in enumerate(layers) if p not in layers[i + 1:]]
-
-
-def overlay_options(layers, upper, work):
-    """The overlay's mount data: lower layers topmost first, named relative to their common
-    directory when they have one (mount_overlay then calls mount(2) from there)."""
-    parent = os.path.dirname(layers[0])
-    relative = all(os.path.dirname(p) == parent for p in layers)
-    lower = ":".join(_overlay_escape(os.path.basename(p) if relative else p)
-                     for p in reversed(layers))
-    return "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, _overlay_escape(upper),
-                                                   _overlay_escape(work))
-
-
-def mount_overlay(layers, upper, work, target):
-    """Mount the overlay of layers (bottom first) with upper and work dirs on target.
-
-    Mount data may be one page long: the lower layers are named relative to their common
-    directory, made our working directory for the call (the kernel resolves them there)."""
-    layers = unique_layers(layers)
-    data = overlay_options(layers, upper, work)
-    if len(data) >= 4096:
-        raise Error("the image has too many layers (%d) for one overlay mount" % len(layers))
-    parent = os.path.dirname(layers[0])
-    cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
-    try:
-        if all(os.path.dirname(p) == parent for p in layers):
-            os.chdir(parent)
-        mount("overlay", target, "overlay", 0, data)
-    finally:
-        os.fchdir(cwd)
-        os.close(cwd)
-
-
-# ==== end image store ====
-
-# ==== seccomp ====
-# Compiles an OCI `linux.seccomp` object to classic BPF here, without libseccomp, and loads
-# it with seccomp(2), with the syscall tables of the ctypes bindings.
-
-# Calls that exist only on architectures we never filter (ARM32, s390, ppc, riscv, ...).
-# libseccomp knows them, so profiles written for docker name them; like libseccomp we skip
-# them on our architectures instead of rejecting the profile.
-_SYSCALLS_ELSEWHERE = """
-recv send arm_fadvise64_64 arm_sync_file_range sync_file_range2 breakpoint cacheflush set_tls
-usr26 usr32 swapcontext s390_pci_mmio_read s390_pci_mmio_write s390_runtime_instr
-s390_guarded_storage s390_sthyi riscv_flush_icache riscv_hwprobe spu_run spu_create
-subpage_prot switch_endian multiplexer rtas sys_debug_setcontext pciconfig_iobase
-pciconfig_read pciconfig_write getpagesize sysmips cachectl atomic_cmpxchg_32 atomic_barrier
-get_tls kern_features utrap_install perfctr memory_ordering getxgid getxpid getxuid
-"""
-
-_AUDIT_ARCH = {"x86_64": 0xC000003E, "i386": 0x40000003, "aarch64": 0xC00000B7}
-# Every SCMP_ARCH_* name libseccomp knows; those naming an ABI the running kernel can't
-# execute here are irrelevant and ignored, ARM32 on aarch64 we have no table for (blocked).
-_SCMP_ARCHES = {
-    "SCMP_ARCH_X86_64": "x86_64", "SCMP_ARCH_X86": "i386", "SCMP_ARCH_X32": "x32",
-    "SCMP_ARCH_AARCH64": "aarch64", "SCMP_ARCH_ARM": "arm", "SCMP_ARCH_MIPS": None,
-    "SCMP_ARCH_MIPS64": None, "SCMP_ARCH_MIPS64N32": None, "SCMP_ARCH_MIPSEL": None,
-    "SCMP_ARCH_MIPSEL64": None, "SCMP_ARCH_MIPSEL64N32": None, "SCMP_ARCH_PPC": None,
-    "SCMP_ARCH_PPC64": None, "SCMP_ARCH_PPC64LE": None, "SCMP_ARCH_S390": None,
-    "SCMP_ARCH_S390X": None, "SCMP_ARCH_PARISC": None, "SCMP_ARCH_PARISC64": None,
-    "SCMP_ARCH_RISCV64": None, "SCMP_ARCH_LOONGARCH64": None, "SCMP_ARCH_M68K": None,
-    "SCMP_ARCH_SH": None, "SCMP_ARCH_SHEB": None,
-}
-_SUB_ABIS = {"x86_64": ("i386", "x32"), "aarch64": ()}
-
-_RET_KILL_PROCESS = 0x80000000
-_RET_ERRNO = 0x00050000
-_EPERM, _ENOSYS = 1, 38
-# SECCOMP_RET_* for each OCI action; the errno-carrying ones get errnoRet in the low 16 bits.
-_SECCOMP_ACTIONS = {
-    "SCMP_ACT_KILL": 0x00000000, "SCMP_ACT_KILL_THREAD": 0x00000000,
-    "SCMP_ACT_KILL_PROCESS": _RET_KILL_PROCESS, "SCMP_ACT_TRAP": 0x00030000,
-    "SCMP_ACT_ERRNO": _RET_ERRNO, "SCMP_ACT_TRACE": 0x7FF00000,
-    "SCMP_ACT_LOG": 0x7FFC0000, "SCMP_ACT_ALLOW": 0x7FFF0000,
-    "SCMP_ACT_NOTIFY": 0x7FC00000,  # SECCOMP_RET_USER_NOTIF: an agent answers the call
-}
-_FILTER_FLAG_NEW_LISTENER = 8
-_SECCOMP_FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2,
-                  "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4}
-_SECCOMP_OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE",
-                "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ")
-
-# Classic BPF opcodes used below.
-_BPF_LD_ABS, _BPF_AND_K, _BPF_RET_K = 0x20, 0x54, 0x06
-_BPF_JA, _BPF_JEQ, _BPF_JGT, _BPF_JGE = 0x05, 0x15, 0x25, 0x35
-_BPF_MAXINSNS = 4096
-
-def _known_syscall(name):
-    return (any(name in syscall_table(abi) for abi in ("x86_64", "i386", "aarch64"))
-            or name in _SYSCALLS_ELSEWHERE.split())
-
-
-def _seccomp_action(action, errno_ret, where):
-    if action not in _SECCOMP_ACTIONS:
-        raise Error("seccomp: %s: unknown action %r" % (where, action))
-    ret = _SECCOMP_ACTIONS[action]
-    if action in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"):
-        errno_ret = _EPERM if errno_ret is None else errno_ret
-        # The kernel hands at most MAX_ERRNO back as an error.
-        if not isinstance(errno_ret, int) or not 0 <= errno_ret <= 4095:
-            raise Error("seccomp: %s: errnoRet %r is not 0..4095" % (where, errno_ret))
-        ret |= errno_ret
-    return ret
-
-
-def _u64(value, where):
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
-        raise Error("seccomp: %s: %r is not an unsigned 64-bit value" % (where, value))
-    return value
-
-
-def _seccomp_flags(profile):
-    flags = 0
-    for flag in profile.get("flags") or ():
-        if flag not in _SECCOMP_FLAGS:
-            raise Error("seccomp: unknown flag %r" % flag)
-        flags |= _SECCOMP_FLAGS[flag]
-    return flags
-
-
-def _seccomp_rules(profile):
-    """[(names, ret, [conditions...])]: runc's semantics, one entry per alternative."""
-    rules = []
-    for i, call in enumerate(profile.get("syscalls") or ()):
-        where = "syscalls[%s]" % i
-        if not isinstance(call, dict):
-            raise Error("seccomp: %s is not an object" % where)
-        for key in call:
-            if key not in ("names", "name", "action", "errnoRet", "args", "comment"):
-                raise Error("seccomp: %s: unknown field %r" % (where, key))
-        names = list(call.get("names") or ()) + ([call["name"]] if call.get("name") else [])
-        if not names:
-            raise Error("seccomp: %s: no syscall names" % where)
-        for name in names:
-            if not isinstance(name, str):
-                raise Error("seccomp: %s: syscall name %r is not a string" % (where, name))
-        # A name no table knows is skipped, as runc does: engines' profiles name syscalls
-        # of newer kernels (and podman's names "syscall", which no kernel has).
-        names = [name for name in names if _known_syscall(name)]
-        ret = _seccomp_action(call.get("action"), call.get("errnoRet"), where)
-        conds = []
-        for j, arg in enumerate(call.get("args") or ()):
-            awhere = "%s.args[%s]" % (where, j)
-            if not isinstance(arg, dict):
-                raise Error("seccomp: %s is not an object" % awhere)
-            for key in arg:
-                if key not in ("index", "value", "valueTwo", "op"):
-                    raise Error("seccomp: %s: unknown field %r" % (awhere, key))
-            index = arg.get("index")
-            if not isinstance(index, int) or not 0 <= index <= 5:
-                raise Error("seccomp: %s: index %r is not 0..5" % (awhere, index))
-            if arg.get("op") not in _SECCOMP_OPS:
-                raise Error("seccomp: %s: unknown op %r" % (awhere, arg.get("op")))
-            conds.append((index, arg["op"], _u64(arg.get("value", 0), awhere),
-                          _u64(arg.get("valueTwo", 0), awhere)))
-        # runc (and so docker) turn several conditions on one argument into alternatives
-        # (OR) rather than a conjunction; profiles in the wild depend on that.
-        indexes = [c[0] for c in conds]
-        if len(set(indexes)) < len(indexes):
-            rules.extend((names, ret, [c]) for c in conds)
-        else:
-            rules.append((names, ret, conds))
-    return rules
-
-
-class _Asm:
-    """Straight-line BPF with symbolic forward jumps (labels are plain objects)."""
-
-    def __init__(self):
-        self.code = []
-
-    def label(self, label):
-        self.code.append(label)
-
-    def ld(self, offset):
-        self.code.append((_BPF_LD_ABS, 0, 0, offset))
-
-    def jump(self, op, k, jt, jf):
-        self.code.append((op, jt, jf, k))
-
-    def ja(self, label):
-        self.code.append((_BPF_JA, 0, 0, label))
-
-    def ret(self, value):
-        self.code.append((_BPF_RET_K, 0, 0, value))
-
-    def assemble(self):
-        import struct
-        where, n = {}, 0
-        for ins in self.code:
-            if isinstance(ins, tuple):
-                n += 1
-            else:
-                where[id(ins)] = n
-        if n > _BPF_MAXINSNS:
-            raise Error("seccomp: profile compiles to %d BPF instructions, over the kernel's %d"
-                        % (n, _BPF_MAXINSNS))
-        out, n = [], 0
-        for ins in self.code:
-            if not isinstance(ins, tuple):
-                continue
-            code, jt, jf, k = ins
-            if code == _BPF_JA:
-                k = where[id(k)] - n - 1
-            else:
-                jt, jf = (t if isinstance(t, int) else where[id(t)] - n - 1 for t in (jt, jf))
-                if not (0 <= jt <= 255 and 0 <= jf <= 255):
-                    raise Error("seccomp: a syscall's argument rules are too long for BPF jumps")
-            out.append(struct.pack("<HBBI", code, jt, jf, k))
-            n += 1
-        return b"".join(out)
-
-
-def _emit_condition(asm, cond, fail, wide):
-    """Fall through when the condition holds, jump to `fail` otherwise.
-
-    seccomp_data.args are 64-bit but classic BPF loads 32 bits: compare the high words
-    first and the low words only where the high words are equal (little-endian layout).
-    i386 arguments are 32-bit, so like libseccomp only the low word counts there.
-    """
-    index, op, value, two = cond
-    lo, hi = 16 + 8 * index, 20 + 8 * index
-    ok = object()
-    if op == "SCMP_CMP_MASKED_EQ":
-        if wide:
-            asm.ld(hi)
-            asm.jump(_BPF_AND_K, value >> 32, 0, 0)
-            asm.jump(_BPF_JEQ, two >> 32, 0, fail)
-        asm.ld(lo)
-        asm.jump(_BPF_AND_K, value & 0xFFFFFFFF, 0, 0)
-        asm.jump(_BPF_JEQ, two & 0xFFFFFFFF, 0, fail)
-        return
-    vhi, vlo = value >> 32, value & 0xFFFFFFFF
-    # (jump if the high words decide "holds", jump if they decide "fails", low-word test,
-    #  whether that test means "holds")
-    table = {
-        "SCMP_CMP_EQ": (None, "ne", _BPF_JEQ, True),
-        "SCMP_CMP_NE": ("ne", None, _BPF_JEQ, False),
-        "SCMP_CMP_GT": ("gt", "lt", _BPF_JGT, True),
-        "SCMP_CMP_GE": ("gt", "lt", _BPF_JGE, True),
-        "SCMP_CMP_LT": ("lt", "gt", _BPF_JGE, False),
-        "SCMP_CMP_LE": ("lt", "gt", _BPF_JGT, False),
-    }
-    hi_ok, hi_fail, low_op, low_holds = table[op]
-    if wide:
-        asm.ld(hi)
-        if "gt" in (hi_ok, hi_fail):
-            asm.jump(_BPF_JGT, vhi, ok if hi_ok == "gt" else fail, 0)
-        # Here hi <= vhi for ordered ops, so "not equal" means "less than".
-        asm.jump(_BPF_JEQ, vhi, 0, ok if hi_ok in ("ne", "lt") else fail)
-    asm.ld(lo)
-    if low_holds:
-        asm.jump(low_op, vlo, 0, fail)
-    else:
-        asm.jump(low_op, vlo, fail, 0)
-    asm.label(ok)
-
-
-def _emit_abi(asm, abi, rules, default_ret, enosys):
-    """Dispatch on the syscall number (already in A) for one ABI."""
-    table = syscall_table(abi)
-    per_nr = {}
-    for names, ret, conds in rules:
-        for name in names:
-            if name in table:  # other arches' names are skipped, as libseccomp does
-                per_nr.setdefault(table[name], []).append((ret, conds))
-    if enosys:
-        # Calls newer than our table get ENOSYS, not the default errno, so that libc falls
-        # back to older calls (runc does the same for syscalls its profile predates).
-        asm.jump(_BPF_JGT, max(table.values()), 0, 1)
-        asm.ret(_RET_ERRNO | _ENOSYS)
-    # Per syscall: argument rules first in profile order (first match wins), then the first
-    # unconditional rule, then the default action.
-    targets, blocks = {}, []
-    for nr, entries in per_nr.items():
-        conditional = [(ret, conds) for ret, conds in entries if conds]
-        fallback = next((ret for ret, conds in entries if not conds), default_ret)
-        if conditional:
-            label = object()
-            targets[nr] = ("block", label)
-            blocks.append((label, conditional, fallback))
-        elif fallback != default_ret:
-            targets[nr] = ("ret", fallback)
-    # Number ranges with one outcome, searched as a balanced tree: about log2(ranges) jumps.
-    ranges, start = [], 0
-    for nr in sorted(targets):
-        if nr > start:
-            ranges.append((start, ("ret", default_ret)))
-        ranges.append((nr, targets[nr]))
-        start = nr + 1
-    ranges.append((start, ("ret", default_ret)))
-    merged = []
-    for first, target in ranges:
-        if not merged or merged[-1][1] != target:
-            merged.append((first, target))
-
-    def leaf(target):
-        if target[0] == "ret":
-            asm.ret(target[1])
-        else:
-            asm.ja(target[1])
-
-    def tree(items):
-        if len(items) == 1:
-            return leaf(items[0][1])
-        mid = len(items) // 2
-        asm.jump(_BPF_JGE, items[mid][0], 0, 1)
-        if len(items) - mid == 1:
-            leaf(items[mid][1])
-            return tree(items[:mid])
-        right = object()
-        asm.ja(right)
-        tree(items[:mid])
-        asm.label(right)
-        tree(items[mid:])
-
-    tree(merged)
-    wide = abi != "i386"
-    for label, conditional, fallback in blocks:
-        asm.label(label)
-        for ret, conds in conditional:
-            fail = object()
-            for cond in conds:
-                _emit_condition(asm, cond, fail, wide)
-            asm.ret(ret)
-            asm.label(fail)
-        asm.ret(fallback)
-
-
-def seccomp_program(profile, arch=None):
-    """Compile an OCI `linux.seccomp` object into a classic BPF program (sock_filter[]).
-
-    `arch` is "x86_64" or "aarch64" (default: the running machine). ABIs other than the
-    native one run only if `architectures` lists them (i386, x32 on x86_64); any other
-    audit arch, or x32 numbers when x32 isn't listed, kill the process as libseccomp does.
-    """
-    arch = native_arch(arch)
-    if not isinstance(profile, dict):
-        raise Error("seccomp: the profile is not a JSON object")
-    for key in profile:
-        if key not in ("defaultAction", "defaultErrnoRet", "architectures", "flags",
-                       "syscalls", "listenerPath", "listenerMetadata"):
-            raise Error("seccomp: unknown field %r" % key)
-    if "defaultAction" not in profile:
-        raise Error("seccomp: defaultAction is missing")
-    if _notifies(profile) and not profile.get("listenerPath"):
-        raise Error("seccomp: SCMP_ACT_NOTIFY needs a listenerPath (the agent's socket)")
-    if profile.get("listenerPath") and not profile["listenerPath"].startswith("/"):
-        raise Error("seccomp: listenerPath must be an absolute path")
-    default_ret = _seccomp_action(profile["defaultAction"], profile.get("defaultErrnoRet"),
-                                  "defaultAction")
-    _seccomp_flags(profile)
-    abis = [arch]
-    for name in profile.get("architectures") or ():
-        if name not in _SCMP_ARCHES:
-            raise Error("seccomp: unknown architecture %r" % name)
-        if _SCMP_ARCHES[name] in _SUB_ABIS[arch] and _SCMP_ARCHES[name] not in abis:
-            abis.append(_SCMP_ARCHES[name])
-    rules = _seccomp_rules(profile)
-    allowing = default_ret in (_SECCOMP_ACTIONS["SCMP_ACT_ALLOW"],
-                               _SECCOMP_ACTIONS["SCMP_ACT_LOG"]) or default_ret >> 16 == 0x7FF0
-    asm = _Asm()
-    asm.ld(4)  # seccomp_data.arch
-    sections = []
-    for abi in abis:
-        if abi != "x32":
-            label = object()
-            sections.append((abi, label))
-            asm.jump(_BPF_JEQ, _AUDIT_ARCH[abi], 0, 1)
-            asm.ja(label)
-    asm.ret(_RET_KILL_PROCESS)
-    x32 = object() if "x32" in abis else None
-    for abi, label in sections:
-        asm.label(label)
-        asm.ld(0)  # seccomp_data.nr
-        if abi == "x86_64":
-            # x32 calls arrive with the x86_64 audit arch and bit 30 set in the number.
-            asm.jump(_BPF_JGE, _X32_BIT, 0, 1)
-            if x32:
-                asm.ja(x32)
-            else:
-                asm.ret(_RET_KILL_PROCESS)
-        _emit_abi(asm, abi, rules, default_ret, not allowing)
-    if x32:
-        asm.label(x32)
-        _emit_abi(asm, "x32", rules, default_ret, not allowing)
-    return asm.assemble()
-
-
-def _notifies(profile):
-    return profile.get("defaultAction") == "SCMP_ACT_NOTIFY" or any(
-        isinstance(call, dict) and call.get("action") == "SCMP_ACT_NOTIFY"
-        for call in profile.get("syscalls") or ())
-
-
-def apply_seccomp(profile, prog=None):
-    """Load `profile` (an OCI linux.seccomp object; None: nothing) into this process.
-
-    Needs no_new_privs or CAP_SYS_ADMIN. The filter applies from here on, across exec:
-    call it as late as possible before exec. `prog` is the profile compiled beforehand.
-    Returns the listener fd of a profile with SCMP_ACT_NOTIFY rules (else None).
-    """
-    if profile is None:
-        return
-    import ctypes
-    if prog is None:
-        prog = seccomp_program(profile)
-    flags = _seccomp_flags(profile)
-    if _notifies(profile):
-        flags |= _FILTER_FLAG_NEW_LISTENER
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-
-    fprog = SockFprog(len(prog) // 8, prog)
-    nr = syscall_table(native_arch())["seccomp"]
-    set_mode_filter = 1
-    rc = libc().syscall(ctypes.c_long(nr), ctypes.c_long(set_mode_filter), ctypes.c_long(flags),
-                        ctypes.byref(fprog))
-    err = ctypes.get_errno()
-    if rc != 0 and err == errno.ENOSYS and not flags:
-        # Kernels before 3.17 only have the prctl interface (and no flags).
-        pr_set_seccomp, seccomp_mode_filter = 22, 2
-        rc = libc().prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0)
-        err = ctypes.get_errno()
-    if rc > 0 and flags & _FILTER_FLAG_NEW_LISTENER:
-        return rc
-    if rc > 0:
-        raise Error("seccomp: thread %s has an incompatible filter (TSYNC)" % rc)
-    if rc < 0:
-        hint = " (set no_new_privs or keep CAP_SYS_ADMIN)" if err == errno.EACCES else ""
-        raise Error("seccomp: loading the filter failed: %s%s" % (os.strerror(err), hint))
-
-
-# Docker's default allowlist (moby profiles/seccomp/default.json) minus io_uring (docker
-# dropped it too) and ptrace/process_vm_* (here they need CAP_SYS_PTRACE, see below), plus
-# harmless calls newer than that list (cachestat, fchmodat2, futex2, mseal, *xattrat, ...).
-_DEFAULT_ALLOWED = """
-accept accept4 access adjtimex alarm bind brk cachestat capget capset chdir chmod chown chown32
-clock_adjtime clock_adjtime64 clock_getres clock_getres_time64 clock_gettime clock_gettime64
-clock_nanosleep clock_nanosleep_time64 close close_range connect copy_file_range creat dup dup2
-dup3 epoll_create epoll_create1 epoll_ctl epoll_ctl_old epoll_pwait epoll_pwait2 epoll_wait
-epoll_wait_old eventfd eventfd2 execve execveat exit exit_group faccessat faccessat2 fadvise64
-fadvise64_64 fallocate fanotify_mark fchdir fchmod fchmodat fchmodat2 fchown fchown32 fchownat
-fcntl fcntl64 fdatasync fgetxattr file_getattr file_setattr flistxattr flock fork fremovexattr
-fsetxattr fstat fstat64 fstatat64 fstatfs fstatfs64 fsync ftruncate ftruncate64 futex
-futex_requeue futex_time64 futex_wait futex_waitv futex_wake futimesat getcpu getcwd getdents
-getdents64 getegid getegid32 geteuid geteuid32 getgid getgid32 getgroups getgroups32 getitimer
-getpeername getpgid getpgrp getpid getppid getpriority getrandom getresgid getresgid32
-getresuid getresuid32 getrlimit get_robust_list getrusage getsid getsockname getsockopt
-get_thread_area gettid gettimeofday getuid getuid32 getxattr getxattrat inotify_add_watch
-inotify_init inotify_init1 inotify_rm_watch io_cancel ioctl io_destroy io_getevents
-io_pgetevents io_pgetevents_time64 ioprio_get ioprio_set io_setup io_submit ipc kill
-landlock_add_rule landlock_create_ruleset landlock_restrict_self lchown lchown32 lgetxattr link
-linkat listen listxattr listxattrat llistxattr _llseek lremovexattr lseek lsetxattr lstat
-lstat64 madvise map_shadow_stack membarrier memfd_create memfd_secret mincore mkdir mkdirat
-mknod mknodat mlock mlock2 mlockall mmap mmap2 mprotect mq_getsetattr mq_notify mq_open
-mq_timedreceive mq_timedreceive_time64 mq_timedsend mq_timedsend_time64 mq_unlink mremap mseal
-msgctl msgget msgrcv msgsnd msync munlock munlockall munmap name_to_handle_at nanosleep
-newfstatat _newselect open openat openat2 pause pidfd_open pidfd_send_signal pipe pipe2
-pkey_alloc pkey_free pkey_mprotect poll ppoll ppoll_time64 prctl pread64 preadv preadv2
-prlimit64 process_mrelease pselect6 pselect6_time64 pwrite64 pwritev pwritev2 read readahead
-readlink readlinkat readv recvfrom recvmmsg recvmmsg_time64 recvmsg remap_file_pages
-removexattr removexattrat rename renameat renameat2 restart_syscall rmdir rseq rt_sigaction
-rt_sigpending rt_sigprocmask rt_sigqueueinfo rt_sigreturn rt_sigsuspend rt_sigtimedwait
-rt_sigtimedwait_time64 rt_tgsigqueueinfo sched_getaffinity sched_getattr sched_getparam
-sched_get_priority_max sched_get_priority_min sched_getscheduler sched_rr_get_interval
-sched_rr_get_interval_time64 sched_setaffinity sched_setattr sched_setparam sched_setscheduler
-sched_yield seccomp select semctl semget semop semtimedop semtimedop_time64 sendfile
-sendfile64 sendmmsg sendmsg sendto setfsgid setfsgid32 setfsuid setfsuid32 setgid setgid32
-setgroups setgroups32 setitimer setpgid setpriority setregid setregid32 setresgid setresgid32
-setresuid setresuid32 setreuid setreuid32 setrlimit set_robust_list setsid setsockopt
-set_thread_area set_tid_address setuid setuid32 setxattr setxattrat shmat shmctl shmdt shmget
-shutdown sigaltstack signalfd signalfd4 sigprocmask sigreturn socketcall socketpair splice
-stat stat64 statfs statfs64 statx symlink symlinkat sync sync_file_range syncfs sysinfo tee
-tgkill time timer_create timer_delete timer_getoverrun timer_gettime timer_gettime64
-timer_settime timer_settime64 timerfd_create timerfd_gettime timerfd_gettime64 timerfd_settime
-timerfd_settime64 times tkill truncate truncate64 ugetrlimit umask uname unlink unlinkat
-uprobe uretprobe utime utimensat utimensat_time64 utimes vfork vmsplice wait4 waitid waitpid
-write writev arch_prctl modify_ldt
-"""
-# Allowed when the container holds the capability (docker's "includes": {"caps": ...}):
-# the capability already lets the process do what these calls do.
-_DEFAULT_BY_CAP = {
-    "CAP_SYS_ADMIN": "bpf clone clone3 fanotify_init fsconfig fsmount fsopen fspick "
-                     "lookup_dcookie mount mount_setattr move_mount open_tree perf_event_open "
-                     "quotactl quotactl_fd setdomainname sethostname setns syslog umount "
-                     "umount2 unshare",
-    "CAP_SYS_BOOT": "reboot",
-    "CAP_SYS_CHROOT": "chroot",
-    "CAP_SYS_MODULE": "delete_module init_module finit_module",
-    "CAP_SYS_PACCT": "acct",
-    "CAP_SYS_PTRACE": "kcmp pidfd_getfd process_madvise process_vm_readv process_vm_writev "
-                      "ptrace",
-    "CAP_SYS_RAWIO": "iopl ioperm",
-    "CAP_SYS_TIME": "settimeofday stime clock_settime clock_settime64",
-    "CAP_SYS_TTY_CONFIG": "vhangup",
-    "CAP_SYS_NICE": "get_mempolicy mbind set_mempolicy set_mempolicy_home_node",
-    "CAP_SYSLOG": "syslog",
-    "CAP_BPF": "bpf",
-    "CAP_PERFMON": "perf_event_open",
-    "CAP_DAC_READ_SEARCH": "open_by_handle_at",
-}
-# Docker's default capability set: what default_seccomp_profile() assumes without `caps`.
-_CLONE_NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEW{NS,CGROUP,UTS,IPC,USER,PID,NET}
-# personality(2) values docker allows: PER_LINUX, PER_LINUX32, UNAME26 variants, and query.
-_SAFE_PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
-_AF_VSOCK = 40
-
-
-def default_seccomp_profile(caps=None):
-    """The default `linux.seccomp`: docker's default profile, as an OCI object.
-
-    An allowlist with EPERM for everything else, like docker's: a denylist would let every
-    syscall added to future kernels through unreviewed, while docker's list has been run
-    by millions of containers, so it is known not to break ordinary programs. Calls newer
-    than our tables get ENOSYS rather than EPERM (see seccomp_program) so that libc falls
-    back to older calls, which keeps the allowlist from breaking future libcs.
-    `caps` (capability names, default docker's default set) adds docker's
-    capability-conditional entries.
-    """
-    caps = set(DEFAULT_CAPS if caps is None else caps)
-    allowed = _DEFAULT_ALLOWED.split()
-    for cap, names in _DEFAULT_BY_CAP.items():
-        if cap in caps:
-            allowed += [n for n in names.split() if n not in allowed]
-    syscalls = [{"names": allowed, "action": "SCMP_ACT_ALLOW"}]
-    syscalls.append({"names": ["socket"], "action": "SCMP_ACT_ALLOW",
-                     "args": [{"index": 0, "value": _AF_VSOCK, "op": "SCMP_CMP_NE"}]})
-    syscalls += [{"names": ["personality"], "action": "SCMP_ACT_ALLOW",
-                  "args": [{"index": 0, "value": v, "op": "SCMP_CMP_EQ"}]}
-                 for v in _SAFE_PERSONALITIES]
-    if "CAP_SYS_ADMIN" not in caps:
-        syscalls.append({"names": ["clone"], "action": "SCMP_ACT_ALLOW",
-                         "args": [{"index": 0, "value": _CLONE_NAMESPACE_FLAGS,
-                                   "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]})
-        # clone3 passes its flags in memory, out of BPF's reach: ENOSYS makes libc use clone.
-        syscalls.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": _ENOSYS})
-    return {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": _EPERM,
-            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
-            "syscalls": syscalls}
-
-
-def _from_docker_profile(profile, caps):
-    """Resolve docker's profile extensions (archMap, includes/excludes) for this machine."""
-    arch = native_arch()
-    goarch = OCI_ARCH[arch]
-    kernel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
-    out = {k: v for k, v in profile.items() if k not in ("archMap", "comment")}
-    if "architectures" not in out and profile.get("archMap"):
-        native = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}[arch]
-        for entry in profile["archMap"]:
-            if entry.get("architecture") == native:
-                out["architectures"] = [native] + list(entry.get("subArchitectures") or ())
-
-    def check(cond):
-        for key in cond or ():
-            if key not in ("caps", "arches", "minKernel"):
-                raise Error("seccomp: unknown includes/excludes field %r" % key)
-        return cond or {}
-
-    def included(cond):
-        cond = check(cond)
-        if any(c not in caps for c in cond.get("caps") or ()):
-            return False
-        if cond.get("arches") and goarch not in cond["arches"]:
-            return False
-        need = str(cond.get("minKernel") or "0.0").split(".")[:2]
-        return kernel >= tuple(int(x) for x in need)
-
-    def excluded(cond):
-        cond = check(cond)
-        return (any(c in caps for c in cond.get("caps") or ())
-                or goarch in (cond.get("arches") or ()))
-
-    calls = []
-    for call in profile.get("syscalls") or ():
-        if included(call.get("includes")) and not excluded(call.get("excludes")):
-            calls.append({k: v for k, v in call.items() if k not in ("includes", "excludes")})
-    out["syscalls"] = calls
-    return out
-
-
-def seccomp_profile_for_option(value=None, caps=None):
-    """The linux.seccomp object for `--security-opt seccomp=VALUE` (None: unconfined).
-
-    VALUE is "unconfined", a JSON file in OCI or docker format, or None for the default
-    profile. `caps` are the container's capabilities, for docker-format conditions.
-    """
-    if value is None:
-        return default_seccomp_profile(caps)
-    if value == "unconfined":
-        return None
-    try:
-        with open(value, encoding="utf-8") as f:
-            profile = json.load(f)
-    except (OSError, ValueError) as e:
-        raise Error("seccomp: cannot read profile %s: %s" % (value, e)) from None
-    if not isinstance(profile, dict):
-        raise Error("seccomp: %s: not a JSON object" % value)
-    if "archMap" in profile or any(
-            isinstance(c, dict) and ("includes" in c or "excludes" in c)
-            for c in profile.get("syscalls") or ()):
-        profile = _from_docker_profile(profile, set(DEFAULT_CAPS if caps is None
-                                                     else caps))
-    seccomp_program(profile)  # reject a bad profile now, not inside the container
-    return profile
-# ==== end seccomp ====
 
 
 # ==== command line: runc's commands, and docker's flags for `run` ====
@@ -6693,21 +6738,6 @@ def cmd_state(a, g):
     return 0
 
 
-def print_formatted(fmt, data, header, rows, widths=None):
-    """--format of list, ps and images: json prints `data` (what programs read), table the
-    header and rows in columns `widths` wide, one space apart, or, without widths, as wide
-    as their widest cell, three spaces apart."""
-    if fmt == "json":
-        print(json.dumps(data))
-        return
-    sep = " " if widths else "   "
-    widths = widths or [max(len(str(r[i])) for r in rows + [header])
-                        for i in range(len(header))]
-    for row in [header] + rows:
-        print(sep.join(str(c).ljust(w) for c, w in zip(row[:-1], widths))
-              + sep + str(row[-1]).rstrip())
-
-
 def _format_option(parser):
     parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
 
@@ -7271,21 +7301,6 @@ def _main(argv, at, log, debug):
             raise
         _log_error(str(e), log)
         return 1
-
-
-def _log_error(msg, log, level="error", stderr=True):
-    if stderr:
-        sys.stderr.write("minicontainer: %s%s\n" % ("" if level == "error" else level + ": ",
-                                                    msg))
-    if log and log[0]:
-        try:
-            with open(log[0], "a") as f:
-                if log[1] == "json":
-                    f.write(json.dumps({"level": level, "msg": msg, "time": timestamp()}) + "\n")
-                else:
-                    f.write("%s %s: %s\n" % (timestamp(), level, msg))
-        except OSError:
-            pass
 
 
 if __name__ == "__main__":
