@@ -20,10 +20,14 @@ docs/architecture.md tells them in five minutes.
 """
 
 import errno
+import fcntl
 import json
 import os
 import signal
+import stat
+import struct
 import sys
+import time
 
 __version__ = "0.1.0"
 OCI_VERSION = "1.0.2"
@@ -92,10 +96,10 @@ def proc_stat(pid):
     process. The name, in parentheses, may itself hold spaces and parentheses."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read()
+            text = f.read()
     except OSError:
         return None
-    return stat[stat.rindex(b")") + 2:].split()
+    return text[text.rindex(b")") + 2:].split()
 
 
 def process_start_time(pid):
@@ -120,7 +124,6 @@ def process_exiting(pid):
 
 
 def timestamp(t=None):
-    import time
     t = time.time() if t is None else t
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%09dZ" % (t % 1 * 1e9)
 
@@ -143,24 +146,48 @@ def warn(msg):
         WARNINGS.append(msg)
 
 
+class Settings:
+    """The environment variables that change what the runtime does, all of them, read here
+    and nowhere else (settings() at each use: tests change them within one process)."""
+    __slots__ = ("store", "bridge", "subnet", "cgroup2", "no_overlay", "trace", "die_at",
+                 "sleep_at")
+
+    def __init__(self, env):
+        self.store = env.get("MINICONTAINER_STORE")  # the image store; else images/ here
+        self.bridge = env.get("MINICONTAINER_BRIDGE")  # --network bridge's; else BRIDGE
+        self.subnet = env.get("MINICONTAINER_SUBNET")  # its subnet; else DEFAULT_SUBNET
+        # a cgroup2 mount used as if the host were pure v2 (a hybrid host tests v2's code)
+        self.cgroup2 = env.get("MINICONTAINER_CGROUP2")
+        self.no_overlay = env.get("MINICONTAINER_NO_OVERLAY") == "1"  # images: copy layers
+        # debug_step's: print each step; SIGKILL at one; sleep at some (NAME:SECONDS,...)
+        self.trace = bool(env.get("MINICONTAINER_TRACE"))
+        self.die_at = env.get("MINICONTAINER_DEBUG_DIE_AT")
+        self.sleep_at = {}
+        for item in (env.get("MINICONTAINER_DEBUG_SLEEP_AT") or "").split(","):
+            at, _, seconds = item.partition(":")
+            if at:
+                self.sleep_at[at] = float(seconds or 1)
+
+
+def settings():
+    return Settings(os.environ)
+
+
 def debug_step(name):
     """A named step of create and run, where tests break them on purpose:
     $MINICONTAINER_DEBUG_DIE_AT=NAME SIGKILLs the process that reaches it (a crash there),
     $MINICONTAINER_DEBUG_SLEEP_AT=NAME:SECONDS[,...] holds it there (a slow scheduler).
     $MINICONTAINER_TRACE=1 prints each step as it is reached: the monotonic clock in ms (one
     clock for the runtime and the init), the pid, the step; where a start's time goes."""
-    import time  # built in: also inside the container
-    env = os.environ
-    if env.get("MINICONTAINER_TRACE"):
+    env = settings()
+    if env.trace:
         os.write(2, b"minicontainer: trace %.3f %d %s\n" % (time.monotonic() * 1000,
                                                             os.getpid(), name.encode()))
-    if env.get("MINICONTAINER_DEBUG_DIE_AT") == name:
+    if env.die_at == name:
         os.kill(os.getpid(), signal.SIGKILL)
         os._exit(128 + signal.SIGKILL)  # a pid namespace's init ignores it from inside
-    for item in env.get("MINICONTAINER_DEBUG_SLEEP_AT", "").split(","):
-        at, _, seconds = item.partition(":")
-        if at == name:
-            time.sleep(float(seconds or 1))
+    if name in env.sleep_at:
+        time.sleep(env.sleep_at[name])
 
 
 DEBUG_LOG = []  # main's [--log path, format] under --debug: where debug() writes
@@ -517,7 +544,6 @@ def idmapped_tree(path, userns_fd, recursive=False):
                                  os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)),
                   "open_tree %s" % path)
     try:
-        import struct
         attr = struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
         _check(libc().syscall(syscall_nr("mount_setattr"), tree, b"", AT_EMPTY_PATH |
                               (AT_RECURSIVE if recursive else 0), attr, len(attr)),
@@ -550,7 +576,6 @@ def open_in_root(root, path, flags=os.O_PATH):
     process racing us can send a mount outside the container (runc's CVE-2021-30465).
     Older kernels: our own resolution, then a check of where the fd really landed."""
     import ctypes
-    import struct
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         how = struct.pack("QQQ", flags | os.O_CLOEXEC, 0, 0x10 | 0x02)  # IN_ROOT, NO_MAGICLINKS
@@ -813,7 +838,6 @@ class _Asm:
         self.code.append((_BPF_RET_K, 0, 0, value))
 
     def assemble(self):
-        import struct
         where, n = {}, 0
         for ins in self.code:
             if isinstance(ins, tuple):
@@ -1616,7 +1640,7 @@ def cgroup_hierarchies():
     A hybrid host has both; its v1 controllers are used for resources and the v2 hierarchy
     for membership only (as runc does). $MINICONTAINER_CGROUP2 names a cgroup2 mount to use
     as if the host were pure v2, which lets a hybrid host exercise the v2 code."""
-    forced = os.environ.get("MINICONTAINER_CGROUP2")
+    forced = settings().cgroup2
     if forced:
         return {}, forced
     v1, v2 = {}, None
@@ -1718,7 +1742,6 @@ def device_filter_program(rules):
 
     cgroup v2 has no devices controller: the kernel asks a BPF_PROG_TYPE_CGROUP_DEVICE program
     attached to the cgroup instead. The last matching rule decides, as with v1's lists."""
-    import struct
 
     def insn(op, dst=0, src=0, off=0, imm=0):
         return struct.pack("<BBhi", op, dst | (src << 4), off, imm)
@@ -1763,7 +1786,6 @@ def bpf_attach_device_filter(cgroup_dir, rules):
     license = ctypes.create_string_buffer(b"Apache-2.0")
     log = ctypes.create_string_buffer(65536)
     attr = ctypes.create_string_buffer(128)
-    import struct
     struct.pack_into("<IIQQIIQ", attr, 0, 15, len(prog) // 8,  # BPF_PROG_TYPE_CGROUP_DEVICE
                      ctypes.addressof(insns), ctypes.addressof(license), 1, len(log),
                      ctypes.addressof(log))
@@ -2235,7 +2257,6 @@ class Cgroup:
 
     # -- pause and resume
     def freeze(self, frozen=True):
-        import time
         if self.unified:
             _write(os.path.join(self.v2, "cgroup.freeze"), 1 if frozen else 0)
         else:
@@ -2275,7 +2296,6 @@ class Cgroup:
 
     def destroy(self):
         """Kill what is left and remove the directories this cgroup created (or its leaf)."""
-        import time
         if self.frozen():
             self.kill_all()
             self.freeze(False)
@@ -2356,7 +2376,6 @@ def _check_reachable(paths, linux):
     """In a user namespace the container's root is an unprivileged uid of the host: it must
     be able to walk to the rootfs and to every bind source (paths), or the setup fails
     obscurely."""
-    import stat
     uid, gid = host_owner(linux)
     for path in paths:
         d = os.path.dirname(os.path.abspath(path))
@@ -2631,7 +2650,6 @@ DEV_SYMLINKS = [("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
 def create_devices(rootfs, devices, userns=False):
     """The device nodes of /dev. In a user namespace mknod is refused: the host's nodes are
     bind-mounted instead (the devices cgroup still decides what may be used)."""
-    import stat
     old = os.umask(0)
     try:
         wanted = [{"path": p, "type": t, "major": ma, "minor": mi, "fileMode": 0o666}
@@ -2737,7 +2755,6 @@ OVERLAY_OPAQUE = "trusted.overlay.opaque"
 
 
 def _is_whiteout(st):
-    import stat
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
@@ -2751,7 +2768,6 @@ def _opaque(path):
 def layers_lookup(layers, path):
     """The host path of `path` (no symlink followed) in the merged view of layers (bottom
     first): in the topmost layer that has it, or None if the merged view has no such file."""
-    import stat
     parts = [p for p in path.split("/") if p not in ("", ".")]
     for layer in reversed(layers):
         hidden_below = False
@@ -2774,7 +2790,6 @@ def layers_lookup(layers, path):
 
 
 def _copy_metadata(src, dst, st, owner):
-    import stat
     link = stat.S_ISLNK(st.st_mode)
     uid, gid = owner(st.st_uid, st.st_gid)
     os.chown(dst, uid, gid, follow_symlinks=False)
@@ -2796,7 +2811,6 @@ def _same_owner(uid, gid):
 
 def _remove_entry(path):
     import shutil
-    import stat
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -2812,7 +2826,6 @@ def _copy_dir(src, dst, links, owner, layer):
     times and xattrs, hard links kept. A layer's whiteouts and opaque directories hide
     what dst has; elsewhere (layer false) they are copied like any node."""
     import shutil
-    import stat
     if layer and _opaque(src):
         for name in os.listdir(dst):
             _remove_entry(os.path.join(dst, name))
@@ -2920,8 +2933,6 @@ def sethostname(name, domain=False):
 
 def loopback_up():
     """ifconfig lo up, by ioctl: a new network namespace starts with lo down."""
-    import fcntl
-    import struct
     fd = _check(libc().socket(2, 2 | 0o2000000, 0), "socket")  # AF_INET, SOCK_DGRAM|CLOEXEC
     try:
         ifreq = bytearray(struct.pack("16sH22x", b"lo", 0))
@@ -2934,8 +2945,6 @@ def loopback_up():
 
 def open_pty():
     """A pty from the container's own devpts, so that the tty is /dev/pts/N inside."""
-    import fcntl
-    import struct
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     fcntl.ioctl(master, 0x40045431, struct.pack("i", 0))  # TIOCSPTLCK: unlock
     n = struct.unpack("I", fcntl.ioctl(master, 0x80045430, b"\0" * 4))[0]  # TIOCGPTN
@@ -2945,14 +2954,10 @@ def open_pty():
 
 
 def set_winsize(fd, rows, cols):
-    import fcntl
-    import struct
     fcntl.ioctl(fd, 0x5414, struct.pack("HHHH", rows, cols, 0, 0))  # TIOCSWINSZ
 
 
 def get_winsize(fd):
-    import fcntl
-    import struct
     try:
         rows, cols = struct.unpack("HHHH", fcntl.ioctl(fd, 0x5413, b"\0" * 8))[:2]  # TIOCGWINSZ
     except OSError:
@@ -2962,7 +2967,6 @@ def get_winsize(fd):
 
 def setup_console(slave, slave_path, console_size):
     """Make the pty slave the process's stdio and controlling terminal, and /dev/console."""
-    import fcntl
     if os.path.exists("/dev/console") or os.path.isdir("/dev"):
         try:
             if not os.path.lexists("/dev/console"):
@@ -2999,7 +3003,6 @@ def apply_rlimits(rlimits):
 
 def apply_scheduler(s):
     import ctypes
-    import struct
     flags = sum(SCHED_FLAGS[f] for f in s.get("flags", []))
     # struct sched_attr, its first version (SCHED_ATTR_SIZE_VER0 = 48 bytes)
     attr = struct.pack("IIQiIQQQ", 48, SCHED_POLICIES[s["policy"]], flags, s.get("nice", 0),
@@ -3039,7 +3042,6 @@ def home_directory(uid):
 
 def find_executable(args, env):
     """The path execve will run, or an Error with the exit status docker gives (127/126)."""
-    import stat
     name = args[0]
     if "/" in name:
         candidates = [name]
@@ -3156,7 +3158,6 @@ AF_INET = 2
 
 def _rta(kind, value):
     """One rtattr: str (NUL-terminated), int (u32), bytes, or a list of (kind, value): nested."""
-    import struct
     if isinstance(value, str):
         value = value.encode() + b"\0"
     elif isinstance(value, int):
@@ -3167,7 +3168,6 @@ def _rta(kind, value):
 
 
 def _rtattrs(data, offset=0):
-    import struct
     attrs = {}
     while offset + 4 <= len(data):
         length, kind = struct.unpack_from("=HH", data, offset)
@@ -3179,7 +3179,6 @@ def _rtattrs(data, offset=0):
 
 
 def _ifinfomsg(index=0, flags=0, change=0):
-    import struct
     return struct.pack("=BxHiII", 0, 0, index, flags, change)
 
 
@@ -3209,7 +3208,6 @@ class Netlink:
 
     def request(self, kind, body, attrs=(), flags=0, what="netlink"):
         """Send one message; the replies (type, body) up to its ACK or DONE, or OSError."""
-        import struct
         self.seq += 1
         payload = body + b"".join(_rta(k, v) for k, v in attrs)
         self.sock.send(struct.pack("=IHHII", 16 + len(payload), kind,
@@ -3243,7 +3241,6 @@ class Netlink:
 
 def rtm_getlink(nl, name):
     """(index, flags, kind) of the link called `name`, or None."""
-    import struct
     try:
         replies = nl.request(RTM_GETLINK, _ifinfomsg(), [(IFLA_IFNAME, name)],
                              what="link %s" % name)
@@ -3262,7 +3259,6 @@ def rtm_getlink(nl, name):
 
 def rtm_getlink_all(nl):
     """{name: (index, master index or 0)} of every link of the namespace."""
-    import struct
     links = {}
     for mtype, body in nl.request(RTM_GETLINK, _ifinfomsg(), flags=NLM_F_DUMP, what="links"):
         if mtype == RTM_NEWLINK:
@@ -3308,14 +3304,12 @@ def rtm_dellink(nl, name):
 
 
 def _ifaddrmsg(index, prefixlen):
-    import struct
     return struct.pack("=BBBBi", AF_INET, prefixlen, 0, 0, index)
 
 
 def rtm_getaddr(nl, index):
     """The IPv4 addresses of a link, as (address, prefix length)."""
     import ipaddress
-    import struct
     out = []
     for mtype, body in nl.request(RTM_GETADDR, _ifaddrmsg(0, 0), flags=NLM_F_DUMP,
                                   what="addresses"):
@@ -3341,7 +3335,6 @@ def rtm_deladdr(nl, index, address, prefixlen):
 
 
 def rtm_newroute_default(nl, gateway, index):
-    import struct
     # AF_INET, /0, main table, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST: as `ip route add`
     rtmsg = struct.pack("=BBBBBBBBI", AF_INET, 0, 0, 0, 254, 3, 0, 1, 0)
     nl.request(RTM_NEWROUTE, rtmsg, [(RTA_GATEWAY, gateway.packed), (RTA_OIF, index)],
@@ -3352,7 +3345,7 @@ def rtm_newroute_default(nl, gateway, index):
 
 def network_subnet(text=None):
     import ipaddress
-    text = text or os.environ.get("MINICONTAINER_SUBNET") or DEFAULT_SUBNET
+    text = text or settings().subnet or DEFAULT_SUBNET
     try:
         net = ipaddress.IPv4Network(text)
     except ValueError as e:
@@ -3371,7 +3364,6 @@ class _Leases:
         self.data = None
 
     def __enter__(self):
-        import fcntl
         os.makedirs(NETWORK_DIR, 0o700, exist_ok=True)
         self.fd = os.open(self.path[:-5] + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                           0o600)
@@ -3434,7 +3426,6 @@ class _Leases:
 def _lease_dead(entry):
     """True when the container holding the lease is gone or its init has died; a container
     whose state is locked (being created, started or deleted) is alive."""
-    import fcntl
     d = entry.get("dir") or ""
     try:
         fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -3485,7 +3476,7 @@ def network_option(a, config):
     if not any(ns["type"] == "network" for ns in namespaces):
         namespaces.append({"type": "network"})
     return {"mode": "bridge", "subnet": str(network_subnet(a.subnet)), "publish": publish,
-            "bridge": os.environ.get("MINICONTAINER_BRIDGE") or BRIDGE}
+            "bridge": settings().bridge or BRIDGE}
 
 
 def etc_files_option(a, image):
@@ -4688,7 +4679,6 @@ def _close_fds(first, keep=()):
     """Mark every fd from `first` on close-on-exec: the program gets only what it should.
 
     (runc's CVE-2024-21626 was an fd of the host's cgroupfs that leaked into the container.)"""
-    import fcntl
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd >= first and fd not in keep:
@@ -4765,7 +4755,6 @@ class Container:
 
     def lock(self):
         """An exclusive lock on this container's state, held until the returned fd closes."""
-        import fcntl
         try:
             fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -5050,7 +5039,7 @@ class Container:
                                           "layers": list(layers)}))
             ov["use"] = use
         self.save()
-        if not layers or os.environ.get("MINICONTAINER_NO_OVERLAY") == "1":
+        if not layers or settings().no_overlay:
             self._copy_layers("not used ($MINICONTAINER_NO_OVERLAY=1)" if layers else "")
             return None
         # upper and work on one filesystem (overlayfs requires it); the upper directory's
@@ -5322,7 +5311,6 @@ class Container:
             self._wait_gone()
 
     def _wait_gone(self):
-        import time
         for _ in range(5000):
             gone = not self.alive()  # a zombie counts as gone: reap it below if it is ours
             try:  # ours to reap when we created it: then gone once reaped
@@ -5526,7 +5514,7 @@ def image_platform(config):
 
 def store_dir():
     """The image store: $MINICONTAINER_STORE, else images/ beside this file."""
-    env = os.environ.get("MINICONTAINER_STORE")
+    env = settings().store
     if env:
         return os.path.abspath(env)
     return os.path.join(os.path.dirname(os.path.realpath(__file__)), "images")
@@ -5586,7 +5574,6 @@ class ImageStore:
         """A context manager holding flock on a lock file of the store; it yields False
         instead of waiting when blocking is false and the lock is taken."""
         import contextlib
-        import fcntl
 
         @contextlib.contextmanager
         def held():
@@ -5817,11 +5804,11 @@ def cmd_rmi(args, g):
             try:
                 found = _lookup(store, ref)
             except Error as e:
-                print(f"minicontainer: {e}", file=sys.stderr)
+                print("minicontainer: %s" % e, file=sys.stderr)
                 status = 1
                 continue
             if not found:
-                print(f"minicontainer: no such image: {ref}", file=sys.stderr)
+                print("minicontainer: no such image: %s" % ref, file=sys.stderr)
                 status = 1
                 continue
             names = {n for n, _ in found}
@@ -5829,12 +5816,12 @@ def cmd_rmi(args, g):
                 d for d in index["manifests"]
                 if (d.get("annotations") or {}).get(ANNOTATION_REF_NAME) not in names]))
             for n in sorted(names):
-                print(f"Untagged: {n}")
+                print("Untagged: %s" % n)
         try:
             for digest in store.collect_garbage():
-                print(f"Deleted: {digest}")
+                print("Deleted: %s" % digest)
         except (Error, OSError) as e:
-            print(f"minicontainer: {e}", file=sys.stderr)
+            print("minicontainer: %s" % e, file=sys.stderr)
             return 1
     return status
 
@@ -6538,7 +6525,6 @@ def _remove_when_stopped(c):
             import select
             select.select([pidfd], [], [])  # readable once the process has exited
         else:
-            import time
             while process_start_time(pid) == start and process_state(pid) not in ("Z", "X"):
                 time.sleep(0.1)
         with c.lock():  # a container of the same id made since is not ours to remove
@@ -6555,7 +6541,6 @@ def cmd_gc(a, g):
     kept (a docker-like run without --rm, once started: `prune` removes those) and those
     being created or deleted, whose state is locked; the processes that a create left
     behind; then what no container owns any more on the network side."""
-    import fcntl
     removed, live = [], set()
     holders = _fifo_holders(g.root)
     for c in Container.list(g.root):
@@ -6712,7 +6697,6 @@ def cmd_start(a, g):
 def cmd_logs(a, g):
     """What a detached container (run -d) wrote, stdout and stderr as they came; with
     --follow, and what it writes until it stops."""
-    import time
     c = Container.load(a.id, g.root)
     try:
         f = open(c.log, "rb")
@@ -6917,7 +6901,6 @@ def _runc_stats(s):
 
 
 def cmd_events(a, g):
-    import time
     c = Container.load(a.id, g.root)
     interval = a.interval.rstrip("s") if a.interval else "5"
     try:
