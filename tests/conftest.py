@@ -386,13 +386,9 @@ def session_cgroups():
 
 
 def mountpoints_under(*paths):
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4].replace("\\040", " ")
-            if any(mp == p or mp.startswith(p.rstrip("/") + "/") for p in paths):
-                out.append(mp)
-    return out
+    import minicontainer
+    return [mp for mp, _, _ in minicontainer.mountinfo()
+            if any(mp == p or mp.startswith(p.rstrip("/") + "/") for p in paths)]
 
 
 def links():
