@@ -39,6 +39,7 @@ lint:
 bench:
 	$(PYTHON) bench/bench_run.py
 	$(PYTHON) bench/bench_pull.py
+	$(PYTHON) bench/bench_pull_interrupt.py
 	$(PYTHON) bench/bench_network.py
 	$(PYTHON) bench/bench_overlay.py
 

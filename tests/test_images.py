@@ -151,8 +151,10 @@ def test_progress_output(registry, store):
     key = layer.digest[7:19]
     assert r.stdout.splitlines() == [
         f"v: Pulling from {name}", f"{key}: Pulling fs layer", f"{key}: Downloading",
-        f"{key}: Download complete", f"{key}: Extracting", f"{key}: Pull complete",
-        f"Digest: {Image([layer]).digest}", f"Status: Downloaded image for {ref}", ref]
+        f"{key}: Verifying Checksum", f"{key}: Download complete", f"{key}: Extracting",
+        f"{key}: Pull complete", f"Digest: {Image([layer]).digest}",
+        f"Status: Downloaded newer image for {ref}", ref]
+    assert "\x1b" not in r.stdout
     # a terminal: the layer line is redrawn in place with a bar
     other = store + "-tty"
     r = subprocess.run(["script", "-qec", f"{sys.executable} {PULL} --store {other} {ref}",
@@ -160,6 +162,6 @@ def test_progress_output(registry, store):
     assert r.returncode == 0, r.stdout
     assert "\x1b[" in r.stdout and "Pull complete" in r.stdout
     assert f"{key}: Downloading [" in r.stdout
-    # -q: nothing at all
+    # -q: the reference only, as docker
     r = run_pull("-q", ref, store=store + "-q")
-    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    assert (r.returncode, r.stdout, r.stderr) == (0, ref + "\n", "")

@@ -139,7 +139,7 @@ def test_pull_single_manifest_by_tag_and_digest(registry, store, layers):
     assert mc.find_image(f"{registry.host}/{name}:latest", store).pulled_digest == image.digest
     by_digest = f"{registry.host}/{name}@{image.digest}"
     result = ok(run_pull("-q", by_digest, store=store))
-    assert result.stdout == ""  # -q prints nothing
+    assert result.stdout == by_digest + "\n"  # -q prints the reference only
     assert mc.find_image(by_digest, store).pulled_digest == image.digest
     # an explicit platform that the single-platform image doesn't have is an error
     failed(run_pull("--platform", "linux/arm64", f"{registry.host}/{name}", store=store),
@@ -159,10 +159,11 @@ def test_second_pull_downloads_no_layer(proxy, registry, store, layers):
     assert len(layer_gets) == 4  # three layers and the config
     proxy.log.clear()
     out = ok(run_pull(f"{proxy.host}/{name}:one", store=store))
-    assert "Already exists" in out.stdout
+    assert "Image is up to date for" in out.stdout
     assert blob_gets(proxy.log) == []  # only the manifest was asked for
     proxy.log.clear()
-    ok(run_pull(f"{proxy.host}/{name}:two", store=store))
+    out = ok(run_pull(f"{proxy.host}/{name}:two", store=store))
+    assert out.stdout.count("Already exists") == 2
     fetched = blob_gets(proxy.log)
     assert f"/v2/{name}/blobs/{second.layers[2].digest}" in fetched
     assert not any(layer.digest in p for layer in second.layers[:2] for p in fetched)
@@ -634,12 +635,12 @@ def test_runtime_pull_verb(registry, store, layers, tmp_path):
     link.symlink_to(RUNTIME)
     r = subprocess.run([str(link), "pull", "-q", ref], capture_output=True, text=True,
                        cwd="/", timeout=120, env=system_path_env())
-    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stderr
+    assert r.returncode == 0 and r.stdout == ref + "\n" and r.stderr == "", r.stderr
     assert mc.find_image(ref, store).pulled_digest == image.digest
     check_rootfs(merged_view(mc.find_image(ref, store)))
     out = ok(run_mc("pull", "--store", store, ref))  # again: everything is there already
-    assert out.stdout.strip().splitlines()[-1] == ref
-    assert "Already exists" in out.stdout
+    assert out.stdout.strip().splitlines()[-2:] == [f"Status: Image is up to date for {ref}",
+                                                    ref]
     assert f"{registry.host}/{name}" in run_mc("images").stdout
 
     # the puller's errors, and the runtime's usage errors, are one line

@@ -15,10 +15,12 @@ import base64
 import concurrent.futures
 import hashlib
 import http.client
+import io
 import ipaddress
 import json
 import os
 import platform as platform_module
+import signal
 import socket
 import ssl
 import sys
@@ -60,6 +62,7 @@ CONNECT_TIMEOUT, READ_TIMEOUT = 15, 60
 USER_AGENT = "minicontainer-pull/1"
 PARALLEL_DOWNLOADS = 3  # as docker does
 PARALLEL_UNPACKS = 4
+INTERRUPTED_CLEANUP = 0.2  # seconds of removing a Ctrl-C'd pull's files before exiting
 CHUNK = 1 << 20
 
 
@@ -539,8 +542,9 @@ class Registry:
 
     def download(self, desc, path, progress, stop):
         """Stream a blob to path, resuming with Range after a dropped connection, and check
-        its size and sha256; return path.  Errors writing path (a full disk) are not retried:
-        they raise as the OSError they are."""
+        its size and sha256; return path.  progress(status, bytes so far) tells docker's
+        "Downloading" as data comes, then "Verifying Checksum".  Errors writing path (a full
+        disk) are not retried: they raise as the OSError they are."""
         digest, size = desc["digest"], desc.get("size")
         what = f"blob {digest[:19]}"
         sha, have, failures = hashlib.sha256(), 0, 0
@@ -581,7 +585,7 @@ class Registry:
                                             f"{size} bytes")
                         sha.update(buf[:n])
                         f.write(buf[:n])
-                        progress(have)
+                        progress("Downloading", have)
                         if stop.is_set():
                             break
                 finally:
@@ -595,6 +599,7 @@ class Registry:
                     raise PullError(f"{what}: download failed after {failures} attempts "
                                     f"({_reason(error) if error else 'connection closed early'})")
                 self._backoff(failures)
+        progress("Verifying Checksum", have)
         if "sha256:" + sha.hexdigest() != digest:
             raise PullError(f"{what}: digest mismatch, the downloaded data is not the blob "
                             "the manifest names")
@@ -635,24 +640,43 @@ def _reason(exc):
 
 # ---- progress ----
 
-class Progress:
-    """docker pull's display: a line per layer redrawn in place on a terminal, a line per
-    state change otherwise, nothing with -q."""
+def terminal_size(out):
+    """(columns, lines) of the terminal out writes to: its own size, else $COLUMNS and
+    $LINES, else 80x24."""
+    try:
+        size = os.get_terminal_size(out.fileno())
+    except (OSError, ValueError, AttributeError):
+        size = os.terminal_size((0, 0))
+    env = [os.environ.get(name, "") for name in ("COLUMNS", "LINES")]
+    return tuple(have or (int(text) if text.isdigit() else 0) or default
+                 for have, text, default in zip(size, env, (80, 24)))
 
-    def __init__(self, mode, out=sys.stdout):
-        self.mode, self.out = mode, out
+
+class Progress:
+    """docker pull's display.  On a terminal ("tty"): a line per layer, redrawn in place, each
+    cut to the terminal's width (a line that wraps takes two rows, and the next redraw, going
+    up one row per layer, would then leave copies behind); elsewhere ("lines"): a plain line
+    per state change, no control sequences; nothing with "quiet".  mode None: "tty" if out
+    is a terminal, else "lines"."""
+
+    def __init__(self, mode=None, out=sys.stdout):
+        self.mode = mode or ("tty" if out.isatty() else "lines")
+        self.out = out
         self.rows, self.order = {}, []
-        self.drawn, self.last = 0, 0.0
+        self.drawn, self.last = 0, 0.0  # layer lines on the screen, above the cursor
         self.lock = threading.Lock()
 
     def say(self, text):
+        """A line of its own, below the layer lines: those are final by then (docker's
+        messages without a layer end the redrawn block too).  Printed whole, never cut:
+        it is not redrawn, and a cut digest is of no use."""
         if self.mode == "quiet":
             return
         with self.lock:
-            if self.mode == "tty" and self.drawn:
-                self._redraw(extra=text)
-            else:
-                print(text, file=self.out, flush=True)
+            if self.mode == "tty" and self.order:
+                self._redraw()
+            self.rows, self.order, self.drawn = {}, [], 0
+            print(text, file=self.out, flush=True)
 
     def set(self, key, status, current=None, total=None):
         if self.mode == "quiet":
@@ -668,24 +692,35 @@ class Progress:
             elif changed or time.monotonic() - self.last > 0.1:
                 self._redraw()
 
-    def _redraw(self, extra=None):
-        out = self.out
-        if self.drawn:
-            out.write(f"\x1b[{self.drawn}A")
-        if extra is not None:
-            out.write(f"\x1b[2K{extra}\n")
-        for key in self.order:
-            status, cur, total = self.rows[key]
-            line = f"{key}: {status}"
-            if cur is not None and total:
-                width = 50
-                filled = min(width, int(width * cur / total))
-                bar = "=" * max(filled - 1, 0) + (">" if filled < width else "=")
-                line += f" [{bar:<{width}}] {human_size(cur, 4)}/{human_size(total, 4)}"
-            out.write(f"\x1b[2K{line}\n")
-        out.flush()
+    def _redraw(self):
+        columns, rows = terminal_size(self.out)
+        # The cursor cannot go above the screen's top: lines that scrolled out of it stay as
+        # they were last drawn.
+        up = min(self.drawn, rows - 1)
+        text = f"\x1b[{up}A" if up else ""
+        for key in self.order[self.drawn - up:]:
+            # one column short of the width: some terminals wrap as soon as the last is written
+            text += f"\r\x1b[2K{self.line(key, columns - 1)}\n"
+        self.out.write(text)
+        self.out.flush()
         self.drawn = len(self.order)
         self.last = time.monotonic()
+
+    def line(self, key, width):
+        """A layer's line in at most width characters: docker's bar when there is room for
+        one of at least 10 columns (at most 50), else only the numbers."""
+        status, current, total = self.rows[key]
+        line = f"{key}: {status}"
+        if current is not None and total:
+            numbers = f"{human_size(current, 4)}/{human_size(total, 4)}"
+            bar_width = min(50, width - len(line) - len(numbers) - 4)  # " [", "] "
+            if bar_width >= 10:
+                filled = min(bar_width, int(bar_width * current / total))
+                bar = "=" * max(filled - 1, 0) + (">" if filled < bar_width else "=")
+                line += f" [{bar:<{bar_width}}] {numbers}"
+            else:
+                line += f" {numbers}"
+        return line[:width]
 
 
 # ---- pull ----
@@ -747,12 +782,50 @@ def check_manifest(doc, name):
             raise PullError(f"{name}: unsupported layer type {media_type!r}")
 
 
+def familiar(ref):
+    """The reference as docker's messages write it: alpine:latest, not
+    docker.io/library/alpine:latest."""
+    return ref.familiar_repository + (":" + ref.tag if ref.tag else "") + \
+        ("@" + ref.digest if ref.digest else "")
+
+
+class LayerSource(io.RawIOBase):
+    """A downloaded blob as the unpacker reads it: each read reports the compressed bytes
+    read so far (docker's "Extracting" bar), and once the pull is stopped (Ctrl-C, or another
+    layer failed) it reads as the end of the file, so that an unpack in progress fails within
+    a read instead of running to its end: every decompressor and the tar reader fail on a
+    truncated layer, and the diff_id check on whatever else."""
+
+    def __init__(self, path, stop, report):
+        self.file = open(path, "rb", buffering=0)
+        self.stop, self.report, self.done = stop, report, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        if self.stop.is_set():
+            return 0
+        n = self.file.readinto(buf)
+        self.done += n
+        self.report(self.done)
+        return n
+
+    def close(self):
+        self.file.close()
+        super().close()
+
+
 def pull(reference, platform=None, store=None, registry_host=None, insecure=False,
          progress=None):
-    """Pull reference into the store; return the StoredImage."""
+    """Pull reference into the store; return the StoredImage.  An image stored already
+    under this reference, with the manifest the registry names now, is up to date: only
+    the manifest is fetched."""
     ref = mc.parse_reference(reference)
     want = parse_platform(platform) if platform else host_platform()
     progress = progress or Progress("quiet")
+    if not ref.digest and not reference.rpartition("/")[2].count(":"):
+        progress.say(f"Using default tag: {ref.tag}")
     store = StoreWriter(store)
     host, scheme = registry_host or ref.api_host, None
     if "://" in host:
@@ -801,13 +874,19 @@ def _pull_into(store, registry, ref, want, platform, progress):
         if platform and not platform_matches(have, want):
             raise PullError(f"{ref.name} is for {platform_string(have)}, not "
                             f"{platform_string(want)}")
+        if stored_digest(store, ref) == digest:  # its config came from the store: no blob GET
+            progress.say(f"Digest: {top}")
+            progress.say(f"Status: Image is up to date for {familiar(ref)}")
+            return
 
-        work = tempfile.mkdtemp(prefix=f"pull-{os.getpid()}-", dir=store.tmp_dir)
+        work, budget = tempfile.mkdtemp(prefix=f"pull-{os.getpid()}-", dir=store.tmp_dir), None
         stop = threading.Event()
-        pool = concurrent.futures.ThreadPoolExecutor(PARALLEL_DOWNLOADS)
+        pool = concurrent.futures.ThreadPoolExecutor(PARALLEL_DOWNLOADS,
+                                                     initializer=signals_to_main_thread)
         # Layers are independent directories: each is unpacked as soon as it is downloaded,
         # several at once (decompression and the tar parser release the GIL often enough).
-        unpackers = concurrent.futures.ThreadPoolExecutor(PARALLEL_UNPACKS)
+        unpackers = concurrent.futures.ThreadPoolExecutor(PARALLEL_UNPACKS,
+                                                          initializer=signals_to_main_thread)
         try:
             sources = []   # per layer: a path to read it from once it is there
             downloaded = []
@@ -821,8 +900,8 @@ def _pull_into(store, registry, ref, want, platform, progress):
                 path = os.path.join(work, layer["digest"][7:])
                 downloaded.append((path, layer["digest"]))
 
-                def report(n, key=key, total=layer.get("size")):
-                    progress.set(key, "Downloading", n, total)
+                def report(status, n, key=key, total=layer.get("size")):
+                    progress.set(key, status, n if status == "Downloading" else None, total)
 
                 def fetch(layer=layer, path=path, key=key, report=report):
                     registry.download(layer, path, report, stop)
@@ -835,9 +914,11 @@ def _pull_into(store, registry, ref, want, platform, progress):
                 key = layer["digest"][7:19]
                 if stop.is_set() or store.has_layer(diff_ids[i]):
                     return None  # stored by an earlier pull of an image that shares it
-                progress.set(key, "Extracting")
-                return store.unpack_layer(path, diff_ids[i], f"{ref.name} layer {i + 1} ({key})",
-                                          work)
+                size = os.path.getsize(path)
+                with LayerSource(path, stop, lambda n: progress.set(key, "Extracting", n, size)) \
+                        as source:
+                    return store.unpack_layer(source, diff_ids[i],
+                                              f"{ref.name} layer {i + 1} ({key})", work)
             for diff_id in diff_ids:
                 store.layer_path(diff_id)  # a malformed diff_id is an error before any work
             unpacked = [unpackers.submit(unpack, i, layer, source)
@@ -854,16 +935,56 @@ def _pull_into(store, registry, ref, want, platform, progress):
                          downloaded, ((config_desc["digest"], config_bytes),
                                       (digest, manifest_bytes)),
                          lambda i: progress.set(layers[i]["digest"][7:19], "Pull complete"))
-        except BaseException:  # an error, or Ctrl-C in the main thread: the others stop too
+        except BaseException as e:  # an error, or Ctrl-C in the main thread: the others stop
             stop.set()
             registry.http.cancel()
+            if isinstance(e, KeyboardInterrupt):
+                budget = INTERRUPTED_CLEANUP
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             unpackers.shutdown(wait=True, cancel_futures=True)
-            mc.remove_tree(work)
+            remove_work(work, budget)
         progress.say(f"Digest: {top}")
-        progress.say(f"Status: Downloaded image for {ref.name}")
+        progress.say(f"Status: Downloaded newer image for {familiar(ref)}")
+
+
+def signals_to_main_thread():
+    """A worker thread's first step: block the signals that have Python handlers, so that
+    the kernel gives them to the main thread, whose wait for the workers they interrupt: its
+    handler runs at once (Ctrl-C's KeyboardInterrupt).  A signal that a worker takes waits
+    for the main thread's next bytecode, and CPython (3.11) can miss it while the workers
+    hold the interpreter: Ctrl-C was then lost until the pull ended.  Threads the workers
+    start inherit the mask."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {
+        s for s in signal.valid_signals() if callable(signal.getsignal(s))})
+
+
+def remove_work(work, budget=None):
+    """Remove a pull's work directory.  With a budget (seconds; Ctrl-C's answer must not wait
+    for thousands of unlinks in half-unpacked layers), stop once it is spent: the rest stays
+    in tmp/, referenced by nothing, and the next pull removes it as it does a killed pull's."""
+    if budget is None:
+        return mc.remove_tree(work)
+    deadline = time.monotonic() + budget
+    try:
+        for top, dirs, files in os.walk(work, topdown=False):
+            for name in files + dirs:  # bottom up: the directories are empty by now
+                path = os.path.join(top, name)
+                (os.rmdir if name in dirs and not os.path.islink(path) else os.unlink)(path)
+            if time.monotonic() > deadline:
+                return
+        os.rmdir(work)
+    except OSError:
+        pass  # left for the next pull, as the rest
+
+
+def stored_digest(store, ref):
+    """The digest of the manifest that ref names in the store, if it is there whole."""
+    try:
+        return mc.find_image(ref.name, store).digest
+    except mc.Error:
+        return None
 
 
 def parser(prog="pull.py"):
@@ -871,7 +992,8 @@ def parser(prog="pull.py"):
     ap.add_argument("--platform", help="OS/ARCH[/VARIANT] to pull (default: this machine's)")
     ap.add_argument("--store", help="image store directory (default: $MINICONTAINER_STORE or "
                     "images/ beside minicontainer.py)")
-    ap.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    ap.add_argument("-q", "--quiet", action="store_true",
+                    help="print no progress, only the image's full reference (as docker)")
     ap.add_argument("--registry", metavar="[SCHEME://]HOST[:PORT]",
                     help="fetch from this registry or mirror instead of the reference's "
                     "(https:// or http:// chooses the protocol, loopback's too)")
@@ -887,10 +1009,9 @@ def main(argv=None):
 
 def run(args):
     """Pull as the command line asked (args from parser()); the exit status."""
-    mode = "quiet" if args.quiet else "tty" if sys.stdout.isatty() else "lines"
     try:
         image = pull(args.reference, args.platform, args.store, args.registry, args.insecure,
-                     Progress(mode))
+                     Progress("quiet" if args.quiet else None))
     except Error as e:
         print(f"pull: {e}", file=sys.stderr)
         return 1
@@ -901,8 +1022,7 @@ def run(args):
     except KeyboardInterrupt:
         print("pull: interrupted", file=sys.stderr)
         return 130
-    if not args.quiet:
-        print(image.name)
+    print(image.name)  # last, whole: what docker prints, and what -q leaves
     return 0
 
 
