@@ -3563,6 +3563,22 @@ class Container:
         if status == "paused" and sig == signal.SIGKILL:
             self.cgroup.freeze(False)  # let the kill be delivered
 
+    def wait(self, timeout=None):
+        """Block until the container's init exits (or timeout seconds: TimeoutError); its
+        exit status, 128+N for signal N. Known to the process that created the container
+        (its parent); for others, what state.json records, None if it says nothing."""
+        import select
+        pidfd = self._pidfd if self._pidfd is not None else \
+            pidfd_open(self.pid) if self.alive() else None
+        if pidfd is not None and not select.select([pidfd], [], [], timeout)[0]:
+            raise TimeoutError("container %s still runs" % self.id)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else \
+                os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            return exit_code_of(self)
+
     def destroy(self, force=True):
         """Stop the container if asked to, and remove everything it holds."""
         with self.lock():
@@ -6065,8 +6081,11 @@ def _flag_privileged(run, _):
     paths, /sys and the cgroup mount writable, every device of the host (no AppArmor here
     anyway)."""
     caps = run.process.get("capabilities")
-    if caps is not None:
-        every = ["CAP_" + n for n in CAPABILITIES[:cap_last_cap() + 1]]
+    if caps is not None:  # every one that we hold: a container gets no more than its runtime
+        with open("/proc/self/status") as f:
+            held = int(next(line for line in f if line.startswith("CapBnd:")).split()[1], 16)
+        every = ["CAP_" + n for i, n in enumerate(CAPABILITIES[:cap_last_cap() + 1])
+                 if held >> i & 1]
         for kind in caps:
             caps[kind] = list(every)
     run.linux.pop("seccomp", None)
@@ -6323,6 +6342,7 @@ def cmd_run(a, g):
 def _run(a, g):
     run = run_config(a)
     config, bundle, cid, image = run.config, run.bundle, run.cid, run.image
+    record = run_record(run)  # as asked: create adds mounts of its own
     if cid and a.name and cid != a.name:
         raise Error("run: two ids given (%s and --name %s)" % (cid, a.name))
     cid = a.name or cid or os.urandom(6).hex()
@@ -6371,7 +6391,7 @@ def _run(a, g):
             with c.lock():
                 # a container the user keeps, not a crash's debris: gc leaves it
                 c.state["keep"] = keep
-                c.state["run"] = run_record(run)  # for ps and inspect
+                c.state["run"] = record  # for ps and inspect
                 c.save()
     except BaseException:
         try:
@@ -6414,8 +6434,34 @@ def run_record(run):
         entrypoint, cmd = None, run.process.get("args")
     return {"image": a.target if image is not None else "", "entrypoint": entrypoint,
             "cmd": cmd, "user": a.user or ic.get("User") or "", "binds": a.volume or None,
-            "mounts": run.config.get("mounts", [])[run.own_mounts:],
+            "mounts": json.loads(json.dumps(run.config.get("mounts", [])[run.own_mounts:])),
             "network": network_mode(a), "privileged": a.privileged, "init": a.init}
+
+
+class RunResult:
+    """What run() returns: the container's exit status and output."""
+
+    def __init__(self, exit_code, stdout, stderr):
+        self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr
+
+    def __repr__(self):
+        return "RunResult(exit_code=%r, stdout=%r, stderr=%r)" % (
+            self.exit_code, self.stdout, self.stderr)
+
+
+def run(image, args=(), flags=(), root=None, rm=True, input=None, timeout=None):
+    """docker run from Python: a container from `image` (pulled if the store lacks it) runs
+    `args` (the image's command if empty) with run's command-line `flags` (["-e", "A=1",
+    "-m", "64m"]); returns a RunResult once it exits, its stdout and stderr captured (text).
+    The runtime runs as a program of its own, so that the caller's signals, stdio and
+    threads are left alone; rm=False keeps the stopped container, as `run` without --rm."""
+    import subprocess
+    cmd = [sys.executable, os.path.realpath(__file__)] + (["--root", root] if root else []) \
+        + ["run"] + (["--rm"] if rm else []) + list(flags) + [image] \
+        + (["--"] + list(args) if args else [])
+    r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
+                       stdin=None if input is not None else subprocess.DEVNULL)
+    return RunResult(r.returncode, r.stdout, r.stderr)
 
 
 def _remove_when_stopped(c):
