@@ -6965,8 +6965,13 @@ def cmd_kill(a, g):
     if a.signal is None and len(words) <= 2:
         try:
             sig = parse_signal(words[1]) if len(words) == 2 else signal.SIGTERM
-        except Error:
-            sig = None
+        except Error as e:
+            sig, bad_signal = None, e
+            try:
+                resolve_id(words[1], g.root)
+            except Error:  # ID WORD where no container is WORD: runc's form, a bad signal
+                if os.path.isdir(os.path.join(g.root, words[0])):
+                    raise bad_signal from None
         if sig is not None:
             Container.load(words[0], g.root).signal(sig, all=a.all)
             return 0
