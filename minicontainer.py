@@ -6342,7 +6342,8 @@ def cmd_run(a, g):
 def _run(a, g):
     run = run_config(a)
     config, bundle, cid, image = run.config, run.bundle, run.cid, run.image
-    record = run_record(run)  # as asked: create adds mounts of its own
+    # as asked, before create adds mounts of its own; a bundle's run is runc's: no record
+    record = run_record(run) if image is not None or a.rootfs else None
     if cid and a.name and cid != a.name:
         raise Error("run: two ids given (%s and --name %s)" % (cid, a.name))
     cid = a.name or cid or os.urandom(6).hex()
