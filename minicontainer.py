@@ -3570,8 +3570,12 @@ class Container:
         import select
         pidfd = self._pidfd if self._pidfd is not None else \
             pidfd_open(self.pid) if self.alive() else None
-        if pidfd is not None and not select.select([pidfd], [], [], timeout)[0]:
-            raise TimeoutError("container %s still runs" % self.id)
+        try:
+            if pidfd is not None and not select.select([pidfd], [], [], timeout)[0]:
+                raise TimeoutError("container %s still runs" % self.id)
+        finally:
+            if pidfd is not None and pidfd != self._pidfd:
+                os.close(pidfd)
         try:
             _, status = os.waitpid(self.pid, 0)
             return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else \
