@@ -4347,7 +4347,7 @@ def _child(ctx, steps):
     try:
         # Inside the container, the host's Python library is out of reach: import now
         # whatever the steps will need.
-        import fcntl, resource, stat, struct  # noqa: E401, F401
+        import resource  # noqa: F401
         if ctx.debug:
             import traceback  # noqa: F401
         if ctx.config and ctx.config.get("hooks"):
@@ -5253,6 +5253,26 @@ class Container:
         if status == "paused" and sig == signal.SIGKILL:
             self.cgroup.freeze(False)  # let the kill be delivered
 
+    def wait(self, timeout=None):
+        """Block until the container's init exits (or timeout seconds: TimeoutError); its
+        exit status, 128+N for signal N. Known to the process that created the container
+        (its parent); for others, what state.json records, None if it says nothing."""
+        import select
+        pidfd = self._pidfd if self._pidfd is not None else \
+            pidfd_open(self.pid) if self.alive() else None
+        try:
+            if pidfd is not None and not select.select([pidfd], [], [], timeout)[0]:
+                raise TimeoutError("container %s still runs" % self.id)
+        finally:
+            if pidfd is not None and pidfd != self._pidfd:
+                os.close(pidfd)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else \
+                os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            return exit_code_of(self)
+
     def destroy(self, force=True):
         """Stop the container if asked to, and remove everything it holds."""
         with self.lock():
@@ -5362,6 +5382,20 @@ def send_console(path, master):
     finally:
         s.close()
         os.close(master)
+
+
+def exit_code_of(c, settle=2.0):
+    """A stopped container's exit code as state.json records it (who saw the exit writes
+    it, maybe a moment after): None if it says nothing within `settle` seconds."""
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            code = Container.load(c.id, c.root).state.get("exit_code")
+        except NotFound:
+            return None
+        if isinstance(code, int) or time.monotonic() > deadline:
+            return code if isinstance(code, int) else None
+        time.sleep(0.05)
 
 
 # ==== image store (tools/ write it; run, images and rmi read it) ====
@@ -5811,6 +5845,12 @@ def cmd_rmi(args, g):
                 print("minicontainer: no such image: %s" % ref, file=sys.stderr)
                 status = 1
                 continue
+            users = [] if args.force else _containers_using(store, found)
+            if users:
+                print("minicontainer: rmi %s: container %s uses it (remove the container "
+                      "first, or rmi -f)" % (ref, users[0]), file=sys.stderr)
+                status = 1
+                continue
             names = {n for n, _ in found}
             store.update_index(lambda index: index.__setitem__("manifests", [
                 d for d in index["manifests"]
@@ -5824,6 +5864,31 @@ def cmd_rmi(args, g):
             print("minicontainer: %s" % e, file=sys.stderr)
             return 1
     return status
+
+
+def _containers_using(store, found):
+    """The ids of containers (of any state root) made from the images of index entries
+    `found`, by the layers each recorded in the store's containers/ (see _prepare_layers)."""
+    images = []
+    for _, desc in found:
+        try:
+            config = store.read_json_blob(store.read_json_blob(desc["digest"])["config"]
+                                          ["digest"])
+            images.append([store.layer_path(d) for d in config["rootfs"]["diff_ids"]])
+        except (Error, KeyError, TypeError):
+            continue
+    store.layers_in_use()  # forgets the containers that are gone
+    users = store._p("containers")
+    ids = []
+    for name in sorted(os.listdir(users)) if os.path.isdir(users) else ():
+        try:
+            with open(os.path.join(users, name)) as f:
+                use = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if use.get("layers") in images:
+            ids.append(os.path.basename(use.get("state", "?")))
+    return ids
 
 
 def tools_puller():
@@ -5955,6 +6020,7 @@ class _RunConfig:
         self.rootfs = os.path.join(bundle, config["root"]["path"])
         self.network = self.etc_files = None
         self.origins = {}  # config field: the flag its value came from, for check's errors
+        self.own_mounts = len(config.get("mounts", []))  # the flags' come after these
 
     def resources(self, key=None):
         res = self.linux.setdefault("resources", {})
@@ -5996,7 +6062,8 @@ def run_config(a):
             raise Error("run: give an image, --rootfs DIR or --bundle DIR")
     else:
         try:
-            image = find_image(a.target)
+            image = find_image(a.target) if os.path.exists("config.json") else \
+                image_for_run(a)
         except Error:
             if not os.path.exists("config.json"):
                 raise
@@ -6239,6 +6306,189 @@ def _flag_etc_files(run, _):
 _flag_network.always = _flag_etc_files.always = True
 
 
+def _flag_env_file(run, paths):
+    """docker's --env-file: KEY=VALUE lines (the value as it is), KEY alone for the caller's
+    value, # comments and blank lines; before -e, which wins."""
+    pairs = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise Error("%s: %s" % (path, e.strerror)) from None
+        for n, line in enumerate(lines, 1):
+            line = line.lstrip()
+            if not line or line.startswith("#"):
+                continue
+            key, eq, value = line.partition("=")
+            key = key if eq else key.rstrip()
+            if not key or any(ch.isspace() for ch in key) or "\0" in line:
+                raise Error("%s:%d: %r is not KEY=VALUE (or KEY, to pass ours)"
+                            % (path, n, line))
+            pairs.append(key + eq + value)
+    _set_env(run.process.setdefault("env", []), pairs)
+
+
+def _flag_label(run, labels):
+    """-l KEY=VALUE (or KEY, empty): the config's annotations, inspect's Config.Labels."""
+    for label in labels:
+        key, _, value = label.partition("=")
+        if not key.strip():
+            raise Error("%r is not KEY=VALUE" % label)
+        run.config.setdefault("annotations", {})[key.strip()] = value
+
+
+# The reaping inits of the host that --init may bind into a container, best first: static,
+# since a container's root has no libc of the host's.
+HOST_INITS = ("/usr/bin/tini-static", "/usr/bin/catatonit", "/usr/libexec/podman/catatonit",
+              "/usr/bin/tini", "/usr/sbin/tini", "/sbin/tini")
+
+
+def static_executable(path):
+    """Whether an ELF file has no program interpreter (PT_INTERP), i.e. needs no ld.so."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or len(head) < 64:
+            return False
+        end = "<" if head[5] == 1 else ">"
+        if head[4] == 2:  # ELFCLASS64
+            phoff, = struct.unpack_from(end + "Q", head, 32)
+            size, count = struct.unpack_from(end + "HH", head, 54)
+        else:
+            phoff, = struct.unpack_from(end + "I", head, 28)
+            size, count = struct.unpack_from(end + "HH", head, 42)
+        f.seek(phoff)
+        table = f.read(size * count)
+    return not any(struct.unpack_from(end + "I", table, i * size)[0] == 3  # PT_INTERP
+                   for i in range(len(table) // size if size else 0))
+
+
+def host_init():
+    dynamic = None
+    for path in HOST_INITS:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            if static_executable(path):
+                return path
+            dynamic = dynamic or path
+    if dynamic:
+        raise Error("%s is linked dynamically: it cannot run in the container's root; "
+                    "a static one is needed (tini-static of Debian's package tini, or "
+                    "catatonit)" % dynamic)
+    raise Error("needs tini-static or catatonit on the host (apt-get install tini)")
+
+
+def _flag_init(run, _):
+    """docker's --init: the host's tini-static (or catatonit), bound read-only on /dev/init
+    (the container's own tmpfs: nothing is written in its root), is PID 1 and reaps."""
+    run.config["mounts"].append({"destination": "/dev/init", "type": "bind",
+                                 "source": host_init(), "options": ["bind", "ro", "nosuid"]})
+    if run.process.get("args"):
+        run.process["args"] = ["/dev/init", "--"] + run.process["args"]
+
+
+def host_devices():
+    """linux.devices of every character and block device in the host's /dev (--privileged)
+    but the pty ones, which belong to the container's own devpts and console."""
+    devices = []
+    for top, dirs, files in os.walk("/dev"):
+        dirs[:] = [d for d in dirs if os.path.join(top, d) not in
+                   ("/dev/pts", "/dev/shm", "/dev/mqueue")]
+        for name in sorted(files):
+            path = os.path.join(top, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if path in ("/dev/ptmx", "/dev/console", "/dev/tty") or not (
+                    stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+                continue
+            devices.append({"path": path, "type": "c" if stat.S_ISCHR(st.st_mode) else "b",
+                            "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
+                            "fileMode": st.st_mode & 0o777, "uid": st.st_uid,
+                            "gid": st.st_gid})
+    return devices
+
+
+def _flag_privileged(run, _):
+    """docker's --privileged: every capability, no seccomp filter, no masked or read-only
+    paths, /sys and the cgroup mount writable, every device of the host (no AppArmor here
+    anyway)."""
+    caps = run.process.get("capabilities")
+    if caps is not None:  # every one that we hold: a container gets no more than its runtime
+        with open("/proc/self/status") as f:
+            held = int(next(line for line in f if line.startswith("CapBnd:")).split()[1], 16)
+        every = ["CAP_" + n for i, n in enumerate(CAPABILITIES[:cap_last_cap() + 1])
+                 if held >> i & 1]
+        for kind in caps:
+            caps[kind] = list(every)
+    run.linux.pop("seccomp", None)
+    run.linux["maskedPaths"], run.linux["readonlyPaths"] = [], []
+    for m in run.config.get("mounts", []):
+        if m.get("type") in ("sysfs", "cgroup"):
+            m["options"] = [o for o in m.get("options", []) if o != "ro"]
+    run.resources()["devices"] = [{"allow": True, "access": "rwm"}]
+    run.linux["devices"] = host_devices()
+
+
+def _platform_tuple(text):
+    """(os, architecture) of OS/ARCH[/VARIANT] or ARCH, architectures by their OCI names."""
+    parts = text.split("/")
+    os_, arch = (parts[0], parts[1]) if len(parts) > 1 else ("linux", parts[0])
+    return os_, OCI_ARCH.get(arch, arch)
+
+
+def host_platform_string():
+    machine = os.uname().machine
+    return "linux/" + OCI_ARCH.get(machine, machine)
+
+
+def pull_for_run(ref, platform=None):
+    """run's --pull: tools/pull.py pulls ref, its progress on our stderr (our stdout is the
+    container's, or run -d's id), as docker run does."""
+    puller = tools_puller()
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)  # what the puller prints (progress, the name) goes to stderr
+        code = puller.run(puller.parser().parse_args(
+            (["--platform", platform] if platform else []) + [ref]))
+        sys.stdout.flush()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    if code:
+        raise Error("", code)  # the puller said why, in one line
+
+
+def image_for_run(a):
+    """The stored image that run's IMAGE names, pulled first as --pull asks (missing: when
+    the store lacks it or has it for another platform than --platform's; always; never),
+    with a one-line warning when it is not for this machine's platform."""
+    policy, image = a.pull or "missing", None
+    want = _platform_tuple(a.platform) if a.platform else None
+    if policy != "always":
+        try:
+            image = find_image(a.target)
+        except Error as e:
+            if policy == "never" or "no such image" not in str(e):
+                raise
+        if image is not None and want and _platform_tuple(image.platform) != want:
+            if policy == "never":
+                raise Error("image %s is for %s, not %s (--pull never)"
+                            % (a.target, image.platform, a.platform))
+            image = None
+    if image is None:
+        if policy == "missing":
+            sys.stderr.write("Unable to find image '%s' locally\n" % a.target)
+        pull_for_run(a.target, a.platform)
+        image = find_image(a.target)
+    if _platform_tuple(image.platform) != _platform_tuple(host_platform_string()):
+        sys.stderr.write("minicontainer: warning: image %s is for %s, this machine is %s: "
+                         "its programs may fail to run (Exec format error)\n"
+                         % (a.target, image.platform, host_platform_string()))
+    return image
+
+
 def _tmpfs_option(spec):
     """--tmpfs CTR[:OPTS]: OPTS as mount(8) takes them (size=64m,mode=1777,noexec...)."""
     dest, _, opts = spec.partition(":")
@@ -6425,6 +6675,8 @@ def cmd_run(a, g):
 def _run(a, g):
     run = run_config(a)
     config, bundle, cid, image = run.config, run.bundle, run.cid, run.image
+    # as asked, before create adds mounts of its own; a bundle's run is runc's: no record
+    record = run_record(run) if image is not None or a.rootfs else None
     if cid and a.name and cid != a.name:
         raise Error("run: two ids given (%s and --name %s)" % (cid, a.name))
     cid = a.name or cid or os.urandom(6).hex()
@@ -6469,9 +6721,11 @@ def _run(a, g):
         if err:
             raise err
         debug_step("running")
-        if keep:  # a container the user keeps, not a crash's debris: gc leaves it
+        if keep or image is not None or a.rootfs:
             with c.lock():
-                c.state["keep"] = True
+                # a container the user keeps, not a crash's debris: gc leaves it
+                c.state["keep"] = keep
+                c.state["run"] = record  # for ps and inspect
                 c.save()
     except BaseException:
         try:
@@ -6499,6 +6753,49 @@ def _run(a, g):
         else:
             c.destroy()
     return code
+
+
+def run_record(run):
+    """What ps and inspect show of how a docker-like container was asked for: the image as
+    typed, its entrypoint and command, the user, the mounts and ports of the flags."""
+    a, image = run.a, run.image
+    ic = (image.config or {}) if image is not None else {}
+    if a.entrypoint is not None:
+        entrypoint, cmd = [a.entrypoint] if a.entrypoint else None, a.args
+    elif image is not None:
+        entrypoint, cmd = ic.get("Entrypoint") or None, a.args or ic.get("Cmd")
+    else:
+        entrypoint, cmd = None, run.process.get("args")
+    return {"image": a.target if image is not None else "", "entrypoint": entrypoint,
+            "cmd": cmd, "user": a.user or ic.get("User") or "", "binds": a.volume or None,
+            "mounts": json.loads(json.dumps(run.config.get("mounts", [])[run.own_mounts:])),
+            "network": network_mode(a), "privileged": a.privileged, "init": a.init}
+
+
+class RunResult:
+    """What run() returns: the container's exit status and output."""
+
+    def __init__(self, exit_code, stdout, stderr):
+        self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr
+
+    def __repr__(self):
+        return "RunResult(exit_code=%r, stdout=%r, stderr=%r)" % (
+            self.exit_code, self.stdout, self.stderr)
+
+
+def run(image, args=(), flags=(), root=None, rm=True, input=None, timeout=None):
+    """docker run from Python: a container from `image` (pulled if the store lacks it) runs
+    `args` (the image's command if empty) with run's command-line `flags` (["-e", "A=1",
+    "-m", "64m"]); returns a RunResult once it exits, its stdout and stderr captured (text).
+    The runtime runs as a program of its own, so that the caller's signals, stdio and
+    threads are left alone; rm=False keeps the stopped container, as `run` without --rm."""
+    import subprocess
+    cmd = [sys.executable, os.path.realpath(__file__)] + (["--root", root] if root else []) \
+        + ["run"] + (["--rm"] if rm else []) + list(flags) + [image] \
+        + (["--"] + list(args) if args else [])
+    r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
+                       stdin=None if input is not None else subprocess.DEVNULL)
+    return RunResult(r.returncode, r.stdout, r.stderr)
 
 
 def _remove_when_stopped(c):
@@ -6697,7 +6994,7 @@ def cmd_start(a, g):
 def cmd_logs(a, g):
     """What a detached container (run -d) wrote, stdout and stderr as they came; with
     --follow, and what it writes until it stops."""
-    c = Container.load(a.id, g.root)
+    c = load_container(a.id, g.root)
     try:
         f = open(c.log, "rb")
     except FileNotFoundError:
@@ -6738,6 +7035,9 @@ def cmd_list(a, g):
 
 
 def cmd_ps(a, g):
+    """runc's `ps ID` (the container's processes), or docker's `ps [-a] [-q]` without one."""
+    if a.id is None:
+        return cmd_containers(a, g)
     pids = Container.load(a.id, g.root).processes()
     rows = []
     for pid in pids if a.format == "table" else ():
@@ -6766,11 +7066,6 @@ def cmd_resume(a, g):
     return 0
 
 
-def cmd_kill(a, g):
-    Container.load(a.id, g.root).signal(parse_signal(a.signal), all=a.all)
-    return 0
-
-
 def cmd_delete(a, g):
     try:
         Container.load(a.id, g.root).destroy(force=a.force)
@@ -6778,6 +7073,371 @@ def cmd_delete(a, g):
         if a.force:
             return 0  # nothing to do, or another delete did it first
         raise
+    return 0
+
+
+# -- docker's verbs: ps, stop, rm, kill ID..., inspect, wait, top, port. They take names and
+# unique prefixes of ids (a container's name is its id here); runc's verbs take exact ids.
+
+def resolve_id(word, root):
+    """The container that `word` names: its id, else the one id it begins (docker's short
+    ids); a NotFound, or an Error when several ids begin so."""
+    if os.path.isdir(os.path.join(root, word)):
+        return word
+    try:
+        names = os.listdir(root) if word else []
+    except FileNotFoundError:
+        names = []
+    found = sorted(n for n in names if n.startswith(word) and not n.startswith("."))
+    if len(found) > 1:
+        raise Error("%s is ambiguous: it begins %s" % (word, ", ".join(found[:5])))
+    if not found:
+        raise NotFound("container %s does not exist" % word)
+    return found[0]
+
+
+def load_container(word, root):
+    """Container.load of a name or a unique id prefix (docker's verbs)."""
+    return Container.load(resolve_id(word, root), root)
+
+
+def _each(words, root, act):
+    """Apply act(container) to each container named, as docker does: the names of those done
+    on stdout, an error line for each other; exit status 1 if any failed."""
+    status = 0
+    for word in words:
+        try:
+            act(load_container(word, root))
+            print(word, flush=True)
+        except Error as e:
+            sys.stderr.write("minicontainer: %s\n" % e)
+            status = 1
+    return status
+
+
+def parse_timestamp(text):
+    """Seconds since the epoch of an RFC 3339 UTC time as timestamp() writes it; None if
+    missing or not one."""
+    import calendar
+    try:
+        whole, _, frac = text.rstrip("Z").partition(".")
+        t = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+        return t + (float("0." + frac) if frac.isdigit() else 0)
+    except (AttributeError, ValueError):
+        return None
+
+
+def human_duration(seconds):
+    """docker's units.HumanDuration."""
+    s = int(seconds)
+    minutes, hours = s // 60, int(round(seconds / 3600))
+    if s < 1:
+        return "Less than a second"
+    if s < 60:
+        return "1 second" if s == 1 else "%d seconds" % s
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return "%d minutes" % minutes
+    if hours == 1:
+        return "About an hour"
+    for limit, unit, size in ((48, "hours", 1), (24 * 14, "days", 24),
+                              (24 * 60, "weeks", 24 * 7), (24 * 730, "months", 24 * 30)):
+        if hours < limit:
+            return "%d %s" % (hours // size, unit)
+    return "%d years" % (int(seconds // 3600) // 24 // 365)
+
+
+def _ago(text, now):
+    t = parse_timestamp(text)
+    return None if t is None else human_duration(max(now - t, 0))
+
+
+def docker_status(c, now):
+    """ps's STATUS: `Up 3 minutes`, `Up 2 seconds (Paused)`, `Exited (5) 2 minutes ago`,
+    `Created`; what state.json does not say (exit code, times) is left out."""
+    status = c.status()
+    if status in ("created", "creating"):
+        return "Created"
+    if status in ("running", "paused"):
+        up = _ago(c.state.get("started_at") or c.state.get("created"), now)
+        return "Up" + (" " + up if up else "") + (" (Paused)" if status == "paused" else "")
+    code, ago = c.state.get("exit_code"), _ago(c.state.get("finished_at"), now)
+    return "Exited" + (" (%d)" % code if isinstance(code, int) else "") + \
+        (" %s ago" % ago if ago else "")
+
+
+def _run_record(c):
+    """What a docker-like run recorded of how it was asked (see _run); {} for others."""
+    return c.state.get("run") or {}
+
+
+def _command_of(c):
+    args = c.state.get("config", {}).get("process", {}).get("args") or []
+    return " ".join(args)
+
+
+def cmd_containers(a, g):
+    """docker's ps: the running containers (-a: all), their ID, IMAGE, COMMAND, CREATED,
+    STATUS, PORTS and NAMES; ids and commands shortened as docker does."""
+    now = time.time()
+    rows, data = [], []
+    for c in Container.list(g.root):
+        status = c.status()
+        if not a.all and status not in ("running", "paused"):
+            continue
+        if a.quiet:
+            print(c.id[:12])
+            continue
+        command = _command_of(c)
+        short = command if len(command) <= 20 else command[:19] + "…"
+        created = _ago(c.state.get("created"), now)
+        ports = ", ".join(_port_lines(c)) if status in ("running", "paused") else ""
+        row = [c.id[:12], _run_record(c).get("image") or "", json.dumps(short,
+                                                                         ensure_ascii=False),
+               created + " ago" if created else "", docker_status(c, now), ports, c.id]
+        rows.append(row)
+        data.append({"ID": c.id, "Image": row[1], "Command": json.dumps(command),
+                     "CreatedAt": c.state.get("created", ""), "RunningFor": created or "",
+                     "State": _docker_state(status), "Status": row[4], "Ports": ports,
+                     "Names": c.id, "Labels": ",".join(
+                         "%s=%s" % kv for kv in sorted((c.state.get("annotations") or {})
+                                                       .items()))})
+    if not a.quiet:
+        print_formatted(a.format, data, ("CONTAINER ID", "IMAGE", "COMMAND", "CREATED",
+                                         "STATUS", "PORTS", "NAMES"), rows)
+    return 0
+
+
+def _docker_state(status):
+    return {"stopped": "exited", "creating": "created"}.get(status, status)
+
+
+def _wait_stopped(c, timeout=None):
+    """Wait until the container's init has exited (True), or timeout seconds (False)."""
+    import select
+    pidfd = pidfd_open(c.pid) if c.alive() else None
+    try:
+        if pidfd is not None:  # readable once the process has exited
+            return bool(select.select([pidfd], [], [], timeout)[0]) or not c.alive()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while c.alive():
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def stop_container(c, timeout=None):
+    """docker's stop: the container's stop signal (state's stop_signal, else SIGTERM), then
+    SIGKILL after its stop timeout (state's stop_timeout, else 10 s). Said in state.json
+    first (stopped_by_user), so that a restart policy leaves it stopped."""
+    with c.lock():
+        if c.status() not in ("running", "paused", "created"):
+            return
+        c.state["stopped_by_user"] = True
+        c.save()
+    sig = parse_signal(c.state.get("stop_signal") or "SIGTERM")
+    if timeout is None:
+        timeout = c.state.get("stop_timeout")
+        timeout = 10 if not isinstance(timeout, int) else timeout
+    try:
+        if c.status() == "created":
+            sig = signal.SIGKILL  # nothing runs yet that could stop by itself
+        c.signal(sig)
+        if c.status() == "paused" and sig != signal.SIGKILL:
+            c.signal(signal.SIGKILL)  # a frozen process handles no signal
+        if timeout < 0 or not _wait_stopped(c, timeout):
+            c.signal(signal.SIGKILL)
+    except Error:
+        return  # it stopped meanwhile
+    if not _wait_stopped(c, 10):
+        raise Error("container %s did not stop" % c.id)
+
+
+def cmd_stop(a, g):
+    return _each(a.ids, g.root, lambda c: stop_container(c, a.time))
+
+
+def cmd_rm(a, g):
+    def remove(c):
+        status = c.status()
+        if status in ("running", "paused") and not a.force:
+            raise Error("cannot remove container %s: it is %s (stop it first, or rm -f)"
+                        % (c.id, status))
+        c.destroy(force=True)
+    return _each(a.ids, g.root, remove)
+
+
+def cmd_kill(a, g):
+    """runc's `kill [--all] ID [SIGNAL]` (one or two words, the second a signal), or
+    docker's `kill [-s SIGNAL] ID...` (SIGKILL by default), which prints the names."""
+    words = a.ids
+    if a.signal is None and len(words) <= 2:
+        try:
+            sig = parse_signal(words[1]) if len(words) == 2 else signal.SIGTERM
+        except Error as e:
+            sig, bad_signal = None, e
+            try:
+                resolve_id(words[1], g.root)
+            except Error:  # ID WORD where no container is WORD: runc's form, a bad signal
+                if os.path.isdir(os.path.join(g.root, words[0])):
+                    raise bad_signal from None
+        if sig is not None:
+            Container.load(words[0], g.root).signal(sig, all=a.all)
+            return 0
+    sig = parse_signal(a.signal or "SIGKILL")
+    return _each(words, g.root, lambda c: c.signal(sig, all=a.all))
+
+
+def _zero_time(text):
+    return text or "0001-01-01T00:00:00Z"  # docker's for never
+
+
+def _port_bindings(c):
+    """docker's PortBindings: {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}."""
+    out = {}
+    for p in (c.state.get("network") or {}).get("publish") or _run_record(c).get("publish",
+                                                                                 []):
+        out.setdefault("%d/%s" % (p["ctr"], p["proto"]), []).append(
+            {"HostIp": p["host_ip"], "HostPort": str(p["host"])})
+    return out
+
+
+def _port_lines(c, private=None):
+    """docker port's lines: `80/tcp -> 0.0.0.0:8080`, of one private port if asked."""
+    lines = []
+    for key, binds in sorted(_port_bindings(c).items()):
+        if private and key != private and key != private + "/tcp":
+            continue
+        lines += ["%s -> %s:%s" % (key, b["HostIp"], b["HostPort"]) for b in binds]
+    return lines
+
+
+def _docker_mounts(c):
+    mounts = []
+    for m in _run_record(c).get("mounts", []):
+        opts = m.get("options", [])
+        prop = next((o for o in opts if o in PROPAGATION), "rprivate")
+        mounts.append({"Type": m["type"], "Source": m.get("source", "")
+                       if m["type"] == "bind" else "", "Destination": m["destination"],
+                       "Mode": "ro" if "ro" in opts else "", "RW": "ro" not in opts,
+                       "Propagation": prop if m["type"] == "bind" else ""})
+    return mounts
+
+
+def inspect_container(c):
+    """docker inspect's object of a container, for the fields this runtime has; what
+    state.json does not say is null (docker's zero time for times)."""
+    status = c.status()
+    config = c.state.get("config", {})
+    process = config.get("process", {})
+    res = config.get("linux", {}).get("resources", {})
+    record = _run_record(c)
+    cpu = res.get("cpu", {})
+    network = c.state.get("network") or {}
+    alive = status in ("running", "paused")
+    code = c.state.get("exit_code")
+    user = process.get("user", {})
+    return {
+        "Id": c.id, "Name": "/" + c.id, "Created": c.state.get("created", ""),
+        "Path": (process.get("args") or [""])[0], "Args": (process.get("args") or [])[1:],
+        "State": {"Status": _docker_state(status), "Running": status == "running",
+                  "Paused": status == "paused", "Restarting": False,
+                  "OOMKilled": bool(c.state.get("oom_killed")), "Dead": False,
+                  "Pid": c.pid if alive else 0,
+                  "ExitCode": 0 if status != "stopped" else code,
+                  "StartedAt": _zero_time(c.state.get("started_at")),
+                  "FinishedAt": _zero_time(c.state.get("finished_at"))},
+        "RestartCount": c.state.get("restart_count", 0),
+        "Config": {"Hostname": config.get("hostname", ""),
+                   "User": record.get("user", "%s:%s" % (user.get("uid", 0),
+                                                         user.get("gid", 0))),
+                   "Env": process.get("env", []), "Cmd": record.get("cmd",
+                                                                    process.get("args")),
+                   "Image": record.get("image", ""), "WorkingDir": process.get("cwd", ""),
+                   "Entrypoint": record.get("entrypoint"),
+                   "Labels": c.state.get("annotations") or {},
+                   "StopSignal": c.state.get("stop_signal", "SIGTERM")},
+        "HostConfig": {"Memory": res.get("memory", {}).get("limit", 0),
+                       "NanoCpus": int(cpu["quota"] * 10 ** 9 // cpu["period"])
+                       if cpu.get("quota", 0) > 0 and cpu.get("period") else 0,
+                       "PidsLimit": res.get("pids", {}).get("limit"),
+                       "Binds": record.get("binds"),
+                       "NetworkMode": record.get("network", network.get("mode", "")),
+                       "PortBindings": _port_bindings(c),
+                       "Privileged": bool(record.get("privileged")),
+                       "Init": bool(record.get("init"))},
+        "NetworkSettings": {"IPAddress": (network.get("ip") or "") if alive else "",
+                            "Ports": _port_bindings(c) if alive else {}},
+        "Mounts": _docker_mounts(c),
+    }
+
+
+def cmd_inspect(a, g):
+    found, status = [], 0
+    for word in a.ids:
+        try:
+            found.append(inspect_container(load_container(word, g.root)))
+        except Error as e:
+            sys.stderr.write("minicontainer: %s\n" % e)
+            status = 1
+    print(json.dumps(found, indent=4))
+    return status
+
+
+def cmd_wait(a, g):
+    status = 0
+    for word in a.ids:
+        try:
+            c = load_container(word, g.root)
+            _wait_stopped(c)
+            code = exit_code_of(c)
+            if code is None:
+                raise Error("container %s stopped; its exit code was not recorded" % c.id)
+            print(code, flush=True)
+        except Error as e:
+            sys.stderr.write("minicontainer: %s\n" % e)
+            status = 1
+    return status
+
+
+def cmd_top(a, g):
+    """docker's top: the host's `ps` (-ef unless other options are given), the container's
+    processes only."""
+    import subprocess
+    c = load_container(a.id, g.root)
+    if c.status() not in ("running", "paused"):
+        raise Error("container %s is not running" % c.id)
+    pids = {str(p) for p in c.processes()}
+    try:
+        out = subprocess.run(["ps"] + (a.ps_args or ["-ef"]), capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise Error("top: ps %s: %s" % (" ".join(a.ps_args or ["-ef"]),
+                                        getattr(e, "stderr", "") or e)) from None
+    header = out[0].split() if out else []
+    if "PID" not in header:
+        raise Error("top: the options of ps must show a PID column")
+    col = header.index("PID")
+    print(out[0])
+    for line in out[1:]:
+        fields = line.split()
+        if len(fields) > col and fields[col] in pids:
+            print(line)
+    return 0
+
+
+def cmd_port(a, g):
+    c = load_container(a.id, g.root)
+    lines = _port_lines(c, a.private) if c.status() in ("running", "paused") else []
+    if a.private and not lines:
+        raise Error("no public port %s published for %s" % (a.private, c.id))
+    for line in lines:
+        print(line)
     return 0
 
 
@@ -6798,7 +7458,7 @@ def cmd_exec(a, g):
         if value:  # was parsed and ignored: the process would run unconfined
             raise Error("exec %s: not supported by minicontainer (no AppArmor or SELinux "
                         "here)" % flag)
-    c = Container.load(a.id, g.root)
+    c = load_container(a.id, g.root)
     if a.process:
         process = _read_json_arg(a.process, "--process")
     else:
@@ -6833,6 +7493,8 @@ def cmd_exec(a, g):
         if a.no_new_privs:
             process["noNewPrivileges"] = True
     console = a.console_socket or ("self" if process.get("terminal") else None)
+    if a.detach and console is None and "run" in c.state:
+        _detached_stdio(c)
     listen = socket_activation(process)
     pid = c.exec(process, console=console, preserve_fds=listen + a.preserve_fds, debug=g.debug)
     if a.pid_file:
@@ -6845,6 +7507,20 @@ def cmd_exec(a, g):
     if c.console_master is not None:
         return _proxy_tty(pid, c.console_master, True)
     return _wait_exit(pid)
+
+
+def _detached_stdio(c):
+    """docker's exec -d in a docker-like container: the process's output goes to the
+    container's log if it keeps one (run -d), else nowhere; never to the caller's stdio.
+    (An engine's exec -d keeps the stdio it gives, as runc's.)"""
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        out = os.open(c.log, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    except OSError:
+        out = null
+    os.dup2(null, 0)
+    for fd in (1, 2):
+        os.dup2(out, fd)
 
 
 def cmd_update(a, g):
@@ -6982,7 +7658,11 @@ RUN_FLAGS = [
     (("--name",), dict(help="the container's id"), None),  # _run
     (("--entrypoint",), dict(), _flag_entrypoint),
     (("--hostname",), dict(), _sets("hostname")),
+    (("--env-file",), dict(action="append", default=[], metavar="FILE",
+                           help="KEY=VALUE lines (KEY alone: ours), before -e's"),
+     _flag_env_file),
     (("-e", "--env"), dict(action="append", default=[], metavar="KEY=VAL"), _flag_env),
+    (("-l", "--label"), dict(action="append", default=[], metavar="KEY=VALUE"), _flag_label),
     (("-w", "--workdir"), dict(), _sets("process.cwd", _absolute_path)),
     (("-u", "--user"), dict(metavar="UID[:GID]"), _flag_user),
     (("-m", "--memory"), dict(metavar="SIZE"), _flag_memory),
@@ -7010,6 +7690,8 @@ RUN_FLAGS = [
     (("--cap-add",), dict(action="append", default=[]),  # after --cap-drop, as docker
      lambda run, names: _flag_caps(run, names, add=True)),
     (("--security-opt",), dict(action="append", default=[]), _flag_security_opt),
+    (("--privileged",), dict(action="store_true", help="every capability and device, no "
+                             "seccomp, masked or read-only paths"), _flag_privileged),
     (("--cgroup-parent",), dict(), None),  # _run
     (("--userns",), dict(action="store_true", help="a user namespace: root inside is an "
                          "unprivileged id outside"), _flag_userns),
@@ -7031,6 +7713,13 @@ RUN_FLAGS = [
                            help="a line for the container's /etc/hosts"),
      None),  # etc_files_option
     (("-t", "--tty"), dict(action="store_true"), _sets("process.terminal")),
+    (("--init",), dict(action="store_true", help="a reaping init (the host's tini-static or "
+                       "catatonit) as PID 1"), _flag_init),  # after the mounts and command
+    (("--pull",), dict(choices=["missing", "always", "never"], help="pull the image first: "
+                       "when the store lacks it (the default), always, or never"),
+     None),  # image_for_run
+    (("--platform",), dict(metavar="OS/ARCH[/VARIANT]", help="the image's platform (pulled "
+                           "when the stored one differs)"), None),  # image_for_run
     (("-i", "--interactive"), dict(action="store_true"), None),  # _run
     (("-d", "--detach"), dict(action="store_true"), None),  # _run
     (("--rm",), dict(action="store_true", help="remove the container when it exits (else it "
@@ -7110,23 +7799,48 @@ def _parser(only=None):
     ls = cmd("list", cmd_list, "list containers", ids=False)
     _format_option(ls)
     ls.add_argument("-q", "--quiet", action="store_true")
-    _format_option(cmd("ps", cmd_ps, "list a container's processes"))
+    ps = cmd("ps", cmd_ps, "list a container's processes (runc), or without ID the "
+             "containers (docker)", ids=False)
+    _format_option(ps)
+    ps.add_argument("-a", "--all", action="store_true", help="stopped containers too")
+    ps.add_argument("-q", "--quiet", action="store_true", help="ids only")
+    ps.add_argument("id", metavar="ID", nargs="?")
     cmd("stats", cmd_stats, "print a container's cgroup statistics as JSON")
     cmd("pause", cmd_pause, "freeze every process of a container")
     cmd("resume", cmd_resume, "thaw a paused container")
-    k = cmd("kill", cmd_kill, "send a signal to a container's init (or --all)")
+    k = cmd("kill", cmd_kill, "send a signal to a container's init (or --all): runc's kill "
+            "ID [SIGNAL] (SIGTERM), or docker's kill [-s SIGNAL] ID... (SIGKILL)", ids=False)
     k.add_argument("-a", "--all", action="store_true")
-    k.add_argument("signal", nargs="?", default="SIGTERM")
+    k.add_argument("-s", "--signal", help="docker's form")
+    k.add_argument("ids", nargs="+", metavar="ID")
     d = cmd("delete", cmd_delete, "remove a container and all it holds")
     d.add_argument("-f", "--force", action="store_true")
+    st = cmd("stop", cmd_stop, "stop containers: their stop signal, then SIGKILL after the "
+             "timeout", ids=False)
+    st.add_argument("-t", "--time", type=int, metavar="SECONDS",
+                    help="before SIGKILL (default: the container's stop timeout, or 10)")
+    st.add_argument("ids", nargs="+", metavar="ID")
+    rmc = cmd("rm", cmd_rm, "remove containers (running ones with -f)", ids=False)
+    rmc.add_argument("-f", "--force", action="store_true", help="kill running ones first")
+    rmc.add_argument("ids", nargs="+", metavar="ID")
+    cmd("inspect", cmd_inspect, "print containers as docker inspect does (JSON)",
+        ids=False).add_argument("ids", nargs="+", metavar="ID")
+    cmd("wait", cmd_wait, "wait until containers stop; print their exit codes",
+        ids=False).add_argument("ids", nargs="+", metavar="ID")
+    tp = cmd("top", cmd_top, "a container's processes, as the host's ps shows them")
+    tp.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS_OPTIONS")
+    cmd("port", cmd_port, "a container's published ports").add_argument(
+        "private", nargs="?", metavar="PRIVATE_PORT[/PROTO]")
     x = cmd("exec", cmd_exec, "run another process in a running container", ids=False)
     x.add_argument("-p", "--process", help="an OCI process JSON file")
     x.add_argument("-t", "--tty", action="store_true")
+    x.add_argument("-i", "--interactive", action="store_true",
+                   help="accepted: the process always has our stdin, as runc's exec")
     x.add_argument("--console-socket")
     x.add_argument("-d", "--detach", action="store_true")
     x.add_argument("--pid-file")
     x.add_argument("-e", "--env", action="append", default=[])
-    x.add_argument("--cwd")
+    x.add_argument("--cwd", "-w", "--workdir")
     x.add_argument("-u", "--user")
     x.add_argument("-c", "--cap", action="append", default=[])
     x.add_argument("--no-new-privs", action="store_true")
@@ -7170,6 +7884,8 @@ def _parser(only=None):
     rm = cmd("rmi", cmd_rmi, "remove stored images, and the blobs no other image uses",
              ids=False)
     rm.add_argument("--store", help="the image store")
+    rm.add_argument("-f", "--force", action="store_true",
+                    help="also an image that containers use (they keep its layers)")
     rm.add_argument("images", nargs="+", metavar="IMAGE")
     if not only:  # for --help's list: a start (`run`, `create`) need not pay for it
         sub.add_parser("pull", help="pull an image into the store (with tools/pull.py)",
@@ -7268,7 +7984,8 @@ def _main(argv, at, log, debug):
         sys.stdout.flush()  # here, where a closed pipe is caught
         return code
     except Error as e:
-        _log_error(str(e), log)
+        if str(e):  # else said already (by the puller)
+            _log_error(str(e), log)
         if debug:
             raise
         return e.code

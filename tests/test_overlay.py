@@ -190,7 +190,8 @@ def test_rmi_keeps_layers_a_container_uses(registry, store, base, state_root):
     ok(run_mc("run", "--name", cid, img.name, "true", state_root=state_root),
        quiet=True)  # stays, stopped, without --rm
     env = dict(os.environ, MINICONTAINER_STORE=store)
-    assert run_mc("rmi", img.name, env=env).returncode == 0
+    assert run_mc("rmi", img.name, env=env).returncode == 1  # in use: issue 13 refuses it
+    assert run_mc("rmi", "-f", img.name, env=env).returncode == 0
     assert all(os.path.isdir(p) for p in img.layers)  # the container still needs them
     ok(run_mc("delete", cid, state_root=state_root), quiet=True)
     assert os.listdir(os.path.join(store, "containers")) == []

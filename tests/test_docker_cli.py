@@ -1,0 +1,404 @@
+"""Issue 13: docker's everyday verbs (ps, stop, rm, kill ID..., inspect, wait, top, port,
+exec's flags), names and id prefixes, run's --env-file, -l, --init, --privileged, --pull and
+--platform, rmi of an image in use, and the Python API (run(), Container.wait(), the
+README's snippet)."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+import minicontainer as mc
+from conftest import RUNTIME, mc_bg, new_id, ok, one_line_error, wait_for
+from conftest import mc as run_mc
+from fixtures_registry import Image, dir_layer, free_port, run_pull
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
+
+
+@pytest.fixture(scope="module")
+def base(busybox_rootfs):
+    return dir_layer(busybox_rootfs)
+
+
+@pytest.fixture
+def image(registry, base):
+    """A busybox image in the registry, not yet in the test's store: its reference."""
+    name = "cli/" + os.urandom(4).hex()
+    registry.client.push_image(name, "v", Image([base], config={
+        "Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "StopSignal": "SIGUSR1"}))
+    return f"{registry.host}/{name}:v"
+
+
+@pytest.fixture
+def pulled(image, store):
+    r = run_pull("-q", image, store=store)
+    assert r.returncode == 0, r.stderr
+    return image
+
+
+def detach(state_root, *args):
+    rc, out, err = mc_bg("run", "-d", *args, state_root=state_root)
+    assert rc == 0, err
+    return out.strip()
+
+
+def state_of(state_root, cid):
+    with open(os.path.join(state_root, cid, "state.json")) as f:
+        return json.load(f)
+
+
+def ps_rows(state_root, *flags):
+    lines = ok(run_mc("ps", *flags, state_root=state_root)).splitlines()
+    assert re.split(r"\s{3,}", lines[0]) == ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED",
+                                             "STATUS", "PORTS", "NAMES"]
+    return {line.split()[-1]: line for line in lines[1:]}
+
+
+# ---- ps, stop, rm, kill, names and prefixes ----
+
+def test_ps_lists_containers_as_docker_does(busybox_rootfs, state_root):
+    up, done = new_id("up"), new_id("done")
+    detach(state_root, "--rootfs", busybox_rootfs, "--name", up, "--",
+           "sh", "-c", "sleep 100; echo a long command line")
+    r = run_mc("run", "--rootfs", busybox_rootfs, "--name", done, "--", "sh", "-c", "exit 5",
+               state_root=state_root)
+    assert r.returncode == 5
+    running = ps_rows(state_root)
+    assert list(running) == [up]
+    assert '"sh -c sleep 100; ec…"' in running[up]  # docker's 20 characters, quoted
+    assert re.search(r"   Up (Less than a second|\d+ seconds?)   ", running[up])
+    every = ps_rows(state_root, "-a")
+    assert set(every) == {up, done}
+    code = state_of(state_root, done).get("exit_code")  # written by whoever saw the exit
+    assert re.search(r"   Exited%s( .* ago)?   " % (r" \(5\)" if code is not None else ""),
+                     every[done]), every[done]
+    assert ok(run_mc("ps", "-q", state_root=state_root)).split() == [up[:12]]
+    assert sorted(ok(run_mc("ps", "-aq", state_root=state_root)).split()) == \
+        sorted([up[:12], done[:12]])
+    data = json.loads(ok(run_mc("ps", "-a", "--format", "json", state_root=state_root)))
+    assert {d["Names"]: d["State"] for d in data} == {up: "running", done: "exited"}
+    # runc's `ps ID` is still the container's processes
+    assert ok(run_mc("ps", up, state_root=state_root)).split()[:2] == ["PID", "CMD"]
+    ok(run_mc("rm", "-f", up, done, state_root=state_root))
+
+
+def test_stop_a_pid_1_that_ignores_term(busybox_rootfs, state_root):
+    cid = new_id("stubborn")
+    detach(state_root, "--rootfs", busybox_rootfs, "--name", cid, "--",
+           "sh", "-c", "trap '' TERM; while :; do sleep 1; done")
+    t = time.monotonic()
+    r = run_mc("stop", "-t", "1", cid, state_root=state_root)
+    assert ok(r) == cid + "\n"
+    assert 1 <= time.monotonic() - t < 5
+    assert mc.Container.load(cid, state_root).status() == "stopped"
+    assert state_of(state_root, cid)["stopped_by_user"] is True
+    ok(run_mc("stop", cid, state_root=state_root))  # stopped already: nothing to do
+    ok(run_mc("rm", cid, state_root=state_root))
+
+
+def test_stop_sends_the_stop_signal_then_waits(busybox_rootfs, state_root):
+    a, b = new_id("polite"), new_id("polite")
+    for cid in (a, b):
+        detach(state_root, "--rootfs", busybox_rootfs, "--name", cid, "--",
+               "sh", "-c", "trap 'exit 3' TERM; sleep 100 & wait")
+    t = time.monotonic()
+    r = run_mc("stop", a, b, state_root=state_root)
+    assert ok(r).split() == [a, b]
+    assert time.monotonic() - t < 5  # they stopped on TERM, not after 10 s
+    ok(run_mc("rm", a, b, state_root=state_root))
+
+
+def test_rm_refuses_a_running_container_without_f(busybox_rootfs, state_root):
+    cid = new_id("rm")
+    detach(state_root, "--rootfs", busybox_rootfs, "--name", cid, "--", "sleep", "100")
+    r = run_mc("rm", cid, state_root=state_root)
+    assert "running" in one_line_error(r) and "rm -f" in r.stderr
+    assert mc.Container.load(cid, state_root).status() == "running"
+    r = run_mc("rm", "-f", cid, "nosuch", state_root=state_root)
+    assert r.returncode == 1 and r.stdout == cid + "\n"
+    assert "nosuch does not exist" in r.stderr
+    assert not os.path.exists(os.path.join(state_root, cid))
+
+
+def test_names_and_unique_prefixes(busybox_rootfs, state_root):
+    one, two = "pfx-one-" + new_id(), "pfx-two-" + new_id()
+    for cid in (one, two):
+        detach(state_root, "--rootfs", busybox_rootfs, "--name", cid, "--", "sleep", "100")
+    assert "ambiguous" in one_line_error(run_mc("inspect", "pfx-", state_root=state_root))
+    assert json.loads(ok(run_mc("inspect", "pfx-o", state_root=state_root)))[0]["Id"] == one
+    assert ok(run_mc("exec", "pfx-t", "echo", "in", state_root=state_root)) == "in\n"
+    # runc's verbs take exact ids only (engines' contract)
+    assert "does not exist" in one_line_error(run_mc("state", "pfx-o", state_root=state_root))
+    r = run_mc("kill", "-s", "KILL", "pfx-o", "pfx-t", state_root=state_root)
+    assert ok(r).split() == ["pfx-o", "pfx-t"]
+    wait_for(lambda: all(mc.Container.load(c, state_root).status() == "stopped"
+                         for c in (one, two)), what="the kills")
+    ok(run_mc("rm", one, two, state_root=state_root))
+
+
+def test_exact_id_wins_over_prefix(busybox_rootfs, state_root):
+    short = new_id("ex")
+    for cid in (short, short + "0"):
+        detach(state_root, "--rootfs", busybox_rootfs, "--name", cid, "--", "sleep", "100")
+    assert json.loads(ok(run_mc("inspect", short, state_root=state_root)))[0]["Id"] == short
+    ok(run_mc("rm", "-f", short, short + "0", state_root=state_root))
+
+
+def test_kill_keeps_runc_form(busybox_rootfs, state_root):
+    cid = new_id("k")
+    detach(state_root, "--rootfs", busybox_rootfs, "--name", cid, "--", "sleep", "100")
+    r = run_mc("kill", cid, "9", state_root=state_root)  # runc's: ID SIGNAL, prints nothing
+    assert ok(r) == ""
+    wait_for(lambda: mc.Container.load(cid, state_root).status() == "stopped", what="kill")
+    assert "not running" in one_line_error(run_mc("kill", cid, "KILL", state_root=state_root))
+    ok(run_mc("rm", cid, state_root=state_root))
+
+
+# ---- inspect, wait, top, port, exec ----
+
+def test_inspect_has_dockers_shape(pulled, state_root, tmp_path):
+    cid, port = new_id("insp"), free_port()
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    detach(state_root, "--name", cid, "-l", "tier=web", "-l", "empty", "-m", "64m",
+           "--cpus", "1.5", "--pids-limit", "50", "-v", "%s:/data:ro" % vol, "-e", "A=1",
+           "-w", "/tmp", "-p", "127.0.0.1:%d:80" % port, pulled, "sleep", "100")
+    [info] = json.loads(ok(run_mc("inspect", cid, state_root=state_root)))
+    assert info["Id"] == cid and info["Name"] == "/" + cid
+    assert info["State"]["Status"] == "running" and info["State"]["Running"] is True
+    assert info["State"]["Pid"] == mc.Container.load(cid, state_root).pid
+    assert info["Config"]["Image"] == pulled
+    assert info["Config"]["Cmd"] == ["sleep", "100"] and info["Config"]["Entrypoint"] is None
+    assert info["Config"]["Labels"] == {"tier": "web", "empty": ""}
+    assert "A=1" in info["Config"]["Env"] and info["Config"]["WorkingDir"] == "/tmp"
+    host = info["HostConfig"]
+    assert host["Memory"] == 64 << 20 and host["NanoCpus"] == 1500000000
+    assert host["PidsLimit"] == 50 and host["Binds"] == ["%s:/data:ro" % vol]
+    assert host["NetworkMode"] == "bridge"
+    ports = {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    assert host["PortBindings"] == ports and info["NetworkSettings"]["Ports"] == ports
+    assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", info["NetworkSettings"]["IPAddress"])
+    assert info["Mounts"] == [{"Type": "bind", "Source": str(vol), "Destination": "/data",
+                               "Mode": "ro", "RW": False, "Propagation": "rprivate"}]
+    assert ok(run_mc("port", cid, state_root=state_root)) == \
+        "80/tcp -> 127.0.0.1:%d\n" % port
+    assert ok(run_mc("port", cid, "80", state_root=state_root)) == \
+        "80/tcp -> 127.0.0.1:%d\n" % port
+    one_line_error(run_mc("port", cid, "81/tcp", state_root=state_root))
+    assert "%s->80/tcp" % port not in ps_rows(state_root)[cid]  # docker's ps form is 80/tcp ->
+    top = ok(run_mc("top", cid, state_root=state_root)).splitlines()
+    assert top[0].split()[:3] == ["UID", "PID", "PPID"]
+    assert len(top) == 2 and top[1].endswith("sleep 100")
+    ok(run_mc("rm", "-f", cid, state_root=state_root))
+    r = run_mc("inspect", cid, state_root=state_root)
+    assert r.returncode == 1 and json.loads(r.stdout) == []
+
+
+def test_wait_prints_the_exit_code(busybox_rootfs, state_root):
+    cid = new_id("wait")
+    detach(state_root, "--rootfs", busybox_rootfs, "--name", cid, "--",
+           "sh", "-c", "sleep 0.3; exit 7")
+    t = time.monotonic()
+    r = run_mc("wait", cid, state_root=state_root)
+    assert time.monotonic() - t >= 0.2
+    assert mc.Container.load(cid, state_root).status() == "stopped"
+    if "exit_code" in state_of(state_root, cid):
+        assert ok(r) == "7\n"
+    else:  # nothing recorded it (the monitor of detached containers does)
+        assert "not recorded" in one_line_error(r)
+    ok(run_mc("rm", cid, state_root=state_root))
+
+
+def test_exec_flags(busybox_rootfs, state_root):
+    cid = new_id("ex")
+    detach(state_root, "--rootfs", busybox_rootfs, "--name", cid, "--", "sleep", "100")
+    assert ok(run_mc("exec", "-w", "/tmp", cid, "pwd", state_root=state_root)) == "/tmp\n"
+    assert ok(run_mc("exec", "-u", "1000", "-e", "X=y", cid, "sh", "-c", "id -u; echo $X",
+                     state_root=state_root)) == "1000\ny\n"
+    r = run_mc("exec", "-i", cid, "cat", input="from stdin", state_root=state_root)
+    assert ok(r) == "from stdin"
+    # -d: returns at once; the output goes to the container's log, not to the caller
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "exec", "-d", cid,
+                        "sh", "-c", "sleep 0.2; echo detached"], capture_output=True,
+                       text=True, timeout=30)
+    assert ok(r) == "" and time.monotonic() - t < 5
+    wait_for(lambda: "detached" in run_mc("logs", cid, state_root=state_root).stdout,
+             what="the exec's output in the log")
+    ok(run_mc("rm", "-f", cid, state_root=state_root))
+
+
+# ---- run's flags ----
+
+def test_env_file_and_labels(busybox_rootfs, state_root, tmp_path):
+    env = tmp_path / "env"
+    env.write_text("# a comment\n\nA=1\n  B=two words \nFROM_CALLER\nUNSET_HERE\nC=x=y\n")
+    r = run_mc("run", "--rm", "--rootfs", busybox_rootfs, "--env-file", str(env), "-e", "A=9",
+               "--", "sh", "-c", 'echo "$A|$B|$FROM_CALLER|${UNSET_HERE-unset}|$C"',
+               state_root=state_root, env=dict(os.environ, FROM_CALLER="hi"))
+    assert ok(r) == "9|two words |hi|unset|x=y\n"
+    bad = tmp_path / "bad"
+    bad.write_text("NAME WITH SPACE=1\n")
+    assert "--env-file" in one_line_error(run_mc("run", "--rm", "--rootfs", busybox_rootfs,
+                                                 "--env-file", str(bad), "--", "true",
+                                                 state_root=state_root))
+    assert "--env-file" in one_line_error(run_mc("run", "--rm", "--rootfs", busybox_rootfs,
+                                                 "--env-file", str(tmp_path / "none"), "--",
+                                                 "true", state_root=state_root))
+
+
+def test_init_reaps_as_pid_1(busybox_rootfs, state_root):
+    r = run_mc("run", "--rm", "--init", "--rootfs", busybox_rootfs, "--",
+               "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; exit 4",
+               state_root=state_root)
+    assert r.returncode == 4, r.stderr
+    assert r.stdout.startswith("/dev/init -- sh -c")
+    assert not os.path.exists(os.path.join(busybox_rootfs, "dev", "init"))
+
+
+def test_init_needs_a_static_init(busybox_rootfs, state_root, monkeypatch):
+    monkeypatch.setattr(mc, "HOST_INITS", ("/bin/ls", "/nonexistent"))
+    with pytest.raises(mc.Error, match="linked dynamically.*tini-static"):
+        mc.host_init()
+    monkeypatch.setattr(mc, "HOST_INITS", ("/nonexistent",))
+    with pytest.raises(mc.Error, match="apt-get install tini"):
+        mc.host_init()
+    assert mc.static_executable("/bin/busybox") or not mc.static_executable("/bin/ls")
+
+
+def test_privileged(busybox_rootfs, state_root):
+    script = ("grep -E '^(CapEff|Seccomp):' /proc/self/status; "
+              "grep ' /sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1; "
+              "ls /dev/loop-control /dev/kmsg 2>&1; cat /proc/kcore >/dev/null 2>&1; echo $?")
+    r = run_mc("run", "--rm", "--privileged", "--rootfs", busybox_rootfs, "--",
+               "sh", "-c", script, state_root=state_root)
+    out = ok(r)
+    with open("/proc/self/status") as f:  # every capability the runtime holds (ours)
+        bounding = next(line for line in f if line.startswith("CapBnd:")).split()[1]
+    assert "CapEff:\t%s" % bounding in out
+    assert "Seccomp:\t0" in out
+    assert "\nrw\n" in out
+    for dev in ("/dev/loop-control", "/dev/kmsg"):
+        if os.path.exists(dev):
+            assert dev + "\n" in out and "No such file" not in out
+    plain = ok(run_mc("run", "--rm", "--rootfs", busybox_rootfs, "--", "sh", "-c", script,
+                      state_root=state_root))
+    assert "Seccomp:\t2" in plain and "\nro\n" in plain
+
+
+def test_pull_missing_is_the_default(image, store, state_root):
+    r = run_mc("run", "--rm", image, "echo", "hello", state_root=state_root)
+    assert r.stdout == "hello\n", r.stderr  # the pull's progress is on stderr only
+    assert r.returncode == 0
+    assert "Unable to find image" in r.stderr and "Digest: sha256:" in r.stderr
+    r = run_mc("run", "--rm", image, "echo", "again", state_root=state_root)
+    assert ok(r) == "again\n" and "Unable to find" not in r.stderr
+
+
+def test_pull_never_and_always(image, store, state_root):
+    r = run_mc("run", "--rm", "--pull", "never", image, "true", state_root=state_root)
+    assert "no such image" in one_line_error(r)
+    r = run_mc("run", "--rm", "--pull", "always", image, "echo", "x", state_root=state_root)
+    assert ok(r) == "x\n" and "Digest:" in r.stderr
+    r = run_mc("run", "--rm", "--pull", "always", image, "echo", "y", state_root=state_root)
+    assert ok(r) == "y\n" and "Digest:" in r.stderr
+
+
+def test_pull_failure_is_said_once(registry, store, state_root):
+    r = run_mc("run", "--rm", "%s/cli/none:v" % registry.host, "true", state_root=state_root)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith("Unable to find image"), r.stderr
+    assert lines[-1].startswith("pull: "), r.stderr  # the puller's word, not repeated
+    assert not any(line.startswith("minicontainer:") for line in lines), r.stderr
+
+
+def test_platform(registry, base, store, state_root):
+    name = "cli/multi" + os.urandom(3).hex()
+    registry.client.push_index(name, "v", [Image([base], arch="amd64"),
+                                           Image([base], arch="arm64")])
+    ref = "%s/%s:v" % (registry.host, name)
+    host = mc.host_platform_string()
+    other = "linux/arm64" if host == "linux/amd64" else "linux/amd64"
+    r = run_mc("run", "--rm", "--platform", other, ref, "true", state_root=state_root)
+    assert r.returncode == 0, r.stderr
+    assert "warning: image %s is for %s, this machine is %s" % (ref, other, host) in r.stderr
+    assert mc.find_image(ref, store).platform == other
+    r = run_mc("run", "--rm", "--platform", other, "--pull", "never", ref, "true",
+               state_root=state_root)
+    assert r.returncode == 0 and "Digest" not in r.stderr
+    r = run_mc("run", "--rm", "--platform", host, "--pull", "never", ref, "true",
+               state_root=state_root)
+    assert "is for %s, not %s" % (other, host) in one_line_error(r)
+    r = run_mc("run", "--rm", "--platform", host, ref, "true", state_root=state_root)
+    assert r.returncode == 0 and "warning" not in r.stderr and "Digest" in r.stderr
+    assert mc.find_image(ref, store).platform == host
+
+
+def test_rmi_refuses_an_image_in_use(pulled, store, state_root):
+    cid = new_id("use")
+    r = run_mc("run", "--name", cid, pulled, "true", state_root=state_root)
+    assert r.returncode == 0, r.stderr
+    r = run_mc("rmi", pulled)
+    assert cid in one_line_error(r) and "rmi -f" in r.stderr
+    mc.find_image(pulled, store)
+    ok(run_mc("rmi", "-f", pulled))
+    with pytest.raises(mc.Error):
+        mc.find_image(pulled, store)
+    ok(run_mc("rm", cid, state_root=state_root))
+
+
+# ---- the Python API ----
+
+def test_python_run_and_wait(pulled, busybox_rootfs, state_root, tmp_path):
+    r = mc.run(pulled, ["sh", "-c", "echo hi; echo err >&2; exit 3"], root=state_root)
+    assert (r.exit_code, r.stdout, r.stderr) == (3, "hi\n", "err\n")
+    r = mc.run(pulled, ["cat"], flags=["-i"], input="in", root=state_root)
+    assert (r.exit_code, r.stdout) == (0, "in")
+    config = mc.default_spec(rootfs=busybox_rootfs, args=["sh", "-c", "exit 6"])
+    c = mc.Container.create(new_id("api"), config, bundle=str(tmp_path), root=state_root)
+    c.start()
+    assert c.wait(timeout=10) == 6
+    c.destroy()
+    config = mc.default_spec(rootfs=busybox_rootfs, args=["sleep", "100"])
+    c = mc.Container.create(new_id("api"), config, bundle=str(tmp_path), root=state_root)
+    c.start()
+    with pytest.raises(TimeoutError):
+        c.wait(timeout=0.1)
+    c.signal(9)
+    assert c.wait() == 137
+    c.destroy()
+
+
+def readme_snippet():
+    with open(os.path.join(os.path.dirname(RUNTIME), "README.md")) as f:
+        text = f.read()
+    return re.search(r"```python\n(.*?)```", text, re.S).group(1)
+
+
+def test_the_readme_snippet_runs_as_written(busybox_rootfs, store, tmp_path):
+    """The README says how to make what the snippet needs (a rootfs at /tmp/rootfs and an
+    image busybox), then runs it in the checkout as root."""
+    snippet = readme_snippet()
+    made = not os.path.exists("/tmp/rootfs")
+    if made:
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(RUNTIME), "tools",
+                                                     "mkrootfs.py"), "/tmp/rootfs"],
+                       check=True, capture_output=True)
+    try:
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(RUNTIME), "tools",
+                                                     "import_image.py"), "/tmp/rootfs",
+                        "busybox"], check=True, capture_output=True)
+        r = subprocess.run([sys.executable, "-"], input=snippet, capture_output=True,
+                           text=True, cwd=os.path.dirname(RUNTIME), timeout=60,
+                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "0 hi\n3\n", r.stdout
+    finally:
+        if made:
+            import shutil
+            shutil.rmtree("/tmp/rootfs")
