@@ -459,27 +459,6 @@ def pidfd_open(pid):
         return None
 
 
-# PIDFD_GET_INFO (Linux 6.15): with PIDFD_INFO_EXIT, the wait status of a process that has
-# exited and been reaped, to whoever holds a pidfd of it, its parent or not.
-PIDFD_GET_INFO = 0xC040FF0B  # _IOWR(0xFF, 11, struct pidfd_info), the 64 bytes of its 1st form
-PIDFD_INFO_EXIT = 1 << 3
-
-
-def pidfd_exit_status(pidfd):
-    """The wait status of the exited process of a pidfd; None until its parent has reaped
-    it, and on kernels before 6.15."""
-    import fcntl
-    import struct
-    buf = bytearray(struct.pack("Q", PIDFD_INFO_EXIT) + bytes(56))
-    try:
-        fcntl.ioctl(pidfd, PIDFD_GET_INFO, buf)
-    except OSError:
-        return None
-    if not struct.unpack_from("Q", buf)[0] & PIDFD_INFO_EXIT:
-        return None
-    return struct.unpack_from("i", buf, 60)[0]
-
-
 def proc_stat(pid):
     """/proc/PID/stat's fields after the command name (field 3 on, as bytes); None: no such
     process. The name, in parentheses, may itself hold spaces and parentheses."""
@@ -1459,10 +1438,7 @@ class Cgroup:
             path = os.path.join(self.v1["memory"], "memory.oom_control")
         else:
             return False
-        try:
-            return _keyed(path).get("oom_kill", 0) > 0
-        except OSError:
-            return False
+        return _keyed(path).get("oom_kill", 0) > 0
 
     # -- the end
     def kill_all(self, sig=signal.SIGKILL):
