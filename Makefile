@@ -41,6 +41,7 @@ bench:
 	$(PYTHON) bench/bench_pull.py
 	$(PYTHON) bench/bench_network.py
 	$(PYTHON) bench/bench_overlay.py
+	$(PYTHON) bench/bench_detached.py
 
 demo:
 	$(PYTHON) tools/demo.py

@@ -6238,10 +6238,11 @@ def _run(a, g):
         if err:
             raise err
         debug_step("running")
-        with c.lock():
-            # a container the user keeps, not a crash's debris: gc leaves it
-            c.state.update(_start_record(run, g), keep=keep)
-            c.save()
+        if image is not None or a.rootfs:  # docker-like: its readers want the record
+            with c.lock():
+                # a container the user keeps, not a crash's debris: gc leaves it
+                c.state.update(_start_record(run, g), keep=keep)
+                c.save()
     except BaseException:
         for fd in sum(pipes or [], ()):
             os.close(fd)

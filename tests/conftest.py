@@ -105,6 +105,17 @@ def one_line_error(r):
     return lines[0]
 
 
+def monitor_pid(state_root):
+    """The pid of the monitor of a state root's detached containers (run -d)."""
+    with open(os.path.join(state_root, ".monitor")) as f:
+        return int(f.read())
+
+
+def parent_pid(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rpartition(")")[2].split()[1])
+
+
 def wait_for(predicate, timeout=10, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -14,7 +14,8 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import RUNTIME, mc, mc_bg, new_id, one_line_error, wait_for
+from conftest import (RUNTIME, mc, mc_bg, monitor_pid, new_id, one_line_error, parent_pid,
+                      wait_for)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -42,16 +43,6 @@ def finished(state_root, cid, count=None):
     """The monitor recorded an exit (of the restart_count-th run, when given)."""
     s = state(state_root, cid)
     return "finished_at" in s and (count is None or s.get("restart_count") == count) and s
-
-
-def monitor_pid(state_root):
-    with open(os.path.join(state_root, ".monitor")) as f:
-        return int(f.read())
-
-
-def ppid(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        return int(f.read().rpartition(")")[2].split()[1])
 
 
 def delete(state_root, *cids):
@@ -204,7 +195,7 @@ def test_always_restarts_until_stopped(busybox_rootfs, state_root):
                      mcmod.Container.load(cid, state_root).alive() and
                      state(state_root, cid), what="the restart")
         assert s["pid"] != first and "finished_at" not in s
-        assert ppid(s["pid"]) == monitor_pid(state_root)
+        assert parent_pid(s["pid"]) == monitor_pid(state_root)
         # stop, as the contract says (`stop` writes stopped_by_user first): not restarted
         mcmod._stop_container(mcmod.Container.load(cid, state_root), timeout=1)
         s = wait_for(lambda: finished(state_root, cid))
@@ -276,7 +267,7 @@ def test_one_monitor_serves_every_detached_container(busybox_rootfs, state_root)
             cids.append(run_d(state_root, "--rm", "--rootfs", busybox_rootfs, "--",
                               "sleep", "1000"))
         assert monitor_pid(state_root) == monitor
-        assert {ppid(state(state_root, c)["pid"]) for c in cids} == {monitor}
+        assert {parent_pid(state(state_root, c)["pid"]) for c in cids} == {monitor}
         ten = _rss_kib(monitor)
         # bench/bench_detached.py measures it; here a loose bound: a few MiB, not 10 each
         print("monitor RSS: %d KiB with 1 container, %d KiB with 10" % (one, ten))

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import RUNTIME, mc, mc_bg, new_id, wait_for
+from conftest import RUNTIME, mc, mc_bg, monitor_pid, new_id, parent_pid, wait_for
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -172,12 +172,12 @@ def test_run_detached_rm_removes_the_container_when_it_exits(cli, busybox_rootfs
     assert st["status"] == "running"
     # What removes it later is the state root's monitor: a process of its own session, the
     # parent of the container's init, holding none of the caller's stdio.
-    monitors = [_monitor(state_root)]
+    monitors = [monitor_pid(state_root)]
     fds = {int(fd): os.readlink("/proc/%d/fd/%s" % (monitors[0], fd))
            for fd in os.listdir("/proc/%d/fd" % monitors[0])}
     assert [fds[fd] for fd in (0, 1, 2)] == ["/dev/null"] * 3
     assert os.getsid(monitors[0]) != os.getsid(0)
-    assert _ppid(st["pid"]) == monitors[0]
+    assert parent_pid(st["pid"]) == monitors[0]
     cg = "/minicontainer/" + cid
     assert cgroups.exists(cg)
 
@@ -188,23 +188,13 @@ def test_run_detached_rm_removes_the_container_when_it_exits(cli, busybox_rootfs
     assert cli.fails("state", cid) == "minicontainer: container %s does not exist\n" % cid
 
 
-def _monitor(state_root):
-    with open(os.path.join(state_root, ".monitor")) as f:
-        return int(f.read())
-
-
-def _ppid(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        return int(f.read().rpartition(")")[2].split()[1])
-
-
 def test_run_detached_rm_leaves_a_newer_container_of_the_same_id(cli, busybox_rootfs,
                                                                  state_root, bundle):
     cid = new_id()
     cli.bg("run", "-d", "--rm", "--name", cid, "--rootfs", busybox_rootfs, "--",
            "sleep", "1000")
     first = cli.state(cid)["pid"]
-    monitor = _monitor(state_root)
+    monitor = monitor_pid(state_root)
     # Deleted by hand and made again (by an engine's create: the monitor cannot answer a
     # run -d now) before the monitor saw its init exit.
     os.kill(monitor, signal.SIGSTOP)
