@@ -6199,8 +6199,8 @@ def _run(a, g):
     preserve_fds = socket_activation(config["process"]) + a.preserve_fds
     # docker's -d: the output goes through pipes to the monitor, which writes the log, never
     # to the caller (whose $(...) would wait for the container to end)
-    pipes = [os.pipe(), os.pipe()] if a.detach and not terminal and bool(image or a.rootfs) \
-        else None
+    pipes = [os.pipe(), os.pipe()] if a.detach and not terminal and bool(
+        image or a.rootfs) and _MONITOR.get("channel") is not None else None
     try:
         c = Container.create(cid, config, bundle, g.root, console=console,
                              stdin_null=not a.interactive and bool(image or a.rootfs),
@@ -6210,10 +6210,10 @@ def _run(a, g):
                              network=run.network, etc_files=run.etc_files,
                              log=pipes and (pipes[0][1], pipes[1][1]))
     except BaseException:
-        for fd in sum(pipes or [], ()):
-            os.close(fd)
+        for r, _ in pipes or []:
+            os.close(r)
         raise
-    finally:
+    finally:  # the container's now, and no other's: the monitor sees their end with it
         for _, w in pipes or []:
             os.close(w)
     # docker's semantics for images and rootfs directories: without --rm, the stopped
@@ -6244,8 +6244,8 @@ def _run(a, g):
                 c.state.update(_start_record(run, g), keep=keep)
                 c.save()
     except BaseException:
-        for fd in sum(pipes or [], ()):
-            os.close(fd)
+        for r, _ in pipes or []:
+            os.close(r)
         try:
             c.destroy()
         except NotFound:
@@ -6302,11 +6302,20 @@ def _exit_record(c, pid, start_time, code):
 
 
 _MONITOR = {}  # in a child of the monitor running a `run -d`: its channel to the monitor
-MONITOR_LOCK, MONITOR_SOCKET = ".monitor", ".monitor.sock"  # in the state root
+MONITORS = "/run/minicontainer-monitors"
+MONITOR_LOCK, MONITOR_SOCKET = "monitor", "monitor.sock"  # its lock holds its pid
 # The monitor is a new interpreter that imports this file, named by its path (as the runtime
 # is: `gc` and tests find it so), with its state root.
 MONITOR_MAIN = ("import os, sys; sys.path.insert(0, os.path.dirname(sys.argv[1])); "
                 "import minicontainer; minicontainer._Monitor(sys.argv[2]).serve()")
+
+
+def monitor_dir(root):
+    """Where the monitor of a state root keeps its lock and socket: not in the state root,
+    whose entries are containers (and a socket's path there could be too long)."""
+    import hashlib
+    return os.path.join(MONITORS, hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[
+        :32])
 
 
 def _monitor_request(root, request, fds=()):
@@ -6315,7 +6324,7 @@ def _monitor_request(root, request, fds=()):
     import fcntl
     import socket
     os.makedirs(root, mode=0o711, exist_ok=True)
-    path = os.path.join(root, MONITOR_SOCKET)
+    path = os.path.join(monitor_dir(root), MONITOR_SOCKET)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     gate = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -6446,8 +6455,9 @@ class _Monitor:
         import fcntl
         import select
         import socket
-        self.root = root
-        lock = os.path.join(root, MONITOR_LOCK)
+        self.root, self.dir = root, monitor_dir(root)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        lock = os.path.join(self.dir, MONITOR_LOCK)
         while True:
             self.lock = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
@@ -6462,7 +6472,7 @@ class _Monitor:
             os.close(self.lock)  # the file of one that left (and removed it): again
         os.ftruncate(self.lock, 0)
         os.write(self.lock, b"%d\n" % os.getpid())
-        self.path = os.path.join(root, MONITOR_SOCKET)
+        self.path = os.path.join(self.dir, MONITOR_SOCKET)
         try:
             os.unlink(self.path)  # a crashed monitor's
         except FileNotFoundError:
@@ -6545,8 +6555,7 @@ class _Monitor:
                 self.accept(None)  # sent before we locked: served
                 return False
             except BlockingIOError:
-                os.unlink(self.path)
-                os.unlink(os.path.join(self.root, MONITOR_LOCK))  # ours: we hold it
+                _remove_monitor_files(self.dir)  # the lock is ours: we hold it
                 return True
             finally:
                 self.listener.setblocking(True)
@@ -6852,27 +6861,43 @@ def cmd_gc(a, g):
 
 
 def _monitor_gc(root):
-    """What a monitor that crashed left in the state root: its socket, and the logs it kept
-    aside for a restart (the next monitor would remove the socket too)."""
+    """What a monitor that crashed left: its socket and lock, and the logs it kept aside
+    in the state root for a restart (the next monitor would remove the socket too)."""
     import fcntl
     import shutil
-    removed = []
+    d = monitor_dir(root)
     try:
-        fd = os.open(os.path.join(root, MONITOR_LOCK), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(os.path.join(d, MONITOR_LOCK), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return removed
+        return []
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no monitor runs, nor starts
-        for name in [MONITOR_SOCKET] + [n for n in _listdir(root) if n.startswith(".restart-")]:
-            path = os.path.join(root, name)
-            if os.path.lexists(path):
-                shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
-                removed.append(path)
+        removed = [os.path.join(d, MONITOR_SOCKET)] if os.path.exists(
+            os.path.join(d, MONITOR_SOCKET)) else []
+        _remove_monitor_files(d)
+        for name in _listdir(root):
+            if name.startswith(".restart-"):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+                removed.append(os.path.join(root, name))
+        return removed
     except BlockingIOError:
-        pass
+        return []
     finally:
         os.close(fd)
-    return removed
+
+
+def _remove_monitor_files(d):
+    """Under the monitor's lock: its socket, the lock itself (a monitor that opened it
+    meanwhile finds it gone once it holds it, and tries again) and their directory."""
+    for name in (MONITOR_SOCKET, MONITOR_LOCK):
+        try:
+            os.unlink(os.path.join(d, name))
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(d)
+    except OSError:
+        pass
 
 
 def cmd_prune(a, g):

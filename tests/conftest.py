@@ -107,7 +107,8 @@ def one_line_error(r):
 
 def monitor_pid(state_root):
     """The pid of the monitor of a state root's detached containers (run -d)."""
-    with open(os.path.join(state_root, ".monitor")) as f:
+    import minicontainer
+    with open(os.path.join(minicontainer.monitor_dir(state_root), "monitor")) as f:
         return int(f.read())
 
 
