@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import mkrootfs  # noqa: E402
 
 RUNTIME = os.path.join(ROOT, "minicontainer.py")
-PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+# Run as a program, as engines and bench_run.py do (its compiled form cached), with sudo's PATH
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 TARGET_KIB = 2048
 
 
@@ -55,8 +56,8 @@ def measure(count, rootfs, base):
     try:
         for i in range(count):
             t = time.monotonic()
-            out = subprocess.run([PYTHON, RUNTIME, "--root", state, "run", "-d", "--rootfs",
-                                  rootfs, "--", "sleep", "1000"], check=True,
+            out = subprocess.run([RUNTIME, "--root", state, "run", "-d", "--rootfs", rootfs,
+                                  "--", "sleep", "1000"], check=True, env=CLEAN_ENV,
                                  capture_output=True, text=True).stdout
             times.append((time.monotonic() - t) * 1000)
             ids.append(out.strip())
@@ -68,7 +69,7 @@ def measure(count, rootfs, base):
                 "next_run_d_median_ms": statistics.median(times[1:]) if count > 1 else None}
     finally:
         for cid in ids:
-            subprocess.run([PYTHON, RUNTIME, "--root", state, "delete", "-f", cid],
+            subprocess.run([RUNTIME, "--root", state, "delete", "-f", cid], env=CLEAN_ENV,
                            capture_output=True)
 
 
