@@ -42,6 +42,7 @@ bench:
 	$(PYTHON) bench/bench_pull_interrupt.py
 	$(PYTHON) bench/bench_network.py
 	$(PYTHON) bench/bench_overlay.py
+	$(PYTHON) bench/bench_detached.py
 
 demo:
 	$(PYTHON) tools/demo.py

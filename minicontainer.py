@@ -2278,6 +2278,17 @@ class Cgroup:
             pass
         return False
 
+    def oom_killed(self):
+        """Whether the kernel's OOM killer killed a process of this cgroup (for its limit):
+        memory.events' oom_kill on v2, memory.oom_control's on v1 (Linux 4.13+)."""
+        if self.unified:
+            path = os.path.join(self.v2, "memory.events")
+        elif "memory" in self.v1:
+            path = os.path.join(self.v1["memory"], "memory.oom_control")
+        else:
+            return False
+        return _keyed(path).get("oom_kill", 0) > 0
+
     # -- the end
     def kill_all(self, sig=signal.SIGKILL):
         # Every hierarchy's members: a move cut short (a runtime killed while it wrote them)
@@ -4049,7 +4060,7 @@ class InitContext:
     """What a child of the runtime (create's init and first child, exec's middle process)
     takes across fork: the runtime fills it in, the child only reads it."""
     __slots__ = ("config", "process", "plan", "rootfs", "cgroup", "sync", "lock",
-                 "peer", "fifo_fd", "log_fd", "idmap_trees", "stdin_null", "preserve_fds",
+                 "peer", "fifo_fd", "log_fds", "idmap_trees", "stdin_null", "preserve_fds",
                  "debug", "overlay", "hook_state", "seccomp", "nsfds")
 
     def __init__(self, **fields):
@@ -4425,9 +4436,9 @@ def _init_steps(ctx, sync):
     ctx.seccomp = _compile_seccomp(config.get("linux", {}))
     fifo = ctx.fifo_fd
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx.stdin_null else None
-    if ctx.log_fd is not None:
-        os.dup2(ctx.log_fd, 1)
-        os.dup2(ctx.log_fd, 2)
+    if ctx.log_fds:
+        os.dup2(ctx.log_fds[0], 1)
+        os.dup2(ctx.log_fds[1], 2)
     # The plan's steps wait, where they must be inside the container's cgroup (a cgroup
     # namespace, rooted where we are; hooks), until the runtime has moved us there.
     _run_steps(ctx, sync, "init")
@@ -4827,7 +4838,7 @@ class Container:
     @classmethod
     def create(cls, cid, config, bundle, root=None, console=None, stdin_null=False,
                pid_file=None, preserve_fds=0, cgroup_parent=None, debug=False, overlay=None,
-               network=None, etc_files=None, log=False, no_pivot=False):
+               network=None, etc_files=None, log=None, no_pivot=False):
         """Set up a container whose init waits, fully configured, for start().
 
         console: None (keep our stdio), "self" (make a pty and keep its master in
@@ -4837,9 +4848,10 @@ class Container:
         own mount namespace, the container's changes going to STATE/upper; where overlayfs
         is refused, a private copy of the layers in STATE/rootfs.
         network: network_option's; etc_files: write_etc_files's spec (docker's /etc files).
-        log: the process's stdout and stderr go to STATE/ID/container.log (a detached run's),
-        not to ours. no_pivot: move the rootfs onto / and chroot (move_root), not pivot_root.
-        The config is compiled into the setup plan (setup_plan), then never changed."""
+        log: (stdout fd, stderr fd) for the process instead of ours (a detached run's pipes to
+        its monitor); the caller keeps and closes them. no_pivot: move the rootfs onto / and
+        chroot (move_root), not pivot_root. The config is compiled into the setup plan
+        (setup_plan), then never changed."""
         import socket
         c = cls(cid, root)
         linux = config.get("linux", {})
@@ -4930,13 +4942,11 @@ class Container:
             # The init reopens it through this fd: the state directory need not be reachable
             # from the container's user namespace.
             fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
-            log_fd = os.open(c.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                             0o600) if log else None
             trees = mount_idmaps(config, c.state["bundle"])
             ctx = InitContext(
                 config=config, plan=plan, idmap_trees=trees, rootfs=rootfs,
                 cgroup=cgroup, sync=theirs, lock=lock, peer=ours,
-                fifo_fd=fifo_fd, log_fd=log_fd, stdin_null=stdin_null,
+                fifo_fd=fifo_fd, log_fds=log, stdin_null=stdin_null,
                 preserve_fds=preserve_fds, debug=debug, overlay=ov,
                 hook_state={"ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
                             "annotations": config.get("annotations", {})})
@@ -4947,8 +4957,6 @@ class Container:
                 os.close(fifo_fd)
                 for tree in trees.values():
                     os.close(tree)
-                if log_fd is not None:
-                    os.close(log_fd)
             debug_step("fork")
             c.state["pid"] = None
             c._pidfd = pidfd_open(child)
@@ -5281,10 +5289,14 @@ class Container:
                 raise Error("cannot delete a container that is %s (use --force)" % status)
             self._remove()
 
-    def stopped(self):
+    def stopped(self, record=None):
         """After its init exited, keep a container (state, rootfs changes) for `delete`:
-        only its cgroup goes, since nothing can run in it any more."""
+        only its cgroup goes, since nothing can run in it any more. record: a function of
+        the container called first under the lock, the cgroup still there (the exit's
+        record); when it returns False, the container is not the one it was for: left alone."""
         with self.lock():
+            if record is not None and not record(self):
+                return
             self._kill_init()
             cg = self.cgroup
             if cg:
@@ -6489,6 +6501,56 @@ def image_for_run(a):
     return image
 
 
+def _flag_restart(run, policy):
+    name, colon, most = policy.partition(":")
+    if name not in ("no", "on-failure", "always", "unless-stopped") or \
+            colon and (name != "on-failure" or not most.isdigit()):
+        raise Error("invalid restart policy %r (no, on-failure[:N], always, unless-stopped)"
+                    % policy)
+    run.restart = None if name == "no" else policy
+    if run.restart and run.a.rm:
+        raise Error("--restart and --rm conflict (a removed container cannot restart)")
+    if run.restart and not run.a.detach:
+        raise Error("--restart needs -d (the monitor of detached containers restarts them)")
+
+
+def _flag_stop_signal(run, name):
+    """The signal `stop` sends first: --stop-signal, else the image's StopSignal, SIGTERM."""
+    name = name or ((run.image.config or {}).get("StopSignal") if run.image else None)
+    sig = parse_signal(name or "SIGTERM")
+    try:
+        run.stop_signal = signal.Signals(sig).name
+    except ValueError:
+        raise Error("unknown signal %r" % name) from None
+
+
+def _flag_stop_timeout(run, seconds):
+    if seconds is not None and seconds < 0:
+        raise Error("give seconds, 0 or more (not %d)" % seconds)
+    run.stop_timeout = 10 if seconds is None else seconds
+
+
+def _flag_log_opt(run, opts):
+    """docker's json-file options: max-size (default 10m) and max-file (default 3)."""
+    run.log_opts = {"max_size": 10 << 20, "max_file": 3}
+    for opt in opts:
+        key, _, value = opt.partition("=")
+        if key == "max-size":
+            run.log_opts["max_size"] = parse_size(value)
+        elif key == "max-file" and value.isdigit() and int(value) > 0:
+            run.log_opts["max_file"] = int(value)
+        else:
+            raise Error("%r: the json-file log takes max-size=SIZE and max-file=N (N > 0)"
+                        % opt)
+    if run.log_opts["max_size"] <= 0:
+        raise Error("max-size must be more than 0")
+
+
+# Read by every run: what state.json records for stop, restart and the monitor.
+_flag_restart.always = _flag_stop_signal.always = _flag_stop_timeout.always = True
+_flag_log_opt.always = True
+
+
 def _tmpfs_option(spec):
     """--tmpfs CTR[:OPTS]: OPTS as mount(8) takes them (size=64m,mode=1777,noexec...)."""
     dest, _, opts = spec.partition(":")
@@ -6599,8 +6661,13 @@ def _wait_exit(pid):
             break
         except ChildProcessError:
             return 255
-    return 128 - os.waitstatus_to_exitcode(status) if os.WIFSIGNALED(status) else \
-        os.waitstatus_to_exitcode(status)
+    return _exit_code(status)
+
+
+def _exit_code(status):
+    """A wait status as a shell (and docker) says it: 128+N for a signal N."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
 
 
 def _proxy_tty(pid, master, interactive):
@@ -6673,6 +6740,15 @@ def cmd_run(a, g):
 
 
 def _run(a, g):
+    if a.detach and not a.console_socket and _MONITOR.get("channel") is None:
+        # docker's -d: the state root's monitor runs it, in a child of its own, so that the
+        # container's init is the monitor's (which records its exit and restarts it), and
+        # nothing of the caller's session holds it. Its output and errors are the caller's.
+        umask = os.umask(0o22)
+        os.umask(umask)
+        return _monitor_request(g.root, {"run": g.argv, "cwd": os.getcwd(), "umask": umask,
+                                         "env": dict(os.environ)},
+                                [0, 1, 2] + list(range(3, 3 + a.preserve_fds)))
     run = run_config(a)
     config, bundle, cid, image = run.config, run.bundle, run.cid, run.image
     # as asked, before create adds mounts of its own; a bundle's run is runc's: no record
@@ -6690,15 +6766,25 @@ def _run(a, g):
             config["process"]["consoleSize"] = {"height": size[0], "width": size[1]}
     console = a.console_socket or ("self" if terminal else None)
     preserve_fds = socket_activation(config["process"]) + a.preserve_fds
-    c = Container.create(cid, config, bundle, g.root, console=console,
-                         stdin_null=not a.interactive and bool(image or a.rootfs),
-                         pid_file=a.pid_file, cgroup_parent=a.cgroup_parent, debug=g.debug,
-                         preserve_fds=preserve_fds,
-                         overlay=image.layers if image is not None else None,
-                         network=run.network, etc_files=run.etc_files,
-                         # docker's -d: the output goes to a log, never to the caller (whose
-                         # $(...) would wait for the container to end)
-                         log=a.detach and not terminal and bool(image or a.rootfs))
+    # docker's -d: the output goes through pipes to the monitor, which writes the log, never
+    # to the caller (whose $(...) would wait for the container to end)
+    pipes = [os.pipe(), os.pipe()] if a.detach and not terminal and bool(
+        image or a.rootfs) and _MONITOR.get("channel") is not None else None
+    try:
+        c = Container.create(cid, config, bundle, g.root, console=console,
+                             stdin_null=not a.interactive and bool(image or a.rootfs),
+                             pid_file=a.pid_file, cgroup_parent=a.cgroup_parent,
+                             debug=g.debug, preserve_fds=preserve_fds,
+                             overlay=image.layers if image is not None else None,
+                             network=run.network, etc_files=run.etc_files,
+                             log=pipes and (pipes[0][1], pipes[1][1]))
+    except BaseException:
+        for r, _ in pipes or []:
+            os.close(r)
+        raise
+    finally:  # the container's now, and no other's: the monitor sees their end with it
+        for _, w in pipes or []:
+            os.close(w)
     # docker's semantics for images and rootfs directories: without --rm, the stopped
     # container and its changes stay until `delete`; runc's for a bundle: run removes it.
     keep = not a.rm and (image is not None or bool(a.rootfs))
@@ -6721,13 +6807,14 @@ def _run(a, g):
         if err:
             raise err
         debug_step("running")
-        if keep or image is not None or a.rootfs:
+        if image is not None or a.rootfs:  # docker-like: its readers want the records
             with c.lock():
                 # a container the user keeps, not a crash's debris: gc leaves it
-                c.state["keep"] = keep
-                c.state["run"] = record  # for ps and inspect
+                c.state.update(_start_record(run, g), keep=keep, run=record)
                 c.save()
     except BaseException:
+        for r, _ in pipes or []:
+            os.close(r)
         try:
             c.destroy()
         except NotFound:
@@ -6737,11 +6824,13 @@ def _run(a, g):
         if c.console_master is not None:
             os.close(c.console_master)
         try:
-            if a.rm:
-                _remove_when_stopped(c)
+            _monitor_watch(c, run, [r for r, _ in pipes or []])
         finally:
+            for r, _ in pipes or []:
+                os.close(r)
             print(cid, flush=True)
         return 0
+    pid, start, code = c.pid, c.state.get("start_time"), None
     try:
         if c.console_master is not None:
             code = _proxy_tty(c.pid, c.console_master, a.interactive)
@@ -6749,7 +6838,7 @@ def _run(a, g):
             code = _wait_exit(c.pid)
     finally:
         if keep:
-            c.stopped()
+            c.stopped(None if code is None else lambda c: _exit_record(c, pid, start, code))
         else:
             c.destroy()
     return code
@@ -6798,39 +6887,537 @@ def run(image, args=(), flags=(), root=None, rm=True, input=None, timeout=None):
     return RunResult(r.returncode, r.stdout, r.stderr)
 
 
-def _remove_when_stopped(c):
-    """docker's `run -d --rm`: the runtime returns now, so a small monitor of its own
-    session, holding none of the caller's stdio, removes the container once its init exits."""
-    pid, start = c.pid, c.state.get("start_time")
-    pidfd = pidfd_open(pid)
-    if os.fork():
-        if pidfd is not None:
-            os.close(pidfd)
-        return
+# ---- detached containers: the exit records, the monitor, logs, restart ----
+
+def _start_record(run, g):
+    """What state.json says of a container that started (the exit's fields come later):
+    read by ps, inspect, wait, stop and the monitor."""
+    record = {"started_at": timestamp(), "restart_count": _MONITOR.get("restart_count", 0),
+              "stop_signal": run.stop_signal, "stop_timeout": run.stop_timeout}
+    if run.a.detach and _MONITOR.get("channel") is not None:
+        # what the monitor needs to restart it, also after a restart of the monitor
+        record.update(restart_policy=run.restart, log_opts=run.log_opts,
+                      relaunch={"argv": g.argv, "cwd": os.getcwd()})
+    return record
+
+
+def _exit_record(c, pid, start_time, code):
+    """Under c's lock: record the exit of its init (pid, start_time) with status `code`,
+    unless c is now another container of that id. Returns whether it did."""
+    if c.pid != pid or c.state.get("start_time") != start_time:
+        return False
+    cg = c.cgroup
+    c.state.update(finished_at=timestamp(), exit_code=code,
+                   oom_killed=bool(cg and cg.oom_killed()))
+    c.save()
+    return True
+
+
+_MONITOR = {}  # in a child of the monitor running a `run -d`: its channel to the monitor
+MONITORS = "/run/minicontainer-monitors"
+MONITOR_LOCK, MONITOR_SOCKET = "monitor", "monitor.sock"  # its lock holds its pid
+# The monitor is a new interpreter that imports this file, named by its path (as the runtime
+# is: `gc` and tests find it so), with its state root.
+MONITOR_MAIN = ("import os, sys; sys.path.insert(0, os.path.dirname(sys.argv[1])); "
+                "import minicontainer; minicontainer._Monitor(sys.argv[2]).serve()")
+
+
+def monitor_dir(root):
+    """Where the monitor of a state root keeps its lock and socket: not in the state root,
+    whose entries are containers (and a socket's path there could be too long)."""
+    import hashlib
+    return os.path.join(MONITORS, hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[
+        :32])
+
+
+def _monitor_request(root, request, fds=()):
+    """Hand a request to the monitor of a state root, starting it if none runs; returns the
+    exit status it answers (that of the `run -d` it ran for us)."""
+    import socket
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    path = os.path.join(monitor_dir(root), MONITOR_SOCKET)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    gate = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.setsid()
-        os.chdir("/")  # holds no mount of the caller's busy
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        keep = sorted({0, 1, 2} | ({pidfd} if pidfd is not None else set()))
-        for low, high in zip(keep, keep[1:] + [os.sysconf("SC_OPEN_MAX")]):
-            os.closerange(low + 1, high)
-        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
-            signal.signal(sig, signal.SIG_IGN)
-        if pidfd is not None:
-            import select
-            select.select([pidfd], [], [])  # readable once the process has exited
-        else:
-            while process_start_time(pid) == start and process_state(pid) not in ("Z", "X"):
-                time.sleep(0.1)
-        with c.lock():  # a container of the same id made since is not ours to remove
-            if c.pid == pid and c.state.get("start_time") == start:
-                c._remove(quiet=True)
-    except BaseException:
-        pass
+        # A monitor with nothing left to watch leaves only while no request is on its way
+        # (see _Monitor.leave): then the next request starts another.
+        fcntl.flock(gate, fcntl.LOCK_SH)
+        for attempt in range(5):
+            try:
+                sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if attempt == 4:
+                    raise Error("the monitor of %s does not start" % root) from None
+                _start_monitor(root)  # (or a gc held its lock: then again)
+        socket.send_fds(sock, [json.dumps(request).encode()], list(fds))
     finally:
-        os._exit(0)
+        os.close(gate)
+    with sock:
+        answer = sock.recv(4096)
+    if not answer:
+        raise Error("the monitor of %s ended before it answered" % root)
+    return json.loads(answer)["code"]
+
+
+def _start_monitor(root):
+    """Start the state root's monitor: a new interpreter (it holds little), in a session
+    of its own, not our child; returns once it listens (or lost the race to another)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()  # the caller's terminal, session and SIGHUP are not its
+            if os.fork() == 0:
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.dup2(w, 3)  # closed when it listens
+                os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+                os.chdir("/")  # holds no mount of the caller's busy
+                os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", MONITOR_MAIN,
+                                          os.path.realpath(__file__), os.path.abspath(root)])
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with open(r, "rb") as f:
+        f.read()
+
+
+class _JsonLog:
+    """docker's json-file log: a JSON object a line ({"log", "stream", "time"}), rotated
+    by size: container.log, then container.log.1 ... .N-1, oldest last."""
+
+    def __init__(self, path, max_size, max_file):
+        self.path, self.max_size, self.max_file = path, max_size, max_file
+        self.fd = None
+
+    def write(self, stream, data):
+        line = (json.dumps({"log": data.decode("utf-8", "replace"), "stream": stream,
+                            "time": timestamp()}) + "\n").encode()
+        try:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND |
+                                  os.O_CLOEXEC, 0o600)
+                self.size = os.fstat(self.fd).st_size
+            if self.size and self.size + len(line) > self.max_size:
+                self.rotate()
+            os.write(self.fd, line)
+            self.size += len(line)
+        except OSError:
+            pass  # the container was removed meanwhile
+
+    def rotate(self):
+        self.close()
+        for i in range(self.max_file - 1, 0, -1):
+            try:
+                os.rename(self.path if i == 1 else "%s.%d" % (self.path, i - 1),
+                          "%s.%d" % (self.path, i))
+            except FileNotFoundError:
+                pass
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND |
+                          os.O_CLOEXEC, 0o600)
+        self.size = 0
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def log_files(c):
+    """A container's json-file log, oldest file first."""
+    rotated = [name for name in _listdir(c.dir) if name.startswith("container.log.") and
+               name.rpartition(".")[2].isdigit()]
+    rotated.sort(key=lambda name: -int(name.rpartition(".")[2]))
+    return [os.path.join(c.dir, name) for name in rotated] + [c.log]
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _monitor_watch(c, run, pipes):
+    """In the monitor's child that ran `run -d`: hand the container (its init is ours, the
+    monitor's once we exit) and the read ends of its output's pipes to the monitor."""
+    import socket
+    channel = _MONITOR.get("channel")
+    if channel is not None:
+        socket.send_fds(channel, [json.dumps({
+            "id": c.id, "pid": c.pid, "start_time": c.state.get("start_time"),
+            "rm": run.a.rm, "log_opts": run.log_opts}).encode()], pipes)
+
+
+class _Monitor:
+    """The monitor of a state root's detached containers: one process for all of them.
+
+    Each `run -d` runs in a child of it (which exits once the container started), so that
+    every init is its child (it is a subreaper): it reaps them and records their exit in
+    state.json, even when nobody waits; it writes their output, read from pipes, to their
+    json-file logs; it removes --rm ones, and restarts those whose --restart policy says so.
+    It leaves with the last container; a crashed one leaves a socket the next one removes,
+    and containers that `gc` (--rm ones) or `prune` (kept ones) remove."""
+
+    def __init__(self, root):
+        import select
+        import socket
+        self.root, self.dir = root, monitor_dir(root)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        lock = os.path.join(self.dir, MONITOR_LOCK)
+        while True:
+            self.lock = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os._exit(0)  # another one runs, or starts: the caller connects to it
+            try:
+                if os.path.samestat(os.fstat(self.lock), os.stat(lock)):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(self.lock)  # the file of one that left (and removed it): again
+        os.ftruncate(self.lock, 0)
+        os.write(self.lock, b"%d\n" % os.getpid())
+        self.path = os.path.join(self.dir, MONITOR_SOCKET)
+        try:
+            os.unlink(self.path)  # a crashed monitor's
+        except FileNotFoundError:
+            pass
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET |
+                                      socket.SOCK_CLOEXEC)
+        self.listener.bind(self.path)
+        self.listener.listen(64)
+        prctl(PR_SET_CHILD_SUBREAPER, 1)  # the inits whose runtime (our child) exited
+        for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_IGN)
+        wake, self.wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wake)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.poll = select.poll()
+        self.handlers = {}
+        self.watch(self.listener.fileno(), self.accept)
+        self.watch(wake, lambda fd: os.read(fd, 4096))
+        self.workers = {}  # pid: [client socket or None, channel, request]
+        self.containers = {}  # init pid: what we know of it
+        self.ended = {}  # pid: wait status, of a child not known (yet)
+        self.timers = []  # [monotonic time, function]
+        self.saved_logs = {}  # container id: the log of a container being restarted
+        os.close(3)  # the starter's pipe: we listen
+
+    def watch(self, fd, handler):
+        import select
+        self.handlers[fd] = handler
+        self.poll.register(fd, select.POLLIN)
+
+    def unwatch(self, fd):
+        self.poll.unregister(fd)
+        del self.handlers[fd]
+
+    def guarded(self, fn, *args):
+        """A mistake of ours about one container must not end the monitor of all."""
+        import traceback
+        try:
+            fn(*args)
+        except Exception:
+            traceback.print_exc()  # on our stderr: /dev/null, or whoever debugs us
+
+    def serve(self):
+        while True:
+            timeout = None
+            if self.timers:
+                timeout = max(0, (min(self.timers)[0] - time.monotonic()) * 1000)
+            elif not self.workers and not self.containers and self.leave():
+                return
+            try:
+                events = self.poll.poll(timeout)
+            except InterruptedError:
+                events = []
+            for fd, _ in events:
+                if fd in self.handlers:
+                    self.guarded(self.handlers[fd], fd)
+            self.reap()
+            now = time.monotonic()
+            for timer in [t for t in self.timers if t[0] <= now]:
+                self.timers.remove(timer)
+                self.guarded(timer[1])
+
+    def leave(self):
+        """Whether we may go: nothing to watch, and no request on its way (its sender
+        holds a shared lock on the state root from before it connects until it sent)."""
+        try:
+            gate = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return True  # the state root is gone
+        try:
+            fcntl.flock(gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(gate)
+            return False
+        try:
+            self.listener.setblocking(False)
+            try:
+                self.accept(None)  # sent before we locked: served
+                return False
+            except BlockingIOError:
+                _remove_monitor_files(self.dir)  # the lock is ours: we hold it
+                return True
+            finally:
+                self.listener.setblocking(True)
+        finally:
+            os.close(gate)
+
+    def accept(self, _):
+        import socket
+        conn, _ = self.listener.accept()
+        conn.setblocking(True)
+        try:
+            msg, fds, _, _ = socket.recv_fds(conn, 1 << 18, 253)
+            request = json.loads(msg)
+        except (OSError, ValueError):
+            conn.close()
+            return
+        if "run" in request:
+            self.spawn(request, fds, conn)
+        elif "restart" in request:
+            self.restart(request, fds, conn)
+        else:
+            conn.close()
+
+    def answer(self, conn, code):
+        if conn is not None:
+            try:
+                conn.send(json.dumps({"code": code}).encode())
+            except OSError:
+                pass  # the caller left
+            conn.close()
+
+    def spawn(self, request, fds, conn, restart_count=0):
+        """Run request["run"] (a `run -d` command line) in a child of ours, with the
+        caller's fds as its stdio (and preserved fds), cwd, umask and environment."""
+        import socket
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            code = 255
+            try:
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT,
+                            signal.SIGPIPE):
+                    signal.signal(sig, signal.SIG_DFL)
+                high = [os.dup(fd) for fd in fds]
+                for i, fd in enumerate(high):
+                    os.dup2(fd, i)
+                channel = os.dup(theirs.fileno())
+                os.closerange(len(high), channel)
+                os.closerange(channel + 1, os.sysconf("SC_OPEN_MAX"))
+                _MONITOR.update(channel=socket.socket(fileno=channel),
+                                restart_count=restart_count)
+                os.chdir(request["cwd"])
+                os.umask(request.get("umask", 0o22))
+                os.environ.clear()
+                os.environ.update(request["env"])
+                code = main(request["run"])
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        theirs.close()
+        for fd in fds:
+            os.close(fd)
+        self.workers[pid] = [conn, ours, request]
+        self.watch(ours.fileno(), lambda fd: self.registered(pid))
+
+    def registered(self, worker):
+        """A container that our child `worker` started: watch its init and output."""
+        import socket
+        channel = self.workers[worker][1]
+        try:
+            msg, fds, _, _ = socket.recv_fds(channel, 65536, 2)
+        except BlockingIOError:
+            return False
+        if not msg:
+            if channel.fileno() in self.handlers:
+                self.unwatch(channel.fileno())
+            return False
+        info = json.loads(msg)
+        c = Container(info["id"], self.root)
+        saved = self.saved_logs.pop(c.id, None)
+        if saved:  # a restarted container's log goes on
+            for name in _listdir(saved):
+                os.rename(os.path.join(saved, name), os.path.join(c.dir, name))
+            os.rmdir(saved)
+        opts = info["log_opts"]
+        e = dict(info, request=self.workers[worker][2], since=time.monotonic(), pipes={},
+                 log=_JsonLog(c.log, opts["max_size"], opts["max_file"]))
+        self.containers[info["pid"]] = e
+        for fd, stream in zip(fds, ("stdout", "stderr")):
+            os.set_blocking(fd, False)
+            e["pipes"][fd] = [stream, b""]
+            self.watch(fd, lambda fd, e=e: self.output(e, fd))
+        if info["pid"] in self.ended:
+            self.exited(e, self.ended.pop(info["pid"]))
+        return True
+
+    def output(self, e, fd, drain=False):
+        """Read what the container wrote on a pipe: each line a record of its log (a line
+        longer than 16 KiB in pieces, as docker's); at its end, the rest."""
+        stream, buf = e["pipes"][fd]
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                data = None
+            except OSError:
+                data = b""
+            if data:
+                buf += data
+            while True:
+                cut = buf.find(b"\n") + 1 or (16384 if len(buf) >= 16384 else 0)
+                if not cut:
+                    break
+                e["log"].write(stream, buf[:cut])
+                buf = buf[cut:]
+            if data == b"":
+                if buf:
+                    e["log"].write(stream, buf)
+                self.unwatch(fd)
+                os.close(fd)
+                del e["pipes"][fd]
+                return
+            e["pipes"][fd][1] = buf
+            if not drain or data is None:
+                return
+
+    def reap(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.workers:
+                conn, channel, _ = self.workers[pid]
+                channel.setblocking(False)
+                while self.registered(pid):
+                    pass  # what it said before it exited
+                if channel.fileno() in self.handlers:
+                    self.unwatch(channel.fileno())
+                channel.close()
+                del self.workers[pid]
+                self.answer(conn, _exit_code(status))
+                if not self.workers:
+                    self.ended.clear()  # none can be registered any more
+            elif pid in self.containers:
+                self.guarded(self.exited, self.containers[pid], status)
+            else:
+                self.ended[pid] = status
+
+    def exited(self, e, status):
+        """Its init exited: the rest of its output, then the record of its exit in
+        state.json; then remove it (--rm) or restart it (as its policy or `restart` says)."""
+        del self.containers[e["pid"]]
+        for fd in list(e["pipes"]):
+            self.output(e, fd, drain=True)
+            if fd in e["pipes"]:  # still open in a process of the container: what it wrote
+                stream, buf = e["pipes"].pop(fd)
+                if buf:
+                    e["log"].write(stream, buf)
+                self.unwatch(fd)
+                os.close(fd)
+        e["log"].close()
+        code = _exit_code(status)
+        try:
+            c = Container.load(e["id"], self.root)
+            if e["rm"]:
+                with c.lock():  # a container of the same id made since is not ours
+                    if c.pid == e["pid"] and c.state.get("start_time") == e["start_time"]:
+                        c._remove(quiet=True)
+                return
+
+            def record(c):
+                e["recorded"] = _exit_record(c, e["pid"], e["start_time"], code)
+                return e["recorded"]
+            c.stopped(record)
+        except Error:
+            return  # removed meanwhile
+        if not e.get("recorded"):
+            return
+        count = c.state.get("restart_count", 0)
+        if e.get("restart_for"):  # the `restart` verb's: at once, not counted (as docker)
+            self.recreate(c.id, e["request"], count, *e["restart_for"])
+        elif _restarts(c.state, code):
+            # docker's back-off: 100 ms, doubled at each restart of one that ran < 10 s
+            quick = 0 if time.monotonic() - e["since"] >= 10 else \
+                e["request"].get("quick", 0) + 1
+            delay = 0.1 * 2 ** min(max(quick - 1, 0), 9)
+            self.timers.append([time.monotonic() + delay, lambda: self.recreate(
+                c.id, dict(e["request"], quick=quick), count + 1)])
+
+    def recreate(self, cid, request, restart_count, conn=None, fds=None):
+        """A new init for a stopped container: the container is made again from its `run`
+        command line, of the same id (its log goes on, its filesystem is the image's)."""
+        import tempfile
+        try:
+            c = Container.load(cid, self.root)
+            if c.status() != "stopped":
+                raise Error("restart: %s is %s" % (cid, c.status()))
+            saved = tempfile.mkdtemp(prefix=".restart-", dir=self.root)
+            for name in _listdir(c.dir):
+                if name.startswith("container.log"):
+                    os.rename(os.path.join(c.dir, name), os.path.join(saved, name))
+            self.saved_logs[cid] = saved
+            c.destroy(force=False)
+        except Error as e:
+            if conn is not None:
+                try:
+                    os.write(fds[2], b"minicontainer: %s\n" % str(e).encode())
+                except (OSError, TypeError, IndexError):
+                    pass
+            for fd in fds or ():
+                os.close(fd)
+            self.answer(conn, 1)
+            return
+        argv = list(request["run"])
+        at = _command_index(argv) + 1  # after `run`: detached, with the same id
+        if argv[at:at + 3] != ["-d", "--name", cid]:
+            argv[at:at] = ["-d", "--name", cid]
+        null = [os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC) for _ in range(3)]
+        self.spawn(dict(request, run=argv), fds or null, conn, restart_count)
+
+    def restart(self, request, fds, conn):
+        """The `restart` verb's: once the container is stopped (`restart` stopped it), make
+        it again; the answer is the exit status of that `run -d`."""
+        cid = request["restart"]
+        for e in self.containers.values():
+            if e["id"] == cid:  # its exit is not reaped yet: then
+                e["restart_for"] = (conn, fds)
+                return
+        try:
+            state = Container.load(cid, self.root).state
+        except Error:
+            state = {}
+        run = state.get("relaunch") or {"argv": [], "cwd": "/"}
+        self.recreate(cid, {"run": run["argv"], "cwd": run["cwd"], "env": request["env"]},
+                      state.get("restart_count", 0), conn, fds)
+
+
+def _restarts(state, code):
+    """Whether a container that exited with `code` is restarted: its --restart policy, but
+    never after `stop` (its "stopped_by_user"), as docker until its daemon restarts."""
+    policy = state.get("restart_policy")
+    if not policy or state.get("stopped_by_user"):
+        return False
+    name, _, most = policy.partition(":")
+    if name == "on-failure":
+        return code != 0 and (not most or state.get("restart_count", 0) < int(most))
+    return name in ("always", "unless-stopped")
 
 
 def cmd_gc(a, g):
@@ -6872,9 +7459,49 @@ def cmd_gc(a, g):
         if cid not in live:
             removed.extend(_kill_orphans(procs, cgroup_name=cid))
     network_gc(removed)
+    removed.extend(_monitor_gc(g.root))
     for what in removed:
         print("removed", what)
     return 0
+
+
+def _monitor_gc(root):
+    """What a monitor that crashed left: its socket and lock, and the logs it kept aside
+    in the state root for a restart (the next monitor would remove the socket too)."""
+    import shutil
+    d = monitor_dir(root)
+    try:
+        fd = os.open(os.path.join(d, MONITOR_LOCK), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no monitor runs, nor starts
+        removed = [os.path.join(d, MONITOR_SOCKET)] if os.path.exists(
+            os.path.join(d, MONITOR_SOCKET)) else []
+        _remove_monitor_files(d)
+        for name in _listdir(root):
+            if name.startswith(".restart-"):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+                removed.append(os.path.join(root, name))
+        return removed
+    except BlockingIOError:
+        return []
+    finally:
+        os.close(fd)
+
+
+def _remove_monitor_files(d):
+    """Under the monitor's lock: its socket, the lock itself (a monitor that opened it
+    meanwhile finds it gone once it holds it, and tries again) and their directory."""
+    for name in (MONITOR_SOCKET, MONITOR_LOCK):
+        try:
+            os.unlink(os.path.join(d, name))
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(d)
+    except OSError:
+        pass
 
 
 def cmd_prune(a, g):
@@ -6992,26 +7619,86 @@ def cmd_start(a, g):
 
 
 def cmd_logs(a, g):
-    """What a detached container (run -d) wrote, stdout and stderr as they came; with
-    --follow, and what it writes until it stops."""
+    """docker's logs: the records of a detached container's json-file log, its stdout's
+    lines on stdout and its stderr's on stderr; -f: and what it writes until it stops."""
+    import collections
     c = load_container(a.id, g.root)
-    try:
-        f = open(c.log, "rb")
-    except FileNotFoundError:
-        raise Error("container %s keeps no log (only run -d does)" % a.id) from None
-    with f:
-        out = sys.stdout.buffer
-        while True:
-            # stopped before this read: then what it read is all there will be
-            done = not a.follow or c.status() == "stopped"
-            chunk = f.read(65536)
-            while chunk:
-                out.write(chunk)
-                chunk = f.read(65536)
+    if "log_opts" not in c.state:
+        raise Error("container %s keeps no log (only run -d does)" % a.id)
+    outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+
+    def show(records):
+        for line in records:
+            try:
+                r = json.loads(line)
+                out, text = outs[r["stream"]], r["log"].encode()
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # a line torn by a crash
+            out.write(r["time"].encode() + b" " + text if a.timestamps else text)
+        for out in outs.values():
             out.flush()
-            if done:
-                return 0
-            time.sleep(0.1)
+
+    lines = collections.deque(maxlen=a.tail)
+    f = None
+    for path in log_files(c):
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            continue
+        lines.extend(f)  # a last line without its newline is being written: whole later
+        if path != c.log:
+            f.close()
+            f = None
+    if lines and not lines[-1].endswith(b"\n"):
+        pending = lines.pop()
+        if f is not None and a.follow:
+            f.seek(-len(pending), os.SEEK_CUR)
+    show(lines)
+    while a.follow:
+        # stopped, and its monitor done with it, before this read: then it is the last
+        try:
+            done = c.status() == "stopped" and "finished_at" in Container.load(
+                a.id, g.root).state
+        except NotFound:
+            done = True
+        if f is None:
+            try:
+                f = open(c.log, "rb")
+            except FileNotFoundError:
+                pass
+        if f is not None:
+            data = f.read()
+            whole = data[:data.rfind(b"\n") + 1]
+            f.seek(len(whole) - len(data), os.SEEK_CUR)
+            show(whole.splitlines(True))
+            try:
+                rotated = os.stat(c.log).st_ino != os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                rotated = False
+            if rotated:  # the rest of the old file, then the new one
+                show(f.read().splitlines(True))
+                f.close()
+                f = None
+                continue
+        if done:
+            break
+        time.sleep(0.1)
+    return 0
+
+
+def cmd_restart(a, g):
+    """docker's restart: stop, then the same container made again by its monitor (for those
+    of a docker-like run: an engine restarts its own)."""
+    for cid in a.ids:
+        c = load_container(cid, g.root)
+        if not c.state.get("relaunch"):
+            raise Error("restart: %s was not made by run (an engine's container: restart it "
+                        "through the engine)" % cid)
+        stop_container(c, a.time)
+        code = _monitor_request(g.root, {"restart": cid, "env": dict(os.environ)}, [0, 1, 2])
+        if code:
+            return code
+    return 0
 
 
 def cmd_state(a, g):
@@ -7494,7 +8181,7 @@ def cmd_exec(a, g):
             process["noNewPrivileges"] = True
     console = a.console_socket or ("self" if process.get("terminal") else None)
     if a.detach and console is None and "run" in c.state:
-        _detached_stdio(c)
+        _detached_stdio()
     listen = socket_activation(process)
     pid = c.exec(process, console=console, preserve_fds=listen + a.preserve_fds, debug=g.debug)
     if a.pid_file:
@@ -7509,18 +8196,14 @@ def cmd_exec(a, g):
     return _wait_exit(pid)
 
 
-def _detached_stdio(c):
-    """docker's exec -d in a docker-like container: the process's output goes to the
-    container's log if it keeps one (run -d), else nowhere; never to the caller's stdio.
-    (An engine's exec -d keeps the stdio it gives, as runc's.)"""
+def _detached_stdio():
+    """docker's exec -d in a docker-like container: the process's stdio is /dev/null, as
+    docker's (not the container's log, which its monitor writes in json-file records; never
+    the caller's). An engine's exec -d keeps the stdio it gives, as runc's."""
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        out = os.open(c.log, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-    except OSError:
-        out = null
-    os.dup2(null, 0)
-    for fd in (1, 2):
-        os.dup2(out, fd)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
 
 
 def cmd_update(a, g):
@@ -7725,6 +8408,17 @@ RUN_FLAGS = [
     (("--rm",), dict(action="store_true", help="remove the container when it exits (else it "
                      "stays, stopped, with its changes, until delete; a bundle's always goes)"),
      None),  # _run
+    (("--restart",), dict(default="no", metavar="no|on-failure[:N]|always|unless-stopped",
+                          help="restart a detached container when it exits (never after "
+                          "stop; each time from its image again, as a new init)"),
+     _flag_restart),
+    (("--stop-signal",), dict(metavar="SIGNAL", help="the signal of stop (default: the "
+                              "image's StopSignal, else SIGTERM)"), _flag_stop_signal),
+    (("--stop-timeout",), dict(type=int, metavar="SECONDS", help="how long stop waits before "
+                               "SIGKILL (default 10)"), _flag_stop_timeout),
+    (("--log-opt",), dict(action="append", default=[], metavar="max-size=SIZE|max-file=N",
+                          help="a detached container's json-file log: rotated at max-size "
+                          "(10m), max-file files kept (3)"), _flag_log_opt),
     (("--pid-file",), dict(), None),  # _run
     (("--console-socket",), dict(), None),  # _run
     (("--preserve-fds",), dict(type=_count, default=0, help="pass fds 3 to 3+N-1 on to the "
@@ -7795,6 +8489,15 @@ def _parser(only=None):
     cmd("start", cmd_start, "start a created container")
     lg = cmd("logs", cmd_logs, "print what a detached container wrote (stdout and stderr)")
     lg.add_argument("-f", "--follow", action="store_true", help="and what it writes next")
+    lg.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
+    lg.add_argument("-t", "--timestamps", action="store_true",
+                    help="each line after the time it was written (RFC 3339)")
+    rs = cmd("restart", cmd_restart, "stop containers made by run -d, then start them again "
+             "(each from its image again, as a new init)", ids=False)
+    rs.add_argument("-t", "--time", type=_count, metavar="SECONDS",
+                    help="how long to wait for the stop signal's effect (default: the "
+                    "container's --stop-timeout)")
+    rs.add_argument("ids", nargs="+", metavar="ID")
     cmd("state", cmd_state, "print a container's OCI state")
     ls = cmd("list", cmd_list, "list containers", ids=False)
     _format_option(ls)
@@ -7940,6 +8643,7 @@ def main(argv=None):
 
 
 def _main(argv, at, log, debug):
+    original = list(argv)
     try:
         command = argv[at] if at < len(argv) else None
         parser = _parser(command)
@@ -7960,6 +8664,7 @@ def _main(argv, at, log, debug):
             head, after = _split_run_args(argv[at + 1:])
             argv = argv[:at + 1] + head
         g = parser.parse_args(argv)
+        g.argv = original  # for a `run -d` that the monitor runs, and restarts
         if g.version:
             print("minicontainer version %s\nspec: %s" % (__version__, OCI_VERSION))
             return 0

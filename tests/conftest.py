@@ -203,6 +203,18 @@ def one_line_error(r, code=None):
     return lines[0]
 
 
+def monitor_pid(state_root):
+    """The pid of the monitor of a state root's detached containers (run -d)."""
+    import minicontainer
+    with open(os.path.join(minicontainer.monitor_dir(state_root), "monitor")) as f:
+        return int(f.read())
+
+
+def parent_pid(pid):
+    import minicontainer
+    return int(minicontainer.proc_stat(pid)[1])
+
+
 def wait_for(predicate, timeout=10, what="condition", interval=0.01):
     """predicate()'s first true value, polled every interval seconds: the way a test waits
     for a state, a file or a process (not a sleep of a guessed length)."""
@@ -419,6 +431,12 @@ def find_leaks(state_root, paths, marker):
     """What the runtime left behind, each as a line; cleans it up as it goes."""
     import minicontainer
     problems = []
+    # A state root's monitor of detached containers leaves once it has seen the last one
+    # end (which the test's delete does not wait for): it has a moment to do so.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(
+            "minicontainer._Monitor" in cmd and marker in cmd for _, cmd in _cmdlines()):
+        time.sleep(0.02)
     for pid, cmd in _cmdlines():
         if "minicontainer.py" in cmd and marker in cmd and pid != os.getpid():
             problems.append("runtime process left: %d %s" % (pid, cmd))

@@ -9,8 +9,8 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import (mc, mc_argv, mc_bg, new_id, ok, one_line_error, state, status, wait_for,
-                      wait_status)
+from conftest import (mc, mc_argv, mc_bg, monitor_pid, new_id, ok, one_line_error, parent_pid,
+                      state, status, wait_for, wait_status)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -115,19 +115,6 @@ def test_run_detached_then_kill_and_delete(busybox_rootfs, tmp_path, state_root)
     assert ok(mc("list", "-q", state_root=state_root)).strip() == ""
 
 
-def _processes_with(word):
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if word in argv:
-            found.append(int(pid))
-    return found
-
-
 def test_run_detached_rm_removes_the_container_when_it_exits(busybox_rootfs, state_root,
                                                              cgroups):
     cid = new_id()
@@ -135,14 +122,14 @@ def test_run_detached_rm_removes_the_container_when_it_exits(busybox_rootfs, sta
                     "1000", state_root=state_root)) == cid + "\n"
     st = state(cid, state_root)
     assert st["status"] == "running"
-    # What removes it later is a process of its own, holding none of the caller's stdio.
-    monitors = [p for p in _processes_with(cid) if p != st["pid"]]
-    assert len(monitors) == 1, monitors
+    # What removes it later is the state root's monitor: a process of its own session, the
+    # parent of the container's init, holding none of the caller's stdio.
+    monitors = [monitor_pid(state_root)]
     fds = {int(fd): os.readlink("/proc/%d/fd/%s" % (monitors[0], fd))
            for fd in os.listdir("/proc/%d/fd" % monitors[0])}
     assert [fds[fd] for fd in (0, 1, 2)] == ["/dev/null"] * 3
-    assert all("pidfd" in target for fd, target in fds.items() if fd > 2), fds
-    assert os.getsid(monitors[0]) == monitors[0]
+    assert os.getsid(monitors[0]) != os.getsid(0)
+    assert parent_pid(st["pid"]) == monitors[0]
     cg = "/minicontainer/" + cid
     assert cgroups.exists(cg)
 
@@ -155,18 +142,19 @@ def test_run_detached_rm_removes_the_container_when_it_exits(busybox_rootfs, sta
 
 
 def test_run_detached_rm_leaves_a_newer_container_of_the_same_id(busybox_rootfs,
-                                                                 state_root):
+                                                                 state_root, bundle):
     cid = new_id()
     ok(mc_bg("run", "-d", "--rm", "--name", cid, "--rootfs", busybox_rootfs, "--", "sleep", "1000",
              state_root=state_root))
     first = state(cid, state_root)["pid"]
-    monitor = [p for p in _processes_with(cid) if p != first][0]
-    # Deleted by hand and made again before the monitor saw its init exit.
+    monitor = monitor_pid(state_root)
+    # Deleted by hand and made again (by an engine's create: the monitor cannot answer a
+    # run -d now) before the monitor saw its init exit.
     os.kill(monitor, signal.SIGSTOP)
     try:
         ok(mc("delete", "-f", cid, state_root=state_root))
-        ok(mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "--", "sleep", "1000",
-                 state_root=state_root))
+        ok(mc_bg("create", "--bundle", bundle(["sleep", "1000"]), cid, state_root=state_root))
+        ok(mc("start", cid, state_root=state_root))
     finally:
         os.kill(monitor, signal.SIGCONT)
     wait_for(lambda: not os.path.exists("/proc/%d" % monitor), what="the monitor to end")
@@ -461,15 +449,16 @@ def test_run_detached_returns_at_once_and_logs_its_output(busybox_rootfs, state_
     try:
         assert (r.returncode, r.stdout, r.stderr) == (0, cid + "\n", "")
         assert status(cid, state_root) == "running"  # the pipe closed while the container runs
-        wait_for(lambda: ok(mc("logs", cid, state_root=state_root)) == "out\nerr\n",
-                 what="the output in the log")
+
+        def logs(*flags):  # stdout's lines on stdout, stderr's on stderr, as docker's
+            r = mc("logs", *flags, cid, state_root=state_root)
+            return r.returncode, r.stdout, r.stderr
+        wait_for(lambda: logs() == (0, "out\n", "err\n"), what="the output in the log")
         ok(mc("exec", cid, "sh", "-c", "echo go > /dev/shm/go", state_root=state_root))
-        wait_for(lambda: ok(mc("logs", cid, state_root=state_root)).endswith("late\n"),
-                 what="the next line")
+        wait_for(lambda: logs()[1].endswith("late\n"), what="the next line")
         ok(mc("kill", cid, "KILL", state_root=state_root))
         wait_for(lambda: status(cid, state_root) == "stopped")
-        assert ok(mc("logs", "-f", cid,
-                     state_root=state_root)) == "out\nerr\nlate\n"  # ends: the container stopped
+        assert logs("-f") == (0, "out\nlate\n", "err\n")  # ends: the container stopped
     finally:
         ok(mc("delete", "-f", cid, state_root=state_root))
 

@@ -1,0 +1,296 @@
+"""Detached containers (issue 13): run -d through the state root's monitor, the json-file log
+and its rotation, logs -t/--tail, the exit records of state.json, --restart policies, the
+restart verb, and what the monitor costs."""
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+
+import minicontainer as mcmod
+from conftest import (RUNTIME, mc, mc_bg, monitor_pid, new_id, one_line_error, parent_pid,
+                      wait_for)
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
+
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
+
+
+def run_d(state_root, *args):
+    rc, out, err = mc_bg("run", "-d", *args, state_root=state_root)
+    assert rc == 0, (out, err)
+    return out.strip()
+
+
+def state(state_root, cid):
+    # A restart makes the container again: for a moment, it is not there.
+    def read():
+        try:
+            with open(os.path.join(state_root, cid, "state.json")) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+    return wait_for(read, what="the state of %s" % cid)
+
+
+def finished(state_root, cid, count=None):
+    """The monitor recorded an exit (of the restart_count-th run, when given)."""
+    s = state(state_root, cid)
+    return "finished_at" in s and (count is None or s.get("restart_count") == count) and s
+
+
+def delete(state_root, *cids):
+    for cid in cids:
+        mc("delete", "-f", cid, state_root=state_root)
+
+
+def test_json_file_log_and_exit_record(busybox_rootfs, state_root):
+    cid = run_d(state_root, "--stop-signal", "USR1", "--stop-timeout", "3", "--rootfs",
+                busybox_rootfs, "--", "sh", "-c",
+                "echo out; echo err >&2; echo two; printf partial; exit 5")
+    try:
+        s = wait_for(lambda: finished(state_root, cid), what="the exit record")
+        assert s["exit_code"] == 5 and s["oom_killed"] is False and s["restart_count"] == 0
+        assert (s["stop_signal"], s["stop_timeout"]) == ("SIGUSR1", 3)
+        assert RFC3339.match(s["started_at"]) and RFC3339.match(s["finished_at"])
+        assert s["started_at"] <= s["finished_at"]
+        with open(os.path.join(state_root, cid, "container.log")) as f:
+            records = [json.loads(line) for line in f]
+        assert sorted((r["stream"], r["log"]) for r in records) == [
+            ("stderr", "err\n"), ("stdout", "out\n"), ("stdout", "partial"),
+            ("stdout", "two\n")]
+        assert all(RFC3339.match(r["time"]) for r in records)
+        r = mc("logs", cid, state_root=state_root)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "out\ntwo\npartial", "err\n")
+        r = mc("logs", "-t", "--tail", "2", cid, state_root=state_root)
+        lines = r.stdout.splitlines() + r.stderr.splitlines()
+        assert len(lines) == 2 and all(RFC3339.match(line.split(" ", 1)[0]) for line in lines)
+        assert r.stdout.endswith(" partial")  # the last record, after its time
+        assert mc("logs", "--tail", "0", cid, state_root=state_root).stdout == ""
+    finally:
+        delete(state_root, cid)
+
+
+def test_exit_by_a_signal_and_a_foreground_run_are_recorded(busybox_rootfs, state_root):
+    cid = run_d(state_root, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    fg = new_id()
+    try:
+        os.kill(state(state_root, cid)["pid"], signal.SIGKILL)
+        assert wait_for(lambda: finished(state_root, cid))["exit_code"] == 128 + 9
+        r = mc("run", "--name", fg, "--rootfs", busybox_rootfs, "--", "sh", "-c", "exit 7",
+               state_root=state_root)
+        assert r.returncode == 7, r.stderr
+        s = state(state_root, fg)
+        assert (s["exit_code"], s["oom_killed"], s["stop_signal"], s["stop_timeout"]) == (
+            7, False, "SIGTERM", 10)
+        assert RFC3339.match(s["finished_at"]) and s["started_at"] <= s["finished_at"]
+    finally:
+        delete(state_root, cid, fg)
+
+
+def test_oom_killed_is_recorded(busybox_rootfs, state_root):
+    cid = run_d(state_root, "-m", "16m", "--rootfs", busybox_rootfs, "--", "sh", "-c",
+                "head -c 100m /dev/zero | tail")
+    try:
+        s = wait_for(lambda: finished(state_root, cid), timeout=30)
+        assert s["oom_killed"] is True and s["exit_code"] == 128 + 9, s
+    finally:
+        delete(state_root, cid)
+
+
+def test_the_log_is_rotated_by_size(busybox_rootfs, state_root):
+    cid = run_d(state_root, "--log-opt", "max-size=2k", "--log-opt", "max-file=3", "--rootfs",
+                busybox_rootfs, "--", "sh", "-c",
+                "i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo line $i; done")
+    try:
+        wait_for(lambda: finished(state_root, cid))
+        files = sorted(n for n in os.listdir(os.path.join(state_root, cid))
+                       if n.startswith("container.log"))
+        assert files == ["container.log", "container.log.1", "container.log.2"]
+        assert all(os.path.getsize(os.path.join(state_root, cid, n)) <= 2048 for n in files)
+        out = mc("logs", cid, state_root=state_root).stdout.splitlines()
+        # what the files hold: the last lines, in order
+        assert out[-1] == "line 300" and 10 < len(out) < 300
+        assert out == ["line %d" % i for i in range(301 - len(out), 301)]
+    finally:
+        delete(state_root, cid)
+
+
+def test_a_detached_container_outlives_the_terminal_and_session_it_came_from(
+        busybox_rootfs, state_root):
+    cid = new_id()
+    master, slave = os.openpty()
+
+    def controlling_tty():
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    shell = subprocess.Popen(
+        ["sh", "-c", '"$@"; echo started; exec sleep 1000', "sh", sys.executable, RUNTIME,
+         "--root", state_root, "run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "--",
+         "sh", "-c", "while :; do echo tick; sleep 0.1; done"],
+        stdin=slave, stdout=slave, stderr=slave, preexec_fn=controlling_tty)
+    os.close(slave)
+    try:
+        out = b""
+        while b"started" not in out:
+            out += os.read(master, 4096)
+        assert cid.encode() in out
+        pid = state(state_root, cid)["pid"]
+        # The terminal goes away, and its session with a SIGHUP.
+        os.close(master)
+        master = None
+        os.killpg(shell.pid, signal.SIGHUP)
+        shell.wait(10)
+        time.sleep(0.5)
+        r = mc("state", cid, state_root=state_root)
+        assert json.loads(r.stdout)["status"] == "running"
+        assert state(state_root, cid)["pid"] == pid
+        # and its output still goes to its log
+        n = mc("logs", cid, state_root=state_root).stdout.count("tick")
+        wait_for(lambda: mc("logs", cid, state_root=state_root).stdout.count("tick") > n)
+    finally:
+        if master is not None:
+            os.close(master)
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()
+        delete(state_root, cid)
+
+
+def test_on_failure_restarts_at_most_n_times(busybox_rootfs, state_root):
+    ok = None
+    cid = run_d(state_root, "--restart", "on-failure:2", "--rootfs", busybox_rootfs, "--",
+                "sh", "-c", "echo run; exit 3")
+    try:
+        s = wait_for(lambda: finished(state_root, cid, count=2), what="the 2nd restart")
+        time.sleep(1)  # a 3rd would come within 0.4 s (docker's back-off)
+        s = state(state_root, cid)
+        assert (s["restart_count"], s["exit_code"]) == (2, 3)
+        assert mc("logs", cid, state_root=state_root).stdout == "run\n" * 3
+        # a success is not restarted
+        ok = run_d(state_root, "--restart", "on-failure", "--rootfs", busybox_rootfs, "--",
+                   "true")
+        wait_for(lambda: finished(state_root, ok))
+        time.sleep(0.5)
+        assert state(state_root, ok)["restart_count"] == 0
+    finally:
+        delete(state_root, cid)
+        delete(state_root, ok)
+
+
+def test_always_restarts_until_stopped(busybox_rootfs, state_root):
+    cid = run_d(state_root, "--restart", "always", "--rootfs", busybox_rootfs, "--",
+                "sh", "-c", "echo run; exec sleep 1000")
+    try:
+        first = state(state_root, cid)["pid"]
+        os.kill(first, signal.SIGKILL)
+        s = wait_for(lambda: state(state_root, cid).get("restart_count") == 1 and
+                     mcmod.Container.load(cid, state_root).alive() and
+                     state(state_root, cid), what="the restart")
+        assert s["pid"] != first and "finished_at" not in s
+        assert parent_pid(s["pid"]) == monitor_pid(state_root)
+        # stop, as the contract says (`stop` writes stopped_by_user first): not restarted
+        mcmod.stop_container(mcmod.Container.load(cid, state_root), timeout=1)
+        s = wait_for(lambda: finished(state_root, cid))
+        time.sleep(0.5)
+        s = state(state_root, cid)
+        assert s["stopped_by_user"] is True and s["restart_count"] == 1
+        assert s["exit_code"] == 128 + 9  # sleep as PID 1 ignores TERM: killed after 1 s
+        assert json.loads(mc("state", cid, state_root=state_root).stdout)["status"] == \
+            "stopped"
+        assert mc("logs", cid, state_root=state_root).stdout == "run\nrun\n"
+    finally:
+        delete(state_root, cid)
+
+
+def test_restart_verb(busybox_rootfs, state_root, tmp_path):
+    cid = run_d(state_root, "--stop-signal", "USR1", "--rootfs", busybox_rootfs, "--", "sh",
+                "-c", "trap 'echo usr1; exit 0' USR1; echo run; sleep 1000 & wait")
+    engine = new_id()
+    try:
+        first = state(state_root, cid)["pid"]
+        wait_for(lambda: "run" in mc("logs", cid, state_root=state_root).stdout)
+        r = mc("restart", "-t", "5", cid, state_root=state_root)
+        assert (r.returncode, r.stdout, r.stderr) == (0, cid + "\n", "")
+        s = state(state_root, cid)
+        assert s["pid"] != first and mcmod.Container.load(cid, state_root).alive()
+        assert s["restart_count"] == 0 and "stopped_by_user" not in s
+        wait_for(lambda: mc("logs", cid, state_root=state_root).stdout == "run\nusr1\nrun\n")
+        # a container of an engine (runc's create): its engine restarts it
+        bundle = tmp_path / "bundle"
+        bundle.mkdir()
+        (bundle / "config.json").write_text(json.dumps(
+            mcmod.default_spec(rootfs=busybox_rootfs, args=["sleep", "1000"])))
+        rc, _, err = mc_bg("create", "--bundle", str(bundle), engine, state_root=state_root)
+        assert rc == 0, err
+        assert "through the engine" in one_line_error(
+            mc("restart", engine, state_root=state_root))
+    finally:
+        delete(state_root, cid, engine)
+
+
+def test_run_flags_of_detached_containers_say_what_is_wrong(busybox_rootfs, state_root):
+    for flags, words in ((["--restart", "sometimes"], "invalid restart policy"),
+                         (["--restart", "always", "--rm"], "--restart and --rm conflict"),
+                         (["--restart", "always"], "needs -d"),
+                         (["--log-opt", "max-size=0"], "max-size"),
+                         (["--log-opt", "colour=blue"], "max-size=SIZE"),
+                         (["--stop-signal", "SIGNOPE"], "unknown signal"),
+                         (["--stop-timeout", "-1"], "--stop-timeout")):
+        detach = [] if "needs -d" in words else ["-d"]
+        line = one_line_error(mc("run", *detach, *flags, "--rootfs", busybox_rootfs, "--",
+                                 "true", state_root=state_root))
+        assert words in line, (flags, line)
+    assert not os.path.exists(state_root) or \
+        [n for n in os.listdir(state_root) if not n.startswith(".")] == []
+
+
+def _rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_one_monitor_serves_every_detached_container(busybox_rootfs, state_root):
+    cids = []
+    try:
+        cids.append(run_d(state_root, "--rootfs", busybox_rootfs, "--", "sleep", "1000"))
+        monitor = monitor_pid(state_root)
+        one = _rss_kib(monitor)
+        for _ in range(9):
+            cids.append(run_d(state_root, "--rm", "--rootfs", busybox_rootfs, "--",
+                              "sleep", "1000"))
+        assert monitor_pid(state_root) == monitor
+        assert {parent_pid(state(state_root, c)["pid"]) for c in cids} == {monitor}
+        ten = _rss_kib(monitor)
+        # bench/bench_detached.py measures it; here a loose bound: a few MiB, not 10 each
+        print("monitor RSS: %d KiB with 1 container, %d KiB with 10" % (one, ten))
+        assert ten < 40 * 1024 and ten - one < 10 * 1024
+    finally:
+        delete(state_root, *cids)
+    # it leaves with the last one
+    wait_for(lambda: not os.path.exists("/proc/%d" % monitor) or
+             open("/proc/%d/stat" % monitor).read().split(") ")[1][0] == "Z",
+             what="the monitor to leave")
+    assert sorted(os.listdir(state_root)) == []
+
+
+def test_gc_removes_what_a_crashed_monitor_left(busybox_rootfs, state_root):
+    cid = run_d(state_root, "--rm", "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    monitor = monitor_pid(state_root)
+    os.kill(monitor, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists("/proc/%d" % monitor), what="the monitor's end")
+    # the container lives on; a gc removes the monitor's socket (a new monitor would too)
+    assert mcmod.Container.load(cid, state_root).alive()
+    r = mc("gc", state_root=state_root)
+    assert r.returncode == 0 and "monitor.sock" in r.stdout, (r.stdout, r.stderr)
+    # a new run -d starts a new monitor
+    other = run_d(state_root, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    assert monitor_pid(state_root) != monitor
+    delete(state_root, cid, other)
