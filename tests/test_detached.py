@@ -195,7 +195,10 @@ def test_always_restarts_until_stopped(busybox_rootfs, state_root):
                      mcmod.Container.load(cid, state_root).alive() and
                      state(state_root, cid), what="the restart")
         assert s["pid"] != first and "finished_at" not in s
-        assert parent_pid(s["pid"]) == monitor_pid(state_root)
+        # the monitor's worker that made it hands it over as it exits (the monitor reaps
+        # orphans: PR_SET_CHILD_SUBREAPER)
+        wait_for(lambda: parent_pid(s["pid"]) == monitor_pid(state_root),
+                 what="the monitor to parent the restarted init")
         # stop, as the contract says (`stop` writes stopped_by_user first): not restarted
         mcmod.stop_container(mcmod.Container.load(cid, state_root), timeout=1)
         s = wait_for(lambda: finished(state_root, cid))

@@ -224,10 +224,10 @@ def test_exec_flags(busybox_rootfs, state_root):
     # -d: returns at once, its output nowhere (docker's: not the caller's, not the log's)
     t = time.monotonic()
     r = subprocess.run([sys.executable, RUNTIME, "--root", state_root, "exec", "-d", cid,
-                        "sh", "-c", "sleep 0.2; echo detached; echo ran > /tmp/ran"],
+                        "sh", "-c", "sleep 0.2; echo detached; echo ran > /dev/shm/ran"],
                        capture_output=True, text=True, timeout=30)
     assert ok(r) == "" and time.monotonic() - t < 5
-    wait_for(lambda: run_mc("exec", cid, "cat", "/tmp/ran", state_root=state_root).stdout
+    wait_for(lambda: run_mc("exec", cid, "cat", "/dev/shm/ran", state_root=state_root).stdout
              == "ran\n", what="the detached exec to run")
     assert "detached" not in run_mc("logs", cid, state_root=state_root).stdout
     ok(run_mc("rm", "-f", cid, state_root=state_root))
