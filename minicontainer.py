@@ -5787,7 +5787,7 @@ def find_image(ref, store=None):
     store = store if isinstance(store, ImageStore) else ImageStore(store)
     found = _lookup(store, ref)
     if not found:
-        raise Error("no such image: %s (pull it with: tools/pull.py %s)" % (ref, ref))
+        raise Error("no such image: %s (pull it with: minicontainer pull %s)" % (ref, ref))
     name, desc = found[0]
     digest = desc["digest"]
     manifest = store.read_json_blob(digest)
