@@ -123,6 +123,12 @@ def process_exiting(pid):
     return fields is None or bool(int(fields[6]) & 0x4)
 
 
+def exit_status(status):
+    """A wait status as a shell (and docker) says it: 128+N for a signal N."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
 def timestamp(t=None):
     t = time.time() if t is None else t
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%09dZ" % (t % 1 * 1e9)
@@ -5261,23 +5267,32 @@ class Container:
         if status == "paused" and sig == signal.SIGKILL:
             self.cgroup.freeze(False)  # let the kill be delivered
 
-    def wait(self, timeout=None):
-        """Block until the container's init exits (or timeout seconds: TimeoutError); its
-        exit status, 128+N for signal N. Known to the process that created the container
-        (its parent); for others, what state.json records, None if it says nothing."""
+    def wait_stopped(self, timeout=None):
+        """Until the container's init has exited (True), or timeout seconds (False)."""
         import select
         pidfd = self._pidfd if self._pidfd is not None else \
             pidfd_open(self.pid) if self.alive() else None
         try:
-            if pidfd is not None and not select.select([pidfd], [], [], timeout)[0]:
-                raise TimeoutError("container %s still runs" % self.id)
+            if pidfd is not None:  # readable once the process has exited
+                return bool(select.select([pidfd], [], [], timeout)[0]) or not self.alive()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self.alive():
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+            return True
         finally:
             if pidfd is not None and pidfd != self._pidfd:
                 os.close(pidfd)
+
+    def wait(self, timeout=None):
+        """Block until the container's init exits (or timeout seconds: TimeoutError); its
+        exit status, 128+N for signal N. Known to the process that created the container
+        (its parent); for others, what state.json records, None if it says nothing."""
+        if not self.wait_stopped(timeout):
+            raise TimeoutError("container %s still runs" % self.id)
         try:
-            _, status = os.waitpid(self.pid, 0)
-            return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else \
-                os.waitstatus_to_exitcode(status)
+            return exit_status(os.waitpid(self.pid, 0)[1])
         except ChildProcessError:
             return exit_code_of(self)
 
@@ -6661,13 +6676,7 @@ def _wait_exit(pid):
             break
         except ChildProcessError:
             return 255
-    return _exit_code(status)
-
-
-def _exit_code(status):
-    """A wait status as a shell (and docker) says it: 128+N for a signal N."""
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
+    return exit_status(status)
 
 
 def _proxy_tty(pid, master, interactive):
@@ -7311,7 +7320,7 @@ class _Monitor:
                     self.unwatch(channel.fileno())
                 channel.close()
                 del self.workers[pid]
-                self.answer(conn, _exit_code(status))
+                self.answer(conn, exit_status(status))
                 if not self.workers:
                     self.ended.clear()  # none can be registered any more
             elif pid in self.containers:
@@ -7332,7 +7341,7 @@ class _Monitor:
                 self.unwatch(fd)
                 os.close(fd)
         e["log"].close()
-        code = _exit_code(status)
+        code = exit_status(status)
         try:
             c = Container.load(e["id"], self.root)
             if e["rm"]:
@@ -7789,13 +7798,13 @@ def load_container(word, root):
 
 
 def _each(words, root, act):
-    """Apply act(container) to each container named, as docker does: the names of those done
-    on stdout, an error line for each other; exit status 1 if any failed."""
+    """Apply act(container) to each container named, as docker does: on stdout what act
+    returns (None: the name), an error line for each other; exit status 1 if any failed."""
     status = 0
     for word in words:
         try:
-            act(load_container(word, root))
-            print(word, flush=True)
+            out = act(load_container(word, root))
+            print(word if out is None else out, flush=True)
         except Error as e:
             sys.stderr.write("minicontainer: %s\n" % e)
             status = 1
@@ -7900,24 +7909,6 @@ def _docker_state(status):
     return {"stopped": "exited", "creating": "created"}.get(status, status)
 
 
-def _wait_stopped(c, timeout=None):
-    """Wait until the container's init has exited (True), or timeout seconds (False)."""
-    import select
-    pidfd = pidfd_open(c.pid) if c.alive() else None
-    try:
-        if pidfd is not None:  # readable once the process has exited
-            return bool(select.select([pidfd], [], [], timeout)[0]) or not c.alive()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while c.alive():
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
-
-
 def stop_container(c, timeout=None):
     """docker's stop: the container's stop signal (state's stop_signal, else SIGTERM), then
     SIGKILL after its stop timeout (state's stop_timeout, else 10 s). Said in state.json
@@ -7937,11 +7928,11 @@ def stop_container(c, timeout=None):
         c.signal(sig)
         if c.status() == "paused" and sig != signal.SIGKILL:
             c.signal(signal.SIGKILL)  # a frozen process handles no signal
-        if timeout < 0 or not _wait_stopped(c, timeout):
+        if timeout < 0 or not c.wait_stopped(timeout):
             c.signal(signal.SIGKILL)
     except Error:
         return  # it stopped meanwhile
-    if not _wait_stopped(c, 10):
+    if not c.wait_stopped(10):
         raise Error("container %s did not stop" % c.id)
 
 
@@ -8077,19 +8068,13 @@ def cmd_inspect(a, g):
 
 
 def cmd_wait(a, g):
-    status = 0
-    for word in a.ids:
-        try:
-            c = load_container(word, g.root)
-            _wait_stopped(c)
-            code = exit_code_of(c)
-            if code is None:
-                raise Error("container %s stopped; its exit code was not recorded" % c.id)
-            print(code, flush=True)
-        except Error as e:
-            sys.stderr.write("minicontainer: %s\n" % e)
-            status = 1
-    return status
+    def wait(c):
+        c.wait_stopped()
+        code = exit_code_of(c)
+        if code is None:
+            raise Error("container %s stopped; its exit code was not recorded" % c.id)
+        return code
+    return _each(a.ids, g.root, wait)
 
 
 def cmd_top(a, g):
