@@ -4844,7 +4844,7 @@ class Container:
     @classmethod
     def create(cls, cid, config, bundle, root=None, console=None, stdin_null=False,
                pid_file=None, preserve_fds=0, cgroup_parent=None, debug=False, overlay=None,
-               network=None, etc_files=None, log=None, no_pivot=False):
+               network=None, etc_files=None, log=None, no_pivot=False, carry=None):
         """Set up a container whose init waits, fully configured, for start().
 
         console: None (keep our stdio), "self" (make a pty and keep its master in
@@ -4852,7 +4852,9 @@ class Container:
         overlay: an image's layer directories (bottom first). The rootfs (config.root.path
         is set) is then STATE/rootfs with an overlay of them mounted on it in the container's
         own mount namespace, the container's changes going to STATE/upper; where overlayfs
-        is refused, a private copy of the layers in STATE/rootfs.
+        is refused, a private copy of the layers in STATE/rootfs. carry: a directory holding
+        the writable layer of this container's previous life (its `upper`, or its private
+        copy `rootfs`), which it takes over: a restart keeps the changes, as docker's does.
         network: network_option's; etc_files: write_etc_files's spec (docker's /etc files).
         log: (stdout fd, stderr fd) for the process instead of ours (a detached run's pipes to
         its monitor); the caller keeps and closes them. no_pivot: move the rootfs onto / and
@@ -4912,7 +4914,7 @@ class Container:
                 etc_mounts = write_etc_files(c, config, etc_files)
             ov = None
             if overlay is not None:
-                ov = c._prepare_layers(overlay)
+                ov = c._prepare_layers(overlay, carry)
                 debug_step("layers")
             plan = setup_plan(config, rootfs, c.state["bundle"], c.state.get("network"),
                               etc_mounts, ov is not None, no_pivot)
@@ -5035,10 +5037,11 @@ class Container:
         return c
 
     # -- the root filesystem of an image
-    def _prepare_layers(self, layers):
+    def _prepare_layers(self, layers, carry=None):
         """STATE/rootfs, upper and work for the overlay (ctx.overlay for the init), after
         recording the layers in use in the store (rmi keeps them). None when a copy is made
-        straight away (asked by $MINICONTAINER_NO_OVERLAY, or an image without layers)."""
+        straight away (asked by $MINICONTAINER_NO_OVERLAY, or an image without layers), or
+        taken over from `carry`."""
         rootfs = os.path.join(self.dir, "rootfs")
         upper, work = os.path.join(self.dir, "upper"), os.path.join(self.dir, "work")
         os.mkdir(rootfs, 0o755)
@@ -5053,17 +5056,26 @@ class Container:
                                           "layers": list(layers)}))
             ov["use"] = use
         self.save()
+        if carry and os.path.isdir(os.path.join(carry, "rootfs")):
+            os.rmdir(rootfs)
+            os.rename(os.path.join(carry, "rootfs"), rootfs)
+            ov["mode"] = "copy"
+            self.save()
+            return None
         if not layers or settings().no_overlay:
             self._copy_layers("not used ($MINICONTAINER_NO_OVERLAY=1)" if layers else "")
             return None
         # upper and work on one filesystem (overlayfs requires it); the upper directory's
         # owner, mode and times are those of the merged root, so they come from the image.
-        os.mkdir(upper, 0o755)
         os.mkdir(work, 0o700)
-        st = os.stat(layers[-1])
-        os.chown(upper, *self._host_owner(st.st_uid, st.st_gid))
-        os.chmod(upper, st.st_mode & 0o7777)
-        os.utime(upper, ns=(st.st_atime_ns, st.st_mtime_ns))
+        if carry and os.path.isdir(os.path.join(carry, "upper")):
+            os.rename(os.path.join(carry, "upper"), upper)
+        else:
+            os.mkdir(upper, 0o755)
+            st = os.stat(layers[-1])
+            os.chown(upper, *self._host_owner(st.st_uid, st.st_gid))
+            os.chmod(upper, st.st_mode & 0o7777)
+            os.utime(upper, ns=(st.st_atime_ns, st.st_mtime_ns))
         lower = unique_layers(layers)
         if len(overlay_options(lower, upper, work)) >= 4096:
             # Mount data is one page: past ~60 layers their names do not fit. Short links
@@ -6779,12 +6791,13 @@ def _run(a, g):
     # to the caller (whose $(...) would wait for the container to end)
     pipes = [os.pipe(), os.pipe()] if a.detach and not terminal and bool(
         image or a.rootfs) and _MONITOR.get("channel") is not None else None
+    layers, carry, created = _carried(image, cid)
     try:
         c = Container.create(cid, config, bundle, g.root, console=console,
                              stdin_null=not a.interactive and bool(image or a.rootfs),
                              pid_file=a.pid_file, cgroup_parent=a.cgroup_parent,
                              debug=g.debug, preserve_fds=preserve_fds,
-                             overlay=image.layers if image is not None else None,
+                             overlay=layers, carry=carry,
                              network=run.network, etc_files=run.etc_files,
                              log=pipes and (pipes[0][1], pipes[1][1]))
     except BaseException:
@@ -6819,7 +6832,9 @@ def _run(a, g):
         if image is not None or a.rootfs:  # docker-like: its readers want the records
             with c.lock():
                 # a container the user keeps, not a crash's debris: gc leaves it
-                c.state.update(_start_record(run, g), keep=keep, run=record)
+                c.state.update(_start_record(run, g, keep), keep=keep, run=record)
+                if created:  # made again by its monitor: docker's Created is the first's
+                    c.state["created"] = created
                 c.save()
     except BaseException:
         for r, _ in pipes or []:
@@ -6830,13 +6845,14 @@ def _run(a, g):
             pass  # start removed it (a failing poststart hook)
         raise
     if a.detach:
-        if c.console_master is not None:
-            os.close(c.console_master)
+        # the monitor logs what the container writes: on its pipes, or on its terminal
+        output = [r for r, _ in pipes or []] or [c.console_master]
         try:
-            _monitor_watch(c, run, [r for r, _ in pipes or []])
+            _monitor_watch(c, run, [fd for fd in output if fd is not None])
         finally:
-            for r, _ in pipes or []:
-                os.close(r)
+            for fd in output:
+                if fd is not None:
+                    os.close(fd)
             print(cid, flush=True)
         return 0
     pid, start, code = c.pid, c.state.get("start_time"), None
@@ -6898,16 +6914,39 @@ def run(image, args=(), flags=(), root=None, rm=True, input=None, timeout=None):
 
 # ---- detached containers: the exit records, the monitor, logs, restart ----
 
-def _start_record(run, g):
+def _start_record(run, g, keep):
     """What state.json says of a container that started (the exit's fields come later):
     read by ps, inspect, wait, stop and the monitor."""
     record = {"started_at": timestamp(), "restart_count": _MONITOR.get("restart_count", 0),
               "stop_signal": run.stop_signal, "stop_timeout": run.stop_timeout}
-    if run.a.detach and _MONITOR.get("channel") is not None:
-        # what the monitor needs to restart it, also after a restart of the monitor
-        record.update(restart_policy=run.restart, log_opts=run.log_opts,
-                      relaunch={"argv": g.argv, "cwd": os.getcwd()})
+    detached = run.a.detach and _MONITOR.get("channel") is not None
+    if detached:
+        record.update(restart_policy=run.restart, log_opts=run.log_opts)
+    if detached or keep:
+        # what the monitor needs to restart it (`restart`, or its policy), also after a
+        # restart of the monitor; a kept foreground container comes back detached (docker's)
+        record.update(relaunch={"argv": g.argv, "cwd": os.getcwd()})
     return record
+
+
+def _carried(image, cid):
+    """What a container that the monitor makes again keeps of its previous life: (its
+    layers, the directory with its writable layer for Container.create's carry, its
+    creation time). Its layers are those it had while the store holds them (its image may
+    be tagged anew since: the container stays what it was, as docker's)."""
+    layers, carry = (image.layers if image is not None else None), _MONITOR.get("carry")
+    try:
+        with open(os.path.join(carry, "life.json")) as f:
+            life = json.load(f)
+    except (TypeError, OSError, ValueError):
+        return layers, None, None
+    if image is None or not life.get("layers"):
+        return layers, None, life.get("created")
+    if all(os.path.isdir(layer) for layer in life["layers"]):
+        return life["layers"], carry, life.get("created")
+    warn("the layers of %s are no longer stored: it starts from %s as it is now, without "
+         "its changes" % (cid, image.name))
+    return layers, None, life.get("created")
 
 
 def _exit_record(c, pid, start_time, code):
@@ -7224,7 +7263,7 @@ class _Monitor:
                 os.closerange(len(high), channel)
                 os.closerange(channel + 1, os.sysconf("SC_OPEN_MAX"))
                 _MONITOR.update(channel=socket.socket(fileno=channel),
-                                restart_count=restart_count)
+                                restart_count=restart_count, carry=request.get("carry"))
                 os.chdir(request["cwd"])
                 os.umask(request.get("umask", 0o22))
                 os.environ.clear()
@@ -7244,6 +7283,7 @@ class _Monitor:
 
     def registered(self, worker):
         """A container that our child `worker` started: watch its init and output."""
+        import shutil
         import socket
         channel = self.workers[worker][1]
         try:
@@ -7259,8 +7299,9 @@ class _Monitor:
         saved = self.saved_logs.pop(c.id, None)
         if saved:  # a restarted container's log goes on
             for name in _listdir(saved):
-                os.rename(os.path.join(saved, name), os.path.join(c.dir, name))
-            os.rmdir(saved)
+                if name.startswith("container.log"):
+                    os.rename(os.path.join(saved, name), os.path.join(c.dir, name))
+            shutil.rmtree(saved, ignore_errors=True)  # and a writable layer not taken
         opts = info["log_opts"]
         e = dict(info, request=self.workers[worker][2], since=time.monotonic(), pipes={},
                  log=_JsonLog(c.log, opts["max_size"], opts["max_file"]))
@@ -7371,7 +7412,8 @@ class _Monitor:
 
     def recreate(self, cid, request, restart_count, conn=None, fds=None):
         """A new init for a stopped container: the container is made again from its `run`
-        command line, of the same id (its log goes on, its filesystem is the image's)."""
+        command line, of the same id; its log goes on, and its writable layer with the
+        layers under it (_carried) are kept, as docker keeps a container's files."""
         import tempfile
         try:
             c = Container.load(cid, self.root)
@@ -7382,6 +7424,13 @@ class _Monitor:
                 if name.startswith("container.log"):
                     os.rename(os.path.join(c.dir, name), os.path.join(saved, name))
             self.saved_logs[cid] = saved
+            ov = c.state.get("overlay") or {}
+            layer = {"overlay": "upper", "copy": "rootfs"}.get(ov.get("mode"))
+            write_atomic(os.path.join(saved, "life.json"), json.dumps({
+                "created": c.state.get("created"), "layers": ov.get("layers")}))
+            if layer and os.path.isdir(os.path.join(c.dir, layer)):
+                os.rename(os.path.join(c.dir, layer), os.path.join(saved, layer))
+            request = dict(request, carry=saved)
             c.destroy(force=False)
         except Error as e:
             if conn is not None:
@@ -7704,7 +7753,13 @@ def cmd_restart(a, g):
             raise Error("restart: %s was not made by run (an engine's container: restart it "
                         "through the engine)" % cid)
         stop_container(c, a.time)
-        code = _monitor_request(g.root, {"restart": cid, "env": dict(os.environ)}, [0, 1, 2])
+        # its output and errors to ours; its input nothing (that of `run -i` was a terminal)
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            code = _monitor_request(g.root, {"restart": c.id, "env": dict(os.environ)},
+                                    [null, 1, 2])
+        finally:
+            os.close(null)
         if code:
             return code
     return 0

@@ -297,3 +297,50 @@ def test_gc_removes_what_a_crashed_monitor_left(busybox_rootfs, state_root):
     other = run_d(state_root, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
     assert monitor_pid(state_root) != monitor
     delete(state_root, cid, other)
+
+
+@pytest.mark.parametrize("copy", [False, True], ids=["overlay", "private-copy"])
+def test_restart_keeps_the_containers_files_and_creation_time(busybox_rootfs, tmp_path, copy):
+    """docker's restart keeps the writable layer (here STATE/upper, or the private copy when
+    overlayfs is not used) and Created; a foreground container kept without --rm comes back
+    detached, its output then in its log."""
+    import import_image
+    store, state_root = str(tmp_path / "store"), str(tmp_path / "state")
+    import_image.import_image(busybox_rootfs, "restart-test:1", store=store)
+    env = dict(os.environ, MINICONTAINER_STORE=store)
+    if copy:
+        env["MINICONTAINER_NO_OVERLAY"] = "1"
+    cid = new_id("keep")
+    r = mc("run", "--name", cid, "restart-test:1", "sh", "-c", "echo x >> /f; wc -l < /f",
+           state_root=state_root, env=env)
+    try:
+        assert (r.returncode, r.stdout) == (0, "1\n"), r.stderr
+        created = state(state_root, cid)["created"]
+        mode = state(state_root, cid)["overlay"]["mode"]
+        assert mode == ("copy" if copy else "overlay")
+        for n in (2, 3):
+            r = mc("restart", cid, state_root=state_root, env=env)
+            assert (r.returncode, r.stdout) == (0, cid + "\n"), r.stderr
+            s = wait_for(lambda: finished(state_root, cid))
+            assert s["exit_code"] == 0 and s["created"] == created
+            assert s["overlay"]["mode"] == mode
+        assert mc("logs", cid, state_root=state_root).stdout == "2\n3\n"
+    finally:
+        delete(state_root, cid)
+    assert os.listdir(state_root) == []  # nothing kept aside for the restarts either
+
+
+def test_a_detached_terminal_is_logged(busybox_rootfs, state_root):
+    """run -dt: what the container writes on its terminal goes to its log, as docker's."""
+    cid = run_d(state_root, "-t", "--rootfs", busybox_rootfs, "--", "sh", "-c",
+                "echo on-tty; [ -t 1 ] && echo is-a-tty; exec sleep 1000")
+    try:
+        wait_for(lambda: "is-a-tty" in mc("logs", cid, state_root=state_root).stdout,
+                 what="the terminal's output in the log")
+        with open(os.path.join(state_root, cid, "container.log")) as f:
+            records = [json.loads(line) for line in f]
+        assert [(r["stream"], r["log"]) for r in records] == [
+            ("stdout", "on-tty\r\n"), ("stdout", "is-a-tty\r\n")]  # as the pty wrote it
+        assert mcmod.Container.load(cid, state_root).alive()  # the terminal stays open
+    finally:
+        delete(state_root, cid)
