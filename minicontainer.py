@@ -205,19 +205,256 @@ def debug(msg):
         _log_error(msg, DEBUG_LOG, "debug")
 
 
-def print_formatted(fmt, data, header, rows, widths=None):
+def print_formatted(fmt, data, header, rows, widths=None, headers=None):
     """--format of list, ps and images: json prints `data` (what programs read), table the
     header and rows in columns `widths` wide, one space apart, or, without widths, as wide
-    as their widest cell, three spaces apart."""
+    as their widest cell, three spaces apart. Any other format is a Go template, as
+    docker's (render_template), printed for each item of `data`; "table TEMPLATE" puts a
+    header line first, the column names from `headers` ({key: name}, else KEY), and aligns
+    the columns that tabs (\\t) separate."""
     if fmt == "json":
         print(json.dumps(data))
         return
+    if fmt != "table":
+        fmt = fmt.replace("\\t", "\t").replace("\\n", "\n")
+        table = fmt.startswith("table ")
+        fmt = fmt[6:].strip() if table else fmt
+        lines = [render_template(fmt, item) for item in data]
+        if not table:
+            for line in lines:
+                print(line)
+            return
+        keys = {key for item in data for key in item} | set(headers or ())
+        head = render_template(fmt, {k: (headers or {}).get(k, k.upper()) for k in keys})
+        header, rows, widths = head.split("\t"), [line.split("\t") for line in lines], None
+        rows = [row + [""] * (len(header) - len(row)) for row in rows]
+        if len(header) == 1:
+            print("\n".join([head] + lines))
+            return
     sep = " " if widths else "   "
     widths = widths or [max(len(str(r[i])) for r in rows + [header])
                         for i in range(len(header))]
     for row in [header] + rows:
         print(sep.join(str(c).ljust(w) for c, w in zip(row[:-1], widths))
               + sep + str(row[-1]).rstrip())
+
+
+def render_template(text, dot):
+    """docker's --format: a Go text/template over `dot` (decoded JSON), in the part of the
+    language that docker users write: {{.Path.To.Field}}, {{json .X}}, {{index .X "key"}},
+    {{join .X ","}}, {{upper .X}}, {{lower .X}}, {{len .X}}, {{println .X}}, pipes (|),
+    parentheses, {{range .X}}…{{end}}, {{if .X}}…{{else}}…{{end}}, {{with .X}}…{{end}}, and
+    {{- -}} trimming. Values print as Go prints them (true, [a b], map[k:v])."""
+    return "".join(_template_run(_template_parse(text), dot))
+
+
+def _template_parse(text):
+    import re
+    nodes, stack = [], []
+    tree = nodes
+    pos = 0
+    for m in re.finditer(r"\{\{(-\s)?(.*?)(\s-)?\}\}", text, re.S):
+        lead = text[pos:m.start()]
+        if m.group(1):
+            lead = lead.rstrip()
+        if tree and isinstance(tree[-1], tuple) and tree[-1][0] == "trim":
+            tree.pop()
+            lead = lead.lstrip()
+        if lead:
+            tree.append(lead)
+        pos = m.end()
+        words = _template_words(m.group(2).strip())
+        head = words[0] if words else ""
+        if head in ("range", "if", "with"):
+            node = [head, words[1:], [], []]  # kind, pipeline, body, else-body
+            tree.append(node)
+            stack.append((tree, node))
+            tree = node[2]
+        elif head == "else":
+            if not stack:
+                raise Error("--format: {{else}} outside {{if}}, {{with}} or {{range}}")
+            tree = stack[-1][1][3]
+        elif head == "end":
+            if not stack:
+                raise Error("--format: {{end}} without its {{if}}, {{with}} or {{range}}")
+            tree = stack.pop()[0]
+        elif words:
+            tree.append(("pipe", words))
+        if m.group(3):
+            tree.append(("trim",))
+    if stack:
+        raise Error("--format: {{%s}} without its {{end}}" % stack[-1][1][0])
+    rest = text[pos:]
+    if tree and isinstance(tree[-1], tuple) and tree[-1][0] == "trim":
+        tree.pop()
+        rest = rest.lstrip()
+    if rest:
+        tree.append(rest)
+    return nodes
+
+
+def _template_words(action):
+    import re
+    words = re.findall(r'"(?:[^"\\]|\\.)*"|`[^`]*`|\)(?:\.\w+)+|[()|]|[^\s()|"`]+|["`]',
+                       action)
+    if any(w in ('"', "`") for w in words):
+        raise Error("--format: unterminated string in {{%s}}" % action)
+    return words
+
+
+_NO_VALUE = object()  # a map's missing key: Go prints <no value>
+
+
+def _template_run(nodes, dot):
+    for node in nodes:
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, tuple):
+            yield _go_string(_template_pipe(node[1], dot))
+        else:
+            kind, words, body, other = node
+            value = _template_pipe(words, dot)
+            if kind == "range":
+                items = list(value.values() if isinstance(value, dict) else value or ())
+                for item in items:
+                    yield from _template_run(body, item)
+                if not items:
+                    yield from _template_run(other, dot)
+            elif _go_true(value):
+                yield from _template_run(body, value if kind == "with" else dot)
+            else:
+                yield from _template_run(other, dot)
+
+
+def _template_pipe(words, dot):
+    value, first = None, True
+    while words:
+        cut = _template_split(words)
+        value = _template_call(words[:cut], dot, None if first else [value])
+        words, first = words[cut + 1:], False
+    return value
+
+
+def _template_split(words):
+    """Where the first command of a pipeline ends: at a | outside parentheses."""
+    depth = 0
+    for i, w in enumerate(words):
+        depth += (w == "(") - (w == ")" or w.startswith(")."))
+        if w == "|" and depth == 0:
+            return i
+    return len(words)
+
+
+def _template_call(words, dot, piped):
+    args, i = [], 0
+    while i < len(words):
+        w = words[i]
+        if w == "(":
+            depth, j = 1, i + 1
+            while depth:
+                if j == len(words):
+                    raise Error("--format: unclosed (")
+                depth += (words[j] == "(") - (words[j] == ")" or words[j].startswith(")."))
+                j += 1
+            value = _template_pipe(words[i + 1:j - 1], dot)
+            for name in words[j - 1].split(".")[1:]:
+                value = _go_field(value, name)
+            args.append(value)
+            i = j
+            continue
+        args.append(_template_arg(w, dot))
+        i += 1
+    args += piped or []
+    fn = args[0]
+    if not isinstance(fn, _GoFunc):
+        if len(args) > 1:
+            raise Error("--format: %s is not a function" % words[0])
+        return fn
+    return fn(args[1:])
+
+
+class _GoFunc:
+    def __init__(self, name, fn):
+        self.name, self.fn = name, fn
+
+    def __call__(self, args):
+        try:
+            return self.fn(*args)
+        except (TypeError, KeyError, IndexError, ValueError, AttributeError):
+            raise Error("--format: wrong arguments for %s" % self.name) from None
+
+
+def _go_index(value, *keys):
+    for key in keys:
+        value = value.get(key, _NO_VALUE) if isinstance(value, dict) else value[int(key)]
+    return value
+
+
+_GO_FUNCS = {
+    "json": lambda v: json.dumps(None if v is _NO_VALUE else v, separators=(",", ":")),
+    "index": _go_index,
+    "join": lambda v, sep: sep.join(_go_string(x) for x in v or ()),
+    "upper": lambda v: _go_string(v).upper(),
+    "lower": lambda v: _go_string(v).lower(),
+    "title": lambda v: _go_string(v).title(),
+    "len": lambda v: len(v or ()),
+    "println": lambda *v: " ".join(_go_string(x) for x in v) + "\n",
+    "print": lambda *v: "".join(_go_string(x) for x in v),
+    "not": lambda v: not _go_true(v),
+    "eq": lambda a, *b: any(a == x for x in b),
+    "ne": lambda a, b: a != b,
+}
+
+
+def _template_arg(word, dot):
+    if word.startswith('"'):
+        return json.loads(word)
+    if word.startswith("`"):
+        return word[1:-1]
+    if word.startswith("."):
+        value = dot
+        for name in word.split(".")[1:]:
+            if name:
+                value = _go_field(value, name)
+        return value
+    if word in _GO_FUNCS:
+        return _GoFunc(word, _GO_FUNCS[word])
+    if word in ("true", "false", "nil"):
+        return {"true": True, "false": False, "nil": None}[word]
+    try:
+        return int(word)
+    except ValueError:
+        raise Error("--format: function %r not defined" % word) from None
+
+
+def _go_field(value, name):
+    if isinstance(value, dict):
+        return value.get(name, _NO_VALUE)
+    raise Error("--format: can't evaluate field %s in a %s" % (name, _go_type(value)))
+
+
+def _go_type(value):
+    return {bool: "bool", int: "int", float: "float64", str: "string", list: "slice"}.get(
+        type(value), "nil" if value is None or value is _NO_VALUE else "value")
+
+
+def _go_true(value):
+    return value not in (None, _NO_VALUE, False, 0, "") and value != [] and value != {}
+
+
+def _go_string(value):
+    """A value as Go's fmt %v prints it."""
+    if value is _NO_VALUE:
+        return "<no value>"
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[%s]" % " ".join(_go_string(v) for v in value)
+    if isinstance(value, dict):
+        return "map[%s]" % " ".join("%s:%s" % (k, _go_string(value[k])) for k in sorted(value))
+    return str(value)
 
 
 def _log_error(msg, log, level="error", stderr=True):
@@ -5836,9 +6073,10 @@ def find_image(ref, store=None):
 
 
 def cmd_images(args, g):
-    """images [-q] [--digests] [--format table|json] [--store DIR]: the images in the store."""
+    """images [-q] [--digests] [--format table|json|TEMPLATE] [--store DIR]: the images in
+    the store."""
     store = ImageStore(args.store)
-    rows = []
+    rows, digests = [], {}
     for name, desc in store.entries():
         if not name:
             continue
@@ -5855,6 +6093,7 @@ def cmd_images(args, g):
         rows.append((ref.familiar_repository, ref.tag or "<none>",
                      digest if args.digests else digest[7:19], platform,
                      created.replace("T", " "), human_size(size)))
+        digests[rows[-1]] = digest
     if args.quiet:
         for row in rows:
             print(row[2])
@@ -5862,8 +6101,14 @@ def cmd_images(args, g):
     header = ("REPOSITORY", "TAG", "DIGEST" if args.digests else "IMAGE ID", "PLATFORM",
               "CREATED", "SIZE")
     rows.sort()
-    print_formatted(args.format, [dict(zip(("repository", "tag", "id", "platform", "created",
-                                            "size"), row)) for row in rows], header, rows)
+    if args.format in ("table", "json"):
+        data = [dict(zip(("repository", "tag", "id", "platform", "created", "size"), row))
+                for row in rows]
+    else:  # docker's names, for its templates
+        data = [{"Repository": row[0], "Tag": row[1], "ID": digests[row][7:19],
+                 "Digest": digests[row], "Platform": row[3], "CreatedAt": row[4],
+                 "Size": row[5]} for row in rows]
+    print_formatted(args.format, data, header, rows, headers={"ID": "IMAGE ID"})
     return 0
 
 
@@ -7771,7 +8016,15 @@ def cmd_state(a, g):
 
 
 def _format_option(parser):
-    parser.add_argument("-f", "--format", choices=["table", "json"], default="table")
+    parser.add_argument("-f", "--format", type=_format, default="table",
+                        help="table, json, or a Go template as docker's ('{{.ID}}')")
+
+
+def _format(text):
+    import argparse
+    if text not in ("table", "json") and "{{" not in text:
+        raise argparse.ArgumentTypeError("%r: table, json or a Go template ('{{.ID}}')" % text)
+    return text
 
 
 def cmd_list(a, g):
@@ -7956,7 +8209,9 @@ def cmd_containers(a, g):
                                                        .items()))})
     if not a.quiet:
         print_formatted(a.format, data, ("CONTAINER ID", "IMAGE", "COMMAND", "CREATED",
-                                         "STATUS", "PORTS", "NAMES"), rows)
+                                         "STATUS", "PORTS", "NAMES"), rows,
+                        headers={"ID": "CONTAINER ID", "RunningFor": "CREATED",
+                                 "CreatedAt": "CREATED AT"})
     return 0
 
 
@@ -8118,7 +8373,12 @@ def cmd_inspect(a, g):
         except Error as e:
             sys.stderr.write("minicontainer: %s\n" % e)
             status = 1
-    print(json.dumps(found, indent=4))
+    if a.format:  # docker's -f: a Go template, for each container
+        fmt = a.format.replace("\\t", "\t").replace("\\n", "\n")
+        for item in found:
+            print(render_template(fmt, item))
+    else:
+        print(json.dumps(found, indent=4))
     return status
 
 
@@ -8566,8 +8826,11 @@ def _parser(only=None):
     rmc = cmd("rm", cmd_rm, "remove containers (running ones with -f)", ids=False)
     rmc.add_argument("-f", "--force", action="store_true", help="kill running ones first")
     rmc.add_argument("ids", nargs="+", metavar="ID")
-    cmd("inspect", cmd_inspect, "print containers as docker inspect does (JSON)",
-        ids=False).add_argument("ids", nargs="+", metavar="ID")
+    ins = cmd("inspect", cmd_inspect, "print containers as docker inspect does (JSON)",
+              ids=False)
+    ins.add_argument("-f", "--format", help="a Go template, as docker's "
+                     "('{{.State.Pid}}', '{{json .Config}}')")
+    ins.add_argument("ids", nargs="+", metavar="ID")
     cmd("wait", cmd_wait, "wait until containers stop; print their exit codes",
         ids=False).add_argument("ids", nargs="+", metavar="ID")
     tp = cmd("top", cmd_top, "a container's processes, as the host's ps shows them")

@@ -198,6 +198,42 @@ def test_inspect_has_dockers_shape(pulled, state_root, tmp_path):
     assert r.returncode == 1 and json.loads(r.stdout) == []
 
 
+def test_format_templates(pulled, store, state_root):
+    """docker's -f/--format Go templates: inspect -f, ps --format (also `table`), images."""
+    cid = new_id("fmt")
+    detach(state_root, "--name", cid, "-l", "tier=web", "-e", "A=1", pulled, "sleep", "100")
+    try:
+        pid = mc.Container.load(cid, state_root).pid
+        out = ok(run_mc("inspect", "-f", "{{.State.Status}} {{.State.Pid}} {{.State.Running}} "
+                        "{{json .Config.Cmd}} {{.Config.Cmd}} {{index .Config.Labels \"tier\"}} "
+                        "{{.Config.Nothing}} {{if .State.Paused}}paused{{else}}not{{end}} "
+                        "{{range .Config.Env}}{{if eq . \"A=1\"}}[{{.}}]{{end}}{{end}} "
+                        "{{.Name | upper}} {{len .Config.Cmd}} {{(index .Config.Cmd 1)}}",
+                        cid, state_root=state_root))
+        assert out == "running %d true [\"sleep\",\"100\"] [sleep 100] web <no value> not "\
+            "[A=1] /%s 2 100\n" % (pid, cid.upper())
+        r = run_mc("inspect", "-f", "{{.State.Nothing.Deeper}}", cid, state_root=state_root)
+        assert "--format" in one_line_error(r)
+        assert "without its {{end}}" in one_line_error(
+            run_mc("inspect", "-f", "{{if .State}}", cid, state_root=state_root))
+        assert ok(run_mc("ps", "--format", "{{.ID}}\\t{{.Image}}", state_root=state_root)) \
+            == "%s\t%s\n" % (cid, pulled)
+        lines = ok(run_mc("ps", "--format", "table {{.ID}}\\t{{.Labels}}",
+                          state_root=state_root)).splitlines()
+        assert [line.split() for line in lines] == [["CONTAINER", "ID", "LABELS"],
+                                                    [cid, "tier=web"]]
+        assert "Go template" in one_line_error(run_mc("ps", "--format", "wide",
+                                                      state_root=state_root))
+        digest = json.loads(ok(run_mc("images", "--format", "json", "--store", store)))[0]
+        out = ok(run_mc("images", "--store", store, "--format",
+                        "{{.Repository}}:{{.Tag}} {{.ID}} {{.Digest}}"))
+        repo, _, tag = pulled.rpartition(":")
+        assert out.split() == ["%s:%s" % (repo, tag), digest["id"], mc.ImageStore(
+            store).entries()[0][1]["digest"]]
+    finally:
+        ok(run_mc("rm", "-f", cid, state_root=state_root))
+
+
 def test_wait_prints_the_exit_code(busybox_rootfs, state_root):
     cid = new_id("wait")
     detach(state_root, "--rootfs", busybox_rootfs, "--name", cid, "--",
