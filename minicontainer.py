@@ -7917,7 +7917,10 @@ def cmd_create(a, g):
 
 
 def cmd_start(a, g):
-    Container.load(a.id, g.root).start()
+    c = Container.load(a.id, g.root)
+    if c.status() == "stopped" and c.state.get("relaunch"):
+        return _relaunch(c, g.root)  # docker's start of a stopped container (runc's refuses)
+    c.start()
     return 0
 
 
@@ -7998,16 +8001,22 @@ def cmd_restart(a, g):
             raise Error("restart: %s was not made by run (an engine's container: restart it "
                         "through the engine)" % cid)
         stop_container(c, a.time)
-        # its output and errors to ours; its input nothing (that of `run -i` was a terminal)
-        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            code = _monitor_request(g.root, {"restart": c.id, "env": dict(os.environ)},
-                                    [null, 1, 2])
-        finally:
-            os.close(null)
+        code = _relaunch(c, g.root)
         if code:
             return code
     return 0
+
+
+def _relaunch(c, root):
+    """A stopped container of a docker-like run made again by the monitor (restart, start):
+    its id printed on our stdout, its errors on our stderr; its input nothing (that of
+    `run -i` was a terminal)."""
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _monitor_request(root, {"restart": c.id, "env": dict(os.environ)},
+                                [null, 1, 2])
+    finally:
+        os.close(null)
 
 
 def cmd_state(a, g):
@@ -8786,7 +8795,8 @@ def _parser(only=None):
                    help="the default here: the container keeps the caller's session keyring "
                    "(no new one is made)")
     c.add_argument("--preserve-fds", type=_count, default=0)
-    cmd("start", cmd_start, "start a created container")
+    cmd("start", cmd_start, "start a created container (or, as docker's, a stopped one that "
+        "run made: it comes back detached)")
     lg = cmd("logs", cmd_logs, "print what a detached container wrote (stdout and stderr)")
     lg.add_argument("-f", "--follow", action="store_true", help="and what it writes next")
     lg.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")

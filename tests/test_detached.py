@@ -301,9 +301,9 @@ def test_gc_removes_what_a_crashed_monitor_left(busybox_rootfs, state_root):
 
 @pytest.mark.parametrize("copy", [False, True], ids=["overlay", "private-copy"])
 def test_restart_keeps_the_containers_files_and_creation_time(busybox_rootfs, tmp_path, copy):
-    """docker's restart keeps the writable layer (here STATE/upper, or the private copy when
-    overlayfs is not used) and Created; a foreground container kept without --rm comes back
-    detached, its output then in its log."""
+    """docker's restart (and start of a stopped container) keeps the writable layer (here
+    STATE/upper, or the private copy when overlayfs is not used) and Created; a foreground
+    container kept without --rm comes back detached, its output then in its log."""
     import import_image
     store, state_root = str(tmp_path / "store"), str(tmp_path / "state")
     import_image.import_image(busybox_rootfs, "restart-test:1", store=store)
@@ -318,8 +318,8 @@ def test_restart_keeps_the_containers_files_and_creation_time(busybox_rootfs, tm
         created = state(state_root, cid)["created"]
         mode = state(state_root, cid)["overlay"]["mode"]
         assert mode == ("copy" if copy else "overlay")
-        for n in (2, 3):
-            r = mc("restart", cid, state_root=state_root, env=env)
+        for verb in ("restart", "start"):  # docker's start of a stopped one: the same
+            r = mc(verb, cid, state_root=state_root, env=env)
             assert (r.returncode, r.stdout) == (0, cid + "\n"), r.stderr
             s = wait_for(lambda: finished(state_root, cid))
             assert s["exit_code"] == 0 and s["created"] == created

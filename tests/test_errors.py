@@ -272,7 +272,7 @@ def test_command_line_mistakes_are_one_line(busybox_rootfs, state_root):
     assert one_line_error(r) == "minicontainer: rmi: the following arguments are required: " \
         "IMAGE" and r.returncode == 2
     r = mc("images", "--format", "yaml", state_root=state_root)
-    assert "argument -f/--format: invalid choice: 'yaml'" in one_line_error(r)
+    assert "argument -f/--format: 'yaml': table, json or a Go template" in one_line_error(r)
     for flag in ("--apparmor", "--process-label"):  # runc's; were parsed and ignored
         r = mc("exec", flag, "x", "someid", "true", state_root=state_root)
         assert one_line_error(r) == "minicontainer: exec %s: not supported by minicontainer " \
