@@ -7352,8 +7352,8 @@ class _Monitor:
     every init is its child (it is a subreaper): it reaps them and records their exit in
     state.json, even when nobody waits; it writes their output, read from pipes, to their
     json-file logs; it removes --rm ones, and restarts those whose --restart policy says so.
-    It leaves with the last container; a crashed one leaves a socket the next one removes,
-    and containers that `gc` (--rm ones) or `prune` (kept ones) remove."""
+    It leaves with the last container. A crashed one leaves a socket the next one removes,
+    and containers that the next one adopts (see adopt)."""
 
     def __init__(self, root):
         import select
@@ -7400,6 +7400,37 @@ class _Monitor:
         self.timers = []  # [monotonic time, function]
         self.saved_logs = {}  # container id: the log of a container being restarted
         os.close(3)  # the starter's pipe: we listen
+        self.adopt()
+
+    def adopt(self):
+        """The detached containers of a monitor that died (killed, or out of memory): their
+        inits are nobody's child that we know, so we learn of their end through a pidfd,
+        without its exit status (recorded as unknown: ps says `Exited`, inspect's ExitCode
+        is null); then --rm and --restart act as they would have. Those that ended while no
+        monitor ran are recorded so now. Their output had only the dead monitor to go to."""
+        for c in Container.list(self.root):
+            if "log_opts" not in c.state or "finished_at" in c.state or not c.pid:
+                continue  # not a detached one's, or its end is recorded
+            run = c.state.get("relaunch") or {}
+            e = {"id": c.id, "pid": c.pid, "start_time": c.state.get("start_time"),
+                 "rm": not c.state.get("keep"), "pipes": {}, "log": None,
+                 "since": time.monotonic(), "request": {
+                     "run": run.get("argv", []), "cwd": run.get("cwd", "/"),
+                     "env": dict(os.environ)}}
+            pidfd = pidfd_open(c.pid) if c.alive() else None
+            if pidfd is not None and not c.alive():
+                os.close(pidfd)  # it ended meanwhile
+                pidfd = None
+            self.containers[c.pid] = e
+            if pidfd is None:
+                self.guarded(self.exited, e, None)
+                continue
+            self.watch(pidfd, lambda fd, e=e: self.orphan_exited(e, fd))
+
+    def orphan_exited(self, e, pidfd):
+        self.unwatch(pidfd)
+        os.close(pidfd)
+        self.exited(e, None)
 
     def watch(self, fd, handler):
         import select
@@ -7615,8 +7646,9 @@ class _Monitor:
                 self.ended[pid] = status
 
     def exited(self, e, status):
-        """Its init exited: the rest of its output, then the record of its exit in
-        state.json; then remove it (--rm) or restart it (as its policy or `restart` says)."""
+        """Its init exited (with a wait status, None when not known): the rest of its output,
+        then the record of its exit in state.json; then remove it (--rm) or restart it (as
+        its policy or `restart` says)."""
         del self.containers[e["pid"]]
         for fd in list(e["pipes"]):
             self.output(e, fd, drain=True)
@@ -7626,8 +7658,9 @@ class _Monitor:
                     e["log"].write(stream, buf)
                 self.unwatch(fd)
                 os.close(fd)
-        e["log"].close()
-        code = exit_status(status)
+        if e["log"] is not None:
+            e["log"].close()
+        code = exit_status(status) if status is not None else None
         try:
             c = Container.load(e["id"], self.root)
             if e["rm"]:
@@ -7712,8 +7745,9 @@ class _Monitor:
 
 
 def _restarts(state, code):
-    """Whether a container that exited with `code` is restarted: its --restart policy, but
-    never after `stop` (its "stopped_by_user"), as docker until its daemon restarts."""
+    """Whether a container that exited with `code` (None: not known, a failure) is restarted:
+    its --restart policy, but never after `stop` (its "stopped_by_user"), as docker until
+    its daemon restarts."""
     policy = state.get("restart_policy")
     if not policy or state.get("stopped_by_user"):
         return False

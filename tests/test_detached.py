@@ -299,6 +299,41 @@ def test_gc_removes_what_a_crashed_monitor_left(busybox_rootfs, state_root):
     delete(state_root, cid, other)
 
 
+def test_a_new_monitor_adopts_the_containers_of_one_that_died(busybox_rootfs, state_root):
+    """Their ends are recorded (the code unknown: not our children any more), --rm and
+    --restart act, also for one that ended while no monitor ran."""
+    always = run_d(state_root, "--restart", "always", "--rootfs", busybox_rootfs, "--", "sh",
+                   "-c", "echo run; exec sleep 1000")
+    kept = run_d(state_root, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    gone = run_d(state_root, "--rm", "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    other = None
+    try:
+        wait_for(lambda: "run" in mc("logs", always, state_root=state_root).stdout)
+        pids = {cid: state(state_root, cid)["pid"] for cid in (always, kept, gone)}
+        monitor = monitor_pid(state_root)
+        os.kill(monitor, signal.SIGKILL)
+        wait_for(lambda: not os.path.exists("/proc/%d" % monitor), what="the monitor's end")
+        os.kill(pids[kept], signal.SIGKILL)  # while no monitor runs
+        wait_for(lambda: not mcmod.Container.load(kept, state_root).alive())
+        assert "finished_at" not in state(state_root, kept)
+        other = run_d(state_root, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+        assert monitor_pid(state_root) != monitor
+        s = wait_for(lambda: finished(state_root, kept), what="the adopted one's end")
+        assert s["exit_code"] is None and s["restart_count"] == 0
+        for cid in (always, gone):
+            os.kill(pids[cid], signal.SIGKILL)
+        wait_for(lambda: not os.path.exists(os.path.join(state_root, gone)), what="--rm")
+        s = wait_for(lambda: state(state_root, always).get("restart_count") == 1 and
+                     mcmod.Container.load(always, state_root).alive() and
+                     state(state_root, always), what="the restart of the adopted one")
+        assert s["pid"] != pids[always]
+        wait_for(lambda: mc("logs", always, state_root=state_root).stdout == "run\nrun\n")
+        row = mc("ps", "-a", "--format", "{{.Names}} {{.Status}}",
+                 state_root=state_root).stdout
+        assert re.search(r"^%s Exited \S" % re.escape(kept), row, re.M), row  # no code
+    finally:
+        delete(state_root, always, kept, gone, *([other] if other else []))
+
 @pytest.mark.parametrize("copy", [False, True], ids=["overlay", "private-copy"])
 def test_restart_keeps_the_containers_files_and_creation_time(busybox_rootfs, tmp_path, copy):
     """docker's restart (and start of a stopped container) keeps the writable layer (here
