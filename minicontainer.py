@@ -243,9 +243,10 @@ def render_template(text, dot):
     """docker's --format: a Go text/template over `dot` (decoded JSON), in the part of the
     language that docker users write: {{.Path.To.Field}}, {{json .X}}, {{index .X "key"}},
     {{join .X ","}}, {{upper .X}}, {{lower .X}}, {{len .X}}, {{println .X}}, pipes (|),
-    parentheses, {{range .X}}…{{end}}, {{if .X}}…{{else}}…{{end}}, {{with .X}}…{{end}}, and
-    {{- -}} trimming. Values print as Go prints them (true, [a b], map[k:v])."""
-    return "".join(_template_run(_template_parse(text), dot))
+    parentheses, {{range .X}}…{{end}} (also {{range $k, $v := .X}}), {{if .X}}…{{else}}…
+    {{end}}, {{with .X}}…{{end}}, $ and {{- -}} trimming. Values print as Go prints them
+    (true, [a b], map[k:v]); a key that is not there is an error, as in docker's inspect."""
+    return "".join(_template_run(_template_parse(text), {".": dot, "$": dot}))
 
 
 def _template_parse(text):
@@ -302,35 +303,41 @@ def _template_words(action):
     return words
 
 
-_NO_VALUE = object()  # a map's missing key: Go prints <no value>
-
-
-def _template_run(nodes, dot):
+def _template_run(nodes, env):
+    """env: the dot (".") and the variables ("$" the whole, "$name" those that range set)."""
     for node in nodes:
         if isinstance(node, str):
             yield node
         elif isinstance(node, tuple):
-            yield _go_string(_template_pipe(node[1], dot))
+            yield _go_string(_template_pipe(node[1], env))
         else:
             kind, words, body, other = node
-            value = _template_pipe(words, dot)
+            names = []
+            if ":=" in words:  # {{range $key, $value := .X}} or {{range $value := .X}}
+                at = words.index(":=")
+                names, words = [w.rstrip(",") for w in words[:at] if w != ","], words[at + 1:]
+            value = _template_pipe(words, env)
             if kind == "range":
-                items = list(value.values() if isinstance(value, dict) else value or ())
-                for item in items:
-                    yield from _template_run(body, item)
+                items = sorted(value.items()) if isinstance(value, dict) else \
+                    list(enumerate(value or ()))  # Go ranges over a map in its keys' order
+                for key, item in items:
+                    bound = dict(zip(names, [key, item] if len(names) == 2 else [item]))
+                    yield from _template_run(body, dict(env, **bound, **{".": item}))
                 if not items:
-                    yield from _template_run(other, dot)
+                    yield from _template_run(other, env)
             elif _go_true(value):
-                yield from _template_run(body, value if kind == "with" else dot)
+                bound = dict(zip(names, [value]))
+                yield from _template_run(body, dict(env, **bound, **{
+                    ".": value if kind == "with" else env["."]}))
             else:
-                yield from _template_run(other, dot)
+                yield from _template_run(other, env)
 
 
-def _template_pipe(words, dot):
+def _template_pipe(words, env):
     value, first = None, True
     while words:
         cut = _template_split(words)
-        value = _template_call(words[:cut], dot, None if first else [value])
+        value = _template_call(words[:cut], env, None if first else [value])
         words, first = words[cut + 1:], False
     return value
 
@@ -345,7 +352,7 @@ def _template_split(words):
     return len(words)
 
 
-def _template_call(words, dot, piped):
+def _template_call(words, env, piped):
     args, i = [], 0
     while i < len(words):
         w = words[i]
@@ -356,13 +363,13 @@ def _template_call(words, dot, piped):
                     raise Error("--format: unclosed (")
                 depth += (words[j] == "(") - (words[j] == ")" or words[j].startswith(")."))
                 j += 1
-            value = _template_pipe(words[i + 1:j - 1], dot)
+            value = _template_pipe(words[i + 1:j - 1], env)
             for name in words[j - 1].split(".")[1:]:
                 value = _go_field(value, name)
             args.append(value)
             i = j
             continue
-        args.append(_template_arg(w, dot))
+        args.append(_template_arg(w, env))
         i += 1
     args += piped or []
     fn = args[0]
@@ -386,12 +393,13 @@ class _GoFunc:
 
 def _go_index(value, *keys):
     for key in keys:
-        value = value.get(key, _NO_VALUE) if isinstance(value, dict) else value[int(key)]
+        # a missing key: "", the zero value of docker's map[string]string (Labels)
+        value = value.get(key, "") if isinstance(value, dict) else value[int(key)]
     return value
 
 
 _GO_FUNCS = {
-    "json": lambda v: json.dumps(None if v is _NO_VALUE else v, separators=(",", ":")),
+    "json": lambda v: json.dumps(v, separators=(",", ":")),
     "index": _go_index,
     "join": lambda v, sep: sep.join(_go_string(x) for x in v or ()),
     "upper": lambda v: _go_string(v).upper(),
@@ -406,14 +414,17 @@ _GO_FUNCS = {
 }
 
 
-def _template_arg(word, dot):
+def _template_arg(word, env):
     if word.startswith('"'):
         return json.loads(word)
     if word.startswith("`"):
         return word[1:-1]
-    if word.startswith("."):
-        value = dot
-        for name in word.split(".")[1:]:
+    if word.startswith((".", "$")):
+        head, *path = word.split(".")
+        if head not in env and head != "":
+            raise Error("--format: undefined variable %s" % head)
+        value = env[head or "."]
+        for name in path:
             if name:
                 value = _go_field(value, name)
         return value
@@ -429,23 +440,23 @@ def _template_arg(word, dot):
 
 def _go_field(value, name):
     if isinstance(value, dict):
-        return value.get(name, _NO_VALUE)
+        if name not in value:  # docker's inspect runs its templates with missingkey=error
+            raise Error('--format: map has no entry for key "%s"' % name)
+        return value[name]
     raise Error("--format: can't evaluate field %s in a %s" % (name, _go_type(value)))
 
 
 def _go_type(value):
     return {bool: "bool", int: "int", float: "float64", str: "string", list: "slice"}.get(
-        type(value), "nil" if value is None or value is _NO_VALUE else "value")
+        type(value), "nil" if value is None else "value")
 
 
 def _go_true(value):
-    return value not in (None, _NO_VALUE, False, 0, "") and value != [] and value != {}
+    return value not in (None, False, 0, "") and value != [] and value != {}
 
 
 def _go_string(value):
     """A value as Go's fmt %v prints it."""
-    if value is _NO_VALUE:
-        return "<no value>"
     if value is None:
         return "<nil>"
     if isinstance(value, bool):

@@ -204,16 +204,23 @@ def test_format_templates(pulled, store, state_root):
     detach(state_root, "--name", cid, "-l", "tier=web", "-e", "A=1", pulled, "sleep", "100")
     try:
         pid = mc.Container.load(cid, state_root).pid
+        # as docker 20.10 prints the same template for a container run with the same flags
         out = ok(run_mc("inspect", "-f", "{{.State.Status}} {{.State.Pid}} {{.State.Running}} "
                         "{{json .Config.Cmd}} {{.Config.Cmd}} {{index .Config.Labels \"tier\"}} "
-                        "{{.Config.Nothing}} {{if .State.Paused}}paused{{else}}not{{end}} "
+                        "<{{index .Config.Labels \"none\"}}> "
+                        "{{if .State.Paused}}paused{{else}}not{{end}} "
                         "{{range .Config.Env}}{{if eq . \"A=1\"}}[{{.}}]{{end}}{{end}} "
-                        "{{.Name | upper}} {{len .Config.Cmd}} {{(index .Config.Cmd 1)}}",
+                        "{{.Name | upper}} {{len .Config.Cmd}} {{(index .Config.Cmd 1)}} "
+                        "{{range $i, $a := .Config.Cmd}}{{$i}}:{{$a}},{{end}} "
+                        "{{range $k, $v := .Config.Labels}}{{$k}}={{$v}}{{end}} "
+                        "{{with .State}}{{.Status}}{{$.Name}}{{end}} {{.Config.Labels}}",
                         cid, state_root=state_root))
-        assert out == "running %d true [\"sleep\",\"100\"] [sleep 100] web <no value> not "\
-            "[A=1] /%s 2 100\n" % (pid, cid.upper())
-        r = run_mc("inspect", "-f", "{{.State.Nothing.Deeper}}", cid, state_root=state_root)
-        assert "--format" in one_line_error(r)
+        assert out == "running %d true [\"sleep\",\"100\"] [sleep 100] web <> not [A=1] "\
+            "/%s 2 100 0:sleep,1:100, tier=web running/%s map[tier:web]\n" % (
+                pid, cid.upper(), cid)
+        r = run_mc("inspect", "-f", "{{.State.Nothing}}", cid, state_root=state_root)
+        assert one_line_error(r) == 'minicontainer: --format: map has no entry for key ' \
+            '"Nothing"' and r.returncode == 1
         assert "without its {{end}}" in one_line_error(
             run_mc("inspect", "-f", "{{if .State}}", cid, state_root=state_root))
         assert ok(run_mc("ps", "--format", "{{.ID}}\\t{{.Image}}", state_root=state_root)) \
