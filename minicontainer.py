@@ -8315,10 +8315,17 @@ def cmd_rm(a, g):
 
 
 def cmd_kill(a, g):
-    """runc's `kill [--all] ID [SIGNAL]` (one or two words, the second a signal), or
-    docker's `kill [-s SIGNAL] ID...` (SIGKILL by default), which prints the names."""
+    """runc's `kill [--all] ID [SIGNAL]` (one or two words, the second a signal; SIGTERM
+    by default), or docker's `kill [-s SIGNAL] ID...` (SIGKILL by default), which prints
+    the names. `kill ID` alone is docker's for a container of a docker-like run (engines
+    always give runc's kill its signal), else runc's."""
     words = a.ids
-    if a.signal is None and len(words) <= 2:
+    if len(words) == 1 and a.signal is None:
+        try:
+            docker_made = bool(_run_record(Container.load(words[0], g.root)))
+        except NotFound:
+            docker_made = True  # a name's prefix: docker's
+    if a.signal is None and (len(words) == 2 or len(words) == 1 and not docker_made):
         try:
             sig = parse_signal(words[1]) if len(words) == 2 else signal.SIGTERM
         except Error as e:

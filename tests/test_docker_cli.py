@@ -156,6 +156,12 @@ def test_kill_keeps_runc_form(busybox_rootfs, state_root):
     wait_for(lambda: mc.Container.load(cid, state_root).status() == "stopped", what="kill")
     assert "not running" in one_line_error(run_mc("kill", cid, "KILL", state_root=state_root))
     ok(run_mc("rm", cid, state_root=state_root))
+    # `kill ID` alone, of a docker-like run's container: docker's (SIGKILL, the name said);
+    # of an engine's, runc's SIGTERM (test_lifecycle)
+    detach(state_root, "--rootfs", busybox_rootfs, "--name", cid, "--", "sleep", "100")
+    assert ok(run_mc("kill", cid, state_root=state_root)) == cid + "\n"
+    assert ok(run_mc("wait", cid, state_root=state_root)) == "137\n"  # PID 1 ignores TERM
+    ok(run_mc("rm", cid, state_root=state_root))
 
 
 # ---- inspect, wait, top, port, exec ----
