@@ -8237,10 +8237,12 @@ def _command_of(c):
 
 def cmd_containers(a, g):
     """docker's ps: the running containers (-a: all), their ID, IMAGE, COMMAND, CREATED,
-    STATUS, PORTS and NAMES; ids and commands shortened as docker does."""
+    STATUS, PORTS and NAMES; ids and commands shortened as docker does; the newest first."""
     now = time.time()
     rows, data = [], []
-    for c in Container.list(g.root):
+    # RFC 3339 times of one width: their order is the text's
+    for c in sorted(Container.list(g.root), key=lambda c: c.state.get("created") or "",
+                    reverse=True):
         status = c.status()
         if not a.all and status not in ("running", "paused"):
             continue
