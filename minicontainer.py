@@ -179,6 +179,36 @@ def settings():
     return Settings(os.environ)
 
 
+_ROOTLESS = []
+
+
+def rootless():
+    """Whether the runtime is not the host's root, as runc decides it: an ordinary user, or
+    root of a user namespace it did not make (podman rootless runs its runtime so). Neither
+    may make cgroups, mknod, id-map mounts or write another user's files on the host."""
+    if not _ROOTLESS:
+        try:
+            with open("/proc/self/uid_map") as f:
+                # the host's user namespace maps every id to itself
+                foreign = f.read().split() != ["0", "0", "4294967295"]
+        except OSError:
+            foreign = False
+        _ROOTLESS.append(os.geteuid() != 0 or foreign)
+    return _ROOTLESS[0]
+
+
+def rootless_runtime_dir():
+    """$XDG_RUNTIME_DIR, where a rootless runtime keeps its state and its monitors (as runc
+    keeps $XDG_RUNTIME_DIR/runc): an Error that says what to do when it is unusable."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if not base:
+        raise Error("rootless: $XDG_RUNTIME_DIR is not set: set it to a directory of yours "
+                    "(mode 0700), or give --root")
+    if not os.path.isdir(base) or not os.access(base, os.W_OK | os.X_OK):
+        raise Error("rootless: $XDG_RUNTIME_DIR %s is not a directory you can write" % base)
+    return base
+
+
 def debug_step(name):
     """A named step of create and run, where tests break them on purpose:
     $MINICONTAINER_DEBUG_DIE_AT=NAME SIGKILLs the process that reaches it (a crash there),
@@ -2419,16 +2449,53 @@ def _join_namespace(kind, path):
 
 
 def write_id_maps(pid, linux):
-    """uid_map and gid_map of a process that has just made its user namespace."""
+    """uid_map and gid_map of a process that has just made its user namespace.
+
+    An unprivileged user may write one mapping of its own id, and its gid only once
+    setgroups is denied in the namespace (else it could drop a group that denies it
+    access); other maps (its /etc/subuid range) go through the setuid newuidmap and
+    newgidmap, which check them against /etc/subuid and /etc/subgid, as runc does."""
+    maps = {}
     for kind in ("uid", "gid"):
-        lines = "".join("%d %d %d\n" % (m["containerID"], m["hostID"], m["size"])
-                        for m in linux.get(kind + "Mappings", []))
-        if not lines:
+        maps[kind] = linux.get(kind + "Mappings", [])
+        if not maps[kind]:
             raise Error("linux.%sMappings: a user namespace needs them" % kind)
+    own = {"uid": os.geteuid(), "gid": os.getegid()}
+    helper = os.geteuid() != 0 and any(
+        len(m) != 1 or m[0]["hostID"] != own[kind] or m[0]["size"] != 1
+        for kind, m in maps.items())
+    if os.geteuid() != 0 and not helper:
+        try:
+            _write("/proc/%d/setgroups" % pid, "deny")
+        except OSError as e:
+            raise Error("linux.gidMappings: deny setgroups: %s" % e.strerror) from None
+    for kind in ("uid", "gid"):
+        if helper:
+            _run_id_map_helper(pid, kind, maps[kind])
+            continue
+        lines = "".join("%d %d %d\n" % (m["containerID"], m["hostID"], m["size"])
+                        for m in maps[kind])
         try:
             _write("/proc/%d/%s_map" % (pid, kind), lines)
         except OSError as e:
             raise Error("linux.%sMappings: %s" % (kind, e.strerror)) from None
+
+
+def _run_id_map_helper(pid, kind, mappings):
+    import shutil
+    import subprocess
+    name = "new%smap" % kind
+    path = shutil.which(name, path=os.environ.get("PATH") or "/usr/bin:/bin")
+    if path is None:
+        raise Error("linux.%sMappings: mappings other than your own id need %s (the uidmap "
+                    "package) and a range in /etc/sub%s" % (kind, name, kind))
+    argv = [path, str(pid)] + [str(n) for m in mappings
+                               for n in (m["containerID"], m["hostID"], m["size"])]
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        why = " ".join(r.stdout.split()) or "exit status %d" % r.returncode
+        raise Error("linux.%sMappings: %s: %s" % (kind, name, why))
 
 
 def mount_idmaps(config, bundle):
@@ -3079,6 +3146,16 @@ def find_executable(args, env):
     raise Error('exec "%s": executable file not found in $PATH' % name, 127)
 
 
+def _setgroups_denied():
+    """A user namespace whose gid map an unprivileged user wrote (write_id_maps): the
+    groups stay the host's, as runc leaves them there."""
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() == "deny"
+    except OSError:
+        return False
+
+
 def apply_user_and_capabilities(process):
     """Drop to the configured user with exactly the configured capability sets.
 
@@ -3094,7 +3171,8 @@ def apply_user_and_capabilities(process):
             if not bounding & (1 << cap):
                 prctl(PR_CAPBSET_DROP, cap)
         prctl(PR_SET_KEEPCAPS, 1)
-    os.setgroups(user.get("additionalGids", []))
+    if user.get("additionalGids") or not _setgroups_denied():
+        os.setgroups(user.get("additionalGids", []))
     gid, uid = user.get("gid", 0), user.get("uid", 0)
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
@@ -4282,13 +4360,14 @@ def exec_plan(config, pid, network=None):
     """Container.exec's plan: its middle process joins the cgroup and the namespaces of the
     init `pid`, then forks the process. The user namespace is joined last: as the host's
     root we may enter all the others (a bridge's network namespace is the host's, which
-    the container's root could not enter)."""
+    the container's root could not enter). Rootless, it is joined first: the others are
+    its, which only its root may enter."""
     plan = SetupPlan()
     plan.add("exec", "join cgroup", "linux.cgroupsPath")
     kinds = [ns["type"] for ns in config.get("linux", {}).get("namespaces", [])]
     if network and "network" not in kinds:
         kinds.append("network")
-    for kind in sorted(kinds, key=lambda kind: kind == "user"):
+    for kind in sorted(kinds, key=lambda kind: (kind == "user") != rootless()):
         plan.add("exec", "join", "linux.namespaces", kind,
                  "/proc/%d/ns/%s" % (pid, NAMESPACES[kind][1]))
     plan.add("exec", "fork", None, "the process")
@@ -4529,8 +4608,12 @@ def _step_unshare(ctx, sync, kinds):
 
 def _step_userns(ctx, sync):
     unshare(CLONE_NEWUSER)
+    # Our /proc files are root's while we are not dumpable: a rootless runtime (and
+    # newuidmap, which it runs) could not write the maps. Dumpable only meanwhile, as runc.
+    prctl(PR_SET_DUMPABLE, 1)
     sync.send(Msg.USERNS)  # the runtime writes the id maps
     sync.expect(Msg.OK, "user namespace: the id maps were not written")
+    prctl(PR_SET_DUMPABLE, 0)
 
 
 def _step_become_root(ctx, sync):
@@ -4710,9 +4793,9 @@ def _close_fds(first, keep=()):
 # ==== lifecycle: create, start, state, signals, delete ====
 
 def default_state_root():
-    if os.geteuid() == 0:
+    if not rootless():
         return STATE_ROOT
-    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/tmp", "minicontainer")
+    return os.path.join(rootless_runtime_dir(), "minicontainer")
 
 
 def check_id(cid):
@@ -4898,7 +4981,8 @@ class Container:
         lock = c.lock()
         child = None
         try:
-            cgroup = Cgroup(cgroup_path(linux.get("cgroupsPath"), cid, cgroup_parent))
+            cgroup = rootless_cgroup(linux, cid, cgroup_parent) if rootless() else \
+                Cgroup(cgroup_path(linux.get("cgroupsPath"), cid, cgroup_parent))
             c.state = {"id": cid, "bundle": os.path.abspath(bundle), "rootfs": rootfs,
                        "created": timestamp(), "annotations": config.get("annotations", {}),
                        "cgroup": None, "config": config}
@@ -4918,24 +5002,8 @@ class Container:
                               etc_mounts, ov is not None, no_pivot)
             if DEBUG_LOG:
                 debug_plan(plan)
-            # Said before it is made, so that gc removes what a crash left; not before it
-            # could be another container's, which create() finds out.
-            c.state["cgroup"] = cgroup.to_json()
-            c.save()
-            try:
-                cgroup.create()
-            except Error:  # it exists: another container's (its id in another state root)
-                for d in reversed(cgroup.created):  # only what we made goes, not its processes
-                    try:
-                        os.rmdir(d)
-                    except OSError:
-                        pass
-                c.state["cgroup"] = None
-                c.save()
-                raise
-            c.state["cgroup"] = cgroup.to_json()
-            c.save()
-            cgroup.apply(linux.get("resources"))
+            if cgroup is not None:
+                c._make_cgroup(cgroup, linux)
             debug_step("cgroup")
             os.mkfifo(c.fifo, 0o600)
             # The init opens it as the process's user, capabilities dropped (any user may:
@@ -4971,9 +5039,10 @@ class Container:
             if not plan.first_child:  # else it moved itself ("join cgroup")
                 # The first move into a cgroup waits for an RCU grace period (~10 ms): done
                 # from here, it overlaps the init's own setup, which waits for it only where
-                # it must be inside (see _init_steps).
+                # it must be inside (see _init_steps). (Rootless, there may be none.)
                 try:
-                    cgroup.join(child)
+                    if cgroup is not None:
+                        cgroup.join(child)
                     c.sync.send(Msg.IN_CGROUP)
                 except (ProcessLookupError, BrokenPipeError, ConnectionResetError):
                     pass  # the init failed already: its message says why, below
@@ -5033,6 +5102,26 @@ class Container:
         finally:
             lock.close()
         return c
+
+    def _make_cgroup(self, cgroup, linux):
+        # Said before it is made, so that gc removes what a crash left; not before it
+        # could be another container's, which create() finds out.
+        self.state["cgroup"] = cgroup.to_json()
+        self.save()
+        try:
+            cgroup.create()
+        except Error:  # it exists: another container's (its id in another state root)
+            for d in reversed(cgroup.created):  # only what we made goes, not its processes
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
+            self.state["cgroup"] = None
+            self.save()
+            raise
+        self.state["cgroup"] = cgroup.to_json()
+        self.save()
+        cgroup.apply(linux.get("resources"))
 
     # -- the root filesystem of an image
     def _prepare_layers(self, layers):
@@ -5231,24 +5320,28 @@ class Container:
         return pids if pids or not self.alive() else [self.pid]
 
     def stats(self):
-        cg = self.cgroup
-        if cg is None:
-            raise Error("container %s has no cgroup" % self.id)
-        return cg.stats()
+        return self._own_cgroup("read the stats of").stats()
 
     def pause(self):
         with self.lock():
             status = self.status()
             if status != "running":
                 raise Error("cannot pause a container that is %s" % status)
-            self.cgroup.freeze(True)
+            self._own_cgroup("pause").freeze(True)
 
     def resume(self):
         with self.lock():
             status = self.status()
             if status != "paused":
                 raise Error("cannot resume a container that is %s" % status)
-            self.cgroup.freeze(False)
+            self._own_cgroup("resume").freeze(False)
+
+    def _own_cgroup(self, what):
+        cg = self.cgroup
+        if cg is None:  # rootless without a delegated cgroup v2 subtree
+            raise Error("cannot %s container %s: it has no cgroup (rootless, no cgroup v2 "
+                        "delegation)" % (what, self.id))
+        return cg
 
     def signal(self, sig, all=False):
         # "container not running" as runc words it: shims match on those words.
@@ -5396,6 +5489,28 @@ def cgroup_path(cgroups_path, cid, parent=None):
             return "/%s/%s-%s.scope" % (sl or "system.slice", prefix, name)
         return cgroups_path
     return "/%s/%s" % ((parent or DEFAULT_CGROUP_PARENT).strip("/"), cid)
+
+
+def rootless_cgroup(linux, cid, parent=None):
+    """A rootless container's cgroup: only in a cgroup v2 subtree delegated to the user
+    (where it may make directories and move processes), as runc's rootless cgroup manager
+    makes one only where it may. Elsewhere (v1, v2 without delegation) none: limits asked
+    for are skipped with one warning, as runc rootless skips them."""
+    cgroup = Cgroup(cgroup_path(linux.get("cgroupsPath"), cid, parent))
+    if cgroup.unified and cgroup.v2:
+        d = cgroup.v2
+        while not os.path.isdir(d):
+            d = os.path.dirname(d)
+        if os.access(d, os.W_OK) and os.access(os.path.join(d, "cgroup.procs"), os.W_OK):
+            return cgroup
+    asked = sorted(key for key, value in (linux.get("resources") or {}).items()
+                   if value and key != "devices")
+    if asked:
+        sys.stderr.write("minicontainer: warning: rootless without a cgroup v2 subtree of "
+                         "yours (delegation): linux.resources %s not applied\n"
+                         % ", ".join(asked))
+        sys.stderr.flush()
+    return None
 
 
 def send_console(path, master):
@@ -5574,10 +5689,16 @@ def image_platform(config):
 
 
 def store_dir():
-    """The image store: $MINICONTAINER_STORE, else images/ beside this file."""
+    """The image store: $MINICONTAINER_STORE, else images/ beside this file; a rootless
+    user's own, $XDG_DATA_HOME/minicontainer (~/.local/share/minicontainer), as podman keeps
+    its storage there."""
     env = settings().store
     if env:
         return os.path.abspath(env)
+    if rootless():
+        data = os.environ.get("XDG_DATA_HOME") or os.path.join(
+            os.path.expanduser("~"), ".local", "share")
+        return os.path.join(os.path.abspath(data), "minicontainer")
     return os.path.join(os.path.dirname(os.path.realpath(__file__)), "images")
 
 
@@ -6935,7 +7056,9 @@ def monitor_dir(root):
     """Where the monitor of a state root keeps its lock and socket: not in the state root,
     whose entries are containers (and a socket's path there could be too long)."""
     import hashlib
-    return os.path.join(MONITORS, hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[
+    monitors = os.path.join(rootless_runtime_dir(), "minicontainer-monitors") if rootless() \
+        else MONITORS
+    return os.path.join(monitors, hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[
         :32])
 
 
@@ -8220,7 +8343,7 @@ def cmd_update(a, g):
     with c.lock():
         if c.status() == "stopped":
             raise Error("cannot update a container that is stopped")
-        c.cgroup.apply(res)
+        c._own_cgroup("update").apply(res)
         stored = c.state["config"].setdefault("linux", {}).setdefault("resources", {})
         for key, value in res.items():
             stored[key] = dict(stored.get(key, {}), **value) if isinstance(value, dict) \
@@ -8639,8 +8762,6 @@ def _main(argv, at, log, debug):
                 command, " — did you mean %r?" % near[0] if near else ""), 2)
         if command == "pull":  # tools/pull.py's arguments and its puller, in this process
             parser.parse_args(argv[:at])
-            if os.geteuid() != 0:
-                raise Error("pull needs root (try sudo)")
             code = cmd_pull(argv[at + 1:])
             sys.stdout.flush()  # here, where a closed pipe is caught
             return code
@@ -8667,9 +8788,6 @@ def _main(argv, at, log, debug):
             g.dashdash = after is not None
             if after is not None:
                 g.args = g.args + ["--"] + after if g.args else after
-        if os.geteuid() != 0 and g.command not in ("spec", "state", "list", "features",
-                                                   "images"):
-            raise Error("%s needs root (try sudo)" % g.command)
         code = g.fn(g, g)
         sys.stdout.flush()  # here, where a closed pipe is caught
         return code
