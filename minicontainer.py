@@ -1375,6 +1375,30 @@ def default_spec(rootfs="rootfs", args=("sh",), terminal=False):
     }
 
 
+def rootless_spec(spec):
+    """`spec --rootless`: what runc's specconv.ToRootless makes of the default config. A
+    user namespace mapping the caller to root and no network namespace (an unprivileged
+    user could only have one with nothing but lo); /sys a read-only bind of the host's
+    (sysfs may only be mounted by the network namespace's owner); no uid=/gid= mount options
+    (those ids are unmapped); no linux.resources (no cgroup the user may write)."""
+    linux = spec["linux"]
+    linux["namespaces"] = [ns for ns in linux["namespaces"]
+                           if ns["type"] not in ("network", "user")] + [{"type": "user"}]
+    linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
+    linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
+    mounts = []
+    for m in spec["mounts"]:
+        if os.path.normpath(m["destination"]) == "/sys":
+            m = {"destination": "/sys", "type": "none", "source": "/sys",
+                 "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
+        elif m.get("options"):
+            m["options"] = [o for o in m["options"] if not o.startswith(("uid=", "gid="))]
+        mounts.append(m)
+    spec["mounts"] = mounts
+    linux.pop("resources", None)
+    return spec
+
+
 # The schema of what this runtime understands. A type is checked with isinstance; a dict is
 # an object whose keys are all known; a one-element list is an array of that element;
 # FREE is an object of strings to anything (annotations, sysctl, unified).
@@ -2565,6 +2589,28 @@ def mapped_userns(linux):
         os.waitpid(pid, 0)
 
 
+def remove_as_container_root(path, linux):
+    """Remove a tree that a rootless container's root wrote, as that root: files of its
+    subordinate ids, or the user's own without permission bits (overlayfs's work
+    directory), are only its to remove, in a user namespace with its maps (as `podman
+    unshare rm` does)."""
+    import shutil
+    userns = mapped_userns(linux)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                setns(userns, CLONE_NEWUSER)
+                shutil.rmtree(path, ignore_errors=True)
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        os.close(userns)
+    os.waitpid(pid, 0)
+
+
 # ==== root filesystem: mounts, /dev, pivot_root, masked and read-only paths ====
 
 def _ensure_target(target, like_file):
@@ -3552,6 +3598,9 @@ def network_option(a, config):
     mode = network_mode(a)
     linux = config.setdefault("linux", {})
     namespaces = linux.setdefault("namespaces", [])
+    if mode == "bridge" and rootless():
+        raise Error("%s: the bridge is root's (rootless: --network none or host)"
+                    % ("-p" if a.publish and not a.network else "--network bridge"))
     if a.publish and mode != "bridge":
         raise Error("-p: publishing a port needs --network bridge")
     if a.subnet and mode != "bridge":
@@ -4237,8 +4286,8 @@ def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=Fals
     done = _plan_first_child(plan, linux, namespaces, mounts, overlay)
     _plan_namespaces(plan, linux, namespaces, done)
     plan.add("init", "reached", None, "unshare")
-    if overlay and not plan.first_child:
-        plan.add("init", "overlay", "root.path")
+    if overlay and not any(step.op == "overlay" for step in plan):
+        plan.add("init", "overlay", "root.path", False)
     hooks = config.get("hooks", {})
     if hooks.get("prestart") or hooks.get("createRuntime"):
         plan.add("init", "hooks", "hooks.createRuntime", "createRuntime")
@@ -4276,11 +4325,12 @@ def _plan_first_child(plan, linux, namespaces, mounts, overlay):
     else:
         maker, done = "first", {"user", "pid"}
         plan.add("first", "join cgroup", "linux.cgroupsPath")  # the cgroup files are the host's
-        if overlay:
+        if overlay and not rootless():
             # Mounted as the host's root, in a mount namespace of ours that the init's
-            # copies: the mount points below are then made in the overlay.
+            # copies: the mount points below are then made in the overlay. (Rootless, the
+            # init mounts it in the user namespace, of the user's own layers: 5.11+.)
             plan.add("first", "unshare", None, ["mount"])
-            plan.add("first", "overlay", "root.path")
+            plan.add("first", "overlay", "root.path", True)
         plan.add("first", "mount points", "mounts",
                  [(m, source) for _, m, source in mounts])
         # Namespaces given by path (a bridge's network namespace) belong to the host's
@@ -4295,7 +4345,7 @@ def _plan_first_child(plan, linux, namespaces, mounts, overlay):
             # joined by path is the host's: mount it now, as the host's root, in a mount
             # namespace of ours that the init's copies. (Else the init would have to bind
             # the host's /sys, which names the host's network interfaces.)
-            if not overlay:  # with one, ours is made
+            if not overlay or rootless():  # with one, ours is made
                 plan.add("first", "unshare", None, ["mount"])
                 plan.add("first", "cut from host", "linux.rootfsPropagation")
             for i, m, source in sysfs:
@@ -4463,15 +4513,18 @@ def _child(ctx, steps):
         os._exit(code)
 
 
-def _overlay_steps(ctx, sync):
+def _overlay_steps(ctx, sync, idmapped):
     """Mount the image's overlay on the rootfs directory, in the (new) mount namespace of
     this process: it goes when the namespace does, so no host mount outlives the container.
-    Where the kernel refuses it, the runtime makes a private copy in its place instead."""
+    Where the kernel refuses it, the runtime makes a private copy in its place instead.
+    idmapped: the host's root mounts it for a user namespace (id-mapped layers)."""
     ov = ctx.overlay
     cut_from_host(ctx.config.get("linux", {}))  # before anything is mounted
     what, mapped = "refused", []
+    if rootless():
+        what = "refused in a user namespace (kernel 5.11+ allows it)"
     try:
-        if ctx.plan.first_child:
+        if idmapped:
             # The layers are the host root's files; seen through mounts id-mapped like the
             # container, uid 0 on disk is the container's root (5.19+ for overlayfs's lowers).
             what = "with id-mapped layers refused"
@@ -4655,7 +4708,7 @@ _STEP_OPS = {
     "join cgroup": _step_join_cgroup,
     "join": _step_join,
     "unshare": _step_unshare,
-    "overlay": lambda ctx, sync: _overlay_steps(ctx, sync),
+    "overlay": _overlay_steps,
     "mount points": lambda ctx, sync, mounts: make_mount_points(mounts, ctx.config, ctx.rootfs),
     "cut from host": lambda ctx, sync: cut_from_host(ctx.config.get("linux", {})),
     "userns": _step_userns,
@@ -5165,6 +5218,8 @@ class Container:
         return {"lower": lower, "upper": upper, "work": work, "target": rootfs}
 
     def _host_owner(self, uid, gid):
+        if rootless():  # the user's own store: its files are already the container root's
+            return uid, gid
         return host_owner(self.state["config"].get("linux", {}), uid, gid)
 
     def _copy_layers(self, why):
@@ -5434,6 +5489,9 @@ class Container:
             use = self.state.get("overlay", {}).get("use")
             if not kept:
                 shutil.rmtree(self.dir, ignore_errors=True)
+                linux = self.state.get("config", {}).get("linux", {})
+                if os.path.lexists(self.dir) and rootless() and new_userns(linux):
+                    remove_as_container_root(self.dir, linux)
             if use and not kept:  # the image's layers are no longer this container's
                 try:
                     os.unlink(use)
@@ -6433,13 +6491,35 @@ def _flag_security_opt(run, opts):
             raise Error("--security-opt %s: unknown option" % opt)
 
 
-def _flag_userns(run, _):
-    base, size = subordinate_ids()
+def _flag_userns(run, value):
+    """--userns; and always for an unprivileged user's rootfs or image (rootless), whose
+    maps are its own id and its subordinate ranges (rootless_id_maps)."""
+    if rootless() and os.geteuid() != 0 and (run.a.rootfs or run.image is not None):
+        uids, gids = rootless_id_maps()
+    elif value:
+        base, size = subordinate_ids()
+        uids = gids = [{"containerID": 0, "hostID": base, "size": size}]
+    else:
+        return
     linux = run.linux
     linux["namespaces"] = [ns for ns in linux.get("namespaces", []) if ns["type"] != "user"]
     linux["namespaces"].insert(0, {"type": "user"})
-    linux["uidMappings"] = linux["gidMappings"] = [
-        {"containerID": 0, "hostID": base, "size": size}]
+    linux["uidMappings"], linux["gidMappings"] = uids, gids
+    # A mount's uid= or gid= (devpts's gid=5) that the maps lack would be refused: dropped,
+    # as runc's rootless spec drops them.
+    for m in run.config.get("mounts", []):
+        if m.get("options"):
+            m["options"] = [o for o in m["options"] if not _unmapped_id_option(o, uids, gids)]
+
+
+_flag_userns.always = True
+
+
+def _unmapped_id_option(option, uids, gids):
+    key, _, value = option.partition("=")
+    if key not in ("uid", "gid") or not value.isdigit():
+        return False
+    return _host_id(uids if key == "uid" else gids, int(value)) < 0
 
 
 def _flag_network(run, _):
@@ -6759,16 +6839,42 @@ def subordinate_ids(user="root"):
     """(first host id, count) for --userns: root's range in /etc/subuid, else 100000:65536.
 
     The same range serves for gids: /etc/subgid is made alike by useradd."""
+    return _subordinate_range("uid", (user,)) or (100000, 65536)
+
+
+def _subordinate_range(kind, owners):
+    """(first host id, count, at most 65536) of the first /etc/sub{kind} line whose owner
+    (a name or a number) is one of `owners`; None without one."""
     try:
-        with open("/etc/subuid") as f:
+        with open("/etc/sub%s" % kind) as f:
             for line in f:
                 name, _, rest = line.strip().partition(":")
-                if name == user and rest.count(":") == 1:
+                if name in owners and rest.count(":") == 1:
                     start, count = rest.split(":")
                     return int(start), min(int(count), 65536)
     except (OSError, ValueError):
         pass
-    return 100000, 65536
+    return None
+
+
+def rootless_id_maps():
+    """(uidMappings, gidMappings) of a rootless docker-like run: the user as root, then its
+    /etc/subuid and /etc/subgid ranges as 1...N where it has both (and newuidmap and
+    newgidmap, which write them), as podman maps them; else the user alone."""
+    import pwd
+    import shutil
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        owners = (pwd.getpwuid(uid).pw_name, str(uid))
+    except KeyError:
+        owners = (str(uid),)
+    maps = {kind: [{"containerID": 0, "hostID": own, "size": 1}]
+            for kind, own in (("uid", uid), ("gid", gid))}
+    ranges = {kind: _subordinate_range(kind, owners) for kind in maps}
+    if all(ranges.values()) and shutil.which("newuidmap") and shutil.which("newgidmap"):
+        for kind, (start, count) in ranges.items():
+            maps[kind].append({"containerID": 1, "hostID": start, "size": count})
+    return maps["uid"], maps["gid"]
 
 
 def _forward_signals(pid, master):
@@ -8418,6 +8524,8 @@ def cmd_spec(a, g):
     if not os.path.isdir(a.bundle or "."):
         raise Error("spec: bundle %s is not a directory" % a.bundle)
     spec = default_spec(rootfs=a.rootfs or "rootfs")
+    if a.rootless:
+        rootless_spec(spec)
     with open(path, "w") as f:
         json.dump(spec, f, indent=2)
         f.write("\n")
@@ -8686,6 +8794,9 @@ def _parser(only=None):
     s = cmd("spec", cmd_spec, "write a default config.json", ids=False)
     s.add_argument("-b", "--bundle")
     s.add_argument("--rootfs")
+    s.add_argument("--rootless", action="store_true",
+                   help="for an unprivileged user: a user namespace mapping you to root, "
+                   "no network namespace, no cgroup limits")
     im = cmd("images", cmd_images, "list stored images", ids=False)
     im.add_argument("-q", "--quiet", action="store_true", help="print image IDs only")
     im.add_argument("--digests", action="store_true", help="show full manifest digests")
