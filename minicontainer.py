@@ -2723,7 +2723,8 @@ class _InRoot:
 
 def mount_cgroupfs(rootfs, dest, target, flags, cgroup):
     """/sys/fs/cgroup as the container sees it: its own cgroup, read-only unless asked."""
-    if cgroup is None:
+    if cgroup is None:  # rootless without a cgroup: an empty one
+        mount("tmpfs", target, "tmpfs", flags | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755")
         return
     if cgroup.unified:
         # The mount shows the hierarchy from the root of our cgroup namespace: with one of
@@ -4260,8 +4261,9 @@ class SetupPlan(list):
 
     @property
     def first_child(self):
-        """Whether a first child enters a user namespace (new or given by path): what the
-        init makes then belongs to it."""
+        """Whether a first child forks the init: with a user namespace (new or given by
+        path), which it enters, so that what the init makes belongs to it; and rootless,
+        where the runtime could not leave a pid namespace it made (_plan_first_child)."""
         return any(step.who == "first" for step in self)
 
     def mount_sources(self):
@@ -4293,7 +4295,9 @@ def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=Fals
         plan.add("init", "hooks", "hooks.createRuntime", "createRuntime")
     if "mount" in namespaces:
         plan.add("init", "cwd", "process.cwd")
-        _plan_mounts(plan, linux, mounts, "user" in namespaces)
+        # in a user namespace (ours, or one the rootless runtime is in): no mknod, and
+        # sysfs only with a network namespace of that user namespace's
+        _plan_mounts(plan, linux, mounts, "user" in namespaces or rootless())
     if hooks.get("createContainer"):
         plan.add("init", "hooks", "hooks.createContainer", "createContainer")
     plan.add("init", "reached", None, "mounts")
@@ -4320,8 +4324,14 @@ def _plan_first_child(plan, linux, namespaces, mounts, overlay):
     """With a user namespace, the first child's steps up to the init's fork; the namespaces
     it leaves the init done. (Without one, the runtime itself makes the pid and time
     namespaces and forks the init: see _fork_init.)"""
-    if "user" not in namespaces:
+    if "user" not in namespaces and not rootless():
         maker, done = "runtime", {"pid"}
+    elif "user" not in namespaces:
+        # Rootless in a user namespace of another's (podman's): the runtime could make the
+        # pid namespace but never go back to its own, which belongs to the host's user
+        # namespace (setns needs CAP_SYS_ADMIN there): a first child makes it and forks.
+        maker, done = "first", {"pid"}
+        plan.add("first", "join cgroup", "linux.cgroupsPath")
     else:
         maker, done = "first", {"user", "pid"}
         plan.add("first", "join cgroup", "linux.cgroupsPath")  # the cgroup files are the host's
@@ -4554,7 +4564,7 @@ def _unmount_all(paths):
 
 
 def _first_child_steps(ctx, sync):
-    """The first child of a container with a user namespace: its steps of the plan (see
+    """The first child (a user namespace, or rootless): its steps of the plan (see
     _fork_init), the last a fork, whose child goes on as the init."""
     prctl(PR_SET_DUMPABLE, 0)
     _run_steps(ctx, sync, "first")
