@@ -3593,7 +3593,8 @@ def _lease_dead(entry):
 # -- set-up and tear-down
 
 def network_mode(a):
-    return a.network or ("bridge" if a.publish else "none")  # -p implies a bridge
+    # -p implies a bridge; rootless, where the bridge is root's, slirp4netns (as podman)
+    return a.network or (("slirp4netns" if rootless() else "bridge") if a.publish else "none")
 
 
 def network_option(a, config):
@@ -3603,10 +3604,13 @@ def network_option(a, config):
     linux = config.setdefault("linux", {})
     namespaces = linux.setdefault("namespaces", [])
     if mode == "bridge" and rootless():
-        raise Error("%s: the bridge is root's (rootless: --network none or host)"
-                    % ("-p" if a.publish and not a.network else "--network bridge"))
-    if a.publish and mode != "bridge":
-        raise Error("-p: publishing a port needs --network bridge")
+        raise Error("--network bridge: the bridge is root's (rootless: --network none, host "
+                    "or slirp4netns)")
+    if mode == "slirp4netns" and not _slirp4netns():
+        raise Error("%s: slirp4netns is not installed (Debian's slirp4netns package)" % (
+            "-p" if a.publish and not a.network else "--network slirp4netns"))
+    if a.publish and mode not in ("bridge", "slirp4netns"):
+        raise Error("-p: publishing a port needs --network bridge or slirp4netns")
     if a.subnet and mode != "bridge":
         raise Error("--subnet: only for --network bridge")
     if mode == "host":
@@ -3623,8 +3627,79 @@ def network_option(a, config):
         seen.add(key)
     if not any(ns["type"] == "network" for ns in namespaces):
         namespaces.append({"type": "network"})
+    if mode == "slirp4netns":
+        return {"mode": mode, "publish": publish}
     return {"mode": "bridge", "subnet": str(network_subnet(a.subnet)), "publish": publish,
             "bridge": settings().bridge or BRIDGE}
+
+
+def _slirp4netns():
+    import shutil
+    return shutil.which("slirp4netns", path=os.environ.get("PATH") or "/usr/bin:/bin")
+
+
+SLIRP_IP, SLIRP_DNS = "10.0.2.100", "10.0.2.3"  # slirp4netns --configure's, as podman's
+
+
+def slirp4netns_setup(c, spec, netns, userns):
+    """--network slirp4netns, on the network namespace the init has made (an fd of it, and
+    of its user namespace: the init's /proc files are not the user's until it execs): a
+    user-mode network stack (slirp4netns, as podman rootless uses) behind its tap0
+    (SLIRP_IP/24, gateway 10.0.2.2, DNS SLIRP_DNS; the host's loopback out of reach), the
+    published ports forwarded through its API socket. Its pid goes in state.network, for
+    network_teardown: it outlives the runtime, with the container."""
+    import subprocess
+    sock = os.path.join(os.path.abspath(c.dir), "slirp4netns.sock")
+    log = os.path.join(os.path.abspath(c.dir), "slirp4netns.log")
+    argv = [_slirp4netns(), "--configure", "--mtu=65520", "--disable-host-loopback",
+            "--api-socket", sock, "--netns-type=path"]
+    fds = [netns]
+    if rootless():  # the network namespace is entered through its user namespace
+        argv.append("--userns-path=/proc/self/fd/%d" % userns)
+        fds.append(userns)
+    ready_r, ready_w = os.pipe()
+    try:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(argv + ["--ready-fd", str(ready_w), "/proc/self/fd/%d" % netns,
+                                            "tap0"],
+                                    pass_fds=fds + [ready_w], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=out, start_new_session=True)
+        os.close(ready_w)
+        ready_w = None
+        c.state["network"] = dict(c.state["network"], ip=SLIRP_IP,
+                                  helper=[proc.pid, process_start_time(proc.pid)])
+        c.save()
+        ready = os.read(ready_r, 1)
+    finally:
+        os.close(ready_r)
+        if ready_w is not None:
+            os.close(ready_w)
+    if ready != b"1":
+        with open(log, errors="replace") as f:
+            why = [line.strip() for line in f if line.strip()]
+        raise Error("slirp4netns: %s" % (why[0] if why else "exited"))
+    proc.returncode = 0  # not ours to wait for: network_teardown ends it
+    for p in spec["publish"]:
+        _slirp4netns_api(sock, "add_hostfwd", proto=p["proto"], host_addr=p["host_ip"],
+                         host_port=p["host"], guest_port=p["ctr"])
+
+
+def _slirp4netns_api(path, command, **arguments):
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        s.sendall(json.dumps({"execute": command, "arguments": arguments}).encode())
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while True:
+            data = s.recv(4096)
+            if not data:
+                break
+            answer += data
+    reply = json.loads(answer or b"{}")
+    if "error" in reply or "return" not in reply:
+        raise Error("slirp4netns: %s %s: %s" % (command, arguments.get("host_port", ""), (
+            reply.get("error") or {}).get("desc", "no answer")))
 
 
 def etc_files_option(a, image):
@@ -3795,7 +3870,15 @@ def _ensure_bridge(nl, name, net, old_subnet):
 
 
 def network_teardown(info):
-    """Undo network_setup and network_publish, as far as they got; never fails."""
+    """Undo network_setup and network_publish (or slirp4netns_setup), as far as they got;
+    never fails."""
+    if info and info.get("mode") == "slirp4netns" and info.get("helper"):
+        helper = info["helper"]
+        if process_start_time(helper[0]) == helper[1]:
+            try:
+                os.kill(helper[0], signal.SIGKILL)
+            except OSError:
+                pass
     if not info or info.get("mode") != "bridge":
         return
     fwd = info.get("forwarder")
@@ -3889,8 +3972,8 @@ def write_etc_files(c, config, spec):
             hosts += "%s\t%s\n" % (ip, hostname)
     hosts += "".join("%s\t%s\n" % (ip, name) for name, ip in spec["add_host"])
     files = {"hostname": hostname + "\n" if hostname else "", "hosts": hosts,
-             "resolv.conf": resolv_conf(host_resolv_conf(), spec["mode"], spec["dns"],
-                                        spec["dns_search"])}
+             "resolv.conf": resolv_conf(host_resolv_conf(), spec["mode"], spec["dns"] or (
+                 [SLIRP_DNS] if spec["mode"] == "slirp4netns" else []), spec["dns_search"])}
     taken = {os.path.normpath(m["destination"]) for m in config.get("mounts", [])}
     readonly = config.get("root", {}).get("readonly")  # docker leaves them writable; we do not
     owner = host_owner(config.get("linux", {}))  # the container's root's
@@ -3945,7 +4028,7 @@ def network_publish(c):
     in use is the user's error, said here) and ends by itself when the init dies."""
     import socket
     info = c.state.get("network") or {}
-    if not info.get("publish"):
+    if not info.get("publish") or info.get("mode") != "bridge":  # slirp4netns forwards its
         return
     listeners = []
     try:
@@ -4111,7 +4194,10 @@ class Msg:
     USERNS = "userns"          # first child -> runtime: user namespace made, write its maps
     OVERLAY_REFUSED = "overlay-refused"  # init -> runtime: msg; make a private copy instead
     HOOKS = "hooks"            # init -> runtime: run prestart and createRuntime hooks now
-    OK = "ok"                  # runtime -> init: done what USERNS, OVERLAY_REFUSED, HOOKS asked
+    NETNS = "netns"            # init -> runtime: fds: its network and user namespaces, for
+    #                            slirp4netns to attach to
+    OK = "ok"                  # runtime -> init: done what USERNS, OVERLAY_REFUSED, HOOKS,
+    #                            NETNS asked
     PID = "pid"                # a forking child -> runtime: pid (the init, exec's process)
     PTY = "pty"                # -> runtime: fds[0] is the pty's master
     SECCOMP = "seccomp"        # -> runtime: fds[0] is the seccomp listener
@@ -4246,6 +4332,7 @@ _STEP_WORDS = {  # Step.describe's, by op (args in order)
     "mount points": "make mount points", "cut from host": "cut / off the host's mounts",
     "userns": "make the user namespace", "become root": "become the user namespace's root",
     "time": "make the time namespace", "fork": "fork %s", "hooks": "run %s hooks",
+    "slirp4netns": "attach slirp4netns to the network namespace",
     "cwd": "make process.cwd", "bind rootfs": "bind the rootfs on itself",
     "devices": "make the devices of /dev", "pivot_root": "pivot_root to %s",
     "move root": "move %s onto / (--no-pivot)", "chroot": "chroot to %s",
@@ -4284,12 +4371,14 @@ def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=Fals
     linux = config.get("linux", {})
     plan = SetupPlan()
     namespaces = {ns["type"]: ns.get("path") for ns in linux.get("namespaces", [])}
-    if network:
+    if network and network.get("netns"):
         namespaces["network"] = network["netns"]
     mounts = [(i, m, _bind_source(m, bundle))
               for i, m in enumerate(config.get("mounts", []) + list(etc_mounts))]
     done = _plan_first_child(plan, linux, namespaces, mounts, overlay)
     _plan_namespaces(plan, linux, namespaces, done)
+    if network and network["mode"] == "slirp4netns":
+        plan.add("init", "slirp4netns", "linux.namespaces")
     plan.add("init", "reached", None, "unshare")
     if overlay and not any(step.op == "overlay" for step in plan):
         plan.add("init", "overlay", "root.path", False)
@@ -4682,6 +4771,17 @@ def _step_userns(ctx, sync):
     prctl(PR_SET_DUMPABLE, 0)
 
 
+def _step_slirp4netns(ctx, sync):
+    fds = [os.open("/proc/self/ns/%s" % kind, os.O_RDONLY | os.O_CLOEXEC)
+           for kind in ("net", "user")]
+    try:
+        sync.send(Msg.NETNS, fds=fds)  # the runtime attaches slirp4netns to it
+    finally:
+        for fd in fds:
+            os.close(fd)
+    sync.expect(Msg.OK, "slirp4netns did not start")
+
+
 def _step_become_root(ctx, sync):
     # The container's root: an unmapped uid may create nothing (EOVERFLOW).
     os.setresgid(0, 0, 0)
@@ -4726,6 +4826,7 @@ _STEP_OPS = {
     "cut from host": lambda ctx, sync: cut_from_host(ctx.config.get("linux", {})),
     "userns": _step_userns,
     "become root": _step_become_root,
+    "slirp4netns": _step_slirp4netns,
     "time": lambda ctx, sync: unshare_time(ctx.config.get("linux", {})),
     "fork": _step_fork,
     "reached": lambda ctx, sync, name: debug_step(name),
@@ -5054,8 +5155,10 @@ class Container:
                        "cgroup": None, "config": config}
             c.save()  # before anything exists, so that delete can clean up a crashed create
             debug_step("state")
-            if network:  # network_option's: a namespace made here, joined by path
+            if network and network["mode"] == "bridge":  # a namespace made here, joined
                 network_setup(c, network)
+            elif network:  # slirp4netns: on the init's namespace (Msg.NETNS)
+                c.state["network"] = dict(network)
                 debug_step("network")
             etc_mounts = []
             if etc_files is not None:
@@ -5141,8 +5244,16 @@ class Container:
                 send_seccomp_listener(linux["seccomp"], fds[0],
                                       dict(c.oci_state(), status="creating", pid=child))
 
+            def netns_made(msg, fds):
+                try:
+                    slirp4netns_setup(c, network, *fds)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                c.sync.send(Msg.OK)
+
             if c.sync.serve({Msg.USERNS: userns_made, Msg.OVERLAY_REFUSED: overlay_refused,
-                             Msg.PID: init_forked, Msg.HOOKS: hooks_due,
+                             Msg.PID: init_forked, Msg.HOOKS: hooks_due, Msg.NETNS: netns_made,
                              Msg.PTY: c._console_handler(console),
                              Msg.SECCOMP: seccomp_listener}, until=Msg.READY) is None:
                 raise Error("container init died during setup")
@@ -8607,9 +8718,10 @@ RUN_FLAGS = [
     (("--cgroup-parent",), dict(), None),  # _run
     (("--userns",), dict(action="store_true", help="a user namespace: root inside is an "
                          "unprivileged id outside"), _flag_userns),
-    (("--network", "--net"), dict(choices=["none", "host", "bridge"], help="none: loopback "
-                                  "only (the default); host: the host's; bridge: on the "
-                                  "bridge %s (or $MINICONTAINER_BRIDGE)" % BRIDGE),
+    (("--network", "--net"), dict(choices=["none", "host", "bridge", "slirp4netns"],
+                                  help="none: loopback only (the default); host: the host's; "
+                                  "bridge: on the bridge %s (or $MINICONTAINER_BRIDGE); "
+                                  "slirp4netns: a user-mode stack (rootless -p)" % BRIDGE),
      _flag_network),
     (("-p", "--publish"), dict(action="append", default=[],
                                metavar="[HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]"),
