@@ -7820,7 +7820,8 @@ def cmd_gc(a, g):
     for cid, procs in sorted(holders.items()):
         if cid not in live:
             removed.extend(_kill_orphans(procs, cgroup_name=cid))
-    network_gc(removed)
+    if not rootless():  # the bridge, its leases and its veths are root's
+        network_gc(removed)
     removed.extend(_monitor_gc(g.root))
     for what in removed:
         print("removed", what)
@@ -8797,6 +8798,8 @@ def _parser(only=None):
     p.add_argument("--debug", action="store_true", help="tracebacks for errors")
     p.add_argument("--systemd-cgroup", action="store_true",
                    help="accepted; cgroups are always managed through cgroupfs")
+    p.add_argument("--rootless", choices=["true", "false", "auto"], default="auto",
+                   help="run as an unprivileged user would (auto: when not the host's root)")
     p.add_argument("-v", "--version", action="store_true")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -9013,6 +9016,8 @@ def _main(argv, at, log, debug):
         if not g.command:
             parser.print_help()
             return 2
+        if g.rootless != "auto":  # runc's flag: whether cgroups (and so on) are the user's
+            _ROOTLESS[:] = [g.rootless == "true"]
         if g.root is None:
             g.root = default_state_root()
         if g.systemd_cgroup and g.command in ("create", "run"):

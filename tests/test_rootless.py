@@ -207,6 +207,28 @@ def test_no_cgroup_verbs_say_so(user):
         ok(user.mc("delete", "--force", cid))
 
 
+def test_gc_and_prune_as_the_user(user):
+    rootfs = user.mkdir("rootfs-prune", rootfs=True)
+    name = new_id("rl")
+    ok(user.mc("run", "--name", name, "--rootfs", rootfs, "--", "true"))
+    ok(user.mc("gc"))  # keeps what the user kept; touches nothing of root's (the bridge)
+    assert os.path.isdir(os.path.join(user.state, name))
+    assert name in ok(user.mc("prune", "-f"))
+    assert not os.path.exists(os.path.join(user.state, name))
+
+
+def test_rootless_flag_as_runc_has_it(tmp_path, state_root, busybox_rootfs, cgroups, no_leaks):
+    """runc's --rootless true, given to root: cgroups are skipped as a user's would be."""
+    from conftest import mc
+    name = new_id("rlflag")
+    r = mc("--rootless", "true", "run", "--rm", "--name", name, "-m", "64m", "--rootfs",
+           busybox_rootfs, "--", "cat", "/proc/self/cgroup", state_root=state_root)
+    assert r.returncode == 0, r.stderr
+    assert "linux.resources memory not applied" in r.stderr
+    assert name not in r.stdout  # in no cgroup of its own
+    one_line_error(mc("--rootless", "maybe", "list", state_root=state_root), 2)
+
+
 # ---- cgroup v2 delegation ----
 
 @pytest.fixture
