@@ -43,6 +43,7 @@ bench:
 	$(PYTHON) bench/bench_network.py
 	$(PYTHON) bench/bench_overlay.py
 	$(PYTHON) bench/bench_detached.py
+	$(PYTHON) bench/bench_rootless.py
 
 demo:
 	$(PYTHON) tools/demo.py
