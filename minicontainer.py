@@ -4364,10 +4364,16 @@ class SetupPlan(list):
 
 
 def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=False,
-               no_pivot=False):
+               no_pivot=False, cgroup=True):
     """Container.create's plan for `config` (validated): see Step. network: state.network
-    (network_setup's namespace, joined by path); etc_mounts: write_etc_files's binds;
-    overlay: whether the init mounts an image's overlay on rootfs."""
+    (network_setup's namespace, joined by path; or slirp4netns's); etc_mounts:
+    write_etc_files's binds; overlay: whether the init mounts an image's overlay on rootfs;
+    cgroup: whether the container has one (rootless, it may not).
+
+    Rootless (rootless()), the plan differs, not the code that runs it: the overlay is
+    mounted by the init in the user namespace, the first child is the user already (no
+    mount points made before), it makes the pid namespace even without a user namespace
+    of the config's (the runtime could not leave it), devices are bound."""
     linux = config.get("linux", {})
     plan = SetupPlan()
     namespaces = {ns["type"]: ns.get("path") for ns in linux.get("namespaces", [])}
@@ -4375,7 +4381,7 @@ def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=Fals
         namespaces["network"] = network["netns"]
     mounts = [(i, m, _bind_source(m, bundle))
               for i, m in enumerate(config.get("mounts", []) + list(etc_mounts))]
-    done = _plan_first_child(plan, linux, namespaces, mounts, overlay)
+    done = _plan_first_child(plan, linux, namespaces, mounts, overlay, cgroup)
     _plan_namespaces(plan, linux, namespaces, done)
     if network and network["mode"] == "slirp4netns":
         plan.add("init", "slirp4netns", "linux.namespaces")
@@ -4412,7 +4418,7 @@ def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=Fals
     return plan
 
 
-def _plan_first_child(plan, linux, namespaces, mounts, overlay):
+def _plan_first_child(plan, linux, namespaces, mounts, overlay, cgroup):
     """With a user namespace, the first child's steps up to the init's fork; the namespaces
     it leaves the init done. (Without one, the runtime itself makes the pid and time
     namespaces and forks the init: see _fork_init.)"""
@@ -4423,18 +4429,21 @@ def _plan_first_child(plan, linux, namespaces, mounts, overlay):
         # pid namespace but never go back to its own, which belongs to the host's user
         # namespace (setns needs CAP_SYS_ADMIN there): a first child makes it and forks.
         maker, done = "first", {"pid"}
-        plan.add("first", "join cgroup", "linux.cgroupsPath")
+        if cgroup:
+            plan.add("first", "join cgroup", "linux.cgroupsPath")
     else:
         maker, done = "first", {"user", "pid"}
-        plan.add("first", "join cgroup", "linux.cgroupsPath")  # the cgroup files are the host's
+        if cgroup:  # the cgroup files are the host's
+            plan.add("first", "join cgroup", "linux.cgroupsPath")
         if overlay and not rootless():
             # Mounted as the host's root, in a mount namespace of ours that the init's
             # copies: the mount points below are then made in the overlay. (Rootless, the
             # init mounts it in the user namespace, of the user's own layers: 5.11+.)
             plan.add("first", "unshare", None, ["mount"])
             plan.add("first", "overlay", "root.path", True)
-        plan.add("first", "mount points", "mounts",
-                 [(m, source) for _, m, source in mounts])
+        if not rootless():  # (the container's root could not make them; rootless, it is us)
+            plan.add("first", "mount points", "mounts",
+                     [(m, source) for _, m, source in mounts])
         # Namespaces given by path (a bridge's network namespace) belong to the host's
         # user namespace: join them while still the host's root, as runc does.
         for kind, path in namespaces.items():
@@ -5168,7 +5177,7 @@ class Container:
                 ov = c._prepare_layers(overlay)
                 debug_step("layers")
             plan = setup_plan(config, rootfs, c.state["bundle"], c.state.get("network"),
-                              etc_mounts, ov is not None, no_pivot)
+                              etc_mounts, ov is not None, no_pivot, cgroup is not None)
             if DEBUG_LOG:
                 debug_plan(plan)
             if cgroup is not None:
