@@ -266,20 +266,27 @@ def test_limits_apply_in_a_delegated_v2_cgroup(user, delegated):
 
 def test_unified_limit_written_in_the_delegated_cgroup(user, delegated):
     v2, d = delegated
-    b = rootless_bundle(user, "b-deleg-%s" % os.path.basename(d), [
-        "sh", "-c", "cat /proc/self/cgroup"], edit=lambda c: c["linux"].update(
-            cgroupsPath="/" + os.path.relpath(d, v2) + "/c",
-            resources={"unified": {"cgroup.max.depth": "3"}}))
+    b = rootless_bundle(user, "b-deleg-%s" % os.path.basename(d), ["sleep", "60"],
+                        edit=lambda c: c["linux"].update(
+                            cgroupsPath="/" + os.path.relpath(d, v2) + "/c",
+                            resources={"unified": {"cgroup.max.depth": "3"}}))
     cid = new_id("rl")
-    ok(user.mc("create", "--bundle", b, cid, bg=True, env={"MINICONTAINER_CGROUP2": v2},
-               cgroup=d))
+    env = {"MINICONTAINER_CGROUP2": v2}
+    ok(user.mc("create", "--bundle", b, cid, bg=True, env=env, cgroup=d))
     try:
         with open(os.path.join(d, "c", "cgroup.max.depth")) as f:
             assert f.read().strip() == "3"
         with open(os.path.join(d, "c", "cgroup.procs")) as f:
             assert f.read().split() == [str(json.loads(ok(user.mc("state", cid)))["pid"])]
+        ok(user.mc("start", cid, env=env))
+        ok(user.mc("pause", cid, env=env))  # the cgroup's own freezer, the user's
+        assert json.loads(ok(user.mc("state", cid, env=env)))["status"] == "paused"
+        with open(os.path.join(d, "c", "cgroup.freeze")) as f:
+            assert f.read().strip() == "1"
+        ok(user.mc("resume", cid, env=env))
+        assert json.loads(ok(user.mc("state", cid, env=env)))["status"] == "running"
     finally:
-        ok(user.mc("delete", "--force", cid, env={"MINICONTAINER_CGROUP2": v2}))
+        ok(user.mc("delete", "--force", cid, env=env))
     assert not os.path.exists(os.path.join(d, "c"))
 
 
@@ -365,6 +372,30 @@ def test_pull_into_the_users_store(user, registry):
     store = os.path.join(user.home, ".local", "share", "minicontainer")
     assert os.stat(store).st_uid == user.uid
     assert ok(user.mc("run", "--rm", ref)) == "0\n"
+
+
+def test_pull_whiteouts_and_opaque_directories(user, registry):
+    """A user may make overlayfs's whiteouts (0/0 devices, since Linux 5.8), not its opaque
+    directories (a trusted.* xattr): an image with one is refused in one line."""
+    from fixtures_registry import Image, dir_layer, entry, tar_layer
+    rootfs = user.mkdir("wh-rootfs", rootfs=True)
+    base = dir_layer(rootfs)
+    ref = "%s/rootless/wh:v1" % registry.host
+    registry.client.push_image("rootless/wh", "v1", Image(
+        [base, tar_layer([entry("etc/.wh.group")])], "oci", "amd64"))
+    ok(user.run("python3", os.path.join(user.code, "tools", "pull.py"), "-q", ref))
+    out = ok(user.mc("run", "--rm", ref, "sh", "-c", "ls /etc/group 2>&1; ls /etc/passwd"))
+    assert "No such file" in out and out.endswith("/etc/passwd\n")
+    ref = "%s/rootless/opq:v1" % registry.host
+    registry.client.push_image("rootless/opq", "v1", Image(
+        [base, tar_layer([entry("home", "dir"), entry("home/.wh..wh..opq")])], "oci",
+        "amd64"))
+    r = user.run("python3", os.path.join(user.code, "tools", "pull.py"), "-q", ref)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        "refusing entry 'home/.wh..wh..opq': cannot mark an opaque directory (Operation not "
+        "permitted): the trusted.overlay.opaque xattr needs root and a filesystem with xattrs")
+    assert "opq" not in ok(user.mc("images"))
 
 
 # ---- slirp4netns: the user-mode network of rootless -p ----
