@@ -5164,10 +5164,11 @@ class Container:
                        "cgroup": None, "config": config}
             c.save()  # before anything exists, so that delete can clean up a crashed create
             debug_step("state")
-            if network and network["mode"] == "bridge":  # a namespace made here, joined
-                network_setup(c, network)
-            elif network:  # slirp4netns: on the init's namespace (Msg.NETNS)
-                c.state["network"] = dict(network)
+            if network:
+                if network["mode"] == "bridge":  # a namespace made here, joined by path
+                    network_setup(c, network)
+                else:  # slirp4netns: on the init's namespace (Msg.NETNS)
+                    c.state["network"] = dict(network)
                 debug_step("network")
             etc_mounts = []
             if etc_files is not None:
