@@ -179,22 +179,30 @@ def settings():
     return Settings(os.environ)
 
 
-_ROOTLESS = []
+_UNPRIVILEGED = []
+_ROOTLESS = []  # main's --rootless true|false, when given
 
 
-def rootless():
+def unprivileged():
     """Whether the runtime is not the host's root, as runc decides it: an ordinary user, or
-    root of a user namespace it did not make (podman rootless runs its runtime so). Neither
-    may make cgroups, mknod, id-map mounts or write another user's files on the host."""
-    if not _ROOTLESS:
+    root of a user namespace it did not make (podman rootless runs its runtime so). Its
+    state, monitors and images are then the user's ($XDG_RUNTIME_DIR, ~/.local/share)."""
+    if not _UNPRIVILEGED:
         try:
             with open("/proc/self/uid_map") as f:
                 # the host's user namespace maps every id to itself
                 foreign = f.read().split() != ["0", "0", "4294967295"]
         except OSError:
             foreign = False
-        _ROOTLESS.append(os.geteuid() != 0 or foreign)
-    return _ROOTLESS[0]
+        _UNPRIVILEGED.append(os.geteuid() != 0 or foreign)
+    return _UNPRIVILEGED[0]
+
+
+def rootless():
+    """Whether cgroups are made as an unprivileged user may make them (only in a delegated
+    subtree; limits skipped elsewhere): unprivileged(), unless runc's --rootless flag says
+    otherwise, as runc's flag decides for its cgroup manager alone."""
+    return _ROOTLESS[0] if _ROOTLESS else unprivileged()
 
 
 def rootless_runtime_dir():
@@ -3594,7 +3602,7 @@ def _lease_dead(entry):
 
 def network_mode(a):
     # -p implies a bridge; rootless, where the bridge is root's, slirp4netns (as podman)
-    return a.network or (("slirp4netns" if rootless() else "bridge") if a.publish else "none")
+    return a.network or (("slirp4netns" if unprivileged() else "bridge") if a.publish else "none")
 
 
 def network_option(a, config):
@@ -3603,7 +3611,7 @@ def network_option(a, config):
     mode = network_mode(a)
     linux = config.setdefault("linux", {})
     namespaces = linux.setdefault("namespaces", [])
-    if mode == "bridge" and rootless():
+    if mode == "bridge" and unprivileged():
         raise Error("--network bridge: the bridge is root's (rootless: --network none, host "
                     "or slirp4netns)")
     if mode == "slirp4netns" and not _slirp4netns():
@@ -3654,7 +3662,7 @@ def slirp4netns_setup(c, spec, netns, userns):
     argv = [_slirp4netns(), "--configure", "--mtu=65520", "--disable-host-loopback",
             "--api-socket", sock, "--netns-type=path"]
     fds = [netns]
-    if rootless():  # the network namespace is entered through its user namespace
+    if unprivileged():  # the network namespace is entered through its user namespace
         argv.append("--userns-path=/proc/self/fd/%d" % userns)
         fds.append(userns)
     ready_r, ready_w = os.pipe()
@@ -4370,7 +4378,7 @@ def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=Fals
     write_etc_files's binds; overlay: whether the init mounts an image's overlay on rootfs;
     cgroup: whether the container has one (rootless, it may not).
 
-    Rootless (rootless()), the plan differs, not the code that runs it: the overlay is
+    Rootless (unprivileged()), the plan differs, not the code that runs it: the overlay is
     mounted by the init in the user namespace, the first child is the user already (no
     mount points made before), it makes the pid namespace even without a user namespace
     of the config's (the runtime could not leave it), devices are bound."""
@@ -4395,7 +4403,7 @@ def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=Fals
         plan.add("init", "cwd", "process.cwd")
         # in a user namespace (ours, or one the rootless runtime is in): no mknod, and
         # sysfs only with a network namespace of that user namespace's
-        _plan_mounts(plan, linux, mounts, "user" in namespaces or rootless())
+        _plan_mounts(plan, linux, mounts, "user" in namespaces or unprivileged())
     if hooks.get("createContainer"):
         plan.add("init", "hooks", "hooks.createContainer", "createContainer")
     plan.add("init", "reached", None, "mounts")
@@ -4422,7 +4430,7 @@ def _plan_first_child(plan, linux, namespaces, mounts, overlay, cgroup):
     """With a user namespace, the first child's steps up to the init's fork; the namespaces
     it leaves the init done. (Without one, the runtime itself makes the pid and time
     namespaces and forks the init: see _fork_init.)"""
-    if "user" not in namespaces and not rootless():
+    if "user" not in namespaces and not unprivileged():
         maker, done = "runtime", {"pid"}
     elif "user" not in namespaces:
         # Rootless in a user namespace of another's (podman's): the runtime could make the
@@ -4435,13 +4443,13 @@ def _plan_first_child(plan, linux, namespaces, mounts, overlay, cgroup):
         maker, done = "first", {"user", "pid"}
         if cgroup:  # the cgroup files are the host's
             plan.add("first", "join cgroup", "linux.cgroupsPath")
-        if overlay and not rootless():
+        if overlay and not unprivileged():
             # Mounted as the host's root, in a mount namespace of ours that the init's
             # copies: the mount points below are then made in the overlay. (Rootless, the
             # init mounts it in the user namespace, of the user's own layers: 5.11+.)
             plan.add("first", "unshare", None, ["mount"])
             plan.add("first", "overlay", "root.path", True)
-        if not rootless():  # (the container's root could not make them; rootless, it is us)
+        if os.geteuid() == 0:  # (the container's root could not make them; a user is it)
             plan.add("first", "mount points", "mounts",
                      [(m, source) for _, m, source in mounts])
         # Namespaces given by path (a bridge's network namespace) belong to the host's
@@ -4456,7 +4464,7 @@ def _plan_first_child(plan, linux, namespaces, mounts, overlay, cgroup):
             # joined by path is the host's: mount it now, as the host's root, in a mount
             # namespace of ours that the init's copies. (Else the init would have to bind
             # the host's /sys, which names the host's network interfaces.)
-            if not overlay or rootless():  # with one, ours is made
+            if not overlay or unprivileged():  # with one, ours is made
                 plan.add("first", "unshare", None, ["mount"])
                 plan.add("first", "cut from host", "linux.rootfsPropagation")
             for i, m, source in sysfs:
@@ -4528,7 +4536,7 @@ def exec_plan(config, pid, network=None):
     kinds = [ns["type"] for ns in config.get("linux", {}).get("namespaces", [])]
     if network and "network" not in kinds:
         kinds.append("network")
-    for kind in sorted(kinds, key=lambda kind: (kind == "user") != rootless()):
+    for kind in sorted(kinds, key=lambda kind: (kind == "user") != unprivileged()):
         plan.add("exec", "join", "linux.namespaces", kind,
                  "/proc/%d/ns/%s" % (pid, NAMESPACES[kind][1]))
     plan.add("exec", "fork", None, "the process")
@@ -4632,7 +4640,7 @@ def _overlay_steps(ctx, sync, idmapped):
     ov = ctx.overlay
     cut_from_host(ctx.config.get("linux", {}))  # before anything is mounted
     what, mapped = "refused", []
-    if rootless():
+    if unprivileged():
         what = "refused in a user namespace (kernel 5.11+ allows it)"
     try:
         if idmapped:
@@ -4969,7 +4977,7 @@ def _close_fds(first, keep=()):
 # ==== lifecycle: create, start, state, signals, delete ====
 
 def default_state_root():
-    if not rootless():
+    if not unprivileged():
         return STATE_ROOT
     return os.path.join(rootless_runtime_dir(), "minicontainer")
 
@@ -5352,7 +5360,7 @@ class Container:
         return {"lower": lower, "upper": upper, "work": work, "target": rootfs}
 
     def _host_owner(self, uid, gid):
-        if rootless():  # the user's own store: its files are already the container root's
+        if unprivileged():  # the user's own store: its files are already the container root's
             return uid, gid
         return host_owner(self.state["config"].get("linux", {}), uid, gid)
 
@@ -5624,7 +5632,7 @@ class Container:
             if not kept:
                 shutil.rmtree(self.dir, ignore_errors=True)
                 linux = self.state.get("config", {}).get("linux", {})
-                if os.path.lexists(self.dir) and rootless() and new_userns(linux):
+                if os.path.lexists(self.dir) and unprivileged() and new_userns(linux):
                     remove_as_container_root(self.dir, linux)
             if use and not kept:  # the image's layers are no longer this container's
                 try:
@@ -5887,7 +5895,7 @@ def store_dir():
     env = settings().store
     if env:
         return os.path.abspath(env)
-    if rootless():
+    if unprivileged():
         data = os.environ.get("XDG_DATA_HOME") or os.path.join(
             os.path.expanduser("~"), ".local", "share")
         return os.path.join(os.path.abspath(data), "minicontainer")
@@ -6628,7 +6636,7 @@ def _flag_security_opt(run, opts):
 def _flag_userns(run, value):
     """--userns; and always for an unprivileged user's rootfs or image (rootless), whose
     maps are its own id and its subordinate ranges (rootless_id_maps)."""
-    if rootless() and os.geteuid() != 0 and (run.a.rootfs or run.image is not None):
+    if unprivileged() and os.geteuid() != 0 and (run.a.rootfs or run.image is not None):
         uids, gids = rootless_id_maps()
     elif value:
         base, size = subordinate_ids()
@@ -7296,8 +7304,8 @@ def monitor_dir(root):
     """Where the monitor of a state root keeps its lock and socket: not in the state root,
     whose entries are containers (and a socket's path there could be too long)."""
     import hashlib
-    monitors = os.path.join(rootless_runtime_dir(), "minicontainer-monitors") if rootless() \
-        else MONITORS
+    monitors = os.path.join(rootless_runtime_dir(), "minicontainer-monitors") \
+        if unprivileged() else MONITORS
     return os.path.join(monitors, hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[
         :32])
 
@@ -7830,7 +7838,7 @@ def cmd_gc(a, g):
     for cid, procs in sorted(holders.items()):
         if cid not in live:
             removed.extend(_kill_orphans(procs, cgroup_name=cid))
-    if not rootless():  # the bridge, its leases and its veths are root's
+    if not unprivileged():  # the bridge, its leases and its veths are root's
         network_gc(removed)
     removed.extend(_monitor_gc(g.root))
     for what in removed:
@@ -9027,7 +9035,7 @@ def _main(argv, at, log, debug):
             parser.print_help()
             return 2
         if g.rootless != "auto":  # runc's flag: whether cgroups (and so on) are the user's
-            _ROOTLESS[:] = [g.rootless == "true"]
+            _ROOTLESS[:] = [g.rootless == "true"]  # (not where the state lives: runc's alike)
         if g.root is None:
             g.root = default_state_root()
         if g.systemd_cgroup and g.command in ("create", "run"):
