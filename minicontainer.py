@@ -4708,6 +4708,11 @@ def _init_steps(ctx, sync):
     debug_step("privileges")
     # Cleared before READY: the runtime may exit as soon as it has recorded us.
     prctl(PR_SET_PDEATHSIG, 0)
+    if unprivileged():
+        # Else `exec` before `start` could not open our /proc/PID/ns as the user (runc
+        # rootless can). Nothing to protect then: the host's python is not the user's to
+        # write, and we hold the container's own credentials already.
+        prctl(PR_SET_DUMPABLE, 1)
     sync.send(Msg.READY)
     # Recorded in the state, or the runtime died first (EOF): only a container that is
     # created may wait for start, for as long as it takes.
@@ -4782,7 +4787,8 @@ def _step_userns(ctx, sync):
     unshare(CLONE_NEWUSER)
     # Our /proc files are root's while we are not dumpable: a rootless runtime (and
     # newuidmap, which it runs) could not write the maps. Dumpable only meanwhile, as runc.
-    prctl(PR_SET_DUMPABLE, 1)
+    if unprivileged():
+        prctl(PR_SET_DUMPABLE, 1)
     sync.send(Msg.USERNS)  # the runtime writes the id maps
     sync.expect(Msg.OK, "user namespace: the id maps were not written")
     prctl(PR_SET_DUMPABLE, 0)

@@ -163,6 +163,22 @@ def test_bundle_lifecycle(user):
     one_line_error(user.mc("state", cid))
 
 
+def test_exec_before_start_as_runc(user):
+    """exec into a created container, as runc rootless allows it."""
+    d = rootless_bundle(user, "b-created", ["sleep", "60"])
+    outs = {}
+    for maker in ("mc", "runc"):
+        cid = new_id("rl")
+        base = ["python3", user.runtime] if maker == "mc" else \
+            ["runc", "--root", os.path.join(user.xdg, "runc")]
+        ok(user.run(*base, "create", "--bundle", d, cid, bg=True))
+        try:
+            outs[maker] = ok(user.run(*base, "exec", cid, "sh", "-c", "id -u; cat /proc/1/comm"))
+        finally:
+            ok(user.run(*base, "delete", "--force", cid))
+    assert outs["mc"].split()[0] == outs["runc"].split()[0] == "0"
+
+
 def test_two_mappings_through_newuidmap(user):
     """root to the user and 1-65536 to its /etc/subuid range: written by newuidmap and
     newgidmap, so that chown to 1000 works inside, and lands in the range outside."""
