@@ -4427,9 +4427,9 @@ def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=Fals
 
 
 def _plan_first_child(plan, linux, namespaces, mounts, overlay, cgroup):
-    """With a user namespace, the first child's steps up to the init's fork; the namespaces
-    it leaves the init done. (Without one, the runtime itself makes the pid and time
-    namespaces and forks the init: see _fork_init.)"""
+    """With a user namespace (or rootless), the first child's steps up to the init's fork;
+    the namespaces it leaves the init done. (Otherwise the runtime itself makes the pid and
+    time namespaces and forks the init: see _fork_init.)"""
     if "user" not in namespaces and not unprivileged():
         maker, done = "runtime", {"pid"}
     elif "user" not in namespaces:
