@@ -615,6 +615,12 @@ class RootlessUser:
         for mp in sorted(mountpoints_under(self.base), key=len, reverse=True):
             subprocess.run(["umount", "-l", mp], capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
+        lock = "/dev/shm/libpod_rootless_lock_%d" % self.uid  # podman rootless leaves it
+        try:
+            if os.stat(lock).st_uid == self.uid:
+                os.unlink(lock)
+        except OSError:
+            pass
         _edit_subids(self.name)
         subprocess.run(["userdel", self.name], capture_output=True)
         return left
