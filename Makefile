@@ -6,7 +6,7 @@ PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo pyth
 # flake8.
 APT_PACKAGES = busybox-static docker-registry skopeo umoci runc crun podman conmon \
                docker.io containerd tini \
-               zstd iproute2 uidmap linux-libc-dev openssl \
+               zstd iproute2 uidmap slirp4netns linux-libc-dev openssl \
                python3-pytest python3-zstandard flake8
 
 .PHONY: setup install test test-v2 lint bench demo clean
@@ -43,6 +43,7 @@ bench:
 	$(PYTHON) bench/bench_network.py
 	$(PYTHON) bench/bench_overlay.py
 	$(PYTHON) bench/bench_detached.py
+	$(PYTHON) bench/bench_rootless.py
 
 demo:
 	$(PYTHON) tools/demo.py

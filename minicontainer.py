@@ -179,6 +179,44 @@ def settings():
     return Settings(os.environ)
 
 
+_UNPRIVILEGED = []
+_ROOTLESS = []  # main's --rootless true|false, when given
+
+
+def unprivileged():
+    """Whether the runtime is not the host's root, as runc decides it: an ordinary user, or
+    root of a user namespace it did not make (podman rootless runs its runtime so). Its
+    state, monitors and images are then the user's ($XDG_RUNTIME_DIR, ~/.local/share)."""
+    if not _UNPRIVILEGED:
+        try:
+            with open("/proc/self/uid_map") as f:
+                # the host's user namespace maps every id to itself
+                foreign = f.read().split() != ["0", "0", "4294967295"]
+        except OSError:
+            foreign = False
+        _UNPRIVILEGED.append(os.geteuid() != 0 or foreign)
+    return _UNPRIVILEGED[0]
+
+
+def rootless():
+    """Whether cgroups are made as an unprivileged user may make them (only in a delegated
+    subtree; limits skipped elsewhere): unprivileged(), unless runc's --rootless flag says
+    otherwise, as runc's flag decides for its cgroup manager alone."""
+    return _ROOTLESS[0] if _ROOTLESS else unprivileged()
+
+
+def rootless_runtime_dir():
+    """$XDG_RUNTIME_DIR, where a rootless runtime keeps its state and its monitors (as runc
+    keeps $XDG_RUNTIME_DIR/runc): an Error that says what to do when it is unusable."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if not base:
+        raise Error("rootless: $XDG_RUNTIME_DIR is not set: set it to a directory of yours "
+                    "(mode 0700), or give --root")
+    if not os.path.isdir(base) or not os.access(base, os.W_OK | os.X_OK):
+        raise Error("rootless: $XDG_RUNTIME_DIR %s is not a directory you can write" % base)
+    return base
+
+
 def debug_step(name):
     """A named step of create and run, where tests break them on purpose:
     $MINICONTAINER_DEBUG_DIE_AT=NAME SIGKILLs the process that reaches it (a crash there),
@@ -1593,6 +1631,30 @@ def default_spec(rootfs="rootfs", args=("sh",), terminal=False):
     }
 
 
+def rootless_spec(spec):
+    """`spec --rootless`: what runc's specconv.ToRootless makes of the default config. A
+    user namespace mapping the caller to root and no network namespace (an unprivileged
+    user could only have one with nothing but lo); /sys a read-only bind of the host's
+    (sysfs may only be mounted by the network namespace's owner); no uid=/gid= mount options
+    (those ids are unmapped); no linux.resources (no cgroup the user may write)."""
+    linux = spec["linux"]
+    linux["namespaces"] = [ns for ns in linux["namespaces"]
+                           if ns["type"] not in ("network", "user")] + [{"type": "user"}]
+    linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
+    linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
+    mounts = []
+    for m in spec["mounts"]:
+        if os.path.normpath(m["destination"]) == "/sys":
+            m = {"destination": "/sys", "type": "none", "source": "/sys",
+                 "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
+        elif m.get("options"):
+            m["options"] = [o for o in m["options"] if not o.startswith(("uid=", "gid="))]
+        mounts.append(m)
+    spec["mounts"] = mounts
+    linux.pop("resources", None)
+    return spec
+
+
 # The schema of what this runtime understands. A type is checked with isinstance; a dict is
 # an object whose keys are all known; a one-element list is an array of that element;
 # FREE is an object of strings to anything (annotations, sysctl, unified).
@@ -2179,7 +2241,10 @@ class Cgroup:
                 except OSError:
                     pass
             raise
-        if rules:
+        if rules and not rootless():
+            # Rootless, the kernel loads no device filter (BPF needs CAP_SYS_ADMIN), and
+            # none is needed: the container cannot mknod, and its device nodes are binds
+            # of the host's, which the host's permissions guard (as runc skips it there).
             self._write_devices(rules)
 
     def _plan_devices(self, resources):
@@ -2667,16 +2732,53 @@ def _join_namespace(kind, path):
 
 
 def write_id_maps(pid, linux):
-    """uid_map and gid_map of a process that has just made its user namespace."""
+    """uid_map and gid_map of a process that has just made its user namespace.
+
+    An unprivileged user may write one mapping of its own id, and its gid only once
+    setgroups is denied in the namespace (else it could drop a group that denies it
+    access); other maps (its /etc/subuid range) go through the setuid newuidmap and
+    newgidmap, which check them against /etc/subuid and /etc/subgid, as runc does."""
+    maps = {}
     for kind in ("uid", "gid"):
-        lines = "".join("%d %d %d\n" % (m["containerID"], m["hostID"], m["size"])
-                        for m in linux.get(kind + "Mappings", []))
-        if not lines:
+        maps[kind] = linux.get(kind + "Mappings", [])
+        if not maps[kind]:
             raise Error("linux.%sMappings: a user namespace needs them" % kind)
+    own = {"uid": os.geteuid(), "gid": os.getegid()}
+    helper = os.geteuid() != 0 and any(
+        len(m) != 1 or m[0]["hostID"] != own[kind] or m[0]["size"] != 1
+        for kind, m in maps.items())
+    if os.geteuid() != 0 and not helper:
+        try:
+            _write("/proc/%d/setgroups" % pid, "deny")
+        except OSError as e:
+            raise Error("linux.gidMappings: deny setgroups: %s" % e.strerror) from None
+    for kind in ("uid", "gid"):
+        if helper:
+            _run_id_map_helper(pid, kind, maps[kind])
+            continue
+        lines = "".join("%d %d %d\n" % (m["containerID"], m["hostID"], m["size"])
+                        for m in maps[kind])
         try:
             _write("/proc/%d/%s_map" % (pid, kind), lines)
         except OSError as e:
             raise Error("linux.%sMappings: %s" % (kind, e.strerror)) from None
+
+
+def _run_id_map_helper(pid, kind, mappings):
+    import shutil
+    import subprocess
+    name = "new%smap" % kind
+    path = shutil.which(name, path=os.environ.get("PATH") or "/usr/bin:/bin")
+    if path is None:
+        raise Error("linux.%sMappings: mappings other than your own id need %s (the uidmap "
+                    "package) and a range in /etc/sub%s" % (kind, name, kind))
+    argv = [path, str(pid)] + [str(n) for m in mappings
+                               for n in (m["containerID"], m["hostID"], m["size"])]
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        why = " ".join(r.stdout.split()) or "exit status %d" % r.returncode
+        raise Error("linux.%sMappings: %s: %s" % (kind, name, why))
 
 
 def mount_idmaps(config, bundle):
@@ -2744,6 +2846,28 @@ def mapped_userns(linux):
         os.close(made_r)
         os.close(done_w)
         os.waitpid(pid, 0)
+
+
+def remove_as_container_root(path, linux):
+    """Remove a tree that a rootless container's root wrote, as that root: files of its
+    subordinate ids, or the user's own without permission bits (overlayfs's work
+    directory), are only its to remove, in a user namespace with its maps (as `podman
+    unshare rm` does)."""
+    import shutil
+    userns = mapped_userns(linux)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                setns(userns, CLONE_NEWUSER)
+                shutil.rmtree(path, ignore_errors=True)
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        os.close(userns)
+    os.waitpid(pid, 0)
 
 
 # ==== root filesystem: mounts, /dev, pivot_root, masked and read-only paths ====
@@ -2858,7 +2982,8 @@ class _InRoot:
 
 def mount_cgroupfs(rootfs, dest, target, flags, cgroup):
     """/sys/fs/cgroup as the container sees it: its own cgroup, read-only unless asked."""
-    if cgroup is None:
+    if cgroup is None:  # rootless without a cgroup: an empty one
+        mount("tmpfs", target, "tmpfs", flags | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755")
         return
     if cgroup.unified:
         # The mount shows the hierarchy from the root of our cgroup namespace: with one of
@@ -3327,6 +3452,16 @@ def find_executable(args, env):
     raise Error('exec "%s": executable file not found in $PATH' % name, 127)
 
 
+def _setgroups_denied():
+    """A user namespace whose gid map an unprivileged user wrote (write_id_maps): the
+    groups stay the host's, as runc leaves them there."""
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() == "deny"
+    except OSError:
+        return False
+
+
 def apply_user_and_capabilities(process):
     """Drop to the configured user with exactly the configured capability sets.
 
@@ -3342,7 +3477,8 @@ def apply_user_and_capabilities(process):
             if not bounding & (1 << cap):
                 prctl(PR_CAPBSET_DROP, cap)
         prctl(PR_SET_KEEPCAPS, 1)
-    os.setgroups(user.get("additionalGids", []))
+    if user.get("additionalGids") or not _setgroups_denied():
+        os.setgroups(user.get("additionalGids", []))
     gid, uid = user.get("gid", 0), user.get("uid", 0)
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
@@ -3713,7 +3849,8 @@ def _lease_dead(entry):
 # -- set-up and tear-down
 
 def network_mode(a):
-    return a.network or ("bridge" if a.publish else "none")  # -p implies a bridge
+    # -p implies a bridge; rootless, where the bridge is root's, slirp4netns (as podman)
+    return a.network or (("slirp4netns" if unprivileged() else "bridge") if a.publish else "none")
 
 
 def network_option(a, config):
@@ -3722,8 +3859,14 @@ def network_option(a, config):
     mode = network_mode(a)
     linux = config.setdefault("linux", {})
     namespaces = linux.setdefault("namespaces", [])
-    if a.publish and mode != "bridge":
-        raise Error("-p: publishing a port needs --network bridge")
+    if mode == "bridge" and unprivileged():
+        raise Error("--network bridge: the bridge is root's (rootless: --network none, host "
+                    "or slirp4netns)")
+    if mode == "slirp4netns" and not _slirp4netns():
+        raise Error("%s: slirp4netns is not installed (Debian's slirp4netns package)" % (
+            "-p" if a.publish and not a.network else "--network slirp4netns"))
+    if a.publish and mode not in ("bridge", "slirp4netns"):
+        raise Error("-p: publishing a port needs --network bridge or slirp4netns")
     if a.subnet and mode != "bridge":
         raise Error("--subnet: only for --network bridge")
     if mode == "host":
@@ -3740,8 +3883,79 @@ def network_option(a, config):
         seen.add(key)
     if not any(ns["type"] == "network" for ns in namespaces):
         namespaces.append({"type": "network"})
+    if mode == "slirp4netns":
+        return {"mode": mode, "publish": publish}
     return {"mode": "bridge", "subnet": str(network_subnet(a.subnet)), "publish": publish,
             "bridge": settings().bridge or BRIDGE}
+
+
+def _slirp4netns():
+    import shutil
+    return shutil.which("slirp4netns", path=os.environ.get("PATH") or "/usr/bin:/bin")
+
+
+SLIRP_IP, SLIRP_DNS = "10.0.2.100", "10.0.2.3"  # slirp4netns --configure's, as podman's
+
+
+def slirp4netns_setup(c, spec, netns, userns):
+    """--network slirp4netns, on the network namespace the init has made (an fd of it, and
+    of its user namespace: the init's /proc files are not the user's until it execs): a
+    user-mode network stack (slirp4netns, as podman rootless uses) behind its tap0
+    (SLIRP_IP/24, gateway 10.0.2.2, DNS SLIRP_DNS; the host's loopback out of reach), the
+    published ports forwarded through its API socket. Its pid goes in state.network, for
+    network_teardown: it outlives the runtime, with the container."""
+    import subprocess
+    sock = os.path.join(os.path.abspath(c.dir), "slirp4netns.sock")
+    log = os.path.join(os.path.abspath(c.dir), "slirp4netns.log")
+    argv = [_slirp4netns(), "--configure", "--mtu=65520", "--disable-host-loopback",
+            "--api-socket", sock, "--netns-type=path"]
+    fds = [netns]
+    if unprivileged():  # the network namespace is entered through its user namespace
+        argv.append("--userns-path=/proc/self/fd/%d" % userns)
+        fds.append(userns)
+    ready_r, ready_w = os.pipe()
+    try:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(argv + ["--ready-fd", str(ready_w), "/proc/self/fd/%d" % netns,
+                                            "tap0"],
+                                    pass_fds=fds + [ready_w], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=out, start_new_session=True)
+        os.close(ready_w)
+        ready_w = None
+        c.state["network"] = dict(c.state["network"], ip=SLIRP_IP,
+                                  helper=[proc.pid, process_start_time(proc.pid)])
+        c.save()
+        ready = os.read(ready_r, 1)
+    finally:
+        os.close(ready_r)
+        if ready_w is not None:
+            os.close(ready_w)
+    if ready != b"1":
+        with open(log, errors="replace") as f:
+            why = [line.strip() for line in f if line.strip()]
+        raise Error("slirp4netns: %s" % (why[0] if why else "exited"))
+    proc.returncode = 0  # not ours to wait for: network_teardown ends it
+    for p in spec["publish"]:
+        _slirp4netns_api(sock, "add_hostfwd", proto=p["proto"], host_addr=p["host_ip"],
+                         host_port=p["host"], guest_port=p["ctr"])
+
+
+def _slirp4netns_api(path, command, **arguments):
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        s.sendall(json.dumps({"execute": command, "arguments": arguments}).encode())
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while True:
+            data = s.recv(4096)
+            if not data:
+                break
+            answer += data
+    reply = json.loads(answer or b"{}")
+    if "error" in reply or "return" not in reply:
+        raise Error("slirp4netns: %s %s: %s" % (command, arguments.get("host_port", ""), (
+            reply.get("error") or {}).get("desc", "no answer")))
 
 
 def etc_files_option(a, image):
@@ -3912,7 +4126,15 @@ def _ensure_bridge(nl, name, net, old_subnet):
 
 
 def network_teardown(info):
-    """Undo network_setup and network_publish, as far as they got; never fails."""
+    """Undo network_setup and network_publish (or slirp4netns_setup), as far as they got;
+    never fails."""
+    if info and info.get("mode") == "slirp4netns" and info.get("helper"):
+        helper = info["helper"]
+        if process_start_time(helper[0]) == helper[1]:
+            try:
+                os.kill(helper[0], signal.SIGKILL)
+            except OSError:
+                pass
     if not info or info.get("mode") != "bridge":
         return
     fwd = info.get("forwarder")
@@ -4006,8 +4228,8 @@ def write_etc_files(c, config, spec):
             hosts += "%s\t%s\n" % (ip, hostname)
     hosts += "".join("%s\t%s\n" % (ip, name) for name, ip in spec["add_host"])
     files = {"hostname": hostname + "\n" if hostname else "", "hosts": hosts,
-             "resolv.conf": resolv_conf(host_resolv_conf(), spec["mode"], spec["dns"],
-                                        spec["dns_search"])}
+             "resolv.conf": resolv_conf(host_resolv_conf(), spec["mode"], spec["dns"] or (
+                 [SLIRP_DNS] if spec["mode"] == "slirp4netns" else []), spec["dns_search"])}
     taken = {os.path.normpath(m["destination"]) for m in config.get("mounts", [])}
     readonly = config.get("root", {}).get("readonly")  # docker leaves them writable; we do not
     owner = host_owner(config.get("linux", {}))  # the container's root's
@@ -4062,7 +4284,7 @@ def network_publish(c):
     in use is the user's error, said here) and ends by itself when the init dies."""
     import socket
     info = c.state.get("network") or {}
-    if not info.get("publish"):
+    if not info.get("publish") or info.get("mode") != "bridge":  # slirp4netns forwards its
         return
     listeners = []
     try:
@@ -4228,7 +4450,10 @@ class Msg:
     USERNS = "userns"          # first child -> runtime: user namespace made, write its maps
     OVERLAY_REFUSED = "overlay-refused"  # init -> runtime: msg; make a private copy instead
     HOOKS = "hooks"            # init -> runtime: run prestart and createRuntime hooks now
-    OK = "ok"                  # runtime -> init: done what USERNS, OVERLAY_REFUSED, HOOKS asked
+    NETNS = "netns"            # init -> runtime: fds: its network and user namespaces, for
+    #                            slirp4netns to attach to
+    OK = "ok"                  # runtime -> init: done what USERNS, OVERLAY_REFUSED, HOOKS,
+    #                            NETNS asked
     PID = "pid"                # a forking child -> runtime: pid (the init, exec's process)
     PTY = "pty"                # -> runtime: fds[0] is the pty's master
     SECCOMP = "seccomp"        # -> runtime: fds[0] is the seccomp listener
@@ -4363,6 +4588,7 @@ _STEP_WORDS = {  # Step.describe's, by op (args in order)
     "mount points": "make mount points", "cut from host": "cut / off the host's mounts",
     "userns": "make the user namespace", "become root": "become the user namespace's root",
     "time": "make the time namespace", "fork": "fork %s", "hooks": "run %s hooks",
+    "slirp4netns": "attach slirp4netns to the network namespace",
     "cwd": "make process.cwd", "bind rootfs": "bind the rootfs on itself",
     "devices": "make the devices of /dev", "pivot_root": "pivot_root to %s",
     "move root": "move %s onto / (--no-pivot)", "chroot": "chroot to %s",
@@ -4381,8 +4607,9 @@ class SetupPlan(list):
 
     @property
     def first_child(self):
-        """Whether a first child enters a user namespace (new or given by path): what the
-        init makes then belongs to it."""
+        """Whether a first child forks the init: with a user namespace (new or given by
+        path), which it enters, so that what the init makes belongs to it; and rootless,
+        where the runtime could not leave a pid namespace it made (_plan_first_child)."""
         return any(step.who == "first" for step in self)
 
     def mount_sources(self):
@@ -4393,28 +4620,38 @@ class SetupPlan(list):
 
 
 def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=False,
-               no_pivot=False):
+               no_pivot=False, cgroup=True):
     """Container.create's plan for `config` (validated): see Step. network: state.network
-    (network_setup's namespace, joined by path); etc_mounts: write_etc_files's binds;
-    overlay: whether the init mounts an image's overlay on rootfs."""
+    (network_setup's namespace, joined by path; or slirp4netns's); etc_mounts:
+    write_etc_files's binds; overlay: whether the init mounts an image's overlay on rootfs;
+    cgroup: whether the container has one (rootless, it may not).
+
+    Rootless (unprivileged()), the plan differs, not the code that runs it: the overlay is
+    mounted by the init in the user namespace, the first child is the user already (no
+    mount points made before), it makes the pid namespace even without a user namespace
+    of the config's (the runtime could not leave it), devices are bound."""
     linux = config.get("linux", {})
     plan = SetupPlan()
     namespaces = {ns["type"]: ns.get("path") for ns in linux.get("namespaces", [])}
-    if network:
+    if network and network.get("netns"):
         namespaces["network"] = network["netns"]
     mounts = [(i, m, _bind_source(m, bundle))
               for i, m in enumerate(config.get("mounts", []) + list(etc_mounts))]
-    done = _plan_first_child(plan, linux, namespaces, mounts, overlay)
+    done = _plan_first_child(plan, linux, namespaces, mounts, overlay, cgroup)
     _plan_namespaces(plan, linux, namespaces, done)
+    if network and network["mode"] == "slirp4netns":
+        plan.add("init", "slirp4netns", "linux.namespaces")
     plan.add("init", "reached", None, "unshare")
-    if overlay and not plan.first_child:
-        plan.add("init", "overlay", "root.path")
+    if overlay and not any(step.op == "overlay" for step in plan):
+        plan.add("init", "overlay", "root.path", False)
     hooks = config.get("hooks", {})
     if hooks.get("prestart") or hooks.get("createRuntime"):
         plan.add("init", "hooks", "hooks.createRuntime", "createRuntime")
     if "mount" in namespaces:
         plan.add("init", "cwd", "process.cwd")
-        _plan_mounts(plan, linux, mounts, "user" in namespaces)
+        # in a user namespace (ours, or one the rootless runtime is in): no mknod, and
+        # sysfs only with a network namespace of that user namespace's
+        _plan_mounts(plan, linux, mounts, "user" in namespaces or unprivileged())
     if hooks.get("createContainer"):
         plan.add("init", "hooks", "hooks.createContainer", "createContainer")
     plan.add("init", "reached", None, "mounts")
@@ -4437,22 +4674,32 @@ def setup_plan(config, rootfs, bundle, network=None, etc_mounts=(), overlay=Fals
     return plan
 
 
-def _plan_first_child(plan, linux, namespaces, mounts, overlay):
-    """With a user namespace, the first child's steps up to the init's fork; the namespaces
-    it leaves the init done. (Without one, the runtime itself makes the pid and time
-    namespaces and forks the init: see _fork_init.)"""
-    if "user" not in namespaces:
+def _plan_first_child(plan, linux, namespaces, mounts, overlay, cgroup):
+    """With a user namespace (or rootless), the first child's steps up to the init's fork;
+    the namespaces it leaves the init done. (Otherwise the runtime itself makes the pid and
+    time namespaces and forks the init: see _fork_init.)"""
+    if "user" not in namespaces and not unprivileged():
         maker, done = "runtime", {"pid"}
+    elif "user" not in namespaces:
+        # Rootless in a user namespace of another's (podman's): the runtime could make the
+        # pid namespace but never go back to its own, which belongs to the host's user
+        # namespace (setns needs CAP_SYS_ADMIN there): a first child makes it and forks.
+        maker, done = "first", {"pid"}
+        if cgroup:
+            plan.add("first", "join cgroup", "linux.cgroupsPath")
     else:
         maker, done = "first", {"user", "pid"}
-        plan.add("first", "join cgroup", "linux.cgroupsPath")  # the cgroup files are the host's
-        if overlay:
+        if cgroup:  # the cgroup files are the host's
+            plan.add("first", "join cgroup", "linux.cgroupsPath")
+        if overlay and not unprivileged():
             # Mounted as the host's root, in a mount namespace of ours that the init's
-            # copies: the mount points below are then made in the overlay.
+            # copies: the mount points below are then made in the overlay. (Rootless, the
+            # init mounts it in the user namespace, of the user's own layers: 5.11+.)
             plan.add("first", "unshare", None, ["mount"])
-            plan.add("first", "overlay", "root.path")
-        plan.add("first", "mount points", "mounts",
-                 [(m, source) for _, m, source in mounts])
+            plan.add("first", "overlay", "root.path", True)
+        if os.geteuid() == 0:  # (the container's root could not make them; a user is it)
+            plan.add("first", "mount points", "mounts",
+                     [(m, source) for _, m, source in mounts])
         # Namespaces given by path (a bridge's network namespace) belong to the host's
         # user namespace: join them while still the host's root, as runc does.
         for kind, path in namespaces.items():
@@ -4465,7 +4712,7 @@ def _plan_first_child(plan, linux, namespaces, mounts, overlay):
             # joined by path is the host's: mount it now, as the host's root, in a mount
             # namespace of ours that the init's copies. (Else the init would have to bind
             # the host's /sys, which names the host's network interfaces.)
-            if not overlay:  # with one, ours is made
+            if not overlay or unprivileged():  # with one, ours is made
                 plan.add("first", "unshare", None, ["mount"])
                 plan.add("first", "cut from host", "linux.rootfsPropagation")
             for i, m, source in sysfs:
@@ -4530,13 +4777,14 @@ def exec_plan(config, pid, network=None):
     """Container.exec's plan: its middle process joins the cgroup and the namespaces of the
     init `pid`, then forks the process. The user namespace is joined last: as the host's
     root we may enter all the others (a bridge's network namespace is the host's, which
-    the container's root could not enter)."""
+    the container's root could not enter). Rootless, it is joined first: the others are
+    its, which only its root may enter."""
     plan = SetupPlan()
     plan.add("exec", "join cgroup", "linux.cgroupsPath")
     kinds = [ns["type"] for ns in config.get("linux", {}).get("namespaces", [])]
     if network and "network" not in kinds:
         kinds.append("network")
-    for kind in sorted(kinds, key=lambda kind: kind == "user"):
+    for kind in sorted(kinds, key=lambda kind: (kind == "user") != unprivileged()):
         plan.add("exec", "join", "linux.namespaces", kind,
                  "/proc/%d/ns/%s" % (pid, NAMESPACES[kind][1]))
     plan.add("exec", "fork", None, "the process")
@@ -4632,15 +4880,18 @@ def _child(ctx, steps):
         os._exit(code)
 
 
-def _overlay_steps(ctx, sync):
+def _overlay_steps(ctx, sync, idmapped):
     """Mount the image's overlay on the rootfs directory, in the (new) mount namespace of
     this process: it goes when the namespace does, so no host mount outlives the container.
-    Where the kernel refuses it, the runtime makes a private copy in its place instead."""
+    Where the kernel refuses it, the runtime makes a private copy in its place instead.
+    idmapped: the host's root mounts it for a user namespace (id-mapped layers)."""
     ov = ctx.overlay
     cut_from_host(ctx.config.get("linux", {}))  # before anything is mounted
     what, mapped = "refused", []
+    if unprivileged():
+        what = "refused in a user namespace (kernel 5.11+ allows it)"
     try:
-        if ctx.plan.first_child:
+        if idmapped:
             # The layers are the host root's files; seen through mounts id-mapped like the
             # container, uid 0 on disk is the container's root (5.19+ for overlayfs's lowers).
             what = "with id-mapped layers refused"
@@ -4670,7 +4921,7 @@ def _unmount_all(paths):
 
 
 def _first_child_steps(ctx, sync):
-    """The first child of a container with a user namespace: its steps of the plan (see
+    """The first child (a user namespace, or rootless): its steps of the plan (see
     _fork_init), the last a fork, whose child goes on as the init."""
     prctl(PR_SET_DUMPABLE, 0)
     _run_steps(ctx, sync, "first")
@@ -4705,6 +4956,11 @@ def _init_steps(ctx, sync):
     debug_step("privileges")
     # Cleared before READY: the runtime may exit as soon as it has recorded us.
     prctl(PR_SET_PDEATHSIG, 0)
+    if unprivileged():
+        # Else `exec` before `start` could not open our /proc/PID/ns as the user (runc
+        # rootless can). Nothing to protect then: the host's python is not the user's to
+        # write, and we hold the container's own credentials already.
+        prctl(PR_SET_DUMPABLE, 1)
     sync.send(Msg.READY)
     # Recorded in the state, or the runtime died first (EOF): only a container that is
     # created may wait for start, for as long as it takes.
@@ -4777,8 +5033,24 @@ def _step_unshare(ctx, sync, kinds):
 
 def _step_userns(ctx, sync):
     unshare(CLONE_NEWUSER)
+    # Our /proc files are root's while we are not dumpable: a rootless runtime (and
+    # newuidmap, which it runs) could not write the maps. Dumpable only meanwhile, as runc.
+    if unprivileged():
+        prctl(PR_SET_DUMPABLE, 1)
     sync.send(Msg.USERNS)  # the runtime writes the id maps
     sync.expect(Msg.OK, "user namespace: the id maps were not written")
+    prctl(PR_SET_DUMPABLE, 0)
+
+
+def _step_slirp4netns(ctx, sync):
+    fds = [os.open("/proc/self/ns/%s" % kind, os.O_RDONLY | os.O_CLOEXEC)
+           for kind in ("net", "user")]
+    try:
+        sync.send(Msg.NETNS, fds=fds)  # the runtime attaches slirp4netns to it
+    finally:
+        for fd in fds:
+            os.close(fd)
+    sync.expect(Msg.OK, "slirp4netns did not start")
 
 
 def _step_become_root(ctx, sync):
@@ -4820,11 +5092,12 @@ _STEP_OPS = {
     "join cgroup": _step_join_cgroup,
     "join": _step_join,
     "unshare": _step_unshare,
-    "overlay": lambda ctx, sync: _overlay_steps(ctx, sync),
+    "overlay": _overlay_steps,
     "mount points": lambda ctx, sync, mounts: make_mount_points(mounts, ctx.config, ctx.rootfs),
     "cut from host": lambda ctx, sync: cut_from_host(ctx.config.get("linux", {})),
     "userns": _step_userns,
     "become root": _step_become_root,
+    "slirp4netns": _step_slirp4netns,
     "time": lambda ctx, sync: unshare_time(ctx.config.get("linux", {})),
     "fork": _step_fork,
     "reached": lambda ctx, sync, name: debug_step(name),
@@ -4958,9 +5231,9 @@ def _close_fds(first, keep=()):
 # ==== lifecycle: create, start, state, signals, delete ====
 
 def default_state_root():
-    if os.geteuid() == 0:
+    if not unprivileged():
         return STATE_ROOT
-    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/tmp", "minicontainer")
+    return os.path.join(rootless_runtime_dir(), "minicontainer")
 
 
 def check_id(cid):
@@ -5148,14 +5421,18 @@ class Container:
         lock = c.lock()
         child = None
         try:
-            cgroup = Cgroup(cgroup_path(linux.get("cgroupsPath"), cid, cgroup_parent))
+            cgroup = rootless_cgroup(linux, cid, cgroup_parent) if rootless() else \
+                Cgroup(cgroup_path(linux.get("cgroupsPath"), cid, cgroup_parent))
             c.state = {"id": cid, "bundle": os.path.abspath(bundle), "rootfs": rootfs,
                        "created": timestamp(), "annotations": config.get("annotations", {}),
                        "cgroup": None, "config": config}
             c.save()  # before anything exists, so that delete can clean up a crashed create
             debug_step("state")
-            if network:  # network_option's: a namespace made here, joined by path
-                network_setup(c, network)
+            if network:
+                if network["mode"] == "bridge":  # a namespace made here, joined by path
+                    network_setup(c, network)
+                else:  # slirp4netns: on the init's namespace (Msg.NETNS)
+                    c.state["network"] = dict(network)
                 debug_step("network")
             etc_mounts = []
             if etc_files is not None:
@@ -5165,27 +5442,11 @@ class Container:
                 ov = c._prepare_layers(overlay, carry)
                 debug_step("layers")
             plan = setup_plan(config, rootfs, c.state["bundle"], c.state.get("network"),
-                              etc_mounts, ov is not None, no_pivot)
+                              etc_mounts, ov is not None, no_pivot, cgroup is not None)
             if DEBUG_LOG:
                 debug_plan(plan)
-            # Said before it is made, so that gc removes what a crash left; not before it
-            # could be another container's, which create() finds out.
-            c.state["cgroup"] = cgroup.to_json()
-            c.save()
-            try:
-                cgroup.create()
-            except Error:  # it exists: another container's (its id in another state root)
-                for d in reversed(cgroup.created):  # only what we made goes, not its processes
-                    try:
-                        os.rmdir(d)
-                    except OSError:
-                        pass
-                c.state["cgroup"] = None
-                c.save()
-                raise
-            c.state["cgroup"] = cgroup.to_json()
-            c.save()
-            cgroup.apply(linux.get("resources"))
+            if cgroup is not None:
+                c._make_cgroup(cgroup, linux)
             debug_step("cgroup")
             os.mkfifo(c.fifo, 0o600)
             # The init opens it as the process's user, capabilities dropped (any user may:
@@ -5221,9 +5482,10 @@ class Container:
             if not plan.first_child:  # else it moved itself ("join cgroup")
                 # The first move into a cgroup waits for an RCU grace period (~10 ms): done
                 # from here, it overlaps the init's own setup, which waits for it only where
-                # it must be inside (see _init_steps).
+                # it must be inside (see _init_steps). (Rootless, there may be none.)
                 try:
-                    cgroup.join(child)
+                    if cgroup is not None:
+                        cgroup.join(child)
                     c.sync.send(Msg.IN_CGROUP)
                 except (ProcessLookupError, BrokenPipeError, ConnectionResetError):
                     pass  # the init failed already: its message says why, below
@@ -5256,8 +5518,16 @@ class Container:
                 send_seccomp_listener(linux["seccomp"], fds[0],
                                       dict(c.oci_state(), status="creating", pid=child))
 
+            def netns_made(msg, fds):
+                try:
+                    slirp4netns_setup(c, network, *fds)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                c.sync.send(Msg.OK)
+
             if c.sync.serve({Msg.USERNS: userns_made, Msg.OVERLAY_REFUSED: overlay_refused,
-                             Msg.PID: init_forked, Msg.HOOKS: hooks_due,
+                             Msg.PID: init_forked, Msg.HOOKS: hooks_due, Msg.NETNS: netns_made,
                              Msg.PTY: c._console_handler(console),
                              Msg.SECCOMP: seccomp_listener}, until=Msg.READY) is None:
                 raise Error("container init died during setup")
@@ -5283,6 +5553,26 @@ class Container:
         finally:
             lock.close()
         return c
+
+    def _make_cgroup(self, cgroup, linux):
+        # Said before it is made, so that gc removes what a crash left; not before it
+        # could be another container's, which create() finds out.
+        self.state["cgroup"] = cgroup.to_json()
+        self.save()
+        try:
+            cgroup.create()
+        except Error:  # it exists: another container's (its id in another state root)
+            for d in reversed(cgroup.created):  # only what we made goes, not its processes
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
+            self.state["cgroup"] = None
+            self.save()
+            raise
+        self.state["cgroup"] = cgroup.to_json()
+        self.save()
+        cgroup.apply(linux.get("resources"))
 
     # -- the root filesystem of an image
     def _prepare_layers(self, layers, carry=None):
@@ -5336,6 +5626,8 @@ class Container:
         return {"lower": lower, "upper": upper, "work": work, "target": rootfs}
 
     def _host_owner(self, uid, gid):
+        if unprivileged():  # the user's own store: its files are already the container root's
+            return uid, gid
         return host_owner(self.state["config"].get("linux", {}), uid, gid)
 
     def _copy_layers(self, why):
@@ -5491,24 +5783,28 @@ class Container:
         return pids if pids or not self.alive() else [self.pid]
 
     def stats(self):
-        cg = self.cgroup
-        if cg is None:
-            raise Error("container %s has no cgroup" % self.id)
-        return cg.stats()
+        return self._own_cgroup("read the stats of").stats()
 
     def pause(self):
         with self.lock():
             status = self.status()
             if status != "running":
                 raise Error("cannot pause a container that is %s" % status)
-            self.cgroup.freeze(True)
+            self._own_cgroup("pause").freeze(True)
 
     def resume(self):
         with self.lock():
             status = self.status()
             if status != "paused":
                 raise Error("cannot resume a container that is %s" % status)
-            self.cgroup.freeze(False)
+            self._own_cgroup("resume").freeze(False)
+
+    def _own_cgroup(self, what):
+        cg = self.cgroup
+        if cg is None:  # rootless without a delegated cgroup v2 subtree
+            raise Error("cannot %s container %s: it has no cgroup (rootless, no cgroup v2 "
+                        "delegation)" % (what, self.id))
+        return cg
 
     def signal(self, sig, all=False):
         # "container not running" as runc words it: shims match on those words.
@@ -5601,6 +5897,9 @@ class Container:
             use = self.state.get("overlay", {}).get("use")
             if not kept:
                 shutil.rmtree(self.dir, ignore_errors=True)
+                linux = self.state.get("config", {}).get("linux", {})
+                if os.path.lexists(self.dir) and unprivileged() and new_userns(linux):
+                    remove_as_container_root(self.dir, linux)
             if use and not kept:  # the image's layers are no longer this container's
                 try:
                     os.unlink(use)
@@ -5656,6 +5955,28 @@ def cgroup_path(cgroups_path, cid, parent=None):
             return "/%s/%s-%s.scope" % (sl or "system.slice", prefix, name)
         return cgroups_path
     return "/%s/%s" % ((parent or DEFAULT_CGROUP_PARENT).strip("/"), cid)
+
+
+def rootless_cgroup(linux, cid, parent=None):
+    """A rootless container's cgroup: only in a cgroup v2 subtree delegated to the user
+    (where it may make directories and move processes), as runc's rootless cgroup manager
+    makes one only where it may. Elsewhere (v1, v2 without delegation) none: limits asked
+    for are skipped with one warning, as runc rootless skips them."""
+    cgroup = Cgroup(cgroup_path(linux.get("cgroupsPath"), cid, parent))
+    if cgroup.unified and cgroup.v2:
+        d = cgroup.v2
+        while not os.path.isdir(d):
+            d = os.path.dirname(d)
+        if os.access(d, os.W_OK) and os.access(os.path.join(d, "cgroup.procs"), os.W_OK):
+            return cgroup
+    asked = sorted(key for key, value in (linux.get("resources") or {}).items()
+                   if value and key != "devices")
+    if asked:
+        sys.stderr.write("minicontainer: warning: rootless without a cgroup v2 subtree of "
+                         "yours (delegation): linux.resources %s not applied\n"
+                         % ", ".join(asked))
+        sys.stderr.flush()
+    return None
 
 
 def send_console(path, master):
@@ -5834,10 +6155,16 @@ def image_platform(config):
 
 
 def store_dir():
-    """The image store: $MINICONTAINER_STORE, else images/ beside this file."""
+    """The image store: $MINICONTAINER_STORE, else images/ beside this file; a rootless
+    user's own, $XDG_DATA_HOME/minicontainer (~/.local/share/minicontainer), as podman keeps
+    its storage there."""
     env = settings().store
     if env:
         return os.path.abspath(env)
+    if unprivileged():
+        data = os.environ.get("XDG_DATA_HOME") or os.path.join(
+            os.path.expanduser("~"), ".local", "share")
+        return os.path.join(os.path.abspath(data), "minicontainer")
     return os.path.join(os.path.dirname(os.path.realpath(__file__)), "images")
 
 
@@ -6580,13 +6907,35 @@ def _flag_security_opt(run, opts):
             raise Error("--security-opt %s: unknown option" % opt)
 
 
-def _flag_userns(run, _):
-    base, size = subordinate_ids()
+def _flag_userns(run, value):
+    """--userns; and always for an unprivileged user's rootfs or image (rootless), whose
+    maps are its own id and its subordinate ranges (rootless_id_maps)."""
+    if unprivileged() and os.geteuid() != 0 and (run.a.rootfs or run.image is not None):
+        uids, gids = rootless_id_maps()
+    elif value:
+        base, size = subordinate_ids()
+        uids = gids = [{"containerID": 0, "hostID": base, "size": size}]
+    else:
+        return
     linux = run.linux
     linux["namespaces"] = [ns for ns in linux.get("namespaces", []) if ns["type"] != "user"]
     linux["namespaces"].insert(0, {"type": "user"})
-    linux["uidMappings"] = linux["gidMappings"] = [
-        {"containerID": 0, "hostID": base, "size": size}]
+    linux["uidMappings"], linux["gidMappings"] = uids, gids
+    # A mount's uid= or gid= (devpts's gid=5) that the maps lack would be refused: dropped,
+    # as runc's rootless spec drops them.
+    for m in run.config.get("mounts", []):
+        if m.get("options"):
+            m["options"] = [o for o in m["options"] if not _unmapped_id_option(o, uids, gids)]
+
+
+_flag_userns.always = True
+
+
+def _unmapped_id_option(option, uids, gids):
+    key, _, value = option.partition("=")
+    if key not in ("uid", "gid") or not value.isdigit():
+        return False
+    return _host_id(uids if key == "uid" else gids, int(value)) < 0
 
 
 def _flag_network(run, _):
@@ -6906,16 +7255,42 @@ def subordinate_ids(user="root"):
     """(first host id, count) for --userns: root's range in /etc/subuid, else 100000:65536.
 
     The same range serves for gids: /etc/subgid is made alike by useradd."""
+    return _subordinate_range("uid", (user,)) or (100000, 65536)
+
+
+def _subordinate_range(kind, owners):
+    """(first host id, count, at most 65536) of the first /etc/sub{kind} line whose owner
+    (a name or a number) is one of `owners`; None without one."""
     try:
-        with open("/etc/subuid") as f:
+        with open("/etc/sub%s" % kind) as f:
             for line in f:
                 name, _, rest = line.strip().partition(":")
-                if name == user and rest.count(":") == 1:
+                if name in owners and rest.count(":") == 1:
                     start, count = rest.split(":")
                     return int(start), min(int(count), 65536)
     except (OSError, ValueError):
         pass
-    return 100000, 65536
+    return None
+
+
+def rootless_id_maps():
+    """(uidMappings, gidMappings) of a rootless docker-like run: the user as root, then its
+    /etc/subuid and /etc/subgid ranges as 1...N where it has both (and newuidmap and
+    newgidmap, which write them), as podman maps them; else the user alone."""
+    import pwd
+    import shutil
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        owners = (pwd.getpwuid(uid).pw_name, str(uid))
+    except KeyError:
+        owners = (str(uid),)
+    maps = {kind: [{"containerID": 0, "hostID": own, "size": 1}]
+            for kind, own in (("uid", uid), ("gid", gid))}
+    ranges = {kind: _subordinate_range(kind, owners) for kind in maps}
+    if all(ranges.values()) and shutil.which("newuidmap") and shutil.which("newgidmap"):
+        for kind, (start, count) in ranges.items():
+            maps[kind].append({"containerID": 1, "hostID": start, "size": count})
+    return maps["uid"], maps["gid"]
 
 
 def _forward_signals(pid, master):
@@ -7230,7 +7605,9 @@ def monitor_dir(root):
     """Where the monitor of a state root keeps its lock and socket: not in the state root,
     whose entries are containers (and a socket's path there could be too long)."""
     import hashlib
-    return os.path.join(MONITORS, hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[
+    monitors = os.path.join(rootless_runtime_dir(), "minicontainer-monitors") \
+        if unprivileged() else MONITORS
+    return os.path.join(monitors, hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[
         :32])
 
 
@@ -7806,7 +8183,8 @@ def cmd_gc(a, g):
     for cid, procs in sorted(holders.items()):
         if cid not in live:
             removed.extend(_kill_orphans(procs, cgroup_name=cid))
-    network_gc(removed)
+    if not unprivileged():  # the bridge, its leases and its veths are root's
+        network_gc(removed)
     removed.extend(_monitor_gc(g.root))
     for what in removed:
         print("removed", what)
@@ -8598,7 +8976,7 @@ def cmd_update(a, g):
     with c.lock():
         if c.status() == "stopped":
             raise Error("cannot update a container that is stopped")
-        c.cgroup.apply(res)
+        c._own_cgroup("update").apply(res)
         stored = c.state["config"].setdefault("linux", {}).setdefault("resources", {})
         for key, value in res.items():
             stored[key] = dict(stored.get(key, {}), **value) if isinstance(value, dict) \
@@ -8673,6 +9051,8 @@ def cmd_spec(a, g):
     if not os.path.isdir(a.bundle or "."):
         raise Error("spec: bundle %s is not a directory" % a.bundle)
     spec = default_spec(rootfs=a.rootfs or "rootfs")
+    if a.rootless:
+        rootless_spec(spec)
     with open(path, "w") as f:
         json.dump(spec, f, indent=2)
         f.write("\n")
@@ -8741,9 +9121,10 @@ RUN_FLAGS = [
     (("--cgroup-parent",), dict(), None),  # _run
     (("--userns",), dict(action="store_true", help="a user namespace: root inside is an "
                          "unprivileged id outside"), _flag_userns),
-    (("--network", "--net"), dict(choices=["none", "host", "bridge"], help="none: loopback "
-                                  "only (the default); host: the host's; bridge: on the "
-                                  "bridge %s (or $MINICONTAINER_BRIDGE)" % BRIDGE),
+    (("--network", "--net"), dict(choices=["none", "host", "bridge", "slirp4netns"],
+                                  help="none: loopback only (the default); host: the host's; "
+                                  "bridge: on the bridge %s (or $MINICONTAINER_BRIDGE); "
+                                  "slirp4netns: a user-mode stack (rootless -p)" % BRIDGE),
      _flag_network),
     (("-p", "--publish"), dict(action="append", default=[],
                                metavar="[HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]"),
@@ -8819,6 +9200,8 @@ def _parser(only=None):
     p.add_argument("--debug", action="store_true", help="tracebacks for errors")
     p.add_argument("--systemd-cgroup", action="store_true",
                    help="accepted; cgroups are always managed through cgroupfs")
+    p.add_argument("--rootless", choices=["true", "false", "auto"], default="auto",
+                   help="run as an unprivileged user would (auto: when not the host's root)")
     p.add_argument("-v", "--version", action="store_true")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -8945,6 +9328,9 @@ def _parser(only=None):
     s = cmd("spec", cmd_spec, "write a default config.json", ids=False)
     s.add_argument("-b", "--bundle")
     s.add_argument("--rootfs")
+    s.add_argument("--rootless", action="store_true",
+                   help="for an unprivileged user: a user namespace mapping you to root, "
+                   "no network namespace, no cgroup limits")
     im = cmd("images", cmd_images, "list stored images", ids=False)
     im.add_argument("-q", "--quiet", action="store_true", help="print image IDs only")
     im.add_argument("--digests", action="store_true", help="show full manifest digests")
@@ -9021,8 +9407,6 @@ def _main(argv, at, log, debug):
                 command, " — did you mean %r?" % near[0] if near else ""), 2)
         if command == "pull":  # tools/pull.py's arguments and its puller, in this process
             parser.parse_args(argv[:at])
-            if os.geteuid() != 0:
-                raise Error("pull needs root (try sudo)")
             code = cmd_pull(argv[at + 1:])
             sys.stdout.flush()  # here, where a closed pipe is caught
             return code
@@ -9038,6 +9422,8 @@ def _main(argv, at, log, debug):
         if not g.command:
             parser.print_help()
             return 2
+        if g.rootless != "auto":  # runc's flag: whether cgroups (and so on) are the user's
+            _ROOTLESS[:] = [g.rootless == "true"]  # (not where the state lives: runc's alike)
         if g.root is None:
             g.root = default_state_root()
         if g.systemd_cgroup and g.command in ("create", "run"):
@@ -9049,9 +9435,6 @@ def _main(argv, at, log, debug):
             g.dashdash = after is not None
             if after is not None:
                 g.args = g.args + ["--"] + after if g.args else after
-        if os.geteuid() != 0 and g.command not in ("spec", "state", "list", "features",
-                                                   "images"):
-            raise Error("%s needs root (try sudo)" % g.command)
         code = g.fn(g, g)
         sys.stdout.flush()  # here, where a closed pipe is caught
         return code

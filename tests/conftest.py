@@ -478,3 +478,160 @@ def no_leaks(tmp_path, state_root, busybox_rootfs):
     problems = find_leaks(state_root, [str(tmp_path), busybox_rootfs], str(tmp_path))
     if problems:
         pytest.fail("the test left things behind:\n  " + "\n  ".join(problems))
+
+
+# ---- an unprivileged user, for the rootless tests ----
+
+ROOTLESS_USER_PREFIX = "mcrl"  # test_leaks checks that no such user is left
+SUBID_FILES = ("/etc/subuid", "/etc/subgid")
+
+
+def _edit_subids(name, line=None):
+    """Drop `name`'s lines from /etc/subuid and /etc/subgid (useradd may have given it a
+    range), then add `line` (start:count) if given; atomically, as shadow's tools do."""
+    for path in SUBID_FILES:
+        try:
+            with open(path) as f:
+                lines = [x for x in f.read().splitlines() if x.split(":")[0] != name]
+        except FileNotFoundError:
+            lines = []
+        if line:
+            lines.append("%s:%s" % (name, line))
+        tmp = path + ".mc-tmp"
+        with open(tmp, "w") as f:
+            f.write("".join(x + "\n" for x in lines))
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, path)
+
+
+class RootlessUser:
+    """A user made for the test module: a home, a runtime dir ($XDG_RUNTIME_DIR, 0700), a
+    range of 65536 subordinate ids, and a copy of the runtime and its tools it can read
+    (the checkout may not be). Commands run as it through setpriv, in a clean environment."""
+
+    def __init__(self):
+        import pwd
+        import tempfile
+        self.name = "%s%d" % (ROOTLESS_USER_PREFIX, os.getpid())
+        self.base = tempfile.mkdtemp(prefix="mc-rootless-", dir="/tmp")
+        os.chmod(self.base, 0o755)
+        self.home = os.path.join(self.base, "home")
+        subprocess.run(["useradd", "--no-create-home", "--home-dir", self.home, "--shell",
+                        "/bin/sh", "--user-group", self.name], check=True, capture_output=True)
+        pw = pwd.getpwnam(self.name)
+        self.uid, self.gid = pw.pw_uid, pw.pw_gid
+        # Far from the ranges useradd hands out (100000 on), and this session's own.
+        self.subid_start, self.subid_count = 1000000 + (os.getpid() % 4000) * 65536, 65536
+        _edit_subids(self.name, "%d:%d" % (self.subid_start, self.subid_count))
+        self.xdg = os.path.join(self.base, "xdg")
+        for d, mode in ((self.home, 0o755), (self.xdg, 0o700)):
+            os.mkdir(d, mode)
+            os.chown(d, self.uid, self.gid)
+        self.code = os.path.join(self.base, "code")
+        os.makedirs(os.path.join(self.code, "tools"))
+        shutil.copy2(RUNTIME, self.code)
+        for name in os.listdir(os.path.join(ROOT, "tools")):
+            if name.endswith(".py"):
+                shutil.copy2(os.path.join(ROOT, "tools", name), os.path.join(self.code, "tools"))
+        import compileall  # bytecode it can read (it may not write it there)
+        compileall.compile_dir(self.code, quiet=1)
+        self.runtime = os.path.join(self.code, "minicontainer.py")
+        self.state = os.path.join(self.xdg, "minicontainer")
+
+    def env(self, **extra):
+        env = {"HOME": self.home, "USER": self.name, "LOGNAME": self.name,
+               "XDG_RUNTIME_DIR": self.xdg,
+               "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        env.update(extra)
+        return {k: v for k, v in env.items() if v is not None}
+
+    def argv(self, argv, **env):
+        return ["setpriv", "--reuid", str(self.uid), "--regid", str(self.gid),
+                "--init-groups", "--", "env", "-i"] + \
+            ["%s=%s" % kv for kv in self.env(**env).items()] + [str(a) for a in argv]
+
+    def run(self, *argv, input=None, timeout=60, cwd=None, env=None, bg=False, cgroup=None):
+        """argv as the user; a CompletedProcess with text output. bg: its output through
+        files, for a command that leaves a process holding them (create, run -d); cgroup:
+        a cgroup v2 directory it starts in (as a user's shell in a delegated one)."""
+        import tempfile
+        cmd = self.argv(argv, **(env or {}))
+        if cgroup:
+            cmd = ["sh", "-c", 'echo $$ > "$0"/cgroup.procs && exec "$@"', cgroup] + cmd
+        if not bg:
+            return subprocess.run(cmd, input=input, text=True, capture_output=True,
+                                  timeout=timeout, cwd=cwd or self.base)
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                               timeout=timeout, cwd=cwd or self.base)
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(cmd, r.returncode, out.read(), err.read())
+
+    def mc(self, *args, **kw):
+        """The runtime (the user's copy) as the user."""
+        return self.run(sys.executable, self.runtime, *args, **kw)
+
+    def mkdir(self, *parts, rootfs=False):
+        """A directory of the user's under base (a busybox rootfs in it if asked)."""
+        d = os.path.join(self.base, *parts)
+        if rootfs:
+            mkrootfs.make_rootfs(d)
+        else:
+            os.makedirs(d)
+        subprocess.run(["chown", "-R", "%d:%d" % (self.uid, self.gid), d], check=True)
+        return d
+
+    def processes(self):
+        """Pids of the processes of the user and of its subordinate ids."""
+        ids = range(self.subid_start, self.subid_start + self.subid_count)
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == os.getpid():
+                continue
+            try:
+                with open("/proc/%s/status" % name) as f:
+                    uid = int(next(x for x in f if x.startswith("Uid:")).split()[1])
+            except (OSError, StopIteration):
+                continue
+            if uid == self.uid or uid in ids:
+                found.append(int(name))
+        return found
+
+    def remove(self):
+        """Everything of the user's goes: its processes, mounts under base, files, ids."""
+        left = []
+        for _ in range(50):
+            pids = self.processes()
+            if not pids:
+                break
+            left = left or pids
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        for mp in sorted(mountpoints_under(self.base), key=len, reverse=True):
+            subprocess.run(["umount", "-l", mp], capture_output=True)
+        shutil.rmtree(self.base, ignore_errors=True)
+        lock = "/dev/shm/libpod_rootless_lock_%d" % self.uid  # podman rootless leaves it
+        try:
+            if os.stat(lock).st_uid == self.uid:
+                os.unlink(lock)
+        except OSError:
+            pass
+        _edit_subids(self.name)
+        subprocess.run(["userdel", self.name], capture_output=True)
+        return left
+
+
+@pytest.fixture(scope="module")
+def rootless_user():
+    """A RootlessUser for the module, removed afterwards with whatever it still runs (a
+    module checks what its tests left before: see test_rootless.test_nothing_left)."""
+    user = RootlessUser()
+    try:
+        yield user
+    finally:
+        user.remove()

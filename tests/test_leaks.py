@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from conftest import (REPOSITORY_FILES_AT_START, SESSION, _cmdlines, mountpoints_under,
-                      repository_files, session_cgroups)
+from conftest import (REPOSITORY_FILES_AT_START, ROOTLESS_USER_PREFIX, SESSION, SUBID_FILES,
+                      _cmdlines, mountpoints_under, repository_files, session_cgroups)
 
 pytestmark = pytest.mark.needs_root
 
@@ -69,3 +69,14 @@ def test_the_shared_rootfs_was_not_written(busybox_rootfs):
 
 def test_the_checkout_was_not_written():
     assert sorted(repository_files() - REPOSITORY_FILES_AT_START) == []
+
+
+def test_no_rootless_user_left():
+    """conftest.RootlessUser's user, its subordinate ids and its directory go with it."""
+    name = ROOTLESS_USER_PREFIX + str(os.getpid())
+    with open("/etc/passwd") as f:
+        assert [line for line in f if line.startswith(name + ":")] == []
+    for path in SUBID_FILES:
+        if os.path.exists(path):
+            with open(path) as f:
+                assert [line for line in f if line.startswith(name + ":")] == []

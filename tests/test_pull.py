@@ -650,15 +650,21 @@ def test_runtime_pull_verb(registry, store, layers, tmp_path):
         assert one_line_error(r).startswith("minicontainer: pull: ") and r.returncode == 2
 
 
-def test_runtime_pull_needs_root(tmp_path):
+def test_runtime_pull_as_a_user_needs_a_store_of_its_own(tmp_path):
+    """An ordinary user pulls into its own store (~/.local/share/minicontainer): one it
+    may not write is a one-line error (tests/test_rootless.py pulls as a user)."""
     def drop():
         os.setgroups([])
         os.setgid(65534)
         os.setuid(65534)
     r = subprocess.run(["/usr/bin/python3", RUNTIME, "pull", "alpine"], capture_output=True,
-                       text=True, preexec_fn=drop, cwd="/", timeout=30)
-    assert one_line_error(r) == "minicontainer: pull needs root (try sudo)"
+                       text=True, preexec_fn=drop, cwd="/", timeout=30,
+                       env={"HOME": "/root", "PATH": "/usr/bin:/bin"})
     assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert lines == ["pull: image store /root/.local/share/minicontainer: Permission denied "
+                     "(/root/.local)"], r.stderr
+    assert not os.path.exists("/root/.local/share/minicontainer")
 
 
 def test_runtime_without_tools(tmp_path, busybox_rootfs):

@@ -1,0 +1,583 @@
+"""Rootless (issue 15): everything here runs as an unprivileged user that the fixture makes
+(conftest.RootlessUser: a subuid range, $XDG_RUNTIME_DIR, setpriv), against runc on the same
+rootless bundles where runc runs them, and podman rootless with the runtime.
+
+Not tested here as a user, as the machine does not allow it: slirp4netns (it opens
+/dev/net/tun, which is root's only here: tested as root, and as the user up to that open)."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import mountpoints_under, new_id, ok, one_line_error
+
+pytestmark = pytest.mark.needs_root
+
+SHOW = "id; cat /proc/self/uid_map /proc/self/gid_map; ls /sys/class/net"
+
+
+def rootless_bundle(user, name, args, edit=None, maker="mc"):
+    """A bundle of `spec --rootless` (ours, or runc's) made by the user, on a rootfs of its
+    own, running args; edit(config) shapes it."""
+    d = user.mkdir(name)
+    user.mkdir(name, "rootfs", rootfs=True)
+    argv = [maker] if maker == "runc" else ["python3", user.runtime]
+    ok(user.run(*argv, "spec", "--rootless", cwd=d))
+    path = os.path.join(d, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    config["process"]["args"] = list(args)
+    config["process"]["terminal"] = False
+    if edit:
+        edit(config)
+    with open(path, "w") as f:
+        json.dump(config, f)
+    return d
+
+
+def two_mappings(user):
+    """root to the user, 1-65536 to its subordinate range (as podman maps them)."""
+    def edit(config):
+        for kind, own in (("uid", user.uid), ("gid", user.gid)):
+            config["linux"][kind + "Mappings"] = [
+                {"containerID": 0, "hostID": own, "size": 1},
+                {"containerID": 1, "hostID": user.subid_start, "size": user.subid_count}]
+        for caps in config["process"]["capabilities"].values():
+            caps.append("CAP_CHOWN")
+        config["root"]["readonly"] = False
+    return edit
+
+
+@pytest.fixture(scope="module")
+def user(rootless_user):
+    return rootless_user
+
+
+@pytest.fixture(scope="module")
+def image(user):
+    """busybox in the user's own store (~/.local/share/minicontainer), imported as the user."""
+    rootfs = user.mkdir("image-rootfs", rootfs=True)
+    ok(user.run("python3", os.path.join(user.code, "tools", "import_image.py"), rootfs,
+                "rlbusybox"))
+    return "rlbusybox"
+
+
+# ---- where things live ----
+
+def test_state_under_xdg_runtime_dir(user):
+    cid = new_id("rl")
+    d = user.mkdir("b-state")
+    user.mkdir("b-state", "rootfs", rootfs=True)
+    ok(user.mc("spec", "--rootless", cwd=d))
+    ok(user.mc("create", "--bundle", d, cid, bg=True))
+    try:
+        assert os.path.isdir(os.path.join(user.xdg, "minicontainer", cid))
+        assert os.stat(os.path.join(user.xdg, "minicontainer", cid)).st_uid == user.uid
+        assert cid in ok(user.mc("list", "-q"))
+    finally:
+        ok(user.mc("delete", "--force", cid))
+    assert not os.path.exists(os.path.join(user.xdg, "minicontainer", cid))
+
+
+def test_xdg_runtime_dir_unset_or_unusable_is_one_line(user):
+    line = one_line_error(user.mc("list", env={"XDG_RUNTIME_DIR": None}))
+    assert "XDG_RUNTIME_DIR is not set" in line
+    line = one_line_error(user.mc("run", "--rm", "--rootfs", "/", "--", "true",
+                                  env={"XDG_RUNTIME_DIR": "/root"}))
+    assert "/root is not a directory you can write" in line
+    # --root says where instead
+    d = user.mkdir("own-root")
+    assert ok(user.mc("--root", d, "list", "-q", env={"XDG_RUNTIME_DIR": None})).strip() == ""
+
+
+def test_store_in_the_users_home(user, image):
+    assert os.path.isdir(os.path.join(user.home, ".local", "share", "minicontainer", "layers"))
+    assert "rlbusybox" in ok(user.mc("images"))
+    other = user.mkdir("other-store")
+    out = ok(user.mc("images", env={"MINICONTAINER_STORE": other}))
+    assert "rlbusybox" not in out
+
+
+# ---- the OCI path ----
+
+def test_spec_rootless_as_runc_writes_it(user):
+    ours, runc = user.mkdir("spec-ours"), user.mkdir("spec-runc")
+    ok(user.mc("spec", "--rootless", cwd=ours))
+    ok(user.run("runc", "spec", "--rootless", cwd=runc))
+    a, b = (json.load(open(os.path.join(d, "config.json"))) for d in (ours, runc))
+    for c in (a, b):
+        assert "resources" not in c["linux"]
+        assert c["linux"]["uidMappings"] == [{"containerID": 0, "hostID": user.uid, "size": 1}]
+        assert c["linux"]["gidMappings"] == [{"containerID": 0, "hostID": user.gid, "size": 1}]
+    assert sorted(ns["type"] for ns in a["linux"]["namespaces"]) == \
+        sorted(ns["type"] for ns in b["linux"]["namespaces"]) == \
+        ["ipc", "mount", "pid", "user", "uts"]
+    mounts = {m["destination"]: m for m in a["mounts"]}
+    assert [m["destination"] for m in a["mounts"]] == [m["destination"] for m in b["mounts"]]
+    for m in b["mounts"]:
+        if m["destination"] == "/proc":
+            continue  # runc writes proc without options; ours has nosuid, noexec, nodev
+        assert (mounts[m["destination"]]["type"], mounts[m["destination"]]["source"],
+                mounts[m["destination"]].get("options")) == \
+            (m["type"], m["source"], m.get("options")), m["destination"]
+
+
+def test_bundle_runs_as_runc_runs_it(user):
+    out = {}
+    for maker in ("mc", "runc"):
+        d = rootless_bundle(user, "b-show-" + maker, ["sh", "-c", SHOW])
+        if maker == "mc":
+            out[maker] = ok(user.mc("run", "--bundle", d, new_id("rl")))
+        else:
+            out[maker] = ok(user.run("runc", "--root", os.path.join(user.xdg, "runc"), "run",
+                                     "--bundle", d, new_id("rl")))
+    assert "uid=0(root) gid=0(root)" in out["mc"]
+    assert "0 %d 1" % user.uid in " ".join(out["mc"].split())
+    # the same container but for the groups runc adds from /etc/group
+    assert out["mc"].replace(" groups=0(root)", "") == out["runc"].replace(" groups=0(root)", "")
+
+
+def test_bundle_lifecycle(user):
+    d = rootless_bundle(user, "b-life", ["sleep", "60"])
+    cid = new_id("rl")
+    ok(user.mc("create", "--bundle", d, cid, bg=True))
+    try:
+        assert json.loads(ok(user.mc("state", cid)))["status"] == "created"
+        ok(user.mc("start", cid))
+        st = json.loads(ok(user.mc("state", cid)))
+        assert st["status"] == "running"
+        with open("/proc/%d/status" % st["pid"]) as f:  # the container's root is the user
+            assert "Uid:\t%d\t" % user.uid in f.read()
+        out = ok(user.mc("exec", cid, "sh", "-c", "id -u; readlink /proc/1/exe"))
+        assert out.split() == ["0", "/bin/busybox"]
+        assert str(st["pid"]) in ok(user.mc("ps", cid))
+        ok(user.mc("kill", cid, "KILL"))
+        for _ in range(200):
+            if json.loads(ok(user.mc("state", cid)))["status"] == "stopped":
+                break
+        assert json.loads(ok(user.mc("state", cid)))["status"] == "stopped"
+    finally:
+        ok(user.mc("delete", "--force", cid))
+    one_line_error(user.mc("state", cid))
+
+
+def test_exec_before_start_as_runc(user):
+    """exec into a created container, as runc rootless allows it."""
+    d = rootless_bundle(user, "b-created", ["sleep", "60"])
+    outs = {}
+    for maker in ("mc", "runc"):
+        cid = new_id("rl")
+        base = ["python3", user.runtime] if maker == "mc" else \
+            ["runc", "--root", os.path.join(user.xdg, "runc")]
+        ok(user.run(*base, "create", "--bundle", d, cid, bg=True))
+        try:
+            outs[maker] = ok(user.run(*base, "exec", cid, "sh", "-c", "id -u; cat /proc/1/comm"))
+        finally:
+            ok(user.run(*base, "delete", "--force", cid))
+    assert outs["mc"].split()[0] == outs["runc"].split()[0] == "0"
+
+
+def test_two_mappings_through_newuidmap(user):
+    """root to the user and 1-65536 to its /etc/subuid range: written by newuidmap and
+    newgidmap, so that chown to 1000 works inside, and lands in the range outside."""
+    script = "cat /proc/self/uid_map; touch /f; chown 1000:1000 /f; stat -c %u:%g /f"
+    outs = {}
+    for maker in ("mc", "runc"):
+        d = rootless_bundle(user, "b-maps-" + maker, ["sh", "-c", script],
+                            edit=two_mappings(user))
+        cid = new_id("rl")
+        if maker == "mc":
+            outs[maker] = ok(user.mc("run", "--bundle", d, cid))
+        else:
+            outs[maker] = ok(user.run("runc", "--root", os.path.join(user.xdg, "runc"), "run",
+                                      "--bundle", d, cid))
+        st = os.stat(os.path.join(d, "rootfs", "f"))
+        assert (st.st_uid, st.st_gid) == (user.subid_start + 999,) * 2
+    assert outs["mc"] == outs["runc"]
+    assert outs["mc"].split()[-1] == "1000:1000"
+    assert "1 %d %d" % (user.subid_start, user.subid_count) in " ".join(outs["mc"].split())
+
+
+def test_limits_skipped_with_one_warning(user):
+    """No cgroup of the user's on this host (hybrid, no delegation): as runc rootless."""
+    rootfs = user.mkdir("rootfs-limits", rootfs=True)
+    r = user.mc("run", "--rm", "-m", "64m", "--pids-limit", "50", "--rootfs", rootfs,
+                "--", "true")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "warning" in lines[0] and "memory, pids" in lines[0], r.stderr
+    assert ok(user.mc("run", "--rm", "--rootfs", rootfs, "--", "true"), quiet=True) == ""
+
+
+def test_no_cgroup_verbs_say_so(user):
+    d = rootless_bundle(user, "b-pause", ["sleep", "60"])
+    cid = new_id("rl")
+    ok(user.mc("create", "--bundle", d, cid, bg=True))
+    try:
+        ok(user.mc("start", cid))
+        assert "no cgroup" in one_line_error(user.mc("pause", cid))
+        assert "no cgroup" in one_line_error(user.mc("update", "--memory", "64m", cid))
+    finally:
+        ok(user.mc("delete", "--force", cid))
+
+
+def test_gc_and_prune_as_the_user(user):
+    rootfs = user.mkdir("rootfs-prune", rootfs=True)
+    name = new_id("rl")
+    ok(user.mc("run", "--name", name, "--rootfs", rootfs, "--", "true"))
+    ok(user.mc("gc"))  # keeps what the user kept; touches nothing of root's (the bridge)
+    assert os.path.isdir(os.path.join(user.state, name))
+    assert name in ok(user.mc("prune", "-f"))
+    assert not os.path.exists(os.path.join(user.state, name))
+
+
+def test_rootless_flag_as_runc_has_it(tmp_path, state_root, busybox_rootfs, cgroups, no_leaks):
+    """runc's --rootless true, given to root: cgroups are skipped as a user's would be."""
+    from conftest import mc
+    name = new_id("rlflag")
+    r = mc("--rootless", "true", "run", "--rm", "--name", name, "-m", "64m", "--rootfs",
+           busybox_rootfs, "--", "cat", "/proc/self/cgroup", state_root=state_root)
+    assert r.returncode == 0, r.stderr
+    assert "linux.resources memory not applied" in r.stderr
+    assert name not in r.stdout  # in no cgroup of its own
+    one_line_error(mc("--rootless", "maybe", "list", state_root=state_root), 2)
+
+
+# ---- cgroup v2 delegation ----
+
+@pytest.fixture
+def delegated(user):
+    """A cgroup v2 directory the user owns (as systemd delegates one), which its shell
+    joins first (moving a process needs write access to both cgroups' common ancestor)."""
+    from minicontainer import cgroup_hierarchies
+    _, v2 = cgroup_hierarchies()
+    if not v2:
+        pytest.skip("no cgroup2 mount")
+    d = os.path.join(v2, new_id("rl-deleg"))
+    os.mkdir(d)
+    for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+        os.chown(os.path.join(d, name), user.uid, user.gid)
+    yield v2, d
+    for top, dirs, _ in sorted(os.walk(d), key=lambda x: -len(x[0])):
+        os.rmdir(top)
+
+
+def test_limits_apply_in_a_delegated_v2_cgroup(user, delegated):
+    v2, d = delegated
+    rootfs = user.mkdir("rootfs-deleg", rootfs=True)
+    cid = new_id("rl")
+    parent = "/" + os.path.relpath(d, v2) + "/ctrs"
+    r = user.mc("run", "--rm", "--name", cid, "--cgroup-parent", parent, "--rootfs", rootfs,
+                "--", "sh", "-c", "cat /proc/self/cgroup; ls /sys/fs/cgroup",
+                env={"MINICONTAINER_CGROUP2": v2}, cgroup=d)
+    # the runtime is started in the delegated cgroup, as a user's shell would be
+    assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stderr
+    assert "0::/\n" in r.stdout  # its own cgroup namespace, rooted at its cgroup
+    assert "cgroup.procs" in r.stdout  # cgroup2 mounted there
+    assert not os.path.exists(os.path.join(d, "ctrs", cid))  # removed with the container
+
+
+def test_unified_limit_written_in_the_delegated_cgroup(user, delegated):
+    v2, d = delegated
+    b = rootless_bundle(user, "b-deleg-%s" % os.path.basename(d), ["sleep", "60"],
+                        edit=lambda c: c["linux"].update(
+                            cgroupsPath="/" + os.path.relpath(d, v2) + "/c",
+                            resources={"unified": {"cgroup.max.depth": "3"}}))
+    cid = new_id("rl")
+    env = {"MINICONTAINER_CGROUP2": v2}
+    ok(user.mc("create", "--bundle", b, cid, bg=True, env=env, cgroup=d))
+    try:
+        with open(os.path.join(d, "c", "cgroup.max.depth")) as f:
+            assert f.read().strip() == "3"
+        with open(os.path.join(d, "c", "cgroup.procs")) as f:
+            assert f.read().split() == [str(json.loads(ok(user.mc("state", cid)))["pid"])]
+        ok(user.mc("start", cid, env=env))
+        ok(user.mc("pause", cid, env=env))  # the cgroup's own freezer, the user's
+        assert json.loads(ok(user.mc("state", cid, env=env)))["status"] == "paused"
+        with open(os.path.join(d, "c", "cgroup.freeze")) as f:
+            assert f.read().strip() == "1"
+        ok(user.mc("resume", cid, env=env))
+        assert json.loads(ok(user.mc("state", cid, env=env)))["status"] == "running"
+    finally:
+        ok(user.mc("delete", "--force", cid, env=env))
+    assert not os.path.exists(os.path.join(d, "c"))
+
+
+# ---- the docker-like path ----
+
+def test_rootfs_run_maps_the_subordinate_range(user):
+    rootfs = user.mkdir("rootfs-run", rootfs=True)
+    vol = user.mkdir("vol-run")
+    out = ok(user.mc("run", "--rm", "-v", "%s:/vol" % vol, "--rootfs", rootfs, "--", "sh",
+                     "-c", "cat /proc/self/uid_map; id -u; touch /vol/root-made; "
+                     "touch /vol/u1000; chown 1000:1000 /vol/u1000; ls /sys/class/net"))
+    maps = [line.split() for line in out.splitlines()[:2]]
+    assert maps == [["0", str(user.uid), "1"],
+                    ["1", str(user.subid_start), str(user.subid_count)]]
+    assert out.split()[6:] == ["0", "lo"]  # its own network namespace, loopback only
+    st = os.stat(os.path.join(vol, "root-made"))
+    assert (st.st_uid, st.st_gid) == (user.uid, user.gid)  # the container's root is the user
+    st = os.stat(os.path.join(vol, "u1000"))
+    assert (st.st_uid, st.st_gid) == (user.subid_start + 999,) * 2
+
+
+def test_rootfs_run_without_a_range_maps_the_user_alone(user):
+    rootfs = user.mkdir("rootfs-alone", rootfs=True)
+    from conftest import _edit_subids
+    _edit_subids(user.name)
+    try:
+        out = ok(user.mc("run", "--rm", "--rootfs", rootfs, "--", "sh", "-c",
+                         "cat /proc/self/uid_map; ls -l /dev/pts/ptmx >/dev/null && echo pts"))
+    finally:
+        _edit_subids(user.name, "%d:%d" % (user.subid_start, user.subid_count))
+    assert out.split() == ["0", str(user.uid), "1", "pts"]  # devpts without gid=5
+
+
+def test_bridge_is_roots(user):
+    line = one_line_error(user.mc("run", "--rm", "--network", "bridge", "--rootfs", "/",
+                                  "--", "true"))
+    assert "bridge is root's" in line
+
+
+def test_image_run_and_detached_lifecycle(user, image):
+    out = ok(user.mc("run", "--rm", image, "sh", "-c",
+                     "id -u; grep ' / ' /proc/mounts | cut -d' ' -f3; echo x > /etc/new; "
+                     "mkdir /home/d; touch /home/d/f; chown -R 1000 /home/d; chmod 700 /home/d"))
+    assert out.split()[:2] == ["0", "overlay"]  # overlayfs in the user namespace (5.11+)
+    name = new_id("rl")
+    ok(user.mc("run", "-d", "--name", name, image, "sh", "-c", "echo up; sleep 60"),
+       quiet=True)
+    try:
+        assert ok(user.mc("exec", name, "id", "-u")).strip() == "0"
+        assert name in ok(user.mc("ps"))
+        for _ in range(100):
+            if "up" in user.mc("logs", name).stdout:
+                break
+        assert ok(user.mc("logs", name)) == "up\n"
+        ok(user.mc("stop", "-t", "1", name))
+        assert "Exited" in ok(user.mc("ps", "-a"))
+    finally:
+        ok(user.mc("rm", "-f", name))
+    assert not os.path.exists(os.path.join(user.state, name))
+    monitors = os.path.join(user.xdg, "minicontainer-monitors")
+    assert os.path.isdir(monitors)  # the monitor of detached containers is the user's
+
+
+def test_kept_container_removed_with_its_subordinate_files(user, image):
+    name = new_id("rl")
+    ok(user.mc("run", "--name", name, image, "sh", "-c",
+               "mkdir /home/d; touch /home/d/f; chown -R 1000 /home/d; chmod 700 /home/d"))
+    upper = os.path.join(user.state, name, "upper", "home", "d")
+    assert os.stat(upper).st_uid == user.subid_start + 999
+    ok(user.mc("rm", name))
+    assert not os.path.exists(os.path.join(user.state, name))
+
+
+def test_pull_into_the_users_store(user, registry):
+    """tools/pull.py as the user, from a loopback registry, into its own store; then run."""
+    from fixtures_registry import Image, dir_layer
+    rootfs = user.mkdir("pull-rootfs", rootfs=True)
+    name = "rootless/bb"
+    registry.client.push_image(name, "v1", Image([dir_layer(rootfs)], "oci", "amd64",
+                                                 config={"Cmd": ["id", "-u"]}))
+    ref = "%s/%s:v1" % (registry.host, name)
+    ok(user.run("python3", os.path.join(user.code, "tools", "pull.py"), "-q", ref))
+    store = os.path.join(user.home, ".local", "share", "minicontainer")
+    assert os.stat(store).st_uid == user.uid
+    assert ok(user.mc("run", "--rm", ref)) == "0\n"
+
+
+def test_pull_whiteouts_and_opaque_directories(user, registry):
+    """A user may make overlayfs's whiteouts (0/0 devices, since Linux 5.8), not its opaque
+    directories (a trusted.* xattr): an image with one is refused in one line."""
+    from fixtures_registry import Image, dir_layer, entry, tar_layer
+    rootfs = user.mkdir("wh-rootfs", rootfs=True)
+    base = dir_layer(rootfs)
+    ref = "%s/rootless/wh:v1" % registry.host
+    registry.client.push_image("rootless/wh", "v1", Image(
+        [base, tar_layer([entry("etc/.wh.group")])], "oci", "amd64"))
+    ok(user.run("python3", os.path.join(user.code, "tools", "pull.py"), "-q", ref))
+    out = ok(user.mc("run", "--rm", ref, "sh", "-c", "ls /etc/group 2>&1; ls /etc/passwd"))
+    assert "No such file" in out and out.endswith("/etc/passwd\n")
+    ref = "%s/rootless/opq:v1" % registry.host
+    registry.client.push_image("rootless/opq", "v1", Image(
+        [base, tar_layer([entry("home", "dir"), entry("home/.wh..wh..opq")])], "oci",
+        "amd64"))
+    r = user.run("python3", os.path.join(user.code, "tools", "pull.py"), "-q", ref)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        "refusing entry 'home/.wh..wh..opq': cannot mark an opaque directory (Operation not "
+        "permitted): the trusted.overlay.opaque xattr needs root and a filesystem with xattrs")
+    assert "opq" not in ok(user.mc("images"))
+
+
+# ---- slirp4netns: the user-mode network of rootless -p ----
+
+needs_slirp4netns = pytest.mark.skipif(not shutil.which("slirp4netns"),
+                                       reason="needs slirp4netns")
+
+
+def _fetch(port):
+    """The page the container's httpd serves through the published port (once it listens)."""
+    import time
+    import urllib.request
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/index.html" % port,
+                                        timeout=5) as r:
+                return r.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _slirp4netns_of(path):
+    """slirp4netns processes whose API socket is under path (zombies not counted)."""
+    from conftest import _cmdlines
+    return [pid for pid, cmd in _cmdlines() if cmd.startswith("/usr/bin/slirp4netns")
+            and path in cmd]
+
+
+@needs_slirp4netns
+def test_slirp4netns_publishes_a_port(tmp_path, state_root, rootfs_copy, no_leaks):
+    """As root here: /dev/net/tun, which slirp4netns opens, is root's on this machine."""
+    from conftest import mc, wait_for
+    from fixtures_registry import free_port
+    with open(os.path.join(rootfs_copy, "index.html"), "w") as f:
+        f.write("served\n")
+    port, name = free_port(), new_id("slirp")
+    ok(mc("run", "-d", "--name", name, "--network", "slirp4netns", "-p",
+          "127.0.0.1:%d:80" % port, "--rootfs", rootfs_copy, "--", "sh", "-c",
+          "ip -4 addr show tap0 | grep -o 'inet [0-9./]*'; exec httpd -f -p 80 -h /",
+          state_root=state_root))
+    try:
+        wait_for(lambda: "inet" in mc("logs", name, state_root=state_root).stdout)
+        assert ok(mc("logs", name, state_root=state_root)) == "inet 10.0.2.100/24\n"
+        assert _fetch(port) == "served\n"
+        assert ok(mc("port", name, state_root=state_root)).strip() == \
+            "80/tcp -> 127.0.0.1:%d" % port
+        assert len(_slirp4netns_of(state_root)) == 1
+    finally:
+        ok(mc("rm", "-f", name, state_root=state_root))
+    wait_for(lambda: _slirp4netns_of(state_root) == [], what="slirp4netns to end")
+
+
+@needs_slirp4netns
+def test_rootless_publish_uses_slirp4netns(user):
+    """-p of a user is slirp4netns's (the bridge is root's): where /dev/net/tun is the
+    user's to open it serves; here it is root's only, and that is one line, nothing left."""
+    from fixtures_registry import free_port
+    rootfs = user.mkdir("rootfs-slirp", rootfs=True)
+    with open(os.path.join(rootfs, "index.html"), "w") as f:
+        f.write("served\n")
+    port = free_port()
+    tun_open = user.run("sh", "-c", "exec 3<>/dev/net/tun").returncode == 0
+    name = new_id("rl")
+    r = user.mc("run", "-d", "--name", name, "-p", "127.0.0.1:%d:80" % port, "--rootfs",
+                rootfs, "--", "httpd", "-f", "-p", "80", "-h", "/", bg=True)
+    try:
+        if tun_open:
+            assert r.returncode == 0, r.stderr
+            assert _fetch(port) == "served\n"
+        else:
+            assert one_line_error(r) == 'minicontainer: slirp4netns: open("/dev/net/tun"): ' \
+                'Permission denied'
+    finally:
+        user.mc("rm", "-f", name)
+    assert not os.path.exists(os.path.join(user.state, name))
+    assert _slirp4netns_of(user.state) == []
+
+
+# ---- safety ----
+
+def test_host_files_stay_out_of_reach(user):
+    """Binds of /, /etc and /etc/shadow give the container's root no more than the user
+    has: shadow unreadable, /etc not writable."""
+    rootfs = user.mkdir("rootfs-safety", rootfs=True)
+    script = ("cat /host/etc/shadow >/dev/null 2>&1 && echo READ1; "
+              "cat /etc2/shadow >/dev/null 2>&1 && echo READ2; "
+              "cat /shadow >/dev/null 2>&1 && echo READ3; "
+              "echo x >> /etc2/passwd 2>/dev/null && echo WROTE1; "
+              "touch /host/etc/mc-rootless 2>/dev/null && echo WROTE2; "
+              "chown 0 /host/etc/passwd 2>/dev/null && echo CHOWNED; echo done")
+    out = ok(user.mc("run", "--rm", "-v", "/:/host", "-v", "/etc:/etc2", "-v",
+                     "/etc/shadow:/shadow", "--cap-add", "ALL", "--rootfs", rootfs, "--",
+                     "sh", "-c", script))
+    assert out.split() == ["done"]
+    assert not os.path.exists("/etc/mc-rootless")
+    d = rootless_bundle(user, "b-safety", ["sh", "-c", script], edit=lambda c: c[
+        "mounts"].extend([{"destination": "/host", "source": "/", "type": "bind",
+                           "options": ["rbind"]},
+                          {"destination": "/etc2", "source": "/etc", "type": "bind",
+                           "options": ["bind"]},
+                          {"destination": "/shadow", "source": "/etc/shadow", "type": "bind",
+                           "options": ["bind"]}]))
+    assert ok(user.mc("run", "--bundle", d, new_id("rl"))).split() == ["done"]
+
+
+# ---- podman rootless ----
+
+@pytest.fixture(scope="module")
+def podman(user):
+    if not (shutil.which("podman") and shutil.which("conmon")):
+        pytest.skip("needs podman and conmon")
+    tarball = os.path.join(user.base, "bb.tar")
+    rootfs = user.mkdir("podman-rootfs", rootfs=True)
+    subprocess.run(["tar", "-C", rootfs, "-cf", tarball, "."], check=True)
+    os.chmod(tarball, 0o644)
+
+    def p(*args, timeout=120):
+        # no network (slirp4netns needs /dev/net/tun), cgroupfs (no systemd), file events
+        return user.run("podman", "--runtime", user.runtime, "--cgroup-manager", "cgroupfs",
+                        "--events-backend", "file", *args, timeout=timeout,
+                        env={"CONTAINERS_CONF": "/dev/null"})
+    ok(p("import", tarball, "localhost/rlbb"))
+    yield p
+    p("rm", "-a", "-f")
+    p("system", "migrate")
+
+
+def test_podman_rootless_runs_it(podman, user):
+    r = podman("run", "--rm", "--network", "none", "localhost/rlbb", "id", "-u")
+    assert (r.returncode, r.stdout) == (0, "0\n"), r.stderr
+    r = podman("run", "--rm", "--network", "none", "localhost/rlbb", "sh", "-c", "exit 7")
+    assert r.returncode == 7, r.stderr
+    # it ran here, as the user: the state went to $XDG_RUNTIME_DIR/minicontainer
+    assert os.path.isdir(os.path.join(user.xdg, "minicontainer"))
+
+
+def test_podman_rootless_detached_exec_stop(podman):
+    r = podman("run", "-d", "--name", "rld", "--network", "none", "localhost/rlbb",
+               "sleep", "60")
+    assert r.returncode == 0, r.stderr
+    try:
+        r = podman("exec", "rld", "id", "-u")
+        assert (r.returncode, r.stdout) == (0, "0\n"), r.stderr
+        r = podman("stop", "-t", "1", "rld")
+        assert r.returncode == 0, r.stderr
+        r = podman("inspect", "--format", "{{.State.Status}}", "rld")
+        assert r.stdout.strip() == "exited", r.stderr
+    finally:
+        podman("rm", "-f", "rld")
+
+
+# ---- last: what the tests' containers left is the runtime's to remove, and it did ----
+
+def test_nothing_left(user):
+    left = os.listdir(user.state) if os.path.isdir(user.state) else []
+    assert left == []
+    assert mountpoints_under(user.base) == []
+    runtimes = []
+    for pid in user.processes():
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                if user.runtime.encode() in f.read():
+                    runtimes.append(pid)
+        except OSError:
+            pass
+    assert runtimes == []
