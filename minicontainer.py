@@ -4936,6 +4936,8 @@ def _init_steps(ctx, sync):
     # Until execve, this process is the host's python: no process of the container may open
     # it through /proc/PID/exe (the runc CVE-2019-5736 class). execve resets the flag.
     prctl(PR_SET_DUMPABLE, 0)
+    # Through the magic link, whatever the mounts do to its path (see below, at READY).
+    writable_python = unprivileged() and os.access("/proc/self/exe", os.W_OK)
     # Compiled here, not by the runtime: while the runtime moves us into the cgroup, which
     # takes longer. A bad profile fails `create` all the same.
     ctx.seccomp = _compile_seccomp(config.get("linux", {}))
@@ -4956,10 +4958,12 @@ def _init_steps(ctx, sync):
     debug_step("privileges")
     # Cleared before READY: the runtime may exit as soon as it has recorded us.
     prctl(PR_SET_PDEATHSIG, 0)
-    if unprivileged():
+    if unprivileged() and not writable_python:
         # Else `exec` before `start` could not open our /proc/PID/ns as the user (runc
-        # rootless can). Nothing to protect then: the host's python is not the user's to
-        # write, and we hold the container's own credentials already.
+        # rootless can). Nothing to protect then: we hold the container's own credentials
+        # already, and the python we run is not the user's to write (one that is, a
+        # pyenv's in the user's home, could be rewritten through /proc/1/exe by the
+        # container's root, the user, to run outside it later: then no exec before start).
         prctl(PR_SET_DUMPABLE, 1)
     sync.send(Msg.READY)
     # Recorded in the state, or the runtime died first (EOF): only a container that is

@@ -179,6 +179,25 @@ def test_exec_before_start_as_runc(user):
     assert outs["mc"].split()[0] == outs["runc"].split()[0] == "0"
 
 
+def test_no_exec_before_start_with_a_python_the_user_can_write(user):
+    """Then the waiting init stays undumpable: the container's root (the user) could rewrite
+    that interpreter through /proc/1/exe otherwise. After start, exec works as ever."""
+    d = rootless_bundle(user, "b-own-python", ["sleep", "60"])
+    own = user.mkdir("own-python")
+    shutil.copy2("/usr/bin/python3", os.path.join(own, "python3"))
+    subprocess.run(["chown", "%d:%d" % (user.uid, user.gid), os.path.join(own, "python3")],
+                   check=True)
+    python = os.path.join(own, "python3")
+    cid = new_id("rl")
+    ok(user.run(python, user.runtime, "create", "--bundle", d, cid, bg=True))
+    try:
+        r = user.run(python, user.runtime, "exec", cid, "true")
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r
+        ok(user.run(python, user.runtime, "start", cid))
+        assert ok(user.run(python, user.runtime, "exec", cid, "id", "-u")) == "0\n"
+    finally:
+        ok(user.run(python, user.runtime, "delete", "--force", cid))
+
 def test_two_mappings_through_newuidmap(user):
     """root to the user and 1-65536 to its /etc/subuid range: written by newuidmap and
     newgidmap, so that chown to 1000 works inside, and lands in the range outside."""
