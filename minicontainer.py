@@ -1,7 +1,7 @@
 #!/bin/sh
 """exec" python3 -I -S -c 'import sys, os; \
 sys.path.insert(0, os.path.dirname(os.path.realpath(sys.argv[1]))); sys.argv.pop(0); \
-import minicontainer; sys.exit(minicontainer.main())' "$0" "$@"
+import minicontainer; minicontainer.exit(minicontainer.main())' "$0" "$@"
 
 minicontainer: a container runtime in one file of Python (standard library + ctypes).
 
@@ -1980,7 +1980,8 @@ class Cgroup:
         waits for an RCU grace period (~10 ms) unless a move went through within about one
         grace period before: moving ourselves into the cgroup we are in changes nothing,
         and is such a move. It holds cgroup_mutex while it waits, as a cgroup's mkdir and
-        a cgroup mount do: call it after create."""
+        a cgroup mount do: call it after create. Until it ends we are not single-threaded,
+        as setns into a time or user namespace must be."""
         own = {}
         with open("/proc/self/cgroup") as f:
             for line in f:
@@ -5065,7 +5066,10 @@ class Container:
             c.state["cgroup"] = cgroup.to_json()
             c.save()
             cgroup.apply(linux.get("resources"))
-            cgroup.warm()  # for the init's join, after the fork
+            # for the init's join, after the fork; but its thread would keep us from going
+            # back to our own time namespace after forking the init in a new one (EUSERS)
+            if not any(step.op == "time" for step in plan.steps("runtime")):
+                cgroup.warm()
             debug_step("cgroup")
             os.mkfifo(c.fifo, 0o600)
             # The init opens it as the process's user, capabilities dropped (any user may:
@@ -5292,6 +5296,9 @@ class Container:
             raise Error("process.args must name the program to run")
         if process.get("terminal") and console is None:
             raise Error("process.terminal is set: give a console (-t or --console-socket)")
+        cgroup = self.cgroup
+        if cgroup:
+            cgroup.warm()  # for the middle process's join, after the fork
         config = self.state["config"]
         plan = exec_plan(config, self.pid, self.state.get("network"))
         if DEBUG_LOG:
@@ -5313,7 +5320,7 @@ class Container:
         # The process is a grandchild (it must be forked after setns to be in the pid
         # namespace): as a subreaper, we inherit it when its parent exits.
         prctl(PR_SET_CHILD_SUBREAPER, 1)
-        ctx = InitContext(process=process, plan=plan, nsfds=nsfds, cgroup=self.cgroup,
+        ctx = InitContext(process=process, plan=plan, nsfds=nsfds, cgroup=cgroup,
                           sync=theirs,
                           stdin_null=stdin_null, preserve_fds=preserve_fds, debug=debug,
                           seccomp=_compile_seccomp(config.get("linux", {})))
@@ -8740,12 +8747,14 @@ class _Args:
 # The engine's calls, read without argparse when they are plain: argparse, and the re module
 # it imports, take ~5 ms, as long as start, state, kill or delete take themselves. For each
 # command: its options (flag: dest and kind: bool a switch, str a value, int a count, list
-# a repeated value), its positionals (NAME... takes the rest: kill's ids, exec's command)
-# and the defaults that are not False, None or []: all as _parser says them. Anything else
-# (another flag, --flag=VALUE, -h, --, a word too many or too few) is left to argparse, whose
-# errors and help stay the only ones (tests/test_cli_scan.py holds both to one result).
+# a repeated value, a tuple the values it may take), its positionals (NAME... takes the
+# rest: kill's ids, exec's command) and the defaults that are not False, None or []: all as
+# _parser says them. Anything else (another flag, --flag=VALUE, -h, --, a word too many or
+# too few) is left to argparse, whose errors and help stay the only ones
+# (tests/test_cli_scan.py holds both to one result).
 _QUICK_COMMANDS = {
-    None: ({"--root": ("root", str), "--log": ("log", str), "--log-format": ("log_format", str),
+    None: ({"--root": ("root", str), "--log": ("log", str),
+            "--log-format": ("log_format", ("text", "json")),
             "--debug": ("debug", bool), "--systemd-cgroup": ("systemd_cgroup", bool),
             "-v": ("version", bool), "--version": ("version", bool)}, (),
            {"log_format": "text"}),
@@ -8755,6 +8764,8 @@ _QUICK_COMMANDS = {
                 "--preserve-fds": ("preserve_fds", int)}, ("id",),
                {"bundle": ".", "preserve_fds": 0}),
     "start": ({}, ("id",), {}),
+    "list": ({"-f": ("format", ("table", "json")), "--format": ("format", ("table", "json")),
+              "-q": ("quiet", bool), "--quiet": ("quiet", bool)}, (), {"format": "table"}),
     "state": ({}, ("id",), {}),
     "delete": ({"-f": ("force", bool), "--force": ("force", bool)}, ("id",), {}),
     "kill": ({"-a": ("all", bool), "--all": ("all", bool), "-s": ("signal", str),
@@ -8812,7 +8823,8 @@ def _quick_args(argv, at):
                 if i == len(words) or words[i][:1] == "-":
                     return None
                 value, i = words[i], i + 1
-                if kind is int and not value.isdigit():
+                if kind is int and not value.isdigit() or \
+                        isinstance(kind, tuple) and value not in kind:
                     return None
                 if kind is list:
                     values[dest] = values[dest] + [value]
@@ -8824,8 +8836,6 @@ def _quick_args(argv, at):
             return None
         for j, dest in enumerate(positionals):
             values[dest.rstrip(".")] = rest[j:] if dest.endswith("...") else rest[j]
-    if values["log_format"] not in ("text", "json"):
-        return None
     return _Args(**values)
 
 
@@ -8942,5 +8952,20 @@ def _main(argv, at, log, debug):
         return 1
 
 
+def exit(code):
+    """sys.exit(code), but without the interpreter's finalization (~3 ms: it frees every
+    object of every module) when nothing waits for it: no atexit handler (weakref.finalize's,
+    tempfile's) and no threading thread (concurrent.futures', the port forwarder's)."""
+    import atexit
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        sys.exit(code)  # said as Python says it
+    if not atexit._ncallbacks() and "threading" not in sys.modules:
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit(main())

@@ -16,7 +16,8 @@ SAME = [
     "exec --process p.json c1", "exec -p p.json --detach c1", "exec c1", "run c1",
     "run -d --pid-file p -b /b c1", "--root /r run --console-socket s c1",
     "run --preserve-fds 3 --detach --bundle /b c1", "-v state c1", "--version delete c1",
-    "--root /r --root /s start c1",
+    "--root /r --root /s start c1", "list", "list -q", "--root /r list --format json -q",
+    "list -f table",
 ]
 
 LEFT = [
@@ -24,7 +25,8 @@ LEFT = [
     "create --preserve-fds -1 c1", "create --preserve-fds x c1", "create --bundle", "kill",
     "kill -9 c1", "exec c1 --", "exec c1 -- ls", "exec", "exec -- c1 ls",
     "--log-format xml state c1", "state -- c1", "create --bundle=/b c1", "--bogus state c1",
-    "list", "run", "run alpine echo", "run --rm c1", "run -it c1", "run -e A=1 c1", "", "-v",
+    "list c1", "list -f yaml", "run", "run alpine echo", "run --rm c1", "run -it c1",
+    "run -e A=1 c1", "", "-v",
 ]
 
 
