@@ -1982,6 +1982,8 @@ class Cgroup:
         and is such a move. It holds cgroup_mutex while it waits, as a cgroup's mkdir and
         a cgroup mount do: call it after create. Until it ends we are not single-threaded,
         as setns into a time or user namespace must be."""
+        if sys.version_info >= (3, 12) and __name__ == "__main__":
+            return  # os.fork would warn of the thread, as warnings show for __main__ only
         own = {}
         with open("/proc/self/cgroup") as f:
             for line in f:

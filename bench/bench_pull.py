@@ -14,7 +14,8 @@ times, once each:
   umoci    umoci unpack of skopeo's layout
   tar      GNU tar -xzf of the same layers, in order
 and prints MB/s (compressed bytes for transfers, uncompressed for unpacking), files/s, the
-ratios, and the peak RSS of pull.py, skopeo and tar (GNU time's).  Needs root (ownership and device nodes are restored as in real use).
+ratios, and the peak RSS of pull.py, skopeo and tar (GNU time's).  Needs root (ownership
+and device nodes are restored as in real use).
 """
 import argparse
 import hashlib
