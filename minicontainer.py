@@ -8746,14 +8746,15 @@ class _Args:
         self.__dict__.update(values)
 
 
-# The engine's calls, read without argparse when they are plain: argparse, and the re module
-# it imports, take ~5 ms, as long as start, state, kill or delete take themselves. For each
-# command: its options (flag: dest and kind: bool a switch, str a value, int a count, list
-# a repeated value, a tuple the values it may take), its positionals (NAME... takes the
-# rest: kill's ids, exec's command) and the defaults that are not False, None or []: all as
-# _parser says them. Anything else (another flag, --flag=VALUE, -h, --, a word too many or
-# too few) is left to argparse, whose errors and help stay the only ones
-# (tests/test_cli_scan.py holds both to one result).
+# The engine's calls (and --version), read without argparse when they are plain: argparse,
+# and the re module it imports, take ~5 ms, as long as start, state, kill or delete take
+# themselves. For each command (None: the global options): its options (flag: dest and
+# kind: bool a switch, str a value, int a count, list a repeated value, a tuple the values
+# it may take), its positionals (NAME... takes the rest: kill's ids, exec's command) and
+# the defaults that are not False, None or []: all as _parser says them. Anything else
+# (another flag, --flag=VALUE, -h, --, a word too many or too few) is left to argparse,
+# whose errors and help stay the only ones (tests/test_cli_scan.py holds both to one
+# result).
 _QUICK_COMMANDS = {
     None: ({"--root": ("root", str), "--log": ("log", str),
             "--log-format": ("log_format", ("text", "json")),
@@ -8794,9 +8795,11 @@ def _quick_args(argv, at):
     """parse_args(argv) of _parser for the commands of _QUICK_COMMANDS, when argv is plain;
     else None."""
     command = argv[at] if at < len(argv) else None
-    if command is None or command not in _QUICK_COMMANDS or "--" in argv:
+    if command not in _QUICK_COMMANDS or "--" in argv:
         return None
-    values = {"command": command, "fn": globals()["cmd_" + command]}
+    values = {"command": command}
+    if command is not None:
+        values["fn"] = globals()["cmd_" + command]
     if command == "run":
         for names, options, _ in RUN_FLAGS:
             values[_flag_dest(names, options)] = options.get(
@@ -8838,6 +8841,8 @@ def _quick_args(argv, at):
             return None
         for j, dest in enumerate(positionals):
             values[dest.rstrip(".")] = rest[j:] if dest.endswith("...") else rest[j]
+    if command is None and not values["version"]:
+        return None  # the help
     return _Args(**values)
 
 

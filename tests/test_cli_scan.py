@@ -16,8 +16,8 @@ SAME = [
     "exec --process p.json c1", "exec -p p.json --detach c1", "exec c1", "run c1",
     "run -d --pid-file p -b /b c1", "--root /r run --console-socket s c1",
     "run --preserve-fds 3 --detach --bundle /b c1", "-v state c1", "--version delete c1",
-    "--root /r --root /s start c1", "list", "list -q", "--root /r list --format json -q",
-    "list -f table",
+    "--root /r --root /s start c1", "--version", "-v", "--root /r -v", "list", "list -q",
+    "--root /r list --format json -q", "list -f table",
 ]
 
 LEFT = [
@@ -26,7 +26,8 @@ LEFT = [
     "kill -9 c1", "exec c1 --", "exec c1 -- ls", "exec", "exec -- c1 ls",
     "--log-format xml state c1", "state -- c1", "create --bundle=/b c1", "--bogus state c1",
     "list c1", "list -f yaml", "run", "run alpine echo", "run --rm c1", "run -it c1",
-    "run -e A=1 c1", "", "-v",
+    "run -e A=1 c1", "", "--debug",
+    "--root /r",
 ]
 
 
