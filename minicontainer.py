@@ -1,7 +1,7 @@
 #!/bin/sh
 """exec" python3 -I -S -c 'import sys, os; \
 sys.path.insert(0, os.path.dirname(os.path.realpath(sys.argv[1]))); sys.argv.pop(0); \
-import minicontainer; sys.exit(minicontainer.main())' "$0" "$@"
+import minicontainer; minicontainer.exit(minicontainer.main())' "$0" "$@"
 
 minicontainer: a container runtime in one file of Python (standard library + ctypes).
 
@@ -21,9 +21,10 @@ docs/architecture.md tells them in five minutes.
 
 import errno
 import fcntl
-import json
 import os
-import signal
+# signal's C half: the same functions, and its constants as ints; signal.py makes enums of
+# them (it imports enum, functools and collections: ~4 ms of every start)
+import _signal as signal
 import stat
 import struct
 import sys
@@ -47,6 +48,83 @@ class NotFound(Error):
 
 
 # ==== helpers used everywhere: files, /proc, sizes, time, messages ====
+
+class _NotJson(Exception):
+    pass
+
+
+def _not_json(obj):
+    raise _NotJson()
+
+
+class _Json:
+    """The json module's loads, load, dumps and dump, made by its C half (_json) alone:
+    `import json` imports re, enum, functools and collections, some 6 ms of every start,
+    more than `state` or `start` does. The C half is what json itself runs; with indent,
+    json's own Python writes the whitespace, which _indented writes alike. Anything else
+    (other keyword arguments, bytes not in UTF-8, a malformed document, what JSON cannot
+    say) goes to the json module, which does or says it as it always does."""
+
+    strict, object_hook, object_pairs_hook = True, None, None  # what make_scanner reads
+    parse_float, parse_int = float, int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"),
+                      "NaN": float("nan")}.__getitem__
+
+    def __init__(self):
+        import _json
+        self._c = _json
+        self._scan = _json.make_scanner(self)
+
+    def loads(self, s, **kw):
+        if isinstance(s, (bytes, bytearray)) and s[:1] < b"\x80" and b"\0" not in s[:2]:
+            s = s.decode("utf-8", "surrogatepass")  # what json.detect_encoding finds
+        if isinstance(s, str) and not kw:
+            try:
+                obj, end = self._scan(s, len(s) - len(s.lstrip(" \t\n\r")))
+            except Exception:  # malformed: the json module says how (the C half raises
+                pass           # its JSONDecodeError only once json.decoder is imported)
+            else:
+                if not s[end:].strip(" \t\n\r"):
+                    return obj
+        import json
+        return json.loads(s, **kw)
+
+    def load(self, fp, **kw):
+        return self.loads(fp.read(), **kw)
+
+    def dumps(self, obj, indent=None, **kw):
+        if not kw and (indent is None or type(indent) is int):
+            try:
+                return self._compact(obj) if indent is None else \
+                    self._indented(obj, " " * indent, "\n")
+            except (_NotJson, RecursionError):
+                pass
+        import json
+        return json.dumps(obj, indent=indent, **kw)
+
+    def dump(self, obj, fp, **kw):
+        fp.write(self.dumps(obj, **kw))
+
+    def _compact(self, obj):
+        return "".join(self._c.make_encoder({}, _not_json, self._c.encode_basestring_ascii,
+                                            None, ": ", ", ", False, False, True)(obj, 0))
+
+    def _indented(self, obj, indent, newline):
+        inner = newline + indent
+        if isinstance(obj, dict) and obj:
+            if not all(isinstance(key, str) for key in obj):
+                raise _NotJson()
+            return "{%s%s}" % (",".join(inner + self._compact(key) + ": " +
+                                        self._indented(value, indent, inner)
+                                        for key, value in obj.items()), newline)
+        if isinstance(obj, (list, tuple)) and obj:
+            return "[%s%s]" % (",".join(inner + self._indented(value, indent, inner)
+                                        for value in obj), newline)
+        return self._compact(obj)
+
+
+json = _Json()
+
 
 def write_atomic(path, data, mode=0o644, durable=False):
     """Write a file whole through a temporary file beside it and a rename: a reader sees the
@@ -2206,6 +2284,40 @@ class Cgroup:
                 break
             d = os.path.join(d, part)
 
+    def warm(self):
+        """Begin, in a thread, the wait of the first move into a cgroup, so that join need
+        not wait. A move takes the kernel's cgroup_threadgroup_rwsem for writing, which
+        waits for an RCU grace period (~10 ms) unless a move went through within about one
+        grace period before: moving ourselves into the cgroup we are in changes nothing,
+        and is such a move. It holds cgroup_mutex while it waits, as a cgroup's mkdir and
+        a cgroup mount do: call it after create. Until it ends we are not single-threaded,
+        as setns into a time or user namespace must be."""
+        if sys.version_info >= (3, 12) and __name__ == "__main__":
+            return  # os.fork would warn of the thread, as warnings show for __main__ only
+        own = {}
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                for c in controllers.split(","):
+                    own[c] = path
+        if self.v2 and "" in own:
+            procs = os.path.join(self.v2_root, own[""].lstrip("/"), "cgroup.procs")
+        else:
+            c = next((c for c in self.v1 if c in own), None)
+            if c is None:
+                return
+            procs = os.path.join(self.v1[c][:-len(self.path)], own[c].lstrip("/"),
+                                 "cgroup.procs")
+
+        def move():
+            try:  # only where we are (a cgroup namespace may show another cgroup there)
+                if str(os.getpid()) in _read(procs).split():
+                    _write(procs, 0)
+            except OSError:
+                pass
+        import _thread
+        _thread.start_new_thread(move, ())
+
     def join(self, pid=0):
         """Move `pid` (0: the caller) into the cgroup in every hierarchy."""
         for i, d in enumerate(self.dirs()):
@@ -4282,10 +4394,10 @@ def network_gc(out):
 def network_publish(c):
     """Start the forwarder of the container's -p ports: a daemon that binds them now (a port
     in use is the user's error, said here) and ends by itself when the init dies."""
-    import socket
     info = c.state.get("network") or {}
     if not info.get("publish") or info.get("mode") != "bridge":  # slirp4netns forwards its
         return
+    import socket
     listeners = []
     try:
         for p in info["publish"]:
@@ -4469,10 +4581,28 @@ class _Sync:
         self.sock = sock
         self.in_cgroup = False
 
+    @staticmethod
+    def socketpair():
+        """The setup socket, a SOCK_SEQPACKET pair, made by socket's C half: socket.py makes
+        enums of its constants and imports selectors (~3 ms of every create and exec)."""
+        import _socket
+        return _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+
     def send(self, kind, fds=(), **fields):
-        import socket
+        import _socket
         fields["t"] = kind
-        socket.send_fds(self.sock, [json.dumps(fields).encode()], list(fds))
+        self.sock.sendmsg([json.dumps(fields).encode()], [(
+            _socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("%di" % len(fds), *fds))])
+
+    def _recv_fds(self):
+        """socket.recv_fds(sock, 65536, 4) without socket.py: the message and its fds."""
+        import _socket
+        msg, cmsgs, _, _ = self.sock.recvmsg(65536, _socket.CMSG_LEN(4 * 4))
+        fds = []
+        for level, kind, data in cmsgs:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                fds += struct.unpack("%di" % (len(data) // 4), data[:len(data) // 4 * 4])
+        return msg, fds
 
     def error(self, msg, code):
         """Tell the other side why we give up (or stderr, once nobody listens)."""
@@ -4485,14 +4615,13 @@ class _Sync:
                 pass
 
     def _recv(self):
-        import socket
         try:
-            msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
+            msg, fds = self._recv_fds()
         except ConnectionResetError:
             # The peer exited with a message of ours unread (an init that failed before it
             # read IN_CGROUP): the kernel says so once, before what the peer sent last,
             # which is still queued for us (its error).
-            msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
+            msg, fds = self._recv_fds()
         return (json.loads(msg) if msg else None), fds
 
     def recv(self):
@@ -5240,9 +5369,13 @@ def default_state_root():
     return os.path.join(rootless_runtime_dir(), "minicontainer")
 
 
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-")
+
+
 def check_id(cid):
-    import re
-    if not isinstance(cid, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$", cid):
+    # [A-Za-z0-9][A-Za-z0-9_.+-]{0,127}, without the re module (~4 ms of every call)
+    if not isinstance(cid, str) or not 0 < len(cid) <= 128 or cid[0] in "_.+-" or \
+            not _ID_CHARS.issuperset(cid):
         raise Error("invalid container id %r: use letters, digits and _.+- (at most 128)" % cid)
     return cid
 
@@ -5385,7 +5518,6 @@ class Container:
         its monitor); the caller keeps and closes them. no_pivot: move the rootfs onto / and
         chroot (move_root), not pivot_root. The config is compiled into the setup plan
         (setup_plan), then never changed."""
-        import socket
         c = cls(cid, root)
         linux = config.get("linux", {})
         if "mount" not in {ns["type"] for ns in linux.get("namespaces", [])}:
@@ -5451,6 +5583,12 @@ class Container:
                 debug_plan(plan)
             if cgroup is not None:
                 c._make_cgroup(cgroup, linux)
+                # for the init's join, after the fork; but its thread would keep us from
+                # going back to our own time namespace after forking the init in a new one
+                # (EUSERS). Not rootless: untried there, and a delegated cgroup is rare.
+                if not unprivileged() and not any(step.op == "time"
+                                                  for step in plan.steps("runtime")):
+                    cgroup.warm()
             debug_step("cgroup")
             os.mkfifo(c.fifo, 0o600)
             # The init opens it as the process's user, capabilities dropped (any user may:
@@ -5459,7 +5597,7 @@ class Container:
             if userns:  # the init opens it again as the container's root
                 os.chown(c.fifo, *host_owner(linux))
                 _check_reachable([rootfs] + plan.mount_sources(), linux)
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            ours, theirs = _Sync.socketpair()
             # The init reopens it through this fd: the state directory need not be reachable
             # from the container's user namespace.
             fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
@@ -5710,7 +5848,6 @@ class Container:
 
         Returns its host pid once it runs; console works as for create(), and with "self"
         the pty's master is left in .console_master."""
-        import socket
         status = self.status()
         if status not in ("running", "created"):
             raise Error("cannot exec in a container that is %s" % status)
@@ -5719,6 +5856,9 @@ class Container:
             raise Error("process.args must name the program to run")
         if process.get("terminal") and console is None:
             raise Error("process.terminal is set: give a console (-t or --console-socket)")
+        cgroup = self.cgroup
+        if cgroup:
+            cgroup.warm()  # for the middle process's join, after the fork
         config = self.state["config"]
         plan = exec_plan(config, self.pid, self.state.get("network"))
         if DEBUG_LOG:
@@ -5736,11 +5876,11 @@ class Container:
                         os.close(fd)
                     raise Error("exec: namespace %s of %s: %s" % (kind, self.id,
                                                                  e.strerror)) from None
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = _Sync.socketpair()
         # The process is a grandchild (it must be forked after setns to be in the pid
         # namespace): as a subreaper, we inherit it when its parent exits.
         prctl(PR_SET_CHILD_SUBREAPER, 1)
-        ctx = InitContext(process=process, plan=plan, nsfds=nsfds, cgroup=self.cgroup,
+        ctx = InitContext(process=process, plan=plan, nsfds=nsfds, cgroup=cgroup,
                           sync=theirs,
                           stdin_null=stdin_null, preserve_fds=preserve_fds, debug=debug,
                           seccomp=_compile_seccomp(config.get("linux", {})))
@@ -5896,14 +6036,19 @@ class Container:
             if not quiet:
                 raise
         finally:
-            import shutil
             network_teardown(self.state.get("network"))  # unmounts STATE/netns: before rmtree
             use = self.state.get("overlay", {}).get("use")
             if not kept:
-                shutil.rmtree(self.dir, ignore_errors=True)
-                linux = self.state.get("config", {}).get("linux", {})
-                if os.path.lexists(self.dir) and unprivileged() and new_userns(linux):
-                    remove_as_container_root(self.dir, linux)
+                try:  # a bundle's state is files: shutil and the bz2 and lzma modules it
+                    for name in os.listdir(self.dir):  # imports are ~2 ms of a delete
+                        os.unlink(os.path.join(self.dir, name))
+                    os.rmdir(self.dir)
+                except OSError:  # a directory in it (an image's rootfs, upper, work), or gone
+                    import shutil
+                    shutil.rmtree(self.dir, ignore_errors=True)
+                    linux = self.state.get("config", {}).get("linux", {})
+                    if os.path.lexists(self.dir) and unprivileged() and new_userns(linux):
+                        remove_as_container_root(self.dir, linux)
             if use and not kept:  # the image's layers are no longer this container's
                 try:
                     os.unlink(use)
@@ -6561,11 +6706,16 @@ def parse_signal(text):
     t = text.upper()
     if t.isdigit():
         return int(t)
-    name = t if t.startswith("SIG") else "SIG" + t
-    sig = getattr(signal, name, None)
-    if not isinstance(sig, signal.Signals):
+    sig = signal_number(t if t.startswith("SIG") else "SIG" + t)
+    if sig is None:
         raise Error("unknown signal %r" % text)
-    return int(sig)
+    return sig
+
+
+def signal_number(name):
+    """What signal.Signals[name] is: SIGKILL, SIGRTMIN, an alias (SIGIOT); never SIG_DFL."""
+    sig = getattr(signal, name, None) if not name.startswith("SIG_") else None
+    return sig if name.startswith("SIG") and isinstance(sig, int) else None
 
 
 def _etc_file(rootfs, name):
@@ -6667,6 +6817,12 @@ class _RunConfig:
             raise
 
 
+def _flag_dest(names, options):
+    """argparse's name for a flag's value: its dest, else its first long name's words."""
+    return options.get("dest") or next(n for n in names if n.startswith("--"))[2:].replace(
+        "-", "_")
+
+
 def run_config(a):
     """The config for `run`: a bundle's, a rootfs's or an image's, then docker's flags (the
     functions of RUN_FLAGS, in its order), then one check of the result. Returns a
@@ -6688,13 +6844,16 @@ def run_config(a):
             raise Error("run: give an image, --rootfs DIR or --bundle DIR")
     else:
         try:
-            image = find_image(a.target) if os.path.exists("config.json") else \
-                image_for_run(a)
+            if not os.path.exists("config.json"):
+                image = image_for_run(a)
+            elif ImageStore().entries():  # else ID names no image (and parsing it as an
+                image = find_image(a.target)  # image's reference imports re: ~4 ms)
         except Error:
             if not os.path.exists("config.json"):
                 raise
+        if image is None:
             cid, config = a.target, load_config(bundle)  # runc's `run ID` in a bundle
-        if image is not None:
+        else:
             # The rootfs is made by Container.create (an overlay of image.layers): the path
             # is set there.
             config = default_spec(rootfs="rootfs")
@@ -6723,7 +6882,7 @@ def run_config(a):
         if apply is None:
             continue
         flag = next(n for n in names if n.startswith("--"))
-        value = getattr(a, options.get("dest") or flag[2:].replace("-", "_"))
+        value = getattr(a, _flag_dest(names, options))
         if value in (None, False, [], "") and not getattr(apply, "always", False):
             continue
         try:
@@ -7154,10 +7313,10 @@ def _flag_stop_signal(run, name):
     """The signal `stop` sends first: --stop-signal, else the image's StopSignal, SIGTERM."""
     name = name or ((run.image.config or {}).get("StopSignal") if run.image else None)
     sig = parse_signal(name or "SIGTERM")
-    try:
-        run.stop_signal = signal.Signals(sig).name
-    except ValueError:
-        raise Error("unknown signal %r" % name) from None
+    names = [n for n in dir(signal) if signal_number(n) == sig]
+    if not names:
+        raise Error("unknown signal %r" % name)
+    run.stop_signal = min(names)  # of aliases, the name signal.Signals gives (SIGABRT)
 
 
 def _flag_stop_timeout(run, seconds):
@@ -9354,6 +9513,114 @@ def _parser(only=None):
     return p if built or not only else _parser()
 
 
+class _Args:
+    """What argparse's parse_args returns (its Namespace), made by _quick_args."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+
+# The engine's calls (and --version), read without argparse when they are plain: argparse,
+# and the re module it imports, take ~5 ms, as long as start, state, kill or delete take
+# themselves. For each command (None: the global options): its options (flag: dest and
+# kind: bool a switch, str a value, int a count, list a repeated value, a tuple the values
+# it may take), its positionals (NAME... takes the rest: kill's ids, exec's command) and
+# the defaults that are not False, None or []: all as _parser says them. Anything else
+# (another flag, --flag=VALUE, -h, --, a word too many or too few) is left to argparse,
+# whose errors and help stay the only ones (tests/test_cli_scan.py holds both to one
+# result).
+_QUICK_COMMANDS = {
+    None: ({"--root": ("root", str), "--log": ("log", str),
+            "--log-format": ("log_format", ("text", "json")),
+            "--debug": ("debug", bool), "--systemd-cgroup": ("systemd_cgroup", bool),
+            "-v": ("version", bool), "--version": ("version", bool),
+            "--rootless": ("rootless", ("true", "false", "auto"))}, (),
+           {"log_format": "text", "rootless": "auto"}),
+    "create": ({"-b": ("bundle", str), "--bundle": ("bundle", str),
+                "--pid-file": ("pid_file", str), "--console-socket": ("console_socket", str),
+                "--no-pivot": ("no_pivot", bool), "--no-new-keyring": ("no_new_keyring", bool),
+                "--preserve-fds": ("preserve_fds", int)}, ("id",),
+               {"bundle": ".", "preserve_fds": 0}),
+    "start": ({}, ("id",), {}),
+    "list": ({"-f": ("format", ("table", "json")), "--format": ("format", ("table", "json")),
+              "-q": ("quiet", bool), "--quiet": ("quiet", bool)}, (), {"format": "table"}),
+    "state": ({}, ("id",), {}),
+    "delete": ({"-f": ("force", bool), "--force": ("force", bool)}, ("id",), {}),
+    "kill": ({"-a": ("all", bool), "--all": ("all", bool), "-s": ("signal", str),
+              "--signal": ("signal", str)}, ("ids...",), {}),
+    "exec": ({"-p": ("process", str), "--process": ("process", str), "-t": ("tty", bool),
+              "--tty": ("tty", bool), "-i": ("interactive", bool),
+              "--interactive": ("interactive", bool), "--console-socket": ("console_socket", str),
+              "-d": ("detach", bool), "--detach": ("detach", bool), "--pid-file": ("pid_file", str),
+              "-e": ("env", list), "--env": ("env", list), "--cwd": ("cwd", str),
+              "-w": ("cwd", str), "--workdir": ("cwd", str), "-u": ("user", str),
+              "--user": ("user", str), "-c": ("cap", list), "--cap": ("cap", list),
+              "--no-new-privs": ("no_new_privs", bool), "--preserve-fds": ("preserve_fds", int),
+              "--apparmor": ("apparmor", str), "--process-label": ("process_label", str)},
+             ("id", "args..."), {"preserve_fds": 0}),
+    # runc's run ID in a bundle; the other flags of RUN_FLAGS at their defaults
+    "run": ({"-b": ("bundle", str), "--bundle": ("bundle", str), "--pid-file": ("pid_file", str),
+             "--console-socket": ("console_socket", str), "-d": ("detach", bool),
+             "--detach": ("detach", bool), "--preserve-fds": ("preserve_fds", int)},
+            ("target",), {"args": []}),
+}
+
+
+def _quick_args(argv, at):
+    """parse_args(argv) of _parser for the commands of _QUICK_COMMANDS, when argv is plain;
+    else None."""
+    command = argv[at] if at < len(argv) else None
+    if command not in _QUICK_COMMANDS or "--" in argv:
+        return None
+    values = {"command": command}
+    if command is not None:
+        values["fn"] = globals()["cmd_" + command]
+    if command == "run":
+        for names, options, _ in RUN_FLAGS:
+            values[_flag_dest(names, options)] = options.get(
+                "default", False if options.get("action") == "store_true" else None)
+    for name, words in ((None, argv[:at]), (command, argv[at + 1:])):
+        options, positionals, defaults = _QUICK_COMMANDS[name]
+        values.update(defaults)
+        for dest, kind in options.values():
+            if dest not in values:
+                values[dest] = {bool: False, list: []}.get(kind)
+        rest, i = [], 0
+        while i < len(words):
+            word = words[i]
+            i += 1
+            if rest and positionals[-1] == "args...":
+                rest.append(word)  # argparse.REMAINDER: all after the id is the command's
+            elif word[:1] != "-":
+                rest.append(word)
+            elif word not in options:
+                return None
+            else:
+                dest, kind = options[word]
+                if kind is bool:
+                    values[dest] = True
+                    continue
+                if i == len(words) or words[i][:1] == "-":
+                    return None
+                value, i = words[i], i + 1
+                if kind is int and not value.isdigit() or \
+                        isinstance(kind, tuple) and value not in kind:
+                    return None
+                if kind is list:
+                    values[dest] = values[dest] + [value]
+                else:
+                    values[dest] = int(value) if kind is int else value
+        many = positionals and positionals[-1].endswith("...")
+        if len(rest) < len(positionals) - (positionals[-1:] == ("args...",)) or \
+                len(rest) > len(positionals) and not many:
+            return None
+        for j, dest in enumerate(positionals):
+            values[dest.rstrip(".")] = rest[j:] if dest.endswith("...") else rest[j]
+    if command is None and not values["version"]:
+        return None  # the help
+    return _Args(**values)
+
+
 def _split_run_args(argv):
     """`run [opts] [ID] -- CMD`: what follows the first bare `--` is the command."""
     if "--" in argv:
@@ -9403,22 +9670,24 @@ def _main(argv, at, log, debug):
     original = list(argv)
     try:
         command = argv[at] if at < len(argv) else None
-        parser = _parser(command)
-        if command is not None and command not in parser.commands:
-            import difflib
-            near = difflib.get_close_matches(command, parser.commands, 1, 0.6)
-            raise Error("unknown command %r%s (minicontainer --help lists them)" % (
-                command, " — did you mean %r?" % near[0] if near else ""), 2)
-        if command == "pull":  # tools/pull.py's arguments and its puller, in this process
-            parser.parse_args(argv[:at])
-            code = cmd_pull(argv[at + 1:])
-            sys.stdout.flush()  # here, where a closed pipe is caught
-            return code
         after = None
-        if command == "run":
-            head, after = _split_run_args(argv[at + 1:])
-            argv = argv[:at + 1] + head
-        g = parser.parse_args(argv)
+        g = _quick_args(argv, at)
+        if g is None:
+            parser = _parser(command)
+            if command is not None and command not in parser.commands:
+                import difflib
+                near = difflib.get_close_matches(command, parser.commands, 1, 0.6)
+                raise Error("unknown command %r%s (minicontainer --help lists them)" % (
+                    command, " — did you mean %r?" % near[0] if near else ""), 2)
+            if command == "pull":  # tools/pull.py's arguments and its puller, in this process
+                parser.parse_args(argv[:at])
+                code = cmd_pull(argv[at + 1:])
+                sys.stdout.flush()  # here, where a closed pipe is caught
+                return code
+            if command == "run":
+                head, after = _split_run_args(argv[at + 1:])
+                argv = argv[:at + 1] + head
+            g = parser.parse_args(argv)
         g.argv = original  # for a `run -d` that the monitor runs, and restarts
         if g.version:
             print("minicontainer version %s\nspec: %s" % (__version__, OCI_VERSION))
@@ -9462,5 +9731,20 @@ def _main(argv, at, log, debug):
         return 1
 
 
+def exit(code):
+    """sys.exit(code), but without the interpreter's finalization (~3 ms: it frees every
+    object of every module) when nothing waits for it: no atexit handler (weakref.finalize's,
+    tempfile's) and no threading thread (concurrent.futures', the port forwarder's)."""
+    import atexit
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        sys.exit(code)  # said as Python says it
+    if not atexit._ncallbacks() and "threading" not in sys.modules:
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit(main())

@@ -13,8 +13,9 @@ times, once each:
   unpack   store_writer.unpack_layer over the layers (what pull does after downloading)
   umoci    umoci unpack of skopeo's layout
   tar      GNU tar -xzf of the same layers, in order
-and prints MB/s (compressed bytes for transfers, uncompressed for unpacking), files/s and
-the ratios.  Needs root (ownership and device nodes are restored as in real use).
+and prints MB/s (compressed bytes for transfers, uncompressed for unpacking), files/s, the
+ratios, and the peak RSS of pull.py, skopeo and tar (GNU time's).  Needs root (ownership
+and device nodes are restored as in real use).
 """
 import argparse
 import hashlib
@@ -23,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 
@@ -82,6 +84,18 @@ def build_layers(dirs, out):
     return layers
 
 
+PEAK_MIB = {}  # label: the peak RSS of the commands run through measured()
+
+
+def measured(label, cmd, **kwargs):
+    """subprocess.run(cmd) through GNU time, which keeps its peak RSS (the largest of it and
+    the children it waited for) in PEAK_MIB[label], the largest of its calls."""
+    with tempfile.NamedTemporaryFile("r") as out:
+        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name] + cmd, check=True,
+                       **kwargs)
+        PEAK_MIB[label] = max(PEAK_MIB.get(label, 0), int(out.read().split()[-1]) / 1024)
+
+
 def timed(label, fn):
     subprocess.run(["sync"], check=True)  # earlier steps' writeback must not be billed here
     time.sleep(2)
@@ -127,23 +141,22 @@ def main():
         skopeo_dir = fresh(os.path.join(args.out, "skopeo"))
         results = {}
         print("timing", flush=True)
-        results["pull"] = timed("tools/pull.py", lambda: subprocess.run(
-            [sys.executable, os.path.join(ROOT, "tools", "pull.py"), "-q", "--store", store,
-             ref], check=True))
+        results["pull"] = timed("tools/pull.py", lambda: measured("pull", [
+            sys.executable, os.path.join(ROOT, "tools", "pull.py"), "-q", "--store", store,
+            ref]))
         for name in os.listdir(os.path.join(store, "blobs", "sha256")):
             os.unlink(os.path.join(store, "blobs", "sha256", name))
         results["fetch"] = timed("tools/pull.py, rootfs kept", lambda: subprocess.run(
             [sys.executable, os.path.join(ROOT, "tools", "pull.py"), "-q", "--store", store,
              ref], check=True))
-        results["skopeo"] = timed("skopeo copy", lambda: subprocess.run(
-            ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
-             f"oci:{skopeo_dir}:bench"], check=True))
+        results["skopeo"] = timed("skopeo copy", lambda: measured("skopeo", [
+            "skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
+            f"oci:{skopeo_dir}:bench"]))
 
         tar_dir = fresh(os.path.join(unpack_dir, "unpack-tar"))
         os.makedirs(tar_dir)
-        results["tar"] = timed("GNU tar -xzf", lambda: [subprocess.run(
-            ["tar", "-xzf", layer.path, "-C", tar_dir, "--numeric-owner"], check=True)
-            for layer in layers])
+        results["tar"] = timed("GNU tar -xzf", lambda: [measured("tar", [
+            "tar", "-xzf", layer.path, "-C", tar_dir, "--numeric-owner"]) for layer in layers])
         ours = fresh(os.path.join(unpack_dir, "unpack-ours"))
         os.makedirs(ours)
         results["unpack"] = timed("unpack_layer", lambda: [
@@ -180,11 +193,16 @@ def main():
     print(f"pull.py download+verify / skopeo copy: "
           f"{results['fetch'] / results['skopeo']:.2f}x the time")
     print(f"pull.py with unpack / skopeo copy: {results['pull'] / results['skopeo']:.2f}x")
+    print(f"pull.py with unpack / (skopeo copy + GNU tar -xzf): "
+          f"{results['pull'] / (results['skopeo'] + results['tar']):.2f}x the time")
+    print("peak RSS: pull.py with unpack %.1f MiB, skopeo copy %.1f MiB, GNU tar -xzf %.1f MiB"
+          % (PEAK_MIB["pull"], PEAK_MIB["skopeo"], PEAK_MIB["tar"]))
     print(f"unpack_layer / GNU tar: {results['unpack'] / results['tar']:.2f}x the time")
     print(f"unpack_layer / umoci unpack: {results['unpack'] / results['umoci']:.2f}x the time")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"layers": len(layers), "entries": files, "compressed": gz,
-                   "uncompressed": raw, "seconds": results}, f, indent=2)
+                   "uncompressed": raw, "seconds": results, "peak_rss_mib": PEAK_MIB}, f,
+                  indent=2)
 
 
 if __name__ == "__main__":

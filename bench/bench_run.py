@@ -156,6 +156,7 @@ def main():
         rts = runtimes(os.path.join(work, "state"))
         results = {name: {} for name in rts}
         floor = {"interpreter": [], "python3 minicontainer.py run": []}
+        slow_rss = []
         slow = [PYTHON, os.path.join(ROOT, "minicontainer.py"), "--root",
                 os.path.join(work, "state", "slow")]
         for i in range(a.runs):
@@ -164,19 +165,23 @@ def main():
             floor["interpreter"].append(timed([PYTHON, "-I", "-S", "-c", "pass"], bundle))
             floor["python3 minicontainer.py run"].append(
                 timed(slow + ["run", "slow-%d" % i], bundle))
-            subprocess.run(slow + ["delete", "-f", "slow-%d" % i], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-        report(what, a, rts, results, floor)
+            if os.path.exists("/usr/bin/time"):
+                slow_rss.append(peak_rss(slow + ["run", "slow-%dm" % i], bundle))
+            for done in ("slow-%d" % i, "slow-%dm" % i):
+                subprocess.run(slow + ["delete", "-f", done], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        report(what, a, rts, results, floor, slow_rss)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(what, a, rts, results, floor):
+def report(what, a, rts, results, floor, slow_rss):
     ms = {name: {k: statistics.median(v) * 1000 for k, v in r.items() if k != "rss"}
           for name, r in results.items()}
     rss = {name: max(r.get("rss") or [0]) / 1024 for name, r in results.items()}
     summary = {"rootfs": what, "runs": a.runs, "medians_ms": ms, "peak_rss_mib": rss,
-               "floor_ms": {k: statistics.median(v) * 1000 for k, v in floor.items()}}
+               "floor_ms": {k: statistics.median(v) * 1000 for k, v in floor.items()},
+               "python3 minicontainer.py run peak_rss_mib": max(slow_rss or [0]) / 1024}
     print("rootfs: %s, %d interleaved runs, medians in ms" % (what, a.runs))
     print("%-14s" % "runtime" + "".join("%9s" % k for k in KEYS) + "  peak RSS")
     for name in rts:
@@ -184,6 +189,8 @@ def report(what, a, rts, results, floor):
               + "  %5.1f MiB" % rss[name])
     for k, v in summary["floor_ms"].items():
         print("%-30s %7.1f ms" % (k, v))
+    print("%-30s %7.1f MiB peak RSS" % ("python3 minicontainer.py run",
+                                        summary["python3 minicontainer.py run peak_rss_mib"]))
     ours = ms["minicontainer"]
     for name in rts:
         if name != "minicontainer":
@@ -196,9 +203,33 @@ def report(what, a, rts, results, floor):
     print("minicontainer over the bare interpreter: " + ", ".join(
         "%s +%.1f ms" % (k, ours[k] - bare) for k in ("start", "state", "list", "kill",
                                                        "delete")))
+    print()
+    print_table(rts, ms, rss, summary)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(summary, f, indent=2)
+
+
+def print_table(rts, ms, rss, summary):
+    """README's table: the other runtimes, ours run as a program and as `python3 FILE`."""
+    others = [name for name in ("crun", "runc") if name in rts]
+    slow = summary["floor_ms"]["python3 minicontainer.py run"]
+
+    def vs_runc(value, key):
+        return " (%.2fx runc)" % (value / ms["runc"][key]) if "runc" in ms else ""
+    print("| | " + " | ".join(others) + " | minicontainer, executed directly | "
+          "`python3 minicontainer.py` |")
+    print("|---" * (len(others) + 3) + "|")
+    for key, label in (("run", "`run`"), ("cycle", "`create` + `start` + `delete -f` (an "
+                                           "engine's path: three calls)"),
+                       ("exec", "`exec` into a running container")):
+        ours = ms["minicontainer"][key]
+        print("| %s | " % label + " | ".join("%.1f ms" % ms[n][key] for n in others)
+              + " | %.1f ms%s | %s |" % (ours, vs_runc(ours, key), "%.1f ms%s" % (
+                  slow, vs_runc(slow, "run")) if key == "run" else "—"))
+    print("| peak RSS of `run` | " + " | ".join("%.1f MiB" % rss[n] for n in others)
+          + " | %.1f MiB | %.1f MiB |" % (rss["minicontainer"],
+                                         summary["python3 minicontainer.py run peak_rss_mib"]))
 
 
 if __name__ == "__main__":

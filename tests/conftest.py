@@ -57,7 +57,7 @@ def busybox_rootfs(tmp_path_factory):
 # imports the runtime as a module, whose compiled form Python caches, as engines run it (a
 # `python3 minicontainer.py` compiles all of it again at every call, 100 ms more each).
 _BOOT = ("import sys, os; sys.path.insert(0, os.path.dirname(os.path.realpath(sys.argv[1]))); "
-         "sys.argv.pop(0); import minicontainer; sys.exit(minicontainer.main())")
+         "sys.argv.pop(0); import minicontainer; minicontainer.exit(minicontainer.main())")
 
 
 def mc_argv(*args, state_root=None):

@@ -61,7 +61,7 @@ ATTEMPTS = len(RETRY_DELAYS) + 1
 CONNECT_TIMEOUT, READ_TIMEOUT = 15, 60
 USER_AGENT = "minicontainer-pull/1"
 PARALLEL_DOWNLOADS = 3  # as docker does
-PARALLEL_UNPACKS = 4
+PARALLEL_UNPACKS = min(4, max(2, os.cpu_count() or 1))  # each has a decompressing thread
 INTERRUPTED_CLEANUP = 0.2  # seconds of removing a Ctrl-C'd pull's files before exiting
 CHUNK = 1 << 20
 
