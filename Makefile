@@ -6,7 +6,7 @@ PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo pyth
 # flake8.
 APT_PACKAGES = busybox-static docker-registry skopeo umoci runc crun podman conmon \
                docker.io containerd tini \
-               zstd iproute2 uidmap slirp4netns linux-libc-dev openssl \
+               zstd iproute2 uidmap slirp4netns fuse-overlayfs linux-libc-dev openssl \
                python3-pytest python3-zstandard flake8
 
 .PHONY: setup install test test-v2 lint bench demo clean

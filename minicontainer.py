@@ -233,8 +233,8 @@ def warn(msg):
 class Settings:
     """The environment variables that change what the runtime does, all of them, read here
     and nowhere else (settings() at each use: tests change them within one process)."""
-    __slots__ = ("store", "bridge", "subnet", "cgroup2", "no_overlay", "trace", "die_at",
-                 "sleep_at")
+    __slots__ = ("store", "bridge", "subnet", "cgroup2", "no_overlay", "overlay", "trace",
+                 "die_at", "sleep_at")
 
     def __init__(self, env):
         self.store = env.get("MINICONTAINER_STORE")  # the image store; else images/ here
@@ -243,6 +243,9 @@ class Settings:
         # a cgroup2 mount used as if the host were pure v2 (a hybrid host tests v2's code)
         self.cgroup2 = env.get("MINICONTAINER_CGROUP2")
         self.no_overlay = env.get("MINICONTAINER_NO_OVERLAY") == "1"  # images: copy layers
+        # "fuse": the kernel's overlay taken as refused, fuse-overlayfs used (tests: here the
+        # kernel allows it wherever a user could reach fuse-overlayfs)
+        self.overlay = env.get("MINICONTAINER_OVERLAY")
         # debug_step's: print each step; SIGKILL at one; sleep at some (NAME:SECONDS,...)
         self.trace = bool(env.get("MINICONTAINER_TRACE"))
         self.die_at = env.get("MINICONTAINER_DEBUG_DIE_AT")
@@ -3419,6 +3422,118 @@ def mount_overlay(layers, upper, work, target):
         os.close(cwd)
 
 
+def _fuse_overlayfs():
+    import shutil
+    return shutil.which("fuse-overlayfs", path=os.environ.get("PATH") or "/usr/bin:/bin")
+
+
+def fuse_overlayfs_mount(pid, layers, upper, work, target, log):
+    """The overlay of layers on target by fuse-overlayfs, in the user and mount namespaces
+    of the process pid (where the kernel's overlay was refused), as podman mounts it: from
+    the runtime's side, so that the daemon is no process of the container's pid namespace
+    (its root and fds are the host's: the container's root could ptrace it). A child of
+    ours joins the namespaces, mounts /dev/fuse itself and hands it to fuse-overlayfs as
+    /dev/fd/N (libfuse's pre-mounted form): the device is opened by us, not by the
+    container's root, which may not open it (a root-only /dev/fuse, with --userns). That
+    child reads the mount once (which waits for the daemon's answer) and reports. Returns
+    the daemon's pid (it runs on in its own session and mount namespace, reparented); an
+    Error says why not."""
+    layers = unique_layers(layers)
+    data = overlay_options(layers, upper, work)
+    parent = os.path.dirname(layers[0])
+    relative = all(os.path.dirname(p) == parent for p in layers)
+    argv = [_fuse_overlayfs(), "-f", "-o", data]
+    report_r, report_w = os.pipe()
+    joiner = os.fork()
+    if joiner == 0:
+        daemon, mounted, report = None, False, {}
+        try:
+            os.close(report_r)
+            # opened here, as the runtime: the state directory may not be the namespace's
+            out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            os.setsid()  # the terminal's ^C is for the container, not for its filesystem
+            userns = os.open("/proc/%d/ns/user" % pid, os.O_RDONLY | os.O_CLOEXEC)
+            mntns = os.open("/proc/%d/ns/mnt" % pid, os.O_RDONLY | os.O_CLOEXEC)
+            if os.fstat(userns).st_ino != os.stat("/proc/self/ns/user").st_ino:
+                setns(userns, CLONE_NEWUSER)
+            # fuse takes a device opened in the user namespace of the mount
+            fuse = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+            setns(mntns, CLONE_NEWNS)
+            mount("fuse-overlayfs", target, "fuse.fuse-overlayfs", 0,
+                  "fd=%d,rootmode=40000,user_id=0,group_id=0,default_permissions,"
+                  "allow_other" % fuse)
+            mounted = True
+            try:  # the namespace's root, whose files the layers are
+                os.setgroups([])
+            except OSError:  # setgroups denied (a user's own id mapped alone)
+                pass
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            daemon = os.fork()
+            if daemon == 0:
+                try:
+                    # Out of the container's mount namespace (the device holds the mount):
+                    # the init's pivot_root would move the root of every process there
+                    # that shares its old one, ours too, into the container's rootfs.
+                    unshare(CLONE_NEWNS)
+                    if relative:
+                        os.chdir(parent)
+                    null = os.open(os.devnull, os.O_RDONLY)
+                    os.dup2(null, 0)
+                    os.dup2(out, 1)
+                    os.dup2(out, 2)
+                    os.dup2(fuse, 3)  # and nothing else of the runtime's
+                    os.closerange(4, 65536)
+                    fuse = 3
+                    os.execv(argv[0], argv + ["/dev/fd/%d" % fuse])
+                finally:
+                    os._exit(127)
+            os.close(fuse)  # the daemon's alone: its death aborts the connection
+            try:
+                os.listdir(target)  # the first request: answered, or ENOTCONN
+            except OSError as e:
+                report["error"] = _first_line(log) or e.strerror
+            else:
+                report["pid"] = daemon
+        except BaseException as e:
+            report["error"] = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        try:
+            if "error" in report:
+                if daemon:
+                    os.kill(daemon, signal.SIGKILL)
+                if mounted:
+                    umount2(target, MNT_DETACH)
+            os.write(report_w, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(report_w)
+    try:
+        answer = b""
+        while True:
+            data = os.read(report_r, 4096)
+            if not data:
+                break
+            answer += data
+    finally:
+        os.close(report_r)
+        os.waitpid(joiner, 0)
+    report = json.loads(answer or b"{}")
+    if not report.get("pid"):
+        raise Error(report.get("error") or "exited")
+    return report["pid"]
+
+
+def _first_line(path):
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return ""
+    # fuse-overlayfs says that it ignores mount options it does not know (lazytime) first
+    lines = [line for line in lines if not line.startswith("unknown argument ignored")]
+    return lines[0] if lines else ""
+
+
 # ==== process setup: hostname, sysctl, network, terminal, rlimits, user, capabilities ====
 
 def write_sysctl(key, value):
@@ -4237,24 +4352,35 @@ def _ensure_bridge(nl, name, net, old_subnet):
     return index
 
 
+def end_helper(helper):
+    """SIGKILL a helper process the runtime started for a container (slirp4netns, the port
+    forwarder, fuse-overlayfs), recorded as [pid, start time]: it outlives the runtime, not
+    the container. Waits until it is gone (a zombie of ours, reaped); never fails."""
+    if not helper or process_start_time(helper[0]) != helper[1]:
+        return
+    try:
+        os.kill(helper[0], signal.SIGKILL)
+    except OSError:
+        return
+    for _ in range(1000):
+        try:  # ours when this runtime started it
+            os.waitpid(helper[0], os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if process_start_time(helper[0]) != helper[1] or process_state(helper[0]) in (
+                "Z", "X", None):
+            return
+        time.sleep(0.002)
+
+
 def network_teardown(info):
     """Undo network_setup and network_publish (or slirp4netns_setup), as far as they got;
     never fails."""
-    if info and info.get("mode") == "slirp4netns" and info.get("helper"):
-        helper = info["helper"]
-        if process_start_time(helper[0]) == helper[1]:
-            try:
-                os.kill(helper[0], signal.SIGKILL)
-            except OSError:
-                pass
+    if info and info.get("mode") == "slirp4netns":
+        end_helper(info.get("helper"))
     if not info or info.get("mode") != "bridge":
         return
-    fwd = info.get("forwarder")
-    if fwd and process_start_time(fwd[0]) == fwd[1]:
-        try:
-            os.kill(fwd[0], signal.SIGKILL)
-        except OSError:
-            pass
+    end_helper(info.get("forwarder"))
     try:
         with Netlink() as nl:  # the veth would go with the namespace, but later (a workqueue)
             rtm_dellink(nl, info["veth"])
@@ -4560,7 +4686,8 @@ class Msg:
     ERROR = "error"            # either way: msg, code; the sender gives up
     IN_CGROUP = "in-cgroup"    # runtime -> init: moved into the container's cgroup
     USERNS = "userns"          # first child -> runtime: user namespace made, write its maps
-    OVERLAY_REFUSED = "overlay-refused"  # init -> runtime: msg; make a private copy instead
+    OVERLAY_REFUSED = "overlay-refused"  # init -> runtime: msg; mount fuse-overlayfs in
+    #                            its namespaces, else make a private copy, instead
     HOOKS = "hooks"            # init -> runtime: run prestart and createRuntime hooks now
     NETNS = "netns"            # init -> runtime: fds: its network and user namespaces, for
     #                            slirp4netns to attach to
@@ -5020,6 +5147,9 @@ def _overlay_steps(ctx, sync, idmapped):
     if unprivileged():
         what = "refused in a user namespace (kernel 5.11+ allows it)"
     try:
+        if settings().overlay == "fuse":
+            what = "not used ($MINICONTAINER_OVERLAY=fuse)"
+            raise OSError(errno.ENOSYS, "")
         if idmapped:
             # The layers are the host root's files; seen through mounts id-mapped like the
             # container, uid 0 on disk is the container's root (5.19+ for overlayfs's lowers).
@@ -5036,8 +5166,11 @@ def _overlay_steps(ctx, sync, idmapped):
         if e.errno not in OVERLAY_REFUSED + (errno.ENOSYS,):
             raise
         _unmount_all(mapped)
-        sync.send(Msg.OVERLAY_REFUSED, msg="%s (%s)" % (what, os.strerror(e.errno)))
-        sync.expect(Msg.OK, "overlayfs refused, and no private copy was made")
+        sync.send(Msg.OVERLAY_REFUSED, msg="%s (%s)" % (what, os.strerror(e.errno))
+                  if e.strerror else what)
+        # mounted by fuse-overlayfs (by the runtime, in our namespaces), or copied
+        sync.expect(Msg.OK, "overlayfs refused, and neither fuse-overlayfs nor a private "
+                    "copy gave the image")
     # The overlay keeps private clones of its layers: the id-mapped mounts go, or the
     # container's root, owner of every layer file through them, could write the shared
     # store through a volume whose source holds it (-v /:/host binds recursively).
@@ -5395,6 +5528,7 @@ class Container:
         self.state = {}
         self._pidfd = None
         self.sync = None  # the setup socket, for the runtime that creates the container
+        self._fuse_why = ""  # why fuse-overlayfs did not mount an image, for _copy_layers
 
     # -- state on disk
     @classmethod
@@ -5638,7 +5772,10 @@ class Container:
                 debug_step("userns")
                 c.sync.send(Msg.OK)
 
-            def overlay_refused(msg, fds):
+            def overlay_refused(msg, fds):  # by the init, or the first child (child)
+                if ov and c._fuse_layers(child, ov, msg["msg"]):
+                    c.sync.send(Msg.OK)
+                    return
                 c._copy_layers(msg["msg"])
                 c.sync.send(Msg.OK)
 
@@ -5772,12 +5909,35 @@ class Container:
             return uid, gid
         return host_owner(self.state["config"].get("linux", {}), uid, gid)
 
+    def _fuse_layers(self, pid, ov, why):
+        """The first fallback: fuse-overlayfs mounts the image in the namespaces of pid (the
+        process that was refused the overlay), its daemon recorded for _remove and stopped.
+        False (why amended, for _copy_layers to say) when it is not installed or fails."""
+        if not _fuse_overlayfs():
+            self._fuse_why = "; fuse-overlayfs is not installed"
+            return False
+        log = os.path.join(os.path.abspath(self.dir), "fuse-overlayfs.log")
+        try:
+            daemon = fuse_overlayfs_mount(pid, ov["lower"], ov["upper"], ov["work"],
+                                          ov["target"], log)
+        except Error as e:
+            self._fuse_why = "; fuse-overlayfs failed (%s)" % e
+            return False
+        self.state["overlay"].update(mode="fuse-overlayfs",
+                                     helper=[daemon, process_start_time(daemon)])
+        self.save()
+        debug_step("fuse-overlayfs")
+        sys.stderr.write("minicontainer: overlayfs %s: fuse-overlayfs mounts the image "
+                         "instead\n" % why)
+        sys.stderr.flush()
+        return True
+
     def _copy_layers(self, why):
         """The fallback: a private copy of the image in STATE/rootfs, said once on stderr."""
         layers = self.state["overlay"]["layers"]
         if why:
-            sys.stderr.write("minicontainer: overlayfs %s: the container gets a private copy "
-                             "of the image\n" % why)
+            sys.stderr.write("minicontainer: overlayfs %s%s: the container gets a private "
+                             "copy of the image\n" % (why, self._fuse_why))
             sys.stderr.flush()
         copy_layers(layers, os.path.join(self.dir, "rootfs"), self._host_owner)
         self.state["overlay"]["mode"] = "copy"
@@ -6019,6 +6179,8 @@ class Container:
                 self.state["cgroup"] = None
                 self.save()
             network_teardown(self.state.get("network"))  # its address is free again
+            # fuse-overlayfs would keep the container's mount namespace for ever
+            end_helper(self.state.get("overlay", {}).get("helper"))
 
     def _remove(self, quiet=False):
         kept = True  # the only record of the init and the cgroup: it goes after them
@@ -6037,6 +6199,7 @@ class Container:
                 raise
         finally:
             network_teardown(self.state.get("network"))  # unmounts STATE/netns: before rmtree
+            end_helper(self.state.get("overlay", {}).get("helper"))
             use = self.state.get("overlay", {}).get("use")
             if not kept:
                 try:  # a bundle's state is files: shutil and the bz2 and lzma modules it
@@ -8254,7 +8417,8 @@ class _Monitor:
                     os.rename(os.path.join(c.dir, name), os.path.join(saved, name))
             self.saved_logs[cid] = saved
             ov = c.state.get("overlay") or {}
-            layer = {"overlay": "upper", "copy": "rootfs"}.get(ov.get("mode"))
+            layer = {"overlay": "upper", "fuse-overlayfs": "upper",
+                     "copy": "rootfs"}.get(ov.get("mode"))
             write_atomic(os.path.join(saved, "life.json"), json.dumps({
                 "created": c.state.get("created"), "layers": ov.get("layers")}))
             if layer and os.path.isdir(os.path.join(c.dir, layer)):
