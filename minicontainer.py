@@ -3427,17 +3427,17 @@ def _fuse_overlayfs():
     return shutil.which("fuse-overlayfs", path=os.environ.get("PATH") or "/usr/bin:/bin")
 
 
-def fuse_overlayfs_mount(pid, layers, upper, work, target, log):
+def fuse_overlayfs_mount(nsfds, layers, upper, work, target, log):
     """The overlay of layers on target by fuse-overlayfs, in the user and mount namespaces
-    of the process pid (where the kernel's overlay was refused), as podman mounts it: from
-    the runtime's side, so that the daemon is no process of the container's pid namespace
-    (its root and fds are the host's: the container's root could ptrace it). A child of
-    ours joins the namespaces, mounts /dev/fuse itself and hands it to fuse-overlayfs as
-    /dev/fd/N (libfuse's pre-mounted form): the device is opened by us, not by the
-    container's root, which may not open it (a root-only /dev/fuse, with --userns). That
-    child reads the mount once (which waits for the daemon's answer) and reports. Returns
-    the daemon's pid (it runs on in its own session and mount namespace, reparented); an
-    Error says why not."""
+    nsfds (fds of those of the process the kernel's overlay was refused), as podman mounts
+    it: from the runtime's side, so that the daemon is no process of the container's pid
+    namespace (its root and fds are the host's: the container's root could ptrace it). A
+    child of ours joins the namespaces, mounts /dev/fuse itself and hands it to
+    fuse-overlayfs as /dev/fd/N (libfuse's pre-mounted form): the device is opened by us,
+    not by the container's root, which may not open it (a root-only /dev/fuse, with
+    --userns). That child reads the mount once (which waits for the daemon's answer) and
+    reports. Returns the daemon's pid (it runs on in its own session and mount namespace,
+    reparented); an Error says why not."""
     layers = unique_layers(layers)
     data = overlay_options(layers, upper, work)
     parent = os.path.dirname(layers[0])
@@ -3452,8 +3452,7 @@ def fuse_overlayfs_mount(pid, layers, upper, work, target, log):
             # opened here, as the runtime: the state directory may not be the namespace's
             out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             os.setsid()  # the terminal's ^C is for the container, not for its filesystem
-            userns = os.open("/proc/%d/ns/user" % pid, os.O_RDONLY | os.O_CLOEXEC)
-            mntns = os.open("/proc/%d/ns/mnt" % pid, os.O_RDONLY | os.O_CLOEXEC)
+            userns, mntns = nsfds
             if os.fstat(userns).st_ino != os.stat("/proc/self/ns/user").st_ino:
                 setns(userns, CLONE_NEWUSER)
             # fuse takes a device opened in the user namespace of the mount
@@ -4686,8 +4685,9 @@ class Msg:
     ERROR = "error"            # either way: msg, code; the sender gives up
     IN_CGROUP = "in-cgroup"    # runtime -> init: moved into the container's cgroup
     USERNS = "userns"          # first child -> runtime: user namespace made, write its maps
-    OVERLAY_REFUSED = "overlay-refused"  # init -> runtime: msg; mount fuse-overlayfs in
-    #                            its namespaces, else make a private copy, instead
+    OVERLAY_REFUSED = "overlay-refused"  # init -> runtime: msg; fds: its user and mount
+    #                            namespaces, to mount fuse-overlayfs in, else make a private
+    #                            copy instead
     HOOKS = "hooks"            # init -> runtime: run prestart and createRuntime hooks now
     NETNS = "netns"            # init -> runtime: fds: its network and user namespaces, for
     #                            slirp4netns to attach to
@@ -5166,8 +5166,16 @@ def _overlay_steps(ctx, sync, idmapped):
         if e.errno not in OVERLAY_REFUSED + (errno.ENOSYS,):
             raise
         _unmount_all(mapped)
-        sync.send(Msg.OVERLAY_REFUSED, msg="%s (%s)" % (what, os.strerror(e.errno))
-                  if e.strerror else what)
+        # With our namespaces, where the runtime mounts fuse-overlayfs: fds, since our /proc
+        # files are not a rootless runtime's to open (we are not dumpable)
+        fds = [os.open("/proc/self/ns/%s" % kind, os.O_RDONLY | os.O_CLOEXEC)
+               for kind in ("user", "mnt")]
+        try:
+            sync.send(Msg.OVERLAY_REFUSED, fds=fds, msg="%s (%s)" % (
+                what, os.strerror(e.errno)) if e.strerror else what)
+        finally:
+            for fd in fds:
+                os.close(fd)
         # mounted by fuse-overlayfs (by the runtime, in our namespaces), or copied
         sync.expect(Msg.OK, "overlayfs refused, and neither fuse-overlayfs nor a private "
                     "copy gave the image")
@@ -5772,11 +5780,13 @@ class Container:
                 debug_step("userns")
                 c.sync.send(Msg.OK)
 
-            def overlay_refused(msg, fds):  # by the init, or the first child (child)
-                if ov and c._fuse_layers(child, ov, msg["msg"]):
-                    c.sync.send(Msg.OK)
-                    return
-                c._copy_layers(msg["msg"])
+            def overlay_refused(msg, fds):  # by the init, or the first child
+                try:
+                    if not (ov and len(fds) == 2 and c._fuse_layers(fds, ov, msg["msg"])):
+                        c._copy_layers(msg["msg"])
+                finally:
+                    for fd in fds:
+                        os.close(fd)
                 c.sync.send(Msg.OK)
 
             def init_forked(msg, fds):  # the init, forked in the new user namespace
@@ -5909,16 +5919,17 @@ class Container:
             return uid, gid
         return host_owner(self.state["config"].get("linux", {}), uid, gid)
 
-    def _fuse_layers(self, pid, ov, why):
-        """The first fallback: fuse-overlayfs mounts the image in the namespaces of pid (the
-        process that was refused the overlay), its daemon recorded for _remove and stopped.
+    def _fuse_layers(self, nsfds, ov, why):
+        """The first fallback: fuse-overlayfs mounts the image in the namespaces nsfds (user,
+        mount) of the process that was refused the overlay, its daemon recorded for _remove
+        and stopped.
         False (why amended, for _copy_layers to say) when it is not installed or fails."""
         if not _fuse_overlayfs():
             self._fuse_why = "; fuse-overlayfs is not installed"
             return False
         log = os.path.join(os.path.abspath(self.dir), "fuse-overlayfs.log")
         try:
-            daemon = fuse_overlayfs_mount(pid, ov["lower"], ov["upper"], ov["work"],
+            daemon = fuse_overlayfs_mount(nsfds, ov["lower"], ov["upper"], ov["work"],
                                           ov["target"], log)
         except Error as e:
             self._fuse_why = "; fuse-overlayfs failed (%s)" % e
