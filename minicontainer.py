@@ -3495,7 +3495,9 @@ def fuse_overlayfs_mount(nsfds, layers, upper, work, target, log):
             else:
                 report["pid"] = daemon
         except BaseException as e:
-            report["error"] = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            report["error"] = str(e)
+            if isinstance(e, OSError) and e.strerror:  # /dev/fuse: Permission denied
+                report["error"] = ("%s: " % e.filename if e.filename else "") + e.strerror
         try:
             if "error" in report:
                 if daemon:

@@ -7,6 +7,9 @@ as the host's root) and without (the init is refused). The daemon must be no pro
 the container's, and must not outlive it."""
 import os
 import signal
+import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -127,3 +130,46 @@ def test_gc_ends_the_daemon_of_a_killed_runtime(image, userns, tmp_path):
             break
     assert "removed container %s" % cid in r.stdout
     assert daemons(state_root) == [] and not mountpoints_under(state_root)
+
+
+# ---- as a user: the case it is for ----
+
+@pytest.fixture(scope="module")
+def user_image(rootless_user):
+    """busybox in the rootless user's own store, imported as the user."""
+    rootfs = rootless_user.mkdir("image-rootfs", rootfs=True)
+    ok(rootless_user.run("python3", os.path.join(rootless_user.code, "tools", "import_image.py"),
+                         rootfs, "rlfuse"))
+    return rootless_user
+
+
+def test_rootless_fuse_overlayfs(user_image, tmp_path):
+    """As the user, with /dev/fuse made the user's to open in a mount namespace of the test
+    (here it is root's only): the daemon runs as the user, and goes with the container."""
+    user = user_image
+    node = str(tmp_path / "fuse")
+    os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(10, 229))
+    os.chmod(node, 0o666)
+    script = ("awk '$5 == \"/\"' /proc/self/mountinfo; echo hi > /new; cat /new; "
+              "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /dev/fuse && exec "$@"', node] + user.argv(
+                [sys.executable, user.runtime, "run", "--rm", "rlfuse", "sh", "-c", script],
+                MINICONTAINER_OVERLAY="fuse")
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=user.base)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert " - fuse.fuse-overlayfs " in lines[0] and lines[1] == "hi", r.stdout
+    assert "fuse-overlayfs" not in lines[2], r.stdout
+    assert r.stderr.count(SAID) == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert daemons(user.xdg) == [] and os.listdir(user.state) == []
+
+
+def test_rootless_without_dev_fuse_a_private_copy(user_image):
+    user = user_image
+    r = user.mc("run", "--rm", "rlfuse", "sh", "-c", "echo ok",
+                env={"MINICONTAINER_OVERLAY": "fuse"})
+    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
+    assert r.stderr == ("minicontainer: overlayfs not used ($MINICONTAINER_OVERLAY=fuse); "
+                        "fuse-overlayfs failed (/dev/fuse: Permission denied): %s\n" % COPY)
+    assert daemons(user.xdg) == []
