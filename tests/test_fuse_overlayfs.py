@@ -93,6 +93,24 @@ def test_a_container_that_exits_takes_its_daemon(image, userns):
     ok(mc("rm", cid, state_root=state_root))
 
 
+def test_a_restart_keeps_the_writable_layer_and_one_daemon(image):
+    env, state_root = image
+    cid = new_id("fuse")
+    r = mc_bg("run", "-d", "--name", cid, "--userns", "fuse-test:1", "sh", "-c",
+              "echo life >> /lives; sleep 1000", state_root=state_root, env=env)
+    assert r.returncode == 0, r.stderr
+    try:
+        first = daemons(state_root)
+        r = mc_bg("restart", cid, state_root=state_root, env=env)
+        assert r.returncode == 0, r.stderr
+        assert ok(mc("exec", cid, "cat", "/lives", state_root=state_root)) == "life\nlife\n"
+        now = daemons(state_root)
+        assert len(now) == 1 and now != first
+    finally:
+        ok(mc("rm", "-f", cid, state_root=state_root))
+    assert daemons(state_root) == []
+
+
 def test_without_fuse_overlayfs_a_private_copy(image, tmp_path):
     env, state_root = image
     bin_dir = tmp_path / "bin"
