@@ -3427,7 +3427,7 @@ def _fuse_overlayfs():
     return shutil.which("fuse-overlayfs", path=os.environ.get("PATH") or "/usr/bin:/bin")
 
 
-def fuse_overlayfs_mount(nsfds, layers, upper, work, target, log):
+def fuse_overlayfs_mount(nsfds, layers, upper, work, target, log, started):
     """The overlay of layers on target by fuse-overlayfs, in the user and mount namespaces
     nsfds (fds of those of the process the kernel's overlay was refused), as podman mounts
     it: from the runtime's side, so that the daemon is no process of the container's pid
@@ -3435,9 +3435,10 @@ def fuse_overlayfs_mount(nsfds, layers, upper, work, target, log):
     child of ours joins the namespaces, mounts /dev/fuse itself and hands it to
     fuse-overlayfs as /dev/fd/N (libfuse's pre-mounted form): the device is opened by us,
     not by the container's root, which may not open it (a root-only /dev/fuse, with
-    --userns). That child reads the mount once (which waits for the daemon's answer) and
-    reports. Returns the daemon's pid (it runs on in its own session and mount namespace,
-    reparented); an Error says why not."""
+    --userns). started(pid) is told the daemon's pid as soon as it is forked (to be
+    recorded before a crash could lose it); then that child reads the mount once (which
+    waits for the daemon's answer) and reports. The daemon runs on in its own session and
+    mount namespace, reparented; an Error says why it does not (killed by then)."""
     layers = unique_layers(layers)
     data = overlay_options(layers, upper, work)
     parent = os.path.dirname(layers[0])
@@ -3488,12 +3489,13 @@ def fuse_overlayfs_mount(nsfds, layers, upper, work, target, log):
                 finally:
                     os._exit(127)
             os.close(fuse)  # the daemon's alone: its death aborts the connection
+            os.write(report_w, json.dumps({"pid": daemon}).encode() + b"\n")
             try:
                 os.listdir(target)  # the first request: answered, or ENOTCONN
             except OSError as e:
                 report["error"] = _first_line(log) or e.strerror
             else:
-                report["pid"] = daemon
+                report["ok"] = True
         except BaseException as e:
             report["error"] = str(e)
             if isinstance(e, OSError) and e.strerror:  # /dev/fuse: Permission denied
@@ -3504,24 +3506,28 @@ def fuse_overlayfs_mount(nsfds, layers, upper, work, target, log):
                     os.kill(daemon, signal.SIGKILL)
                 if mounted:
                     umount2(target, MNT_DETACH)
-            os.write(report_w, json.dumps(report).encode())
+            os.write(report_w, json.dumps(report).encode() + b"\n")
         finally:
             os._exit(0)
     os.close(report_w)
+    report, pending = {}, b""
     try:
-        answer = b""
         while True:
             data = os.read(report_r, 4096)
             if not data:
                 break
-            answer += data
+            pending += data
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                report.update(json.loads(line))
+                if "pid" in report and not report.get("told"):
+                    report["told"] = True
+                    started(report["pid"])
     finally:
         os.close(report_r)
         os.waitpid(joiner, 0)
-    report = json.loads(answer or b"{}")
-    if not report.get("pid"):
+    if not report.get("ok"):
         raise Error(report.get("error") or "exited")
-    return report["pid"]
 
 
 def _first_line(path):
@@ -5924,20 +5930,27 @@ class Container:
     def _fuse_layers(self, nsfds, ov, why):
         """The first fallback: fuse-overlayfs mounts the image in the namespaces nsfds (user,
         mount) of the process that was refused the overlay, its daemon recorded for _remove
-        and stopped.
-        False (why amended, for _copy_layers to say) when it is not installed or fails."""
+        and stopped. False (why amended, for _copy_layers to say) when it is not installed
+        or fails."""
         if not _fuse_overlayfs():
             self._fuse_why = "; fuse-overlayfs is not installed"
             return False
         log = os.path.join(os.path.abspath(self.dir), "fuse-overlayfs.log")
+
+        def started(daemon):
+            self.state["overlay"]["helper"] = [daemon, process_start_time(daemon)]
+            self.save()
+            debug_step("fuse-overlayfs started")
+
         try:
-            daemon = fuse_overlayfs_mount(nsfds, ov["lower"], ov["upper"], ov["work"],
-                                          ov["target"], log)
+            fuse_overlayfs_mount(nsfds, ov["lower"], ov["upper"], ov["work"], ov["target"],
+                                 log, started)
         except Error as e:
+            end_helper(self.state["overlay"].pop("helper", None))
+            self.save()
             self._fuse_why = "; fuse-overlayfs failed (%s)" % e
             return False
-        self.state["overlay"].update(mode="fuse-overlayfs",
-                                     helper=[daemon, process_start_time(daemon)])
+        self.state["overlay"]["mode"] = "fuse-overlayfs"
         self.save()
         debug_step("fuse-overlayfs")
         sys.stderr.write("minicontainer: overlayfs %s: fuse-overlayfs mounts the image "
@@ -6192,7 +6205,8 @@ class Container:
                 self.state["cgroup"] = None
                 self.save()
             network_teardown(self.state.get("network"))  # its address is free again
-            # fuse-overlayfs would keep the container's mount namespace for ever
+            # fuse-overlayfs would serve the container's rootfs for ever (it holds a copy
+            # of the mount in its own namespace)
             end_helper(self.state.get("overlay", {}).get("helper"))
 
     def _remove(self, quiet=False):

@@ -134,11 +134,13 @@ def test_without_fuse_overlayfs_a_private_copy(image, tmp_path):
 
 
 @USERNS
-def test_gc_ends_the_daemon_of_a_killed_runtime(image, userns, tmp_path):
+@pytest.mark.parametrize("step", ["fuse-overlayfs started", "fuse-overlayfs"])
+def test_gc_ends_the_daemon_of_a_killed_runtime(image, userns, step):
+    """Killed once the daemon is forked (before it answered), or once it is up."""
     env, state_root = image
     cid = new_id("fuse")
     r = mc_bg("run", "--name", cid, *userns, "fuse-test:1", "sh", "-c", "sleep 1000",
-              state_root=state_root, env=dict(env, MINICONTAINER_DEBUG_DIE_AT="fuse-overlayfs"))
+              state_root=state_root, env=dict(env, MINICONTAINER_DEBUG_DIE_AT=step))
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert len(daemons(state_root)) == 1
     for _ in range(50):  # the killed runtime's children may hold its lock a moment
