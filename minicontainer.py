@@ -3254,9 +3254,11 @@ def root_propagation(propagation):
 
 # ---- layers as a root filesystem: an overlay mount, or a private copy ----
 # Layer directories hold overlayfs's form of whiteouts: a 0/0 character device hides a name
-# of the layers below, and a directory with trusted.overlay.opaque=y hides all they put in it.
+# of the layers below, and a directory with trusted.overlay.opaque=y hides all they put in it
+# (user.overlay.opaque=y in a rootless user's store: only root may set trusted.* xattrs; the
+# overlay then mounted with userxattr, as the kernel allows in a user namespace since 5.11).
 
-OVERLAY_OPAQUE = "trusted.overlay.opaque"
+OVERLAY_OPAQUE = ("trusted.overlay.opaque", "user.overlay.opaque")
 
 
 def _is_whiteout(st):
@@ -3264,10 +3266,13 @@ def _is_whiteout(st):
 
 
 def _opaque(path):
-    try:
-        return os.getxattr(path, OVERLAY_OPAQUE, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
+    for name in OVERLAY_OPAQUE:
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def layers_lookup(layers, path):
@@ -3304,7 +3309,8 @@ def _copy_metadata(src, dst, st, owner):
             mode &= ~(stat.S_ISUID | stat.S_ISGID)  # never setuid to it
         os.chmod(dst, mode)
         for name in os.listxattr(src, follow_symlinks=False):
-            if not name.startswith("trusted.overlay."):  # e.g. security.capability
+            if not name.startswith(("trusted.overlay.", "user.overlay.")):  # keep e.g.
+                # security.capability
                 os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
                             follow_symlinks=False)
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
@@ -3409,6 +3415,8 @@ def mount_overlay(layers, upper, work, target):
     directory, made our working directory for the call (the kernel resolves them there)."""
     layers = unique_layers(layers)
     data = overlay_options(layers, upper, work)
+    if unprivileged():  # a user's store marks opaque directories with user.* xattrs
+        data += ",userxattr"
     if len(data) >= 4096:
         raise Error("the image has too many layers (%d) for one overlay mount" % len(layers))
     parent = os.path.dirname(layers[0])

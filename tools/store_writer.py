@@ -491,11 +491,14 @@ class _Unpacker:
         self.whiteouts.add(where)
 
     def opaque(self, fd, name):
+        # Only root may set trusted.* xattrs: a rootless user's store marks them in user.*,
+        # which its overlay reads, mounted with userxattr (Linux 5.11+).
+        xattr = "trusted.overlay.opaque" if os.geteuid() == 0 else "user.overlay.opaque"
         try:
-            self.os.setxattr(fd, "trusted.overlay.opaque", b"y")
+            self.os.setxattr(fd, xattr, b"y")
         except OSError as e:
-            self.fail(name, f"cannot mark an opaque directory ({e.strerror}): the "
-                      "trusted.overlay.opaque xattr needs root and a filesystem with xattrs")
+            self.fail(name, f"cannot mark an opaque directory ({e.strerror}): the {xattr} "
+                      "xattr needs a filesystem with xattrs")
 
     def clear_lower(self, fd, parts):
         """Opaque directory: remove what lower layers put under parts."""
