@@ -298,6 +298,13 @@ def rootless_runtime_dir():
     return base
 
 
+def host_program(name):
+    """The path of a program of the host's (newuidmap, slirp4netns, fuse-overlayfs) on our
+    PATH, or None."""
+    import shutil
+    return shutil.which(name, path=os.environ.get("PATH") or "/usr/bin:/bin")
+
+
 def debug_step(name):
     """A named step of create and run, where tests break them on purpose:
     $MINICONTAINER_DEBUG_DIE_AT=NAME SIGKILLs the process that reaches it (a crash there),
@@ -2880,10 +2887,9 @@ def write_id_maps(pid, linux):
 
 
 def _run_id_map_helper(pid, kind, mappings):
-    import shutil
     import subprocess
     name = "new%smap" % kind
-    path = shutil.which(name, path=os.environ.get("PATH") or "/usr/bin:/bin")
+    path = host_program(name)
     if path is None:
         raise Error("linux.%sMappings: mappings other than your own id need %s (the uidmap "
                     "package) and a range in /etc/sub%s" % (kind, name, kind))
@@ -3430,11 +3436,6 @@ def mount_overlay(layers, upper, work, target):
         os.close(cwd)
 
 
-def _fuse_overlayfs():
-    import shutil
-    return shutil.which("fuse-overlayfs", path=os.environ.get("PATH") or "/usr/bin:/bin")
-
-
 def fuse_overlayfs_mount(nsfds, layers, upper, work, target, log, started):
     """The overlay of layers on target by fuse-overlayfs, in the user and mount namespaces
     nsfds (fds of those of the process the kernel's overlay was refused), as podman mounts
@@ -3451,7 +3452,7 @@ def fuse_overlayfs_mount(nsfds, layers, upper, work, target, log, started):
     data = overlay_options(layers, upper, work)
     parent = os.path.dirname(layers[0])
     relative = all(os.path.dirname(p) == parent for p in layers)
-    argv = [_fuse_overlayfs(), "-f", "-o", data]
+    argv = [host_program("fuse-overlayfs"), "-f", "-o", data]
     report_r, report_w = os.pipe()
     joiner = os.fork()
     if joiner == 0:
@@ -4104,7 +4105,7 @@ def network_option(a, config):
     if mode == "bridge" and unprivileged():
         raise Error("--network bridge: the bridge is root's (rootless: --network none, host "
                     "or slirp4netns)")
-    if mode == "slirp4netns" and not _slirp4netns():
+    if mode == "slirp4netns" and not host_program("slirp4netns"):
         raise Error("%s: slirp4netns is not installed (Debian's slirp4netns package)" % (
             "-p" if a.publish and not a.network else "--network slirp4netns"))
     if a.publish and mode not in ("bridge", "slirp4netns"):
@@ -4131,11 +4132,6 @@ def network_option(a, config):
             "bridge": settings().bridge or BRIDGE}
 
 
-def _slirp4netns():
-    import shutil
-    return shutil.which("slirp4netns", path=os.environ.get("PATH") or "/usr/bin:/bin")
-
-
 SLIRP_IP, SLIRP_DNS = "10.0.2.100", "10.0.2.3"  # slirp4netns --configure's, as podman's
 
 
@@ -4149,7 +4145,7 @@ def slirp4netns_setup(c, spec, netns, userns):
     import subprocess
     sock = os.path.join(os.path.abspath(c.dir), "slirp4netns.sock")
     log = os.path.join(os.path.abspath(c.dir), "slirp4netns.log")
-    argv = [_slirp4netns(), "--configure", "--mtu=65520", "--disable-host-loopback",
+    argv = [host_program("slirp4netns"), "--configure", "--mtu=65520", "--disable-host-loopback",
             "--api-socket", sock, "--netns-type=path"]
     fds = [netns]
     if unprivileged():  # the network namespace is entered through its user namespace
@@ -4173,9 +4169,7 @@ def slirp4netns_setup(c, spec, netns, userns):
         if ready_w is not None:
             os.close(ready_w)
     if ready != b"1":
-        with open(log, errors="replace") as f:
-            why = [line.strip() for line in f if line.strip()]
-        raise Error("slirp4netns: %s" % (why[0] if why else "exited"))
+        raise Error("slirp4netns: %s" % (_first_line(log) or "exited"))
     proc.returncode = 0  # not ours to wait for: network_teardown ends it
     for p in spec["publish"]:
         _slirp4netns_api(sock, "add_hostfwd", proto=p["proto"], host_addr=p["host_ip"],
@@ -5152,6 +5146,17 @@ def _child(ctx, steps):
         os._exit(code)
 
 
+def _send_namespaces(sync, kind, namespaces, **fields):
+    """Send our namespaces as fds: our /proc files are not a rootless runtime's to open
+    (we are not dumpable)."""
+    fds = [os.open("/proc/self/ns/%s" % ns, os.O_RDONLY | os.O_CLOEXEC) for ns in namespaces]
+    try:
+        sync.send(kind, fds=fds, **fields)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def _overlay_steps(ctx, sync, idmapped):
     """Mount the image's overlay on the rootfs directory, in the (new) mount namespace of
     this process: it goes when the namespace does, so no host mount outlives the container.
@@ -5182,16 +5187,9 @@ def _overlay_steps(ctx, sync, idmapped):
         if e.errno not in OVERLAY_REFUSED + (errno.ENOSYS,):
             raise
         _unmount_all(mapped)
-        # With our namespaces, where the runtime mounts fuse-overlayfs: fds, since our /proc
-        # files are not a rootless runtime's to open (we are not dumpable)
-        fds = [os.open("/proc/self/ns/%s" % kind, os.O_RDONLY | os.O_CLOEXEC)
-               for kind in ("user", "mnt")]
-        try:
-            sync.send(Msg.OVERLAY_REFUSED, fds=fds, msg="%s (%s)" % (
-                what, os.strerror(e.errno)) if e.strerror else what)
-        finally:
-            for fd in fds:
-                os.close(fd)
+        # with our namespaces, where the runtime mounts fuse-overlayfs
+        _send_namespaces(sync, Msg.OVERLAY_REFUSED, ("user", "mnt"), msg="%s (%s)" % (
+            what, os.strerror(e.errno)) if e.strerror else what)
         # mounted by fuse-overlayfs (by the runtime, in our namespaces), or copied
         sync.expect(Msg.OK, "overlayfs refused, and neither fuse-overlayfs nor a private "
                     "copy gave the image")
@@ -5333,14 +5331,9 @@ def _step_userns(ctx, sync):
 
 
 def _step_slirp4netns(ctx, sync):
-    fds = [os.open("/proc/self/ns/%s" % kind, os.O_RDONLY | os.O_CLOEXEC)
-           for kind in ("net", "user")]
-    try:
-        sync.send(Msg.NETNS, fds=fds)  # the runtime attaches slirp4netns to it
-    finally:
-        for fd in fds:
-            os.close(fd)
+    _send_namespaces(sync, Msg.NETNS, ("net", "user"))  # the runtime attaches slirp4netns
     sync.expect(Msg.OK, "slirp4netns did not start")
+
 
 
 def _step_become_root(ctx, sync):
@@ -5552,7 +5545,6 @@ class Container:
         self.state = {}
         self._pidfd = None
         self.sync = None  # the setup socket, for the runtime that creates the container
-        self._fuse_why = ""  # why fuse-overlayfs did not mount an image, for _copy_layers
 
     # -- state on disk
     @classmethod
@@ -5798,8 +5790,10 @@ class Container:
 
             def overlay_refused(msg, fds):  # by the init, or the first child
                 try:
-                    if not (ov and len(fds) == 2 and c._fuse_layers(fds, ov, msg["msg"])):
-                        c._copy_layers(msg["msg"])
+                    why = c._fuse_layers(fds, ov, msg["msg"]) if ov and len(fds) == 2 \
+                        else ""
+                    if why is not None:
+                        c._copy_layers(msg["msg"] + why)
                 finally:
                     for fd in fds:
                         os.close(fd)
@@ -5938,11 +5932,10 @@ class Container:
     def _fuse_layers(self, nsfds, ov, why):
         """The first fallback: fuse-overlayfs mounts the image in the namespaces nsfds (user,
         mount) of the process that was refused the overlay, its daemon recorded for _remove
-        and stopped. False (why amended, for _copy_layers to say) when it is not installed
-        or fails."""
-        if not _fuse_overlayfs():
-            self._fuse_why = "; fuse-overlayfs is not installed"
-            return False
+        and stopped. None once it serves; else why not, for _copy_layers to say (it is not
+        installed, or it failed)."""
+        if not host_program("fuse-overlayfs"):
+            return "; fuse-overlayfs is not installed"
         log = os.path.join(os.path.abspath(self.dir), "fuse-overlayfs.log")
 
         def started(daemon):
@@ -5956,22 +5949,21 @@ class Container:
         except Error as e:
             end_helper(self.state["overlay"].pop("helper", None))
             self.save()
-            self._fuse_why = "; fuse-overlayfs failed (%s)" % e
-            return False
+            return "; fuse-overlayfs failed (%s)" % e
         self.state["overlay"]["mode"] = "fuse-overlayfs"
         self.save()
         debug_step("fuse-overlayfs")
         sys.stderr.write("minicontainer: overlayfs %s: fuse-overlayfs mounts the image "
                          "instead\n" % why)
         sys.stderr.flush()
-        return True
+        return None
 
     def _copy_layers(self, why):
         """The fallback: a private copy of the image in STATE/rootfs, said once on stderr."""
         layers = self.state["overlay"]["layers"]
         if why:
-            sys.stderr.write("minicontainer: overlayfs %s%s: the container gets a private "
-                             "copy of the image\n" % (why, self._fuse_why))
+            sys.stderr.write("minicontainer: overlayfs %s: the container gets a private copy "
+                             "of the image\n" % why)
             sys.stderr.flush()
         copy_layers(layers, os.path.join(self.dir, "rootfs"), self._host_owner)
         self.state["overlay"]["mode"] = "copy"
@@ -7639,7 +7631,6 @@ def rootless_id_maps():
     /etc/subuid and /etc/subgid ranges as 1...N where it has both (and newuidmap and
     newgidmap, which write them), as podman maps them; else the user alone."""
     import pwd
-    import shutil
     uid, gid = os.geteuid(), os.getegid()
     try:
         owners = (pwd.getpwuid(uid).pw_name, str(uid))
@@ -7648,7 +7639,7 @@ def rootless_id_maps():
     maps = {kind: [{"containerID": 0, "hostID": own, "size": 1}]
             for kind, own in (("uid", uid), ("gid", gid))}
     ranges = {kind: _subordinate_range(kind, owners) for kind in maps}
-    if all(ranges.values()) and shutil.which("newuidmap") and shutil.which("newgidmap"):
+    if all(ranges.values()) and host_program("newuidmap") and host_program("newgidmap"):
         for kind, (start, count) in ranges.items():
             maps[kind].append({"containerID": 1, "hostID": start, "size": count})
     return maps["uid"], maps["gid"]
