@@ -491,9 +491,11 @@ class _Unpacker:
         self.whiteouts.add(where)
 
     def opaque(self, fd, name):
-        # Only root may set trusted.* xattrs: a rootless user's store marks them in user.*,
-        # which its overlay reads, mounted with userxattr (Linux 5.11+).
-        xattr = "trusted.overlay.opaque" if os.geteuid() == 0 else "user.overlay.opaque"
+        # Only the host's root may set trusted.* xattrs: a rootless user's store (also root
+        # of a user namespace of another's) marks them in user.*, which its overlay reads,
+        # mounted with userxattr (Linux 5.11+).
+        trusted, user = mc.OVERLAY_OPAQUE
+        xattr = user if mc.unprivileged() else trusted
         try:
             self.os.setxattr(fd, xattr, b"y")
         except OSError as e:
