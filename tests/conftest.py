@@ -36,6 +36,12 @@ def repository_files():
 
 REPOSITORY_FILES_AT_START = repository_files()
 
+# A shell without job control starts a background job with SIGINT ignored, and what it runs
+# inherits that: the pulls and runtimes of the tests would ignore the Ctrl-C that tests send
+# them. Python's handler, ours, is reset to the default by their exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def pytest_collection_modifyitems(config, items):
     if os.geteuid() != 0:

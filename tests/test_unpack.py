@@ -280,3 +280,23 @@ def test_damaged_tar_is_an_error_not_an_early_end(rootfs):
         store_writer.unpack_layer(io.BytesIO(bad), rootfs)
     with pytest.raises(store_writer.UnpackError, match="truncated"):
         store_writer.unpack_layer(io.BytesIO(bytes(data[:800])), rootfs)
+
+
+def test_stop_ends_an_unpack_before_its_next_entry(rootfs, monkeypatch):
+    """Pull's Ctrl-C: what is decompressed already (here the whole layer) is not unpacked
+    once stop is set; it is set after the third entry is written."""
+    import threading
+    stop = threading.Event()
+    written = []
+    real_entry = store_writer._Unpacker.entry
+
+    def entry_then_count(self, reader, member):
+        real_entry(self, reader, member)
+        written.append(member)
+        if len(written) == 3:
+            stop.set()
+    monkeypatch.setattr(store_writer._Unpacker, "entry", entry_then_count)
+    data = tar_bytes([entry(f"f{i}", data=b"x") for i in range(100)])
+    with pytest.raises(store_writer.UnpackError, match="^layer: cancelled$"):
+        store_writer.unpack_layer(io.BytesIO(data), rootfs, stop=stop)
+    assert sorted(os.listdir(rootfs)) == ["f0", "f1", "f2"]

@@ -918,7 +918,7 @@ def _pull_into(store, registry, ref, want, platform, progress):
                 with LayerSource(path, stop, lambda n: progress.set(key, "Extracting", n, size)) \
                         as source:
                     return store.unpack_layer(source, diff_ids[i],
-                                              f"{ref.name} layer {i + 1} ({key})", work)
+                                              f"{ref.name} layer {i + 1} ({key})", work, stop)
             for diff_id in diff_ids:
                 store.layer_path(diff_id)  # a malformed diff_id is an error before any work
             unpacked = [unpackers.submit(unpack, i, layer, source)

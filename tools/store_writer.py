@@ -55,15 +55,15 @@ class StoreWriter(mc.ImageStore):
     def has_layer(self, diff_id):
         return os.path.isdir(self.layer_path(diff_id))
 
-    def unpack_layer(self, src, diff_id, layer_name, work):
+    def unpack_layer(self, src, diff_id, layer_name, work, stop=None):
         """Unpack a layer (a blob path or file object) in overlay form into a new directory
         under work (a directory of tmp/), check it against diff_id and return the directory,
-        for commit once every layer of the image is ready."""
+        for commit once every layer of the image is ready. stop: see unpack_layer below."""
         self.layer_path(diff_id)  # a malformed diff_id fails before any work
         dest = tempfile.mkdtemp(prefix="layer-", dir=work)
         os.chmod(dest, 0o755)
         implicit = []
-        got = unpack_layer(src, dest, layer_name, overlay=True, implicit=implicit)
+        got = unpack_layer(src, dest, layer_name, overlay=True, implicit=implicit, stop=stop)
         if got != diff_id:
             raise UnpackError(f"{layer_name}: uncompressed content does not match the "
                               "config's diff_id")
@@ -802,7 +802,8 @@ def _write_all(fd, data):
             view = view[os.write(fd, view):]
 
 
-def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False, implicit=None):
+def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False, implicit=None,
+                 stop=None):
     """Apply one layer (a path or a binary file object: gzip, zstd, bzip2, xz or plain tar)
     onto the existing directory dest, whiteouts included, and return the sha256 digest of the
     uncompressed tar (the layer's diff_id, for the caller to check).  A hostile or broken
@@ -812,7 +813,10 @@ def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False, 
     form instead of applied, so that an overlay mount of such directories (or copy_layers)
     gives the same tree as applying the layers in order onto one directory.  implicit, a
     list, gets the directories the layer has without an entry of their own (path tuples;
-    () for the root): their owner and mode must come from the layers below."""
+    () for the root): their owner and mode must come from the layers below.
+
+    stop, a threading.Event: once set, the unpack fails before its next entry (what is
+    decompressed already holds thousands of small files: seconds of work after a Ctrl-C)."""
     if same_owner is None:
         same_owner = os.geteuid() == 0
     own = isinstance(src, (str, bytes, os.PathLike))
@@ -824,6 +828,8 @@ def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False, 
         stream = open_layer(raw)
         reader = _tar_reader(stream)
         for member in _tar_members(reader, layer_name):
+            if stop is not None and stop.is_set():
+                raise UnpackError(f"{layer_name}: cancelled")
             unpacker.entry(reader, member)
         unpacker.finish()
         if implicit is not None:
