@@ -310,11 +310,14 @@ def debug_step(name):
     $MINICONTAINER_DEBUG_DIE_AT=NAME SIGKILLs the process that reaches it (a crash there),
     $MINICONTAINER_DEBUG_SLEEP_AT=NAME:SECONDS[,...] holds it there (a slow scheduler).
     $MINICONTAINER_TRACE=1 prints each step as it is reached: the monotonic clock in ms (one
-    clock for the runtime and the init), the pid, the step; where a start's time goes."""
+    clock for the runtime and the init), the pid, the step, the resident set in KiB; where a
+    start's time and memory go."""
     env = settings()
     if env.trace:
-        os.write(2, b"minicontainer: trace %.3f %d %s\n" % (time.monotonic() * 1000,
-                                                            os.getpid(), name.encode()))
+        with open("/proc/self/statm", "rb") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGESIZE") // 1024
+        os.write(2, b"minicontainer: trace %.3f %d %s %d\n" % (time.monotonic() * 1000,
+                                                               os.getpid(), name.encode(), rss))
     if env.die_at == name:
         os.kill(os.getpid(), signal.SIGKILL)
         os._exit(128 + signal.SIGKILL)  # a pid namespace's init ignores it from inside

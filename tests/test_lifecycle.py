@@ -428,12 +428,13 @@ def test_trace_shows_where_a_start_goes(busybox_rootfs, state_root):
     assert r.returncode == 0, r.stderr
     steps = sorted((line.split()[2:] for line in r.stderr.splitlines()),
                    key=lambda step: float(step[0]))  # two processes write: by their clock
-    names = [name for _, _, name in steps]
+    names = [name for _, _, name, _ in steps]
+    assert all(int(rss) > 1024 for _, _, _, rss in steps)  # KiB: an interpreter's at least
     for before, after in (("main", "state"), ("state", "cgroup"), ("fork", "unshare"),
                           ("unshare", "mounts"), ("mounts", "process"),
                           ("privileges", "ready"), ("ready", "start"), ("start", "execve")):
         assert names.index(before) < names.index(after), names
-    assert len({pid for _, pid, _ in steps}) >= 2  # the runtime's and the init's
+    assert len({pid for _, pid, _, _ in steps}) >= 2  # the runtime's and the init's
 
 
 def test_run_detached_returns_at_once_and_logs_its_output(busybox_rootfs, state_root):
