@@ -62,8 +62,8 @@ def busybox_rootfs(tmp_path_factory):
 # The shell line at the top of minicontainer.py, with the interpreter running the tests: it
 # imports the runtime as a module, whose compiled form Python caches, as engines run it (a
 # `python3 minicontainer.py` compiles all of it again at every call, 100 ms more each).
-_BOOT = ("import sys, os; sys.path.insert(0, os.path.dirname(os.path.realpath(sys.argv[1]))); "
-         "sys.argv.pop(0); import minicontainer; minicontainer.exit(minicontainer.main())")
+with open(RUNTIME) as _f:
+    _BOOT = _f.read(1000).split(" -c '", 1)[1].split("' \\\n", 1)[0].replace("\\\n", "")
 
 
 def mc_argv(*args, state_root=None):

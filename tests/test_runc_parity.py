@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks"),
 # (/sys/fs/cgroup differs on purpose: runc leaves its tmpfs read-write under a config that
 # asks for "ro", we make it read-only; and its hierarchies as the README says.)
 LOOK = ("id; pwd; hostname; echo $HOME; grep -E '^(Cap|NoNewPrivs|Seccomp:)' "
-        "/proc/self/status; ulimit -n; ulimit -c; umask; ls /dev; "
+        "/proc/self/status; ulimit -n; ulimit -c; grep locks /proc/self/limits; umask; ls /dev; "
         "awk '$5 !~ \"^/sys/fs/cgroup\" {print $5, $6}' /proc/self/mountinfo | sort; "
         "cat /proc/sys/kernel/domainname; ls -ld /tmp")
 
@@ -58,7 +58,8 @@ def _without_mount(dest):
     _set("process.env", ["PATH=/bin:/usr/bin", "HOME=/somewhere"]),
     _set("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200},
                              {"type": "RLIMIT_CORE", "soft": 18446744073709551615,
-                              "hard": 18446744073709551615}]),
+                              "hard": 18446744073709551615},
+                             {"type": "RLIMIT_LOCKS", "soft": 77, "hard": 88}]),
     _set("process.noNewPrivileges", False),
     _set("process.capabilities", {k: ["CAP_CHOWN", "CAP_KILL"] for k in
                                   ("bounding", "effective", "permitted")}),
