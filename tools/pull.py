@@ -28,7 +28,6 @@ import tempfile
 import threading
 import time
 import urllib.parse
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 if ROOT not in sys.path:
@@ -63,7 +62,7 @@ USER_AGENT = "minicontainer-pull/1"
 PARALLEL_DOWNLOADS = 3  # as docker does
 PARALLEL_UNPACKS = min(4, max(2, os.cpu_count() or 1))  # each has a decompressing thread
 INTERRUPTED_CLEANUP = 0.2  # seconds of removing a Ctrl-C'd pull's files before exiting
-CHUNK = 1 << 20
+CHUNK = 1 << 18  # a download's reads (as store_writer's BLOCK)
 
 
 class PullError(Error):
@@ -255,8 +254,9 @@ class _HTTPSConnection(_Timeouts, http.client.HTTPSConnection):
 def proxy_for(scheme, host):
     """The http:// proxy ($https_proxy, $http_proxy, less $no_proxy) to reach host through,
     or None; never one for loopback."""
-    if is_loopback(host):
-        return None
+    if is_loopback(host) or not any(k.lower().endswith("_proxy") for k in os.environ):
+        return None  # (urllib.request, which reads them, is 1 MiB of a pull's memory)
+    import urllib.request
     proxy = urllib.request.getproxies_environment().get(scheme)
     hostname = urllib.parse.urlsplit("//" + host).hostname or host
     if not proxy or urllib.request.proxy_bypass_environment(hostname):
@@ -880,6 +880,7 @@ def _pull_into(store, registry, ref, want, platform, progress):
             return
 
         work, budget = tempfile.mkdtemp(prefix=f"pull-{os.getpid()}-", dir=store.tmp_dir), None
+        fewer_malloc_arenas()
         stop = threading.Event()
         pool = concurrent.futures.ThreadPoolExecutor(PARALLEL_DOWNLOADS,
                                                      initializer=signals_to_main_thread)
@@ -947,6 +948,16 @@ def _pull_into(store, registry, ref, want, platform, progress):
             remove_work(work, budget)
         progress.say(f"Digest: {top}")
         progress.say(f"Status: Downloaded newer image for {familiar(ref)}")
+
+
+def fewer_malloc_arenas():
+    """glibc gives each thread that allocates a malloc arena of its own, where what it frees
+    stays for its next allocations: the eight threads of a pull held 10 MiB more in theirs
+    than in two arenas shared, for no measurable speed (their blocks are few and large)."""
+    try:
+        mc.libc().mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc: musl's allocator has no arenas per thread
 
 
 def signals_to_main_thread():
