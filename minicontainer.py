@@ -2323,7 +2323,10 @@ class Cgroup:
         grace period before: moving ourselves into the cgroup we are in changes nothing,
         and is such a move. It holds cgroup_mutex while it waits, as a cgroup's mkdir and
         a cgroup mount do: call it after create. Until it ends we are not single-threaded,
-        as setns into a time or user namespace must be."""
+        as setns into a time or user namespace must be. It returns once the thread is at its
+        write: a thread waiting for the interpreter would get it when we next block or after
+        the GIL's switch interval (5 ms), and its wait would overlap nothing (5 ms of each
+        `run` and `exec`, measured)."""
         if sys.version_info >= (3, 12) and __name__ == "__main__":
             return  # os.fork would warn of the thread, as warnings show for __main__ only
         own = {}
@@ -2341,14 +2344,27 @@ class Cgroup:
             procs = os.path.join(self.v1[c][:-len(self.path)], own[c].lstrip("/"),
                                  "cgroup.procs")
 
+        import _thread
+        begun = _thread.allocate_lock()
+        begun.acquire()
+
         def move():
+            fd = None
             try:  # only where we are (a cgroup namespace may show another cgroup there)
                 if str(os.getpid()) in _read(procs).split():
-                    _write(procs, 0)
+                    fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
             except OSError:
                 pass
-        import _thread
+            begun.release()
+            if fd is not None:
+                try:
+                    os.write(fd, b"0")
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
         _thread.start_new_thread(move, ())
+        begun.acquire()
 
     def join(self, pid=0):
         """Move `pid` (0: the caller) into the cgroup in every hierarchy."""
