@@ -235,6 +235,17 @@ def warn(msg):
         WARNINGS.append(msg)
 
 
+NOTICES = []
+
+
+def notice(msg, level="warning"):
+    """What the user must hear of (a limit not applied, an image copied instead of mounted):
+    on stderr at once, and in the --log file (main writes it there)."""
+    sys.stderr.write("minicontainer: %s%s\n" % ("warning: " if level == "warning" else "", msg))
+    sys.stderr.flush()
+    NOTICES.append((msg, level))
+
+
 class Settings:
     """The environment variables that change what the runtime does, all of them, read here
     and nowhere else (settings() at each use: tests change them within one process)."""
@@ -3809,7 +3820,7 @@ def run_hooks(hooks, state, kind):
         except Error as e:
             if kind != "poststop":
                 raise
-            sys.stderr.write("minicontainer: warning: %s\n" % e)
+            notice(str(e))
 
 
 # ==== network: rtnetlink, bridge, veth, leases, published ports ====
@@ -5991,18 +6002,14 @@ class Container:
         self.state["overlay"]["mode"] = "fuse-overlayfs"
         self.save()
         debug_step("fuse-overlayfs")
-        sys.stderr.write("minicontainer: overlayfs %s: fuse-overlayfs mounts the image "
-                         "instead\n" % why)
-        sys.stderr.flush()
+        notice("overlayfs %s: fuse-overlayfs mounts the image instead" % why, "info")
         return None
 
     def _copy_layers(self, why):
         """The fallback: a private copy of the image in STATE/rootfs, said once on stderr."""
         layers = self.state["overlay"]["layers"]
         if why:
-            sys.stderr.write("minicontainer: overlayfs %s: the container gets a private copy "
-                             "of the image\n" % why)
-            sys.stderr.flush()
+            notice("overlayfs %s: the container gets a private copy of the image" % why, "info")
         copy_layers(layers, os.path.join(self.dir, "rootfs"), self._host_owner)
         self.state["overlay"]["mode"] = "copy"
         self.save()
@@ -6349,10 +6356,8 @@ def rootless_cgroup(linux, cid, parent=None):
     asked = sorted(key for key, value in (linux.get("resources") or {}).items()
                    if value and key != "devices")
     if asked:
-        sys.stderr.write("minicontainer: warning: rootless without a cgroup v2 subtree of "
-                         "yours (delegation): linux.resources %s not applied\n"
-                         % ", ".join(asked))
-        sys.stderr.flush()
+        notice("rootless without a cgroup v2 subtree of yours (delegation): linux.resources "
+               "%s not applied" % ", ".join(asked))
     return None
 
 
@@ -9891,7 +9896,9 @@ def main(argv=None):
         del DEBUG_LOG[:]
         for msg in WARNINGS:
             _log_error(msg, log, "warning", stderr=debug)
-        del WARNINGS[:]
+        for msg, level in NOTICES:
+            _log_error(msg, log, level, stderr=False)
+        del WARNINGS[:], NOTICES[:]
 
 
 def _main(argv, at, log, debug):

@@ -894,9 +894,12 @@ def test_a_failing_poststop_hook_is_a_warning(state_root, bundle, tmp_path, fail
     cid, _ = mc_create(bundle(["sleep", "1000"], edit=lambda c: c.update(hooks=hooks)),
                        state_root=state_root)
     ok(mc("start", cid, state_root=state_root))
-    r = mc("delete", "-f", cid, state_root=state_root)
+    log = tmp_path / "log.json"
+    r = mc("--log", log, "--log-format", "json", "delete", "-f", cid, state_root=state_root)
     assert r.returncode == 0, r.stderr
     assert r.stderr.startswith("minicontainer: warning: ") and "no luck" in r.stderr
+    [entry] = [json.loads(line) for line in log.read_text().splitlines()]  # as engines see it
+    assert entry["level"] == "warning" and "no luck" in entry["msg"]
     assert (tmp_path / "ran").read_text().split() == ["poststop"]
     assert one_line_error(mc("state", cid, state_root=state_root),
                           code=1).endswith("does not exist")
