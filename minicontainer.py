@@ -3485,6 +3485,9 @@ def mount_overlay(layers, upper, work, target):
         os.close(cwd)
 
 
+FUSE_ANSWER_TIMEOUT = 10  # seconds for fuse-overlayfs to answer its first request (~20 ms)
+
+
 def fuse_overlayfs_mount(nsfds, layers, upper, work, target, log, started):
     """The overlay of layers on target by fuse-overlayfs, in the user and mount namespaces
     nsfds (fds of those of the process the kernel's overlay was refused), as podman mounts
@@ -3568,9 +3571,18 @@ def fuse_overlayfs_mount(nsfds, layers, upper, work, target, log, started):
         finally:
             os._exit(0)
     os.close(report_w)
-    report, pending = {}, b""
+    report, pending, deadline = {}, b"", time.monotonic() + FUSE_ANSWER_TIMEOUT
+    import select
     try:
         while True:
+            wait = None if deadline is None else max(0, deadline - time.monotonic())
+            if not select.select([report_r], [], [], wait)[0]:
+                # A daemon that never answers would hold create forever: ended, its
+                # connection aborts, and the joiner's request fails (or the joiner, stuck
+                # before it could fork one, ends).
+                os.kill(report.get("pid") or joiner, signal.SIGKILL)
+                report["silent"], deadline = True, None
+                continue
             data = os.read(report_r, 4096)
             if not data:
                 break
@@ -3584,6 +3596,8 @@ def fuse_overlayfs_mount(nsfds, layers, upper, work, target, log, started):
     finally:
         os.close(report_r)
         os.waitpid(joiner, 0)
+    if report.get("silent"):
+        raise Error("no answer within %d s" % FUSE_ANSWER_TIMEOUT)
     if not report.get("ok"):
         raise Error(report.get("error") or "exited")
 

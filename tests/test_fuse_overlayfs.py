@@ -133,6 +133,34 @@ def test_without_fuse_overlayfs_a_private_copy(image, tmp_path):
     assert os.listdir(state_root) == []
 
 
+def test_a_daemon_that_never_answers_is_ended(image, tmp_path):
+    """One that takes the device and never serves it: create would wait forever on its
+    first request. It is killed after FUSE_ANSWER_TIMEOUT and the image copied instead."""
+    env, state_root = image
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "fuse-overlayfs"
+    fake.write_text("#!/bin/sh\nexec sleep 1000\n")
+    fake.chmod(0o755)
+    r = mc("run", "--rm", "fuse-test:1", "sh", "-c", "echo ok", state_root=state_root,
+           env=dict(env, PATH="%s:/usr/bin:/bin" % bin_dir), timeout=60)
+    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
+    assert r.stderr == ("minicontainer: overlayfs not used ($MINICONTAINER_OVERLAY=fuse); "
+                        "fuse-overlayfs failed (no answer within %d s): %s\n"
+                        % (mcmod.FUSE_ANSWER_TIMEOUT, COPY))
+    assert os.listdir(state_root) == []
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit()
+                and _cmdline(pid)[:2] == ["sleep", "1000"]]
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%s/cmdline" % pid, "rb") as f:
+            return f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
 @USERNS
 @pytest.mark.parametrize("step", ["fuse-overlayfs started", "fuse-overlayfs"])
 def test_gc_ends_the_daemon_of_a_killed_runtime(image, userns, step):
