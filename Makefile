@@ -15,11 +15,21 @@ setup:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES)
 
-# `minicontainer` and `minicontainer-pull` on PATH: links to this checkout, whose bytecode
-# Python caches (`python3 minicontainer.py` compiles the whole file at every start).
+# `minicontainer` on PATH: a launcher that has the interpreter import this checkout's runtime
+# as the file's shell prologue does (its bytecode cached: `python3 minicontainer.py` compiles
+# the whole file at every start), without the shell in between (0.5 ms of every call);
+# `minicontainer-pull`: a link to tools/pull.py.
 PREFIX ?= /usr/local
 install:
-	ln -sf $(CURDIR)/minicontainer.py $(PREFIX)/bin/minicontainer
+	py=$$(command -v $(PYTHON)) && { \
+	  printf '#!%s -IS\n' "$$py"; \
+	  printf '# written by make install: the runtime in %s\n' "$(CURDIR)"; \
+	  printf 'import gc, sys; gc.disable(); sys.path.insert(0, "%s")\n' "$(CURDIR)"; \
+	  printf 'import minicontainer; gc.freeze(); gc.enable(); '; \
+	  printf 'minicontainer.exit(minicontainer.main())\n'; \
+	} > $(PREFIX)/bin/minicontainer.new
+	chmod 755 $(PREFIX)/bin/minicontainer.new
+	mv -f $(PREFIX)/bin/minicontainer.new $(PREFIX)/bin/minicontainer
 	ln -sf $(CURDIR)/tools/pull.py $(PREFIX)/bin/minicontainer-pull
 	$(PYTHON) -c 'import sys; sys.path.insert(0, "$(CURDIR)"); import minicontainer'
 

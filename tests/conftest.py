@@ -15,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
+import minicontainer  # noqa: E402
 import mkrootfs  # noqa: E402
 
 pytest_plugins = ["fixtures_registry"]
@@ -59,17 +60,11 @@ def busybox_rootfs(tmp_path_factory):
     return mkrootfs.make_rootfs(str(tmp_path_factory.mktemp("busybox") / "rootfs"))
 
 
-# The shell line at the top of minicontainer.py, with the interpreter running the tests: it
-# imports the runtime as a module, whose compiled form Python caches, as engines run it (a
-# `python3 minicontainer.py` compiles all of it again at every call, 100 ms more each).
-with open(RUNTIME) as _f:
-    _BOOT = _f.read(1000).split(" -c '", 1)[1].split("' \\\n", 1)[0].replace("\\\n", "")
-
-
 def mc_argv(*args, state_root=None):
     """The command line of the runtime: for the tests that need a Popen, a pty or fds of
     their own; the others call mc or mc_bg."""
-    cmd = [sys.executable, "-I", "-S", "-c", _BOOT, RUNTIME]
+    # as engines run it: started by the shell line at its top (its bytecode cached)
+    cmd = minicontainer.runtime_command()
     if state_root:
         cmd += ["--root", str(state_root)]
     return cmd + [str(a) for a in args]

@@ -1,5 +1,5 @@
 """`make install` (issue 12): the runtime and the puller as commands on PATH, run from any
-directory, by links to the checkout."""
+directory: a launcher that imports the checkout's runtime, and a link to the puller."""
 import os
 import shutil
 import subprocess
@@ -10,16 +10,22 @@ from conftest import ROOT
 
 
 @pytest.mark.skipif(not shutil.which("make"), reason="no make")
-def test_make_install_links_commands(tmp_path):
+def test_make_install_puts_commands_on_path(tmp_path):
     (tmp_path / "bin").mkdir()
     subprocess.run(["make", "-s", "-C", ROOT, "install", "PREFIX=%s" % tmp_path], check=True,
                    capture_output=True)
-    for name in ("minicontainer", "minicontainer-pull"):
-        assert os.path.islink(tmp_path / "bin" / name)
+    launcher = tmp_path / "bin" / "minicontainer"
+    assert not launcher.is_symlink()
+    first = launcher.read_text().splitlines()[0]
+    assert first.startswith("#!/") and first.endswith(" -IS"), first  # no shell in between
+    assert os.path.islink(tmp_path / "bin" / "minicontainer-pull")
     env = dict(os.environ, PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     r = subprocess.run([str(tmp_path / "bin" / "minicontainer"), "--version"], cwd="/",
                        capture_output=True, text=True, env=env, timeout=30)
     assert r.returncode == 0 and r.stdout.startswith("minicontainer version "), r.stderr
+    r = subprocess.run([str(launcher), "--root", str(tmp_path / "state"), "list", "-q"],
+                       cwd="/", capture_output=True, text=True, env=env, timeout=30)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")  # its arguments, all of them
     r = subprocess.run([str(tmp_path / "bin" / "minicontainer-pull"), "--help"], cwd="/",
                        capture_output=True, text=True, env=env, timeout=30)
     assert r.returncode == 0 and "REF" in r.stdout, r.stderr
