@@ -6020,7 +6020,7 @@ class Container:
         return None
 
     def _copy_layers(self, why):
-        """The fallback: a private copy of the image in STATE/rootfs, said once on stderr."""
+        """The fallback: a private copy of the image in STATE/rootfs, said once (notice)."""
         layers = self.state["overlay"]["layers"]
         if why:
             notice("overlayfs %s: the container gets a private copy of the image" % why, "info")
