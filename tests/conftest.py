@@ -138,7 +138,6 @@ def write_bundle(d, args=("true",), edit=None, rootfs=None, terminal=False, text
     """Make directory d (made if missing) an OCI bundle: the config `spec` writes, running
     args in rootfs (by default d/rootfs), edited by edit (a callable, like set_field's); or
     the raw text given. Returns d as a string."""
-    import minicontainer
     d = str(d)
     os.makedirs(d, exist_ok=True)
     if text is None:
@@ -206,13 +205,11 @@ def one_line_error(r, code=None):
 
 def monitor_pid(state_root):
     """The pid of the monitor of a state root's detached containers (run -d)."""
-    import minicontainer
     with open(os.path.join(minicontainer.monitor_dir(state_root), "monitor")) as f:
         return int(f.read())
 
 
 def parent_pid(pid):
-    import minicontainer
     return int(minicontainer.proc_stat(pid)[1])
 
 
@@ -251,7 +248,6 @@ class CgroupLayout:
     hybrid: a bind of each hierarchy's directory; v2: its own cgroup namespace, so the root)."""
 
     def __init__(self):
-        import minicontainer
         self.v1, self.v2 = minicontainer.cgroup_hierarchies()
         self.kind = "v2" if not self.v1 else "hybrid" if self.v2 else "v1"
         self.unified = self.kind == "v2"
@@ -399,20 +395,17 @@ def session_cgroups():
 
 
 def mountpoints_under(*paths):
-    import minicontainer
     return [mp for mp, _, _ in minicontainer.mountinfo()
             if any(mp == p or mp.startswith(p.rstrip("/") + "/") for p in paths)]
 
 
 def links():
-    import minicontainer
     with minicontainer.Netlink() as nl:
         return minicontainer.rtm_getlink_all(nl)
 
 
 def leases(bridge=None):
     import json
-    import minicontainer
     try:
         with open(os.path.join(minicontainer.NETWORK_DIR,
                                (bridge or minicontainer.BRIDGE) + ".json")) as f:
@@ -430,7 +423,6 @@ def ours(state_root):
 
 def find_leaks(state_root, paths, marker):
     """What the runtime left behind, each as a line; cleans it up as it goes."""
-    import minicontainer
     problems = []
     # A state root's monitor of detached containers leaves once it has seen the last one
     # end (which the test's delete does not wait for): it has a moment to do so.
