@@ -2366,7 +2366,8 @@ class Cgroup:
                     fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
             except OSError:
                 pass
-            begun.release()
+            finally:  # whatever happened: the caller waits for it
+                begun.release()
             if fd is not None:
                 try:
                     os.write(fd, b"0")
