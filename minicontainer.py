@@ -131,6 +131,15 @@ class _Json:
 json = _Json()
 
 
+def write_all(fd, data):
+    """os.write until all of data is written (a pipe or a slow file may take less)."""
+    n = os.write(fd, data)
+    if n < len(data):
+        view = memoryview(data)[n:]
+        while view:
+            view = view[os.write(fd, view):]
+
+
 def write_atomic(path, data, mode=0o644, durable=False):
     """Write a file whole through a temporary file beside it and a rename: a reader sees the
     old file or the new one, never half of one. `durable` adds an fsync, for the image store
@@ -7732,6 +7741,56 @@ def _wait_exit(pid):
     return exit_status(status)
 
 
+def _relay_output(pid, pipes, log):
+    """A kept foreground container's stdout and stderr, from their pipes (pipes[0], [1]) to
+    ours and to its json-file log, until it exits; then its exit status. A closed stdout of
+    ours (`| head`) ends our copy there, not the log's."""
+    import select
+    streams = {pipes[0]: [1, "stdout", b""], pipes[1]: [2, "stderr", b""]}
+    pidfd = pidfd_open(pid)
+
+    def copy(fd):
+        out, name, buf = streams[fd]
+        data = os.read(fd, 65536)
+        if data:
+            streams[fd][2] = log.records(name, buf + data)
+            if out is not None:
+                try:
+                    write_all(out, data)
+                except OSError:
+                    streams[fd][0] = None
+        elif buf:
+            log.write(name, buf)
+        return data
+    try:
+        watch = list(pipes)
+        while watch:
+            ready = select.select(watch + ([pidfd] if pidfd is not None else []), [], [],
+                                  None if pidfd is not None else 0.1)[0]
+            for fd in watch[:]:
+                if fd in ready and not copy(fd):
+                    watch.remove(fd)
+            if pidfd in ready if pidfd is not None else process_state(pid) in (None, "Z"):
+                # Its pid namespace ended with it: what the pipes hold is the last of it
+                # (a process outside it that holds them is not waited for).
+                for fd in watch:
+                    os.set_blocking(fd, False)
+                    try:
+                        while copy(fd):
+                            pass
+                    except BlockingIOError:  # held open elsewhere: its unended line too
+                        if streams[fd][2]:
+                            log.write(streams[fd][1], streams[fd][2])
+                break
+    finally:
+        log.close()
+        for fd in pipes:
+            os.close(fd)
+        if pidfd is not None:
+            os.close(pidfd)
+    return _wait_exit(pid)
+
+
 def _proxy_tty(pid, master, interactive):
     """Copy between our terminal and the container's pty until the container exits."""
     import select
@@ -7830,7 +7889,11 @@ def _run(a, g):
     preserve_fds = socket_activation(config["process"]) + a.preserve_fds
     # docker's -d: the output goes through pipes to the monitor, which writes the log, never
     # to the caller (whose $(...) would wait for the container to end)
-    pipes = [os.pipe(), os.pipe()] if a.detach and not terminal and bool(
+    # A kept foreground container's go through us, to our stdout and stderr and to its log
+    # (docker's `logs` shows it too); where it runs on a terminal, the terminal has it.
+    relay = not a.detach and not a.rm and not terminal and bool(image or a.rootfs) \
+        and _MONITOR.get("channel") is None
+    pipes = [os.pipe(), os.pipe()] if relay or a.detach and not terminal and bool(
         image or a.rootfs) and _MONITOR.get("channel") is not None else None
     layers, carry, created = _carried(image, cid)
     try:
@@ -7873,7 +7936,7 @@ def _run(a, g):
         if image is not None or a.rootfs:  # docker-like: its readers want the records
             with c.lock():
                 # a container the user keeps, not a crash's debris: gc leaves it
-                c.state.update(_start_record(run, g, keep), keep=keep, run=record)
+                c.state.update(_start_record(run, g, keep, relay), keep=keep, run=record)
                 if created:  # made again by its monitor: docker's Created is the first's
                     c.state["created"] = created
                 c.save()
@@ -7900,6 +7963,9 @@ def _run(a, g):
     try:
         if c.console_master is not None:
             code = _proxy_tty(c.pid, c.console_master, a.interactive)
+        elif relay:
+            code = _relay_output(c.pid, [r for r, _ in pipes], _JsonLog(
+                c.log, run.log_opts["max_size"], run.log_opts["max_file"]))
         else:
             code = _wait_exit(c.pid)
     finally:
@@ -7965,14 +8031,17 @@ def run(image, args=(), flags=(), root=None, rm=True, input=None, timeout=None):
 
 # ---- detached containers: the exit records, the monitor, logs, restart ----
 
-def _start_record(run, g, keep):
+def _start_record(run, g, keep, logged=False):
     """What state.json says of a container that started (the exit's fields come later):
-    read by ps, inspect, wait, stop and the monitor."""
+    read by ps, inspect, wait, stop and the monitor. logged: a foreground one's output goes
+    to its log too."""
     record = {"started_at": timestamp(), "restart_count": _MONITOR.get("restart_count", 0),
               "stop_signal": run.stop_signal, "stop_timeout": run.stop_timeout}
     detached = run.a.detach and _MONITOR.get("channel") is not None
     if detached:
-        record.update(restart_policy=run.restart, log_opts=run.log_opts)
+        record.update(restart_policy=run.restart)
+    if detached or logged:
+        record.update(log_opts=run.log_opts)
     if detached or keep:
         # what the monitor needs to restart it (`restart`, or its policy), also after a
         # restart of the monitor; a kept foreground container comes back detached (docker's)
@@ -8108,6 +8177,16 @@ class _JsonLog:
             self.size += len(line)
         except OSError:
             pass  # the container was removed meanwhile
+
+    def records(self, stream, buf):
+        """Write buf's whole lines as records of stream (a line longer than 16 KiB in
+        pieces, as docker's); return the rest, a line not ended yet."""
+        while True:
+            cut = buf.find(b"\n") + 1 or (16384 if len(buf) >= 16384 else 0)
+            if not cut:
+                return buf
+            self.write(stream, buf[:cut])
+            buf = buf[cut:]
 
     def rotate(self):
         self.close()
@@ -8410,13 +8489,7 @@ class _Monitor:
             except OSError:
                 data = b""
             if data:
-                buf += data
-            while True:
-                cut = buf.find(b"\n") + 1 or (16384 if len(buf) >= 16384 else 0)
-                if not cut:
-                    break
-                e["log"].write(stream, buf[:cut])
-                buf = buf[cut:]
+                buf = e["log"].records(stream, buf + data)
             if data == b"":
                 if buf:
                     e["log"].write(stream, buf)
@@ -8774,7 +8847,8 @@ def cmd_logs(a, g):
     import collections
     c = load_container(a.id, g.root)
     if "log_opts" not in c.state:
-        raise Error("container %s keeps no log (only run -d does)" % a.id)
+        raise Error("container %s keeps no log (run -d and a foreground run without -t or "
+                    "--rm keep one)" % a.id)
     outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
 
     def show(records):

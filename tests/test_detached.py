@@ -14,8 +14,8 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import (RUNTIME, mc, mc_bg, monitor_pid, new_id, one_line_error, parent_pid,
-                      wait_for)
+from conftest import (RUNTIME, mc, mc_argv, mc_bg, monitor_pid, new_id, one_line_error,
+                      parent_pid, wait_for)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -92,6 +92,42 @@ def test_exit_by_a_signal_and_a_foreground_run_are_recorded(busybox_rootfs, stat
         assert RFC3339.match(s["finished_at"]) and s["started_at"] <= s["finished_at"]
     finally:
         delete(state_root, cid, fg)
+
+
+def test_a_kept_foreground_container_is_logged_too(busybox_rootfs, state_root):
+    """docker's logs of a container run in the foreground: its output reaches the caller,
+    stdout and stderr apart, and its log; a caller's stdout closed early (| head) ends only
+    the caller's copy; signals still reach the container."""
+    fg, piped, signalled = new_id(), new_id(), new_id()
+    try:
+        r = mc("run", "--name", fg, "--rootfs", busybox_rootfs, "--", "sh", "-c",
+               "echo out; echo err >&2; printf partial; exit 3", state_root=state_root)
+        assert (r.returncode, r.stdout, r.stderr) == (3, "out\npartial", "err\n")
+        r = mc("logs", fg, state_root=state_root)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "out\npartial", "err\n")
+        with open(os.path.join(state_root, fg, "container.log")) as f:
+            records = [json.loads(line) for line in f]
+        assert sorted((r["stream"], r["log"]) for r in records) == [
+            ("stderr", "err\n"), ("stdout", "out\n"), ("stdout", "partial")]
+        # stdout closed after its first line: the container still writes all of it
+        p = subprocess.Popen(mc_argv("run", "--name", piped, "--rootfs", busybox_rootfs, "--",
+                                     "seq", "20000", state_root=state_root),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert p.stdout.readline() == b"1\n"
+        p.stdout.close()
+        assert p.wait(timeout=60) == 0, p.stderr.read()
+        assert mc("logs", "--tail", "1", piped, state_root=state_root).stdout == "20000\n"
+        p = subprocess.Popen(mc_argv("run", "--name", signalled, "--rootfs", busybox_rootfs,
+                                     "--", "sh", "-c", "trap 'echo term; exit 7' TERM; "
+                                     "echo ready; while :; do sleep 0.1; done",
+                                     state_root=state_root),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert p.stdout.readline() == b"ready\n"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 7 and p.stdout.read() == b"term\n"
+        assert mc("logs", signalled, state_root=state_root).stdout == "ready\nterm\n"
+    finally:
+        delete(state_root, fg, piped, signalled)
 
 
 def test_oom_killed_is_recorded(busybox_rootfs, state_root):

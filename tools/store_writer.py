@@ -606,7 +606,7 @@ class _Unpacker:
                     chunk = reader.read(min(left, BLOCK))
                     if not chunk:
                         raise UnpackError(f"{self.layer}: layer is truncated (in {name!r})")
-                    _write_all(fd, chunk)
+                    mc.write_all(fd, chunk)
                     left -= len(chunk)
                 self.own(member, fd=fd)
                 self.xattrs(fd, member)
@@ -794,14 +794,6 @@ def _tar_members(reader, layer_name):
             m.size = 0 if kind in b"123456" else m.size
         yield m
         reader.seek(m.offset_data + m.size + (-m.size % 512))
-
-
-def _write_all(fd, data):
-    n = os.write(fd, data)
-    if n < len(data):
-        view = memoryview(data)[n:]
-        while view:
-            view = view[os.write(fd, view):]
 
 
 def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False, implicit=None,
