@@ -7791,8 +7791,9 @@ def _relay_output(pid, pipes, log):
     return _wait_exit(pid)
 
 
-def _proxy_tty(pid, master, interactive):
-    """Copy between our terminal and the container's pty until the container exits."""
+def _proxy_tty(pid, master, interactive, log=None):
+    """Copy between our terminal and the container's pty until the container exits; what
+    it writes to its log too (a _JsonLog: all of it stdout, as docker's)."""
     import select
     import termios
     import tty
@@ -7804,6 +7805,12 @@ def _proxy_tty(pid, master, interactive):
     if size:
         set_winsize(master, *size)
     pidfd = pidfd_open(pid)
+    pending = [b""]  # the log's line not ended yet
+
+    def out(data):
+        write_all(1, data)
+        if log is not None:
+            pending[0] = log.records("stdout", pending[0] + data)
     watch = [master, 0] if interactive else [master]
     if pidfd is not None:
         watch.append(pidfd)
@@ -7820,7 +7827,7 @@ def _proxy_tty(pid, master, interactive):
                     data = b""
                 if not data:
                     break
-                os.write(1, data)
+                out(data)
             if 0 in ready:
                 data = os.read(0, 65536)
                 if data:
@@ -7835,7 +7842,7 @@ def _proxy_tty(pid, master, interactive):
                         data = os.read(master, 65536)
                         if not data:
                             break
-                        os.write(1, data)
+                        out(data)
                 except OSError:
                     pass
                 break
@@ -7844,6 +7851,10 @@ def _proxy_tty(pid, master, interactive):
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
         if pidfd is not None:
             os.close(pidfd)
+        if log is not None:
+            if pending[0]:
+                log.write("stdout", pending[0])
+            log.close()
     return _wait_exit(pid)
 
 
@@ -7890,9 +7901,10 @@ def _run(a, g):
     # docker's -d: the output goes through pipes to the monitor, which writes the log, never
     # to the caller (whose $(...) would wait for the container to end)
     # A kept foreground container's go through us, to our stdout and stderr and to its log
-    # (docker's `logs` shows it too); where it runs on a terminal, the terminal has it.
-    relay = not a.detach and not a.rm and not terminal and bool(image or a.rootfs) \
+    # (docker's `logs` shows it too); on a terminal, its pty's go to ours and to the log.
+    logged = not a.detach and not a.rm and bool(image or a.rootfs) \
         and _MONITOR.get("channel") is None
+    relay = logged and not terminal
     pipes = [os.pipe(), os.pipe()] if relay or a.detach and not terminal and bool(
         image or a.rootfs) and _MONITOR.get("channel") is not None else None
     layers, carry, created = _carried(image, cid)
@@ -7936,7 +7948,7 @@ def _run(a, g):
         if image is not None or a.rootfs:  # docker-like: its readers want the records
             with c.lock():
                 # a container the user keeps, not a crash's debris: gc leaves it
-                c.state.update(_start_record(run, g, keep, relay), keep=keep, run=record)
+                c.state.update(_start_record(run, g, keep, logged), keep=keep, run=record)
                 if created:  # made again by its monitor: docker's Created is the first's
                     c.state["created"] = created
                 c.save()
@@ -7961,11 +7973,12 @@ def _run(a, g):
         return 0
     pid, start, code = c.pid, c.state.get("start_time"), None
     try:
+        log = _JsonLog(c.log, run.log_opts["max_size"], run.log_opts["max_file"]) \
+            if logged else None
         if c.console_master is not None:
-            code = _proxy_tty(c.pid, c.console_master, a.interactive)
+            code = _proxy_tty(c.pid, c.console_master, a.interactive, log)
         elif relay:
-            code = _relay_output(c.pid, [r for r, _ in pipes], _JsonLog(
-                c.log, run.log_opts["max_size"], run.log_opts["max_file"]))
+            code = _relay_output(c.pid, [r for r, _ in pipes], log)
         else:
             code = _wait_exit(c.pid)
     finally:
@@ -8847,8 +8860,8 @@ def cmd_logs(a, g):
     import collections
     c = load_container(a.id, g.root)
     if "log_opts" not in c.state:
-        raise Error("container %s keeps no log (run -d and a foreground run without -t or "
-                    "--rm keep one)" % a.id)
+        raise Error("container %s keeps no log (those of a run of an image or a --rootfs "
+                    "do, not a bundle's)" % a.id)
     outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
 
     def show(records):

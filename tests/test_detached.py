@@ -5,6 +5,7 @@ import fcntl
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -128,6 +129,43 @@ def test_a_kept_foreground_container_is_logged_too(busybox_rootfs, state_root):
         assert mc("logs", signalled, state_root=state_root).stdout == "ready\nterm\n"
     finally:
         delete(state_root, fg, piped, signalled)
+
+
+def test_a_kept_foreground_terminal_is_logged(busybox_rootfs, state_root):
+    """run -t in the foreground, kept: its terminal's output reaches ours and its log (all
+    of it stdout, lines ending in \\r\\n, as docker's)."""
+    cid = new_id()
+    master, slave = os.openpty()
+    p = subprocess.Popen(mc_argv("run", "-t", "--name", cid, "--rootfs", busybox_rootfs, "--",
+                                 "sh", "-c", "echo on-tty; [ -t 1 ] && echo is-a-tty; exit 4",
+                                 state_root=state_root),
+                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    seen = b""
+    try:
+        while True:  # until the runtime has closed the terminal (EIO)
+            try:
+                data = os.read(master, 4096) \
+                    if select.select([master], [], [], 30)[0] else b""
+            except OSError:
+                data = b""
+            if not data:
+                break
+            seen += data
+        assert p.wait(timeout=30) == 4
+        assert b"on-tty\r" in seen and b"is-a-tty\r" in seen, seen  # (ours adds a \\r too)
+        with open(os.path.join(state_root, cid, "container.log")) as f:
+            records = [json.loads(line) for line in f]
+        assert [(r["stream"], r["log"]) for r in records] == [
+            ("stdout", "on-tty\r\n"), ("stdout", "is-a-tty\r\n")]  # as the pty wrote it
+        r = mc("logs", cid, state_root=state_root)  # (text mode: \r\n read as \n)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "on-tty\nis-a-tty\n", "")
+    finally:
+        os.close(master)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        delete(state_root, cid)
 
 
 def test_oom_killed_is_recorded(busybox_rootfs, state_root):
