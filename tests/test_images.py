@@ -50,6 +50,18 @@ def test_find_image_and_store_dir(two_images, store, monkeypatch):
         mc.find_image("nothere", store)
 
 
+def test_may_name_is_true_for_every_form_that_finds_an_image(two_images, store):
+    """A bundle's `run ID` looks ID up as an image only where may_name says it might be
+    one: never false for what find_image finds."""
+    refs, _, _, _ = two_images
+    s = mc.ImageStore(store)
+    digest = mc.find_image(refs[0], store).digest
+    for ref in refs + [digest, digest[7:19], "sha256:" + digest[7:19]]:
+        assert mc.find_image(ref, store) and s.may_name(ref), ref
+    for ref in ("t1", "my-container", "zz"):
+        assert not s.may_name(ref), ref
+
+
 def test_images_lists_the_store(two_images, store):
     refs, one, two, base = two_images
     env = dict(os.environ, MINICONTAINER_STORE=store)
