@@ -3498,12 +3498,12 @@ def mount_overlay(layers, upper, work, target):
 FUSE_ANSWER_TIMEOUT = 10  # seconds for fuse-overlayfs to answer its first request (~20 ms)
 
 
-def fuse_overlayfs_mount(nsfds, layers, upper, work, target, log, started):
-    """The overlay of layers on target by fuse-overlayfs, in the user and mount namespaces
-    nsfds (fds of those of the process the kernel's overlay was refused), as podman mounts
-    it: from the runtime's side, so that the daemon is no process of the container's pid
-    namespace (its root and fds are the host's: the container's root could ptrace it). A
-    child of ours joins the namespaces, mounts /dev/fuse itself and hands it to
+def fuse_overlayfs_mount(program, nsfds, layers, upper, work, target, log, started):
+    """The overlay of layers on target by fuse-overlayfs (program), in the user and mount
+    namespaces nsfds (fds of those of the process the kernel's overlay was refused), as
+    podman mounts it: from the runtime's side, so that the daemon is no process of the
+    container's pid namespace (its root and fds are the host's: the container's root could
+    ptrace it). A child of ours joins the namespaces, mounts /dev/fuse itself and hands it to
     fuse-overlayfs as /dev/fd/N (libfuse's pre-mounted form): the device is opened by us,
     not by the container's root, which may not open it (a root-only /dev/fuse, with
     --userns). started(pid) is told the daemon's pid as soon as it is forked (to be
@@ -3514,7 +3514,7 @@ def fuse_overlayfs_mount(nsfds, layers, upper, work, target, log, started):
     data = overlay_options(layers, upper, work)
     parent = os.path.dirname(layers[0])
     relative = all(os.path.dirname(p) == parent for p in layers)
-    argv = [host_program("fuse-overlayfs"), "-f", "-o", data]
+    argv = [program, "-f", "-o", data]
     report_r, report_w = os.pipe()
     joiner = os.fork()
     if joiner == 0:
@@ -5408,7 +5408,6 @@ def _step_slirp4netns(ctx, sync):
     sync.expect(Msg.OK, "slirp4netns did not start")
 
 
-
 def _step_become_root(ctx, sync):
     # The container's root: an unmapped uid may create nothing (EOVERFLOW).
     os.setresgid(0, 0, 0)
@@ -6007,7 +6006,8 @@ class Container:
         mount) of the process that was refused the overlay, its daemon recorded for _remove
         and stopped. None once it serves; else why not, for _copy_layers to say (it is not
         installed, or it failed)."""
-        if not host_program("fuse-overlayfs"):
+        program = host_program("fuse-overlayfs")
+        if not program:
             return "; fuse-overlayfs is not installed"
         log = os.path.join(os.path.abspath(self.dir), "fuse-overlayfs.log")
 
@@ -6017,8 +6017,8 @@ class Container:
             debug_step("fuse-overlayfs started")
 
         try:
-            fuse_overlayfs_mount(nsfds, ov["lower"], ov["upper"], ov["work"], ov["target"],
-                                 log, started)
+            fuse_overlayfs_mount(program, nsfds, ov["lower"], ov["upper"], ov["work"],
+                                 ov["target"], log, started)
         except Error as e:
             end_helper(self.state["overlay"].pop("helper", None))
             self.save()
@@ -7908,15 +7908,15 @@ def _run(a, g):
             config["process"]["consoleSize"] = {"height": size[0], "width": size[1]}
     console = a.console_socket or ("self" if terminal else None)
     preserve_fds = socket_activation(config["process"]) + a.preserve_fds
-    # docker's -d: the output goes through pipes to the monitor, which writes the log, never
-    # to the caller (whose $(...) would wait for the container to end)
-    # A kept foreground container's go through us, to our stdout and stderr and to its log
-    # (docker's `logs` shows it too); on a terminal, its pty's go to ours and to the log.
-    logged = not a.detach and not a.rm and bool(image or a.rootfs) \
-        and _MONITOR.get("channel") is None
+    # The output of a docker-like container goes to its json-file log: run -d's through
+    # pipes to the monitor, which writes the log, never to the caller (whose $(...) would
+    # wait for the container to end); a kept foreground one's through us, to our stdout and
+    # stderr and to the log (a terminal's: its pty's, to ours and to the log).
+    docker_like, monitor = bool(image or a.rootfs), _MONITOR.get("channel")
+    logged = docker_like and not a.detach and not a.rm and monitor is None
     relay = logged and not terminal
-    pipes = [os.pipe(), os.pipe()] if relay or a.detach and not terminal and bool(
-        image or a.rootfs) and _MONITOR.get("channel") is not None else None
+    to_monitor = docker_like and a.detach and not terminal and monitor is not None
+    pipes = [os.pipe(), os.pipe()] if relay or to_monitor else None
     layers, carry, created = _carried(image, cid)
     try:
         c = Container.create(cid, config, bundle, g.root, console=console,

@@ -60,11 +60,14 @@ def busybox_rootfs(tmp_path_factory):
     return mkrootfs.make_rootfs(str(tmp_path_factory.mktemp("busybox") / "rootfs"))
 
 
+# The runtime as engines run it: started by the shell line at its top (its bytecode cached)
+RUNTIME_COMMAND = minicontainer.runtime_command()
+
+
 def mc_argv(*args, state_root=None):
     """The command line of the runtime: for the tests that need a Popen, a pty or fds of
     their own; the others call mc or mc_bg."""
-    # as engines run it: started by the shell line at its top (its bytecode cached)
-    cmd = minicontainer.runtime_command()
+    cmd = list(RUNTIME_COMMAND)
     if state_root:
         cmd += ["--root", str(state_root)]
     return cmd + [str(a) for a in args]
