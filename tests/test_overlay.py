@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 def upper_layers():
     """Layers over a busybox base: whiteouts of files and directories, opaque directories,
     a directory replaced by a file and back, a whiteout then a directory of the same name in
-    one layer, hardlinks, symlinks, odd modes and owners."""
+    one layer, whiteouts of what their own layer made, hardlinks, symlinks, odd modes and
+    owners."""
     second = tar_layer([
         entry("etc", "dir"), entry("etc/motd", data=b"hello\n"),
         entry("data", "dir", mode=0o750, uid=1000, gid=1000),
@@ -48,6 +49,9 @@ def upper_layers():
     fourth = tar_layer([
         entry("file2dir/.wh..wh..opq"), entry("file2dir/other", data=b"x"),
         entry("data/c", data=b"C", uid=7, gid=8, mode=0o640),
+        # a whiteout hides lower layers only: not what its own layer made before it
+        entry("mine", data=b"m"), entry(".wh.mine"), entry("made/deep/f", data=b"f"),
+        entry("made/.wh.deep"),
     ], compression=None)
     return [second, third, fourth]
 
@@ -139,6 +143,7 @@ def test_merged_view_equals_flat_unpack(image, store, tmp_path):
     assert sorted(n for n in flat[0] if n.startswith("file2dir/")) == ["file2dir/other"]
     assert sorted(n for n in flat[0] if n.startswith("wd/")) == ["wd/new"]
     assert ["data/a", "data/b"] in flat[1]
+    assert "mine" in flat[0] and "made/deep/f" in flat[0]
     # the layer directories hold overlayfs's whiteouts, not the tar's .wh. files
     third = image.layers[2]
     assert os.stat(os.path.join(third, "data/gone"), follow_symlinks=False).st_rdev == 0

@@ -14,7 +14,6 @@ import argparse
 import base64
 import hashlib
 import http.client
-import io
 import ipaddress
 import json
 import os
@@ -35,7 +34,7 @@ if ROOT not in sys.path:
 
 import minicontainer as mc  # noqa: E402
 from minicontainer import human_size, platform_string  # noqa: E402
-from store_writer import StoreWriter  # noqa: E402
+from store_writer import StoreWriter, UnpackProcesses  # noqa: E402
 
 Error = mc.Error
 
@@ -60,9 +59,9 @@ ATTEMPTS = len(RETRY_DELAYS) + 1
 CONNECT_TIMEOUT, READ_TIMEOUT = 15, 60
 USER_AGENT = "minicontainer-pull/1"
 PARALLEL_DOWNLOADS = 3  # as docker does
-PARALLEL_UNPACKS = min(4, max(2, os.cpu_count() or 1))  # each has a decompressing thread
+PARALLEL_UNPACKS = min(4, max(2, os.cpu_count() or 1))  # each with a decompressing thread
 INTERRUPTED_CLEANUP = 0.2  # seconds of removing a Ctrl-C'd pull's files before exiting
-CHUNK = 1 << 18  # a download's reads (as store_writer's BLOCK)
+CHUNK = 1 << 18  # a download's reads
 
 
 class PullError(Error):
@@ -789,33 +788,6 @@ def familiar(ref):
         ("@" + ref.digest if ref.digest else "")
 
 
-class LayerSource(io.RawIOBase):
-    """A downloaded blob as the unpacker reads it: each read reports the compressed bytes
-    read so far (docker's "Extracting" bar), and once the pull is stopped (Ctrl-C, or another
-    layer failed) it reads as the end of the file, so that an unpack in progress fails within
-    a read instead of running to its end: every decompressor and the tar reader fail on a
-    truncated layer, and the diff_id check on whatever else."""
-
-    def __init__(self, path, stop, report):
-        self.file = open(path, "rb", buffering=0)
-        self.stop, self.report, self.done = stop, report, 0
-
-    def readable(self):
-        return True
-
-    def readinto(self, buf):
-        if self.stop.is_set():
-            return 0
-        n = self.file.readinto(buf)
-        self.done += n
-        self.report(self.done)
-        return n
-
-    def close(self):
-        self.file.close()
-        super().close()
-
-
 def pull(reference, platform=None, store=None, registry_host=None, insecure=False,
          progress=None):
     """Pull reference into the store; return the StoredImage.  An image stored already
@@ -882,11 +854,15 @@ def _pull_into(store, registry, ref, want, platform, progress):
         work, budget = tempfile.mkdtemp(prefix=f"pull-{os.getpid()}-", dir=store.tmp_dir), None
         fewer_malloc_arenas()
         stop = threading.Event()
-        pool = Workers(PARALLEL_DOWNLOADS)
         # Layers are independent directories: each is unpacked as soon as it is downloaded,
-        # several at once (decompression and the tar parser release the GIL often enough).
-        unpackers = Workers(PARALLEL_UNPACKS)
+        # several at once, in processes forked now, before any thread (see UnpackProcesses);
+        # in threads when that can no longer be (pull() called by a program with threads).
+        processes = pool = unpackers = None
         try:
+            if UnpackProcesses.possible():
+                processes = UnpackProcesses(PARALLEL_UNPACKS)
+            pool = Workers(PARALLEL_DOWNLOADS)
+            unpackers = Workers(PARALLEL_UNPACKS)
             sources = []   # per layer: a path to read it from once it is there
             downloaded = []
             for layer in layers:
@@ -914,10 +890,10 @@ def _pull_into(store, registry, ref, want, platform, progress):
                 if stop.is_set() or store.has_layer(diff_ids[i]):
                     return None  # stored by an earlier pull of an image that shares it
                 size = os.path.getsize(path)
-                with LayerSource(path, stop, lambda n: progress.set(key, "Extracting", n, size)) \
-                        as source:
-                    return store.unpack_layer(source, diff_ids[i],
-                                              f"{ref.name} layer {i + 1} ({key})", work, stop)
+                return store.unpack_layer(path, diff_ids[i], f"{ref.name} layer {i + 1} ({key})",
+                                          work, stop,
+                                          lambda n: progress.set(key, "Extracting", n, size),
+                                          processes)
             for diff_id in diff_ids:
                 store.layer_path(diff_id)  # a malformed diff_id is an error before any work
             unpacked = [unpackers.submit(unpack, i, layer, source)
@@ -937,12 +913,17 @@ def _pull_into(store, registry, ref, want, platform, progress):
         except BaseException as e:  # an error, or Ctrl-C in the main thread: the others stop
             stop.set()
             registry.http.cancel()
+            if processes is not None:
+                processes.kill()
             if isinstance(e, KeyboardInterrupt):
                 budget = INTERRUPTED_CLEANUP
             raise
         finally:
-            pool.shutdown()
-            unpackers.shutdown()
+            for workers in (pool, unpackers):
+                if workers is not None:
+                    workers.shutdown()
+            if processes is not None:
+                processes.close()
             remove_work(work, budget)
         progress.say(f"Digest: {top}")
         progress.say(f"Status: Downloaded newer image for {familiar(ref)}")
