@@ -146,6 +146,30 @@ def test_pull_single_manifest_by_tag_and_digest(registry, store, layers):
            "is for linux/amd64, not linux/arm64")
 
 
+def test_pull_called_by_a_program_with_threads_unpacks_in_threads(registry, store, layers,
+                                                                    monkeypatch):
+    """pull() unpacks in processes forked before its threads; called by a program that has
+    threads of its own already, it must not fork (a lock one of them holds would stay held
+    in the child for ever): it unpacks in threads, to the same image."""
+    name = repo()
+    registry.client.push_image(name, "v", Image(layers["oci"], config=CONFIG))
+    forks, real_fork = [], os.fork
+    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or real_fork())
+    other = threading.Event()
+    thread = threading.Thread(target=other.wait)
+    thread.start()
+    try:
+        assert not pull.UnpackProcesses.possible()
+        pull.pull(f"{registry.host}/{name}:v", store=store)
+    finally:
+        other.set()
+        thread.join()
+    assert forks == []
+    check_rootfs(merged_view(mc.find_image(f"{registry.host}/{name}:v", store)))
+    pull.pull(f"{registry.host}/{name}:v", store=store)  # up to date: no unpack, no fork
+    assert forks == []
+
+
 def test_second_pull_downloads_no_layer(proxy, registry, store, layers):
     name = repo()
     first = Image(layers["oci"], config=CONFIG)

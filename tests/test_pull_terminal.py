@@ -14,6 +14,7 @@ import time
 import pytest
 
 import minicontainer as mc
+import pull
 from fixtures_registry import PULL, Image, entry, run_pull, store_snapshot, tar_layer
 from store_writer import StoreWriter
 from test_pull import blob_gets, ok, repo
@@ -147,6 +148,22 @@ def test_quiet_prints_the_reference(registry, store):
 HELD = (1 << 20) + 65536
 
 
+def pulls_into(store):
+    """The processes running pull.py with --store store."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{pid}/stat") as f:
+                zombie = f.read().rpartition(")")[2].split()[0] == "Z"
+        except OSError:
+            continue
+        if PULL in argv and store in argv and not zombie:
+            found.append(int(pid))
+    return found
+
+
 def test_ctrl_c_while_extracting(proxy, registry, store):
     """Ctrl-C while a layer of many files is being unpacked and another is still coming:
     the pull stops at once (not after the unpack and the download), says so in one line,
@@ -161,10 +178,18 @@ def test_ctrl_c_while_extracting(proxy, registry, store):
     StoreWriter(store).ensure_layout()
     before = store_snapshot(store)
     ref = f"{proxy.host}/{name}:v"
-    status, out, stopped = pty_pull(["--store", store, ref], 80,
-                                    until=lambda out: f"{many.digest[7:19]}: Extracting" in out)
+    pulls = []  # pull.py and its unpacking processes, while it extracts
+
+    def extracting(out):
+        if f"{many.digest[7:19]}: Extracting" not in out:
+            return False
+        pulls.extend(pulls_into(store))
+        return True
+    status, out, stopped = pty_pull(["--store", store, ref], 80, until=extracting)
     assert stopped is not None, out
     assert status == 130, out
+    assert len(pulls) == 1 + pull.PARALLEL_UNPACKS  # a layer unpacks in a process of its own
+    assert pulls_into(store) == []  # Ctrl-C ended them all
     assert out.rstrip("\r\n").splitlines()[-1] == "pull: interrupted"
     assert stopped < 2, f"took {stopped:.2f} s to stop"  # about 0.3 s; 8-10 s before
     after = store_snapshot(store)

@@ -3,14 +3,16 @@ import gzip
 import io
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, wait_for
 from fixtures_registry import entry, tar_bytes, tree_snapshot
 import store_writer
 
@@ -300,3 +302,123 @@ def test_stop_ends_an_unpack_before_its_next_entry(rootfs, monkeypatch):
     with pytest.raises(store_writer.UnpackError, match="^layer: cancelled$"):
         store_writer.unpack_layer(io.BytesIO(data), rootfs, stop=stop)
     assert sorted(os.listdir(rootfs)) == ["f0", "f1", "f2"]
+
+
+# ---- unpacking in forked processes (pull's UnpackProcesses) ----
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+@pytest.fixture
+def processes():
+    assert store_writer.UnpackProcesses.possible(), "a thread is alive: forking is unsafe"
+    ps = store_writer.UnpackProcesses(2)
+    yield ps
+    ps.close(kill=True)
+    assert not set(p.pid for p in ps.all) & set(_children(os.getpid()))  # all reaped
+
+
+def test_unpack_processes_unpack_as_this_process_does(processes, tmp_path):
+    layer = tar_bytes([entry("etc", "dir", mode=0o750), entry("etc/motd", data=b"hi\n"),
+                       entry("usr/lib/deep/f", data=b"x" * 300000, mode=0o600, uid=7),
+                       entry("usr/bin/sh", "symlink", link="busybox"), entry(".wh.gone"),
+                       entry("mine", data=b"m"), entry(".wh.mine")])
+    path = tmp_path / "layer.tar.gz"
+    path.write_bytes(gzip.compress(layer))
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    implicit = []
+    want = store_writer.unpack_layer(str(path), str(here), overlay=True, implicit=implicit)
+    seen = []
+    assert processes.unpack(str(path), str(there), "layer", seen.append) == (want, implicit)
+    assert implicit == [(), ("usr",), ("usr", "bin"), ("usr", "lib"), ("usr", "lib", "deep")]
+    assert tree_snapshot(str(there)) == tree_snapshot(str(here))
+    assert os.stat(there / "usr/lib/deep/f").st_uid == 7
+    assert seen and seen == sorted(seen) and seen[-1] == path.stat().st_size
+    assert processes.all[0].pid in _children(os.getpid())  # a process of ours did it
+    # close() ends them once their jobs' pipe ends: each holds none of the others' pipes
+    import threading
+    closing = threading.Thread(target=processes.close)
+    closing.start()
+    closing.join(10)
+    ended = not closing.is_alive()
+    processes.kill()
+    closing.join()
+    assert ended, "close() waited for a process that never ended"
+
+
+def test_unpack_process_tells_a_hostile_layer_and_goes_on(processes, tmp_path):
+    bad, good = tmp_path / "bad.tar", tmp_path / "good.tar"
+    bad.write_bytes(tar_bytes([entry("../escape", data=b"x")]))
+    good.write_bytes(tar_bytes([entry("ok", data=b"fine")]))
+    for i in range(3):  # every process, each after its failure, still works
+        (tmp_path / f"d{i}").mkdir()
+        with pytest.raises(store_writer.UnpackError, match="^layer 1: refusing entry"):
+            processes.unpack(str(bad), str(tmp_path / f"d{i}"), "layer 1")
+        (tmp_path / f"e{i}").mkdir()
+        processes.unpack(str(good), str(tmp_path / f"e{i}"), "layer 2")
+        assert (tmp_path / f"e{i}/ok").read_bytes() == b"fine"
+    assert not (tmp_path / "escape").exists()
+    with pytest.raises(store_writer.UnpackError, match="^layer 3: .*No such file"):
+        processes.unpack(str(tmp_path / "missing"), str(tmp_path / "d0"), "layer 3")
+
+
+def test_killed_unpack_processes_fail_their_callers(processes, tmp_path):
+    layer = tmp_path / "layer.tar"
+    layer.write_bytes(tar_bytes([entry("f", data=b"x")]))
+    processes.kill()
+    for i in range(2):
+        with pytest.raises(store_writer.UnpackError, match="the unpacking process ended"):
+            processes.unpack(str(layer), str(tmp_path), f"layer {i}")
+
+
+def gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"  # dead, not reaped yet
+    except FileNotFoundError:
+        return True
+
+
+def test_unpack_processes_ignore_ctrl_c_and_die_with_their_parent(tmp_path):
+    """Ctrl-C reaches the whole process group: pull takes it and kills its processes, which
+    ignore it (no traceback of theirs on the terminal); a pull killed outright takes them
+    down with it (PR_SET_PDEATHSIG), even one that is in the middle of a layer (here: one
+    that waits for the rest of it, read from a FIFO)."""
+    fifo = str(tmp_path / "layer")
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # held open: the layer never ends
+    os.write(writer, gzip.compress(tar_bytes([entry("f", data=b"x")]))[:20])
+    os.mkdir(tmp_path / "dest")
+    script = ("import signal, sys; sys.path[:0] = %r; import store_writer; "
+              "signal.signal(signal.SIGINT, signal.default_int_handler); "  # as on a terminal
+              "ps = store_writer.UnpackProcesses(2); "
+              "print(*[p.pid for p in ps.all], flush=True); "
+              "ps.unpack(%r, %r, 'layer')"
+              % ([os.path.dirname(store_writer.__file__)], fifo, str(tmp_path / "dest")))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2 and sorted(pids) == sorted(_children(proc.pid))
+        wait_for(lambda: any(os.path.realpath(f"/proc/{pids[0]}/fd/{fd}") == fifo
+                             for fd in os.listdir(f"/proc/{pids[0]}/fd")),
+                 what="the first process reading the layer")
+        for pid in pids:
+            os.kill(pid, signal.SIGINT)
+        time.sleep(0.2)
+        assert not any(gone(p) for p in pids)  # SIGINT ignored
+        proc.kill()
+        proc.wait()
+
+        wait_for(lambda: all(gone(p) for p in pids), timeout=10,
+                 what="the unpacking processes ending with their parent")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(writer)  # (a process still reading it then ends)
+    assert proc.stderr.read() == ""  # (read once they are gone: they hold it too)
