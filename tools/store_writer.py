@@ -16,6 +16,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -979,7 +980,7 @@ class _UnpackProcess:
                 os._exit(status)
         os.close(job_r)
         os.close(reply_w)
-        self.jobs, self.replies = job_w, open(reply_r, "rb")
+        self.jobs, self.replies, self.reaped = job_w, open(reply_r, "rb"), False
 
     def fds(self):
         return [self.jobs, self.replies.fileno()]
@@ -1006,10 +1007,11 @@ class _UnpackProcess:
         raise UnpackError(f"{layer_name}: the unpacking process ended")
 
     def kill(self):
-        try:
-            os.kill(self.pid, 9)
-        except ProcessLookupError:
-            pass
+        if not self.reaped:  # else its pid may be another process's now
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def close(self):
         """Let it end once its job is done (its jobs' pipe ends), and reap it."""
@@ -1017,13 +1019,13 @@ class _UnpackProcess:
             os.close(self.jobs)
             self.jobs = None
             os.waitpid(self.pid, 0)
+            self.reaped = True
             self.replies.close()
 
 
 def _serve_unpacks(parent, job_r, reply_w):
     """A forked unpacker's life: its jobs until their pipe ends.  Ctrl-C reaches the whole
     process group: the pull takes it and kills us, we ignore it.  We die with the pull."""
-    import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     mc.prctl(mc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the line above
