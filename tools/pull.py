@@ -860,7 +860,10 @@ def _pull_into(store, registry, ref, want, platform, progress):
         processes = pool = unpackers = None
         try:
             if UnpackProcesses.possible():
-                processes = UnpackProcesses(PARALLEL_UNPACKS)
+                try:
+                    processes = UnpackProcesses(PARALLEL_UNPACKS)
+                except OSError:  # none to spare (EAGAIN, ENOMEM): threads unpack
+                    pass
             pool = Workers(PARALLEL_DOWNLOADS)
             unpackers = Workers(PARALLEL_UNPACKS)
             sources = []   # per layer: a path to read it from once it is there

@@ -965,10 +965,17 @@ class _UnpackProcess:
     fault: UnpackError) or "X <json traceback>" (ours)."""
 
     def __init__(self, others):
-        job_r, job_w = os.pipe2(os.O_CLOEXEC)
-        reply_r, reply_w = os.pipe2(os.O_CLOEXEC)
-        parent = os.getpid()
-        self.pid = os.fork()
+        fds = []
+        try:
+            fds += os.pipe2(os.O_CLOEXEC)
+            fds += os.pipe2(os.O_CLOEXEC)
+            job_r, job_w, reply_r, reply_w = fds
+            parent = os.getpid()
+            self.pid = os.fork()
+        except OSError:  # no fd or no process to spare
+            for fd in fds:
+                os.close(fd)
+            raise
         if self.pid == 0:
             status = 1
             try:
