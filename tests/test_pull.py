@@ -17,7 +17,7 @@ import minicontainer as mc
 from conftest import ROOT, RUNTIME, SHARED_DATA, mc as run_mc, one_line_error
 import pull
 from store_writer import StoreWriter
-from fixtures_registry import (FaultProxy, Image, Layer, RegistryClient, RegistryServer,
+from fixtures_registry import (PULL, FaultProxy, Image, Layer, RegistryClient, RegistryServer,
                                TunnelProxy, dir_layer, entry, free_port, http_request,
                                run_pull, store_snapshot, tar_layer, tree_snapshot)
 from test_unpack import hostile_layers
@@ -168,6 +168,21 @@ def test_pull_called_by_a_program_with_threads_unpacks_in_threads(registry, stor
     check_rootfs(merged_view(mc.find_image(f"{registry.host}/{name}:v", store)))
     pull.pull(f"{registry.host}/{name}:v", store=store)  # up to date: no unpack, no fork
     assert forks == []
+
+
+def test_pull_with_sigchld_ignored(registry, store, layers):
+    """SIGCHLD ignored is inherited across exec (some supervisors start programs so): the
+    kernel then reaps pull's unpacking processes itself, and pull must not fail on reaping
+    them after the image is stored."""
+    name = repo()
+    registry.client.push_image(name, "v", Image(layers["oci"], config=CONFIG))
+    ref = f"{registry.host}/{name}:v"
+    r = subprocess.run([sys.executable, PULL, "-q", "--store", store, ref],
+                       capture_output=True, text=True, timeout=120,
+                       preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+    assert (r.returncode, r.stderr) == (0, ""), r.stderr
+    assert os.listdir(os.path.join(store, "tmp")) == []
+    check_rootfs(merged_view(mc.find_image(ref, store)))
 
 
 def test_second_pull_downloads_no_layer(proxy, registry, store, layers):

@@ -424,3 +424,63 @@ def test_unpack_processes_ignore_ctrl_c_and_die_with_their_parent(tmp_path):
             proc.wait()
         os.close(writer)  # (a process still reading it then ends)
     assert proc.stderr.read() == ""  # (read once they are gone: they hold it too)
+
+
+def test_an_unpacking_process_left_mid_layer_takes_no_other(tmp_path):
+    """report() failing (pull's progress on a closed stdout, `pull | head`) leaves its
+    process in the middle of a layer: its next answers would be that layer's, so it is
+    ended, and a later layer given to it fails instead of getting the first one's digest."""
+    first, second = tmp_path / "first.tar", tmp_path / "second.tar"
+    first.write_bytes(tar_bytes([entry(f"f{i}", data=os.urandom(4096)) for i in range(200)]))
+    second.write_bytes(tar_bytes([entry("other", data=b"x")]))
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+
+    def closed_stdout(n):
+        raise BrokenPipeError(32, "Broken pipe")
+    ps = store_writer.UnpackProcesses(1)
+    try:
+        with pytest.raises(BrokenPipeError):
+            ps.unpack(str(first), str(tmp_path / "a"), "layer 1", closed_stdout)
+        with pytest.raises(store_writer.UnpackError, match="^layer 2: the unpacking process "
+                                                           "ended$"):
+            ps.unpack(str(second), str(tmp_path / "b"), "layer 2")
+    finally:
+        ps.close(kill=True)
+
+
+def test_unpack_processes_keep_a_launchers_freeze():
+    """minicontainer's launcher freezes what it loaded (gc.freeze); forking the unpacking
+    processes freezes and thaws around the forks, but must not thaw what was frozen before."""
+    import gc
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        store_writer.UnpackProcesses(1).close()
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
+
+
+def test_ctrl_c_while_unpacking_processes_are_forked(tmp_path):
+    """A SIGINT that comes right after a fork, in the parent and in the child (sent there by
+    fork hooks): the parent's KeyboardInterrupt comes once all are recorded, which ends and
+    reaps them; no child runs the caller's code."""
+    script = (
+        "import os, signal, sys; sys.path[:0] = %r; import store_writer\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "os.register_at_fork(after_in_parent=lambda: os.kill(os.getpid(), signal.SIGINT),\n"
+        "                    after_in_child=lambda: os.kill(os.getpid(), signal.SIGINT))\n"
+        "try:\n"
+        "    store_writer.UnpackProcesses(3)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted in', os.getpid(), flush=True)\n"
+        "with open('/proc/self/task/%%d/children' %% os.getpid()) as f:\n"
+        "    print('children:', f.read().split(), flush=True)\n"
+        % [os.path.dirname(store_writer.__file__)])
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("interrupted in ") and lines[1:] == ["children: []"], r.stdout
+    assert r.stderr == ""

@@ -19,7 +19,6 @@ import json
 import os
 import platform as platform_module
 import queue
-import signal
 import socket
 import ssl
 import sys
@@ -34,7 +33,7 @@ if ROOT not in sys.path:
 
 import minicontainer as mc  # noqa: E402
 from minicontainer import human_size, platform_string  # noqa: E402
-from store_writer import StoreWriter, UnpackProcesses  # noqa: E402
+from store_writer import StoreWriter, UnpackProcesses, handled_signals_blocked  # noqa: E402
 
 Error = mc.Error
 
@@ -861,7 +860,8 @@ def _pull_into(store, registry, ref, want, platform, progress):
         try:
             if UnpackProcesses.possible():
                 try:
-                    processes = UnpackProcesses(PARALLEL_UNPACKS)
+                    with handled_signals_blocked():  # a Ctrl-C comes once they are ours
+                        processes = UnpackProcesses(PARALLEL_UNPACKS)
                 except OSError:  # none to spare (EAGAIN, ENOMEM): threads unpack
                     pass
             pool = Workers(PARALLEL_DOWNLOADS)
@@ -922,12 +922,14 @@ def _pull_into(store, registry, ref, want, platform, progress):
                 budget = INTERRUPTED_CLEANUP
             raise
         finally:
-            for workers in (pool, unpackers):
-                if workers is not None:
-                    workers.shutdown()
-            if processes is not None:
-                processes.close()
-            remove_work(work, budget)
+            try:
+                for workers in (pool, unpackers):
+                    if workers is not None:
+                        workers.shutdown()
+                if processes is not None:
+                    processes.close()
+            finally:
+                remove_work(work, budget)
         progress.say(f"Digest: {top}")
         progress.say(f"Status: Downloaded newer image for {familiar(ref)}")
 
@@ -968,15 +970,11 @@ class Workers:
 
     def __init__(self, count):
         self.jobs, self.stopping = queue.SimpleQueue(), False
-        handled = {s for s in signal.valid_signals() if callable(signal.getsignal(s))}
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, handled)  # what the threads inherit
-        try:
+        with handled_signals_blocked():  # what the threads inherit
             self.threads = [threading.Thread(target=self._work, daemon=True)
                             for _ in range(count)]
             for t in self.threads:
                 t.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def submit(self, fn, *args):
         job = Job(fn, args)

@@ -8,6 +8,7 @@ instant (blobs, layers, then config and manifest, then the name in index.json): 
 pull leaves at most unreferenced files, which the next rmi collects.  See images/README.md
 for the layout.
 """
+import contextlib
 import errno
 import gc
 import hashlib
@@ -912,6 +913,20 @@ def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False, 
 # file: threads unpacking two layers take turns at the GIL, and in bench_pull's image two of
 # them took as long as one after the other; two processes took 0.6x (2 cores).
 
+@contextlib.contextmanager
+def handled_signals_blocked():
+    """Block, in this thread, every signal that has a Python handler (Ctrl-C's SIGINT...),
+    until the block ends: a thread started or a process forked meanwhile inherits the
+    block, and one that arrives meanwhile is taken (its handler run) when it ends.  Yields
+    the mask from before."""
+    handled = {s for s in signal.valid_signals() if callable(signal.getsignal(s))}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, handled)
+    try:
+        yield old
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class UnpackProcesses:
     """Processes forked to unpack layers, one layer at a time each.  They are forked before
     the caller starts any thread: a fork copies only the thread that calls it, and a lock
@@ -919,7 +934,12 @@ class UnpackProcesses:
     child for ever.  possible() says whether that is still so.  They share the caller's pages
     (its interpreter and modules) until one of them writes to them; what each one's unpack
     needs is its own.  A process that the caller's death, kill() or close() ends takes no
-    layer half-way into the store: it writes only into the caller's work directory."""
+    layer half-way into the store: it writes only into the caller's work directory.
+
+    Ctrl-C is held off while they are forked: a KeyboardInterrupt between a fork and the
+    record of its child would leave the child unknown, and one in the child before it is
+    set up would run the caller's code there.  The caller holds it off until the object is
+    its own too (handled_signals_blocked)."""
 
     @staticmethod
     def possible():
@@ -927,16 +947,20 @@ class UnpackProcesses:
 
     def __init__(self, count):
         self.idle, self.all = queue.SimpleQueue(), []
+        frozen = gc.get_freeze_count()  # a launcher's freeze (minicontainer's) stays
         gc.freeze()  # a collection in a child would write to every object: to every page
         try:
-            for _ in range(count):
-                self.all.append(_UnpackProcess([fd for p in self.all for fd in p.fds()]))
-                self.idle.put(self.all[-1])
+            with handled_signals_blocked() as mask:
+                for _ in range(count):
+                    self.all.append(_UnpackProcess([fd for p in self.all for fd in p.fds()],
+                                                   mask))
+                    self.idle.put(self.all[-1])
         except BaseException:
             self.close(kill=True)
             raise
         finally:
-            gc.unfreeze()
+            if not frozen:
+                gc.unfreeze()
 
     def unpack(self, path, dest, layer_name, report=None):
         """Unpack the layer at path into dest (overlay form) in the next free process: return
@@ -945,7 +969,7 @@ class UnpackProcesses:
         try:
             return process.unpack(path, dest, layer_name, report)
         finally:
-            self.idle.put(process)
+            self.idle.put(process)  # (one that failed mid-job is dead: it fails at once)
 
     def kill(self):
         """End every process at once (the pull stops): unpack() then raises in each caller."""
@@ -953,10 +977,13 @@ class UnpackProcesses:
             process.kill()
 
     def close(self, kill=False):
+        """End them (at once if kill) and reap them."""
         for process in self.all:
             if kill:
                 process.kill()
-            process.close()
+            process.end()
+        for process in self.all:
+            process.reap()
 
 
 class _UnpackProcess:
@@ -964,7 +991,7 @@ class _UnpackProcess:
     while it reads the layer, then one "D <json>" (done), "E <json message>" (the layer's
     fault: UnpackError) or "X <json traceback>" (ours)."""
 
-    def __init__(self, others):
+    def __init__(self, others, mask):
         fds = []
         try:
             fds += os.pipe2(os.O_CLOEXEC)
@@ -981,13 +1008,14 @@ class _UnpackProcess:
             try:
                 for fd in [job_w, reply_r] + others:  # another's jobs would never end
                     os.close(fd)
-                _serve_unpacks(parent, job_r, reply_w)
+                _serve_unpacks(parent, mask, job_r, reply_w)
                 status = 0
             finally:
                 os._exit(status)
         os.close(job_r)
         os.close(reply_w)
-        self.jobs, self.replies, self.reaped = job_w, open(reply_r, "rb"), False
+        self.jobs, self.replies = job_w, open(reply_r, "rb")
+        self.dead = self.reaped = False
 
     def fds(self):
         return [self.jobs, self.replies.fileno()]
@@ -995,48 +1023,71 @@ class _UnpackProcess:
     def unpack(self, path, dest, layer_name, report):
         job = {"path": os.fspath(path), "dest": dest, "layer_name": layer_name}
         try:
-            mc.write_all(self.jobs, json.dumps(job).encode() + b"\n")
-            for line in self.replies:
-                kind, _, data = line.partition(b" ")
-                if kind == b"R":
-                    if report is not None:
-                        report(int(data))
-                elif kind == b"D":
-                    done = json.loads(data)
-                    return done["digest"], [tuple(p) for p in done["implicit"]]
-                elif kind == b"E":
-                    raise UnpackError(json.loads(data))
-                else:
-                    raise RuntimeError(f"{layer_name}: the unpacking process failed:\n"
-                                       + json.loads(data))
-        except BrokenPipeError:
-            pass
+            kind, text = self._ask(json.dumps(job).encode() + b"\n", report)
+        except BaseException:  # report() failed (stdout closed), Ctrl-C...: it is mid-job, and
+            self.kill()        # its next answers would be this job's: it takes no other
+            raise
+        if kind == b"D":
+            return text["digest"], [tuple(p) for p in text["implicit"]]
+        if kind == b"E":
+            raise UnpackError(text)
+        if kind == b"X":
+            raise RuntimeError(f"{layer_name}: the unpacking process failed:\n{text}")
+        self.kill()
         raise UnpackError(f"{layer_name}: the unpacking process ended")
 
+    def _ask(self, job, report):
+        """Send a job, tell report() its progress, and return its answer: (kind, its JSON
+        value), or (None, None) when the process ended first or in the middle of it."""
+        if self.dead:
+            return None, None
+        try:
+            mc.write_all(self.jobs, job)
+        except BrokenPipeError:
+            return None, None
+        for line in self.replies:
+            kind, _, data = line.partition(b" ")
+            if not line.endswith(b"\n"):
+                break  # cut short: killed while it answered
+            if kind != b"R":
+                return kind, json.loads(data)
+            if report is not None:
+                report(int(data))
+        return None, None
+
     def kill(self):
+        self.dead = True
         if not self.reaped:  # else its pid may be another process's now
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
-    def close(self):
-        """Let it end once its job is done (its jobs' pipe ends), and reap it."""
+    def end(self):
+        """Close its jobs' pipe: once its job is done, it ends."""
         if self.jobs is not None:
             os.close(self.jobs)
             self.jobs = None
-            os.waitpid(self.pid, 0)
+
+    def reap(self):
+        if not self.reaped:
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:  # reaped by the kernel: SIGCHLD ignored, inherited
+                pass
             self.reaped = True
             self.replies.close()
 
 
-def _serve_unpacks(parent, job_r, reply_w):
+def _serve_unpacks(parent, mask, job_r, reply_w):
     """A forked unpacker's life: its jobs until their pipe ends.  Ctrl-C reaches the whole
-    process group: the pull takes it and kills us, we ignore it.  We die with the pull."""
+    process group: the pull takes it and kills us, we ignore it (it was blocked since the
+    fork, and may be pending).  We die with the pull."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     mc.prctl(mc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the line above
         return
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def report(n):
         mc.write_all(reply_w, b"R %d\n" % n)
