@@ -34,6 +34,7 @@ def upper_layers():
         entry("dir2file", "dir"), entry("dir2file/inner", data=b"i"),
         entry("file2dir", data=b"f"),
         entry("wd", "dir"), entry("wd/old", data=b"o"),
+        entry("d2f2d", "dir"), entry("d2f2d/inner", data=b"i"),
         entry("usr", "dir"), entry("usr/bin", "dir"),
         entry("usr/bin/suid", data=b"#!/bin/sh\n", mode=0o4755),
     ])
@@ -52,6 +53,8 @@ def upper_layers():
         # a whiteout hides lower layers only: not what its own layer made before it
         entry("mine", data=b"m"), entry(".wh.mine"), entry("made/deep/f", data=b"f"),
         entry("made/.wh.deep"),
+        # a directory that a file replaced, then a directory again: empty but for its own
+        entry("d2f2d", data=b"file"), entry("d2f2d", "dir"), entry("d2f2d/new", data=b"n"),
     ], compression=None)
     return [second, third, fourth]
 
@@ -144,6 +147,7 @@ def test_merged_view_equals_flat_unpack(image, store, tmp_path):
     assert sorted(n for n in flat[0] if n.startswith("wd/")) == ["wd/new"]
     assert ["data/a", "data/b"] in flat[1]
     assert "mine" in flat[0] and "made/deep/f" in flat[0]
+    assert sorted(n for n in flat[0] if n.startswith("d2f2d/")) == ["d2f2d/new"]
     # the layer directories hold overlayfs's whiteouts, not the tar's .wh. files
     third = image.layers[2]
     assert os.stat(os.path.join(third, "data/gone"), follow_symlinks=False).st_rdev == 0

@@ -422,7 +422,6 @@ class _Unpacker:
         # overlay: the layer alone, in its own directory, whiteouts kept in overlayfs's form
         # (0/0 character devices, the opaque xattr) for the kernel to apply when it merges.
         self.overlay = overlay
-        self.whiteouts = set()      # path tuples holding a whiteout device (overlay form)
         self.implicit = set()       # directories made for an entry below them, not by one
         self.dirs = {(): root_fd}   # dir fds by path tuple, each opened with O_NOFOLLOW
         self.retired = []           # evicted fds, closed once no caller can hold them
@@ -546,7 +545,6 @@ class _Unpacker:
             os.mknod(target, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)
         except PermissionError:
             self.fail(member.name, "storing a whiteout needs root (mknod of a 0/0 device)")
-        self.whiteouts.add(where)
 
     def opaque(self, fd, name):
         # Only the host's root may set trusted.* xattrs: a rootless user's store (also root
@@ -630,18 +628,20 @@ class _Unpacker:
         base = parts[-1]
         mtime_ns = int(member.mtime * 1_000_000_000) if member.mtime else 0
         if member.isdir():
+            replaced = False
             try:
                 if not stat.S_ISDIR(os.stat(base, dir_fd=parent, follow_symlinks=False).st_mode):
                     self.remove(parent, parts)
+                    replaced = True
                     raise FileNotFoundError
             except FileNotFoundError:
                 os.mkdir(base, 0o700, dir_fd=parent)
             fd = self.dir_fd(parts, name)
             self.implicit.discard(parts)
-            if parts in self.whiteouts:
-                # A directory replacing what this layer whited out starts empty, as it does
-                # in a flat unpack: overlayfs would merge the lower one in unless opaque.
-                self.whiteouts.discard(parts)
+            if replaced and self.overlay:
+                # A directory replacing what this layer put there (a whiteout, a file) starts
+                # empty, as in a flat unpack, where that had removed the lower one:
+                # overlayfs would merge the lower one in unless opaque.
                 self.opaque(fd, name)
             self.own(member, fd=fd, mode=False)
             # Unprivileged, a read-only directory could not be filled: its mode comes last.
