@@ -35,6 +35,7 @@ def upper_layers():
         entry("file2dir", data=b"f"),
         entry("wd", "dir"), entry("wd/old", data=b"o"),
         entry("d2f2d", "dir"), entry("d2f2d/inner", data=b"i"),
+        entry("imp", "dir"), entry("imp/q", "dir"), entry("imp/q/x", data=b"x"),
         entry("usr", "dir"), entry("usr/bin", "dir"),
         entry("usr/bin/suid", data=b"#!/bin/sh\n", mode=0o4755),
     ])
@@ -55,6 +56,8 @@ def upper_layers():
         entry("made/.wh.deep"),
         # a directory that a file replaced, then a directory again: empty but for its own
         entry("d2f2d", data=b"file"), entry("d2f2d", "dir"), entry("d2f2d/new", data=b"n"),
+        # a file in place of the directories it made for an entry of its own
+        entry("imp/q/f", data=b"f"), entry("imp", data=b"now a file", mode=0o600),
     ], compression=None)
     return [second, third, fourth]
 
@@ -148,6 +151,7 @@ def test_merged_view_equals_flat_unpack(image, store, tmp_path):
     assert ["data/a", "data/b"] in flat[1]
     assert "mine" in flat[0] and "made/deep/f" in flat[0]
     assert sorted(n for n in flat[0] if n.startswith("d2f2d/")) == ["d2f2d/new"]
+    assert flat[0]["imp"][:2] == (stat.S_IFREG, 0o600)
     # the layer directories hold overlayfs's whiteouts, not the tar's .wh. files
     third = image.layers[2]
     assert os.stat(os.path.join(third, "data/gone"), follow_symlinks=False).st_rdev == 0

@@ -491,10 +491,13 @@ class _Unpacker:
         return fd
 
     def forget(self, parts):
-        """Drop cached fds of parts and below: that tree is being removed."""
+        """Drop cached fds of parts and below, and the directories among them that were
+        made for entries below them: that tree is being removed (commit_layer would give
+        a file in their place, or nothing, the owner and mode of a lower directory)."""
         n = len(parts)
         for key in [k for k in self.dirs if k[:n] == parts]:
             self.retired.append(self.dirs.pop(key))
+        self.implicit -= {k for k in self.implicit if k is not None and k[:n] == parts}
 
     def remove(self, parent_fd, parts):
         """Remove whatever is at parts (in parent_fd) without following symlinks."""
