@@ -18,6 +18,7 @@ import pull
 from fixtures_registry import PULL, Image, entry, run_pull, store_snapshot, tar_layer
 from store_writer import StoreWriter
 from test_pull import blob_gets, ok, repo
+from test_unpack import gone
 
 pytestmark = pytest.mark.needs_root
 
@@ -155,11 +156,9 @@ def pulls_into(store):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = f.read().decode(errors="replace").split("\0")
-            with open(f"/proc/{pid}/stat") as f:
-                zombie = f.read().rpartition(")")[2].split()[0] == "Z"
         except OSError:
             continue
-        if PULL in argv and store in argv and not zombie:
+        if PULL in argv and store in argv and not gone(int(pid)):
             found.append(int(pid))
     return found
 

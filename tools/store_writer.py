@@ -406,13 +406,6 @@ def _tar_reader(stream):
     return Forward()
 
 
-class _Unrecorded(set):
-    """A set that keeps nothing."""
-
-    def add(self, item):
-        pass
-
-
 class _Unpacker:
     MAX_CACHED_DIRS = 128
 
@@ -425,13 +418,18 @@ class _Unpacker:
         self.implicit = set()       # directories made for an entry below them, not by one
         self.dirs = {(): root_fd}   # dir fds by path tuple, each opened with O_NOFOLLOW
         self.retired = []           # evicted fds, closed once no caller can hold them
-        # paths this layer made, whiteouts spare them: "/".join(path tuple), one object each
-        # (a tuple of its parts' strings took four times the memory: 11 MiB for 24k files).
-        # In overlay form the layer's directory started empty: what is in it, the layer made,
-        # and the record would be 4 MiB for 24k files.
-        self.created = _Unrecorded() if overlay else set()
+        # paths this layer made, whiteouts spare them (see made)
+        self.created = set()
         self.dir_times = []         # (path tuple, mtime, mode) applied at the end
         self.warned = set()
+
+    def made(self, parts):
+        """Record that this layer made parts, for a flat unpack's whiteouts: "/".join(parts),
+        one object (a tuple of its parts' strings took four times the memory: 11 MiB for 24k
+        files). In overlay form the layer's directory started empty: what is in it, the
+        layer made (overlay_whiteout looks), and a record would be 4 MiB for 24k files."""
+        if not self.overlay:
+            self.created.add("/".join(parts))
 
     def fail(self, name, why):
         raise UnpackError(f"{self.layer}: refusing entry {name!r}: {why}")
@@ -473,7 +471,7 @@ class _Unpacker:
             if not create:
                 return None
             os.mkdir(parts[-1], 0o755, dir_fd=parent)
-            self.created.add("/".join(parts))
+            self.made(parts)
             self.implicit.add(parts)
             fd = os.open(parts[-1], flags, dir_fd=parent)
         except OSError as e:
@@ -712,7 +710,7 @@ class _Unpacker:
             os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
         else:
             return  # other tar types (volume labels, ...) make no file
-        self.created.add("/".join(parts))
+        self.made(parts)
 
     def finish(self):
         """Directory mtimes (and unprivileged, modes) last: filling them changed them."""
