@@ -1,0 +1,82 @@
+"""minicontainer.ctypes_api() (the part of ctypes' API the runtime uses, made of its C half
+alone, so that a start does not import the ctypes package) must behave as ctypes does."""
+import ctypes
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+
+import minicontainer as mc
+
+api = mc.ctypes_api()
+
+
+@pytest.mark.parametrize("init,size", [
+    (b"", None), (b"abc", None), (b"a\x00b\x00", None), (b"abc", 3), (b"abc", 8),
+    (b"\x00" * 5, 5), (0, None), (16, None), (b"", 4),
+])
+def test_create_string_buffer_as_ctypes(init, size):
+    want = ctypes.create_string_buffer(init, size) if size is not None \
+        else ctypes.create_string_buffer(init)
+    got = api.create_string_buffer(init, size) if size is not None \
+        else api.create_string_buffer(init)
+    assert (got.raw, got.value, len(got)) == (want.raw, want.value, len(want))
+    assert ctypes.sizeof(got) == ctypes.sizeof(want)
+
+
+def test_a_buffer_too_small_is_refused_as_by_ctypes():
+    with pytest.raises(ValueError) as want:
+        ctypes.create_string_buffer(b"abcd", 3)
+    with pytest.raises(ValueError) as got:
+        api.create_string_buffer(b"abcd", 3)
+    assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("name,values", [
+    ("c_long", [0, -1, 2 ** 63 - 1, -2 ** 63, 2 ** 64 + 5]),
+    ("c_ulong", [0, -1, 2 ** 64 - 1, 2 ** 64 + 5]),
+    ("c_uint32", [0, -1, 2 ** 32 - 1, 2 ** 32 + 7]),
+])
+def test_scalar_types_as_ctypes(name, values):
+    ours, theirs = getattr(api, name), getattr(ctypes, name)
+    assert ctypes.sizeof(ours) == ctypes.sizeof(theirs)
+    assert ctypes.alignment(ours) == ctypes.alignment(theirs)
+    for v in values:
+        assert ours(v).value == theirs(v).value
+    array = (ours * 3)(1, 2, 3)
+    assert bytes(array) == bytes((theirs * 3)(1, 2, 3))
+
+
+def test_libc_calls_as_ctypes():
+    theirs = ctypes.CDLL(None, use_errno=True)
+    theirs.syscall.restype = ctypes.c_long
+    brk = mc.syscall_nr("brk")
+    # a pointer: above 4 GiB on a 64-bit process, cut short if the result were an int
+    assert mc.libc().syscall(brk, 0) == theirs.syscall(brk, 0)
+    assert mc.libc().getpid() == os.getpid()
+    assert mc.libc().close(-1) == -1
+    assert api.get_errno() == errno.EBADF
+    # pull.py's fewer_malloc_arenas takes a missing function so (a libc without mallopt)
+    with pytest.raises(AttributeError):
+        mc.libc().no_such_function_here
+    with pytest.raises(OSError) as e:
+        mc.prctl(-1)
+    assert e.value.errno == errno.EINVAL
+
+
+def test_a_start_does_not_import_ctypes():
+    """What the runtime calls through the bindings, in a fresh interpreter: the ctypes
+    package stays unloaded."""
+    code = ("import sys; sys.path.insert(0, %r); import minicontainer as mc\n"
+            "mc.prctl(mc.PR_SET_KEEPCAPS, 0)\n"
+            "caps = dict(line.split(':') for line in open('/proc/self/status'))\n"
+            "mc.capset(*(int(caps[k], 16) for k in ('CapEff', 'CapPrm', 'CapInh')))\n"
+            "mc.open_in_root('/', '/proc')\n"
+            "mc.native_arch()\n"
+            "print('ctypes' in sys.modules, mc.libc().getpid() == __import__('os').getpid())"
+            % os.path.dirname(mc.__file__))
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
