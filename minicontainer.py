@@ -661,16 +661,23 @@ def ctypes_api():
             _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
             _restype_ = c_type("c_int", "i")
 
+        class PythonFunction(CFunction):  # called holding the GIL: pythonapi's
+            _flags_ = CFunction._flags_ | _ctypes.FUNCFLAG_PYTHONAPI
+
         class CDLL:
             """A library loaded; its functions are attributes, looked up on first use."""
+            function_type = CFunction
 
             def __init__(self, name):
                 self._handle = _ctypes.dlopen(name)  # where _ctypes finds it for a function
 
             def __getattr__(self, name):
-                function = CFunction((name, self))
+                function = self.function_type((name, self))
                 setattr(self, name, function)
                 return function
+
+        class PyDLL(CDLL):
+            function_type = PythonFunction
 
         def create_string_buffer(init, size=None):
             if isinstance(init, int):
@@ -680,7 +687,7 @@ def ctypes_api():
             return buf
 
         _ctypes_api = type("ctypes", (), {
-            "CDLL": CDLL, "create_string_buffer": create_string_buffer,
+            "CDLL": CDLL, "PyDLL": PyDLL, "create_string_buffer": create_string_buffer,
             "get_errno": _ctypes.get_errno, "addressof": _ctypes.addressof,
             "c_long": c_type("c_long", "l"), "c_ulong": c_type("c_ulong", "L"),
             "c_uint32": c_type("c_uint32", "I")})
@@ -711,6 +718,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWTIME = 0x00000080
+CLONE_INTO_CGROUP = 0x200000000
 
 # The OCI names of namespaces, their clone flags and their /proc/PID/ns names.
 NAMESPACES = {
@@ -1087,6 +1095,65 @@ def cap_mask(names, where):
             raise Error("%s: unknown capability %s" % (where, name))
         mask |= 1 << CAPABILITIES.index(short)
     return mask
+
+
+def fork_into_cgroup(cgroup_dir):
+    """os.fork(), the child born in the cgroup v2 directory `cgroup_dir` (clone3's
+    CLONE_INTO_CGROUP, Linux 5.7+): a move into a cgroup waits for an RCU grace period
+    (7 to 15 ms here, when no move went just before), a birth there does not. None where
+    clone3 fails (a kernel before 5.7, a seccomp filter, the cgroup refusing a process):
+    fork and move then, and the move says what is wrong.
+
+    Only from a single-threaded process, as the caller must see to: clone3 is the system
+    call alone, and what glibc's fork() adds, resetting its locks and the thread's cached
+    id in the child, matters only where another thread may hold a lock. Python's own fork
+    work (the interpreter's reinitialisation, os.register_at_fork's hooks) runs as around
+    os.fork, and the call holds the interpreter's lock as os.fork's does."""
+    python = _libc_python()
+    try:
+        before, in_child, in_parent = (python.PyOS_BeforeFork, python.PyOS_AfterFork_Child,
+                                       python.PyOS_AfterFork_Parent)
+    except AttributeError:  # an interpreter that does not export its C API
+        return None
+    fd = os.open(cgroup_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        # struct clone_args up to .cgroup: flags, pidfd, child_tid, parent_tid,
+        # exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup
+        args = struct.pack("11Q", CLONE_INTO_CGROUP, 0, 0, 0, signal.SIGCHLD, 0, 0, 0, 0, 0,
+                           fd)
+        before()
+        pid = python.syscall(syscall_nr("clone3"), args, len(args))
+        if pid == 0:
+            in_child()
+            return 0
+        err = ctypes_api().get_errno()  # before the next call of ours takes its own
+        in_parent()
+    finally:
+        # The child's too, at once: an fd of a host directory is a way out of the
+        # container through /proc/self/fd (runc's CVE-2024-21626 was a cgroup's).
+        os.close(fd)
+    if pid < 0:
+        debug("clone3 into the cgroup: %s; fork, then move the child" % os.strerror(err))
+        return None
+    return pid
+
+
+def _libc_python():
+    """The C library's functions called holding the interpreter's lock, and Python's C API
+    (the running interpreter's symbols are the process's, as ctypes' pythonapi finds them)."""
+    global _pylibc
+    if _pylibc is None:
+        ctypes = ctypes_api()
+        _pylibc = ctypes.PyDLL(None)
+        _pylibc.syscall.restype = ctypes.c_long
+    return _pylibc
+
+
+_pylibc = None
+
+
+def single_threaded():
+    return len(os.listdir("/proc/self/task")) == 1
 
 
 def pidfd_open(pid):
@@ -2307,6 +2374,7 @@ class Cgroup:
         self.v2_root = v2
         self.v2 = os.path.join(v2, self.path.lstrip("/")) if v2 else None
         self.created = created or []
+        self.warming = (None, None)  # warm's fd while its move may be under way, its path
 
     @property
     def unified(self):
@@ -2414,6 +2482,7 @@ class Cgroup:
             try:  # only where we are (a cgroup namespace may show another cgroup there)
                 if str(os.getpid()) in _read(procs).split():
                     fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+                    self.warming = (fd, procs)
             except OSError:
                 pass
             finally:  # whatever happened: the caller waits for it
@@ -2427,6 +2496,20 @@ class Cgroup:
                     os.close(fd)
         _thread.start_new_thread(move, ())
         begun.acquire()
+
+    def close_warming(self):
+        """In a child forked while warm's move was under way: its fd, of a host cgroup's
+        cgroup.procs open for writing, is the child's too until execve. Closed only if it
+        is still that file: the thread may have closed it before the fork, and the number
+        be another's since."""
+        fd, procs = self.warming
+        if fd is not None:
+            try:
+                mine, warms = os.fstat(fd), os.stat(procs)
+            except OSError:
+                return  # closed before the fork
+            if (mine.st_dev, mine.st_ino) == (warms.st_dev, warms.st_ino):
+                os.close(fd)
 
     def join(self, pid=0):
         """Move `pid` (0: the caller) into the cgroup in every hierarchy."""
@@ -5182,20 +5265,29 @@ def debug_plan(plan):
 # process. Each takes its steps of the plan (_run_steps), then prepares the process and
 # execs it once the runtime says so. Nothing here writes the state directory.
 
-def _fork_init(ctx):
+def _mounts_cgroupfs_in_host_cgroupns(config):
+    return any(m.get("type") in ("cgroup", "cgroup2") for m in config.get("mounts", [])) \
+        and not any(ns["type"] == "cgroup"
+                    for ns in config.get("linux", {}).get("namespaces", []))
+
+
+def _fork_init(ctx, into_cgroup=False):
     """Fork the container's init, in a new (or given) pid namespace if asked: it is pid 1.
 
     With a user namespace, a first child creates it (we write the id maps meanwhile) or
     joins the one given by path, and makes the pid namespace, owned by it (/proc can only
     be mounted by root of the user namespace that owns the pid namespace), and forks the
     init: the plan's "first" steps. Otherwise we take the "runtime" steps here, around
-    one fork, and come back to our own pid and time namespaces."""
+    one fork, and come back to our own pid and time namespaces.
+
+    into_cgroup: fork the init into the container's cgroup v2 (fork_into_cgroup) where it
+    can be. Returns the child's pid and whether it was born there (else it must be moved)."""
     if ctx.plan.first_child:
         prctl(PR_SET_CHILD_SUBREAPER, 1)  # the init's parent exits: we inherit the init
         pid = os.fork()
         if pid == 0:
             _container_init(ctx, _first_child_steps)
-        return pid
+        return pid, False
     saved = own_time = None
     try:
         for step in ctx.plan.steps("runtime"):
@@ -5206,7 +5298,12 @@ def _fork_init(ctx):
                 own_time = os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC)
                 _take_step(ctx, None, step)
             elif step.op == "fork":
-                pid = os.fork()
+                born_in_cgroup = pid = None
+                if into_cgroup and single_threaded():
+                    pid = fork_into_cgroup(ctx.cgroup.v2)
+                    born_in_cgroup = pid is not None
+                if pid is None:
+                    pid = os.fork()
                 if pid == 0:
                     _container_init(ctx)  # never returns
     finally:
@@ -5217,7 +5314,7 @@ def _fork_init(ctx):
         if own_time is not None:
             setns(own_time, CLONE_NEWTIME)  # and in our time namespace
             os.close(own_time)
-    return pid
+    return pid, born_in_cgroup
 
 
 def _container_init(ctx, steps=None):
@@ -5235,6 +5332,8 @@ def _container_init(ctx, steps=None):
 
 def _child(ctx, steps):
     """Run a forked child's steps; whatever happens, it ends here and says why."""
+    if ctx.cgroup is not None:
+        ctx.cgroup.close_warming()
     sync = _Sync(ctx.sync)
     code = 1
     try:
@@ -5844,13 +5943,19 @@ class Container:
                               etc_mounts, ov is not None, no_pivot, cgroup is not None)
             if DEBUG_LOG:
                 debug_plan(plan)
+            # On a pure v2 host the init can be born in its cgroup, and nothing waits for
+            # the grace period of a move; but a cgroup filesystem mounted outside a cgroup
+            # namespace waits for one the same way (it takes the lock a move takes): then
+            # the move is begun early instead (warm).
+            born_in = cgroup is not None and cgroup.unified and not plan.first_child and \
+                not _mounts_cgroupfs_in_host_cgroupns(config)
             if cgroup is not None:
                 c._make_cgroup(cgroup, linux)
                 # for the init's join, after the fork; but its thread would keep us from
                 # going back to our own time namespace after forking the init in a new one
                 # (EUSERS). Not rootless: untried there, and a delegated cgroup is rare.
-                if not unprivileged() and not any(step.op == "time"
-                                                  for step in plan.steps("runtime")):
+                if not born_in and not unprivileged() and not any(
+                        step.op == "time" for step in plan.steps("runtime")):
                     cgroup.warm()
             debug_step("cgroup")
             os.mkfifo(c.fifo, 0o600)
@@ -5873,7 +5978,8 @@ class Container:
                 hook_state={"ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
                             "annotations": config.get("annotations", {})})
             try:
-                child = first = _fork_init(ctx)
+                child, born_in_cgroup = _fork_init(ctx, born_in)
+                first = child
             finally:  # only the children hold the fifo: gc takes its holders for theirs
                 theirs.close()
                 os.close(fifo_fd)
@@ -5889,7 +5995,7 @@ class Container:
                 # from here, it overlaps the init's own setup, which waits for it only where
                 # it must be inside (see _init_steps). (Rootless, there may be none.)
                 try:
-                    if cgroup is not None:
+                    if cgroup is not None and not born_in_cgroup:
                         cgroup.join(child)
                     c.sync.send(Msg.IN_CGROUP)
                 except (ProcessLookupError, BrokenPipeError, ConnectionResetError):

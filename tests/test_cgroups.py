@@ -5,6 +5,8 @@ the eBPF device filter, the error for a missing controller, and what a container
 /sys/fs/cgroup (its own cgroup namespace, docker's default on v2)."""
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -537,6 +539,83 @@ def test_docker_like_run_on_v2_sees_only_its_own_cgroup(v2_mode, cgroups, walkab
     assert (root, fstype) == ("/", "cgroup2") and "ro" in options, (root, options)
     assert "Read-only file system" in mkdir
     assert limits == expected
+
+
+@pytest.mark.parametrize("cgroupns", [True, False])
+def test_v2_init_born_in_its_cgroup(v2_mode, cgroups, bundle, state_root, cgroupns):
+    """With a cgroup namespace, the init is born in its cgroup (clone3's CLONE_INTO_CGROUP:
+    no move, whose wait for a grace period was a quarter of a quiet run's time); without
+    one, where the init's cgroup2 mount waits for that grace period anyway, it is moved
+    there as before. Either way it is there before it runs anything of the container's,
+    and no fd of the host's cgroup directory is left to it (runc's CVE-2024-21626)."""
+    def edit(config):
+        if cgroupns:
+            config["linux"]["namespaces"].append({"type": "cgroup"})
+    cid = new_id()
+    b = bundle(["sleep", "1000"], edit=edit)
+    r = mc_bg("create", "-b", b, cid, state_root=state_root,
+              env=dict(v2_mode, MINICONTAINER_TRACE="1"))
+    assert r.returncode == 0, r.stderr
+    try:
+        steps = [line.split()[4] for line in r.stderr.splitlines() if " trace " in line]
+        assert "fork" in steps and "ready" in steps, steps
+        assert ("join" in steps) is not cgroupns, steps  # a move traces "join"
+        pid = json.loads(ok(mc("state", cid, state_root=state_root)))["pid"]
+        d = cgroups.v2 + "/minicontainer/" + cid
+        assert read(d + "/cgroup.procs").split() == [str(pid)]
+        assert "0::/minicontainer/" + cid in read("/proc/%d/cgroup" % pid).splitlines()
+        assert (os.readlink("/proc/%d/ns/cgroup" % pid) != os.readlink("/proc/self/ns/cgroup")
+                ) is cgroupns
+        # the init, waiting for start: still the runtime's python, its fds those it keeps
+        fds = os.listdir("/proc/%d/fd" % pid)
+        assert fds
+        for fd in fds:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            assert not target.startswith(cgroups.v2), (fd, target)
+        ok(mc("start", cid, state_root=state_root, env=v2_mode))
+        assert read(d + "/cgroup.procs").split() == [str(pid)]
+    finally:
+        ok(mc("delete", "-f", cid, state_root=state_root, env=v2_mode))
+
+
+def test_fork_into_cgroup_is_a_fork(v2_mode, cgroups, tmp_path):
+    """fork_into_cgroup, in a fresh single-threaded interpreter: the child starts in the
+    cgroup, Python's fork hooks run on both sides, the child's interpreter works (a thread,
+    an import); a directory that is no cgroup v2 gives None and no child."""
+    d = cgroups.v2 + "/" + new_id("fork")
+    os.mkdir(d)
+    code = """if 1:
+        import os, sys, threading
+        sys.path.insert(0, %r)
+        import minicontainer as mc
+        seen = []
+        os.register_at_fork(before=lambda: seen.append("before"),
+                            after_in_parent=lambda: seen.append("parent"),
+                            after_in_child=lambda: seen.append("child"))
+        assert mc.fork_into_cgroup(%r) is None and seen == ["before", "parent"], seen
+        pid = mc.fork_into_cgroup(%r)
+        if pid == 0:
+            t = threading.Thread(target=seen.append, args=("thread",))
+            t.start(); t.join()
+            import json
+            with open("/proc/self/cgroup") as f:
+                mine = [l.strip() for l in f if l.startswith("0::")]
+            print(json.dumps([os.getpid(), seen, mine]), flush=True)
+            os._exit(7)
+        _, status = os.waitpid(pid, 0)
+        print(pid, os.waitstatus_to_exitcode(status), seen)
+    """ % (os.path.dirname(mcmod.__file__), str(tmp_path), d)
+    try:
+        out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                             text=True, timeout=60, env=v2_mode)
+        assert out.returncode == 0, out.stderr
+        child, parent = out.stdout.splitlines()
+        pid, seen, mine = json.loads(child)
+        assert seen == ["before", "parent", "before", "child", "thread"]
+        assert mine == ["0::" + d[len(cgroups.v2):]]
+        assert parent == "%d 7 ['before', 'parent', 'before', 'parent']" % pid
+    finally:
+        os.rmdir(d)
 
 
 def test_exec_in_a_docker_like_container_on_v2_joins_its_cgroup_namespace(v2_mode, cgroups,
