@@ -6259,8 +6259,11 @@ class Container:
         if process.get("terminal") and console is None:
             raise Error("process.terminal is set: give a console (-t or --console-socket)")
         cgroup = self.cgroup
-        if cgroup:
-            cgroup.warm()  # for the middle process's join, after the fork
+        # The middle process is born in the cgroup on a pure v2 host (fork_into_cgroup: its
+        # move would wait for a grace period); elsewhere its move is begun early (warm).
+        into_cgroup = cgroup is not None and cgroup.unified and single_threaded()
+        if cgroup and not into_cgroup:
+            cgroup.warm()
         config = self.state["config"]
         plan = exec_plan(config, self.pid, self.state.get("network"))
         if DEBUG_LOG:
@@ -6286,9 +6289,14 @@ class Container:
                           sync=theirs,
                           stdin_null=stdin_null, preserve_fds=preserve_fds, debug=debug,
                           seccomp=_compile_seccomp(config.get("linux", {})))
-        mid = os.fork()
+        mid = fork_into_cgroup(cgroup.v2) if into_cgroup else None
+        born_in_cgroup = mid is not None
+        if mid is None:
+            mid = os.fork()
         if mid == 0:
             ours.close()
+            if born_in_cgroup:
+                ctx.cgroup = None  # its plan's "join cgroup": nothing left to join
             _child(ctx, _exec_steps)
         theirs.close()
         for fd in nsfds.values():

@@ -547,7 +547,8 @@ def test_v2_init_born_in_its_cgroup(v2_mode, cgroups, bundle, state_root, cgroup
     no move, whose wait for a grace period was a quarter of a quiet run's time); without
     one, where the init's cgroup2 mount waits for that grace period anyway, it is moved
     there as before. Either way it is there before it runs anything of the container's,
-    and no fd of the host's cgroup directory is left to it (runc's CVE-2024-21626)."""
+    and no fd of the host's cgroup directory is left to it (runc's CVE-2024-21626). exec's
+    middle process is born in the cgroup in both cases."""
     def edit(config):
         if cgroupns:
             config["linux"]["namespaces"].append({"type": "cgroup"})
@@ -574,6 +575,12 @@ def test_v2_init_born_in_its_cgroup(v2_mode, cgroups, bundle, state_root, cgroup
             assert not target.startswith(cgroups.v2), (fd, target)
         ok(mc("start", cid, state_root=state_root, env=v2_mode))
         assert read(d + "/cgroup.procs").split() == [str(pid)]
+        # exec's middle process is born there in both cases (it mounts nothing)
+        r = mc("exec", cid, "grep", "^0::", "/proc/self/cgroup", state_root=state_root,
+               env=dict(v2_mode, MINICONTAINER_TRACE="1"))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == ("0::/\n" if cgroupns else "0::/minicontainer/%s\n" % cid)
+        assert " join " not in r.stderr and " trace " in r.stderr, r.stderr
     finally:
         ok(mc("delete", "-f", cid, state_root=state_root, env=v2_mode))
 
