@@ -5000,10 +5000,11 @@ class _Sync:
 
 class InitContext:
     """What a child of the runtime (create's init and first child, exec's middle process)
-    takes across fork: the runtime fills it in, the child only reads it."""
+    takes across fork: the runtime fills it in, the child only reads it (but in_cgroup: set
+    by a child born in the cgroup, whose "join cgroup" step has nothing left to do)."""
     __slots__ = ("config", "process", "plan", "rootfs", "cgroup", "sync", "lock",
                  "peer", "fifo_fd", "log_fds", "idmap_trees", "stdin_null", "preserve_fds",
-                 "debug", "overlay", "hook_state", "seccomp", "nsfds")
+                 "debug", "overlay", "hook_state", "seccomp", "nsfds", "in_cgroup")
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -5284,10 +5285,14 @@ def _fork_init(ctx, into_cgroup=False):
     can be. Returns the child's pid and whether it was born there (else it must be moved)."""
     if ctx.plan.first_child:
         prctl(PR_SET_CHILD_SUBREAPER, 1)  # the init's parent exits: we inherit the init
-        pid = os.fork()
+        pid = fork_into_cgroup(ctx.cgroup.v2) if into_cgroup and single_threaded() else None
+        born_in_cgroup = pid is not None
+        if pid is None:
+            pid = os.fork()
         if pid == 0:
+            ctx.in_cgroup = born_in_cgroup  # else it moves itself ("join cgroup")
             _container_init(ctx, _first_child_steps)
-        return pid, False
+        return pid, born_in_cgroup
     saved = own_time = None
     try:
         for step in ctx.plan.steps("runtime"):
@@ -5508,7 +5513,7 @@ def _take_step(ctx, sync, step):
 
 
 def _step_join_cgroup(ctx, sync):
-    if ctx.cgroup is not None:
+    if ctx.cgroup is not None and not ctx.in_cgroup:
         ctx.cgroup.join(0)
 
 
@@ -5943,12 +5948,13 @@ class Container:
                               etc_mounts, ov is not None, no_pivot, cgroup is not None)
             if DEBUG_LOG:
                 debug_plan(plan)
-            # On a pure v2 host the init can be born in its cgroup, and nothing waits for
-            # the grace period of a move; but a cgroup filesystem mounted outside a cgroup
-            # namespace waits for one the same way (it takes the lock a move takes): then
-            # the move is begun early instead (warm).
-            born_in = cgroup is not None and cgroup.unified and not plan.first_child and \
-                not _mounts_cgroupfs_in_host_cgroupns(config)
+            # On a pure v2 host the init (or the first child) can be born in its cgroup,
+            # and nothing waits for the grace period of a move; but a cgroup filesystem
+            # mounted outside a cgroup namespace waits for one the same way (it takes the
+            # lock a move takes): then the move is begun early instead (warm). (In a user
+            # namespace the init binds the container's cgroup there instead.)
+            born_in = cgroup is not None and cgroup.unified and (
+                plan.first_child or not _mounts_cgroupfs_in_host_cgroupns(config))
             if cgroup is not None:
                 c._make_cgroup(cgroup, linux)
                 # for the init's join, after the fork; but its thread would keep us from
@@ -6295,8 +6301,7 @@ class Container:
             mid = os.fork()
         if mid == 0:
             ours.close()
-            if born_in_cgroup:
-                ctx.cgroup = None  # its plan's "join cgroup": nothing left to join
+            ctx.in_cgroup = born_in_cgroup
             _child(ctx, _exec_steps)
         theirs.close()
         for fd in nsfds.values():

@@ -541,26 +541,34 @@ def test_docker_like_run_on_v2_sees_only_its_own_cgroup(v2_mode, cgroups, walkab
     assert limits == expected
 
 
-@pytest.mark.parametrize("cgroupns", [True, False])
-def test_v2_init_born_in_its_cgroup(v2_mode, cgroups, bundle, state_root, cgroupns):
+@pytest.mark.parametrize("setup", ["cgroupns", "host cgroupns", "userns"])
+def test_v2_init_born_in_its_cgroup(v2_mode, cgroups, walkable, walkable_rootfs, state_root,
+                                    setup):
     """With a cgroup namespace, the init is born in its cgroup (clone3's CLONE_INTO_CGROUP:
     no move, whose wait for a grace period was a quarter of a quiet run's time); without
     one, where the init's cgroup2 mount waits for that grace period anyway, it is moved
     there as before. Either way it is there before it runs anything of the container's,
-    and no fd of the host's cgroup directory is left to it (runc's CVE-2024-21626). exec's
-    middle process is born in the cgroup in both cases."""
+    and no fd of the host's cgroup directory is left to it (runc's CVE-2024-21626). With a
+    user namespace, its first child is born there (it moved itself). exec's middle process
+    is born in the cgroup in every case."""
+    cgroupns = setup == "cgroupns"
+
     def edit(config):
         if cgroupns:
             config["linux"]["namespaces"].append({"type": "cgroup"})
+        if setup == "userns":
+            config["linux"]["namespaces"].append({"type": "user"})
+            for ids in ("uidMappings", "gidMappings"):
+                config["linux"][ids] = [{"containerID": 0, "hostID": 200000, "size": 1000}]
     cid = new_id()
-    b = bundle(["sleep", "1000"], edit=edit)
+    b = write_bundle(walkable / "bundle", ["sleep", "1000"], edit, walkable_rootfs)
     r = mc_bg("create", "-b", b, cid, state_root=state_root,
               env=dict(v2_mode, MINICONTAINER_TRACE="1"))
     assert r.returncode == 0, r.stderr
     try:
         steps = [line.split()[4] for line in r.stderr.splitlines() if " trace " in line]
         assert "fork" in steps and "ready" in steps, steps
-        assert ("join" in steps) is not cgroupns, steps  # a move traces "join"
+        assert ("join" in steps) is (setup == "host cgroupns"), steps  # a move traces it
         pid = json.loads(ok(mc("state", cid, state_root=state_root)))["pid"]
         d = cgroups.v2 + "/minicontainer/" + cid
         assert read(d + "/cgroup.procs").split() == [str(pid)]
