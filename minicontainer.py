@@ -2198,8 +2198,14 @@ def cgroup_hierarchies():
     if forced:
         return {}, forced
     v1, v2 = {}, None
-    # mountpoint: (fstype, super options); a later mount hides an earlier one
-    mounts = {point: (fstype, options) for point, fstype, options in mountinfo()}
+    # mountpoint: (fstype, super options); a later mount hides an earlier one at its point
+    # or below it (cgroup2 mounted over a hybrid host's /sys/fs/cgroup, v1's mounts in it)
+    mounts = {}
+    for point, fstype, options in mountinfo():
+        if point != "/":
+            for hidden in [p for p in mounts if p.startswith(point + "/")]:
+                del mounts[hidden]
+        mounts[point] = (fstype, options)
     for mountpoint, (fstype, options) in mounts.items():
         if fstype == "cgroup2" and v2 is None:
             v2 = mountpoint

@@ -253,6 +253,29 @@ def v2_mode(monkeypatch, cgroups):
     return dict(os.environ)
 
 
+def test_hierarchies_hidden_by_a_later_mount_are_not_used(cgroups):
+    """cgroup2 mounted over a hybrid host's /sys/fs/cgroup (as bench_run --cgroup v2 does,
+    for runc and crun to see a pure v2 host) hides the v1 mounts in it: a v2 host then."""
+    if not cgroups.v2:
+        pytest.skip("no cgroup2 mount on this host")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            mcmod.unshare(mcmod.CLONE_NEWNS)
+            mcmod.mount(None, "/", None, mcmod.MS_REC | mcmod.MS_PRIVATE)
+            mcmod.mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0)
+            os.write(w, json.dumps(mcmod.cgroup_hierarchies()).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        seen = f.read()
+    os.waitpid(pid, 0)
+    assert json.loads(seen) == [{}, "/sys/fs/cgroup"]
+
+
 def v2_has(cgroups, controller):
     return controller in read(os.path.join(cgroups.v2, "cgroup.controllers")).split()
 
