@@ -1152,8 +1152,14 @@ def _libc_python():
 _pylibc = None
 
 
-def single_threaded():
-    return len(os.listdir("/proc/self/task")) == 1
+def fork_perhaps_into_cgroup(cgroup, into):
+    """(pid, whether the child was born in `cgroup`): fork_into_cgroup's where asked and
+    this process has one thread, else os.fork's (the child is then to be moved)."""
+    if into and len(os.listdir("/proc/self/task")) == 1:
+        pid = fork_into_cgroup(cgroup.v2)
+        if pid is not None:
+            return pid, True
+    return os.fork(), False
 
 
 def pidfd_open(pid):
@@ -5273,6 +5279,8 @@ def debug_plan(plan):
 # execs it once the runtime says so. Nothing here writes the state directory.
 
 def _mounts_cgroupfs_in_host_cgroupns(config):
+    """Whether the init mounts a cgroup filesystem from the host's cgroup namespace (see
+    Container.create: that mount waits as a move does)."""
     return any(m.get("type") in ("cgroup", "cgroup2") for m in config.get("mounts", [])) \
         and not any(ns["type"] == "cgroup"
                     for ns in config.get("linux", {}).get("namespaces", []))
@@ -5291,10 +5299,7 @@ def _fork_init(ctx, into_cgroup=False):
     can be. Returns the child's pid and whether it was born there (else it must be moved)."""
     if ctx.plan.first_child:
         prctl(PR_SET_CHILD_SUBREAPER, 1)  # the init's parent exits: we inherit the init
-        pid = fork_into_cgroup(ctx.cgroup.v2) if into_cgroup and single_threaded() else None
-        born_in_cgroup = pid is not None
-        if pid is None:
-            pid = os.fork()
+        pid, born_in_cgroup = fork_perhaps_into_cgroup(ctx.cgroup, into_cgroup)
         if pid == 0:
             ctx.in_cgroup = born_in_cgroup  # else it moves itself ("join cgroup")
             _container_init(ctx, _first_child_steps)
@@ -5309,12 +5314,7 @@ def _fork_init(ctx, into_cgroup=False):
                 own_time = os.open("/proc/self/ns/time", os.O_RDONLY | os.O_CLOEXEC)
                 _take_step(ctx, None, step)
             elif step.op == "fork":
-                born_in_cgroup = pid = None
-                if into_cgroup and single_threaded():
-                    pid = fork_into_cgroup(ctx.cgroup.v2)
-                    born_in_cgroup = pid is not None
-                if pid is None:
-                    pid = os.fork()
+                pid, born_in_cgroup = fork_perhaps_into_cgroup(ctx.cgroup, into_cgroup)
                 if pid == 0:
                     _container_init(ctx)  # never returns
     finally:
@@ -6273,7 +6273,7 @@ class Container:
         cgroup = self.cgroup
         # The middle process is born in the cgroup on a pure v2 host (fork_into_cgroup: its
         # move would wait for a grace period); elsewhere its move is begun early (warm).
-        into_cgroup = cgroup is not None and cgroup.unified and single_threaded()
+        into_cgroup = cgroup is not None and cgroup.unified
         if cgroup and not into_cgroup:
             cgroup.warm()
         config = self.state["config"]
@@ -6301,10 +6301,7 @@ class Container:
                           sync=theirs,
                           stdin_null=stdin_null, preserve_fds=preserve_fds, debug=debug,
                           seccomp=_compile_seccomp(config.get("linux", {})))
-        mid = fork_into_cgroup(cgroup.v2) if into_cgroup else None
-        born_in_cgroup = mid is not None
-        if mid is None:
-            mid = os.fork()
+        mid, born_in_cgroup = fork_perhaps_into_cgroup(cgroup, into_cgroup)
         if mid == 0:
             ours.close()
             ctx.in_cgroup = born_in_cgroup
