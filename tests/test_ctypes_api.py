@@ -2,6 +2,7 @@
 alone, so that a start does not import the ctypes package) must behave as ctypes does."""
 import ctypes
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -80,3 +81,30 @@ def test_a_start_does_not_import_ctypes():
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
                          text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_prlimit_as_the_resource_module():
+    """minicontainer.prlimit, which spares the init loading the resource module."""
+    import resource
+
+    def theirs(n):
+        return tuple(mc.RLIM_INFINITY if v == resource.RLIM_INFINITY else v
+                     for v in resource.getrlimit(n))
+    for name in ("RLIMIT_NOFILE", "RLIMIT_CORE", "RLIMIT_STACK", "RLIMIT_AS"):
+        n = mc.RLIMITS[name]
+        assert n == getattr(resource, name)
+        assert mc.prlimit(n) == theirs(n)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # lowered in a child of ours: the test process keeps its limits
+        try:
+            n = mc.RLIMITS["RLIMIT_NOFILE"]
+            mc.prlimit(n, (17, mc.prlimit(n)[1] - 1))
+            os.write(w, json.dumps([theirs(n), mc.prlimit(n)]).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        got, ours = json.loads(f.read())
+    os.waitpid(pid, 0)
+    assert got == ours and got[0] == 17
