@@ -5969,14 +5969,14 @@ class Container:
             # mounted outside a cgroup namespace waits for one the same way (it takes the
             # lock a move takes): then the move is begun early instead (warm). (In a user
             # namespace the init binds the container's cgroup there instead.)
-            born_in = cgroup is not None and cgroup.unified and (
+            into_cgroup = cgroup is not None and cgroup.unified and (
                 plan.first_child or not _mounts_cgroupfs_in_host_cgroupns(config))
             if cgroup is not None:
                 c._make_cgroup(cgroup, linux)
                 # for the init's join, after the fork; but its thread would keep us from
                 # going back to our own time namespace after forking the init in a new one
                 # (EUSERS). Not rootless: untried there, and a delegated cgroup is rare.
-                if not born_in and not unprivileged() and not any(
+                if not into_cgroup and not unprivileged() and not any(
                         step.op == "time" for step in plan.steps("runtime")):
                     cgroup.warm()
             debug_step("cgroup")
@@ -6000,7 +6000,7 @@ class Container:
                 hook_state={"ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
                             "annotations": config.get("annotations", {})})
             try:
-                child, born_in_cgroup = _fork_init(ctx, born_in)
+                child, born_in_cgroup = _fork_init(ctx, into_cgroup)
                 first = child
             finally:  # only the children hold the fifo: gc takes its holders for theirs
                 theirs.close()

@@ -12,8 +12,8 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import (host_block_device, mc, mc_bg, new_id, ok, one_line_error, set_field,
-                      wait_for, write_bundle)
+from conftest import (host_block_device, mc, mc_argv, mc_bg, new_id, ok, one_line_error,
+                      set_field, wait_for, write_bundle)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -616,6 +616,33 @@ def test_v2_init_born_in_its_cgroup(v2_mode, cgroups, walkable, walkable_rootfs,
         assert " join " not in r.stderr and " trace " in r.stderr, r.stderr
     finally:
         ok(mc("delete", "-f", cid, state_root=state_root, env=v2_mode))
+
+
+def test_v2_clone3_refused_means_fork_and_move(v2_mode, cgroups, bundle, state_root):
+    """Where clone3 is refused (a kernel before 5.7; docker's default seccomp profile makes
+    it ENOSYS, as here), the init is forked and moved, as before."""
+    cid = new_id()
+    b = bundle(["grep", "^0::", "/proc/self/cgroup"],
+               edit=lambda c: c["linux"]["namespaces"].append({"type": "cgroup"}))
+    no_clone3 = """if 1:
+        import os, sys
+        sys.path.insert(0, %r)
+        import minicontainer as mc
+        mc.prctl(mc.PR_SET_NO_NEW_PRIVS, 1)
+        mc.apply_seccomp({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]})
+        os.execv(sys.argv[1], sys.argv[1:])
+    """ % os.path.dirname(mcmod.__file__)
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", no_clone3, *mc_argv(
+        "--debug", "run", "-b", b, cid, state_root=state_root)], capture_output=True,
+        text=True, timeout=60, env=dict(v2_mode, MINICONTAINER_TRACE="1"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "0::/\n"
+    steps = [line.split()[4] for line in r.stderr.splitlines() if " trace " in line]
+    assert "join" in steps, steps
+    assert "clone3 into the cgroup: Function not implemented; fork, then move the child" \
+        in r.stderr
+    assert not os.path.exists(cgroups.v2 + "/minicontainer/" + cid)
 
 
 def test_fork_into_cgroup_is_a_fork(v2_mode, cgroups, tmp_path):
