@@ -50,6 +50,7 @@ lint:
 
 bench:
 	$(PYTHON) bench/bench_run.py
+	$(PYTHON) bench/bench_run.py --cgroup v2 --cgroupns --pause 0.1
 	$(PYTHON) bench/bench_pull.py
 	$(PYTHON) bench/bench_pull_interrupt.py
 	$(PYTHON) bench/bench_network.py
