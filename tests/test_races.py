@@ -23,11 +23,13 @@ STEPS = ["state", "network", "cgroup", "fork", "join", "in-cgroup", "userns", "r
 CREATED = {"created", "start", "started", "running"}  # from there on, the container lives
 
 
-def steps(command, network, userns):
+def steps(command, network, userns, born_in_cgroup):
     for step in STEPS:
         if step == "network" and not network or step == "userns" and not userns:
             continue
         if step == "in-cgroup" and userns:  # the first child moves itself
+            continue
+        if step == "join" and born_in_cgroup:  # on cgroup v2, where it can be: no move
             continue
         if command == "create" and step in ("start", "started", "running"):
             continue
@@ -64,23 +66,38 @@ def assert_nothing_left(state_root, cid, tmp_path, rootfs, step):
     assert not [d for d in session_cgroups() if cid in d], step
 
 
-@pytest.mark.parametrize("command, network, userns", [
-    ("run", False, False), ("run", True, False), ("create", False, False),
-    ("run", False, True)], ids=["run", "run-bridge", "create", "run-userns"])
-def test_killed_at_every_step_gc_leaves_nothing(walkable, tmp_path, command, network,
-                                                userns):
+def in_a_cgroupns(config):
+    config["linux"]["namespaces"].append({"type": "cgroup"})
+
+
+@pytest.mark.parametrize("command, network, userns, v2", [
+    ("run", False, False, False), ("run", True, False, False), ("create", False, False, False),
+    ("run", False, True, False), ("run", False, False, True)],
+    ids=["run", "run-bridge", "create", "run-userns", "run-v2-cgroupns"])
+def test_killed_at_every_step_gc_leaves_nothing(walkable, tmp_path, cgroups, command, network,
+                                                userns, v2):
+    """v2: on cgroup v2 (a hybrid host's cgroup2 mount, as if pure), a container with a
+    cgroup namespace, whose init is born in its cgroup."""
     state_root = str(tmp_path / "state")
     rootfs = str(walkable / "rootfs")
-    b = write_bundle(tmp_path / "bundle", ["sleep", "1000"], in_a_userns if userns else None,
-                     rootfs)
-    for step in steps(command, network, userns):
+    env = dict(os.environ)
+    if v2:
+        if not cgroups.v2:
+            pytest.skip("no cgroup2 mount on this host")
+        if cgroups.v1:
+            env["MINICONTAINER_CGROUP2"] = cgroups.v2
+    on_v2 = bool(env.get("MINICONTAINER_CGROUP2")) or cgroups.kind == "v2"
+    b = write_bundle(tmp_path / "bundle", ["sleep", "1000"],
+                     in_a_userns if userns else in_a_cgroupns if v2 else None, rootfs)
+    for step in steps(command, network, userns, on_v2 and (userns or v2)):
         cid = new_id(step)
-        env = dict(os.environ, MINICONTAINER_DEBUG_DIE_AT=step)
+        died_at = dict(env, MINICONTAINER_DEBUG_DIE_AT=step)
         if command == "create":
             args = ["create", "-b", b, cid]
         else:
             args = ["run", "-b", b, "--name", cid] + (["--network", "bridge"] if network else [])
-        rc, _, err = mc_bg(*args, state_root=state_root, env=env, out=str(tmp_path / "out"))
+        rc, _, err = mc_bg(*args, state_root=state_root, env=died_at,
+                           out=str(tmp_path / "out"))
         if step == "join" and userns:  # the first child dies there: the runtime says so
             assert rc == 1 and "container init died during setup" in err, (step, rc, err)
         else:
@@ -90,7 +107,7 @@ def test_killed_at_every_step_gc_leaves_nothing(walkable, tmp_path, command, net
             assert "container %s" % cid not in out, step
             c = mcmod.Container.load(cid, state_root)
             assert c.status() in ("created", "running"), step
-            ok(mc("delete", "-f", cid, state_root=state_root))
+            ok(mc("delete", "-f", cid, state_root=state_root, env=env))
         else:
             assert not os.path.exists(os.path.join(state_root, cid)), step
         assert_nothing_left(state_root, cid, tmp_path, rootfs, step)
