@@ -642,6 +642,7 @@ def _log_error(msg, log, level="error", stderr=True):
 
 _ctypes_api = None
 _libc = None
+_pylibc = None
 
 
 def ctypes_api():
@@ -1121,8 +1122,9 @@ def fork_into_cgroup(cgroup_dir):
         # exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup
         args = struct.pack("11Q", CLONE_INTO_CGROUP, 0, 0, 0, signal.SIGCHLD, 0, 0, 0, 0, 0,
                            fd)
+        nr = syscall_nr("clone3")
         before()
-        pid = python.syscall(syscall_nr("clone3"), args, len(args))
+        pid = python.syscall(nr, args, len(args))
         if pid == 0:
             in_child()
             return 0
@@ -1147,9 +1149,6 @@ def _libc_python():
         _pylibc = ctypes.PyDLL(None)
         _pylibc.syscall.restype = ctypes.c_long
     return _pylibc
-
-
-_pylibc = None
 
 
 def fork_perhaps_into_cgroup(cgroup, into):
