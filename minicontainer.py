@@ -9742,6 +9742,10 @@ def cmd_spec(a, g):
     if not os.path.isdir(a.bundle or "."):
         raise Error("spec: bundle %s is not a directory" % a.bundle)
     spec = default_spec(rootfs=a.rootfs or "rootfs")
+    v1, v2 = cgroup_hierarchies()
+    if v2 and not v1:
+        # as runc's: on a pure v2 host the container sees its own cgroup at /sys/fs/cgroup
+        spec["linux"]["namespaces"].append({"type": "cgroup"})
     if a.rootless:
         rootless_spec(spec)
     with open(path, "w") as f:

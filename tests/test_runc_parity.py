@@ -88,6 +88,30 @@ def test_exit_status_as_runc(both, script, status):
     assert ours[0] == runc[0] == status
 
 
+@pytest.mark.parametrize("pure_v2", [False, True], ids=["this host", "pure v2"])
+@pytest.mark.parametrize("rootless", [False, True], ids=["spec", "spec --rootless"])
+def test_spec_namespaces_as_runc_writes_them(tmp_path, cgroups, pure_v2, rootless):
+    """runc's `spec` adds a cgroup namespace on a pure v2 host; ours does the same. As a pure
+    v2 host: both in a mount namespace whose /sys/fs/cgroup is the cgroup2 hierarchy alone."""
+    if pure_v2 and not cgroups.unified and not cgroups.v2:
+        pytest.skip("no cgroup2 on this host")
+    argv = ["spec"] + (["--rootless"] if rootless else [])
+    written = {}
+    for name, runtime in (("runc", ["runc"]), ("ours", [RUNTIME])):
+        d = tmp_path / name
+        d.mkdir()
+        cmd = " ".join(runtime + argv)
+        if pure_v2 and not cgroups.unified:
+            cmd = "mount --make-rprivate / && mount -t cgroup2 none /sys/fs/cgroup && " + cmd
+            subprocess.run(["unshare", "-m", "sh", "-c", cmd], cwd=d, check=True)
+        else:
+            subprocess.run(["sh", "-c", cmd], cwd=d, check=True)
+        config = json.loads((d / "config.json").read_text())
+        written[name] = [ns["type"] for ns in config["linux"]["namespaces"]]
+    assert written["ours"] == written["runc"]
+    assert ("cgroup" in written["ours"]) == (pure_v2 or cgroups.unified)
+
+
 @pytest.mark.skipif(not shutil.which("crun"), reason="crun is not installed")
 def test_a_bundle_as_crun_spec_writes_it(tmp_path, busybox_rootfs):
     # crun refuses this project's hybrid test host, so it is not run beside us; its spec's
