@@ -15,7 +15,9 @@ import sys
 import pytest
 
 import minicontainer as mc
-from conftest import mc_sh
+from conftest import mc as mc_cli
+from conftest import mc_bg, mc_create, mc_sh, new_id, no_state, one_line_error, set_field
+from conftest import ok as succeeded
 
 pytestmark = pytest.mark.needs_root
 
@@ -608,17 +610,68 @@ def test_default_profile_runs_alpine_apk_and_musl(tmp_path):
 
 # ---- containers: `minicontainer.py run` ------------------------------------------------
 
-def test_container_with_a_profile_file(busybox_rootfs, tmp_path):
+def denying_mkdir(tmp_path):
+    """The default profile, mkdir denied with EACCES first: a profile file's path."""
     profile = mc.default_seccomp_profile()
     profile["syscalls"].insert(0, {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
                                    "errnoRet": errno.EACCES})
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(profile))
+    return path
+
+
+def test_container_with_a_profile_file(busybox_rootfs, tmp_path):
+    path = denying_mkdir(tmp_path)
     r = mc_sh("mkdir /tmp/x; echo rc=$?; unshare -U true; echo rc=$?; echo ok",
               "--security-opt", f"seccomp={path}", rootfs=busybox_rootfs,
               state_root=str(tmp_path / "state"))
     assert r.stdout.split() == ["rc=1", "rc=1", "ok"], r.stderr
     assert "Permission denied" in r.stderr and "Operation not permitted" in r.stderr
+
+
+def test_container_with_a_filter_near_the_kernels_limit(busybox_rootfs, tmp_path):
+    """A filter of nearly 4096 instructions (far past 8-bit jumps) is loaded whole by the
+    container's init and applies."""
+    magic = 0xDEAD_BEEF_CAFE
+    names = sorted(mc.syscall_table(mc.native_arch()))
+    calls = [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+              "errnoRet": errno.EACCES}]
+    for index, count in ((5, 400), (4, 150)):  # rules that never match: an argument is magic
+        calls += [{"names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                   "args": [{"index": index, "value": magic, "op": "SCMP_CMP_EQ"}]}
+                  for name in names[:count]]
+    profile = dict(ALLOW, syscalls=calls)
+    assert len(mc.seccomp_program(profile)) // 8 > 4000
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile))
+    r = mc_sh("mkdir /tmp/x; echo rc=$?; echo ok", "--security-opt", f"seccomp={path}",
+              rootfs=busybox_rootfs, state_root=str(tmp_path / "state"))
+    assert r.stdout.split() == ["rc=1", "ok"], r.stderr
+    assert "Permission denied" in r.stderr
+
+
+def test_filter_reaches_a_user_namespaces_init_and_execs_process(walkable_rootfs, tmp_path):
+    """The filter applies to the init of a user namespace (forked by the namespace's first
+    child) and to exec's process (forked by its middle process) alike."""
+    path, state_root = denying_mkdir(tmp_path), str(tmp_path / "state")
+    r = mc_sh("mkdir /tmp/x; echo rc=$?", "--userns", "--security-opt", f"seccomp={path}",
+              rootfs=walkable_rootfs, state_root=state_root)
+    assert r.stdout == "rc=1\n" and "Permission denied" in r.stderr, (r.stdout, r.stderr)
+    cid = new_id()
+    succeeded(mc_bg("run", "-d", "--name", cid, "--security-opt", f"seccomp={path}", "--rootfs",
+                    walkable_rootfs, "--", "sleep", "1000", state_root=state_root))
+    try:
+        r = mc_cli("exec", cid, "sh", "-c", "mkdir /tmp/y; echo rc=$?", state_root=state_root)
+        assert r.stdout == "rc=1\n" and "Permission denied" in r.stderr, (r.stdout, r.stderr)
+    finally:
+        succeeded(mc_cli("delete", "-f", cid, state_root=state_root))
+
+
+def test_a_bad_profile_fails_create_and_leaves_nothing(bundle, state_root, no_leaks):
+    b = bundle(edit=set_field("linux.seccomp", {"defaultAction": "SCMP_ACT_SOMETIMES"}))
+    _, r = mc_create(b, state_root=state_root, check=False)
+    assert "SCMP_ACT_SOMETIMES" in one_line_error(r)
+    assert no_state(state_root)
 
 
 def test_container_unconfined_reaches_the_kernel(busybox_rootfs, tmp_path):
