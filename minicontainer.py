@@ -2446,11 +2446,19 @@ class Cgroup:
         wanted = _read(os.path.join(self.v2_root, "cgroup.controllers")).split()
         d = self.v2_root
         for part in self.path.strip("/").split("/")[:-1] + [None]:
-            for c in wanted:
-                try:
-                    _write(os.path.join(d, "cgroup.subtree_control"), "+" + c)
-                except OSError:
-                    pass  # e.g. cpu while a realtime task runs: use what can be had
+            # Not in a cgroup with processes of its own (a rootless runtime's delegated
+            # cgroup, which it makes the container's below): the kernel refuses domain
+            # controllers there (EBUSY) but grants threaded ones (cpu, pids), which make it
+            # a thread root, and every cgroup made below it "domain invalid", which no
+            # process may join (EOPNOTSUPP). The root cgroup (it alone has no cgroup.type;
+            # not so the root of a cgroup namespace) is exempt from both rules.
+            if not os.path.exists(os.path.join(d, "cgroup.type")) or \
+                    not _read(os.path.join(d, "cgroup.procs")):
+                for c in wanted:
+                    try:
+                        _write(os.path.join(d, "cgroup.subtree_control"), "+" + c)
+                    except OSError:
+                        pass  # e.g. cpu while a realtime task runs: use what can be had
             if part is None:
                 break
             d = os.path.join(d, part)

@@ -706,6 +706,38 @@ def test_exec_in_a_docker_like_container_on_v2_joins_its_cgroup_namespace(v2_mod
         ok(mc("delete", "-f", cid, state_root=state_root, env=v2_mode))
 
 
+def test_v2_parent_with_a_process_of_its_own(v2_mode, cgroups, busybox_rootfs, state_root):
+    """A cgroup parent that holds a process (as a rootless user's delegated cgroup holds the
+    runtime): no controller is enabled in it, for threaded ones (cpu, pids) would make it a
+    thread root, and the container's cgroup below it one no process may join."""
+    parent = new_id("busy")
+    d = os.path.join(cgroups.v2, parent)
+    os.mkdir(d)
+    holder = subprocess.Popen(["sleep", "1000"])
+    try:
+        with open(os.path.join(d, "cgroup.procs"), "w") as f:
+            f.write(str(holder.pid))
+        r = mc("run", "--rm", "--cgroup-parent", "/" + parent, "--rootfs", busybox_rootfs,
+               "--", "cat", "/proc/self/cgroup", state_root=state_root, env=v2_mode)
+        assert r.returncode == 0, r.stderr
+        with open(os.path.join(d, "cgroup.subtree_control")) as f:
+            assert f.read().split() == []
+        with open(os.path.join(d, "cgroup.type")) as f:
+            assert f.read() == "domain\n"
+        assert os.listdir(d) and not [e for e in os.listdir(d)  # the container's went
+                                      if os.path.isdir(os.path.join(d, e))]
+    finally:
+        holder.kill()
+        holder.wait()
+        wait_for(lambda: not _procs(d), 5, "the holder to leave %s" % d)
+        os.rmdir(d)
+
+
+def _procs(d):
+    with open(os.path.join(d, "cgroup.procs")) as f:
+        return f.read().split()
+
+
 def test_oci_bundle_on_v2_without_a_cgroup_namespace(v2_mode, cgroups, walkable, state_root):
     """As runc: cgroup2 mounted from the root of the host's cgroup namespace, so the
     container's cgroup is where /proc/self/cgroup says; in a user namespace, which may not
