@@ -6240,10 +6240,12 @@ class Container:
                 raise Error("container %s: init exited before start" % self.id)
             hooks = self.state["config"].get("hooks", {})
             if hooks.get("poststart"):
+                debug_step("poststart")
                 try:
-                    # "running": the program was started, though it may have ended already
-                    run_hooks(hooks["poststart"], dict(self.oci_state(), status="running"),
-                              "poststart")
+                    # "running", with its pid: the program was started, though it may have
+                    # ended already (then oci_state says "stopped", pid 0)
+                    run_hooks(hooks["poststart"], dict(self.oci_state(), status="running",
+                                                       pid=self.pid), "poststart")
                 except Error:
                     self._remove(quiet=True)
                     raise

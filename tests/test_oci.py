@@ -793,6 +793,26 @@ echo {name} >> {out}/order
 """
 
 
+def test_poststart_state_names_the_program_that_ended_already(state_root, bundle, tmp_path):
+    """The program may end before the poststart hooks run (held here until it has): their
+    state still says "running" and gives its pid, not stopped's 0."""
+    script = tmp_path / "poststart.sh"
+    script.write_text(HOOK.format(out=tmp_path, name="poststart"))
+    script.chmod(0o755)
+    b = bundle(["true"], edit=lambda c: c.update(hooks={"poststart": [
+        {"path": str(script), "env": [HOOK_PATH]}]}))
+    cid, _ = mc_create(b, state_root=state_root)
+    try:
+        pid = state(cid, state_root)["pid"]
+        ok(mc("start", cid, state_root=state_root,
+              env=dict(os.environ, MINICONTAINER_DEBUG_SLEEP_AT="poststart:1")))
+        with open(tmp_path / "poststart.json") as f:
+            hook_state = json.load(f)
+        assert (hook_state["status"], hook_state["pid"]) == ("running", pid)
+    finally:
+        ok(mc("delete", "-f", cid, state_root=state_root))
+
+
 def test_hooks_run_in_order_where_the_spec_says(state_root, bundle, tmp_path, rootfs_copy):
     out = tmp_path / "hooks"
     out.mkdir()
