@@ -1,7 +1,8 @@
 """Issue 15, item 3: fuse-overlayfs between the kernel's overlay and the private copy.
 
 A user never reaches it on this machine (the kernel allows overlayfs in user namespaces, and
-/dev/fuse opens for root only), so $MINICONTAINER_OVERLAY=fuse takes the kernel's overlay
+/dev/fuse opens for root only; the rootless tests make it so, or not, in a mount namespace of
+their own), so $MINICONTAINER_OVERLAY=fuse takes the kernel's overlay
 as refused, and the tests run as root: with a user namespace (the first child is refused,
 as the host's root) and without (the init is refused). The daemon must be no process of
 the container's, and must not outlive it."""
@@ -213,10 +214,18 @@ def test_rootless_fuse_overlayfs(user_image, tmp_path):
     assert daemons(user.xdg) == [] and os.listdir(user.state) == []
 
 
-def test_rootless_without_dev_fuse_a_private_copy(user_image):
+def test_rootless_without_dev_fuse_a_private_copy(user_image, tmp_path):
+    """As the user, with /dev/fuse root's only to open (as here; a mount namespace of the
+    test makes it so where it is everybody's, as on a stock Debian)."""
     user = user_image
-    r = user.mc("run", "--rm", "rlfuse", "sh", "-c", "echo ok",
-                env={"MINICONTAINER_OVERLAY": "fuse"})
+    node = str(tmp_path / "fuse")
+    os.mknod(node, 0o600 | stat.S_IFCHR, os.makedev(10, 229))
+    os.chmod(node, 0o600)
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /dev/fuse && exec "$@"', node] + user.argv(
+                [sys.executable, user.runtime, "run", "--rm", "rlfuse", "sh", "-c", "echo ok"],
+                MINICONTAINER_OVERLAY="fuse")
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=user.base)
     assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
     assert r.stderr == ("minicontainer: overlayfs not used ($MINICONTAINER_OVERLAY=fuse); "
                         "fuse-overlayfs failed (/dev/fuse: Permission denied): %s\n" % COPY)
