@@ -159,8 +159,14 @@ def test_child_of_create_closes_the_runtimes_end_and_dies_with_it(busybox_rootfs
         child = wait_for(init, 10, "a child of create to hold the fifo")
 
         def sockets(pid):
-            return {os.readlink("/proc/%d/fd/%s" % (pid, fd))
-                    for fd in os.listdir("/proc/%d/fd" % pid)}
+            found = set()
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                try:
+                    found.add(os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+                except FileNotFoundError:
+                    pass  # closed meanwhile
+            return found
+
         def runtime_end():
             # Right after the fork the runtime holds both ends until it closes the child's:
             # on a loaded machine the child may be at its hold before the runtime runs again.
@@ -175,11 +181,11 @@ def test_child_of_create_closes_the_runtimes_end_and_dies_with_it(busybox_rootfs
         import select
         assert select.select([pidfd], [], [], 5)[0], "the init outlived the runtime"
         os.close(pidfd)
-    finally:
+    finally:  # a failure above must not leave the held container to the next test
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    gc_until_settled(state_root, cid)
+        gc_until_settled(state_root, cid)
     assert_nothing_left(state_root, cid, tmp_path, busybox_rootfs, "")
 
 

@@ -629,7 +629,7 @@ def test_mounts_do_not_propagate_to_the_host(shared_mount, state_root, tmp_path)
     assert mountpoints_under(shared_mount) == before  # and after
 
 
-def test_spec_writes_the_default_config(tmp_path, busybox_rootfs):
+def test_spec_writes_the_default_config(tmp_path, busybox_rootfs, cgroups):
     r = mc("spec", "-b", str(tmp_path), "--rootfs", busybox_rootfs)
     assert r.returncode == 0, r.stderr
     spec = json.loads((tmp_path / "config.json").read_text())
@@ -639,7 +639,7 @@ def test_spec_writes_the_default_config(tmp_path, busybox_rootfs):
     assert len(p["capabilities"]) == 5 and len(mcmod.DEFAULT_CAPS) == 14
     assert p["noNewPrivileges"] is True and spec["hostname"] == "minicontainer"
     assert sorted(n["type"] for n in spec["linux"]["namespaces"]) == \
-        ["ipc", "mount", "network", "pid", "uts"]
+        sorted(["ipc", "mount", "network", "pid", "uts"] + ["cgroup"] * cgroups.unified)
     assert [m["destination"] for m in spec["mounts"]] == \
         ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"]
     assert "seccomp" in spec["linux"]
