@@ -38,6 +38,10 @@ def upper_layers():
         entry("imp", "dir"), entry("imp/q", "dir"), entry("imp/q/x", data=b"x"),
         entry("usr", "dir"), entry("usr/bin", "dir"),
         entry("usr/bin/suid", data=b"#!/bin/sh\n", mode=0o4755),
+        entry("wl", "dir"), entry("wl/old", data=b"o"), entry("wl/q", "dir"),
+        entry("wl/q/x", data=b"x"),
+        entry("we", "dir", mode=0o700), entry("we/old", data=b"o"),
+        entry("wi", "dir"), entry("wi/old", data=b"o"),
     ])
     third = tar_layer([
         entry("data/.wh.gone"), entry("data/.wh.sub"),
@@ -58,6 +62,12 @@ def upper_layers():
         entry("d2f2d", data=b"file"), entry("d2f2d", "dir"), entry("d2f2d/new", data=b"n"),
         # a file in place of the directories it made for an entry of its own
         entry("imp/q/f", data=b"f"), entry("imp", data=b"now a file", mode=0o600),
+        # a whiteout after the layer's own entries below it, and after its own directory:
+        # they stay, the lower ones go (as if the whiteout came first); before an entry
+        # below it with no directory entry of its own: that directory starts empty
+        entry("wl/q/f", data=b"f"), entry(".wh.wl"),
+        entry("we", "dir", mode=0o750), entry(".wh.we"),
+        entry(".wh.wi"), entry("wi/f", data=b"f"),
     ], compression=None)
     return [second, third, fourth]
 
@@ -152,6 +162,9 @@ def test_merged_view_equals_flat_unpack(image, store, tmp_path):
     assert "mine" in flat[0] and "made/deep/f" in flat[0]
     assert sorted(n for n in flat[0] if n.startswith("d2f2d/")) == ["d2f2d/new"]
     assert flat[0]["imp"][:2] == (stat.S_IFREG, 0o600)
+    assert sorted(n for n in flat[0] if n.startswith(("wl/", "we/", "wi/"))) == \
+        ["wi/f", "wl/q", "wl/q/f"]
+    assert flat[0]["we"][:2] == (stat.S_IFDIR, 0o750)
     # the layer directories hold overlayfs's whiteouts, not the tar's .wh. files
     third = image.layers[2]
     assert os.stat(os.path.join(third, "data/gone"), follow_symlinks=False).st_rdev == 0

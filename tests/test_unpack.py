@@ -108,6 +108,18 @@ def test_opaque_marker_after_own_entries_keeps_them(rootfs):
     assert found == ["dir", "dir/sub", "dir/sub/upper2", "dir/upper"]
 
 
+def test_whiteouts_after_own_entries_below_keep_them(rootfs):
+    # Whiteouts hide lower layers only, wherever they sit in the layer: what the layer put
+    # below the path (its parent directories given by no entry of their own) stays.
+    unpack([entry("p/old", data=b"o"), entry("p/q/x", data=b"x"), entry("o/lower", data=b"l"),
+            entry("o/sub/lower", data=b"l")], rootfs)
+    unpack([entry("p/q/f", data=b"f"), entry(".wh.p"),
+            entry("o/sub/mine", data=b"m"), entry("o/.wh..wh..opq")], rootfs)
+    found = sorted(os.path.relpath(os.path.join(dp, n), rootfs)
+                   for dp, dns, fns in os.walk(rootfs) for n in dns + fns)
+    assert found == ["o", "o/sub", "o/sub/mine", "p", "p/q", "p/q/f"]
+
+
 def test_whiteout_spares_same_layer_file(rootfs):
     unpack([entry("x", data=b"new"), entry(".wh.x")], rootfs)
     assert open(os.path.join(rootfs, "x"), "rb").read() == b"new"

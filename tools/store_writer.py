@@ -418,8 +418,9 @@ class _Unpacker:
         self.implicit = set()       # directories made for an entry below them, not by one
         self.dirs = {(): root_fd}   # dir fds by path tuple, each opened with O_NOFOLLOW
         self.retired = []           # evicted fds, closed once no caller can hold them
-        # paths this layer made, whiteouts spare them (see made)
+        # paths this layer made, and directories holding some: whiteouts spare them (made)
         self.created = set()
+        self.holding = set()
         self.dir_times = []         # (path tuple, mtime, mode) applied at the end
         self.warned = set()
 
@@ -430,6 +431,11 @@ class _Unpacker:
         layer made (overlay_whiteout looks), and a record would be 4 MiB for 24k files."""
         if not self.overlay:
             self.created.add("/".join(parts))
+            for i in range(len(parts) - 1, 0, -1):
+                above = "/".join(parts[:i])
+                if above in self.holding:
+                    break
+                self.holding.add(above)
 
     def fail(self, name, why):
         raise UnpackError(f"{self.layer}: refusing entry {name!r}: {why}")
@@ -475,13 +481,21 @@ class _Unpacker:
             self.implicit.add(parts)
             fd = os.open(parts[-1], flags, dir_fd=parent)
         except OSError as e:
-            if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode):
-                    self.fail(name, f"{'/'.join(parts)} is a symlink, and symlinks are never "
-                              "followed while unpacking")
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                self.fail(name, f"{'/'.join(parts)} is a symlink, and symlinks are never "
+                          "followed while unpacking")
+            if not (create and self.overlay and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0):
                 self.fail(name, f"{'/'.join(parts)} is not a directory")
-            raise
+            # Where this layer put a whiteout: a directory that starts empty, as in a flat
+            # unpack, where the whiteout had removed the lower one (opaque: overlayfs would
+            # merge it in); its own, not the lower one's owner and mode (not implicit).
+            os.unlink(parts[-1], dir_fd=parent)
+            os.mkdir(parts[-1], 0o755, dir_fd=parent)
+            fd = os.open(parts[-1], flags, dir_fd=parent)
+            self.opaque(fd, name)
         if len(self.dirs) >= self.MAX_CACHED_DIRS:
             self.retired += [f for key, f in self.dirs.items() if key and key != parts[:-1]]
             self.dirs = {(): self.root_fd, parts[:-1]: parent}
@@ -523,10 +537,20 @@ class _Unpacker:
         parent = self.dir_fd(parts[:-1], member.name, create=False)
         if parent is None:
             return  # nothing below to hide
+        where = parts[:-1] + (target,)
         if base == ".wh..wh..opq":
             self.clear_lower(parent, parts[:-1])
-        elif "/".join(parts[:-1] + (target,)) not in self.created:  # hides lower layers only
-            self.remove(parent, parts[:-1] + (target,))
+        elif "/".join(where) in self.created or "/".join(where) in self.holding:
+            # What this layer put there stays, wherever the whiteout sits in it (a whiteout
+            # hides lower layers only); of a directory, what lower layers put in it goes.
+            try:
+                st = self.os.stat(target, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                return
+            if stat.S_ISDIR(st.st_mode):
+                self.clear_lower(self.dir_fd(where, member.name), where)
+        else:
+            self.remove(parent, where)
 
     def overlay_whiteout(self, member, parts, target):
         os = self.os
@@ -537,6 +561,11 @@ class _Unpacker:
         where = parts[:-1] + (target,)
         try:
             st = os.stat(target, dir_fd=parent, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                # made by this layer, which keeps it and what it put in it: the lower one's
+                # entries go, as in a flat unpack (opaque)
+                self.opaque(self.dir_fd(where, member.name), member.name)
+                return
             if not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0):  # not a whiteout
                 return  # made by this layer: as in a flat unpack, a whiteout hides lower ones
         except FileNotFoundError:
@@ -564,7 +593,7 @@ class _Unpacker:
         os = self.os
         for entry in os.scandir(fd):
             sub = parts + (entry.name,)
-            if "/".join(sub) not in self.created:
+            if "/".join(sub) not in self.created and "/".join(sub) not in self.holding:
                 self.remove(fd, sub)
             elif entry.is_dir(follow_symlinks=False):
                 subfd = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW |
