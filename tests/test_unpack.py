@@ -1,8 +1,11 @@
 """unpack_layer: file types and metadata, whiteouts, compression, and hostile layers."""
 import gzip
+import hashlib
 import io
+import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -118,6 +121,57 @@ def test_whiteouts_after_own_entries_below_keep_them(rootfs):
     found = sorted(os.path.relpath(os.path.join(dp, n), rootfs)
                    for dp, dns, fns in os.walk(rootfs) for n in dns + fns)
     assert found == ["o", "o/sub", "o/sub/mine", "p", "p/q", "p/q/f"]
+
+
+@pytest.mark.skipif(not shutil.which("umoci"), reason="umoci is not installed")
+def test_whiteouts_as_umoci_applies_them(rootfs, tmp_path):
+    """The same two layers, in an OCI layout that umoci unpacks: the same tree."""
+    layers = [
+        [entry("wl", "dir"), entry("wl/old", data=b"o"), entry("wl/q", "dir"),
+         entry("wl/q/x", data=b"x"), entry("we", "dir", mode=0o700), entry("we/old", data=b"o"),
+         entry("wi", "dir"), entry("wi/old", data=b"o"), entry("o", "dir"),
+         entry("o/lower", data=b"l"), entry("o/sub", "dir"), entry("o/sub/lower", data=b"l"),
+         entry("gone", data=b"g"), entry("kept", "dir"), entry("kept/x", data=b"x")],
+        [entry("wl/q/f", data=b"f"), entry(".wh.wl"),  # after its own entries below
+         entry("we", "dir", mode=0o750), entry(".wh.we"),  # after its own directory
+         entry(".wh.wi"), entry("wi/f", data=b"f"),  # before them
+         entry("o/sub/mine", data=b"m"), entry("o/.wh..wh..opq"),
+         entry("mine", data=b"m"), entry(".wh.mine"), entry(".wh.gone"), entry("kept/y")]]
+    layout = tmp_path / "layout"
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+
+    def blob(data, media_type):
+        digest = hashlib.sha256(data).hexdigest()
+        (layout / "blobs" / "sha256" / digest).write_bytes(data)
+        return {"mediaType": media_type, "digest": "sha256:" + digest, "size": len(data)}
+    tars = [tar_bytes(entries) for entries in layers]
+    config = blob(json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(t).hexdigest() for t in tars]
+    }}).encode(), "application/vnd.oci.image.config.v1+json")
+    manifest = blob(json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config, "layers": [blob(t, "application/vnd.oci.image.layer.v1.tar")
+                                     for t in tars]}).encode(),
+        "application/vnd.oci.image.manifest.v1+json")
+    manifest["annotations"] = {"org.opencontainers.image.ref.name": "t"}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest]}))
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    bundle = tmp_path / "bundle"
+    r = subprocess.run(["umoci", "unpack", "--image", "%s:t" % layout, str(bundle)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for entries in layers:
+        unpack(entries, rootfs)
+
+    def tree(root):
+        return sorted((os.path.relpath(os.path.join(dp, n), root),
+                       os.lstat(os.path.join(dp, n)).st_mode)
+                      for dp, dns, fns in os.walk(root) for n in dns + fns)
+    ours = tree(rootfs)
+    assert ours == tree(bundle / "rootfs")
+    assert [path for path, _ in ours] == [
+        "kept", "kept/x", "kept/y", "mine", "o", "o/sub", "o/sub/mine", "we", "wi", "wi/f",
+        "wl", "wl/q", "wl/q/f"]
 
 
 def test_whiteout_spares_same_layer_file(rootfs):
