@@ -523,7 +523,9 @@ def test_unpack_processes_keep_a_launchers_freeze():
     try:
         frozen = gc.get_freeze_count()
         store_writer.UnpackProcesses(1).close()
-        assert gc.get_freeze_count() >= frozen
+        # A thaw leaves none frozen; meanwhile a frozen object may die (the registry
+        # fixture's thread frees some): the count may fall by a few, not to nothing.
+        assert gc.get_freeze_count() > frozen // 2
     finally:
         gc.unfreeze()
 
