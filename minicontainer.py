@@ -2598,13 +2598,36 @@ class Cgroup:
             return "v1", self.v1[controller]
         if self.v2 and self.has_v2(controller):
             return "v2", self.v2
-        raise Error("cgroup controller %s is not available" % controller)
+        raise Error("cgroup controller %s is not available%s" % (controller,
+                                                                 self._not_handed_down(controller)))
 
     def has_v2(self, controller):
+        """Whether our cgroup has the controller's files (once it is made; before, whether
+        the hierarchy has the controller at all)."""
+        own = os.path.join(self.v2, "cgroup.controllers")
         try:
-            return controller in _read(os.path.join(self.v2_root, "cgroup.controllers")).split()
+            return controller in _read(own if os.path.exists(own) else os.path.join(
+                self.v2_root, "cgroup.controllers")).split()
         except OSError:
             return False
+
+    def _not_handed_down(self, controller):
+        """Why the hierarchy has a controller that our cgroup has not: the cgroup above that
+        did not enable it for its children (_enable_controllers)."""
+        if not self.v2 or not os.path.exists(os.path.join(self.v2, "cgroup.controllers")) or \
+                controller not in _read(os.path.join(self.v2_root, "cgroup.controllers")).split():
+            return ""
+        d = self.v2_root
+        for part in self.path.strip("/").split("/")[:-1]:
+            if controller not in _read(os.path.join(d, "cgroup.subtree_control")).split():
+                break
+            d = os.path.join(d, part)
+        where = "/" + os.path.relpath(d, self.v2_root).lstrip(".")
+        busy = os.path.exists(os.path.join(d, "cgroup.type")) and \
+            _read(os.path.join(d, "cgroup.procs"))
+        return " in %s: %s does not hand it down%s" % (
+            self.path, where, " (it has processes of its own, which cgroup v2 forbids then)"
+            if busy else "")
 
     def plan(self, r):
         """linux.resources as steps, each a list of (path, value, optional) writes; a step of

@@ -706,7 +706,8 @@ def test_exec_in_a_docker_like_container_on_v2_joins_its_cgroup_namespace(v2_mod
         ok(mc("delete", "-f", cid, state_root=state_root, env=v2_mode))
 
 
-def test_v2_parent_with_a_process_of_its_own(v2_mode, cgroups, busybox_rootfs, state_root):
+def test_v2_parent_with_a_process_of_its_own(v2_mode, cgroups, busybox_rootfs, state_root,
+                                            tmp_path):
     """A cgroup parent that holds a process (as a rootless user's delegated cgroup holds the
     runtime): no controller is enabled in it, for threaded ones (cpu, pids) would make it a
     thread root, and the container's cgroup below it one no process may join."""
@@ -726,6 +727,21 @@ def test_v2_parent_with_a_process_of_its_own(v2_mode, cgroups, busybox_rootfs, s
             assert f.read() == "domain\n"
         assert os.listdir(d) and not [e for e in os.listdir(d)  # the container's went
                                       if os.path.isdir(os.path.join(d, e))]
+        # a limit there: refused in one line that says why
+        with open(os.path.join(cgroups.v2, "cgroup.controllers")) as f:
+            have = f.read().split()
+        limits = {"memory": {"memory": {"limit": 64 << 20}}, "pids": {"pids": {"limit": 50}},
+                  "hugetlb": {"hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 20}]}}
+        controller = next((c for c in limits if c in have), None)
+        if controller:
+            cid = new_id()
+            b = write_bundle(tmp_path / "b", ["true"], edit=lambda c: c["linux"].update(
+                cgroupsPath="/%s/%s" % (parent, cid), resources=limits[controller]),
+                rootfs=busybox_rootfs)
+            line = one_line_error(mc("run", "-b", b, cid, state_root=state_root, env=v2_mode))
+            assert line == ("minicontainer: cgroup controller %s is not available in /%s/%s: "
+                            "/%s does not hand it down (it has processes of its own, which "
+                            "cgroup v2 forbids then)" % (controller, parent, cid, parent))
     finally:
         holder.kill()
         holder.wait()
