@@ -156,6 +156,19 @@ def measure_once(name, base, bundle, sleeper, i, results, pause):
 KEYS = ("run", "cycle", "create", "start", "state", "list", "kill", "delete", "exec")
 
 
+def remove_cgroups(prefix):
+    """The (empty) cgroups a runtime that failed left, named after its containers' ids: at
+    the top of each hierarchy, where runc and crun make them without a cgroupsPath."""
+    v1, v2 = minicontainer.cgroup_hierarchies()
+    for root in set(v1.values()) | ({v2} if v2 else set()):
+        for name in os.listdir(root):
+            if name.startswith(prefix):
+                try:
+                    os.rmdir(os.path.join(root, name))
+                except OSError:
+                    pass
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=30)
@@ -194,6 +207,7 @@ def main():
                     print("bench_run: %s fails here (%s, its message above): left out"
                           % (name, " ".join(e.cmd[3:])), file=sys.stderr)
                     del rts[name], results[name]
+                    remove_cgroups("bench-%s-" % name)  # what it made before it failed
             floor["interpreter"].append(timed([PYTHON, "-I", "-S", "-c", "pass"], bundle))
             time.sleep(a.pause)
             floor["python3 minicontainer.py run"].append(
