@@ -2230,6 +2230,14 @@ def _read(path):
         return f.read().strip()
 
 
+def _v2_has_own_processes(d):
+    """Whether cgroup v2 directory d holds processes and may not hand controllers down to
+    its children for that (the root cgroup, which alone has no cgroup.type, may; not so the
+    root of a cgroup namespace)."""
+    return os.path.exists(os.path.join(d, "cgroup.type")) and \
+        bool(_read(os.path.join(d, "cgroup.procs")))
+
+
 def _read_int(path):
     try:
         value = _read(path)
@@ -2450,10 +2458,8 @@ class Cgroup:
             # cgroup, which it makes the container's below): the kernel refuses domain
             # controllers there (EBUSY) but grants threaded ones (cpu, pids), which make it
             # a thread root, and every cgroup made below it "domain invalid", which no
-            # process may join (EOPNOTSUPP). The root cgroup (it alone has no cgroup.type;
-            # not so the root of a cgroup namespace) is exempt from both rules.
-            if not os.path.exists(os.path.join(d, "cgroup.type")) or \
-                    not _read(os.path.join(d, "cgroup.procs")):
+            # process may join (EOPNOTSUPP).
+            if not _v2_has_own_processes(d):
                 for c in wanted:
                     try:
                         _write(os.path.join(d, "cgroup.subtree_control"), "+" + c)
@@ -2623,11 +2629,9 @@ class Cgroup:
                 break
             d = os.path.join(d, part)
         where = "/" + os.path.relpath(d, self.v2_root).lstrip(".")
-        busy = os.path.exists(os.path.join(d, "cgroup.type")) and \
-            _read(os.path.join(d, "cgroup.procs"))
         return " in %s: %s does not hand it down%s" % (
             self.path, where, " (it has processes of its own, which cgroup v2 forbids then)"
-            if busy else "")
+            if _v2_has_own_processes(d) else "")
 
     def plan(self, r):
         """linux.resources as steps, each a list of (path, value, optional) writes; a step of

@@ -538,9 +538,10 @@ class _Unpacker:
         if parent is None:
             return  # nothing below to hide
         where = parts[:-1] + (target,)
+        path = "/".join(where)
         if base == ".wh..wh..opq":
             self.clear_lower(parent, parts[:-1])
-        elif "/".join(where) in self.created or "/".join(where) in self.holding:
+        elif path in self.created or path in self.holding:
             # What this layer put there stays, wherever the whiteout sits in it (a whiteout
             # hides lower layers only); of a directory, what lower layers put in it goes.
             try:
@@ -593,7 +594,8 @@ class _Unpacker:
         os = self.os
         for entry in os.scandir(fd):
             sub = parts + (entry.name,)
-            if "/".join(sub) not in self.created and "/".join(sub) not in self.holding:
+            path = "/".join(sub)
+            if path not in self.created and path not in self.holding:
                 self.remove(fd, sub)
             elif entry.is_dir(follow_symlinks=False):
                 subfd = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW |
