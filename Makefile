@@ -41,8 +41,10 @@ test:
 
 # The same suite in a pure cgroup v2 Debian 12 guest (QEMU; see tools/v2guest.py), on a copy of
 # this checkout, with the guest's python3.  Not run by CI.  The first run builds the guest image.
+# `make test-v2 TESTS="tests/test_cgroups.py tests/test_rootless.py"`: those files only.
+TESTS ?= tests
 test-v2:
-	$(PYTHON) tools/v2guest.py run $(CURDIR) -- python3 -m pytest -q -p no:cacheprovider tests
+	$(PYTHON) tools/v2guest.py run $(CURDIR) -- python3 -m pytest -q -p no:cacheprovider -rfE $(TESTS)
 
 # flake8 with .flake8's settings (those of ruff.toml, for whoever has ruff).
 lint:
