@@ -38,7 +38,7 @@ log_driver = "k8s-file"
 cgroups = "enabled"
 
 [engine]
-cgroup_manager = "cgroupfs"
+cgroup_manager = "{manager}"
 events_logger = "file"
 lock_type = "file"
 conmon_env_vars = ["CONTAINERS_CONF={conf}", "CONTAINERS_STORAGE_CONF={storage}"]
@@ -111,13 +111,13 @@ def _runtime_states(base):
 class Podman:
     """podman with the private configuration; `p(*args)` returns a CompletedProcess."""
 
-    def __init__(self, base):
+    def __init__(self, base, manager="cgroupfs"):
         self.base = base
-        self.conf = os.path.join(base, "containers.conf")
+        self.conf = os.path.join(base, "containers-%s.conf" % manager)
         self.storage = os.path.join(base, "storage.conf")
         with open(self.conf, "w") as f:
             f.write(CONTAINERS_CONF.format(base=base, conf=self.conf, storage=self.storage,
-                                           ulimits=_ulimits()))
+                                           ulimits=_ulimits(), manager=manager))
         with open(self.storage, "w") as f:
             f.write(STORAGE_CONF.format(base=base))
         self.env = dict(os.environ, CONTAINERS_CONF=self.conf,
@@ -286,6 +286,30 @@ def test_env_workdir_user_hostname(podman):
 
 
 # ---- resources ----
+
+@pytest.mark.skipif(not os.path.isdir("/run/systemd/system"), reason="systemd is not the init")
+def test_systemd_cgroup_manager(podman, cgroups):
+    """podman's default where systemd is the init (most hosts): --systemd-cgroup and a
+    slice:prefix:name cgroupsPath. The container's cgroup is machine.slice/libpod-ID.scope
+    (made through cgroupfs: systemd is not asked), its limits are there, exec joins it."""
+    p = Podman(podman.base, "systemd")  # the same storage and image
+    n = podman.name()
+    try:
+        r = p("run", "--rm", "-m", "32m", "--pids-limit", "50", IMAGE, "sh", "-c",
+              "cat /proc/self/cgroup %s %s" % (cgroups.inside("memory", "memory.max"),
+                                               cgroups.inside("pids", "pids.max")))
+        assert (r.returncode, r.stdout.split()[1:]) == (0, [str(32 << 20), "50"]), r.stderr
+        assert p("run", "-d", "--name", n, IMAGE, "sleep", "100").returncode == 0
+        pid = int(p("inspect", "-f", "{{.State.Pid}}", n).stdout)
+        with open("/proc/%d/cgroup" % pid) as f:
+            where = f.read().strip().split(":", 2)[2]
+        assert re.fullmatch(r"/machine\.slice/libpod-[0-9a-f]{64}\.scope", where), where
+        r = p("exec", n, "cat", "/proc/self/cgroup")
+        assert (r.returncode, r.stdout) == (0, "0::/\n"), r.stderr  # its cgroup namespace
+    finally:
+        p("rm", "-f", "-t", "0", "--ignore", n)
+    assert p("container", "exists", n).returncode != 0
+
 
 def test_memory_limit_visible(podman, cgroups):
     cgroups.need("memory")
