@@ -102,7 +102,7 @@ def test_store_in_the_users_home(user, image):
 
 # ---- the OCI path ----
 
-def test_spec_rootless_as_runc_writes_it(user):
+def test_spec_rootless_as_runc_writes_it(user, cgroups):
     ours, runc = user.mkdir("spec-ours"), user.mkdir("spec-runc")
     ok(user.mc("spec", "--rootless", cwd=ours))
     ok(user.run("runc", "spec", "--rootless", cwd=runc))
@@ -112,11 +112,9 @@ def test_spec_rootless_as_runc_writes_it(user):
         assert c["linux"]["uidMappings"] == [{"containerID": 0, "hostID": user.uid, "size": 1}]
         assert c["linux"]["gidMappings"] == [{"containerID": 0, "hostID": user.gid, "size": 1}]
     # with a cgroup namespace on a pure v2 host, as runc's
-    from minicontainer import cgroup_hierarchies
-    v1, v2 = cgroup_hierarchies()
     assert sorted(ns["type"] for ns in a["linux"]["namespaces"]) == \
         sorted(ns["type"] for ns in b["linux"]["namespaces"]) == \
-        sorted(["ipc", "mount", "pid", "user", "uts"] + (["cgroup"] if v2 and not v1 else []))
+        sorted(["ipc", "mount", "pid", "user", "uts"] + ["cgroup"] * cgroups.unified)
     mounts = {m["destination"]: m for m in a["mounts"]}
     assert [m["destination"] for m in a["mounts"]] == [m["destination"] for m in b["mounts"]]
     for m in b["mounts"]:
