@@ -339,8 +339,11 @@ def debug_step(name):
     start's time and memory go."""
     env = settings()
     if env.trace:
-        with open("/proc/self/statm", "rb") as f:
-            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGESIZE") // 1024
+        try:
+            with open("/proc/self/statm", "rb") as f:
+                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGESIZE") // 1024
+        except OSError:  # exec's process, between setns and its fork: /proc is another pid
+            rss = -1    # namespace's, where it has no pid (nor a /proc/self)
         os.write(2, b"minicontainer: trace %.3f %d %s %d\n" % (time.monotonic() * 1000,
                                                                os.getpid(), name.encode(), rss))
     if env.die_at == name:
