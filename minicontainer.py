@@ -640,6 +640,113 @@ def _log_error(msg, log, level="error", stderr=True):
             pass
 
 
+# Cold code: `make install` (tools/bytecode.py) caches this module's bytecode split in two.
+# In the cached module, each function that `run` and an engine's calls (create, start,
+# state, kill, delete, exec, list) do not call on a plain bundle is a stub of the same
+# signature, `return _thaw(OFFSET, SIZE)(ARGS)`; its code waits beside the cache in
+# minicontainer.*.cold, read through a shared mapping when the stub is first called. Half
+# the module's code is never called by a start: unmarshalled, it was a tenth of its time and
+# 0.9 MiB of its peak memory. Python still decides when the cache is stale (it then compiles
+# the source and caches it whole, as always).
+_COLD = []  # the cold file's mapping: [address, size] ([0, 0]: none), once looked for
+_STUBS = {}  # a stub's code -> the functions made of it, once looked for
+_SOURCE = []  # the module's code compiled from the source, where the cold file failed
+
+
+def map_cold_code():
+    """Maps the cold code file, when this module was loaded split and the file belongs to
+    this source (it starts with the header Python checked in the cache: magic, mtime and
+    size of the source). Before every fork: a child may call a stub where the file is
+    not to be found (after pivot_root or setns)."""
+    cached = globals().get("__cached__")
+    if _COLD or not cached or not cached.endswith(".pyc"):
+        return
+    _COLD[:] = [0, 0]  # tried
+    try:
+        fd = os.open(cached[:-4] + ".cold", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # not split
+    try:
+        st = os.stat(__file__)
+        header = sys.modules["_frozen_importlib_external"].MAGIC_NUMBER + struct.pack(
+            "<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF)
+        size = os.fstat(fd).st_size
+        if os.pread(fd, 16, 0) != header:
+            return  # another build's
+        ctypes = ctypes_api()
+        mmap = libc().mmap
+        mmap.restype = ctypes.c_ulong
+        mmap.argtypes = (ctypes.c_ulong, ctypes.c_ulong, ctypes.c_long, ctypes.c_long,
+                         ctypes.c_long, ctypes.c_long)
+        address = mmap(0, size, 1, 2, fd, 0)  # PROT_READ, MAP_PRIVATE
+        if address != ctypes.c_ulong(-1).value:  # not MAP_FAILED
+            _COLD[:] = [address, size]
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+os.register_at_fork(before=map_cold_code)
+
+
+def _thaw(offset, size):
+    """The function whose stub called: its code read from the cold file (or, were that gone,
+    compiled from the source), put in place of the stub's in every function made of it."""
+    import marshal
+    stub = sys._getframe(1).f_code
+    debug_step("thaw:" + stub.co_qualname)
+    map_cold_code()
+    code = None
+    if offset + size <= _COLD[1]:
+        code = marshal.loads((ctypes_api().c_char * size).from_address(_COLD[0] + offset))
+    if getattr(code, "co_qualname", None) != stub.co_qualname:
+        code = _code_from_source(stub)
+    if None not in _STUBS:
+        _STUBS[None] = ()
+        _find_stubs(globals().values(), set())
+    functions = _STUBS.pop(stub, ())
+    for function in functions:
+        function.__code__ = code
+    if functions:
+        return functions[0]
+    return type(_thaw)(code, globals())  # held only by something unusual: no defaults needed
+
+
+def _find_stubs(values, seen):
+    """Every function of this module's, as module attributes, class members (methods,
+    static, class and property functions) and decorated functions hold them."""
+    for value in values:
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, type) and value.__module__ == __name__:
+            _find_stubs(vars(value).values(), seen)
+        elif isinstance(value, property):
+            _find_stubs((value.fget, value.fset, value.fdel), seen)
+        elif isinstance(value, (staticmethod, classmethod)):
+            _find_stubs((value.__func__,), seen)
+        elif isinstance(value, type(_thaw)):
+            _STUBS.setdefault(value.__code__, []).append(value)
+            if hasattr(value, "__wrapped__"):
+                _find_stubs((value.__wrapped__,), seen)
+
+
+def _code_from_source(stub):
+    if not _SOURCE:
+        with open(__file__, "rb") as f:
+            _SOURCE.append(compile(f.read(), __file__, "exec"))
+    todo = list(_SOURCE)
+    while todo:
+        code = todo.pop()
+        if code.co_qualname == stub.co_qualname and \
+                code.co_firstlineno == stub.co_firstlineno:
+            return code
+        todo.extend(c for c in code.co_consts if isinstance(c, type(stub)))
+    raise Error("the code of %s is in neither %s nor its cold file" % (
+        stub.co_qualname, __file__))
+
+
 # ==== ctypes bindings ====
 # Only what Python's os module lacks (3.8+): unshare, setns, mount, pivot_root, capabilities.
 
@@ -692,7 +799,7 @@ def ctypes_api():
 
         _ctypes_api = type("ctypes", (), {
             "CDLL": CDLL, "PyDLL": PyDLL, "create_string_buffer": create_string_buffer,
-            "get_errno": _ctypes.get_errno, "addressof": _ctypes.addressof,
+            "get_errno": _ctypes.get_errno, "addressof": _ctypes.addressof, "c_char": c_char,
             "c_long": c_type("c_long", "l"), "c_ulong": c_type("c_ulong", "L"),
             "c_uint32": c_type("c_uint32", "I")})
     return _ctypes_api

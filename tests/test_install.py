@@ -28,6 +28,8 @@ def test_make_install_puts_commands_on_path(tmp_path):
     # their bytecode is there for users who cannot write it (pull.py compiling the runtime
     # at every start: 30 MiB and 80 ms)
     assert all(os.path.exists(pyc) for pyc in cached)
+    # the runtime's split (tools/bytecode.py): the code a start does not call beside it
+    assert os.path.getsize(cached[0][:-4] + ".cold") > 100000
     env = dict(os.environ, PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     r = subprocess.run([str(tmp_path / "bin" / "minicontainer"), "--version"], cwd="/",
                        capture_output=True, text=True, env=env, timeout=30)

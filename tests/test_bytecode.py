@@ -1,0 +1,208 @@
+"""The runtime's bytecode cached split (tools/bytecode.py, issue 12): what a start calls
+loaded with the module, the rest on first call, from the cold file beside the cache."""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+
+import pytest
+
+import bytecode
+from conftest import (RUNTIME, RUNTIME_COMMAND, mc, mc_bg, new_id, ok, wait_for,
+                      wait_status, write_bundle)
+
+pytestmark = pytest.mark.skipif(sys.version_info < (3, 11),
+                                reason="split only from Python 3.11 (qualified names)")
+TRACE = dict(os.environ, MINICONTAINER_TRACE="1")
+
+
+def thawed(stderr):
+    """(pid, function) of each `thaw:FUNCTION` step a traced runtime printed."""
+    return [(int(line.split()[3]), line.split()[4][5:]) for line in stderr.splitlines()
+            if line.startswith("minicontainer: trace ") and line.split()[4][:5] == "thaw:"]
+
+
+def functions(code):
+    """The module's functions and its classes' methods: qualified name -> code."""
+    found = {}
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            if c.co_flags & bytecode.CO_NEWLOCALS:
+                found[c.co_qualname] = c
+            else:
+                found.update(functions(c))
+    return found
+
+
+def is_stub(code):
+    return code.co_names == ("_thaw",)  # its one name (others refer to _thaw, and more)
+
+
+@pytest.fixture
+def copy(tmp_path):
+    """A copy of the runtime in a directory of its own, and its command line (the shell
+    line's, as RUNTIME_COMMAND): the tests' own split cache is left alone."""
+    path = tmp_path / "code" / "minicontainer.py"
+    path.parent.mkdir()
+    shutil.copy2(RUNTIME, path)
+    return str(path), RUNTIME_COMMAND[:-1] + [str(path)]
+
+
+def test_python_imports_the_split_cache():
+    """The cache conftest wrote is the one Python takes: the engine's functions whole, the
+    others stubs; a stub called does what its function does and is replaced by it."""
+    probe = """
+import sys
+sys.path.insert(0, %r)
+import minicontainer as m
+stub = lambda f: f.__code__.co_names == ("_thaw",)
+print(m.__cached__, stub(m.main), stub(m._go_string))
+print(m._go_string([True, None, {"b": 1, "a": "x"}]))
+print(stub(m._go_string))
+""" % os.path.dirname(RUNTIME)
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    cached, main_stub, cold_stub = out[0].split()
+    assert cached == importlib.util.cache_from_source(RUNTIME)
+    assert os.path.exists(cached[:-4] + ".cold")
+    assert (main_stub, cold_stub) == ("False", "True")
+    assert out[1:] == ["[true <nil> map[a:x b:1]]", "False"]
+
+
+def test_stubs_have_their_functions_signatures():
+    """Every stub takes its function's arguments as the function does (names, kinds, order):
+    the defaults are the function object's, made by the module as ever."""
+    with open(RUNTIME) as f:
+        whole = functions(compile(f.read(), RUNTIME, "exec"))
+    cold = []
+    split = functions(bytecode.split(compile(open(RUNTIME).read(), RUNTIME, "exec"),
+                                     bytecode.read_profile(), cold, 16))
+    stubs = {name: code for name, code in split.items() if is_stub(code)}
+    assert len(stubs) == len(cold) > 100
+    for name, stub in stubs.items():
+        real = whole[name]
+        layout = ("co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_name",
+                  "co_firstlineno", "co_filename")
+        assert [getattr(stub, a) for a in layout] == [getattr(real, a) for a in layout], name
+        n = real.co_argcount + real.co_kwonlyargcount + bool(real.co_flags & 4) + \
+            bool(real.co_flags & 8)
+        assert stub.co_varnames[:n] == real.co_varnames[:n], name
+        assert stub.co_flags & 12 == real.co_flags & 12, name
+    # what the profile keeps whole stays whole
+    assert not is_stub(split["main"])
+
+
+def test_profile_names_functions_that_exist():
+    """bytecode-hot.txt names functions of the module (a renamed function would fall out of
+    it unseen: loaded on first call at every start)."""
+    names = set()
+    todo = [compile(open(RUNTIME).read(), RUNTIME, "exec")]
+    while todo:
+        code = todo.pop()
+        names.add(code.co_qualname)
+        todo.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    missing = bytecode.read_profile() - names
+    assert not missing, "stale names in tools/bytecode-hot.txt (tools/bytecode.py " \
+        "--profile rewrites it): %s" % sorted(missing)
+
+
+@pytest.mark.needs_root
+def test_an_engines_calls_load_nothing_on_first_call(busybox_rootfs, tmp_path, state_root):
+    """run, create, start, state, list, exec, kill and delete on a plain bundle call no stub:
+    the profile holds all they call (else tools/bytecode.py --profile, as root, renews it)."""
+    bundle = write_bundle(tmp_path / "b", ["sleep", "100"], rootfs=busybox_rootfs)
+    cid = new_id()
+    said = []
+    r = mc_bg("create", "--bundle", bundle, cid, state_root=state_root, env=TRACE)
+    said.append(("create", r))
+    try:
+        for args in (["start", cid], ["state", cid], ["list"], ["exec", cid, "true"],
+                     ["kill", cid, "KILL"]):
+            said.append((args[0], mc(*args, state_root=state_root, env=TRACE)))
+        wait_status(cid, "stopped", state_root)
+    finally:
+        said.append(("delete", mc("delete", "-f", cid, state_root=state_root, env=TRACE)))
+    run_bundle = write_bundle(tmp_path / "r", ["true"], rootfs=busybox_rootfs)
+    said.append(("run", subprocess.run(RUNTIME_COMMAND + ["run", new_id()], cwd=run_bundle,
+                                       capture_output=True, text=True, env=TRACE)))
+    for command, r in said:
+        assert r.returncode == 0, (command, r.stderr)
+        assert "trace" in r.stderr and not thawed(r.stderr), (command, thawed(r.stderr))
+
+
+@pytest.mark.needs_root
+def test_everything_cold_the_lifecycle_still_works(copy, busybox_rootfs, tmp_path, state_root):
+    """With every function a stub (an empty profile), each is loaded where it is first
+    called: in the runtime, in the init after pivot_root (a sysctl, a user, rlimits) and in
+    exec's process after setns, where the cold file's path is gone: it was mapped before the
+    fork."""
+    path, command = copy
+    stubs, _ = bytecode.write(path, hot=set())
+    assert stubs > 500
+
+    def edit(config):
+        config["linux"]["sysctl"] = {"kernel.domainname": "thawed.example"}
+        config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]
+        config["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [5]}
+    script = "cat /proc/sys/kernel/domainname; ulimit -n; id -u; sleep 100"
+    bundle = write_bundle(tmp_path / "b", ["sh", "-c", script], edit=edit,
+                          rootfs=busybox_rootfs)
+    cid = new_id()
+    base = command + ["--root", str(state_root)]
+    out = tmp_path / "out"
+    with open(out, "w") as o, open(tmp_path / "err", "w+") as e:  # files: the init keeps them
+        r = subprocess.run(base + ["create", "--bundle", bundle, cid], stdout=o, stderr=e,
+                           stdin=subprocess.DEVNULL, env=TRACE, timeout=60)
+        e.seek(0)
+        r.stderr = e.read()
+    try:
+        assert r.returncode == 0, r.stderr
+        runtime_pid = [pid for pid, _ in thawed(r.stderr)][0]
+        in_children = {name for pid, name in thawed(r.stderr) if pid != runtime_pid}
+        assert "write_sysctl" in in_children  # the init's, after pivot_root
+        start = subprocess.run(base + ["start", cid], capture_output=True, text=True, env=TRACE)
+        assert start.returncode == 0 and thawed(start.stderr), start.stderr
+        e = subprocess.run(base + ["exec", cid, "cat", "/proc/sys/kernel/domainname"],
+                           capture_output=True, text=True, env=TRACE)
+        assert (e.returncode, e.stdout) == (0, "thawed.example\n"), e.stderr
+        exec_pid = [pid for pid, _ in thawed(e.stderr)][0]
+        assert {pid for pid, _ in thawed(e.stderr)} - {exec_pid}  # in exec's children too
+        state = json.loads(ok(subprocess.run(base + ["state", cid], capture_output=True,
+                                             text=True)))
+        assert state["status"] == "running"
+        wait_for(lambda: open(out).read().count("\n") == 3, 10, "the container's output")
+        with open(out) as o:
+            assert o.read() == "thawed.example\n256\n1000\n"
+        ok(subprocess.run(base + ["kill", cid, "KILL"], capture_output=True, text=True))
+        wait_status(cid, "stopped", state_root)
+    finally:
+        ok(subprocess.run(base + ["delete", "-f", cid], capture_output=True, text=True))
+
+
+@pytest.mark.needs_root
+@pytest.mark.parametrize("damage", ["missing", "another build's"])
+def test_without_its_cold_file_a_stub_compiles_the_source(copy, damage, tmp_path):
+    """A cold file gone, or written for another source, is not used: the runtime process
+    takes the function's code from the source instead, and says the same."""
+    path, command = copy
+    bytecode.write(path)
+    cold = importlib.util.cache_from_source(path)[:-4] + ".cold"
+    if damage == "missing":
+        os.unlink(cold)
+    else:
+        with open(cold, "r+b") as f:
+            f.seek(8)
+            f.write(b"\xff\xff\xff\xff")  # the source's mtime
+    (tmp_path / "split").mkdir()
+    (tmp_path / "whole").mkdir()
+    spec = subprocess.run(command + ["spec", "-b", str(tmp_path / "split")],
+                          capture_output=True, text=True, env=TRACE)
+    assert spec.returncode == 0 and thawed(spec.stderr), spec.stderr
+    # python3 minicontainer.py: compiled from the source, whole
+    ok(subprocess.run([sys.executable, path, "spec", "-b", str(tmp_path / "whole")],
+                      capture_output=True, text=True))
+    assert (tmp_path / "split" / "config.json").read_text() == \
+        (tmp_path / "whole" / "config.json").read_text()

@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Cache minicontainer.py's bytecode split in two: the functions a start calls, and the rest.
+
+    python3 tools/bytecode.py [PATH/minicontainer.py]     (make install runs it)
+    sudo python3 tools/bytecode.py --profile              (rewrites tools/bytecode-hot.txt)
+
+Python caches a module's bytecode whole and unmarshals all of it at every import; half of
+minicontainer's is never run by a start (docker's flags, images, networks, error paths).
+Here the cache (__pycache__/minicontainer.TAG.pyc, the file Python reads, with the header it
+checks) holds the functions named in bytecode-hot.txt as they are and every other one as a
+stub of the same name and signature that calls _thaw(OFFSET, SIZE); their code goes to
+minicontainer.TAG.cold beside it, one marshalled code object each, which the module maps and
+reads as stubs are called (see "Cold code" in the module). When the source changes, Python
+finds the cache stale and writes the whole bytecode again, as it always does: the split
+form is then back at the next `make install`.
+
+bytecode-hot.txt is a profile: the qualified names of the functions that run, create, start,
+state, list, exec, kill and delete call on a plain busybox bundle, as --profile traces them.
+A function missing there is still right, only loaded on first call (tests/test_bytecode.py
+fails when an engine's call loads one); one there needlessly costs only memory.
+"""
+import importlib.util
+import marshal
+import os
+import struct
+import sys
+import tempfile
+import types
+
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TOOLS)
+RUNTIME = os.path.join(ROOT, "minicontainer.py")
+PROFILE = os.path.join(TOOLS, "bytecode-hot.txt")
+CO_NEWLOCALS, CO_VARARGS, CO_VARKEYWORDS = 0x2, 0x4, 0x8
+# What a stub's call runs before the function is in place (a stub there would call itself).
+ALWAYS_HOT = {"_thaw", "map_cold_code", "_find_stubs", "_code_from_source", "ctypes_api",
+              "libc", "debug_step", "settings", "Settings.__init__"}
+
+
+def import_calls(source_path):
+    """The functions the module calls as it is imported (its body's): whole, as a stub
+    called then would find no _thaw yet, nor what _thaw calls."""
+    import subprocess
+    probe = """import os, sys
+names = set()
+def profile(frame, event, arg):
+    if event == "call" and frame.f_code.co_filename == %r:
+        names.add(frame.f_code.co_qualname)
+sys.path.insert(0, %r)
+sys.setprofile(profile)
+import minicontainer
+sys.setprofile(None)
+print(" ".join(sorted(names)))
+""" % (source_path, os.path.dirname(source_path))
+    return set(subprocess.run([sys.executable, "-I", "-S", "-B", "-c", probe],
+                              capture_output=True, text=True, check=True).stdout.split())
+
+
+def read_profile(path=PROFILE):
+    with open(path) as f:
+        return {line.strip() for line in f if line.strip() and not line.startswith("#")}
+
+
+def stub_for(code, offset, size):
+    """A function code object of code's name, signature, file and first line whose body is
+    `return _thaw(offset, size)(its arguments)`."""
+    n, k = code.co_argcount, code.co_kwonlyargcount
+    names = code.co_varnames
+    positional, keyword = list(names[:n]), list(names[n:n + k])
+    i = n + k
+    star = names[i] if code.co_flags & CO_VARARGS else None
+    i += star is not None
+    starstar = names[i] if code.co_flags & CO_VARKEYWORDS else None
+    p = code.co_posonlyargcount
+    params = positional[:p] + ["/"] * (p > 0) + positional[p:]
+    params += ["*" + star] if star else ["*"] if keyword else []
+    params += keyword + (["**" + starstar] if starstar else [])
+    args = positional + (["*" + star] if star else []) + ["%s=%s" % (a, a) for a in keyword]
+    args += ["**" + starstar] if starstar else []
+    source = "def stub(%s):\n    return _thaw(%d, %d)(%s)\n" % (
+        ", ".join(params), offset, size, ", ".join(args))
+    stub = next(c for c in compile(source, code.co_filename, "exec").co_consts
+                if isinstance(c, types.CodeType))
+    return stub.replace(co_name=code.co_name, co_qualname=code.co_qualname,
+                        co_firstlineno=code.co_firstlineno)
+
+
+def can_stub(code, hot):
+    return code.co_qualname not in hot and code.co_qualname not in ALWAYS_HOT and \
+        not code.co_name.startswith("<") and not code.co_freevars and \
+        "_thaw" not in code.co_varnames  # (a closure's cells could not be handed over)
+
+
+def split(code, hot, cold, offset):
+    """code with its functions, and its classes' methods, not in hot replaced by stubs;
+    their code appended to cold (marshalled), whose data starts at offset in the file."""
+    consts = []
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            if not c.co_flags & CO_NEWLOCALS:  # a class body: its methods are its constants
+                c = split(c, hot, cold, offset)
+            elif can_stub(c, hot):
+                data = marshal.dumps(c)
+                at = offset + sum(len(d) for d in cold)
+                cold.append(data)
+                c = stub_for(c, at, len(data))
+        consts.append(c)
+    return code.replace(co_consts=tuple(consts))
+
+
+def write(source_path=RUNTIME, hot=None):
+    """Writes source_path's split cache; returns (functions stubbed, bytes of cold code).
+    Before Python 3.11 (no code object knows its qualified name) the cache is written
+    whole, as Python writes it: (0, 0)."""
+    if sys.version_info < (3, 11):
+        import py_compile
+        py_compile.compile(source_path, doraise=True)
+        return 0, 0
+    source_path = os.path.abspath(source_path)
+    hot = (read_profile() if hot is None else hot) | ALWAYS_HOT | import_calls(source_path)
+    with open(source_path, "rb") as f:
+        source = f.read()
+    st = os.stat(source_path)
+    code = compile(source, source_path, "exec", dont_inherit=True)
+    # what Python checks before it uses a cache: its magic number, then the source's mtime
+    # and size (flags 0: no hash); the cold file starts with it too
+    header = importlib.util.MAGIC_NUMBER + struct.pack(
+        "<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF)
+    cold = []
+    module = split(code, hot, cold, len(header))
+    pyc = importlib.util.cache_from_source(source_path)
+    os.makedirs(os.path.dirname(pyc), exist_ok=True)
+    # The cold file first: a cache Python reads always finds its cold code in place.
+    for path, data in ((pyc[:-4] + ".cold", header + b"".join(cold)),
+                       (pyc, header + marshal.dumps(module))):
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(pyc), prefix=".bytecode-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    return len(cold), sum(map(len, cold))
+
+
+TRACER = r"""
+import os, sys
+fd = int(os.environ["BYTECODE_PROFILE_FD"])
+os.set_inheritable(fd, False)
+seen = set()
+def profile(frame, event, arg):
+    if event == "call" and frame.f_code.co_filename == %(runtime)r:
+        name = frame.f_code.co_qualname
+        if name not in seen:
+            seen.add(name)
+            try:
+                os.write(fd, name.encode() + b"\n")
+            except OSError:
+                pass  # the init closed it: what follows is its exec
+sys.path.insert(0, %(root)r)
+sys.setprofile(profile)
+import minicontainer
+minicontainer.exit(minicontainer.main())
+"""
+
+
+def profile(out=PROFILE):
+    """Traces the engine's calls on a busybox bundle; writes the names they call to out."""
+    import json
+    import shutil
+    import subprocess
+    import time
+    sys.path.insert(0, ROOT)
+    import minicontainer
+    import mkrootfs
+    if os.geteuid() != 0:
+        raise SystemExit("bytecode.py --profile: run it as root (it starts containers)")
+    work = tempfile.mkdtemp(prefix="bytecode-profile-")
+    state, bundle = os.path.join(work, "state"), os.path.join(work, "bundle")
+    cid = "bytecode-profile-%d" % os.getpid()
+    trace = os.open(os.path.join(work, "trace"), os.O_RDWR | os.O_CREAT | os.O_APPEND)
+
+    def runtime(*args, process=("true",), traced=True, root=True):
+        spec = minicontainer.default_spec(rootfs="rootfs", args=list(process))
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(spec, f)
+        command = [sys.executable, "-I", "-S", "-c", TRACER % {"runtime": RUNTIME,
+                                                             "root": ROOT}] if traced \
+            else [sys.executable, RUNTIME]
+        with tempfile.TemporaryFile("w+") as out:  # not a pipe: create's init keeps it
+            done = subprocess.run(command + ["--root", state] * root + list(args), cwd=bundle,
+                                  pass_fds=(trace,), stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL,
+                                  env=dict(os.environ, BYTECODE_PROFILE_FD=str(trace)))
+            out.seek(0)
+            return done.returncode, out.read()
+
+    try:
+        os.makedirs(bundle)
+        mkrootfs.make_rootfs(os.path.join(bundle, "rootfs"))
+        code, said = runtime("run", cid + "-run", root=False)  # as people run it: no --root
+        if code:
+            raise SystemExit("bytecode.py --profile: run: %s" % said)
+        steps = [("create", cid), ("start", cid), ("state", cid),
+                 ("list",), ("exec", cid, "true"), ("kill", cid, "KILL")]
+        for args in steps:
+            code, said = runtime(*args, process=["sleep", "100"] if args[0] == "create"
+                                else ["true"])
+            if code:
+                raise SystemExit("bytecode.py --profile: %s: %s" % (args[0], said))
+        while '"stopped"' not in runtime("state", cid, traced=False)[1]:
+            time.sleep(0.05)
+        runtime("delete", cid)
+    finally:
+        runtime("delete", "-f", cid, traced=False)
+        os.lseek(trace, 0, 0)
+        with os.fdopen(trace) as f:
+            names = set(f.read().split())
+        shutil.rmtree(work, ignore_errors=True)
+    with open(out + ".new", "w") as f:
+        f.write("# written by tools/bytecode.py --profile: the functions an engine's calls and "
+                "`run` call\n# on a plain busybox bundle, kept whole in the cached bytecode\n")
+        f.write("".join(name + "\n" for name in sorted(names)))
+    os.replace(out + ".new", out)
+    return names
+
+
+def main(argv):
+    if argv[:1] == ["--profile"]:
+        print("bytecode.py: %d functions in %s" % (len(profile()), PROFILE))
+        return 0
+    path = argv[0] if argv else RUNTIME
+    try:
+        stubs, size = write(path)
+    except OSError as e:
+        print("bytecode.py: %s" % e, file=sys.stderr)
+        return 1
+    print("bytecode.py: %s: %d functions (%d KB) left to load on first call%s" % (
+        path, stubs, size // 1024,
+        " (cached whole: Python before 3.11)" if sys.version_info < (3, 11) else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
