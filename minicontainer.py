@@ -653,36 +653,48 @@ _STUBS = {}  # a stub's code -> the functions made of it, once looked for
 _SOURCE = []  # the module's code compiled from the source, where the cold file failed
 
 
-def map_cold_code():
-    """Maps the cold code file, when this module was loaded split and the file belongs to
-    this source (it starts with the header Python checked in the cache: magic, mtime and
-    size of the source). Before every fork: a child may call a stub where the file is
-    not to be found (after pivot_root or setns)."""
+def _open_cold_code():
+    """An fd of the cold code file, when this module was loaded split and the file belongs
+    to this source (it starts with the header Python checked in the cache: magic number,
+    mtime and size of the source); else None."""
     cached = globals().get("__cached__")
-    if _COLD or not cached or not cached.endswith(".pyc"):
-        return
-    _COLD[:] = [0, 0]  # tried
+    if not cached or not cached.endswith(".pyc"):
+        return None
     try:
         fd = os.open(cached[:-4] + ".cold", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return  # not split
+        return None  # not split
     try:
         st = os.stat(__file__)
         header = sys.modules["_frozen_importlib_external"].MAGIC_NUMBER + struct.pack(
             "<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF)
-        size = os.fstat(fd).st_size
-        if os.pread(fd, 16, 0) != header:
-            return  # another build's
+        if os.pread(fd, 16, 0) == header:
+            return fd
+    except OSError:
+        pass
+    os.close(fd)  # another build's
+    return None
+
+
+def map_cold_code():
+    """Maps the cold code file, before every fork: a child may call a stub where the file
+    is not to be found (after pivot_root or setns)."""
+    if _COLD:
+        return
+    _COLD[:] = [0, 0]  # tried
+    fd = _open_cold_code()
+    if fd is None:
+        return
+    try:
         ctypes = ctypes_api()
         mmap = libc().mmap
         mmap.restype = ctypes.c_ulong
         mmap.argtypes = (ctypes.c_ulong, ctypes.c_ulong, ctypes.c_long, ctypes.c_long,
                          ctypes.c_long, ctypes.c_long)
+        size = os.fstat(fd).st_size
         address = mmap(0, size, 1, 2, fd, 0)  # PROT_READ, MAP_PRIVATE
         if address != ctypes.c_ulong(-1).value:  # not MAP_FAILED
             _COLD[:] = [address, size]
-    except OSError:
-        pass
     finally:
         os.close(fd)
 
@@ -696,10 +708,22 @@ def _thaw(offset, size):
     import marshal
     stub = sys._getframe(1).f_code
     debug_step("thaw:" + stub.co_qualname)
-    map_cold_code()
-    code = None
-    if offset + size <= _COLD[1]:
-        code = marshal.loads((ctypes_api().c_char * size).from_address(_COLD[0] + offset))
+    data = None
+    if _COLD or globals().get("_ctypes_api") is not None:
+        map_cold_code()
+        if offset + size <= _COLD[1]:
+            data = (_ctypes_api.c_char * size).from_address(_COLD[0] + offset)
+    else:  # a light command's error path, say: read, not worth loading ctypes to map it
+        fd = _open_cold_code()
+        if fd is not None:
+            try:
+                data = os.pread(fd, size, offset)
+            finally:
+                os.close(fd)
+    try:
+        code = marshal.loads(data) if data else None
+    except (EOFError, ValueError, TypeError):  # a cold file cut short
+        code = None
     if getattr(code, "co_qualname", None) != stub.co_qualname:
         code = _code_from_source(stub)
     if None not in _STUBS:

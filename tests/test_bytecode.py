@@ -110,24 +110,38 @@ def test_profile_names_functions_that_exist():
 
 
 @pytest.mark.needs_root
-def test_an_engines_calls_load_nothing_on_first_call(busybox_rootfs, tmp_path, state_root):
-    """run, create, start, state, list, exec, kill and delete on a plain bundle call no stub:
-    the profile holds all they call (else tools/bytecode.py --profile, as root, renews it)."""
-    bundle = write_bundle(tmp_path / "b", ["sleep", "100"], rootfs=busybox_rootfs)
+@pytest.mark.parametrize("mode", bytecode.profile_modes(),
+                         ids=lambda mode: "v2-cgroupns" if mode[1] else "host")
+def test_an_engines_calls_load_nothing_on_first_call(mode, busybox_rootfs, tmp_path,
+                                                     state_root):
+    """run, create, start, state, list, exec, kill and delete on a plain bundle call no stub,
+    nor do state, kill and delete once it is gone, with the host's cgroups and with v2 and
+    a cgroup namespace: the profile holds all they call (else tools/bytecode.py --profile,
+    as root, renews it)."""
+    env, cgroupns = mode
+    env = dict(TRACE, **env)
+
+    def edit(config):
+        if cgroupns:
+            config["linux"]["namespaces"].append({"type": "cgroup"})
+    bundle = write_bundle(tmp_path / "b", ["sleep", "100"], edit=edit, rootfs=busybox_rootfs)
     cid = new_id()
     said = []
-    r = mc_bg("create", "--bundle", bundle, cid, state_root=state_root, env=TRACE)
+    r = mc_bg("create", "--bundle", bundle, cid, state_root=state_root, env=env)
     said.append(("create", r))
     try:
         for args in (["start", cid], ["state", cid], ["list"], ["exec", cid, "true"],
                      ["kill", cid, "KILL"]):
-            said.append((args[0], mc(*args, state_root=state_root, env=TRACE)))
+            said.append((args[0], mc(*args, state_root=state_root, env=env)))
         wait_status(cid, "stopped", state_root)
     finally:
-        said.append(("delete", mc("delete", "-f", cid, state_root=state_root, env=TRACE)))
-    run_bundle = write_bundle(tmp_path / "r", ["true"], rootfs=busybox_rootfs)
+        said.append(("delete", mc("delete", "-f", cid, state_root=state_root, env=env)))
+    for command in ("state", "kill", "delete"):  # an engine's cleanup, the container gone
+        gone = mc(command, cid, state_root=state_root, env=env)
+        assert gone.returncode != 0 and not thawed(gone.stderr), (command, gone.stderr)
+    run_bundle = write_bundle(tmp_path / "r", ["true"], edit=edit, rootfs=busybox_rootfs)
     said.append(("run", subprocess.run(RUNTIME_COMMAND + ["run", new_id()], cwd=run_bundle,
-                                       capture_output=True, text=True, env=TRACE)))
+                                       capture_output=True, text=True, env=env)))
     for command, r in said:
         assert r.returncode == 0, (command, r.stderr)
         assert "trace" in r.stderr and not thawed(r.stderr), (command, thawed(r.stderr))

@@ -15,7 +15,9 @@ finds the cache stale and writes the whole bytecode again, as it always does: th
 form is then back at the next `make install`.
 
 bytecode-hot.txt is a profile: the qualified names of the functions that run, create, start,
-state, list, exec, kill and delete call on a plain busybox bundle, as --profile traces them.
+state, list, exec, kill and delete call on a plain busybox bundle (and state, kill and delete
+once it is gone), with the host's cgroups and with cgroup v2 and a cgroup namespace, as
+--profile traces them.
 A function missing there is still right, only loaded on first call (tests/test_bytecode.py
 fails when an engine's call loads one); one there needlessly costs only memory.
 """
@@ -33,8 +35,9 @@ RUNTIME = os.path.join(ROOT, "minicontainer.py")
 PROFILE = os.path.join(TOOLS, "bytecode-hot.txt")
 CO_NEWLOCALS, CO_VARARGS, CO_VARKEYWORDS = 0x2, 0x4, 0x8
 # What a stub's call runs before the function is in place (a stub there would call itself).
-ALWAYS_HOT = {"_thaw", "map_cold_code", "_find_stubs", "_code_from_source", "ctypes_api",
-              "libc", "debug_step", "settings", "Settings.__init__"}
+ALWAYS_HOT = {"_thaw", "_open_cold_code", "map_cold_code", "_find_stubs",
+              "_code_from_source", "ctypes_api", "libc", "debug_step", "settings",
+              "Settings.__init__"}
 
 
 def import_calls(source_path):
@@ -166,6 +169,19 @@ minicontainer.exit(minicontainer.main())
 """
 
 
+def profile_modes():
+    """The cgroup setups to trace: the host's, and where it has a cgroup2 mount, v2 with a
+    cgroup namespace (docker's and podman's default there; a hybrid host's cgroup2 mount
+    used as a v2 host's, as the tests do): ([(environment, cgroupns)]."""
+    sys.path.insert(0, ROOT)
+    import minicontainer
+    v1, v2 = minicontainer.cgroup_hierarchies()
+    modes = [({}, False)]
+    if v2:
+        modes.append(({"MINICONTAINER_CGROUP2": v2} if v1 else {}, True))
+    return modes
+
+
 def profile(out=PROFILE):
     """Traces the engine's calls on a busybox bundle; writes the names they call to out."""
     import json
@@ -181,9 +197,12 @@ def profile(out=PROFILE):
     state, bundle = os.path.join(work, "state"), os.path.join(work, "bundle")
     cid = "bytecode-profile-%d" % os.getpid()
     trace = os.open(os.path.join(work, "trace"), os.O_RDWR | os.O_CREAT | os.O_APPEND)
+    mode = [{}, False]
 
     def runtime(*args, process=("true",), traced=True, root=True):
         spec = minicontainer.default_spec(rootfs="rootfs", args=list(process))
+        if mode[1]:
+            spec["linux"]["namespaces"].append({"type": "cgroup"})
         with open(os.path.join(bundle, "config.json"), "w") as f:
             json.dump(spec, f)
         command = [sys.executable, "-I", "-S", "-c", TRACER % {"runtime": RUNTIME,
@@ -193,26 +212,34 @@ def profile(out=PROFILE):
             done = subprocess.run(command + ["--root", state] * root + list(args), cwd=bundle,
                                   pass_fds=(trace,), stdout=out, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL,
-                                  env=dict(os.environ, BYTECODE_PROFILE_FD=str(trace)))
+                                  env=dict(os.environ, BYTECODE_PROFILE_FD=str(trace),
+                                           **mode[0]))
             out.seek(0)
             return done.returncode, out.read()
 
     try:
         os.makedirs(bundle)
         mkrootfs.make_rootfs(os.path.join(bundle, "rootfs"))
-        code, said = runtime("run", cid + "-run", root=False)  # as people run it: no --root
-        if code:
-            raise SystemExit("bytecode.py --profile: run: %s" % said)
-        steps = [("create", cid), ("start", cid), ("state", cid),
-                 ("list",), ("exec", cid, "true"), ("kill", cid, "KILL")]
-        for args in steps:
-            code, said = runtime(*args, process=["sleep", "100"] if args[0] == "create"
-                                else ["true"])
+        for mode[:] in profile_modes():
+            code, said = runtime("run", cid + "-run", root=False)  # as people run it
             if code:
-                raise SystemExit("bytecode.py --profile: %s: %s" % (args[0], said))
-        while '"stopped"' not in runtime("state", cid, traced=False)[1]:
-            time.sleep(0.05)
-        runtime("delete", cid)
+                raise SystemExit("bytecode.py --profile: run: %s" % said)
+            steps = [("create", cid), ("start", cid), ("state", cid),
+                     ("list",), ("exec", cid, "true"), ("kill", cid, "KILL")]
+            for args in steps:
+                code, said = runtime(*args, process=["sleep", "100"] if args[0] == "create"
+                                     else ["true"])
+                if code:
+                    raise SystemExit("bytecode.py --profile: %s: %s" % (args[0], said))
+            while '"stopped"' not in runtime("state", cid, traced=False)[1]:
+                time.sleep(0.05)
+            runtime("delete", cid)
+            # and what an engine's cleanup meets: the container gone
+            for args in (["state", cid], ["kill", cid, "KILL"], ["kill", cid],
+                         ["delete", cid]):
+                if not runtime(*args)[0]:
+                    raise SystemExit("bytecode.py --profile: %s of a deleted container "
+                                     "succeeded" % args[0])
     finally:
         runtime("delete", "-f", cid, traced=False)
         os.lseek(trace, 0, 0)
