@@ -19,12 +19,14 @@ private mount namespace where every runtime sees one cgroup version: v1 (--cgrou
 default: a tmpfs over /sys/fs/cgroup/unified) or v2 (--cgroup v2: the cgroup2 mount over
 /sys/fs/cgroup, with the controllers v1 does not hold). A pure host is used as it is.
 --cgroupns gives the containers a cgroup namespace (docker's and podman's default on v2).
+--bytecode whole caches the runtime's bytecode as Python does, all of it loaded at every
+start; by default it is cached split, as `make install` caches it (tools/bytecode.py).
 --pause S sleeps S seconds before each timed call: the first move of a process into a
 cgroup waits for an RCU grace period unless another went just before, which calls in a
 row (a burst of an engine's) often spare; a lone call on a quiet machine pays it.
 
     sudo python3 bench/bench_run.py [--runs N] [--json FILE] [--cgroup v1|v2] [--cgroupns]
-                                    [--pause S]
+                                    [--pause S] [--bytecode split|whole]
 
 The runtime's container ends when its program does, so `kill` and `exec` run against a bundle
 whose process is `sleep 1000`.
@@ -45,6 +47,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
+import bytecode  # noqa: E402
 import minicontainer  # noqa: E402
 import mkrootfs  # noqa: E402
 
@@ -176,9 +179,18 @@ def main():
     p.add_argument("--cgroup", choices=("v1", "v2"), default="v1")
     p.add_argument("--cgroupns", action="store_true")
     p.add_argument("--pause", type=float, default=0)
+    p.add_argument("--bytecode", choices=("split", "whole"), default="split")
     a = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_run: needs root")
+    runtime = os.path.join(ROOT, "minicontainer.py")
+    if a.bytecode == "split":
+        bytecode.write(runtime)
+    else:
+        import py_compile
+        pyc = py_compile.compile(runtime, doraise=True)
+        if os.path.exists(pyc[:-4] + ".cold"):
+            os.unlink(pyc[:-4] + ".cold")
     work = tempfile.mkdtemp(prefix="mc-bench-")
     try:
         bundle = os.path.join(work, "bundle")
@@ -186,7 +198,8 @@ def main():
         sleeper = os.path.join(work, "sleeper")
         os.makedirs(sleeper)
         write_spec(sleeper, os.path.join(bundle, "rootfs"), ["/bin/sleep", "1000"], a.cgroupns)
-        what += ", cgroups %s%s%s" % (private_cgroup_view(a.cgroup), ", a cgroup namespace"
+        what += ", bytecode %s, cgroups %s%s%s" % (a.bytecode, private_cgroup_view(a.cgroup),
+                                                   ", a cgroup namespace"
                                       if a.cgroupns else "", ", %.2f s before each timed call"
                                       % a.pause if a.pause else "")
         rts = runtimes(os.path.join(work, "state"))
