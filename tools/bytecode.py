@@ -40,23 +40,40 @@ ALWAYS_HOT = {"_thaw", "_open_cold_code", "map_cold_code", "_find_stubs",
               "Settings.__init__"}
 
 
+# The module imported (and then, %(then)s, run) under sys.setprofile: the qualified name of
+# each of its functions called, once, to the fd $BYTECODE_PROFILE_FD.
+TRACER = r"""
+import os, sys
+fd = int(os.environ["BYTECODE_PROFILE_FD"])
+os.set_inheritable(fd, False)
+seen = set()
+def profile(frame, event, arg):
+    if event == "call" and frame.f_code.co_filename == %(runtime)r:
+        name = frame.f_code.co_qualname
+        if name not in seen:
+            seen.add(name)
+            try:
+                os.write(fd, name.encode() + b"\n")
+            except OSError:
+                pass  # the init closed it: what follows is its exec
+sys.path.insert(0, %(root)r)
+sys.setprofile(profile)
+import minicontainer
+%(then)s
+"""
+
+
 def import_calls(source_path):
     """The functions the module calls as it is imported (its body's): whole, as a stub
     called then would find no _thaw yet, nor what _thaw calls."""
     import subprocess
-    probe = """import os, sys
-names = set()
-def profile(frame, event, arg):
-    if event == "call" and frame.f_code.co_filename == %r:
-        names.add(frame.f_code.co_qualname)
-sys.path.insert(0, %r)
-sys.setprofile(profile)
-import minicontainer
-sys.setprofile(None)
-print(" ".join(sorted(names)))
-""" % (source_path, os.path.dirname(source_path))
-    return set(subprocess.run([sys.executable, "-I", "-S", "-B", "-c", probe],
-                              capture_output=True, text=True, check=True).stdout.split())
+    with tempfile.TemporaryFile("w+") as trace:
+        subprocess.run([sys.executable, "-I", "-S", "-B", "-c", TRACER % {
+            "runtime": source_path, "root": os.path.dirname(source_path), "then": ""}],
+            pass_fds=(trace.fileno(),), check=True,
+            env=dict(os.environ, BYTECODE_PROFILE_FD=str(trace.fileno())))
+        trace.seek(0)
+        return set(trace.read().split())
 
 
 def read_profile(path=PROFILE):
@@ -148,25 +165,6 @@ def write(source_path=RUNTIME, hot=None):
     return len(cold), sum(map(len, cold))
 
 
-TRACER = r"""
-import os, sys
-fd = int(os.environ["BYTECODE_PROFILE_FD"])
-os.set_inheritable(fd, False)
-seen = set()
-def profile(frame, event, arg):
-    if event == "call" and frame.f_code.co_filename == %(runtime)r:
-        name = frame.f_code.co_qualname
-        if name not in seen:
-            seen.add(name)
-            try:
-                os.write(fd, name.encode() + b"\n")
-            except OSError:
-                pass  # the init closed it: what follows is its exec
-sys.path.insert(0, %(root)r)
-sys.setprofile(profile)
-import minicontainer
-minicontainer.exit(minicontainer.main())
-"""
 
 
 def profile_modes():
@@ -205,8 +203,9 @@ def profile(out=PROFILE):
             spec["linux"]["namespaces"].append({"type": "cgroup"})
         with open(os.path.join(bundle, "config.json"), "w") as f:
             json.dump(spec, f)
-        command = [sys.executable, "-I", "-S", "-c", TRACER % {"runtime": RUNTIME,
-                                                             "root": ROOT}] if traced \
+        command = [sys.executable, "-I", "-S", "-c", TRACER % {
+            "runtime": RUNTIME, "root": ROOT,
+            "then": "minicontainer.exit(minicontainer.main())"}] if traced \
             else [sys.executable, RUNTIME]
         with tempfile.TemporaryFile("w+") as out:  # not a pipe: create's init keeps it
             done = subprocess.run(command + ["--root", state] * root + list(args), cwd=bundle,
