@@ -726,15 +726,31 @@ def _thaw(offset, size):
         code = None
     if getattr(code, "co_qualname", None) != stub.co_qualname:
         code = _code_from_source(stub)
-    if None not in _STUBS:
-        _STUBS[None] = ()
-        _find_stubs(globals().values(), set())
-    functions = _STUBS.pop(stub, ())
+    functions = _functions_of(stub)
     for function in functions:
         function.__code__ = code
     if functions:
         return functions[0]
     return type(_thaw)(code, globals())  # held only by something unusual: no defaults needed
+
+
+def _functions_of(stub):
+    """The functions made of stub: where its qualified name says (a function of the module,
+    a method, a static, class or property function, one decorated), else any the module
+    holds, looked for once."""
+    *path, name = stub.co_qualname.split(".")
+    where = globals()
+    for part in path:
+        where = vars(where[part]) if isinstance(where.get(part), type) else {}
+    value = where.get(name)
+    for function in (value, getattr(value, "__func__", None), getattr(value, "fget", None),
+                     getattr(value, "fset", None), getattr(value, "__wrapped__", None)):
+        if getattr(function, "__code__", None) is stub:
+            return [function]
+    if None not in _STUBS:
+        _STUBS[None] = ()
+        _find_stubs(globals().values(), set())
+    return _STUBS.pop(stub, ())
 
 
 def _find_stubs(values, seen):

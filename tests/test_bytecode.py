@@ -95,6 +95,27 @@ def test_stubs_have_their_functions_signatures():
     assert not is_stub(split["main"])
 
 
+def test_a_stub_finds_its_function_by_its_name(copy):
+    """_thaw finds the function object of a stub where its qualified name says, for every
+    kind there is (functions, methods, static, class and property functions, decorated
+    ones), without looking through the whole module."""
+    path, _ = copy
+    bytecode.write(path, hot=set())
+    probe = """
+import sys
+sys.path.insert(0, %r)
+import minicontainer as m
+m._find_stubs(list(vars(m).values()), set())
+walked = {code: list(fns) for code, fns in m._STUBS.items() if code.co_names == ("_thaw",)}
+m._STUBS.clear()
+found = {code: list(m._functions_of(code)) for code in walked}
+print(len(walked), found == walked, None in m._STUBS)
+""" % os.path.dirname(path)
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert int(out[0]) > 500 and out[1:] == ["True", "False"], out
+
+
 def test_profile_names_functions_that_exist():
     """bytecode-hot.txt names functions of the module (a renamed function would fall out of
     it unseen: loaded on first call at every start)."""
