@@ -11,7 +11,8 @@ finds python3 and has it import this file as a module, whose compiled form Pytho
 instead of compiling all of it again at every start as `python3 minicontainer.py` must.
 The garbage collector is off while it loads (making its functions and classes would set off
 collections that free nothing: a tenth of the load), and what the load made is then frozen,
-out of the way of later collections.
+out of the way of later collections. `make install` caches that compiled form split, the
+functions a start does not call loaded on their first call ("Cold code", in the helpers).
 
     sudo python3 minicontainer.py run --rootfs DIR -- sh
     sudo python3 minicontainer.py run alpine echo hello
