@@ -645,10 +645,10 @@ def _log_error(msg, log, level="error", stderr=True):
 # In the cached module, each function that `run` and an engine's calls (create, start,
 # state, kill, delete, exec, list) do not call on a plain bundle is a stub of the same
 # signature, `return _thaw(OFFSET, SIZE)(ARGS)`; its code waits beside the cache in
-# minicontainer.*.cold, read through a shared mapping when the stub is first called. Half
-# the module's code is never called by a start: unmarshalled, it was a tenth of its time and
-# 0.9 MiB of its peak memory. Python still decides when the cache is stale (it then compiles
-# the source and caches it whole, as always).
+# minicontainer.*.cold, read when the stub is first called. Half the module's code is never
+# called by a start: loaded all the same, it took 0.6 MiB of `run`'s peak memory and 1 ms of
+# its time (README, Performance). Python still decides when the cache is stale (it then
+# compiles the source and caches it whole, as always).
 _COLD = []  # the cold file's mapping: [address, size] ([0, 0]: none), once looked for
 _STUBS = {}  # a stub's code -> the functions made of it, once looked for
 _SOURCE = []  # the module's code compiled from the source, where the cold file failed
