@@ -106,9 +106,12 @@ def stub_for(code, offset, size):
 
 
 def can_stub(code, hot):
+    """Not a function kept whole, nor a lambda or comprehension; not a closure (a method
+    that calls super() has a __class__ cell: __code__ can only be swapped for code with the
+    same free variables); none of its arguments named _thaw (the stub's call of it)."""
     return code.co_qualname not in hot and code.co_qualname not in ALWAYS_HOT and \
         not code.co_name.startswith("<") and not code.co_freevars and \
-        "_thaw" not in code.co_varnames  # (a closure's cells could not be handed over)
+        "_thaw" not in code.co_varnames
 
 
 def split(code, hot, cold, offset):
