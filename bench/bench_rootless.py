@@ -33,6 +33,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
+import bytecode  # noqa: E402
 import minicontainer  # noqa: E402
 import mkrootfs  # noqa: E402
 
@@ -110,6 +111,7 @@ def main():
         shutil.copy2(os.path.join(ROOT, "minicontainer.py"), code)
         compileall.compile_dir(code, quiet=1)
         runtime = os.path.join(code, "minicontainer.py")
+        bytecode.write(runtime)  # split, as make install caches it
         rootfs = os.path.join(work, "rootfs")
         mkrootfs.make_rootfs(rootfs)
         subprocess.run(["chown", "-R", "%d:%d" % (user.uid, user.gid), rootfs], check=True)

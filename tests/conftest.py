@@ -539,6 +539,7 @@ class RootlessUser:
         import compileall  # bytecode it can read (it may not write it there)
         compileall.compile_dir(self.code, quiet=1)
         self.runtime = os.path.join(self.code, "minicontainer.py")
+        bytecode.write(self.runtime)  # the runtime's split, as make install writes it
         self.state = os.path.join(self.xdg, "minicontainer")
 
     def env(self, **extra):
