@@ -241,3 +241,18 @@ def test_without_its_cold_file_a_stub_compiles_the_source(copy, damage, tmp_path
                       capture_output=True, text=True))
     assert (tmp_path / "split" / "config.json").read_text() == \
         (tmp_path / "whole" / "config.json").read_text()
+
+
+@pytest.mark.parametrize("source", [None, "def (\n", "import no_such_module_here\n"])
+def test_a_source_it_cannot_split_is_one_line(source, tmp_path):
+    """No file, a syntax error, a module that fails to import: one line, exit status 1,
+    and no cache written."""
+    path = tmp_path / "minicontainer.py"
+    if source is not None:
+        path.write_text(source)
+    r = subprocess.run([sys.executable, bytecode.__file__, str(path)], capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and r.stdout == "", r
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("bytecode.py: "), r.stderr
+    assert not (tmp_path / "__pycache__").exists() or \
+        not any(f.endswith(".cold") for f in os.listdir(tmp_path / "__pycache__"))

@@ -70,7 +70,8 @@ def import_calls(source_path):
     with tempfile.TemporaryFile("w+") as trace:
         subprocess.run([sys.executable, "-I", "-S", "-B", "-c", TRACER % {
             "runtime": source_path, "root": os.path.dirname(source_path), "then": ""}],
-            pass_fds=(trace.fileno(),), check=True,
+            pass_fds=(trace.fileno(),), check=True, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
             env=dict(os.environ, BYTECODE_PROFILE_FD=str(trace.fileno())))
         trace.seek(0)
         return set(trace.read().split())
@@ -140,11 +141,11 @@ def write(source_path=RUNTIME, hot=None):
         py_compile.compile(source_path, doraise=True)
         return 0, 0
     source_path = os.path.abspath(source_path)
-    hot = (read_profile() if hot is None else hot) | ALWAYS_HOT | import_calls(source_path)
     with open(source_path, "rb") as f:
         source = f.read()
     st = os.stat(source_path)
     code = compile(source, source_path, "exec", dont_inherit=True)
+    hot = (read_profile() if hot is None else hot) | ALWAYS_HOT | import_calls(source_path)
     # what Python checks before it uses a cache: its magic number, then the source's mtime
     # and size (flags 0: no hash); the cold file starts with it too
     header = importlib.util.MAGIC_NUMBER + struct.pack(
@@ -261,10 +262,15 @@ def main(argv):
         print("bytecode.py: %d functions in %s" % (len(profile()), PROFILE))
         return 0
     path = argv[0] if argv else RUNTIME
+    import subprocess
     try:
         stubs, size = write(path)
-    except OSError as e:
+    except (OSError, SyntaxError) as e:
         print("bytecode.py: %s" % e, file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as e:  # importing the module failed
+        print("bytecode.py: %s cannot be imported: %s" % (
+            path, "".join((e.stderr or "").strip().splitlines()[-1:])), file=sys.stderr)
         return 1
     print("bytecode.py: %s: %d functions (%d KB) left to load on first call%s" % (
         path, stubs, size // 1024,
