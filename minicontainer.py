@@ -650,7 +650,6 @@ def _log_error(msg, log, level="error", stderr=True):
 # its time (README, Performance). Python still decides when the cache is stale (it then
 # compiles the source and caches it whole, as always).
 _COLD = []  # the cold file's mapping: [address, size] ([0, 0]: none), once looked for
-_STUBS = {}  # a stub's code -> the functions made of it, once looked for
 _SOURCE = []  # the module's code compiled from the source, where the cold file failed
 
 
@@ -732,13 +731,14 @@ def _thaw(offset, size):
         function.__code__ = code
     if functions:
         return functions[0]
-    return type(_thaw)(code, globals())  # held only by something unusual: no defaults needed
+    # held somewhere unusual: called through the stub each time (its arguments are all given)
+    return type(_thaw)(code, globals())
 
 
 def _functions_of(stub):
-    """The functions made of stub: where its qualified name says (a function of the module,
-    a method, a static, class or property function, one decorated), else any the module
-    holds, looked for once."""
+    """The function made of stub, where its qualified name says: a function of the module, a
+    method, a static, class or property function, a decorated one (tests/test_bytecode.py
+    finds every stub so)."""
     *path, name = stub.co_qualname.split(".")
     where = globals()
     for part in path:
@@ -748,29 +748,7 @@ def _functions_of(stub):
                      getattr(value, "fset", None), getattr(value, "__wrapped__", None)):
         if getattr(function, "__code__", None) is stub:
             return [function]
-    if None not in _STUBS:
-        _STUBS[None] = ()
-        _find_stubs(globals().values(), set())
-    return _STUBS.pop(stub, ())
-
-
-def _find_stubs(values, seen):
-    """Every function of this module's, as module attributes, class members (methods,
-    static, class and property functions) and decorated functions hold them."""
-    for value in values:
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
-        if isinstance(value, type) and value.__module__ == __name__:
-            _find_stubs(vars(value).values(), seen)
-        elif isinstance(value, property):
-            _find_stubs((value.fget, value.fset, value.fdel), seen)
-        elif isinstance(value, (staticmethod, classmethod)):
-            _find_stubs((value.__func__,), seen)
-        elif isinstance(value, type(_thaw)):
-            _STUBS.setdefault(value.__code__, []).append(value)
-            if hasattr(value, "__wrapped__"):
-                _find_stubs((value.__wrapped__,), seen)
+    return []
 
 
 def _code_from_source(stub):
