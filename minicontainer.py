@@ -704,16 +704,16 @@ os.register_at_fork(before=map_cold_code)
 
 def _thaw(offset, size):
     """The function whose stub called: its code read from the cold file (or, were that gone,
-    compiled from the source), put in place of the stub's in every function made of it."""
+    compiled from the source), put in place of the stub's."""
     import marshal
     stub = sys._getframe(1).f_code
     debug_step("thaw:" + stub.co_qualname)
-    data = None
-    if _COLD or globals().get("_ctypes_api") is not None:
+    if globals().get("_ctypes_api") is not None:
         map_cold_code()
-        if offset + size <= _COLD[1]:
-            data = (_ctypes_api.c_char * size).from_address(_COLD[0] + offset)
-    else:  # a light command's error path, say: read, not worth loading ctypes to map it
+    data = None
+    if _COLD and offset + size <= _COLD[1]:
+        data = (_ctypes_api.c_char * size).from_address(_COLD[0] + offset)
+    else:  # not mapped (nor worth loading ctypes to map it: a light command's error path)
         fd = _open_cold_code()
         if fd is not None:
             try:
@@ -726,16 +726,14 @@ def _thaw(offset, size):
         code = None
     if getattr(code, "co_qualname", None) != stub.co_qualname:
         code = _code_from_source(stub)
-    functions = _functions_of(stub)
-    for function in functions:
-        function.__code__ = code
-    if functions:
-        return functions[0]
-    # held somewhere unusual: called through the stub each time (its arguments are all given)
-    return type(_thaw)(code, globals())
+    function = _function_of(stub)
+    if function is None:  # held somewhere unusual: called through the stub each time
+        return type(_thaw)(code, globals())  # (which gives it all its arguments)
+    function.__code__ = code
+    return function
 
 
-def _functions_of(stub):
+def _function_of(stub):
     """The function made of stub, where its qualified name says: a function of the module, a
     method, a static, class or property function, a decorated one (tests/test_bytecode.py
     finds every stub so)."""
@@ -747,8 +745,8 @@ def _functions_of(stub):
     for function in (value, getattr(value, "__func__", None), getattr(value, "fget", None),
                      getattr(value, "fset", None), getattr(value, "__wrapped__", None)):
         if getattr(function, "__code__", None) is stub:
-            return [function]
-    return []
+            return function
+    return None
 
 
 def _code_from_source(stub):

@@ -35,7 +35,7 @@ RUNTIME = os.path.join(ROOT, "minicontainer.py")
 PROFILE = os.path.join(TOOLS, "bytecode-hot.txt")
 CO_NEWLOCALS, CO_VARARGS, CO_VARKEYWORDS = 0x2, 0x4, 0x8
 # What a stub's call runs before the function is in place (a stub there would call itself).
-ALWAYS_HOT = {"_thaw", "_open_cold_code", "map_cold_code", "_functions_of",
+ALWAYS_HOT = {"_thaw", "_open_cold_code", "map_cold_code", "_function_of",
               "_code_from_source", "ctypes_api", "libc", "debug_step", "settings",
               "Settings.__init__"}
 
@@ -169,8 +169,6 @@ def write(source_path=RUNTIME, hot=None):
     return len(cold), sum(map(len, cold))
 
 
-
-
 def profile_modes():
     """The cgroup setups to trace: the host's, and where it has a cgroup2 mount, v2 with a
     cgroup namespace (docker's and podman's default there; a hybrid host's cgroup2 mount
@@ -199,11 +197,11 @@ def profile(out=PROFILE):
     state, bundle = os.path.join(work, "state"), os.path.join(work, "bundle")
     cid = "bytecode-profile-%d" % os.getpid()
     trace = os.open(os.path.join(work, "trace"), os.O_RDWR | os.O_CREAT | os.O_APPEND)
-    mode = [{}, False]
+    env, cgroupns = {}, False  # the mode traced (profile_modes'), read by runtime()
 
     def runtime(*args, process=("true",), traced=True, root=True):
         spec = minicontainer.default_spec(rootfs="rootfs", args=list(process))
-        if mode[1]:
+        if cgroupns:
             spec["linux"]["namespaces"].append({"type": "cgroup"})
         with open(os.path.join(bundle, "config.json"), "w") as f:
             json.dump(spec, f)
@@ -216,14 +214,14 @@ def profile(out=PROFILE):
                                   pass_fds=(trace,), stdout=out, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL,
                                   env=dict(os.environ, BYTECODE_PROFILE_FD=str(trace),
-                                           **mode[0]))
+                                           **env))
             out.seek(0)
             return done.returncode, out.read()
 
     try:
         os.makedirs(bundle)
         mkrootfs.make_rootfs(os.path.join(bundle, "rootfs"))
-        for mode[:] in profile_modes():
+        for env, cgroupns in profile_modes():
             code, said = runtime("run", cid + "-run", root=False)  # as people run it
             if code:
                 raise SystemExit("bytecode.py --profile: run: %s" % said)
@@ -234,7 +232,10 @@ def profile(out=PROFILE):
                                      else ["true"])
                 if code:
                     raise SystemExit("bytecode.py --profile: %s: %s" % (args[0], said))
+            deadline = time.monotonic() + 10
             while '"stopped"' not in runtime("state", cid, traced=False)[1]:
+                if time.monotonic() > deadline:
+                    raise SystemExit("bytecode.py --profile: %s did not stop" % cid)
                 time.sleep(0.05)
             runtime("delete", cid)
             # and what an engine's cleanup meets: the container gone
