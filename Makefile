@@ -21,7 +21,7 @@ setup:
 # `minicontainer-pull`: a link to tools/pull.py.  The bytecode of both is written here, for
 # users who may not write it in this checkout (pull.py compiling minicontainer.py at every
 # start took 30 MiB and 80 ms more); the runtime's split by tools/bytecode.py (the functions
-# a start does not call are loaded on their first call: 0.9 MiB and ~3 ms of every start).
+# a start does not call are loaded on their first call: 0.6 MiB and ~1 ms of `run`).
 PREFIX ?= /usr/local
 install:
 	py=$$(command -v $(PYTHON)) && { \

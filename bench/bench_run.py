@@ -20,7 +20,8 @@ default: a tmpfs over /sys/fs/cgroup/unified) or v2 (--cgroup v2: the cgroup2 mo
 /sys/fs/cgroup, with the controllers v1 does not hold). A pure host is used as it is.
 --cgroupns gives the containers a cgroup namespace (docker's and podman's default on v2).
 --bytecode whole caches the runtime's bytecode as Python does, all of it loaded at every
-start; by default it is cached split, as `make install` caches it (tools/bytecode.py).
+start (and leaves it so, until the next `make install`); by default it is cached split, as
+`make install` caches it (tools/bytecode.py).
 --pause S sleeps S seconds before each timed call: the first move of a process into a
 cgroup waits for an RCU grace period unless another went just before, which calls in a
 row (a burst of an engine's) often spare; a lone call on a quiet machine pays it.
