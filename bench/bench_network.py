@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Start-up cost of networking: `run --rm --network none` against `--network bridge`.
 
-Each is `minicontainer run --rm --rootfs R --network MODE -- /bin/true`, timed from exec of
-the runtime to its exit, interleaved (none bridge none bridge ...) so that the machine's drift
-hits both alike. When podman is installed, `podman run --rm --runtime crun` of the same rootfs
-(imported as an image) joins the rounds, with --network none and bridge (netavark's).
+Each is `minicontainer run --rm --rootfs R --network MODE -- /bin/true`, and the same from R
+imported as an image (`run --rm --network MODE IMAGE /bin/true`: the image's overlay too),
+timed from exec of the runtime to its exit, interleaved (none bridge none bridge ...) so that
+the machine's drift hits each alike. When podman is installed, `podman run --rm --runtime crun`
+of the same rootfs (imported as an image) joins the rounds, with --network none and bridge
+(netavark's).
 
 R is the Alpine 3.20.3 minirootfs when ../shared/data holds it, else a busybox rootfs. As in
 bench_run.py, everything runs in a private mount namespace with a tmpfs over
@@ -28,16 +30,18 @@ sys.path.insert(0, HERE)
 
 import bench_run  # noqa: E402
 import minicontainer  # noqa: E402  (bench_run put the repository on sys.path)
+sys.path.insert(0, os.path.join(bench_run.ROOT, "tools"))
+import import_image  # noqa: E402
 
 PODMAN_IMAGE = "localhost/minicontainer-bench-network:latest"
 # podman's defaults ask for more open files and processes than some sandboxes allow.
 PODMAN_LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
 
 
-def timed(cmd):
+def timed(cmd, env=None):
     t = time.perf_counter()
     r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, env=bench_run.CLEAN_ENV)
+                       stderr=subprocess.PIPE, env=env or bench_run.CLEAN_ENV)
     if r.returncode != 0:
         raise RuntimeError("%s: %s" % (" ".join(cmd[:6]), r.stderr.decode().strip()))
     return time.perf_counter() - t
@@ -76,17 +80,26 @@ def main():
     a = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_network: needs root")
+    bench_run.bytecode.write(os.path.join(bench_run.ROOT, "minicontainer.py"))  # as installed
     work = tempfile.mkdtemp(prefix="mc-bench-net-")
     podman = None
     try:
         bundle = os.path.join(work, "bundle")
         what = bench_run.make_bundle(bundle)
         rootfs = os.path.join(bundle, "rootfs")
-        bench_run.private_cgroup_view()
+        bench_run.private_cgroup_view("v1")
         mc = [os.path.join(bench_run.ROOT, "minicontainer.py"), "--root",
               os.path.join(work, "state"), "run", "--rm", "--rootfs", rootfs, "--network"]
+        store = os.path.join(work, "store")
+        image = import_image.import_image(rootfs, "bench:network", store).name
+        image_env = dict(bench_run.CLEAN_ENV, MINICONTAINER_STORE=store)
+        run_image = mc[:-3] + ["--network"]
         variants = {"minicontainer none": mc + ["none", "--", "/bin/true"],
-                    "minicontainer bridge": mc + ["bridge", "--", "/bin/true"]}
+                    "minicontainer bridge": mc + ["bridge", "--", "/bin/true"],
+                    "minicontainer image none": run_image + ["none", image, "/bin/true"],
+                    "minicontainer image bridge": run_image + ["bridge", image, "/bin/true"]}
+        envs = dict.fromkeys(("minicontainer image none", "minicontainer image bridge"),
+                             image_env)
         if not a.no_podman:
             extra, podman = podman_variants(rootfs)
             for name, cmd in extra.items():
@@ -95,26 +108,30 @@ def main():
                     variants[name] = cmd
                 except RuntimeError as e:
                     print("%s: left out: %s" % (name, e))
-        for cmd in variants.values():  # warm caches: the first start compiles, pulls, ...
-            timed(cmd)
+        for name, cmd in variants.items():  # warm caches: the first start compiles, ...
+            timed(cmd, envs.get(name))
         results = {name: [] for name in variants}
         for _ in range(a.runs):
             for name, cmd in variants.items():
-                results[name].append(timed(cmd))
+                results[name].append(timed(cmd, envs.get(name)))
         summary = {"rootfs": what, "runs": a.runs, "results": {}}
         print("rootfs: %s, %d interleaved runs of /bin/true" % (what, a.runs))
-        print("%-22s %10s %10s %10s" % ("", "median", "mean", "min"))
+        print("%-28s %10s %10s %10s" % ("", "median", "mean", "min"))
         for name, times in results.items():
             ms = [t * 1000 for t in times]
             summary["results"][name] = {"median_ms": statistics.median(ms),
                                         "mean_ms": statistics.mean(ms), "min_ms": min(ms)}
-            print("%-22s %7.1f ms %7.1f ms %7.1f ms" % (name, statistics.median(ms),
+            print("%-28s %7.1f ms %7.1f ms %7.1f ms" % (name, statistics.median(ms),
                                                        statistics.mean(ms), min(ms)))
-        for who in ("minicontainer", "podman+crun"):
-            r = summary["results"]
+        r = summary["results"]
+        for who in ("minicontainer", "minicontainer image", "podman+crun"):
             if who + " bridge" in r:
                 print("%s: bridge costs %.1f ms more than none (medians)" % (
                     who, r[who + " bridge"]["median_ms"] - r[who + " none"]["median_ms"]))
+        if "podman+crun bridge" in r:
+            print("from an image, bridged: minicontainer takes %.2fx podman+crun's time" % (
+                r["minicontainer image bridge"]["median_ms"] /
+                r["podman+crun bridge"]["median_ms"]))
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(summary, f, indent=2)

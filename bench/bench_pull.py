@@ -1,28 +1,32 @@
 #!/usr/bin/env python3
 """Benchmark pull and unpack against skopeo, umoci and GNU tar, on a loopback registry.
 
-    python3 bench/bench_pull.py [--dirs DIR ...] [--out DIR]
+    python3 bench/bench_pull.py [--dirs DIR ...] [--out DIR] [--runs N]
 
 Builds a multi-layer image from system directories (one gzip layer per directory, as
 `tar -cz` makes them), pushes it to a docker-registry started on a free loopback port, then
-times, once each:
+times, in N rounds (3 by default) whose order turns each round so that the machine's drift
+hits each alike, medians printed:
   pull     tools/pull.py REF             (download, verify, unpack into the store)
+  skopeo   skopeo copy docker://REF oci:DIR   (download and verify only; no unpack)
+  tar      GNU tar -xzf of the same layers, in order
+and once each:
   fetch    tools/pull.py REF again with the blobs deleted but the rootfs kept, so it only
            downloads, verifies and stores blobs: the same work as skopeo's
-  skopeo   skopeo copy docker://REF oci:DIR   (download and verify only; no unpack)
   unpack   store_writer.unpack_layer over the layers (what pull does after downloading)
   umoci    umoci unpack of skopeo's layout
-  tar      GNU tar -xzf of the same layers, in order
 and prints MB/s (compressed bytes for transfers, uncompressed for unpacking), files/s, the
-ratios, the peak memory of pull.py and the processes it forks (sampled: each page counted
-once), and the peak RSS of skopeo and tar (GNU time's).  Needs root (ownership
-and device nodes are restored as in real use).
+ratios, the peak memory of pull.py and the processes it forks (sampled in a pull of its own,
+untimed: the sampling takes CPU from what it samples; each page counted once), and the peak
+RSS of skopeo and tar (GNU time's).  Needs root (ownership and device nodes are restored as
+in real use).
 """
 import argparse
 import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -147,7 +151,7 @@ class TreeMemory:
 
 def tree_measured(label, cmd):
     """subprocess.run(cmd) (in CLEAN_ENV), its process tree's memory in PEAK_MIB[label]."""
-    proc = subprocess.Popen(cmd, env=CLEAN_ENV)
+    proc = subprocess.Popen(cmd, env=CLEAN_ENV, stdout=subprocess.DEVNULL)
     memory = TreeMemory(proc.pid)
     status = proc.wait()
     PEAK_MIB[label] = memory.stop()
@@ -184,6 +188,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dirs", nargs="+", default=DEFAULT_DIRS)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
+    ap.add_argument("--runs", type=int, default=3, help="rounds of pull, skopeo and tar")
     ap.add_argument("--unpack-dir", help="where the unpack comparisons write (default: --out;"
                     " /dev/shm takes the disk out and compares CPU cost only)")
     args = ap.parse_args()
@@ -207,25 +212,42 @@ def main():
         ref = f"{server.host}/bench/big:v1"
         store = fresh(os.path.join(args.out, "store"))
         skopeo_dir = fresh(os.path.join(args.out, "skopeo"))
-        results = {}
         print("timing", flush=True)
         pull = [sys.executable, os.path.join(ROOT, "tools", "pull.py"), "-q", "--store", store,
                 ref]
         subprocess.run([sys.executable, "-m", "compileall", "-q", ROOT + "/minicontainer.py",
                         ROOT + "/tools"], check=True)  # as a first pull would
-        results["pull"] = timed("tools/pull.py", lambda: tree_measured("pull", pull))
+        tar_dir = os.path.join(unpack_dir, "unpack-tar")
+
+        def run_pull():
+            subprocess.run(pull, check=True, env=CLEAN_ENV, stdout=subprocess.DEVNULL)
+
+        def run_skopeo():
+            measured("skopeo", ["skopeo", "copy", "-q", "--src-tls-verify=false",
+                                f"docker://{ref}", f"oci:{skopeo_dir}:bench"])
+
+        def run_tar():
+            for layer in layers:
+                measured("tar", ["tar", "-xzf", layer.path, "-C", tar_dir, "--numeric-owner"])
+        steps = [("pull", "tools/pull.py", store, run_pull),
+                 ("skopeo", "skopeo copy", skopeo_dir, run_skopeo),
+                 ("tar", "GNU tar -xzf", tar_dir, run_tar)]
+        times = {key: [] for key, *_ in steps}
+        for i in range(args.runs):
+            for key, label, out, fn in steps[i % 3:] + steps[:i % 3]:
+                fresh(out)  # before timing: deleting costs the disk too
+                if key == "tar":
+                    os.makedirs(out)
+                times[key].append(timed(f"{label} ({i + 1})", fn))
+        results = {key: statistics.median(t) for key, t in times.items()}
+        fresh(store)
+        print("  tools/pull.py, its memory sampled (untimed)", flush=True)
+        tree_measured("pull", pull)
         for name in os.listdir(os.path.join(store, "blobs", "sha256")):
             os.unlink(os.path.join(store, "blobs", "sha256", name))
         results["fetch"] = timed("tools/pull.py, rootfs kept", lambda: subprocess.run(
-            pull, check=True, env=CLEAN_ENV))
-        results["skopeo"] = timed("skopeo copy", lambda: measured("skopeo", [
-            "skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
-            f"oci:{skopeo_dir}:bench"]))
+            pull, check=True, env=CLEAN_ENV, stdout=subprocess.DEVNULL))
 
-        tar_dir = fresh(os.path.join(unpack_dir, "unpack-tar"))
-        os.makedirs(tar_dir)
-        results["tar"] = timed("GNU tar -xzf", lambda: [measured("tar", [
-            "tar", "-xzf", layer.path, "-C", tar_dir, "--numeric-owner"]) for layer in layers])
         ours = fresh(os.path.join(unpack_dir, "unpack-ours"))
         os.makedirs(ours)
         results["unpack"] = timed("unpack_layer", lambda: [
@@ -246,7 +268,8 @@ def main():
         return (f"| {label} | {seconds:.2f} s | {nbytes / 1e6 / seconds:.0f} MB/s | "
                 f"{files / seconds:.0f} files/s |")
     print()
-    print(f"Unpacking into {unpack_dir}.")
+    print(f"Unpacking into {unpack_dir}; pull, skopeo and tar: medians of {args.runs} "
+          "interleaved rounds.")
     print(f"Image: {len(layers)} gzip layers, {files} entries, {gz / 1e6:.0f} MB compressed, "
           f"{raw / 1e6:.0f} MB uncompressed.")
     print()
@@ -263,7 +286,9 @@ def main():
           f"{results['fetch'] / results['skopeo']:.2f}x the time")
     print(f"pull.py with unpack / skopeo copy: {results['pull'] / results['skopeo']:.2f}x")
     print(f"pull.py with unpack / (skopeo copy + GNU tar -xzf): "
-          f"{results['pull'] / (results['skopeo'] + results['tar']):.2f}x the time")
+          f"{results['pull'] / (results['skopeo'] + results['tar']):.2f}x the time (by round: "
+          + ", ".join(f"{p / (k + t):.2f}x" for p, k, t in zip(
+              times["pull"], times["skopeo"], times["tar"])) + ")")
     print("peak memory of pull.py with unpack and its unpacking processes: %.1f MiB, each "
           "page counted once (sums of their RSS %.1f MiB, of their PSS %.1f MiB); peak RSS of "
           "skopeo copy %.1f MiB, of GNU tar -xzf %.1f MiB" % (
@@ -273,8 +298,8 @@ def main():
     print(f"unpack_layer / umoci unpack: {results['unpack'] / results['umoci']:.2f}x the time")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"layers": len(layers), "entries": files, "compressed": gz,
-                   "uncompressed": raw, "seconds": results, "peak_rss_mib": PEAK_MIB}, f,
-                  indent=2)
+                   "uncompressed": raw, "seconds": results, "rounds": times,
+                   "peak_rss_mib": PEAK_MIB}, f, indent=2)
 
 
 if __name__ == "__main__":
