@@ -1,14 +1,16 @@
 #!/bin/sh
-"""exec" python3 -I -S -c 'import gc, sys, os; gc.disable(); \
-sys.path.insert(0, os.path.dirname(os.path.realpath(sys.argv[1]))); sys.argv.pop(0); \
+"""exec" python3 -I -S -c 'import gc, sys, posix; gc.disable(); p = sys.argv[1]; \
+p = __import__("os").path.realpath(p) if posix.lstat(p).st_mode >> 12 == 10 else p; \
+sys.path.insert(0, p[:p.rfind("/")] or "/" if "/" in p else "."); sys.argv.pop(0); \
 import minicontainer; gc.freeze(); gc.enable(); minicontainer.exit(minicontainer.main())' \
 "$0" "$@"
 
 minicontainer: a container runtime in one file of Python (standard library + ctypes).
 
 The line above is for the shell: run as a program (as engines do, with no PATH), the shell
-finds python3 and has it import this file as a module, whose compiled form Python caches,
-instead of compiling all of it again at every start as `python3 minicontainer.py` must.
+finds python3 and has it import this file as a module (beside the file a symlink leads to),
+whose compiled form Python caches, instead of compiling all of it again at every start as
+`python3 minicontainer.py` must. Nor does it import os (see _Os, below).
 The garbage collector is off while it loads (making its functions and classes would set off
 collections that free nothing: a tenth of the load), and what the load made is then frozen,
 out of the way of later collections. `make install` caches that compiled form split, the
@@ -26,7 +28,7 @@ docs/architecture.md tells them in five minutes.
 
 import errno
 import fcntl
-import os
+import posix
 # signal's C half: the same functions, and its constants as ints; signal.py makes enums of
 # them (it imports enum, functools and collections: ~4 ms of every start)
 import _signal as signal
@@ -35,6 +37,191 @@ import stat
 import _struct as struct
 import sys
 import time
+
+
+
+class _OsPath:
+    """os.path's functions as posixpath has them, for those the runtime calls on its way:
+    importing posixpath imports os (see _Os). Any other is posixpath's own."""
+
+    def __getattr__(self, name):
+        import posixpath
+        return getattr(posixpath, name)
+
+    @staticmethod
+    def join(a, *p):
+        path = posix.fspath(a)
+        sep = "/" if isinstance(path, str) else b"/"
+        for b in map(posix.fspath, p):
+            if b.startswith(sep) or not path:
+                path = b
+            elif path.endswith(sep):
+                path += b
+            else:
+                path += sep + b
+        return path
+
+    @staticmethod
+    def split(p):
+        p = posix.fspath(p)
+        sep = "/" if isinstance(p, str) else b"/"
+        i = p.rfind(sep) + 1
+        head, tail = p[:i], p[i:]
+        if head and head != sep * len(head):
+            head = head.rstrip(sep)
+        return head, tail
+
+    @staticmethod
+    def dirname(p):
+        return _OsPath.split(p)[0]
+
+    @staticmethod
+    def basename(p):
+        p = posix.fspath(p)
+        return p[p.rfind("/" if isinstance(p, str) else b"/") + 1:]
+
+    @staticmethod
+    def isabs(p):
+        p = posix.fspath(p)
+        return p.startswith("/" if isinstance(p, str) else b"/")
+
+    @staticmethod
+    def normpath(p):
+        p = posix.fspath(p)
+        sep, dot, up = ("/", ".", "..") if isinstance(p, str) else (b"/", b".", b"..")
+        if not p:
+            return dot
+        # POSIX leaves the meaning of exactly two leading slashes to the system: kept
+        slashes = 2 if p.startswith(sep * 2) and not p.startswith(sep * 3) else \
+            1 if p.startswith(sep) else 0
+        parts = []
+        for part in p.split(sep):
+            if part in (dot, p[:0]):
+                continue
+            if part != up or (not slashes and not parts) or (parts and parts[-1] == up):
+                parts.append(part)
+            elif parts:
+                parts.pop()
+        return sep * slashes + sep.join(parts) or dot
+
+    @staticmethod
+    def abspath(p):
+        p = posix.fspath(p)
+        if not _OsPath.isabs(p):
+            p = _OsPath.join(posix.getcwd() if isinstance(p, str) else posix.getcwdb(), p)
+        return _OsPath.normpath(p)
+
+    @staticmethod
+    def realpath(p):
+        """The kernel's own resolution of an existing path (the link of an O_PATH fd of it);
+        posixpath's, which resolves what exists of it, for any other."""
+        p = posix.fspath(p)
+        if isinstance(p, str) and p:
+            try:
+                fd = posix.open(p, posix.O_PATH | posix.O_CLOEXEC)
+            except (OSError, ValueError):
+                pass
+            else:
+                try:
+                    real = posix.readlink("/proc/self/fd/%d" % fd)
+                    if real.startswith("/") and not real.endswith(" (deleted)"):
+                        return real
+                except OSError:
+                    pass
+                finally:
+                    posix.close(fd)
+        import posixpath
+        return posixpath.realpath(p)
+
+    @staticmethod
+    def exists(p):
+        try:
+            posix.stat(p)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    @staticmethod
+    def lexists(p):
+        try:
+            posix.lstat(p)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    @staticmethod
+    def _mode(p, stat_call=posix.stat):
+        try:
+            return stat_call(p).st_mode
+        except (OSError, ValueError):
+            return 0
+
+    @staticmethod
+    def isdir(p):
+        return stat.S_ISDIR(_OsPath._mode(p))
+
+    @staticmethod
+    def isfile(p):
+        return stat.S_ISREG(_OsPath._mode(p))
+
+    @staticmethod
+    def islink(p):
+        return stat.S_ISLNK(_OsPath._mode(p, posix.lstat))
+
+    @staticmethod
+    def samestat(s1, s2):
+        return s1.st_ino == s2.st_ino and s1.st_dev == s2.st_dev
+
+
+class _Os:
+    """The os module as this one uses it, without importing it: posix's functions (os's are
+    the same objects), os.path's that the runtime calls on its way (_OsPath), makedirs; and
+    for anything else (environ, walk, fdopen...) the os module's own, imported then. Importing
+    os took 1.4 ms of every call (60 interleaved runs of `python3 -I -S -c "import os"`
+    against `pass`), 1.1 of them to make _collections_abc's classes for its environ."""
+
+    path = _OsPath()
+    devnull = "/dev/null"
+    SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
+
+    def __init__(self):  # posix.environ is the environment at start, in bytes: not os's
+        vars(self).update((k, v) for k, v in vars(posix).items()
+                          if not k.startswith("_") and k != "environ")
+
+    def __getattr__(self, name):
+        import os
+        return getattr(os, name)
+
+    def makedirs(self, name, mode=0o777, exist_ok=False):
+        head, tail = self.path.split(name)
+        if not tail:
+            head, tail = self.path.split(head)
+        if head and tail and not self.path.exists(head):
+            try:
+                self.makedirs(head, exist_ok=True)
+            except FileExistsError:
+                pass  # made meanwhile
+        try:
+            posix.mkdir(name, mode)
+        except OSError:
+            if not exist_ok or not self.path.isdir(name):
+                raise
+
+
+os = _Os()
+
+
+def getenv(name, default=None):
+    """os.environ.get(name, default) without importing os (see _Os): the environment as the
+    process began, unless os, imported meanwhile, holds it (and what was changed since)."""
+    real = sys.modules.get("os")
+    if real is not None:
+        return real.environ.get(name, default)
+    value = posix.environ.get(name.encode(sys.getfilesystemencoding(),
+                                          sys.getfilesystemencodeerrors()))
+    return default if value is None else \
+        value.decode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+
 
 __version__ = "0.1.0"
 OCI_VERSION = "1.0.2"
@@ -181,7 +368,7 @@ def _unescape_octal(field):
     if b"\\" in field:
         parts = field.split(b"\\")
         field = parts[0] + b"".join(bytes([int(p[:3], 8)]) + p[3:] for p in parts[1:])
-    return os.fsdecode(field)
+    return field.decode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
 
 
 def proc_stat(pid):
@@ -282,8 +469,12 @@ class Settings:
                 self.sleep_at[at] = float(seconds or 1)
 
 
+class _Environ:
+    get = staticmethod(getenv)
+
+
 def settings():
-    return Settings(os.environ)
+    return Settings(_Environ)
 
 
 _UNPRIVILEGED = []
@@ -9171,8 +9362,8 @@ def socket_activation(process):
     LISTEN_FDS (for us: LISTEN_PID is ours), fds 3.. are the container's too, with
     LISTEN_FDS and LISTEN_PID=1 in its env. Returns how many."""
     try:
-        n = int(os.environ.get("LISTEN_FDS", "0"))
-        mine = int(os.environ.get("LISTEN_PID", "0")) == os.getpid()
+        n = int(getenv("LISTEN_FDS", "0"))
+        mine = int(getenv("LISTEN_PID", "0")) == os.getpid()
     except ValueError:
         return 0
     if n <= 0 or not mine:

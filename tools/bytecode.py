@@ -37,7 +37,8 @@ CO_NEWLOCALS, CO_VARARGS, CO_VARKEYWORDS = 0x2, 0x4, 0x8
 # What a stub's call runs before the function is in place (a stub there would call itself).
 ALWAYS_HOT = {"_thaw", "_open_cold_code", "map_cold_code", "_function_of",
               "_code_from_source", "ctypes_api", "libc", "debug_step", "settings",
-              "Settings.__init__"}
+              "Settings.__init__", "getenv"}
+ALWAYS_HOT_CLASSES = ("_Os.", "_OsPath.")  # the module's os: the machinery's calls use it
 
 
 # The module imported (and then, %(then)s, run) under sys.setprofile: the qualified name of
@@ -111,6 +112,7 @@ def can_stub(code, hot):
     that calls super() has a __class__ cell: __code__ can only be swapped for code with the
     same free variables); none of its arguments named _thaw (the stub's call of it)."""
     return code.co_qualname not in hot and code.co_qualname not in ALWAYS_HOT and \
+        not code.co_qualname.startswith(ALWAYS_HOT_CLASSES) and \
         not code.co_name.startswith("<") and not code.co_freevars and \
         "_thaw" not in code.co_varnames
 
