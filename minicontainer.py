@@ -39,7 +39,6 @@ import sys
 import time
 
 
-
 class _OsPath:
     """os.path's functions as posixpath has them, for those the runtime calls on its way:
     importing posixpath imports os (see _Os). Any other is posixpath's own."""
