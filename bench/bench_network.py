@@ -88,18 +88,18 @@ def main():
         what = bench_run.make_bundle(bundle)
         rootfs = os.path.join(bundle, "rootfs")
         bench_run.private_cgroup_view("v1")
-        mc = [os.path.join(bench_run.ROOT, "minicontainer.py"), "--root",
-              os.path.join(work, "state"), "run", "--rm", "--rootfs", rootfs, "--network"]
+        run = [os.path.join(bench_run.ROOT, "minicontainer.py"), "--root",
+               os.path.join(work, "state"), "run", "--rm"]
         store = os.path.join(work, "store")
         image = import_image.import_image(rootfs, "bench:network", store).name
-        image_env = dict(bench_run.CLEAN_ENV, MINICONTAINER_STORE=store)
-        run_image = mc[:-3] + ["--network"]
-        variants = {"minicontainer none": mc + ["none", "--", "/bin/true"],
-                    "minicontainer bridge": mc + ["bridge", "--", "/bin/true"],
-                    "minicontainer image none": run_image + ["none", image, "/bin/true"],
-                    "minicontainer image bridge": run_image + ["bridge", image, "/bin/true"]}
-        envs = dict.fromkeys(("minicontainer image none", "minicontainer image bridge"),
-                             image_env)
+        variants, envs = {}, {}
+        for mode in ("none", "bridge"):
+            variants["minicontainer " + mode] = run + ["--network", mode, "--rootfs", rootfs,
+                                                       "--", "/bin/true"]
+            variants["minicontainer image " + mode] = run + ["--network", mode, image,
+                                                             "/bin/true"]
+            envs["minicontainer image " + mode] = dict(bench_run.CLEAN_ENV,
+                                                       MINICONTAINER_STORE=store)
         if not a.no_podman:
             extra, podman = podman_variants(rootfs)
             for name, cmd in extra.items():
