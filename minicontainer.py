@@ -200,6 +200,8 @@ class _Os:
                 self.makedirs(head, exist_ok=True)
             except FileExistsError:
                 pass  # made meanwhile
+            if tail == ".":  # "new/." is new, made now
+                return
         try:
             posix.mkdir(name, mode)
         except OSError:

@@ -84,6 +84,9 @@ def test_makedirs_as_os(tmp_path):
         mc.os.makedirs(str(tmp_path / "file"), exist_ok=True)  # as os: not a directory
     with pytest.raises(NotADirectoryError):
         mc.os.makedirs(str(tmp_path / "file" / "x"))
+    mc.os.makedirs(str(tmp_path / "new" / "."))
+    os.makedirs(str(tmp_path / "new2" / "."))
+    assert (tmp_path / "new").is_dir() and (tmp_path / "new2").is_dir()
 
 
 def test_the_rest_is_os_own():
