@@ -133,27 +133,20 @@ class _OsPath:
         return posixpath.realpath(p)
 
     @staticmethod
-    def exists(p):
-        try:
-            posix.stat(p)
-        except (OSError, ValueError):
-            return False
-        return True
-
-    @staticmethod
-    def lexists(p):
-        try:
-            posix.lstat(p)
-        except (OSError, ValueError):
-            return False
-        return True
-
-    @staticmethod
     def _mode(p, stat_call=posix.stat):
+        """The file's st_mode (its type bits are never all 0), or 0 where there is none."""
         try:
             return stat_call(p).st_mode
         except (OSError, ValueError):
             return 0
+
+    @staticmethod
+    def exists(p):
+        return _OsPath._mode(p) != 0
+
+    @staticmethod
+    def lexists(p):
+        return _OsPath._mode(p, posix.lstat) != 0
 
     @staticmethod
     def isdir(p):
