@@ -443,32 +443,28 @@ class Settings:
     __slots__ = ("store", "bridge", "subnet", "cgroup2", "no_overlay", "overlay", "trace",
                  "die_at", "sleep_at")
 
-    def __init__(self, env):
-        self.store = env.get("MINICONTAINER_STORE")  # the image store; else images/ here
-        self.bridge = env.get("MINICONTAINER_BRIDGE")  # --network bridge's; else BRIDGE
-        self.subnet = env.get("MINICONTAINER_SUBNET")  # its subnet; else DEFAULT_SUBNET
+    def __init__(self, get):  # getenv's signature
+        self.store = get("MINICONTAINER_STORE")  # the image store; else images/ here
+        self.bridge = get("MINICONTAINER_BRIDGE")  # --network bridge's; else BRIDGE
+        self.subnet = get("MINICONTAINER_SUBNET")  # its subnet; else DEFAULT_SUBNET
         # a cgroup2 mount used as if the host were pure v2 (a hybrid host tests v2's code)
-        self.cgroup2 = env.get("MINICONTAINER_CGROUP2")
-        self.no_overlay = env.get("MINICONTAINER_NO_OVERLAY") == "1"  # images: copy layers
+        self.cgroup2 = get("MINICONTAINER_CGROUP2")
+        self.no_overlay = get("MINICONTAINER_NO_OVERLAY") == "1"  # images: copy layers
         # "fuse": the kernel's overlay taken as refused, fuse-overlayfs used (tests: here the
         # kernel allows it wherever a user could reach fuse-overlayfs)
-        self.overlay = env.get("MINICONTAINER_OVERLAY")
+        self.overlay = get("MINICONTAINER_OVERLAY")
         # debug_step's: print each step; SIGKILL at one; sleep at some (NAME:SECONDS,...)
-        self.trace = bool(env.get("MINICONTAINER_TRACE"))
-        self.die_at = env.get("MINICONTAINER_DEBUG_DIE_AT")
+        self.trace = bool(get("MINICONTAINER_TRACE"))
+        self.die_at = get("MINICONTAINER_DEBUG_DIE_AT")
         self.sleep_at = {}
-        for item in (env.get("MINICONTAINER_DEBUG_SLEEP_AT") or "").split(","):
+        for item in (get("MINICONTAINER_DEBUG_SLEEP_AT") or "").split(","):
             at, _, seconds = item.partition(":")
             if at:
                 self.sleep_at[at] = float(seconds or 1)
 
 
-class _Environ:
-    get = staticmethod(getenv)
-
-
 def settings():
-    return Settings(_Environ)
+    return Settings(getenv)
 
 
 _UNPRIVILEGED = []
