@@ -178,7 +178,7 @@ class _Os:
 
     def __init__(self):  # posix.environ is the environment at start, in bytes: not os's
         vars(self).update((k, v) for k, v in vars(posix).items()
-                          if not k.startswith("_") and k != "environ")
+                          if not k.startswith("__") and k != "environ")
 
     def __getattr__(self, name):
         import os
@@ -2658,30 +2658,43 @@ def device_filter_program(rules):
     return b"".join(head + body)
 
 
+def bpf_load_device_program(prog):
+    """Load a BPF_PROG_TYPE_CGROUP_DEVICE program: its fd. Without the verifier's log (the
+    log buffer, 64 KiB filled at every start, and the log's formatting cost both): the
+    load is tried again with it only to say why the kernel refused the program."""
+    ctypes = ctypes_api()
+    insns = ctypes.create_string_buffer(prog, len(prog))
+    license = ctypes.create_string_buffer(b"Apache-2.0")
+    log = None
+    for log_size in (0, 65536):
+        log = ctypes.create_string_buffer(log_size) if log_size else None
+        attr = ctypes.create_string_buffer(128)
+        struct.pack_into("<IIQQIIQ", attr, 0, 15, len(prog) // 8,  # CGROUP_DEVICE
+                         ctypes.addressof(insns), ctypes.addressof(license), bool(log),
+                         log_size, ctypes.addressof(log) if log else 0)
+        prog_fd = libc().syscall(syscall_nr("bpf"), 5, attr, 128)  # BPF_PROG_LOAD
+        if prog_fd >= 0:
+            return prog_fd
+        err = ctypes.get_errno()
+    raise Error("device filter: BPF_PROG_LOAD: %s %s" % (
+        os.strerror(err), " ".join(log.value.decode(errors="replace").split())[:200]))
+
+
 def bpf_attach_device_filter(cgroup_dir, rules):
     ctypes = ctypes_api()
     nr = syscall_nr("bpf")
-    prog = device_filter_program(rules)
-    insns = ctypes.create_string_buffer(prog, len(prog))
-    license = ctypes.create_string_buffer(b"Apache-2.0")
-    log = ctypes.create_string_buffer(65536)
-    attr = ctypes.create_string_buffer(128)
-    struct.pack_into("<IIQQIIQ", attr, 0, 15, len(prog) // 8,  # BPF_PROG_TYPE_CGROUP_DEVICE
-                     ctypes.addressof(insns), ctypes.addressof(license), 1, len(log),
-                     ctypes.addressof(log))
-    prog_fd = libc().syscall(nr, 5, attr, 128)  # BPF_PROG_LOAD
-    if prog_fd < 0:
-        err = ctypes.get_errno()
-        raise Error("device filter: BPF_PROG_LOAD: %s %s" % (
-            os.strerror(err), " ".join(log.value.decode(errors="replace").split())[:200]))
-    cg_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
+    prog_fd = bpf_load_device_program(device_filter_program(rules))
     try:
-        attr = ctypes.create_string_buffer(128)
-        struct.pack_into("<IIII", attr, 0, cg_fd, prog_fd, 6, 2)  # BPF_CGROUP_DEVICE, MULTI
-        if libc().syscall(nr, 8, attr, 128) < 0:  # BPF_PROG_ATTACH
-            raise Error("device filter: BPF_PROG_ATTACH: %s" % os.strerror(ctypes.get_errno()))
+        cg_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            attr = ctypes.create_string_buffer(128)
+            struct.pack_into("<IIII", attr, 0, cg_fd, prog_fd, 6, 2)  # BPF_CGROUP_DEVICE, MULTI
+            if libc().syscall(nr, 8, attr, 128) < 0:  # BPF_PROG_ATTACH
+                raise Error("device filter: BPF_PROG_ATTACH: %s" %
+                            os.strerror(ctypes.get_errno()))
+        finally:
+            os.close(cg_fd)
     finally:
-        os.close(cg_fd)
         os.close(prog_fd)
 
 

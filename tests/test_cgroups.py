@@ -5,6 +5,7 @@ the eBPF device filter, the error for a missing controller, and what a container
 /sys/fs/cgroup (its own cgroup namespace, docker's default on v2)."""
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -368,6 +369,17 @@ def test_v2_device_filter_program_denies_what_its_rules_deny(v2_mode, cgroups):
     finally:
         cg.destroy()
     assert not os.path.exists(cg.v2)
+
+
+def test_a_device_program_the_kernel_refuses_is_told_with_the_verifiers_words():
+    """The program is loaded without the verifier's log; when the kernel refuses it, it is
+    loaded again with the log, which the error quotes (here: a program that never exits)."""
+    mov_r0_1 = struct.pack("<BBhi", 0xB7, 0, 0, 1)  # BPF_ALU64 | BPF_MOV | BPF_K, no exit
+    with pytest.raises(mcmod.Error) as e:
+        mcmod.bpf_load_device_program(mov_r0_1)
+    message = str(e.value)
+    assert message.startswith("device filter: BPF_PROG_LOAD: ") and "\n" not in message
+    assert "exit" in message or "jmp" in message, message  # "last insn is not an exit or jmp"
 
 
 @pytest.mark.parametrize("flags, controller", [(["-m", "16m"], "memory"),

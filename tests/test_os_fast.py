@@ -104,6 +104,19 @@ def test_the_rest_is_os_own():
     assert mc.getenv("MC_OS_FAST_PROBE", "none") == "none"
 
 
+def test_what_the_module_calls_of_os_is_posixs_without_importing_os():
+    """Every os.NAME in the module that posix has (os._exit too, which ends every call and
+    every child) is served without importing os: in a child after pivot_root or setns,
+    importing it works only where the interpreter has os frozen in (3.11+)."""
+    import posix
+    import re
+    with open(mc.__file__) as f:
+        used = set(re.findall(r"\bos\.([A-Za-z_]\w*)", f.read()))
+    served = set(vars(mc.os)) | set(dir(type(mc.os)))
+    assert "_exit" in used and not {n for n in used if hasattr(posix, n)} - served - \
+        {"environ"}
+
+
 @pytest.mark.needs_root
 def test_the_runtimes_calls_do_not_import_os(busybox_rootfs, tmp_path):
     """run, create, start, state, exec, kill, delete and list import no os (nor
