@@ -258,11 +258,13 @@ def main():
             stdout=subprocess.DEVNULL))
     finally:
         server.stop()
-        if args.unpack_dir:
-            for name in ("unpack-tar", "unpack-ours", "umoci-bundle"):
-                fresh(os.path.join(unpack_dir, name))
-            if not os.listdir(unpack_dir):
-                os.rmdir(unpack_dir)
+        # what it wrote goes (gigabytes, perhaps on tmpfs); the layers stay for the next run
+        for name in ("store", "skopeo", "registry", "unpack-tar", "unpack-ours",
+                     "umoci-bundle"):
+            fresh(os.path.join(args.out, name))
+            fresh(os.path.join(unpack_dir, name))
+        if args.unpack_dir and not os.listdir(unpack_dir):
+            os.rmdir(unpack_dir)
 
     def row(label, seconds, nbytes):
         return (f"| {label} | {seconds:.2f} s | {nbytes / 1e6 / seconds:.0f} MB/s | "

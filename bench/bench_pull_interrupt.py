@@ -96,6 +96,7 @@ def main():
         proxy.stop()
         server.stop()
         fresh(os.path.join(args.out, "store-interrupt"))
+        fresh(os.path.join(args.out, "registry-interrupt"))
 
 
 if __name__ == "__main__":
