@@ -2665,7 +2665,6 @@ def bpf_load_device_program(prog):
     ctypes = ctypes_api()
     insns = ctypes.create_string_buffer(prog, len(prog))
     license = ctypes.create_string_buffer(b"Apache-2.0")
-    log = None
     for log_size in (0, 65536):
         log = ctypes.create_string_buffer(log_size) if log_size else None
         attr = ctypes.create_string_buffer(128)

@@ -2,7 +2,9 @@
 1.4 ms of every call) must do what os and posixpath do; the runtime's calls must not import
 os; the shell line must still find the module through a symlink."""
 import os
+import posix
 import posixpath
+import re
 import subprocess
 import sys
 
@@ -108,8 +110,6 @@ def test_what_the_module_calls_of_os_is_posixs_without_importing_os():
     """Every os.NAME in the module that posix has (os._exit too, which ends every call and
     every child) is served without importing os: in a child after pivot_root or setns,
     importing it works only where the interpreter has os frozen in (3.11+)."""
-    import posix
-    import re
     with open(mc.__file__) as f:
         used = set(re.findall(r"\bos\.([A-Za-z_]\w*)", f.read()))
     served = set(vars(mc.os)) | set(dir(type(mc.os)))
