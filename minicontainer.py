@@ -369,11 +369,15 @@ def proc_stat(pid):
     """/proc/PID/stat's fields after the command name (field 3 on, as bytes); None: no such
     process. The name, in parentheses, may itself hold spaces and parentheses."""
     try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            text = f.read()
+        fd = os.open("/proc/%d/stat" % pid, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 4096)  # made whole at the read: one read has all of it
+        finally:
+            os.close(fd)
     except OSError:
         return None
-    return text[text.rindex(b")") + 2:].split()
+    end = text.rfind(b")")
+    return None if end < 0 else text[end + 2:].split()
 
 
 def process_start_time(pid):
@@ -385,16 +389,6 @@ def process_start_time(pid):
 def process_state(pid):
     fields = proc_stat(pid)
     return None if fields is None else fields[0].decode()
-
-
-def process_exiting(pid):
-    """PF_EXITING in /proc/PID/stat's flags: the process is past cgroup_exit, as good as dead.
-
-    A pid namespace's init stays so until every other task of the namespace is reaped,
-    which for a process exec'd there and since reparented to the host's init takes as long
-    as that init takes to reap it."""
-    fields = proc_stat(pid)
-    return fields is None or bool(int(fields[6]) & 0x4)
 
 
 def exit_status(status):
@@ -6207,9 +6201,14 @@ class Container:
         return os.path.join(self.dir, "container.log")
 
     def alive(self):
-        pid = self.pid
-        return bool(pid) and process_start_time(pid) == self.state.get("start_time") and \
-            process_state(pid) not in ("Z", "X", None) and not process_exiting(pid)
+        """The init is ours (the start time recorded: not another process given its pid) and
+        runs: neither a zombie nor exiting (PF_EXITING in the flags: past cgroup_exit, as good
+        as dead; a pid namespace's init stays so until every other task of the namespace is
+        reaped, which for one reparented to the host's init takes as long as that init
+        takes). One read of /proc/PID/stat tells all three at one moment."""
+        fields = proc_stat(self.pid) if self.pid else None
+        return fields is not None and int(fields[19]) == self.state.get("start_time") and \
+            fields[0] not in (b"Z", b"X") and not int(fields[6]) & 0x4
 
     def status(self):
         if not self.pid:
