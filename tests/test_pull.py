@@ -170,6 +170,57 @@ def test_pull_called_by_a_program_with_threads_unpacks_in_threads(registry, stor
     assert forks == []
 
 
+# fork fails in it as it does with no process to spare (EAGAIN), while threads are still
+# made: clone without CLONE_THREAD refused, clone3 (whose flags a filter cannot read) unknown,
+# so that glibc makes threads through clone
+NO_FORK = r"""
+import os, runpy, sys
+sys.path.insert(0, %(root)r)
+import minicontainer as mc
+mc.prctl(mc.PR_SET_NO_NEW_PRIVS, 1)
+mc.apply_seccomp({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+    {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 11, "args": [
+        {"index": 0, "value": 0x10000, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
+    {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+    {"names": ["fork", "vfork"], "action": "SCMP_ACT_ERRNO", "errnoRet": 11}]})
+try:
+    if os.fork() == 0:
+        os._exit(0)
+    sys.exit("fork still works")
+except BlockingIOError:
+    pass
+sys.argv[0] = %(pull)r
+sys.path.insert(0, os.path.dirname(%(pull)r))  # as for the script run as a program
+runpy.run_path(%(pull)r, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("fmt", ["docker", "oci"])
+def test_pull_with_no_process_to_spare_unpacks_in_threads(fmt, registry, store, layers):
+    """Where no process can be forked (RLIMIT_NPROC, a pids limit: fork fails with EAGAIN),
+    the pull's unpacking processes are not made, and its threads unpack, to the same image;
+    but for a zstd layer (oci's third), which needs the zstd program before Python 3.14: that
+    one is said in a line, and the store keeps nothing of the pull."""
+    name = repo()
+    registry.client.push_image(name, "v", Image(layers[fmt], config=CONFIG))
+    ref = f"{registry.host}/{name}:v"
+    before = store_snapshot(store)
+    r = subprocess.run([sys.executable, "-c", NO_FORK % {"root": ROOT, "pull": PULL}, "-q",
+                        "--store", store, ref], capture_output=True, text=True, timeout=120)
+    zstd_needs_a_process = fmt == "oci" and sys.version_info < (3, 14)
+    if zstd_needs_a_process:
+        failed(r, r"^pull: .* layer 3 \(\w+\): cannot start zstd to decompress the layer: "
+               r"Resource temporarily unavailable$")
+        assert os.listdir(os.path.join(store, "tmp")) == []
+        with pytest.raises(mc.Error):
+            mc.find_image(ref, store)
+        return
+    assert (r.returncode, r.stderr) == (0, ""), r.stderr
+    assert os.listdir(os.path.join(store, "tmp")) == []
+    assert store_snapshot(store) != before
+    check_rootfs(merged_view(mc.find_image(ref, store)))
+
+
 def test_pull_with_sigchld_ignored(registry, store, layers):
     """SIGCHLD ignored is inherited across exec (some supervisors start programs so): the
     kernel then reaps pull's unpacking processes itself, and pull must not fail on reaping

@@ -158,6 +158,11 @@ class UnpackError(mc.Error):
     pass
 
 
+class _StreamError(UnpackError):
+    """A fault of a layer's compressed stream, found where its name is not known: unpack_layer
+    says whose."""
+
+
 _GZIP, _ZSTD, _BZIP2, _XZ = b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00"
 # The unit of a layer's reading, decompressing and writing: a pull unpacks layers in
 # parallel, each holding a few of these and up to PREFETCH in its queue, which is most of an
@@ -220,7 +225,7 @@ class _ZlibReader:
             else:
                 chunk = self.raw.read(1 << 18)
                 if not chunk:
-                    raise UnpackError("compressed layer is truncated")
+                    raise _StreamError("compressed layer is truncated")
                 out = d.decompress(chunk, BLOCK)  # bounded: a zip bomb can't fill memory
             if out:
                 return out
@@ -240,8 +245,12 @@ class _ProcessReader:
     """Decompress through an external program (zstd -dc) when no Python module can."""
 
     def __init__(self, argv, raw):
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL)
+        except OSError as e:  # no process to spare (EAGAIN), the program gone...
+            raise _StreamError(f"cannot start {argv[0]} to decompress the layer: "
+                               f"{e.strerror or e}") from None
 
         def feed():
             try:
@@ -260,7 +269,7 @@ class _ProcessReader:
     def read(self, n=-1):
         data = self.proc.stdout.read1(n if n and n > 0 else 1 << 20)
         if not data and self.proc.wait() != 0:
-            raise UnpackError("zstd could not decompress the layer")
+            raise _StreamError("zstd could not decompress the layer")
         return data
 
     def close(self):
@@ -280,7 +289,7 @@ def _zstd_reader(raw):
     # The runtime takes nothing from outside the standard library: before 3.14, the program.
     if shutil.which("zstd"):
         return _ProcessReader(["zstd", "-dcq"], raw)
-    raise UnpackError("layer is zstd-compressed, but this Python has no compression.zstd "
+    raise _StreamError("layer is zstd-compressed, but this Python has no compression.zstd "
                       "(3.14+) and there is no zstd program (apt install zstd)")
 
 
@@ -921,6 +930,8 @@ def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False, 
         return reader.drain()
     except zlib.error as e:
         raise UnpackError(f"{layer_name}: corrupt gzip data ({e})") from None
+    except _StreamError as e:
+        raise UnpackError(f"{layer_name}: {e}") from None
     except UnpackError:
         raise
     except Exception as e:
