@@ -2338,8 +2338,13 @@ def check_config(config, where="config.json"):
     if not process.get("cwd", "/").startswith("/"):
         raise Error("%s: process.cwd must be an absolute path" % where)
     for i, var in enumerate(process.get("env", [])):
-        if var.startswith("=") or "\0" in var:
+        if var.startswith("=") or "=" not in var or "\0" in var:
             raise Error("%s: process.env[%d]: %r is not NAME=VALUE" % (where, i, var))
+    user = process.get("user", {})
+    for key, ids in (("uid", [user.get("uid", 0)]), ("gid", [user.get("gid", 0)]),
+                     ("additionalGids", user.get("additionalGids", []))):
+        if not all(0 <= i < 0xFFFFFFFF for i in ids):  # -1 would leave the id as it is: root
+            raise Error("%s: process.user.%s: an id is from 0 to 4294967294" % (where, key))
     linux = config.get("linux", {})
     seen = set()
     for ns in linux.get("namespaces", []):
@@ -2348,6 +2353,10 @@ def check_config(config, where="config.json"):
         if ns["type"] in seen:
             raise Error("%s: linux.namespaces: %s given twice" % (where, ns["type"]))
         seen.add(ns["type"])
+    for name in ("hostname", "domainname"):
+        if config.get(name) and "uts" not in seen:
+            raise Error("%s: %s: set only in a UTS namespace of the container's (the host's "
+                        "is not the container's to name)" % (where, name))
     if ("uidMappings" in linux or "gidMappings" in linux) and "user" not in seen:
         raise Error("%s: linux.uidMappings needs a user namespace" % where)
     if linux.get("timeOffsets") and not makes_time_ns(linux):
@@ -2365,7 +2374,9 @@ def check_config(config, where="config.json"):
                            or not 0 <= io.get("priority", 0) <= 7):
         raise Error("%s: process.ioPriority: class must be one of %s, priority 0 to 7"
                     % (where, ", ".join(IOPRIO_CLASSES)))
-    for m in config.get("mounts", []):
+    for i, m in enumerate(config.get("mounts", [])):
+        if not m.get("destination"):
+            raise Error("%s: mounts[%d]: destination is missing" % (where, i))
         if not m["destination"].startswith("/"):
             raise Error("%s: mounts: destination %r must be absolute" % (where, m["destination"]))
     if linux.get("rootfsPropagation", "private") not in PROPAGATION:
@@ -2409,6 +2420,8 @@ def load_config(bundle):
         raise Error("%s: no such file (is %s a bundle?)" % (path, bundle)) from None
     except ValueError as e:
         raise Error("%s: invalid JSON: %s" % (path, e)) from None
+    except RecursionError:
+        raise Error("%s: invalid JSON: nested too deep" % path) from None
     except OSError as e:
         raise Error("%s: %s" % (path, e.strerror)) from None
     return check_config(config, path)
@@ -2433,8 +2446,45 @@ PROPAGATION = {
 }
 
 
+# The recursive options (runc's, from the spec's list): mount_setattr(2) with AT_RECURSIVE
+# on the mount and every mount below it, as no flag of mount(2) can do (a bind's "ro" makes
+# its top read-only, not the mounts an rbind brought along). Option: (set, clear).
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MOUNT_ATTR__ATIME, MOUNT_ATTR_NOATIME, MOUNT_ATTR_STRICTATIME = 0x70, 0x10, 0x20
+MOUNT_ATTR_NODIRATIME, MOUNT_ATTR_NOSYMFOLLOW = 0x80, 0x200000
+RECURSIVE_MOUNT_OPTIONS = {
+    "rro": (MOUNT_ATTR_RDONLY, 0), "rrw": (0, MOUNT_ATTR_RDONLY),
+    "rnosuid": (MOUNT_ATTR_NOSUID, 0), "rsuid": (0, MOUNT_ATTR_NOSUID),
+    "rnodev": (MOUNT_ATTR_NODEV, 0), "rdev": (0, MOUNT_ATTR_NODEV),
+    "rnoexec": (MOUNT_ATTR_NOEXEC, 0), "rexec": (0, MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (MOUNT_ATTR_NODIRATIME, 0), "rdiratime": (0, MOUNT_ATTR_NODIRATIME),
+    "rnosymfollow": (MOUNT_ATTR_NOSYMFOLLOW, 0), "rsymfollow": (0, MOUNT_ATTR_NOSYMFOLLOW),
+    # atime is one value of three: the kernel takes it whole (clear all its bits, set one)
+    "rrelatime": (0, MOUNT_ATTR__ATIME), "rnoatime": (MOUNT_ATTR_NOATIME, MOUNT_ATTR__ATIME),
+    "rstrictatime": (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR__ATIME),
+}
+
+
+def recursive_mount_attrs(options):
+    """The recursive options among a mount's: (attributes to set, to clear), in order."""
+    on = off = 0
+    for opt in options or []:
+        if opt in RECURSIVE_MOUNT_OPTIONS:
+            add, remove = RECURSIVE_MOUNT_OPTIONS[opt]
+            on, off = (on & ~remove) | add, (off & ~add) | remove
+    return on, off
+
+
+def mount_setattr_recursive(target, attr_set, attr_clr):
+    attr = struct.pack("QQQQ", attr_set, attr_clr, 0, 0)
+    _check(libc().syscall(syscall_nr("mount_setattr"), AT_FDCWD, target.encode(),
+                          AT_RECURSIVE, attr, len(attr)),
+           "recursive mount options (mount_setattr, Linux 5.12+) on %s" % target)
+
+
 def parse_mount_options(options):
-    """OCI mount options as (flags, propagation flags, data for the filesystem)."""
+    """OCI mount options as (flags, propagation flags, data for the filesystem); the
+    recursive ones are recursive_mount_attrs'."""
     flags, propagation, data = 0, [], []
     for opt in options or []:
         if opt in _MOUNT_FLAGS:
@@ -2442,6 +2492,8 @@ def parse_mount_options(options):
             flags = (flags | on) & ~off
         elif opt in PROPAGATION:
             propagation.append(PROPAGATION[opt])
+        elif opt in RECURSIVE_MOUNT_OPTIONS:
+            pass  # mount_entry applies them once the mount is there
         elif opt == "tmpcopyup":
             pass  # mount_entry: a tmpfs gets a copy of what it covers
         elif opt in ("idmap", "ridmap"):
@@ -3621,11 +3673,14 @@ def mount_entry(m, rootfs, source, cgroup, userns=False, tree=None):
                 # `target` still names the directory now covered: copy it into the tmpfs.
                 with _InRoot(rootfs, dest) as tmpfs:
                     copy_tree(target, tmpfs)  # tmpcopyup
-    if remount or propagation:
+    recursive = recursive_mount_attrs(m.get("options"))
+    if remount or propagation or recursive != (0, 0):
         # A new fd: the one above names the directory the mount now covers, not the mount.
         with _InRoot(rootfs, dest) as target:
             if remount:
                 _bind_remount(target, remount)
+            if recursive != (0, 0):
+                mount_setattr_recursive(target, *recursive)
             for p in propagation:
                 mount(None, target, None, p)
 
@@ -4278,40 +4333,39 @@ def apply_user_and_capabilities(process):
 
     The order matters: the bounding set while we still hold CAP_SETPCAP, then keep
     capabilities across setuid, then capset, and ambient last (it needs permitted and
-    inheritable in place)."""
-    caps = process.get("capabilities")
+    inheritable in place). No process.capabilities is every set empty, as runc has it: the
+    runtime's own capabilities are never the container's by default."""
+    caps = process.get("capabilities") or {}
     user = process.get("user", {})
     last = cap_last_cap()
-    if caps is not None:
-        bounding = cap_mask(caps.get("bounding", []), "bounding")
-        for cap in range(last + 1):
-            if not bounding & (1 << cap):
-                prctl(PR_CAPBSET_DROP, cap)
-        prctl(PR_SET_KEEPCAPS, 1)
+    bounding = cap_mask(caps.get("bounding", []), "bounding")
+    for cap in range(last + 1):
+        if not bounding & (1 << cap):
+            prctl(PR_CAPBSET_DROP, cap)
+    prctl(PR_SET_KEEPCAPS, 1)
     if user.get("additionalGids") or not _setgroups_denied():
         os.setgroups(user.get("additionalGids", []))
     gid, uid = user.get("gid", 0), user.get("uid", 0)
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
-    if caps is not None:
-        try:
-            capset(cap_mask(caps.get("effective", []), "effective"),
-                   cap_mask(caps.get("permitted", []), "permitted"),
-                   cap_mask(caps.get("inheritable", []), "inheritable"))
-        except OSError:
-            raise Error("process.capabilities: cannot set them (a capability the runtime "
-                        "itself lacks, or effective not within permitted?)") from None
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-        # The kernel raises an ambient capability only if it is permitted and inheritable;
-        # `runc spec` lists ambient ones that are not inheritable, and runc and crun skip
-        # those rather than fail.
-        ambient = cap_mask(caps.get("ambient", []), "ambient") & \
-            cap_mask(caps.get("permitted", []), "permitted") & \
-            cap_mask(caps.get("inheritable", []), "inheritable")
-        for cap in range(last + 1):
-            if ambient & (1 << cap):
-                prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
-        prctl(PR_SET_KEEPCAPS, 0)
+    try:
+        capset(cap_mask(caps.get("effective", []), "effective"),
+               cap_mask(caps.get("permitted", []), "permitted"),
+               cap_mask(caps.get("inheritable", []), "inheritable"))
+    except OSError:
+        raise Error("process.capabilities: cannot set them (a capability the runtime "
+                    "itself lacks, or effective not within permitted?)") from None
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    # The kernel raises an ambient capability only if it is permitted and inheritable;
+    # `runc spec` lists ambient ones that are not inheritable, and runc and crun skip
+    # those rather than fail.
+    ambient = cap_mask(caps.get("ambient", []), "ambient") & \
+        cap_mask(caps.get("permitted", []), "permitted") & \
+        cap_mask(caps.get("inheritable", []), "inheritable")
+    for cap in range(last + 1):
+        if ambient & (1 << cap):
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
+    prctl(PR_SET_KEEPCAPS, 0)
 
 
 def run_hooks(hooks, state, kind):
@@ -6103,10 +6157,14 @@ def default_state_root():
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-")
 
 
-def check_id(cid):
+def _valid_id(cid):
     # [A-Za-z0-9][A-Za-z0-9_.+-]{0,127}, without the re module (~4 ms of every call)
-    if not isinstance(cid, str) or not 0 < len(cid) <= 128 or cid[0] in "_.+-" or \
-            not _ID_CHARS.issuperset(cid):
+    return isinstance(cid, str) and 0 < len(cid) <= 128 and cid[0] not in "_.+-" and \
+        _ID_CHARS.issuperset(cid)
+
+
+def check_id(cid):
+    if not _valid_id(cid):
         raise Error("invalid container id %r: use letters, digits and _.+- (at most 128)" % cid)
     return cid
 
@@ -6130,6 +6188,8 @@ class Container:
     # -- state on disk
     @classmethod
     def load(cls, cid, root=None):
+        if not _valid_id(cid):  # "", ".", "..", a path: never a container (the root itself)
+            raise NotFound("container %s does not exist" % cid)
         c = cls(cid, root)
         try:
             with open(os.path.join(c.dir, "state.json")) as f:
@@ -6883,14 +6943,18 @@ class _Lock:
 
 
 def cgroup_path(cgroups_path, cid, parent=None):
-    """linux.cgroupsPath, or a path derived from the id under the chosen parent."""
+    """linux.cgroupsPath, or a path derived from the id under the chosen parent; cleaned as
+    runc cleans it (a ".." stops at the hierarchy's root: never a directory above it)."""
     if cgroups_path:
         if cgroups_path.count(":") == 2 and not cgroups_path.startswith("/"):
             # systemd's slice:prefix:name, as podman writes it: placed as cgroupfs would.
             sl, prefix, name = cgroups_path.split(":")
-            return "/%s/%s-%s.scope" % (sl or "system.slice", prefix, name)
-        return cgroups_path
-    return "/%s/%s" % ((parent or DEFAULT_CGROUP_PARENT).strip("/"), cid)
+            path = "/%s/%s-%s.scope" % (sl or "system.slice", prefix, name)
+        else:
+            path = cgroups_path
+    else:
+        path = "/%s/%s" % ((parent or DEFAULT_CGROUP_PARENT).strip("/"), cid)
+    return os.path.normpath("/" + path).replace("//", "/")
 
 
 def rootless_cgroup(linux, cid, parent=None):
@@ -7147,9 +7211,15 @@ class ImageStore:
                 index = json.load(f)
         except FileNotFoundError:
             return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
-        except ValueError:
+        except (ValueError, RecursionError):
             raise Error("image store %s: index.json is not valid JSON" % self.path) from None
+        if not isinstance(index, dict):
+            index = {"manifests": None}
         index.setdefault("manifests", [])
+        if not isinstance(index["manifests"], list) or not all(
+                isinstance(d, dict) and isinstance(d.get("digest"), str) and
+                isinstance(d.get("annotations") or {}, dict) for d in index["manifests"]):
+            raise Error("image store %s: index.json is not an OCI image index" % self.path)
         return index
 
     def lock(self, exclusive, name=".lock", blocking=True):
@@ -7400,6 +7470,7 @@ def cmd_rmi(args, g):
     status = 0
     # Exclusive: waits for running pulls, whose blobs are not yet referenced by index.json.
     with store.lock(True):
+        store.read_index()  # a store whose index is unreadable: said once, not per image
         for ref in args.images:
             try:
                 found = _lookup(store, ref)
@@ -7500,6 +7571,8 @@ def parse_size(text):
 def parse_signal(text):
     t = text.upper()
     if t.isdigit():
+        if int(t) > getattr(signal, "SIGRTMAX", 64):
+            raise Error("unknown signal %r" % text)
         return int(t)
     sig = signal_number(t if t.startswith("SIG") else "SIG" + t)
     if sig is None:
@@ -7767,9 +7840,12 @@ _flag_memory_swap.field = "linux.resources.memory.swap"
 
 def _flag_cpus(run, cpus):
     try:
-        cpus = float(cpus)
+        number = float(cpus)
     except ValueError:
-        raise Error("--cpus %s: not a number" % cpus) from None
+        number = None
+    if number is None or not 0 < number < 1e9:  # nan and inf compare False
+        raise Error("--cpus %s: a number of CPUs above 0, e.g. 1.5" % cpus)
+    cpus = number
     run.resources("cpu").update(quota=int(cpus * 100000), period=100000)
 
 
@@ -7914,10 +7990,12 @@ def _flag_env_file(run, paths):
     pairs = []
     for path in paths:
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 lines = f.read().splitlines()
         except OSError as e:
             raise Error("%s: %s" % (path, e.strerror)) from None
+        except UnicodeDecodeError as e:
+            raise Error("%s: not UTF-8 text (byte %d)" % (path, e.start)) from None
         for n, line in enumerate(lines, 1):
             line = line.lstrip()
             if not line or line.startswith("#"):
@@ -9565,7 +9643,7 @@ def cmd_delete(a, g):
 def resolve_id(word, root):
     """The container that `word` names: its id, else the one id it begins (docker's short
     ids); a NotFound, or an Error when several ids begin so."""
-    if os.path.isdir(os.path.join(root, word)):
+    if _valid_id(word) and os.path.isdir(os.path.join(root, word)):
         return word
     try:
         names = os.listdir(root) if word else []
@@ -9760,7 +9838,7 @@ def cmd_kill(a, g):
             try:
                 resolve_id(words[1], g.root)
             except Error:  # ID WORD where no container is WORD: runc's form, a bad signal
-                if os.path.isdir(os.path.join(g.root, words[0])):
+                if _valid_id(words[0]) and os.path.isdir(os.path.join(g.root, words[0])):
                     raise bad_signal from None
         if sig is not None:
             Container.load(words[0], g.root).signal(sig, all=a.all)
@@ -9926,6 +10004,8 @@ def _read_json_arg(path, what):
         raise Error("%s %s: %s" % (what, path, e.strerror)) from None
     except ValueError as e:
         raise Error("%s %s: invalid JSON: %s" % (what, path, e)) from None
+    except RecursionError:
+        raise Error("%s %s: invalid JSON: nested too deep" % (what, path)) from None
 
 
 def cmd_exec(a, g):
@@ -9936,6 +10016,10 @@ def cmd_exec(a, g):
     c = load_container(a.id, g.root)
     if a.process:
         process = _read_json_arg(a.process, "--process")
+        if isinstance(process, dict) and process.get("capabilities") is None:
+            # the container's sets, as runc gives such a process (not none, as at create)
+            caps = c.state.get("config", {}).get("process", {}).get("capabilities")
+            process["capabilities"] = json.loads(json.dumps(caps or {}))
     else:
         if not a.args:
             raise Error("exec: give a command, or --process FILE")
@@ -10053,7 +10137,9 @@ def cmd_events(a, g):
     try:
         interval = float(interval)
     except ValueError:
-        raise Error("--interval %s: use seconds, e.g. 5s" % a.interval) from None
+        interval = None
+    if interval is None or not 0 < interval < 1e9:
+        raise Error("--interval %s: use seconds above 0, e.g. 5s" % a.interval)
     while True:
         if c.status() == "stopped":
             raise Error("container %s is not running" % a.id)

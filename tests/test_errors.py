@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from conftest import RUNTIME, mc, mc_argv, new_id, no_state, one_line_error, write_bundle
+from conftest import (RUNTIME, mc, mc_argv, mc_create, new_id, no_state, one_line_error, status,
+                      write_bundle)
 from conftest import set_field as _set
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
@@ -70,6 +71,15 @@ def test_not_root(busybox_rootfs, tmp_path):
      "linux.timeOffsets needs a time namespace of the container's own"),
     (_set("process.args", "sh"), None, "process.args: must be an array"),
     (_set("process.env", ["A=1", "=x"]), None, "process.env[1]: '=x' is not NAME=VALUE"),
+    (_set("process.env", ["A=1", "B"]), None, "process.env[1]: 'B' is not NAME=VALUE"),
+    (_set("process.user.uid", -1), None, "process.user.uid: an id is from 0 to 4294967294"),
+    (_set("process.user.gid", 1 << 32), None, "process.user.gid: an id is from 0"),
+    (_set("process.user.additionalGids", [5, -1]), None, "process.user.additionalGids: an id"),
+    (lambda c: c["linux"].update(namespaces=[n for n in c["linux"]["namespaces"]
+                                             if n["type"] != "uts"]), None,
+     "hostname: set only in a UTS namespace of the container's"),
+    (_set("mounts", [{"type": "tmpfs", "source": "tmpfs"}]), None,
+     "mounts[0]: destination is missing"),
     (_set("process.args", []), None, "process.args must name the program"),
     (_set("process.args", ["sh", 3]), None, "process.args[1]: must be a string"),
     (_set("hostname", 5), None, "hostname: must be a string"),
@@ -82,7 +92,7 @@ def test_not_root(busybox_rootfs, tmp_path):
     (_set("linux.namespaces", [{"type": "pid"}, {"type": "bogus"}]), None,
      "unknown type 'bogus'"),
     (_set("linux.namespaces", [{"type": "mount"}, {"type": "mount"}]), None, "given twice"),
-    (_set("linux.namespaces", [{"type": "pid"}]), None,
+    (lambda c: (c.pop("hostname"), c["linux"].update(namespaces=[{"type": "pid"}])), None,
      "without a mount namespace, mounts, linux.maskedPaths, linux.readonlyPaths would change "
      "the host's mounts"),
     (_set("process.rlimits", [{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]), None,
@@ -128,6 +138,15 @@ def test_bad_configs(bundle, state_root, edit, text, words):
         assert no_state(state_root)
 
 
+def test_a_config_nested_too_deep(bundle, state_root):
+    """Python's JSON decoder recurses: 100,000 nested arrays were a RecursionError's
+    traceback."""
+    b = bundle(["true"], text="[" * 100000 + "]" * 100000)
+    r = mc("create", "-b", b, new_id(), state_root=state_root)
+    assert one_line_error(r, 1).endswith("config.json: invalid JSON: nested too deep")
+    assert no_state(state_root)
+
+
 def test_init_error_reaches_the_user_when_it_exits_with_a_message_unread(bundle,
                                                                          state_root):
     # The interleaving forced ($MINICONTAINER_DEBUG_SLEEP_AT): the runtime moves the init
@@ -171,7 +190,10 @@ def test_invalid_ids(bundle, state_root, cid):
     (["--oom-score-adj", "1001"], ["true"],
      "--oom-score-adj: process.oomScoreAdj: must be from -1000 to 1000", 1),
     (["--oom-score-adj", "x"], ["true"], "invalid int value", 2),
-    (["--cpus", "half"], ["true"], "--cpus half: not a number", 1),
+    (["--cpus", "half"], ["true"], "--cpus half: a number of CPUs above 0", 1),
+    (["--cpus", "nan"], ["true"], "--cpus nan: a number of CPUs above 0", 1),
+    (["--cpus", "inf"], ["true"], "--cpus inf: a number of CPUs above 0", 1),
+    (["--cpus", "-1"], ["true"], "--cpus -1: a number of CPUs above 0", 1),
     (["-v", "relative:/data"], ["true"], "use HOST:CONTAINER[:ro]", 1),
     (["-v", "/tmp:/data:rx"], ["true"], "use HOST:CONTAINER[:ro]", 1),
     (["-v", "/tmp"], ["true"], "use HOST:CONTAINER[:ro]", 1),
@@ -293,6 +315,56 @@ def test_command_line_mistakes_are_one_line(busybox_rootfs, state_root):
     assert one_line_error(r).endswith('(was "sh" meant as the command? the id comes before '
                                       'it: run --rootfs DIR [ID] -- sh -c echo hi)')
     assert r.returncode == 127
+    assert no_state(state_root)
+
+
+def test_kill_with_a_word_that_names_no_container(bundle, state_root):
+    """runc's `kill ID SIGNAL` with a SIGNAL that is no signal, and no container either: "",
+    "." and ".." named the state root itself, taken for a container, and docker's form killed
+    ID with SIGKILL. A signal number beyond the last one is refused, not a traceback."""
+    cid, _ = mc_create(bundle(["sleep", "100"]), state_root=state_root)
+    try:
+        for word in ("", ".", "..", "/tmp", "SIGFOO", "99999999999999999999", "65"):
+            r = mc("kill", cid, word, state_root=state_root)
+            assert one_line_error(r, 1) == "minicontainer: unknown signal %r" % word, word
+            assert status(cid, state_root) == "created"
+        for word in ("", "."):
+            r = mc("kill", word, state_root=state_root)
+            assert one_line_error(r, 1), r.stderr
+            r = mc("state", word, state_root=state_root)
+            assert one_line_error(r, 1) == "minicontainer: container %s does not exist" % word
+        assert status(cid, state_root) == "created"
+    finally:
+        mc("delete", "-f", cid, state_root=state_root)
+
+
+def test_more_mistakes_are_one_line(bundle, busybox_rootfs, state_root, tmp_path, monkeypatch):
+    """An --env-file not in UTF-8; events' --interval not above 0; an image store whose
+    index.json is JSON but no image index."""
+    env_file = tmp_path / "env"
+    env_file.write_bytes(b"\xff\xfe=1\n")
+    r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--env-file", str(env_file), "--",
+           "true", state_root=state_root)
+    assert one_line_error(r, 1) == "minicontainer: --env-file: %s: not UTF-8 text (byte 0)" \
+        % env_file
+    cid, _ = mc_create(bundle(["sleep", "100"]), state_root=state_root)
+    try:
+        for interval in ("-1", "0", "0s", "nan"):
+            r = mc("events", "--interval", interval, cid, state_root=state_root)
+            assert one_line_error(r, 1) == "minicontainer: --interval %s: use seconds above " \
+                "0, e.g. 5s" % interval
+    finally:
+        mc("delete", "-f", cid, state_root=state_root)
+    store = tmp_path / "store"
+    store.mkdir()
+    monkeypatch.setenv("MINICONTAINER_STORE", str(store))
+    for index in ("[]", "null", '{"manifests": 5}', '{"manifests": [5]}',
+                  '{"manifests": [{"digest": 5}]}'):
+        (store / "index.json").write_text(index)
+        for args in (["images"], ["rmi", "x"], ["run", "--rm", "x"]):
+            r = mc(*args, state_root=state_root)
+            assert one_line_error(r, 1) == "minicontainer: image store %s: index.json is not " \
+                "an OCI image index" % store, (index, args, r.stderr)
     assert no_state(state_root)
 
 

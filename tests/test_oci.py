@@ -739,6 +739,80 @@ def test_exec_args_with_env_cwd_user_cap(state_root, bundle):
     ok(mc("delete", "-f", cid, state_root=state_root))
 
 
+CAP_LINES = "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status"
+
+
+def test_no_capabilities_in_the_config_is_none(state_root, bundle, tmp_path):
+    """A process without process.capabilities gets no capability at all, bounding set
+    included, as runc gives it (they were the runtime's, all of them); exec --process of a
+    process without them gets the container's, as runc's exec."""
+    b = bundle(["sh", "-c", CAP_LINES + "; exec sleep 1000"],
+               edit=lambda c: c["process"].pop("capabilities"))
+    out = tmp_path / "out"
+    cid, _ = mc_create(b, state_root=state_root, stdout=os.open(out, os.O_WRONLY | os.O_CREAT))
+    try:
+        ok(mc("start", cid, state_root=state_root))
+        wait_for(lambda: out.read_text().count("\n") == 5, what="the capability lines")
+        assert [caps_bits(line) for line in out.read_text().splitlines()] == [0] * 5
+        process = {"args": ["sh", "-c", CAP_LINES], "cwd": "/", "user": {"uid": 0, "gid": 0},
+                   "env": ["PATH=/bin:/usr/bin"]}
+        (tmp_path / "process.json").write_text(json.dumps(process))
+        got = ok(mc("exec", "--process", str(tmp_path / "process.json"), cid,
+                    state_root=state_root))
+        assert [caps_bits(line) for line in got.splitlines()] == [0] * 5
+    finally:
+        ok(mc("delete", "-f", cid, state_root=state_root))
+    cid, _ = mc_create(bundle(["sleep", "1000"]), state_root=state_root)
+    try:
+        ok(mc("start", cid, state_root=state_root))
+        own = ok(mc("exec", cid, "sh", "-c", CAP_LINES, state_root=state_root))
+        got = ok(mc("exec", "--process", str(tmp_path / "process.json"), cid,
+                    state_root=state_root))
+        assert got == own and caps_bits(got.splitlines()[2]) & (1 << 13)  # NET_RAW, as asked
+    finally:
+        ok(mc("delete", "-f", cid, state_root=state_root))
+
+
+def test_recursive_mount_options(state_root, bundle, tmp_path):
+    """rro, rnosuid, rnodev, rnoexec reach the mounts an rbind brings along (mount_setattr
+    with AT_RECURSIVE): the flags of mount(2) change only the top one. They went to the
+    filesystem's data, which a bind ignores: the mount stayed writable."""
+    source = tmp_path / "source"
+    (source / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "rec-test", str(source / "sub")], check=True)
+    try:
+        script = "touch /mnt/x /mnt/sub/y; grep ' /mnt' /proc/self/mountinfo | cut -d' ' -f5,6"
+        b = bundle(["sh", "-c", script], edit=lambda c: c["mounts"].append(
+            {"destination": "/mnt", "type": "bind", "source": str(source),
+             "options": ["rbind", "rro", "rnosuid", "rnodev", "rnoexec"]}))
+        r = mc("run", "--bundle", b, new_id(), state_root=state_root)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.splitlines() == ["touch: /mnt/x: Read-only file system",
+                                         "touch: /mnt/sub/y: Read-only file system"]
+        mounts = dict(line.split() for line in r.stdout.splitlines())
+        assert set(mounts) == {"/mnt", "/mnt/sub"}
+        for options in mounts.values():
+            assert {"ro", "nosuid", "nodev", "noexec"} <= set(options.split(",")), mounts
+        assert os.listdir(source / "sub") == []
+    finally:
+        subprocess.run(["umount", str(source / "sub")], check=True)
+
+
+def test_cgroups_path_stays_in_the_hierarchy(state_root, bundle, cgroups):
+    """A linux.cgroupsPath with ".." is cleaned as runc cleans it: the cgroup is at the
+    hierarchy's top, never a directory made above /sys/fs/cgroup/..."""
+    name = "mc-test-escape-" + new_id()
+    b = bundle(["cat", "/proc/self/cgroup"],
+               edit=lambda c: c["linux"].update(cgroupsPath="../../../../" + name))
+    cid, _ = mc_create(b, state_root=state_root)
+    try:
+        assert not os.path.exists("/" + name)
+        assert cgroups.member("/" + name, state(cid, state_root)["pid"])
+    finally:
+        ok(mc("delete", "-f", cid, state_root=state_root))
+    assert not os.path.exists("/" + name)
+
+
 def test_exec_joins_the_containers_namespaces_and_cgroup(state_root, bundle, cgroups):
     b = bundle(["sleep", "1000"], edit=lambda c: c.update(hostname="inside"))
     cid, _ = mc_create(b, state_root=state_root)
