@@ -5889,6 +5889,11 @@ def _init_steps(ctx, sync):
     # Recorded in the state, or the runtime died first (EOF): only a container that is
     # created may wait for start, for as long as it takes.
     sync.expect(Msg.CREATED, "setup: the runtime ended before the container was created")
+    # A pid namespace's init gets no signal it has no handler for (but SIGKILL): `kill ID`
+    # (SIGTERM) of a created container would change nothing, where runc's init (Go, which
+    # handles them) ends. Ended so too, until execve gives the program its defaults.
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, lambda sig, frame: os._exit(128 + sig))
     # Wait for start: opening the fifo to write blocks until `start` opens it to read.
     fd = os.open("/proc/self/fd/%d" % fifo, os.O_WRONLY | os.O_CLOEXEC)
     os.write(fd, b"0")
@@ -6488,7 +6493,10 @@ class Container:
             c.state.update(pid=child, start_time=process_start_time(child))
             c.save()
             if pid_file:
-                write_atomic(os.path.abspath(pid_file), "%d" % child)
+                try:
+                    write_atomic(os.path.abspath(pid_file), "%d" % child)
+                except OSError as e:
+                    raise Error("--pid-file %s: %s" % (pid_file, e.strerror)) from None
             try:
                 c.sync.send(Msg.CREATED)
             except OSError:
@@ -10052,12 +10060,29 @@ def cmd_exec(a, g):
         if a.no_new_privs:
             process["noNewPrivileges"] = True
     console = a.console_socket or ("self" if process.get("terminal") else None)
-    if a.detach and console is None and "run" in c.state:
-        _detached_stdio()
+    pid_file = os.path.abspath(a.pid_file) if a.pid_file else None
+    if pid_file and not os.path.isdir(os.path.dirname(pid_file)):
+        raise Error("--pid-file %s: no such directory" % a.pid_file)
     listen = socket_activation(process)
-    pid = c.exec(process, console=console, preserve_fds=listen + a.preserve_fds, debug=g.debug)
-    if a.pid_file:
-        write_atomic(os.path.abspath(a.pid_file), "%d" % pid)
+    ours = None
+    if a.detach and console is None and "run" in c.state:
+        # ours again once the process has its own; above the fds it is given
+        ours = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + listen + a.preserve_fds)
+                for fd in (0, 1, 2)]
+        _detached_stdio()
+    try:
+        pid = c.exec(process, console=console, preserve_fds=listen + a.preserve_fds,
+                     debug=g.debug)
+    finally:
+        for fd, saved in enumerate(ours or ()):
+            os.dup2(saved, fd)
+            os.close(saved)
+    if pid_file:
+        try:
+            write_atomic(pid_file, "%d" % pid)
+        except OSError as e:  # as runc: the process is not left running unrecorded
+            os.kill(pid, signal.SIGKILL)
+            raise Error("--pid-file %s: %s" % (a.pid_file, e.strerror)) from None
     if a.detach:
         if c.console_master is not None:
             os.close(c.console_master)
@@ -10642,10 +10667,31 @@ def main(argv=None):
         del WARNINGS[:], NOTICES[:]
 
 
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP while run, create or exec sets a container up: unwound as Ctrl-C's
+    KeyboardInterrupt is, so that what was made is undone (the default action would end the
+    runtime where it stands, its container half made). Once the container's process runs,
+    `run` and `exec` forward them to it instead (_forward_signals)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _unwind_on_signals():
+    def unwind(signum, frame):
+        raise _Signalled(signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:  # (not one our caller ignores: nohup)
+            signal.signal(sig, unwind)
+
+
 def _main(argv, at, log, debug):
     original = list(argv)
     try:
         command = argv[at] if at < len(argv) else None
+        if command in ("run", "create", "exec"):
+            _unwind_on_signals()
         after = None
         g = _quick_args(argv, at)
         if g is None:
@@ -10695,6 +10741,8 @@ def _main(argv, at, log, debug):
         return e.code
     except KeyboardInterrupt:
         return 130
+    except _Signalled as e:
+        return 128 + e.signum
     except BrokenPipeError:
         # Our reader left (`list | head -1`): stop quietly, as a program killed by SIGPIPE,
         # and let the final flush of stdout go nowhere.

@@ -106,6 +106,62 @@ def test_kill_before_start_then_delete(state_root, bundle, tmp_path):
     assert ok(mc("list", "-q", state_root=state_root)).strip() == ""
 
 
+@pytest.mark.parametrize("signal_word", ["", "TERM", "HUP", "QUIT"])
+def test_a_created_container_ends_on_a_terminating_signal(state_root, bundle, signal_word):
+    """runc's `kill ID` (SIGTERM) and the other signals that end a process by default end
+    a created container, as they end runc's: as a pid namespace's init without a handler it
+    got none of them (only SIGKILL), and `start` later ran it."""
+    cid, _ = mc_create(bundle(["sh", "-c", "touch /ran"], rootfs=None), state_root=state_root)
+    try:
+        ok(mc("kill", cid, *[signal_word] if signal_word else [], state_root=state_root))
+        wait_status(cid, "stopped", state_root)
+        assert one_line_error(mc("start", cid, state_root=state_root),
+                              code=1).endswith("cannot start a container that is stopped")
+    finally:
+        ok(mc("delete", "-f", cid, state_root=state_root))
+
+
+@pytest.mark.parametrize("command", ["run", "create"])
+def test_sigterm_while_a_container_is_made_undoes_it(state_root, bundle, command):
+    """SIGTERM (an engine's timeout, systemd's stop) while run or create sets a container
+    up: the runtime unwinds as on Ctrl-C, nothing is left (state, cgroups: no_leaks), and
+    its status says the signal. It ended where it stood, the container half made."""
+    b = bundle(["true"])
+    env = dict(os.environ, MINICONTAINER_DEBUG_SLEEP_AT="in-cgroup:3")
+    cid = new_id()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(mc_argv(command, "--bundle", b, cid, state_root=state_root),
+                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err)
+        try:
+            wait_for(lambda: os.path.exists(os.path.join(state_root, cid, "exec.fifo")),
+                     what="the container half made")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err.seek(0)
+        assert b"Traceback" not in err.read()
+    assert no_state(state_root)
+
+
+def test_exec_pid_file_where_there_is_no_directory(state_root, bundle):
+    """exec -d --pid-file into a missing directory: said, and no process left running
+    unrecorded (it was started, and the error went to the /dev/null it was given)."""
+    cid, _ = mc_create(bundle(["sleep", "1000"]), state_root=state_root)
+    try:
+        ok(mc("start", cid, state_root=state_root))
+        r = mc_bg("exec", "-d", "--pid-file", "/nonexistent/dir/pid", cid, "sleep", "777",
+                  state_root=state_root)
+        assert one_line_error(r, 1) == "minicontainer: --pid-file /nonexistent/dir/pid: no " \
+            "such directory"
+        assert "777" not in ok(mc("ps", cid, state_root=state_root))
+    finally:
+        ok(mc("delete", "-f", cid, state_root=state_root))
+
+
 def test_delete_of_stopped_and_delete_force_of_running(bundle, state_root, cgroups):
     b = bundle(["sleep", "1000"])
     stopped, _ = mc_create(bundle(["true"]), state_root=state_root)
