@@ -3647,8 +3647,13 @@ def mount_entry(m, rootfs, source, cgroup, userns=False, tree=None):
     dest = m["destination"]
     if source is not None and not os.path.exists(source):
         raise FileNotFoundError(errno.ENOENT, source)  # "mount SOURCE to DEST: ..." (Step)
-    _ensure_target(resolve_in_root(rootfs, dest), source is not None and
-                   not os.path.isdir(source))
+    where = resolve_in_root(rootfs, dest)
+    if kind == "tmpfs" and not any(o.startswith("mode=") for o in data.split(",")) and \
+            os.path.isdir(where) and not os.path.islink(where):
+        # the mode of the directory it covers, as runc gives it (not tmpfs's own 1777: a
+        # tmpfs on /root would be everyone's to write)
+        data = ",".join(filter(None, [data, "mode=%o" % stat.S_IMODE(os.stat(where).st_mode)]))
+    _ensure_target(where, source is not None and not os.path.isdir(source))
     remount = 0
     with _InRoot(rootfs, dest) as target:
         if tree is not None:
@@ -3808,11 +3813,18 @@ def cut_from_host(linux):
 
 def enter_rootfs(rootfs):
     """pivot_root into rootfs and detach the old root: no chroot, nothing of the host left."""
-    os.chdir(rootfs)
-    pivot_root(".", ".")
-    # The old root now sits on top of the new one: detach it without telling the host.
-    mount(None, ".", None, MS_SLAVE | MS_REC)
-    umount2(".", MNT_DETACH)
+    old = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chdir(rootfs)
+        pivot_root(".", ".")
+        # The old root now sits on top of the new one: detach it without telling the host.
+        # Through its fd, as runc: "." is still the new root, whose mounts keep the
+        # propagation their options gave them (a shared one stays shared).
+        os.fchdir(old)
+        mount(None, ".", None, MS_SLAVE | MS_REC)
+        umount2(".", MNT_DETACH)
+    finally:
+        os.close(old)
     os.chdir("/")
 
 
@@ -5871,10 +5883,10 @@ def _init_steps(ctx, sync):
     _run_steps(ctx, sync, "init")
     debug_step("process")
     sync.wait_cgroup()  # before the scheduler: an RT task cannot move to a cgroup without RT
-    path = _prepare_process(process, sync, devnull)
+    path, cwd_later = _prepare_process(process, sync, devnull)
     # All that may fail is done before "ready", so that create reports it; what is left
     # for start is the wait, the startContainer hooks and execve (as runc leaves them).
-    _drop_privileges(process, ctx.seccomp, sync)
+    _drop_privileges(process, ctx.seccomp, sync, cwd_later)
     debug_step("privileges")
     # Cleared before READY: the runtime may exit as soon as it has recorded us.
     prctl(PR_SET_PDEATHSIG, 0)
@@ -5913,8 +5925,8 @@ def _exec_steps(ctx, sync):
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx.stdin_null else None
     os.setsid()
     process = ctx.process
-    path = _prepare_process(process, sync, devnull)
-    _drop_privileges(process, ctx.seccomp, sync)
+    path, cwd_later = _prepare_process(process, sync, devnull)
+    _drop_privileges(process, ctx.seccomp, sync, cwd_later)
     _exec(process, path, ctx.preserve_fds, ctx.sync)
 
 
@@ -6054,7 +6066,10 @@ def _prepare_process(process, sync, devnull):
         setup_console(slave, slave_path, process.get("consoleSize"))
     elif devnull is not None:
         os.dup2(devnull, 0)
-    _chdir_inside(process.get("cwd", "/"))
+    # As root first, as runc: a cwd the user may not enter (root's home) is entered all
+    # the same; one only the user may (a volume of its own, root squashed) once it is the
+    # user (cwd_later).
+    cwd_later = not _chdir_inside(process.get("cwd", "/"), later_if_denied=True)
     if not os.path.isdir("/proc/self/fd"):  # here, and not after start, where none would hear
         raise Error("the container has no /proc: the runtime needs /proc/self/fd (mount proc "
                     "at /proc)")
@@ -6073,10 +6088,10 @@ def _prepare_process(process, sync, devnull):
         apply_scheduler(process["scheduler"])
     if process.get("ioPriority"):
         apply_io_priority(process["ioPriority"])
-    return path
+    return path, cwd_later
 
 
-def _drop_privileges(process, seccomp, sync):
+def _drop_privileges(process, seccomp, sync, cwd_later=False):
     """no_new_privs, the user, the capability sets and the seccomp filter, whose listener
     (SCMP_ACT_NOTIFY) goes to the runtime to hand on. seccomp is (profile, program) or None.
 
@@ -6088,7 +6103,8 @@ def _drop_privileges(process, seccomp, sync):
         _load_seccomp(seccomp, sync)
     apply_user_and_capabilities(process)
     os.umask(process.get("user", {}).get("umask", 0o022))
-    _chdir_inside(process.get("cwd", "/"))
+    if cwd_later:
+        _chdir_inside(process.get("cwd", "/"))
     if seccomp and process.get("noNewPrivileges"):
         _load_seccomp(seccomp, sync)
 
@@ -6120,12 +6136,17 @@ def _exec(process, path, preserve_fds, sync_sock):
                     127 if e.errno == errno.ENOENT else 126) from None
 
 
-def _chdir_inside(cwd):
+def _chdir_inside(cwd, later_if_denied=False):
     """chdir to the process's cwd, which must be within the container's root: through an fd
     of ours ("/proc/self/fd/N" of a host directory, runc's CVE-2024-21626) it could be a
-    directory of the host. getcwd() fails (ENOENT) for one the root cannot reach."""
+    directory of the host. getcwd() fails (ENOENT) for one the root cannot reach. False:
+    denied, to be tried again (later_if_denied)."""
     try:
         os.chdir(cwd)
+    except PermissionError:
+        if later_if_denied:
+            return False
+        raise Error("process.cwd %s: chdir: Permission denied" % cwd) from None
     except OSError as e:  # engines read the reason ("no such file or directory": 127)
         raise Error("process.cwd %s: chdir: %s" % (cwd, e.strerror)) from None
     try:
@@ -6134,6 +6155,7 @@ def _chdir_inside(cwd):
         inside = False
     if not inside:
         raise Error("process.cwd %s: a directory outside the container's root" % cwd)
+    return True
 
 
 def _close_fds(first, keep=()):

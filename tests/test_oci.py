@@ -147,6 +147,50 @@ def test_sigterm_while_a_container_is_made_undoes_it(state_root, bundle, command
     assert no_state(state_root)
 
 
+def test_a_cwd_only_root_may_enter(state_root, bundle, rootfs_copy):
+    """process.cwd is entered as root, before the user is set, as runc does: a user's
+    process may start in a directory it may not enter itself (it failed: Permission
+    denied). One it may not enter as root either stays an error."""
+    os.makedirs(os.path.join(rootfs_copy, "private"), mode=0o700)
+    b = bundle(["sh", "-c", "pwd; id -u"], rootfs=rootfs_copy, edit=lambda c: c["process"].update(
+        cwd="/private", user={"uid": 1000, "gid": 1000}))
+    assert ok(mc("run", "--bundle", b, new_id(), state_root=state_root)).split() == \
+        ["/private", "1000"]
+    b = bundle(["true"], rootfs=rootfs_copy, edit=lambda c: c["process"].update(
+        cwd="/etc/passwd/x", user={"uid": 1000, "gid": 1000}))
+    r = mc("run", "--bundle", b, new_id(), state_root=state_root)
+    assert one_line_error(r).endswith("process.cwd /etc/passwd/x: not a directory"), r.stderr
+    assert no_state(state_root)
+
+
+def test_a_mounts_propagation_option_outlives_pivot_root(state_root, bundle, tmp_path):
+    """A bind mount with "shared" is shared in the container (mountinfo's shared:N): the old
+    root, made a slave before its detach, was reached through ".", which is the new root
+    after pivot_root(".", "."): its every mount became a slave, a shared one private."""
+    (tmp_path / "source").mkdir()
+    b = bundle(["grep", " /mnt ", "/proc/self/mountinfo"], edit=lambda c: c["mounts"].append(
+        {"destination": "/mnt", "type": "bind", "source": str(tmp_path / "source"),
+         "options": ["rbind", "shared"]}))
+    line = ok(mc("run", "--bundle", b, new_id(), state_root=state_root))
+    assert " shared:" in line, line
+
+
+def test_tmpfs_takes_the_mode_of_what_it_covers(state_root, bundle, rootfs_copy):
+    """A tmpfs without mode= gets the mode of the directory it covers, as runc gives it
+    (tmpfs's own is 1777: on /private, 0700, anyone could write there); mode= wins; on a
+    directory made for it, tmpfs's own."""
+    os.makedirs(os.path.join(rootfs_copy, "private"), mode=0o700)
+
+    def edit(c):
+        c["mounts"] += [{"destination": d, "type": "tmpfs", "source": "tmpfs", "options": o}
+                        for d, o in (("/private", ["nosuid"]), ("/etc", ["mode=750"]),
+                                     ("/made", []))]
+    b = bundle(["stat", "-c", "%a", "/private", "/etc", "/made"], rootfs=rootfs_copy,
+               edit=edit)
+    assert ok(mc("run", "--bundle", b, new_id(), state_root=state_root)).split() == \
+        ["700", "750", "1777"]
+
+
 def test_exec_pid_file_where_there_is_no_directory(state_root, bundle):
     """exec -d --pid-file into a missing directory: said, and no process left running
     unrecorded (it was started, and the error went to the /dev/null it was given)."""
