@@ -8561,7 +8561,7 @@ def _run(a, g):
                              debug=g.debug, preserve_fds=preserve_fds,
                              overlay=layers, carry=carry,
                              network=run.network, etc_files=run.etc_files,
-                             log=pipes and (pipes[0][1], pipes[1][1]))
+                             log=pipes and (pipes[0][1], pipes[1][1]), no_pivot=a.no_pivot)
     except BaseException:
         for r, _ in pipes or []:
             os.close(r)
@@ -8571,7 +8571,7 @@ def _run(a, g):
             os.close(w)
     # docker's semantics for images and rootfs directories: without --rm, the stopped
     # container and its changes stay until `delete`; runc's for a bundle: run removes it.
-    keep = not a.rm and (image is not None or bool(a.rootfs))
+    keep = not a.rm and (image is not None or bool(a.rootfs) or a.keep)
     try:
         network_publish(c)
         if not a.detach:
@@ -10333,6 +10333,15 @@ RUN_FLAGS = [
                            "when the stored one differs)"), None),  # image_for_run
     (("-i", "--interactive"), dict(action="store_true"), None),  # _run
     (("-d", "--detach"), dict(action="store_true"), None),  # _run
+    # runc's run flags: a bundle's container kept when it exits (as an image's is), the
+    # rootfs moved rather than pivoted into (create's), and two defaults here
+    (("--keep",), dict(action="store_true", help="keep a bundle's container when it exits "
+                       "(runc's)"), None),  # _run
+    (("--no-pivot",), dict(action="store_true", help="move the rootfs to / and chroot, not "
+                           "pivot_root (a rootfs on a ramfs)"), None),  # _run
+    (("--no-new-keyring",), dict(action="store_true", help="the default here"), None),
+    (("--no-subreaper",), dict(action="store_true", help="the default here: the runtime "
+                               "reaps only the container's init"), None),
     (("--rm",), dict(action="store_true", help="remove the container when it exits (else it "
                      "stays, stopped, with its changes, until delete; a bundle's always goes)"),
      None),  # _run

@@ -191,6 +191,21 @@ def test_tmpfs_takes_the_mode_of_what_it_covers(state_root, bundle, rootfs_copy)
         ["700", "750", "1777"]
 
 
+def test_runcs_run_flags(state_root, bundle):
+    """runc's run takes --keep (the container stays, stopped, when its process exits),
+    --no-pivot, --no-new-keyring and --no-subreaper (they were unrecognized arguments)."""
+    b = bundle(["true"])
+    kept = new_id()
+    ok(mc("run", "--keep", "--no-new-keyring", "--no-subreaper", "--bundle", b, kept,
+          state_root=state_root))
+    assert status(kept, state_root) == "stopped"
+    ok(mc("delete", kept, state_root=state_root))
+    b = bundle(["sh", "-c", "echo $((1 + 1))"])
+    assert ok(mc("run", "--no-pivot", "--bundle", b, new_id(),
+                 state_root=state_root)).strip() == "2"
+    assert no_state(state_root)
+
+
 def test_exec_pid_file_where_there_is_no_directory(state_root, bundle):
     """exec -d --pid-file into a missing directory: said, and no process left running
     unrecorded (it was started, and the error went to the /dev/null it was given)."""
