@@ -8615,7 +8615,8 @@ def _run(a, g):
             for fd in output:
                 if fd is not None:
                     os.close(fd)
-            print(cid, flush=True)
+            if docker_like:  # docker's run -d says the id; runc's says nothing (its stdout
+                print(cid, flush=True)  # may be the container's)
         return 0
     pid, start, code = c.pid, c.state.get("start_time"), None
     try:

@@ -203,6 +203,16 @@ def test_runcs_run_flags(state_root, bundle):
     b = bundle(["sh", "-c", "echo $((1 + 1))"])
     assert ok(mc("run", "--no-pivot", "--bundle", b, new_id(),
                  state_root=state_root)).strip() == "2"
+    # run -d of a bundle says nothing, as runc's (docker's of an image says the id): its
+    # stdout may be the container's
+    detached = new_id()
+    r = mc_bg("run", "-d", "--bundle", bundle(["sleep", "1000"]), detached,
+              state_root=state_root)
+    try:
+        assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+        assert status(detached, state_root) == "running"
+    finally:
+        ok(mc("delete", "-f", detached, state_root=state_root))
     assert no_state(state_root)
 
 
