@@ -2803,6 +2803,10 @@ class Cgroup:
                 self.created.append(d)
             except FileExistsError:
                 pass
+            except OSError as e:
+                raise Error("cgroup %s: cannot make %s: %s%s" % (
+                    self.path, d, e.strerror, " (not root: --rootless true, or leave "
+                    "--rootless to its default)" if os.geteuid() else "")) from None
         if not missing:
             raise Error("cgroup %s already exists" % leaf)
 
@@ -3367,8 +3371,9 @@ class Cgroup:
             except FileNotFoundError:
                 pass
             except OSError as e:
-                # A shared parent that another container still uses: that one removes it.
-                if d in leaves or e.errno != errno.EBUSY:
+                # A shared parent that another container still uses: that one removes it
+                # (or one that is not ours to remove: made by root, we are not).
+                if d in leaves or e.errno not in (errno.EBUSY, errno.EACCES, errno.EPERM):
                     failed = failed or e  # remove what we can, then say what we could not
         if failed:
             raise failed

@@ -2,9 +2,13 @@
 nothing left behind (the no_leaks fixture checks state dirs, cgroups, mounts, processes)."""
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 
 import pytest
+
+import minicontainer as mcmod
 
 from conftest import (RUNTIME, mc, mc_argv, mc_create, new_id, no_state, one_line_error, status,
                       write_bundle)
@@ -42,6 +46,38 @@ def test_not_root(busybox_rootfs, tmp_path):
                        capture_output=True, text=True, preexec_fn=drop, cwd="/", timeout=30)
     assert r.returncode == 0 and r.stdout.strip() == "", r.stderr
     assert not os.path.exists(tmp_path / "state") and not os.path.exists(nostate)
+
+
+def test_not_root_yet_not_rootless():
+    """An ordinary user's --rootless false: the cgroup it may not make is said in a line, and
+    its state goes with it (it stayed, "creating", and its own delete could not remove it:
+    it tried the shared parent cgroup, root's)."""
+    def drop():
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
+    top = tempfile.mkdtemp(prefix="mc-test-notroot-", dir="/tmp")  # where nobody may walk
+    try:
+        os.chmod(top, 0o777)
+        bundle = os.path.join(top, "bundle")
+        os.makedirs(os.path.join(bundle, "rootfs"))
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(mcmod.default_spec(rootfs="rootfs", args=["true"]), f)
+        state = os.path.join(top, "state")
+        for command in ("run", "create"):
+            args = ["--rm", "--rootfs", os.path.join(bundle, "rootfs"), "x", "--", "true"] \
+                if command == "run" else ["-b", bundle, "x"]
+            r = subprocess.run([python, RUNTIME, "--root", state, "--rootless", "false",
+                                command] + args, capture_output=True, text=True,
+                               preexec_fn=drop, cwd="/", timeout=30)
+            line = one_line_error(r, 1)
+            assert "cannot make /sys/fs/cgroup/" in line and line.endswith(
+                ": Permission denied (not root: --rootless true, or leave --rootless to its "
+                "default)"), line
+            assert os.listdir(state) == []
+    finally:
+        shutil.rmtree(top)
 
 
 @pytest.mark.parametrize("edit, text, words", [
