@@ -552,6 +552,7 @@ def print_formatted(fmt, data, header, rows, widths=None, headers=None):
         fmt = fmt.replace("\\t", "\t").replace("\\n", "\n")
         table = fmt.startswith("table ")
         fmt = fmt[6:].strip() if table else fmt
+        check_template(fmt)
         lines = [render_template(fmt, item) for item in data]
         if not table:
             for line in lines:
@@ -580,6 +581,12 @@ def render_template(text, dot):
     {{end}}, {{with .X}}…{{end}}, $ and {{- -}} trimming. Values print as Go prints them
     (true, [a b], map[k:v]); a key that is not there is an error, as in docker's inspect."""
     return "".join(_template_run(_template_parse(text), {".": dot, "$": dot}))
+
+
+def check_template(text):
+    """Parse it, as docker does before it has anything to run it on: a malformed template
+    is an error even where there is nothing to print."""
+    _template_parse(text)
 
 
 def _template_parse(text):
@@ -619,6 +626,8 @@ def _template_parse(text):
     if stack:
         raise Error("--format: {{%s}} without its {{end}}" % stack[-1][1][0])
     rest = text[pos:]
+    if "{{" in rest:
+        raise Error("--format: unclosed action: %s" % rest[rest.index("{{"):])
     if tree and isinstance(tree[-1], tuple) and tree[-1][0] == "trim":
         tree.pop()
         rest = rest.lstrip()
@@ -9969,6 +9978,8 @@ def inspect_container(c):
 
 def cmd_inspect(a, g):
     found, status = [], 0
+    if a.format:
+        check_template(a.format.replace("\\t", "\t").replace("\\n", "\n"))
     for word in a.ids:
         try:
             found.append(inspect_container(load_container(word, g.root)))

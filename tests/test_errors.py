@@ -336,6 +336,12 @@ def test_command_line_mistakes_are_one_line(busybox_rootfs, state_root):
     r = mc("rmi", state_root=state_root)
     assert one_line_error(r) == "minicontainer: rmi: the following arguments are required: " \
         "IMAGE" and r.returncode == 2
+    for args in (["list", "--format", "{{"], ["list", "--format", "{{.ID}"],
+                 ["ps", "--format", "x {{"], ["images", "--format", "{{"],
+                 ["inspect", "-f", "{{", "nosuch"]):  # parsed first, as docker's
+        r = mc(*args, state_root=state_root)
+        assert one_line_error(r, 1).startswith("minicontainer: --format: unclosed action: "), \
+            (args, r.stderr)
     r = mc("images", "--format", "yaml", state_root=state_root)
     assert "argument -f/--format: 'yaml': table, json or a Go template" in one_line_error(r)
     for flag in ("--apparmor", "--process-label"):  # runc's; were parsed and ignored
