@@ -6375,7 +6375,8 @@ class Container:
             rootfs = config["root"]["path"]
             rootfs = os.path.realpath(os.path.join(bundle, rootfs))
             if not os.path.isdir(rootfs):
-                raise Error("rootfs %s does not exist" % rootfs)
+                raise Error("rootfs %s %s" % (rootfs, "is not a directory" if
+                                              os.path.lexists(rootfs) else "does not exist"))
         process = config["process"]
         if process.get("terminal") and console is None:
             raise Error("process.terminal is set: give a console (-t or --console-socket)")
@@ -7748,7 +7749,8 @@ def run_config(a):
             config = load_config(bundle)
         elif a.rootfs:
             if not os.path.isdir(a.rootfs):
-                raise Error("rootfs %s does not exist" % a.rootfs)
+                raise Error("rootfs %s %s" % (a.rootfs, "is not a directory" if
+                                              os.path.lexists(a.rootfs) else "does not exist"))
             config = default_spec(rootfs=os.path.abspath(a.rootfs))
         elif os.path.exists("config.json"):
             config = load_config(bundle)

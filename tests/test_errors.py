@@ -213,6 +213,7 @@ def test_invalid_ids(bundle, state_root, cid):
 
 @pytest.mark.parametrize("flags, command, words, code", [
     (["--rootfs", "/nonexistent"], ["true"], "rootfs /nonexistent does not exist", 1),
+    (["--rootfs", "/etc/passwd"], ["true"], "rootfs /etc/passwd is not a directory", 1),
     ([], ["true"], "give an image, --rootfs DIR or --bundle DIR", 1),
     (["--bogus-flag"], ["true"], "unrecognized arguments: --bogus-flag", 2),
     (["--pids-limit", "many"], ["true"], "invalid int value", 2),
