@@ -9885,8 +9885,8 @@ def cmd_kill(a, g):
             try:
                 resolve_id(words[1], g.root)
             except Error:  # ID WORD where no container is WORD: runc's form, a bad signal
-                if _valid_id(words[0]) and os.path.isdir(os.path.join(g.root, words[0])):
-                    raise bad_signal from None
+                load_container(words[0], g.root)  # (or no such container: said once)
+                raise bad_signal from None
         if sig is not None:
             Container.load(words[0], g.root).signal(sig, all=a.all)
             return 0

@@ -371,6 +371,8 @@ def test_kill_with_a_word_that_names_no_container(bundle, state_root):
             r = mc("kill", cid, word, state_root=state_root)
             assert one_line_error(r, 1) == "minicontainer: unknown signal %r" % word, word
             assert status(cid, state_root) == "created"
+        r = mc("kill", "nosuch", "SIGFOO", state_root=state_root)  # said once, not per word
+        assert one_line_error(r, 1) == "minicontainer: container nosuch does not exist"
         for word in ("", "."):
             r = mc("kill", word, state_root=state_root)
             assert one_line_error(r, 1), r.stderr
