@@ -6204,6 +6204,12 @@ def _valid_id(cid):
         _ID_CHARS.issuperset(cid)
 
 
+def no_rootfs(path):
+    """The error of a rootfs that is no directory."""
+    return Error("rootfs %s %s" % (path, "is not a directory" if os.path.lexists(path)
+                                   else "does not exist"))
+
+
 def check_id(cid):
     if not _valid_id(cid):
         raise Error("invalid container id %r: use letters, digits and _.+- (at most 128)" % cid)
@@ -6375,8 +6381,7 @@ class Container:
             rootfs = config["root"]["path"]
             rootfs = os.path.realpath(os.path.join(bundle, rootfs))
             if not os.path.isdir(rootfs):
-                raise Error("rootfs %s %s" % (rootfs, "is not a directory" if
-                                              os.path.lexists(rootfs) else "does not exist"))
+                raise no_rootfs(rootfs)
         process = config["process"]
         if process.get("terminal") and console is None:
             raise Error("process.terminal is set: give a console (-t or --console-socket)")
@@ -7749,8 +7754,7 @@ def run_config(a):
             config = load_config(bundle)
         elif a.rootfs:
             if not os.path.isdir(a.rootfs):
-                raise Error("rootfs %s %s" % (a.rootfs, "is not a directory" if
-                                              os.path.lexists(a.rootfs) else "does not exist"))
+                raise no_rootfs(a.rootfs)
             config = default_spec(rootfs=os.path.abspath(a.rootfs))
         elif os.path.exists("config.json"):
             config = load_config(bundle)
