@@ -6551,6 +6551,9 @@ class Container:
                     os.waitpid(child, 0)
                 except OSError:
                     pass
+                # its poststop hooks, as runc runs them whenever it destroys a container
+                # (a prestart hook may have made what they undo)
+                c.state["pid"] = c.state.get("pid") or child
             c._remove(quiet=True)
             raise
         finally:

@@ -1078,8 +1078,12 @@ def test_a_failing_hook_fails_create_and_leaves_nothing(bundle, tmp_path, state_
     script = tmp_path / "fail.sh"
     script.write_text("#!/bin/sh\necho first >&2\necho the hook says no >&2\nexit 3\n")
     script.chmod(0o755)
+    mark = tmp_path / "mark.sh"
+    mark.write_text("#!/bin/sh\ncat > %s/poststop\n" % tmp_path)
+    mark.chmod(0o755)
     b = bundle(["true"], edit=lambda c: c.update(hooks={kind: [
-        {"path": str(script), "env": [HOOK_PATH]}]}))
+        {"path": str(script), "env": [HOOK_PATH]}], "poststop": [
+        {"path": str(mark), "env": [HOOK_PATH]}]}))
     log = tmp_path / "log.json"
     cid = new_id()
     # --root first: mc_bg's state_root would put it before --log
@@ -1092,6 +1096,9 @@ def test_a_failing_hook_fails_create_and_leaves_nothing(bundle, tmp_path, state_
     assert len(lines) == 1 and "the hook says no" in lines[0] and kind in lines[0], err
     assert no_state(state_root)
     assert not cgroups.exists("minicontainer/" + cid)
+    # the poststop hooks ran, as runc runs them when it destroys what a failed create made
+    poststop = json.loads((tmp_path / "poststop").read_text())
+    assert poststop["id"] == cid and poststop["status"] == "stopped", poststop
 
 
 @pytest.fixture
