@@ -10100,6 +10100,11 @@ def cmd_exec(a, g):
                         {kind: [c for c in caps.get(kind, []) if c in ambient]
                          for kind in ("effective", "permitted", "inheritable", "ambient")})
         _set_env(process.setdefault("env", []), a.env)
+        if a.additional_gids:
+            if not all(g.isdigit() and int(g) < 0xFFFFFFFF for g in a.additional_gids):
+                raise Error("exec --additional-gids: a group id is a number, 0 to 4294967294")
+            process["user"] = dict(process.get("user", {}),
+                                   additionalGids=[int(g) for g in a.additional_gids])
         if a.cap:
             cap_mask(a.cap, "--cap")
             caps = process.setdefault("capabilities", {})
@@ -10514,6 +10519,8 @@ def _parser(only=None):
     x.add_argument("-e", "--env", action="append", default=[])
     x.add_argument("--cwd", "-w", "--workdir")
     x.add_argument("-u", "--user")
+    x.add_argument("-g", "--additional-gids", action="append", default=[], metavar="GID",
+                   help="a supplementary group of the process (runc's)")
     x.add_argument("-c", "--cap", action="append", default=[])
     x.add_argument("--no-new-privs", action="store_true")
     x.add_argument("--preserve-fds", type=_count, default=0)
@@ -10612,6 +10619,7 @@ _QUICK_COMMANDS = {
               "-w": ("cwd", str), "--workdir": ("cwd", str), "-u": ("user", str),
               "--user": ("user", str), "-c": ("cap", list), "--cap": ("cap", list),
               "--no-new-privs": ("no_new_privs", bool), "--preserve-fds": ("preserve_fds", int),
+              "-g": ("additional_gids", list), "--additional-gids": ("additional_gids", list),
               "--apparmor": ("apparmor", str), "--process-label": ("process_label", str)},
              ("id", "args..."), {"preserve_fds": 0}),
     # runc's run ID in a bundle; the other flags of RUN_FLAGS at their defaults

@@ -859,6 +859,12 @@ def test_exec_args_with_env_cwd_user_cap(state_root, bundle):
     assert lines[:4] == ["bar", "/home/user", "1000", "100"]
     assert caps_bits(lines[4]) & (1 << 21)  # SYS_ADMIN added
     assert caps_bits(lines[4]) & (1 << 13)  # and the container's own (NET_RAW) kept
+    # runc's -g: supplementary groups of the process
+    assert ok(mc("exec", "-g", "5", "--additional-gids", "7", cid, "sh", "-c",
+                 "grep Groups /proc/self/status", state_root=state_root)).split() == \
+        ["Groups:", "5", "7"]
+    assert "a group id is a number" in one_line_error(mc("exec", "-g", "x", cid, "true",
+                                                         state_root=state_root), 1)
     # the exit status of the process is exec's
     assert mc("exec", cid, "sh", "-c", "exit 5", state_root=state_root).returncode == 5
     ok(mc("delete", "-f", cid, state_root=state_root))
