@@ -9653,6 +9653,11 @@ def cmd_ps(a, g):
     """runc's `ps ID` (the container's processes), or docker's `ps [-a] [-q]` without one."""
     if a.id is None:
         return cmd_containers(a, g)
+    if getattr(a, "ps_args", None):  # runc's ps ID PS_OPTIONS: the host's ps, filtered
+        if a.format != "table":
+            raise Error("ps: ps options are for the table format")
+        host_ps(Container.load(a.id, g.root), a.ps_args, "ps")
+        return 0
     pids = Container.load(a.id, g.root).processes()
     rows = []
     for pid in pids if a.format == "table" else ():
@@ -10017,27 +10022,33 @@ def cmd_wait(a, g):
 def cmd_top(a, g):
     """docker's top: the host's `ps` (-ef unless other options are given), the container's
     processes only."""
-    import subprocess
     c = load_container(a.id, g.root)
     if c.status() not in ("running", "paused"):
         raise Error("container %s is not running" % c.id)
+    host_ps(c, a.ps_args, "top")
+    return 0
+
+
+def host_ps(c, ps_args, command):
+    """Print the host's `ps PS_ARGS` (-ef without), its lines of c's processes only."""
+    import subprocess
     pids = {str(p) for p in c.processes()}
     try:
-        out = subprocess.run(["ps"] + (a.ps_args or ["-ef"]), capture_output=True,
+        out = subprocess.run(["ps"] + (ps_args or ["-ef"]), capture_output=True,
                              text=True, check=True).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError) as e:
-        raise Error("top: ps %s: %s" % (" ".join(a.ps_args or ["-ef"]),
-                                        getattr(e, "stderr", "") or e)) from None
+        said = (getattr(e, "stderr", None) or "").strip().splitlines()  # ps's usage: 11
+        raise Error("%s: ps %s: %s" % (command, " ".join(ps_args or ["-ef"]),  # lines
+                                       said[0] if said else e)) from None
     header = out[0].split() if out else []
     if "PID" not in header:
-        raise Error("top: the options of ps must show a PID column")
+        raise Error("%s: the options of ps must show a PID column" % command)
     col = header.index("PID")
     print(out[0])
     for line in out[1:]:
         fields = line.split()
         if len(fields) > col and fields[col] in pids:
             print(line)
-    return 0
 
 
 def cmd_port(a, g):
@@ -10479,6 +10490,9 @@ def _parser(only=None):
     ps.add_argument("-a", "--all", action="store_true", help="stopped containers too")
     ps.add_argument("-q", "--quiet", action="store_true", help="ids only")
     ps.add_argument("id", metavar="ID", nargs="?")
+    ps.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS_OPTIONS",
+                    help="with ID: the host's ps with these options, the container's "
+                    "processes only (runc's)")
     cmd("stats", cmd_stats, "print a container's cgroup statistics as JSON")
     cmd("pause", cmd_pause, "freeze every process of a container")
     cmd("resume", cmd_resume, "thaw a paused container")

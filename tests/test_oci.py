@@ -1615,6 +1615,13 @@ def test_ps_and_list_json(state_root, bundle):
     assert pid in json.loads(ok(mc("ps", "--format", "json", cid, state_root=state_root)))
     table = ok(mc("ps", cid, state_root=state_root)).splitlines()
     assert table[0].split()[:2] == ["PID", "CMD"] and len(table) == 3
+    # runc's ps ID PS_OPTIONS: the host's ps, the container's lines only
+    for args in (["-o", "pid,comm"], ["--", "-o", "pid,comm"]):
+        table = ok(mc("ps", cid, *args, state_root=state_root)).splitlines()
+        assert table[0].split() == ["PID", "COMMAND"] and len(table) == 3, table
+        assert str(pid) in [line.split()[0] for line in table[1:]]
+    assert one_line_error(mc("ps", cid, "--bogus", state_root=state_root), 1).startswith(
+        "minicontainer: ps: ps --bogus: ")
     [s] = json.loads(ok(mc("list", "--format", "json", state_root=state_root)))
     assert (s["id"], s["pid"], s["status"]) == (cid, pid, "running")
     assert json.loads(ok(mc("list", "--format", "json", state_root=state_root)).strip() or "[]")
