@@ -6385,6 +6385,9 @@ class Container:
         process = config["process"]
         if process.get("terminal") and console is None:
             raise Error("process.terminal is set: give a console (-t or --console-socket)")
+        if console not in (None, "self") and not process.get("terminal"):
+            raise Error("--console-socket: process.terminal is not set (the socket is to "
+                        "get a terminal's master)")
         userns = new_userns(linux)
         os.makedirs(c.root, mode=0o711, exist_ok=True)
         try:
@@ -6748,6 +6751,9 @@ class Container:
             raise Error("process.args must name the program to run")
         if process.get("terminal") and console is None:
             raise Error("process.terminal is set: give a console (-t or --console-socket)")
+        if console not in (None, "self") and not process.get("terminal"):
+            raise Error("--console-socket: process.terminal is not set (the socket is to "
+                        "get a terminal's master)")
         cgroup = self.cgroup
         # The middle process is born in the cgroup on a pure v2 host (fork_into_cgroup: its
         # move would wait for a grace period); elsewhere its move is begun early (warm).
@@ -7750,6 +7756,8 @@ def run_config(a):
     _RunConfig."""
     image, cid, command = None, None, a.args
     bundle = os.getcwd()
+    if a.bundle and a.rootfs:
+        raise Error("run: --bundle and --rootfs: give one")
     if a.bundle or a.rootfs or a.target is None:
         cid = a.target
         if a.bundle:

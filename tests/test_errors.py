@@ -198,6 +198,25 @@ def test_init_error_reaches_the_user_when_it_exits_with_a_message_unread(bundle,
         assert no_state(state_root)
 
 
+def test_a_console_socket_without_a_terminal(bundle, state_root, tmp_path):
+    """--console-socket is for a terminal's master: with process.terminal false, an error
+    (runc's too) for create and exec, not a socket that gets nothing."""
+    b = bundle(["sleep", "1000"])
+    r = mc("create", "-b", b, "--console-socket", str(tmp_path / "s"), new_id(),
+           state_root=state_root)
+    assert one_line_error(r, 1).endswith("--console-socket: process.terminal is not set (the "
+                                         "socket is to get a terminal's master)")
+    assert no_state(state_root)
+    cid, _ = mc_create(b, state_root=state_root)
+    try:
+        r = mc("exec", "--console-socket", str(tmp_path / "s"), cid, "true",
+               state_root=state_root)
+        assert one_line_error(r, 1).endswith("process.terminal is not set (the socket is to "
+                                             "get a terminal's master)")
+    finally:
+        mc("delete", "-f", cid, state_root=state_root)
+
+
 def test_bundleout_config(tmp_path, state_root):
     r = mc("create", "-b", str(tmp_path), new_id(), state_root=state_root)
     assert "config.json: no such file" in one_line_error(r)
@@ -214,6 +233,7 @@ def test_invalid_ids(bundle, state_root, cid):
 @pytest.mark.parametrize("flags, command, words, code", [
     (["--rootfs", "/nonexistent"], ["true"], "rootfs /nonexistent does not exist", 1),
     (["--rootfs", "/etc/passwd"], ["true"], "rootfs /etc/passwd is not a directory", 1),
+    (["--rootfs", "/", "--bundle", "/"], ["true"], "run: --bundle and --rootfs: give one", 1),
     ([], ["true"], "give an image, --rootfs DIR or --bundle DIR", 1),
     (["--bogus-flag"], ["true"], "unrecognized arguments: --bogus-flag", 2),
     (["--pids-limit", "many"], ["true"], "invalid int value", 2),
