@@ -6533,7 +6533,7 @@ class Container:
                              Msg.PID: init_forked, Msg.HOOKS: hooks_due, Msg.NETNS: netns_made,
                              Msg.PTY: c._console_handler(console),
                              Msg.SECCOMP: seccomp_listener}, until=Msg.READY) is None:
-                raise Error("container init died during setup")
+                raise _init_died(cgroup, linux)
             debug_step("ready")
             c.state.update(pid=child, start_time=process_start_time(child))
             c.save()
@@ -6545,7 +6545,7 @@ class Container:
             try:
                 c.sync.send(Msg.CREATED)
             except OSError:
-                raise Error("container init died during setup") from None
+                raise _init_died(cgroup, linux) from None
             debug_step("created")
         except BaseException:
             if child:
@@ -6999,6 +6999,20 @@ class _Lock:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _init_died(cgroup, linux):
+    """The error of an init that died before it said why: the memory limit's OOM killer's
+    work, when the cgroup says so (a limit too small for the runtime's own setup)."""
+    try:
+        oom = cgroup is not None and cgroup.oom_killed()
+    except OSError:
+        oom = False
+    if oom:
+        limit = ((linux.get("resources") or {}).get("memory") or {}).get("limit")
+        return Error("container init died during setup: killed by the OOM killer, at "
+                     "linux.resources.memory.limit %s" % (limit if limit else "(none)"))
+    return Error("container init died during setup")
 
 
 def cgroup_path(cgroups_path, cid, parent=None):

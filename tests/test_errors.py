@@ -238,6 +238,8 @@ def test_invalid_ids(bundle, state_root, cid):
     (["--bogus-flag"], ["true"], "unrecognized arguments: --bogus-flag", 2),
     (["--pids-limit", "many"], ["true"], "invalid int value", 2),
     (["-m", "lots"], ["true"], "--memory: invalid size 'lots'", 1),
+    (["-m", "4k"], ["true"], "container init died during setup: killed by the OOM killer, at "
+     "linux.resources.memory.limit 4096", 1),
     (["--memory-swap", "64m"], ["true"], "--memory-swap: needs --memory", 1),
     (["--sysctl", "kernel.panic=1"], ["true"],
      "--sysctl: linux.sysctl: kernel.panic is not namespaced in this container", 1),
