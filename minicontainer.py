@@ -6383,11 +6383,7 @@ class Container:
             if not os.path.isdir(rootfs):
                 raise no_rootfs(rootfs)
         process = config["process"]
-        if process.get("terminal") and console is None:
-            raise Error("process.terminal is set: give a console (-t or --console-socket)")
-        if console not in (None, "self") and not process.get("terminal"):
-            raise Error("--console-socket: process.terminal is not set (the socket is to "
-                        "get a terminal's master)")
+        check_console(process, console)
         userns = new_userns(linux)
         os.makedirs(c.root, mode=0o711, exist_ok=True)
         try:
@@ -6749,11 +6745,7 @@ class Container:
         validate(process, SCHEMA["process"], "process", "process")
         if not process.get("args"):
             raise Error("process.args must name the program to run")
-        if process.get("terminal") and console is None:
-            raise Error("process.terminal is set: give a console (-t or --console-socket)")
-        if console not in (None, "self") and not process.get("terminal"):
-            raise Error("--console-socket: process.terminal is not set (the socket is to "
-                        "get a terminal's master)")
+        check_console(process, console)
         cgroup = self.cgroup
         # The middle process is born in the cgroup on a pure v2 host (fork_into_cgroup: its
         # move would wait for a grace period); elsewhere its move is begun early (warm).
@@ -6999,6 +6991,16 @@ class _Lock:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def check_console(process, console):
+    """A terminal needs a console (ours, "self", or a socket to send its master to), and a
+    console socket a terminal (it would get nothing: runc refuses it too)."""
+    if process.get("terminal") and console is None:
+        raise Error("process.terminal is set: give a console (-t or --console-socket)")
+    if console not in (None, "self") and not process.get("terminal"):
+        raise Error("--console-socket: process.terminal is not set (the socket is to get a "
+                    "terminal's master)")
 
 
 def _init_died(cgroup, linux):
