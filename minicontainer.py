@@ -6088,7 +6088,8 @@ def _prepare_process(process, sync, devnull):
         raise Error("the container has no /proc: the runtime needs /proc/self/fd (mount proc "
                     "at /proc)")
     env = process.setdefault("env", [])  # this child's own copy of the process
-    if not any(e.startswith("HOME=") for e in env):
+    if not any(e.startswith("HOME=") and e != "HOME=" for e in env):  # empty is unset: runc
+        env[:] = [e for e in env if e != "HOME="]
         env.append("HOME=" + home_directory(process.get("user", {}).get("uid", 0)))
     path = find_executable(process["args"], env)
     apply_rlimits(process.get("rlimits", []))

@@ -634,6 +634,17 @@ def test_scheduler_io_priority_and_home(state_root, bundle, scheduler, io, user,
         ok(mc("delete", "-f", cid, state_root=state_root))
 
 
+@pytest.mark.parametrize("home, expected", [("HOME=", "/home/user"),
+                                            ("HOME=/custom", "/custom")])
+def test_an_empty_home_is_unset(state_root, bundle, home, expected):
+    """HOME= (empty) is taken as unset, as runc takes it: the user's home from the
+    container's /etc/passwd; one that says something stays."""
+    b = bundle(["sh", "-c", "echo $HOME; env | grep -c ^HOME="], edit=lambda c: c[
+        "process"].update(user={"uid": 1000, "gid": 1000}, env=["PATH=/bin:/usr/bin", home]))
+    assert ok(mc("run", "--bundle", b, new_id(), state_root=state_root)).split() == \
+        [expected, "1"]
+
+
 def test_realtime_policy_without_realtime_time_fails_create(state_root, bundle):
     if not os.path.exists("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"):
         pytest.skip("no RT group scheduling on this host")
