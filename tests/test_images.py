@@ -177,3 +177,18 @@ def test_progress_output(registry, store):
     # -q: the reference only, as docker
     r = run_pull("-q", ref, store=store + "-q")
     assert (r.returncode, r.stdout, r.stderr) == (0, ref + "\n", "")
+
+
+def test_the_stores_layers_are_its_owners_alone(tmp_path):
+    """layers/ (and tmp/) are 0700: an image's layers may hold setuid-root programs and
+    device nodes of any numbers (a pulled image's, as it says), which no other user of the
+    host may reach (they were 0755). A store made before is mended when next written."""
+    from store_writer import StoreWriter
+    store = str(tmp_path / "store")
+    StoreWriter(store).ensure_layout()
+    for d in ("layers", "tmp"):
+        assert os.stat(os.path.join(store, d)).st_mode & 0o777 == 0o700
+        os.chmod(os.path.join(store, d), 0o755)
+    StoreWriter(store).ensure_layout()
+    assert [os.stat(os.path.join(store, d)).st_mode & 0o777 for d in ("layers", "tmp")] == \
+        [0o700, 0o700]

@@ -123,13 +123,15 @@ def test_userns_with_an_image(busybox_rootfs, walkable):
         assert mc("delete", cid, state_root=state_root).returncode == 0
     assert os.listdir(state_root) == [] and not mountpoints_under(str(walkable))
     # The id-mapped layer mounts are gone once the overlay is up: through a volume holding
-    # the store, the layers are the host root's files again, not the container root's.
+    # the store, the layers are the host root's again, in a directory only it may enter
+    # (layers/ is 0700: an image's setuid files and device nodes are no one else's).
     r = mc("run", "--rm", "--userns", "-v", "%s:/store" % store, "userns-test:1", "sh", "-c",
-           "for f in /store/layers/*/bin/busybox; do stat -c %u $f; "
+           "stat -c %u:%a /store/layers; for f in /store/layers/*/bin/busybox; do "
            "echo x >> $f && echo WROTE; done; grep -c ' /store/layers/' /proc/self/mountinfo",
            state_root=state_root, env=env)
-    assert "WROTE" not in r.stdout and r.stdout.split()[:1] == ["65534"], (r.stdout, r.stderr)
-    assert r.stdout.split()[-1] == "0", r.stdout
+    assert "WROTE" not in r.stdout and r.stdout.split()[:1] == ["65534:700"], \
+        (r.stdout, r.stderr)
+    assert "Permission denied" in r.stderr and r.stdout.split()[-1] == "0", r.stdout
     # Without overlayfs: a private copy, its owners mapped as the overlay would show them
     env["MINICONTAINER_NO_OVERLAY"] = "1"
     r = mc("run", "--rm", "--userns", "userns-test:1", "sh", "-c",

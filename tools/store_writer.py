@@ -44,6 +44,12 @@ class StoreWriter(mc.ImageStore):
     def ensure_layout(self):
         for d in ("blobs/sha256", "layers", "tmp"):
             os.makedirs(os.path.join(self.path, d), exist_ok=True)
+        # An image's layers hold what it says: setuid-root programs, device nodes (mknod
+        # takes any numbers). Only the store's owner may walk in, as /var/lib/docker's; the
+        # containers reach them through their mounts, which root makes.
+        for d in ("layers", "tmp"):
+            if os.stat(os.path.join(self.path, d)).st_mode & 0o077:
+                os.chmod(os.path.join(self.path, d), 0o700)
         layout, index = os.path.join(self.path, "oci-layout"), os.path.join(self.path, "index.json")
         if not os.path.exists(layout):
             mc.write_atomic(layout, b'{"imageLayoutVersion": "1.0.0"}\n', durable=True)
