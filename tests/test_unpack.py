@@ -350,6 +350,29 @@ def test_damaged_tar_is_an_error_not_an_early_end(rootfs):
         store_writer.unpack_layer(io.BytesIO(bytes(data[:800])), rootfs)
 
 
+@pytest.mark.parametrize("pax, words", [
+    ({"mtime": "1e400"}, "cannot convert float infinity"), ({"mtime": "1e20"}, "out of range"),
+    ({"uid": "-5"}, ""), ({"uid": "99999999999999"}, "")])
+def test_pax_values_no_system_call_takes_are_the_layers_fault(rootfs, pax, words):
+    """A pax mtime or uid out of every range: the layer's error (UnpackError, one line),
+    not an OverflowError (a traceback, 42 lines through an unpacking process)."""
+    info, data = entry("f", data=b"x")
+    info.pax_headers = pax
+    with pytest.raises(store_writer.UnpackError, match="layer: .*" + words):
+        store_writer.unpack_layer(io.BytesIO(tar_bytes([(info, data)])), rootfs,
+                                  layer_name="layer")
+
+
+def test_a_huge_pax_header_is_refused_unread(rootfs):
+    """A pax header is read whole: one of 1 GiB of zeros is 1 MiB of gzip, and took 1 GiB of
+    memory. More than 1 MiB of it is the layer's error."""
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type, header.size = tarfile.XHDTYPE, 64 << 20
+    raw = header.tobuf(format=tarfile.USTAR_FORMAT) + bytes(512)  # its data cut short
+    with pytest.raises(store_writer.UnpackError, match="a pax header of 67108864 bytes"):
+        store_writer.unpack_layer(io.BytesIO(raw), rootfs)
+
+
 def test_stop_ends_an_unpack_before_its_next_entry(rootfs, monkeypatch):
     """Pull's Ctrl-C: what is decompressed already (here the whole layer) is not unpacked
     once stop is set; it is set after the third entry is written."""

@@ -164,6 +164,9 @@ class UnpackError(mc.Error):
     pass
 
 
+_MAX_METADATA = 1 << 20  # the largest pax or GNU long-name header read (a path is < 4 KiB)
+
+
 class _StreamError(UnpackError):
     """A fault of a layer's compressed stream, found where its name is not known: unpack_layer
     says whose."""
@@ -860,6 +863,10 @@ def _tar_members(reader, layer_name):
         size = number(header[124:136])
         if size < 0:
             raise bad("negative size")
+        if kind in (b"x", b"g", b"L", b"K") and size > _MAX_METADATA:
+            # read whole: a gigabyte of zeros compresses to megabytes (a memory bomb)
+            raise bad("a %s header of %d bytes (more than %d)" % (
+                "pax" if kind in (b"x", b"g") else "long name", size, _MAX_METADATA))
         if kind in (b"x", b"g"):
             records = pax(data(size))
             (global_pax if kind == b"g" else pax_next).update(records)
@@ -943,7 +950,8 @@ def unpack_layer(src, dest, layer_name="layer", same_owner=None, overlay=False, 
     except Exception as e:
         if type(e).__name__ == "ZstdError":
             raise UnpackError(f"{layer_name}: corrupt zstd data ({e})") from None
-        if isinstance(e, (OSError, ValueError, EOFError)):  # ENOSPC, a bad bzip2 stream, ...
+        if isinstance(e, (OSError, ValueError, EOFError, OverflowError)):
+            # ENOSPC, a bad bzip2 stream, a pax mtime or uid no system call takes...
             raise UnpackError(f"{layer_name}: {e}") from None
         raise
     finally:
