@@ -447,7 +447,8 @@ class FaultProxy:
     ("redirect", url) to answer a successful blob GET with a 307 there, or ("stall",
     nbytes) to send nbytes of the body and then hang until the proxy stops, or ("hold",
     nbytes) to send nbytes, set `holding` and read nothing more from the registry (which
-    is left blocked mid-answer) until `release` is set.  A registry that cannot be reached
+    is left blocked mid-answer) until `release` is set, or ("body", bytes, content type) to
+    answer that instead of the registry.  A registry that cannot be reached
     is answered 502, and a body that it cuts short is cut short, as a proxy would."""
 
     def __init__(self, upstream_host, bind="127.0.0.1"):
@@ -494,6 +495,13 @@ class FaultProxy:
         action = self.rule(req.command, req.path, req.headers)
         if action and action[0] == "status":
             self.answer(req, action[1], "injected failure")
+            return
+        if action and action[0] == "body":  # ("body", bytes, content type): a registry's
+            req.send_response(200)          # answer that no real one would push
+            req.send_header("Content-Type", action[2])
+            req.send_header("Content-Length", str(len(action[1])))
+            req.end_headers()
+            req.wfile.write(action[1] if req.command == "GET" else b"")
             return
         conn = http.client.HTTPConnection(self.upstream, timeout=30)
         headers = {k: v for k, v in req.headers.items() if k.lower() != "host"}

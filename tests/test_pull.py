@@ -236,6 +236,34 @@ def test_pull_with_sigchld_ignored(registry, store, layers):
     check_rootfs(merged_view(mc.find_image(ref, store)))
 
 
+@pytest.mark.parametrize("body, words", [
+    (b"[]", "manifest is not a manifest's or an index's JSON object"),
+    (b'{"mediaType": 5, "schemaVersion": 2}', "manifest is not a manifest's or an index's"),
+    (b'{"schemaVersion": 2, "mediaType": "%s", "manifests": {"a": 1}}' % mc.OCI_INDEX.encode(),
+     "index has no list of manifests"),
+    (b'{"schemaVersion": 2, "mediaType": "%s", "manifests": [5]}' % mc.OCI_INDEX.encode(),
+     "manifest has a malformed descriptor"),
+    # an entry naming a tag, not a digest: fetched by it, it would be checked against nothing
+    (b'{"schemaVersion": 2, "mediaType": "%s", "manifests": [{"mediaType": "%s", "digest": '
+     b'"other", "size": 1, "platform": {"os": "linux", "architecture": "amd64"}}]}'
+     % (mc.OCI_INDEX.encode(), mc.OCI_MANIFEST.encode()),
+     "unsupported or malformed digest 'other'"),
+    (b'{"schemaVersion": 2, "mediaType": "%s", "manifests": [{"mediaType": "%s", "digest": '
+     b'"sha256:%s", "size": 1, "platform": "linux/amd64"}]}'
+     % (mc.OCI_INDEX.encode(), mc.OCI_MANIFEST.encode(), b"0" * 64),
+     "manifest has a malformed descriptor"),
+])
+def test_malformed_registry_documents_are_one_line(proxy, store, body, words):
+    """What a registry (or what answers in its name) sends that is no manifest or index:
+    one line, nothing stored (they were AttributeError's and TypeError's tracebacks)."""
+    name = repo()
+    proxy.rule = lambda method, path, headers: ("body", body, mc.OCI_INDEX) \
+        if "/manifests/" in path else None
+    line = failed(run_pull(f"{proxy.host}/{name}:v", store=store), re.escape(words))
+    assert line.startswith("pull: ")
+    assert os.listdir(os.path.join(store, "tmp")) == []
+
+
 def test_second_pull_downloads_no_layer(proxy, registry, store, layers):
     name = repo()
     first = Image(layers["oci"], config=CONFIG)

@@ -102,6 +102,10 @@ def descriptor_platform(desc):
 
 def choose_manifest(index, want, name):
     """The index entry for platform want, or a PullError listing what there is."""
+    if not isinstance(index.get("manifests") or [], list):
+        raise PullError(f"{name}: index has no list of manifests")
+    for desc in index.get("manifests") or ():
+        check_descriptor(desc, name)
     candidates = [d for d in index.get("manifests") or ()
                   if d.get("mediaType", mc.OCI_MANIFEST) in (mc.OCI_MANIFEST, mc.DOCKER_MANIFEST)]
     matching = [d for d in candidates if platform_matches(descriptor_platform(d), want)]
@@ -522,8 +526,10 @@ class Registry:
             raise PullError(f"{what}: manifest digest mismatch (registry sent {digest})")
         try:
             doc = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise PullError(f"{what}: manifest is not JSON") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("mediaType") or "", str):
+            raise PullError(f"{what}: manifest is not a manifest's or an index's JSON object")
         media_type = doc.get("mediaType") or content_type.split(";")[0]
         if doc.get("schemaVersion") == 1 or "schema1" in media_type or "prettyjws" in media_type:
             raise PullError(f"{what}: schema 1 manifests are not supported")
@@ -760,18 +766,28 @@ def to_oci(manifest):
     return json.dumps(oci, indent=2).encode()
 
 
+def check_descriptor(desc, name):
+    """A manifest's or an index's descriptor: an object, its digest sha256's (what is
+    fetched by it is checked against it: a tag there would be fetched unchecked), its size
+    a count, its media type and platform what they should be."""
+    if not isinstance(desc, dict) or not isinstance(desc.get("digest"), str):
+        raise PullError(f"{name}: manifest has a malformed descriptor")
+    if not mc.ref_patterns()["sha256"].match(desc["digest"]):
+        raise PullError(f"{name}: unsupported or malformed digest {desc['digest'][:80]!r}")
+    if not isinstance(desc.get("size", 0), int) or desc.get("size", 0) < 0:
+        raise PullError(f"{name}: manifest has a malformed size")
+    if not isinstance(desc.get("mediaType", ""), str) or \
+            not isinstance(desc.get("platform") or {}, dict):
+        raise PullError(f"{name}: manifest has a malformed descriptor")
+
+
 def check_manifest(doc, name):
     config = doc.get("config")
     layers = doc.get("layers")
     if not isinstance(config, dict) or not isinstance(layers, list):
         raise PullError(f"{name}: manifest has no config or no layers")
     for desc in [config] + layers:
-        if not isinstance(desc, dict) or not isinstance(desc.get("digest"), str):
-            raise PullError(f"{name}: manifest has a malformed descriptor")
-        if not mc.ref_patterns()["sha256"].match(desc["digest"]):
-            raise PullError(f"{name}: unsupported or malformed digest {desc['digest']!r}")
-        if not isinstance(desc.get("size", 0), int) or desc.get("size", 0) < 0:
-            raise PullError(f"{name}: manifest has a malformed size")
+        check_descriptor(desc, name)
     for layer in layers:
         media_type = layer.get("mediaType", "")
         if "foreign" in media_type:
