@@ -525,6 +525,22 @@ def test_diff_id_mismatch(registry, store, layers):
     _pull_fails(f"{registry.host}/{name}:v", store, "layer 2 .*does not match the config's diff_id")
 
 
+@pytest.mark.parametrize("field, value", [("architecture", {"a": 1}), ("os", ["linux"]),
+                                          ("config", []), ("created", 5)])
+def test_a_config_the_runtime_cannot_read_is_not_stored(registry, store, layers, field,
+                                                        value):
+    """An image config whose fields are of the wrong type: refused before anything is
+    stored (it was stored, and every run of the image failed with a traceback)."""
+    name = repo()
+    cfg = json.loads(Image(layers["oci"][:1]).config)
+    cfg[field] = value
+    registry.client.push_image(name, "v", Image(layers["oci"][:1],
+                                                config_bytes=json.dumps(cfg).encode()))
+    _pull_fails(f"{registry.host}/{name}:v", store, "image config is malformed")
+    with pytest.raises(mc.Error):
+        mc.find_image(f"{registry.host}/{name}:v", store)
+
+
 def test_dropped_connection_is_resumed(proxy, store, pushed):
     name, image = pushed
     big = image.layers[0]

@@ -851,8 +851,17 @@ def _pull_into(store, registry, ref, want, platform, progress):
         try:
             config = json.loads(config_bytes)
             diff_ids = config["rootfs"]["diff_ids"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise PullError(f"{ref.name}: image config is malformed") from None
+        # what the runtime reads of it, checked before it is stored: a number for an
+        # architecture, a list for the config, stored, made the image one that every run
+        # failed on (a traceback)
+        if not isinstance(diff_ids, list) or not all(
+                isinstance(d, str) and mc.ref_patterns()["sha256"].match(d) for d in diff_ids) \
+                or not all(isinstance(config.get(k, ""), (str, type(None)))
+                           for k in ("os", "architecture", "variant", "created")) \
+                or not isinstance(config.get("config", {}), (dict, type(None))):
+            raise PullError(f"{ref.name}: image config is malformed")
         layers = manifest["layers"]
         if len(diff_ids) != len(layers):
             raise PullError(f"{ref.name}: config lists {len(diff_ids)} diff_ids for "
