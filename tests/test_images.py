@@ -1,4 +1,5 @@
 """The store as the runtime sees it: find_image, `images`, `rmi`, locking, progress output."""
+import gzip
 import json
 import os
 import subprocess
@@ -192,3 +193,16 @@ def test_the_stores_layers_are_its_owners_alone(tmp_path):
     StoreWriter(store).ensure_layout()
     assert [os.stat(os.path.join(store, d)).st_mode & 0o777 for d in ("layers", "tmp")] == \
         [0o700, 0o700]
+
+
+def test_import_of_a_broken_gzip_is_one_line(tmp_path):
+    """A tarball that starts as gzip and is not one whole (cut short, or garbage after the
+    magic): one line and exit 1 (an EOFError's traceback before)."""
+    importer = os.path.join(os.path.dirname(PULL), "import_image.py")
+    for name, data in (("garbage.tgz", b"\x1f\x8bgarbage"),
+                       ("cut.tgz", gzip.compress(b"x" * 100000)[:100])):
+        (tmp_path / name).write_bytes(data)
+        r = subprocess.run([sys.executable, importer, "--store", str(tmp_path / "store"),
+                            str(tmp_path / name), "broken:1"], capture_output=True, text=True)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith("import_image: %s: not a whole gzip file" % (tmp_path / name))

@@ -17,6 +17,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import minicontainer as mc  # noqa: E402
@@ -37,7 +38,10 @@ def layer_from(source):
         with open(source, "rb") as f:
             data = f.read()
     if data[:2] == b"\x1f\x8b":
-        return data, gzip.decompress(data)
+        try:
+            return data, gzip.decompress(data)
+        except (EOFError, OSError, zlib.error) as e:  # cut short, or no gzip after all
+            raise mc.Error("%s: not a whole gzip file (%s)" % (source, e)) from None
     return gzip.compress(data, 6, mtime=0), data
 
 
@@ -98,6 +102,10 @@ def main(argv=None):
         image = import_image(a.source, a.name, a.store, a.cmd.split())
     except mc.Error as e:
         print("import_image: %s" % e, file=sys.stderr)
+        return 1
+    except OSError as e:  # an unreadable source, a store it may not write...
+        print("import_image: %s%s" % (e.strerror or e, ": " + e.filename if e.filename
+                                      else ""), file=sys.stderr)
         return 1
     print("%s %s" % (image.name, image.digest))
     return 0
