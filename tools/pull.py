@@ -1073,8 +1073,21 @@ def main(argv=None):
     return run(parser().parse_args(argv))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (timeout's, systemd's, an engine's stop): taken as Ctrl-C is, so that the pull
+    undoes what it began (its default action ended it where it stood, a partial blob left
+    in the store's tmp/)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def run(args):
     """Pull as the command line asked (args from parser()); the exit status."""
+    import signal
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # (not one our caller ignores)
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         image = pull(args.reference, args.platform, args.store, args.registry, args.insecure,
                      Progress("quiet" if args.quiet else None))
@@ -1085,6 +1098,9 @@ def run(args):
         where = f": {e.filename}" if e.filename else ""
         print(f"pull: {e.strerror or e}{where}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("pull: terminated", file=sys.stderr)
+        return 128 + 15
     except KeyboardInterrupt:
         print("pull: interrupted", file=sys.stderr)
         return 130

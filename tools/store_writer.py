@@ -1141,6 +1141,7 @@ def _serve_unpacks(parent, mask, job_r, reply_w):
     process group: the pull takes it and kills us, we ignore it (it was blocked since the
     fork, and may be pending).  We die with the pull."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the pull's handler: end, as it does
     mc.prctl(mc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the line above
         return
