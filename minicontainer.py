@@ -10771,20 +10771,21 @@ def main(argv=None):
         del WARNINGS[:], NOTICES[:]
 
 
-class _Signalled(BaseException):
-    """SIGTERM or SIGHUP while run, create or exec sets a container up: unwound as Ctrl-C's
-    KeyboardInterrupt is, so that what was made is undone (the default action would end the
-    runtime where it stands, its container half made). Once the container's process runs,
-    `run` and `exec` forward them to it instead (_forward_signals)."""
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while run, create or exec sets a container up (or a pull runs):
+    unwound as Ctrl-C is, a KeyboardInterrupt, so that what was made is undone (the default
+    action would end the process where it stands, its container half made, a partial blob
+    in the store's tmp/). Once the container's process runs, `run` and `exec` forward them
+    to it instead (_forward_signals)."""
 
     def __init__(self, signum):
         super().__init__(signum)
         self.signum = signum
 
 
-def _unwind_on_signals():
+def unwind_on_signals():
     def unwind(signum, frame):
-        raise _Signalled(signum)
+        raise Signalled(signum)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) == signal.SIG_DFL:  # (not one our caller ignores: nohup)
             signal.signal(sig, unwind)
@@ -10795,7 +10796,7 @@ def _main(argv, at, log, debug):
     try:
         command = argv[at] if at < len(argv) else None
         if command in ("run", "create", "exec"):
-            _unwind_on_signals()
+            unwind_on_signals()
         after = None
         g = _quick_args(argv, at)
         if g is None:
@@ -10843,10 +10844,10 @@ def _main(argv, at, log, debug):
         if debug:
             raise
         return e.code
+    except Signalled as e:  # (a KeyboardInterrupt too)
+        return 128 + e.signum
     except KeyboardInterrupt:
         return 130
-    except _Signalled as e:
-        return 128 + e.signum
     except BrokenPipeError:
         # Our reader left (`list | head -1`): stop quietly, as a program killed by SIGPIPE,
         # and let the final flush of stdout go nowhere.

@@ -1073,21 +1073,9 @@ def main(argv=None):
     return run(parser().parse_args(argv))
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (timeout's, systemd's, an engine's stop): taken as Ctrl-C is, so that the pull
-    undoes what it began (its default action ended it where it stood, a partial blob left
-    in the store's tmp/)."""
-
-
-def _terminate(signum, frame):
-    raise Terminated()
-
-
 def run(args):
     """Pull as the command line asked (args from parser()); the exit status."""
-    import signal
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # (not one our caller ignores)
-        signal.signal(signal.SIGTERM, _terminate)
+    mc.unwind_on_signals()  # SIGTERM (timeout's, systemd's) undoes what it began, as Ctrl-C
     try:
         image = pull(args.reference, args.platform, args.store, args.registry, args.insecure,
                      Progress("quiet" if args.quiet else None))
@@ -1098,9 +1086,9 @@ def run(args):
         where = f": {e.filename}" if e.filename else ""
         print(f"pull: {e.strerror or e}{where}", file=sys.stderr)
         return 1
-    except Terminated:
+    except mc.Signalled as e:
         print("pull: terminated", file=sys.stderr)
-        return 128 + 15
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("pull: interrupted", file=sys.stderr)
         return 130

@@ -1141,7 +1141,8 @@ def _serve_unpacks(parent, mask, job_r, reply_w):
     process group: the pull takes it and kills us, we ignore it (it was blocked since the
     fork, and may be pending).  We die with the pull."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the pull's handler: end, as it does
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # not the pull's handler: end, as it does
+        signal.signal(sig, signal.SIG_DFL)
     mc.prctl(mc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the line above
         return
