@@ -5896,11 +5896,18 @@ def _init_steps(ctx, sync):
     # namespace, rooted where we are; hooks), until the runtime has moved us there.
     _run_steps(ctx, sync, "init")
     debug_step("process")
-    sync.wait_cgroup()  # before the scheduler: an RT task cannot move to a cgroup without RT
+    # The runtime's move of us into the cgroup waits for an RCU grace period (up to 13 ms
+    # here on cgroup v1): the process's setup is done meanwhile, where nothing in it needs
+    # the cgroup. A scheduler does (an RT task cannot move to a cgroup without RT runtime),
+    # and a terminal's pty is opened under the container's devices cgroup, as runc's is.
+    inside_first = bool(process.get("scheduler") or process.get("terminal"))
+    if inside_first:
+        sync.wait_cgroup()
     path, cwd_later = _prepare_process(process, sync, devnull)
     # All that may fail is done before "ready", so that create reports it; what is left
     # for start is the wait, the startContainer hooks and execve (as runc leaves them).
     _drop_privileges(process, ctx.seccomp, sync, cwd_later)
+    sync.wait_cgroup()  # (under the seccomp filter, as the waits below are)
     debug_step("privileges")
     # Cleared before READY: the runtime may exit as soon as it has recorded us.
     prctl(PR_SET_PDEATHSIG, 0)
