@@ -6439,12 +6439,18 @@ class Container:
             into_cgroup = cgroup is not None and cgroup.unified and (
                 plan.first_child or not _mounts_cgroupfs_in_host_cgroupns(config))
             if cgroup is not None:
-                c._make_cgroup(cgroup, linux)
+                c._make_cgroup(cgroup)
                 # for the init's join, after the fork; but its thread would keep us from
                 # going back to our own time namespace after forking the init in a new one
                 # (EUSERS). Not rootless: untried there, and a delegated cgroup is rare.
-                if not into_cgroup and not unprivileged() and not any(
-                        step.op == "time" for step in plan.steps("runtime")):
+                warm = not into_cgroup and not unprivileged() and not any(
+                    step.op == "time" for step in plan.steps("runtime"))
+                # v1's limits are written without the lock that the warming move holds
+                # (cgroup_mutex) and so are written meanwhile; v2's device filter is not.
+                if warm and not cgroup.unified:
+                    cgroup.warm()
+                cgroup.apply(linux.get("resources"))
+                if warm and cgroup.unified:
                     cgroup.warm()
             debug_step("cgroup")
             os.mkfifo(c.fifo, 0o600)
@@ -6567,7 +6573,7 @@ class Container:
             lock.close()
         return c
 
-    def _make_cgroup(self, cgroup, linux):
+    def _make_cgroup(self, cgroup):
         # Said before it is made, so that gc removes what a crash left; not before it
         # could be another container's, which create() finds out.
         self.state["cgroup"] = cgroup.to_json()
@@ -6585,7 +6591,6 @@ class Container:
             raise
         self.state["cgroup"] = cgroup.to_json()
         self.save()
-        cgroup.apply(linux.get("resources"))
 
     # -- the root filesystem of an image
     def _prepare_layers(self, layers, carry=None):
