@@ -3816,13 +3816,41 @@ def _create_device(rootfs, dev, kind, userns):
     os.chown(path, dev.get("uid", 0), dev.get("gid", 0))
 
 
-def cut_from_host(linux):
-    """Cut every mount of our mount namespace off from the host's peer groups (a slave
-    still hears the host, if asked: slave or shared), so that nothing mounted from here on
-    reaches the host."""
-    propagation = linux.get("rootfsPropagation") or "rprivate"
-    hears_host = "slave" in propagation or "shared" in propagation
-    mount(None, "/", None, MS_REC | (MS_SLAVE if hears_host else MS_PRIVATE))
+def cut_from_host(linux, under):
+    """Make our mount namespace's mounts such that nothing mounted from here on under the
+    paths `under` (the rootfs, an overlay's layers) reaches the host.
+
+    Unset, linux.rootfsPropagation is rslave, as runc's: every mount a slave of the host's
+    (it hears the host's mounts, and says nothing back); private cuts them off. With shared,
+    the mounts stay the host's peers, so that a bind of a host directory is one too (CRI's
+    Bidirectional: what the container mounts in it reaches the host); then only the mounts
+    that hold `under` are made slaves, as runc makes the rootfs's private (and pivot_root
+    refuses a new root whose parent is shared)."""
+    propagation = linux.get("rootfsPropagation") or "rslave"
+    if "shared" not in propagation:
+        mount(None, "/", None, MS_REC | (MS_SLAVE if "slave" in propagation else MS_PRIVATE))
+        return
+    points = _mount_points()
+    for path in under:
+        path = os.path.realpath(path)
+        holder = max((i for i, (point, _) in enumerate(points)
+                      if path == point or path.startswith(point.rstrip("/") + "/")),
+                     key=lambda i: (len(points[i][0]), i))  # the last of a stacked point
+        if points[holder][1]:
+            mount(None, points[holder][0], None, MS_SLAVE)
+            points[holder] = (points[holder][0], False)
+
+
+def _mount_points():
+    """[(mount point, whether shared)] of our mount namespace, in mount order."""
+    out = []
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f.read().splitlines():
+            fields = line.split()
+            optional = fields[6:fields.index(b"-")]
+            out.append((_unescape_octal(fields[4]),
+                        any(tag.startswith(b"shared:") for tag in optional)))
+    return out
 
 
 def enter_rootfs(rootfs):
@@ -5825,7 +5853,8 @@ def _overlay_steps(ctx, sync, idmapped):
     Where the kernel refuses it, the runtime makes a private copy in its place instead.
     idmapped: the host's root mounts it for a user namespace (id-mapped layers)."""
     ov = ctx.overlay
-    cut_from_host(ctx.config.get("linux", {}))  # before anything is mounted
+    cut_from_host(ctx.config.get("linux", {}), [ov["target"]] + (  # before any mount
+        ov["lower"] if idmapped else []))
     what, mapped = "refused", []
     if unprivileged():
         what = "refused in a user namespace (kernel 5.11+ allows it)"
@@ -6050,7 +6079,8 @@ _STEP_OPS = {
     "unshare": _step_unshare,
     "overlay": _overlay_steps,
     "mount points": lambda ctx, sync, mounts: make_mount_points(mounts, ctx.config, ctx.rootfs),
-    "cut from host": lambda ctx, sync: cut_from_host(ctx.config.get("linux", {})),
+    "cut from host": lambda ctx, sync: cut_from_host(ctx.config.get("linux", {}),
+                                                     [ctx.rootfs]),
     "userns": _step_userns,
     "become root": _step_become_root,
     "slirp4netns": _step_slirp4netns,
@@ -7959,19 +7989,35 @@ def _flag_tmpfs(run, specs):
 
 def _flag_mount(run, specs):
     run.config["mounts"] += [_mount_option(spec) for spec in specs]
+    _shared_binds_share_the_root(run)
 
 
 def _flag_volume(run, volumes):
     for vol in volumes:
         parts = vol.split(":")
+        # (z and Z relabel for SELinux, which is not used here: ignored, as docker does
+        # where SELinux is off)
+        opts = parts[2].split(",") if len(parts) == 3 else []
         if len(parts) not in (2, 3) or not parts[0].startswith("/") or \
-                not parts[1].startswith("/") or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-            raise Error("-v %s: use HOST:CONTAINER[:ro] with absolute paths" % vol)
+                not parts[1].startswith("/") or \
+                any(o not in ("ro", "rw", "z", "Z") and o not in PROPAGATION for o in opts):
+            raise Error("-v %s: use HOST:CONTAINER[:OPTIONS] with absolute paths, OPTIONS "
+                        "ro or rw and a propagation (rprivate, rslave, rshared...)" % vol)
         if not os.path.exists(parts[0]):
             raise Error("-v %s: %s does not exist" % (vol, parts[0]))
+        propagation = [o for o in opts if o in PROPAGATION][-1:] or ["rprivate"]
         run.config["mounts"].append({"destination": parts[1], "type": "bind",
-                                     "source": parts[0],
-                                     "options": ["rbind", parts[2] if len(parts) == 3 else "rw"]})
+                                     "source": parts[0], "options": [
+                                         "rbind", "ro" if "ro" in opts else "rw"] + propagation})
+    _shared_binds_share_the_root(run)
+
+
+def _shared_binds_share_the_root(run):
+    """A bind that is to be shared with the host needs a shared root (see cut_from_host),
+    which docker then asks for, as it does."""
+    if any(m.get("type") == "bind" and {"shared", "rshared"} & set(m.get("options", []))
+           for m in run.config["mounts"]):
+        run.linux["rootfsPropagation"] = "rshared"
 
 
 def _flag_read_only(run, _):
@@ -8358,7 +8404,7 @@ def _mount_option(spec):
                 raise Error("--mount %s: bind source %s does not exist (add bind-create-src "
                             "to make it)" % (spec, source))
             os.makedirs(source, 0o755)
-        options = ["rbind", "ro" if readonly else "rw"] + ([propagation] if propagation else [])
+        options = ["rbind", "ro" if readonly else "rw", propagation or "rprivate"]  # docker's
         m = {"destination": target, "type": "bind", "source": source, "options": options}
     elif kind == "tmpfs":
         options = ["nosuid", "nodev", "noexec"] + (["ro"] if readonly else [])
@@ -10371,7 +10417,7 @@ RUN_FLAGS = [
     (("--mount",), dict(action="append", default=[],
                         metavar="type=bind|tmpfs,target=CTR[,source=HOST][,readonly]"),
      _flag_mount),
-    (("-v", "--volume"), dict(action="append", default=[], metavar="HOST:CTR[:ro]"),
+    (("-v", "--volume"), dict(action="append", default=[], metavar="HOST:CTR[:ro|rw,PROPAGATION]"),
      _flag_volume),
     (("--read-only",), dict(action="store_true"), _flag_read_only),  # after the mounts
     (("--cap-drop",), dict(action="append", default=[]),

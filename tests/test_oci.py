@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from conftest import (RUNTIME, SESSION, mc, mc_argv, mc_bg, mc_create, new_id, no_state, ok,
-                      one_line_error, state, status, wait_for, wait_status)
+from conftest import (RUNTIME, SESSION, mc, mc_argv, mc_bg, mc_create, mountpoints_under,
+                      new_id, no_state, ok, one_line_error, state, status, wait_for,
+                      wait_status)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -655,6 +656,7 @@ def test_realtime_policy_without_realtime_time_fails_create(state_root, bundle):
 
 
 @pytest.mark.parametrize("propagation, root_flag, hears_host", [
+    (None, "master:", True),  # unset: rslave, as runc
     ("rprivate", None, False), ("private", None, False), ("rslave", "master:", True),
     ("slave", "master:", True), ("rshared", "shared:", True), ("shared", "shared:", True),
     ("runbindable", "unbindable", False), ("unbindable", "unbindable", False)])
@@ -673,7 +675,8 @@ def test_rootfs_propagation(state_root, bundle, tmp_path, busybox_rootfs, propag
             (rootfs / d).mkdir(exist_ok=True)
 
         def edit(c):
-            c["linux"]["rootfsPropagation"] = propagation
+            if propagation:
+                c["linux"]["rootfsPropagation"] = propagation
             for kind in c["process"]["capabilities"].values():
                 kind.append("CAP_SYS_ADMIN")
             c["linux"].pop("seccomp", None)
@@ -697,6 +700,45 @@ def test_rootfs_propagation(state_root, bundle, tmp_path, busybox_rootfs, propag
                 assert str(rootfs / "mnt") not in f.read()
         finally:
             ok(mc("delete", "-f", cid, state_root=state_root))
+    finally:
+        subprocess.run(["umount", "-R", "-l", top], check=True)
+
+
+@pytest.mark.parametrize("propagation, reaches_host", [
+    ("rshared", True), (None, False), ("rslave", False), ("rprivate", False)])
+def test_a_shared_bind_with_a_shared_root_is_bidirectional(state_root, bundle, tmp_path,
+                                                          busybox_rootfs, propagation,
+                                                          reaches_host):
+    """CRI's Bidirectional: a bind "rshared" with rootfsPropagation rshared is a peer of the
+    host's mount, so what the container mounts in it reaches the host (runc's); with another
+    root it is a peer group of its own. Nothing else the container (or its setup) mounts
+    reaches the host: the rootfs is a mount of its own here, as an engine's overlay is."""
+    top = tmp_path / "top"
+    top.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", top], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", top], check=True)
+        rootfs, vol = top / "rootfs", top / "vol"
+        rootfs.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "rootfs", rootfs], check=True)
+        shutil.copytree(busybox_rootfs, rootfs, symlinks=True, dirs_exist_ok=True)
+        for d in ("vol/sub", "mnt"):
+            (rootfs / d).mkdir(parents=True, exist_ok=True)
+        (vol / "sub").mkdir(parents=True)
+
+        def edit(c):
+            if propagation:
+                c["linux"]["rootfsPropagation"] = propagation
+            c["mounts"].append({"destination": "/vol", "type": "bind", "source": str(vol),
+                                "options": ["rbind", "rshared"]})
+            for kind in c["process"]["capabilities"].values():
+                kind.append("CAP_SYS_ADMIN")
+            c["linux"].pop("seccomp", None)
+        b = bundle(["sh", "-c", "mount -t tmpfs inner /vol/sub && mount -t tmpfs inner /mnt"],
+                   rootfs=str(rootfs), edit=edit)
+        ok(mc("run", "--bundle", b, new_id(), state_root=state_root))
+        assert mountpoints_under(str(top)) == [str(top), str(rootfs)] + (
+            [str(vol / "sub")] if reaches_host else [])
     finally:
         subprocess.run(["umount", "-R", "-l", top], check=True)
 

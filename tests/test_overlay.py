@@ -387,7 +387,35 @@ def test_volumes_and_bind_mounts(image, state_root, tmp_path):
     assert ok(r, quiet=True) == "w\n"
 
 
+@pytest.mark.parametrize("volume", ["-v", "--mount"])
+def test_a_shared_volume_is_shared_with_the_host(image, tmp_path, volume):
+    """-v HOST:CTR:rshared (or bind-propagation=rshared) asks for a shared root, as docker
+    does: what the container mounts in the volume reaches the host; nothing else does, the
+    image's overlay included, though the state root is on a shared mount of the host (one
+    of its own: a volume on it would not be a peer, see cut_from_host)."""
+    top, states = tmp_path / "top", tmp_path / "states"
+    try:
+        for d in (top, states):
+            d.mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", d], check=True)
+            subprocess.run(["mount", "--make-shared", d], check=True)
+        vol = top / "vol"
+        (vol / "sub").mkdir(parents=True)
+        flag = "%s:/vol:rw,rshared" % vol if volume == "-v" else \
+            "type=bind,source=%s,target=/vol,bind-propagation=rshared" % vol
+        ok(run_mc("run", "--rm", "--privileged", volume, flag, image.name, "sh", "-c",
+                  "mount -t tmpfs inner /vol/sub && mkdir /m && mount -t tmpfs inner /m",
+                  state_root=str(states / "state")), quiet=True)
+        assert mountpoints_under(str(top), str(states)) == [str(top), str(states),
+                                                            str(vol / "sub")]
+    finally:
+        for d in (top, states):
+            if os.path.ismount(d):
+                subprocess.run(["umount", "-R", "-l", d], check=True)
+
+
 @pytest.mark.parametrize("flag, message", [
+    (["-v", "/tmp:/x:rw,bogus"], "OPTIONS ro or rw and a propagation"),
     (["-v", "/nonexistent-mc/x:/x"], "does not exist"),
     (["--mount", "type=bind,source=/nonexistent-mc/x,target=/x"], "does not exist"),
     (["--mount", "type=volume,target=/x"], "not supported"),
