@@ -5390,9 +5390,10 @@ class _Sync:
     """One end of the setup socket (Msg): the runtime's, or the init's. An ERROR from the
     other side comes out of recv() as the Error it was on that side, one line."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, program=None):
         self.sock = sock
         self.in_cgroup = False
+        self.program = program  # the runtime's: process.args[0], for the helper's errno
 
     @staticmethod
     def socketpair():
@@ -5435,6 +5436,10 @@ class _Sync:
             # read IN_CGROUP): the kernel says so once, before what the peer sent last,
             # which is still queued for us (its error).
             msg, fds = self._recv_fds()
+        if len(msg) == 4 and msg[:1] != b"{":  # the exec helper's errno: its execve failed
+            err = struct.unpack("<i", msg)[0]
+            return {"t": Msg.ERROR, "msg": 'exec "%s": %s' % (self.program, os.strerror(err)),
+                    "code": 127 if err == errno.ENOENT else 126}, fds
         return (json.loads(msg) if msg else None), fds
 
     def recv(self):
@@ -5933,6 +5938,7 @@ def _init_steps(ctx, sync):
     if inside_first:
         sync.wait_cgroup()
     path, cwd_later = _prepare_process(process, sync, devnull)
+    helper = exec_helper(ctx.sync.fileno())  # (before a seccomp filter may forbid it)
     # All that may fail is done before "ready", so that create reports it; what is left
     # for start is the wait, the startContainer hooks and execve (as runc leaves them).
     _drop_privileges(process, ctx.seccomp, sync, cwd_later)
@@ -5964,7 +5970,7 @@ def _init_steps(ctx, sync):
     if hooks.get("startContainer"):
         run_hooks(hooks["startContainer"], dict(ctx.hook_state, status="created",
                                                 pid=os.getpid()), "startContainer")
-    _exec(process, path, ctx.preserve_fds, ctx.sync)
+    _exec(process, path, ctx.preserve_fds, ctx.sync, helper)
 
 
 def _exec_steps(ctx, sync):
@@ -5976,8 +5982,9 @@ def _exec_steps(ctx, sync):
     os.setsid()
     process = ctx.process
     path, cwd_later = _prepare_process(process, sync, devnull)
+    helper = exec_helper(ctx.sync.fileno())
     _drop_privileges(process, ctx.seccomp, sync, cwd_later)
-    _exec(process, path, ctx.preserve_fds, ctx.sync)
+    _exec(process, path, ctx.preserve_fds, ctx.sync, helper)
 
 
 def _run_steps(ctx, sync, who):
@@ -6168,8 +6175,66 @@ def _load_seccomp(seccomp, sync):
         os.close(listener)
 
 
-def _exec(process, path, preserve_fds, sync_sock):
-    """The last step of every container process, init or exec'd: execve."""
+# The program is started by a second execve, from a tiny static program in a sealed memfd,
+# not by this process's: until execve this process is the host's python, so a program
+# "/proc/self/exe" (or a script's "#!/proc/self/exe") would be the host's interpreter,
+# running in the container, which could keep an fd of it and open it for writing once
+# nothing runs it (runc's CVE-2019-5736; runc and crun execve from a sealed copy of
+# themselves, which here would be a 6 MB copy and a second interpreter start). The helper's
+# /proc/self/exe is its memfd, which nobody can write. It marks the setup socket (FD)
+# close-on-exec, then execve(argv[0], argv + 1, envp); if either fails, it writes the errno
+# (4 bytes) to the socket and exits 127. Assembled from (x86_64; aarch64 the same with
+# svc #0 and fcntl 25, execve 221, write 64, exit_group 94):
+#     mov edi,FD; mov esi,2 (F_SETFD); mov edx,1 (FD_CLOEXEC); mov eax,72 (fcntl); syscall
+#     test eax,eax; jnz fail; mov rdi,[rsp+8]; lea rsi,[rsp+16]; mov rax,[rsp] (argc)
+#     lea rdx,[rsp+rax*8+16] (envp); mov eax,59 (execve); syscall
+#     fail: neg eax; push rax; mov edi,FD; mov rsi,rsp; mov edx,4; mov eax,1 (write)
+#     syscall; mov edi,127; mov eax,231 (exit_group); syscall
+# {fd} is the instruction word (aarch64) or operand (x86_64) that loads FD.
+_EXEC_HELPERS = {
+    "x86_64": (0x3E, lambda fd: fd,
+               "bf{fd}be02000000ba01000000b8480000000f0585c0751a488b7c2408488d742410488b04"
+               "24488d54c410b83b0000000f05f7d850bf{fd}4889e6ba04000000b8010000000f05bf7f00"
+               "0000b8e70000000f05"),
+    "aarch64": (0xB7, lambda fd: 0xD2800000 | fd << 5,  # movz x0, #FD
+                "{fd}410080d2220080d2280380d2010000d4e00000b5e00740f9e1430091e30340f9220c03"
+                "8ba81b80d2010000d4e003004be00f1ff8{fd}e1030091820080d2080880d2010000d4e00f"
+                "80d2c80b80d2010000d4"),
+}
+MFD_EXEC = 0x10  # (6.3+: where vm.memfd_noexec is set, a memfd runs only if made so)
+
+
+def exec_helper(report_fd):
+    """A sealed memfd of the helper (above) for this machine, its FD `report_fd`; None where
+    there is none: another architecture, or memfds that may not run (vm.memfd_noexec=2)."""
+    helper = _EXEC_HELPERS.get(os.uname().machine)
+    if helper is None or not 0 <= report_fd <= 0xFFFF:
+        return None
+    machine, load_fd, text = helper
+    code = bytes.fromhex(text.format(fd=struct.pack("<I", load_fd(report_fd)).hex()))
+    base, size = 0x400000, 64 + 56 + len(code)
+    elf = struct.pack("<4s5B7xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0,  # 64-bit LE
+                      2, machine, 1, base + 64 + 56, 64, 0, 0, 64, 56, 1, 0, 0, 0) + \
+        struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000) + code  # PT_LOAD r-x
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        try:
+            fd = os.memfd_create("minicontainer-exec", flags | MFD_EXEC)
+        except OSError as e:
+            if e.errno != errno.EINVAL:  # (EINVAL: before 6.3)
+                raise
+            fd = os.memfd_create("minicontainer-exec", flags)
+    except OSError:
+        return None
+    os.write(fd, elf)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK |
+                fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    return fd
+
+
+def _exec(process, path, preserve_fds, sync_sock, helper):
+    """The last step of every container process, init or exec'd: execve (through the
+    helper, an fd of exec_helper's, where there is one)."""
     # The sync socket is close-on-exec: its closing tells the runtime that execve worked.
     _close_fds(3 + preserve_fds, keep=[sync_sock.fileno()])
     env = process.get("env", [])
@@ -6181,8 +6246,12 @@ def _exec(process, path, preserve_fds, sync_sock):
                 signal.getsignal(sig) == signal.SIG_IGN:
             signal.signal(sig, signal.SIG_DFL)
     debug_step("execve")
+    env = dict(e.split("=", 1) for e in env if "=" in e)
     try:
-        os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
+        if helper is None:
+            os.execve(path, process["args"], env)
+        os.set_inheritable(sync_sock.fileno(), True)  # until the helper's execve
+        os.execve("/proc/self/fd/%d" % helper, [path] + process["args"], env)
     except OSError as e:
         raise Error('exec "%s": %s' % (process["args"][0], e.strerror),
                     127 if e.errno == errno.ENOENT else 126) from None
@@ -6513,7 +6582,7 @@ class Container:
             debug_step("fork")
             c.state["pid"] = None
             c._pidfd = pidfd_open(child)
-            c.sync = _Sync(ours)
+            c.sync = _Sync(ours, process["args"][0])
             c.console_master = None
             if not plan.first_child:  # else it moved itself ("join cgroup")
                 # The first move into a cgroup waits for an RCU grace period (~10 ms): done
@@ -6828,7 +6897,7 @@ class Container:
         theirs.close()
         for fd in nsfds.values():
             os.close(fd)
-        sync = _Sync(ours)
+        sync = _Sync(ours, process["args"][0])
         pid, self.console_master = None, None
 
         def forked(msg, fds):

@@ -12,6 +12,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -293,6 +294,52 @@ true
 """
 
 
+ATTACK_EXE = """
+import posix
+fd = posix.open("/proc/self/exe", posix.O_PATH)  # the host's interpreter, if we are it
+posix.set_inheritable(fd, True)
+if posix.fork() == 0:  # once no process runs it (ETXTBSY), write it
+    posix.execv("/bin/sh", ["sh", "-c", "for i in $(seq 100); do (echo PWNED 1<>/proc/self/"
+                            "fd/%d) 2>/dev/null && exit; sleep 0.05; done" % fd])
+posix.execv("/bin/sleep", ["sleep", "1000"])
+"""
+
+
+def test_the_program_cannot_be_the_runtimes_interpreter(rootfs_copy, state_root, tmp_path,
+                                                        runtime_copy):
+    """runc's CVE-2019-5736 itself: the container's program is /proc/self/exe, which until
+    execve is the runtime's python; the rootfs has what the host's python needs to start
+    (its loader, libraries, encodings). Run so, it would keep an fd of the interpreter and
+    write it once `start` has returned. The program is started by the exec helper, whose
+    /proc/self/exe is a sealed memfd: the container's process never is the interpreter."""
+    prefix, hashes = runtime_copy
+    for lib in ["/lib64/ld-linux-x86-64.so.2"] + [
+            line.split(" => ")[1].split(" (")[0] for line in subprocess.run(
+                ["ldd", prefix[0]], capture_output=True, text=True).stdout.splitlines()
+            if " => /" in line]:
+        os.makedirs(rootfs_copy + os.path.dirname(lib), exist_ok=True)
+        shutil.copy(os.path.realpath(lib), rootfs_copy + lib)
+    lib = "/usr/lib/python%d.%d" % sys.version_info[:2]
+    shutil.copytree(os.path.join(lib, "encodings"), rootfs_copy + lib + "/encodings")
+    bundle = write_bundle(tmp_path / "bundle", ("/proc/self/exe", "-S", "-c", ATTACK_EXE),
+                          rootfs=rootfs_copy, edit=lambda c: c["process"].update(
+                              env=["PATH=/bin", "PYTHONHOME=/usr"]))
+    cid = new_id()
+    try:
+        with open(tmp_path / "create.out", "w") as out:  # (the init holds it: no pipe)
+            r = subprocess.run(prefix + ["--root", state_root, "create", "--bundle",
+                                         str(bundle), cid], stdout=out, stderr=out,
+                               stdin=subprocess.DEVNULL, timeout=30)
+        assert r.returncode == 0, (tmp_path / "create.out").read_text()
+        assert _rt(prefix, state_root, "start", cid).returncode == 0
+        time.sleep(2)
+        status = json.loads(_rt(prefix, state_root, "state", cid).stdout)["status"]
+    finally:
+        _rt(prefix, state_root, "delete", "-f", cid)
+    assert {p: _sha(p) for p in hashes} == hashes
+    assert status == "stopped"  # the helper's exit (127): it ran itself, not python
+
+
 def test_init_is_not_dumpable_while_it_is_the_runtime(busybox_rootfs, state_root, tmp_path,
                                                       runtime_copy):
     # Between create and start the container's pid 1 is the runtime's python, waiting in the
@@ -337,6 +384,8 @@ while [ ! -e /tmp/stop ] && [ "$(date +%s)" -lt "$end" ]; do
         case "$link" in
             *" -> /bin/busybox"|*"No such file"*|"") continue ;;
             *"ermission denied"*) echo "PROTECTED $p"; continue ;;
+            *"/memfd:minicontainer-exec"*)  # the exec helper: sealed, never written
+                (echo EVIL >> "$p/exe") 2>/dev/null && echo "WROTE $p"; continue ;;
         esac
         echo "SEEN $p $link"
         cat "$p/exe" > /dev/null 2>&1 && echo "READ $p"
