@@ -10,8 +10,8 @@ import pytest
 
 import minicontainer as mcmod
 
-from conftest import (RUNTIME, mc, mc_argv, mc_create, new_id, no_state, one_line_error, status,
-                      write_bundle)
+from conftest import (RUNTIME, mc, mc_argv, mc_create, new_id, no_state, ok, one_line_error,
+                      status, write_bundle)
 from conftest import set_field as _set
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
@@ -277,6 +277,30 @@ def test_bad_run_flags(busybox_rootfs, state_root, flags, command, words, code):
     r = mc("run", "--rm", "--name", new_id(), *flags, "--", *command, state_root=state_root)
     assert words in one_line_error(r), r.stderr
     assert r.returncode == code
+    assert no_state(state_root)
+
+
+@pytest.mark.parametrize("program, words, code", [
+    ("/hosttrue", 'exec "/hosttrue": No such file or directory', 127),  # no glibc loader
+    ("/garbage", 'exec "/garbage": Exec format error', 126)])
+def test_an_execve_that_fails_is_one_line(rootfs_copy, state_root, program, words, code):
+    """The program's own execve fails (its ELF interpreter is missing; no format the kernel
+    runs): the exec helper's errno, said as python's was, for run and for exec."""
+    shutil.copy("/bin/true", rootfs_copy + "/hosttrue")
+    with open(rootfs_copy + "/garbage", "wb") as f:
+        f.write(b"\x00" * 64)
+    os.chmod(rootfs_copy + "/garbage", 0o755)
+    r = mc("run", "--rm", "--name", new_id(), "--rootfs", rootfs_copy, "--", program,
+           state_root=state_root)
+    assert (one_line_error(r), r.returncode) == ("minicontainer: " + words, code)
+    cid = new_id()
+    ok(mc("run", "-d", "--name", cid, "--rootfs", rootfs_copy, "--", "sleep", "1000",
+          state_root=state_root))
+    try:
+        r = mc("exec", cid, program, state_root=state_root)
+        assert (one_line_error(r), r.returncode) == ("minicontainer: " + words, code)
+    finally:
+        ok(mc("rm", "-f", cid, state_root=state_root))
     assert no_state(state_root)
 
 
