@@ -3601,14 +3601,69 @@ def remove_as_container_root(path, linux):
 
 # ==== root filesystem: mounts, /dev, pivot_root, masked and read-only paths ====
 
-def _ensure_target(target, like_file):
-    """Create a mount point: a file for a file source, else a directory."""
-    if like_file:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if not os.path.lexists(target):
-            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
-    else:
-        os.makedirs(target, exist_ok=True)
+def make_in_root(root, path, like_file=False, links=0):
+    """Make `path` inside `root` if it is missing, as a mount point is made: its missing
+    directories, then an empty file (like_file) or a directory; a dangling symlink's target
+    instead, inside root. Each step is taken from an fd that open_in_root resolved, so that
+    no symlink swapped in by a racing process (another container on the same rootfs, a
+    volume's) sends it to the host's files, as a path resolved beforehand could."""
+    parent, name = _parent_in_root(root, path)
+    try:
+        if name is None:
+            return
+        try:
+            if like_file:
+                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
+                                 0o644, dir_fd=parent))
+            else:
+                os.mkdir(name, 0o755, dir_fd=parent)
+            return
+        except FileExistsError:
+            try:
+                target = os.readlink(name, dir_fd=parent)
+            except OSError:
+                return  # there, and no symlink
+    finally:
+        os.close(parent)
+    try:
+        os.close(open_in_root(root, path))
+    except FileNotFoundError:  # a dangling symlink: its target is made (as resolved inside)
+        if links >= 40:
+            raise Error("%s: too many levels of symbolic links" % path) from None
+        make_in_root(root, target if target.startswith("/") else os.path.join(
+            os.path.dirname(os.path.normpath("/" + path)), target), like_file, links + 1)
+
+
+def _parent_in_root(root, path, links=0):
+    """(an O_PATH fd of the directory of `path` inside root, its missing directories made,
+    a dangling symlink's target among them; the last name of path, or None for root
+    itself), each step through open_in_root."""
+    parts = [p for p in os.path.normpath("/" + path).split("/") if p]
+    fd = open_in_root(root, "/", os.O_PATH | os.O_DIRECTORY)
+    try:
+        for i, part in enumerate(parts[:-1]):
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                new = open_in_root(root, "/".join(parts[:i + 1]), os.O_PATH | os.O_DIRECTORY)
+            except FileNotFoundError:  # a dangling symlink: made where it points
+                target = os.readlink(part, dir_fd=fd)
+                rest = "/".join([target] + parts[i + 1:])
+                break
+            os.close(fd)
+            fd = new
+        else:
+            return fd, (parts[-1] if parts else None)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    if links >= 40:
+        raise Error("%s: too many levels of symbolic links" % path)
+    return _parent_in_root(root, rest if target.startswith("/") else "/".join(
+        parts[:i] + [rest]), links + 1)
 
 
 def _readonly_remount(target, rec=False):
@@ -3621,7 +3676,7 @@ def make_mount_points(mounts, config, rootfs):
     mounts: the plan's, (entry, host source of a bind or None)."""
     for m, source in mounts:
         like_file = bool(source) and os.path.exists(source) and not os.path.isdir(source)
-        _ensure_target(resolve_in_root(rootfs, m["destination"]), like_file)
+        make_in_root(rootfs, m["destination"], like_file)
     make_cwd(config, rootfs)
 
 
@@ -3634,12 +3689,11 @@ def make_cwd(config, rootfs):
                                                                   + "/")
            for m in config.get("mounts", []) if m["destination"] != "/"):
         return
-    path = resolve_in_root(rootfs, cwd)
-    if not os.path.isdir(path):
-        try:
-            os.makedirs(path, 0o755)
-        except (FileExistsError, NotADirectoryError):
-            raise Error("process.cwd %s: not a directory" % cwd) from None
+    try:
+        make_in_root(rootfs, cwd)
+        os.close(open_in_root(rootfs, cwd, os.O_PATH | os.O_DIRECTORY))
+    except (FileExistsError, NotADirectoryError):
+        raise Error("process.cwd %s: not a directory" % cwd) from None
 
 
 def _bind_remount(target, flags):
@@ -3661,13 +3715,21 @@ def mount_entry(m, rootfs, source, cgroup, userns=False, tree=None):
     dest = m["destination"]
     if source is not None and not os.path.exists(source):
         raise FileNotFoundError(errno.ENOENT, source)  # "mount SOURCE to DEST: ..." (Step)
-    where = resolve_in_root(rootfs, dest)
-    if kind == "tmpfs" and not any(o.startswith("mode=") for o in data.split(",")) and \
-            os.path.isdir(where) and not os.path.islink(where):
+    if kind == "tmpfs" and not any(o.startswith("mode=") for o in data.split(",")):
         # the mode of the directory it covers, as runc gives it (not tmpfs's own 1777: a
         # tmpfs on /root would be everyone's to write)
-        data = ",".join(filter(None, [data, "mode=%o" % stat.S_IMODE(os.stat(where).st_mode)]))
-    _ensure_target(where, source is not None and not os.path.isdir(source))
+        try:
+            fd = open_in_root(rootfs, dest)
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if stat.S_ISDIR(st.st_mode):
+                data = ",".join(filter(None, [data, "mode=%o" % stat.S_IMODE(st.st_mode)]))
+    make_in_root(rootfs, dest, source is not None and not os.path.isdir(source))
     remount = 0
     with _InRoot(rootfs, dest) as target:
         if tree is not None:
@@ -3795,25 +3857,38 @@ def create_devices(rootfs, devices, userns=False):
         for source, link in DEV_SYMLINKS:
             if link == "/dev/core" and not os.path.exists(source):
                 continue  # a kernel without /proc/kcore: no dangling link (runc does so)
-            path = resolve_in_root(rootfs, link)
-            if not os.path.lexists(path):
-                os.symlink(source, path)
+            parent, name = _parent_in_root(rootfs, link)
+            try:
+                os.symlink(source, name, dir_fd=parent)
+            except FileExistsError:
+                pass
+            finally:
+                os.close(parent)
     finally:
         os.umask(old)
 
 
 def _create_device(rootfs, dev, kind, userns):
-    path = resolve_in_root(rootfs, dev["path"])
-    os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)  # umask is 0 here
-    if os.path.lexists(path):
-        os.unlink(path)
+    parent, name = _parent_in_root(rootfs, dev["path"])  # (see make_in_root)
+    try:
+        try:
+            os.unlink(name, dir_fd=parent)
+        except FileNotFoundError:
+            pass
+        if userns:
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600,
+                             dir_fd=parent))
+        else:
+            mode = dev.get("fileMode", 0o666) & 0o7777
+            os.mknod(name, kind | mode, os.makedev(dev.get("major", 0), dev.get("minor", 0)),
+                     dir_fd=parent)
+            os.chown(name, dev.get("uid", 0), dev.get("gid", 0), dir_fd=parent,
+                     follow_symlinks=False)
+    finally:
+        os.close(parent)
     if userns:
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-        mount(dev["path"], path, None, MS_BIND)
-        return
-    mode = dev.get("fileMode", 0o666) & 0o7777
-    os.mknod(path, kind | mode, os.makedev(dev.get("major", 0), dev.get("minor", 0)))
-    os.chown(path, dev.get("uid", 0), dev.get("gid", 0))
+        with _InRoot(rootfs, dev["path"]) as target:
+            mount(dev["path"], target, None, MS_BIND)
 
 
 def cut_from_host(linux, under):

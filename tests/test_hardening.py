@@ -428,3 +428,36 @@ def test_exec_race_attacker_cannot_read_or_write_the_runtime(rootfs_copy, state_
     assert not [line for line in report.splitlines()
                 if line.startswith(("READ", "WROTE", "SEEN"))], report
     assert {p: _sha(p) for p in hashes} == hashes
+
+
+def test_mount_points_are_made_inside_the_root_while_a_racer_swaps_symlinks(tmp_path):
+    """A racing process (another container on the same rootfs) swaps a directory of the
+    rootfs with a symlink to a host directory while mount points are made through it: a
+    path resolved first and made after could create directories and files on the host
+    (a review found it); made step by step from fds the kernel resolved inside the root,
+    everything lands inside."""
+    import ctypes
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    for d in (root / "a", outside):
+        d.mkdir(parents=True)
+    os.symlink(str(outside), root / "a_link")
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid = os.fork()
+    if pid == 0:  # RENAME_EXCHANGE, over and over, until killed
+        try:
+            while True:
+                libc.renameat2(-100, bytes(root / "a"), -100, bytes(root / "a_link"), 2)
+        finally:
+            os._exit(0)
+    try:
+        for i in range(2000):
+            try:
+                mcmod.make_in_root(str(root), "/a/b%d/f" % i, like_file=True)
+            except (OSError, mcmod.Error):
+                pass
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert os.listdir(outside) == []
+    assert len(list(root.rglob("f"))) > 100  # made inside: in a, or where a_link points
+
