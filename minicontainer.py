@@ -4010,7 +4010,7 @@ def _opaque(path):
 def layers_lookup(layers, path):
     """The host path of `path` (no symlink followed) in the merged view of layers (bottom
     first): in the topmost layer that has it, or None if the merged view has no such file."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
+    parts = [p for p in os.path.normpath("/" + path).split("/") if p]  # no ".." out of it
     for layer in reversed(layers):
         hidden_below = False
         for i in range(len(parts)):
@@ -7848,11 +7848,33 @@ def signal_number(name):
     return sig if name.startswith("SIG") and isinstance(sig, int) else None
 
 
-def _etc_file(rootfs, name):
-    """/etc/NAME of a rootfs directory, or of an image's layers (a list, bottom first)."""
-    if isinstance(rootfs, list):
-        return layers_lookup(rootfs, "/etc/" + name) or "/nonexistent"
-    return os.path.join(rootfs, "etc", name)
+def _etc_lines(rootfs, name):
+    """The lines of /etc/NAME of a rootfs directory, or of an image's layers (a list, bottom
+    first), as the container would read it: a symlink is followed inside the root, never to
+    the host's files; only a regular file is read (a fifo would hang us). [] if none."""
+    path = "/etc/" + name
+    for _ in range(40):
+        if isinstance(rootfs, list):
+            found = layers_lookup(rootfs, path)
+            if found is None:
+                return []
+            try:
+                fd = os.open(found, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as e:
+                if e.errno != errno.ELOOP:
+                    return []
+                target = os.readlink(found)  # a symlink: looked up in the layers again
+                path = target if target.startswith("/") else os.path.join(
+                    os.path.dirname(path), target)
+                continue
+        else:
+            try:
+                fd = open_in_root(rootfs, path, os.O_RDONLY | os.O_NONBLOCK)
+            except (OSError, Error):
+                return []
+        with open(fd, errors="replace") as f:
+            return f.read(4 << 20).splitlines() if stat.S_ISREG(os.fstat(fd).st_mode) else []
+    return []
 
 
 def lookup_user(rootfs, spec):
@@ -7862,12 +7884,11 @@ def lookup_user(rootfs, spec):
 
     def lookup(filename, name, field):
         try:
-            with open(_etc_file(rootfs, filename)) as f:
-                for line in f:
-                    parts = line.rstrip("\n").split(":")
-                    if len(parts) > 3 and parts[0] == name:
-                        return int(parts[field]), parts
-        except (OSError, ValueError):
+            for line in _etc_lines(rootfs, filename):
+                parts = line.split(":")
+                if len(parts) > 3 and parts[0] == name:
+                    return int(parts[field]), parts
+        except ValueError:
             pass
         raise Error("unable to find %s %s in the container's /etc/%s"
                     % ("user" if filename == "passwd" else "group", name, filename))
@@ -7882,13 +7903,12 @@ def lookup_user(rootfs, spec):
     if gid is None:
         gid = 0
         try:
-            with open(_etc_file(rootfs, "passwd")) as f:
-                for line in f:
-                    parts = line.split(":")
-                    if len(parts) > 3 and parts[2] == str(uid):
-                        gid = int(parts[3])
-                        break
-        except (OSError, ValueError):
+            for line in _etc_lines(rootfs, "passwd"):
+                parts = line.split(":")
+                if len(parts) > 3 and parts[2] == str(uid):
+                    gid = int(parts[3])
+                    break
+        except ValueError:
             pass
     return {"uid": uid, "gid": gid}
 

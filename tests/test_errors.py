@@ -304,6 +304,28 @@ def test_an_execve_that_fails_is_one_line(rootfs_copy, state_root, program, word
     assert no_state(state_root)
 
 
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_user_is_looked_up_inside_the_root(rootfs_copy, state_root, tmp_path, kind):
+    """-u NAME reads the container's /etc/passwd as the container would: one that is a
+    symlink to a host file (absolute, or ../ up and out) is followed inside the root, not
+    to the host's file (whose entries it read); a fifo is not read (it hung the runtime).
+    Through an image's layers alike."""
+    host = tmp_path / "host-passwd"
+    host.write_text("evil:x:4242:4343::/:/bin/sh\n")
+    os.unlink(rootfs_copy + "/etc/passwd")
+    if kind == "fifo":
+        os.mkfifo(rootfs_copy + "/etc/passwd")
+    else:
+        os.symlink("../../../../../../../../../.." + str(host), rootfs_copy + "/etc/passwd")
+    r = mc("run", "--rm", "--name", new_id(), "-u", "evil", "--rootfs", rootfs_copy, "--",
+           "id", state_root=state_root, timeout=20)
+    assert one_line_error(r) == "minicontainer: --user: unable to find user evil in the " \
+        "container's /etc/passwd" and r.returncode == 1
+    with pytest.raises(mcmod.Error, match="unable to find user evil"):
+        mcmod.lookup_user([rootfs_copy], "evil")
+    assert no_state(state_root)
+
+
 def test_rootfs_without_a_shell(tmp_path, state_root):
     empty = tmp_path / "empty"
     empty.mkdir()
