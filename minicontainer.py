@@ -2491,6 +2491,12 @@ def mount_setattr_recursive(target, attr_set, attr_clr):
            "recursive mount options (mount_setattr, Linux 5.12+) on %s" % target)
 
 
+def has_mount_setattr():
+    """Whether the kernel has mount_setattr (5.12+), which the recursive options need."""
+    libc().syscall(syscall_nr("mount_setattr"), -1, b"", 0, None, 0)
+    return ctypes_api().get_errno() != errno.ENOSYS
+
+
 def parse_mount_options(options):
     """OCI mount options as (flags, propagation flags, data for the filesystem); the
     recursive ones are recursive_mount_attrs'."""
@@ -8172,8 +8178,14 @@ def _flag_volume(run, volumes):
         propagation = [o for o in opts if o in PROPAGATION][-1:] or ["rprivate"]
         run.config["mounts"].append({"destination": parts[1], "type": "bind",
                                      "source": parts[0], "options": [
-                                         "rbind", "ro" if "ro" in opts else "rw"] + propagation})
+                                         "rbind"] + _bind_mode("ro" in opts) + propagation})
     _shared_binds_share_the_root(run)
+
+
+def _bind_mode(readonly):
+    """A docker-like bind's: read-only is recursive, submounts too, as docker's (25+) is
+    where the kernel can (5.12+); read-write leaves submounts as they are."""
+    return ["rw"] if not readonly else ["ro", "rro"] if has_mount_setattr() else ["ro"]
 
 
 def _shared_binds_share_the_root(run):
@@ -8568,7 +8580,7 @@ def _mount_option(spec):
                 raise Error("--mount %s: bind source %s does not exist (add bind-create-src "
                             "to make it)" % (spec, source))
             os.makedirs(source, 0o755)
-        options = ["rbind", "ro" if readonly else "rw", propagation or "rprivate"]  # docker's
+        options = ["rbind"] + _bind_mode(readonly) + [propagation or "rprivate"]  # docker's
         m = {"destination": target, "type": "bind", "source": source, "options": options}
     elif kind == "tmpfs":
         options = ["nosuid", "nodev", "noexec"] + (["ro"] if readonly else [])

@@ -387,6 +387,26 @@ def test_volumes_and_bind_mounts(image, state_root, tmp_path):
     assert ok(r, quiet=True) == "w\n"
 
 
+def test_a_read_only_volume_is_read_only_below_too(image, state_root, tmp_path):
+    """-v HOST:CTR:ro and --mount ...,readonly make the volume's submounts read-only too, as
+    docker 25+ does (recursive read-only, mount_setattr): a host mount inside the volume's
+    source was writable."""
+    if not mc.has_mount_setattr():
+        pytest.skip("no mount_setattr (Linux 5.12+)")
+    host = tmp_path / "vol"
+    (host / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", host / "sub"], check=True)
+    try:
+        out = ok(run_mc("run", "--rm", "-v", "%s:/v:ro" % host, "--mount",
+                        "type=bind,source=%s,target=/m,readonly" % host, image.name, "sh", "-c",
+                        "for f in /v/x /v/sub/x /m/sub/x; do (echo no > $f) 2>&1; done; echo end",
+                        state_root=state_root), quiet=True)
+        assert out.count("Read-only file system") == 3 and out.endswith("end\n"), out
+        assert os.listdir(host / "sub") == []
+    finally:
+        subprocess.run(["umount", host / "sub"], check=True)
+
+
 @pytest.mark.parametrize("volume", ["-v", "--mount"])
 def test_a_shared_volume_is_shared_with_the_host(image, tmp_path, volume):
     """-v HOST:CTR:rshared (or bind-propagation=rshared) asks for a shared root, as docker
