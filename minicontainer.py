@@ -5985,6 +5985,7 @@ def _first_child_steps(ctx, sync):
     """The first child (a user namespace, or rootless): its steps of the plan (see
     _fork_init), the last a fork, whose child goes on as the init."""
     prctl(PR_SET_DUMPABLE, 0)
+    apply_oom_score_adj(ctx.config["process"])
     _run_steps(ctx, sync, "first")
     sync.in_cgroup = True  # the first child moved itself there
     _init_steps(ctx, sync)
@@ -6058,6 +6059,7 @@ def _exec_steps(ctx, sync):
     """exec's middle process: its plan (exec_plan) joins the cgroup and namespaces and
     forks the process, which goes on here."""
     prctl(PR_SET_DUMPABLE, 0)  # see _init_steps
+    apply_oom_score_adj(ctx.process)
     _run_steps(ctx, sync, "exec")
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx.stdin_null else None
     os.setsid()
@@ -6218,17 +6220,29 @@ def _prepare_process(process, sync, devnull):
         env.append("HOME=" + home_directory(process.get("user", {}).get("uid", 0)))
     path = find_executable(process["args"], env)
     apply_rlimits(process.get("rlimits", []))
-    if process.get("oomScoreAdj") is not None:
-        try:
-            _write("/proc/self/oom_score_adj", process["oomScoreAdj"])
-        except OSError as e:
-            raise Error("set process.oomScoreAdj to %d: %s" % (process["oomScoreAdj"],
-                                                              os.strerror(e.errno))) from None
+    apply_oom_score_adj(process)
     if process.get("scheduler"):
         apply_scheduler(process["scheduler"])
     if process.get("ioPriority"):
         apply_io_priority(process["ioPriority"])
     return path, cwd_later
+
+
+def apply_oom_score_adj(process):
+    """process.oomScoreAdj, which children inherit: written by the first child or exec's
+    middle process already, as the host's root, before a user namespace (whose root may
+    not write our /proc/self files, the host root's while we are not dumpable)."""
+    value = process.get("oomScoreAdj")
+    if value is None:
+        return
+    try:
+        with open("/proc/self/oom_score_adj") as f:
+            if int(f.read()) == value:
+                return
+        _write("/proc/self/oom_score_adj", value)
+    except OSError as e:
+        raise Error("set process.oomScoreAdj to %d: %s" % (value, os.strerror(e.errno))
+                    ) from None
 
 
 def _drop_privileges(process, seccomp, sync, cwd_later=False):

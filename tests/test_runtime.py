@@ -287,7 +287,7 @@ def test_cpu_and_cpuset_limits_are_in_the_containers_cgroup(busybox_rootfs, stat
     assert out.split() == ["50000", "100000", "20" if cgroups.unified else "512", "0", "1"]
 
 
-def test_sysctl_and_oom_score_adj_flags(busybox_rootfs, state_root):
+def test_sysctl_and_oom_score_adj_flags(busybox_rootfs, walkable_rootfs, state_root):
     # docker's --sysctl KEY=VALUE (repeated: linux.sysctl) and --oom-score-adj N
     # (process.oomScoreAdj): one row each in RUN_FLAGS
     out = ok(mc_sh("cat /proc/self/oom_score_adj /proc/sys/kernel/shmmax "
@@ -297,6 +297,11 @@ def test_sysctl_and_oom_score_adj_flags(busybox_rootfs, state_root):
     assert out.split() == ["345", "123456789", "1"]
     assert ok(mc_sh("cat /proc/self/oom_score_adj", "--oom-score-adj", "1000",
                     rootfs=busybox_rootfs, state_root=state_root)).strip() == "1000"
+    # with a user namespace too: its root may not write the init's /proc/self files (the
+    # host root's, while it is not dumpable), so the first child writes it, before (runc
+    # writes it from outside)
+    assert ok(mc_sh("cat /proc/self/oom_score_adj", "--userns", "--oom-score-adj", "100",
+                    rootfs=walkable_rootfs, state_root=state_root)).strip() == "100"
 
 
 # ---- process: env, cwd, exit codes, signals ----
