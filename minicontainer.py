@@ -4344,9 +4344,10 @@ def get_winsize(fd):
     return rows, cols
 
 
-def setup_console(slave, slave_path, console_size):
-    """Make the pty slave the process's stdio and controlling terminal, and /dev/console."""
-    if os.path.exists("/dev/console") or os.path.isdir("/dev"):
+def setup_console(slave, slave_path, console_size, bind_console=True):
+    """Make the pty slave the process's stdio and controlling terminal, and (the init's,
+    bind_console) /dev/console."""
+    if bind_console and (os.path.exists("/dev/console") or os.path.isdir("/dev")):
         try:
             if not os.path.lexists("/dev/console"):
                 os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY, 0o600))
@@ -6064,7 +6065,7 @@ def _exec_steps(ctx, sync):
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if ctx.stdin_null else None
     os.setsid()
     process = ctx.process
-    path, cwd_later = _prepare_process(process, sync, devnull)
+    path, cwd_later = _prepare_process(process, sync, devnull, init=False)
     helper = exec_helper(ctx.sync.fileno())
     _drop_privileges(process, ctx.seccomp, sync, cwd_later)
     _exec(process, path, ctx.preserve_fds, ctx.sync, helper)
@@ -6197,14 +6198,15 @@ _STEP_OPS = {
 }
 
 
-def _prepare_process(process, sync, devnull):
+def _prepare_process(process, sync, devnull, init=True):
     """Terminal, cwd, program and rlimits: what may still fail before the process is started
-    (and so fail `create`), done inside the container's root."""
+    (and so fail `create`), done inside the container's root. An exec'd process (not init)
+    leaves /dev/console the init's, as runc's does."""
     if process.get("terminal"):
         master, slave, slave_path = open_pty()
         sync.send(Msg.PTY, fds=[master])
         os.close(master)
-        setup_console(slave, slave_path, process.get("consoleSize"))
+        setup_console(slave, slave_path, process.get("consoleSize"), bind_console=init)
     elif devnull is not None:
         os.dup2(devnull, 0)
     # As root first, as runc: a cwd the user may not enter (root's home) is entered all

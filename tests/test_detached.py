@@ -131,6 +131,20 @@ def test_a_kept_foreground_container_is_logged_too(busybox_rootfs, state_root):
         delete(state_root, fg, piped, signalled)
 
 
+def test_exec_with_a_terminal_leaves_dev_console_alone(busybox_rootfs, state_root):
+    """exec -t gives its process a pty but binds no /dev/console over the container's (the
+    init's own, or none), as runc's exec: the bind stayed, naming a pty that was gone."""
+    cid = run_d(state_root, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    try:
+        r = mc("exec", "-t", cid, "sh", "-c", "[ -t 0 ] && echo tty", state_root=state_root)
+        assert (r.returncode, r.stdout.strip()) == (0, "tty"), r.stderr
+        r = mc("exec", cid, "grep", "-c", " /dev/console ", "/proc/self/mountinfo",
+               state_root=state_root)
+        assert r.stdout.strip() == "0", r.stdout
+    finally:
+        delete(state_root, cid)
+
+
 def test_a_kept_foreground_terminal_is_logged(busybox_rootfs, state_root):
     """run -t in the foreground, kept: its terminal's output reaches ours and its log (all
     of it stdout, lines ending in \\r\\n, as docker's)."""
