@@ -740,7 +740,33 @@ def _go_index(value, *keys):
     return value
 
 
+def _go_printf(fmt, *args):
+    """Go's printf, its common verbs: %v %s %d %q %x %X %f %e %g %t %c %%, with flags,
+    width and precision; a missing argument is %!v(MISSING), as Go says it."""
+    import re
+    args = list(args)
+
+    def verb(m):
+        flags, kind = m.group(1), m.group(2)
+        if kind == "%":
+            return "%"
+        if not args:
+            return "%!" + kind + "(MISSING)"
+        value = args.pop(0)
+        if kind in "vs":
+            return ("%" + flags + "s") % _go_string(value)
+        if kind == "q":
+            return ("%" + flags + "s") % json.dumps(_go_string(value))
+        if kind == "t":
+            return ("%" + flags + "s") % ("true" if value else "false")
+        if kind == "c":
+            return chr(value)
+        return ("%" + flags + kind) % (float(value) if kind in "feg" else int(value))
+    return re.sub(r"%([-+# 0]*\d*(?:\.\d+)?)([vsdqxXfegtc%])", verb, fmt)
+
+
 _GO_FUNCS = {
+    "printf": _go_printf,
     "json": lambda v: json.dumps(v, separators=(",", ":")),
     "index": _go_index,
     "join": lambda v, sep: sep.join(_go_string(x) for x in v or ()),
@@ -758,7 +784,10 @@ _GO_FUNCS = {
 
 def _template_arg(word, env):
     if word.startswith('"'):
-        return json.loads(word)
+        try:  # (a \n or \t the shell's way is a real one by now: allowed in it)
+            return json.loads(word, strict=False)
+        except ValueError:
+            raise Error("--format: bad string %s" % word) from None
     if word.startswith("`"):
         return word[1:-1]
     if word.startswith((".", "$")):

@@ -224,6 +224,14 @@ def test_format_templates(pulled, store, state_root):
         assert out == "running %d true [\"sleep\",\"100\"] [sleep 100] web <> not [A=1] "\
             "/%s 2 100 0:sleep,1:100, tier=web running/%s map[tier:web]\n" % (
                 pid, cid.upper(), cid)
+        # a newline or tab in a string, as scripts write them (and as the shell's \n is
+        # unescaped before); printf
+        out = ok(run_mc("inspect", "-f", 'a{{"\\n"}}b{{"\t"}}c {{printf "%s-%d|%3s|%q|%d%%" '
+                        '.State.Status 3 "x" "y"}}', cid, state_root=state_root))
+        assert out == 'a\nb\tc running-3|  x|"y"|%!d(MISSING)%\n'
+        assert one_line_error(run_mc("inspect", "-f", '{{"\\x"}}', cid,
+                                     state_root=state_root)) == 'minicontainer: --format: bad ' \
+            'string "\\x"'
         r = run_mc("inspect", "-f", "{{.State.Nothing}}", cid, state_root=state_root)
         assert one_line_error(r) == 'minicontainer: --format: map has no entry for key ' \
             '"Nothing"' and r.returncode == 1
