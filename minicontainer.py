@@ -8841,6 +8841,9 @@ def cmd_run(a, g):
             raise Error('%s (was "%s" meant as the command? the id comes before it: run '
                         '--rootfs DIR [ID] -- %s)' % (e, a.target, " ".join([a.target] + a.args)),
                         e.code) from None
+        if e.code == 1 and (a.rootfs or not a.bundle and a.target is not None and
+                                 not os.path.exists("config.json")):
+            e.code = 125  # docker's run: its own failure, not the container's (126, 127)
         raise
 
 

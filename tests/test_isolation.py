@@ -169,7 +169,7 @@ def test_userns_rootfs_out_of_reach_is_a_clear_error(busybox_rootfs, state_root)
     # pytest's tmp dirs are 0700: the mapped root (host uid 100000) cannot walk to them.
     r = mc("run", "--rm", "--name", new_id("usr"), "--userns", "--rootfs", busybox_rootfs, "--",
            "true", state_root=state_root)
-    assert r.returncode == 1 and "may not enter" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 125 and "may not enter" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not os.listdir(state_root)
 

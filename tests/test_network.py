@@ -185,7 +185,7 @@ def test_published_port_answers_on_host(busybox_rootfs, state_root, www, no_leak
         # A second container may not take the port.
         r = mc("run", "--rm", "--rootfs", busybox_rootfs, "-p", "%d:80" % port, "--", "true",
                state_root=state_root)
-        assert r.returncode == 1 and "Address already in use" in r.stderr
+        assert r.returncode == 125 and "Address already in use" in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     finally:
         assert mc("delete", "-f", cid, state_root=state_root).returncode == 0
@@ -228,11 +228,11 @@ def test_subnet_exhausted_and_bridge_not_a_bridge(busybox_rootfs, state_root, no
         assert list(leases(bridge)) == ["172.31.78.2"]
         r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "bridge",
                "--subnet", "172.31.78.0/30", "--", "true", state_root=state_root, env=env)
-        assert r.returncode == 1 and "is exhausted" in r.stderr, r.stderr
+        assert r.returncode == 125 and "is exhausted" in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
         r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "bridge",
                "--subnet", "172.31.79.0/24", "--", "true", state_root=state_root, env=env)
-        assert r.returncode == 1 and "serves subnet 172.31.78.0/30" in r.stderr, r.stderr
+        assert r.returncode == 125 and "serves subnet 172.31.78.0/30" in r.stderr, r.stderr
         assert sorted(os.listdir(state_root)) == [cid]
     finally:
         mc("delete", "-f", cid, state_root=state_root)
@@ -247,7 +247,7 @@ def test_subnet_exhausted_and_bridge_not_a_bridge(busybox_rootfs, state_root, no
     try:
         r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "bridge", "--", "true",
                state_root=state_root, env=env)
-        assert r.returncode == 1 and "is not a bridge" in r.stderr, r.stderr
+        assert r.returncode == 125 and "is not a bridge" in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
         assert os.listdir(state_root) == [] and leases(bridge) == {}
     finally:

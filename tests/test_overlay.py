@@ -446,7 +446,7 @@ def test_a_shared_volume_is_shared_with_the_host(image, tmp_path, volume):
 def test_mount_errors_are_one_line(image, state_root, flag, message):
     r = run_mc("run", "--name", new_id("ov"), "--rm", *flag, image.name, "true",
                state_root=state_root)
-    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.returncode == 125 and len(r.stderr.splitlines()) == 1, r.stderr
     assert message in r.stderr
     assert not os.path.exists("/nonexistent-mc")  # never created behind the user's back
     assert not os.path.isdir(state_root) or os.listdir(state_root) == []
