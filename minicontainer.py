@@ -329,18 +329,20 @@ def write_atomic(path, data, mode=0o644, durable=False):
     tmp = "%s.tmp-%d-%s" % (path, os.getpid(), os.urandom(4).hex())
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        try:
-            os.write(fd, data.encode() if isinstance(data, str) else data)
+        try:  # (a nearly full filesystem writes less: renamed so, state.json was torn)
+            write_all(fd, data.encode() if isinstance(data, str) else data)
             if durable:
                 os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.strerror:  # (ENOSPC, EROFS: say which file)
+            raise OSError(e.errno, e.strerror, path) from None
         raise
 
 
@@ -11138,7 +11140,8 @@ def _main(argv, at, log, debug):
     except OSError as e:
         if debug:
             raise
-        _log_error(str(e), log)
+        _log_error("%s: %s" % (e.filename, e.strerror) if e.filename and e.strerror else str(e),
+                   log)
         return 1
 
 

@@ -327,6 +327,31 @@ def test_a_user_is_looked_up_inside_the_root(rootfs_copy, state_root, tmp_path, 
     assert no_state(state_root)
 
 
+def test_a_full_state_root_is_one_line_and_leaves_nothing(bundle, tmp_path):
+    """create on a state root with little room: its state.json written in part was renamed
+    into place, create said nothing, and delete -f then forgot the init and its cgroups.
+    At every room from 4 to 28 KiB: created whole (and deleted), or a one-line error
+    naming the file, nothing left."""
+    b = bundle(["sleep", "1000"])
+    small = tmp_path / "small"
+    small.mkdir()
+    said = set()
+    for free in range(4, 32, 4):
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", small], check=True)
+        try:
+            (small / "fill").write_bytes(b"\0" * ((64 - free) * 1024))
+            root = str(small / "state")
+            cid, r = mc_create(b, state_root=root, check=False)
+            if r.returncode == 0:
+                ok(mc("delete", "-f", cid, state_root=root))
+            else:
+                said.add(one_line_error(r).split(": ", 2)[-1])
+            assert not os.path.exists(os.path.join(root, cid))
+        finally:
+            subprocess.run(["umount", small], check=True)
+    assert "No space left on device" in said, said
+
+
 def test_rootfs_without_a_shell(tmp_path, state_root):
     empty = tmp_path / "empty"
     empty.mkdir()
