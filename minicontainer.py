@@ -6451,6 +6451,23 @@ def check_id(cid):
     return cid
 
 
+
+_STATE_FIELDS = {"pid": int, "start_time": int, "cgroup": dict, "network": dict,
+                 "overlay": dict, "config": dict, "bundle": str, "rootfs": str, "created": str,
+                 "annotations": dict, "run": dict}
+
+
+def _state_shape_ok(state):
+    """Whether a state.json's object is one this runtime wrote (its fields of their types):
+    one of another shape is no container's, and reading it must not be a traceback."""
+    if not isinstance(state, dict) or not all(
+            state.get(k) is None or isinstance(state[k], t) for k, t in _STATE_FIELDS.items()):
+        return False
+    cgroup = state.get("cgroup")
+    return cgroup is None or isinstance(cgroup.get("path"), str) and isinstance(
+        cgroup.get("v1"), dict) and isinstance(cgroup.get("created", []), list)
+
+
 class Container:
     """A container known to the state directory; the Python API of the runtime.
 
@@ -6481,6 +6498,8 @@ class Container:
                 raise NotFound("container %s does not exist" % cid) from None
         except ValueError:
             pass  # torn by a crash mid-create: delete still clears it
+        if not _state_shape_ok(c.state):  # (written by another hand): as torn
+            c.state = {}
         return c
 
     @classmethod
@@ -6520,7 +6539,8 @@ class Container:
         # What we read before may be stale: whoever held the lock may have changed it.
         try:
             with open(os.path.join(self.dir, "state.json")) as f:
-                self.state = json.load(f)
+                state = json.load(f)
+            self.state = state if _state_shape_ok(state) else {}
         except (OSError, ValueError):
             pass
         return _Lock(fd)

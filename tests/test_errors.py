@@ -352,6 +352,24 @@ def test_a_full_state_root_is_one_line_and_leaves_nothing(bundle, tmp_path):
     assert "No space left on device" in said, said
 
 
+@pytest.mark.parametrize("text", ["null", "[]", '"x"', '{"cgroup": "garbage"}',
+                                  '{"cgroup": {"x": 1}}', '{"network": "x"}',
+                                  '{"overlay": "x"}', '{"config": null, "pid": "7"}'])
+def test_a_state_file_of_another_shape_is_no_traceback(state_root, text):
+    """A state.json that is JSON but not the runtime's (by hand): every command was a
+    traceback, list for the whole root; now it is as a torn one, which delete -f clears."""
+    cid = new_id()
+    os.makedirs(os.path.join(state_root, cid))
+    with open(os.path.join(state_root, cid, "state.json"), "w") as f:
+        f.write(text)
+    for args in (["state", cid], ["list"], ["ps", cid], ["kill", cid], ["exec", cid, "true"],
+                 ["update", "--memory", "100m", cid], ["delete", cid]):
+        r = mc(*args, state_root=state_root)
+        assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) <= 1, (args, r.stderr)
+    ok(mc("delete", "-f", cid, state_root=state_root))
+    assert no_state(state_root)
+
+
 def test_rootfs_without_a_shell(tmp_path, state_root):
     empty = tmp_path / "empty"
     empty.mkdir()
