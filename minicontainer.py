@@ -6939,7 +6939,17 @@ class Container:
             status = self.status()
             if status != "created":
                 raise Error("cannot start a container that is %s" % status)
-            fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            # Its path goes first, then it is opened to read, which lets the init go on: a
+            # start that cannot say so (a read-only state root) starts nothing.
+            held = os.open(self.fifo, os.O_PATH | os.O_CLOEXEC)
+            try:
+                os.unlink(self.fifo)
+                fd = os.open("/proc/self/fd/%d" % held, os.O_RDONLY | os.O_NONBLOCK |
+                             os.O_CLOEXEC)
+            except OSError as e:
+                raise Error("container %s: cannot start: %s" % (self.id, e.strerror)) from None
+            finally:
+                os.close(held)
             try:
                 pidfd = self._pidfd if self._pidfd is not None else pidfd_open(self.pid)
                 watch = [fd] + ([pidfd] if pidfd is not None else [])
@@ -6953,7 +6963,6 @@ class Container:
                         break
             finally:
                 os.close(fd)
-            os.unlink(self.fifo)
             if not data:
                 raise Error("container %s: init exited before start" % self.id)
             hooks = self.state["config"].get("hooks", {})
@@ -7207,6 +7216,14 @@ class Container:
                     linux = self.state.get("config", {}).get("linux", {})
                     if os.path.lexists(self.dir) and unprivileged() and new_userns(linux):
                         remove_as_container_root(self.dir, linux)
+                    if os.path.lexists(self.dir) and not quiet:  # (a read-only state root)
+                        try:
+                            os.rmdir(self.dir)
+                        except FileNotFoundError:
+                            pass
+                        except OSError as e:
+                            raise Error("container %s: cannot remove %s: %s" % (
+                                self.id, self.dir, e.strerror)) from None
             if use and not kept:  # the image's layers are no longer this container's
                 try:
                     os.unlink(use)

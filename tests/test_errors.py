@@ -352,6 +352,35 @@ def test_a_full_state_root_is_one_line_and_leaves_nothing(bundle, tmp_path):
     assert "No space left on device" in said, said
 
 
+def test_a_read_only_state_root_starts_and_deletes_nothing(bundle, tmp_path):
+    """start and delete -f on a state root made read-only: start let the init go, then could
+    not remove the fifo: it said so, yet the program ran, `state` said created and a second
+    start hung; delete -f said nothing and left the container listed. Now start starts
+    nothing and delete -f says it could not; both work once the root is writable again."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", small], check=True)
+    try:
+        root = str(small / "state")
+        cid, _ = mc_create(bundle(["sleep", "1000"]), state_root=root)
+        subprocess.run(["mount", "-o", "remount,ro", small], check=True)
+        assert one_line_error(mc("start", cid, state_root=root, timeout=20), 1) == \
+            "minicontainer: container %s: cannot start: Read-only file system" % cid
+        assert status(cid, root) == "created"
+        r = mc("delete", "-f", cid, state_root=root, timeout=20)
+        assert one_line_error(r, 1).startswith("minicontainer: container %s: cannot remove " %
+                                               cid) and r.stderr.endswith("system\n")
+        subprocess.run(["mount", "-o", "remount,rw", small], check=True)
+        ok(mc("delete", "-f", cid, state_root=root))
+        cid, _ = mc_create(bundle(["sleep", "1000"]), state_root=root)
+        ok(mc("start", cid, state_root=root))
+        assert status(cid, root) == "running"
+        ok(mc("delete", "-f", cid, state_root=root))
+        assert os.listdir(root) == []
+    finally:
+        subprocess.run(["umount", small], check=True)
+
+
 @pytest.mark.parametrize("text", ["null", "[]", '"x"', '{"cgroup": "garbage"}',
                                   '{"cgroup": {"x": 1}}', '{"network": "x"}',
                                   '{"overlay": "x"}', '{"config": null, "pid": "7"}'])
