@@ -6600,7 +6600,7 @@ class Container:
     @classmethod
     def create(cls, cid, config, bundle, root=None, console=None, stdin_null=False,
                pid_file=None, preserve_fds=0, cgroup_parent=None, debug=False, overlay=None,
-               network=None, etc_files=None, log=None, no_pivot=False, carry=None):
+               network=None, etc_files=None, log=None, no_pivot=False, carry=None, image=None):
         """Set up a container whose init waits, fully configured, for start().
 
         console: None (keep our stdio), "self" (make a pty and keep its master in
@@ -6614,7 +6614,8 @@ class Container:
         network: network_option's; etc_files: write_etc_files's spec (docker's /etc files).
         log: (stdout fd, stderr fd) for the process instead of ours (a detached run's pipes to
         its monitor); the caller keeps and closes them. no_pivot: move the rootfs onto / and
-        chroot (move_root), not pivot_root. The config is compiled into the setup plan
+        chroot (move_root), not pivot_root. image: the manifest digest of the image whose
+        layers `overlay` are (for rmi). The config is compiled into the setup plan
         (setup_plan), then never changed."""
         c = cls(cid, root)
         linux = config.get("linux", {})
@@ -6672,7 +6673,7 @@ class Container:
                 etc_mounts = write_etc_files(c, config, etc_files)
             ov = None
             if overlay is not None:
-                ov = c._prepare_layers(overlay, carry)
+                ov = c._prepare_layers(overlay, carry, image)
                 debug_step("layers")
             plan = setup_plan(config, rootfs, c.state["bundle"], c.state.get("network"),
                               etc_mounts, ov is not None, no_pivot, cgroup is not None)
@@ -6840,9 +6841,10 @@ class Container:
         self.save()
 
     # -- the root filesystem of an image
-    def _prepare_layers(self, layers, carry=None):
+    def _prepare_layers(self, layers, carry=None, image=None):
         """STATE/rootfs, upper and work for the overlay (ctx.overlay for the init), after
-        recording the layers in use in the store (rmi keeps them). None when a copy is made
+        recording the layers in use in the store (rmi keeps them), and the image (its manifest
+        digest, for rmi to know its containers). None when a copy is made
         straight away (asked by $MINICONTAINER_NO_OVERLAY, or an image without layers), or
         taken over from `carry`."""
         rootfs = os.path.join(self.dir, "rootfs")
@@ -6856,7 +6858,7 @@ class Container:
                                hashlib.sha256(os.path.abspath(self.dir).encode()).hexdigest())
             os.makedirs(os.path.dirname(use), exist_ok=True)
             write_atomic(use, json.dumps({"state": os.path.abspath(self.dir),
-                                          "layers": list(layers)}))
+                                          "layers": list(layers), "image": image}))
             ov["use"] = use
         self.save()
         if carry and os.path.isdir(os.path.join(carry, "rootfs")):
@@ -7834,13 +7836,17 @@ def cmd_rmi(args, g):
                 print("minicontainer: no such image: %s" % ref, file=sys.stderr)
                 status = 1
                 continue
-            users = [] if args.force else _containers_using(store, found)
+            # as docker's: refused only for an image that loses its last name, and only when
+            # a container (any state root's, kept ones too) was made from that image
+            names = {n for n, _ in found}
+            named = {d.get("digest") for n, d in store.entries() if n and n not in names}
+            users = [] if args.force else _containers_using(
+                store, [(n, d) for n, d in found if d.get("digest") not in named])
             if users:
                 print("minicontainer: rmi %s: container %s uses it (remove the container "
                       "first, or rmi -f)" % (ref, users[0]), file=sys.stderr)
                 status = 1
                 continue
-            names = {n for n, _ in found}
             store.update_index(lambda index: index.__setitem__("manifests", [
                 d for d in index["manifests"]
                 if (d.get("annotations") or {}).get(ANNOTATION_REF_NAME) not in names]))
@@ -7857,7 +7863,9 @@ def cmd_rmi(args, g):
 
 def _containers_using(store, found):
     """The ids of containers (of any state root) made from the images of index entries
-    `found`, by the layers each recorded in the store's containers/ (see _prepare_layers)."""
+    `found`, by the image each recorded in the store's containers/ (see _prepare_layers),
+    or by their layers for a record of an older runtime."""
+    digests = {d.get("digest") for _, d in found}
     images = []
     for _, desc in found:
         try:
@@ -7875,7 +7883,7 @@ def _containers_using(store, found):
                 use = json.load(f)
         except (OSError, ValueError):
             continue
-        if use.get("layers") in images:
+        if use.get("image") in digests if use.get("image") else use.get("layers") in images:
             ids.append(os.path.basename(use.get("state", "?")))
     return ids
 
@@ -8871,15 +8879,13 @@ def _proxy_tty(pid, master, interactive, log=None):
 
 
 def cmd_run(a, g):
+    if a.rootfs and not a.dashdash and a.target is not None:
+        # docker's order, the rootfs for the image: `run --rootfs DIR CMD...` (the id by
+        # --name, or before a bare --: `run --rootfs DIR ID -- CMD...`)
+        a.target, a.args = None, [a.target] + a.args
     try:
         return _run(a, g)
     except Error as e:
-        # `run --rootfs DIR sh -c CMD` took "sh" as the container's id: say so.
-        if e.code == 127 and a.target and (a.rootfs or a.bundle) and not a.dashdash \
-                and a.args:
-            raise Error('%s (was "%s" meant as the command? the id comes before it: run '
-                        '--rootfs DIR [ID] -- %s)' % (e, a.target, " ".join([a.target] + a.args)),
-                        e.code) from None
         if e.code == 1 and (a.rootfs or not a.bundle and a.target is not None and
                                  not os.path.exists("config.json")):
             e.code = 125  # docker's run: its own failure, not the container's (126, 127)
@@ -8928,7 +8934,7 @@ def _run(a, g):
                              stdin_null=not a.interactive and bool(image or a.rootfs),
                              pid_file=a.pid_file, cgroup_parent=a.cgroup_parent,
                              debug=g.debug, preserve_fds=preserve_fds,
-                             overlay=layers, carry=carry,
+                             overlay=layers, carry=carry, image=image and image.digest,
                              network=run.network, etc_files=run.etc_files,
                              log=pipes and (pipes[0][1], pipes[1][1]), no_pivot=a.no_pivot)
     except BaseException:
@@ -10638,6 +10644,11 @@ class _Unbuilt:
         pass
 
 
+def _tail(text):
+    """logs --tail: a count, or docker's "all" (and -1)."""
+    return None if text in ("all", "-1") else _count(text)
+
+
 def _count(text):
     """argparse's type for a number of things: 0 or more (a negative --preserve-fds would
     close the container's stdout and stderr)."""
@@ -10655,7 +10666,7 @@ RUN_FLAGS = [
     (("-b", "--bundle"), dict(help="run the OCI bundle in this directory"), None),  # run_config
     (("--name",), dict(help="the container's id"), None),  # _run
     (("--entrypoint",), dict(), _flag_entrypoint),
-    (("--hostname",), dict(), _sets("hostname")),
+    (("-h", "--hostname"), dict(), _sets("hostname")),  # docker's -h (--help is help)
     (("--env-file",), dict(action="append", default=[], metavar="FILE",
                            help="KEY=VALUE lines (KEY alone: ours), before -e's"),
      _flag_env_file),
@@ -10788,17 +10799,19 @@ def _parser(only=None):
 
     built = []
 
-    def cmd(name, fn, help, ids=True):
+    def cmd(name, fn, help, ids=True, add_help=True):
         if only and name != only:
             return _Unbuilt()
         built.append(name)
-        sp = sub.add_parser(name, help=help)
+        sp = sub.add_parser(name, help=help, add_help=add_help)
         sp.set_defaults(fn=fn)
         if ids:
             sp.add_argument("id", metavar="ID")
         return sp
 
-    r = cmd("run", cmd_run, "run a container from an image, a rootfs or a bundle", ids=False)
+    r = cmd("run", cmd_run, "run a container from an image, a rootfs or a bundle", ids=False,
+            add_help=False)
+    r.add_argument("--help", action="help", help="show this help message and exit")
     for names, options, _ in RUN_FLAGS if only in (None, "run") else ():
         r.add_argument(*names, **options)
     r.add_argument("target", nargs="?", metavar="IMAGE|ID")
@@ -10817,7 +10830,8 @@ def _parser(only=None):
         "run made: it comes back detached)")
     lg = cmd("logs", cmd_logs, "print what a detached container wrote (stdout and stderr)")
     lg.add_argument("-f", "--follow", action="store_true", help="and what it writes next")
-    lg.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
+    lg.add_argument("-n", "--tail", type=_tail, metavar="N",
+                    help="only the last N lines (all: every line, as without it)")
     lg.add_argument("-t", "--timestamps", action="store_true",
                     help="each line after the time it was written (RFC 3339)")
     rs = cmd("restart", cmd_restart, "stop containers made by run -d, then start them again "
@@ -10842,6 +10856,7 @@ def _parser(only=None):
     cmd("stats", cmd_stats, "print a container's cgroup statistics as JSON")
     cmd("pause", cmd_pause, "freeze every process of a container")
     cmd("resume", cmd_resume, "thaw a paused container")
+    cmd("unpause", cmd_resume, "resume, as docker calls it")
     k = cmd("kill", cmd_kill, "send a signal to a container's init (or --all): runc's kill "
             "ID [SIGNAL] (SIGTERM), or docker's kill [-s SIGNAL] ID... (SIGKILL)", ids=False)
     k.add_argument("-a", "--all", action="store_true")

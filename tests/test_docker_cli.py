@@ -255,6 +255,28 @@ def test_format_templates(pulled, store, state_root):
         ok(run_mc("rm", "-f", cid, state_root=state_root))
 
 
+def test_docker_spellings(busybox_rootfs, state_root):
+    """run -h is --hostname (--help is help), `run --rootfs DIR CMD...` takes it all as the
+    command (docker's order, the rootfs for the image), logs --tail all and -n, unpause."""
+    assert ok(run_mc("run", "--rm", "-h", "myhost", "--rootfs", busybox_rootfs, "hostname",
+                     state_root=state_root)) == "myhost\n"
+    assert "--hostname" in ok(run_mc("run", "--help"))
+    cid = new_id("sp")
+    detach(state_root, "--rootfs", busybox_rootfs, "--name", cid, "sh", "-c",
+           "echo one; echo two; exec sleep 100")
+    try:
+        wait_for(lambda: run_mc("logs", cid, state_root=state_root).stdout == "one\ntwo\n")
+        assert ok(run_mc("logs", "--tail", "all", cid, state_root=state_root)) == "one\ntwo\n"
+        assert ok(run_mc("logs", "-n", "1", cid, state_root=state_root)) == "two\n"
+        ok(run_mc("pause", cid, state_root=state_root))
+        assert state_of(state_root, cid) and mc.Container.load(cid, state_root).status() == \
+            "paused"
+        ok(run_mc("unpause", cid, state_root=state_root))
+        assert mc.Container.load(cid, state_root).status() == "running"
+    finally:
+        ok(run_mc("rm", "-f", cid, state_root=state_root))
+
+
 def test_wait_prints_the_exit_code(busybox_rootfs, state_root):
     cid = new_id("wait")
     detach(state_root, "--rootfs", busybox_rootfs, "--name", cid, "--",
@@ -400,10 +422,22 @@ def test_platform(registry, base, store, state_root):
     assert mc.find_image(ref, store).platform == host
 
 
-def test_rmi_refuses_an_image_in_use(pulled, store, state_root):
+def test_rmi_refuses_an_image_in_use(pulled, store, state_root, registry, base):
     cid = new_id("use")
     r = run_mc("run", "--name", cid, pulled, "true", state_root=state_root)
     assert r.returncode == 0, r.stderr
+    # as docker's: an image of the same layers but another config is another image; a name
+    # of several goes (the image keeps the others)
+    other = "cli/" + os.urandom(4).hex()
+    registry.client.push_image(other, "v", Image([base], config={"Cmd": ["true"]}))
+    assert run_pull("-q", "%s/%s:v" % (registry.host, other), store=store).returncode == 0
+    alias = pulled + "-alias"  # (the store's own index entry, another name: as docker tag)
+    st = mc.ImageStore(store)
+    entry = mc._lookup(st, pulled)[0][1]
+    st.update_index(lambda index: index["manifests"].append(dict(entry, annotations={
+        mc.ANNOTATION_REF_NAME: mc.parse_reference(alias).name})))
+    for ref in ("%s/%s:v" % (registry.host, other), alias):
+        assert ok(run_mc("rmi", ref)).startswith("Untagged: ")
     r = run_mc("rmi", pulled)
     assert cid in one_line_error(r) and "rmi -f" in r.stderr
     mc.find_image(pulled, store)
