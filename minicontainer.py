@@ -10548,12 +10548,20 @@ def cmd_update(a, g):
     with c.lock():
         if c.status() == "stopped":
             raise Error("cannot update a container that is stopped")
-        c._own_cgroup("update").apply(res)
-        stored = c.state["config"].setdefault("linux", {}).setdefault("resources", {})
+        cgroup = c._own_cgroup("update")
+        linux = c.state["config"].setdefault("linux", {})
+        before = json.loads(json.dumps(linux.get("resources", {})))
+        stored = linux.setdefault("resources", {})
         for key, value in res.items():
             stored[key] = dict(stored.get(key, {}), **value) if isinstance(value, dict) \
                 else value
-        c.save()
+        c.save()  # first: an update that cannot be recorded (a full state root) changes nothing
+        try:
+            cgroup.apply(res)  # (which undoes its own writes when the kernel refuses one)
+        except BaseException:
+            linux["resources"] = before
+            c.save()
+            raise
     return 0
 
 

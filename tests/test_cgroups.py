@@ -443,6 +443,42 @@ def test_a_refused_update_changes_nothing(created, state_root, cgroups):
     assert stored_resources(c)["memory"]["limit"] == 128 << 20
 
 
+def test_an_update_that_cannot_be_recorded_changes_nothing(busybox_rootfs, tmp_path, cgroups):
+    """A full state root: update wrote the cgroup, then could not save state.json (which
+    kept the old value). Now it saves first: nothing changes, and it says so."""
+    v1, _ = mcmod.cgroup_hierarchies()
+    if "pids" not in v1:
+        pytest.skip("needs the v1 pids controller")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", small], check=True)
+    try:
+        root = str(small / "state")
+        config = mcmod.default_spec(rootfs=busybox_rootfs, args=["sleep", "1000"])
+        config["linux"]["resources"] = {"pids": {"limit": 42}}
+        c = mcmod.Container.create(new_id(), config, str(tmp_path), root=root, stdin_null=True)
+        try:
+            fd = os.open(small / "fill", os.O_WRONLY | os.O_CREAT)  # all the room left
+            try:
+                while os.write(fd, b"\0" * 4096):
+                    pass
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            r = mc("update", "--pids-limit", "7", c.id, state_root=root)
+            assert one_line_error(r).endswith("state.json: No space left on device")
+            assert read(cgroups.dir("pids", "/minicontainer/" + c.id) + "/pids.max") == "42"
+            os.unlink(small / "fill")
+            assert stored_resources(c)["pids"] == {"limit": 42}
+        finally:
+            if os.path.exists(small / "fill"):
+                os.unlink(small / "fill")
+            c.destroy()
+    finally:
+        subprocess.run(["umount", small], check=True)
+
+
 def stored_resources(c):
     with open(os.path.join(c.dir, "state.json")) as f:
         return json.load(f)["config"]["linux"]["resources"]
