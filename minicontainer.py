@@ -2168,8 +2168,12 @@ def default_spec(rootfs="rootfs", args=("sh",), terminal=False):
             "args": list(args),
             "env": ["PATH=" + DEFAULT_PATH, "TERM=xterm"],
             "cwd": "/",
+            # No inheritable set, as runc's spec since 1.1.2 (and docker's containers): with
+            # one, a program of the container's non-root user that has inheritable file
+            # capabilities would gain them (runc's CVE-2022-29162, moby's CVE-2022-24769).
+            # The ambient set, which needs them inheritable, is skipped so, as runc skips it.
             "capabilities": {k: list(caps) for k in
-                             ("bounding", "effective", "inheritable", "permitted", "ambient")},
+                             ("bounding", "effective", "permitted", "ambient")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1025, "soft": 1025}],
             "noNewPrivileges": True,
         },
@@ -10468,10 +10472,10 @@ def cmd_exec(a, g):
                 raise Error("exec --additional-gids: a group id is a number, 0 to 4294967294")
             process["user"] = dict(process.get("user", {}),
                                    additionalGids=[int(g) for g in a.additional_gids])
-        if a.cap:
-            cap_mask(a.cap, "--cap")
+        if a.cap:  # (not inheritable, as runc's since CVE-2022-29162: a non-root user's
+            cap_mask(a.cap, "--cap")  # process gets none of them, there as here)
             caps = process.setdefault("capabilities", {})
-            for kind in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+            for kind in ("bounding", "effective", "permitted", "ambient"):
                 caps[kind] = caps.get(kind, []) + [n for n in a.cap if n not in caps.get(kind, [])]
         if a.no_new_privs:
             process["noNewPrivileges"] = True

@@ -641,7 +641,9 @@ def test_spec_writes_the_default_config(tmp_path, busybox_rootfs, cgroups):
     p = spec["process"]
     assert p["rlimits"] == [{"type": "RLIMIT_NOFILE", "hard": 1025, "soft": 1025}]
     assert all(sorted(v) == sorted(mcmod.DEFAULT_CAPS) for v in p["capabilities"].values())
-    assert len(p["capabilities"]) == 5 and len(mcmod.DEFAULT_CAPS) == 14
+    # no inheritable set, as runc's spec since 1.1.2 (CVE-2022-29162)
+    assert sorted(p["capabilities"]) == ["ambient", "bounding", "effective", "permitted"]
+    assert len(mcmod.DEFAULT_CAPS) == 14
     assert p["noNewPrivileges"] is True and spec["hostname"] == "minicontainer"
     assert sorted(n["type"] for n in spec["linux"]["namespaces"]) == \
         sorted(["ipc", "mount", "network", "pid", "uts"] + ["cgroup"] * cgroups.unified)
