@@ -7395,7 +7395,7 @@ def ref_patterns():
         _REF_PATTERNS.update(
             domain=re.compile(r"%s(?::[0-9]+)?\Z" % host),
             path=re.compile(r"%s(?:/%s)*\Z" % (component, component)),
-            tag=re.compile(r"[\w][\w.-]{0,127}\Z"),
+            tag=re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII),  # (\w is Unicode's else)
             digest=re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*"
                               r":[0-9a-fA-F]{32,}\Z"),
             sha256=re.compile(r"sha256:[0-9a-f]{64}\Z"),
@@ -7927,8 +7927,11 @@ def parse_size(text):
         else t[:-1].rstrip("kmgt")
     unit = t[len(num):].rstrip("b") if t[len(num):] not in ("b",) else "b"
     try:
-        return int(float(num) * units[unit])
-    except (ValueError, KeyError):
+        size = int(float(num) * units[unit])
+        if not 0 <= size < 1 << 63:  # (the kernel's counters are int64)
+            raise ValueError
+        return size
+    except (ValueError, KeyError, OverflowError):
         raise Error("invalid size %r (use e.g. 512k, 64m, 1g)" % text) from None
 
 

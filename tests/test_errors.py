@@ -239,6 +239,8 @@ def test_invalid_ids(bundle, state_root, cid):
     (["--bogus-flag"], ["true"], "unrecognized arguments: --bogus-flag", 2),
     (["--pids-limit", "many"], ["true"], "invalid int value", 2),
     (["-m", "lots"], ["true"], "--memory: invalid size 'lots'", 125),
+    (["-m", "99999999999999999999g"], ["true"], "--memory: invalid size", 125),
+    (["-m", "infg"], ["true"], "--memory: invalid size 'infg'", 125),  # (a traceback)
     (["-m", "4k"], ["true"], "container init died during setup: killed by the OOM killer, at "
      "linux.resources.memory.limit 4096", 125),
     (["--memory-swap", "64m"], ["true"], "--memory-swap: needs --memory", 125),

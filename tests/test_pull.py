@@ -347,6 +347,7 @@ def test_run_pulled_alpine(registry, store):
     ("a" * 64, "64-byte hexadecimal"),
     ("", "empty image reference"),
     ("host:99999999999999999999x/repo", "invalid reference format"),
+    ("alpine:l\u00e4test", "bad tag"),  # docker's tags are ASCII ([\w] is Unicode's in re)
 ])
 def test_invalid_reference(ref, pattern, store):
     failed(run_pull(ref, store=store), pattern)
