@@ -6854,7 +6854,8 @@ class Container:
         rootfs = os.path.join(self.dir, "rootfs")
         upper, work = os.path.join(self.dir, "upper"), os.path.join(self.dir, "work")
         os.mkdir(rootfs, 0o755)
-        self.state["overlay"] = ov = {"layers": list(layers), "mode": "overlay"}
+        self.state["overlay"] = ov = {"layers": list(layers), "mode": "overlay",
+                                      "image": image}
         if layers:
             import hashlib
             store = os.path.dirname(os.path.dirname(layers[0]))
@@ -10314,15 +10315,26 @@ def inspect_container(c):
     alive = status in ("running", "paused")
     code = c.state.get("exit_code")
     user = process.get("user", {})
+    policy, _, most = (c.state.get("restart_policy") or "no").partition(":")
+    networks = {}
+    if network.get("mode") == "bridge" and network.get("ip") and alive:
+        import ipaddress
+        net = ipaddress.ip_network(network["subnet"])
+        networks["bridge"] = {"IPAddress": network["ip"], "IPPrefixLen": net.prefixlen,
+                              "Gateway": str(net.network_address + 1)}
+    ports = _port_bindings(c)
     return {
         "Id": c.id, "Name": "/" + c.id, "Created": c.state.get("created", ""),
+        "Image": (c.state.get("overlay") or {}).get("image") or "",
+        "Platform": "linux", "Driver": (c.state.get("overlay") or {}).get("mode", ""),
+        "LogPath": c.log if os.path.exists(c.log) else "",
         "Path": (process.get("args") or [""])[0], "Args": (process.get("args") or [])[1:],
         "State": {"Status": _docker_state(status), "Running": status == "running",
                   "Paused": status == "paused", "Restarting": False,
                   "OOMKilled": bool(c.state.get("oom_killed")), "Dead": False,
                   "Pid": c.pid if alive else 0,
                   "ExitCode": 0 if status != "stopped" else code,
-                  "StartedAt": _zero_time(c.state.get("started_at")),
+                  "Error": "", "StartedAt": _zero_time(c.state.get("started_at")),
                   "FinishedAt": _zero_time(c.state.get("finished_at"))},
         "RestartCount": c.state.get("restart_count", 0),
         "Config": {"Hostname": config.get("hostname", ""),
@@ -10333,7 +10345,9 @@ def inspect_container(c):
                    "Image": record.get("image", ""), "WorkingDir": process.get("cwd", ""),
                    "Entrypoint": record.get("entrypoint"),
                    "Labels": c.state.get("annotations") or {},
-                   "StopSignal": c.state.get("stop_signal", "SIGTERM")},
+                   "StopSignal": c.state.get("stop_signal", "SIGTERM"),
+                   "Tty": bool(process.get("terminal")),
+                   "ExposedPorts": {key: {} for key in ports} or None},
         "HostConfig": {"Memory": res.get("memory", {}).get("limit", 0),
                        "NanoCpus": int(cpu["quota"] * 10 ** 9 // cpu["period"])
                        if cpu.get("quota", 0) > 0 and cpu.get("period") else 0,
@@ -10342,9 +10356,14 @@ def inspect_container(c):
                        "NetworkMode": record.get("network", network.get("mode", "")),
                        "PortBindings": _port_bindings(c),
                        "Privileged": bool(record.get("privileged")),
-                       "Init": bool(record.get("init"))},
+                       "Init": bool(record.get("init")),
+                       "RestartPolicy": {"Name": policy,
+                                         "MaximumRetryCount": int(most) if most else 0},
+                       "AutoRemove": not c.state.get("keep", True),
+                       "ReadonlyRootfs": bool(config.get("root", {}).get("readonly"))},
         "NetworkSettings": {"IPAddress": (network.get("ip") or "") if alive else "",
-                            "Ports": _port_bindings(c) if alive else {}},
+                            "Gateway": networks.get("bridge", {}).get("Gateway", ""),
+                            "Ports": ports if alive else {}, "Networks": networks},
         "Mounts": _docker_mounts(c),
     }
 

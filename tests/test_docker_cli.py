@@ -232,6 +232,13 @@ def test_format_templates(pulled, store, state_root):
         assert one_line_error(run_mc("inspect", "-f", '{{"\\x"}}', cid,
                                      state_root=state_root)) == 'minicontainer: --format: bad ' \
             'string "\\x"'
+        # fields scripts read (a review found them missing: a template error, exit 1)
+        out = ok(run_mc("inspect", "-f", "{{.Image}} {{.Platform}} {{.Driver}} "
+                        "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.AutoRemove}} "
+                        "{{.HostConfig.ReadonlyRootfs}} {{.Config.Tty}} {{.State.Error}}<> "
+                        "{{json .NetworkSettings.Networks}}", cid, state_root=state_root))
+        assert out.split() == [mc._lookup(mc.ImageStore(store), pulled)[0][1]["digest"],
+                               "linux", "overlay", "no", "false", "false", "false", "<>", "{}"]
         r = run_mc("inspect", "-f", "{{.State.Nothing}}", cid, state_root=state_root)
         assert one_line_error(r) == 'minicontainer: --format: map has no entry for key ' \
             '"Nothing"' and r.returncode == 1

@@ -179,6 +179,12 @@ def test_published_port_answers_on_host(busybox_rootfs, state_root, www, no_leak
     assert rc == 0, err
     try:
         net = network_state(state_root, cid)["network"]
+        # docker's way to a container's address: inspect's Networks
+        out = mc("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} "
+                 "{{.Gateway}}{{end}} {{json .Config.ExposedPorts}}", cid,
+                 state_root=state_root).stdout.split()
+        assert out == [net["ip"], str(ipaddress.ip_network(net["subnet"]).network_address + 1),
+                       '{"8080/tcp":{}}']
         pid, start = net["forwarder"]
         assert m.process_start_time(pid) == start
         assert fetch("http://127.0.0.1:%d/" % port) == "hello from the bridge\n"
