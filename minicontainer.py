@@ -9990,6 +9990,26 @@ def _format_option(parser):
                         help="table, json, or a Go template as docker's ('{{.ID}}')")
 
 
+class _FormatOrFilterBase:
+    """ps -f: runc's --format (table, json) and docker's --filter (KEY=VALUE) in one."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        import argparse
+        if "=" in value and "{{" not in value:
+            namespace.filter = (getattr(namespace, "filter", None) or []) + [value]
+            return
+        try:
+            namespace.format = _format(value)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentError(self, str(e)) from None
+
+
+def _FormatOrFilter(*args, **kwargs):  # (argparse, and so its Action, is imported lazily)
+    import argparse
+    cls = type("_FormatOrFilter", (_FormatOrFilterBase, argparse.Action), {})
+    return cls(*args, **kwargs)
+
+
 def _format(text):
     import argparse
     if text not in ("table", "json") and "{{" not in text:
@@ -10162,11 +10182,20 @@ def cmd_containers(a, g):
     STATUS, PORTS and NAMES; ids and commands shortened as docker does; the newest first."""
     now = time.time()
     rows, data = [], []
+    filters = []
+    for f in getattr(a, "filter", None) or []:
+        key, eq, value = f.partition("=")
+        if key not in ("name", "id", "status", "label", "ancestor") or not eq:
+            raise Error("ps --filter %s: use name, id, status, label or ancestor=VALUE" % f)
+        filters.append((key, value))
     # RFC 3339 times of one width: their order is the text's
     for c in sorted(Container.list(g.root), key=lambda c: c.state.get("created") or "",
                     reverse=True):
         status = c.status()
-        if not a.all and status not in ("running", "paused"):
+        if not (a.all or any(k == "status" for k, _ in filters)) and \
+                status not in ("running", "paused"):
+            continue
+        if not all(_ps_filter(c, status, key, value) for key, value in filters):
             continue
         if a.quiet:
             print(c.id[:12])
@@ -10191,6 +10220,22 @@ def cmd_containers(a, g):
                         headers={"ID": "CONTAINER ID", "RunningFor": "CREATED",
                                  "CreatedAt": "CREATED AT"})
     return 0
+
+
+def _ps_filter(c, status, key, value):
+    """docker's ps --filter KEY=VALUE, for one container (filters of one key: docker ORs
+    them; here each must hold, which is the same for the one filter a key usually has)."""
+    if key == "name":
+        return value in c.id
+    if key == "id":
+        return c.id.startswith(value)
+    if key == "status":
+        return _docker_state(status) == value
+    if key == "label":
+        name, eq, want = value.partition("=")
+        labels = c.state.get("annotations") or {}
+        return name in labels and (not eq or labels[name] == want)
+    return _run_record(c).get("image") == value  # ancestor
 
 
 def _docker_state(status):
@@ -10880,7 +10925,13 @@ def _parser(only=None):
     ls.add_argument("-q", "--quiet", action="store_true")
     ps = cmd("ps", cmd_ps, "list a container's processes (runc), or without ID the "
              "containers (docker)", ids=False)
-    _format_option(ps)
+    ps.add_argument("-f", "--format", action=_FormatOrFilter, default="table",
+                    help="table, json, or a Go template as docker's ('{{.ID}}'); KEY=VALUE "
+                    "is a --filter, as docker's -f")
+    ps.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                    help="without ID: only containers whose name (part of it), id (its "
+                    "start), status, label (KEY or KEY=VALUE) or ancestor (the image as "
+                    "given) is VALUE")
     ps.add_argument("-a", "--all", action="store_true", help="stopped containers too")
     ps.add_argument("-q", "--quiet", action="store_true", help="ids only")
     ps.add_argument("id", metavar="ID", nargs="?")

@@ -284,6 +284,29 @@ def test_docker_spellings(busybox_rootfs, state_root):
         ok(run_mc("rm", "-f", cid, state_root=state_root))
 
 
+def test_ps_filters(busybox_rootfs, state_root):
+    """docker's ps --filter (and -f KEY=VALUE, which is -f's meaning in docker's ps): name,
+    id, status (which shows stopped ones without -a), label; a bad one is one line."""
+    up, done = new_id("fu"), new_id("fd")
+    detach(state_root, "--rootfs", busybox_rootfs, "--name", up, "-l", "tier=web", "--",
+           "sleep", "100")
+    ok(run_mc("run", "--name", done, "--rootfs", busybox_rootfs, "--", "true",
+              state_root=state_root))
+    try:
+        def ps(*args):  # (-q says docker's short ids: 12 characters)
+            return [up if line == up[:12] else done if line == done[:12] else line for line in
+                    ok(run_mc("ps", "-q", *args, state_root=state_root)).split()]
+        assert ps("-a", "--filter", "name=" + done[2:]) == [done]
+        assert ps("-f", "id=" + up, "-a") == [up]
+        assert ps("--filter", "status=exited") == [done]
+        assert ps("-f", "label=tier=web") == [up] and ps("-f", "label=tier=db") == []
+        assert ps("-a", "-f", "label=tier") == [up]
+        assert "use name, id, status" in one_line_error(run_mc(
+            "ps", "--filter", "bogus=1", state_root=state_root))
+    finally:
+        ok(run_mc("rm", "-f", up, done, state_root=state_root))
+
+
 def test_wait_prints_the_exit_code(busybox_rootfs, state_root):
     cid = new_id("wait")
     detach(state_root, "--rootfs", busybox_rootfs, "--name", cid, "--",
