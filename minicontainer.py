@@ -4901,6 +4901,9 @@ def network_option(a, config):
     if mode == "slirp4netns" and not host_program("slirp4netns"):
         raise Error("%s: slirp4netns is not installed (Debian's slirp4netns package)" % (
             "-p" if a.publish and not a.network else "--network slirp4netns"))
+    if a.publish and mode == "host":  # the host's ports are the container's: as docker
+        notice("published ports are discarded with --network host")
+        a.publish = []
     if a.publish and mode not in ("bridge", "slirp4netns"):
         raise Error("-p: publishing a port needs --network bridge or slirp4netns")
     if a.subnet and mode != "bridge":
@@ -8095,7 +8098,7 @@ def run_config(a):
         elif a.rootfs:
             if not os.path.isdir(a.rootfs):
                 raise no_rootfs(a.rootfs)
-            config = default_spec(rootfs=os.path.abspath(a.rootfs))
+            config = _docker_spec(os.path.abspath(a.rootfs))
         elif os.path.exists("config.json"):
             config = load_config(bundle)
         else:
@@ -8114,7 +8117,7 @@ def run_config(a):
         else:
             # The rootfs is made by Container.create (an overlay of image.layers): the path
             # is set there.
-            config = default_spec(rootfs="rootfs")
+            config = _docker_spec("rootfs")
             ic = image.config or {}
             process = config["process"]
             _set_env(process["env"], ic.get("Env") or [])
@@ -8154,10 +8157,21 @@ def run_config(a):
     caps = run.process.get("capabilities")
     if caps is not None and (a.rootfs or image is not None):
         run.process["capabilities"] = docker_capabilities(caps["bounding"], run.process)
+        env = run.process["env"]
+        if run.process.get("terminal") and not any(e.startswith("TERM=") for e in env):
+            env.append("TERM=xterm")  # docker's, with -t only
     if not run.process.get("args"):
         raise Error("run: no command given and the image names none")
     run.check(v1, v2)
     return run
+
+
+def _docker_spec(rootfs):
+    """The config a docker-like run starts from: spec's, without its TERM=xterm, which
+    docker sets for -t only (run_config adds it then)."""
+    config = default_spec(rootfs=rootfs)
+    config["process"]["env"].remove("TERM=xterm")
+    return config
 
 
 def _sets(field, convert=None):
@@ -8918,7 +8932,9 @@ def _run(a, g):
         raise Error("run: two ids given (%s and --name %s)" % (cid, a.name))
     cid = a.name or cid or os.urandom(6).hex()
     if image is not None and not config.get("hostname"):
-        config["hostname"] = cid[:63]
+        # the container's name, as docker names it (its id); with the host's network the
+        # host's name, as docker's
+        config["hostname"] = os.uname().nodename if network_mode(a) == "host" else cid[:63]
     terminal = config["process"].get("terminal")
     if terminal and not a.console_socket and "consoleSize" not in config["process"]:
         # The pty gets our terminal's size before the program starts, not after (a race).

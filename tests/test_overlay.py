@@ -387,6 +387,19 @@ def test_volumes_and_bind_mounts(image, state_root, tmp_path):
     assert ok(r, quiet=True) == "w\n"
 
 
+def test_docker_defaults_of_term_and_the_host_network(image, state_root):
+    """As docker's: TERM only with -t; with --network host the host's hostname, and -p
+    discarded with a warning (it was an error)."""
+    r = run_mc("run", "--rm", "--network", "host", "-p", "8080:80", image.name, "sh", "-c",
+               "hostname; env | grep -c ^TERM= || true", state_root=state_root)
+    assert (r.returncode, r.stdout.split()) == (0, [os.uname().nodename, "0"]), r.stderr
+    assert r.stderr == "minicontainer: warning: published ports are discarded with " \
+        "--network host\n"
+    out = ok(run_mc("run", "--rm", "-e", "TERM=dumb", image.name, "sh", "-c",
+                    "env | grep ^TERM=", state_root=state_root), quiet=True)
+    assert out == "TERM=dumb\n"
+
+
 def test_a_read_only_volume_is_read_only_below_too(image, state_root, tmp_path):
     """-v HOST:CTR:ro and --mount ...,readonly make the volume's submounts read-only too, as
     docker 25+ does (recursive read-only, mount_setattr): a host mount inside the volume's
