@@ -8249,6 +8249,8 @@ def _flag_cpus(run, cpus):
         number = None
     if number is None or not 0 < number < 1e9:  # nan and inf compare False
         raise Error("--cpus %s: a number of CPUs above 0, e.g. 1.5" % cpus)
+    if number > os.cpu_count():  # as docker: a quota no cgroup could use
+        raise Error("--cpus %s: this machine has %d CPUs" % (cpus, os.cpu_count()))
     cpus = number
     run.resources("cpu").update(quota=int(cpus * 100000), period=100000)
 
@@ -10219,7 +10221,9 @@ def cmd_containers(a, g):
         command = _command_of(c)
         short = command if len(command) <= 20 else command[:19] + "…"
         created = _ago(c.state.get("created"), now)
-        ports = ", ".join(_port_lines(c)) if status in ("running", "paused") else ""
+        ports = ", ".join("%s:%s->%s" % (b["HostIp"], b["HostPort"], key)  # docker ps's
+                          for key, binds in sorted(_port_bindings(c).items())
+                          for b in binds) if status in ("running", "paused") else ""
         row = [c.id[:12], _run_record(c).get("image") or "", json.dumps(short,
                                                                          ensure_ascii=False),
                created + " ago" if created else "", docker_status(c, now), ports, c.id]
@@ -10495,8 +10499,8 @@ def cmd_port(a, g):
     lines = _port_lines(c, a.private) if c.status() in ("running", "paused") else []
     if a.private and not lines:
         raise Error("no public port %s published for %s" % (a.private, c.id))
-    for line in lines:
-        print(line)
+    for line in lines:  # of one port, its addresses alone, as docker's
+        print(line.split(" -> ")[1] if a.private else line)
     return 0
 
 
@@ -10929,8 +10933,8 @@ def _parser(only=None):
                     help="only the last N lines (all: every line, as without it)")
     lg.add_argument("-t", "--timestamps", action="store_true",
                     help="each line after the time it was written (RFC 3339)")
-    rs = cmd("restart", cmd_restart, "stop containers made by run -d, then start them again "
-             "(each from its image again, as a new init)", ids=False)
+    rs = cmd("restart", cmd_restart, "stop containers that run kept (-d, or not --rm), then "
+             "start them again as new inits, their changes kept", ids=False)
     rs.add_argument("-t", "--time", type=_count, metavar="SECONDS",
                     help="how long to wait for the stop signal's effect (default: the "
                     "container's --stop-timeout)")
@@ -10981,7 +10985,8 @@ def _parser(only=None):
     cmd("wait", cmd_wait, "wait until containers stop; print their exit codes",
         ids=False).add_argument("ids", nargs="+", metavar="ID")
     tp = cmd("top", cmd_top, "a container's processes, as the host's ps shows them")
-    tp.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS_OPTIONS")
+    tp.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS_OPTIONS",
+                    help="options for the host's ps (default -ef), as docker top's")
     cmd("port", cmd_port, "a container's published ports").add_argument(
         "private", nargs="?", metavar="PRIVATE_PORT[/PROTO]")
     x = cmd("exec", cmd_exec, "run another process in a running container", ids=False)
@@ -11006,8 +11011,8 @@ def _parser(only=None):
     x.add_argument("args", nargs=argparse.REMAINDER)
     u = cmd("update", cmd_update, "change a running container's resource limits")
     u.add_argument("-r", "--resources", help="linux.resources JSON file, or - for stdin")
-    for flag in ("--memory", "--memory-swap", "--memory-reservation", "--cpuset-cpus",
-                 "--cpuset-mems"):
+    u.add_argument("-m", "--memory")
+    for flag in ("--memory-swap", "--memory-reservation", "--cpuset-cpus", "--cpuset-mems"):
         u.add_argument(flag)
     for flag in ("--kernel-memory", "--kernel-memory-tcp"):
         u.add_argument(flag, help="ignored, as runc 1.1 ignores it (the kernel dropped "

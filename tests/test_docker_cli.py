@@ -193,9 +193,9 @@ def test_inspect_has_dockers_shape(pulled, state_root, tmp_path):
     assert ok(run_mc("port", cid, state_root=state_root)) == \
         "80/tcp -> 127.0.0.1:%d\n" % port
     assert ok(run_mc("port", cid, "80", state_root=state_root)) == \
-        "80/tcp -> 127.0.0.1:%d\n" % port
+        "127.0.0.1:%d\n" % port  # docker's: of one port, the address alone
     one_line_error(run_mc("port", cid, "81/tcp", state_root=state_root))
-    assert "%s->80/tcp" % port not in ps_rows(state_root)[cid]  # docker's ps form is 80/tcp ->
+    assert "127.0.0.1:%s->80/tcp" % port in ps_rows(state_root)[cid]  # docker ps's form
     top = ok(run_mc("top", cid, state_root=state_root)).splitlines()
     assert top[0].split()[:3] == ["UID", "PID", "PPID"]
     assert len(top) == 2 and top[1].endswith("sleep 100")
@@ -280,6 +280,9 @@ def test_docker_spellings(busybox_rootfs, state_root):
             "paused"
         ok(run_mc("unpause", cid, state_root=state_root))
         assert mc.Container.load(cid, state_root).status() == "running"
+        ok(run_mc("update", "-m", "64m", cid, state_root=state_root))  # docker's -m too
+        assert ok(run_mc("inspect", "-f", "{{.HostConfig.Memory}}", cid,
+                         state_root=state_root)) == "%d\n" % (64 << 20)
     finally:
         ok(run_mc("rm", "-f", cid, state_root=state_root))
 

@@ -256,6 +256,7 @@ def test_invalid_ids(bundle, state_root, cid):
     (["--cpus", "nan"], ["true"], "--cpus nan: a number of CPUs above 0", 125),
     (["--cpus", "inf"], ["true"], "--cpus inf: a number of CPUs above 0", 125),
     (["--cpus", "-1"], ["true"], "--cpus -1: a number of CPUs above 0", 125),
+    (["--cpus", "1000"], ["true"], "--cpus 1000: this machine has", 125),
     (["-v", "relative:/data"], ["true"], "use HOST:CONTAINER[:OPTIONS]", 125),
     (["-v", "/tmp:/data:rx"], ["true"], "use HOST:CONTAINER[:OPTIONS]", 125),
     (["-v", "/tmp"], ["true"], "use HOST:CONTAINER[:OPTIONS]", 125),
