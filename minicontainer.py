@@ -10440,6 +10440,13 @@ def cmd_inspect(a, g):
     for word in a.ids:
         try:
             found.append(inspect_container(load_container(word, g.root)))
+        except NotFound as e:
+            try:  # docker's inspect takes an image too
+                found.append(inspect_image(find_image(word)))
+            except Error:
+                sys.stderr.write("minicontainer: no such container or image: %s\n" % word
+                                 if "does not exist" in str(e) else "minicontainer: %s\n" % e)
+                status = 1
         except Error as e:
             sys.stderr.write("minicontainer: %s\n" % e)
             status = 1
@@ -10450,6 +10457,22 @@ def cmd_inspect(a, g):
     else:
         print(json.dumps(found, indent=4))
     return status
+
+
+def inspect_image(image):
+    """docker image inspect's object of a stored image, for the fields the store has."""
+    ic = image.image_config or {}
+    store_names = [n for n, d in ImageStore().entries() if n and d.get("digest") == image.digest]
+    return {"Id": (image.manifest.get("config") or {}).get("digest", ""),
+            "RepoTags": store_names,
+            "RepoDigests": [parse_reference(n).registry + "/" + parse_reference(n).repository +
+                            "@" + image.digest for n in store_names],
+            "Created": ic.get("created", ""), "Architecture": ic.get("architecture", ""),
+            "Os": ic.get("os", ""), "Variant": ic.get("variant", ""),
+            "Config": image.config, "Size": sum(int(layer.get("size", 0)) for layer in
+                                                image.manifest.get("layers") or ()),
+            "RootFS": {"Type": "layers", "Layers": (ic.get("rootfs") or {}).get("diff_ids",
+                                                                                 [])}}
 
 
 def cmd_wait(a, g):

@@ -239,6 +239,13 @@ def test_format_templates(pulled, store, state_root):
                         "{{json .NetworkSettings.Networks}}", cid, state_root=state_root))
         assert out.split() == [mc._lookup(mc.ImageStore(store), pulled)[0][1]["digest"],
                                "linux", "overlay", "no", "false", "false", "false", "<>", "{}"]
+        # an image, as docker's inspect takes it; neither: one line
+        image = mc.find_image(pulled, store)
+        out = ok(run_mc("inspect", "-f", "{{.Id}} {{.Os}} {{len .RootFS.Layers}} "
+                        "{{index .Config.Cmd 0}}", pulled, state_root=state_root))
+        assert out.split() == [image.manifest["config"]["digest"], "linux", "1", "sh"]
+        assert one_line_error(run_mc("inspect", "nosuch", state_root=state_root)) == \
+            "minicontainer: no such container or image: nosuch"
         r = run_mc("inspect", "-f", "{{.State.Nothing}}", cid, state_root=state_root)
         assert one_line_error(r) == 'minicontainer: --format: map has no entry for key ' \
             '"Nothing"' and r.returncode == 1
