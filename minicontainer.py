@@ -540,15 +540,17 @@ def debug(msg):
         _log_error(msg, DEBUG_LOG, "debug")
 
 
-def print_formatted(fmt, data, header, rows, widths=None, headers=None):
+def print_formatted(fmt, data, header, rows, widths=None, headers=None, json_lines=False):
     """--format of list, ps and images: json prints `data` (what programs read), table the
     header and rows in columns `widths` wide, one space apart, or, without widths, as wide
     as their widest cell, three spaces apart. Any other format is a Go template, as
     docker's (render_template), printed for each item of `data`; "table TEMPLATE" puts a
     header line first, the column names from `headers` ({key: name}, else KEY), and aligns
-    the columns that tabs (\\t) separate."""
+    the columns that tabs (\\t) separate. json_lines: json as docker's ps and images print
+    it, an object a line (runc's list and ps print one array)."""
     if fmt == "json":
-        print(json.dumps(data))
+        for line in [json.dumps(item) for item in data] if json_lines else [json.dumps(data)]:
+            print(line)
         return
     if fmt != "table":
         fmt = fmt.replace("\\t", "\t").replace("\\n", "\n")
@@ -7815,14 +7817,12 @@ def cmd_images(args, g):
     header = ("REPOSITORY", "TAG", "DIGEST" if args.digests else "IMAGE ID", "PLATFORM",
               "CREATED", "SIZE")
     rows.sort()
-    if args.format in ("table", "json"):
-        data = [dict(zip(("repository", "tag", "id", "platform", "created", "size"), row))
-                for row in rows]
-    else:  # docker's names, for its templates
-        data = [{"Repository": row[0], "Tag": row[1], "ID": digests[row][7:19],
-                 "Digest": digests[row], "Platform": row[3], "CreatedAt": row[4],
-                 "Size": row[5]} for row in rows]
-    print_formatted(args.format, data, header, rows, headers={"ID": "IMAGE ID"})
+    # docker's names, for its templates and its json (an object a line)
+    data = [{"Repository": row[0], "Tag": row[1], "ID": digests[row][7:19],
+             "Digest": digests[row], "Platform": row[3], "CreatedAt": row[4],
+             "Size": row[5]} for row in rows]
+    print_formatted(args.format, data, header, rows, headers={"ID": "IMAGE ID"},
+                    json_lines=True)
     return 0
 
 
@@ -10238,7 +10238,7 @@ def cmd_containers(a, g):
         print_formatted(a.format, data, ("CONTAINER ID", "IMAGE", "COMMAND", "CREATED",
                                          "STATUS", "PORTS", "NAMES"), rows,
                         headers={"ID": "CONTAINER ID", "RunningFor": "CREATED",
-                                 "CreatedAt": "CREATED AT"})
+                                 "CreatedAt": "CREATED AT"}, json_lines=True)
     return 0
 
 

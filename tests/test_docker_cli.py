@@ -79,7 +79,8 @@ def test_ps_lists_containers_as_docker_does(busybox_rootfs, state_root):
     assert ok(run_mc("ps", "-q", state_root=state_root)).split() == [up[:12]]
     assert ok(run_mc("ps", "-aq", state_root=state_root)).split() == \
         [done[:12], up[:12]]  # the newest first
-    data = json.loads(ok(run_mc("ps", "-a", "--format", "json", state_root=state_root)))
+    data = [json.loads(line) for line in ok(run_mc(  # docker's: an object a line
+        "ps", "-a", "--format", "json", state_root=state_root)).splitlines()]
     assert {d["Names"]: d["State"] for d in data} == {up: "running", done: "exited"}
     # runc's `ps ID` is still the container's processes
     assert ok(run_mc("ps", up, state_root=state_root)).split()[:2] == ["PID", "CMD"]
@@ -259,11 +260,12 @@ def test_format_templates(pulled, store, state_root):
                                                     [cid, "tier=web"]]
         assert "Go template" in one_line_error(run_mc("ps", "--format", "wide",
                                                       state_root=state_root))
-        digest = json.loads(ok(run_mc("images", "--format", "json", "--store", store)))[0]
+        digest = json.loads(ok(run_mc("images", "--format", "json", "--store",
+                                      store)).splitlines()[0])
         out = ok(run_mc("images", "--store", store, "--format",
                         "{{.Repository}}:{{.Tag}} {{.ID}} {{.Digest}}"))
         repo, _, tag = pulled.rpartition(":")
-        assert out.split() == ["%s:%s" % (repo, tag), digest["id"], mc.ImageStore(
+        assert out.split() == ["%s:%s" % (repo, tag), digest["ID"], mc.ImageStore(
             store).entries()[0][1]["digest"]]
     finally:
         ok(run_mc("rm", "-f", cid, state_root=state_root))

@@ -75,8 +75,9 @@ def test_images_lists_the_store(two_images, store):
     assert all("linux/amd64" in line for line in lines[1:])
     ids = run_mc("images", "-q", env=env).stdout.split()
     assert ids == [mc.find_image(ref, store).digest[7:19] for ref in refs]
-    listed = json.loads(run_mc("images", "--format", "json", env=env).stdout)
-    assert [(i["repository"], i["tag"], i["id"]) for i in listed] == [
+    listed = [json.loads(line) for line in  # docker's: an object a line, its keys
+              run_mc("images", "--format", "json", env=env).stdout.splitlines()]
+    assert [(i["Repository"], i["Tag"], i["ID"]) for i in listed] == [
         (repo, "one", ids[0]), (repo, "two", ids[1])]
 
 
