@@ -6460,7 +6460,6 @@ def check_id(cid):
     return cid
 
 
-
 _STATE_FIELDS = {"pid": int, "start_time": int, "cgroup": dict, "network": dict,
                  "overlay": dict, "config": dict, "bundle": str, "rootfs": str, "created": str,
                  "annotations": dict, "run": dict}
