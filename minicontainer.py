@@ -10007,26 +10007,6 @@ def _format_option(parser):
                         help="table, json, or a Go template as docker's ('{{.ID}}')")
 
 
-class _FormatOrFilterBase:
-    """ps -f: runc's --format (table, json) and docker's --filter (KEY=VALUE) in one."""
-
-    def __call__(self, parser, namespace, value, option_string=None):
-        import argparse
-        if "=" in value and "{{" not in value:
-            namespace.filter = (getattr(namespace, "filter", None) or []) + [value]
-            return
-        try:
-            namespace.format = _format(value)
-        except argparse.ArgumentTypeError as e:
-            raise argparse.ArgumentError(self, str(e)) from None
-
-
-def _FormatOrFilter(*args, **kwargs):  # (argparse, and so its Action, is imported lazily)
-    import argparse
-    cls = type("_FormatOrFilter", (_FormatOrFilterBase, argparse.Action), {})
-    return cls(*args, **kwargs)
-
-
 def _format(text):
     import argparse
     if text not in ("table", "json") and "{{" not in text:
@@ -10898,6 +10878,19 @@ def _parser(only=None):
                 width = 80
             super().__init__(prog, width=max(width - 2, 40))
 
+    class FormatOrFilter(argparse.Action):
+        """ps -f: runc's --format (table, json, a template) and docker's --filter (KEY=VALUE)
+        in one."""
+
+        def __call__(self, parser, namespace, value, option_string=None):
+            if "=" in value and "{{" not in value:
+                namespace.filter = (getattr(namespace, "filter", None) or []) + [value]
+                return
+            try:
+                namespace.format = _format(value)
+            except argparse.ArgumentTypeError as e:
+                raise argparse.ArgumentError(self, str(e)) from None
+
     class Parser(argparse.ArgumentParser):
         def __init__(self, *args, **kwargs):
             kwargs.setdefault("formatter_class", Formatter)
@@ -10967,7 +10960,7 @@ def _parser(only=None):
     ls.add_argument("-q", "--quiet", action="store_true")
     ps = cmd("ps", cmd_ps, "list a container's processes (runc), or without ID the "
              "containers (docker)", ids=False)
-    ps.add_argument("-f", "--format", action=_FormatOrFilter, default="table",
+    ps.add_argument("-f", "--format", action=FormatOrFilter, default="table",
                     help="table, json, or a Go template as docker's ('{{.ID}}'); KEY=VALUE "
                     "is a --filter, as docker's -f")
     ps.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
