@@ -6384,11 +6384,14 @@ def _exec(process, path, preserve_fds, sync_sock, helper):
             signal.signal(sig, signal.SIG_DFL)
     debug_step("execve")
     env = dict(e.split("=", 1) for e in env if "=" in e)
-    try:
-        if helper is None:
-            os.execve(path, process["args"], env)
+    if helper is not None:
         os.set_inheritable(sync_sock.fileno(), True)  # until the helper's execve
-        os.execve("/proc/self/fd/%d" % helper, [path] + process["args"], env)
+        try:
+            os.execve("/proc/self/fd/%d" % helper, [path] + process["args"], env)
+        except OSError:  # (a security module that forbids running a memfd): as before
+            os.set_inheritable(sync_sock.fileno(), False)
+    try:
+        os.execve(path, process["args"], env)
     except OSError as e:
         raise Error('exec "%s": %s' % (process["args"][0], e.strerror),
                     127 if e.errno == errno.ENOENT else 126) from None
