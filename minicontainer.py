@@ -5009,6 +5009,13 @@ def etc_files_option(a, image):
     hosts = []
     for spec in a.add_host:
         name, _, ip = spec.partition(":")
+        if ip == "host-gateway":  # docker's name for the host, as the container reaches it
+            mode = network_mode(a)
+            if mode not in ("bridge", "host", "slirp4netns"):
+                raise Error("--add-host %s: no network reaches the host (--network none)"
+                            % spec)
+            ip = {"host": "127.0.0.1", "slirp4netns": "10.0.2.2"}.get(mode) or str(
+                network_subnet(a.subnet).network_address + 1)  # the bridge's address
         try:
             ipaddress.ip_address(ip)
         except ValueError:

@@ -396,7 +396,8 @@ def split_etc(out):
 
 
 def test_image_container_gets_its_etc_files_on_the_bridge(state_root, image_env, no_leaks):
-    out = ok(mc("run", "--rm", "--network", "bridge", "--hostname", "web1", "etc-test:1", "sh",
+    out = ok(mc("run", "--rm", "--network", "bridge", "--hostname", "web1", "--add-host",
+                "gw:host-gateway", "etc-test:1", "sh",
                 "-c", "ip -o -4 addr show eth0 | awk '{print $4}'; " + SHOW_ETC,
                 state_root=state_root, env=image_env))
     names, hosts, resolv = split_etc(out)
@@ -404,6 +405,7 @@ def test_image_container_gets_its_etc_files_on_the_bridge(state_root, image_env,
     assert ipaddress.ip_address(ip) in SUBNET
     assert names[1:] == ["web1", "web1"]
     assert hosts[0] == "127.0.0.1\tlocalhost" and "%s\tweb1" % ip in hosts
+    assert hosts[-1] == "%s\tgw" % (SUBNET.network_address + 1)  # host-gateway: the bridge
     servers = [line.split()[1] for line in resolv if line.startswith("nameserver")]
     assert servers and not any(ipaddress.ip_address(s.split("%")[0]).is_loopback
                                for s in servers)
@@ -425,10 +427,11 @@ def test_dns_flags_and_add_host(state_root, image_env, no_leaks):
 
 
 def test_network_host_gets_the_hosts_files(state_root, image_env, no_leaks):
-    _, hosts, resolv = split_etc(ok(mc("run", "--rm", "--network", "host", "etc-test:1", "sh",
-                                       "-c", SHOW_ETC, state_root=state_root, env=image_env)))
-    with open("/etc/hosts") as f:
-        assert hosts == f.read().splitlines()
+    _, hosts, resolv = split_etc(ok(mc("run", "--rm", "--network", "host", "--add-host",
+                                       "h:host-gateway", "etc-test:1", "sh", "-c", SHOW_ETC,
+                                       state_root=state_root, env=image_env)))
+    with open("/etc/hosts") as f:  # and docker's host-gateway: the host, here its loopback
+        assert hosts == f.read().splitlines() + ["127.0.0.1\th"]
     host_servers = [line.split()[1] for line in m.host_resolv_conf().splitlines()
                     if line.startswith("nameserver")]
     assert [line.split()[1] for line in resolv if line.startswith("nameserver")] == \
@@ -466,6 +469,7 @@ def test_etc_files_are_the_containers_not_the_images(state_root, image_env, tmp_
     (["--dns", "resolver"], "--dns resolver: not an IP address"),
     (["--add-host", "db"], "--add-host db: use NAME:IP"),
     (["--add-host", "db:not-an-ip"], "use NAME:IP"),
+    (["--add-host", "h:host-gateway"], "no network reaches the host (--network none)"),
     (["--dns-search", ""], "not a domain"),
 ])
 def test_etc_file_flag_errors(state_root, image_env, no_leaks, args, message):
