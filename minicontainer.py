@@ -10170,8 +10170,15 @@ def docker_status(c, now):
         up = _ago(c.state.get("started_at") or c.state.get("created"), now)
         return "Up" + (" " + up if up else "") + (" (Paused)" if status == "paused" else "")
     code, ago = c.state.get("exit_code"), _ago(c.state.get("finished_at"), now)
-    return "Exited" + (" (%d)" % code if isinstance(code, int) else "") + \
-        (" %s ago" % ago if ago else "")
+    return ("Restarting" if _restarting(c) else "Exited") + \
+        (" (%d)" % code if isinstance(code, int) else "") + (" %s ago" % ago if ago else "")
+
+
+def _restarting(c):
+    """Whether a stopped container is waiting for its monitor to start it again (its
+    policy's back-off), which docker says as `Restarting`."""
+    code = c.state.get("exit_code")
+    return isinstance(code, int) and c.status() == "stopped" and _restarts(c.state, code)
 
 
 def _run_record(c):
@@ -10219,7 +10226,8 @@ def cmd_containers(a, g):
         rows.append(row)
         data.append({"ID": c.id, "Image": row[1], "Command": json.dumps(command),
                      "CreatedAt": c.state.get("created", ""), "RunningFor": created or "",
-                     "State": _docker_state(status), "Status": row[4], "Ports": ports,
+                     "State": "restarting" if row[4].startswith("Restarting") else
+                     _docker_state(status), "Status": row[4], "Ports": ports,
                      "Names": c.id, "Labels": ",".join(
                          "%s=%s" % kv for kv in sorted((c.state.get("annotations") or {})
                                                        .items()))})
@@ -10383,8 +10391,9 @@ def inspect_container(c):
         "Platform": "linux", "Driver": (c.state.get("overlay") or {}).get("mode", ""),
         "LogPath": c.log if os.path.exists(c.log) else "",
         "Path": (process.get("args") or [""])[0], "Args": (process.get("args") or [])[1:],
-        "State": {"Status": _docker_state(status), "Running": status == "running",
-                  "Paused": status == "paused", "Restarting": False,
+        "State": {"Status": "restarting" if _restarting(c) else _docker_state(status),
+                  "Running": status == "running",
+                  "Paused": status == "paused", "Restarting": _restarting(c),
                   "OOMKilled": bool(c.state.get("oom_killed")), "Dead": False,
                   "Pid": c.pid if alive else 0,
                   "ExitCode": 0 if status != "stopped" else code,

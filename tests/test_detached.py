@@ -258,10 +258,16 @@ def test_on_failure_restarts_at_most_n_times(busybox_rootfs, state_root):
     cid = run_d(state_root, "--restart", "on-failure:2", "--rootfs", busybox_rootfs, "--",
                 "sh", "-c", "echo run; exit 3")
     try:
+        # between its exits and its restarts: docker's `Restarting`
+        wait_for(lambda: mc("inspect", "-f", "{{.State.Status}} {{.State.Restarting}}", cid,
+                            state_root=state_root).stdout == "restarting true\n",
+                 what="the restarting state", interval=0.01)
         s = wait_for(lambda: finished(state_root, cid, count=2), what="the 2nd restart")
         time.sleep(1)  # a 3rd would come within 0.4 s (docker's back-off)
         s = state(state_root, cid)
         assert (s["restart_count"], s["exit_code"]) == (2, 3)
+        assert mc("inspect", "-f", "{{.State.Status}} {{.State.Restarting}}", cid,
+                  state_root=state_root).stdout == "exited false\n"  # no more restarts
         assert mc("logs", cid, state_root=state_root).stdout == "run\n" * 3
         # a success is not restarted
         ok = run_d(state_root, "--restart", "on-failure", "--rootfs", busybox_rootfs, "--",
