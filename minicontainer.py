@@ -4917,11 +4917,14 @@ def network_option(a, config):
         return None
     publish, seen = [], set()
     for spec in a.publish:
-        publish.append(parse_publish(spec))
-        key = (publish[-1]["host_ip"], publish[-1]["host"], publish[-1]["proto"])
-        if key in seen:
-            raise Error("-p %s: host port %d/%s given twice" % (spec, key[1], key[2]))
-        seen.add(key)
+        for p in parse_publish(spec):
+            publish.append(p)
+            key = (p["host_ip"], p["host"], p["proto"])
+            if key in seen and p["host"]:
+                raise Error("-p %s: host port %d/%s given twice" % (spec, key[1], key[2]))
+            seen.add(key)
+            if not p["host"] and mode == "slirp4netns":
+                raise Error("-p %s: a host port the kernel picks needs --network bridge" % spec)
     if not any(ns["type"] == "network" for ns in namespaces):
         namespaces.append({"type": "network"})
     if mode == "slirp4netns":
@@ -5031,22 +5034,33 @@ def etc_files_option(a, image):
 
 
 def parse_publish(spec):
-    """-p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]"""
+    """-p [[HOSTIP:]HOSTPORT:]CTRPORT[/tcp|udp], as docker's: a port or a range (8080-8081:
+    80-81) each; no host port (or HOSTIP::CTRPORT) is one the kernel picks (host 0 here,
+    the real one recorded once bound). Returns one entry a port."""
     import ipaddress
     ports, _, proto = spec.partition("/")
     proto = proto or "tcp"
     parts = ports.rsplit(":", 2)
+
+    def span(text):
+        first, dash, last = text.partition("-")
+        first, last = int(first), int(last) if dash else int(first)
+        if not 0 < first <= last < 65536:
+            raise ValueError
+        return list(range(first, last + 1))
     try:
-        if proto not in ("tcp", "udp") or len(parts) < 2:
+        if proto not in ("tcp", "udp"):
             raise ValueError
         host_ip = str(ipaddress.IPv4Address(parts[0])) if len(parts) == 3 else "0.0.0.0"
-        host, ctr = int(parts[-2]), int(parts[-1])
-        if not (0 < host < 65536 and 0 < ctr < 65536):
+        ctrs = span(parts[-1])
+        hosts = span(parts[-2]) if len(parts) > 1 and parts[-2] else [0] * len(ctrs)
+        if len(hosts) != len(ctrs):
             raise ValueError
     except ValueError:
-        raise Error("-p %s: use [HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp] with ports 1-65535"
-                    % spec) from None
-    return {"spec": spec, "host_ip": host_ip, "host": host, "ctr": ctr, "proto": proto}
+        raise Error("-p %s: use [[HOSTIP:]HOSTPORT:]CTRPORT[/tcp|udp], ports 1-65535 (or "
+                    "ranges of one length)" % spec) from None
+    return [{"spec": spec, "host_ip": host_ip, "host": host, "ctr": ctr, "proto": proto}
+            for host, ctr in zip(hosts, ctrs)]
 
 
 def _make_netns(path):
@@ -5350,6 +5364,7 @@ def network_publish(c):
             except OSError as e:
                 raise Error("-p %s: %s:%d: %s" % (p["spec"], p["host_ip"], p["host"],
                                                   e.strerror)) from None
+            p["host"] = s.getsockname()[1]  # (the kernel's pick, for a port not given)
             if p["proto"] == "tcp":
                 s.listen(128)
         pid = _spawn_forwarder(listeners, info["ip"], c.pid, c.state.get("start_time"))
@@ -8410,6 +8425,9 @@ def _unmapped_id_option(option, uids, gids):
 
 
 def _flag_network(run, _):
+    if run.a.publish_all and run.image is not None:  # -P: docker's, the image's EXPOSE
+        run.a.publish = run.a.publish + sorted(
+            (run.image.config or {}).get("ExposedPorts") or {})
     run.network = network_option(run.a, run.config)
 
 
@@ -10830,8 +10848,11 @@ RUN_FLAGS = [
                                   "slirp4netns: a user-mode stack (rootless -p)" % BRIDGE),
      _flag_network),
     (("-p", "--publish"), dict(action="append", default=[],
-                               metavar="[HOSTIP:]HOSTPORT:CTRPORT[/tcp|udp]"),
+                               metavar="[[HOSTIP:]HOSTPORT:]CTRPORT[/tcp|udp]"),
      None),  # network_option
+    (("-P", "--publish-all"), dict(action="store_true",
+                                   help="publish the image's exposed ports on ports the "
+                                   "kernel picks"), None),  # _flag_network
     (("--subnet",), dict(help="the bridge's subnet (default $MINICONTAINER_SUBNET or %s)"
                          % DEFAULT_SUBNET), None),  # network_option
     (("--dns",), dict(action="append", default=[], metavar="IP",

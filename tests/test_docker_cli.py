@@ -271,6 +271,23 @@ def test_format_templates(pulled, store, state_root):
         ok(run_mc("rm", "-f", cid, state_root=state_root))
 
 
+def test_publish_all_exposes_the_images_ports(registry, base, store, state_root):
+    """-P: every port the image exposes, each on a host port the kernel picks (docker's)."""
+    name = "cli/" + os.urandom(4).hex()
+    registry.client.push_image(name, "v", Image([base], config={
+        "Cmd": ["sleep", "100"], "ExposedPorts": {"80/tcp": {}, "53/udp": {}}}))
+    ref = "%s/%s:v" % (registry.host, name)
+    assert run_pull("-q", ref, store=store).returncode == 0
+    cid = new_id("pa")
+    detach(state_root, "-P", "--name", cid, ref)
+    try:
+        lines = ok(run_mc("port", cid, state_root=state_root)).splitlines()
+        assert [line.split(" -> ")[0] for line in lines] == ["53/udp", "80/tcp"]
+        assert all(int(line.rsplit(":", 1)[1]) > 0 for line in lines)
+    finally:
+        ok(run_mc("rm", "-f", cid, state_root=state_root))
+
+
 def test_docker_spellings(busybox_rootfs, state_root):
     """run -h is --hostname (--help is help), `run --rootfs DIR CMD...` takes it all as the
     command (docker's order, the rootfs for the image), logs --tail all and -n, unpause."""

@@ -171,6 +171,36 @@ def test_bridge_in_a_user_namespace(walkable, state_root, no_leaks):
     assert ours(state_root) == ({}, [], [])
 
 
+def test_ports_the_kernel_picks_and_ranges(busybox_rootfs, state_root, www, no_leaks):
+    """docker's -p CTRPORT and -p HOSTIP::CTRPORT (a host port the kernel picks, which
+    port, ps and inspect then say) and -p A-B:C-D (a range)."""
+    cid = new_id("pick")
+    low = next(p for p in range(20000, 30000, 7) if all(_free(q) for q in (p, p + 1)))
+    rc, _, err = mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs,
+                       "-p", "8080", "-p", "127.0.0.1::8081", "-p", "%d-%d:9090-9091" % (
+                           low, low + 1), "-v", www + ":/www:ro", "--",
+                       "httpd", "-f", "-p", "8080", "-h", "/www", state_root=state_root)
+    assert rc == 0, err
+    try:
+        ip, port = ok(mc("port", cid, "8080", state_root=state_root)).strip().rsplit(":", 1)
+        assert ip == "0.0.0.0" and int(port) > 0
+        assert fetch("http://127.0.0.1:%s/" % port) == "hello from the bridge\n"
+        assert ok(mc("port", cid, "8081", state_root=state_root)).startswith("127.0.0.1:")
+        assert ok(mc("port", cid, "9091", state_root=state_root)) == "0.0.0.0:%d\n" % (
+            low + 1)
+    finally:
+        assert mc("delete", "-f", cid, state_root=state_root).returncode == 0
+
+
+def _free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+            return True
+        except OSError:
+            return False
+
+
 def test_published_port_answers_on_host(busybox_rootfs, state_root, www, no_leaks):
     cid, port = new_id("pub"), free_port()
     rc, _, err = mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs,
@@ -470,6 +500,7 @@ def test_etc_files_are_the_containers_not_the_images(state_root, image_env, tmp_
     (["--add-host", "db"], "--add-host db: use NAME:IP"),
     (["--add-host", "db:not-an-ip"], "use NAME:IP"),
     (["--add-host", "h:host-gateway"], "no network reaches the host (--network none)"),
+    (["-p", "8000-8002:80-81"], "ranges of one length"),
     (["--dns-search", ""], "not a domain"),
 ])
 def test_etc_file_flag_errors(state_root, image_env, no_leaks, args, message):
