@@ -4995,6 +4995,11 @@ def _slirp4netns_api(path, command, **arguments):
             reply.get("error") or {}).get("desc", "no answer")))
 
 
+def _shown(text):
+    """A value in a one-line error: as given, or quoted where it holds a newline or such."""
+    return text if text.isprintable() else repr(text)
+
+
 def etc_files_option(a, image):
     """run's --dns, --dns-search and --add-host: write_etc_files's spec, for an image's
     container (a bundle or a rootfs directory keeps its own /etc)."""
@@ -5007,8 +5012,10 @@ def etc_files_option(a, image):
     for server in a.dns:
         try:
             ipaddress.ip_address(server)
+            if "%" in server:  # (a zone takes any text, a newline too: another line)
+                raise ValueError
         except ValueError:
-            raise Error("--dns %s: not an IP address" % server) from None
+            raise Error("--dns %s: not an IP address" % _shown(server)) from None
     hosts = []
     for spec in a.add_host:
         name, _, ip = spec.partition(":")
@@ -5021,8 +5028,10 @@ def etc_files_option(a, image):
                 network_subnet(a.subnet).network_address + 1)  # the bridge's address
         try:
             ipaddress.ip_address(ip)
+            if "%" in ip:  # (a zone takes any text, a newline too: another line)
+                raise ValueError
         except ValueError:
-            raise Error("--add-host %s: use NAME:IP" % spec) from None
+            raise Error("--add-host %s: use NAME:IP" % _shown(spec)) from None
         if not name or any(ch.isspace() for ch in name):
             raise Error("--add-host %s: use NAME:IP" % spec)
         hosts.append((name, ip))
@@ -5078,11 +5087,23 @@ def _make_netns(path):
                 _write("/proc/sys/net/ipv4/ip_unprivileged_port_start", 0)
             except OSError:
                 pass  # before 4.11, or /proc/sys read-only here: ports keep the default
+            # The bridge is IPv4's: no IPv6 on the eth0 moved in here (a link made after
+            # this takes "default"), so that no other container's router advertisement
+            # gives it an address or a default route (CVE-2020-13401's class; docker too).
+            _write_if_there("/proc/sys/net/ipv6/conf/default/disable_ipv6", 1)
             return Netlink()
         finally:
             setns(host, CLONE_NEWNET)
     finally:
         os.close(host)
+
+
+def _write_if_there(path, value):
+    """A sysctl that a kernel without it (no IPv6) has no file for: nothing to do then."""
+    try:
+        _write(path, value)
+    except FileNotFoundError:
+        pass
 
 
 def _umount_netns(path):
@@ -5164,6 +5185,8 @@ def _ensure_bridge(nl, name, net, old_subnet):
     if kind != "bridge":
         raise Error("--network bridge: %s exists and is not a bridge (%s)"
                     % (name, kind or "no kind"))
+    # IPv4's alone: the host takes no router advertisement a container sends on it
+    _write_if_there("/proc/sys/net/ipv6/conf/%s/disable_ipv6" % name, 1)
     addresses = rtm_getaddr(nl, index)
     if old_subnet and old_subnet != str(net):
         old = ipaddress.IPv4Network(old_subnet)
@@ -5358,7 +5381,9 @@ def network_publish(c):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if p["proto"] == "tcp"
                               else socket.SOCK_DGRAM)
             listeners.append((s, p))
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if p["proto"] == "tcp":  # (for UDP it lets two sockets share a port: another
+                # container's or a host service's traffic would come here)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((p["host_ip"], p["host"]))
             except OSError as e:
@@ -5433,6 +5458,17 @@ def _forward(listeners, ip, init_pid, start_time, pidfd):
     if pidfd is not None:
         sel.register(pidfd, selectors.EVENT_READ, ("init",))
     clients = {}  # udp: (listener fd, client address) -> a socket connected to the container
+    # TCP: 2 fds a connection; past what the fd limit allows (raised to the hard one), new
+    # ones are closed at once: out of fds, the listener stayed readable and this loop spun
+    nofile = RLIMITS["RLIMIT_NOFILE"]
+    soft, hard = prlimit(nofile)
+    try:
+        prlimit(nofile, (hard, hard))
+        soft = hard
+    except OSError:
+        pass
+    tcp = {"active": 0, "most": max(16, (min(soft, 1 << 20) - 64) // 2),
+           "lock": threading.Lock()}
     while True:
         events = sel.select(None if pidfd is not None else 1.0)
         if not events and process_start_time(init_pid) != start_time:
@@ -5451,9 +5487,18 @@ def _forward(listeners, ip, init_pid, start_time, pidfd):
             _, s, p = tag
             try:
                 if p["proto"] == "tcp":
-                    conn = s.accept()[0]
+                    try:
+                        conn = s.accept()[0]
+                    except OSError:  # (out of fds or memory: not at once again)
+                        time.sleep(0.1)
+                        continue
+                    if tcp["active"] >= tcp["most"]:
+                        conn.close()
+                        continue
+                    with tcp["lock"]:
+                        tcp["active"] += 1
                     conn.setblocking(True)
-                    threading.Thread(target=_forward_tcp, args=(conn, (ip, p["ctr"])),
+                    threading.Thread(target=_forward_tcp, args=(conn, (ip, p["ctr"]), tcp),
                                      daemon=True).start()
                     continue
                 data, addr = s.recvfrom(65535)
@@ -5472,7 +5517,15 @@ def _forward(listeners, ip, init_pid, start_time, pidfd):
                 pass
 
 
-def _forward_tcp(conn, target):
+def _forward_tcp(conn, target, tcp):
+    try:
+        _forward_tcp_connection(conn, target)
+    finally:
+        with tcp["lock"]:
+            tcp["active"] -= 1
+
+
+def _forward_tcp_connection(conn, target):
     import socket
     import threading
     try:
@@ -8198,6 +8251,15 @@ def _docker_spec(rootfs):
     return config
 
 
+def _hostname(name):
+    """-h/--hostname (docker's -h; --help is help): a name, no space or control character
+    (it is a line of the container's /etc/hosts), 64 bytes at most (the kernel's)."""
+    if not name or len(name.encode()) > 64 or any(c.isspace() or not c.isprintable()
+                                                  for c in name):
+        raise Error("%r is not a hostname (64 characters at most, no spaces)" % name)
+    return name
+
+
 def _sets(field, convert=None):
     """A flag's function that sets one config field ("process.oomScoreAdj") to its value
     (converted); a dict value is merged into the field's."""
@@ -10804,7 +10866,7 @@ RUN_FLAGS = [
     (("-b", "--bundle"), dict(help="run the OCI bundle in this directory"), None),  # run_config
     (("--name",), dict(help="the container's id"), None),  # _run
     (("--entrypoint",), dict(), _flag_entrypoint),
-    (("-h", "--hostname"), dict(), _sets("hostname")),  # docker's -h (--help is help)
+    (("-h", "--hostname"), dict(), _sets("hostname", lambda name: _hostname(name))),
     (("--env-file",), dict(action="append", default=[], metavar="FILE",
                            help="KEY=VALUE lines (KEY alone: ours), before -e's"),
      _flag_env_file),

@@ -113,11 +113,17 @@ def test_host_sees_host_interfaces(busybox_rootfs, state_root, no_leaks):
 
 def test_bridge_address_and_default_route(busybox_rootfs, state_root, no_leaks):
     r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "bridge", "--", "sh", "-c",
-           "ip -o -4 addr show eth0; ip route", state_root=state_root)
+           "ip -o -4 addr show eth0; ip route; ip -o -6 addr show eth0 | wc -l; "
+           "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6", state_root=state_root)
     assert r.returncode == 0, r.stderr
     addr = ipaddress.IPv4Interface(r.stdout.split(" inet ")[1].split()[0])
     assert addr.network == SUBNET and addr.ip not in (SUBNET[0], SUBNET[1])
     assert "default via %s dev eth0" % SUBNET[1] in r.stdout
+    # IPv4's bridge: no IPv6 on eth0 nor on the bridge, so that no container's router
+    # advertisement configures another's address or route, or the host's (a review did so)
+    assert r.stdout.split()[-2:] == ["0", "1"]
+    with open("/proc/sys/net/ipv6/conf/%s/disable_ipv6" % m.BRIDGE) as f:
+        assert f.read().strip() == "1"
     assert ours(state_root) == ({}, [], [])
 
 
@@ -192,6 +198,29 @@ def test_ports_the_kernel_picks_and_ranges(busybox_rootfs, state_root, www, no_l
         assert mc("delete", "-f", cid, state_root=state_root).returncode == 0
 
 
+def test_a_udp_port_in_use_is_refused(busybox_rootfs, state_root, no_leaks):
+    """A UDP -p on a port another container publishes, or a host service holds (one with
+    SO_REUSEADDR): refused as TCP's are. With SO_REUSEADDR on ours too, both bound, and the
+    other's datagrams came to the newer (a review saw a host service's traffic taken)."""
+    port = free_port()
+    cid = new_id("udp")
+    rc, _, err = mc_bg("run", "-d", "--name", cid, "--rootfs", busybox_rootfs, "-p",
+                       "%d:53/udp" % port, "--", "sleep", "100", state_root=state_root)
+    assert rc == 0, err
+    try:
+        r = mc("run", "--rm", "--rootfs", busybox_rootfs, "-p", "%d:53/udp" % port, "--",
+               "true", state_root=state_root)
+        assert r.returncode == 125 and "Address already in use" in r.stderr, r.stderr
+    finally:
+        assert mc("delete", "-f", cid, state_root=state_root).returncode == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as host:
+        host.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        host.bind(("0.0.0.0", port))
+        r = mc("run", "--rm", "--rootfs", busybox_rootfs, "-p", "%d:53/udp" % port, "--",
+               "true", state_root=state_root)
+        assert r.returncode == 125 and "Address already in use" in r.stderr, r.stderr
+
+
 def _free(port):
     with socket.socket() as s:
         try:
@@ -233,8 +262,8 @@ def test_published_port_answers_on_host(busybox_rootfs, state_root, www, no_leak
 
 
 @pytest.mark.parametrize("args, message", [
-    (["-p", "80"], "use [HOSTIP:]HOSTPORT:CTRPORT"),
-    (["-p", "8080:80/sctp"], "use [HOSTIP:]HOSTPORT:CTRPORT"),
+    (["-p", "80:"], "use [[HOSTIP:]HOSTPORT:]CTRPORT"),  # (-p 80 alone: a port picked)
+    (["-p", "8080:80/sctp"], "use [[HOSTIP:]HOSTPORT:]CTRPORT"),
     (["-p", "70000:80"], "ports 1-65535"),
     (["-p", "8080:80", "-p", "8080:81"], "given twice"),
     (["--network", "none", "-p", "8080:80"], "needs --network bridge"),
@@ -501,6 +530,11 @@ def test_etc_files_are_the_containers_not_the_images(state_root, image_env, tmp_
     (["--add-host", "db:not-an-ip"], "use NAME:IP"),
     (["--add-host", "h:host-gateway"], "no network reaches the host (--network none)"),
     (["-p", "8000-8002:80-81"], "ranges of one length"),
+    # an IPv6 zone takes any text: a newline in it was another line of the file
+    (["--dns", "fe80::1%eth0\nnameserver 6.6.6.6"], "--dns 'fe80::1%eth0\\nnameserver"),
+    (["--add-host", "h:fe80::1%x\n6.6.6.6 bank"], "--add-host 'h:fe80::1%x\\n6.6.6.6 bank'"),
+    (["-h", "h1\n6.6.6.6 evil"], "is not a hostname"),
+    (["-h", "h1 evil"], "is not a hostname"),
     (["--dns-search", ""], "not a domain"),
 ])
 def test_etc_file_flag_errors(state_root, image_env, no_leaks, args, message):
