@@ -9728,6 +9728,8 @@ class _Monitor:
             c = Container.load(cid, self.root)
             if c.status() != "stopped":
                 raise Error("restart: %s is %s" % (cid, c.status()))
+            # before anything of it is taken apart: a port its `run` will not get
+            _check_ports_free((c.state.get("network") or {}).get("publish"))
             saved = tempfile.mkdtemp(prefix=".restart-", dir=self.root)
             for name in _listdir(c.dir):
                 if name.startswith("container.log"):
@@ -10073,6 +10075,26 @@ def cmd_restart(a, g):
         if code:
             return code
     return 0
+
+
+def _check_ports_free(publish):
+    """The host ports of -p given by number (not those the kernel picked): an Error for one
+    that cannot be bound now, as the container's `run` would fail there."""
+    import socket
+    for p in publish or []:
+        given = {q["ctr"]: q["host"] for q in parse_publish(p["spec"])}
+        if not given.get(p["ctr"]):
+            continue
+        tcp = p["proto"] == "tcp"
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else
+                           socket.SOCK_DGRAM) as s:
+            if tcp:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((p["host_ip"], p["host"]))
+            except OSError as e:
+                raise Error("-p %s: %s:%d: %s" % (p["spec"], p["host_ip"], p["host"],
+                                                  e.strerror)) from None
 
 
 def _relaunch(c, root):

@@ -308,6 +308,28 @@ def test_always_restarts_until_stopped(busybox_rootfs, state_root):
         delete(state_root, cid)
 
 
+def test_a_start_that_cannot_have_its_port_keeps_the_container(busybox_rootfs, state_root):
+    """start of a stopped container whose published port is taken meanwhile: one line, and
+    the container stays as it was (it was taken apart first, then its run failed: gone,
+    with its files); once the port is free, start works and its files are there."""
+    import socket
+    from fixtures_registry import free_port
+    port = free_port()
+    cid = run_d(state_root, "-p", "127.0.0.1:%d:80" % port, "--rootfs", busybox_rootfs, "--",
+                "sh", "-c", "echo kept > /root/data; exec sleep 1000")
+    try:
+        assert mc("stop", "-t", "1", cid, state_root=state_root).returncode == 0
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", port))
+            r = mc("start", cid, state_root=state_root)
+            assert r.returncode == 1 and r.stderr.endswith(
+                "127.0.0.1:%d: Address already in use\n" % port), r.stderr
+        assert mc("start", cid, state_root=state_root).returncode == 0
+        assert mc("exec", cid, "cat", "/root/data", state_root=state_root).stdout == "kept\n"
+    finally:
+        delete(state_root, cid)
+
+
 def test_restart_verb(busybox_rootfs, state_root, tmp_path):
     cid = run_d(state_root, "--stop-signal", "USR1", "--rootfs", busybox_rootfs, "--", "sh",
                 "-c", "trap 'echo usr1; exit 0' USR1; echo run; sleep 1000 & wait")
