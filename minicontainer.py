@@ -4794,6 +4794,26 @@ def network_subnet(text=None):
     return net
 
 
+def _check_no_overlap(bridge, net):
+    """Another bridge of ours that serves containers on a subnet overlapping `net`: an Error
+    (both bridges would hold the same route, and containers on the new one not reach their
+    gateway), as docker refuses a network that overlaps another."""
+    import ipaddress
+    for name in sorted(_listdir(NETWORK_DIR)):
+        other = name[:-len(".json")]
+        if not name.endswith(".json") or other == bridge:
+            continue
+        try:
+            with open(os.path.join(NETWORK_DIR, name)) as f:
+                data = json.load(f)
+            subnet = ipaddress.IPv4Network(data.get("subnet"))
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+        if data.get("leases") and subnet.overlaps(net):
+            raise Error("subnet %s overlaps %s, which bridge %s serves (%d containers)"
+                        % (net, subnet, other, len(data["leases"])))
+
+
 class _Leases:
     """The bridge's lease file, locked: {"subnet": ..., "leases": {ip: {"dir", "netns",
     "veth", "forwarder"}}}. Written whole and renamed, so a crash never tears it."""
@@ -5137,6 +5157,7 @@ def network_setup(c, spec):
             if active and str(net) not in active:
                 raise Error("bridge %s serves subnet %s (%d containers), not %s"
                             % (bridge, active.pop(), len(leases.leases), net))
+            _check_no_overlap(bridge, net)
             address = leases.take(net, {"dir": cdir, "netns": info["netns"],
                                         "veth": info["veth"], "subnet": str(net),
                                         "forwarder": None})

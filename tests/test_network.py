@@ -298,10 +298,19 @@ def test_subnet_exhausted_and_bridge_not_a_bridge(busybox_rootfs, state_root, no
         r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "bridge",
                "--subnet", "172.31.79.0/24", "--", "true", state_root=state_root, env=env)
         assert r.returncode == 125 and "serves subnet 172.31.78.0/30" in r.stderr, r.stderr
+        # another bridge on an overlapping subnet: refused (it would hold the same route)
+        other = dict(env, MINICONTAINER_BRIDGE=bridge + "b")
+        r = mc("run", "--rm", "--rootfs", busybox_rootfs, "--network", "bridge",
+               "--subnet", "172.31.78.0/24", "--", "true", state_root=state_root, env=other)
+        assert r.returncode == 125 and r.stderr.strip() == "minicontainer: subnet " \
+            "172.31.78.0/24 overlaps 172.31.78.0/30, which bridge %s serves (1 " \
+            "containers)" % bridge, r.stderr
         assert sorted(os.listdir(state_root)) == [cid]
     finally:
         mc("delete", "-f", cid, state_root=state_root)
         remove_bridge_if_unused(bridge)
+        remove_bridge_if_unused(bridge + "b")
+        forget_lease_file(bridge + "b")
     assert leases(bridge) == {} and bridge not in links()
     # A link of that name that is no bridge (a veth: no dummy module everywhere): a one-line
     # error, nothing left.
