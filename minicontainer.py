@@ -10407,6 +10407,9 @@ def stop_container(c, timeout=None):
         return  # it stopped meanwhile
     if not c.wait_stopped(10):
         raise Error("container %s did not stop" % c.id)
+    # Its published ports free when stop returns, as docker's (a `run -p` of them next
+    # failed while its monitor had not yet ended the forwarder: it does so on the exit)
+    end_helper((c.state.get("network") or {}).get("forwarder"))
 
 
 def cmd_stop(a, g):
