@@ -5389,27 +5389,35 @@ def network_gc(out):
 
 # -- published ports: a userspace forwarder per container
 
+def bind_published(p):
+    """A socket bound to a -p entry's host address (its port already in use, by another
+    container or a host service: an Error in the user's words)."""
+    import socket
+    tcp = p["proto"] == "tcp"
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+    if tcp:  # (for UDP it lets two sockets share a port: another container's or a host
+        # service's traffic would come here)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((p["host_ip"], p["host"]))
+    except OSError as e:
+        s.close()
+        raise Error("-p %s: %s:%d: %s" % (p["spec"], p["host_ip"], p["host"],
+                                          e.strerror)) from None
+    return s
+
+
 def network_publish(c):
     """Start the forwarder of the container's -p ports: a daemon that binds them now (a port
     in use is the user's error, said here) and ends by itself when the init dies."""
     info = c.state.get("network") or {}
     if not info.get("publish") or info.get("mode") != "bridge":  # slirp4netns forwards its
         return
-    import socket
     listeners = []
     try:
         for p in info["publish"]:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if p["proto"] == "tcp"
-                              else socket.SOCK_DGRAM)
+            s = bind_published(p)
             listeners.append((s, p))
-            if p["proto"] == "tcp":  # (for UDP it lets two sockets share a port: another
-                # container's or a host service's traffic would come here)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((p["host_ip"], p["host"]))
-            except OSError as e:
-                raise Error("-p %s: %s:%d: %s" % (p["spec"], p["host_ip"], p["host"],
-                                                  e.strerror)) from None
             p["host"] = s.getsockname()[1]  # (the kernel's pick, for a port not given)
             if p["proto"] == "tcp":
                 s.listen(128)
@@ -10101,21 +10109,10 @@ def cmd_restart(a, g):
 def _check_ports_free(publish):
     """The host ports of -p given by number (not those the kernel picked): an Error for one
     that cannot be bound now, as the container's `run` would fail there."""
-    import socket
     for p in publish or []:
         given = {q["ctr"]: q["host"] for q in parse_publish(p["spec"])}
-        if not given.get(p["ctr"]):
-            continue
-        tcp = p["proto"] == "tcp"
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else
-                           socket.SOCK_DGRAM) as s:
-            if tcp:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((p["host_ip"], p["host"]))
-            except OSError as e:
-                raise Error("-p %s: %s:%d: %s" % (p["spec"], p["host_ip"], p["host"],
-                                                  e.strerror)) from None
+        if given.get(p["ctr"]):
+            bind_published(p).close()
 
 
 def _relaunch(c, root):
