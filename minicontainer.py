@@ -2855,6 +2855,9 @@ class Cgroup:
                 self.created.append(d)
             except FileExistsError:
                 pass
+            except FileNotFoundError:
+                raise  # its parent removed meanwhile (by a container that ended): create()
+                # tries again
             except OSError as e:
                 raise Error("cgroup %s: cannot make %s: %s%s" % (
                     self.path, d, e.strerror, " (not root: --rootless true, or leave "
