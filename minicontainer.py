@@ -5046,7 +5046,7 @@ def etc_files_option(a, image):
             mode = network_mode(a)
             if mode not in ("bridge", "host", "slirp4netns"):
                 raise Error("--add-host %s: no network reaches the host (--network none)"
-                            % spec)
+                            % _shown(spec))
             ip = {"host": "127.0.0.1", "slirp4netns": "10.0.2.2"}.get(mode) or str(
                 network_subnet(a.subnet).network_address + 1)  # the bridge's address
         try:
@@ -5056,7 +5056,7 @@ def etc_files_option(a, image):
         except ValueError:
             raise Error("--add-host %s: use NAME:IP" % _shown(spec)) from None
         if not name or any(ch.isspace() for ch in name):
-            raise Error("--add-host %s: use NAME:IP" % spec)
+            raise Error("--add-host %s: use NAME:IP" % _shown(spec))
         hosts.append((name, ip))
     for domain in a.dns_search:
         if not domain or any(ch.isspace() for ch in domain):
@@ -5091,8 +5091,8 @@ def parse_publish(spec):
     except ValueError:
         raise Error("-p %s: use [[HOSTIP:]HOSTPORT:]CTRPORT[/tcp|udp], ports 1-65535 (or "
                     "ranges of one length)" % spec) from None
-    return [{"spec": spec, "host_ip": host_ip, "host": host, "ctr": ctr, "proto": proto}
-            for host, ctr in zip(hosts, ctrs)]
+    return [{"spec": spec, "host_ip": host_ip, "host": host, "ctr": ctr, "proto": proto,
+             "picked": not host} for host, ctr in zip(hosts, ctrs)]
 
 
 def _make_netns(path):
@@ -5122,10 +5122,12 @@ def _make_netns(path):
 
 
 def _write_if_there(path, value):
-    """A sysctl that a kernel without it (no IPv6) has no file for: nothing to do then."""
+    """A sysctl that a kernel without it (no IPv6) has no file for, or that a read-only
+    /proc/sys (a runtime in a container) keeps: as it is then, as ip_unprivileged_port_start
+    is left."""
     try:
         _write(path, value)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 
@@ -5550,20 +5552,15 @@ def _forward(listeners, ip, init_pid, start_time, pidfd):
 
 
 def _forward_tcp(conn, target, tcp):
-    try:
-        _forward_tcp_connection(conn, target)
-    finally:
-        with tcp["lock"]:
-            tcp["active"] -= 1
-
-
-def _forward_tcp_connection(conn, target):
+    """One connection, both ways; then one fewer in tcp["active"]."""
     import socket
     import threading
     try:
         up = socket.create_connection(target, timeout=10)
     except OSError:
         conn.close()
+        with tcp["lock"]:
+            tcp["active"] -= 1
         return
     up.settimeout(None)
 
@@ -5587,6 +5584,8 @@ def _forward_tcp_connection(conn, target):
     t.join()
     conn.close()
     up.close()
+    with tcp["lock"]:
+        tcp["active"] -= 1
 
 
 # ==== the setup plan, and the protocol between the runtime and the container's init ====
@@ -10113,8 +10112,7 @@ def _check_ports_free(publish):
     """The host ports of -p given by number (not those the kernel picked): an Error for one
     that cannot be bound now, as the container's `run` would fail there."""
     for p in publish or []:
-        given = {q["ctr"]: q["host"] for q in parse_publish(p["spec"])}
-        if given.get(p["ctr"]):
+        if not p.get("picked"):
             bind_published(p).close()
 
 
@@ -10349,8 +10347,7 @@ def cmd_containers(a, g):
         rows.append(row)
         data.append({"ID": c.id, "Image": row[1], "Command": json.dumps(command),
                      "CreatedAt": c.state.get("created", ""), "RunningFor": created or "",
-                     "State": "restarting" if row[4].startswith("Restarting") else
-                     _docker_state(status), "Status": row[4], "Ports": ports,
+                     "State": _docker_state(status, c), "Status": row[4], "Ports": ports,
                      "Names": c.id, "Labels": ",".join(
                          "%s=%s" % kv for kv in sorted((c.state.get("annotations") or {})
                                                        .items()))})
@@ -10370,7 +10367,7 @@ def _ps_filter(c, status, key, value):
     if key == "id":
         return c.id.startswith(value)
     if key == "status":
-        return _docker_state(status) == value
+        return _docker_state(status, c) == value
     if key == "label":
         name, eq, want = value.partition("=")
         labels = c.state.get("annotations") or {}
@@ -10378,7 +10375,10 @@ def _ps_filter(c, status, key, value):
     return _run_record(c).get("image") == value  # ancestor
 
 
-def _docker_state(status):
+def _docker_state(status, c=None):
+    """docker's word for a status; of container c, "restarting" in its policy's back-off."""
+    if c is not None and _restarting(c):
+        return "restarting"
     return {"stopped": "exited", "creating": "created"}.get(status, status)
 
 
@@ -10517,9 +10517,9 @@ def inspect_container(c):
         "Platform": "linux", "Driver": (c.state.get("overlay") or {}).get("mode", ""),
         "LogPath": c.log if os.path.exists(c.log) else "",
         "Path": (process.get("args") or [""])[0], "Args": (process.get("args") or [])[1:],
-        "State": {"Status": "restarting" if _restarting(c) else _docker_state(status),
-                  "Running": status == "running",
-                  "Paused": status == "paused", "Restarting": _restarting(c),
+        "State": {"Status": _docker_state(status, c), "Running": status == "running",
+                  "Paused": status == "paused",
+                  "Restarting": _docker_state(status, c) == "restarting",
                   "OOMKilled": bool(c.state.get("oom_killed")), "Dead": False,
                   "Pid": c.pid if alive else 0,
                   "ExitCode": 0 if status != "stopped" else code,
