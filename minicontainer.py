@@ -868,6 +868,7 @@ def _log_error(msg, log, level="error", stderr=True):
 # compiles the source and caches it whole, as always).
 _COLD = []  # the cold file's mapping: [address, size] ([0, 0]: none), once looked for
 _SOURCE = []  # the module's code compiled from the source, where the cold file failed
+_SOURCE_FD = []  # the source, opened before a fork where there was no cold file to map
 
 
 def _open_cold_code():
@@ -894,13 +895,17 @@ def _open_cold_code():
 
 
 def map_cold_code():
-    """Maps the cold code file, before every fork: a child may call a stub where the file
-    is not to be found (after pivot_root or setns)."""
+    """Maps the cold code file, before every fork: a child may call a stub where the path
+    is not to be found (after pivot_root or setns), or is the container's. Where there is
+    no cold file to map (none, another build's), the source is opened instead, for the
+    same reason: a child compiles its stubs' functions from the host's file, never from a
+    file of the image's at its path, which would run the image's code as the host's root."""
     if _COLD:
         return
     _COLD[:] = [0, 0]  # tried
     fd = _open_cold_code()
     if fd is None:
+        _open_source()
         return
     try:
         ctypes = ctypes_api()
@@ -912,8 +917,17 @@ def map_cold_code():
         address = mmap(0, size, 1, 2, fd, 0)  # PROT_READ, MAP_PRIVATE
         if address != ctypes.c_ulong(-1).value:  # not MAP_FAILED
             _COLD[:] = [address, size]
+        else:
+            _open_source()
     finally:
         os.close(fd)
+
+
+def _open_source():
+    try:
+        _SOURCE_FD.append(os.open(__file__, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError:
+        pass  # then a stub's call is an Error, in the child as here (_code_from_source)
 
 
 os.register_at_fork(before=map_cold_code)
@@ -930,8 +944,8 @@ def _thaw(offset, size):
     data = None
     if _COLD and offset + size <= _COLD[1]:
         data = (_ctypes_api.c_char * size).from_address(_COLD[0] + offset)
-    else:  # not mapped (nor worth loading ctypes to map it: a light command's error path)
-        fd = _open_cold_code()
+    elif not _COLD:  # not looked for (nor worth loading ctypes to map it: a light
+        fd = _open_cold_code()  # command's error path): no fork yet, the paths are ours
         if fd is not None:
             try:
                 data = os.pread(fd, size, offset)
@@ -967,9 +981,22 @@ def _function_of(stub):
 
 
 def _code_from_source(stub):
-    if not _SOURCE:
-        with open(__file__, "rb") as f:
-            _SOURCE.append(compile(f.read(), __file__, "exec"))
+    if not _SOURCE and (_SOURCE_FD or not _COLD):
+        # the fd map_cold_code opened before a fork (read at offsets: a parent shares its
+        # file offset); else, not looked for, the path
+        source, fd = [], _SOURCE_FD[0] if _SOURCE_FD else None
+        try:
+            if fd is None:
+                fd = os.open(__file__, os.O_RDONLY | os.O_CLOEXEC)
+            while not source or source[-1]:
+                source.append(os.pread(fd, 1 << 20, sum(map(len, source))))
+        except OSError as e:
+            raise Error("the code of %s: %s: %s" % (stub.co_qualname, __file__,
+                                                    e.strerror)) from None
+        finally:
+            if fd is not None and not _SOURCE_FD:
+                os.close(fd)
+        _SOURCE.append(compile(b"".join(source), __file__, "exec"))
     todo = list(_SOURCE)
     while todo:
         code = todo.pop()

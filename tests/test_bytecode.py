@@ -257,6 +257,36 @@ def test_without_its_cold_file_a_stub_compiles_the_source(copy, damage, tmp_path
         (tmp_path / "whole" / "config.json").read_text()
 
 
+@pytest.mark.needs_root
+def test_without_its_cold_file_the_init_never_runs_the_images_source(copy, rootfs_copy,
+                                                                     tmp_path, state_root):
+    """No cold file to map: a stub first called by the init after pivot_root (run_hooks,
+    for a startContainer hook) compiles its function from the host's source, opened before
+    the fork, not from the file at that path in the container's root, which is the image's:
+    here one whose run_hooks (on the same lines) leaves a mark, as the host's root."""
+    path, command = copy
+    bytecode.write(path)
+    os.unlink(importlib.util.cache_from_source(path)[:-4] + ".cold")
+    with open(path) as f:
+        source = f.read()
+    line = "engines expect runc's behaviour).\"\"\"\n    import subprocess\n"
+    assert source.count(line) == 1
+    planted = rootfs_copy + path
+    os.makedirs(os.path.dirname(planted))
+    with open(planted, "w") as f:
+        f.write(source.replace(line, line.replace(
+            "import", 'open("/planted-code-ran", "w").write("x"); import')))
+
+    def edit(config):
+        config["hooks"] = {"startContainer": [{"path": "/bin/true"}]}
+    bundle = write_bundle(tmp_path / "b", ["echo", "ran"], edit=edit, rootfs=rootfs_copy)
+    r = subprocess.run(command + ["--root", str(state_root), "run", "--bundle", bundle,
+                                  new_id()], capture_output=True, text=True, env=TRACE)
+    assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
+    assert "run_hooks" in [name for _, name in thawed(r.stderr)]
+    assert not os.path.exists(os.path.join(rootfs_copy, "planted-code-ran"))
+
+
 @pytest.mark.parametrize("source", [None, "def (\n", "import no_such_module_here\n"])
 def test_a_source_it_cannot_split_is_one_line(source, tmp_path):
     """No file, a syntax error, a module that fails to import: one line, exit status 1,
