@@ -2457,11 +2457,60 @@ def check_config(config, where="config.json"):
                     % (where, linux["rootfsPropagation"]))
     if not -1000 <= process.get("oomScoreAdj", 0) <= 1000:
         raise Error("%s: process.oomScoreAdj: must be from -1000 to 1000" % where)
+    check_security_labels(process, linux, where)
     try:
         check_sysctl(config)
     except Error as e:
         raise Error("%s: %s" % (where, e)) from None
     return config
+
+
+def apparmor_enabled():
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            return f.read().strip() == "Y"
+    except OSError:
+        return False
+
+
+def check_security_labels(process, linux, where):
+    """Security modules' labels are applied or refused, never dropped: an engine that asks
+    for a profile must not get an unconfined container unawares. AppArmor's profile is
+    applied at execve (apply_apparmor); SELinux labels are not supported: the process's is
+    refused (as runc refuses it where SELinux is off); a mount label is ignored where
+    SELinux is off (it labels nothing then: go-selinux's formatting leaves it out too)."""
+    profile = process.get("apparmorProfile")
+    if profile and profile != "unconfined" and not apparmor_enabled():
+        raise Error("%s: process.apparmorProfile %s: AppArmor is not enabled on this host"
+                    % (where, profile))
+    selinux = os.path.exists("/sys/fs/selinux/enforce")
+    if process.get("selinuxLabel"):
+        raise Error("%s: process.selinuxLabel: %s" % (where, "SELinux labels are not "
+                                                      "supported by minicontainer" if selinux
+                                                      else "SELinux is not enabled on this host"))
+    if linux.get("mountLabel") and selinux:
+        raise Error("%s: linux.mountLabel: SELinux labels are not supported by minicontainer"
+                    % where)
+
+
+def apply_apparmor(profile):
+    """The AppArmor profile the program runs in from its execve (runc's change_onexec)."""
+    for path in ("/proc/thread-self/attr/apparmor/exec", "/proc/self/attr/exec"):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # (attr/apparmor/ from 5.8)
+            continue
+        except OSError as e:
+            raise Error("process.apparmorProfile %s: %s: %s" % (profile, path, e.strerror))
+        try:
+            os.write(fd, b"exec " + profile.encode())
+            return
+        except OSError as e:
+            raise Error("process.apparmorProfile %s: %s: %s" % (profile, path, e.strerror))
+        finally:
+            os.close(fd)
+    raise Error("process.apparmorProfile %s: no /proc/self/attr/exec (is /proc mounted?)"
+                % profile)
 
 
 # process.rlimits' types, numbered as in Linux's generic table. Alpha, MIPS and SPARC number
@@ -6432,7 +6481,12 @@ def _drop_privileges(process, seccomp, sync, cwd_later=False):
     (SCMP_ACT_NOTIFY) goes to the runtime to hand on. seccomp is (profile, program) or None.
 
     Without no_new_privs the filter needs CAP_SYS_ADMIN: loaded before the capabilities go;
-    with it, after them. Either way the steps to execve run under it, as under runc."""
+    with it, after them. Either way the steps to execve run under it, as under runc. The
+    AppArmor profile comes first, as runc's (check_security_labels let through only
+    "unconfined" where AppArmor is off: nothing to do then)."""
+    profile = process.get("apparmorProfile")
+    if profile and (profile != "unconfined" or apparmor_enabled()):
+        apply_apparmor(profile)
     if process.get("noNewPrivileges"):
         prctl(PR_SET_NO_NEW_PRIVS, 1)
     elif seccomp:
@@ -7177,6 +7231,7 @@ class Container:
         validate(process, SCHEMA["process"], "process", "process")
         if not process.get("args"):
             raise Error("process.args must name the program to run")
+        check_security_labels(process, {}, "process")
         check_console(process, console)
         cgroup = self.cgroup
         # The middle process is born in the cgroup on a pure v2 host (fork_into_cgroup: its
@@ -10709,10 +10764,6 @@ def _read_json_arg(path, what):
 
 
 def cmd_exec(a, g):
-    for flag, value in (("--apparmor", a.apparmor), ("--process-label", a.process_label)):
-        if value:  # was parsed and ignored: the process would run unconfined
-            raise Error("exec %s: not supported by minicontainer (no AppArmor or SELinux "
-                        "here)" % flag)
     c = load_container(a.id, g.root)
     if a.process:
         process = _read_json_arg(a.process, "--process")
@@ -10756,6 +10807,10 @@ def cmd_exec(a, g):
                 caps[kind] = caps.get(kind, []) + [n for n in a.cap if n not in caps.get(kind, [])]
         if a.no_new_privs:
             process["noNewPrivileges"] = True
+        if a.apparmor:
+            process["apparmorProfile"] = a.apparmor
+        if a.process_label:
+            process["selinuxLabel"] = a.process_label
     console = a.console_socket or ("self" if process.get("terminal") else None)
     pid_file = os.path.abspath(a.pid_file) if a.pid_file else None
     if pid_file and not os.path.isdir(os.path.dirname(pid_file)):
@@ -10900,7 +10955,7 @@ def cmd_features(a, g):
                                       "SCMP_CMP_NE"],
                         "archs": ["SCMP_ARCH_AARCH64", "SCMP_ARCH_X86", "SCMP_ARCH_X32",
                                   "SCMP_ARCH_X86_64"]},
-            "apparmor": {"enabled": False}, "selinux": {"enabled": False},
+            "apparmor": {"enabled": True}, "selinux": {"enabled": False},
         },
         "annotations": {"io.github.minicontainer.version": __version__},
     }, indent=2))
@@ -11211,8 +11266,8 @@ def _parser(only=None):
     x.add_argument("-c", "--cap", action="append", default=[])
     x.add_argument("--no-new-privs", action="store_true")
     x.add_argument("--preserve-fds", type=_count, default=0)
-    for refused in ("--apparmor", "--process-label"):  # runc's; no LSM here (see features)
-        x.add_argument(refused, help=argparse.SUPPRESS)
+    x.add_argument("--apparmor", help="the AppArmor profile of the process")
+    x.add_argument("--process-label", help=argparse.SUPPRESS)  # SELinux's: refused
     x.add_argument("id", metavar="ID")
     x.add_argument("args", nargs=argparse.REMAINDER)
     u = cmd("update", cmd_update, "change a running container's resource limits")

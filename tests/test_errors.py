@@ -489,10 +489,6 @@ def test_command_line_mistakes_are_one_line(busybox_rootfs, state_root):
             (args, r.stderr)
     r = mc("images", "--format", "yaml", state_root=state_root)
     assert "argument -f/--format: 'yaml': table, json or a Go template" in one_line_error(r)
-    for flag in ("--apparmor", "--process-label"):  # runc's; were parsed and ignored
-        r = mc("exec", flag, "x", "someid", "true", state_root=state_root)
-        assert one_line_error(r) == "minicontainer: exec %s: not supported by minicontainer " \
-            "(no AppArmor or SELinux here)" % flag and r.returncode == 1
     r = mc("lsit", state_root=state_root)
     assert one_line_error(r) == "minicontainer: unknown command 'lsit' — did you mean 'list'? " \
         "(minicontainer --help lists them)" and r.returncode == 2

@@ -17,8 +17,8 @@ import time
 import pytest
 
 import minicontainer as mcmod
-from conftest import (RUNTIME, mc, mc_argv, mc_bg, mc_sh, new_id, ok, wait_for, wait_status,
-                      write_bundle)
+from conftest import (RUNTIME, mc, mc_argv, mc_bg, mc_create, mc_sh, new_id, no_state,
+                      ok, one_line_error, wait_for, wait_status, write_bundle)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
@@ -461,3 +461,52 @@ def test_mount_points_are_made_inside_the_root_while_a_racer_swaps_symlinks(tmp_
     assert os.listdir(outside) == []
     assert len(list(root.rglob("f"))) > 100  # made inside: in a, or where a_link points
 
+
+
+@pytest.mark.skipif(mcmod.apparmor_enabled() or os.path.exists("/sys/fs/selinux"),
+                    reason="a host without AppArmor and SELinux")
+def test_security_labels_are_applied_or_refused_never_dropped(bundle, state_root, tmp_path):
+    """An engine's AppArmor profile or SELinux label, at create or exec, was accepted and
+    dropped: the container ran unconfined. Here, without either module, they are refused in
+    one line, as runc refuses them (its write of the profile fails); "unconfined" needs
+    nothing, and a mount label labels nothing without SELinux: those run."""
+    def labelled(**fields):
+        def edit(config):
+            for key, value in fields.items():
+                (config["linux"] if key == "mountLabel" else config["process"])[key] = value
+        return edit
+    for fields, said in (({"apparmorProfile": "docker-default"}, "process.apparmorProfile "
+                          "docker-default: AppArmor is not enabled on this host"),
+                         ({"selinuxLabel": "system_u:system_r:container_t:s0"},
+                          "process.selinuxLabel: SELinux is not enabled on this host")):
+        b = bundle(["true"], edit=labelled(**fields))
+        r = mc("run", "--bundle", b, new_id(), state_root=state_root)
+        assert one_line_error(r, 1) == "minicontainer: %s/config.json: %s" % (b, said)
+    assert no_state(state_root)
+    for fields in ({"apparmorProfile": "unconfined"},
+                   {"mountLabel": "system_u:object_r:container_file_t:s0"}):
+        r = mc("run", "--bundle", bundle(["echo", "ran"], edit=labelled(**fields)), new_id(),
+               state_root=state_root)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "ran\n", ""), fields
+    cid, _ = mc_create(bundle(["sleep", "100"]), state_root=state_root)
+    try:
+        ok(mc("start", cid, state_root=state_root))
+        process = tmp_path / "process.json"
+        process.write_text(json.dumps({"args": ["true"], "cwd": "/",
+                                       "apparmorProfile": "docker-default"}))
+        for args in (["--apparmor", "docker-default", cid, "true"],
+                     ["--process-label", "system_u:system_r:container_t:s0", cid, "true"],
+                     ["--process", str(process), cid]):
+            r = mc("exec", *args, state_root=state_root)
+            assert one_line_error(r, 1).startswith("minicontainer: process: process.") and \
+                "is not enabled on this host" in r.stderr, args
+        ok(mc("exec", "--apparmor", "unconfined", cid, "true", state_root=state_root))
+    finally:
+        ok(mc("delete", "-f", cid, state_root=state_root))
+    # what applying a profile meets here: the kernel refuses the write, one line says so
+    probe = ("import minicontainer as m\ntry:\n    m.apply_apparmor('docker-default')\n"
+             "except m.Error as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=os.path.dirname(RUNTIME), check=True).stdout
+    assert out.startswith("process.apparmorProfile docker-default: /proc/") and \
+        out.rstrip().endswith(": Invalid argument"), out
