@@ -5046,8 +5046,12 @@ def slirp4netns_setup(c, spec, netns, userns):
     import subprocess
     sock = os.path.join(os.path.abspath(c.dir), "slirp4netns.sock")
     log = os.path.join(os.path.abspath(c.dir), "slirp4netns.log")
+    # libslirp parses the container's packets: slirp4netns runs in its sandbox (a mount
+    # namespace of /etc and /run only, every capability but CAP_NET_BIND_SERVICE dropped)
+    # under its seccomp filter, as podman runs it. Both came with v0.4.0, as --netns-type
+    # and --userns-path did, which it needs anyway. The API socket is bound before.
     argv = [host_program("slirp4netns"), "--configure", "--mtu=65520", "--disable-host-loopback",
-            "--api-socket", sock, "--netns-type=path"]
+            "--enable-sandbox", "--enable-seccomp", "--api-socket", sock, "--netns-type=path"]
     fds = [netns]
     if unprivileged():  # the network namespace is entered through its user namespace
         argv.append("--userns-path=/proc/self/fd/%d" % userns)

@@ -521,6 +521,92 @@ def test_rootless_publish_uses_slirp4netns(user):
     assert _slirp4netns_of(user.state) == []
 
 
+def _slirp4netns_status(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+
+
+@needs_slirp4netns
+def test_slirp4netns_runs_in_its_sandbox(state_root, rootfs_copy, no_leaks):
+    """libslirp parses the container's packets: slirp4netns runs in a mount namespace of
+    its own, with CAP_NET_BIND_SERVICE alone, under its seccomp filter; -p and its API
+    socket work so."""
+    from conftest import mc, wait_for
+    from fixtures_registry import free_port
+    with open(os.path.join(rootfs_copy, "index.html"), "w") as f:
+        f.write("served\n")
+    port, name = free_port(), new_id("slirp")
+    ok(mc("run", "-d", "--name", name, "--network", "slirp4netns", "-p",
+          "127.0.0.1:%d:80" % port, "--rootfs", rootfs_copy, "--", "httpd", "-f", "-p", "80",
+          "-h", "/", state_root=state_root))
+    try:
+        assert _fetch(port) == "served\n"
+        [pid] = _slirp4netns_of(state_root)
+        assert os.readlink("/proc/%d/ns/mnt" % pid) != os.readlink("/proc/self/ns/mnt")
+        status = _slirp4netns_status(pid)
+        assert int(status["CapEff"], 16) == 1 << 10  # CAP_NET_BIND_SERVICE
+        assert status["Seccomp"].strip() == "2"
+    finally:
+        ok(mc("rm", "-f", name, state_root=state_root))
+    wait_for(lambda: _slirp4netns_of(state_root) == [], what="slirp4netns to end")
+
+
+class _DnsServer:
+    """A DNS server on a loopback address that answers every query with one A record."""
+
+    def __init__(self, host, answer):
+        import socket
+        import threading
+        self.answer = socket.inet_aton(answer)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 53))
+        self.sock.settimeout(0.1)  # to see the stop, which a recvfrom does not
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        import socket
+        import struct
+        while not self.stop.is_set():
+            try:
+                query, peer = self.sock.recvfrom(512)
+            except socket.timeout:
+                continue
+            end = 12
+            while query[end]:
+                end += query[end] + 1
+            record = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + self.answer
+            self.sock.sendto(query[:2] + b"\x81\x80" + struct.pack(">HHHH", 1, 1, 0, 0) +
+                             query[12:end + 5] + record, peer)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+@needs_slirp4netns
+def test_slirp4netns_dns_in_its_sandbox(tmp_path, state_root, rootfs_copy, no_leaks):
+    """Its sandbox keeps the host's /etc: 10.0.2.3 forwards to the resolver of the host's
+    /etc/resolv.conf (here one of the test's, bound over it in a mount namespace)."""
+    from conftest import mc_argv
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.77\n")
+    server = _DnsServer("127.0.0.77", "192.0.2.99")
+    try:
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                            'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv)] +
+                           mc_argv("run", "--rm", "--network", "slirp4netns", "--rootfs",
+                                   rootfs_copy, "--", "nslookup", "dns.test", "10.0.2.3",
+                                   state_root=state_root),
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        server.close()
+    assert "Address: 192.0.2.99" in ok(r)
+    assert _slirp4netns_of(state_root) == []
+
+
 # ---- safety ----
 
 def test_host_files_stay_out_of_reach(user):
