@@ -5034,6 +5034,7 @@ def network_option(a, config):
 
 
 SLIRP_IP, SLIRP_DNS = "10.0.2.100", "10.0.2.3"  # slirp4netns --configure's, as podman's
+SLIRP4NETNS_TIMEOUT = 10  # seconds for slirp4netns to be ready (~20 ms), and for an answer
 
 
 def slirp4netns_setup(c, spec, netns, userns):
@@ -5057,6 +5058,7 @@ def slirp4netns_setup(c, spec, netns, userns):
         argv.append("--userns-path=/proc/self/fd/%d" % userns)
         fds.append(userns)
     ready_r, ready_w = os.pipe()
+    proc, ready = None, None
     try:
         with open(log, "wb") as out:
             proc = subprocess.Popen(argv + ["--ready-fd", str(ready_w), "/proc/self/fd/%d" % netns,
@@ -5068,35 +5070,127 @@ def slirp4netns_setup(c, spec, netns, userns):
         c.state["network"] = dict(c.state["network"], ip=SLIRP_IP,
                                   helper=[proc.pid, process_start_time(proc.pid)])
         c.save()
-        ready = os.read(ready_r, 1)
+        ready = _slirp4netns_ready(proc, ready_r)
     finally:
         os.close(ready_r)
         if ready_w is not None:
             os.close(ready_w)
+        if ready != b"1" and proc is not None:  # its session: what a script started too
+            _end_session(proc)
     if ready != b"1":
-        raise Error("slirp4netns: %s" % (_first_line(log) or "exited"))
-    proc.returncode = 0  # not ours to wait for: network_teardown ends it
-    for p in spec["publish"]:
-        _slirp4netns_api(sock, "add_hostfwd", proto=p["proto"], host_addr=p["host_ip"],
-                         host_port=p["host"], guest_port=p["ctr"])
+        raise Error("slirp4netns: %s" % (_first_line(log) or (
+            "not ready within %d s: ended" % SLIRP4NETNS_TIMEOUT if ready is None else
+            "exited")))
+    try:
+        for p in spec["publish"]:
+            _slirp4netns_port_check(p)
+            _slirp4netns_api(sock, "add_hostfwd", proc, proto=p["proto"], host_addr=p["host_ip"],
+                             host_port=p["host"], guest_port=p["ctr"])
+    finally:
+        if proc.returncode is None:
+            proc.returncode = 0  # not ours to wait for: network_teardown ends it
 
 
-def _slirp4netns_api(path, command, **arguments):
-    import socket
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(path)
-        s.sendall(json.dumps({"execute": command, "arguments": arguments}).encode())
-        s.shutdown(socket.SHUT_WR)
-        answer = b""
+def _slirp4netns_ready(proc, ready):
+    """What slirp4netns wrote on its --ready-fd ("1"): b"" when it exited first, None when
+    SLIRP4NETNS_TIMEOUT passed without either."""
+    import select
+    poll = select.poll()
+    poll.register(ready, select.POLLIN)
+    pidfd = pidfd_open(proc.pid)
+    if pidfd is not None:
+        poll.register(pidfd, select.POLLIN)
+    deadline = time.monotonic() + SLIRP4NETNS_TIMEOUT
+    try:
         while True:
-            data = s.recv(4096)
-            if not data:
-                break
-            answer += data
-    reply = json.loads(answer or b"{}")
-    if "error" in reply or "return" not in reply:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            events = dict(poll.poll(left * 1000))
+            if ready in events:
+                return os.read(ready, 1)
+            if pidfd in events:  # (its children may hold the pipe)
+                return b""
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _end_session(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    proc.wait()
+
+
+def _slirp4netns_port_check(p):
+    """slirp4netns says only "slirp_add_hostfwd failed" when it cannot bind a -p host port:
+    the reason, as binding it ourselves first tells (as the same user)."""
+    import socket
+    tcp = p["proto"] == "tcp"
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+    try:
+        if tcp:  # as libslirp binds it: a port held by TIME_WAIT connections only is free
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((p["host_ip"], p["host"]))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            why = "the port is in use"
+        elif e.errno == errno.EACCES:
+            try:
+                with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+                    start = int(f.read())
+            except (OSError, ValueError):
+                start = 1024
+            why = "a port below %d is root's (net.ipv4.ip_unprivileged_port_start)" % start
+        elif e.errno == errno.EADDRNOTAVAIL:
+            why = "not an address of this host"
+        else:
+            why = e.strerror
+        raise Error("-p %s: %s:%d: %s" % (p["spec"], p["host_ip"], p["host"], why)) from None
+    finally:
+        s.close()
+
+
+def _slirp4netns_api(path, command, proc, **arguments):
+    """A request to slirp4netns's API socket (proc: slirp4netns, not reaped yet): an Error
+    in one line unless it answers, in JSON and within SLIRP4NETNS_TIMEOUT, that it did."""
+    import socket
+
+    def where():
+        return "slirp4netns%s: API socket %s" % (
+            " exited" if proc.poll() is not None else "", path)
+    deadline = time.monotonic() + SLIRP4NETNS_TIMEOUT
+    answer = b""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(SLIRP4NETNS_TIMEOUT)
+            s.connect(path)
+            s.sendall(json.dumps({"execute": command, "arguments": arguments}).encode())
+            s.shutdown(socket.SHUT_WR)
+            while True:
+                s.settimeout(max(deadline - time.monotonic(), 0.001))
+                data = s.recv(4096)
+                if not data:
+                    break
+                answer += data
+    except socket.timeout:
+        raise Error("%s: no answer to %s within %d s" % (where(), command,
+                                                        SLIRP4NETNS_TIMEOUT)) from None
+    except OSError as e:
+        raise Error("%s: %s" % (where(), e.strerror or e)) from None
+    try:
+        reply = json.loads(answer or b"{}")
+        if not isinstance(reply, dict):
+            raise ValueError
+    except ValueError:
+        raise Error("%s: not a JSON answer to %s: %s" % (
+            where(), command, _shown(answer[:60].decode(errors="replace")))) from None
+    error = reply.get("error")
+    if error is not None or "return" not in reply:
         raise Error("slirp4netns: %s %s: %s" % (command, arguments.get("host_port", ""), (
-            reply.get("error") or {}).get("desc", "no answer")))
+            error.get("desc") if isinstance(error, dict) else None) or "no answer"))
 
 
 def _shown(text):

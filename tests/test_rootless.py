@@ -607,6 +607,145 @@ def test_slirp4netns_dns_in_its_sandbox(tmp_path, state_root, rootfs_copy, no_le
     assert _slirp4netns_of(state_root) == []
 
 
+# Fake slirp4netns programs: each writes its pid (and a child's) to DIR/pids.
+FAKE_SLEEPS = """#!/bin/sh
+echo $$ >>%(dir)s/pids
+sleep 1000 &
+echo $! >>%(dir)s/pids
+wait
+"""
+FAKE_API = """#!/usr/bin/python3
+import os, socket, sys, time
+with open("%(dir)s/pids", "a") as f:
+    f.write("%%d\\n" %% os.getpid())
+args = " ".join(sys.argv[1:]).replace("=", " ").split()
+api, ready = args[args.index("--api-socket") + 1], int(args[args.index("--ready-fd") + 1])
+if "%(mode)s" == "exits":
+    os.write(ready, b"1")
+    sys.exit(0)
+s = socket.socket(socket.AF_UNIX)
+s.bind(api)
+s.listen(4)
+os.write(ready, b"1")
+os.close(ready)
+held = []
+while True:
+    conn, _ = s.accept()
+    conn.recv(4096)
+    held.append(conn)
+    if "%(mode)s" != "silent":
+        conn.sendall(%(answer)r)
+        conn.close()
+"""
+
+
+def _fake_slirp4netns(d, text, **kw):
+    path = os.path.join(str(d), "slirp4netns")
+    with open(path, "w") as f:
+        f.write(text % dict(kw, dir=d))
+    os.chmod(path, 0o755)
+    os.chmod(str(d), 0o755)
+    return dict(os.environ, PATH="%s:%s" % (d, os.environ.get("PATH", "/usr/bin:/bin")))
+
+
+def _fakes_left(d):
+    """The fake's processes still there (ended now: a test leaves none)."""
+    import signal
+    from minicontainer import process_state
+    try:
+        with open(os.path.join(str(d), "pids")) as f:
+            pids = [int(line) for line in f.read().split()]
+    except FileNotFoundError:
+        return []
+    left = [pid for pid in pids if process_state(pid) not in ("Z", "X", None)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
+def test_slirp4netns_never_ready_is_one_line(tmp_path, state_root, rootfs_copy, no_leaks):
+    """A slirp4netns that never says it is ready: one line after a bounded wait, and
+    nothing of it (nor of its children) left."""
+    from conftest import mc
+    env = _fake_slirp4netns(tmp_path, FAKE_SLEEPS)
+    try:
+        r = mc("run", "--rm", "--network", "slirp4netns", "--rootfs", rootfs_copy, "--",
+               "true", state_root=state_root, env=env, timeout=60)
+    finally:
+        assert _fakes_left(tmp_path) == []
+    assert one_line_error(r, 125) == "minicontainer: slirp4netns: not ready within 10 s: ended"
+
+
+@pytest.mark.parametrize("mode,answer,error", [
+    ("exits", b"", "slirp4netns( exited)?: API socket %(sock)s: No such file or directory"),
+    ("garbage", b"garbage", "slirp4netns: API socket %(sock)s: not a JSON answer to "
+     "add_hostfwd: garbage"),
+    ("silent", b"", "slirp4netns: API socket %(sock)s: no answer to add_hostfwd within 10 "
+     "s"),
+])
+def test_slirp4netns_api_failures_are_one_line(mode, answer, error, tmp_path, state_root,
+                                               rootfs_copy, no_leaks):
+    from conftest import mc
+    from fixtures_registry import free_port
+    env = _fake_slirp4netns(tmp_path, FAKE_API, mode=mode, answer=answer)
+    name = new_id("slirp")
+    try:
+        r = mc("run", "--rm", "--name", name, "-p", "127.0.0.1:%d:80" % free_port(),
+               "--network", "slirp4netns", "--rootfs", rootfs_copy, "--", "true",
+               state_root=state_root, env=env, timeout=60)
+    finally:
+        assert _fakes_left(tmp_path) == []
+    import re
+    sock = os.path.join(state_root, name, "slirp4netns.sock")
+    # (whether slirp4netns exited yet when the runtime found its socket gone: either)
+    assert re.fullmatch("minicontainer: " + error % {"sock": re.escape(sock)},
+                        one_line_error(r, 125))
+    assert not os.path.exists(os.path.join(state_root, name))
+
+
+@needs_slirp4netns
+@pytest.mark.parametrize("host", ["127.0.0.1", "203.0.113.9"])
+def test_slirp4netns_host_port_failure_says_why(host, state_root, rootfs_copy, no_leaks):
+    """A host port in use, an address not the host's: said so, not slirp4netns's own
+    "slirp_add_hostfwd failed"; nothing left."""
+    import socket
+    from conftest import mc
+    from fixtures_registry import free_port
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1] if host == "127.0.0.1" else free_port()
+        spec = "%s:%d:80" % (host, port)
+        r = mc("run", "--rm", "--network", "slirp4netns", "-p", spec, "--rootfs", rootfs_copy,
+               "--", "true", state_root=state_root)
+    why = "the port is in use" if host == "127.0.0.1" else "not an address of this host"
+    assert one_line_error(r, 125) == "minicontainer: -p %s: %s:%d: %s" % (spec, host, port,
+                                                                        why)
+    assert _slirp4netns_of(state_root) == []
+
+
+def test_rootless_privileged_port_says_why(user):
+    """A user's -p of a port below net.ipv4.ip_unprivileged_port_start: said so (slirp4netns
+    as the user cannot open /dev/net/tun here: a fake one answers for it)."""
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+        start = int(f.read())
+    if start == 0:
+        pytest.skip("every port is a user's here")
+    d = user.mkdir("fake-slirp4netns")
+    env = _fake_slirp4netns(d, FAKE_API, mode="answers", answer=b'{"return": {}}')
+    rootfs = user.mkdir("rootfs-lowport", rootfs=True)
+    name = new_id("rl")
+    try:
+        r = user.mc("run", "--rm", "--name", name, "-p", "127.0.0.1:%d:80" % (start - 1),
+                    "--rootfs", rootfs, "--", "true", env={"PATH": env["PATH"]})
+    finally:
+        assert _fakes_left(d) == []
+    assert one_line_error(r, 125) == (
+        "minicontainer: -p 127.0.0.1:%d:80: 127.0.0.1:%d: a port below %d is root's "
+        "(net.ipv4.ip_unprivileged_port_start)" % (start - 1, start - 1, start))
+    assert not os.path.exists(os.path.join(user.state, name))
+
+
 # ---- safety ----
 
 def test_host_files_stay_out_of_reach(user):
