@@ -5037,13 +5037,16 @@ SLIRP_IP, SLIRP_DNS = "10.0.2.100", "10.0.2.3"  # slirp4netns --configure's, as 
 SLIRP4NETNS_TIMEOUT = 10  # seconds for slirp4netns to be ready (~20 ms), and for an answer
 
 
-def slirp4netns_setup(c, spec, netns, userns):
+def slirp4netns_setup(c, spec, netns, userns, owned=False):
     """--network slirp4netns, on the network namespace the init has made (an fd of it, and
     of its user namespace: the init's /proc files are not the user's until it execs): a
     user-mode network stack (slirp4netns, as podman rootless uses) behind its tap0
     (SLIRP_IP/24, gateway 10.0.2.2, DNS SLIRP_DNS; the host's loopback out of reach), the
     published ports forwarded through its API socket. Its pid goes in state.network, for
-    network_teardown: it outlives the runtime, with the container."""
+    network_teardown: it outlives the runtime, with the container. owned: the caller lives
+    as long as the container (a foreground run) or hands it to one that does (the monitor):
+    returns the write end of slirp4netns's --exit-fd, for it to hold (slirp4netns ends when
+    its holder dies, as podman's conmon holds it); else None, and ps and gc end it."""
     import subprocess
     sock = os.path.join(os.path.abspath(c.dir), "slirp4netns.sock")
     log = os.path.join(os.path.abspath(c.dir), "slirp4netns.log")
@@ -5057,6 +5060,10 @@ def slirp4netns_setup(c, spec, netns, userns):
     if unprivileged():  # the network namespace is entered through its user namespace
         argv.append("--userns-path=/proc/self/fd/%d" % userns)
         fds.append(userns)
+    exit_r, exit_w = os.pipe() if owned else (None, None)
+    if owned:
+        argv.append("--exit-fd=%d" % exit_r)
+        fds.append(exit_r)
     ready_r, ready_w = os.pipe()
     proc, ready = None, None
     try:
@@ -5075,8 +5082,13 @@ def slirp4netns_setup(c, spec, netns, userns):
         os.close(ready_r)
         if ready_w is not None:
             os.close(ready_w)
-        if ready != b"1" and proc is not None:  # its session: what a script started too
-            _end_session(proc)
+        if exit_r is not None:
+            os.close(exit_r)
+        if ready != b"1":
+            if proc is not None:  # its session: what a wrapper script started too
+                _end_session(proc)
+            if exit_w is not None:
+                os.close(exit_w)
     if ready != b"1":
         raise Error("slirp4netns: %s" % (_first_line(log) or (
             "not ready within %d s: ended" % SLIRP4NETNS_TIMEOUT if ready is None else
@@ -5086,9 +5098,22 @@ def slirp4netns_setup(c, spec, netns, userns):
             _slirp4netns_port_check(p)
             _slirp4netns_api(sock, "add_hostfwd", proc, proto=p["proto"], host_addr=p["host_ip"],
                              host_port=p["host"], guest_port=p["ctr"])
+    except BaseException:
+        if exit_w is not None:
+            os.close(exit_w)
+        raise
     finally:
         if proc.returncode is None:
             proc.returncode = 0  # not ours to wait for: network_teardown ends it
+    return exit_w
+
+
+def end_orphaned_slirp4netns(c, status):
+    """End the slirp4netns of a container that exited where no process held its --exit-fd
+    (run -d --console-socket): ps and gc do, or it would keep the container's host ports."""
+    info = c.state.get("network") or {}
+    if status == "stopped" and info.get("mode") == "slirp4netns":
+        end_helper(info.get("helper"))
 
 
 def _slirp4netns_ready(proc, ready):
@@ -6903,7 +6928,8 @@ class Container:
     @classmethod
     def create(cls, cid, config, bundle, root=None, console=None, stdin_null=False,
                pid_file=None, preserve_fds=0, cgroup_parent=None, debug=False, overlay=None,
-               network=None, etc_files=None, log=None, no_pivot=False, carry=None, image=None):
+               network=None, etc_files=None, log=None, no_pivot=False, carry=None, image=None,
+               network_owner=False):
         """Set up a container whose init waits, fully configured, for start().
 
         console: None (keep our stdio), "self" (make a pty and keep its master in
@@ -6918,8 +6944,9 @@ class Container:
         log: (stdout fd, stderr fd) for the process instead of ours (a detached run's pipes to
         its monitor); the caller keeps and closes them. no_pivot: move the rootfs onto / and
         chroot (move_root), not pivot_root. image: the manifest digest of the image whose
-        layers `overlay` are (for rmi). The config is compiled into the setup plan
-        (setup_plan), then never changed."""
+        layers `overlay` are (for rmi). network_owner: the caller holds (or hands on) the
+        end of slirp4netns's --exit-fd, .network_exit (see slirp4netns_setup). The config
+        is compiled into the setup plan (setup_plan), then never changed."""
         c = cls(cid, root)
         linux = config.get("linux", {})
         if "mount" not in {ns["type"] for ns in linux.get("namespaces", [])}:
@@ -7045,6 +7072,7 @@ class Container:
             c._pidfd = pidfd_open(child)
             c.sync = _Sync(ours, process["args"][0])
             c.console_master = None
+            c.network_exit = None
             if not plan.first_child:  # else it moved itself ("join cgroup")
                 # The first move into a cgroup waits for an RCU grace period (~10 ms): done
                 # from here, it overlaps the init's own setup, which waits for it only where
@@ -7093,7 +7121,7 @@ class Container:
 
             def netns_made(msg, fds):
                 try:
-                    slirp4netns_setup(c, network, *fds)
+                    c.network_exit = slirp4netns_setup(c, network, *fds, owned=network_owner)
                 finally:
                     for fd in fds:
                         os.close(fd)
@@ -7118,6 +7146,9 @@ class Container:
                 raise _init_died(cgroup, linux) from None
             debug_step("created")
         except BaseException:
+            if getattr(c, "network_exit", None) is not None:
+                os.close(c.network_exit)
+                c.network_exit = None
             if child:
                 try:
                     os.kill(child, signal.SIGKILL)
@@ -9278,7 +9309,10 @@ def _run(a, g):
                              debug=g.debug, preserve_fds=preserve_fds,
                              overlay=layers, carry=carry, image=image and image.digest,
                              network=run.network, etc_files=run.etc_files,
-                             log=pipes and (pipes[0][1], pipes[1][1]), no_pivot=a.no_pivot)
+                             log=pipes and (pipes[0][1], pipes[1][1]), no_pivot=a.no_pivot,
+                             # slirp4netns ends with us, or with the monitor we hand it to;
+                             # with nobody's (-d --console-socket), ps and gc end it
+                             network_owner=not a.detach or monitor is not None)
     except BaseException:
         for r, _ in pipes or []:
             os.close(r)
@@ -9327,9 +9361,9 @@ def _run(a, g):
         # the monitor logs what the container writes: on its pipes, or on its terminal
         output = [r for r, _ in pipes or []] or [c.console_master]
         try:
-            _monitor_watch(c, run, [fd for fd in output if fd is not None])
+            _monitor_watch(c, run, [fd for fd in output if fd is not None], c.network_exit)
         finally:
-            for fd in output:
+            for fd in output + [c.network_exit]:
                 if fd is not None:
                     os.close(fd)
             if docker_like:  # docker's run -d says the id; runc's says nothing (its stdout
@@ -9598,15 +9632,18 @@ def _listdir(path):
         return []
 
 
-def _monitor_watch(c, run, pipes):
+def _monitor_watch(c, run, pipes, network_exit=None):
     """In the monitor's child that ran `run -d`: hand the container (its init is ours, the
-    monitor's once we exit) and the read ends of its output's pipes to the monitor."""
+    monitor's once we exit), the read ends of its output's pipes and the end of its
+    slirp4netns's --exit-fd (held until the container ends) to the monitor."""
     import socket
     channel = _MONITOR.get("channel")
     if channel is not None:
         socket.send_fds(channel, [json.dumps({
             "id": c.id, "pid": c.pid, "start_time": c.state.get("start_time"),
-            "rm": run.a.rm, "log_opts": run.log_opts}).encode()], pipes)
+            "rm": run.a.rm, "log_opts": run.log_opts,
+            "network_exit": network_exit is not None}).encode()],
+            pipes + ([network_exit] if network_exit is not None else []))
 
 
 class _Monitor:
@@ -9827,7 +9864,7 @@ class _Monitor:
         import socket
         channel = self.workers[worker][1]
         try:
-            msg, fds, _, _ = socket.recv_fds(channel, 65536, 2)
+            msg, fds, _, _ = socket.recv_fds(channel, 65536, 3)
         except BlockingIOError:
             return False
         if not msg:
@@ -9844,7 +9881,8 @@ class _Monitor:
             shutil.rmtree(saved, ignore_errors=True)  # and a writable layer not taken
         opts = info["log_opts"]
         e = dict(info, request=self.workers[worker][2], since=time.monotonic(), pipes={},
-                 log=_JsonLog(c.log, opts["max_size"], opts["max_file"]))
+                 log=_JsonLog(c.log, opts["max_size"], opts["max_file"]),
+                 network_exit=fds.pop() if info.get("network_exit") and fds else None)
         self.containers[info["pid"]] = e
         for fd, stream in zip(fds, ("stdout", "stderr")):
             os.set_blocking(fd, False)
@@ -9908,6 +9946,8 @@ class _Monitor:
         then the record of its exit in state.json; then remove it (--rm) or restart it (as
         its policy or `restart` says)."""
         del self.containers[e["pid"]]
+        if e.get("network_exit") is not None:  # slirp4netns ends with the container
+            os.close(e.pop("network_exit"))
         for fd in list(e["pipes"]):
             self.output(e, fd, drain=True)
             if fd in e["pipes"]:  # still open in a process of the container: what it wrote
@@ -10037,6 +10077,7 @@ def cmd_gc(a, g):
                 live.add(c.id)  # its init holds the fifo until start
                 continue
             if c.state.get("keep"):
+                end_orphaned_slirp4netns(c, "stopped")
                 continue  # a stopped container the user kept (run without --rm): prune's
             # Children of a create whose runtime died, not recorded (yet) or not in the
             # cgroup (yet): they go first.
@@ -10523,6 +10564,7 @@ def cmd_containers(a, g):
     for c in sorted(Container.list(g.root), key=lambda c: c.state.get("created") or "",
                     reverse=True):
         status = c.status()
+        end_orphaned_slirp4netns(c, status)
         if not (a.all or any(k == "status" for k, _ in filters)) and \
                 status not in ("running", "paused"):
             continue

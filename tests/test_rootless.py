@@ -607,6 +607,81 @@ def test_slirp4netns_dns_in_its_sandbox(tmp_path, state_root, rootfs_copy, no_le
     assert _slirp4netns_of(state_root) == []
 
 
+def _init_pid(state_root, name):
+    with open(os.path.join(state_root, name, "state.json")) as f:
+        return json.load(f)["pid"]
+
+
+def _port_free(port):
+    import socket
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@needs_slirp4netns
+def test_slirp4netns_ends_with_its_monitor(state_root, rootfs_copy, no_leaks):
+    """A detached container's slirp4netns holds its host port no longer than the monitor
+    holds the container: the monitor SIGKILLed, then its init, the port is free again."""
+    import signal
+    from conftest import mc, monitor_pid, wait_for
+    from fixtures_registry import free_port
+    from minicontainer import monitor_dir
+    port, name = free_port(), new_id("slirp")
+    ok(mc("run", "-d", "--name", name, "--network", "slirp4netns", "-p",
+          "127.0.0.1:%d:80" % port, "--rootfs", rootfs_copy, "--", "httpd", "-f", "-p", "80",
+          "-h", "/", state_root=state_root))
+    try:
+        assert len(_slirp4netns_of(state_root)) == 1
+        os.kill(monitor_pid(state_root), signal.SIGKILL)
+        os.kill(_init_pid(state_root, name), signal.SIGKILL)
+        # (its cmdline goes with its memory, before its sockets)
+        wait_for(lambda: _port_free(port), what="the port to be free")
+    finally:
+        ok(mc("rm", "-f", name, state_root=state_root))
+        ok(mc("gc", state_root=state_root))  # the killed monitor's socket and lock
+    wait_for(lambda: _slirp4netns_of(state_root) == [], what="slirp4netns to end")
+    assert not os.path.exists(monitor_dir(state_root))
+
+
+@needs_slirp4netns
+@pytest.mark.parametrize("verb", [["ps", "-a"], ["gc"]])
+def test_orphaned_slirp4netns_ended_by_ps_and_gc(verb, tmp_path, state_root, rootfs_copy,
+                                                 no_leaks):
+    """run -d --console-socket leaves no process of ours with the container (as runc's):
+    once it exited, ps and gc end its slirp4netns, which held its host port."""
+    import signal
+    import socket
+    from conftest import mc, mc_bg, wait_for
+    from fixtures_registry import free_port
+    port, name = free_port(), new_id("slirp")
+    console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    console.bind(str(tmp_path / "console.sock"))
+    console.listen(1)
+    try:
+        r = mc_bg("run", "-d", "-t", "--console-socket", str(tmp_path / "console.sock"),
+                  "--name", name, "--network", "slirp4netns", "-p", "127.0.0.1:%d:80" % port,
+                  "--rootfs", rootfs_copy, "--", "sleep", "1000", state_root=state_root)
+        assert r.returncode == 0, r.stderr
+        try:
+            assert len(_slirp4netns_of(state_root)) == 1
+            os.kill(_init_pid(state_root, name), signal.SIGKILL)
+            wait_for(lambda: mc("state", name, state_root=state_root).stdout.count(
+                '"stopped"'), what="the container to stop")
+            assert len(_slirp4netns_of(state_root)) == 1  # nobody ended it
+            ok(mc(*verb, state_root=state_root))
+            wait_for(lambda: _port_free(port), what="the port to be free")
+        finally:
+            ok(mc("rm", "-f", name, state_root=state_root))
+    finally:
+        console.close()
+    wait_for(lambda: _slirp4netns_of(state_root) == [], what="slirp4netns to end")
+
+
 # Fake slirp4netns programs: each writes its pid (and a child's) to DIR/pids.
 FAKE_SLEEPS = """#!/bin/sh
 echo $$ >>%(dir)s/pids
