@@ -5108,6 +5108,24 @@ def slirp4netns_setup(c, spec, netns, userns, owned=False):
     return exit_w
 
 
+def slirp4netns_host_address(spec):
+    """The host as a slirp4netns container reaches it (--add-host NAME:host-gateway): not
+    10.0.2.2, the host's loopback, which --disable-host-loopback keeps out of reach, but the
+    host's own address on its default route (what a UDP socket connected to a documentation
+    address is bound to: connect sends nothing)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("198.51.100.1", 9))
+            ip = s.getsockname()[0]
+        except OSError:
+            ip = "0.0.0.0"
+    if ip == "0.0.0.0":
+        raise Error("--add-host %s: the host has no address that slirp4netns reaches (no "
+                    "default route)" % _shown(spec))
+    return ip
+
+
 def end_orphaned_slirp4netns(c, status):
     """End the slirp4netns of a container that exited where no process held its --exit-fd
     (run -d --console-socket): ps and gc do, or it would keep the container's host ports."""
@@ -5247,8 +5265,11 @@ def etc_files_option(a, image):
             if mode not in ("bridge", "host", "slirp4netns"):
                 raise Error("--add-host %s: no network reaches the host (--network none)"
                             % _shown(spec))
-            ip = {"host": "127.0.0.1", "slirp4netns": "10.0.2.2"}.get(mode) or str(
-                network_subnet(a.subnet).network_address + 1)  # the bridge's address
+            if mode == "slirp4netns":
+                ip = slirp4netns_host_address(spec)
+            else:
+                ip = {"host": "127.0.0.1"}.get(mode) or str(
+                    network_subnet(a.subnet).network_address + 1)  # the bridge's address
         try:
             ipaddress.ip_address(ip)
             if "%" in ip:  # (a zone takes any text, a newline too: another line)

@@ -821,6 +821,53 @@ def test_rootless_privileged_port_says_why(user):
     assert not os.path.exists(os.path.join(user.state, name))
 
 
+@pytest.fixture(scope="module")
+def root_image(busybox_rootfs, tmp_path_factory):
+    """An image of the busybox rootfs in a store of this module's: the environment to run it."""
+    import import_image
+    store = str(tmp_path_factory.mktemp("slirp-store"))
+    import_image.import_image(busybox_rootfs, "slirp-test:1", store=store)
+    return dict(os.environ, MINICONTAINER_STORE=store)
+
+
+@needs_slirp4netns
+def test_slirp4netns_host_gateway_reaches_the_host(state_root, root_image, no_leaks):
+    """--add-host NAME:host-gateway names the host's own address (its loopback, 10.0.2.2,
+    is out of reach): a server there is reached through the name."""
+    import http.server
+    import socket
+    import threading
+    from conftest import mc
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("198.51.100.1", 9))
+        except OSError:
+            pytest.skip("the host has no default route")
+        host = s.getsockname()[0]
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"from the host\n")
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer((host, 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        out = ok(mc("run", "--rm", "--network", "slirp4netns", "--add-host",
+                    "hostgw:host-gateway", "slirp-test:1", "sh", "-c",
+                    "grep hostgw /etc/hosts; wget -qO- http://hostgw:%d/" %
+                    server.server_address[1], state_root=state_root, env=root_image))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert out == "%s\thostgw\nfrom the host\n" % host
+
+
 # ---- safety ----
 
 def test_host_files_stay_out_of_reach(user):
