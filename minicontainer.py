@@ -9559,7 +9559,22 @@ def _monitor_request(root, request, fds=()):
         answer = sock.recv(4096)
     if not answer:
         raise Error("the monitor of %s ended before it answered" % root)
-    return json.loads(answer)["code"]
+    return _monitor_answer(root, answer)
+
+
+def _monitor_answer(root, answer):
+    """The exit status in the monitor's answer; an Error for a refusal, or for what is not
+    an answer (a broken or foreign monitor's): one line, never a traceback."""
+    try:
+        answer = json.loads(answer)
+        if "error" in answer:
+            raise Error("the monitor of %s refused the request: %s" % (root, answer["error"]))
+        code = answer["code"]
+        if type(code) is int:
+            return code
+    except (ValueError, TypeError, KeyError):
+        pass
+    raise Error("the monitor of %s answered what is not an answer: %.60r" % (root, answer))
 
 
 def _start_monitor(root):

@@ -496,3 +496,42 @@ def test_a_detached_terminal_is_logged(busybox_rootfs, state_root):
         assert mcmod.Container.load(cid, state_root).alive()  # the terminal stays open
     finally:
         delete(state_root, cid)
+
+
+def _fake_monitor(state_root):
+    """A listener where the monitor of state_root listens, that the test answers itself."""
+    import socket
+    os.makedirs(state_root, exist_ok=True)
+    d = mcmod.monitor_dir(state_root)
+    os.makedirs(d, mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(os.path.join(d, "monitor.sock"))
+    listener.listen(1)
+    return listener, d
+
+
+def test_a_monitor_answer_that_is_not_one_is_a_one_line_error(busybox_rootfs, state_root):
+    """A broken (or truncated) answer from the monitor: one line and docker's 125 for its
+    own failure, not a traceback."""
+    import shutil
+    import socket
+    for answer in (b"not json", b'{"code": ', b'["code"]', b'{"code": "0"}'):
+        listener, d = _fake_monitor(state_root)
+        try:
+            p = subprocess.Popen(mc_argv("run", "-d", "--rootfs", busybox_rootfs, "--", "true",
+                                         state_root=state_root),
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            conn, _ = listener.accept()
+            with conn:
+                _, fds, _, _ = socket.recv_fds(conn, 1 << 18, 16)
+                for fd in fds:
+                    os.close(fd)
+                conn.send(answer)
+            out, err = p.communicate(timeout=60)
+        finally:
+            listener.close()
+            shutil.rmtree(d)
+        line = one_line_error(subprocess.CompletedProcess(p.args, p.returncode, out, err),
+                              code=125)
+        assert "not an answer" in line, (answer, line)
