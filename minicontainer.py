@@ -9516,6 +9516,10 @@ def _exit_record(c, pid, start_time, code):
 _MONITOR = {}  # in a child of the monitor running a `run -d`: its channel to the monitor
 MONITORS = "/run/minicontainer-monitors"
 MONITOR_LOCK, MONITOR_SOCKET = "monitor", "monitor.sock"  # its lock holds its pid
+# A client connects then sends at once: one that does not (stopped by Ctrl-Z) is dropped
+# after this many seconds, not waited for by the loop that serves every container.
+MONITOR_REQUEST_WAIT = 5
+MONITOR_MAX_FDS = 64  # stdio and run -d --preserve-fds N: what a request may carry
 # The monitor is a new interpreter that imports this file, named by its path (as the runtime
 # is: `gc` and tests find it so), with its state root.
 MONITOR_MAIN = ("import os, sys; sys.path.insert(0, os.path.dirname(sys.argv[1])); "
@@ -9534,32 +9538,42 @@ def monitor_dir(root):
 
 def _monitor_request(root, request, fds=()):
     """Hand a request to the monitor of a state root, starting it if none runs; returns the
-    exit status it answers (that of the `run -d` it ran for us)."""
+    exit status it answers (that of the `run -d` it ran for us). A request the monitor did
+    not take (it dropped us before we sent: we were stopped) is sent again."""
     import socket
     os.makedirs(root, mode=0o711, exist_ok=True)
     path = os.path.join(monitor_dir(root), MONITOR_SOCKET)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    gate = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        # A monitor with nothing left to watch leaves only while no request is on its way
-        # (see _Monitor.leave): then the next request starts another.
-        fcntl.flock(gate, fcntl.LOCK_SH)
-        for attempt in range(5):
+    data = json.dumps(dict(request, fds=len(fds))).encode()
+    for _ in range(5):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        with sock:
+            gate = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                sock.connect(path)
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if attempt == 4:
-                    raise Error("the monitor of %s does not start" % root) from None
-                _start_monitor(root)  # (or a gc held its lock: then again)
-        socket.send_fds(sock, [json.dumps(request).encode()], list(fds))
-    finally:
-        os.close(gate)
-    with sock:
-        answer = sock.recv(4096)
-    if not answer:
-        raise Error("the monitor of %s ended before it answered" % root)
-    return _monitor_answer(root, answer)
+                # A monitor with nothing left to watch leaves only while no request is on
+                # its way (see _Monitor.leave): then the next request starts another.
+                fcntl.flock(gate, fcntl.LOCK_SH)
+                for attempt in range(5):
+                    try:
+                        sock.connect(path)
+                        break
+                    except (FileNotFoundError, ConnectionRefusedError):
+                        if attempt == 4:
+                            raise Error("the monitor of %s does not start" % root) from None
+                        _start_monitor(root)  # (or a gc held its lock: then again)
+                try:
+                    socket.send_fds(sock, [data], list(fds))
+                except (BrokenPipeError, ConnectionResetError):
+                    continue  # it closed the connection before we sent: nothing was taken
+            finally:
+                os.close(gate)
+            try:
+                answer = sock.recv(4096)
+            except ConnectionResetError:
+                continue  # closed with our request unread: not taken
+        if not answer:
+            raise Error("the monitor of %s ended before it answered" % root)
+        return _monitor_answer(root, answer)
+    raise Error("the monitor of %s does not take the request" % root)
 
 
 def _monitor_answer(root, answer):
@@ -9790,7 +9804,7 @@ class _Monitor:
         while True:
             timeout = None
             if self.timers:
-                timeout = max(0, (min(self.timers)[0] - time.monotonic()) * 1000)
+                timeout = max(0, (min(t[0] for t in self.timers) - time.monotonic()) * 1000)
             elif not self.workers and not self.containers and self.leave():
                 return
             try:
@@ -9832,26 +9846,47 @@ class _Monitor:
             os.close(gate)
 
     def accept(self, _):
-        import socket
+        """A client: its request is read when it comes, in the loop; one that sends nothing
+        in time is dropped (its request, sent later, fails: it was not taken)."""
         conn, _ = self.listener.accept()
-        conn.setblocking(True)
+        conn.setblocking(False)
+        timer = [time.monotonic() + MONITOR_REQUEST_WAIT, lambda: self.drop(conn)]
+        self.timers.append(timer)
+        self.watch(conn.fileno(), lambda fd: self.received(conn, timer))
+
+    def drop(self, conn):
+        self.unwatch(conn.fileno())
+        conn.close()
+
+    def received(self, conn, timer):
+        import socket
+        self.unwatch(conn.fileno())
+        self.timers.remove(timer)
         try:
-            msg, fds, _, _ = socket.recv_fds(conn, 1 << 18, 253)
-            request = json.loads(msg)
-        except (OSError, ValueError):
+            # one fd more than a request may carry, to see one that carries too many
+            msg, fds, flags, _ = socket.recv_fds(conn, 1 << 18, MONITOR_MAX_FDS + 1)
+        except OSError:
             conn.close()
             return
-        if "run" in request:
+        try:
+            request = json.loads(msg)
+            why = _monitor_refusal(request, fds, flags)
+        except ValueError:
+            request, why = None, "not JSON"
+        if why is not None:
+            for fd in fds:
+                os.close(fd)
+            self.answer(conn, 125, why)
+        elif "run" in request:
             self.spawn(request, fds, conn)
-        elif "restart" in request:
-            self.restart(request, fds, conn)
         else:
-            conn.close()
+            self.restart(request, fds, conn)
 
-    def answer(self, conn, code):
+    def answer(self, conn, code, error=None):
         if conn is not None:
             try:
-                conn.send(json.dumps({"code": code}).encode())
+                conn.send(json.dumps({"code": code} if error is None else
+                                     {"code": code, "error": error}).encode())
             except OSError:
                 pass  # the caller left
             conn.close()
@@ -9860,8 +9895,14 @@ class _Monitor:
         """Run request["run"] (a `run -d` command line) in a child of ours, with the
         caller's fds as its stdio (and preserved fds), cwd, umask and environment."""
         import socket
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            pid = os.fork()
+        except OSError as e:
+            for fd in fds:
+                os.close(fd)
+            self.answer(conn, 125, "cannot run it: %s" % e.strerror)
+            return
         if pid == 0:
             code = 255
             try:
@@ -9981,6 +10022,17 @@ class _Monitor:
         """Its init exited (with a wait status, None when not known): the rest of its output,
         then the record of its exit in state.json; then remove it (--rm) or restart it (as
         its policy or `restart` says)."""
+        try:
+            self._exited(e, status)
+        finally:
+            # a `restart` waiting for this exit, not made again (removed, another container
+            # of that id now, a mistake of ours): answered, its fds not kept
+            conn, fds = e.pop("restart_for", None) or (None, ())
+            for fd in fds:
+                os.close(fd)
+            self.answer(conn, 1, "%s was not made again" % e["id"])
+
+    def _exited(self, e, status):
         del self.containers[e["pid"]]
         if e.get("network_exit") is not None:  # slirp4netns ends with the container
             os.close(e.pop("network_exit"))
@@ -10013,7 +10065,7 @@ class _Monitor:
             return
         count = c.state.get("restart_count", 0)
         if e.get("restart_for"):  # the `restart` verb's: at once, not counted (as docker)
-            self.recreate(c.id, e["request"], count, *e["restart_for"])
+            self.recreate(c.id, e["request"], count, *e.pop("restart_for"))
         elif _restarts(c.state, code):
             # docker's back-off: 100 ms, doubled at each restart of one that ran < 10 s
             quick = 0 if time.monotonic() - e["since"] >= 10 else \
@@ -10079,6 +10131,33 @@ class _Monitor:
         run = state.get("relaunch") or {"argv": [], "cwd": "/"}
         self.recreate(cid, {"run": run["argv"], "cwd": run["cwd"], "env": request["env"]},
                       state.get("restart_count", 0), conn, fds)
+
+
+def _monitor_refusal(request, fds, flags=0):
+    """Why the monitor does not take a request with these fds (None: it does). A request
+    runs in a child whose fds 0 to N-1 are the ones given: each must be there."""
+    import socket
+    if flags & socket.MSG_CTRUNC or len(fds) > MONITOR_MAX_FDS:
+        return "more than %d fds" % MONITOR_MAX_FDS
+    if not isinstance(request, dict):
+        return "not a request"
+    env = request.get("env")
+    if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        return "no environment"
+    if "run" in request:
+        if not isinstance(request["run"], list) or not all(
+                isinstance(arg, str) for arg in request["run"]) or not isinstance(
+                request.get("cwd"), str) or type(request.get("umask", 0)) is not int:
+            return "not a run command line"
+    elif "restart" in request:
+        if not isinstance(request["restart"], str):
+            return "not a container to restart"
+    else:
+        return "neither run nor restart"
+    if len(fds) < 3 or len(fds) != request.get("fds", len(fds)):
+        return "%d fds, not the %s it needs" % (len(fds), request.get("fds", "3 at least"))
+    return None
 
 
 def _restarts(state, code):

@@ -535,3 +535,95 @@ def test_a_monitor_answer_that_is_not_one_is_a_one_line_error(busybox_rootfs, st
         line = one_line_error(subprocess.CompletedProcess(p.args, p.returncode, out, err),
                               code=125)
         assert "not an answer" in line, (answer, line)
+
+
+def _monitor_socket(state_root):
+    return os.path.join(mcmod.monitor_dir(state_root), "monitor.sock")
+
+
+def _ask(state_root, request, fds):
+    """A request sent to the monitor as a client sends it; its answer (b"": none)."""
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        s.connect(_monitor_socket(state_root))
+        socket.send_fds(s, [request if isinstance(request, bytes) else
+                            json.dumps(request).encode()], fds)
+        s.settimeout(60)
+        return s.recv(4096)
+
+
+def test_a_client_that_sends_nothing_holds_nobody_up(busybox_rootfs, state_root):
+    """A client that connects and sends nothing (a run -d stopped by Ctrl-Z in between): the
+    monitor serves the next ones meanwhile, then drops it; what it sends after is not run."""
+    import socket
+    cid = run_d(state_root, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    other, late = new_id(), new_id()
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        silent.connect(_monitor_socket(state_root))  # accepted first: connections queue
+        rc, out, err = mc_bg("run", "-d", "--name", other, "--rootfs", busybox_rootfs, "--",
+                             "sleep", "1000", state_root=state_root, timeout=30)
+        assert (rc, out.strip()) == (0, other), err
+        assert mcmod.Container.load(other, state_root).alive()
+        wait_for(lambda: select.select([silent], [], [], 0)[0], timeout=60,
+                 what="the monitor to drop the silent client")
+        assert silent.recv(4096) == b""
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            with pytest.raises((BrokenPipeError, ConnectionResetError)):
+                socket.send_fds(silent, [json.dumps({
+                    "run": ["--root", state_root, "run", "-d", "--name", late, "--rootfs",
+                            busybox_rootfs, "--", "sleep", "1000"],
+                    "cwd": "/", "env": dict(os.environ)}).encode()], [null] * 3)
+        finally:
+            os.close(null)
+        assert not os.path.exists(os.path.join(state_root, late))
+    finally:
+        silent.close()
+        delete(state_root, cid, other)
+
+
+def test_a_bad_request_leaves_no_fd_in_the_monitor(busybox_rootfs, state_root):
+    """Whatever a request is, the fds that came with it are closed: answered with an error,
+    never kept (they were, for every request that was not a run or a restart)."""
+    cid = run_d(state_root, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    monitor = monitor_pid(state_root)
+    before = len(os.listdir("/proc/%d/fd" % monitor))
+    null = os.open(os.devnull, os.O_RDWR)
+    harmless = {"run": ["state", "no-such-container"], "cwd": "/", "env": {}}
+    answers = []
+    try:
+        for request, n in ((b"not json", 3), (b"[1, 2]", 3), (b'"run"', 3), (b"{}", 3),
+                           ({"neither": "run nor restart", "env": {}}, 3),
+                           ({"run": "a string", "cwd": "/", "env": {}}, 3),
+                           ({"restart": ["a", "list"], "env": {}}, 3),
+                           (harmless, 65), (harmless, 200)):  # at most 64
+            answers.append((request, n, _ask(state_root, request, [null] * n)))
+        # (it closes a connection after its answer)
+        wait_for(lambda: len(os.listdir("/proc/%d/fd" % monitor)) == before,
+                 what="the monitor's fds as they were")
+        for request, n, answer in answers:
+            assert answer and json.loads(answer).get("error"), (request, n, answer)
+        assert monitor_pid(state_root) == monitor
+    finally:
+        os.close(null)
+        delete(state_root, cid)
+
+
+def test_a_request_without_its_fds_is_refused(busybox_rootfs, state_root):
+    """Without the fds it says it carries (or without stdio): refused, nothing run; it ran
+    with its fds 0-2 closed (files of the runtime's landing there) and answered 255."""
+    cid = run_d(state_root, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    names = [new_id(), new_id()]
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for name, fds, extra in ((names[0], [], {}), (names[1], [null] * 3, {"fds": 4})):
+            answer = _ask(state_root, dict({
+                "run": ["--root", state_root, "run", "-d", "--name", name, "--rootfs",
+                        busybox_rootfs, "--", "sleep", "1000"],
+                "cwd": "/", "env": dict(os.environ)}, **extra), fds)
+            assert "fds" in json.loads(answer)["error"], answer
+            assert not os.path.exists(os.path.join(state_root, name))
+    finally:
+        os.close(null)
+        delete(state_root, cid, *names)
