@@ -9526,6 +9526,14 @@ MONITOR_MAIN = ("import os, sys; sys.path.insert(0, os.path.dirname(sys.argv[1])
                 "import minicontainer; minicontainer._Monitor(sys.argv[2]).serve()")
 
 
+def runtime_identity():
+    """Which runtime this is, as the monitor compares it with its callers': the real path
+    of this file and what changes when it is installed anew."""
+    path = os.path.realpath(__file__)
+    st = os.stat(path)
+    return [path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size]
+
+
 def monitor_dir(root):
     """Where the monitor of a state root keeps its lock and socket: not in the state root,
     whose entries are containers (and a socket's path there could be too long)."""
@@ -9539,11 +9547,16 @@ def monitor_dir(root):
 def _monitor_request(root, request, fds=()):
     """Hand a request to the monitor of a state root, starting it if none runs; returns the
     exit status it answers (that of the `run -d` it ran for us). A request the monitor did
-    not take (it dropped us before we sent: we were stopped) is sent again."""
+    not take (it dropped us before we sent: we were stopped; it retired: it runs another
+    runtime than ours) is sent again, to another monitor if need be. request["runtime"]:
+    ours unless given (None: whichever runtime the monitor runs)."""
     import socket
     os.makedirs(root, mode=0o711, exist_ok=True)
     path = os.path.join(monitor_dir(root), MONITOR_SOCKET)
-    data = json.dumps(dict(request, fds=len(fds))).encode()
+    request = dict(request, fds=len(fds))
+    if "runtime" not in request:
+        request["runtime"] = runtime_identity()
+    data = json.dumps(request).encode()
     for _ in range(5):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         with sock:
@@ -9572,21 +9585,26 @@ def _monitor_request(root, request, fds=()):
                 continue  # closed with our request unread: not taken
         if not answer:
             raise Error("the monitor of %s ended before it answered" % root)
-        return _monitor_answer(root, answer)
+        code = _monitor_answer(root, answer)
+        if code is not None:
+            return code
     raise Error("the monitor of %s does not take the request" % root)
 
 
 def _monitor_answer(root, answer):
-    """The exit status in the monitor's answer; an Error for a refusal, or for what is not
-    an answer (a broken or foreign monitor's): one line, never a traceback."""
+    """The exit status in the monitor's answer (None: it retired, and did not take the
+    request); an Error for a refusal, or for what is not an answer (a broken or foreign
+    monitor's): one line, never a traceback."""
     try:
         answer = json.loads(answer)
+        if answer.get("retired") is True:
+            return None
         if "error" in answer:
             raise Error("the monitor of %s refused the request: %s" % (root, answer["error"]))
         code = answer["code"]
         if type(code) is int:
             return code
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, AttributeError):
         pass
     raise Error("the monitor of %s answered what is not an answer: %.60r" % (root, answer))
 
@@ -9614,6 +9632,18 @@ def _start_monitor(root):
     os.waitpid(pid, 0)
     with open(r, "rb") as f:
         f.read()
+
+
+def _monitor_child(pid, root):
+    """Whether pid is the child of a monitor of root (or of one of its workers, forked from
+    it), or None: that monitor (one that retired) watches it."""
+    try:
+        with open("/proc/%s/cmdline" % int(proc_stat(pid)[1]), "rb") as f:
+            argv = f.read().split(b"\0")
+    except (OSError, TypeError, ValueError):
+        return False
+    return len(argv) > 6 and b"minicontainer._Monitor(" in argv[4] and \
+        os.path.realpath(argv[6]) == os.path.realpath(root).encode()
 
 
 class _JsonLog:
@@ -9710,6 +9740,7 @@ class _Monitor:
         import select
         import socket
         self.root, self.dir = root, monitor_dir(root)
+        self.identity, self.retired = runtime_identity(), False
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         lock = os.path.join(self.dir, MONITOR_LOCK)
         while True:
@@ -9750,6 +9781,7 @@ class _Monitor:
         self.ended = {}  # pid: wait status, of a child not known (yet)
         self.timers = []  # [monotonic time, function]
         self.saved_logs = {}  # container id: the log of a container being restarted
+        self.helpers = set()  # pids of our children that hand a restart over (see retire)
         os.close(3)  # the starter's pipe: we listen
         self.adopt()
 
@@ -9762,6 +9794,8 @@ class _Monitor:
         for c in Container.list(self.root):
             if "log_opts" not in c.state or "finished_at" in c.state or not c.pid:
                 continue  # not a detached one's, or its end is recorded
+            if _monitor_child(c.pid, self.root):
+                continue  # a monitor that retired watches it
             run = c.state.get("relaunch") or {}
             e = {"id": c.id, "pid": c.pid, "start_time": c.state.get("start_time"),
                  "rm": not c.state.get("keep"), "pipes": {}, "log": None,
@@ -9805,7 +9839,8 @@ class _Monitor:
             timeout = None
             if self.timers:
                 timeout = max(0, (min(t[0] for t in self.timers) - time.monotonic()) * 1000)
-            elif not self.workers and not self.containers and self.leave():
+            elif not self.workers and not self.containers and not self.helpers and \
+                    self.leave():
                 return
             try:
                 events = self.poll.poll(timeout)
@@ -9823,6 +9858,8 @@ class _Monitor:
     def leave(self):
         """Whether we may go: nothing to watch, and no request on its way (its sender
         holds a shared lock on the state root from before it connects until it sent)."""
+        if self.retired:
+            return True  # requests are another monitor's, as are the lock and socket
         try:
             gate = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
@@ -9854,6 +9891,46 @@ class _Monitor:
         self.timers.append(timer)
         self.watch(conn.fileno(), lambda fd: self.received(conn, timer))
 
+    def retire(self):
+        """A caller runs another runtime (another install, a fix since we started): none of
+        its requests is served by our code. We stop being the state root's monitor (the
+        caller starts a new one, which adopts none of ours: adopt), and only watch the
+        containers we have until they end: their output, their exits; a restart of theirs
+        (their policy) is made by the new monitor (hand_over)."""
+        if self.retired:
+            return
+        self.retired = True
+        self.unwatch(self.listener.fileno())
+        try:
+            os.unlink(self.path)  # ours: we hold the lock
+        except FileNotFoundError:
+            pass
+        self.listener.close()  # a client it held but we did not accept asks again
+        os.close(self.lock)  # a new monitor may start
+        for e in self.containers.values():
+            conn, fds = e.pop("restart_for", None) or (None, ())
+            for fd in fds:
+                os.close(fd)
+            self.answer(conn, None)
+
+    def hand_over(self, cid, request, restart_count):
+        """Once we retired: the restart of a container of ours (its policy) asked of the
+        monitor that runs now, by a child of ours (our loop goes on meanwhile)."""
+        pid = os.fork()
+        if pid == 0:
+            code = 255
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+                code = _monitor_request(self.root, {
+                    "restart": cid, "env": request["env"], "runtime": None,
+                    "restart_count": restart_count, "quick": request.get("quick", 0)},
+                    [0, 1, 2])
+            finally:
+                os._exit(code)
+        self.helpers.add(pid)
+
     def drop(self, conn):
         self.unwatch(conn.fileno())
         conn.close()
@@ -9873,7 +9950,13 @@ class _Monitor:
             why = _monitor_refusal(request, fds, flags)
         except ValueError:
             request, why = None, "not JSON"
-        if why is not None:
+        if why is None and (self.retired or request.get("runtime") not in (
+                None, self.identity)):
+            for fd in fds:
+                os.close(fd)
+            self.retire()
+            self.answer(conn, None)
+        elif why is not None:
             for fd in fds:
                 os.close(fd)
             self.answer(conn, 125, why)
@@ -9883,9 +9966,11 @@ class _Monitor:
             self.restart(request, fds, conn)
 
     def answer(self, conn, code, error=None):
+        """code None: we retired, the request was not taken (the caller asks another)."""
         if conn is not None:
             try:
-                conn.send(json.dumps({"code": code} if error is None else
+                conn.send(json.dumps({"retired": True} if code is None else {"code": code}
+                                     if error is None else
                                      {"code": code, "error": error}).encode())
             except OSError:
                 pass  # the caller left
@@ -10013,6 +10098,8 @@ class _Monitor:
                 self.answer(conn, exit_status(status))
                 if not self.workers:
                     self.ended.clear()  # none can be registered any more
+            elif pid in self.helpers:
+                self.helpers.discard(pid)
             elif pid in self.containers:
                 self.guarded(self.exited, self.containers[pid], status)
             else:
@@ -10079,6 +10166,9 @@ class _Monitor:
         command line, of the same id; its log goes on, and its writable layer with the
         layers under it (_carried) are kept, as docker keeps a container's files."""
         import tempfile
+        if self.retired and conn is None:
+            self.hand_over(cid, request, restart_count)
+            return
         try:
             c = Container.load(cid, self.root)
             if c.status() != "stopped":
@@ -10129,8 +10219,10 @@ class _Monitor:
         except Error:
             state = {}
         run = state.get("relaunch") or {"argv": [], "cwd": "/"}
-        self.recreate(cid, {"run": run["argv"], "cwd": run["cwd"], "env": request["env"]},
-                      state.get("restart_count", 0), conn, fds)
+        # a retired monitor's hand-over of a restart by policy: counted, and its back-off
+        self.recreate(cid, {"run": run["argv"], "cwd": run["cwd"], "env": request["env"],
+                            "quick": request.get("quick", 0)},
+                      request.get("restart_count", state.get("restart_count", 0)), conn, fds)
 
 
 def _monitor_refusal(request, fds, flags=0):
@@ -10151,10 +10243,13 @@ def _monitor_refusal(request, fds, flags=0):
                 request.get("cwd"), str) or type(request.get("umask", 0)) is not int:
             return "not a run command line"
     elif "restart" in request:
-        if not isinstance(request["restart"], str):
+        if not isinstance(request["restart"], str) or not all(
+                type(request.get(key, 0)) is int for key in ("restart_count", "quick")):
             return "not a container to restart"
     else:
         return "neither run nor restart"
+    if not isinstance(request.get("runtime") or [], list):
+        return "not a runtime"
     if len(fds) < 3 or len(fds) != request.get("fds", len(fds)):
         return "%d fds, not the %s it needs" % (len(fds), request.get("fds", "3 at least"))
     return None

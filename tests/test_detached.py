@@ -627,3 +627,54 @@ def test_a_request_without_its_fds_is_refused(busybox_rootfs, state_root):
     finally:
         os.close(null)
         delete(state_root, cid, *names)
+
+
+def test_a_monitor_serves_no_caller_of_another_runtime(busybox_rootfs, state_root, tmp_path):
+    """A run -d of another runtime (another install, or this one installed anew) than the
+    monitor's: the monitor retires, a new one (of the caller's runtime) serves it; the old
+    one watches its containers until they end, a restart of theirs made by the new one, and
+    the verbs work for both."""
+    import shutil
+    other = str(tmp_path / "other" / "minicontainer.py")
+    os.makedirs(os.path.dirname(other))
+    shutil.copy2(RUNTIME, other)
+    argv = mc_argv("run", "-d", "--restart", "always", "--rootfs", busybox_rootfs, "--", "sh",
+                   "-c", "echo run; exec sleep 1000", state_root=state_root)
+    assert argv[5] == RUNTIME
+    argv[5] = other
+    with open(str(tmp_path / "out"), "w+") as out:
+        assert subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                              timeout=60).returncode == 0
+        out.seek(0)
+        first = out.read().strip()
+    second = None
+    try:
+        old = monitor_pid(state_root)
+        wait_for(lambda: "run" in mc("logs", first, state_root=state_root).stdout)
+        second = run_d(state_root, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+        new = monitor_pid(state_root)
+        assert new != old and parent_pid(state(state_root, second)["pid"]) == new
+        assert parent_pid(state(state_root, first)["pid"]) == old  # still its
+        with open("/proc/%d/cmdline" % new, "rb") as f:
+            assert RUNTIME.encode() in f.read().split(b"\0")
+        r = mc("gc", state_root=state_root)
+        assert (r.returncode, r.stdout) == (0, ""), r.stderr
+        rows = mc("ps", "--format", "{{.Names}}", state_root=state_root).stdout.split()
+        assert sorted(rows) == sorted([first, second])
+        # its policy's restart: recorded by the old monitor, made by the new one
+        pid = state(state_root, first)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        s = wait_for(lambda: state(state_root, first).get("restart_count") == 1 and
+                     mcmod.Container.load(first, state_root).alive() and
+                     state(state_root, first), what="the restart")
+        assert s["pid"] != pid
+        wait_for(lambda: parent_pid(s["pid"]) == new, what="the new monitor to parent it")
+        wait_for(lambda: mc("logs", first, state_root=state_root).stdout == "run\nrun\n")
+        # with nothing left to watch, the old one leaves
+        wait_for(lambda: not os.path.exists("/proc/%d" % old) or
+                 open("/proc/%d/stat" % old).read().split(") ")[1][0] == "Z",
+                 what="the old monitor to leave")
+        assert mc("stop", "-t", "1", first, state_root=state_root).returncode == 0
+        assert wait_for(lambda: finished(state_root, first))["exit_code"] == 128 + 9
+    finally:
+        delete(state_root, first, *([second] if second else []))
