@@ -9507,7 +9507,9 @@ def _exit_record(c, pid, start_time, code):
     if c.pid != pid or c.state.get("start_time") != start_time:
         return False
     cg = c.cgroup
-    c.state.update(finished_at=timestamp(), exit_code=code,
+    # an exit not seen (code None: a monitor's that was killed) is when `stop` saw it
+    c.state.update(finished_at=code is None and c.state.get("stopped_at") or timestamp(),
+                   exit_code=code,
                    oom_killed=bool(cg and cg.oom_killed()))
     c.save()
     return True
@@ -9624,8 +9626,12 @@ def _start_monitor(root):
                 os.dup2(w, 3)  # closed when it listens
                 os.closerange(4, os.sysconf("SC_OPEN_MAX"))
                 os.chdir("/")  # holds no mount of the caller's busy
-                os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", MONITOR_MAIN,
-                                          os.path.realpath(__file__), os.path.abspath(root)])
+                # the caller's debug hooks are not to act on the restarts of others
+                env = {k: v for k, v in os.environ.items() if not k.startswith(
+                    ("MINICONTAINER_DEBUG_", "MINICONTAINER_TRACE"))}
+                os.execve(sys.executable, [sys.executable, "-I", "-S", "-c", MONITOR_MAIN,
+                                           os.path.realpath(__file__), os.path.abspath(root)],
+                          env)
         finally:
             os._exit(0)
     os.close(w)
@@ -10839,6 +10845,7 @@ def stop_container(c, timeout=None):
             return
         c.state["stopped_by_user"] = True
         c.save()
+        init = c.pid, c.state.get("start_time")
     sig = parse_signal(c.state.get("stop_signal") or "SIGTERM")
     if timeout is None:
         timeout = c.state.get("stop_timeout")
@@ -10855,6 +10862,14 @@ def stop_container(c, timeout=None):
         return  # it stopped meanwhile
     if not c.wait_stopped(10):
         raise Error("container %s did not stop" % c.id)
+    try:
+        # when it ended, for a monitor that learns of it later (one killed meanwhile)
+        with c.lock():
+            if (c.pid, c.state.get("start_time")) == init and "finished_at" not in c.state:
+                c.state["stopped_at"] = timestamp()
+                c.save()
+    except Error:
+        pass  # removed meanwhile (--rm)
     # Its published ports free when stop returns, as docker's (a `run -p` of them next
     # failed while its monitor had not yet ended the forwarder: it does so on the exit)
     end_helper((c.state.get("network") or {}).get("forwarder"))

@@ -678,3 +678,38 @@ def test_a_monitor_serves_no_caller_of_another_runtime(busybox_rootfs, state_roo
         assert wait_for(lambda: finished(state_root, first))["exit_code"] == 128 + 9
     finally:
         delete(state_root, first, *([second] if second else []))
+
+
+def test_a_container_stopped_while_no_monitor_ran_ended_when_stopped(busybox_rootfs,
+                                                                      state_root):
+    """Its end, recorded by the next monitor as it adopts it, is when `stop` saw it, not when
+    that monitor came."""
+    cid = run_d(state_root, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+    other = None
+    try:
+        monitor = monitor_pid(state_root)
+        os.kill(monitor, signal.SIGKILL)
+        wait_for(lambda: not os.path.exists("/proc/%d" % monitor), what="the monitor's end")
+        assert mc("stop", "-t", "1", cid, state_root=state_root).returncode == 0
+        stopped = mcmod.timestamp()
+        other = run_d(state_root, "--rootfs", busybox_rootfs, "--", "sleep", "1000")
+        s = wait_for(lambda: finished(state_root, cid), what="the adopted one's end")
+        assert s["exit_code"] is None and s["finished_at"] <= stopped, (s, stopped)
+    finally:
+        delete(state_root, cid, *([other] if other else []))
+
+
+def test_the_monitor_keeps_no_debug_setting_of_its_starter(busybox_rootfs, state_root):
+    """The caller that starts the monitor may have debug hooks set (test settings): they are
+    its own run's, not the monitor's (whose environment the restarts of containers it
+    adopts have)."""
+    env = dict(os.environ, MINICONTAINER_DEBUG_SLEEP_AT="no-such-step:1")
+    rc, out, err = mc_bg("run", "-d", "--rootfs", busybox_rootfs, "--", "sleep", "1000",
+                         state_root=state_root, env=env)
+    assert rc == 0, err
+    cid = out.strip()
+    try:
+        with open("/proc/%d/environ" % monitor_pid(state_root), "rb") as f:
+            assert b"MINICONTAINER_DEBUG_" not in f.read()
+    finally:
+        delete(state_root, cid)
