@@ -11132,7 +11132,11 @@ def cmd_exec(a, g):
     c = load_container(a.id, g.root)
     if a.process:
         process = _read_json_arg(a.process, "--process")
-        if isinstance(process, dict) and process.get("capabilities") is None:
+        if not isinstance(process, dict):  # (runc: "cannot unmarshal array into ...")
+            raise Error("exec --process %s: a JSON %s, not a process object" % (a.process, {
+                list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+                    type(process), "number")))
+        if process.get("capabilities") is None:
             # the container's sets, as runc gives such a process (not none, as at create)
             caps = c.state.get("config", {}).get("process", {}).get("capabilities")
             process["capabilities"] = json.loads(json.dumps(caps or {}))

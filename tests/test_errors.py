@@ -563,3 +563,20 @@ def test_a_closed_pipe_ends_quietly(args, state_root):
     finally:
         os.close(w)
     assert p.returncode == 141 and p.stderr == b"", p.stderr
+
+
+def test_exec_process_that_is_no_object_is_one_line(bundle, state_root, tmp_path):
+    """exec --process FILE whose JSON is an array (or another non-object) was a traceback
+    (AttributeError: 'list' object has no attribute 'get'); runc: cannot unmarshal array."""
+    cid, _ = mc_create(bundle(["sleep", "100"]), state_root=state_root)
+    try:
+        for text, kind in (("[1]", "array"), ('"x"', "string"), ("5", "number"),
+                           ("null", "null"), ("true", "boolean")):
+            (tmp_path / "process.json").write_text(text)
+            r = mc("exec", "--process", tmp_path / "process.json", cid, state_root=state_root)
+            assert one_line_error(r, 1) == "minicontainer: exec --process %s: a JSON %s, not " \
+                "a process object" % (tmp_path / "process.json", kind)
+        assert status(cid, state_root) == "created"
+    finally:
+        mc("delete", "-f", cid, state_root=state_root)
+    assert no_state(state_root)
