@@ -2400,6 +2400,17 @@ def check_scheduler(s, where):
                     % where)
 
 
+def check_user_ids(user, linux, where):
+    """process.user's ids (a config's, or exec's process): each from 0 to 4294967294 (-1
+    would leave the id as it is: root)."""
+    for key, ids in (("uid", [user.get("uid", 0)]), ("gid", [user.get("gid", 0)]),
+                     ("additionalGids", user.get("additionalGids", []))):
+        for i in ids:
+            if not 0 <= i < 0xFFFFFFFF:
+                raise Error("%s: process.user.%s: an id is from 0 to 4294967294, not %d"
+                            % (where, key, i))
+
+
 def check_config(config, where="config.json"):
     """Semantic checks beyond types: what must be there, and values that have a fixed set."""
     validate(config, SCHEMA, where)
@@ -2413,12 +2424,8 @@ def check_config(config, where="config.json"):
     for i, var in enumerate(process.get("env", [])):
         if var.startswith("=") or "=" not in var or "\0" in var:
             raise Error("%s: process.env[%d]: %r is not NAME=VALUE" % (where, i, var))
-    user = process.get("user", {})
-    for key, ids in (("uid", [user.get("uid", 0)]), ("gid", [user.get("gid", 0)]),
-                     ("additionalGids", user.get("additionalGids", []))):
-        if not all(0 <= i < 0xFFFFFFFF for i in ids):  # -1 would leave the id as it is: root
-            raise Error("%s: process.user.%s: an id is from 0 to 4294967294" % (where, key))
     linux = config.get("linux", {})
+    check_user_ids(process.get("user", {}), linux, where)
     seen = set()
     for ns in linux.get("namespaces", []):
         if ns["type"] not in NAMESPACES:
@@ -7382,6 +7389,8 @@ class Container:
         if not process.get("args"):
             raise Error("process.args must name the program to run")
         check_security_labels(process, {}, "process")
+        check_user_ids(process.get("user", {}), self.state.get("config", {}).get("linux", {}),
+                       "exec")
         check_console(process, console)
         cgroup = self.cgroup
         # The middle process is born in the cgroup on a pure v2 host (fork_into_cgroup: its

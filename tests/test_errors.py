@@ -580,3 +580,27 @@ def test_exec_process_that_is_no_object_is_one_line(bundle, state_root, tmp_path
     finally:
         mc("delete", "-f", cid, state_root=state_root)
     assert no_state(state_root)
+
+
+def test_exec_process_ids_out_of_range_are_one_line(bundle, state_root, tmp_path):
+    """exec --process with an id that is none: additionalGids [4294967295] said a bare
+    "[Errno 22] Invalid argument", -1 an OverflowError, and uid or gid 4294967295 (-1 to
+    setresuid: the id left as it is) ran the process as root. Now each is refused, naming
+    the field and the value, as create refuses them in a config."""
+    cid, _ = mc_create(bundle(["sleep", "100"]), state_root=state_root)
+    try:
+        for key, user in (("additionalGids", {"uid": 0, "gid": 0, "additionalGids": [5, -1]}),
+                          ("additionalGids", {"uid": 0, "gid": 0,
+                                              "additionalGids": [4294967295]}),
+                          ("uid", {"uid": 4294967295, "gid": 0}),
+                          ("gid", {"uid": 0, "gid": 4294967295}),
+                          ("uid", {"uid": 1 << 32, "gid": 0}), ("uid", {"uid": -1, "gid": 0})):
+            value = (user[key][-1] if key == "additionalGids" else user[key])
+            (tmp_path / "process.json").write_text(json.dumps(
+                {"args": ["id"], "cwd": "/", "user": user}))
+            r = mc("exec", "--process", tmp_path / "process.json", cid, state_root=state_root)
+            assert one_line_error(r, 1) == "minicontainer: exec: process.user.%s: an id is " \
+                "from 0 to 4294967294, not %d" % (key, value), user
+    finally:
+        mc("delete", "-f", cid, state_root=state_root)
+    assert no_state(state_root)
