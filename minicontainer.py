@@ -2402,13 +2402,20 @@ def check_scheduler(s, where):
 
 def check_user_ids(user, linux, where):
     """process.user's ids (a config's, or exec's process): each from 0 to 4294967294 (-1
-    would leave the id as it is: root)."""
+    would leave the id as it is: root), and mapped in the user namespace whose maps the
+    config gives (setresuid and setgroups would say only "Invalid argument")."""
     for key, ids in (("uid", [user.get("uid", 0)]), ("gid", [user.get("gid", 0)]),
                      ("additionalGids", user.get("additionalGids", []))):
+        kind = "uid" if key == "uid" else "gid"
+        maps = linux.get(kind + "Mappings")
         for i in ids:
             if not 0 <= i < 0xFFFFFFFF:
                 raise Error("%s: process.user.%s: an id is from 0 to 4294967294, not %d"
                             % (where, key, i))
+            if maps and not any(m["containerID"] <= i < m["containerID"] + m["size"]
+                                for m in maps):
+                raise Error("%s: process.user.%s: %s %d has no mapping in the container's "
+                            "user namespace (linux.%sMappings)" % (where, key, kind, i, kind))
 
 
 def check_config(config, where="config.json"):
@@ -4603,11 +4610,20 @@ def apply_user_and_capabilities(process):
         if not bounding & (1 << cap):
             prctl(PR_CAPBSET_DROP, cap)
     prctl(PR_SET_KEEPCAPS, 1)
-    if user.get("additionalGids") or not _setgroups_denied():
-        os.setgroups(user.get("additionalGids", []))
     gid, uid = user.get("gid", 0), user.get("uid", 0)
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
+    try:  # (the ids that the config's maps lack are refused before: check_user_ids)
+        ids = "additionalGids %s" % user.get("additionalGids", [])
+        if user.get("additionalGids") or not _setgroups_denied():
+            os.setgroups(user.get("additionalGids", []))
+        ids = "gid %d" % gid
+        os.setresgid(gid, gid, gid)
+        ids = "uid %d" % uid
+        os.setresuid(uid, uid, uid)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        raise Error("process.user: %s: no mapping in the container's user namespace" % ids) \
+            from None
     try:
         capset(cap_mask(caps.get("effective", []), "effective"),
                cap_mask(caps.get("permitted", []), "permitted"),
@@ -8596,6 +8612,9 @@ def _flag_env(run, pairs):
 
 def _flag_user(run, spec):
     run.process["user"] = lookup_user(run.image.layers if run.image else run.rootfs, spec)
+
+
+_flag_user.field = "process.user"
 
 
 def _flag_memory(run, size):

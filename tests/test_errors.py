@@ -604,3 +604,44 @@ def test_exec_process_ids_out_of_range_are_one_line(bundle, state_root, tmp_path
     finally:
         mc("delete", "-f", cid, state_root=state_root)
     assert no_state(state_root)
+
+
+def test_an_id_the_user_namespace_does_not_map_is_one_line(bundle, walkable_rootfs, state_root):
+    """A user namespace of 65536 ids (as a rootless user's subordinate range): run -u 70000,
+    -u 0:70000 and exec -u 70000 said a bare "[Errno 22] Invalid argument" (setresuid's);
+    now the id and its missing mapping are named, as -u nosuch names the user. In a user
+    namespace joined by path (no maps in the config) the init says so too."""
+    for spec, kind in (("70000", "uid"), ("0:70000", "gid")):
+        r = mc("run", "--rm", "--userns", "-u", spec, "--rootfs", walkable_rootfs, "--", "id",
+               state_root=state_root)
+        assert one_line_error(r, 125) == "minicontainer: --user: process.user.%s: %s 70000 " \
+            "has no mapping in the container's user namespace (linux.%sMappings)" % (
+                kind, kind, kind)
+
+    def userns(config):
+        config["linux"]["namespaces"].append({"type": "user"})
+        for kind in ("uid", "gid"):
+            config["linux"][kind + "Mappings"] = [
+                {"containerID": 0, "hostID": 200000, "size": 65536}]
+    cid, _ = mc_create(bundle(["sleep", "100"], userns, rootfs=walkable_rootfs),
+                       state_root=state_root)
+    try:
+        r = mc("exec", "-u", "70000", cid, "id", state_root=state_root)
+        assert one_line_error(r, 1) == "minicontainer: exec: process.user.uid: uid 70000 has " \
+            "no mapping in the container's user namespace (linux.uidMappings)"
+        assert ok(mc("exec", "-u", "1000", cid, "id", "-u", state_root=state_root)) == "1000\n"
+        pid = json.loads(ok(mc("state", cid, state_root=state_root)))["pid"]
+
+        def joins(config):
+            config["linux"]["namespaces"].append(
+                {"type": "user", "path": "/proc/%d/ns/user" % pid})
+            config["mounts"] = [m for m in config["mounts"] if m["type"] not in ("sysfs",
+                                                                                 "cgroup")]
+            config["process"]["user"] = {"uid": 70000, "gid": 0}
+        r = mc("run", "-b", bundle(["id"], joins, rootfs=walkable_rootfs), new_id(),
+               state_root=state_root)
+        assert one_line_error(r, 1) == "minicontainer: process.user: uid 70000: no mapping " \
+            "in the container's user namespace"
+    finally:
+        mc("delete", "-f", cid, state_root=state_root)
+    assert no_state(state_root)
