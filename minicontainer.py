@@ -9312,7 +9312,27 @@ def cmd_run(a, g):
         raise
 
 
+SCM_MAX_FD = 253  # the fds that one message of a unix socket may carry (include/net/scm.h)
+
+
+def check_preserved_fds(count, detach=False):
+    """--preserve-fds N: fds 3 to 3+N-1 are open (the init would fail at making a missing one
+    inheritable: a bare "Bad file descriptor"); run -d hands them to the monitor with stdin,
+    stdout and stderr in one message, and the kernel passes SCM_MAX_FD (253) fds at most."""
+    if detach and count > SCM_MAX_FD - 3:
+        raise Error("run -d --preserve-fds %d: at most %d (the fds are handed to the "
+                    "monitor with stdin, stdout and stderr, and the kernel passes %d fds at "
+                    "most)" % (count, SCM_MAX_FD - 3, SCM_MAX_FD))
+    for fd in range(3, 3 + count):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise Error("--preserve-fds %d: fd %d is not open (the fds passed are 3 to %d)"
+                        % (count, fd, 2 + count)) from None
+
+
 def _run(a, g):
+    check_preserved_fds(a.preserve_fds, a.detach and not a.console_socket)
     if a.detach and not a.console_socket and _MONITOR.get("channel") is None:
         # docker's -d: the state root's monitor runs it, in a child of its own, so that the
         # container's init is the monitor's (which records its exit and restarts it), and
@@ -10489,6 +10509,7 @@ def socket_activation(process):
 
 
 def cmd_create(a, g):
+    check_preserved_fds(a.preserve_fds)
     config = load_config(a.bundle)
     listen = socket_activation(config["process"])
     Container.create(a.id, config, a.bundle, g.root, console=a.console_socket,
@@ -11208,6 +11229,7 @@ def cmd_exec(a, g):
             process["apparmorProfile"] = a.apparmor
         if a.process_label:
             process["selinuxLabel"] = a.process_label
+    check_preserved_fds(a.preserve_fds)
     console = a.console_socket or ("self" if process.get("terminal") else None)
     pid_file = os.path.abspath(a.pid_file) if a.pid_file else None
     if pid_file and not os.path.isdir(os.path.dirname(pid_file)):

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -644,4 +645,29 @@ def test_an_id_the_user_namespace_does_not_map_is_one_line(bundle, walkable_root
             "in the container's user namespace"
     finally:
         mc("delete", "-f", cid, state_root=state_root)
+    assert no_state(state_root)
+
+
+def test_preserve_fds_beyond_what_can_be_passed_is_one_line(busybox_rootfs, bundle, state_root):
+    """run -d --preserve-fds 251 (254 fds for the monitor, over SCM_RIGHTS' 253) said a bare
+    "[Errno 22] Invalid argument"; an fd that is not open, "[Errno 9] Bad file descriptor"
+    (run, create, exec). Now the limit, or the fd, is named, and nothing starts."""
+    open_fds = "import os, sys\nfor fd in range(3, 254):\n    os.dup2(os.open(os.devnull, " \
+        "os.O_RDONLY), fd)\nos.execvp(sys.argv[1], sys.argv[1:])"  # 3 to 253 open
+    r = subprocess.run([sys.executable, "-c", open_fds] + mc_argv(
+        "run", "-d", "--rm", "--preserve-fds", "251", "--rootfs", busybox_rootfs, "--", "true",
+        state_root=state_root), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=60)
+    assert one_line_error(r, 125) == "minicontainer: run -d --preserve-fds 251: at most 250 " \
+        "(the fds are handed to the monitor with stdin, stdout and stderr, and the kernel " \
+        "passes 253 fds at most)"
+    assert no_state(state_root)
+    r = mc("run", "--rm", "--preserve-fds", "2", "--rootfs", busybox_rootfs, "--", "true",
+           state_root=state_root)
+    assert one_line_error(r, 125) == "minicontainer: --preserve-fds 2: fd 3 is not open (the " \
+        "fds passed are 3 to 4)"
+    r = mc("create", "--preserve-fds", "1", "--bundle", bundle(["true"]), new_id(),
+           state_root=state_root)
+    assert one_line_error(r, 1) == "minicontainer: --preserve-fds 1: fd 3 is not open (the " \
+        "fds passed are 3 to 3)"
     assert no_state(state_root)
