@@ -6862,6 +6862,9 @@ class Container:
         if not _valid_id(cid):  # "", ".", "..", a path: never a container (the root itself)
             raise NotFound("container %s does not exist" % cid)
         c = cls(cid, root)
+        if os.path.islink(c.dir):  # no container's (followed, gc and delete empty its target)
+            raise Error("container %s: %s is a symbolic link, not a state directory"
+                        % (cid, c.dir))
         try:
             with open(os.path.join(c.dir, "state.json")) as f:
                 c.state = json.load(f)
@@ -6885,8 +6888,12 @@ class Container:
         for name in names:
             try:
                 out.append(cls.load(name, root))
-            except Error:
+            except NotFound:
                 pass  # removed while we listed
+            except Error as e:  # skipped, as runc's list skips what it cannot load
+                notice("skipped %s" % e)
+            except OSError as e:
+                notice("skipped container %s: %s: %s" % (name, e.filename, e.strerror))
         return out
 
     def save(self):

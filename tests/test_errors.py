@@ -671,3 +671,43 @@ def test_preserve_fds_beyond_what_can_be_passed_is_one_line(busybox_rootfs, bund
     assert one_line_error(r, 1) == "minicontainer: --preserve-fds 1: fd 3 is not open (the " \
         "fds passed are 3 to 3)"
     assert no_state(state_root)
+
+
+def test_an_entry_of_the_state_root_that_cannot_be_loaded_is_skipped(bundle, state_root,
+                                                                     tmp_path):
+    """An entry of the state root that is no container's state (a state.json that is a
+    directory, a regular file, a symbolic link to a directory without state.json) made
+    list, ps -a and gc exit 1 for the whole root; and gc (delete too) removed the files of
+    the directory that the link named. Now each command skips it with a one-line warning
+    naming it, as runc's list does, and goes on; delete refuses the link."""
+    cid, _ = mc_create(bundle(["sleep", "100"]), state_root=state_root)
+    target = tmp_path / "not-state"
+    target.mkdir()
+    (target / "precious").write_text("kept")
+    junk = {"junkdir": state_root + "/junkdir/state.json: Is a directory",
+            "junkfile": state_root + "/junkfile/state.json: Not a directory",
+            "junklink": state_root + "/junklink is a symbolic link, not a state directory"}
+    try:
+        os.makedirs(os.path.join(state_root, "junkdir", "state.json"))
+        open(os.path.join(state_root, "junkfile"), "w").close()
+        os.symlink(target, os.path.join(state_root, "junklink"))
+        for args in (["list", "-q"], ["ps", "-a", "-q"], ["gc"]):
+            r = mc(*args, state_root=state_root)
+            assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)
+            assert r.stdout == ("" if args == ["gc"] else cid[:12 if args[0] == "ps" else None]
+                                + "\n"), (args, r.stdout)
+            assert sorted(r.stderr.splitlines()) == [
+                "minicontainer: warning: skipped container %s: %s" % (name, junk[name])
+                for name in sorted(junk)], (args, r.stderr)
+        assert (target / "precious").read_text() == "kept"
+        assert status(cid, state_root) == "created"
+        r = mc("delete", "-f", "junklink", state_root=state_root)
+        assert one_line_error(r, 1) == "minicontainer: container junklink: " + junk["junklink"]
+        assert (target / "precious").read_text() == "kept"
+    finally:
+        mc("delete", "-f", cid, state_root=state_root)
+        shutil.rmtree(os.path.join(state_root, "junkdir"), ignore_errors=True)
+        for name in ("junkfile", "junklink"):
+            if os.path.lexists(os.path.join(state_root, name)):
+                os.unlink(os.path.join(state_root, name))
+    assert no_state(state_root)

@@ -92,6 +92,24 @@ def test_xdg_runtime_dir_unset_or_unusable_is_one_line(user):
     assert ok(user.mc("--root", d, "list", "-q", env={"XDG_RUNTIME_DIR": None})).strip() == ""
 
 
+def test_an_entry_the_user_cannot_read_is_skipped(user):
+    """A directory of mode 000 in the user's state root made list, ps -a and gc exit 1
+    ("…/junk/state.json: Permission denied") for the whole root: each skips it now with a
+    one-line warning naming it, as runc's list does."""
+    root = user.mkdir("root-unreadable")
+    junk = os.path.join(root, "junk")
+    ok(user.run("mkdir", "-m", "000", junk))
+    try:
+        for args in (["list", "-q"], ["ps", "-a", "-q"], ["gc"]):
+            r = user.mc("--root", root, *args)
+            assert (r.returncode, r.stdout, r.stderr) == (
+                0, "", "minicontainer: warning: skipped container junk: %s/state.json: "
+                "Permission denied\n" % junk), (args, r.stderr)
+    finally:
+        os.rmdir(junk)
+    assert os.listdir(root) == []
+
+
 def test_store_in_the_users_home(user, image):
     assert os.path.isdir(os.path.join(user.home, ".local", "share", "minicontainer", "layers"))
     assert "rlbusybox" in ok(user.mc("images"))
