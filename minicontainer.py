@@ -489,10 +489,15 @@ def rootless():
     return _ROOTLESS[0] if _ROOTLESS else unprivileged()
 
 
-def rootless_runtime_dir():
+def rootless_runtime_dir(for_monitor=False):
     """$XDG_RUNTIME_DIR, where a rootless runtime keeps its state and its monitors (as runc
-    keeps $XDG_RUNTIME_DIR/runc): an Error that says what to do when it is unusable."""
+    keeps $XDG_RUNTIME_DIR/runc): an Error that says what to do when it is unusable (for a
+    monitor, --root does not do instead)."""
     base = os.environ.get("XDG_RUNTIME_DIR")
+    if not base and for_monitor:
+        raise Error("rootless: $XDG_RUNTIME_DIR is not set: the monitor of detached "
+                    "containers (run -d) keeps its socket there, whatever --root says; set it "
+                    "to a directory of yours (mode 0700)")
     if not base:
         raise Error("rootless: $XDG_RUNTIME_DIR is not set: set it to a directory of yours "
                     "(mode 0700), or give --root")
@@ -9595,7 +9600,7 @@ def monitor_dir(root):
     """Where the monitor of a state root keeps its lock and socket: not in the state root,
     whose entries are containers (and a socket's path there could be too long)."""
     import hashlib
-    monitors = os.path.join(rootless_runtime_dir(), "minicontainer-monitors") \
+    monitors = os.path.join(rootless_runtime_dir(for_monitor=True), "minicontainer-monitors") \
         if unprivileged() else MONITORS
     return os.path.join(monitors, hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[
         :32])

@@ -92,6 +92,19 @@ def test_xdg_runtime_dir_unset_or_unusable_is_one_line(user):
     assert ok(user.mc("--root", d, "list", "-q", env={"XDG_RUNTIME_DIR": None})).strip() == ""
 
 
+def test_run_d_without_xdg_runtime_dir_says_what_needs_it(user):
+    """run -d with --root and no $XDG_RUNTIME_DIR said "...is not set: ... or give --root",
+    --root given: it is the monitor's socket that needs it, which the line says now."""
+    root = user.mkdir("root-no-xdg")
+    rootfs = user.mkdir("rootfs-no-xdg", rootfs=True)
+    r = user.mc("--root", root, "run", "-d", "--rootfs", rootfs, "--", "true",
+                env={"XDG_RUNTIME_DIR": None})
+    assert one_line_error(r, 125) == "minicontainer: rootless: $XDG_RUNTIME_DIR is not set: " \
+        "the monitor of detached containers (run -d) keeps its socket there, whatever --root " \
+        "says; set it to a directory of yours (mode 0700)"
+    assert os.listdir(root) == []
+
+
 def test_an_entry_the_user_cannot_read_is_skipped(user):
     """A directory of mode 000 in the user's state root made list, ps -a and gc exit 1
     ("…/junk/state.json: Permission denied") for the whole root: each skips it now with a
