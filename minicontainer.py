@@ -506,6 +506,19 @@ def rootless_runtime_dir(for_monitor=False):
     return base
 
 
+def check_own_dir(path, what):
+    """A directory the runtime keeps things in (`what`): missing (made later), or a
+    directory; else an Error that names it (not a bare "[Errno 20] Not a directory")."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise Error("%s: %s (%s)" % (path, e.strerror, what)) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise Error("%s: not a directory (%s)" % (path, what))
+
+
 def host_program(name):
     """The path of a program of the host's (newuidmap, slirp4netns, fuse-overlayfs) on our
     PATH, or None."""
@@ -9602,6 +9615,7 @@ def monitor_dir(root):
     import hashlib
     monitors = os.path.join(rootless_runtime_dir(for_monitor=True), "minicontainer-monitors") \
         if unprivileged() else MONITORS
+    check_own_dir(monitors, "where the monitors of run -d keep their sockets")
     return os.path.join(monitors, hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[
         :32])
 

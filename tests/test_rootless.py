@@ -105,6 +105,29 @@ def test_run_d_without_xdg_runtime_dir_says_what_needs_it(user):
     assert os.listdir(root) == []
 
 
+def test_a_monitors_directory_that_is_none_is_named(user):
+    """$XDG_RUNTIME_DIR/minicontainer-monitors a regular file, or a symbolic link loop:
+    run -d said a bare "[Errno 20] Not a directory" / "[Errno 40] ...", without the path."""
+    xdg = user.mkdir("xdg-monitors")
+    rootfs = user.mkdir("rootfs-monitors", rootfs=True)
+    monitors = os.path.join(xdg, "minicontainer-monitors")
+    for make, words in (("touch %s", "not a directory"),
+                        ("ln -s loop %s && ln -s minicontainer-monitors %s/loop",
+                         "Too many levels of symbolic links")):
+        ok(user.run("sh", "-c", make % ((monitors,) if make.count("%s") == 1 else
+                                        (monitors, xdg))))
+        try:
+            r = user.mc("run", "-d", "--rootfs", rootfs, "--", "true",
+                        env={"XDG_RUNTIME_DIR": xdg})
+            assert one_line_error(r, 125) == "minicontainer: %s: %s (where the monitors of " \
+                "run -d keep their sockets)" % (monitors, words)
+        finally:
+            for name in (monitors, os.path.join(xdg, "loop")):
+                if os.path.lexists(name):
+                    os.unlink(name)
+    assert os.listdir(os.path.join(xdg, "minicontainer")) == []
+
+
 def test_an_entry_the_user_cannot_read_is_skipped(user):
     """A directory of mode 000 in the user's state root made list, ps -a and gc exit 1
     ("…/junk/state.json: Permission denied") for the whole root: each skips it now with a
