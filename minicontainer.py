@@ -506,17 +506,29 @@ def rootless_runtime_dir(for_monitor=False):
     return base
 
 
-def check_own_dir(path, what):
+def check_own_dir(path, what, private=False):
     """A directory the runtime keeps things in (`what`): missing (made later), or a
-    directory; else an Error that names it (not a bare "[Errno 20] Not a directory")."""
+    directory; else an Error that names it (not a bare "[Errno 20] Not a directory").
+    private: also ours, and writable by nobody else (a group only if it is our own, a
+    user's private group, not root's), as ssh refuses a loose ~/.ssh: another user who
+    could plant a container's state.json there would point our kill and delete at our own
+    processes, or a monitor's socket, to be handed our run -d's command line."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        return
+    except (FileNotFoundError, PermissionError):
+        return  # made later; or out of reach, which its first use says as before
     except OSError as e:
         raise Error("%s: %s (%s)" % (path, e.strerror, what)) from None
     if not stat.S_ISDIR(st.st_mode):
         raise Error("%s: not a directory (%s)" % (path, what))
+    if not private:
+        return
+    if st.st_uid != os.geteuid():
+        raise Error("%s: not owned by you (uid %d; %s): refused" % (path, st.st_uid, what))
+    if st.st_mode & stat.S_IWOTH or st.st_mode & stat.S_IWGRP and (
+            st.st_gid != os.getegid() or st.st_gid == 0):
+        raise Error("%s: writable by others (mode %04o; %s): refused" % (
+            path, stat.S_IMODE(st.st_mode), what))
 
 
 def host_program(name):
@@ -9615,7 +9627,7 @@ def monitor_dir(root):
     import hashlib
     monitors = os.path.join(rootless_runtime_dir(for_monitor=True), "minicontainer-monitors") \
         if unprivileged() else MONITORS
-    check_own_dir(monitors, "where the monitors of run -d keep their sockets")
+    check_own_dir(monitors, "where the monitors of run -d keep their sockets", unprivileged())
     return os.path.join(monitors, hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[
         :32])
 
@@ -11974,6 +11986,9 @@ def _main(argv, at, log, debug):
             _ROOTLESS[:] = [g.rootless == "true"]  # (not where the state lives: runc's alike)
         if g.root is None:
             g.root = default_state_root()
+            check_own_dir(g.root, "the state root", private=True)
+        elif unprivileged():  # (root's --root is root's choice)
+            check_own_dir(g.root, "the state root", private=True)
         if g.systemd_cgroup and g.command in ("create", "run"):
             _log_error("--systemd-cgroup: systemd does not manage the cgroups here; they are "
                        "made through cgroupfs (a slice:prefix:name path as /slice/prefix-name"

@@ -711,3 +711,25 @@ def test_an_entry_of_the_state_root_that_cannot_be_loaded_is_skipped(bundle, sta
             if os.path.lexists(os.path.join(state_root, name)):
                 os.unlink(os.path.join(state_root, name))
     assert no_state(state_root)
+
+
+def test_a_state_root_others_may_write_is_refused(tmp_path):
+    """The host root's default state root (/run/minicontainer) is refused, as an ordinary
+    user's (tests/test_rootless.py), if it is another's or others may write it (a group too,
+    root's among them): check_own_dir, which main applies to it, on directories of each
+    kind (the default itself is shared with whatever else runs here)."""
+    d = tmp_path / "root"
+    d.mkdir(0o711)
+    mcmod.check_own_dir(str(d), "the state root", private=True)
+    for mode, uid, words in ((0o775, 0, "writable by others (mode 0775; the state root)"),
+                             (0o713, 0, "writable by others (mode 0713; the state root)"),
+                             (0o711, 65534, "not owned by you (uid 65534; the state root)")):
+        os.chmod(d, mode)
+        os.chown(d, uid, 0)
+        with pytest.raises(mcmod.Error) as e:
+            mcmod.check_own_dir(str(d), "the state root", private=True)
+        assert str(e.value) == "%s: %s: refused" % (d, words)
+    os.chown(d, 0, 0)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(mcmod.Error, match="file: not a directory"):
+        mcmod.check_own_dir(str(tmp_path / "file"), "the state root")

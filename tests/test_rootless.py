@@ -128,6 +128,45 @@ def test_a_monitors_directory_that_is_none_is_named(user):
     assert os.listdir(os.path.join(xdg, "minicontainer")) == []
 
 
+def test_a_state_root_another_user_could_write_is_refused(user):
+    """A state root (--root, or $XDG_RUNTIME_DIR/minicontainer) or monitors' directory that
+    exists but is not the user's, or that others may write, was used as it was: another
+    user could plant state.json files pointing the user's kill and delete at its own
+    processes. Refused now, as ssh refuses a loose ~/.ssh; a new --root is made (0711) and
+    used, and a directory writable by the user's own group only is the user's."""
+    theirs = user.mkdir("root-theirs")
+    os.chown(theirs, 0, 0)
+    loose = user.mkdir("root-loose")
+    os.chmod(loose, 0o1777)
+    grouped = user.mkdir("root-grouped")
+    os.chmod(grouped, 0o775)
+    for root, words in ((theirs, "not owned by you (uid 0; the state root)"),
+                        (loose, "writable by others (mode 1777; the state root)")):
+        for args in (["list"], ["gc"], ["delete", "-f", "x"]):
+            r = user.mc("--root", root, *args)
+            assert one_line_error(r, 1) == "minicontainer: %s: %s: refused" % (root, words)
+    assert ok(user.mc("--root", grouped, "list", "-q")) == ""
+    fresh = os.path.join(user.mkdir("root-parent"), "state")
+    assert ok(user.mc("--root", fresh, "list", "-q")) == ""
+    ok(user.mc("--root", fresh, "run", "--rm", "--rootfs", user.mkdir("rootfs-loose",
+                                                                      rootfs=True), "--", "true"))
+    assert os.stat(fresh).st_mode & 0o7777 == 0o711 and os.stat(fresh).st_uid == user.uid
+    xdg = user.mkdir("xdg-theirs")
+    for name in ("minicontainer", "minicontainer-monitors"):
+        os.mkdir(os.path.join(xdg, name), 0o755)  # root's
+        try:
+            r = user.mc("--root", fresh, "run", "-d", "--rootfs", "/", "--", "true",
+                        env={"XDG_RUNTIME_DIR": xdg}) if "monitors" in name else \
+                user.mc("list", env={"XDG_RUNTIME_DIR": xdg})
+            what = "where the monitors of run -d keep their sockets" if "monitors" in name \
+                else "the state root"
+            assert one_line_error(r) == "minicontainer: %s/%s: not owned by you (uid 0; %s): " \
+                "refused" % (xdg, name, what)
+        finally:
+            os.rmdir(os.path.join(xdg, name))
+    assert os.listdir(fresh) == []
+
+
 def test_an_entry_the_user_cannot_read_is_skipped(user):
     """A directory of mode 000 in the user's state root made list, ps -a and gc exit 1
     ("…/junk/state.json: Permission denied") for the whole root: each skips it now with a
