@@ -1744,6 +1744,8 @@ def test_default_root_for_a_non_root_user():
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0 and json.loads(r.stdout) == [], r.stderr
         os.makedirs(os.path.join(xdg, "minicontainer", "fake"))
+        for d in ("minicontainer", "minicontainer/fake"):  # the user's (another's is refused)
+            os.chown(os.path.join(xdg, d), 65534, 65534)
         r = subprocess.run(nobody + [RUNTIME, "list", "-q"], env=env, capture_output=True,
                            text=True, timeout=30)
         assert r.stdout.split() == ["fake"], r.stderr
