@@ -932,6 +932,7 @@ def map_cold_code():
     file of the image's at its path, which would run the image's code as the host's root."""
     if _COLD:
         return
+    debug_step("map-cold-code")
     _COLD[:] = [0, 0]  # tried
     fd = _open_cold_code()
     if fd is None:
@@ -960,7 +961,18 @@ def _open_source():
         pass  # then a stub's call is an Error, in the child as here (_code_from_source)
 
 
-os.register_at_fork(before=map_cold_code)
+def _before_fork():
+    """map_cold_code, as os.register_at_fork's hook. Python ignores what a hook raises, and
+    a signal's handler may run in it (SIGTERM's and Ctrl-C's, which unwind create: Signalled,
+    KeyboardInterrupt): that signal is sent again, to be taken once the fork is done. (The
+    forks into a container map it first, out of the hook: fork_perhaps_into_cgroup.)"""
+    try:
+        map_cold_code()
+    except KeyboardInterrupt as e:
+        os.kill(os.getpid(), getattr(e, "signum", signal.SIGINT))
+
+
+os.register_at_fork(before=_before_fork)
 
 
 def _thaw(offset, size):
@@ -1555,6 +1567,7 @@ def _libc_python():
 def fork_perhaps_into_cgroup(cgroup, into):
     """(pid, whether the child was born in `cgroup`): fork_into_cgroup's where asked and
     this process has one thread, else os.fork's (the child is then to be moved)."""
+    map_cold_code()  # (here, where a signal unwinds us, rather than in the fork's hook)
     if into and len(os.listdir("/proc/self/task")) == 1:
         pid = fork_into_cgroup(cgroup.v2)
         if pid is not None:

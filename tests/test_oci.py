@@ -122,13 +122,16 @@ def test_a_created_container_ends_on_a_terminating_signal(state_root, bundle, si
         ok(mc("delete", "-f", cid, state_root=state_root))
 
 
+@pytest.mark.parametrize("step", ["in-cgroup", "map-cold-code"])
 @pytest.mark.parametrize("command", ["run", "create"])
-def test_sigterm_while_a_container_is_made_undoes_it(state_root, bundle, command):
+def test_sigterm_while_a_container_is_made_undoes_it(state_root, bundle, command, step):
     """SIGTERM (an engine's timeout, systemd's stop) while run or create sets a container
     up: the runtime unwinds as on Ctrl-C, nothing is left (state, cgroups: no_leaks), and
-    its status says the signal. It ended where it stood, the container half made."""
+    its status says the signal. It ended where it stood, the container half made. Also as
+    the init is forked, where the cold code is mapped: in os.fork's hook, whose exceptions
+    Python ignores, the signal was lost and the container made (seen in the v2 guest)."""
     b = bundle(["true"])
-    env = dict(os.environ, MINICONTAINER_DEBUG_SLEEP_AT="in-cgroup:3")
+    env = dict(os.environ, MINICONTAINER_DEBUG_SLEEP_AT=step + ":3")
     cid = new_id()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(mc_argv(command, "--bundle", b, cid, state_root=state_root),
