@@ -7667,6 +7667,11 @@ class Container:
                         except OSError as e:
                             raise Error("container %s: cannot remove %s: %s" % (
                                 self.id, self.dir, e.strerror)) from None
+            remove_with = self.state.get("remove_with") if not kept else None
+            if remove_with:  # the anonymous volumes of a docker-like `run --rm`
+                import shutil
+                for path in remove_with:
+                    shutil.rmtree(path, ignore_errors=True)
             if use and not kept:  # the image's layers are no longer this container's
                 try:
                     os.unlink(use)
@@ -8486,6 +8491,7 @@ class _RunConfig:
         self.rootfs = os.path.join(bundle, config["root"]["path"])
         self.network = self.etc_files = None
         self.origins = {}  # config field: the flag its value came from, for check's errors
+        self.volumes = []  # -v's and --mount's volumes, _add_volume's
         self.own_mounts = len(config.get("mounts", []))  # the flags' come after these
 
     def resources(self, key=None):
@@ -8717,13 +8723,24 @@ def _flag_tmpfs(run, specs):
 
 
 def _flag_mount(run, specs):
-    run.config["mounts"] += [_mount_option(spec) for spec in specs]
+    for spec in specs:
+        m = _mount_option(spec)
+        volume = m.pop("volume", None)
+        if volume is not None:  # type=volume: one of the store's, as -v NAME:CTR
+            _add_volume(run, volume["name"], m["destination"], volume["readonly"],
+                        volume["nocopy"], "")
+        else:
+            run.config["mounts"].append(m)
     _shared_binds_share_the_root(run)
 
 
 def _flag_volume(run, volumes):
     for vol in volumes:
         parts = vol.split(":")
+        if len(parts) == 1 or not parts[0].startswith(("/", ".")):
+            # docker's volumes: NAME:CTR[:OPTIONS] a named one, a lone CTR an anonymous one
+            _volume_option(run, vol, parts)
+            continue
         # (z and Z relabel for SELinux, which is not used here: ignored, as docker does
         # where SELinux is off)
         opts = parts[2].split(",") if len(parts) == 3 else []
@@ -8739,6 +8756,31 @@ def _flag_volume(run, volumes):
                                      "source": parts[0], "options": [
                                          "rbind"] + _bind_mode("ro" in opts) + propagation})
     _shared_binds_share_the_root(run)
+
+
+def _volume_option(run, vol, parts):
+    """-v NAME:CTR[:ro|rw|nocopy,...] or -v CTR: a volume of the store's (see volume_dir),
+    named, or anonymous (named when the container's id is known: _run_volumes)."""
+    name, dest, opts = (None, parts[0], []) if len(parts) == 1 else \
+        (parts[0], parts[1], parts[2].split(",") if len(parts) == 3 else [])
+    if len(parts) > 3 or not dest.startswith("/") or \
+            any(o not in ("ro", "rw", "z", "Z", "nocopy") for o in opts):
+        raise Error("-v %s: use NAME:CONTAINER[:OPTIONS] (a volume) or HOST:CONTAINER[:OPTIONS] "
+                    "with absolute paths, OPTIONS ro, rw or nocopy" % vol)
+    if name is not None and not valid_volume_name(name):
+        raise Error("-v %s: %r is no volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+) nor an "
+                    "absolute host path" % (vol, name))
+    _add_volume(run, name, dest, "ro" in opts, "nocopy" in opts,
+                ",".join(opts) if len(parts) == 3 else "z")
+
+
+def _add_volume(run, name, dest, readonly, nocopy, mode):
+    """A volume's bind in the config, its source set by _run_volumes."""
+    m = {"destination": dest, "type": "bind", "source": volume_dir(name or "anonymous"),
+         "options": ["rbind"] + _bind_mode(readonly) + ["rprivate"]}
+    run.config["mounts"].append(m)
+    run.volumes.append({"name": name, "destination": dest, "rw": not readonly,
+                        "nocopy": nocopy, "mode": mode, "mount": m})
 
 
 def _bind_mode(readonly):
@@ -9107,7 +9149,8 @@ def _tmpfs_option(spec):
 
 
 def _mount_option(spec):
-    """--mount type=bind|tmpfs,source=...,target=...[,readonly]...: docker's syntax."""
+    """--mount type=bind|volume|tmpfs,source=...,target=...[,readonly]...: docker's syntax
+    (a volume's is returned with its "volume": name, readonly, nocopy, for _flag_mount)."""
     import csv
     fields = {}
     try:
@@ -9154,11 +9197,327 @@ def _mount_option(spec):
         except ValueError:
             raise Error("--mount %s: tmpfs-mode takes an octal mode" % spec) from None
         m = {"destination": target, "type": "tmpfs", "source": "tmpfs", "options": options}
+    elif kind == "volume":
+        name = fields.pop("source", None) or None
+        if name is not None and not valid_volume_name(name):
+            raise Error("--mount %s: %r is no volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)"
+                        % (spec, name))
+        nocopy = fields.pop("volume-nocopy", "false") in (None, "true", "1")
+        m = {"destination": target, "volume": {"name": name, "readonly": readonly,
+                                                "nocopy": nocopy}}
     else:
-        raise Error("--mount %s: type %s is not supported (bind or tmpfs)" % (spec, kind))
+        raise Error("--mount %s: type %s is not supported (bind, volume or tmpfs)"
+                    % (spec, kind))
     if fields:
         raise Error("--mount %s: unknown option %s" % (spec, sorted(fields)[0]))
     return m
+
+
+# -- docker's volumes: directories of the image store's volumes/ (docker's
+# /var/lib/docker/volumes), each NAME/_data (what containers mount), NAME/volume.json (its
+# creation time and labels) and NAME/users/ (a file per container that mounts it, naming
+# its state directory: a volume in use is refused to `volume rm`, whatever the state root).
+# volumes/ and NAME/ are 0701 and _data 0755, as docker makes them.
+
+VOLUME_LABEL_ANONYMOUS = "com.docker.volume.anonymous"  # docker's label of an anonymous one
+
+
+def valid_volume_name(name):
+    """docker's rule for a local volume's name: [a-zA-Z0-9][a-zA-Z0-9_.-]+."""
+    return isinstance(name, str) and len(name) > 1 and name[0].isascii() and \
+        name[0].isalnum() and all(c.isascii() and (c.isalnum() or c in "_.-") for c in name)
+
+
+def volume_dir(name=None, store=None):
+    """The store's volumes/ directory, or that of the volume `name` (its data in _data)."""
+    d = os.path.join(ImageStore(store).path, "volumes")
+    return d if name is None else os.path.join(d, name)
+
+
+def volume_create(name, labels=None, store=None):
+    """The volume `name`, made (empty) unless it is there; its directory. Made in a
+    temporary directory renamed into place, so that two runs making it agree."""
+    if not valid_volume_name(name):
+        raise Error("%r is no volume name: [a-zA-Z0-9][a-zA-Z0-9_.-]+" % name)
+    top, d = volume_dir(store=store), volume_dir(name, store)
+    if os.path.isdir(os.path.join(d, "_data")):
+        return d
+    if not os.path.isdir(top):
+        os.makedirs(top, 0o701, exist_ok=True)
+        os.chmod(top, 0o701)
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix=".new-", dir=top)  # 0700: 0701 below, as docker's
+    try:
+        os.chmod(tmp, 0o701)
+        os.mkdir(os.path.join(tmp, "_data"), 0o755)
+        os.chmod(os.path.join(tmp, "_data"), 0o755)
+        os.mkdir(os.path.join(tmp, "users"), 0o700)
+        write_atomic(os.path.join(tmp, "volume.json"), json.dumps(
+            {"CreatedAt": timestamp()[:19] + "Z", "Labels": labels or {}}), mode=0o600)
+        try:
+            os.rename(tmp, d)
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+    finally:
+        if os.path.isdir(tmp):
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+    return d
+
+
+def volume_names(store=None):
+    top = volume_dir(store=store)
+    return sorted(n for n in _listdir(top) if valid_volume_name(n) and
+                  os.path.isdir(os.path.join(top, n, "_data")))
+
+
+def volume_info(name, store=None):
+    """docker volume inspect's object of a volume; a NotFound when there is none."""
+    d = volume_dir(name, store)
+    if not valid_volume_name(name) or not os.path.isdir(os.path.join(d, "_data")):
+        raise NotFound("no such volume: %s" % name)
+    try:
+        with open(os.path.join(d, "volume.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        meta = {}
+    return {"CreatedAt": meta.get("CreatedAt", ""), "Driver": "local",
+            "Labels": meta.get("Labels") or None, "Mountpoint": os.path.join(d, "_data"),
+            "Name": name, "Options": None, "Scope": "local"}
+
+
+def volume_users(name, store=None):
+    """The ids of the containers (of any state root) that mount the volume; the records of
+    those that are gone, or no longer name it, are removed."""
+    users = os.path.join(volume_dir(name, store), "users")
+    ids = []
+    for entry in _listdir(users):
+        path = os.path.join(users, entry)
+        try:
+            with open(path) as f:
+                state_dir = f.read()
+            with open(os.path.join(state_dir, "state.json")) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            state_dir = None if not os.path.isdir(state_dir or "") else state_dir
+            state = {}
+        if state_dir and ("run" not in state or name in [
+                v.get("name") for v in state["run"].get("volumes") or []]):
+            ids.append(os.path.basename(state_dir))  # (being made: no record yet)
+            continue
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    return sorted(ids)
+
+
+def volume_remove(name, store=None, force=False):
+    """Remove a volume no container uses (any container with force)."""
+    d = volume_dir(name, store)
+    volume_info(name, store)
+    users = [] if force else volume_users(name, store)
+    if users:
+        raise Error("remove %s: volume is in use - [%s]" % (name, ", ".join(users)))
+    import shutil
+    gone = os.path.join(volume_dir(store=store), ".gone-" + os.urandom(6).hex())
+    os.rename(d, gone)  # out of sight at once, then its files
+    shutil.rmtree(gone)
+
+
+def _image_dirs(layers, path):
+    """The directories of layers (bottom first) whose entries make the directory `path` of
+    their merged view, bottom first: up to the one that hides the layers below (a whiteout,
+    an opaque directory, a file on the way). Empty when the view has no directory there."""
+    parts = [p for p in os.path.normpath("/" + path).split("/") if p]
+    found = []
+    for layer in reversed(layers):
+        stop = False
+        for i in range(len(parts)):
+            candidate = os.path.join(layer, *parts[:i + 1])
+            try:
+                st = os.lstat(candidate)
+            except (FileNotFoundError, NotADirectoryError):
+                break
+            if _is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
+                stop = True
+                break
+            stop = stop or _opaque(candidate)  # hides the layers below; its own entries show
+            if i == len(parts) - 1:
+                found.append(candidate)
+        if stop:
+            break
+    return found[::-1]
+
+
+def _volume_copy_up(data, layers, rootfs, path):
+    """docker's copy of an image's content at a volume's path into the volume, when the
+    volume is empty: files, owners, modes, times and xattrs, and the directory's own owner
+    and mode. From the image's layers, else from the --rootfs directory."""
+    if layers:
+        dirs = _image_dirs(layers, path)
+    else:
+        dirs, d = [], rootfs
+        for part in [p for p in os.path.normpath("/" + path).split("/") if p]:
+            d = os.path.join(d, part)
+            if os.path.islink(d) or not os.path.isdir(d):
+                break
+        else:
+            dirs = [d] if rootfs else []
+    if not dirs:
+        return
+    owner = _same_owner if not unprivileged() else (lambda uid, gid: (-1, -1))
+    if layers:
+        copy_layers(dirs, data, owner)
+    else:
+        _copy_dir(dirs[0], data, {}, owner, layer=False)
+        _copy_metadata(dirs[0], data, os.lstat(dirs[0]), owner)
+
+
+def _run_volumes(run, state_dir, created, layers):
+    """The volumes of a run's -v and --mount, made if need be (an anonymous one named after
+    the container's state directory, destination and creation time: the same again when its
+    monitor makes it again), filled from the image when empty, the container recorded as a
+    user; their binds' sources set. Returns the anonymous ones that this call made."""
+    import hashlib
+    made = []
+    try:
+        for v in run.volumes:
+            name = v["name"]
+            if name is None:
+                name = v["name"] = hashlib.sha256(("%s\0%s\0%s" % (
+                    state_dir, v["destination"], created)).encode()).hexdigest()
+                v["anonymous"] = True
+                if not os.path.isdir(volume_dir(name)):
+                    made.append(name)
+                volume_create(name, {VOLUME_LABEL_ANONYMOUS: ""})
+            d = volume_create(name)
+            data = os.path.join(d, "_data")
+            write_atomic(os.path.join(d, "users", hashlib.sha256(state_dir.encode())
+                                      .hexdigest()), state_dir, mode=0o600)
+            if not v["nocopy"]:
+                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # one copy at a time
+                    if not os.listdir(data):
+                        _volume_copy_up(data, layers, run.rootfs if run.a.rootfs else None,
+                                        v["destination"])
+                finally:
+                    os.close(fd)
+            v["mount"]["source"] = data
+    except BaseException:
+        _remove_volumes(made)
+        raise
+    return made
+
+
+def _volumes_record(run):
+    return [{k: v[k] for k in ("name", "destination", "rw", "mode")}
+            | {"anonymous": bool(v.get("anonymous"))} for v in run.volumes] or None
+
+
+def _remove_volumes(names):
+    for name in names:
+        try:
+            volume_remove(name, force=True)
+        except (Error, OSError) as e:
+            sys.stderr.write("minicontainer: volume %s: %s\n" % (name, e))
+
+
+def cmd_volume(a, g):
+    """docker's volume create|ls|rm|inspect|prune, of the store's volumes/."""
+    a.volume_command = {"list": "ls", "remove": "rm"}.get(a.volume_command, a.volume_command)
+    if a.volume_command == "create":
+        name = a.name or os.urandom(32).hex()
+        volume_create(name, _key_values(a.label) if a.label else None)
+        print(name)
+        return 0
+    if a.volume_command == "ls":
+        names = volume_names()
+        data = [dict(volume_info(n), Labels=",".join(
+            "%s=%s" % kv for kv in sorted((volume_info(n)["Labels"] or {}).items())))
+            for n in names]
+        if a.quiet:
+            for n in names:
+                print(n)
+            return 0
+        print_formatted(a.format, data, ("DRIVER", "VOLUME NAME"),
+                        [("local", n) for n in names], widths=(9,),
+                        headers={"Name": "VOLUME NAME"}, json_lines=True)
+        return 0
+    if a.volume_command == "inspect":
+        found, status = [], 0
+        for name in a.names:
+            try:
+                found.append(volume_info(name))
+            except Error as e:
+                sys.stderr.write("minicontainer: %s\n" % e)
+                status = 1
+        if a.format:
+            fmt = a.format.replace("\\t", "\t").replace("\\n", "\n")
+            for item in found:
+                print(render_template(fmt, item))
+        else:
+            print(json.dumps(found, indent=4))
+        return status
+    if a.volume_command == "rm":
+        status = 0
+        for name in a.names:
+            try:
+                volume_remove(name)
+                print(name)
+            except NotFound as e:
+                if not a.force:
+                    sys.stderr.write("minicontainer: %s\n" % e)
+                    status = 1
+            except Error as e:
+                sys.stderr.write("minicontainer: %s\n" % e)
+                status = 1
+        return status
+    # prune: as docker's since 23.0, the anonymous volumes no container uses (-a: all)
+    unused = [n for n in volume_names() if not volume_users(n) and (
+        a.all or VOLUME_LABEL_ANONYMOUS in (volume_info(n)["Labels"] or {}))]
+    if not a.force:
+        if not sys.stdin.isatty():
+            raise Error("volume prune: removes %d unused volume(s); give -f to do so without "
+                        "a terminal to ask on" % len(unused))
+        try:
+            answer = input("WARNING! This will remove %s volumes not used by at least one "
+                           "container.\nAre you sure you want to continue? [y/N] "
+                           % ("all local" if a.all else "anonymous local"))
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            return 1
+    size, gone = 0, []
+    for name in unused:
+        try:
+            size += _tree_size(os.path.join(volume_dir(name), "_data"))
+            volume_remove(name)
+            gone.append(name)
+        except (Error, OSError) as e:
+            sys.stderr.write("minicontainer: %s\n" % e)
+    if gone:
+        print("Deleted Volumes:\n" + "\n".join(gone) + "\n")
+    print("Total reclaimed space: %s" % human_size(size))
+    return 0
+
+
+def _tree_size(path):
+    """The bytes of the files under path (a hard link's once), as docker counts them."""
+    import os as _os
+    size, seen = 0, set()
+    for d, _, files in _os.walk(path):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(d, f))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                size += st.st_size
+    return size
 
 
 def subordinate_ids(user="root"):
@@ -9394,11 +9753,17 @@ def _run(a, g):
                                 [0, 1, 2] + list(range(3, 3 + a.preserve_fds)))
     run = run_config(a)
     config, bundle, cid, image = run.config, run.bundle, run.cid, run.image
-    # as asked, before create adds mounts of its own; a bundle's run is runc's: no record
-    record = run_record(run) if image is not None or a.rootfs else None
     if cid and a.name and cid != a.name:
         raise Error("run: two ids given (%s and --name %s)" % (cid, a.name))
     cid = a.name or cid or os.urandom(6).hex()
+    layers, carry, created = _carried(image, cid)
+    made = []  # the anonymous volumes this run made: removed if it fails
+    if run.volumes:
+        created = created or timestamp()  # (names its anonymous volumes: kept on restarts)
+        made = _run_volumes(run, os.path.abspath(os.path.join(g.root, cid)), created,
+                            layers)
+    # as asked, before create adds mounts of its own; a bundle's run is runc's: no record
+    record = run_record(run) if image is not None or a.rootfs else None
     if image is not None and not config.get("hostname"):
         # the container's name, as docker names it (its id); with the host's network the
         # host's name, as docker's
@@ -9420,7 +9785,6 @@ def _run(a, g):
     relay = logged and not terminal
     to_monitor = docker_like and a.detach and not terminal and monitor is not None
     pipes = [os.pipe(), os.pipe()] if relay or to_monitor else None
-    layers, carry, created = _carried(image, cid)
     try:
         c = Container.create(cid, config, bundle, g.root, console=console,
                              stdin_null=not a.interactive and bool(image or a.rootfs),
@@ -9435,6 +9799,7 @@ def _run(a, g):
     except BaseException:
         for r, _ in pipes or []:
             os.close(r)
+        _remove_volumes(made)
         raise
     finally:  # the container's now, and no other's: the monitor sees their end with it
         for _, w in pipes or []:
@@ -9467,6 +9832,9 @@ def _run(a, g):
                 c.state.update(_start_record(run, g, keep, logged), keep=keep, run=record)
                 if created:  # made again by its monitor: docker's Created is the first's
                     c.state["created"] = created
+                anonymous = [volume_dir(v["name"]) for v in run.volumes if v.get("anonymous")]
+                if anonymous and not keep:  # --rm: they go with it (Container._remove)
+                    c.state["remove_with"] = anonymous
                 c.save()
     except BaseException:
         for r, _ in pipes or []:
@@ -9475,6 +9843,7 @@ def _run(a, g):
             c.destroy()
         except NotFound:
             pass  # start removed it (a failing poststart hook)
+        _remove_volumes(made)
         raise
     if a.detach:
         # the monitor logs what the container writes: on its pipes, or on its terminal
@@ -9518,7 +9887,8 @@ def run_record(run):
     else:
         entrypoint, cmd = None, run.process.get("args")
     return {"image": a.target if image is not None else "", "entrypoint": entrypoint,
-            "cmd": cmd, "user": a.user or ic.get("User") or "", "binds": a.volume or None,
+            "cmd": cmd, "user": a.user or ic.get("User") or "",
+            "binds": [v for v in a.volume if ":" in v] or None, "volumes": _volumes_record(run),
             "mounts": json.loads(json.dumps(run.config.get("mounts", [])[run.own_mounts:])),
             "network": network_mode(a), "privileged": a.privileged, "init": a.init}
 
@@ -10986,6 +11356,14 @@ def cmd_rm(a, g):
             raise Error("cannot remove container %s: it is %s (stop it first, or rm -f)"
                         % (c.id, status))
         c.destroy(force=True)
+        for v in _run_record(c).get("volumes") or () if a.volumes else ():
+            if v.get("anonymous"):  # -v: its anonymous volumes, unless another uses one
+                try:
+                    volume_remove(v["name"])
+                except NotFound:
+                    pass
+                except Error as e:
+                    sys.stderr.write("minicontainer: %s\n" % e)
     return _each(a.ids, g.root, remove)
 
 
@@ -11043,9 +11421,17 @@ def _port_lines(c, private=None):
 
 def _docker_mounts(c):
     mounts = []
+    volumes = {v["destination"]: v for v in _run_record(c).get("volumes") or []}
     for m in _run_record(c).get("mounts", []):
         opts = m.get("options", [])
         prop = next((o for o in opts if o in PROPAGATION), "rprivate")
+        v = volumes.get(m["destination"])
+        if v is not None and m["type"] == "bind":  # docker's, of a volume
+            mounts.append({"Type": "volume", "Name": v["name"], "Source": m.get("source", ""),
+                           "Destination": m["destination"], "Driver": "local",
+                           "Mode": v.get("mode", ""), "RW": v.get("rw", True),
+                           "Propagation": ""})
+            continue
         mounts.append({"Type": m["type"], "Source": m.get("source", "")
                        if m["type"] == "bind" else "", "Destination": m["destination"],
                        "Mode": "ro" if "ro" in opts else "", "RW": "ro" not in opts,
@@ -11099,6 +11485,8 @@ def inspect_container(c):
                    "Labels": c.state.get("annotations") or {},
                    "StopSignal": c.state.get("stop_signal", "SIGTERM"),
                    "Tty": bool(process.get("terminal")),
+                   "Volumes": {v["destination"]: {} for v in record.get("volumes") or ()
+                               if v.get("anonymous")} or None,
                    "ExposedPorts": {key: {} for key in ports} or None},
         "HostConfig": {"Memory": res.get("memory", {}).get("limit", 0),
                        "NanoCpus": int(cpu["quota"] * 10 ** 9 // cpu["period"])
@@ -11503,9 +11891,11 @@ RUN_FLAGS = [
      _sets("linux.sysctl", _key_values)),
     (("--tmpfs",), dict(action="append", default=[], metavar="CTR[:OPTS]"), _flag_tmpfs),
     (("--mount",), dict(action="append", default=[],
-                        metavar="type=bind|tmpfs,target=CTR[,source=HOST][,readonly]"),
+                        metavar="type=bind|volume|tmpfs,target=CTR[,source=HOST|NAME][,readonly]"),
      _flag_mount),
-    (("-v", "--volume"), dict(action="append", default=[], metavar="HOST:CTR[:ro|rw,PROPAGATION]"),
+    (("-v", "--volume"), dict(action="append", default=[], metavar="HOST:CTR[:ro|rw,PROPAGATION]",
+                              help="a bind of a host path; NAME:CTR[:ro|nocopy] a volume, "
+                              "CTR alone an anonymous one (volume ls)"),
      _flag_volume),
     (("--read-only",), dict(action="store_true"), _flag_read_only),  # after the mounts
     (("--cap-drop",), dict(action="append", default=[]),
@@ -11707,6 +12097,8 @@ def _parser(only=None):
     st.add_argument("ids", nargs="+", metavar="ID")
     rmc = cmd("rm", cmd_rm, "remove containers (running ones with -f)", ids=False)
     rmc.add_argument("-f", "--force", action="store_true", help="kill running ones first")
+    rmc.add_argument("-v", "--volumes", action="store_true",
+                     help="their anonymous volumes too")
     rmc.add_argument("ids", nargs="+", metavar="ID")
     ins = cmd("inspect", cmd_inspect, "print containers as docker inspect does (JSON)",
               ids=False)
@@ -11775,6 +12167,27 @@ def _parser(only=None):
     _format_option(im)
     im.add_argument("--store", help="the image store (default $MINICONTAINER_STORE, or images/ "
                     "beside the runtime)")
+    vol = cmd("volume", cmd_volume, "manage volumes, as docker's (in the image store's "
+              "volumes/)", ids=False)
+    if not isinstance(vol, _Unbuilt):  # its own sub-commands
+        vsub = vol.add_subparsers(dest="volume_command", metavar="COMMAND")
+        vsub.required = True
+        vc = vsub.add_parser("create", help="make a volume (a random name without NAME)")
+        vc.add_argument("-d", "--driver", choices=["local"], default="local")
+        vc.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE")
+        vc.add_argument("name", nargs="?", metavar="NAME")
+        vl = vsub.add_parser("ls", aliases=["list"], help="list volumes")
+        vl.add_argument("-q", "--quiet", action="store_true", help="names only")
+        _format_option(vl)
+        vr = vsub.add_parser("rm", aliases=["remove"], help="remove volumes no container uses")
+        vr.add_argument("-f", "--force", action="store_true", help="no error for a missing one")
+        vr.add_argument("names", nargs="+", metavar="NAME")
+        vi = vsub.add_parser("inspect", help="print volumes as docker's JSON")
+        vi.add_argument("-f", "--format", help="a Go template, as docker's")
+        vi.add_argument("names", nargs="+", metavar="NAME")
+        vp = vsub.add_parser("prune", help="remove the anonymous volumes no container uses")
+        vp.add_argument("-a", "--all", action="store_true", help="named ones too")
+        vp.add_argument("-f", "--force", action="store_true", help="do not ask first")
     rm = cmd("rmi", cmd_rmi, "remove stored images, and the blobs no other image uses",
              ids=False)
     rm.add_argument("--store", help="the image store")

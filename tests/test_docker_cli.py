@@ -506,6 +506,129 @@ def test_rmi_refuses_an_image_in_use(pulled, store, state_root, registry, base):
     ok(run_mc("rm", cid, state_root=state_root))
 
 
+# ---- volumes ----
+
+def volumes(*args):
+    return ok(run_mc("volume", *args))
+
+
+def test_named_volume_is_filled_from_the_image_and_outlives_the_container(
+        registry, base, store, state_root):
+    """-v NAME:CTR: a volume of the store's, made on first use and, empty, filled with what
+    the image has there (owners and modes kept: docker's copy-up); --mount type=volume too;
+    kept by rm; its rm refused while a container (even stopped) uses it."""
+    from fixtures_registry import entry, tar_layer
+    name = "cli/" + os.urandom(4).hex()
+    registry.client.push_image(name, "v", Image([base, tar_layer([
+        entry("data", "dir", mode=0o750, uid=5, gid=6),
+        entry("data/f", "file", b"from the image\n", mode=0o640, uid=7, gid=8)])]))
+    image = "%s/%s:v" % (registry.host, name)
+    vol, a, b = "vol-" + os.urandom(3).hex(), new_id("va"), new_id("vb")
+    r = run_mc("run", "--name", a, "-v", vol + ":/data", image, "sh", "-c",
+               "stat -c '%u:%g %a' /data /data/f; cat /data/f; echo more > /data/g",
+               state_root=state_root)
+    assert (r.returncode, r.stdout) == (0, "5:6 750\n7:8 640\nfrom the image\n"), r.stderr
+    top = os.path.join(store, "volumes")
+    data = os.path.join(top, vol, "_data")
+    assert sorted(os.listdir(data)) == ["f", "g"]
+    # docker's modes: volumes/ and NAME/ 0701; _data the image's directory's (copied up)
+    assert stat_mode(top) == stat_mode(os.path.join(top, vol)) == 0o701
+    assert stat_mode(data) == 0o750 and os.stat(data).st_uid == 5
+    assert volumes("ls", "-q").split() == [vol]
+    assert volumes("ls").splitlines() == ["DRIVER    VOLUME NAME", "local     " + vol]
+    [info] = json.loads(volumes("inspect", vol))
+    assert (info["Name"], info["Driver"], info["Mountpoint"], info["Scope"]) == \
+        (vol, "local", data, "local")
+    # not empty: not filled again; --mount type=volume,...,readonly
+    r = run_mc("run", "--rm", "--name", b, "-v", vol + ":/data", "--mount",
+               "type=volume,source=%s,target=/m,readonly" % vol, image, "sh", "-c",
+               "cat /data/g /m/f; touch /m/x 2>/dev/null || echo read-only",
+               state_root=state_root)
+    assert (r.returncode, r.stdout) == (0, "more\nfrom the image\nread-only\n"), r.stderr
+    [mount] = json.loads(ok(run_mc("inspect", "-f", "{{json .Mounts}}", a,
+                                   state_root=state_root)))
+    assert mount == {"Type": "volume", "Name": vol, "Source": data, "Destination": "/data",
+                     "Driver": "local", "Mode": "z", "RW": True, "Propagation": ""}
+    line = one_line_error(run_mc("volume", "rm", vol))  # a's, stopped: in use
+    assert "volume is in use" in line and a in line
+    ok(run_mc("rm", "-v", a, state_root=state_root))  # -v: anonymous volumes only
+    assert volumes("ls", "-q").split() == [vol]
+    assert volumes("rm", vol) == vol + "\n"
+    assert volumes("ls", "-q") == "" and os.listdir(top) == []
+
+
+def stat_mode(path):
+    return os.stat(path).st_mode & 0o7777
+
+
+def test_anonymous_volumes(busybox_rootfs, store, state_root):
+    """-v CTR: an anonymous volume, filled from the rootfs, kept across a restart, removed
+    by rm -v and with run --rm (also a detached one's, by its monitor)."""
+    cid = new_id("anon")
+    detach(state_root, "--name", cid, "-v", "/etc", "--rootfs", busybox_rootfs, "--",
+           "sh", "-c", "cat /etc/mark 2>/dev/null; echo x > /etc/mark; exec sleep 100")
+    try:
+        [vol] = volumes("ls", "-q").split()
+        assert re.fullmatch(r"[0-9a-f]{64}", vol)
+        assert os.path.exists(os.path.join(store, "volumes", vol, "_data", "passwd"))
+        info = json.loads(ok(run_mc("inspect", cid, state_root=state_root)))[0]
+        assert info["Mounts"][0]["Type"] == "volume" and info["Mounts"][0]["Name"] == vol
+        assert info["Config"]["Volumes"] == {"/etc": {}}
+        assert info["HostConfig"]["Binds"] is None
+        ok(run_mc("restart", "-t", "1", cid, state_root=state_root))
+        wait_for(lambda: run_mc("logs", cid, state_root=state_root).stdout == "x\n")
+        assert volumes("ls", "-q").split() == [vol]  # the same one
+        assert "volume is in use" in one_line_error(run_mc("volume", "rm", vol))
+    finally:
+        ok(run_mc("rm", "-f", "-v", cid, state_root=state_root))
+    assert volumes("ls", "-q") == ""
+    r = run_mc("run", "--rm", "-v", "/etc", "--rootfs", busybox_rootfs, "--", "ls", "/etc",
+               state_root=state_root)
+    assert r.returncode == 0 and "passwd" in r.stdout
+    assert volumes("ls", "-q") == ""
+    gone = new_id("anon")
+    detach(state_root, "--rm", "--name", gone, "-v", "/x", "--rootfs", busybox_rootfs, "--",
+           "sleep", "100")
+    assert len(volumes("ls", "-q").split()) == 1
+    ok(run_mc("stop", "-t", "0", gone, state_root=state_root))
+    wait_for(lambda: volumes("ls", "-q") == "" and not os.path.exists(
+        os.path.join(state_root, gone)))
+
+
+def test_volume_verbs_and_names(busybox_rootfs, store, state_root):
+    """volume create (a random name without one; again: the same), ls --format, inspect -f,
+    prune (anonymous ones; -a: all unused), and names as docker validates them."""
+    assert volumes("create", "data.1") == "data.1\n" == volumes("create", "data.1")
+    made = volumes("create", "--label", "k=v").strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", made)
+    assert volumes("ls", "--format", "{{.Name}} {{.Driver}}").splitlines() == \
+        sorted(["data.1 local", made + " local"])
+    assert volumes("inspect", "-f", "{{.Labels.k}}", made) == "v\n"
+    for bad in ("a", "-x", "a/b", "é1"):
+        one_line_error(run_mc("volume", "create", bad))
+    r = run_mc("run", "--rm", "-v", "a/b:/x", "--rootfs", busybox_rootfs, "true",
+               state_root=state_root)
+    assert "volume name" in one_line_error(r, 125)
+    assert "absolute" in one_line_error(run_mc(
+        "run", "--rm", "-v", "./x:/x", "--rootfs", busybox_rootfs, "true",
+        state_root=state_root), 125)
+    assert "no such volume" in one_line_error(run_mc("volume", "rm", "missing"))
+    ok(run_mc("volume", "rm", "-f", "missing"))
+    one_line_error(run_mc("volume", "inspect", "missing"))
+    # an anonymous volume of a kept container, then removed without -v: prune's
+    cid = new_id("pr")
+    ok(run_mc("run", "--name", cid, "-v", "/x", "--rootfs", busybox_rootfs, "true",
+              state_root=state_root))
+    [anon] = set(volumes("ls", "-q").split()) - {"data.1", made}
+    assert volumes("prune", "-f") == "Total reclaimed space: 0B\n"  # in use
+    ok(run_mc("rm", cid, state_root=state_root))
+    assert volumes("prune", "-f").splitlines()[:2] == ["Deleted Volumes:", anon]
+    assert sorted(volumes("ls", "-q").split()) == sorted(["data.1", made])
+    assert volumes("prune", "-f", "-a").splitlines()[:3] == \
+        ["Deleted Volumes:"] + sorted(["data.1", made])
+    assert volumes("ls", "-q") == ""
+
+
 # ---- the Python API ----
 
 def test_python_run_and_wait(pulled, busybox_rootfs, state_root, tmp_path):
