@@ -11103,8 +11103,139 @@ def cmd_ps(a, g):
 
 
 def cmd_stats(a, g):
-    print(json.dumps(Container.load(a.id, g.root).stats(), indent=2))
+    """runc's `stats ID` (the cgroup's statistics as JSON, what engines read), or docker's
+    `stats [--no-stream] [--format F] [-a] [ID...]`: a table of CPU %, memory, network,
+    block I/O and pids, of the running containers when no ID is given."""
+    if len(a.ids) == 1 and not (a.no_stream or a.format or a.all or a.no_trunc):
+        print(json.dumps(Container.load(a.ids[0], g.root).stats(), indent=2))
+        return 0
+    if a.format:
+        check_template(a.format.replace("\\t", "\t").replace("\\n", "\n"))
+    tty = not a.no_stream and sys.stdout.isatty()
+    system, sampled = _stats_sample(a, g)
+    while True:
+        before = (system, {c.id: s for _, c, s in sampled})
+        time.sleep(STATS_INTERVAL)  # docker's CPU %: the usage between two samples
+        system, sampled = _stats_sample(a, g)
+        if tty:
+            sys.stdout.write("\033[2J\033[H")  # docker's: the screen cleared, at the top
+        _print_stats(a, [_docker_stats(word, c, s, before[1].get(c.id), before[0], system)
+                         for word, c, s in sampled])
+        sys.stdout.flush()
+        if a.no_stream:
+            return 0
+
+
+STATS_INTERVAL = 1.0  # seconds between the two samples of docker's CPU % (its daemon's)
+
+
+def _stats_sample(a, g):
+    """The containers that stats shows, each with its cgroup's statistics and its network
+    counters, and the host's CPU time (docker's system usage), at one moment: (that
+    time, [(the word naming it, the container, its statistics)])."""
+    if a.ids:
+        chosen = [(word, load_container(word, g.root)) for word in a.ids]
+    else:
+        chosen = [(c.id, c) for c in sorted(Container.list(g.root),
+                                            key=lambda c: c.state.get("created") or "",
+                                            reverse=True)
+                  if a.all or c.status() in ("running", "paused")]
+    system, sampled = _system_cpu_ns(), []
+    for word, c in chosen:
+        s = {}
+        if c.status() in ("running", "paused") and c.cgroup is not None:
+            try:
+                s = c.stats()
+                s["net"] = _net_bytes(c)
+            except (Error, OSError):
+                s = {}  # it stopped meanwhile
+        sampled.append((word, c, s))
+    return system, sampled
+
+
+def _system_cpu_ns():
+    """docker's system CPU usage: the first seven times of /proc/stat's cpu line, in ns."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    return sum(int(p) for p in parts[1:8]) * 10 ** 9 // os.sysconf("SC_CLK_TCK")
+
+
+def _net_bytes(c):
+    """(received, sent) bytes of the container's network interfaces but lo, as docker
+    counts them; none with the host's network."""
+    if not any(ns["type"] == "network"
+               for ns in c.state.get("config", {}).get("linux", {}).get("namespaces", [])):
+        return 0, 0
+    rx = tx = 0
+    with open("/proc/%d/net/dev" % c.pid) as f:
+        for line in f.readlines()[2:]:
+            name, _, counters = line.partition(":")
+            fields = counters.split()
+            if name.strip() != "lo" and len(fields) >= 9:
+                rx, tx = rx + int(fields[0]), tx + int(fields[8])
+    return rx, tx
+
+
+def _binary_size(n):
+    """docker's units.BytesSize: 5.629MiB, 1.952GiB, 0B."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return "%.4g%s" % (n, unit)
+        n /= 1024
+
+
+def _host_memory():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
     return 0
+
+
+def _docker_stats(word, c, s, prev_s, prev_system, system):
+    """docker stats' fields of one container, from its sample s and the one before (the
+    host's CPU time at each: prev_system, system)."""
+    cpu, mem = s.get("cpu") or {}, s.get("memory") or {}
+    percent, prev_s = 0.0, prev_s or {}
+    cpu_delta = (cpu.get("usage_ns") or 0) - ((prev_s.get("cpu") or {}).get("usage_ns") or 0)
+    if prev_s and system > prev_system and cpu_delta > 0:
+        percent = cpu_delta / (system - prev_system) * os.sysconf("SC_NPROCESSORS_ONLN") * 100
+    stat = mem.get("stat") or {}
+    usage = mem.get("usage") or 0
+    cache = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+    usage = usage - cache if cache < usage else usage  # docker's: without the page cache
+    limit = mem.get("limit")
+    host = _host_memory() if s else 0
+    limit = host if limit is None or host and limit > host else limit
+    rx, tx = s.get("net") or (0, 0)
+    blkio = s.get("blkio") or {}
+    return {"Container": word, "Name": c.id, "ID": c.id, "CPUPerc": "%.2f%%" % percent,
+            "MemUsage": "%s / %s" % (_binary_size(usage), _binary_size(limit)),
+            "MemPerc": "%.2f%%" % (usage * 100 / limit if limit else 0),
+            "NetIO": "%s / %s" % (human_size(rx), human_size(tx)),
+            "BlockIO": "%s / %s" % (human_size(blkio.get("read_bytes") or 0),
+                                    human_size(blkio.get("write_bytes") or 0)),
+            "PIDs": str((s.get("pids") or {}).get("current") or 0)}
+
+
+STATS_HEADERS = {"Container": "CONTAINER", "Name": "NAME", "ID": "CONTAINER ID",
+                 "CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %",
+                 "NetIO": "NET I/O", "BlockIO": "BLOCK I/O", "PIDs": "PIDS"}
+
+
+def _print_stats(a, data):
+    if not a.no_trunc:
+        for d in data:
+            d["ID"] = d["ID"][:12]
+    if a.format and a.format != "table":
+        print_formatted(a.format, data, (), [], headers=STATS_HEADERS, json_lines=True)
+        return
+    keys = ("ID", "Name", "CPUPerc", "MemUsage", "MemPerc", "NetIO", "BlockIO", "PIDs")
+    rows = [[STATS_HEADERS[k] for k in keys]] + [[d[k] for k in keys] for d in data]
+    # docker's tabwriter: a column as wide as its widest cell and 3, 10 at least
+    widths = [max(10, max(len(r[i]) for r in rows) + 3) for i in range(len(keys) - 1)]
+    for r in rows:
+        print("".join(cell.ljust(w) for cell, w in zip(r, widths)) + r[-1])
 
 
 def cmd_pause(a, g):
@@ -12079,7 +12210,16 @@ def _parser(only=None):
     ps.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS_OPTIONS",
                     help="with ID: the host's ps with these options, the container's "
                     "processes only (runc's)")
-    cmd("stats", cmd_stats, "print a container's cgroup statistics as JSON")
+    sts = cmd("stats", cmd_stats, "print a container's cgroup statistics as JSON (runc's "
+              "stats ID), or docker's table of the containers' use (stats [--no-stream] "
+              "[ID...])", ids=False)
+    sts.add_argument("--no-stream", action="store_true", help="docker's table once, not "
+                     "refreshed until Ctrl-C")
+    sts.add_argument("-a", "--all", action="store_true", help="stopped containers too")
+    sts.add_argument("--format", help="table, json, or a Go template as docker's "
+                     "('{{.Name}} {{.CPUPerc}}')")
+    sts.add_argument("--no-trunc", action="store_true", help="whole ids")
+    sts.add_argument("ids", nargs="*", metavar="ID")
     cmd("pause", cmd_pause, "freeze every process of a container")
     cmd("resume", cmd_resume, "thaw a paused container")
     cmd("unpause", cmd_resume, "resume, as docker calls it")

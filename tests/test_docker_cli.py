@@ -629,6 +629,53 @@ def test_volume_verbs_and_names(busybox_rootfs, store, state_root):
     assert volumes("ls", "-q") == ""
 
 
+# ---- stats ----
+
+def test_stats_docker_table_and_runc_json(busybox_rootfs, state_root):
+    """docker's `stats --no-stream [ID...]`: its table once (of the running containers
+    without ID), --format with docker's fields; runc's `stats ID` stays JSON."""
+    busy, idle, done = new_id("busy"), new_id("idle"), new_id("done")
+    detach(state_root, "--name", busy, "-m", "64m", "--rootfs", busybox_rootfs, "--", "sh",
+           "-c", "while :; do :; done")
+    detach(state_root, "--name", idle, "--rootfs", busybox_rootfs, "--", "sleep", "100")
+    ok(run_mc("run", "--name", done, "--rootfs", busybox_rootfs, "true",
+              state_root=state_root))
+    try:
+        lines = ok(run_mc("stats", "--no-stream", state_root=state_root)).splitlines()
+        assert re.split(r"\s{2,}", lines[0]) == [
+            "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O",
+            "BLOCK I/O", "PIDS"]
+        rows = {re.split(r"\s{2,}", line)[1]: re.split(r"\s{2,}", line) for line in lines[1:]}
+        assert set(rows) == {busy, idle}  # the running ones
+        b = rows[busy]
+        assert b[0] == busy[:12] and re.fullmatch(r"\d+\.\d\d%", b[2]) and float(b[2][:-1]) > 0
+        assert re.fullmatch(r"[\d.]+[KMG]?i?B / 64MiB", b[3]) and b[5] == "0B / 0B"
+        assert rows[idle][7] == "1" and re.fullmatch(r"[\d.]+%", rows[idle][4])
+        # docker's columns line up: each header where its cells begin
+        at = lines[0].index("CPU %")
+        assert all(line[at - 3:at] == "   " and line[at] != " " for line in lines[1:])
+        fields = "{{.Container}}|{{.Name}}|{{.ID}}|{{.CPUPerc}}|{{.MemUsage}}|{{.MemPerc}}|" \
+            "{{.NetIO}}|{{.BlockIO}}|{{.PIDs}}"
+        out = ok(run_mc("stats", "--no-stream", "--format", fields, idle[:-1], done,
+                        state_root=state_root)).splitlines()
+        assert out[0].split("|")[:3] == [idle[:-1], idle, idle[:12]]
+        assert out[0].split("|")[8] == "1"
+        assert out[1] == "%s|%s|%s|0.00%%|0B / 0B|0.00%%|0B / 0B|0B / 0B|0" % (
+            done, done, done[:12])  # stopped: nothing to measure
+        [obj] = [json.loads(line) for line in ok(run_mc(
+            "stats", "--no-stream", "--no-trunc", "--format", "json", busy,
+            state_root=state_root)).splitlines()]
+        assert obj["ID"] == busy and obj["MemUsage"].endswith(" / 64MiB")
+        assert "PIDS" in ok(run_mc("stats", "--no-stream", "-a", state_root=state_root))
+        assert done in ok(run_mc("stats", "--no-stream", "-a", state_root=state_root))
+        data = json.loads(ok(run_mc("stats", busy, state_root=state_root)))  # runc's
+        assert {"cpu", "memory", "pids", "blkio"} <= set(data)
+        assert data["memory"]["limit"] == 64 << 20 and data["cpu"]["usage_ns"] > 0
+        one_line_error(run_mc("stats", "--no-stream", "nosuch", state_root=state_root))
+    finally:
+        ok(run_mc("rm", "-f", busy, idle, done, state_root=state_root))
+
+
 # ---- the Python API ----
 
 def test_python_run_and_wait(pulled, busybox_rootfs, state_root, tmp_path):
