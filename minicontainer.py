@@ -10940,21 +10940,77 @@ def cmd_create(a, g):
 
 
 def cmd_start(a, g):
-    c = Container.load(a.id, g.root)
-    if c.status() == "stopped" and c.state.get("relaunch"):
-        return _relaunch(c, g.root)  # docker's start of a stopped container (runc's refuses)
-    c.start()
-    return 0
+    """runc's `start ID` of a created container; docker's of a stopped one that run made (it
+    comes back detached), also of several (`start ID...`, their names printed), and `start
+    -a ID`: its output ours until it stops, its exit status ours."""
+    if len(a.ids) == 1 and not a.attach:
+        c = Container.load(a.ids[0], g.root)
+        if c.status() == "stopped" and c.state.get("relaunch"):
+            return _relaunch(c, g.root)  # docker's start of a stopped one (runc's refuses)
+        c.start()
+        return 0
+    if a.attach:
+        if len(a.ids) > 1:
+            raise Error("start -a: one container at a time (as docker's)")
+        return _start_attached(load_container(a.ids[0], g.root), g)
+    status = 0
+    for word in a.ids:
+        try:
+            c = load_container(word, g.root)
+            state = c.status()
+            if state == "stopped" and c.state.get("relaunch"):
+                status = _relaunch(c, g.root) and 1 or status  # (its id said by its run)
+                continue
+            if state not in ("running", "paused"):  # docker's: a running one is started
+                c.start()
+            print(word, flush=True)
+        except Error as e:
+            sys.stderr.write("minicontainer: %s\n" % e)
+            status = 1
+    return status
+
+
+def _start_attached(c, g):
+    """docker's start -a: start it (a stopped one of a docker-like run again, through its
+    monitor), then print what it writes (its log, from now) until it stops; its exit status
+    is ours. Our INT, TERM, ... go to it, as docker's --sig-proxy."""
+    since, status = timestamp(), c.status()
+    if status == "stopped":
+        if not c.state.get("relaunch"):
+            raise Error("start: %s was not made by run (an engine's container: start it "
+                        "through the engine)" % c.id)
+        code = _relaunch(c, g.root, quiet=True)
+        if code:
+            return code
+    elif status == "created":
+        c.start()
+    c = Container.load(c.id, g.root)
+    if "log_opts" not in c.state:
+        raise Error("container %s keeps no log to attach to (those of a run of an image or "
+                    "a --rootfs do, not a bundle's)" % c.id)
+    if not c.state.get("config", {}).get("process", {}).get("terminal"):
+        _forward_signals(c.pid, None)
+    _print_log(c, g.root, follow=True, since=since)
+    code = exit_code_of(c)
+    if code is None:
+        raise Error("container %s stopped; its exit code was not recorded" % c.id)
+    return code
 
 
 def cmd_logs(a, g):
     """docker's logs: the records of a detached container's json-file log, its stdout's
     lines on stdout and its stderr's on stderr; -f: and what it writes until it stops."""
-    import collections
     c = load_container(a.id, g.root)
     if "log_opts" not in c.state:
         raise Error("container %s keeps no log (those of a run of an image or a --rootfs "
                     "do, not a bundle's)" % a.id)
+    return _print_log(c, g.root, a.follow, a.tail, a.timestamps)
+
+
+def _print_log(c, root, follow=False, tail=None, timestamps=False, since=None):
+    """The records of c's log (its last `tail`, those written at `since` or later), each on
+    its stream; with follow, and what it writes until it stops."""
+    import collections
     outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
 
     def show(records):
@@ -10962,13 +11018,15 @@ def cmd_logs(a, g):
             try:
                 r = json.loads(line)
                 out, text = outs[r["stream"]], r["log"].encode()
+                if since is not None and r["time"] < since:
+                    continue
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # a line torn by a crash
-            out.write(r["time"].encode() + b" " + text if a.timestamps else text)
+            out.write(r["time"].encode() + b" " + text if timestamps else text)
         for out in outs.values():
             out.flush()
 
-    lines = collections.deque(maxlen=a.tail)
+    lines = collections.deque(maxlen=tail)
     f = None
     for path in log_files(c):
         try:
@@ -10981,14 +11039,14 @@ def cmd_logs(a, g):
             f = None
     if lines and not lines[-1].endswith(b"\n"):
         pending = lines.pop()
-        if f is not None and a.follow:
+        if f is not None and follow:
             f.seek(-len(pending), os.SEEK_CUR)
     show(lines)
-    while a.follow:
+    while follow:
         # stopped, and its monitor done with it, before this read: then it is the last
         try:
             done = c.status() == "stopped" and "finished_at" in Container.load(
-                a.id, g.root).state
+                c.id, root).state
         except NotFound:
             done = True
         if f is None:
@@ -11039,14 +11097,14 @@ def _check_ports_free(publish):
             bind_published(p).close()
 
 
-def _relaunch(c, root):
+def _relaunch(c, root, quiet=False):
     """A stopped container of a docker-like run made again by the monitor (restart, start):
-    its id printed on our stdout, its errors on our stderr; its input nothing (that of
-    `run -i` was a terminal)."""
-    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    its id printed on our stdout (unless quiet), its errors on our stderr; its input nothing
+    (that of `run -i` was a terminal)."""
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
         return _monitor_request(root, {"restart": c.id, "env": dict(os.environ)},
-                                [null, 1, 2])
+                                [null, null if quiet else 1, 2])
     finally:
         os.close(null)
 
@@ -12177,8 +12235,11 @@ def _parser(only=None):
                    help="the default here: the container keeps the caller's session keyring "
                    "(no new one is made)")
     c.add_argument("--preserve-fds", type=_count, default=0)
-    cmd("start", cmd_start, "start a created container (or, as docker's, a stopped one that "
-        "run made: it comes back detached)")
+    sta = cmd("start", cmd_start, "start a created container (or, as docker's, stopped ones "
+              "that run made: they come back detached)", ids=False)
+    sta.add_argument("-a", "--attach", action="store_true", help="docker's: its output ours "
+                     "until it stops, its exit status ours")
+    sta.add_argument("ids", nargs="+", metavar="ID")
     lg = cmd("logs", cmd_logs, "print what a detached container wrote (stdout and stderr)")
     lg.add_argument("-f", "--follow", action="store_true", help="and what it writes next")
     lg.add_argument("-n", "--tail", type=_tail, metavar="N",
@@ -12369,7 +12430,7 @@ _QUICK_COMMANDS = {
                 "--no-pivot": ("no_pivot", bool), "--no-new-keyring": ("no_new_keyring", bool),
                 "--preserve-fds": ("preserve_fds", int)}, ("id",),
                {"bundle": ".", "preserve_fds": 0}),
-    "start": ({}, ("id",), {}),
+    "start": ({"-a": ("attach", bool), "--attach": ("attach", bool)}, ("ids...",), {}),
     "list": ({"-f": ("format", ("table", "json")), "--format": ("format", ("table", "json")),
               "-q": ("quiet", bool), "--quiet": ("quiet", bool)}, (), {"format": "table"}),
     "state": ({}, ("id",), {}),

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import minicontainer as mc
-from conftest import RUNTIME, mc_bg, new_id, ok, one_line_error, wait_for
+from conftest import RUNTIME, mc_argv, mc_bg, new_id, ok, one_line_error, wait_for
 from conftest import mc as run_mc
 from fixtures_registry import Image, dir_layer, free_port, run_pull
 
@@ -674,6 +674,55 @@ def test_stats_docker_table_and_runc_json(busybox_rootfs, state_root):
         one_line_error(run_mc("stats", "--no-stream", "nosuch", state_root=state_root))
     finally:
         ok(run_mc("rm", "-f", busy, idle, done, state_root=state_root))
+
+
+# ---- start -a, start ID... ----
+
+def test_start_attach_and_several(busybox_rootfs, state_root):
+    """docker's start -a: the container's stdout and stderr ours (of this run only, not what
+    its log kept of the last), its exit status ours; start ID... starts each stopped one."""
+    a, b = new_id("att"), new_id("sev")
+    r = run_mc("run", "--name", a, "--rootfs", busybox_rootfs, "--", "sh", "-c",
+               "echo out; echo err >&2; exit 3", state_root=state_root)
+    assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
+    ok(run_mc("run", "--name", b, "--rootfs", busybox_rootfs, "--", "sh", "-c",
+              "echo b", state_root=state_root))
+    try:
+        r = run_mc("start", "-a", a[:-1], state_root=state_root)
+        assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
+        r = run_mc("start", a, b, state_root=state_root)
+        assert (r.returncode, r.stdout.split(), r.stderr) == (0, [a, b], "")
+        for cid, lines in ((a, "out\n" * 3), (b, "b\n" * 2)):
+            wait_for(lambda: "finished_at" in state_of(state_root, cid) and run_mc(
+                "logs", cid, state_root=state_root).stdout == lines)
+        assert "one container" in one_line_error(run_mc("start", "-a", a, b,
+                                                        state_root=state_root))
+        r = run_mc("start", a, "nosuch", state_root=state_root)  # each said, then status 1
+        assert r.returncode == 1 and r.stdout == a + "\n" and "nosuch" in r.stderr
+    finally:
+        ok(run_mc("rm", "-f", a, b, state_root=state_root))
+
+
+def test_start_attach_forwards_signals(busybox_rootfs, state_root):
+    cid = new_id("sig")
+    detach(state_root, "--name", cid, "--rootfs", busybox_rootfs, "--", "sh", "-c",
+           "trap 'echo term; exit 7' TERM; echo ready; sleep 1000 & wait")
+    try:
+        wait_for(lambda: run_mc("logs", cid, state_root=state_root).stdout == "ready\n")
+        ok(run_mc("stop", cid, state_root=state_root))
+        p = subprocess.Popen(mc_argv("start", "-a", cid, state_root=state_root),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert p.stdout.readline() == "ready\n"
+            p.send_signal(15)
+            out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert (p.returncode, out, err) == (7, "term\n", "")
+    finally:
+        ok(run_mc("rm", "-f", cid, state_root=state_root))
 
 
 # ---- the Python API ----
