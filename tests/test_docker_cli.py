@@ -629,6 +629,37 @@ def test_volume_verbs_and_names(busybox_rootfs, store, state_root):
     assert volumes("ls", "-q") == ""
 
 
+def test_volume_copy_up_is_the_merged_view_of_the_layers(tmp_path):
+    """What fills an empty volume is what an overlay of the image's layers shows at its
+    path: a whiteout, an opaque directory, a file on the way hide what the layers below
+    have there."""
+    import stat
+    l1, l2, l3 = (tmp_path / n for n in ("l1", "l2", "l3"))
+    for layer in (l1, l2, l3):
+        (layer / "data" / "sub").mkdir(parents=True)
+    for name in ("a", "gone", "sub/old"):
+        (l1 / "data" / name).write_text("1")
+    os.mknod(l2 / "data" / "gone", stat.S_IFCHR | 0o600, os.makedev(0, 0))  # a whiteout
+    os.setxattr(l2 / "data" / "sub", "trusted.overlay.opaque", b"y")
+    (l2 / "data" / "sub" / "new").write_text("2")
+    (l3 / "data" / "a").write_text("3")
+
+    def filled(layers, path="/data"):
+        vol = tmp_path / ("vol-" + os.urandom(3).hex())
+        vol.mkdir()
+        mc._volume_copy_up(str(vol), [str(layer) for layer in layers], None, path)
+        return {os.path.relpath(os.path.join(d, f), vol): open(os.path.join(d, f)).read()
+                for d, _, files in os.walk(vol) for f in files}
+
+    assert filled([l1, l2, l3]) == {"a": "3", "sub/new": "2"}
+    assert filled([l1, l2, l3], "/data/sub") == {"new": "2"}
+    os.setxattr(l3 / "data", "trusted.overlay.opaque", b"y")
+    assert filled([l1, l2, l3]) == {"a": "3"}
+    (tmp_path / "l4").mkdir()
+    (tmp_path / "l4" / "data").write_text("a file")
+    assert filled([l1, l2, l3, tmp_path / "l4"]) == {}
+
+
 # ---- stats ----
 
 def test_stats_docker_table_and_runc_json(busybox_rootfs, state_root):

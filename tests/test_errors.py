@@ -258,9 +258,11 @@ def test_invalid_ids(bundle, state_root, cid):
     (["--cpus", "inf"], ["true"], "--cpus inf: a number of CPUs above 0", 125),
     (["--cpus", "-1"], ["true"], "--cpus -1: a number of CPUs above 0", 125),
     (["--cpus", "1000"], ["true"], "--cpus 1000: this machine has", 125),
-    (["-v", "relative:/data"], ["true"], "use HOST:CONTAINER[:OPTIONS]", 125),
+    (["-v", "./relative:/data"], ["true"], "use HOST:CONTAINER[:OPTIONS]", 125),
     (["-v", "/tmp:/data:rx"], ["true"], "use HOST:CONTAINER[:OPTIONS]", 125),
-    (["-v", "/tmp"], ["true"], "use HOST:CONTAINER[:OPTIONS]", 125),
+    (["-v", "/tmp:/data:ro:x"], ["true"], "use HOST:CONTAINER[:OPTIONS]", 125),
+    (["-v", "a/b:/data"], ["true"], "'a/b' is no volume name", 125),  # (NAME:CTR: a volume)
+    (["-v", "vol:data"], ["true"], "use NAME:CONTAINER[:OPTIONS]", 125),
     (["-v", "/nonexistent/dir:/data"], ["true"], "/nonexistent/dir does not exist", 125),
     (["-u", "nosuchuser"], ["true"], "unable to find user nosuchuser", 125),
     (["-u", "user:nosuchgroup"], ["true"], "unable to find group nosuchgroup", 125),

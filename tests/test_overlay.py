@@ -451,7 +451,8 @@ def test_a_shared_volume_is_shared_with_the_host(image, tmp_path, volume):
     (["-v", "/tmp:/x:rw,bogus"], "OPTIONS ro or rw and a propagation"),
     (["-v", "/nonexistent-mc/x:/x"], "does not exist"),
     (["--mount", "type=bind,source=/nonexistent-mc/x,target=/x"], "does not exist"),
-    (["--mount", "type=volume,target=/x"], "not supported"),
+    (["--mount", "type=npipe,target=/x"], "not supported"),  # (type=volume: a volume's)
+    (["--mount", "type=volume,source=a/b,target=/x"], "no volume name"),
     (["--mount", "type=bind,source=/tmp"], "target="),
     (["--mount", "type=tmpfs,target=/x,bogus=1"], "unknown option bogus"),
     (["--tmpfs", "relative"], "must be absolute"),
