@@ -9413,8 +9413,8 @@ def _run_volumes(run, state_dir, created, layers):
 
 
 def _volumes_record(run):
-    return [{k: v[k] for k in ("name", "destination", "rw", "mode")}
-            | {"anonymous": bool(v.get("anonymous"))} for v in run.volumes] or None
+    return [dict({k: v[k] for k in ("name", "destination", "rw", "mode")},
+                 anonymous=bool(v.get("anonymous"))) for v in run.volumes] or None
 
 
 def _remove_volumes(names):

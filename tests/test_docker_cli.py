@@ -561,11 +561,11 @@ def stat_mode(path):
     return os.stat(path).st_mode & 0o7777
 
 
-def test_anonymous_volumes(busybox_rootfs, store, state_root):
+def test_anonymous_volumes(rootfs_copy, store, state_root):
     """-v CTR: an anonymous volume, filled from the rootfs, kept across a restart, removed
     by rm -v and with run --rm (also a detached one's, by its monitor)."""
     cid = new_id("anon")
-    detach(state_root, "--name", cid, "-v", "/etc", "--rootfs", busybox_rootfs, "--",
+    detach(state_root, "--name", cid, "-v", "/etc", "--rootfs", rootfs_copy, "--",
            "sh", "-c", "cat /etc/mark 2>/dev/null; echo x > /etc/mark; exec sleep 100")
     try:
         [vol] = volumes("ls", "-q").split()
@@ -582,12 +582,12 @@ def test_anonymous_volumes(busybox_rootfs, store, state_root):
     finally:
         ok(run_mc("rm", "-f", "-v", cid, state_root=state_root))
     assert volumes("ls", "-q") == ""
-    r = run_mc("run", "--rm", "-v", "/etc", "--rootfs", busybox_rootfs, "--", "ls", "/etc",
+    r = run_mc("run", "--rm", "-v", "/etc", "--rootfs", rootfs_copy, "--", "ls", "/etc",
                state_root=state_root)
     assert r.returncode == 0 and "passwd" in r.stdout
     assert volumes("ls", "-q") == ""
     gone = new_id("anon")
-    detach(state_root, "--rm", "--name", gone, "-v", "/x", "--rootfs", busybox_rootfs, "--",
+    detach(state_root, "--rm", "--name", gone, "-v", "/x", "--rootfs", rootfs_copy, "--",
            "sleep", "100")
     assert len(volumes("ls", "-q").split()) == 1
     ok(run_mc("stop", "-t", "0", gone, state_root=state_root))
@@ -595,7 +595,7 @@ def test_anonymous_volumes(busybox_rootfs, store, state_root):
         os.path.join(state_root, gone)))
 
 
-def test_volume_verbs_and_names(busybox_rootfs, store, state_root):
+def test_volume_verbs_and_names(rootfs_copy, store, state_root):
     """volume create (a random name without one; again: the same), ls --format, inspect -f,
     prune (anonymous ones; -a: all unused), and names as docker validates them."""
     assert volumes("create", "data.1") == "data.1\n" == volumes("create", "data.1")
@@ -606,18 +606,18 @@ def test_volume_verbs_and_names(busybox_rootfs, store, state_root):
     assert volumes("inspect", "-f", "{{.Labels.k}}", made) == "v\n"
     for bad in ("a", "-x", "a/b", "é1"):
         one_line_error(run_mc("volume", "create", bad))
-    r = run_mc("run", "--rm", "-v", "a/b:/x", "--rootfs", busybox_rootfs, "true",
+    r = run_mc("run", "--rm", "-v", "a/b:/x", "--rootfs", rootfs_copy, "true",
                state_root=state_root)
     assert "volume name" in one_line_error(r, 125)
     assert "absolute" in one_line_error(run_mc(
-        "run", "--rm", "-v", "./x:/x", "--rootfs", busybox_rootfs, "true",
+        "run", "--rm", "-v", "./x:/x", "--rootfs", rootfs_copy, "true",
         state_root=state_root), 125)
     assert "no such volume" in one_line_error(run_mc("volume", "rm", "missing"))
     ok(run_mc("volume", "rm", "-f", "missing"))
     one_line_error(run_mc("volume", "inspect", "missing"))
     # an anonymous volume of a kept container, then removed without -v: prune's
     cid = new_id("pr")
-    ok(run_mc("run", "--name", cid, "-v", "/x", "--rootfs", busybox_rootfs, "true",
+    ok(run_mc("run", "--name", cid, "-v", "/x", "--rootfs", rootfs_copy, "true",
               state_root=state_root))
     [anon] = set(volumes("ls", "-q").split()) - {"data.1", made}
     assert volumes("prune", "-f") == "Total reclaimed space: 0B\n"  # in use

@@ -80,3 +80,17 @@ def test_no_rootless_user_left():
         if os.path.exists(path):
             with open(path) as f:
                 assert [line for line in f if line.startswith(name + ":")] == []
+
+
+def test_the_shared_busybox_rootfs_is_as_made(busybox_rootfs, tmp_path):
+    """The session's busybox rootfs is shared read-mostly (tests that write to it copy it):
+    a test that wrote there, a -v's mount point say, changed what later tests' images were
+    built from (a volume test's /x once made test_overlay's `echo x > /x` fail)."""
+    import mkrootfs
+
+    def tree(root):
+        return sorted(os.path.relpath(os.path.join(d, n), root)
+                      for d, dirs, files in os.walk(root) for n in dirs + files)
+    fresh = str(tmp_path / "rootfs")
+    mkrootfs.make_rootfs(fresh)
+    assert tree(busybox_rootfs) == tree(fresh)
