@@ -67,6 +67,14 @@ def busybox_rootfs(tmp_path_factory):
     return mkrootfs.make_rootfs(str(tmp_path_factory.mktemp("busybox") / "rootfs"))
 
 
+@pytest.fixture(scope="session")
+def image_rootfs(tmp_path_factory):
+    """The busybox rootfs that test images are built from, never run: a run of the shared
+    one leaves its mount points there (-v /x: a directory /x), which an image built from it
+    would have (a volume test's once failed test_overlay's `echo x > /x`)."""
+    return mkrootfs.make_rootfs(str(tmp_path_factory.mktemp("image-busybox") / "rootfs"))
+
+
 # The runtime as engines run it: started by the shell line at its top (its bytecode cached)
 RUNTIME_COMMAND = minicontainer.runtime_command()
 

@@ -452,13 +452,13 @@ def test_a_new_monitor_adopts_the_containers_of_one_that_died(busybox_rootfs, st
         delete(state_root, always, kept, gone, *([other] if other else []))
 
 @pytest.mark.parametrize("copy", [False, True], ids=["overlay", "private-copy"])
-def test_restart_keeps_the_containers_files_and_creation_time(busybox_rootfs, tmp_path, copy):
+def test_restart_keeps_the_containers_files_and_creation_time(image_rootfs, tmp_path, copy):
     """docker's restart (and start of a stopped container) keeps the writable layer (here
     STATE/upper, or the private copy when overlayfs is not used), Created and its log; a
     foreground container kept without --rm comes back detached."""
     import import_image
     store, state_root = str(tmp_path / "store"), str(tmp_path / "state")
-    import_image.import_image(busybox_rootfs, "restart-test:1", store=store)
+    import_image.import_image(image_rootfs, "restart-test:1", store=store)
     env = dict(os.environ, MINICONTAINER_STORE=store)
     if copy:
         env["MINICONTAINER_NO_OVERLAY"] = "1"

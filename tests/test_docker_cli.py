@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
 
 
 @pytest.fixture(scope="module")
-def base(busybox_rootfs):
-    return dir_layer(busybox_rootfs)
+def base(image_rootfs):
+    return dir_layer(image_rootfs)
 
 
 @pytest.fixture

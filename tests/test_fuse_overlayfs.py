@@ -27,11 +27,11 @@ USERNS = pytest.mark.parametrize("userns", [["--userns"], []], ids=["userns", "r
 
 
 @pytest.fixture
-def image(busybox_rootfs, walkable):
+def image(image_rootfs, walkable):
     """(env, state root): a busybox image in a store of its own, fuse-overlayfs forced."""
     import import_image
     store = str(walkable / "store")
-    import_image.import_image(busybox_rootfs, "fuse-test:1", store=store)
+    import_image.import_image(image_rootfs, "fuse-test:1", store=store)
     env = dict(os.environ, MINICONTAINER_STORE=store, MINICONTAINER_OVERLAY="fuse")
     yield env, str(walkable / "state")
     assert not daemons(str(walkable)) and not mountpoints_under(str(walkable))

@@ -100,12 +100,12 @@ def test_userns_from_a_bundle_with_explicit_maps(walkable_rootfs, state_root, wa
     assert out.split() == ["0", "200000", "1000"]
 
 
-def test_userns_with_an_image(busybox_rootfs, walkable):
+def test_userns_with_an_image(image_rootfs, walkable):
     """An overlay of an image's layers in a user namespace; its /etc files are the
     container root's to edit, and its writes land as the mapped uid in its upper layer."""
     import import_image
     store, state_root = str(walkable / "store"), str(walkable / "state")
-    import_image.import_image(busybox_rootfs, "userns-test:1", store=store)
+    import_image.import_image(image_rootfs, "userns-test:1", store=store)
     env = dict(os.environ, MINICONTAINER_STORE=store)
     cid = new_id("userns")
     r = mc("run", "--name", cid, "--userns", "userns-test:1", "sh", "-c",
@@ -141,11 +141,11 @@ def test_userns_with_an_image(busybox_rootfs, walkable):
     assert "private copy" in r.stderr and os.listdir(state_root) == []
 
 
-def test_userns_with_an_image_of_many_layers(registry, busybox_rootfs, walkable):
+def test_userns_with_an_image_of_many_layers(registry, image_rootfs, walkable):
     """Id-mapped layers named through the short links that many layers need."""
     from fixtures_registry import Image, dir_layer, entry, run_pull, tar_layer
     store, state_root = str(walkable / "store"), str(walkable / "state")
-    layers = [dir_layer(busybox_rootfs)] + [
+    layers = [dir_layer(image_rootfs)] + [
         tar_layer([entry("top", data=b"%d\n" % i)], compression=None) for i in range(80)]
     registry.client.push_image("userns/many", "v", Image(layers))
     r = run_pull("-q", "%s/userns/many:v" % registry.host, store=store)

@@ -82,10 +82,8 @@ def test_no_rootless_user_left():
                 assert [line for line in f if line.startswith(name + ":")] == []
 
 
-def test_the_shared_busybox_rootfs_is_as_made(busybox_rootfs, tmp_path):
-    """The session's busybox rootfs is shared read-mostly (tests that write to it copy it):
-    a test that wrote there, a -v's mount point say, changed what later tests' images were
-    built from (a volume test's /x once made test_overlay's `echo x > /x` fail)."""
+def test_the_image_rootfs_is_as_made(image_rootfs, tmp_path):
+    """The rootfs test images are built from is never run nor written (conftest)."""
     import mkrootfs
 
     def tree(root):
@@ -93,4 +91,4 @@ def test_the_shared_busybox_rootfs_is_as_made(busybox_rootfs, tmp_path):
                       for d, dirs, files in os.walk(root) for n in dirs + files)
     fresh = str(tmp_path / "rootfs")
     mkrootfs.make_rootfs(fresh)
-    assert tree(busybox_rootfs) == tree(fresh)
+    assert tree(image_rootfs) == tree(fresh)

@@ -447,11 +447,11 @@ def test_published_udp_port(busybox_rootfs, state_root, no_leaks):
 # ---- /etc/hostname, /etc/hosts, /etc/resolv.conf of a container from an image ----
 
 @pytest.fixture(scope="module")
-def image_env(busybox_rootfs, tmp_path_factory):
+def image_env(image_rootfs, tmp_path_factory):
     """An image of the busybox rootfs in a store of this module's: the environment to run it."""
     import import_image
     store = str(tmp_path_factory.mktemp("etc-store"))
-    import_image.import_image(busybox_rootfs, "etc-test:1", store=store)
+    import_image.import_image(image_rootfs, "etc-test:1", store=store)
     return dict(os.environ, MINICONTAINER_STORE=store)
 
 

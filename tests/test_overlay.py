@@ -73,8 +73,8 @@ def upper_layers():
 
 
 @pytest.fixture(scope="module")
-def base(busybox_rootfs):
-    return dir_layer(busybox_rootfs)
+def base(image_rootfs):
+    return dir_layer(image_rootfs)
 
 
 def push_pull(registry, store, layers, tag="v", name=None):

@@ -56,10 +56,10 @@ def blob_gets(log):
 
 
 @pytest.fixture(scope="module")
-def layers(busybox_rootfs):
+def layers(image_rootfs):
     """Three layers over a busybox rootfs: symlinks, hardlinks, whiteouts, an opaque dir;
     gzip, uncompressed and zstd."""
-    base = dir_layer(busybox_rootfs, "gzip")
+    base = dir_layer(image_rootfs, "gzip")
     second = tar_layer([
         entry("work", "dir", mode=0o755, uid=1000, gid=1000),
         entry("etc/motd", data=b"welcome\n"),
@@ -573,12 +573,12 @@ def test_server_error(proxy, store, pushed, what):
 
 
 @pytest.mark.parametrize("case", sorted(hostile_layers("/x")))
-def test_hostile_layer_through_registry(case, registry, store, tmp_path, busybox_rootfs):
+def test_hostile_layer_through_registry(case, registry, store, tmp_path, image_rootfs):
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "victim").write_bytes(b"original")
     before = tree_snapshot(str(outside))
-    layers = [dir_layer(busybox_rootfs)] + [tar_layer(e) for e in
+    layers = [dir_layer(image_rootfs)] + [tar_layer(e) for e in
                                             hostile_layers(str(outside))[case]]
     name = repo("hostile")
     registry.client.push_image(name, "v", Image(layers))

@@ -915,11 +915,11 @@ def test_rootless_privileged_port_says_why(user):
 
 
 @pytest.fixture(scope="module")
-def root_image(busybox_rootfs, tmp_path_factory):
+def root_image(image_rootfs, tmp_path_factory):
     """An image of the busybox rootfs in a store of this module's: the environment to run it."""
     import import_image
     store = str(tmp_path_factory.mktemp("slirp-store"))
-    import_image.import_image(busybox_rootfs, "slirp-test:1", store=store)
+    import_image.import_image(image_rootfs, "slirp-test:1", store=store)
     return dict(os.environ, MINICONTAINER_STORE=store)
 
 
