@@ -954,25 +954,59 @@ def map_cold_code():
         os.close(fd)
 
 
+def cold_code_fds_closed():
+    """After a child of ours closed every fd (a monitor's worker): the source's fd, where it
+    stood for the cold file, is gone; it is looked for again, on the host as we are."""
+    if _SOURCE_FD:
+        del _SOURCE_FD[:], _COLD[:]
+
+
 def _open_source():
     try:
-        _SOURCE_FD.append(os.open(__file__, os.O_RDONLY | os.O_CLOEXEC))
+        fd = os.open(__file__, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        _SOURCE_FD[:] = [fd, (st.st_dev, st.st_ino)]  # (its file: see _code_from_source)
     except OSError:
         pass  # then a stub's call is an Error, in the child as here (_code_from_source)
+
+
+_TAKEN_IN_HOOK = []  # what a signal's handler raised in os.fork's hook
 
 
 def _before_fork():
     """map_cold_code, as os.register_at_fork's hook. Python ignores what a hook raises, and
     a signal's handler may run in it (SIGTERM's and Ctrl-C's, which unwind create: Signalled,
-    KeyboardInterrupt): that signal is sent again, to be taken once the fork is done. (The
-    forks into a container map it first, out of the hook: fork_perhaps_into_cgroup.)"""
+    KeyboardInterrupt): kept for fork() to raise once the fork is done. (Sending the signal
+    again would run the handler again at once, in the hook.)"""
     try:
         map_cold_code()
     except KeyboardInterrupt as e:
-        os.kill(os.getpid(), getattr(e, "signum", signal.SIGINT))
+        _TAKEN_IN_HOOK.append(e)
 
 
 os.register_at_fork(before=_before_fork)
+
+
+def fork():
+    """os.fork, the cold code mapped first, out of the hook, where a signal's unwinding
+    would be lost (test_oci's SIGTERM while create forks)."""
+    map_cold_code()
+    return _after_fork_hook(os.fork())
+
+
+def _after_fork_hook(pid):
+    """pid, or in the parent what a signal raised in the fork's hook: the child, which has
+    done nothing yet, ended first (no pid is lost to the unwinding)."""
+    if pid == 0:
+        del _TAKEN_IN_HOOK[:]
+    elif _TAKEN_IN_HOOK:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        raise _TAKEN_IN_HOOK.pop()
+    return pid
 
 
 def _thaw(offset, size):
@@ -1030,6 +1064,10 @@ def _code_from_source(stub):
         try:
             if fd is None:
                 fd = os.open(__file__, os.O_RDONLY | os.O_CLOEXEC)
+            else:  # still the source's: a child that closed its fds (closerange) may have
+                st = os.fstat(fd)  # another file under that number now
+                if (st.st_dev, st.st_ino) != _SOURCE_FD[1]:
+                    raise OSError(errno.EBADF, "its fd was closed")
             while not source or source[-1]:
                 source.append(os.pread(fd, 1 << 20, sum(map(len, source))))
         except OSError as e:
@@ -1543,6 +1581,8 @@ def fork_into_cgroup(cgroup_dir):
             return 0
         err = ctypes_api().get_errno()  # before the next call of ours takes its own
         in_parent()
+        if pid > 0:
+            _after_fork_hook(pid)
     finally:
         # The child's too, at once: an fd of a host directory is a way out of the
         # container through /proc/self/fd (runc's CVE-2024-21626 was a cgroup's).
@@ -1572,7 +1612,7 @@ def fork_perhaps_into_cgroup(cgroup, into):
         pid = fork_into_cgroup(cgroup.v2)
         if pid is not None:
             return pid, True
-    return os.fork(), False
+    return fork(), False
 
 
 def pidfd_open(pid):
@@ -2550,8 +2590,22 @@ def check_security_labels(process, linux, where):
                     % where)
 
 
+def apparmor_to_apply(process):
+    """The profile a child is to apply (apply_apparmor), decided by the runtime: the child
+    would read the container's /sys. None for none, and for "unconfined" where AppArmor is
+    off (check_security_labels let that one through)."""
+    profile = process.get("apparmorProfile")
+    return profile if profile and (profile != "unconfined" or apparmor_enabled()) else None
+
+
+PROC_SUPER_MAGIC = 0x9fa0
+
+
 def apply_apparmor(profile):
-    """The AppArmor profile the program runs in from its execve (runc's change_onexec)."""
+    """The AppArmor profile the program runs in from its execve (runc's change_onexec).
+    Written through the container's /proc, which must be procfs: a mount over it (a volume
+    at /proc, or the container's root at exec time) would take the write and leave the
+    program unconfined (runc's CVE-2019-16884)."""
     for path in ("/proc/thread-self/attr/apparmor/exec", "/proc/self/attr/exec"):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
@@ -2560,6 +2614,12 @@ def apply_apparmor(profile):
         except OSError as e:
             raise Error("process.apparmorProfile %s: %s: %s" % (profile, path, e.strerror))
         try:
+            ctypes = ctypes_api()
+            buf = ctypes.create_string_buffer(256)  # struct statfs; f_type, a long, first
+            if libc().fstatfs(fd, buf) < 0 or \
+                    struct.unpack_from("l", buf.raw)[0] != PROC_SUPER_MAGIC:
+                raise Error("process.apparmorProfile %s: %s is not procfs's (something is "
+                            "mounted over /proc): not applied" % (profile, path))
             os.write(fd, b"exec " + profile.encode())
             return
         except OSError as e:
@@ -3734,7 +3794,7 @@ def mapped_userns(linux):
     child makes the namespace and waits while we map it and open it, then goes."""
     made_r, made_w = os.pipe()
     done_r, done_w = os.pipe()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:
         try:
             os.close(made_r)
@@ -3765,7 +3825,7 @@ def remove_as_container_root(path, linux):
     import shutil
     userns = mapped_userns(linux)
     try:
-        pid = os.fork()
+        pid = fork()
         if pid == 0:
             code = 1
             try:
@@ -4363,7 +4423,7 @@ def fuse_overlayfs_mount(program, nsfds, layers, upper, work, target, log, start
     relative = all(os.path.dirname(p) == parent for p in layers)
     argv = [program, "-f", "-o", data]
     report_r, report_w = os.pipe()
-    joiner = os.fork()
+    joiner = fork()
     if joiner == 0:
         daemon, mounted, report = None, False, {}
         try:
@@ -4387,7 +4447,7 @@ def fuse_overlayfs_mount(program, nsfds, layers, upper, work, target, log, start
                 pass
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
-            daemon = os.fork()
+            daemon = fork()
             if daemon == 0:
                 try:
                     # Out of the container's mount namespace (the device holds the mount):
@@ -5729,12 +5789,12 @@ def network_publish(c):
 def _spawn_forwarder(listeners, ip, init_pid, start_time):
     """Double fork: the forwarder is nobody's child, in a session of its own."""
     r, w = os.pipe()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:
         try:
             os.close(r)
             os.setsid()
-            if os.fork():
+            if fork():
                 os._exit(0)
             import gc
             gc.collect()  # no garbage socket may close, later, an fd number we reuse
@@ -6003,7 +6063,8 @@ class InitContext:
     by a child born in the cgroup, whose "join cgroup" step has nothing left to do)."""
     __slots__ = ("config", "process", "plan", "rootfs", "cgroup", "sync", "lock",
                  "peer", "fifo_fd", "log_fds", "idmap_trees", "stdin_null", "preserve_fds",
-                 "debug", "overlay", "hook_state", "seccomp", "nsfds", "in_cgroup")
+                 "debug", "overlay", "hook_state", "seccomp", "nsfds", "in_cgroup",
+                 "apparmor")
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -6458,7 +6519,7 @@ def _init_steps(ctx, sync):
     helper = exec_helper(ctx.sync.fileno())  # (before a seccomp filter may forbid it)
     # All that may fail is done before "ready", so that create reports it; what is left
     # for start is the wait, the startContainer hooks and execve (as runc leaves them).
-    _drop_privileges(process, ctx.seccomp, sync, cwd_later)
+    _drop_privileges(process, ctx.seccomp, sync, cwd_later, ctx.apparmor)
     sync.wait_cgroup()  # (under the seccomp filter, as the waits below are)
     debug_step("privileges")
     # Cleared before READY: the runtime may exit as soon as it has recorded us.
@@ -6501,7 +6562,7 @@ def _exec_steps(ctx, sync):
     process = ctx.process
     path, cwd_later = _prepare_process(process, sync, devnull, init=False)
     helper = exec_helper(ctx.sync.fileno())
-    _drop_privileges(process, ctx.seccomp, sync, cwd_later)
+    _drop_privileges(process, ctx.seccomp, sync, cwd_later, ctx.apparmor)
     _exec(process, path, ctx.preserve_fds, ctx.sync, helper)
 
 
@@ -6576,7 +6637,7 @@ def _step_become_root(ctx, sync):
 def _step_fork(ctx, sync, what):
     """The first child forks the init (in the pid namespace it made), exec's middle process
     the container's process; the parent says which pid and goes, the child goes on."""
-    pid = os.fork()
+    pid = fork()
     if pid:
         sync.send(Msg.PID, pid=pid)
         os._exit(0)
@@ -6686,17 +6747,15 @@ def apply_oom_score_adj(process):
                     ) from None
 
 
-def _drop_privileges(process, seccomp, sync, cwd_later=False):
+def _drop_privileges(process, seccomp, sync, cwd_later=False, apparmor=None):
     """no_new_privs, the user, the capability sets and the seccomp filter, whose listener
     (SCMP_ACT_NOTIFY) goes to the runtime to hand on. seccomp is (profile, program) or None.
 
     Without no_new_privs the filter needs CAP_SYS_ADMIN: loaded before the capabilities go;
     with it, after them. Either way the steps to execve run under it, as under runc. The
-    AppArmor profile comes first, as runc's (check_security_labels let through only
-    "unconfined" where AppArmor is off: nothing to do then)."""
-    profile = process.get("apparmorProfile")
-    if profile and (profile != "unconfined" or apparmor_enabled()):
-        apply_apparmor(profile)
+    AppArmor profile comes first, as runc's (apparmor_to_apply's, decided by the runtime)."""
+    if apparmor:
+        apply_apparmor(apparmor)
     if process.get("noNewPrivileges"):
         prctl(PR_SET_NO_NEW_PRIVS, 1)
     elif seccomp:
@@ -7151,6 +7210,7 @@ class Container:
                 cgroup=cgroup, sync=theirs, lock=lock, peer=ours,
                 fifo_fd=fifo_fd, log_fds=log, stdin_null=stdin_null,
                 preserve_fds=preserve_fds, debug=debug, overlay=ov,
+                apparmor=apparmor_to_apply(config["process"]),
                 hook_state={"ociVersion": OCI_VERSION, "id": cid, "bundle": c.state["bundle"],
                             "annotations": config.get("annotations", {})})
             try:
@@ -7488,7 +7548,8 @@ class Container:
         ctx = InitContext(process=process, plan=plan, nsfds=nsfds, cgroup=cgroup,
                           sync=theirs,
                           stdin_null=stdin_null, preserve_fds=preserve_fds, debug=debug,
-                          seccomp=_compile_seccomp(config.get("linux", {})))
+                          seccomp=_compile_seccomp(config.get("linux", {})),
+                          apparmor=apparmor_to_apply(process))
         mid, born_in_cgroup = fork_perhaps_into_cgroup(cgroup, into_cgroup)
         if mid == 0:
             ours.close()
@@ -7669,9 +7730,7 @@ class Container:
                                 self.id, self.dir, e.strerror)) from None
             remove_with = self.state.get("remove_with") if not kept else None
             if remove_with:  # the anonymous volumes of a docker-like `run --rm`
-                import shutil
-                for path in remove_with:
-                    shutil.rmtree(path, ignore_errors=True)
+                _remove_volumes([os.path.basename(path) for path in remove_with])
             if use and not kept:  # the image's layers are no longer this container's
                 try:
                     os.unlink(use)
@@ -9321,9 +9380,17 @@ def volume_remove(name, store=None, force=False):
     if users:
         raise Error("remove %s: volume is in use - [%s]" % (name, ", ".join(users)))
     import shutil
-    gone = os.path.join(volume_dir(store=store), ".gone-" + os.urandom(6).hex())
-    os.rename(d, gone)  # out of sight at once, then its files
-    shutil.rmtree(gone)
+    top = volume_dir(store=store)
+    for stray in _listdir(top):  # what an earlier removal could not finish
+        if stray.startswith(".gone-"):
+            shutil.rmtree(os.path.join(top, stray), ignore_errors=True)
+    gone = os.path.join(top, ".gone-" + os.urandom(6).hex())
+    try:
+        os.rename(d, gone)  # out of sight at once, then its files
+        shutil.rmtree(gone)
+    except OSError as e:  # (rmtree's names the entry alone: said with where it is)
+        where = e.filename if os.path.isabs(e.filename or "") else d
+        raise Error("remove %s: %s: %s" % (name, where, e.strerror)) from None
 
 
 def _image_dirs(layers, path):
@@ -9400,7 +9467,10 @@ def _run_volumes(run, state_dir, created, layers):
                 fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)  # one copy at a time
-                    if not os.listdir(data):
+                    # Not into a volume another container has: the copy works by path,
+                    # which a running one could swap for a symlink to a host directory.
+                    others = set(volume_users(name)) - {os.path.basename(state_dir)}
+                    if not others and not os.listdir(data):
                         _volume_copy_up(data, layers, run.rootfs if run.a.rootfs else None,
                                         v["destination"])
                 finally:
@@ -9421,7 +9491,9 @@ def _remove_volumes(names):
     for name in names:
         try:
             volume_remove(name, force=True)
-        except (Error, OSError) as e:
+        except NotFound:
+            pass
+        except Error as e:
             sys.stderr.write("minicontainer: volume %s: %s\n" % (name, e))
 
 
@@ -9496,8 +9568,10 @@ def cmd_volume(a, g):
             size += _tree_size(os.path.join(volume_dir(name), "_data"))
             volume_remove(name)
             gone.append(name)
-        except (Error, OSError) as e:
+        except Error as e:
             sys.stderr.write("minicontainer: %s\n" % e)
+        except OSError as e:
+            sys.stderr.write("minicontainer: volume %s: %s\n" % (name, e.strerror))
     if gone:
         print("Deleted Volumes:\n" + "\n".join(gone) + "\n")
     print("Total reclaimed space: %s" % human_size(size))
@@ -9989,7 +10063,7 @@ MONITOR_LOCK, MONITOR_SOCKET = "monitor", "monitor.sock"  # its lock holds its p
 # A client connects then sends at once: one that does not (stopped by Ctrl-Z) is dropped
 # after this many seconds, not waited for by the loop that serves every container.
 MONITOR_REQUEST_WAIT = 5
-MONITOR_MAX_FDS = 64  # stdio and run -d --preserve-fds N: what a request may carry
+MONITOR_MAX_FDS = SCM_MAX_FD  # stdio and run -d --preserve-fds N (check_preserved_fds)
 # The monitor is a new interpreter that imports this file, named by its path (as the runtime
 # is: `gc` and tests find it so), with its state root.
 MONITOR_MAIN = ("import os, sys; sys.path.insert(0, os.path.dirname(sys.argv[1])); "
@@ -10084,11 +10158,11 @@ def _start_monitor(root):
     """Start the state root's monitor: a new interpreter (it holds little), in a session
     of its own, not our child; returns once it listens (or lost the race to another)."""
     r, w = os.pipe()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:
         try:
             os.setsid()  # the caller's terminal, session and SIGHUP are not its
-            if os.fork() == 0:
+            if fork() == 0:
                 null = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(null, fd)
@@ -10111,7 +10185,7 @@ def _start_monitor(root):
 
 def _monitor_child(pid, root):
     """Whether pid is the child of a monitor of root (or of one of its workers, forked from
-    it), or None: that monitor (one that retired) watches it."""
+    it): that monitor (one that retired) watches it."""
     try:
         with open("/proc/%s/cmdline" % int(proc_stat(pid)[1]), "rb") as f:
             argv = f.read().split(b"\0")
@@ -10391,13 +10465,14 @@ class _Monitor:
     def hand_over(self, cid, request, restart_count):
         """Once we retired: the restart of a container of ours (its policy) asked of the
         monitor that runs now, by a child of ours (our loop goes on meanwhile)."""
-        pid = os.fork()
+        pid = fork()
         if pid == 0:
             code = 255
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+                cold_code_fds_closed()
                 code = _monitor_request(self.root, {
                     "restart": cid, "env": request["env"], "runtime": None,
                     "restart_count": restart_count, "quick": request.get("quick", 0)},
@@ -10457,7 +10532,7 @@ class _Monitor:
         import socket
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            pid = os.fork()
+            pid = fork()
         except OSError as e:
             for fd in fds:
                 os.close(fd)
@@ -10476,6 +10551,7 @@ class _Monitor:
                 channel = os.dup(theirs.fileno())
                 os.closerange(len(high), channel)
                 os.closerange(channel + 1, os.sysconf("SC_OPEN_MAX"))
+                cold_code_fds_closed()
                 _MONITOR.update(channel=socket.socket(fileno=channel),
                                 restart_count=restart_count, carry=request.get("carry"))
                 os.chdir(request["cwd"])
@@ -10975,19 +11051,19 @@ def _start_attached(c, g):
     monitor), then print what it writes (its log, from now) until it stops; its exit status
     is ours. Our INT, TERM, ... go to it, as docker's --sig-proxy."""
     since, status = timestamp(), c.status()
+    if status == "stopped" and not c.state.get("relaunch"):
+        raise Error("start: %s was not made by run (an engine's container: start it "
+                    "through the engine)" % c.id)
+    if "log_opts" not in c.state:  # (before it is started, not after)
+        raise Error("container %s keeps no log to attach to (those of a run of an image or "
+                    "a --rootfs do, not a bundle's)" % c.id)
     if status == "stopped":
-        if not c.state.get("relaunch"):
-            raise Error("start: %s was not made by run (an engine's container: start it "
-                        "through the engine)" % c.id)
         code = _relaunch(c, g.root, quiet=True)
         if code:
             return code
     elif status == "created":
         c.start()
     c = Container.load(c.id, g.root)
-    if "log_opts" not in c.state:
-        raise Error("container %s keeps no log to attach to (those of a run of an image or "
-                    "a --rootfs do, not a bundle's)" % c.id)
     if not c.state.get("config", {}).get("process", {}).get("terminal"):
         _forward_signals(c.pid, None)
     _print_log(c, g.root, follow=True, since=since)
@@ -11813,10 +11889,12 @@ def cmd_exec(a, g):
             raise Error("exec --process %s: a JSON %s, not a process object" % (a.process, {
                 list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
                     type(process), "number")))
+        own = c.state.get("config", {}).get("process", {})
         if process.get("capabilities") is None:
             # the container's sets, as runc gives such a process (not none, as at create)
-            caps = c.state.get("config", {}).get("process", {}).get("capabilities")
-            process["capabilities"] = json.loads(json.dumps(caps or {}))
+            process["capabilities"] = json.loads(json.dumps(own.get("capabilities") or {}))
+        if not process.get("apparmorProfile") and own.get("apparmorProfile"):
+            process["apparmorProfile"] = own["apparmorProfile"]  # (runc's: not unconfined)
     else:
         if not a.args:
             raise Error("exec: give a command, or --process FILE")
@@ -11842,7 +11920,7 @@ def cmd_exec(a, g):
                          for kind in ("effective", "permitted", "inheritable", "ambient")})
         _set_env(process.setdefault("env", []), a.env)
         if a.additional_gids:
-            if not all(g.isdigit() and int(g) < 0xFFFFFFFF for g in a.additional_gids):
+            if not all(g.isdigit() for g in a.additional_gids):  # (its range: check_user_ids)
                 raise Error("exec --additional-gids: a group id is a number, 0 to 4294967294")
             process["user"] = dict(process.get("user", {}),
                                    additionalGids=[int(g) for g in a.additional_gids])

@@ -12,7 +12,8 @@ import time
 import pytest
 
 import minicontainer as mc
-from conftest import RUNTIME, mc_argv, mc_bg, new_id, ok, one_line_error, wait_for
+from conftest import (RUNTIME, mc_argv, mc_bg, mc_create, new_id, ok, one_line_error,
+                      wait_for)
 from conftest import mc as run_mc
 from fixtures_registry import Image, dir_layer, free_port, run_pull
 
@@ -732,6 +733,19 @@ def test_start_attach_and_several(busybox_rootfs, state_root):
         assert r.returncode == 1 and r.stdout == a + "\n" and "nosuch" in r.stderr
     finally:
         ok(run_mc("rm", "-f", a, b, state_root=state_root))
+
+
+def test_start_attach_of_a_bundles_container_starts_nothing(bundle, state_root):
+    """A bundle's container keeps no log to attach to: said before it is started (it was
+    started, then refused)."""
+    cid, _ = mc_create(bundle(["sleep", "100"]), state_root=state_root)
+    try:
+        r = run_mc("start", "-a", cid, state_root=state_root)
+        assert "keeps no log to attach to" in one_line_error(r, 1)
+        assert json.loads(ok(run_mc("state", cid, state_root=state_root)))["status"] == \
+            "created"
+    finally:
+        ok(run_mc("delete", "-f", cid, state_root=state_root))
 
 
 def test_start_attach_forwards_signals(busybox_rootfs, state_root):

@@ -12,7 +12,7 @@ import pytest
 import minicontainer as mcmod
 
 from conftest import (RUNTIME, mc, mc_argv, mc_create, new_id, no_state, ok, one_line_error,
-                      status, write_bundle)
+                      status, wait_for, write_bundle)
 from conftest import set_field as _set
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("no_leaks")]
@@ -673,6 +673,23 @@ def test_preserve_fds_beyond_what_can_be_passed_is_one_line(busybox_rootfs, bund
     assert one_line_error(r, 1) == "minicontainer: --preserve-fds 1: fd 3 is not open (the " \
         "fds passed are 3 to 3)"
     assert no_state(state_root)
+    # and what is under the limit is taken: the monitor took 64 fds a request at most
+    open_70 = "import os, sys\nhigh = os.dup2(os.open(os.devnull, os.O_RDONLY), 999)\n" \
+        "for fd in range(3, 73):\n    os.dup2(high, fd)\nos.close(high)\n" \
+        "os.execvp(sys.argv[1], sys.argv[1:])"  # 3 to 72 open, inheritable
+    cid = new_id()
+    r = subprocess.run([sys.executable, "-c", open_70] + mc_argv(
+        "run", "-d", "--name", cid, "--preserve-fds", "70", "--rootfs", busybox_rootfs, "--",
+        "sh", "-c", "ls /proc/self/fd | wc -l; sleep 100", state_root=state_root),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    try:
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: mc("logs", cid, state_root=state_root).stdout.strip(),
+                 what="its output")
+        # 0-2, the 70 given, and ls's own directory fd
+        assert mc("logs", cid, state_root=state_root).stdout.split() == ["74"]
+    finally:
+        ok(mc("rm", "-f", cid, state_root=state_root))
 
 
 def test_an_entry_of_the_state_root_that_cannot_be_loaded_is_skipped(bundle, state_root,

@@ -510,3 +510,40 @@ def test_security_labels_are_applied_or_refused_never_dropped(bundle, state_root
                          cwd=os.path.dirname(RUNTIME), check=True).stdout
     assert out.startswith("process.apparmorProfile docker-default: /proc/") and \
         out.rstrip().endswith(": Invalid argument"), out
+
+
+def test_an_apparmor_profile_is_not_written_to_what_covers_proc(tmp_path):
+    """The profile goes through the container's /proc: a file there that is not procfs's (a
+    volume over /proc, or a tmpfs the container's root mounted before exec) would take the
+    write, and the program run unconfined (runc's CVE-2019-16884): refused."""
+    probe = ("import os, minicontainer as m\n"
+             "os.makedirs('/proc/thread-self/attr/apparmor')\n"
+             "open('/proc/thread-self/attr/apparmor/exec', 'w').close()\n"
+             "try:\n    m.apply_apparmor('docker-default')\n"
+             "except m.Error as e:\n    print(e)\n"
+             "print(repr(open('/proc/thread-self/attr/apparmor/exec').read()))\n")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        "mount -t tmpfs cover /proc && exec %s -c \"$0\"" % sys.executable,
+                        probe], capture_output=True, text=True, cwd=os.path.dirname(RUNTIME))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "process.apparmorProfile docker-default: /proc/thread-self/attr/apparmor/exec is not "
+        "procfs's (something is mounted over /proc): not applied", "''"]
+
+
+def test_a_signal_taken_in_the_fork_hook_is_raised_after_the_fork():
+    """os.fork's hook maps the cold code; Python ignores what a hook raises, so SIGTERM's
+    unwinding (Signalled), had its handler run there, was lost: it is raised once the fork
+    is done, the child ended first (here the hook's work is made to raise, as the handler
+    would)."""
+    probe = ("import os, minicontainer as m\n"
+             "def taken():\n    raise m.Signalled(15)\n"
+             "m.map_cold_code = taken\n"
+             "pid = os.fork()\n"
+             "if pid == 0:\n    os._exit(0)\n"
+             "try:\n    m._after_fork_hook(pid)\nexcept m.Signalled as e:\n"
+             "    print('raised', e.signum)\n"
+             "try:\n    os.waitpid(pid, 0)\nexcept ChildProcessError:\n    print('reaped')\n")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                       cwd=os.path.dirname(RUNTIME))
+    assert (r.returncode, r.stdout.split("\n")) == (0, ["raised 15", "reaped", ""]), r.stderr

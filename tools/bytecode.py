@@ -36,8 +36,8 @@ PROFILE = os.path.join(TOOLS, "bytecode-hot.txt")
 CO_NEWLOCALS, CO_VARARGS, CO_VARKEYWORDS = 0x2, 0x4, 0x8
 # What a stub's call runs before the function is in place (a stub there would call itself).
 ALWAYS_HOT = {"_thaw", "_open_cold_code", "map_cold_code", "_open_source", "_before_fork",
-              "_function_of", "_code_from_source", "ctypes_api", "libc", "debug_step",
-              "settings", "Settings.__init__", "getenv"}
+              "cold_code_fds_closed", "_function_of", "_code_from_source", "ctypes_api",
+              "libc", "debug_step", "settings", "Settings.__init__", "getenv"}
 ALWAYS_HOT_CLASSES = ("_Os.", "_OsPath.")  # the module's os: the machinery's calls use it
 
 
