@@ -9461,15 +9461,17 @@ def _run_volumes(run, state_dir, created, layers):
                 volume_create(name, {VOLUME_LABEL_ANONYMOUS: ""})
             d = volume_create(name)
             data = os.path.join(d, "_data")
+            # Not copied up into a volume another container has: the copy works by path,
+            # which a running one could swap for a symlink to a host directory. (Asked
+            # before ours is recorded: our state directory may not be there yet, and
+            # volume_users forgets the records of those that are not.)
+            others = set(volume_users(name)) - {os.path.basename(state_dir)}
             write_atomic(os.path.join(d, "users", hashlib.sha256(state_dir.encode())
                                       .hexdigest()), state_dir, mode=0o600)
             if not v["nocopy"]:
                 fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)  # one copy at a time
-                    # Not into a volume another container has: the copy works by path,
-                    # which a running one could swap for a symlink to a host directory.
-                    others = set(volume_users(name)) - {os.path.basename(state_dir)}
                     if not others and not os.listdir(data):
                         _volume_copy_up(data, layers, run.rootfs if run.a.rootfs else None,
                                         v["destination"])
