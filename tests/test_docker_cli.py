@@ -558,6 +558,24 @@ def test_named_volume_is_filled_from_the_image_and_outlives_the_container(
     assert volumes("ls", "-q") == "" and os.listdir(top) == []
 
 
+def test_no_copy_up_into_a_volume_another_container_has(rootfs_copy, store, state_root):
+    """The copy-up goes by path in the volume, which a container that has it could swap
+    for a symlink to a host directory while the copy runs: an empty volume that another
+    container has is mounted as it is; once none has it, it is filled."""
+    vol, holder = "shared-" + os.urandom(3).hex(), new_id("hold")
+    detach(state_root, "--name", holder, "-v", vol + ":/empty", "--rootfs", rootfs_copy, "--",
+           "sleep", "1000")
+    try:
+        r = run_mc("run", "--rm", "-v", vol + ":/etc", "--rootfs", rootfs_copy, "--", "ls",
+                   "/etc", state_root=state_root)
+        assert (r.returncode, r.stdout) == (0, ""), r.stderr
+    finally:
+        ok(run_mc("rm", "-f", holder, state_root=state_root))
+    r = run_mc("run", "--rm", "-v", vol + ":/etc", "--rootfs", rootfs_copy, "--", "ls", "/etc",
+               state_root=state_root)
+    assert r.returncode == 0 and "passwd" in r.stdout.split(), r.stderr
+    assert volumes("rm", vol) == vol + "\n"
+
 def stat_mode(path):
     return os.stat(path).st_mode & 0o7777
 
