@@ -617,6 +617,16 @@ def render_template(text, dot):
     return "".join(_template_run(_template_parse(text), {".": dot, "$": dot}))
 
 
+def print_inspected(found, template):
+    """docker inspect's output: the objects as a JSON list, or -f's Go template for each."""
+    if template:
+        template = template.replace("\\t", "\t").replace("\\n", "\n")
+        for item in found:
+            print(render_template(template, item))
+    else:
+        print(json.dumps(found, indent=4))
+
+
 def check_template(text):
     """Parse it, as docker does before it has anything to run it on: a malformed template
     is an error even where there is nothing to print."""
@@ -1000,13 +1010,18 @@ def _after_fork_hook(pid):
     if pid == 0:
         del _TAKEN_IN_HOOK[:]
     elif _TAKEN_IN_HOOK:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except OSError:
-            pass
+        kill_child(pid)
         raise _TAKEN_IN_HOOK.pop()
     return pid
+
+
+def kill_child(pid):
+    """SIGKILL a child of ours and reap it (gone already: nothing to do)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except OSError:
+        pass
 
 
 def _thaw(offset, size):
@@ -4250,6 +4265,16 @@ def _opaque(path):
 def layers_lookup(layers, path):
     """The host path of `path` (no symlink followed) in the merged view of layers (bottom
     first): in the topmost layer that has it, or None if the merged view has no such file."""
+    for candidate, _ in _layer_entries(layers, path):
+        return candidate
+    return None
+
+
+def _layer_entries(layers, path):
+    """(host path, lstat) of `path` (no symlink followed) in each layer (bottom first) whose
+    entry shows in their merged view, topmost first: down to the one that hides the layers
+    below (a whiteout, a file where a directory was, an opaque directory; its own entries
+    show)."""
     parts = [p for p in os.path.normpath("/" + path).split("/") if p]  # no ".." out of it
     for layer in reversed(layers):
         hidden_below = False
@@ -4260,15 +4285,14 @@ def layers_lookup(layers, path):
             except (FileNotFoundError, NotADirectoryError):
                 break
             if _is_whiteout(st):
-                return None
+                return
             if i == len(parts) - 1:
-                return candidate
+                yield candidate, st
             if not stat.S_ISDIR(st.st_mode):
-                return None  # a file where a directory was: nothing below shows through
+                return  # a file where a directory was: nothing below shows through
             hidden_below = hidden_below or _opaque(candidate)
         if hidden_below:
-            return None
-    return None
+            return
 
 
 def _copy_metadata(src, dst, st, owner):
@@ -7304,11 +7328,7 @@ class Container:
                 os.close(c.network_exit)
                 c.network_exit = None
             if child:
-                try:
-                    os.kill(child, signal.SIGKILL)
-                    os.waitpid(child, 0)
-                except OSError:
-                    pass
+                kill_child(child)
                 # its poststop hooks, as runc runs them whenever it destroys a container
                 # (a prestart hook may have made what they undo)
                 c.state["pid"] = c.state.get("pid") or child
@@ -9397,25 +9417,8 @@ def _image_dirs(layers, path):
     """The directories of layers (bottom first) whose entries make the directory `path` of
     their merged view, bottom first: up to the one that hides the layers below (a whiteout,
     an opaque directory, a file on the way). Empty when the view has no directory there."""
-    parts = [p for p in os.path.normpath("/" + path).split("/") if p]
-    found = []
-    for layer in reversed(layers):
-        stop = False
-        for i in range(len(parts)):
-            candidate = os.path.join(layer, *parts[:i + 1])
-            try:
-                st = os.lstat(candidate)
-            except (FileNotFoundError, NotADirectoryError):
-                break
-            if _is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
-                stop = True
-                break
-            stop = stop or _opaque(candidate)  # hides the layers below; its own entries show
-            if i == len(parts) - 1:
-                found.append(candidate)
-        if stop:
-            break
-    return found[::-1]
+    return [candidate for candidate, st in _layer_entries(layers, path)
+            if stat.S_ISDIR(st.st_mode)][::-1]
 
 
 def _volume_copy_up(data, layers, rootfs, path):
@@ -9528,12 +9531,7 @@ def cmd_volume(a, g):
             except Error as e:
                 sys.stderr.write("minicontainer: %s\n" % e)
                 status = 1
-        if a.format:
-            fmt = a.format.replace("\\t", "\t").replace("\\n", "\n")
-            for item in found:
-                print(render_template(fmt, item))
-        else:
-            print(json.dumps(found, indent=4))
+        print_inspected(found, a.format)
         return status
     if a.volume_command == "rm":
         status = 0
@@ -11792,12 +11790,7 @@ def cmd_inspect(a, g):
         except Error as e:
             sys.stderr.write("minicontainer: %s\n" % e)
             status = 1
-    if a.format:  # docker's -f: a Go template, for each container
-        fmt = a.format.replace("\\t", "\t").replace("\\n", "\n")
-        for item in found:
-            print(render_template(fmt, item))
-    else:
-        print(json.dumps(found, indent=4))
+    print_inspected(found, a.format)
     return status
 
 
