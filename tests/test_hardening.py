@@ -435,32 +435,38 @@ def test_mount_points_are_made_inside_the_root_while_a_racer_swaps_symlinks(tmp_
     rootfs with a symlink to a host directory while mount points are made through it: a
     path resolved first and made after could create directories and files on the host
     (a review found it); made step by step from fds the kernel resolved inside the root,
-    everything lands inside."""
+    everything lands inside. (On a tmpfs of its own: in the v2 guest, Debian 12's kernel,
+    2000 exchanges of a directory and a symlink on its ext4 root left it read-only.)"""
     import ctypes
-    root, outside = tmp_path / "root", tmp_path / "outside"
-    for d in (root / "a", outside):
-        d.mkdir(parents=True)
-    os.symlink(str(outside), root / "a_link")
-    libc = ctypes.CDLL(None, use_errno=True)
-    pid = os.fork()
-    if pid == 0:  # RENAME_EXCHANGE, over and over, until killed
-        try:
-            while True:
-                libc.renameat2(-100, bytes(root / "a"), -100, bytes(root / "a_link"), 2)
-        finally:
-            os._exit(0)
+    race = tmp_path / "race"
+    race.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "race", str(race)], check=True)
     try:
-        for i in range(2000):
+        root, outside = race / "root", race / "outside"
+        for d in (root / "a", outside):
+            d.mkdir(parents=True)
+        os.symlink(str(outside), root / "a_link")
+        libc = ctypes.CDLL(None, use_errno=True)
+        pid = os.fork()
+        if pid == 0:  # RENAME_EXCHANGE, over and over, until killed
             try:
-                mcmod.make_in_root(str(root), "/a/b%d/f" % i, like_file=True)
-            except (OSError, mcmod.Error):
-                pass
+                while True:
+                    libc.renameat2(-100, bytes(root / "a"), -100, bytes(root / "a_link"), 2)
+            finally:
+                os._exit(0)
+        try:
+            for i in range(2000):
+                try:
+                    mcmod.make_in_root(str(root), "/a/b%d/f" % i, like_file=True)
+                except (OSError, mcmod.Error):
+                    pass
+        finally:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        assert os.listdir(outside) == []
+        assert len(list(root.rglob("f"))) > 100  # made inside: in a, or where a_link points
     finally:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-    assert os.listdir(outside) == []
-    assert len(list(root.rglob("f"))) > 100  # made inside: in a, or where a_link points
-
+        subprocess.run(["umount", str(race)], check=True)
 
 
 @pytest.mark.skipif(mcmod.apparmor_enabled() or os.path.exists("/sys/fs/selinux"),
