@@ -3189,7 +3189,7 @@ class Cgroup:
         a config or an update that is refused writes nothing; a write the kernel refuses undoes
         the ones before it. A 0 leaves a value as it is, as runc reads them (engines send
         zeros for what an update does not change). device_filter=False: v2's device filter
-        is left to the caller (create's init attaches it)."""
+        is left to the caller (create's init attaches it): its rules are returned."""
         resources = resources or {}
         steps = self.plan(resources)
         rules = self._plan_devices(resources)
@@ -3204,11 +3204,14 @@ class Cgroup:
                 except OSError:
                     pass
             raise
-        if rules and not rootless() and (device_filter or not self.unified):
+        if rules and not rootless():
             # Rootless, the kernel loads no device filter (BPF needs CAP_SYS_ADMIN), and
             # none is needed: the container cannot mknod, and its device nodes are binds
             # of the host's, which the host's permissions guard (as runc skips it there).
+            if not device_filter and self.unified:
+                return rules
             self._write_devices(rules)
+        return None
 
     def _plan_devices(self, resources):
         """linux.resources.devices as rules, checked before anything is written: a v1 list
@@ -5320,30 +5323,20 @@ def _end_session(proc):
 def _slirp4netns_port_check(p):
     """slirp4netns says only "slirp_add_hostfwd failed" when it cannot bind a -p host port:
     the reason, as binding it ourselves first tells (as the same user)."""
-    import socket
-    tcp = p["proto"] == "tcp"
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
-    try:
-        if tcp:  # as libslirp binds it: a port held by TIME_WAIT connections only is free
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((p["host_ip"], p["host"]))
-    except OSError as e:
+    def why(e):
         if e.errno == errno.EADDRINUSE:
-            why = "the port is in use"
-        elif e.errno == errno.EACCES:
+            return "the port is in use"
+        if e.errno == errno.EACCES:
             try:
                 with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
                     start = int(f.read())
             except (OSError, ValueError):
                 start = 1024
-            why = "a port below %d is root's (net.ipv4.ip_unprivileged_port_start)" % start
-        elif e.errno == errno.EADDRNOTAVAIL:
-            why = "not an address of this host"
-        else:
-            why = e.strerror
-        raise Error("-p %s: %s:%d: %s" % (p["spec"], p["host_ip"], p["host"], why)) from None
-    finally:
-        s.close()
+            return "a port below %d is root's (net.ipv4.ip_unprivileged_port_start)" % start
+        if e.errno == errno.EADDRNOTAVAIL:
+            return "not an address of this host"
+        return e.strerror
+    bind_published(p, why).close()  # (TCP with SO_REUSEADDR, as libslirp binds it)
 
 
 def _slirp4netns_api(path, command, proc, **arguments):
@@ -5765,9 +5758,9 @@ def network_gc(out):
 
 # -- published ports: a userspace forwarder per container
 
-def bind_published(p):
+def bind_published(p, why=lambda e: e.strerror):
     """A socket bound to a -p entry's host address (its port already in use, by another
-    container or a host service: an Error in the user's words)."""
+    container or a host service: an Error in the user's words, why(OSError)'s)."""
     import socket
     tcp = p["proto"] == "tcp"
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
@@ -5779,7 +5772,7 @@ def bind_published(p):
     except OSError as e:
         s.close()
         raise Error("-p %s: %s:%d: %s" % (p["spec"], p["host_ip"], p["host"],
-                                          e.strerror)) from None
+                                          why(e))) from None
     return s
 
 
@@ -7191,17 +7184,6 @@ class Container:
             # namespace the init binds the container's cgroup there instead.)
             into_cgroup = cgroup is not None and cgroup.unified and (
                 plan.first_child or not _mounts_cgroupfs_in_host_cgroupns(config))
-            rules = device_rules(linux.get("resources") or {})
-            if into_cgroup and rules and not rootless():
-                # v2's device filter is then attached by the first process born there, as
-                # its first step, still the host's root: before any setup of the
-                # container's, as ever, and off the runtime's path (the program's build
-                # and load: a millisecond, and a quarter MiB of our peak memory). Not
-                # while a warming move holds the cgroups' lock: it would wait for it.
-                plan.insert(0, Step("first" if plan.first_child else "init",
-                                    "device filter", "linux.resources.devices", rules))
-            if DEBUG_LOG:
-                debug_plan(plan)
             if cgroup is not None:
                 c._make_cgroup(cgroup)
                 # for the init's join, after the fork; but its thread would keep us from
@@ -7213,10 +7195,20 @@ class Container:
                 # (cgroup_mutex) and so are written meanwhile; v2's device filter is not.
                 if warm and not cgroup.unified:
                     cgroup.warm()
-                cgroup.apply(linux.get("resources"), device_filter=not into_cgroup)
+                rules = cgroup.apply(linux.get("resources"), device_filter=not into_cgroup)
+                if rules:
+                    # v2's device filter is then attached by the first process born there,
+                    # as its first step, still the host's root: before any setup of the
+                    # container's, as ever, and off the runtime's path (the program's build
+                    # and load: a millisecond, and a quarter MiB of our peak memory). Not
+                    # while a warming move holds the cgroups' lock: it would wait for it.
+                    plan.insert(0, Step("first" if plan.first_child else "init",
+                                        "device filter", "linux.resources.devices", rules))
                 if warm and cgroup.unified:
                     cgroup.warm()
             debug_step("cgroup")
+            if DEBUG_LOG:
+                debug_plan(plan)
             os.mkfifo(c.fifo, 0o600)
             # The init opens it as the process's user, capabilities dropped (any user may:
             # the state directory, 0700, keeps everyone else from its path), as runc's.
@@ -9512,9 +9504,10 @@ def cmd_volume(a, g):
         return 0
     if a.volume_command == "ls":
         names = volume_names()
-        data = [dict(volume_info(n), Labels=",".join(
-            "%s=%s" % kv for kv in sorted((volume_info(n)["Labels"] or {}).items())))
-            for n in names]
+        data = []
+        for info in map(volume_info, names):  # (ls shows its labels as docker's: k=v,...)
+            data.append(dict(info, Labels=",".join(
+                "%s=%s" % kv for kv in sorted((info["Labels"] or {}).items()))))
         if a.quiet:
             for n in names:
                 print(n)
