@@ -9573,9 +9573,8 @@ def cmd_volume(a, g):
 
 def _tree_size(path):
     """The bytes of the files under path (a hard link's once), as docker counts them."""
-    import os as _os
     size, seen = 0, set()
-    for d, _, files in _os.walk(path):
+    for d, _, files in os.walk(path):
         for f in files:
             try:
                 st = os.lstat(os.path.join(d, f))
