@@ -1424,9 +1424,18 @@ def native_arch(arch=None):
 _native_syscalls = None
 
 
+# Calls added since Linux 5.1 have one number on every architecture of ours: those a start
+# makes are looked up here, not in a table parsed for them (0.1 MiB of `run`'s peak).
+_SYSCALLS_COMMON = {"pidfd_send_signal": 424, "open_tree": 428, "move_mount": 429,
+                    "pidfd_open": 434, "clone3": 435, "close_range": 436, "openat2": 437,
+                    "pidfd_getfd": 438, "mount_setattr": 442}
+
+
 def syscall_nr(name):
     """The number of a call glibc does not wrap (or not as we need), on this machine."""
     global _native_syscalls
+    if name in _SYSCALLS_COMMON and native_arch():  # (an Error on another architecture)
+        return _SYSCALLS_COMMON[name]
     if _native_syscalls is None:
         _native_syscalls = syscall_table(native_arch())
     return _native_syscalls[name]
@@ -5978,6 +5987,91 @@ class Msg:
     CREATED = "created"        # runtime -> init: recorded in the state; wait for start
 
 
+class SeqPacket:
+    """One end of an AF_UNIX SOCK_SEQPACKET socketpair, on its fd, through libc (already
+    loaded wherever one is used): socket's C half (_socket) interns its ~400 constants'
+    names as it is imported, which grew the interpreter's table of interned strings past
+    its next resize during every `run`: 0.2 MiB more of its peak (the table's new copy).
+    Closed when dropped, as a socket is; received fds are close-on-exec."""
+    __slots__ = ("fd",)
+    SOL_SOCKET = SCM_RIGHTS = 1
+    MSG_PEEK, MSG_TRUNC, MSG_NOSIGNAL, MSG_CMSG_CLOEXEC = 0x2, 0x20, 0x4000, 0x40000000
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    @classmethod
+    def pair(cls):
+        fds = ctypes_api().create_string_buffer(8)
+        # AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC (which is O_CLOEXEC on every architecture)
+        _check(libc().socketpair(1, 5 | os.O_CLOEXEC, 0, fds), "socketpair")
+        return tuple(cls(fd) for fd in struct.unpack("2i", fds.raw))
+
+    def fileno(self):
+        return self.fd
+
+    def close(self):
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self):
+        self.close()
+
+    @staticmethod
+    def _retry(function, *args):
+        """function(*args), again on EINTR (signal handlers run in between, as socket's
+        do); an OSError of its errno (ConnectionResetError...) if it fails."""
+        while True:
+            n = function(*args)
+            if n >= 0:
+                return n
+            err = ctypes_api().get_errno()
+            if err != errno.EINTR:
+                raise OSError(err, os.strerror(err))
+
+    def _msghdr(self, data, control):
+        """A struct msghdr of one iovec over data, and of control."""
+        ctypes = ctypes_api()
+        iov = (ctypes.c_char * 16).from_buffer_copy(struct.pack(
+            "QQ", ctypes.addressof(data), len(data)))
+        header = (ctypes.c_char * 56).from_buffer_copy(struct.pack(
+            "QI4xQQQQi4x", 0, 0, ctypes.addressof(iov), 1,
+            ctypes.addressof(control) if len(control) else 0, len(control), 0))
+        return header, iov  # (the iovec kept alive with it)
+
+    def sendmsg(self, data, fds=()):
+        ctypes = ctypes_api()
+        control = (ctypes.c_char * ((16 + 4 * len(fds) + 7) // 8 * 8 if fds else 0))()
+        if fds:  # struct cmsghdr: len, level, type, then the fds
+            struct.pack_into("Qii%di" % len(fds), control, 0, 16 + 4 * len(fds),
+                             self.SOL_SOCKET, self.SCM_RIGHTS, *fds)
+        data = (ctypes.c_char * len(data)).from_buffer_copy(data)  # (alive until sent)
+        header, _ = self._msghdr(data, control)
+        return self._retry(libc().sendmsg, self.fd, header, self.MSG_NOSIGNAL)
+
+    def recvmsg(self, maxfds):
+        """(the next message, up to maxfds fds sent with it); (b"", []) at EOF. Its size is
+        asked first (MSG_PEEK | MSG_TRUNC): a buffer of the largest message's would be
+        zeroed, and so made resident, at every call."""
+        ctypes = ctypes_api()
+        empty = (ctypes.c_char * 0)()
+        size = self._retry(libc().recvmsg, self.fd, self._msghdr(empty, empty)[0],
+                           self.MSG_PEEK | self.MSG_TRUNC)
+        data = (ctypes.c_char * size)()
+        control = (ctypes.c_char * (16 + (4 * maxfds + 7) // 8 * 8))()
+        header, _ = self._msghdr(data, control)
+        n = self._retry(libc().recvmsg, self.fd, header, self.MSG_CMSG_CLOEXEC)
+        length = struct.unpack_from("Q", header, 40)[0]  # msg_controllen
+        fds, at = [], 0
+        while at + 16 <= length:
+            cmsg_len, level, kind = struct.unpack_from("Qii", control, at)
+            if level == self.SOL_SOCKET and kind == self.SCM_RIGHTS:
+                fds += struct.unpack_from("%di" % ((cmsg_len - 16) // 4), control, at + 16)
+            at += (cmsg_len + 7) // 8 * 8
+        return data.raw[:n], fds
+
+
 class _Sync:
     """One end of the setup socket (Msg): the runtime's, or the init's. An ERROR from the
     other side comes out of recv() as the Error it was on that side, one line."""
@@ -5989,26 +6083,16 @@ class _Sync:
 
     @staticmethod
     def socketpair():
-        """The setup socket, a SOCK_SEQPACKET pair, made by socket's C half: socket.py makes
-        enums of its constants and imports selectors (~3 ms of every create and exec)."""
-        import _socket
-        return _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        """The setup socket (SeqPacket's: its messages keep their bounds)."""
+        return SeqPacket.pair()
 
     def send(self, kind, fds=(), **fields):
-        import _socket
         fields["t"] = kind
-        self.sock.sendmsg([json.dumps(fields).encode()], [(
-            _socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("%di" % len(fds), *fds))])
+        self.sock.sendmsg(json.dumps(fields).encode(), fds)
 
     def _recv_fds(self):
-        """socket.recv_fds(sock, 65536, 4) without socket.py: the message and its fds."""
-        import _socket
-        msg, cmsgs, _, _ = self.sock.recvmsg(65536, _socket.CMSG_LEN(4 * 4))
-        fds = []
-        for level, kind, data in cmsgs:
-            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-                fds += struct.unpack("%di" % (len(data) // 4), data[:len(data) // 4 * 4])
-        return msg, fds
+        """The message and its fds (up to 4)."""
+        return self.sock.recvmsg(4)
 
     def error(self, msg, code):
         """Tell the other side why we give up (or stderr, once nobody listens)."""

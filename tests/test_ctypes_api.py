@@ -108,3 +108,54 @@ def test_prlimit_as_the_resource_module():
         got, ours = json.loads(f.read())
     os.waitpid(pid, 0)
     assert got == ours and got[0] == 17
+
+
+def test_the_common_syscall_numbers_are_every_tables():
+    """syscall_nr's numbers for calls added since Linux 5.1, given without a table: the
+    same in each table of ours (x86_64, aarch64, and i386's for the 32-bit filters)."""
+    for name, nr in mc._SYSCALLS_COMMON.items():
+        assert mc.syscall_nr(name) == nr
+        assert [mc.syscall_table(abi)[name] for abi in ("x86_64", "aarch64", "i386")] == \
+            [nr] * 3, name
+
+
+def test_seqpacket_as_socket():
+    """The setup socket's end, on libc alone, against the socket module's on the same pair:
+    messages keep their bounds and their fds (close-on-exec), EOF is (b"", []), a peer
+    gone is BrokenPipeError or, with our message unread, ConnectionResetError once."""
+    import socket
+    ours, theirs = mc.SeqPacket.pair()
+    peer = socket.socket(fileno=os.dup(theirs.fileno()))
+    theirs.close()
+    assert peer.type == socket.SOCK_SEQPACKET and peer.family == socket.AF_UNIX
+    assert not os.get_inheritable(ours.fileno())
+    r, w = os.pipe()
+    try:
+        ours.sendmsg(b'{"t": "pty"}', [r, w])
+        ours.sendmsg(b"x" * 100000)  # larger than a page, and than socket's usual buffer
+        msg, fds, _, _ = socket.recv_fds(peer, 1 << 20, 4)
+        assert msg == b'{"t": "pty"}' and len(fds) == 2
+        assert [os.path.sameopenfile(a, b) for a, b in zip(fds, (r, w))] == [True, True]
+        for fd in fds:
+            os.close(fd)
+        assert socket.recv_fds(peer, 1 << 20, 4)[0] == b"x" * 100000
+        socket.send_fds(peer, [b"back"], [w])
+        peer.send(b"plain")
+        msg, fds = ours.recvmsg(4)
+        assert msg == b"back" and len(fds) == 1 and not os.get_inheritable(fds[0])
+        os.close(fds[0])
+        assert ours.recvmsg(4) == (b"plain", [])
+        peer.send(b"last")
+        ours.sendmsg(b"unread")
+        peer.close()
+        with pytest.raises(ConnectionResetError):
+            ours.recvmsg(4)
+        assert ours.recvmsg(4) == (b"last", [])  # still queued for us
+        assert ours.recvmsg(4) == (b"", [])
+        with pytest.raises(BrokenPipeError):
+            ours.sendmsg(b"nobody")
+    finally:
+        ours.close()
+        ours.close()  # twice: nothing (its fd is another's by now)
+        os.close(r)
+        os.close(w)

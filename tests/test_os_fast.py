@@ -133,7 +133,7 @@ try:
     code = minicontainer.main()
 finally:
     sys.stderr.write("imported: " + repr(sorted(
-        {"os", "posixpath", "_collections_abc"} & set(sys.modules))) + "\\n")
+        {"os", "posixpath", "_collections_abc", "_socket"} & set(sys.modules))) + "\\n")
 sys.exit(code)
 """ % (os.path.dirname(RUNTIME), str(tmp_path / "state"))
     cid = "osfast%d" % os.getpid()
