@@ -10,7 +10,10 @@ Here the cache (__pycache__/minicontainer.TAG.pyc, the file Python reads, with t
 checks) holds the functions named in bytecode-hot.txt as they are and every other one as a
 stub of the same name and signature that calls _thaw(OFFSET, SIZE); their code goes to
 minicontainer.TAG.cold beside it, one marshalled code object each, which the module maps and
-reads as stubs are called (see "Cold code" in the module). When the source changes, Python
+reads as stubs are called (see "Cold code" in the module). A function of the module's own
+that takes no defaults and that nothing names as the module is imported is not even a stub:
+its def becomes NOPs, and the module puts a ColdFunction in its place, which finds its code
+by an index of them at the cold file's end. When the source changes, Python
 finds the cache stale and writes the whole bytecode again, as it always does: the split
 form is then back at the next `make install`.
 
@@ -35,14 +38,16 @@ RUNTIME = os.path.join(ROOT, "minicontainer.py")
 PROFILE = os.path.join(TOOLS, "bytecode-hot.txt")
 CO_NEWLOCALS, CO_VARARGS, CO_VARKEYWORDS = 0x2, 0x4, 0x8
 # What a stub's call runs before the function is in place (a stub there would call itself).
-ALWAYS_HOT = {"_thaw", "_open_cold_code", "map_cold_code", "_open_source", "_before_fork",
-              "cold_code_fds_closed", "_function_of", "_code_from_source", "ctypes_api",
-              "libc", "debug_step", "settings", "Settings.__init__", "getenv"}
+ALWAYS_HOT = {"_thaw", "_cold_code", "_open_cold_code", "map_cold_code", "_open_source",
+              "_before_fork", "cold_code_fds_closed", "_function_of", "_code_from_source",
+              "ColdFunction.__init__", "ColdFunction.__call__", "ColdFunction.__getattr__",
+              "ColdFunction.load", "ctypes_api", "libc", "debug_step", "settings",
+              "Settings.__init__", "getenv"}
 ALWAYS_HOT_CLASSES = ("_Os.", "_OsPath.")  # the module's os: the machinery's calls use it
 
 
-# The module imported (and then, %(then)s, run) under sys.setprofile: the qualified name of
-# each of its functions called, once, to the fd $BYTECODE_PROFILE_FD.
+# The module imported from its source (and then, %(then)s, run) under sys.setprofile: the
+# qualified name of each of its functions called, once, to the fd $BYTECODE_PROFILE_FD.
 TRACER = r"""
 import os, sys
 fd = int(os.environ["BYTECODE_PROFILE_FD"])
@@ -58,6 +63,8 @@ def profile(frame, event, arg):
             except OSError:
                 pass  # the init closed it: what follows is its exec
 sys.path.insert(0, %(root)r)
+sys.pycache_prefix = "/dev/null/none"  # the source, whatever cache lies beside it
+sys.dont_write_bytecode = True
 sys.setprofile(profile)
 import minicontainer
 %(then)s
@@ -134,6 +141,67 @@ def split(code, hot, cold, offset):
     return code.replace(co_consts=tuple(consts))
 
 
+def loaded_at_import(code):
+    """The names the module's body (and its class bodies, comprehensions and lambdas) loads
+    or stores as it runs: its functions' own bodies run later."""
+    import dis
+    names = {}
+    for i in dis.get_instructions(code):
+        if i.opname in ("LOAD_NAME", "LOAD_GLOBAL", "STORE_NAME", "STORE_GLOBAL",
+                        "DELETE_NAME", "DELETE_GLOBAL", "LOAD_FROM_DICT_OR_GLOBALS"):
+            names[i.argval] = names.get(i.argval, 0) + 1
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType) and (not c.co_flags & CO_NEWLOCALS or
+                                              c.co_name.startswith("<")):
+            for name, n in loaded_at_import(c).items():
+                names[name] = names.get(name, 0) + n
+    return names
+
+
+def leave_out(module, hot):
+    """module without the defs of its functions that can be left out whole: each a
+    function of the module (no method) that a stub could stand for, takes no defaults, and
+    is named by nothing the module runs as it is imported but its one def, whose
+    instructions (LOAD_CONST code, MAKE_FUNCTION, STORE_NAME) become NOPs; a ColdFunction
+    of its name stands in its place (see the module's "Cold code"). Returns (module,
+    {name: code}); none are left out where the module has no _COLD_FUNCTIONS to name them
+    in, or Python compiles a def otherwise."""
+    import dis
+    names = loaded_at_import(module)
+    if cold_functions_const(module) is None:
+        return module, {}
+    real = [i for i in dis.get_instructions(module) if i.opname != "EXTENDED_ARG"]
+    extended = {i.offset for i in dis.get_instructions(module) if i.opname == "EXTENDED_ARG"}
+    code, consts, out = bytearray(module.co_code), list(module.co_consts), {}
+    nop = bytes([dis.opmap["NOP"], 0])
+    for load, make, store in zip(real, real[1:], real[2:]):
+        c = load.argval
+        if load.opname == "LOAD_CONST" and isinstance(c, types.CodeType) and \
+                make.opname == "MAKE_FUNCTION" and not make.arg and \
+                store.opname == "STORE_NAME" and store.argval == c.co_name == c.co_qualname \
+                and names.get(c.co_name) == 1 and can_stub(c, hot):
+            start = load.offset
+            while start - 2 in extended:  # (load's own EXTENDED_ARGs; none has a cache)
+                start -= 2
+            code[start:store.offset + 2] = nop * ((store.offset + 2 - start) // 2)
+            consts[load.arg] = None
+            out[c.co_name] = c
+    return module.replace(co_code=bytes(code), co_consts=tuple(consts)), out
+
+
+def cold_functions_const(module):
+    """The index in module's constants of what its _COLD_FUNCTIONS is set to (a constant
+    loaded there only), else None."""
+    import dis
+    real = [i for i in dis.get_instructions(module) if i.opname != "EXTENDED_ARG"]
+    loads = [i.arg for i in real if i.opname == "LOAD_CONST"]
+    for load, store in zip(real, real[1:]):
+        if store.opname == "STORE_NAME" and store.argval == "_COLD_FUNCTIONS" and \
+                load.opname == "LOAD_CONST" and loads.count(load.arg) == 1:
+            return load.arg
+    return None
+
+
 # The module as the cache holds it: without docstrings (nothing reads them: -OO's, as the
 # module has no assert) nor its instructions' columns (-X no_debug_ranges: a traceback keeps
 # its lines, not its ^^^ marks): 70 KiB less of every start's peak RSS, and 10% less to
@@ -176,7 +244,18 @@ def write(source_path=RUNTIME, hot=None):
     header = importlib.util.MAGIC_NUMBER + struct.pack(
         "<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF)
     cold = []
+    code, left_out = leave_out(code, hot)
     module = split(code, hot, cold, len(header))
+    if left_out:  # their code, then the index of it, by name
+        index = {}
+        for name, function in left_out.items():
+            index[name] = (len(header) + sum(map(len, cold)), len(marshal.dumps(function)))
+            cold.append(marshal.dumps(function))
+        at = len(header) + sum(map(len, cold))
+        cold.append(marshal.dumps(index))
+        consts = list(module.co_consts)  # _COLD_FUNCTIONS: their names, where the index is
+        consts[cold_functions_const(module)] = (tuple(sorted(index)), at, len(cold[-1]))
+        module = module.replace(co_consts=tuple(consts))
     pyc = importlib.util.cache_from_source(source_path)
     os.makedirs(os.path.dirname(pyc), exist_ok=True)
     # The cold file first: a cache Python reads always finds its cold code in place.
@@ -191,7 +270,7 @@ def write(source_path=RUNTIME, hot=None):
         except BaseException:
             os.unlink(tmp)
             raise
-    return len(cold), sum(map(len, cold))
+    return len(cold) - bool(left_out), sum(map(len, cold))
 
 
 def profile_modes():
