@@ -1061,11 +1061,12 @@ def _cold_code(offset, size):
 
 
 # In the cached module, a function of the module's own (no method) that takes no defaults
-# and that nothing names while the module is imported is not even a stub: its def is gone
-# (made NOPs) and a ColdFunction stands in its place, 48 bytes where a stub's code and
-# function object took 0.8 KiB (0.2 MiB of every start's peak). tools/bytecode.py writes
-# here their names and where the cold file's index of them ({name: (offset, size)}) is.
-_COLD_FUNCTIONS = ((), 0, 0)
+# but constant positional ones, and that nothing names while the module is imported, is not
+# even a stub: its def is gone (made NOPs) and a ColdFunction stands in its place, 48 bytes
+# where a stub's code and function object took 0.8 KiB (0.2 MiB of every start's peak).
+# tools/bytecode.py writes here their names, ((name, defaults), ...) for those that take
+# some, and where the cold file's index of them ({name: (offset, size)}) is.
+_COLD_FUNCTIONS = ((), (), 0, 0)
 _COLD_INDEX = []  # that index, once read
 
 
@@ -1089,12 +1090,13 @@ class ColdFunction:
     def load(self):
         debug_step("thaw:" + self.name)
         if not _COLD_INDEX:
-            _COLD_INDEX.append(_cold_code(*_COLD_FUNCTIONS[1:]) or {})
+            _COLD_INDEX.append(_cold_code(*_COLD_FUNCTIONS[2:]) or {})
         where = _COLD_INDEX[0].get(self.name)
         code = _cold_code(*where) if where else None
         if getattr(code, "co_qualname", None) != self.name:
             code = _code_from_source(self.name)
-        self.function = type(_thaw)(code, globals())
+        self.function = type(_thaw)(code, globals(), None,
+                                    dict(_COLD_FUNCTIONS[1]).get(self.name))
         if globals().get(self.name) is self:  # (not where a test put another)
             globals()[self.name] = self.function
         return self.function

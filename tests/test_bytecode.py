@@ -139,10 +139,11 @@ def cold_functions(path):
 
 
 def test_cold_functions_stand_in_for_their_defs(copy):
-    """With an empty profile, a function of the module's own that takes no defaults and
-    that nothing names as the module is imported is no function object but a ColdFunction
-    (its def made NOPs, its code in the cold file); its first call, or any other use of
-    it, loads the source's function and puts it in its place."""
+    """With an empty profile, a function of the module's own that takes no defaults but
+    constant positional ones, and that nothing names as the module is imported, is no
+    function object but a ColdFunction (its def made NOPs, its code in the cold file); its
+    first call, or any other use of it, loads the source's function (its defaults too) and
+    puts it in its place."""
     path, _ = copy
     bytecode.write(path, hot=set())
     probe = """
@@ -161,12 +162,22 @@ source = {c.co_name: c for c in compile(open(m.__file__).read(), m.__file__, "ex
 loaded = {n: getattr(vars(m)[n], "__code__") for n in names}  # (a use that loads them)
 print(all(type(vars(m)[n]) is types.FunctionType and loaded[n].co_code == source[n].co_code
           and loaded[n].co_firstlineno == source[n].co_firstlineno for n in names))
+# and their defaults, as the module imported from its source has them
+import importlib.util
+sys.pycache_prefix, sys.dont_write_bytecode = "/dev/null/none", True
+spec = importlib.util.spec_from_file_location("from_source", m.__file__)
+whole = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(whole)
+print(sum(bool(vars(m)[n].__defaults__) for n in names),
+      all(vars(m)[n].__defaults__ == getattr(whole, n).__defaults__ for n in names))
 """ % os.path.dirname(path)
     out = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True,
                          text=True, check=True).stdout.splitlines()
     assert out[0].split(" ", 1)[1] == \
         "['ColdFunction'] True [True, False] function True", out
     assert int(out[0].split()[0]) > 150 and out[1] == "True", out
+    defaulted, same = out[2].split()
+    assert int(defaulted) > 20 and same == "True", out
 
 
 def test_profile_names_functions_that_exist():

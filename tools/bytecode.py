@@ -160,12 +160,13 @@ def loaded_at_import(code):
 
 def leave_out(module, hot):
     """module without the defs of its functions that can be left out whole: each a
-    function of the module (no method) that a stub could stand for, takes no defaults, and
-    is named by nothing the module runs as it is imported but its one def, whose
-    instructions (LOAD_CONST code, MAKE_FUNCTION, STORE_NAME) become NOPs; a ColdFunction
-    of its name stands in its place (see the module's "Cold code"). Returns (module,
-    {name: code}); none are left out where the module has no _COLD_FUNCTIONS to name them
-    in, or Python compiles a def otherwise."""
+    function of the module (no method) that a stub could stand for, takes no defaults but
+    constant positional ones, and is named by nothing the module runs as it is imported
+    but its one def, whose instructions ([LOAD_CONST defaults], LOAD_CONST code,
+    MAKE_FUNCTION, STORE_NAME) become NOPs; a ColdFunction of its name stands in its place
+    (see the module's "Cold code"). Returns (module, {name: (code, defaults or None)});
+    none are left out where the module has no _COLD_FUNCTIONS to name them in, or Python
+    compiles a def otherwise."""
     import dis
     names = loaded_at_import(module)
     if cold_functions_const(module) is None:
@@ -174,18 +175,20 @@ def leave_out(module, hot):
     extended = {i.offset for i in dis.get_instructions(module) if i.opname == "EXTENDED_ARG"}
     code, consts, out = bytearray(module.co_code), list(module.co_consts), {}
     nop = bytes([dis.opmap["NOP"], 0])
-    for load, make, store in zip(real, real[1:], real[2:]):
+    for before, load, make, store in zip([None] + real, real, real[1:], real[2:]):
         c = load.argval
+        # defaults: a constant tuple, loaded just before (MAKE_FUNCTION's flag 1)
+        defaults = before.argval if make.arg == 1 and before.opname == "LOAD_CONST" else None
         if load.opname == "LOAD_CONST" and isinstance(c, types.CodeType) and \
-                make.opname == "MAKE_FUNCTION" and not make.arg and \
+                make.opname == "MAKE_FUNCTION" and (not make.arg or defaults) and \
                 store.opname == "STORE_NAME" and store.argval == c.co_name == c.co_qualname \
                 and names.get(c.co_name) == 1 and can_stub(c, hot):
-            start = load.offset
-            while start - 2 in extended:  # (load's own EXTENDED_ARGs; none has a cache)
+            start = (before if defaults else load).offset
+            while start - 2 in extended:  # (its own EXTENDED_ARGs; none has a cache)
                 start -= 2
             code[start:store.offset + 2] = nop * ((store.offset + 2 - start) // 2)
             consts[load.arg] = None
-            out[c.co_name] = c
+            out[c.co_name] = c, defaults
     return module.replace(co_code=bytes(code), co_consts=tuple(consts)), out
 
 
@@ -248,13 +251,17 @@ def write(source_path=RUNTIME, hot=None):
     module = split(code, hot, cold, len(header))
     if left_out:  # their code, then the index of it, by name
         index = {}
-        for name, function in left_out.items():
+        for name, (function, _) in left_out.items():
             index[name] = (len(header) + sum(map(len, cold)), len(marshal.dumps(function)))
             cold.append(marshal.dumps(function))
         at = len(header) + sum(map(len, cold))
         cold.append(marshal.dumps(index))
-        consts = list(module.co_consts)  # _COLD_FUNCTIONS: their names, where the index is
-        consts[cold_functions_const(module)] = (tuple(sorted(index)), at, len(cold[-1]))
+        # _COLD_FUNCTIONS: their names, the defaults of those that take some (the module's
+        # constants still: no copy), and where the index is
+        defaults = tuple((name, d) for name, (_, d) in sorted(left_out.items()) if d)
+        consts = list(module.co_consts)
+        consts[cold_functions_const(module)] = (tuple(sorted(index)), defaults, at,
+                                                len(cold[-1]))
         module = module.replace(co_consts=tuple(consts))
     pyc = importlib.util.cache_from_source(source_path)
     os.makedirs(os.path.dirname(pyc), exist_ok=True)
