@@ -901,11 +901,11 @@ def _log_error(msg, log, level="error", stderr=True):
 # Cold code: `make install` (tools/bytecode.py) caches this module's bytecode split in two.
 # In the cached module, each function that `run` and an engine's calls (create, start,
 # state, kill, delete, exec, list) do not call on a plain bundle is a stub of the same
-# signature, `return _thaw(OFFSET, SIZE)(ARGS)`; its code waits beside the cache in
-# minicontainer.*.cold, read when the stub is first called. Half the module's code is never
-# called by a start: loaded all the same, it took 0.6 MiB of `run`'s peak memory and 1 ms of
-# its time (README, Performance). Python still decides when the cache is stale (it then
-# compiles the source and caches it whole, as always).
+# signature, `return _thaw(OFFSET, SIZE)(ARGS)`, or not there at all (a ColdFunction, below);
+# its code waits beside the cache in minicontainer.*.cold, read when it is first called.
+# Half the module's code is never called by a start: loaded all the same, it took 0.6 MiB of
+# `run`'s peak memory and 1 ms of its time (docs/performance.md). Python still decides when
+# the cache is stale (it then compiles the source and caches it whole, as always).
 _COLD = []  # the cold file's mapping: [address, size] ([0, 0]: none), once looked for
 _SOURCE = []  # the module's code compiled from the source, where the cold file failed
 _SOURCE_FD = []  # the source, opened before a fork where there was no cold file to map
