@@ -6103,8 +6103,9 @@ class SeqPacket:
         zeroed, and so made resident, at every call."""
         ctypes = ctypes_api()
         empty = (ctypes.c_char * 0)()
-        size = self._retry(libc().recvmsg, self.fd, self._msghdr(empty, empty)[0],
-                           self.MSG_PEEK | self.MSG_TRUNC)
+        # (the iovec alive until the call: freed, its memory may be another's by then)
+        peek, iov = self._msghdr(empty, empty)
+        size = self._retry(libc().recvmsg, self.fd, peek, self.MSG_PEEK | self.MSG_TRUNC)
         data = (ctypes.c_char * size)()
         control = (ctypes.c_char * (16 + (4 * maxfds + 7) // 8 * 8))()
         header, _ = self._msghdr(data, control)

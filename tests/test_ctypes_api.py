@@ -159,3 +159,17 @@ def test_seqpacket_as_socket():
         ours.close()  # twice: nothing (its fd is another's by now)
         os.close(r)
         os.close(w)
+
+
+def test_seqpacket_keeps_its_buffers_alive_through_its_calls():
+    """Under Python's debug allocator (-X dev), which fills what is freed with 0xDD, a
+    buffer whose address the kernel is given but which is freed before the call is read as
+    an iovec of garbage (EINVAL, or data written anywhere)."""
+    code = ("import sys; sys.path.insert(0, %r); import minicontainer as mc\n"
+            "ours, theirs = mc.SeqPacket.pair()\n"
+            "theirs.sendmsg(b'{}', [0])\n"
+            "msg, fds = ours.recvmsg(4)\n"
+            "print(msg.decode(), len(fds))" % os.path.dirname(mc.__file__))
+    done = subprocess.run([sys.executable, "-X", "dev", "-c", code], capture_output=True,
+                          text=True)
+    assert (done.returncode, done.stdout) == (0, "{} 1\n"), done.stderr
