@@ -1090,7 +1090,11 @@ class ColdFunction:
     def load(self):
         debug_step("thaw:" + self.name)
         if not _COLD_INDEX:
-            _COLD_INDEX.append(_cold_code(*_COLD_FUNCTIONS[2:]) or {})
+            # Not an index where the cold file is another build's of the same source (its
+            # header is the source's: bytecode.py run again, the profile changed): what
+            # lies at our offset there is anything, the source is our code then.
+            index = _cold_code(*_COLD_FUNCTIONS[2:])
+            _COLD_INDEX.append(index if isinstance(index, dict) else {})
         where = _COLD_INDEX[0].get(self.name)
         code = _cold_code(*where) if where else None
         if getattr(code, "co_qualname", None) != self.name:

@@ -180,6 +180,32 @@ print(sum(bool(vars(m)[n].__defaults__) for n in names),
     assert int(defaulted) > 20 and same == "True", out
 
 
+def test_cold_functions_under_a_cold_file_of_another_build(copy):
+    """A cold file of another build of the same source (bytecode.py run again, with another
+    profile: its header, the source's, is the same) under a process that imported the cache
+    before: at its ColdFunctions' index's offset lies anything (here an int), no index; they
+    compile the source then, as stubs do."""
+    path, _ = copy
+    bytecode.write(path, hot=set())
+    probe = """
+import marshal, os, sys
+sys.path.insert(0, %r)
+import minicontainer as m
+cold = m.__cached__[:-4] + ".cold"
+with open(cold, "rb") as f:
+    data = bytearray(f.read())
+at, size = m._COLD_FUNCTIONS[2:]
+data[at:at + size] = marshal.dumps(42).ljust(size, b"N")
+with open(cold + ".new", "wb") as f:
+    f.write(data)
+os.replace(cold + ".new", cold)
+print(m._valid_id("abc"), m._valid_id("-abc"), type(vars(m)["_valid_id"]).__name__)
+""" % os.path.dirname(path)
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True,
+                          text=True)
+    assert done.stdout.split() == ["True", "False", "function"], done.stderr
+
+
 def test_profile_names_functions_that_exist():
     """bytecode-hot.txt names functions of the module (a renamed function would fall out of
     it unseen: loaded on first call at every start)."""
