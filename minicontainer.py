@@ -913,8 +913,8 @@ _SOURCE_FD = []  # the source, opened before a fork where there was no cold file
 
 def _open_cold_code():
     """An fd of the cold code file, when this module was loaded split and the file belongs
-    to this source (it starts with the header Python checked in the cache: magic number,
-    mtime and size of the source); else None."""
+    to this source and build (it starts with the header Python checked in the cache: magic
+    number, mtime and size of the source; then the id of the build); else None."""
     cached = globals().get("__cached__")
     if not cached or not cached.endswith(".pyc"):
         return None
@@ -925,8 +925,9 @@ def _open_cold_code():
     try:
         st = os.stat(__file__)
         header = sys.modules["_frozen_importlib_external"].MAGIC_NUMBER + struct.pack(
-            "<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF)
-        if os.pread(fd, 16, 0) == header:
+            "<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF) + \
+            _COLD_FUNCTIONS[4]
+        if os.pread(fd, len(header), 0) == header:
             return fd
     except OSError:
         pass
@@ -1056,7 +1057,7 @@ def _cold_code(offset, size):
                 os.close(fd)
     try:
         return marshal.loads(data) if data else None
-    except (EOFError, ValueError, TypeError):  # a cold file cut short
+    except (EOFError, ValueError, TypeError, SystemError):  # a cold file cut short
         return None
 
 
@@ -1065,8 +1066,9 @@ def _cold_code(offset, size):
 # even a stub: its def is gone (made NOPs) and a ColdFunction stands in its place, 48 bytes
 # where a stub's code and function object took 0.8 KiB (0.2 MiB of every start's peak).
 # tools/bytecode.py writes here their names, ((name, defaults), ...) for those that take
-# some, and where the cold file's index of them ({name: (offset, size)}) is.
-_COLD_FUNCTIONS = ((), (), 0, 0)
+# some, where the cold file's index of them ({name: (offset, size)}) is, and the id of the
+# build, which the cold file's header ends with (see _open_cold_code).
+_COLD_FUNCTIONS = ((), (), 0, 0, b"")
 _COLD_INDEX = []  # that index, once read
 
 
@@ -1093,7 +1095,7 @@ class ColdFunction:
             # Not an index where the cold file is another build's of the same source (its
             # header is the source's: bytecode.py run again, the profile changed): what
             # lies at our offset there is anything, the source is our code then.
-            index = _cold_code(*_COLD_FUNCTIONS[2:])
+            index = _cold_code(*_COLD_FUNCTIONS[2:4])
             _COLD_INDEX.append(index if isinstance(index, dict) else {})
         where = _COLD_INDEX[0].get(self.name)
         code = _cold_code(*where) if where else None

@@ -194,7 +194,7 @@ import minicontainer as m
 cold = m.__cached__[:-4] + ".cold"
 with open(cold, "rb") as f:
     data = bytearray(f.read())
-at, size = m._COLD_FUNCTIONS[2:]
+at, size = m._COLD_FUNCTIONS[2:4]
 data[at:at + size] = marshal.dumps(42).ljust(size, b"N")
 with open(cold + ".new", "wb") as f:
     f.write(data)
@@ -204,6 +204,58 @@ print(m._valid_id("abc"), m._valid_id("-abc"), type(vars(m)["_valid_id"]).__name
     done = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True,
                           text=True)
     assert done.stdout.split() == ["True", "False", "function"], done.stderr
+
+
+def test_a_cold_file_of_another_build_is_not_used(copy):
+    """bytecode.py run again for the same source (another profile) writes a cold file whose
+    header Python would take, and other code at the offsets that a process which imported
+    the cache before knows: its build's id, which ends the header, differs, so that the
+    process takes its stubs' and ColdFunctions' code from the source instead."""
+    path, _ = copy
+    bytecode.write(path, hot=set())
+    probe = """
+import sys
+sys.path.insert(0, %r)
+sys.path.insert(0, %r)
+import minicontainer as m
+import bytecode
+before = m._open_cold_code()
+bytecode.write(m.__file__, hot={"main", "_go_string"})
+print(before is not None, m._open_cold_code() is None, m._go_string([True, None]),
+      m._valid_id("abc"), m._valid_id("-abc"), type(vars(m)["_valid_id"]).__name__)
+""" % (os.path.dirname(path), os.path.dirname(bytecode.__file__))
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True,
+                          text=True)
+    assert done.stdout.split() == ["True", "True", "[true", "<nil>]", "True", "False",
+                                   "function"], done.stderr
+
+
+def test_only_defs_that_always_run_are_left_out():
+    """A def in an if's body, or in a loop's, or named at import, or taking defaults made as
+    it runs, stays a def (perhaps a stub): a ColdFunction would stand where the module
+    would have had nothing, or another function."""
+    source = """
+import sys
+_COLD_FUNCTIONS = ((), (), 0, 0, b"")
+if sys.maxsize < 0:
+    def in_an_if():
+        pass
+for n in range(2):
+    def in_a_loop():
+        return n
+def named():
+    pass
+TABLE = {"f": named}
+def defaulted(a=len("xy")):
+    return a
+def constant_defaults(a=1, b=None):
+    return a
+def always():
+    pass
+"""
+    left = bytecode.leave_out(compile(source, "s.py", "exec"), set())[1]
+    assert sorted(left) == ["always", "constant_defaults"]
+    assert left["constant_defaults"][1] == (1, None)
 
 
 def test_profile_names_functions_that_exist():

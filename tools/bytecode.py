@@ -161,8 +161,9 @@ def loaded_at_import(code):
 def leave_out(module, hot):
     """module without the defs of its functions that can be left out whole: each a
     function of the module (no method) that a stub could stand for, takes no defaults but
-    constant positional ones, and is named by nothing the module runs as it is imported
-    but its one def, whose instructions ([LOAD_CONST defaults], LOAD_CONST code,
+    constant positional ones, is named by nothing the module runs as it is imported but
+    its one def, and is defined whatever happens (no jump passes over it), whose
+    instructions ([LOAD_CONST defaults], LOAD_CONST code,
     MAKE_FUNCTION, STORE_NAME) become NOPs; a ColdFunction of its name stands in its place
     (see the module's "Cold code"). Returns (module, {name: (code, defaults or None)});
     none are left out where the module has no _COLD_FUNCTIONS to name them in, or Python
@@ -173,6 +174,9 @@ def leave_out(module, hot):
         return module, {}
     real = [i for i in dis.get_instructions(module) if i.opname != "EXTENDED_ARG"]
     extended = {i.offset for i in dis.get_instructions(module) if i.opname == "EXTENDED_ARG"}
+    # what a jump passes over (an if's body, a loop's) runs perhaps, or more than once
+    jumped = [(min(i.offset, i.argval), max(i.offset, i.argval)) for i in real
+              if i.opcode in dis.hasjrel or i.opcode in dis.hasjabs]
     code, consts, out = bytearray(module.co_code), list(module.co_consts), {}
     nop = bytes([dis.opmap["NOP"], 0])
     for before, load, make, store in zip([None] + real, real, real[1:], real[2:]):
@@ -182,7 +186,8 @@ def leave_out(module, hot):
         if load.opname == "LOAD_CONST" and isinstance(c, types.CodeType) and \
                 make.opname == "MAKE_FUNCTION" and (not make.arg or defaults) and \
                 store.opname == "STORE_NAME" and store.argval == c.co_name == c.co_qualname \
-                and names.get(c.co_name) == 1 and can_stub(c, hot):
+                and names.get(c.co_name) == 1 and can_stub(c, hot) and \
+                not any(low < load.offset < high for low, high in jumped):
             start = (before if defaults else load).offset
             while start - 2 in extended:  # (its own EXTENDED_ARGs; none has a cache)
                 start -= 2
@@ -243,30 +248,37 @@ def write(source_path=RUNTIME, hot=None):
     code = compiled(source, source_path)
     hot = (read_profile() if hot is None else hot) | ALWAYS_HOT | import_calls(source_path)
     # what Python checks before it uses a cache: its magic number, then the source's mtime
-    # and size (flags 0: no hash); the cold file starts with it too
+    # and size (flags 0: no hash); the cold file starts with it too, then with this build's
+    # own id, which the module holds (in _COLD_FUNCTIONS): a cold file written again for the
+    # same source (bytecode.py run again, another profile) has the header Python checks,
+    # and anything at the offsets a module imported before knows; it checks the id.
     header = importlib.util.MAGIC_NUMBER + struct.pack(
         "<III", 0, int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF)
+    record = cold_functions_const(code)
+    build = os.urandom(8) if record is not None else b""
     cold = []
     code, left_out = leave_out(code, hot)
-    module = split(code, hot, cold, len(header))
-    if left_out:  # their code, then the index of it, by name
-        index = {}
-        for name, (function, _) in left_out.items():
-            index[name] = (len(header) + sum(map(len, cold)), len(marshal.dumps(function)))
-            cold.append(marshal.dumps(function))
-        at = len(header) + sum(map(len, cold))
+    module = split(code, hot, cold, len(header + build))
+    at = len(header + build) + sum(map(len, cold))
+    index = {}  # the left out functions' code, then the index of it, by name
+    for name, (function, _) in left_out.items():
+        index[name] = (at, len(marshal.dumps(function)))
+        cold.append(marshal.dumps(function))
+        at += len(cold[-1])
+    if index:
         cold.append(marshal.dumps(index))
+    if record is not None:
         # _COLD_FUNCTIONS: their names, the defaults of those that take some (the module's
-        # constants still: no copy), and where the index is
+        # constants still: no copy), where the index is, the build's id
         defaults = tuple((name, d) for name, (_, d) in sorted(left_out.items()) if d)
         consts = list(module.co_consts)
-        consts[cold_functions_const(module)] = (tuple(sorted(index)), defaults, at,
-                                                len(cold[-1]))
+        consts[record] = (tuple(sorted(index)), defaults, at if index else 0,
+                          len(cold[-1]) if index else 0, build)
         module = module.replace(co_consts=tuple(consts))
     pyc = importlib.util.cache_from_source(source_path)
     os.makedirs(os.path.dirname(pyc), exist_ok=True)
     # The cold file first: a cache Python reads always finds its cold code in place.
-    for path, data in ((pyc[:-4] + ".cold", header + b"".join(cold)),
+    for path, data in ((pyc[:-4] + ".cold", header + build + b"".join(cold)),
                        (pyc, header + marshal.dumps(module))):
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(pyc), prefix=".bytecode-")
         try:
@@ -277,7 +289,7 @@ def write(source_path=RUNTIME, hot=None):
         except BaseException:
             os.unlink(tmp)
             raise
-    return len(cold) - bool(left_out), sum(map(len, cold))
+    return len(cold) - bool(index), sum(map(len, cold))
 
 
 def profile_modes():
