@@ -1092,12 +1092,12 @@ class ColdFunction:
     def load(self):
         debug_step("thaw:" + self.name)
         if not _COLD_INDEX:
-            # Not an index where the cold file is another build's of the same source (its
-            # header is the source's: bytecode.py run again, the profile changed): what
-            # lies at our offset there is anything, the source is our code then.
+            # (Not an index but where the cold file holds one: a damaged file holds anything
+            # there; then, and where it cannot be read, the source is our code.)
             index = _cold_code(*_COLD_FUNCTIONS[2:4])
-            _COLD_INDEX.append(index if isinstance(index, dict) else {})
-        where = _COLD_INDEX[0].get(self.name)
+            if isinstance(index, dict):
+                _COLD_INDEX.append(index)
+        where = _COLD_INDEX[0].get(self.name) if _COLD_INDEX else None
         code = _cold_code(*where) if where else None
         if getattr(code, "co_qualname", None) != self.name:
             code = _code_from_source(self.name)
