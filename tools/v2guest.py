@@ -34,6 +34,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -201,6 +202,32 @@ def build(packages):
     return dest
 
 
+def chroot_dev(dev):
+    """Mount at DEV a /dev of our own: a tmpfs with the usual nodes, their modes set here,
+    a devpts instance of its own and a /dev/shm.  Not the host's devtmpfs: its nodes are the
+    host's /dev, modes included, and a host whose /dev/null is not 0666 (seen: 0755) makes
+    every write to /dev/null fail in the chroot for any user but root; apt's methods run as
+    _apt, and apt-key's `command -v gpgv >/dev/null` then fails, which apt reports as "gpgv,
+    gpgv2 or gpgv1 required for verification, but neither seems installed"."""
+    sh("mount", "-t", "tmpfs", "-o", "mode=755,nosuid", "tmpfs", dev)
+    for name, major, minor, mode in (("null", 1, 3, 0o666), ("zero", 1, 5, 0o666),
+                                     ("full", 1, 7, 0o666), ("random", 1, 8, 0o666),
+                                     ("urandom", 1, 9, 0o666), ("tty", 5, 0, 0o666),
+                                     ("console", 5, 1, 0o600)):
+        path = os.path.join(dev, name)
+        os.mknod(path, stat.S_IFCHR | mode, os.makedev(major, minor))
+        os.chmod(path, mode)   # mknod's mode went through our umask
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+                         ("ptmx", "pts/ptmx")):
+        os.symlink(target, os.path.join(dev, name))
+    os.mkdir(os.path.join(dev, "pts"))
+    os.mkdir(os.path.join(dev, "shm"))
+    sh("mount", "-t", "devpts", "-o", "newinstance,ptmxmode=666,mode=620,gid=5", "devpts",
+       os.path.join(dev, "pts"))
+    sh("mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", os.path.join(dev, "shm"))
+
+
 def rootfs(root, packages):
     """In a private mount namespace: debootstrap ROOT, install PACKAGES, set the guest up."""
     mirror, security = host_mirrors()
@@ -230,10 +257,10 @@ def rootfs(root, packages):
           "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\n"
           "allow-hotplug %s\niface %s inet dhcp\n" % (NIC, NIC))
     write("/usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)  # no daemon starts here
-    for fs, where in (("proc", "proc"), ("sysfs", "sys"), ("devtmpfs", "dev"),
-                      ("devpts", "dev/pts"), ("tmpfs", "run")):
+    for fs, where in (("proc", "proc"), ("sysfs", "sys"), ("tmpfs", "run")):
         os.makedirs(os.path.join(root, where), exist_ok=True)
         sh("mount", "-t", fs, fs, os.path.join(root, where))
+    chroot_dev(os.path.join(root, "dev"))
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LANG="C.UTF-8",
                PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     chroot = ["chroot", root]
@@ -254,7 +281,7 @@ def rootfs(root, packages):
     # other bridge, ours included; the README says how a Docker host lets ours through).
     sh(*chroot, "systemctl", "mask", "docker.service", "docker.socket", "containerd.service",
        env=env)
-    for where in ("run", "dev/pts", "dev", "sys", "proc"):
+    for where in ("run", "dev/shm", "dev/pts", "dev", "sys", "proc"):
         sh("umount", "-l", os.path.join(root, where))
 
 
