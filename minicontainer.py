@@ -1061,20 +1061,20 @@ def _cold_code(offset, size):
         return None
 
 
-# In the cached module, a function of the module's own (no method) that takes no defaults
-# but constant positional ones, and that nothing names while the module is imported, is not
-# even a stub: its def is gone (made NOPs) and a ColdFunction stands in its place, 48 bytes
-# where a stub's code and function object took 0.8 KiB (0.2 MiB of every start's peak).
-# tools/bytecode.py writes here their names, ((name, defaults), ...) for those that take
-# some, where the cold file's index of them ({name: (offset, size)}) is, and the id of the
-# build, which the cold file's header ends with (see _open_cold_code).
+# In the cached module, a function of the module, or a method of its classes, that takes no
+# defaults but constant positional ones, and that nothing names while the module is imported,
+# is not even a stub: its def is gone (made NOPs) and a ColdFunction stands in its place, 48
+# bytes where a stub's code and function object took 0.8 KiB (0.25 MiB of every start's
+# peak). tools/bytecode.py writes here their qualified names, ((name, defaults), ...) for
+# those that take some, where the cold file's index of them ({name: (offset, size)}) is, and
+# the id of the build, which the cold file's header ends with (see _open_cold_code).
 _COLD_FUNCTIONS = ((), (), 0, 0, b"")
 _COLD_INDEX = []  # that index, once read
 
 
 class ColdFunction:
-    """A function of the module in the cold file: loaded by its first call (or any other use
-    of it), which puts it in its place."""
+    """A function of the module (or a method) in the cold file: loaded by its first call, or
+    any other use of it, which puts it in its place."""
     __slots__ = ("name", "function")
 
     def __init__(self, name):
@@ -1082,6 +1082,13 @@ class ColdFunction:
 
     def __call__(self, *args, **kwargs):
         return (self.function or self.load())(*args, **kwargs)
+
+    def __get__(self, instance, owner=None):
+        """A method's, bound as a function is, and loaded only when called: a lookup alone
+        (getattr, hasattr) loads nothing."""
+        if self.function is not None:
+            return self.function.__get__(instance, owner)
+        return self if instance is None else type(self.load)(self, instance)
 
     def __getattr__(self, attribute):  # __code__, __name__...: the function's
         return getattr(self.function or self.load(), attribute)
@@ -1103,12 +1110,25 @@ class ColdFunction:
             code = _code_from_source(self.name)
         self.function = type(_thaw)(code, globals(), None,
                                     dict(_COLD_FUNCTIONS[1]).get(self.name))
-        if globals().get(self.name) is self:  # (not where a test put another)
-            globals()[self.name] = self.function
+        self._put(self.function, instead_of=self)  # (not where a test put another)
         return self.function
 
+    def _put(self, value, instead_of=None):
+        """value in this function's place (only instead of that, if given)."""
+        owner, _, name = self.name.rpartition(".")
+        space = vars(globals()[owner]) if owner else globals()
+        if instead_of is None or space.get(name) is instead_of:
+            if owner:  # (a class's namespace is read-only but through setattr)
+                setattr(globals()[owner], name, value)
+            else:
+                space[name] = value
 
-globals().update((name, ColdFunction(name)) for name in _COLD_FUNCTIONS[0])
+    @staticmethod
+    def put_in_place():
+        """Each in its place, once the module's classes are made (at its end)."""
+        for qualname in _COLD_FUNCTIONS[0]:
+            cold = ColdFunction(qualname)
+            cold._put(cold)
 
 
 def _function_of(stub):
@@ -12868,6 +12888,8 @@ def exit(code):
         os._exit(code)
     sys.exit(code)
 
+
+ColdFunction.put_in_place()
 
 if __name__ == "__main__":
     exit(main())

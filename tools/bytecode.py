@@ -41,8 +41,9 @@ CO_NEWLOCALS, CO_VARARGS, CO_VARKEYWORDS = 0x2, 0x4, 0x8
 ALWAYS_HOT = {"_thaw", "_cold_code", "_open_cold_code", "map_cold_code", "_open_source",
               "_before_fork", "cold_code_fds_closed", "_function_of", "_code_from_source",
               "ColdFunction.__init__", "ColdFunction.__call__", "ColdFunction.__getattr__",
-              "ColdFunction.load", "ctypes_api", "libc", "debug_step", "settings",
-              "Settings.__init__", "getenv"}
+              "ColdFunction.__get__", "ColdFunction.load", "ColdFunction._put",
+              "ColdFunction.put_in_place",
+              "ctypes_api", "libc", "debug_step", "settings", "Settings.__init__", "getenv"}
 ALWAYS_HOT_CLASSES = ("_Os.", "_OsPath.")  # the module's os: the machinery's calls use it
 
 
@@ -141,60 +142,81 @@ def split(code, hot, cold, offset):
     return code.replace(co_consts=tuple(consts))
 
 
-def loaded_at_import(code):
+def loaded_at_import(code, attributes=None):
     """The names the module's body (and its class bodies, comprehensions and lambdas) loads
-    or stores as it runs: its functions' own bodies run later."""
+    or stores as it runs: its functions' own bodies run later. attributes: a set, given the
+    attribute names that code looks up or sets."""
     import dis
     names = {}
     for i in dis.get_instructions(code):
         if i.opname in ("LOAD_NAME", "LOAD_GLOBAL", "STORE_NAME", "STORE_GLOBAL",
                         "DELETE_NAME", "DELETE_GLOBAL", "LOAD_FROM_DICT_OR_GLOBALS"):
             names[i.argval] = names.get(i.argval, 0) + 1
+        elif attributes is not None and i.opname in ("LOAD_ATTR", "LOAD_METHOD",
+                                                      "STORE_ATTR", "DELETE_ATTR"):
+            attributes.add(i.argval)
     for c in code.co_consts:
         if isinstance(c, types.CodeType) and (not c.co_flags & CO_NEWLOCALS or
                                               c.co_name.startswith("<")):
-            for name, n in loaded_at_import(c).items():
+            for name, n in loaded_at_import(c, attributes).items():
                 names[name] = names.get(name, 0) + n
     return names
 
 
 def leave_out(module, hot):
     """module without the defs of its functions that can be left out whole: each a
-    function of the module (no method) that a stub could stand for, takes no defaults but
-    constant positional ones, is named by nothing the module runs as it is imported but
-    its one def, and is defined whatever happens (no jump passes over it), whose
-    instructions ([LOAD_CONST defaults], LOAD_CONST code,
-    MAKE_FUNCTION, STORE_NAME) become NOPs; a ColdFunction of its name stands in its place
-    (see the module's "Cold code"). Returns (module, {name: (code, defaults or None)});
-    none are left out where the module has no _COLD_FUNCTIONS to name them in, or Python
-    compiles a def otherwise."""
-    import dis
-    names = loaded_at_import(module)
+    function of the module, or a method of one of its classes (not a dunder, nor a name
+    the module's import looks up as an attribute), that a stub could stand for, takes no
+    defaults but constant positional ones, is named by nothing its module's (or class's)
+    body runs as it is imported but its one def, and is defined whatever happens (no jump
+    passes over it), whose instructions ([LOAD_CONST defaults], LOAD_CONST code,
+    MAKE_FUNCTION, STORE_NAME) become NOPs; a ColdFunction of its qualified name stands in
+    its place (see the module's "Cold code"). Returns (module, {qualified name: (code,
+    defaults or None)}); none are left out where the module has no _COLD_FUNCTIONS to name
+    them in, or Python compiles a def otherwise."""
     if cold_functions_const(module) is None:
         return module, {}
-    real = [i for i in dis.get_instructions(module) if i.opname != "EXTENDED_ARG"]
-    extended = {i.offset for i in dis.get_instructions(module) if i.opname == "EXTENDED_ARG"}
+    attributes = set()
+    names = loaded_at_import(module, attributes)
+    module, out = _leave_out_of(module, hot, names)
+    consts = list(module.co_consts)
+    for i, c in enumerate(consts):  # the classes' bodies: their methods
+        if isinstance(c, types.CodeType) and not c.co_flags & CO_NEWLOCALS and \
+                not c.co_name.startswith("<"):
+            consts[i], methods = _leave_out_of(c, hot, loaded_at_import(c), attributes)
+            out.update(methods)
+    return module.replace(co_consts=tuple(consts)), out
+
+
+def _leave_out_of(code, hot, names, attributes=None):
+    """leave_out's work in one body: the module's, or (attributes given) a class's."""
+    import dis
+    real = [i for i in dis.get_instructions(code) if i.opname != "EXTENDED_ARG"]
+    extended = {i.offset for i in dis.get_instructions(code) if i.opname == "EXTENDED_ARG"}
     # what a jump passes over (an if's body, a loop's) runs perhaps, or more than once
     jumped = [(min(i.offset, i.argval), max(i.offset, i.argval)) for i in real
               if i.opcode in dis.hasjrel or i.opcode in dis.hasjabs]
-    code, consts, out = bytearray(module.co_code), list(module.co_consts), {}
+    body, consts, out = bytearray(code.co_code), list(code.co_consts), {}
     nop = bytes([dis.opmap["NOP"], 0])
+    prefix = "" if attributes is None else code.co_name + "."
     for before, load, make, store in zip([None] + real, real, real[1:], real[2:]):
         c = load.argval
         # defaults: a constant tuple, loaded just before (MAKE_FUNCTION's flag 1)
         defaults = before.argval if make.arg == 1 and before.opname == "LOAD_CONST" else None
         if load.opname == "LOAD_CONST" and isinstance(c, types.CodeType) and \
                 make.opname == "MAKE_FUNCTION" and (not make.arg or defaults) and \
-                store.opname == "STORE_NAME" and store.argval == c.co_name == c.co_qualname \
-                and names.get(c.co_name) == 1 and can_stub(c, hot) and \
-                not any(low < load.offset < high for low, high in jumped):
+                store.opname == "STORE_NAME" and store.argval == c.co_name and \
+                c.co_qualname == prefix + c.co_name and names.get(c.co_name) == 1 and \
+                can_stub(c, hot) and not any(low < load.offset < high for low, high in jumped) \
+                and (attributes is None or c.co_name not in attributes and
+                     not c.co_name.startswith("__")):
             start = (before if defaults else load).offset
             while start - 2 in extended:  # (its own EXTENDED_ARGs; none has a cache)
                 start -= 2
-            code[start:store.offset + 2] = nop * ((store.offset + 2 - start) // 2)
+            body[start:store.offset + 2] = nop * ((store.offset + 2 - start) // 2)
             consts[load.arg] = None
-            out[c.co_name] = c, defaults
-    return module.replace(co_code=bytes(code), co_consts=tuple(consts)), out
+            out[c.co_qualname] = c, defaults
+    return code.replace(co_code=bytes(body), co_consts=tuple(consts)), out
 
 
 def cold_functions_const(module):
