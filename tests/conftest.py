@@ -44,6 +44,23 @@ def repository_files():
 
 REPOSITORY_FILES_AT_START = repository_files()
 
+
+def host_device_nodes():
+    """Mode, owner and type of the host's standard device nodes: the ones a container in a
+    user namespace gets bind-mounted (the same inodes: a chmod through the bind is the
+    host's)."""
+    found = {}
+    for name in ("null", "zero", "full", "random", "urandom", "tty"):
+        try:
+            st = os.stat("/dev/" + name)
+        except OSError:
+            continue
+        found[name] = (oct(st.st_mode), st.st_uid, st.st_gid, st.st_rdev)
+    return found
+
+
+HOST_DEVICE_NODES_AT_START = host_device_nodes()
+
 # A shell without job control starts a background job with SIGINT ignored, and what it runs
 # inherits that: the pulls and runtimes of the tests would ignore the Ctrl-C that tests send
 # them. Python's handler, ours, is reset to the default by their exec.

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from conftest import (REPOSITORY_FILES_AT_START, ROOTLESS_USER_PREFIX, SESSION, SUBID_FILES,
-                      _cmdlines, mountpoints_under, repository_files, session_cgroups)
+from conftest import (HOST_DEVICE_NODES_AT_START, REPOSITORY_FILES_AT_START,
+                      ROOTLESS_USER_PREFIX, SESSION, SUBID_FILES, _cmdlines, host_device_nodes,
+                      mountpoints_under, repository_files, session_cgroups)
 
 pytestmark = pytest.mark.needs_root
 
@@ -69,6 +70,14 @@ def test_the_shared_rootfs_was_not_written(busybox_rootfs):
 
 def test_the_checkout_was_not_written():
     assert sorted(repository_files() - REPOSITORY_FILES_AT_START) == []
+
+
+def test_the_hosts_device_nodes_are_as_they_were():
+    """/dev/null and the other standard nodes keep their mode and owner: this machine's
+    /dev/null was found 0755 one evening (2026-12-03: cause not found; crun 1.8's `run`
+    changes its ctime, ours and runc's do not), which broke every user's write to it, apt's
+    among them."""
+    assert host_device_nodes() == HOST_DEVICE_NODES_AT_START
 
 
 def test_no_rootless_user_left():
