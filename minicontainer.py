@@ -1064,7 +1064,7 @@ def _cold_code(offset, size):
 # In the cached module, a function of the module, or a method of its classes, that takes no
 # defaults but constant positional ones, and that nothing names while the module is imported,
 # is not even a stub: its def is gone (made NOPs) and a ColdFunction stands in its place, 48
-# bytes where a stub's code and function object took 0.8 KiB (0.25 MiB of every start's
+# bytes where a stub's code and function object took 0.8 KiB (0.15 MiB of every start's
 # peak). tools/bytecode.py writes here their qualified names, ((name, defaults), ...) for
 # those that take some, where the cold file's index of them ({name: (offset, size)}) is, and
 # the id of the build, which the cold file's header ends with (see _open_cold_code).
@@ -6155,18 +6155,9 @@ class _Sync:
         self.in_cgroup = False
         self.program = program  # the runtime's: process.args[0], for the helper's errno
 
-    @staticmethod
-    def socketpair():
-        """The setup socket (SeqPacket's: its messages keep their bounds)."""
-        return SeqPacket.pair()
-
     def send(self, kind, fds=(), **fields):
         fields["t"] = kind
         self.sock.sendmsg(json.dumps(fields).encode(), fds)
-
-    def _recv_fds(self):
-        """The message and its fds (up to 4)."""
-        return self.sock.recvmsg(4)
 
     def error(self, msg, code):
         """Tell the other side why we give up (or stderr, once nobody listens)."""
@@ -6180,12 +6171,12 @@ class _Sync:
 
     def _recv(self):
         try:
-            msg, fds = self._recv_fds()
+            msg, fds = self.sock.recvmsg(4)
         except ConnectionResetError:
             # The peer exited with a message of ours unread (an init that failed before it
             # read IN_CGROUP): the kernel says so once, before what the peer sent last,
             # which is still queued for us (its error).
-            msg, fds = self._recv_fds()
+            msg, fds = self.sock.recvmsg(4)
         if len(msg) == 4 and msg[:1] != b"{":  # the exec helper's errno: its execve failed
             err = struct.unpack("<i", msg)[0]
             return {"t": Msg.ERROR, "msg": 'exec "%s": %s' % (self.program, os.strerror(err)),
@@ -7374,7 +7365,7 @@ class Container:
             if userns:  # the init opens it again as the container's root
                 os.chown(c.fifo, *host_owner(linux))
                 _check_reachable([rootfs] + plan.mount_sources(), linux)
-            ours, theirs = _Sync.socketpair()
+            ours, theirs = SeqPacket.pair()
             # The init reopens it through this fd: the state directory need not be reachable
             # from the container's user namespace.
             fifo_fd = os.open(c.fifo, os.O_PATH | os.O_CLOEXEC)
@@ -7711,7 +7702,7 @@ class Container:
                         os.close(fd)
                     raise Error("exec: namespace %s of %s: %s" % (kind, self.id,
                                                                  e.strerror)) from None
-        ours, theirs = _Sync.socketpair()
+        ours, theirs = SeqPacket.pair()
         # The process is a grandchild (it must be forked after setns to be in the pid
         # namespace): as a subreaper, we inherit it when its parent exits.
         prctl(PR_SET_CHILD_SUBREAPER, 1)

@@ -10,10 +10,13 @@ Here the cache (__pycache__/minicontainer.TAG.pyc, the file Python reads, with t
 checks) holds the functions named in bytecode-hot.txt as they are and every other one as a
 stub of the same name and signature that calls _thaw(OFFSET, SIZE); their code goes to
 minicontainer.TAG.cold beside it, one marshalled code object each, which the module maps and
-reads as stubs are called (see "Cold code" in the module). A function of the module's own
-that takes no defaults and that nothing names as the module is imported is not even a stub:
-its def becomes NOPs, and the module puts a ColdFunction in its place, which finds its code
-by an index of them at the cold file's end. When the source changes, Python
+reads as stubs are called (see "Cold code" in the module). A function of the module, or a
+plain method of its classes, that takes no defaults but constant ones and that nothing names
+as the module is imported is not even a stub (leave_out): its def becomes NOPs, and the
+module puts a ColdFunction in its place, which finds its code by an index at the cold file's
+end. The cold file's header ends with an id of the build, which the module holds: a cold
+file written again for the same source is not read by a process that imported the cache
+before. When the source changes, Python
 finds the cache stale and writes the whole bytecode again, as it always does: the split
 form is then back at the next `make install`.
 
@@ -284,8 +287,8 @@ def write(source_path=RUNTIME, hot=None):
     at = len(header + build) + sum(map(len, cold))
     index = {}  # the left out functions' code, then the index of it, by name
     for name, (function, _) in left_out.items():
-        index[name] = (at, len(marshal.dumps(function)))
         cold.append(marshal.dumps(function))
+        index[name] = (at, len(cold[-1]))
         at += len(cold[-1])
     if index:
         cold.append(marshal.dumps(index))
