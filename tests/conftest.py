@@ -50,9 +50,9 @@ def host_device_nodes():
     user namespace gets bind-mounted (the same inodes: a chmod through the bind is the
     host's)."""
     found = {}
-    for name in ("null", "zero", "full", "random", "urandom", "tty"):
+    for name, *_ in minicontainer.DEFAULT_DEVICES:
         try:
-            st = os.stat("/dev/" + name)
+            st = os.stat(name)
         except OSError:
             continue
         found[name] = (oct(st.st_mode), st.st_uid, st.st_gid, st.st_rdev)

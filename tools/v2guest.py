@@ -209,18 +209,17 @@ def chroot_dev(dev):
     every write to /dev/null fail in the chroot for any user but root; apt's methods run as
     _apt, and apt-key's `command -v gpgv >/dev/null` then fails, which apt reports as "gpgv,
     gpgv2 or gpgv1 required for verification, but neither seems installed"."""
+    sys.path.insert(0, ROOT)
+    import minicontainer as mc  # its /dev: the nodes and links every container gets
     sh("mount", "-t", "tmpfs", "-o", "mode=755,nosuid", "tmpfs", dev)
-    for name, major, minor, mode in (("null", 1, 3, 0o666), ("zero", 1, 5, 0o666),
-                                     ("full", 1, 7, 0o666), ("random", 1, 8, 0o666),
-                                     ("urandom", 1, 9, 0o666), ("tty", 5, 0, 0o666),
-                                     ("console", 5, 1, 0o600)):
-        path = os.path.join(dev, name)
+    for path, _, major, minor, mode in [d + (0o666,) for d in mc.DEFAULT_DEVICES] + [
+            ("/dev/console", "c", 5, 1, 0o600)]:
+        path = os.path.join(dev, os.path.basename(path))
         os.mknod(path, stat.S_IFCHR | mode, os.makedev(major, minor))
         os.chmod(path, mode)   # mknod's mode went through our umask
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
-                         ("ptmx", "pts/ptmx")):
-        os.symlink(target, os.path.join(dev, name))
+    for target, link in mc.DEV_SYMLINKS:
+        if link != "/dev/core":
+            os.symlink(target, os.path.join(dev, os.path.basename(link)))
     os.mkdir(os.path.join(dev, "pts"))
     os.mkdir(os.path.join(dev, "shm"))
     sh("mount", "-t", "devpts", "-o", "newinstance,ptmxmode=666,mode=620,gid=5", "devpts",
